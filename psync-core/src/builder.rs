@@ -1,0 +1,383 @@
+//! `SyncBuilder`: the one way to configure and start a run.
+
+use crate::copy::{CopyOptions, Copier, Registry};
+use crate::engine::Engine;
+use crate::entry::{Entry, Name, RelPath};
+use crate::error::{Error, Op, ResultExt};
+use crate::event::{Event, Snapshot, Stats};
+use crate::fs::{Dir, is_root};
+use crate::itemize::Change;
+use crate::plan::{PlanOptions, Planner, Preserve, RsyncPlanner};
+use crate::task::Task;
+use crate::transport::{Local, Transport};
+use crate::validate::{Roots, validate};
+use crate::walk::{FsWalker, Walker};
+use crossbeam_channel::Sender;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Configures a run. Setters take `&mut self` and return `&mut Self`;
+/// [`SyncBuilder::build`] leaves the builder reusable.
+///
+/// ```no_run
+/// # fn main() -> Result<(), psync_core::Error> {
+/// let mut b = psync_core::SyncBuilder::new("/data/src", "/data/dst");
+/// b.threads(16).delete(true);
+/// # let copier: std::sync::Arc<dyn psync_core::Copier> = unimplemented!();
+/// b.default_copier(copier);
+/// let report = b.build()?.run()?;
+/// println!("{} files copied", report.stats.created + report.stats.updated);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SyncBuilder {
+    src: PathBuf,
+    dst: PathBuf,
+    threads: usize,
+    plan: PlanOptions,
+    dry_run: bool,
+    itemize: bool,
+    events: Option<Sender<Event>>,
+    progress_interval: Duration,
+    registry: Registry,
+    walker: Arc<dyn Walker>,
+    planner: Arc<dyn Planner>,
+    transport: Option<Arc<dyn Transport>>,
+    retries: u32,
+    batch_files: usize,
+    batch_bytes: u64,
+}
+
+impl std::fmt::Debug for SyncBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncBuilder")
+            .field("src", &self.src)
+            .field("dst", &self.dst)
+            .field("threads", &self.threads)
+            .field("plan", &self.plan)
+            .field("dry_run", &self.dry_run)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default worker threads: more than the cores, because file system calls
+/// block on I/O (a cold-cache copy keeps gaining up to ~8 requests in
+/// flight even on 2 cores).
+pub fn default_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * 2).clamp(4, 64)
+}
+
+impl SyncBuilder {
+    /// A run that makes `dst` identical to `src` (the contents of `src`
+    /// into `dst`, like `rsync -a SRC/ DST/`).
+    pub fn new(src: impl AsRef<Path>, dst: impl AsRef<Path>) -> SyncBuilder {
+        SyncBuilder {
+            src: src.as_ref().to_path_buf(),
+            dst: dst.as_ref().to_path_buf(),
+            threads: default_threads(),
+            plan: PlanOptions::default(),
+            dry_run: false,
+            itemize: false,
+            events: None,
+            progress_interval: Duration::from_millis(250),
+            registry: Registry::new(),
+            walker: Arc::new(FsWalker),
+            planner: Arc::new(RsyncPlanner),
+            transport: None,
+            retries: 2,
+            batch_files: 128,
+            batch_bytes: 32 << 20,
+        }
+    }
+
+    /// Worker threads of the local transport. Default: [`default_threads`].
+    pub fn threads(&mut self, n: usize) -> &mut Self {
+        self.threads = n.max(1);
+        self
+    }
+
+    /// Delete target entries absent from the source. Default: false.
+    pub fn delete(&mut self, yes: bool) -> &mut Self {
+        self.plan.delete = yes;
+        self
+    }
+
+    /// Attributes to preserve. Default: [`Preserve::ARCHIVE`] (owner and
+    /// group take effect only when running as root).
+    pub fn preserve(&mut self, p: Preserve) -> &mut Self {
+        self.plan.preserve = p;
+        self
+    }
+
+    /// Plan and report without changing anything. Default: false.
+    pub fn dry_run(&mut self, yes: bool) -> &mut Self {
+        self.dry_run = yes;
+        self
+    }
+
+    /// Send an [`Event::Itemize`] for every change. Default: false.
+    pub fn itemize(&mut self, yes: bool) -> &mut Self {
+        self.itemize = yes;
+        self
+    }
+
+    /// Where events go. Default: nowhere. A bounded channel applies
+    /// back-pressure: the run slows down rather than buffer without limit.
+    pub fn events(&mut self, tx: Sender<Event>) -> &mut Self {
+        self.events = Some(tx);
+        self
+    }
+
+    /// How often [`Event::Progress`] is sent. Default: 250 ms.
+    pub fn progress_interval(&mut self, d: Duration) -> &mut Self {
+        self.progress_interval = d;
+        self
+    }
+
+    /// Treat mtimes this close as equal (rsync `--modify-window`). Default: 0.
+    pub fn modify_window(&mut self, d: Duration) -> &mut Self {
+        self.plan.modify_window_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Copy every file regardless of size and time (rsync `-I`). Default: false.
+    pub fn ignore_times(&mut self, yes: bool) -> &mut Self {
+        self.plan.ignore_times = yes;
+        self
+    }
+
+    /// Retries of a file that changes while it is copied. Default: 2.
+    pub fn retries(&mut self, n: u32) -> &mut Self {
+        self.retries = n;
+        self
+    }
+
+    /// Files per copy task (small files travel in batches). Default: 128.
+    pub fn batch_files(&mut self, n: usize) -> &mut Self {
+        self.batch_files = n.max(1);
+        self
+    }
+
+    /// Registers a copier for a pair of file systems (`statfs` magics; `None` = any).
+    pub fn register_copier(&mut self, src_magic: Option<u64>, dst_magic: Option<u64>, c: Arc<dyn Copier>) -> &mut Self {
+        self.registry.register(src_magic, dst_magic, c);
+        self
+    }
+
+    /// The copier used when no registered pair matches. Required (the
+    /// `psync` facade crate sets `psync-generic`'s).
+    pub fn default_copier(&mut self, c: Arc<dyn Copier>) -> &mut Self {
+        self.registry.set_default(c);
+        self
+    }
+
+    /// Replaces the walker. Default: [`FsWalker`].
+    pub fn walker(&mut self, w: Arc<dyn Walker>) -> &mut Self {
+        self.walker = w;
+        self
+    }
+
+    /// Replaces the planner. Default: [`RsyncPlanner`].
+    pub fn planner(&mut self, p: Arc<dyn Planner>) -> &mut Self {
+        self.planner = p;
+        self
+    }
+
+    /// Replaces the transport. Default: [`Local`] with [`SyncBuilder::threads`] threads.
+    pub fn transport(&mut self, t: Arc<dyn Transport>) -> &mut Self {
+        self.transport = Some(t);
+        self
+    }
+
+    /// Checks the arguments and prepares the run. Touches nothing.
+    ///
+    /// # Errors
+    /// Bad source or destination (see [`crate::validate()`]), or no copier.
+    pub fn build(&self) -> Result<Syncer, Error> {
+        let roots = validate(&self.src, &self.dst)?;
+        if !self.registry.has_default() {
+            return Err(Error::invalid(&self.dst, "no copier registered (set SyncBuilder::default_copier)"));
+        }
+        Ok(Syncer { b: self.clone(), roots, quit: Arc::new(AtomicBool::new(false)), stats: Arc::new(Stats::default()) })
+    }
+}
+
+/// A checked, ready run.
+#[derive(Debug)]
+pub struct Syncer {
+    b: SyncBuilder,
+    roots: Roots,
+    quit: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// Final counters.
+    pub stats: Snapshot,
+    /// The run was stopped (quit flag, Ctrl-C) before it finished.
+    pub interrupted: bool,
+    /// The copier used.
+    pub copier: String,
+    /// The transport used.
+    pub transport: String,
+}
+
+impl Report {
+    /// True when everything was synced: not interrupted, nothing failed.
+    pub fn success(&self) -> bool {
+        !self.interrupted && self.stats.failed == 0
+    }
+}
+
+impl Syncer {
+    /// The flag that stops the run: set it (from a signal handler, another
+    /// thread) and workers finish their current step, remove their
+    /// temporaries and return.
+    pub fn quit_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.quit)
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Runs to the end (or until the quit flag is set). Per-entry failures
+    /// are events and counters, not errors.
+    ///
+    /// # Errors
+    /// Fatal problems only: the roots cannot be opened or created, the
+    /// transport failed.
+    pub fn run(&self) -> Result<Report, Error> {
+        let start = Instant::now();
+        let b = &self.b;
+        let src_root = Dir::open_root(&self.roots.src).at(Op::OpenDir, &self.roots.src)?;
+        let src_entry = root_entry(&src_root, &self.roots.src)?;
+        let (dst_root, dst_entry) = self.open_or_create_dst(&src_entry)?;
+        let copier = match &dst_root {
+            Some(d) => self.b.registry.copier_for(&src_root, d).at(Op::Stat, &self.roots.dst)?,
+            None => self.b.registry.lookup(src_root.fs_magic().at(Op::Stat, &self.roots.src)?, 0),
+        }
+        .ok_or_else(|| Error::invalid(&self.roots.dst, "no copier for this pair of file systems"))?;
+        let root = is_root();
+        let mut plan = b.plan;
+        plan.preserve.owner &= root;
+        plan.preserve.group &= root;
+        let engine = Engine {
+            src_root,
+            dst_root,
+            src_path: self.roots.src.clone(),
+            dst_path: self.roots.dst.clone(),
+            copier: Arc::clone(&copier),
+            walker: Arc::clone(&b.walker),
+            planner: Arc::clone(&b.planner),
+            plan_opts: plan,
+            copy_opts: CopyOptions { preserve: plan.preserve, can_chown: root },
+            dry_run: b.dry_run,
+            itemize: b.itemize,
+            events: b.events.clone(),
+            stats: Arc::clone(&self.stats),
+            quit: Arc::clone(&self.quit),
+            run_id: random_u64(),
+            nonce: random_u64() as u32,
+            seq: AtomicU64::new(0),
+            batch_files: b.batch_files,
+            batch_bytes: b.batch_bytes,
+            retries: b.retries,
+        };
+        if dst_entry.is_none() && b.itemize {
+            engine_itemize_root(&engine);
+        }
+        let transport: Arc<dyn Transport> = b.transport.clone().unwrap_or_else(|| Arc::new(Local::new(b.threads)));
+        let seed = Task::Dir { rel: RelPath::root(), src: src_entry, dst: dst_entry };
+        let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
+        drop(engine);
+        result?;
+        Ok(Report {
+            stats: self.stats.snapshot(start.elapsed()),
+            interrupted: self.quit.load(Ordering::Relaxed),
+            copier: copier.name().to_string(),
+            transport: transport.name().to_string(),
+        })
+    }
+
+    /// Opens the target root, creating it (one level, like rsync) when
+    /// missing. Returns its pre-run entry, `None` when this run created it.
+    fn open_or_create_dst(&self, src_entry: &Entry) -> Result<(Option<Dir>, Option<Entry>), Error> {
+        let dst = &self.roots.dst;
+        let existed = std::fs::symlink_metadata(dst).is_ok();
+        if !existed {
+            if self.b.dry_run {
+                return Ok((None, None));
+            }
+            match std::fs::create_dir(dst) {
+                Ok(()) => {}
+                // Created meanwhile by someone else: use it.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::new(Op::Mkdir, dst, e)),
+            }
+            let _ = src_entry;
+        }
+        let d = Dir::open_root(dst).at(Op::OpenDir, dst)?;
+        let entry = if existed { Some(root_entry(&d, dst)?) } else { None };
+        Ok((Some(d), entry))
+    }
+
+    /// Runs `f` while a thread sends progress events.
+    fn with_progress<T>(&self, start: Instant, f: impl FnOnce() -> T) -> T {
+        let Some(tx) = self.b.events.clone() else { return f() };
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = tx.send(Event::Progress(self.stats.snapshot(start.elapsed())));
+                    park_for(&stop, self.b.progress_interval);
+                }
+            });
+            let out = f();
+            stop.store(true, Ordering::Relaxed);
+            out
+        })
+    }
+}
+
+/// Sleeps up to `d`, waking early when `stop` is set.
+fn park_for(stop: &AtomicBool, d: Duration) {
+    let end = Instant::now() + d;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10).min(d));
+    }
+}
+
+fn engine_itemize_root(engine: &Engine) {
+    if let Some(tx) = &engine.events {
+        let _ = tx.send(Event::Itemize {
+            path: RelPath::root(),
+            change: Some(Change::new_entry(crate::Kind::Dir)),
+            kind: crate::Kind::Dir,
+            link: None,
+        });
+    }
+}
+
+fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
+    let st = d.fstat().at(Op::Stat, path)?;
+    Ok(Entry::from_stat(Name::default(), &st))
+}
+
+/// A random 64-bit value from the std hasher's per-process random keys,
+/// mixed with time and pid: run ids and temp-name nonces need uniqueness,
+/// not cryptography.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}

@@ -1,0 +1,243 @@
+//! The copier: carries out file actions on one pair of file systems, and
+//! the registry that picks one per (source fs, target fs) pair.
+//!
+//! The engine owns the protocol (temporary name, verification, rename into
+//! place); a copier owns how each step is done on its file systems: how a
+//! target file is created (Lustre sets a layout there), how data moves
+//! (reflink, copy_file_range, read/write), how attributes are applied.
+
+use crate::entry::{Entry, Name};
+use crate::error::Op;
+use crate::fs::Dir;
+use crate::plan::Preserve;
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// How a file's data was moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// A reflink (FICLONE): shared extents, no data read.
+    Reflink,
+    /// `copy_file_range`: in-kernel copy.
+    CopyRange,
+    /// `sendfile`.
+    Sendfile,
+    /// `read`/`write` through a user-space buffer.
+    ReadWrite,
+    /// Nothing to move (an empty file).
+    Empty,
+}
+
+/// What a data copy did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Bytes written to the target.
+    pub bytes: u64,
+    /// The strategy that did it.
+    pub strategy: Strategy,
+}
+
+/// A failure inside a copier step: the operation and the cause. The engine
+/// adds the path.
+#[derive(Debug)]
+pub struct StepError {
+    /// The failing operation.
+    pub op: Op,
+    /// The cause.
+    pub source: io::Error,
+}
+
+impl StepError {
+    /// Builds a step error.
+    pub fn new(op: Op, source: io::Error) -> StepError {
+        StepError { op, source }
+    }
+}
+
+/// Attaches an operation to an `io::Result` inside a copier.
+pub trait StepExt<T> {
+    /// Tags the error with `op`.
+    fn op(self, op: Op) -> Result<T, StepError>;
+}
+
+impl<T> StepExt<T> for io::Result<T> {
+    fn op(self, op: Op) -> Result<T, StepError> {
+        self.map_err(|e| StepError::new(op, e))
+    }
+}
+
+/// Per-run settings a copier needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyOptions {
+    /// Attributes to preserve.
+    pub preserve: Preserve,
+    /// The process can change owners (root): owner/group are applied.
+    pub can_chown: bool,
+}
+
+/// Carries out file actions on a pair of file systems. Object-safe:
+/// the engine holds an `Arc<dyn Copier>` and calls it once per file or
+/// chunk, never per buffer.
+pub trait Copier: Send + Sync {
+    /// A short name for reports ("generic", "lustre").
+    fn name(&self) -> &str;
+
+    /// Creates the target file `tmp` in `dir` for the source file `src`
+    /// (which the copy will fill). A backend may give it a layout here.
+    ///
+    /// # Errors
+    /// As file creation; EEXIST when `tmp` is taken.
+    fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, src_file: &File) -> Result<File, StepError>;
+
+    /// Copies `len` bytes at `offset` from `src` into `dst` at the same
+    /// offset. Checks `quit` between large steps and fails with
+    /// `ErrorKind::Interrupted` when it is set.
+    ///
+    /// # Errors
+    /// The failing read or write; a short source (EOF before `len`) is an
+    /// error of kind `UnexpectedEof`.
+    fn copy_data(&self, src: &File, dst: &File, offset: u64, len: u64, quit: &AtomicBool) -> Result<Copied, StepError>;
+
+    /// Applies owner, mode and times of `src` to an open file or directory
+    /// (in that order: chown first so setuid/setgid bits survive, times last).
+    ///
+    /// # Errors
+    /// The first failing attribute call.
+    fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, opts: &CopyOptions) -> Result<(), StepError>;
+
+    /// Applies owner, mode and times of `src` to the entry `name` in `dir`
+    /// (a directory, symlink or special), never following a symlink.
+    ///
+    /// # Errors
+    /// The first failing attribute call.
+    fn set_attrs(&self, dir: &Dir, name: &Name, src: &Entry, opts: &CopyOptions) -> Result<(), StepError>;
+
+    /// Creates the directory `name` (mode 0700 until it is finished, so a
+    /// read-only source directory does not block its own copy).
+    ///
+    /// # Errors
+    /// As `mkdirat`.
+    fn make_dir(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError>;
+
+    /// Creates the symlink `name` with `src.link` as its text.
+    ///
+    /// # Errors
+    /// As `symlinkat`.
+    fn make_symlink(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError>;
+
+    /// Creates a fifo, device or socket `name` like `src`.
+    ///
+    /// # Errors
+    /// As `mknodat`.
+    fn make_special(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError>;
+
+    /// Removes `name` (recursively for a directory). Returns the entries removed.
+    ///
+    /// # Errors
+    /// The first failing removal.
+    fn remove(&self, dir: &Dir, name: &Name) -> Result<u64, StepError>;
+}
+
+macro_rules! forward_copier {
+    ($($ty:ty),*) => {$(
+        impl<T: Copier + ?Sized> Copier for $ty {
+            fn name(&self) -> &str { (**self).name() }
+            fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
+                (**self).create(dir, tmp, src, f)
+            }
+            fn copy_data(&self, s: &File, d: &File, off: u64, len: u64, quit: &AtomicBool) -> Result<Copied, StepError> {
+                (**self).copy_data(s, d, off, len, quit)
+            }
+            fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, o: &CopyOptions) -> Result<(), StepError> {
+                (**self).set_fd_attrs(fd, src, o)
+            }
+            fn set_attrs(&self, dir: &Dir, n: &Name, src: &Entry, o: &CopyOptions) -> Result<(), StepError> {
+                (**self).set_attrs(dir, n, src, o)
+            }
+            fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+                (**self).make_dir(dir, n, src)
+            }
+            fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+                (**self).make_symlink(dir, n, src)
+            }
+            fn make_special(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+                (**self).make_special(dir, n, src)
+            }
+            fn remove(&self, dir: &Dir, n: &Name) -> Result<u64, StepError> {
+                (**self).remove(dir, n)
+            }
+        }
+    )*};
+}
+forward_copier!(Arc<T>, Box<T>, &T);
+
+/// Picks a copier per (source fs, target fs) pair by `statfs` magic.
+#[derive(Clone)]
+pub struct Registry {
+    pairs: Vec<(Option<u64>, Option<u64>, Arc<dyn Copier>)>,
+    default: Option<Arc<dyn Copier>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.pairs.iter().map(|(s, d, c)| (s, d, c.name().to_string())).collect();
+        f.debug_struct("Registry")
+            .field("pairs", &names)
+            .field("default", &self.default.as_ref().map(|c| c.name().to_string()))
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry { pairs: Vec::new(), default: None }
+    }
+
+    /// Registers `copier` for a source fs magic and a target fs magic;
+    /// `None` matches any. Later registrations win over earlier ones.
+    pub fn register(&mut self, src_magic: Option<u64>, dst_magic: Option<u64>, copier: Arc<dyn Copier>) -> &mut Self {
+        self.pairs.push((src_magic, dst_magic, copier));
+        self
+    }
+
+    /// Sets the copier used when no pair matches.
+    pub fn set_default(&mut self, copier: Arc<dyn Copier>) -> &mut Self {
+        self.default = Some(copier);
+        self
+    }
+
+    /// True when a default copier is set.
+    pub fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
+    /// The copier for this pair of file systems.
+    pub fn lookup(&self, src_magic: u64, dst_magic: u64) -> Option<Arc<dyn Copier>> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(s, d, _)| s.is_none_or(|m| m == src_magic) && d.is_none_or(|m| m == dst_magic))
+            .map(|(_, _, c)| Arc::clone(c))
+            .or_else(|| self.default.clone())
+    }
+
+    /// The copier for the file systems holding `src` and `dst`.
+    ///
+    /// # Errors
+    /// When `fstatfs` fails.
+    pub fn copier_for(&self, src: &Dir, dst: &Dir) -> io::Result<Option<Arc<dyn Copier>>> {
+        Ok(self.lookup(src.fs_magic()?, dst.fs_magic()?))
+    }
+}

@@ -1,0 +1,528 @@
+//! The engine: runs directory, file-batch and finish tasks.
+//!
+//! A directory task lists both sides, plans, does the cheap actions itself
+//! (deletions, mkdir, symlinks, specials, attribute fixes), spawns its
+//! subdirectories and batches of file copies, and defers its own finish,
+//! which applies the directory's attributes once everything inside it is
+//! done. File copies go to a temporary name and are renamed into place only
+//! when complete.
+
+use crate::copy::{CopyOptions, Copier, Strategy};
+use crate::entry::{Entry, Kind, Name, RelPath};
+use crate::error::{Error, Op};
+use crate::event::{Event, Stats};
+use crate::fs::Dir;
+use crate::itemize::Change;
+use crate::plan::{Action, PlanOptions, Planner, attr_change};
+use crate::task::Task;
+use crate::transport::{TaskContext, TaskRunner};
+use crate::walk::Walker;
+use crossbeam_channel::Sender;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Prefix of every temporary name psync creates on a target.
+pub const TEMP_PREFIX: &str = ".psync-tmp.";
+
+/// Everything a worker needs to run tasks of one run. Built by
+/// [`crate::SyncBuilder`]; a broker worker builds one from the run's spec.
+pub struct Engine {
+    pub(crate) src_root: Dir,
+    pub(crate) dst_root: Option<Dir>,
+    pub(crate) src_path: PathBuf,
+    pub(crate) dst_path: PathBuf,
+    pub(crate) copier: Arc<dyn Copier>,
+    pub(crate) walker: Arc<dyn Walker>,
+    pub(crate) planner: Arc<dyn Planner>,
+    pub(crate) plan_opts: PlanOptions,
+    pub(crate) copy_opts: CopyOptions,
+    pub(crate) dry_run: bool,
+    pub(crate) itemize: bool,
+    pub(crate) events: Option<Sender<Event>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) quit: Arc<AtomicBool>,
+    pub(crate) run_id: u64,
+    pub(crate) nonce: u32,
+    pub(crate) seq: AtomicU64,
+    pub(crate) batch_files: usize,
+    pub(crate) batch_bytes: u64,
+    pub(crate) retries: u32,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("src", &self.src_path)
+            .field("dst", &self.dst_path)
+            .field("copier", &self.copier.name())
+            .field("run_id", &format_args!("{:016x}", self.run_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskRunner for Engine {
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+        if self.quit.load(Ordering::Relaxed) {
+            return;
+        }
+        match task {
+            Task::Dir { rel, src, dst } => self.run_dir(&rel, &src, dst.as_ref(), cx),
+            Task::Files { rel, actions } => self.run_files(&rel, actions),
+            Task::FinishDir { rel, src, dst, touched } => self.finish_dir(&rel, &src, dst.as_ref(), touched),
+        }
+    }
+}
+
+/// Small files travel together; a batch closes at this many files or bytes.
+struct Batch {
+    actions: Vec<Action>,
+    bytes: u64,
+}
+
+impl Engine {
+    // ----- reporting -------------------------------------------------------
+
+    fn emit(&self, ev: Event) {
+        if let Some(tx) = &self.events {
+            // A frontend that stopped listening must not stop the run.
+            let _ = tx.send(ev);
+        }
+    }
+
+    fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
+        if self.itemize {
+            let link = entry.link.as_ref().map(|l| RelPath::from_bytes(l.as_bytes()));
+            self.emit(Event::Itemize { path, change, kind: entry.kind, link });
+        }
+    }
+
+    /// Reports a failed entry: counted, sent as an event with the full path.
+    fn fail(&self, rel: &RelPath, on_target: bool, op: Op, err: io::Error) {
+        let base = if on_target { &self.dst_path } else { &self.src_path };
+        let e = Error::new(op, rel.under(base), err);
+        Stats::bump(&self.stats.failed, 1);
+        Stats::bump(&self.stats.done, 1);
+        self.emit(Event::Error { path: rel.clone(), op, message: e.to_string() });
+    }
+
+    fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
+        let base = if on_target { &self.dst_path } else { &self.src_path };
+        Stats::bump(&self.stats.warnings, 1);
+        self.emit(Event::Warning {
+            path: rel.clone(),
+            op,
+            message: format!("{op} {}: {message}", rel.under(base).display()),
+        });
+    }
+
+    // ----- directory tasks -------------------------------------------------
+
+    fn open_dst(&self, rel: &RelPath) -> io::Result<Dir> {
+        match &self.dst_root {
+            Some(root) => root.open_beneath(rel),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    /// Lists, plans and acts for one directory.
+    fn run_dir(&self, rel: &RelPath, src_entry: &Entry, dst_entry: Option<&Entry>, cx: &mut dyn TaskContext) {
+        let src_dir = match self.src_root.open_beneath(rel) {
+            Ok(d) => d,
+            Err(e) => return self.fail(rel, false, Op::OpenDir, e),
+        };
+        // In a dry run, a directory that would be created does not exist.
+        let dst_dir = if self.dry_run && dst_entry.is_none() {
+            None
+        } else {
+            match self.open_dst(rel) {
+                Ok(d) => Some(d),
+                Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+            }
+        };
+        let src = match self.walker.list(&src_dir) {
+            Ok(l) => l,
+            Err(e) => return self.fail(rel, false, Op::ReadDir, e),
+        };
+        for (name, e) in src.failed {
+            self.fail(&rel.join(&name), false, Op::Stat, e);
+        }
+        self.count_scanned(&src.entries);
+        let dst = match (&dst_dir, dst_entry) {
+            (Some(d), Some(_)) => match self.walker.list(d) {
+                Ok(l) => self.drop_temporaries(d, rel, l.entries),
+                Err(e) => return self.fail(rel, true, Op::ReadDir, e),
+            },
+            _ => Vec::new(),
+        };
+        if let (Some(d), Some(dst_entry)) = (&dst_dir, dst_entry) {
+            self.ensure_writable(d, rel, dst_entry);
+            let change = attr_change(src_entry, dst_entry, &self.plan_opts);
+            if change.any() && !rel.is_root() {
+                self.itemize(rel.clone(), Some(change), src_entry);
+            }
+        }
+        let actions = self.planner.plan(&src.entries, &dst, &self.plan_opts);
+        // Directories are counted at their finish; here, the other entries
+        // that need nothing.
+        let acted = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Copy { .. } | Action::Symlink { .. } | Action::Special { .. } | Action::Attrs { .. }))
+            .count();
+        let non_dirs = src.entries.iter().filter(|e| !e.is_dir()).count();
+        let unchanged = non_dirs.saturating_sub(acted);
+        Stats::bump(&self.stats.unchanged, unchanged as u64);
+        Stats::bump(&self.stats.done, unchanged as u64);
+        let touched = self.act(rel, dst_dir.as_ref(), actions, cx);
+        cx.defer(Task::FinishDir { rel: rel.clone(), src: src_entry.clone(), dst: dst_entry.cloned(), touched });
+    }
+
+    fn count_scanned(&self, entries: &[Entry]) {
+        let bytes: u64 = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+        Stats::bump(&self.stats.scanned, entries.len() as u64);
+        Stats::bump(&self.stats.dirs, 1);
+        Stats::bump(&self.stats.bytes_total, bytes);
+    }
+
+    /// Removes temporaries left by earlier (interrupted) runs and hides this
+    /// run's own from the planner.
+    fn drop_temporaries(&self, dir: &Dir, rel: &RelPath, mut entries: Vec<Entry>) -> Vec<Entry> {
+        entries.retain(|e| match temp_run_id(&e.name) {
+            None => true,
+            Some(id) if id == self.run_id => false,
+            Some(_) => {
+                if !self.dry_run {
+                    match dir.remove_all(e.name.as_bytes()) {
+                        Ok(_) => Stats::bump(&self.stats.stale_removed, 1),
+                        Err(err) => self.fail(&rel.join(&e.name), true, Op::Remove, err),
+                    }
+                }
+                false
+            }
+        });
+        entries
+    }
+
+    /// Without root, a target directory whose mode lacks owner write (an
+    /// earlier copy of a read-only source directory) is opened up for the
+    /// run; its finish restores the mode.
+    fn ensure_writable(&self, dir: &Dir, rel: &RelPath, dst: &Entry) {
+        if self.dry_run || self.copy_opts.can_chown || dst.mode & 0o700 == 0o700 {
+            return;
+        }
+        if let Err(e) = rustix::fs::fchmod(dir, rustix::fs::Mode::from_raw_mode(dst.mode | 0o700)) {
+            self.fail(rel, true, Op::Chmod, e.into());
+        }
+    }
+
+    /// Carries out the actions of one directory; returns whether any entry
+    /// of the target directory was added, removed or replaced.
+    fn act(&self, rel: &RelPath, dst: Option<&Dir>, actions: Vec<Action>, cx: &mut dyn TaskContext) -> bool {
+        let mut touched = false;
+        let mut batch = Batch { actions: Vec::new(), bytes: 0 };
+        for action in actions {
+            match action {
+                Action::Descend { src, dst } => {
+                    cx.spawn(Task::Dir { rel: rel.join(&src.name), src, dst: Some(dst) });
+                }
+                Action::Copy { ref src, .. } if !self.dry_run => {
+                    touched = true;
+                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    batch.bytes += src.size;
+                    batch.actions.push(action);
+                    if batch.actions.len() >= self.batch_files || batch.bytes >= self.batch_bytes {
+                        let actions = std::mem::take(&mut batch.actions);
+                        batch.bytes = 0;
+                        cx.spawn(Task::Files { rel: rel.clone(), actions });
+                    }
+                }
+                other => touched |= self.act_inline(rel, dst, other, cx),
+            }
+        }
+        if !batch.actions.is_empty() {
+            cx.spawn(Task::Files { rel: rel.clone(), actions: batch.actions });
+        }
+        touched
+    }
+
+    /// The actions a directory task does itself. Returns whether the
+    /// directory's entries changed.
+    fn act_inline(&self, rel: &RelPath, dir: Option<&Dir>, action: Action, cx: &mut dyn TaskContext) -> bool {
+        match action {
+            Action::Delete { dst, .. } => {
+                let path = rel.join(&dst.name);
+                self.itemize(path.clone(), None, &dst);
+                let removed = match dir {
+                    Some(d) if !self.dry_run => match self.copier.remove(d, &dst.name) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.fail(&path, true, e.op, e.source);
+                            return true;
+                        }
+                    },
+                    _ => 1,
+                };
+                Stats::bump(&self.stats.deleted, removed);
+                true
+            }
+            Action::Mkdir { src } => {
+                let path = rel.join(&src.name);
+                if let Some(d) = dir.filter(|_| !self.dry_run) {
+                    if let Err(e) = self.copier.make_dir(d, &src.name, &src) {
+                        self.fail(&path, true, e.op, e.source);
+                        return true;
+                    }
+                }
+                self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
+                Stats::bump(&self.stats.created, 1);
+                cx.spawn(Task::Dir { rel: path, src, dst: None });
+                true
+            }
+            Action::Copy { src, dst, change } => {
+                // Dry run: report what would be copied.
+                Stats::bump(&self.stats.bytes_to_copy, src.size);
+                self.count_change(dst.is_some() && !change.new);
+                self.itemize(rel.join(&src.name), Some(change), &src);
+                true
+            }
+            Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
+                self.replace_node(rel, dir, &src, dst.is_some() && !change.new, change);
+                true
+            }
+            Action::Attrs { src, change, .. } => {
+                let path = rel.join(&src.name);
+                if let Some(d) = dir.filter(|_| !self.dry_run) {
+                    if let Err(e) = self.copier.set_attrs(d, &src.name, &src, &self.copy_opts) {
+                        self.fail(&path, true, e.op, e.source);
+                        return false;
+                    }
+                }
+                self.itemize(path, Some(change), &src);
+                Stats::bump(&self.stats.attrs_updated, 1);
+                Stats::bump(&self.stats.done, 1);
+                false
+            }
+            Action::Descend { .. } => false,
+        }
+    }
+
+    fn count_change(&self, existed: bool) {
+        Stats::bump(if existed { &self.stats.updated } else { &self.stats.created }, 1);
+        Stats::bump(&self.stats.done, 1);
+    }
+
+    /// Creates a symlink or special under a temporary name, gives it its
+    /// attributes, and renames it over whatever non-directory stood there.
+    fn replace_node(&self, rel: &RelPath, dir: Option<&Dir>, src: &Entry, existed: bool, change: Change) {
+        let path = rel.join(&src.name);
+        if let Some(d) = dir.filter(|_| !self.dry_run) {
+            let tmp = self.temp_name();
+            let made = if src.kind == Kind::Symlink {
+                self.copier.make_symlink(d, &tmp, src)
+            } else {
+                self.copier.make_special(d, &tmp, src)
+            };
+            let done = made
+                .and_then(|()| self.copier.set_attrs(d, &tmp, src, &self.copy_opts))
+                .and_then(|()| d.rename(tmp.as_bytes(), src.name.as_bytes()).map_err(|e| crate::copy::StepError::new(Op::Rename, e)));
+            if let Err(e) = done {
+                let _ = d.unlink(tmp.as_bytes());
+                return self.fail(&path, true, e.op, e.source);
+            }
+        }
+        self.itemize(path, Some(change), src);
+        self.count_change(existed);
+    }
+
+    /// Applies a directory's attributes after everything inside it is done.
+    fn finish_dir(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) {
+        let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
+        let needed = touched || dst.is_none() || change.is_some_and(|c| c.any()) || self.wrote_mode(dst);
+        if needed && !self.dry_run {
+            let applied = self
+                .open_dst(rel)
+                .map_err(|e| (Op::OpenDir, e))
+                .and_then(|d| self.copier.set_fd_attrs(d.fd(), src, &self.copy_opts).map_err(|e| (e.op, e.source)));
+            if let Err((op, e)) = applied {
+                return self.fail(rel, true, op, e);
+            }
+        }
+        if dst.is_some() {
+            let counter = if change.is_some_and(|c| c.any()) { &self.stats.attrs_updated } else { &self.stats.unchanged };
+            Stats::bump(counter, u64::from(!rel.is_root()));
+        }
+        Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
+    }
+
+    /// True when `ensure_writable` changed this directory's mode.
+    fn wrote_mode(&self, dst: Option<&Entry>) -> bool {
+        dst.is_some_and(|d| !self.copy_opts.can_chown && d.mode & 0o700 != 0o700)
+    }
+
+    // ----- file tasks ------------------------------------------------------
+
+    fn run_files(&self, rel: &RelPath, actions: Vec<Action>) {
+        let dirs = self.src_root.open_beneath(rel).map_err(|e| (false, e)).and_then(|s| {
+            self.open_dst(rel).map(|d| (s, d)).map_err(|e| (true, e))
+        });
+        let (src_dir, dst_dir) = match dirs {
+            Ok(p) => p,
+            Err((on_target, e)) => {
+                for a in &actions {
+                    if let Action::Copy { src, .. } = a {
+                        self.fail(&rel.join(&src.name), on_target, Op::OpenDir, clone_err(&e));
+                    }
+                }
+                return;
+            }
+        };
+        for action in actions {
+            if self.quit.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Action::Copy { src, dst, change } = action {
+                self.copy_file(rel, &src_dir, &dst_dir, &src, dst.is_some() && !change.new, change);
+            }
+        }
+    }
+
+    /// Copies one regular file to a temporary and renames it into place,
+    /// retrying when the source changes under the copy.
+    fn copy_file(&self, rel: &RelPath, src_dir: &Dir, dst_dir: &Dir, listed: &Entry, existed: bool, change: Change) {
+        let path = rel.join(&listed.name);
+        for _ in 0..=self.retries {
+            match self.copy_once(src_dir, dst_dir, listed) {
+                Ok(Some(strategy)) => {
+                    self.count_strategy(strategy);
+                    self.itemize(path, Some(change), listed);
+                    return self.count_change(existed);
+                }
+                Ok(None) => Stats::bump(&self.stats.changed_during_copy, 1),
+                Err(CopyFail::Vanished) => {
+                    Stats::bump(&self.stats.done, 1);
+                    return self.warn(&path, false, Op::Open, "vanished before it could be copied");
+                }
+                Err(CopyFail::Interrupted) => return,
+                Err(CopyFail::Failed { on_target, op, err }) => return self.fail(&path, on_target, op, err),
+            }
+        }
+        self.fail(&path, false, Op::CopyData, io::Error::other("changed during copy; not replaced"));
+    }
+
+    /// One attempt. `Ok(None)`: the source changed during the copy (nothing renamed).
+    fn copy_once(&self, src_dir: &Dir, dst_dir: &Dir, listed: &Entry) -> Result<Option<Strategy>, CopyFail> {
+        let name = &listed.name;
+        let src = src_dir.open_read(name.as_bytes()).map_err(|e| CopyFail::source(Op::Open, e))?;
+        let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+        let cur = Entry::from_stat(name.clone(), &before);
+        if cur.kind != Kind::File {
+            // Replaced by something else since the listing: the next run handles it.
+            return Err(CopyFail::source(Op::Open, io::Error::other("no longer a regular file")));
+        }
+        let tmp = self.temp_name();
+        let out = self.copier.create(dst_dir, &tmp, &cur, &src).map_err(CopyFail::target)?;
+        let result = self.fill(&src, &out, &cur);
+        let result = result.and_then(|strategy| {
+            let after = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+            let unchanged = Entry::from_stat(name.clone(), &after);
+            if (unchanged.size, unchanged.mtime, unchanged.ctime) != (cur.size, cur.mtime, cur.ctime) {
+                return Ok(None);
+            }
+            drop(out);
+            dst_dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+            Ok(Some(strategy))
+        });
+        if !matches!(result, Ok(Some(_))) {
+            let _ = dst_dir.unlink(tmp.as_bytes());
+        }
+        result
+    }
+
+    /// Data, then attributes, of an open temporary.
+    fn fill(&self, src: &std::fs::File, out: &std::fs::File, cur: &Entry) -> Result<Strategy, CopyFail> {
+        let copied = self.copier.copy_data(src, out, 0, cur.size, &self.quit).map_err(|e| {
+            if e.source.kind() == io::ErrorKind::Interrupted {
+                CopyFail::Interrupted
+            } else if e.op == Op::CopyData && e.source.kind() == io::ErrorKind::UnexpectedEof {
+                CopyFail::source(e.op, e.source)
+            } else {
+                CopyFail::target(e)
+            }
+        })?;
+        Stats::bump(&self.stats.bytes_copied, copied.bytes);
+        use std::os::fd::AsFd;
+        self.copier.set_fd_attrs(out.as_fd(), cur, &self.copy_opts).map_err(CopyFail::target)?;
+        Ok(copied.strategy)
+    }
+
+    fn count_strategy(&self, s: Strategy) {
+        let c = match s {
+            Strategy::Reflink => &self.stats.by_reflink,
+            Strategy::CopyRange => &self.stats.by_copy_range,
+            Strategy::Sendfile => &self.stats.by_sendfile,
+            Strategy::ReadWrite => &self.stats.by_read_write,
+            Strategy::Empty => return,
+        };
+        Stats::bump(c, 1);
+    }
+
+    /// A fresh temporary name: the run id (so later runs know it is stale),
+    /// a per-process nonce and a counter. Fits in any NAME_MAX.
+    fn temp_name(&self) -> Name {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        Name(format!("{TEMP_PREFIX}{:016x}.{:08x}.{n:x}", self.run_id, self.nonce).into_bytes())
+    }
+}
+
+/// The run id inside a temporary's name, if `name` is one of ours.
+pub fn temp_run_id(name: &Name) -> Option<u64> {
+    let rest = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes())?;
+    let (id, tail) = rest.split_at_checked(16)?;
+    if tail.first() != Some(&b'.') {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
+}
+
+enum CopyFail {
+    Vanished,
+    Interrupted,
+    Failed { on_target: bool, op: Op, err: io::Error },
+}
+
+impl CopyFail {
+    fn source(op: Op, err: io::Error) -> CopyFail {
+        if err.kind() == io::ErrorKind::NotFound && op == Op::Open {
+            return CopyFail::Vanished;
+        }
+        CopyFail::Failed { on_target: false, op, err }
+    }
+    fn target(e: crate::copy::StepError) -> CopyFail {
+        CopyFail::Failed { on_target: true, op: e.op, err: e.source }
+    }
+    fn target_io(op: Op, err: io::Error) -> CopyFail {
+        CopyFail::Failed { on_target: true, op, err }
+    }
+}
+
+fn clone_err(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_parse() {
+        let n = Name(format!("{TEMP_PREFIX}{:016x}.{:08x}.{:x}", 0xabcu64, 7, 9).into_bytes());
+        assert_eq!(temp_run_id(&n), Some(0xabc));
+        assert_eq!(temp_run_id(&Name::from(".psync-tmp.zz")), None);
+        assert_eq!(temp_run_id(&Name::from("file")), None);
+        assert!(n.as_bytes().len() < 64);
+    }
+}

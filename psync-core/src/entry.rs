@@ -1,0 +1,364 @@
+//! The entry model: what a walker reports about one directory entry.
+
+use serde::{Deserialize, Serialize};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+
+/// The type of a file system entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A character device.
+    CharDev,
+    /// A block device.
+    BlockDev,
+    /// A Unix socket.
+    Socket,
+}
+
+impl Kind {
+    /// From the `S_IFMT` bits of `st_mode`.
+    pub fn from_mode(mode: u32) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            libc::S_IFSOCK => Kind::Socket,
+            _ => Kind::File,
+        }
+    }
+
+    /// rsync's one-letter type in `%i` (`f`, `d`, `L`, `D`, `S`).
+    pub fn itemize_char(self) -> char {
+        match self {
+            Kind::File => 'f',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'L',
+            Kind::CharDev | Kind::BlockDev => 'D',
+            Kind::Fifo | Kind::Socket => 'S',
+        }
+    }
+
+    /// True for fifos, devices and sockets.
+    pub fn is_special(self) -> bool {
+        matches!(self, Kind::Fifo | Kind::CharDev | Kind::BlockDev | Kind::Socket)
+    }
+}
+
+/// Seconds and nanoseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Time {
+    /// Seconds.
+    pub sec: i64,
+    /// Nanoseconds, 0..1e9.
+    pub nsec: u32,
+}
+
+impl Time {
+    /// Builds a time.
+    pub fn new(sec: i64, nsec: u32) -> Time {
+        Time { sec, nsec }
+    }
+
+    /// True when `self` and `other` differ by at most `window_ns` nanoseconds.
+    pub fn within(self, other: Time, window_ns: u64) -> bool {
+        let a = i128::from(self.sec) * 1_000_000_000 + i128::from(self.nsec);
+        let b = i128::from(other.sec) * 1_000_000_000 + i128::from(other.nsec);
+        (a - b).unsigned_abs() <= u128::from(window_ns)
+    }
+}
+
+/// The `lstat`-level metadata of one directory entry, with its raw name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The name inside its directory, raw bytes (need not be UTF-8).
+    pub name: Name,
+    /// File type.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Permission bits (including setuid/setgid/sticky), without the type bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: Time,
+    /// Access time.
+    pub atime: Time,
+    /// Status change time.
+    pub ctime: Time,
+    /// Number of hard links.
+    pub nlink: u64,
+    /// Device of the file system holding it.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+    /// Device number, for character and block devices.
+    pub rdev: u64,
+    /// Allocated 512-byte blocks.
+    pub blocks: u64,
+    /// The target of a symlink, raw bytes; `None` for other kinds.
+    pub link: Option<Name>,
+}
+
+impl Entry {
+    /// Builds an entry from a `stat` result.
+    pub fn from_stat(name: Name, st: &rustix::fs::Stat) -> Entry {
+        #[allow(clippy::unnecessary_cast)] // field widths differ between targets
+        Entry {
+            name,
+            kind: Kind::from_mode(st.st_mode as u32),
+            size: st.st_size as u64,
+            mode: (st.st_mode as u32) & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: Time::new(st.st_mtime as i64, st.st_mtime_nsec as u32),
+            atime: Time::new(st.st_atime as i64, st.st_atime_nsec as u32),
+            ctime: Time::new(st.st_ctime as i64, st.st_ctime_nsec as u32),
+            nlink: st.st_nlink as u64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            rdev: st.st_rdev as u64,
+            blocks: st.st_blocks as u64,
+            link: None,
+        }
+    }
+
+    /// True for directories.
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
+/// A raw file name or path component: bytes, not necessarily UTF-8.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Name(#[serde(with = "serde_bytes_compat")] pub Vec<u8>);
+
+impl Name {
+    /// The name as an `OsStr`.
+    pub fn as_os_str(&self) -> &OsStr {
+        OsStr::from_bytes(&self.0)
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<&OsStr> for Name {
+    fn from(s: &OsStr) -> Name {
+        Name(s.as_bytes().to_vec())
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Name {
+        Name(s.as_bytes().to_vec())
+    }
+}
+
+impl From<Vec<u8>> for Name {
+    fn from(v: Vec<u8>) -> Name {
+        Name(v)
+    }
+}
+
+impl From<OsString> for Name {
+    fn from(s: OsString) -> Name {
+        Name(s.into_vec())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_os_str())
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape(&self.0))
+    }
+}
+
+/// Renders raw bytes as text the way rsync does: printable UTF-8 as is,
+/// anything else (invalid bytes, control characters such as a newline) as `\#ooo`.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\#{b:03o}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\#{b:03o}"));
+        }
+    }
+    out
+}
+
+/// A path relative to a run's root (source or target), as raw bytes joined
+/// by `/`. The root itself is the empty path. Tasks carry these, never
+/// absolute paths, so any worker on any node can resolve them.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RelPath(#[serde(with = "serde_bytes_compat")] Vec<u8>);
+
+impl RelPath {
+    /// The root of the run.
+    pub fn root() -> RelPath {
+        RelPath(Vec::new())
+    }
+
+    /// True for the root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// This path with `name` appended.
+    pub fn join(&self, name: &Name) -> RelPath {
+        let mut v = Vec::with_capacity(self.0.len() + 1 + name.0.len());
+        v.extend_from_slice(&self.0);
+        if !v.is_empty() {
+            v.push(b'/');
+        }
+        v.extend_from_slice(&name.0);
+        RelPath(v)
+    }
+
+    /// Raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// As a `Path` (relative; empty for the root).
+    pub fn as_path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+
+    /// The absolute path under `base`, for messages.
+    pub fn under(&self, base: &Path) -> PathBuf {
+        if self.is_root() { base.to_path_buf() } else { base.join(self.as_path()) }
+    }
+
+    /// The components, in order.
+    pub fn components(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.split(|&b| b == b'/').filter(|c| !c.is_empty())
+    }
+
+    /// From raw bytes, as a trusted relative path.
+    pub fn from_bytes(b: impl Into<Vec<u8>>) -> RelPath {
+        RelPath(b.into())
+    }
+
+    /// The number of components.
+    pub fn depth(&self) -> usize {
+        self.components().count()
+    }
+}
+
+impl fmt::Debug for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_path())
+    }
+}
+
+impl fmt::Display for RelPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&escape(&self.0))
+    }
+}
+
+/// Bytes as a compact byte string in binary formats (postcard) and as an
+/// array in JSON; avoids pulling in `serde_bytes` for two fields.
+mod serde_bytes_compat {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = a.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_matches_rsync_style() {
+        assert_eq!(escape(b"plain"), "plain");
+        assert_eq!(escape(b"a\nb"), "a\\#012b");
+        assert_eq!(escape(b"x\xffy"), "x\\#377y");
+        assert_eq!(escape("é".as_bytes()), "é");
+    }
+
+    #[test]
+    fn relpath_join_and_components() {
+        let p = RelPath::root().join(&Name::from("a")).join(&Name::from(b"b\xff".to_vec()));
+        assert_eq!(p.as_bytes(), b"a/b\xff");
+        assert_eq!(p.depth(), 2);
+        assert!(RelPath::root().is_root());
+    }
+
+    #[test]
+    fn postcard_roundtrip_keeps_raw_bytes() {
+        let p = RelPath::from_bytes(b"d/\xfe\n".to_vec());
+        let enc = postcard::to_allocvec(&p).unwrap();
+        let dec: RelPath = postcard::from_bytes(&enc).unwrap();
+        assert_eq!(p, dec);
+    }
+
+    #[test]
+    fn time_window() {
+        assert!(Time::new(10, 0).within(Time::new(10, 999), 1000));
+        assert!(!Time::new(10, 0).within(Time::new(11, 0), 999_999_999));
+        assert!(Time::new(10, 0).within(Time::new(11, 0), 1_000_000_000));
+    }
+}

@@ -1,0 +1,193 @@
+//! What a run reports while it works: progress, itemized changes, warnings
+//! and errors, on a channel any frontend consumes; and the counters behind
+//! the progress bar and the summary.
+
+use crate::entry::{Kind, RelPath};
+use crate::error::Op;
+use crate::itemize::Change;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// One event of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// Counters so far; sent a few times a second.
+    Progress(Snapshot),
+    /// An entry was created, updated or deleted (rsync `-i`).
+    Itemize {
+        /// Path relative to the target root.
+        path: RelPath,
+        /// What changed; `None` for a deletion.
+        change: Option<Change>,
+        /// The entry's type.
+        kind: Kind,
+        /// For symlinks, the link text.
+        link: Option<RelPath>,
+    },
+    /// Something odd that did not fail the entry (it vanished, an attribute was dropped).
+    Warning {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// What was being done.
+        op: Op,
+        /// The message.
+        message: String,
+    },
+    /// An entry failed; the run goes on and its exit status will say so.
+    Error {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// What was being done.
+        op: Op,
+        /// The message.
+        message: String,
+    },
+}
+
+impl Event {
+    /// rsync's `-i` line for an itemize event: `%i %n%L`.
+    pub fn itemize_line(&self) -> Option<String> {
+        let Event::Itemize { path, change, kind, link } = self else { return None };
+        let code = change.map_or_else(|| crate::itemize::DELETING.to_string(), |c| c.code());
+        let name = if path.is_root() { ".".to_string() } else { path.to_string() };
+        let slash = if *kind == Kind::Dir { "/" } else { "" };
+        let arrow = match (link, change) {
+            (Some(l), Some(_)) => format!(" -> {l}"),
+            _ => String::new(),
+        };
+        Some(format!("{code} {name}{slash}{arrow}"))
+    }
+}
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $field:ident,)*) => {
+        /// Live counters of a run, updated by every worker thread.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $field: AtomicU64,)*
+        }
+
+        /// A copy of the counters at one moment.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Snapshot {
+            $($(#[$doc])* pub $field: u64,)*
+            /// Time since the run started, in milliseconds.
+            pub elapsed_ms: u64,
+        }
+
+        impl Stats {
+            /// Reads all counters.
+            pub fn snapshot(&self, elapsed: Duration) -> Snapshot {
+                Snapshot {
+                    $($field: self.$field.load(Relaxed),)*
+                    elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                }
+            }
+
+            /// Adds another set of counters (a worker's, a task's) to these.
+            pub fn add(&self, other: &Snapshot) {
+                $(if other.$field != 0 { self.$field.fetch_add(other.$field, Relaxed); })*
+            }
+        }
+    };
+}
+
+counters! {
+    /// Source entries listed (the root not included).
+    scanned,
+    /// Source directories listed.
+    dirs,
+    /// Bytes of regular files found in the source.
+    bytes_total,
+    /// Entries that needed nothing.
+    unchanged,
+    /// Entries created on the target.
+    created,
+    /// Existing entries whose data or link was replaced.
+    updated,
+    /// Existing entries whose attributes only were updated.
+    attrs_updated,
+    /// Target entries deleted (a deleted directory counts its contents).
+    deleted,
+    /// Entries that failed.
+    failed,
+    /// Warnings reported.
+    warnings,
+    /// Entries whose processing is finished (any outcome).
+    done,
+    /// Bytes of file data planned for copying.
+    bytes_to_copy,
+    /// Bytes of file data copied.
+    bytes_copied,
+    /// Files copied with a reflink (clone).
+    by_reflink,
+    /// Files copied with copy_file_range.
+    by_copy_range,
+    /// Files copied with sendfile.
+    by_sendfile,
+    /// Files copied with read/write.
+    by_read_write,
+    /// Stale temporaries of earlier runs removed.
+    stale_removed,
+    /// Files that changed while being copied (and were retried or left).
+    changed_during_copy,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+impl Snapshot {
+    /// Wall time as a `Duration`.
+    pub fn elapsed(&self) -> Duration {
+        Duration::from_millis(self.elapsed_ms)
+    }
+
+    /// Entries processed per second of wall time.
+    pub fn entries_per_sec(&self) -> f64 {
+        self.done as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    /// Bytes copied per second of wall time.
+    pub fn bytes_per_sec(&self) -> f64 {
+        self.bytes_copied as f64 / self.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Name;
+
+    #[test]
+    fn itemize_lines() {
+        let p = RelPath::root().join(&Name::from("d"));
+        let ev = Event::Itemize { path: p.clone(), change: Some(Change::new_entry(Kind::Dir)), kind: Kind::Dir, link: None };
+        assert_eq!(ev.itemize_line().unwrap(), "cd+++++++++ d/");
+        let ev = Event::Itemize { path: p.clone(), change: None, kind: Kind::File, link: None };
+        assert_eq!(ev.itemize_line().unwrap(), "*deleting   d");
+        let ev = Event::Itemize {
+            path: p,
+            change: Some(Change::new_entry(Kind::Symlink)),
+            kind: Kind::Symlink,
+            link: Some(RelPath::from_bytes("t")),
+        };
+        assert_eq!(ev.itemize_line().unwrap(), "cL+++++++++ d -> t");
+    }
+
+    #[test]
+    fn snapshot_add() {
+        let s = Stats::default();
+        let mut snap = Snapshot::default();
+        snap.created = 3;
+        s.add(&snap);
+        s.add(&snap);
+        assert_eq!(s.snapshot(Duration::ZERO).created, 6);
+    }
+}

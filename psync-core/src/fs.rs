@@ -1,0 +1,423 @@
+//! Directory handles and the fd-relative primitives every file system
+//! operation goes through.
+//!
+//! psync runs as root on shared file systems where a user may swap a
+//! directory for a symlink mid-run. So nothing below the roots is ever
+//! resolved by an absolute path: directories are opened beneath a root fd
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` (or, on kernels
+//! without it, component by component with `O_NOFOLLOW`), and every
+//! operation on an entry is `*at(dirfd, name)` without following the last
+//! component.
+
+use crate::entry::{Entry, Name, RelPath};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use std::fs::File;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An open directory.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+}
+
+/// Set once `openat2` has answered ENOSYS, so we stop trying it.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+
+impl Dir {
+    /// Opens a run's root by its path. The root itself may be a symlink to a
+    /// directory (as with rsync's `SRC/`); nothing below it may.
+    ///
+    /// # Errors
+    /// When the path cannot be opened as a directory.
+    pub fn open_root(path: &Path) -> io::Result<Dir> {
+        let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty())?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens the directory at `rel` beneath this one, refusing symlinks in
+    /// any component and any escape from this directory.
+    ///
+    /// # Errors
+    /// When a component is missing, not a directory, or a symlink (ELOOP/ENOTDIR).
+    pub fn open_beneath(&self, rel: &RelPath) -> io::Result<Dir> {
+        if rel.is_root() {
+            return self.try_clone();
+        }
+        if !NO_OPENAT2.load(Ordering::Relaxed) {
+            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            match rustix::fs::openat2(&self.fd, rel.as_bytes(), DIR_FLAGS, Mode::empty(), how) {
+                Ok(fd) => return Ok(Dir { fd }),
+                Err(rustix::io::Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
+                // EAGAIN: a concurrent rename elsewhere on the fs; the walk below copes.
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut cur = self.open_dir(b".")?;
+        for comp in rel.components() {
+            if comp == b".." {
+                return Err(io::Error::from_raw_os_error(libc::EXDEV));
+            }
+            cur = cur.open_dir(comp)?;
+        }
+        Ok(cur)
+    }
+
+    /// Opens the subdirectory `name` without following a symlink.
+    ///
+    /// # Errors
+    /// ENOTDIR/ELOOP when `name` is not a directory.
+    pub fn open_dir(&self, name: &[u8]) -> io::Result<Dir> {
+        let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
+        Ok(Dir { fd })
+    }
+
+    /// A second handle on the same directory.
+    ///
+    /// # Errors
+    /// When the process is out of file descriptors.
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir { fd: self.fd.try_clone()? })
+    }
+
+    /// `lstat` of an entry.
+    ///
+    /// # Errors
+    /// As `fstatat`.
+    pub fn stat(&self, name: &[u8]) -> io::Result<rustix::fs::Stat> {
+        Ok(rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// `fstat` of the directory itself.
+    ///
+    /// # Errors
+    /// As `fstat`.
+    pub fn fstat(&self) -> io::Result<rustix::fs::Stat> {
+        Ok(rustix::fs::fstat(&self.fd)?)
+    }
+
+    /// The `f_type` magic of the file system holding this directory.
+    ///
+    /// # Errors
+    /// As `fstatfs`.
+    pub fn fs_magic(&self) -> io::Result<u64> {
+        #[allow(clippy::unnecessary_cast)]
+        Ok(rustix::fs::fstatfs(&self.fd)?.f_type as u64)
+    }
+
+    /// The names in this directory, without `.` and `..`, in directory order.
+    ///
+    /// # Errors
+    /// As `getdents64`.
+    pub fn names(&self) -> io::Result<Vec<Name>> {
+        // Read with a private fd: getdents moves the file offset, and this
+        // handle may be shared.
+        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
+        let mut out = Vec::new();
+        while let Some(ent) = iter.next() {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(Name(name.to_vec()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lists this directory with `lstat` metadata and symlink targets,
+    /// sorted by name. Entries that vanish between `getdents` and `lstat`
+    /// are left out; other per-entry failures are returned beside the list.
+    ///
+    /// # Errors
+    /// When the directory itself cannot be read.
+    pub fn list(&self) -> io::Result<(Vec<Entry>, Vec<(Name, io::Error)>)> {
+        let names = self.names()?;
+        let mut entries = Vec::with_capacity(names.len());
+        let mut failed = Vec::new();
+        for name in names {
+            match self.entry(name) {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => {}
+                Err((name, e)) => failed.push((name, e)),
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        Ok((entries, failed))
+    }
+
+    /// One entry by name; `Ok(None)` when it does not exist.
+    #[allow(clippy::result_large_err)]
+    fn entry(&self, name: Name) -> Result<Option<Entry>, (Name, io::Error)> {
+        let st = match self.stat(&name.0) {
+            Ok(st) => st,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err((name, e)),
+        };
+        let mut e = Entry::from_stat(name, &st);
+        if e.kind == crate::entry::Kind::Symlink {
+            match self.read_link(&e.name.0) {
+                Ok(t) => e.link = Some(Name(t)),
+                Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(err) => return Err((e.name, err)),
+            }
+        }
+        Ok(Some(e))
+    }
+
+    /// The target of the symlink `name`.
+    ///
+    /// # Errors
+    /// As `readlinkat`.
+    pub fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
+        Ok(rustix::fs::readlinkat(&self.fd, name, Vec::new())?.into_bytes())
+    }
+
+    /// Opens the regular file `name` for reading, without following a
+    /// symlink and (where allowed) without updating its atime.
+    ///
+    /// # Errors
+    /// As `openat`; ELOOP when `name` is a symlink.
+    pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = match rustix::fs::openat(&self.fd, name, flags | OFlags::NOATIME, Mode::empty()) {
+            // O_NOATIME needs ownership or CAP_FOWNER.
+            Err(rustix::io::Errno::PERM) => rustix::fs::openat(&self.fd, name, flags, Mode::empty())?,
+            r => r?,
+        };
+        Ok(File::from(fd))
+    }
+
+    /// Creates a new file `name` for writing (`O_EXCL`, never following or
+    /// reusing an existing entry) with mode 0600 until its attributes are set.
+    ///
+    /// # Errors
+    /// EEXIST when the name is taken; as `openat` otherwise.
+    pub fn create_excl(&self, name: &[u8]) -> io::Result<File> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))?))
+    }
+
+    /// Renames `from` to `to` inside this directory, replacing a non-directory `to`.
+    ///
+    /// # Errors
+    /// As `renameat`.
+    pub fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::renameat(&self.fd, from, &self.fd, to)?)
+    }
+
+    /// Creates directory `name` with `mode`.
+    ///
+    /// # Errors
+    /// As `mkdirat`.
+    pub fn mkdir(&self, name: &[u8], mode: u32) -> io::Result<()> {
+        Ok(rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))?)
+    }
+
+    /// Creates symlink `name` pointing at `target`.
+    ///
+    /// # Errors
+    /// As `symlinkat`.
+    pub fn symlink(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::symlinkat(target, &self.fd, name)?)
+    }
+
+    /// Removes the non-directory `name`.
+    ///
+    /// # Errors
+    /// As `unlinkat`.
+    pub fn unlink(&self, name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
+    }
+
+    /// Removes the empty directory `name`.
+    ///
+    /// # Errors
+    /// As `unlinkat(AT_REMOVEDIR)`.
+    pub fn rmdir(&self, name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?)
+    }
+
+    /// Removes `name` and, for a directory, everything inside it, never
+    /// following a symlink. Returns the number of entries removed.
+    ///
+    /// # Errors
+    /// The first failure; what could be removed before it is gone.
+    pub fn remove_all(&self, name: &[u8]) -> io::Result<u64> {
+        match self.unlink(name) {
+            Ok(()) => return Ok(1),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            // EISDIR from unlink of a directory on Linux; EPERM on some fs.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {}
+            Err(e) => return Err(e),
+        }
+        let sub = match self.open_dir(name) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let mut n = 0;
+        for child in sub.names()? {
+            n += sub.remove_all(&child.0)?;
+        }
+        drop(sub);
+        self.rmdir(name)?;
+        Ok(n + 1)
+    }
+
+    /// Changes owner/group of `name` without following a symlink.
+    ///
+    /// # Errors
+    /// As `fchownat(AT_SYMLINK_NOFOLLOW)`.
+    pub fn chown(&self, name: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        let uid = uid.map(rustix::fs::Uid::from_raw);
+        let gid = gid.map(rustix::fs::Gid::from_raw);
+        Ok(rustix::fs::chownat(&self.fd, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// Changes the mode of the non-symlink `name` without following a
+    /// symlink that may have been swapped in.
+    ///
+    /// # Errors
+    /// As `fchmodat`; ELOOP/EOPNOTSUPP if `name` is now a symlink.
+    pub fn chmod(&self, name: &[u8], mode: u32) -> io::Result<()> {
+        // fchmodat(2) ignores AT_SYMLINK_NOFOLLOW; pin the inode with an
+        // O_PATH fd that cannot be a symlink (O_NOFOLLOW fails with ELOOP
+        // on one... except with O_PATH, where it opens the link itself, so
+        // check the type), then chmod it through /proc/self/fd.
+        let fd = rustix::fs::openat(&self.fd, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let st = rustix::fs::fstat(&fd)?;
+        if (st.st_mode & libc::S_IFMT) == libc::S_IFLNK {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        chmod_fd_path(fd.as_fd(), mode)
+    }
+
+    /// Sets atime and mtime of `name` (nanoseconds) without following a symlink.
+    ///
+    /// # Errors
+    /// As `utimensat(AT_SYMLINK_NOFOLLOW)`.
+    pub fn set_times(&self, name: &[u8], atime: crate::Time, mtime: crate::Time) -> io::Result<()> {
+        let ts = timestamps(atime, mtime);
+        Ok(rustix::fs::utimensat(&self.fd, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// Creates a fifo, device or socket node.
+    ///
+    /// # Errors
+    /// As `mknodat`.
+    pub fn mknod(&self, name: &[u8], kind: crate::Kind, mode: u32, rdev: u64) -> io::Result<()> {
+        use rustix::fs::FileType;
+        let ft = match kind {
+            crate::Kind::Fifo => FileType::Fifo,
+            crate::Kind::CharDev => FileType::CharacterDevice,
+            crate::Kind::BlockDev => FileType::BlockDevice,
+            crate::Kind::Socket => FileType::Socket,
+            _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        };
+        Ok(rustix::fs::mknodat(&self.fd, name, ft, Mode::from_raw_mode(mode & 0o7777), rdev as rustix::fs::Dev)?)
+    }
+
+    /// Hard-links `from` in `from_dir` as `name` here.
+    ///
+    /// # Errors
+    /// As `linkat` (without following symlinks).
+    pub fn link_from(&self, from_dir: &Dir, from: &[u8], name: &[u8]) -> io::Result<()> {
+        Ok(rustix::fs::linkat(&from_dir.fd, from, &self.fd, name, AtFlags::empty())?)
+    }
+
+    /// The directory's fd, for calls on the directory itself.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsFd for Dir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// chmod through `/proc/self/fd/N` of an `O_PATH` fd (what glibc's
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` does on kernels without fchmodat2).
+fn chmod_fd_path(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::chmod(path.as_str(), Mode::from_raw_mode(mode & 0o7777))?)
+}
+
+/// The rustix timestamps for a pair of times.
+pub fn timestamps(atime: crate::Time, mtime: crate::Time) -> rustix::fs::Timestamps {
+    let ts = |t: crate::Time| rustix::fs::Timespec { tv_sec: t.sec, tv_nsec: i64::from(t.nsec) as _ };
+    rustix::fs::Timestamps { last_access: ts(atime), last_modification: ts(mtime) }
+}
+
+/// True when this process runs with an effective uid of 0.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp() -> tempfile::TempDir {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::tempdir_in(base).unwrap()
+    }
+
+    #[test]
+    fn open_beneath_refuses_symlinked_components() {
+        let t = tmp();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::os::unix::fs::symlink("a", t.path().join("l")).unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        assert!(root.open_beneath(&RelPath::from_bytes("a/b")).is_ok());
+        let err = root.open_beneath(&RelPath::from_bytes("l/b")).unwrap_err();
+        assert!(matches!(err.raw_os_error(), Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR)), "{err}");
+        assert!(root.open_beneath(&RelPath::from_bytes("a/../..")).is_err());
+    }
+
+    #[test]
+    fn chmod_refuses_a_symlink() {
+        let t = tmp();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        assert!(root.chmod(b"l", 0o777).is_err());
+        root.chmod(b"f", 0o640).unwrap();
+        assert_eq!(root.stat(b"f").unwrap().st_mode & 0o777, 0o640);
+    }
+
+    #[test]
+    fn list_sorts_and_reads_links() {
+        let t = tmp();
+        std::fs::write(t.path().join("b"), b"x").unwrap();
+        std::os::unix::fs::symlink("target\n", t.path().join("a")).unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        let (entries, failed) = root.list().unwrap();
+        assert!(failed.is_empty());
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].link.as_ref().unwrap().as_bytes(), b"target\n");
+        assert_eq!(entries[1].size, 1);
+    }
+
+    #[test]
+    fn remove_all_does_not_follow_links() {
+        let t = tmp();
+        std::fs::create_dir_all(t.path().join("keep")).unwrap();
+        std::fs::write(t.path().join("keep/x"), b"x").unwrap();
+        std::fs::create_dir_all(t.path().join("gone/sub")).unwrap();
+        std::os::unix::fs::symlink("../keep", t.path().join("gone/sub/l")).unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        assert_eq!(root.remove_all(b"gone").unwrap(), 3);
+        assert!(t.path().join("keep/x").exists());
+    }
+}

@@ -1,0 +1,59 @@
+//! psync-core: the model, the four traits, the planner, the engine and the
+//! local transport of psync, which makes one directory tree identical to
+//! another on locally mounted file systems, in parallel.
+//!
+//! - [`Walker`] lists one directory with `lstat`-level metadata.
+//! - [`Planner`] decides, per directory, what to do (rsync's rules).
+//! - [`Copier`] carries out file actions on a pair of file systems.
+//! - [`Transport`] moves tasks to executors ([`Local`]: threads with work stealing).
+//!
+//! Most programs use the `psync` facade crate, which registers the generic
+//! copier. With the core alone:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! # fn run(copier: Arc<dyn psync_core::Copier>) -> Result<(), psync_core::Error> {
+//! let (tx, rx) = crossbeam_channel::bounded(1024);
+//! let mut b = psync_core::SyncBuilder::new("/data/src", "/data/dst");
+//! b.threads(8).delete(true).itemize(true).events(tx).default_copier(copier);
+//! let sync = b.build()?;
+//! let printer = std::thread::spawn(move || {
+//!     for ev in rx {
+//!         if let Some(line) = ev.itemize_line() { println!("{line}") }
+//!     }
+//! });
+//! let report = sync.run()?;
+//! drop(sync);
+//! # drop(b);
+//! printer.join().unwrap();
+//! assert!(report.success());
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod builder;
+pub mod copy;
+mod engine;
+pub mod entry;
+mod error;
+pub mod event;
+pub mod fs;
+pub mod itemize;
+pub mod plan;
+pub mod task;
+pub mod transport;
+mod validate;
+pub mod walk;
+
+pub use builder::{Report, SyncBuilder, Syncer, default_threads, random_u64};
+pub use copy::{Copied, CopyOptions, Copier, Registry, StepError, StepExt, Strategy};
+pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
+pub use entry::{Entry, Kind, Name, RelPath, Time};
+pub use error::{Error, Op, ResultExt, is_unsupported};
+pub use event::{Event, Snapshot, Stats};
+pub use itemize::Change;
+pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
+pub use task::Task;
+pub use transport::{Local, TaskContext, TaskRunner, Transport};
+pub use validate::{Roots, validate};
+pub use walk::{FsWalker, Listing, Walker};

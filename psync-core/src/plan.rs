@@ -1,0 +1,498 @@
+//! The planner: rsync's decisions for one directory, as a pure function.
+//!
+//! Input: the source and the target listing of one directory (each sorted
+//! by name) and the options. Output: the actions that make the target
+//! directory's entries match the source's. Nothing here touches a file
+//! system, so every decision is unit-tested.
+
+use crate::entry::{Entry, Kind};
+use crate::itemize::Change;
+use serde::{Deserialize, Serialize};
+
+/// Which attributes a run preserves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preserve {
+    /// Permission bits (rsync `-p`).
+    pub perms: bool,
+    /// Modification times (rsync `-t`); also what makes the quick check skip files.
+    pub times: bool,
+    /// Owner by numeric id (rsync `-o`; takes effect only as root).
+    pub owner: bool,
+    /// Group by numeric id (rsync `-g`).
+    pub group: bool,
+}
+
+impl Preserve {
+    /// Everything `rsync -a` keeps: perms, times, owner, group.
+    pub const ARCHIVE: Preserve = Preserve { perms: true, times: true, owner: true, group: true };
+    /// Nothing but data.
+    pub const NONE: Preserve = Preserve { perms: false, times: false, owner: false, group: false };
+}
+
+impl Default for Preserve {
+    fn default() -> Self {
+        Preserve::ARCHIVE
+    }
+}
+
+/// Options the planner depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanOptions {
+    /// Delete target entries that are not in the source (rsync `--delete`).
+    pub delete: bool,
+    /// Attributes to compare and preserve.
+    pub preserve: Preserve,
+    /// Two mtimes this close (in nanoseconds) are equal (rsync `--modify-window`).
+    pub modify_window_ns: u64,
+    /// Ignore times in the quick check: copy every file (rsync `-I`).
+    pub ignore_times: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions { delete: false, preserve: Preserve::ARCHIVE, modify_window_ns: 0, ignore_times: false }
+    }
+}
+
+/// One thing to do in a directory. Entries carry everything a worker on
+/// another node needs; none refers to in-memory state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Remove a target entry (recursively for a directory): extraneous with
+    /// `--delete`, or in the way of a source entry of another type.
+    Delete {
+        /// The target entry.
+        dst: Entry,
+        /// True when it is removed because of a type change (done even without `--delete`).
+        replaced: bool,
+    },
+    /// Create a directory, then sync into it.
+    Mkdir {
+        /// The source directory.
+        src: Entry,
+    },
+    /// Sync into a directory that exists on both sides.
+    Descend {
+        /// The source directory.
+        src: Entry,
+        /// The existing target directory.
+        dst: Entry,
+    },
+    /// Copy a regular file's data (to a temporary, renamed into place).
+    Copy {
+        /// The source file.
+        src: Entry,
+        /// What the target holds now (a file, or a non-directory to replace).
+        dst: Option<Entry>,
+        /// What changed, for itemizing.
+        change: Change,
+    },
+    /// Create or replace a symlink.
+    Symlink {
+        /// The source symlink (its `link` is the target text).
+        src: Entry,
+        /// What the target holds now.
+        dst: Option<Entry>,
+        /// What changed.
+        change: Change,
+    },
+    /// Create or replace a fifo, device or socket.
+    Special {
+        /// The source entry.
+        src: Entry,
+        /// What the target holds now.
+        dst: Option<Entry>,
+        /// What changed.
+        change: Change,
+    },
+    /// Only attributes differ: apply them in place.
+    Attrs {
+        /// The source entry.
+        src: Entry,
+        /// The target entry.
+        dst: Entry,
+        /// What changed.
+        change: Change,
+    },
+}
+
+/// Decides what to do in one directory. Object-safe, so a user can swap in
+/// their own policy.
+pub trait Planner: Send + Sync {
+    /// Plans one directory. `src` and `dst` must be sorted by name.
+    fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action>;
+}
+
+impl<T: Planner + ?Sized> Planner for std::sync::Arc<T> {
+    fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
+        (**self).plan(src, dst, opts)
+    }
+}
+
+impl<T: Planner + ?Sized> Planner for Box<T> {
+    fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
+        (**self).plan(src, dst, opts)
+    }
+}
+
+/// rsync's behaviour (`-a`, optionally `--delete`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RsyncPlanner;
+
+impl Planner for RsyncPlanner {
+    fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
+        plan(src, dst, opts)
+    }
+}
+
+/// The planning function behind [`RsyncPlanner`].
+///
+/// Order of the result: all deletions first (rsync's `--delete-during`
+/// removes extraneous entries of a directory before transferring into it,
+/// and a type change must clear the name before the new entry is created),
+/// then creations and updates in name order.
+pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
+    debug_assert!(src.is_sorted_by(|a, b| a.name <= b.name));
+    debug_assert!(dst.is_sorted_by(|a, b| a.name <= b.name));
+    let mut deletes = Vec::new();
+    let mut rest = Vec::new();
+    let (mut i, mut j) = (0, 0);
+    while i < src.len() || j < dst.len() {
+        let ord = match (src.get(i), dst.get(j)) {
+            (Some(s), Some(d)) => s.name.cmp(&d.name),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, _) => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                rest.push(create(&src[i], None));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                if opts.delete {
+                    deletes.push(Action::Delete { dst: dst[j].clone(), replaced: false });
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                plan_pair(&src[i], &dst[j], opts, &mut deletes, &mut rest);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    deletes.extend(rest);
+    deletes
+}
+
+/// The action that creates `src` where nothing (or a replaceable
+/// non-directory `dst`) stands.
+fn create(src: &Entry, dst: Option<&Entry>) -> Action {
+    let change = Change::new_entry(src.kind);
+    let (src, dst) = (src.clone(), dst.cloned());
+    match src.kind {
+        Kind::Dir => Action::Mkdir { src },
+        Kind::File => Action::Copy { src, dst, change },
+        Kind::Symlink => Action::Symlink { src, dst, change },
+        _ => Action::Special { src, dst, change },
+    }
+}
+
+fn plan_pair(s: &Entry, d: &Entry, opts: &PlanOptions, deletes: &mut Vec<Action>, rest: &mut Vec<Action>) {
+    if !same_type(s, d) {
+        // A directory on either side cannot be replaced by rename: clear it
+        // first, as rsync does. A non-directory is replaced atomically by
+        // renaming the new entry over it, so it is kept until then.
+        if s.kind == Kind::Dir || d.kind == Kind::Dir {
+            deletes.push(Action::Delete { dst: d.clone(), replaced: true });
+            rest.push(create(s, None));
+        } else {
+            rest.push(create(s, Some(d)));
+        }
+        return;
+    }
+    let attrs = attr_change(s, d, opts);
+    match s.kind {
+        Kind::Dir => rest.push(Action::Descend { src: s.clone(), dst: d.clone() }),
+        Kind::File => {
+            let time_differs = !s.mtime.within(d.mtime, opts.modify_window_ns);
+            if opts.ignore_times || s.size != d.size || time_differs {
+                let mut change = attrs;
+                change.transfer = true;
+                change.size = s.size != d.size;
+                change.time = time_differs && opts.preserve.times;
+                rest.push(Action::Copy { src: s.clone(), dst: Some(d.clone()), change });
+            } else if attrs.any() {
+                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+            }
+        }
+        Kind::Symlink => {
+            if s.link != d.link {
+                let mut change = attrs;
+                change.checksum = true;
+                rest.push(Action::Symlink { src: s.clone(), dst: Some(d.clone()), change });
+            } else if attrs.any() {
+                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+            }
+        }
+        _ => {
+            if s.rdev != d.rdev {
+                let mut change = attrs;
+                change.checksum = true;
+                rest.push(Action::Special { src: s.clone(), dst: Some(d.clone()), change });
+            } else if attrs.any() {
+                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+            }
+        }
+    }
+}
+
+/// Same type for planning: devices also need the same block/char flavour.
+fn same_type(s: &Entry, d: &Entry) -> bool {
+    s.kind == d.kind
+}
+
+/// Which preserved attributes differ between a source and a target entry
+/// of the same type.
+pub fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
+    let p = &opts.preserve;
+    let mut c = Change::attrs_of(s.kind);
+    // Linux cannot chmod a symlink; rsync does not compare their modes.
+    c.perms = p.perms && s.kind != Kind::Symlink && s.mode != d.mode;
+    c.time = p.times && !s.mtime.within(d.mtime, opts.modify_window_ns);
+    c.owner = p.owner && s.uid != d.uid;
+    c.group = p.group && s.gid != d.gid;
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Name, Time};
+    use proptest::prelude::*;
+
+    fn e(name: &str, kind: Kind) -> Entry {
+        Entry {
+            name: Name::from(name),
+            kind,
+            size: 10,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime: Time::new(1_700_000_000, 5),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 1,
+            dev: 1,
+            ino: 1,
+            rdev: 0,
+            blocks: 8,
+            link: if kind == Kind::Symlink { Some(Name::from("t")) } else { None },
+        }
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions::default()
+    }
+
+    #[test]
+    fn identical_entries_need_nothing() {
+        let s = vec![e("a", Kind::File), e("b", Kind::Dir), e("c", Kind::Symlink)];
+        let acts = plan(&s, &s, &opts());
+        assert_eq!(acts.len(), 1, "only the descend into b: {acts:?}");
+        assert!(matches!(acts[0], Action::Descend { .. }));
+    }
+
+    #[test]
+    fn new_entries_are_created_with_plus_codes() {
+        let s = vec![e("a", Kind::File), e("b", Kind::Dir), e("c", Kind::Symlink), e("d", Kind::Fifo)];
+        let acts = plan(&s, &[], &opts());
+        assert!(matches!(&acts[0], Action::Copy { dst: None, change, .. } if change.code() == ">f+++++++++"));
+        assert!(matches!(&acts[1], Action::Mkdir { .. }));
+        assert!(matches!(&acts[2], Action::Symlink { change, .. } if change.code() == "cL+++++++++"));
+        assert!(matches!(&acts[3], Action::Special { change, .. } if change.code() == "cS+++++++++"));
+    }
+
+    #[test]
+    fn quick_check_size_and_time() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.size = 11;
+        let acts = plan(std::slice::from_ref(&s), &[d.clone()], &opts());
+        assert!(matches!(&acts[0], Action::Copy { change, .. } if change.code() == ">f.s.......")); 
+        d.size = 10;
+        d.mtime = Time::new(1, 0);
+        let acts = plan(std::slice::from_ref(&s), &[d], &opts());
+        assert!(matches!(&acts[0], Action::Copy { change, .. } if change.code() == ">f..t......"));
+    }
+
+    #[test]
+    fn modify_window_absorbs_coarse_times() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.mtime = Time::new(s.mtime.sec, 0);
+        let mut o = opts();
+        assert_eq!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &o).len(), 1);
+        o.modify_window_ns = 1_000_000_000;
+        assert!(plan(&[s], &[d], &o).is_empty());
+    }
+
+    #[test]
+    fn attrs_only() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.mode = 0o600;
+        d.uid = 0;
+        let acts = plan(&[s], &[d], &opts());
+        assert!(matches!(&acts[0], Action::Attrs { change, .. } if change.code() == ".f...po...."));
+    }
+
+    #[test]
+    fn perms_not_compared_when_not_preserved() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.mode = 0o600;
+        let mut o = opts();
+        o.preserve.perms = false;
+        assert!(plan(&[s], &[d], &o).is_empty());
+    }
+
+    #[test]
+    fn extraneous_deleted_only_with_delete() {
+        let d = vec![e("x", Kind::File), e("y", Kind::Dir)];
+        assert!(plan(&[], &d, &opts()).is_empty());
+        let mut o = opts();
+        o.delete = true;
+        let acts = plan(&[], &d, &o);
+        assert_eq!(acts.len(), 2);
+        assert!(acts.iter().all(|a| matches!(a, Action::Delete { replaced: false, .. })));
+    }
+
+    #[test]
+    fn dir_replaced_by_file_deletes_first_even_without_delete() {
+        let s = vec![e("a", Kind::File), e("b", Kind::Dir)];
+        let d = vec![e("a", Kind::Dir), e("b", Kind::File)];
+        let acts = plan(&s, &d, &opts());
+        assert!(matches!(&acts[0], Action::Delete { dst, replaced: true } if dst.kind == Kind::Dir));
+        assert!(matches!(&acts[1], Action::Delete { dst, replaced: true } if dst.kind == Kind::File));
+        assert!(matches!(&acts[2], Action::Copy { dst: None, .. }));
+        assert!(matches!(&acts[3], Action::Mkdir { .. }));
+    }
+
+    #[test]
+    fn non_dir_type_change_replaces_by_rename() {
+        let s = vec![e("a", Kind::File), e("b", Kind::Symlink)];
+        let d = vec![e("a", Kind::Symlink), e("b", Kind::Fifo)];
+        let acts = plan(&s, &d, &opts());
+        assert_eq!(acts.len(), 2);
+        assert!(matches!(&acts[0], Action::Copy { dst: Some(d), .. } if d.kind == Kind::Symlink));
+        assert!(matches!(&acts[1], Action::Symlink { dst: Some(_), .. }));
+    }
+
+    #[test]
+    fn symlink_target_change() {
+        let s = e("l", Kind::Symlink);
+        let mut d = s.clone();
+        d.link = Some(Name::from("other"));
+        let acts = plan(&[s], &[d], &opts());
+        assert!(matches!(&acts[0], Action::Symlink { change, .. } if change.code() == "cLc........"));
+    }
+
+    #[test]
+    fn device_number_change_recreates() {
+        let mut s = e("dev", Kind::CharDev);
+        s.rdev = 5;
+        let d = e("dev", Kind::CharDev);
+        assert!(matches!(&plan(&[s], &[d], &opts())[0], Action::Special { dst: Some(_), .. }));
+    }
+
+    fn arb_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![Just(Kind::File), Just(Kind::Dir), Just(Kind::Symlink), Just(Kind::Fifo)]
+    }
+
+    fn arb_listing() -> impl Strategy<Value = Vec<Entry>> {
+        proptest::collection::btree_map("[a-e]{1,2}", (arb_kind(), 0u64..4, 0u32..0o777, 0i64..3, 0u32..3), 0..12)
+            .prop_map(|m| {
+                m.into_iter()
+                    .map(|(n, (k, size, mode, t, uid))| {
+                        let mut x = e(&n, k);
+                        x.size = size;
+                        x.mode = mode;
+                        x.mtime = Time::new(t, 0);
+                        x.uid = uid;
+                        if k == Kind::Symlink {
+                            x.link = Some(Name::from(format!("t{size}").as_str()));
+                        }
+                        x
+                    })
+                    .collect()
+            })
+    }
+
+    /// Applies a plan to a listing the way a perfect executor would.
+    fn apply(src: &[Entry], dst: &[Entry], acts: &[Action]) -> Vec<Entry> {
+        let mut out: std::collections::BTreeMap<Name, Entry> =
+            dst.iter().map(|d| (d.name.clone(), d.clone())).collect();
+        for a in acts {
+            match a {
+                Action::Delete { dst, .. } => {
+                    out.remove(&dst.name);
+                }
+                Action::Mkdir { src }
+                | Action::Descend { src, .. }
+                | Action::Copy { src, .. }
+                | Action::Symlink { src, .. }
+                | Action::Special { src, .. }
+                | Action::Attrs { src, .. } => {
+                    out.insert(src.name.clone(), src.clone());
+                }
+            }
+        }
+        let _ = src;
+        out.into_values().collect()
+    }
+
+    proptest! {
+        #[test]
+        fn planning_after_a_sync_yields_no_actions(src in arb_listing(), dst in arb_listing(), delete: bool) {
+            let o = PlanOptions { delete, ..opts() };
+            let acts = plan(&src, &dst, &o);
+            let after = apply(&src, &dst, &acts);
+            let again = plan(&src, &after, &o);
+            prop_assert!(again.iter().all(|a| matches!(a, Action::Descend { .. })), "{again:?}");
+            if delete {
+                prop_assert_eq!(after.len(), src.len());
+            }
+        }
+
+        #[test]
+        fn every_source_name_is_acted_on_or_equal(src in arb_listing(), dst in arb_listing()) {
+            let acts = plan(&src, &dst, &opts());
+            for s in &src {
+                let acted = acts.iter().any(|a| !matches!(a, Action::Delete { .. }) && action_name(a) == &s.name);
+                let equal = dst.iter().any(|d| d == s);
+                prop_assert!(acted || equal, "{s:?} neither acted on nor equal");
+            }
+        }
+
+        #[test]
+        fn deletions_come_before_creations(src in arb_listing(), dst in arb_listing()) {
+            let acts = plan(&src, &dst, &PlanOptions { delete: true, ..opts() });
+            let first_other = acts.iter().position(|a| !matches!(a, Action::Delete { .. })).unwrap_or(acts.len());
+            let late_delete = acts[first_other..].iter().any(|a| matches!(a, Action::Delete { .. }));
+            prop_assert!(!late_delete, "{:?}", acts);
+        }
+    }
+
+    fn action_name(a: &Action) -> &Name {
+        match a {
+            Action::Delete { dst, .. } => &dst.name,
+            Action::Mkdir { src }
+            | Action::Descend { src, .. }
+            | Action::Copy { src, .. }
+            | Action::Symlink { src, .. }
+            | Action::Special { src, .. }
+            | Action::Attrs { src, .. } => &src.name,
+        }
+    }
+}

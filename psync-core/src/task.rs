@@ -1,0 +1,109 @@
+//! Tasks: plain, serializable data with paths relative to the run's roots,
+//! so any worker (a thread here, a process on another node) can run them.
+
+use crate::entry::{Entry, RelPath};
+use crate::plan::Action;
+use serde::{Deserialize, Serialize};
+
+/// Version byte in front of every encoded task (postcard is not
+/// self-describing; a worker refuses tasks of another version).
+pub const TASK_ENCODING_VERSION: u8 = 1;
+
+/// One unit of work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Task {
+    /// Sync one directory: list both sides, plan, do the cheap actions,
+    /// spawn child directories and batches of file copies, and defer its
+    /// own [`Task::FinishDir`].
+    Dir {
+        /// The directory, relative to both roots.
+        rel: RelPath,
+        /// The source directory's entry (for its attributes at finish).
+        src: Entry,
+        /// The target directory as it was before the run touched it; `None`
+        /// when this run just created it (nothing to list there).
+        dst: Option<Entry>,
+    },
+    /// Copy a batch of files of one directory.
+    Files {
+        /// The directory, relative to both roots.
+        rel: RelPath,
+        /// `Copy` actions of that directory.
+        actions: Vec<Action>,
+    },
+    /// Apply a directory's attributes once everything inside it is done.
+    FinishDir {
+        /// The directory.
+        rel: RelPath,
+        /// The source directory's entry.
+        src: Entry,
+        /// The target directory before the run, if it existed.
+        dst: Option<Entry>,
+        /// The run created, removed or renamed entries in it (its mtime moved).
+        touched: bool,
+    },
+}
+
+impl Task {
+    /// The directory the task works in.
+    pub fn rel(&self) -> &RelPath {
+        match self {
+            Task::Dir { rel, .. } | Task::Files { rel, .. } | Task::FinishDir { rel, .. } => rel,
+        }
+    }
+
+    /// Encodes with a version byte in front.
+    ///
+    /// # Errors
+    /// Never for well-formed tasks; postcard's error otherwise.
+    pub fn encode(&self) -> Result<Vec<u8>, postcard::Error> {
+        let mut out = vec![TASK_ENCODING_VERSION];
+        out.extend(postcard::to_allocvec(self)?);
+        Ok(out)
+    }
+
+    /// Decodes what [`Task::encode`] produced.
+    ///
+    /// # Errors
+    /// A wrong version byte or malformed data.
+    pub fn decode(bytes: &[u8]) -> Result<Task, postcard::Error> {
+        match bytes.split_first() {
+            Some((&TASK_ENCODING_VERSION, rest)) => postcard::from_bytes(rest),
+            _ => Err(postcard::Error::DeserializeBadEncoding),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Kind, Name, Time};
+
+    #[test]
+    fn encode_roundtrip_with_version() {
+        let e = Entry {
+            name: Name(b"\xffodd\nname".to_vec()),
+            kind: Kind::Dir,
+            size: 4096,
+            mode: 0o755,
+            uid: 1,
+            gid: 2,
+            mtime: Time::new(-5, 7),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 2,
+            dev: 3,
+            ino: 4,
+            rdev: 0,
+            blocks: 8,
+            link: None,
+        };
+        let t = Task::Dir { rel: RelPath::from_bytes(b"a/\xff".to_vec()), src: e, dst: None };
+        let bytes = t.encode().unwrap();
+        assert_eq!(bytes[0], TASK_ENCODING_VERSION);
+        assert_eq!(Task::decode(&bytes).unwrap(), t);
+        let mut bad = bytes.clone();
+        bad[0] = 99;
+        assert!(Task::decode(&bad).is_err());
+    }
+}

@@ -1,0 +1,299 @@
+//! The local transport: worker threads with per-thread LIFO deques and
+//! work stealing (depth-first keeps the number of queued directories small),
+//! an injector for the seed, and tree-shaped completion counting.
+
+use super::{TaskContext, TaskRunner, Transport};
+use crate::error::Error;
+use crate::task::Task;
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Runs tasks on this process's threads.
+#[derive(Debug, Clone)]
+pub struct Local {
+    threads: usize,
+}
+
+impl Local {
+    /// A transport with `threads` worker threads (at least 1).
+    pub fn new(threads: usize) -> Local {
+        Local { threads: threads.max(1) }
+    }
+
+    /// The number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// A task's place in the completion tree: how many of it and its spawned
+/// children are still running, what to run when they are all done, and
+/// whose completion that counts toward.
+struct Node {
+    pending: AtomicUsize,
+    deferred: Mutex<Option<Task>>,
+    parent: Option<Arc<Node>>,
+}
+
+struct Job {
+    task: Task,
+    parent: Option<Arc<Node>>,
+}
+
+struct Shared<'a> {
+    injector: Injector<Job>,
+    stealers: Vec<Stealer<Job>>,
+    runner: &'a dyn TaskRunner,
+    quit: &'a AtomicBool,
+    done: AtomicBool,
+    /// Sleeping workers wait here for new work.
+    idle: Mutex<usize>,
+    wake: Condvar,
+    panicked: AtomicBool,
+}
+
+impl Transport for Local {
+    fn name(&self) -> &str {
+        "local"
+    }
+
+    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
+        let workers: Vec<Worker<Job>> = (0..self.threads).map(|_| Worker::new_lifo()).collect();
+        let shared = Shared {
+            injector: Injector::new(),
+            stealers: workers.iter().map(Worker::stealer).collect(),
+            runner,
+            quit,
+            done: AtomicBool::new(false),
+            idle: Mutex::new(0),
+            wake: Condvar::new(),
+            panicked: AtomicBool::new(false),
+        };
+        shared.injector.push(Job { task: seed, parent: None });
+        std::thread::scope(|s| {
+            for (i, w) in workers.into_iter().enumerate() {
+                let shared = &shared;
+                std::thread::Builder::new()
+                    .name(format!("psync-{i}"))
+                    .spawn_scoped(s, move || shared.work(&w))
+                    .expect("spawn worker thread");
+            }
+        });
+        if shared.panicked.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                crate::error::Op::Transport,
+                "",
+                std::io::Error::other("a worker thread panicked; the run stopped"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct Cx<'a, 'b> {
+    shared: &'a Shared<'b>,
+    local: &'a Worker<Job>,
+    node: Option<Arc<Node>>,
+    parent: &'a Option<Arc<Node>>,
+}
+
+impl Cx<'_, '_> {
+    fn node(&mut self) -> Arc<Node> {
+        let parent = self.parent.clone();
+        Arc::clone(self.node.get_or_insert_with(|| {
+            Arc::new(Node { pending: AtomicUsize::new(1), deferred: Mutex::new(None), parent })
+        }))
+    }
+}
+
+impl TaskContext for Cx<'_, '_> {
+    fn spawn(&mut self, task: Task) {
+        let node = self.node();
+        node.pending.fetch_add(1, Ordering::AcqRel);
+        self.local.push(Job { task, parent: Some(node) });
+        self.shared.notify();
+    }
+
+    fn defer(&mut self, task: Task) {
+        let node = self.node();
+        *node.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+}
+
+impl Shared<'_> {
+    fn work(&self, local: &Worker<Job>) {
+        loop {
+            if self.quit.load(Ordering::Relaxed) || self.done.load(Ordering::Acquire) {
+                self.wake.notify_all();
+                return;
+            }
+            match self.find(local) {
+                Some(job) => self.execute(job, local),
+                None => self.sleep(),
+            }
+        }
+    }
+
+    fn find(&self, local: &Worker<Job>) -> Option<Job> {
+        local.pop().or_else(|| {
+            std::iter::repeat_with(|| {
+                self.injector
+                    .steal_batch_and_pop(local)
+                    .or_else(|| self.stealers.iter().map(Stealer::steal).collect())
+            })
+            .find(|s| !s.is_retry())
+            .and_then(Steal::success)
+        })
+    }
+
+    fn execute(&self, job: Job, local: &Worker<Job>) {
+        let mut cx = Cx { shared: self, local, node: None, parent: &job.parent };
+        let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(job.task, &mut cx)));
+        if ran.is_err() {
+            // A bug, not an entry failure: stop the run rather than leave a
+            // directory whose finish never comes.
+            self.panicked.store(true, Ordering::Relaxed);
+            self.quit.store(true, Ordering::Relaxed);
+            return;
+        }
+        match cx.node {
+            Some(node) => self.complete(node, local),
+            None => self.complete_parent(job.parent, local),
+        }
+    }
+
+    /// One unit of `node` is complete; when it was the last, run its
+    /// deferred task or pass completion up.
+    fn complete(&self, node: Arc<Node>, local: &Worker<Job>) {
+        if node.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let deferred = node.deferred.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match deferred {
+            Some(task) => {
+                local.push(Job { task, parent: node.parent.clone() });
+                self.notify();
+            }
+            None => self.complete_parent(node.parent.clone(), local),
+        }
+    }
+
+    fn complete_parent(&self, parent: Option<Arc<Node>>, local: &Worker<Job>) {
+        match parent {
+            Some(p) => self.complete(p, local),
+            None => {
+                self.done.store(true, Ordering::Release);
+                self.wake.notify_all();
+            }
+        }
+    }
+
+    fn notify(&self) {
+        if *self.idle.lock().unwrap_or_else(|p| p.into_inner()) > 0 {
+            self.wake.notify_one();
+        }
+    }
+
+    fn sleep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        *idle += 1;
+        // A short timeout bounds the cost of a wake-up lost between our
+        // failed search and this wait.
+        let (mut idle, _) = self
+            .wake
+            .wait_timeout(idle, Duration::from_millis(2))
+            .unwrap_or_else(|p| p.into_inner());
+        *idle -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{Entry, Kind, Name, RelPath, Time};
+    use std::sync::Mutex as StdMutex;
+
+    fn dir_entry() -> Entry {
+        Entry {
+            name: Name::from("d"),
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 2,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            blocks: 0,
+            link: None,
+        }
+    }
+
+    /// Builds a synthetic tree: each Dir of depth < 4 spawns 3 Dirs; each
+    /// finish is recorded. Checks every finish comes after all finishes
+    /// below it, and that the run terminates.
+    struct TreeRunner {
+        log: StdMutex<Vec<String>>,
+    }
+
+    impl TaskRunner for TreeRunner {
+        fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+            match task {
+                Task::Dir { rel, src, .. } => {
+                    if rel.depth() < 4 {
+                        for i in 0..3 {
+                            let child = rel.join(&Name::from(format!("{i}").as_str()));
+                            cx.spawn(Task::Dir { rel: child, src: src.clone(), dst: None });
+                        }
+                    }
+                    cx.defer(Task::FinishDir { rel, src, dst: None, touched: false });
+                }
+                Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
+                Task::Files { .. } => {}
+            }
+        }
+    }
+
+    #[test]
+    fn finishes_come_after_their_subtrees_and_run_terminates() {
+        for threads in [1, 4] {
+            let runner = TreeRunner { log: StdMutex::new(Vec::new()) };
+            let quit = AtomicBool::new(false);
+            Local::new(threads)
+                .run(Task::Dir { rel: RelPath::root(), src: dir_entry(), dst: None }, &runner, &quit)
+                .unwrap();
+            let log = runner.log.into_inner().unwrap();
+            assert_eq!(log.len(), 1 + 3 + 9 + 27 + 81);
+            let pos = |p: &str| log.iter().position(|x| x == p).unwrap();
+            for p in &log {
+                if p.is_empty() {
+                    continue;
+                }
+                let parent = p.rsplit_once('/').map_or("", |(a, _)| a);
+                assert!(pos(parent) > pos(p), "{parent:?} finished before {p:?}");
+            }
+            assert_eq!(log.last().unwrap(), "");
+        }
+    }
+
+    struct Panicker;
+    impl TaskRunner for Panicker {
+        fn run(&self, _task: Task, _cx: &mut dyn TaskContext) {
+            panic!("boom");
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_stops_the_run_with_an_error() {
+        let quit = AtomicBool::new(false);
+        let r = Local::new(2).run(Task::Dir { rel: RelPath::root(), src: dir_entry(), dst: None }, &Panicker, &quit);
+        assert!(r.is_err());
+    }
+}
