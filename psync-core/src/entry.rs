@@ -290,13 +290,13 @@ impl fmt::Display for RelPath {
     }
 }
 
-/// Bytes as a compact byte string in binary formats (postcard) and as an
-/// array in JSON; avoids pulling in `serde_bytes` for two fields.
+/// Raw bytes in binary formats (postcard: lossless, for tasks) and
+/// rsync-style escaped text in human-readable ones (JSON events, logs).
 mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
+        if s.is_human_readable() { s.serialize_str(&super::escape(v)) } else { s.serialize_bytes(v) }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -353,6 +353,12 @@ mod tests {
         let enc = postcard::to_allocvec(&p).unwrap();
         let dec: RelPath = postcard::from_bytes(&enc).unwrap();
         assert_eq!(p, dec);
+    }
+
+    #[test]
+    fn json_shows_escaped_text() {
+        let p = RelPath::from_bytes(b"d/x\xff\n".to_vec());
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#""d/x\\#377\\#012""#);
     }
 
     #[test]
