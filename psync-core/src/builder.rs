@@ -1,6 +1,6 @@
 //! `SyncBuilder`: the one way to configure and start a run.
 
-use crate::copy::{CopyOptions, Copier, Registry};
+use crate::copy::{Copier, CopyOptions, Reflink, Registry};
 use crate::engine::Engine;
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op, ResultExt};
@@ -48,6 +48,7 @@ pub struct SyncBuilder {
     retries: u32,
     batch_files: usize,
     batch_bytes: u64,
+    reflink: Reflink,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -91,6 +92,7 @@ impl SyncBuilder {
             retries: 2,
             batch_files: 128,
             batch_bytes: 32 << 20,
+            reflink: Reflink::Auto,
         }
     }
 
@@ -156,6 +158,13 @@ impl SyncBuilder {
         self
     }
 
+    /// Reflink policy (clone data on file systems that share extents).
+    /// Default: [`Reflink::Auto`].
+    pub fn reflink(&mut self, r: Reflink) -> &mut Self {
+        self.reflink = r;
+        self
+    }
+
     /// Files per copy task (small files travel in batches). Default: 128.
     pub fn batch_files(&mut self, n: usize) -> &mut Self {
         self.batch_files = n.max(1);
@@ -163,7 +172,12 @@ impl SyncBuilder {
     }
 
     /// Registers a copier for a pair of file systems (`statfs` magics; `None` = any).
-    pub fn register_copier(&mut self, src_magic: Option<u64>, dst_magic: Option<u64>, c: Arc<dyn Copier>) -> &mut Self {
+    pub fn register_copier(
+        &mut self,
+        src_magic: Option<u64>,
+        dst_magic: Option<u64>,
+        c: Arc<dyn Copier>,
+    ) -> &mut Self {
         self.registry.register(src_magic, dst_magic, c);
         self
     }
@@ -200,9 +214,17 @@ impl SyncBuilder {
     pub fn build(&self) -> Result<Syncer, Error> {
         let roots = validate(&self.src, &self.dst)?;
         if !self.registry.has_default() {
-            return Err(Error::invalid(&self.dst, "no copier registered (set SyncBuilder::default_copier)"));
+            return Err(Error::invalid(
+                &self.dst,
+                "no copier registered (set SyncBuilder::default_copier)",
+            ));
         }
-        Ok(Syncer { b: self.clone(), roots, quit: Arc::new(AtomicBool::new(false)), stats: Arc::new(Stats::default()) })
+        Ok(Syncer {
+            b: self.clone(),
+            roots,
+            quit: Arc::new(AtomicBool::new(false)),
+            stats: Arc::new(Stats::default()),
+        })
     }
 }
 
@@ -261,10 +283,19 @@ impl Syncer {
         let src_entry = root_entry(&src_root, &self.roots.src)?;
         let (dst_root, dst_entry) = self.open_or_create_dst(&src_entry)?;
         let copier = match &dst_root {
-            Some(d) => self.b.registry.copier_for(&src_root, d).at(Op::Stat, &self.roots.dst)?,
-            None => self.b.registry.lookup(src_root.fs_magic().at(Op::Stat, &self.roots.src)?, 0),
+            Some(d) => self
+                .b
+                .registry
+                .copier_for(&src_root, d)
+                .at(Op::Stat, &self.roots.dst)?,
+            None => self
+                .b
+                .registry
+                .lookup(src_root.fs_magic().at(Op::Stat, &self.roots.src)?, 0),
         }
-        .ok_or_else(|| Error::invalid(&self.roots.dst, "no copier for this pair of file systems"))?;
+        .ok_or_else(|| {
+            Error::invalid(&self.roots.dst, "no copier for this pair of file systems")
+        })?;
         let root = is_root();
         let mut plan = b.plan;
         plan.preserve.owner &= root;
@@ -278,7 +309,11 @@ impl Syncer {
             walker: Arc::clone(&b.walker),
             planner: Arc::clone(&b.planner),
             plan_opts: plan,
-            copy_opts: CopyOptions { preserve: plan.preserve, can_chown: root },
+            copy_opts: CopyOptions {
+                preserve: plan.preserve,
+                can_chown: root,
+                reflink: b.reflink,
+            },
             dry_run: b.dry_run,
             itemize: b.itemize,
             events: b.events.clone(),
@@ -294,8 +329,15 @@ impl Syncer {
         if dst_entry.is_none() && b.itemize {
             engine_itemize_root(&engine);
         }
-        let transport: Arc<dyn Transport> = b.transport.clone().unwrap_or_else(|| Arc::new(Local::new(b.threads)));
-        let seed = Task::Dir { rel: RelPath::root(), src: src_entry, dst: dst_entry };
+        let transport: Arc<dyn Transport> = b
+            .transport
+            .clone()
+            .unwrap_or_else(|| Arc::new(Local::new(b.threads)));
+        let seed = Task::Dir {
+            rel: RelPath::root(),
+            src: src_entry,
+            dst: dst_entry,
+        };
         let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
         drop(engine);
         result?;
@@ -325,13 +367,19 @@ impl Syncer {
             let _ = src_entry;
         }
         let d = Dir::open_root(dst).at(Op::OpenDir, dst)?;
-        let entry = if existed { Some(root_entry(&d, dst)?) } else { None };
+        let entry = if existed {
+            Some(root_entry(&d, dst)?)
+        } else {
+            None
+        };
         Ok((Some(d), entry))
     }
 
     /// Runs `f` while a thread sends progress events.
     fn with_progress<T>(&self, start: Instant, f: impl FnOnce() -> T) -> T {
-        let Some(tx) = self.b.events.clone() else { return f() };
+        let Some(tx) = self.b.events.clone() else {
+            return f();
+        };
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -377,7 +425,11 @@ fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
 pub fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }

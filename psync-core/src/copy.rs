@@ -71,6 +71,20 @@ impl<T> StepExt<T> for io::Result<T> {
     }
 }
 
+/// Whether to clone data (share extents) instead of copying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reflink {
+    /// Clone when source and target are on one reflink-capable file
+    /// system, copy otherwise (the default).
+    #[default]
+    Auto,
+    /// Clone or fail the file.
+    Always,
+    /// Always copy the bytes.
+    Never,
+}
+
 /// Per-run settings a copier needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyOptions {
@@ -78,6 +92,41 @@ pub struct CopyOptions {
     pub preserve: Preserve,
     /// The process can change owners (root): owner/group are applied.
     pub can_chown: bool,
+    /// Reflink policy.
+    pub reflink: Reflink,
+}
+
+/// One data copy: a byte range of a source file into the same range of a
+/// target file.
+#[derive(Debug, Clone, Copy)]
+pub struct DataJob<'a> {
+    /// The open source.
+    pub src: &'a File,
+    /// The open target (created by [`Copier::create`]).
+    pub dst: &'a File,
+    /// The source's metadata (size, allocated blocks: a hint for holes).
+    pub entry: &'a Entry,
+    /// First byte of the range.
+    pub offset: u64,
+    /// Length of the range.
+    pub len: u64,
+    /// The run's options.
+    pub opts: &'a CopyOptions,
+}
+
+impl DataJob<'_> {
+    /// True when the range is the whole file: a copier may then clone the
+    /// file at once, and must leave the target exactly `len` bytes long
+    /// (a trailing hole included). A chunk of a larger file relies on the
+    /// engine having set the target's length beforehand.
+    pub fn is_whole_file(&self) -> bool {
+        self.offset == 0 && self.len == self.entry.size
+    }
+
+    /// True when the source may have holes: fewer bytes allocated than its size.
+    pub fn may_be_sparse(&self) -> bool {
+        self.entry.blocks.saturating_mul(512) < self.entry.size
+    }
 }
 
 /// Carries out file actions on a pair of file systems. Object-safe:
@@ -92,30 +141,47 @@ pub trait Copier: Send + Sync {
     ///
     /// # Errors
     /// As file creation; EEXIST when `tmp` is taken.
-    fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, src_file: &File) -> Result<File, StepError>;
+    fn create(
+        &self,
+        dir: &Dir,
+        tmp: &Name,
+        src: &Entry,
+        src_file: &File,
+    ) -> Result<File, StepError>;
 
-    /// Copies `len` bytes at `offset` from `src` into `dst` at the same
-    /// offset. Checks `quit` between large steps and fails with
-    /// `ErrorKind::Interrupted` when it is set.
+    /// Copies the job's byte range from source to target at the same
+    /// offset, keeping holes as holes. Checks `quit` between large steps and
+    /// fails with `ErrorKind::Interrupted` when it is set.
     ///
     /// # Errors
-    /// The failing read or write; a short source (EOF before `len`) is an
-    /// error of kind `UnexpectedEof`.
-    fn copy_data(&self, src: &File, dst: &File, offset: u64, len: u64, quit: &AtomicBool) -> Result<Copied, StepError>;
+    /// The failing read or write; a short source (EOF before the range
+    /// ends) is an error of kind `UnexpectedEof`.
+    fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError>;
 
     /// Applies owner, mode and times of `src` to an open file or directory
     /// (in that order: chown first so setuid/setgid bits survive, times last).
     ///
     /// # Errors
     /// The first failing attribute call.
-    fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, opts: &CopyOptions) -> Result<(), StepError>;
+    fn set_fd_attrs(
+        &self,
+        fd: BorrowedFd<'_>,
+        src: &Entry,
+        opts: &CopyOptions,
+    ) -> Result<(), StepError>;
 
     /// Applies owner, mode and times of `src` to the entry `name` in `dir`
     /// (a directory, symlink or special), never following a symlink.
     ///
     /// # Errors
     /// The first failing attribute call.
-    fn set_attrs(&self, dir: &Dir, name: &Name, src: &Entry, opts: &CopyOptions) -> Result<(), StepError>;
+    fn set_attrs(
+        &self,
+        dir: &Dir,
+        name: &Name,
+        src: &Entry,
+        opts: &CopyOptions,
+    ) -> Result<(), StepError>;
 
     /// Creates the directory `name` (mode 0700 until it is finished, so a
     /// read-only source directory does not block its own copy).
@@ -150,8 +216,8 @@ macro_rules! forward_copier {
             fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
                 (**self).create(dir, tmp, src, f)
             }
-            fn copy_data(&self, s: &File, d: &File, off: u64, len: u64, quit: &AtomicBool) -> Result<Copied, StepError> {
-                (**self).copy_data(s, d, off, len, quit)
+            fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
+                (**self).copy_data(job, quit)
             }
             fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, o: &CopyOptions) -> Result<(), StepError> {
                 (**self).set_fd_attrs(fd, src, o)
@@ -185,10 +251,17 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.pairs.iter().map(|(s, d, c)| (s, d, c.name().to_string())).collect();
+        let names: Vec<_> = self
+            .pairs
+            .iter()
+            .map(|(s, d, c)| (s, d, c.name().to_string()))
+            .collect();
         f.debug_struct("Registry")
             .field("pairs", &names)
-            .field("default", &self.default.as_ref().map(|c| c.name().to_string()))
+            .field(
+                "default",
+                &self.default.as_ref().map(|c| c.name().to_string()),
+            )
             .finish()
     }
 }
@@ -202,12 +275,20 @@ impl Default for Registry {
 impl Registry {
     /// An empty registry.
     pub fn new() -> Registry {
-        Registry { pairs: Vec::new(), default: None }
+        Registry {
+            pairs: Vec::new(),
+            default: None,
+        }
     }
 
     /// Registers `copier` for a source fs magic and a target fs magic;
     /// `None` matches any. Later registrations win over earlier ones.
-    pub fn register(&mut self, src_magic: Option<u64>, dst_magic: Option<u64>, copier: Arc<dyn Copier>) -> &mut Self {
+    pub fn register(
+        &mut self,
+        src_magic: Option<u64>,
+        dst_magic: Option<u64>,
+        copier: Arc<dyn Copier>,
+    ) -> &mut Self {
         self.pairs.push((src_magic, dst_magic, copier));
         self
     }

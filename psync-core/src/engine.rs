@@ -7,7 +7,7 @@
 //! done. File copies go to a temporary name and are renamed into place only
 //! when complete.
 
-use crate::copy::{CopyOptions, Copier, Strategy};
+use crate::copy::{Copier, CopyOptions, Strategy};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::{Error, Op};
 use crate::event::{Event, Stats};
@@ -70,7 +70,12 @@ impl TaskRunner for Engine {
         match task {
             Task::Dir { rel, src, dst } => self.run_dir(&rel, &src, dst.as_ref(), cx),
             Task::Files { rel, actions } => self.run_files(&rel, actions),
-            Task::FinishDir { rel, src, dst, touched } => self.finish_dir(&rel, &src, dst.as_ref(), touched),
+            Task::FinishDir {
+                rel,
+                src,
+                dst,
+                touched,
+            } => self.finish_dir(&rel, &src, dst.as_ref(), touched),
         }
     }
 }
@@ -93,22 +98,42 @@ impl Engine {
 
     fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
         if self.itemize {
-            let link = entry.link.as_ref().map(|l| RelPath::from_bytes(l.as_bytes()));
-            self.emit(Event::Itemize { path, change, kind: entry.kind, link });
+            let link = entry
+                .link
+                .as_ref()
+                .map(|l| RelPath::from_bytes(l.as_bytes()));
+            self.emit(Event::Itemize {
+                path,
+                change,
+                kind: entry.kind,
+                link,
+            });
         }
     }
 
     /// Reports a failed entry: counted, sent as an event with the full path.
     fn fail(&self, rel: &RelPath, on_target: bool, op: Op, err: io::Error) {
-        let base = if on_target { &self.dst_path } else { &self.src_path };
+        let base = if on_target {
+            &self.dst_path
+        } else {
+            &self.src_path
+        };
         let e = Error::new(op, rel.under(base), err);
         Stats::bump(&self.stats.failed, 1);
         Stats::bump(&self.stats.done, 1);
-        self.emit(Event::Error { path: rel.clone(), op, message: e.to_string() });
+        self.emit(Event::Error {
+            path: rel.clone(),
+            op,
+            message: e.to_string(),
+        });
     }
 
     fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
-        let base = if on_target { &self.dst_path } else { &self.src_path };
+        let base = if on_target {
+            &self.dst_path
+        } else {
+            &self.src_path
+        };
         Stats::bump(&self.stats.warnings, 1);
         self.emit(Event::Warning {
             path: rel.clone(),
@@ -127,7 +152,13 @@ impl Engine {
     }
 
     /// Lists, plans and acts for one directory.
-    fn run_dir(&self, rel: &RelPath, src_entry: &Entry, dst_entry: Option<&Entry>, cx: &mut dyn TaskContext) {
+    fn run_dir(
+        &self,
+        rel: &RelPath,
+        src_entry: &Entry,
+        dst_entry: Option<&Entry>,
+        cx: &mut dyn TaskContext,
+    ) {
         let src_dir = match self.src_root.open_beneath(rel) {
             Ok(d) => d,
             Err(e) => return self.fail(rel, false, Op::OpenDir, e),
@@ -168,18 +199,35 @@ impl Engine {
         // that need nothing.
         let acted = actions
             .iter()
-            .filter(|a| matches!(a, Action::Copy { .. } | Action::Symlink { .. } | Action::Special { .. } | Action::Attrs { .. }))
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Copy { .. }
+                        | Action::Symlink { .. }
+                        | Action::Special { .. }
+                        | Action::Attrs { .. }
+                )
+            })
             .count();
         let non_dirs = src.entries.iter().filter(|e| !e.is_dir()).count();
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
         let touched = self.act(rel, dst_dir.as_ref(), actions, cx);
-        cx.defer(Task::FinishDir { rel: rel.clone(), src: src_entry.clone(), dst: dst_entry.cloned(), touched });
+        cx.defer(Task::FinishDir {
+            rel: rel.clone(),
+            src: src_entry.clone(),
+            dst: dst_entry.cloned(),
+            touched,
+        });
     }
 
     fn count_scanned(&self, entries: &[Entry]) {
-        let bytes: u64 = entries.iter().filter(|e| e.kind == Kind::File).map(|e| e.size).sum();
+        let bytes: u64 = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .sum();
         Stats::bump(&self.stats.scanned, entries.len() as u64);
         Stats::bump(&self.stats.dirs, 1);
         Stats::bump(&self.stats.bytes_total, bytes);
@@ -218,13 +266,26 @@ impl Engine {
 
     /// Carries out the actions of one directory; returns whether any entry
     /// of the target directory was added, removed or replaced.
-    fn act(&self, rel: &RelPath, dst: Option<&Dir>, actions: Vec<Action>, cx: &mut dyn TaskContext) -> bool {
+    fn act(
+        &self,
+        rel: &RelPath,
+        dst: Option<&Dir>,
+        actions: Vec<Action>,
+        cx: &mut dyn TaskContext,
+    ) -> bool {
         let mut touched = false;
-        let mut batch = Batch { actions: Vec::new(), bytes: 0 };
+        let mut batch = Batch {
+            actions: Vec::new(),
+            bytes: 0,
+        };
         for action in actions {
             match action {
                 Action::Descend { src, dst } => {
-                    cx.spawn(Task::Dir { rel: rel.join(&src.name), src, dst: Some(dst) });
+                    cx.spawn(Task::Dir {
+                        rel: rel.join(&src.name),
+                        src,
+                        dst: Some(dst),
+                    });
                 }
                 Action::Copy { ref src, .. } if !self.dry_run => {
                     touched = true;
@@ -234,21 +295,33 @@ impl Engine {
                     if batch.actions.len() >= self.batch_files || batch.bytes >= self.batch_bytes {
                         let actions = std::mem::take(&mut batch.actions);
                         batch.bytes = 0;
-                        cx.spawn(Task::Files { rel: rel.clone(), actions });
+                        cx.spawn(Task::Files {
+                            rel: rel.clone(),
+                            actions,
+                        });
                     }
                 }
                 other => touched |= self.act_inline(rel, dst, other, cx),
             }
         }
         if !batch.actions.is_empty() {
-            cx.spawn(Task::Files { rel: rel.clone(), actions: batch.actions });
+            cx.spawn(Task::Files {
+                rel: rel.clone(),
+                actions: batch.actions,
+            });
         }
         touched
     }
 
     /// The actions a directory task does itself. Returns whether the
     /// directory's entries changed.
-    fn act_inline(&self, rel: &RelPath, dir: Option<&Dir>, action: Action, cx: &mut dyn TaskContext) -> bool {
+    fn act_inline(
+        &self,
+        rel: &RelPath,
+        dir: Option<&Dir>,
+        action: Action,
+        cx: &mut dyn TaskContext,
+    ) -> bool {
         match action {
             Action::Delete { dst, .. } => {
                 let path = rel.join(&dst.name);
@@ -276,7 +349,11 @@ impl Engine {
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
                 Stats::bump(&self.stats.created, 1);
-                cx.spawn(Task::Dir { rel: path, src, dst: None });
+                cx.spawn(Task::Dir {
+                    rel: path,
+                    src,
+                    dst: None,
+                });
                 true
             }
             Action::Copy { src, dst, change } => {
@@ -308,13 +385,27 @@ impl Engine {
     }
 
     fn count_change(&self, existed: bool) {
-        Stats::bump(if existed { &self.stats.updated } else { &self.stats.created }, 1);
+        Stats::bump(
+            if existed {
+                &self.stats.updated
+            } else {
+                &self.stats.created
+            },
+            1,
+        );
         Stats::bump(&self.stats.done, 1);
     }
 
     /// Creates a symlink or special under a temporary name, gives it its
     /// attributes, and renames it over whatever non-directory stood there.
-    fn replace_node(&self, rel: &RelPath, dir: Option<&Dir>, src: &Entry, existed: bool, change: Change) {
+    fn replace_node(
+        &self,
+        rel: &RelPath,
+        dir: Option<&Dir>,
+        src: &Entry,
+        existed: bool,
+        change: Change,
+    ) {
         let path = rel.join(&src.name);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
             let tmp = self.temp_name();
@@ -325,7 +416,10 @@ impl Engine {
             };
             let done = made
                 .and_then(|()| self.copier.set_attrs(d, &tmp, src, &self.copy_opts))
-                .and_then(|()| d.rename(tmp.as_bytes(), src.name.as_bytes()).map_err(|e| crate::copy::StepError::new(Op::Rename, e)));
+                .and_then(|()| {
+                    d.rename(tmp.as_bytes(), src.name.as_bytes())
+                        .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
+                });
             if let Err(e) = done {
                 let _ = d.unlink(tmp.as_bytes());
                 return self.fail(&path, true, e.op, e.source);
@@ -338,18 +432,27 @@ impl Engine {
     /// Applies a directory's attributes after everything inside it is done.
     fn finish_dir(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) {
         let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
-        let needed = touched || dst.is_none() || change.is_some_and(|c| c.any()) || self.wrote_mode(dst);
+        let needed =
+            touched || dst.is_none() || change.is_some_and(|c| c.any()) || self.wrote_mode(dst);
         if needed && !self.dry_run {
             let applied = self
                 .open_dst(rel)
                 .map_err(|e| (Op::OpenDir, e))
-                .and_then(|d| self.copier.set_fd_attrs(d.fd(), src, &self.copy_opts).map_err(|e| (e.op, e.source)));
+                .and_then(|d| {
+                    self.copier
+                        .set_fd_attrs(d.fd(), src, &self.copy_opts)
+                        .map_err(|e| (e.op, e.source))
+                });
             if let Err((op, e)) = applied {
                 return self.fail(rel, true, op, e);
             }
         }
         if dst.is_some() {
-            let counter = if change.is_some_and(|c| c.any()) { &self.stats.attrs_updated } else { &self.stats.unchanged };
+            let counter = if change.is_some_and(|c| c.any()) {
+                &self.stats.attrs_updated
+            } else {
+                &self.stats.unchanged
+            };
             Stats::bump(counter, u64::from(!rel.is_root()));
         }
         Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
@@ -363,9 +466,11 @@ impl Engine {
     // ----- file tasks ------------------------------------------------------
 
     fn run_files(&self, rel: &RelPath, actions: Vec<Action>) {
-        let dirs = self.src_root.open_beneath(rel).map_err(|e| (false, e)).and_then(|s| {
-            self.open_dst(rel).map(|d| (s, d)).map_err(|e| (true, e))
-        });
+        let dirs = self
+            .src_root
+            .open_beneath(rel)
+            .map_err(|e| (false, e))
+            .and_then(|s| self.open_dst(rel).map(|d| (s, d)).map_err(|e| (true, e)));
         let (src_dir, dst_dir) = match dirs {
             Ok(p) => p,
             Err((on_target, e)) => {
@@ -382,14 +487,29 @@ impl Engine {
                 return;
             }
             if let Action::Copy { src, dst, change } = action {
-                self.copy_file(rel, &src_dir, &dst_dir, &src, dst.is_some() && !change.new, change);
+                self.copy_file(
+                    rel,
+                    &src_dir,
+                    &dst_dir,
+                    &src,
+                    dst.is_some() && !change.new,
+                    change,
+                );
             }
         }
     }
 
     /// Copies one regular file to a temporary and renames it into place,
     /// retrying when the source changes under the copy.
-    fn copy_file(&self, rel: &RelPath, src_dir: &Dir, dst_dir: &Dir, listed: &Entry, existed: bool, change: Change) {
+    fn copy_file(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        listed: &Entry,
+        existed: bool,
+        change: Change,
+    ) {
         let path = rel.join(&listed.name);
         for _ in 0..=self.retries {
             match self.copy_once(src_dir, dst_dir, listed) {
@@ -404,33 +524,58 @@ impl Engine {
                     return self.warn(&path, false, Op::Open, "vanished before it could be copied");
                 }
                 Err(CopyFail::Interrupted) => return,
-                Err(CopyFail::Failed { on_target, op, err }) => return self.fail(&path, on_target, op, err),
+                Err(CopyFail::Failed { on_target, op, err }) => {
+                    return self.fail(&path, on_target, op, err);
+                }
             }
         }
-        self.fail(&path, false, Op::CopyData, io::Error::other("changed during copy; not replaced"));
+        self.fail(
+            &path,
+            false,
+            Op::CopyData,
+            io::Error::other("changed during copy; not replaced"),
+        );
     }
 
     /// One attempt. `Ok(None)`: the source changed during the copy (nothing renamed).
-    fn copy_once(&self, src_dir: &Dir, dst_dir: &Dir, listed: &Entry) -> Result<Option<Strategy>, CopyFail> {
+    fn copy_once(
+        &self,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        listed: &Entry,
+    ) -> Result<Option<Strategy>, CopyFail> {
         let name = &listed.name;
-        let src = src_dir.open_read(name.as_bytes()).map_err(|e| CopyFail::source(Op::Open, e))?;
+        let src = src_dir
+            .open_read(name.as_bytes())
+            .map_err(|e| CopyFail::source(Op::Open, e))?;
         let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let cur = Entry::from_stat(name.clone(), &before);
         if cur.kind != Kind::File {
             // Replaced by something else since the listing: the next run handles it.
-            return Err(CopyFail::source(Op::Open, io::Error::other("no longer a regular file")));
+            return Err(CopyFail::source(
+                Op::Open,
+                io::Error::other("no longer a regular file"),
+            ));
         }
         let tmp = self.temp_name();
-        let out = self.copier.create(dst_dir, &tmp, &cur, &src).map_err(CopyFail::target)?;
+        let out = self
+            .copier
+            .create(dst_dir, &tmp, &cur, &src)
+            .map_err(CopyFail::target)?;
         let result = self.fill(&src, &out, &cur);
         let result = result.and_then(|strategy| {
-            let after = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+            let after =
+                rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
             let unchanged = Entry::from_stat(name.clone(), &after);
-            if (unchanged.size, unchanged.mtime, unchanged.ctime) != (cur.size, cur.mtime, cur.ctime) {
+            if (unchanged.size, unchanged.mtime, unchanged.ctime)
+                != (cur.size, cur.mtime, cur.ctime)
+            {
                 return Ok(None);
             }
             drop(out);
-            dst_dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+            dst_dir
+                .rename(tmp.as_bytes(), name.as_bytes())
+                .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
             Ok(Some(strategy))
         });
         if !matches!(result, Ok(Some(_))) {
@@ -440,8 +585,21 @@ impl Engine {
     }
 
     /// Data, then attributes, of an open temporary.
-    fn fill(&self, src: &std::fs::File, out: &std::fs::File, cur: &Entry) -> Result<Strategy, CopyFail> {
-        let copied = self.copier.copy_data(src, out, 0, cur.size, &self.quit).map_err(|e| {
+    fn fill(
+        &self,
+        src: &std::fs::File,
+        out: &std::fs::File,
+        cur: &Entry,
+    ) -> Result<Strategy, CopyFail> {
+        let job = crate::copy::DataJob {
+            src,
+            dst: out,
+            entry: cur,
+            offset: 0,
+            len: cur.size,
+            opts: &self.copy_opts,
+        };
+        let copied = self.copier.copy_data(&job, &self.quit).map_err(|e| {
             if e.source.kind() == io::ErrorKind::Interrupted {
                 CopyFail::Interrupted
             } else if e.op == Op::CopyData && e.source.kind() == io::ErrorKind::UnexpectedEof {
@@ -452,7 +610,9 @@ impl Engine {
         })?;
         Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
-        self.copier.set_fd_attrs(out.as_fd(), cur, &self.copy_opts).map_err(CopyFail::target)?;
+        self.copier
+            .set_fd_attrs(out.as_fd(), cur, &self.copy_opts)
+            .map_err(CopyFail::target)?;
         Ok(copied.strategy)
     }
 
@@ -488,7 +648,11 @@ pub fn temp_run_id(name: &Name) -> Option<u64> {
 enum CopyFail {
     Vanished,
     Interrupted,
-    Failed { on_target: bool, op: Op, err: io::Error },
+    Failed {
+        on_target: bool,
+        op: Op,
+        err: io::Error,
+    },
 }
 
 impl CopyFail {
@@ -496,13 +660,25 @@ impl CopyFail {
         if err.kind() == io::ErrorKind::NotFound && op == Op::Open {
             return CopyFail::Vanished;
         }
-        CopyFail::Failed { on_target: false, op, err }
+        CopyFail::Failed {
+            on_target: false,
+            op,
+            err,
+        }
     }
     fn target(e: crate::copy::StepError) -> CopyFail {
-        CopyFail::Failed { on_target: true, op: e.op, err: e.source }
+        CopyFail::Failed {
+            on_target: true,
+            op: e.op,
+            err: e.source,
+        }
     }
     fn target_io(op: Op, err: io::Error) -> CopyFail {
-        CopyFail::Failed { on_target: true, op, err }
+        CopyFail::Failed {
+            on_target: true,
+            op,
+            err,
+        }
     }
 }
 

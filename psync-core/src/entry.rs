@@ -52,12 +52,17 @@ impl Kind {
 
     /// True for fifos, devices and sockets.
     pub fn is_special(self) -> bool {
-        matches!(self, Kind::Fifo | Kind::CharDev | Kind::BlockDev | Kind::Socket)
+        matches!(
+            self,
+            Kind::Fifo | Kind::CharDev | Kind::BlockDev | Kind::Socket
+        )
     }
 }
 
 /// Seconds and nanoseconds since the epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Time {
     /// Seconds.
     pub sec: i64,
@@ -259,7 +264,11 @@ impl RelPath {
 
     /// The absolute path under `base`, for messages.
     pub fn under(&self, base: &Path) -> PathBuf {
-        if self.is_root() { base.to_path_buf() } else { base.join(self.as_path()) }
+        if self.is_root() {
+            base.to_path_buf()
+        } else {
+            base.join(self.as_path())
+        }
     }
 
     /// The components, in order.
@@ -296,7 +305,11 @@ mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        if s.is_human_readable() { s.serialize_str(&super::escape(v)) } else { s.serialize_bytes(v) }
+        if s.is_human_readable() {
+            s.serialize_str(&super::escape(v))
+        } else {
+            s.serialize_bytes(v)
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
@@ -315,7 +328,10 @@ mod serde_bytes_compat {
             fn visit_str<E>(self, v: &str) -> Result<Vec<u8>, E> {
                 Ok(v.as_bytes().to_vec())
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = a.next_element::<u8>()? {
                     out.push(b);
@@ -341,7 +357,9 @@ mod tests {
 
     #[test]
     fn relpath_join_and_components() {
-        let p = RelPath::root().join(&Name::from("a")).join(&Name::from(b"b\xff".to_vec()));
+        let p = RelPath::root()
+            .join(&Name::from("a"))
+            .join(&Name::from(b"b\xff".to_vec()));
         assert_eq!(p.as_bytes(), b"a/b\xff");
         assert_eq!(p.depth(), 2);
         assert!(RelPath::root().is_root());

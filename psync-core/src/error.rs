@@ -92,12 +92,20 @@ pub struct Error {
 impl Error {
     /// Builds an error from its parts.
     pub fn new(op: Op, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Error { op, path: path.into(), source }
+        Error {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// A validation error (bad arguments), with a message.
     pub fn invalid(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::new(Op::Validate, path, io::Error::new(io::ErrorKind::InvalidInput, msg.into()))
+        Error::new(
+            Op::Validate,
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, msg.into()),
+        )
     }
 
     /// The operation that failed.

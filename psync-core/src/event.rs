@@ -50,9 +50,21 @@ pub enum Event {
 impl Event {
     /// rsync's `-i` line for an itemize event: `%i %n%L`.
     pub fn itemize_line(&self) -> Option<String> {
-        let Event::Itemize { path, change, kind, link } = self else { return None };
+        let Event::Itemize {
+            path,
+            change,
+            kind,
+            link,
+        } = self
+        else {
+            return None;
+        };
         let code = change.map_or_else(|| crate::itemize::DELETING.to_string(), |c| c.code());
-        let name = if path.is_root() { ".".to_string() } else { path.to_string() };
+        let name = if path.is_root() {
+            ".".to_string()
+        } else {
+            path.to_string()
+        };
         let slash = if *kind == Kind::Dir { "/" } else { "" };
         let arrow = match (link, change) {
             (Some(l), Some(_)) => format!(" -> {l}"),
@@ -168,9 +180,19 @@ mod tests {
     #[test]
     fn itemize_lines() {
         let p = RelPath::root().join(&Name::from("d"));
-        let ev = Event::Itemize { path: p.clone(), change: Some(Change::new_entry(Kind::Dir)), kind: Kind::Dir, link: None };
+        let ev = Event::Itemize {
+            path: p.clone(),
+            change: Some(Change::new_entry(Kind::Dir)),
+            kind: Kind::Dir,
+            link: None,
+        };
         assert_eq!(ev.itemize_line().unwrap(), "cd+++++++++ d/");
-        let ev = Event::Itemize { path: p.clone(), change: None, kind: Kind::File, link: None };
+        let ev = Event::Itemize {
+            path: p.clone(),
+            change: None,
+            kind: Kind::File,
+            link: None,
+        };
         assert_eq!(ev.itemize_line().unwrap(), "*deleting   d");
         let ev = Event::Itemize {
             path: p,

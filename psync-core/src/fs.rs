@@ -27,7 +27,9 @@ pub struct Dir {
 /// Set once `openat2` has answered ENOSYS, so we stop trying it.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
-const DIR_FLAGS: OFlags = OFlags::RDONLY.union(OFlags::DIRECTORY).union(OFlags::CLOEXEC);
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC);
 
 impl Dir {
     /// Opens a run's root by its path. The root itself may be a symlink to a
@@ -50,7 +52,8 @@ impl Dir {
             return self.try_clone();
         }
         if !NO_OPENAT2.load(Ordering::Relaxed) {
-            let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+            let how =
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
             match rustix::fs::openat2(&self.fd, rel.as_bytes(), DIR_FLAGS, Mode::empty(), how) {
                 Ok(fd) => return Ok(Dir { fd }),
                 Err(rustix::io::Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
@@ -83,7 +86,9 @@ impl Dir {
     /// # Errors
     /// When the process is out of file descriptors.
     pub fn try_clone(&self) -> io::Result<Dir> {
-        Ok(Dir { fd: self.fd.try_clone()? })
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+        })
     }
 
     /// `lstat` of an entry.
@@ -91,7 +96,11 @@ impl Dir {
     /// # Errors
     /// As `fstatat`.
     pub fn stat(&self, name: &[u8]) -> io::Result<rustix::fs::Stat> {
-        Ok(rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?)
+        Ok(rustix::fs::statat(
+            &self.fd,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
     }
 
     /// `fstat` of the directory itself.
@@ -186,10 +195,13 @@ impl Dir {
     /// # Errors
     /// As `openat`; ELOOP when `name` is a symlink.
     pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         let fd = match rustix::fs::openat(&self.fd, name, flags | OFlags::NOATIME, Mode::empty()) {
             // O_NOATIME needs ownership or CAP_FOWNER.
-            Err(rustix::io::Errno::PERM) => rustix::fs::openat(&self.fd, name, flags, Mode::empty())?,
+            Err(rustix::io::Errno::PERM) => {
+                rustix::fs::openat(&self.fd, name, flags, Mode::empty())?
+            }
             r => r?,
         };
         Ok(File::from(fd))
@@ -201,8 +213,14 @@ impl Dir {
     /// # Errors
     /// EEXIST when the name is taken; as `openat` otherwise.
     pub fn create_excl(&self, name: &[u8]) -> io::Result<File> {
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        Ok(File::from(rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(0o600))?))
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(File::from(rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?))
     }
 
     /// Renames `from` to `to` inside this directory, replacing a non-directory `to`.
@@ -218,7 +236,11 @@ impl Dir {
     /// # Errors
     /// As `mkdirat`.
     pub fn mkdir(&self, name: &[u8], mode: u32) -> io::Result<()> {
-        Ok(rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(mode))?)
+        Ok(rustix::fs::mkdirat(
+            &self.fd,
+            name,
+            Mode::from_raw_mode(mode),
+        )?)
     }
 
     /// Creates symlink `name` pointing at `target`.
@@ -279,7 +301,13 @@ impl Dir {
     pub fn chown(&self, name: &[u8], uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
         let uid = uid.map(rustix::fs::Uid::from_raw);
         let gid = gid.map(rustix::fs::Gid::from_raw);
-        Ok(rustix::fs::chownat(&self.fd, name, uid, gid, AtFlags::SYMLINK_NOFOLLOW)?)
+        Ok(rustix::fs::chownat(
+            &self.fd,
+            name,
+            uid,
+            gid,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
     }
 
     /// Changes the mode of the non-symlink `name` without following a
@@ -292,7 +320,12 @@ impl Dir {
         // O_PATH fd that cannot be a symlink (O_NOFOLLOW fails with ELOOP
         // on one... except with O_PATH, where it opens the link itself, so
         // check the type), then chmod it through /proc/self/fd.
-        let fd = rustix::fs::openat(&self.fd, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
         let st = rustix::fs::fstat(&fd)?;
         if (st.st_mode & libc::S_IFMT) == libc::S_IFLNK {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
@@ -306,7 +339,12 @@ impl Dir {
     /// As `utimensat(AT_SYMLINK_NOFOLLOW)`.
     pub fn set_times(&self, name: &[u8], atime: crate::Time, mtime: crate::Time) -> io::Result<()> {
         let ts = timestamps(atime, mtime);
-        Ok(rustix::fs::utimensat(&self.fd, name, &ts, AtFlags::SYMLINK_NOFOLLOW)?)
+        Ok(rustix::fs::utimensat(
+            &self.fd,
+            name,
+            &ts,
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
     }
 
     /// Creates a fifo, device or socket node.
@@ -322,7 +360,13 @@ impl Dir {
             crate::Kind::Socket => FileType::Socket,
             _ => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
         };
-        Ok(rustix::fs::mknodat(&self.fd, name, ft, Mode::from_raw_mode(mode & 0o7777), rdev as rustix::fs::Dev)?)
+        Ok(rustix::fs::mknodat(
+            &self.fd,
+            name,
+            ft,
+            Mode::from_raw_mode(mode & 0o7777),
+            rdev as rustix::fs::Dev,
+        )?)
     }
 
     /// Hard-links `from` in `from_dir` as `name` here.
@@ -330,7 +374,13 @@ impl Dir {
     /// # Errors
     /// As `linkat` (without following symlinks).
     pub fn link_from(&self, from_dir: &Dir, from: &[u8], name: &[u8]) -> io::Result<()> {
-        Ok(rustix::fs::linkat(&from_dir.fd, from, &self.fd, name, AtFlags::empty())?)
+        Ok(rustix::fs::linkat(
+            &from_dir.fd,
+            from,
+            &self.fd,
+            name,
+            AtFlags::empty(),
+        )?)
     }
 
     /// The directory's fd, for calls on the directory itself.
@@ -349,13 +399,22 @@ impl AsFd for Dir {
 /// `fchmodat(AT_SYMLINK_NOFOLLOW)` does on kernels without fchmodat2).
 fn chmod_fd_path(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-    Ok(rustix::fs::chmod(path.as_str(), Mode::from_raw_mode(mode & 0o7777))?)
+    Ok(rustix::fs::chmod(
+        path.as_str(),
+        Mode::from_raw_mode(mode & 0o7777),
+    )?)
 }
 
 /// The rustix timestamps for a pair of times.
 pub fn timestamps(atime: crate::Time, mtime: crate::Time) -> rustix::fs::Timestamps {
-    let ts = |t: crate::Time| rustix::fs::Timespec { tv_sec: t.sec, tv_nsec: i64::from(t.nsec) as _ };
-    rustix::fs::Timestamps { last_access: ts(atime), last_modification: ts(mtime) }
+    let ts = |t: crate::Time| rustix::fs::Timespec {
+        tv_sec: t.sec,
+        tv_nsec: i64::from(t.nsec) as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    }
 }
 
 /// True when this process runs with an effective uid of 0.
@@ -381,7 +440,13 @@ mod tests {
         let root = Dir::open_root(t.path()).unwrap();
         assert!(root.open_beneath(&RelPath::from_bytes("a/b")).is_ok());
         let err = root.open_beneath(&RelPath::from_bytes("l/b")).unwrap_err();
-        assert!(matches!(err.raw_os_error(), Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR)), "{err}");
+        assert!(
+            matches!(
+                err.raw_os_error(),
+                Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR)
+            ),
+            "{err}"
+        );
         assert!(root.open_beneath(&RelPath::from_bytes("a/../..")).is_err());
     }
 

@@ -34,7 +34,11 @@ pub struct Change {
 impl Change {
     /// A newly created entry.
     pub fn new_entry(kind: Kind) -> Change {
-        Change { new: true, transfer: kind == Kind::File, ..Change::attrs_of(kind) }
+        Change {
+            new: true,
+            transfer: kind == Kind::File,
+            ..Change::attrs_of(kind)
+        }
     }
 
     /// Nothing changed yet; set fields as differences are found.

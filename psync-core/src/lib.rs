@@ -46,7 +46,9 @@ mod validate;
 pub mod walk;
 
 pub use builder::{Report, SyncBuilder, Syncer, default_threads, random_u64};
-pub use copy::{Copied, CopyOptions, Copier, Registry, StepError, StepExt, Strategy};
+pub use copy::{
+    Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
+};
 pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};

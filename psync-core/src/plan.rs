@@ -24,9 +24,19 @@ pub struct Preserve {
 
 impl Preserve {
     /// Everything `rsync -a` keeps: perms, times, owner, group.
-    pub const ARCHIVE: Preserve = Preserve { perms: true, times: true, owner: true, group: true };
+    pub const ARCHIVE: Preserve = Preserve {
+        perms: true,
+        times: true,
+        owner: true,
+        group: true,
+    };
     /// Nothing but data.
-    pub const NONE: Preserve = Preserve { perms: false, times: false, owner: false, group: false };
+    pub const NONE: Preserve = Preserve {
+        perms: false,
+        times: false,
+        owner: false,
+        group: false,
+    };
 }
 
 impl Default for Preserve {
@@ -50,7 +60,12 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> Self {
-        PlanOptions { delete: false, preserve: Preserve::ARCHIVE, modify_window_ns: 0, ignore_times: false }
+        PlanOptions {
+            delete: false,
+            preserve: Preserve::ARCHIVE,
+            modify_window_ns: 0,
+            ignore_times: false,
+        }
     }
 }
 
@@ -170,7 +185,10 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
             }
             std::cmp::Ordering::Greater => {
                 if opts.delete {
-                    deletes.push(Action::Delete { dst: dst[j].clone(), replaced: false });
+                    deletes.push(Action::Delete {
+                        dst: dst[j].clone(),
+                        replaced: false,
+                    });
                 }
                 j += 1;
             }
@@ -198,13 +216,22 @@ fn create(src: &Entry, dst: Option<&Entry>) -> Action {
     }
 }
 
-fn plan_pair(s: &Entry, d: &Entry, opts: &PlanOptions, deletes: &mut Vec<Action>, rest: &mut Vec<Action>) {
+fn plan_pair(
+    s: &Entry,
+    d: &Entry,
+    opts: &PlanOptions,
+    deletes: &mut Vec<Action>,
+    rest: &mut Vec<Action>,
+) {
     if !same_type(s, d) {
         // A directory on either side cannot be replaced by rename: clear it
         // first, as rsync does. A non-directory is replaced atomically by
         // renaming the new entry over it, so it is kept until then.
         if s.kind == Kind::Dir || d.kind == Kind::Dir {
-            deletes.push(Action::Delete { dst: d.clone(), replaced: true });
+            deletes.push(Action::Delete {
+                dst: d.clone(),
+                replaced: true,
+            });
             rest.push(create(s, None));
         } else {
             rest.push(create(s, Some(d)));
@@ -213,7 +240,10 @@ fn plan_pair(s: &Entry, d: &Entry, opts: &PlanOptions, deletes: &mut Vec<Action>
     }
     let attrs = attr_change(s, d, opts);
     match s.kind {
-        Kind::Dir => rest.push(Action::Descend { src: s.clone(), dst: d.clone() }),
+        Kind::Dir => rest.push(Action::Descend {
+            src: s.clone(),
+            dst: d.clone(),
+        }),
         Kind::File => {
             let time_differs = !s.mtime.within(d.mtime, opts.modify_window_ns);
             if opts.ignore_times || s.size != d.size || time_differs {
@@ -221,27 +251,51 @@ fn plan_pair(s: &Entry, d: &Entry, opts: &PlanOptions, deletes: &mut Vec<Action>
                 change.transfer = true;
                 change.size = s.size != d.size;
                 change.time = time_differs && opts.preserve.times;
-                rest.push(Action::Copy { src: s.clone(), dst: Some(d.clone()), change });
+                rest.push(Action::Copy {
+                    src: s.clone(),
+                    dst: Some(d.clone()),
+                    change,
+                });
             } else if attrs.any() {
-                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+                rest.push(Action::Attrs {
+                    src: s.clone(),
+                    dst: d.clone(),
+                    change: attrs,
+                });
             }
         }
         Kind::Symlink => {
             if s.link != d.link {
                 let mut change = attrs;
                 change.checksum = true;
-                rest.push(Action::Symlink { src: s.clone(), dst: Some(d.clone()), change });
+                rest.push(Action::Symlink {
+                    src: s.clone(),
+                    dst: Some(d.clone()),
+                    change,
+                });
             } else if attrs.any() {
-                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+                rest.push(Action::Attrs {
+                    src: s.clone(),
+                    dst: d.clone(),
+                    change: attrs,
+                });
             }
         }
         _ => {
             if s.rdev != d.rdev {
                 let mut change = attrs;
                 change.checksum = true;
-                rest.push(Action::Special { src: s.clone(), dst: Some(d.clone()), change });
+                rest.push(Action::Special {
+                    src: s.clone(),
+                    dst: Some(d.clone()),
+                    change,
+                });
             } else if attrs.any() {
-                rest.push(Action::Attrs { src: s.clone(), dst: d.clone(), change: attrs });
+                rest.push(Action::Attrs {
+                    src: s.clone(),
+                    dst: d.clone(),
+                    change: attrs,
+                });
             }
         }
     }
@@ -287,7 +341,11 @@ mod tests {
             ino: 1,
             rdev: 0,
             blocks: 8,
-            link: if kind == Kind::Symlink { Some(Name::from("t")) } else { None },
+            link: if kind == Kind::Symlink {
+                Some(Name::from("t"))
+            } else {
+                None
+            },
         }
     }
 
@@ -305,12 +363,23 @@ mod tests {
 
     #[test]
     fn new_entries_are_created_with_plus_codes() {
-        let s = vec![e("a", Kind::File), e("b", Kind::Dir), e("c", Kind::Symlink), e("d", Kind::Fifo)];
+        let s = vec![
+            e("a", Kind::File),
+            e("b", Kind::Dir),
+            e("c", Kind::Symlink),
+            e("d", Kind::Fifo),
+        ];
         let acts = plan(&s, &[], &opts());
-        assert!(matches!(&acts[0], Action::Copy { dst: None, change, .. } if change.code() == ">f+++++++++"));
+        assert!(
+            matches!(&acts[0], Action::Copy { dst: None, change, .. } if change.code() == ">f+++++++++")
+        );
         assert!(matches!(&acts[1], Action::Mkdir { .. }));
-        assert!(matches!(&acts[2], Action::Symlink { change, .. } if change.code() == "cL+++++++++"));
-        assert!(matches!(&acts[3], Action::Special { change, .. } if change.code() == "cS+++++++++"));
+        assert!(
+            matches!(&acts[2], Action::Symlink { change, .. } if change.code() == "cL+++++++++")
+        );
+        assert!(
+            matches!(&acts[3], Action::Special { change, .. } if change.code() == "cS+++++++++")
+        );
     }
 
     #[test]
@@ -319,7 +388,7 @@ mod tests {
         let mut d = s.clone();
         d.size = 11;
         let acts = plan(std::slice::from_ref(&s), &[d.clone()], &opts());
-        assert!(matches!(&acts[0], Action::Copy { change, .. } if change.code() == ">f.s.......")); 
+        assert!(matches!(&acts[0], Action::Copy { change, .. } if change.code() == ">f.s......."));
         d.size = 10;
         d.mtime = Time::new(1, 0);
         let acts = plan(std::slice::from_ref(&s), &[d], &opts());
@@ -332,7 +401,10 @@ mod tests {
         let mut d = s.clone();
         d.mtime = Time::new(s.mtime.sec, 0);
         let mut o = opts();
-        assert_eq!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &o).len(), 1);
+        assert_eq!(
+            plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &o).len(),
+            1
+        );
         o.modify_window_ns = 1_000_000_000;
         assert!(plan(&[s], &[d], &o).is_empty());
     }
@@ -365,7 +437,13 @@ mod tests {
         o.delete = true;
         let acts = plan(&[], &d, &o);
         assert_eq!(acts.len(), 2);
-        assert!(acts.iter().all(|a| matches!(a, Action::Delete { replaced: false, .. })));
+        assert!(acts.iter().all(|a| matches!(
+            a,
+            Action::Delete {
+                replaced: false,
+                ..
+            }
+        )));
     }
 
     #[test]
@@ -373,8 +451,12 @@ mod tests {
         let s = vec![e("a", Kind::File), e("b", Kind::Dir)];
         let d = vec![e("a", Kind::Dir), e("b", Kind::File)];
         let acts = plan(&s, &d, &opts());
-        assert!(matches!(&acts[0], Action::Delete { dst, replaced: true } if dst.kind == Kind::Dir));
-        assert!(matches!(&acts[1], Action::Delete { dst, replaced: true } if dst.kind == Kind::File));
+        assert!(
+            matches!(&acts[0], Action::Delete { dst, replaced: true } if dst.kind == Kind::Dir)
+        );
+        assert!(
+            matches!(&acts[1], Action::Delete { dst, replaced: true } if dst.kind == Kind::File)
+        );
         assert!(matches!(&acts[2], Action::Copy { dst: None, .. }));
         assert!(matches!(&acts[3], Action::Mkdir { .. }));
     }
@@ -395,7 +477,9 @@ mod tests {
         let mut d = s.clone();
         d.link = Some(Name::from("other"));
         let acts = plan(&[s], &[d], &opts());
-        assert!(matches!(&acts[0], Action::Symlink { change, .. } if change.code() == "cLc........"));
+        assert!(
+            matches!(&acts[0], Action::Symlink { change, .. } if change.code() == "cLc........")
+        );
     }
 
     #[test]
@@ -403,30 +487,42 @@ mod tests {
         let mut s = e("dev", Kind::CharDev);
         s.rdev = 5;
         let d = e("dev", Kind::CharDev);
-        assert!(matches!(&plan(&[s], &[d], &opts())[0], Action::Special { dst: Some(_), .. }));
+        assert!(matches!(
+            &plan(&[s], &[d], &opts())[0],
+            Action::Special { dst: Some(_), .. }
+        ));
     }
 
     fn arb_kind() -> impl Strategy<Value = Kind> {
-        prop_oneof![Just(Kind::File), Just(Kind::Dir), Just(Kind::Symlink), Just(Kind::Fifo)]
+        prop_oneof![
+            Just(Kind::File),
+            Just(Kind::Dir),
+            Just(Kind::Symlink),
+            Just(Kind::Fifo)
+        ]
     }
 
     fn arb_listing() -> impl Strategy<Value = Vec<Entry>> {
-        proptest::collection::btree_map("[a-e]{1,2}", (arb_kind(), 0u64..4, 0u32..0o777, 0i64..3, 0u32..3), 0..12)
-            .prop_map(|m| {
-                m.into_iter()
-                    .map(|(n, (k, size, mode, t, uid))| {
-                        let mut x = e(&n, k);
-                        x.size = size;
-                        x.mode = mode;
-                        x.mtime = Time::new(t, 0);
-                        x.uid = uid;
-                        if k == Kind::Symlink {
-                            x.link = Some(Name::from(format!("t{size}").as_str()));
-                        }
-                        x
-                    })
-                    .collect()
-            })
+        proptest::collection::btree_map(
+            "[a-e]{1,2}",
+            (arb_kind(), 0u64..4, 0u32..0o777, 0i64..3, 0u32..3),
+            0..12,
+        )
+        .prop_map(|m| {
+            m.into_iter()
+                .map(|(n, (k, size, mode, t, uid))| {
+                    let mut x = e(&n, k);
+                    x.size = size;
+                    x.mode = mode;
+                    x.mtime = Time::new(t, 0);
+                    x.uid = uid;
+                    if k == Kind::Symlink {
+                        x.link = Some(Name::from(format!("t{size}").as_str()));
+                    }
+                    x
+                })
+                .collect()
+        })
     }
 
     /// Applies a plan to a listing the way a perfect executor would.

@@ -98,7 +98,11 @@ mod tests {
             blocks: 8,
             link: None,
         };
-        let t = Task::Dir { rel: RelPath::from_bytes(b"a/\xff".to_vec()), src: e, dst: None };
+        let t = Task::Dir {
+            rel: RelPath::from_bytes(b"a/\xff".to_vec()),
+            src: e,
+            dst: None,
+        };
         let bytes = t.encode().unwrap();
         assert_eq!(bytes[0], TASK_ENCODING_VERSION);
         assert_eq!(Task::decode(&bytes).unwrap(), t);

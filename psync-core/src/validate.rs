@@ -33,26 +33,39 @@ pub fn validate(src: &Path, dst: &Path) -> Result<Roots, Error> {
     }
     // Readable: open and read one entry now, so the error names the source
     // instead of surfacing as a per-entry failure later.
-    std::fs::read_dir(src).and_then(|mut d| d.next().transpose()).at(Op::ReadDir, src)?;
+    std::fs::read_dir(src)
+        .and_then(|mut d| d.next().transpose())
+        .at(Op::ReadDir, src)?;
     let dst_missing = match std::fs::symlink_metadata(dst) {
         Ok(_) => {
             let m = std::fs::metadata(dst).at(Op::Stat, dst)?;
             if !m.is_dir() {
-                return Err(Error::invalid(dst, "destination exists and is not a directory"));
+                return Err(Error::invalid(
+                    dst,
+                    "destination exists and is not a directory",
+                ));
             }
             if (m.dev(), m.ino()) == (smeta.dev(), smeta.ino()) {
-                return Err(Error::invalid(dst, "source and destination are the same directory"));
+                return Err(Error::invalid(
+                    dst,
+                    "source and destination are the same directory",
+                ));
             }
             false
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let parent = parent_of(dst);
             let pm = std::fs::metadata(&parent).map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Error::invalid(dst, "the destination's parent directory does not exist"),
+                io::ErrorKind::NotFound => {
+                    Error::invalid(dst, "the destination's parent directory does not exist")
+                }
                 _ => Error::new(Op::Stat, &parent, e),
             })?;
             if !pm.is_dir() {
-                return Err(Error::invalid(dst, "the destination's parent is not a directory"));
+                return Err(Error::invalid(
+                    dst,
+                    "the destination's parent is not a directory",
+                ));
             }
             true
         }
@@ -62,15 +75,25 @@ pub fn validate(src: &Path, dst: &Path) -> Result<Roots, Error> {
     // Compare by (dev, ino) up the ancestor chains, so bind mounts and
     // symlinked spellings of the same directory are caught too.
     if ancestors_ids(dst, dst_missing)?.contains(&src_id) {
-        return Err(Error::invalid(dst, format!("destination is inside the source {}", src.display())));
+        return Err(Error::invalid(
+            dst,
+            format!("destination is inside the source {}", src.display()),
+        ));
     }
     if !dst_missing {
         let dmeta = std::fs::metadata(dst).at(Op::Stat, dst)?;
         if ancestors_ids(src, false)?.contains(&(dmeta.dev(), dmeta.ino())) {
-            return Err(Error::invalid(src, format!("source is inside the destination {}", dst.display())));
+            return Err(Error::invalid(
+                src,
+                format!("source is inside the destination {}", dst.display()),
+            ));
         }
     }
-    Ok(Roots { src: src.to_path_buf(), dst: dst.to_path_buf(), dst_missing })
+    Ok(Roots {
+        src: src.to_path_buf(),
+        dst: dst.to_path_buf(),
+        dst_missing,
+    })
 }
 
 /// The parent directory of `p` (`.` for a bare name).
@@ -83,11 +106,19 @@ fn parent_of(p: &Path) -> PathBuf {
 
 /// (dev, ino) of `p` (unless it does not exist) and of every ancestor.
 fn ancestors_ids(p: &Path, missing: bool) -> Result<Vec<(u64, u64)>, Error> {
-    let start = if missing { parent_of(p) } else { p.to_path_buf() };
+    let start = if missing {
+        parent_of(p)
+    } else {
+        p.to_path_buf()
+    };
     let canon = std::fs::canonicalize(&start).at(Op::Stat, &start)?;
     canon
         .ancestors()
-        .map(|a| std::fs::metadata(a).map(|m| (m.dev(), m.ino())).at(Op::Stat, a))
+        .map(|a| {
+            std::fs::metadata(a)
+                .map(|m| (m.dev(), m.ino()))
+                .at(Op::Stat, a)
+        })
         .collect()
 }
 
@@ -111,14 +142,22 @@ mod tests {
         let src = t.path().join("src");
         std::fs::create_dir_all(src.join("sub")).unwrap();
         std::fs::write(t.path().join("file"), b"x").unwrap();
-        assert!(msg(validate(&t.path().join("nope"), &t.path().join("d"))).contains("source does not exist"));
-        assert!(msg(validate(&t.path().join("file"), &t.path().join("d"))).contains("not a directory"));
+        assert!(
+            msg(validate(&t.path().join("nope"), &t.path().join("d")))
+                .contains("source does not exist")
+        );
+        assert!(
+            msg(validate(&t.path().join("file"), &t.path().join("d"))).contains("not a directory")
+        );
         assert!(msg(validate(&src, &src)).contains("same directory"));
         assert!(msg(validate(&src, &src.join("sub"))).contains("inside the source"));
         assert!(msg(validate(&src, &src.join("new"))).contains("inside the source"));
         assert!(msg(validate(&src.join("sub"), &src)).contains("inside the destination"));
         assert!(msg(validate(&src, &t.path().join("file"))).contains("not a directory"));
-        assert!(msg(validate(&src, &t.path().join("no/such"))).contains("parent directory does not exist"));
+        assert!(
+            msg(validate(&src, &t.path().join("no/such")))
+                .contains("parent directory does not exist")
+        );
         let ok = validate(&src, &t.path().join("dst")).unwrap();
         assert!(ok.dst_missing);
     }

@@ -1,7 +1,10 @@
 //! The generic copier.
 
 use psync_core::fs::{Dir, timestamps};
-use psync_core::{Copied, CopyOptions, Copier, Entry, Kind, Name, Op, StepError, StepExt, Strategy, is_unsupported};
+use psync_core::{
+    Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Op, Reflink, StepError, StepExt,
+    Strategy, is_unsupported,
+};
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
@@ -21,39 +24,117 @@ pub struct GenericCopier {
     /// Set when copy_file_range answered "unsupported" once: later files go
     /// straight to read/write instead of failing the same call again.
     no_copy_range: AtomicBool,
+    /// Set when FICLONE answered "unsupported" once (`--reflink=auto`).
+    no_reflink: AtomicBool,
 }
 
 impl GenericCopier {
-    /// A copier that tries copy_file_range first.
+    /// A copier that tries reflink (when allowed), then copy_file_range,
+    /// then read/write.
     pub fn new() -> GenericCopier {
         GenericCopier::default()
     }
 
     /// A copier that always uses read/write (for tests and odd file systems).
     pub fn read_write_only() -> GenericCopier {
-        GenericCopier { no_copy_range: AtomicBool::new(true) }
+        GenericCopier {
+            no_copy_range: AtomicBool::new(true),
+            no_reflink: AtomicBool::new(true),
+        }
     }
 
-    /// Moves `len` bytes with copy_file_range. `Ok(None)`: unsupported here
-    /// before any byte moved; fall through to the next strategy.
-    fn copy_range(&self, src: &File, dst: &File, offset: u64, len: u64, quit: &AtomicBool) -> io::Result<Option<u64>> {
-        let (mut off_in, mut off_out) = (offset, offset);
-        let mut done = 0u64;
-        while done < len {
-            if done % STEP == 0 && done > 0 && quit.load(Ordering::Relaxed) {
-                return Err(io::ErrorKind::Interrupted.into());
+    /// Clones the whole file. `Ok(false)`: not possible here, copy instead.
+    fn try_reflink(&self, job: &DataJob<'_>) -> io::Result<bool> {
+        let policy = job.opts.reflink;
+        if policy == Reflink::Never || !job.is_whole_file() {
+            return Ok(false);
+        }
+        if policy == Reflink::Auto && self.no_reflink.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        match rustix::fs::ioctl_ficlone(job.dst, job.src) {
+            Ok(()) => Ok(true),
+            Err(e) if policy == Reflink::Auto && is_unsupported(&e.into()) => {
+                self.no_reflink.store(true, Ordering::Relaxed);
+                Ok(false)
             }
-            let want = usize::try_from((len - done).min(STEP)).unwrap_or(usize::MAX);
-            match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(n) => done += n as u64,
-                Err(e) if done == 0 && is_unsupported(&e.into()) => return Ok(None),
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Copies one data segment, by copy_file_range when it works here.
+    fn copy_segment(
+        &self,
+        src: &File,
+        dst: &File,
+        offset: u64,
+        len: u64,
+        quit: &AtomicBool,
+    ) -> io::Result<Strategy> {
+        if !self.no_copy_range.load(Ordering::Relaxed) {
+            match copy_range(src, dst, offset, len, quit)? {
+                true => return Ok(Strategy::CopyRange),
+                false => self.no_copy_range.store(true, Ordering::Relaxed),
             }
         }
-        Ok(Some(done))
+        copy_read_write(src, dst, offset, len, quit)?;
+        Ok(Strategy::ReadWrite)
     }
+}
+
+/// The data segments of `[offset, offset + len)` of `f`, found with
+/// SEEK_DATA/SEEK_HOLE, as (start, length) pairs. File systems without
+/// SEEK_DATA report the whole range as one segment.
+fn data_segments(f: &File, offset: u64, len: u64) -> io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::SeekFrom;
+    let end = offset + len;
+    let mut out = Vec::new();
+    let mut pos = offset;
+    while pos < end {
+        let data = match rustix::fs::seek(f, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // ENXIO: no data at or after pos, the rest is a hole.
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(e) if pos == offset && is_unsupported(&e.into()) => return Ok(vec![(offset, len)]),
+            Err(e) => return Err(e.into()),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = rustix::fs::seek(f, SeekFrom::Hole(data))
+            .map_err(io::Error::from)?
+            .min(end);
+        out.push((data, hole - data));
+        pos = hole;
+    }
+    Ok(out)
+}
+
+/// Moves `len` bytes with copy_file_range. `Ok(false)`: unsupported here
+/// before any byte moved; fall through to the next strategy.
+fn copy_range(
+    src: &File,
+    dst: &File,
+    offset: u64,
+    len: u64,
+    quit: &AtomicBool,
+) -> io::Result<bool> {
+    let (mut off_in, mut off_out) = (offset, offset);
+    let mut done = 0u64;
+    while done < len {
+        if done % STEP == 0 && done > 0 && quit.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::Interrupted.into());
+        }
+        let want = usize::try_from((len - done).min(STEP)).unwrap_or(usize::MAX);
+        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => done += n as u64,
+            Err(e) if done == 0 && is_unsupported(&e.into()) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
 thread_local! {
@@ -61,7 +142,13 @@ thread_local! {
 }
 
 /// `pread`/`pwrite` through a per-thread buffer.
-fn copy_read_write(src: &File, dst: &File, offset: u64, len: u64, quit: &AtomicBool) -> io::Result<u64> {
+fn copy_read_write(
+    src: &File,
+    dst: &File,
+    offset: u64,
+    len: u64,
+    quit: &AtomicBool,
+) -> io::Result<u64> {
     BUFFER.with_borrow_mut(|buf| {
         let size = usize::try_from(len).unwrap_or(BUF).clamp(1, BUF);
         if buf.len() < size {
@@ -93,7 +180,10 @@ fn umask() -> u32 {
     *UMASK.get_or_init(|| {
         std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string()))
+            })
             .and_then(|v| u32::from_str_radix(&v, 8).ok())
             .unwrap_or(0o022)
     })
@@ -102,14 +192,21 @@ fn umask() -> u32 {
 /// The mode a new entry gets: the source's, or without `-p` the source's
 /// masked by the umask (as rsync does for new files).
 fn target_mode(src: &Entry, opts: &CopyOptions) -> u32 {
-    if opts.preserve.perms { src.mode } else { src.mode & 0o777 & !umask() }
+    if opts.preserve.perms {
+        src.mode
+    } else {
+        src.mode & 0o777 & !umask()
+    }
 }
 
 fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
     if !opts.can_chown {
         return (None, None);
     }
-    (opts.preserve.owner.then_some(src.uid), opts.preserve.group.then_some(src.gid))
+    (
+        opts.preserve.owner.then_some(src.uid),
+        opts.preserve.group.then_some(src.gid),
+    )
 }
 
 impl Copier for GenericCopier {
@@ -117,40 +214,94 @@ impl Copier for GenericCopier {
         "generic"
     }
 
-    fn create(&self, dir: &Dir, tmp: &Name, _src: &Entry, _src_file: &File) -> Result<File, StepError> {
+    fn create(
+        &self,
+        dir: &Dir,
+        tmp: &Name,
+        _src: &Entry,
+        _src_file: &File,
+    ) -> Result<File, StepError> {
         dir.create_excl(tmp.as_bytes()).op(Op::Create)
     }
 
-    fn copy_data(&self, src: &File, dst: &File, offset: u64, len: u64, quit: &AtomicBool) -> Result<Copied, StepError> {
-        if len == 0 {
-            return Ok(Copied { bytes: 0, strategy: Strategy::Empty });
+    fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
+        if job.len == 0 {
+            return Ok(Copied {
+                bytes: 0,
+                strategy: Strategy::Empty,
+            });
         }
-        if !self.no_copy_range.load(Ordering::Relaxed) {
-            match self.copy_range(src, dst, offset, len, quit).op(Op::CopyData)? {
-                Some(bytes) => return Ok(Copied { bytes, strategy: Strategy::CopyRange }),
-                None => self.no_copy_range.store(true, Ordering::Relaxed),
+        if self.try_reflink(job).op(Op::CopyData)? {
+            return Ok(Copied {
+                bytes: job.len,
+                strategy: Strategy::Reflink,
+            });
+        }
+        if !job.may_be_sparse() {
+            let strategy = self
+                .copy_segment(job.src, job.dst, job.offset, job.len, quit)
+                .op(Op::CopyData)?;
+            return Ok(Copied {
+                bytes: job.len,
+                strategy,
+            });
+        }
+        // Holes stay holes: copy only the data segments, then give a whole
+        // file its length (a trailing hole has no segment).
+        let mut copied = Copied {
+            bytes: 0,
+            strategy: Strategy::Empty,
+        };
+        for (start, len) in data_segments(job.src, job.offset, job.len).op(Op::CopyData)? {
+            copied.strategy = self
+                .copy_segment(job.src, job.dst, start, len, quit)
+                .op(Op::CopyData)?;
+            copied.bytes += len;
+        }
+        if job.is_whole_file() {
+            rustix::fs::ftruncate(job.dst, job.len)
+                .map_err(io::Error::from)
+                .op(Op::CopyData)?;
+            if copied.strategy == Strategy::Empty {
+                copied.strategy = Strategy::CopyRange;
             }
         }
-        let bytes = copy_read_write(src, dst, offset, len, quit).op(Op::CopyData)?;
-        Ok(Copied { bytes, strategy: Strategy::ReadWrite })
+        Ok(copied)
     }
 
-    fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, opts: &CopyOptions) -> Result<(), StepError> {
+    fn set_fd_attrs(
+        &self,
+        fd: BorrowedFd<'_>,
+        src: &Entry,
+        opts: &CopyOptions,
+    ) -> Result<(), StepError> {
         let (uid, gid) = owner(src, opts);
         if uid.is_some() || gid.is_some() {
             let uid = uid.map(rustix::fs::Uid::from_raw);
             let gid = gid.map(rustix::fs::Gid::from_raw);
-            rustix::fs::fchown(fd, uid, gid).map_err(io::Error::from).op(Op::Chown)?;
+            rustix::fs::fchown(fd, uid, gid)
+                .map_err(io::Error::from)
+                .op(Op::Chown)?;
         }
         let mode = rustix::fs::Mode::from_raw_mode(target_mode(src, opts));
-        rustix::fs::fchmod(fd, mode).map_err(io::Error::from).op(Op::Chmod)?;
+        rustix::fs::fchmod(fd, mode)
+            .map_err(io::Error::from)
+            .op(Op::Chmod)?;
         if opts.preserve.times {
-            rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime)).map_err(io::Error::from).op(Op::SetTimes)?;
+            rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime))
+                .map_err(io::Error::from)
+                .op(Op::SetTimes)?;
         }
         Ok(())
     }
 
-    fn set_attrs(&self, dir: &Dir, name: &Name, src: &Entry, opts: &CopyOptions) -> Result<(), StepError> {
+    fn set_attrs(
+        &self,
+        dir: &Dir,
+        name: &Name,
+        src: &Entry,
+        opts: &CopyOptions,
+    ) -> Result<(), StepError> {
         let n = name.as_bytes();
         let (uid, gid) = owner(src, opts);
         if uid.is_some() || gid.is_some() {
@@ -175,7 +326,8 @@ impl Copier for GenericCopier {
     }
 
     fn make_special(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError> {
-        dir.mknod(name.as_bytes(), src.kind, src.mode, src.rdev).op(Op::Mknod)
+        dir.mknod(name.as_bytes(), src.kind, src.mode, src.rdev)
+            .op(Op::Mknod)
     }
 
     fn remove(&self, dir: &Dir, name: &Name) -> Result<u64, StepError> {
@@ -194,14 +346,36 @@ mod tests {
         tempfile::tempdir_in(base).unwrap()
     }
 
+    const OPTS: CopyOptions = CopyOptions {
+        preserve: psync_core::Preserve::ARCHIVE,
+        can_chown: false,
+        reflink: Reflink::Auto,
+    };
+
+    fn entry_of(d: &Dir, name: &[u8]) -> Entry {
+        Entry::from_stat(Name(name.to_vec()), &d.stat(name).unwrap())
+    }
+
     fn copy_with(c: &GenericCopier, data: &[u8]) -> (Vec<u8>, Strategy) {
         let t = tmp();
-        std::fs::File::create(t.path().join("s")).unwrap().write_all(data).unwrap();
+        std::fs::File::create(t.path().join("s"))
+            .unwrap()
+            .write_all(data)
+            .unwrap();
         let d = Dir::open_root(t.path()).unwrap();
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         let quit = AtomicBool::new(false);
-        let got = c.copy_data(&src, &dst, 0, data.len() as u64, &quit).unwrap();
+        let entry = entry_of(&d, b"s");
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 0,
+            len: entry.size,
+            opts: &OPTS,
+        };
+        let got = c.copy_data(&job, &quit).unwrap();
         assert_eq!(got.bytes, data.len() as u64);
         (std::fs::read(t.path().join("t")).unwrap(), got.strategy)
     }
@@ -225,8 +399,19 @@ mod tests {
         let d = Dir::open_root(t.path()).unwrap();
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
+        let mut entry = entry_of(&d, b"s");
+        entry.size = 10;
+        entry.blocks = 8;
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 0,
+            len: 10,
+            opts: &OPTS,
+        };
         for c in [GenericCopier::new(), GenericCopier::read_write_only()] {
-            let e = c.copy_data(&src, &dst, 0, 10, &AtomicBool::new(false)).unwrap_err();
+            let e = c.copy_data(&job, &AtomicBool::new(false)).unwrap_err();
             assert_eq!(e.source.kind(), io::ErrorKind::UnexpectedEof);
         }
     }
@@ -234,12 +419,122 @@ mod tests {
     #[test]
     fn quit_interrupts_a_long_copy() {
         let t = tmp();
-        let f = std::fs::File::create(t.path().join("s")).unwrap();
-        f.set_len(3 * STEP).unwrap();
+        let d = Dir::open_root(t.path()).unwrap();
+        std::fs::write(t.path().join("s2"), vec![1u8; (3 * STEP) as usize]).unwrap();
+        let src = d.open_read(b"s2").unwrap();
+        let dst = d.create_excl(b"t").unwrap();
+        let entry = entry_of(&d, b"s2");
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 0,
+            len: entry.size,
+            opts: &OPTS,
+        };
+        let e = GenericCopier::read_write_only()
+            .copy_data(&job, &AtomicBool::new(true))
+            .unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::Interrupted);
+    }
+
+    /// Writes `data` at each offset of a file of `size` bytes (the rest holes).
+    fn sparse_file(path: &std::path::Path, size: u64, parts: &[(u64, &[u8])]) {
+        let f = std::fs::File::create(path).unwrap();
+        f.set_len(size).unwrap();
+        for (off, data) in parts {
+            f.write_all_at(data, *off).unwrap();
+        }
+    }
+
+    fn copy_file(c: &GenericCopier, dir: &std::path::Path) -> Copied {
+        let d = Dir::open_root(dir).unwrap();
+        let src = d.open_read(b"s").unwrap();
+        let dst = d.create_excl(b"t").unwrap();
+        let entry = entry_of(&d, b"s");
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 0,
+            len: entry.size,
+            opts: &OPTS,
+        };
+        c.copy_data(&job, &AtomicBool::new(false)).unwrap()
+    }
+
+    #[test]
+    fn holes_stay_holes() {
+        use std::os::unix::fs::MetadataExt;
+        let mib = 1u64 << 20;
+        let cases: [(u64, Vec<(u64, &[u8])>); 3] = [
+            (8 * mib, vec![(0, b"head"), (4 * mib, b"middle")]), // hole in the middle and at the end
+            (8 * mib, vec![]),                                   // all hole
+            (8 * mib, vec![(8 * mib - 3, b"end")]),              // hole at the start
+        ];
+        for (size, parts) in cases {
+            let t = tmp();
+            sparse_file(&t.path().join("s"), size, &parts);
+            for c in [GenericCopier::new(), GenericCopier::read_write_only()] {
+                let _ = std::fs::remove_file(t.path().join("t"));
+                copy_file(&c, t.path());
+                let (s, d) = (t.path().join("s"), t.path().join("t"));
+                assert_eq!(std::fs::read(&s).unwrap(), std::fs::read(&d).unwrap());
+                let (sm, dm) = (
+                    std::fs::metadata(&s).unwrap(),
+                    std::fs::metadata(&d).unwrap(),
+                );
+                assert_eq!(dm.len(), size);
+                // Allocation: no more than the source's, give or take one fs block per extent.
+                assert!(
+                    dm.blocks() <= sm.blocks() + 8 * (parts.len() as u64 + 1),
+                    "{} > {}",
+                    dm.blocks(),
+                    sm.blocks()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reflink_never_and_always() {
+        let t = tmp();
+        std::fs::write(t.path().join("s"), b"data").unwrap();
         let d = Dir::open_root(t.path()).unwrap();
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
-        let e = GenericCopier::read_write_only().copy_data(&src, &dst, 0, 3 * STEP, &AtomicBool::new(true)).unwrap_err();
-        assert_eq!(e.source.kind(), io::ErrorKind::Interrupted);
+        let entry = entry_of(&d, b"s");
+        let never = CopyOptions {
+            reflink: Reflink::Never,
+            ..OPTS
+        };
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 0,
+            len: 4,
+            opts: &never,
+        };
+        assert_ne!(
+            GenericCopier::new()
+                .copy_data(&job, &AtomicBool::new(false))
+                .unwrap()
+                .strategy,
+            Strategy::Reflink
+        );
+        // On a file system without reflink (this test dir's), Always is an error, Auto falls through.
+        let always = CopyOptions {
+            reflink: Reflink::Always,
+            ..OPTS
+        };
+        let job = DataJob {
+            opts: &always,
+            ..job
+        };
+        match GenericCopier::new().copy_data(&job, &AtomicBool::new(false)) {
+            Ok(c) => assert_eq!(c.strategy, Strategy::Reflink),
+            Err(e) => assert!(is_unsupported(&e.source), "{:?}", e.source),
+        }
     }
 }

@@ -20,7 +20,9 @@ pub struct Local {
 impl Local {
     /// A transport with `threads` worker threads (at least 1).
     pub fn new(threads: usize) -> Local {
-        Local { threads: threads.max(1) }
+        Local {
+            threads: threads.max(1),
+        }
     }
 
     /// The number of worker threads.
@@ -72,7 +74,10 @@ impl Transport for Local {
             wake: Condvar::new(),
             panicked: AtomicBool::new(false),
         };
-        shared.injector.push(Job { task: seed, parent: None });
+        shared.injector.push(Job {
+            task: seed,
+            parent: None,
+        });
         std::thread::scope(|s| {
             for (i, w) in workers.into_iter().enumerate() {
                 let shared = &shared;
@@ -104,7 +109,11 @@ impl Cx<'_, '_> {
     fn node(&mut self) -> Arc<Node> {
         let parent = self.parent.clone();
         Arc::clone(self.node.get_or_insert_with(|| {
-            Arc::new(Node { pending: AtomicUsize::new(1), deferred: Mutex::new(None), parent })
+            Arc::new(Node {
+                pending: AtomicUsize::new(1),
+                deferred: Mutex::new(None),
+                parent,
+            })
         }))
     }
 }
@@ -113,7 +122,10 @@ impl TaskContext for Cx<'_, '_> {
     fn spawn(&mut self, task: Task) {
         let node = self.node();
         node.pending.fetch_add(1, Ordering::AcqRel);
-        self.local.push(Job { task, parent: Some(node) });
+        self.local.push(Job {
+            task,
+            parent: Some(node),
+        });
         self.shared.notify();
     }
 
@@ -150,7 +162,12 @@ impl Shared<'_> {
     }
 
     fn execute(&self, job: Job, local: &Worker<Job>) {
-        let mut cx = Cx { shared: self, local, node: None, parent: &job.parent };
+        let mut cx = Cx {
+            shared: self,
+            local,
+            node: None,
+            parent: &job.parent,
+        };
         let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(job.task, &mut cx)));
         if ran.is_err() {
             // A bug, not an entry failure: stop the run rather than leave a
@@ -171,10 +188,17 @@ impl Shared<'_> {
         if node.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        let deferred = node.deferred.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let deferred = node
+            .deferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         match deferred {
             Some(task) => {
-                local.push(Job { task, parent: node.parent.clone() });
+                local.push(Job {
+                    task,
+                    parent: node.parent.clone(),
+                });
                 self.notify();
             }
             None => self.complete_parent(node.parent.clone(), local),
@@ -250,10 +274,19 @@ mod tests {
                     if rel.depth() < 4 {
                         for i in 0..3 {
                             let child = rel.join(&Name::from(format!("{i}").as_str()));
-                            cx.spawn(Task::Dir { rel: child, src: src.clone(), dst: None });
+                            cx.spawn(Task::Dir {
+                                rel: child,
+                                src: src.clone(),
+                                dst: None,
+                            });
                         }
                     }
-                    cx.defer(Task::FinishDir { rel, src, dst: None, touched: false });
+                    cx.defer(Task::FinishDir {
+                        rel,
+                        src,
+                        dst: None,
+                        touched: false,
+                    });
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
                 Task::Files { .. } => {}
@@ -264,10 +297,20 @@ mod tests {
     #[test]
     fn finishes_come_after_their_subtrees_and_run_terminates() {
         for threads in [1, 4] {
-            let runner = TreeRunner { log: StdMutex::new(Vec::new()) };
+            let runner = TreeRunner {
+                log: StdMutex::new(Vec::new()),
+            };
             let quit = AtomicBool::new(false);
             Local::new(threads)
-                .run(Task::Dir { rel: RelPath::root(), src: dir_entry(), dst: None }, &runner, &quit)
+                .run(
+                    Task::Dir {
+                        rel: RelPath::root(),
+                        src: dir_entry(),
+                        dst: None,
+                    },
+                    &runner,
+                    &quit,
+                )
                 .unwrap();
             let log = runner.log.into_inner().unwrap();
             assert_eq!(log.len(), 1 + 3 + 9 + 27 + 81);
@@ -293,7 +336,15 @@ mod tests {
     #[test]
     fn a_panicking_task_stops_the_run_with_an_error() {
         let quit = AtomicBool::new(false);
-        let r = Local::new(2).run(Task::Dir { rel: RelPath::root(), src: dir_entry(), dst: None }, &Panicker, &quit);
+        let r = Local::new(2).run(
+            Task::Dir {
+                rel: RelPath::root(),
+                src: dir_entry(),
+                dst: None,
+            },
+            &Panicker,
+            &quit,
+        );
         assert!(r.is_err());
     }
 }
