@@ -152,6 +152,12 @@ impl SyncBuilder {
         self
     }
 
+    /// Keep hard links (rsync `-H`). Default: true.
+    pub fn hard_links(&mut self, yes: bool) -> &mut Self {
+        self.plan.hard_links = yes;
+        self
+    }
+
     /// Retries of a file that changes while it is copied. Default: 2.
     pub fn retries(&mut self, n: u32) -> &mut Self {
         self.retries = n;
@@ -325,6 +331,7 @@ impl Syncer {
             batch_files: b.batch_files,
             batch_bytes: b.batch_bytes,
             retries: b.retries,
+            links: std::sync::OnceLock::new(),
         };
         if dst_entry.is_none() && b.itemize {
             engine_itemize_root(&engine);

@@ -8,12 +8,12 @@
 //! when complete.
 
 use crate::copy::{Copier, CopyOptions, Strategy};
-use crate::entry::{Entry, Kind, Name, RelPath};
+use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::{Error, Op};
 use crate::event::{Event, Stats};
 use crate::fs::Dir;
 use crate::itemize::Change;
-use crate::plan::{Action, PlanOptions, Planner, attr_change};
+use crate::plan::{Action, PlanOptions, Planner, attr_change, is_linked};
 use crate::task::Task;
 use crate::transport::{TaskContext, TaskRunner};
 use crate::walk::Walker;
@@ -49,6 +49,8 @@ pub struct Engine {
     pub(crate) batch_files: usize,
     pub(crate) batch_bytes: u64,
     pub(crate) retries: u32,
+    /// The hard-link area, created on first use.
+    pub(crate) links: std::sync::OnceLock<Result<Dir, i32>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -431,6 +433,9 @@ impl Engine {
 
     /// Applies a directory's attributes after everything inside it is done.
     fn finish_dir(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) {
+        if rel.is_root() {
+            self.drop_link_area();
+        }
         let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
         let needed =
             touched || dst.is_none() || change.is_some_and(|c| c.any()) || self.wrote_mode(dst);
@@ -487,14 +492,12 @@ impl Engine {
                 return;
             }
             if let Action::Copy { src, dst, change } = action {
-                self.copy_file(
-                    rel,
-                    &src_dir,
-                    &dst_dir,
-                    &src,
-                    dst.is_some() && !change.new,
-                    change,
-                );
+                if is_linked(&src, &self.plan_opts) {
+                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
+                } else {
+                    let existed = dst.is_some() && !change.new;
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, change);
+                }
             }
         }
     }
@@ -544,6 +547,27 @@ impl Engine {
         dst_dir: &Dir,
         listed: &Entry,
     ) -> Result<Option<Strategy>, CopyFail> {
+        let tmp = self.temp_name();
+        let Some(strategy) = self.write_temp(src_dir, listed, dst_dir, &tmp)? else {
+            return Ok(None);
+        };
+        if let Err(e) = dst_dir.rename(tmp.as_bytes(), listed.name.as_bytes()) {
+            let _ = dst_dir.unlink(tmp.as_bytes());
+            return Err(CopyFail::target_io(Op::Rename, e));
+        }
+        Ok(Some(strategy))
+    }
+
+    /// Copies the source file `listed` into a new file `out_name` in
+    /// `out_dir` with its attributes. `Ok(None)`: the source changed during
+    /// the copy. On any outcome but success the new file is removed.
+    fn write_temp(
+        &self,
+        src_dir: &Dir,
+        listed: &Entry,
+        out_dir: &Dir,
+        out_name: &Name,
+    ) -> Result<Option<Strategy>, CopyFail> {
         let name = &listed.name;
         let src = src_dir
             .open_read(name.as_bytes())
@@ -557,31 +581,222 @@ impl Engine {
                 io::Error::other("no longer a regular file"),
             ));
         }
-        let tmp = self.temp_name();
         let out = self
             .copier
-            .create(dst_dir, &tmp, &cur, &src)
+            .create(out_dir, out_name, &cur, &src)
             .map_err(CopyFail::target)?;
-        let result = self.fill(&src, &out, &cur);
-        let result = result.and_then(|strategy| {
+        let result = self.fill(&src, &out, &cur).and_then(|strategy| {
             let after =
                 rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-            let unchanged = Entry::from_stat(name.clone(), &after);
-            if (unchanged.size, unchanged.mtime, unchanged.ctime)
-                != (cur.size, cur.mtime, cur.ctime)
-            {
-                return Ok(None);
-            }
-            drop(out);
-            dst_dir
-                .rename(tmp.as_bytes(), name.as_bytes())
-                .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
-            Ok(Some(strategy))
+            let now = Entry::from_stat(name.clone(), &after);
+            let same = (now.size, now.mtime, now.ctime) == (cur.size, cur.mtime, cur.ctime);
+            Ok(same.then_some(strategy))
         });
+        drop(out);
         if !matches!(result, Ok(Some(_))) {
-            let _ = dst_dir.unlink(tmp.as_bytes());
+            let _ = out_dir.unlink(out_name.as_bytes());
         }
         result
+    }
+
+    // ----- hard links ------------------------------------------------------
+
+    /// The hard-link area: a directory at the target root named like a
+    /// temporary of this run, so that a later run removes it if this one
+    /// dies. It holds one link per source inode (`<dev>-<ino>`), through
+    /// which every path of that inode is linked — whichever thread or node
+    /// sees it — and is removed when the run finishes.
+    fn link_area(&self) -> io::Result<&Dir> {
+        let made = self.links.get_or_init(|| {
+            let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
+            let name = self.link_area_name();
+            match root.mkdir(name.as_bytes(), 0o700) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+            root.open_dir(name.as_bytes())
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+        });
+        made.as_ref()
+            .map_err(|&code| io::Error::from_raw_os_error(code))
+    }
+
+    fn link_area_name(&self) -> Name {
+        Name(format!("{TEMP_PREFIX}{:016x}.links", self.run_id).into_bytes())
+    }
+
+    /// Removes the link area (at the end of the run, before the root's
+    /// own attributes are set).
+    fn drop_link_area(&self) {
+        if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root) {
+            if let Err(e) = root.remove_all(self.link_area_name().as_bytes()) {
+                self.fail(
+                    &RelPath::from_bytes(self.link_area_name().0),
+                    true,
+                    Op::Remove,
+                    e,
+                );
+            }
+        }
+    }
+
+    /// Syncs one path of a hard-linked source inode: link it to the inode
+    /// already copied for another path, or become that inode's copier.
+    fn copy_linked(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        src: &Entry,
+        dst: Option<&Entry>,
+        change: Change,
+    ) {
+        let path = rel.join(&src.name);
+        let area = match self.link_area() {
+            Ok(a) => a,
+            Err(e) => return self.fail(&path, true, Op::Link, e),
+        };
+        let key = Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes());
+        let quick_ok = dst.is_some_and(|d| {
+            d.kind == Kind::File
+                && d.size == src.size
+                && !self.plan_opts.ignore_times
+                && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
+        });
+        match self.link_protocol(src_dir, dst_dir, area, &key, src, dst, quick_ok) {
+            Ok(Linked::Copied(strategy)) => {
+                self.count_strategy(strategy);
+                self.itemize(path, Some(change), src);
+                self.count_change(dst.is_some() && !change.new);
+            }
+            Ok(Linked::Linked) => {
+                let mut c = if dst.is_none() {
+                    Change::new_entry(Kind::File)
+                } else {
+                    change
+                };
+                c.hardlink = true;
+                c.transfer = false;
+                self.itemize(path, Some(c), src);
+                self.count_change(dst.is_some());
+            }
+            Ok(Linked::AlreadyRight) => {
+                Stats::bump(&self.stats.unchanged, 1);
+                Stats::bump(&self.stats.done, 1);
+            }
+            Err(CopyFail::Vanished) => {
+                Stats::bump(&self.stats.done, 1);
+                self.warn(&path, false, Op::Open, "vanished before it could be copied");
+            }
+            Err(CopyFail::Interrupted) => {}
+            Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
+        }
+    }
+
+    /// The race-free core. (1) If the group's inode is published as
+    /// `key`, link this path to it (a temporary link renamed over the old
+    /// entry). Else (2) if the target already holds the right data, publish
+    /// it as `key`. Else (3) claim the group with an O_EXCL `key.claim`,
+    /// kept for the whole run so exactly one worker ever copies the data:
+    /// the claimant copies into `key.part` and publishes it with
+    /// RENAME_NOREPLACE (the last guard: a loser links to the winner's).
+    /// Everyone else waits for `key`.
+    #[allow(clippy::too_many_arguments)]
+    fn link_protocol(
+        &self,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        area: &Dir,
+        key: &Name,
+        src: &Entry,
+        dst: Option<&Entry>,
+        quick_ok: bool,
+    ) -> Result<Linked, CopyFail> {
+        let claim = Name([key.as_bytes(), b".claim"].concat());
+        let part = Name([key.as_bytes(), b".part"].concat());
+        let mut waiter = Waiter::new();
+        let mut copied = None;
+        let mut retries = self.retries;
+        loop {
+            if self.quit.load(Ordering::Relaxed) {
+                return Err(CopyFail::Interrupted);
+            }
+            match area.stat(key.as_bytes()) {
+                Ok(st) => return self.link_to_key(dst_dir, area, key, src, dst, &st, copied),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CopyFail::target_io(Op::Stat, e)),
+            }
+            if quick_ok {
+                match area.link_from(dst_dir, src.name.as_bytes(), key.as_bytes()) {
+                    Ok(()) => return Ok(Linked::AlreadyRight),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+                }
+            }
+            match area.create_excl(claim.as_bytes()) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if !waiter.tick(area, &part) {
+                        // The claimant is gone (a dead worker): take over.
+                        let _ = area.unlink(claim.as_bytes());
+                        let _ = area.unlink(part.as_bytes());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
+            }
+            let _ = area.unlink(part.as_bytes());
+            match self.write_temp(src_dir, src, area, &part)? {
+                Some(strategy) => match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+                    Ok(()) => copied = Some(strategy),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        let _ = area.unlink(part.as_bytes());
+                    }
+                    Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
+                },
+                None => {
+                    Stats::bump(&self.stats.changed_during_copy, 1);
+                    let _ = area.unlink(claim.as_bytes());
+                    if retries == 0 {
+                        return Err(CopyFail::source(
+                            Op::CopyData,
+                            io::Error::other("changed during copy; not replaced"),
+                        ));
+                    }
+                    retries -= 1;
+                }
+            }
+        }
+    }
+
+    /// Links the path to the published inode, unless it already is that inode.
+    #[allow(clippy::too_many_arguments)]
+    fn link_to_key(
+        &self,
+        dst_dir: &Dir,
+        area: &Dir,
+        key: &Name,
+        src: &Entry,
+        dst: Option<&Entry>,
+        st: &rustix::fs::Stat,
+        copied: Option<Strategy>,
+    ) -> Result<Linked, CopyFail> {
+        #[allow(clippy::unnecessary_cast)]
+        let same = dst.is_some_and(|d| d.ino == st.st_ino as u64 && d.dev == st.st_dev as u64);
+        if same {
+            return Ok(Linked::AlreadyRight);
+        }
+        let tmp = self.temp_name();
+        dst_dir
+            .link_from(area, key.as_bytes(), tmp.as_bytes())
+            .map_err(|e| CopyFail::target_io(Op::Link, e))?;
+        if let Err(e) = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes()) {
+            let _ = dst_dir.unlink(tmp.as_bytes());
+            return Err(CopyFail::target_io(Op::Rename, e));
+        }
+        Ok(copied.map_or(Linked::Linked, Linked::Copied))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -643,6 +858,52 @@ pub fn temp_run_id(name: &Name) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
+}
+
+/// How a hard-linked path was synced.
+enum Linked {
+    /// This path's copy became the group's inode.
+    Copied(Strategy),
+    /// Linked to the inode another path copied.
+    Linked,
+    /// Already linked right (or published as the group's inode unchanged).
+    AlreadyRight,
+}
+
+/// Waiting for another worker's claim on a hard-link group. Gives up when
+/// the claim file stops changing for a minute (its worker died).
+struct Waiter {
+    last: Option<(u64, Time)>,
+    still_since: std::time::Instant,
+    sleep: std::time::Duration,
+}
+
+impl Waiter {
+    fn new() -> Waiter {
+        Waiter {
+            last: None,
+            still_since: std::time::Instant::now(),
+            sleep: std::time::Duration::from_micros(200),
+        }
+    }
+
+    /// Sleeps a little; false when the claim looks abandoned.
+    fn tick(&mut self, area: &Dir, part: &Name) -> bool {
+        #[allow(clippy::unnecessary_cast)]
+        let now = area.stat(part.as_bytes()).ok().map(|st| {
+            (
+                st.st_size as u64,
+                Time::new(st.st_mtime as i64, st.st_mtime_nsec as u32),
+            )
+        });
+        if now != self.last {
+            self.last = now;
+            self.still_since = std::time::Instant::now();
+        }
+        std::thread::sleep(self.sleep);
+        self.sleep = (self.sleep * 2).min(std::time::Duration::from_millis(50));
+        self.still_since.elapsed() < std::time::Duration::from_secs(60)
+    }
 }
 
 enum CopyFail {

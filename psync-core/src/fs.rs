@@ -231,6 +231,29 @@ impl Dir {
         Ok(rustix::fs::renameat(&self.fd, from, &self.fd, to)?)
     }
 
+    /// Renames `from` to `to` inside this directory, failing with EEXIST
+    /// when `to` exists (`renameat2(RENAME_NOREPLACE)`, or link + unlink on
+    /// file systems without it).
+    ///
+    /// # Errors
+    /// EEXIST when `to` is taken; as `renameat2`/`linkat` otherwise.
+    pub fn rename_noreplace(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        match rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())?;
+                self.unlink(from)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Creates directory `name` with `mode`.
     ///
     /// # Errors
@@ -448,6 +471,18 @@ mod tests {
             "{err}"
         );
         assert!(root.open_beneath(&RelPath::from_bytes("a/../..")).is_err());
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_to_overwrite() {
+        let t = tmp();
+        std::fs::write(t.path().join("a"), b"a").unwrap();
+        std::fs::write(t.path().join("b"), b"b").unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        let e = root.rename_noreplace(b"a", b"b").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        root.rename_noreplace(b"a", b"c").unwrap();
+        assert_eq!(std::fs::read(t.path().join("c")).unwrap(), b"a");
     }
 
     #[test]

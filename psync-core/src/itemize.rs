@@ -13,6 +13,8 @@ pub struct Change {
     pub new: bool,
     /// File data was transferred (`>`).
     pub transfer: bool,
+    /// Made a hard link to an inode copied earlier (`h`).
+    pub hardlink: bool,
     /// Content differs: a symlink target, a device number (`c`).
     pub checksum: bool,
     /// Size differs (`s`).
@@ -47,6 +49,7 @@ impl Change {
             kind,
             new: false,
             transfer: false,
+            hardlink: false,
             checksum: false,
             size: false,
             time: false,
@@ -62,6 +65,7 @@ impl Change {
     pub fn any(&self) -> bool {
         self.new
             || self.transfer
+            || self.hardlink
             || self.checksum
             || self.size
             || self.time
@@ -74,7 +78,9 @@ impl Change {
 
     /// The 11-character code, e.g. `>f.st......`.
     pub fn code(&self) -> String {
-        let y = if self.transfer {
+        let y = if self.hardlink {
+            'h'
+        } else if self.transfer {
             '>'
         } else if self.new || self.checksum {
             'c'
@@ -124,5 +130,11 @@ mod tests {
         l.time = true;
         assert_eq!(l.code(), ".L..t......");
         assert_eq!(DELETING.len(), 11);
+        let h = Change {
+            hardlink: true,
+            transfer: false,
+            ..Change::new_entry(Kind::File)
+        };
+        assert_eq!(h.code(), "hf+++++++++");
     }
 }

@@ -56,6 +56,9 @@ pub struct PlanOptions {
     pub modify_window_ns: u64,
     /// Ignore times in the quick check: copy every file (rsync `-I`).
     pub ignore_times: bool,
+    /// Keep hard links: all paths of one source inode become links to one
+    /// target inode (rsync `-H`).
+    pub hard_links: bool,
 }
 
 impl Default for PlanOptions {
@@ -65,6 +68,7 @@ impl Default for PlanOptions {
             preserve: Preserve::ARCHIVE,
             modify_window_ns: 0,
             ignore_times: false,
+            hard_links: true,
         }
     }
 }
@@ -256,6 +260,18 @@ fn plan_pair(
                     dst: Some(d.clone()),
                     change,
                 });
+            } else if links_differ(s, d, opts) {
+                // Same data, but the target path is not linked like the
+                // source: the engine relinks it without copying.
+                let change = Change {
+                    hardlink: true,
+                    ..attrs
+                };
+                rest.push(Action::Copy {
+                    src: s.clone(),
+                    dst: Some(d.clone()),
+                    change,
+                });
             } else if attrs.any() {
                 rest.push(Action::Attrs {
                     src: s.clone(),
@@ -299,6 +315,19 @@ fn plan_pair(
             }
         }
     }
+}
+
+/// True when `s` belongs to a hard-link group and the target's link count
+/// says its group is not the same. Comparing counts, not paths, keeps the
+/// decision local to one directory; a source linked to paths outside the
+/// tree keeps being registered (cheaply, no data copied) on every run.
+pub fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+    opts.hard_links && s.kind == Kind::File && s.nlink > 1 && d.nlink != s.nlink
+}
+
+/// True when the engine should route a file through the hard-link area.
+pub fn is_linked(s: &Entry, opts: &PlanOptions) -> bool {
+    opts.hard_links && s.kind == Kind::File && s.nlink > 1
 }
 
 /// Same type for planning: devices also need the same block/char flavour.
@@ -469,6 +498,22 @@ mod tests {
         assert_eq!(acts.len(), 2);
         assert!(matches!(&acts[0], Action::Copy { dst: Some(d), .. } if d.kind == Kind::Symlink));
         assert!(matches!(&acts[1], Action::Symlink { dst: Some(_), .. }));
+    }
+
+    #[test]
+    fn hard_link_groups_are_compared_by_count() {
+        let mut s = e("a", Kind::File);
+        s.nlink = 2;
+        let mut d = s.clone();
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts()).is_empty());
+        d.nlink = 1;
+        let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+        assert!(matches!(&acts[0], Action::Copy { change, .. } if change.code() == "hf........."));
+        let no_h = PlanOptions {
+            hard_links: false,
+            ..opts()
+        };
+        assert!(plan(&[s], &[d], &no_h).is_empty());
     }
 
     #[test]
