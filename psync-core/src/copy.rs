@@ -242,10 +242,13 @@ macro_rules! forward_copier {
 }
 forward_copier!(Arc<T>, Box<T>, &T);
 
+/// A registered pair: source fs magic, target fs magic (`None` = any), copier.
+type Pair = (Option<u64>, Option<u64>, Arc<dyn Copier>);
+
 /// Picks a copier per (source fs, target fs) pair by `statfs` magic.
 #[derive(Clone)]
 pub struct Registry {
-    pairs: Vec<(Option<u64>, Option<u64>, Arc<dyn Copier>)>,
+    pairs: Vec<Pair>,
     default: Option<Arc<dyn Copier>>,
 }
 

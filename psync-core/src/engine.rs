@@ -343,11 +343,11 @@ impl Engine {
             }
             Action::Mkdir { src } => {
                 let path = rel.join(&src.name);
-                if let Some(d) = dir.filter(|_| !self.dry_run) {
-                    if let Err(e) = self.copier.make_dir(d, &src.name, &src) {
-                        self.fail(&path, true, e.op, e.source);
-                        return true;
-                    }
+                if let Some(d) = dir.filter(|_| !self.dry_run)
+                    && let Err(e) = self.copier.make_dir(d, &src.name, &src)
+                {
+                    self.fail(&path, true, e.op, e.source);
+                    return true;
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
                 Stats::bump(&self.stats.created, 1);
@@ -371,11 +371,11 @@ impl Engine {
             }
             Action::Attrs { src, change, .. } => {
                 let path = rel.join(&src.name);
-                if let Some(d) = dir.filter(|_| !self.dry_run) {
-                    if let Err(e) = self.copier.set_attrs(d, &src.name, &src, &self.copy_opts) {
-                        self.fail(&path, true, e.op, e.source);
-                        return false;
-                    }
+                if let Some(d) = dir.filter(|_| !self.dry_run)
+                    && let Err(e) = self.copier.set_attrs(d, &src.name, &src, &self.copy_opts)
+                {
+                    self.fail(&path, true, e.op, e.source);
+                    return false;
                 }
                 self.itemize(path, Some(change), &src);
                 Stats::bump(&self.stats.attrs_updated, 1);
@@ -629,15 +629,11 @@ impl Engine {
     /// Removes the link area (at the end of the run, before the root's
     /// own attributes are set).
     fn drop_link_area(&self) {
-        if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root) {
-            if let Err(e) = root.remove_all(self.link_area_name().as_bytes()) {
-                self.fail(
-                    &RelPath::from_bytes(self.link_area_name().0),
-                    true,
-                    Op::Remove,
-                    e,
-                );
-            }
+        let name = self.link_area_name();
+        if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root)
+            && let Err(e) = root.remove_all(name.as_bytes())
+        {
+            self.fail(&RelPath::from_bytes(name.0), true, Op::Remove, e);
         }
     }
 
@@ -670,7 +666,7 @@ impl Engine {
                 self.itemize(path, Some(change), src);
                 self.count_change(dst.is_some() && !change.new);
             }
-            Ok(Linked::Linked) => {
+            Ok(Linked::ToExisting) => {
                 let mut c = if dst.is_none() {
                     Change::new_entry(Kind::File)
                 } else {
@@ -796,7 +792,7 @@ impl Engine {
             let _ = dst_dir.unlink(tmp.as_bytes());
             return Err(CopyFail::target_io(Op::Rename, e));
         }
-        Ok(copied.map_or(Linked::Linked, Linked::Copied))
+        Ok(copied.map_or(Linked::ToExisting, Linked::Copied))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -865,7 +861,7 @@ enum Linked {
     /// This path's copy became the group's inode.
     Copied(Strategy),
     /// Linked to the inode another path copied.
-    Linked,
+    ToExisting,
     /// Already linked right (or published as the group's inode unchanged).
     AlreadyRight,
 }

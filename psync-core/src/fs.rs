@@ -147,6 +147,7 @@ impl Dir {
     ///
     /// # Errors
     /// When the directory itself cannot be read.
+    #[allow(clippy::type_complexity)]
     pub fn list(&self) -> io::Result<(Vec<Entry>, Vec<(Name, io::Error)>)> {
         let names = self.names()?;
         let mut entries = Vec::with_capacity(names.len());
