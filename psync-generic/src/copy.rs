@@ -122,7 +122,7 @@ fn copy_range(
     let (mut off_in, mut off_out) = (offset, offset);
     let mut done = 0u64;
     while done < len {
-        if done % STEP == 0 && done > 0 && quit.load(Ordering::Relaxed) {
+        if done > 0 && quit.load(Ordering::Relaxed) {
             return Err(io::ErrorKind::Interrupted.into());
         }
         let want = usize::try_from((len - done).min(STEP)).unwrap_or(usize::MAX);
@@ -156,7 +156,7 @@ fn copy_read_write(
         }
         let mut done = 0u64;
         while done < len {
-            if done % STEP == 0 && done > 0 && quit.load(Ordering::Relaxed) {
+            if done > 0 && quit.load(Ordering::Relaxed) {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(size);
