@@ -1,6 +1,6 @@
 //! `SyncBuilder`: the one way to configure and start a run.
 
-use crate::copy::{Copier, CopyOptions, Reflink, Registry};
+use crate::copy::{AttrMode, Copier, CopyOptions, Reflink, Registry};
 use crate::engine::Engine;
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op, ResultExt};
@@ -49,6 +49,8 @@ pub struct SyncBuilder {
     batch_files: usize,
     batch_bytes: u64,
     reflink: Reflink,
+    xattrs: AttrMode,
+    acls: AttrMode,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -93,6 +95,8 @@ impl SyncBuilder {
             batch_files: 128,
             batch_bytes: 32 << 20,
             reflink: Reflink::Auto,
+            xattrs: AttrMode::Auto,
+            acls: AttrMode::Auto,
         }
     }
 
@@ -168,6 +172,19 @@ impl SyncBuilder {
     /// Default: [`Reflink::Auto`].
     pub fn reflink(&mut self, r: Reflink) -> &mut Self {
         self.reflink = r;
+        self
+    }
+
+    /// Extended attributes (all namespaces the process may read and write).
+    /// Default: [`AttrMode::Auto`] (what the target cannot hold is a warning).
+    pub fn xattrs(&mut self, m: AttrMode) -> &mut Self {
+        self.xattrs = m;
+        self
+    }
+
+    /// POSIX ACLs (access and default). Default: [`AttrMode::Auto`].
+    pub fn acls(&mut self, m: AttrMode) -> &mut Self {
+        self.acls = m;
         self
     }
 
@@ -306,6 +323,7 @@ impl Syncer {
         let mut plan = b.plan;
         plan.preserve.owner &= root;
         plan.preserve.group &= root;
+        plan.xattrs = b.xattrs.on() || b.acls.on();
         let engine = Engine {
             src_root,
             dst_root,
@@ -319,6 +337,8 @@ impl Syncer {
                 preserve: plan.preserve,
                 can_chown: root,
                 reflink: b.reflink,
+                xattrs: b.xattrs,
+                acls: b.acls,
             },
             dry_run: b.dry_run,
             itemize: b.itemize,

@@ -10,10 +10,10 @@ use crate::entry::{Entry, Name};
 use crate::error::Op;
 use crate::fs::Dir;
 use crate::plan::Preserve;
+use crate::xattr::{Node, XattrReport};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -85,6 +85,26 @@ pub enum Reflink {
     Never,
 }
 
+/// Whether a kind of attribute (xattrs, ACLs) is copied, and how strictly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttrMode {
+    /// Not copied, not compared.
+    Off,
+    /// Copied; what the target cannot hold is a warning (the default).
+    #[default]
+    Auto,
+    /// Copied; what the target cannot hold is an error (asked for explicitly).
+    Required,
+}
+
+impl AttrMode {
+    /// True unless `Off`.
+    pub fn on(self) -> bool {
+        self != AttrMode::Off
+    }
+}
+
 /// Per-run settings a copier needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyOptions {
@@ -94,6 +114,10 @@ pub struct CopyOptions {
     pub can_chown: bool,
     /// Reflink policy.
     pub reflink: Reflink,
+    /// Extended attributes (other than ACLs).
+    pub xattrs: AttrMode,
+    /// POSIX ACLs.
+    pub acls: AttrMode,
 }
 
 /// One data copy: a byte range of a source file into the same range of a
@@ -158,30 +182,22 @@ pub trait Copier: Send + Sync {
     /// ends) is an error of kind `UnexpectedEof`.
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError>;
 
-    /// Applies owner, mode and times of `src` to an open file or directory
-    /// (in that order: chown first so setuid/setgid bits survive, times last).
+    /// Applies the attributes of the source entry `src` to `target`, in the
+    /// order that keeps them: owner (chown clears setuid/setgid and file
+    /// capabilities), mode, ACLs, xattrs, times last. ACLs and xattrs are
+    /// synced from `from` (the source entry) when given and enabled in
+    /// `opts`; `None` leaves them alone. Never follows a symlink.
     ///
     /// # Errors
-    /// The first failing attribute call.
-    fn set_fd_attrs(
-        &self,
-        fd: BorrowedFd<'_>,
-        src: &Entry,
-        opts: &CopyOptions,
-    ) -> Result<(), StepError>;
-
-    /// Applies owner, mode and times of `src` to the entry `name` in `dir`
-    /// (a directory, symlink or special), never following a symlink.
-    ///
-    /// # Errors
-    /// The first failing attribute call.
+    /// The first failing call. ACLs/xattrs the target refuses are not
+    /// errors here: they are listed in the report.
     fn set_attrs(
         &self,
-        dir: &Dir,
-        name: &Name,
+        target: Node<'_>,
         src: &Entry,
+        from: Option<Node<'_>>,
         opts: &CopyOptions,
-    ) -> Result<(), StepError>;
+    ) -> Result<XattrReport, StepError>;
 
     /// Creates the directory `name` (mode 0700 until it is finished, so a
     /// read-only source directory does not block its own copy).
@@ -219,11 +235,8 @@ macro_rules! forward_copier {
             fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
                 (**self).copy_data(job, quit)
             }
-            fn set_fd_attrs(&self, fd: BorrowedFd<'_>, src: &Entry, o: &CopyOptions) -> Result<(), StepError> {
-                (**self).set_fd_attrs(fd, src, o)
-            }
-            fn set_attrs(&self, dir: &Dir, n: &Name, src: &Entry, o: &CopyOptions) -> Result<(), StepError> {
-                (**self).set_attrs(dir, n, src, o)
+            fn set_attrs(&self, t: Node<'_>, src: &Entry, from: Option<Node<'_>>, o: &CopyOptions) -> Result<XattrReport, StepError> {
+                (**self).set_attrs(t, src, from, o)
             }
             fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
                 (**self).make_dir(dir, n, src)

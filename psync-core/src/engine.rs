@@ -17,6 +17,7 @@ use crate::plan::{Action, PlanOptions, Planner, attr_change, is_linked};
 use crate::task::Task;
 use crate::transport::{TaskContext, TaskRunner};
 use crate::walk::Walker;
+use crate::xattr::Node;
 use crossbeam_channel::Sender;
 use std::io;
 use std::path::PathBuf;
@@ -215,7 +216,7 @@ impl Engine {
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
-        let touched = self.act(rel, dst_dir.as_ref(), actions, cx);
+        let touched = self.act(rel, &src_dir, dst_dir.as_ref(), actions, cx);
         cx.defer(Task::FinishDir {
             rel: rel.clone(),
             src: src_entry.clone(),
@@ -271,6 +272,7 @@ impl Engine {
     fn act(
         &self,
         rel: &RelPath,
+        src_dir: &Dir,
         dst: Option<&Dir>,
         actions: Vec<Action>,
         cx: &mut dyn TaskContext,
@@ -303,7 +305,7 @@ impl Engine {
                         });
                     }
                 }
-                other => touched |= self.act_inline(rel, dst, other, cx),
+                other => touched |= self.act_inline(rel, src_dir, dst, other, cx),
             }
         }
         if !batch.actions.is_empty() {
@@ -320,6 +322,7 @@ impl Engine {
     fn act_inline(
         &self,
         rel: &RelPath,
+        src_dir: &Dir,
         dir: Option<&Dir>,
         action: Action,
         cx: &mut dyn TaskContext,
@@ -366,20 +369,42 @@ impl Engine {
                 true
             }
             Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
-                self.replace_node(rel, dir, &src, dst.is_some() && !change.new, change);
+                let existed = dst.is_some() && !change.new;
+                self.replace_node(rel, src_dir, dir, &src, existed, change);
                 true
             }
-            Action::Attrs { src, change, .. } => {
+            Action::Attrs {
+                src,
+                mut change,
+                dst,
+            } => {
                 let path = rel.join(&src.name);
-                if let Some(d) = dir.filter(|_| !self.dry_run)
-                    && let Err(e) = self.copier.set_attrs(d, &src.name, &src, &self.copy_opts)
-                {
-                    self.fail(&path, true, e.op, e.source);
+                if let Some(d) = dir.filter(|_| !self.dry_run) {
+                    let from = self
+                        .xattr_source(Some(&dst), &src)
+                        .then_some(Node::At(src_dir, &src.name));
+                    match self
+                        .copier
+                        .set_attrs(Node::At(d, &src.name), &src, from, &self.copy_opts)
+                    {
+                        Ok(report) => {
+                            change.xattr |= report.xattrs_changed;
+                            change.acl |= report.acl_changed;
+                            self.report_dropped(&path, &report);
+                        }
+                        Err(e) => {
+                            self.fail(&path, true, e.op, e.source);
+                            return false;
+                        }
+                    }
+                }
+                Stats::bump(&self.stats.done, 1);
+                if !change.any() {
+                    Stats::bump(&self.stats.unchanged, 1);
                     return false;
                 }
                 self.itemize(path, Some(change), &src);
                 Stats::bump(&self.stats.attrs_updated, 1);
-                Stats::bump(&self.stats.done, 1);
                 false
             }
             Action::Descend { .. } => false,
@@ -403,6 +428,7 @@ impl Engine {
     fn replace_node(
         &self,
         rel: &RelPath,
+        src_dir: &Dir,
         dir: Option<&Dir>,
         src: &Entry,
         existed: bool,
@@ -416,9 +442,16 @@ impl Engine {
             } else {
                 self.copier.make_special(d, &tmp, src)
             };
+            let from = self
+                .xattr_source(None, src)
+                .then_some(Node::At(src_dir, &src.name));
             let done = made
-                .and_then(|()| self.copier.set_attrs(d, &tmp, src, &self.copy_opts))
                 .and_then(|()| {
+                    self.copier
+                        .set_attrs(Node::At(d, &tmp), src, from, &self.copy_opts)
+                })
+                .and_then(|report| {
+                    self.report_dropped(&path, &report);
                     d.rename(tmp.as_bytes(), src.name.as_bytes())
                         .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
                 });
@@ -437,19 +470,32 @@ impl Engine {
             self.drop_link_area();
         }
         let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
-        let needed =
-            touched || dst.is_none() || change.is_some_and(|c| c.any()) || self.wrote_mode(dst);
+        let xattrs = self.xattr_source(dst, src);
+        let needed = touched
+            || xattrs
+            || dst.is_none()
+            || change.is_some_and(|c| c.any())
+            || self.wrote_mode(dst)
+            || (rel.is_root() && self.links.get().is_some());
         if needed && !self.dry_run {
             let applied = self
                 .open_dst(rel)
                 .map_err(|e| (Op::OpenDir, e))
                 .and_then(|d| {
+                    // The source directory is opened only to read its xattrs.
+                    let src_dir = if xattrs {
+                        self.src_root.open_beneath(rel).ok()
+                    } else {
+                        None
+                    };
+                    let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
                     self.copier
-                        .set_fd_attrs(d.fd(), src, &self.copy_opts)
+                        .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts)
                         .map_err(|e| (e.op, e.source))
                 });
-            if let Err((op, e)) = applied {
-                return self.fail(rel, true, op, e);
+            match applied {
+                Ok(report) => self.report_dropped(rel, &report),
+                Err((op, e)) => return self.fail(rel, true, op, e),
             }
         }
         if dst.is_some() {
@@ -461,6 +507,37 @@ impl Engine {
             Stats::bump(counter, u64::from(!rel.is_root()));
         }
         Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
+    }
+
+    /// True when the xattrs/ACLs of `src` are to be synced onto its target:
+    /// always for a new target, and for an existing one when the source's
+    /// status changed after the target's (see `plan::xattrs_may_differ`).
+    fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
+        let on = self.copy_opts.xattrs.on() || self.copy_opts.acls.on();
+        on && dst.is_none_or(|d| src.ctime > d.ctime)
+    }
+
+    /// Attributes the target refused: warnings, or errors when the user
+    /// asked for that kind of attribute explicitly.
+    fn report_dropped(&self, path: &RelPath, report: &crate::xattr::XattrReport) {
+        for (name, err) in &report.dropped {
+            let acl = crate::xattr::is_acl(name);
+            let mode = if acl {
+                self.copy_opts.acls
+            } else {
+                self.copy_opts.xattrs
+            };
+            let what = format!(
+                "cannot set {} {}: {err}",
+                if acl { "ACL" } else { "xattr" },
+                crate::entry::escape(name)
+            );
+            if mode == crate::copy::AttrMode::Required {
+                self.fail(path, true, Op::Xattr, io::Error::new(err.kind(), what));
+            } else {
+                self.warn(path, true, Op::Xattr, &what);
+            }
+        }
     }
 
     /// True when `ensure_writable` changed this directory's mode.
@@ -515,7 +592,7 @@ impl Engine {
     ) {
         let path = rel.join(&listed.name);
         for _ in 0..=self.retries {
-            match self.copy_once(src_dir, dst_dir, listed) {
+            match self.copy_once(&path, src_dir, dst_dir, listed) {
                 Ok(Some(strategy)) => {
                     self.count_strategy(strategy);
                     self.itemize(path, Some(change), listed);
@@ -543,12 +620,13 @@ impl Engine {
     /// One attempt. `Ok(None)`: the source changed during the copy (nothing renamed).
     fn copy_once(
         &self,
+        path: &RelPath,
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
     ) -> Result<Option<Strategy>, CopyFail> {
         let tmp = self.temp_name();
-        let Some(strategy) = self.write_temp(src_dir, listed, dst_dir, &tmp)? else {
+        let Some(strategy) = self.write_temp(path, src_dir, listed, dst_dir, &tmp)? else {
             return Ok(None);
         };
         if let Err(e) = dst_dir.rename(tmp.as_bytes(), listed.name.as_bytes()) {
@@ -563,6 +641,7 @@ impl Engine {
     /// the copy. On any outcome but success the new file is removed.
     fn write_temp(
         &self,
+        path: &RelPath,
         src_dir: &Dir,
         listed: &Entry,
         out_dir: &Dir,
@@ -585,7 +664,7 @@ impl Engine {
             .copier
             .create(out_dir, out_name, &cur, &src)
             .map_err(CopyFail::target)?;
-        let result = self.fill(&src, &out, &cur).and_then(|strategy| {
+        let result = self.fill(path, &src, &out, &cur).and_then(|strategy| {
             let after =
                 rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
             let now = Entry::from_stat(name.clone(), &after);
@@ -660,7 +739,7 @@ impl Engine {
                 && !self.plan_opts.ignore_times
                 && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
         });
-        match self.link_protocol(src_dir, dst_dir, area, &key, src, dst, quick_ok) {
+        match self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok) {
             Ok(Linked::Copied(strategy)) => {
                 self.count_strategy(strategy);
                 self.itemize(path, Some(change), src);
@@ -701,6 +780,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn link_protocol(
         &self,
+        path: &RelPath,
         src_dir: &Dir,
         dst_dir: &Dir,
         area: &Dir,
@@ -744,7 +824,7 @@ impl Engine {
                 Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
             }
             let _ = area.unlink(part.as_bytes());
-            match self.write_temp(src_dir, src, area, &part)? {
+            match self.write_temp(path, src_dir, src, area, &part)? {
                 Some(strategy) => match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
                     Ok(()) => copied = Some(strategy),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -798,6 +878,7 @@ impl Engine {
     /// Data, then attributes, of an open temporary.
     fn fill(
         &self,
+        path: &RelPath,
         src: &std::fs::File,
         out: &std::fs::File,
         cur: &Entry,
@@ -821,9 +902,14 @@ impl Engine {
         })?;
         Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
-        self.copier
-            .set_fd_attrs(out.as_fd(), cur, &self.copy_opts)
+        let from = self
+            .xattr_source(None, cur)
+            .then_some(Node::Fd(src.as_fd()));
+        let report = self
+            .copier
+            .set_attrs(Node::Fd(out.as_fd()), cur, from, &self.copy_opts)
             .map_err(CopyFail::target)?;
+        self.report_dropped(path, &report);
         Ok(copied.strategy)
     }
 

@@ -44,10 +44,11 @@ pub mod task;
 pub mod transport;
 mod validate;
 pub mod walk;
+pub mod xattr;
 
 pub use builder::{Report, SyncBuilder, Syncer, default_threads, random_u64};
 pub use copy::{
-    Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
+    AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
 };
 pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
@@ -59,3 +60,4 @@ pub use task::Task;
 pub use transport::{Local, TaskContext, TaskRunner, Transport};
 pub use validate::{Roots, validate};
 pub use walk::{FsWalker, Listing, Walker};
+pub use xattr::{Node, XattrReport};

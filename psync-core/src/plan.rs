@@ -59,6 +59,9 @@ pub struct PlanOptions {
     /// Keep hard links: all paths of one source inode become links to one
     /// target inode (rsync `-H`).
     pub hard_links: bool,
+    /// Xattrs or ACLs are synced: an entry whose source changed status
+    /// (ctime) after its target did gets its attributes compared.
+    pub xattrs: bool,
 }
 
 impl Default for PlanOptions {
@@ -69,6 +72,7 @@ impl Default for PlanOptions {
             modify_window_ns: 0,
             ignore_times: false,
             hard_links: true,
+            xattrs: true,
         }
     }
 }
@@ -227,6 +231,27 @@ fn plan_pair(
     deletes: &mut Vec<Action>,
     rest: &mut Vec<Action>,
 ) {
+    let before = rest.len() + deletes.len();
+    plan_same_name(s, d, opts, deletes, rest);
+    let nothing = rest.len() + deletes.len() == before;
+    if nothing && s.kind != Kind::Dir && xattrs_may_differ(s, d, opts) {
+        // Nothing else to do: let the engine compare xattrs/ACLs.
+        let change = Change::attrs_of(s.kind);
+        rest.push(Action::Attrs {
+            src: s.clone(),
+            dst: d.clone(),
+            change,
+        });
+    }
+}
+
+fn plan_same_name(
+    s: &Entry,
+    d: &Entry,
+    opts: &PlanOptions,
+    deletes: &mut Vec<Action>,
+    rest: &mut Vec<Action>,
+) {
     if !same_type(s, d) {
         // A directory on either side cannot be replaced by rename: clear it
         // first, as rsync does. A non-directory is replaced atomically by
@@ -346,6 +371,14 @@ pub fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
     c.owner = p.owner && s.uid != d.uid;
     c.group = p.group && s.gid != d.gid;
     c
+}
+
+/// True when the source's status changed after the target's: any change of
+/// xattrs or ACLs bumps ctime, so a source that did not change status
+/// since the target was written needs no xattr comparison. Keeps a no-op
+/// re-sync from reading every entry's xattrs on both sides.
+pub fn xattrs_may_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+    opts.xattrs && s.ctime > d.ctime
 }
 
 #[cfg(test)]
@@ -514,6 +547,23 @@ mod tests {
             ..opts()
         };
         assert!(plan(&[s], &[d], &no_h).is_empty());
+    }
+
+    #[test]
+    fn xattrs_compared_only_when_source_status_is_newer() {
+        let mut s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.ctime = Time::new(10, 0);
+        s.ctime = Time::new(5, 0);
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts()).is_empty());
+        s.ctime = Time::new(11, 0);
+        let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+        assert!(matches!(&acts[0], Action::Attrs { change, .. } if !change.any()));
+        let off = PlanOptions {
+            xattrs: false,
+            ..opts()
+        };
+        assert!(plan(&[s], &[d], &off).is_empty());
     }
 
     #[test]

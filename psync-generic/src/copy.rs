@@ -1,14 +1,14 @@
 //! The generic copier.
 
 use psync_core::fs::{Dir, timestamps};
+use psync_core::xattr::sync_xattrs;
 use psync_core::{
-    Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Op, Reflink, StepError, StepExt,
-    Strategy, is_unsupported,
+    Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Node, Op, Reflink, StepError, StepExt,
+    Strategy, XattrReport, is_unsupported,
 };
 use std::cell::RefCell;
 use std::fs::File;
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,6 +199,34 @@ fn target_mode(src: &Entry, opts: &CopyOptions) -> u32 {
     }
 }
 
+fn chown(target: Node<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    match target {
+        Node::Fd(fd) => {
+            let uid = uid.map(rustix::fs::Uid::from_raw);
+            let gid = gid.map(rustix::fs::Gid::from_raw);
+            Ok(rustix::fs::fchown(fd, uid, gid)?)
+        }
+        Node::At(dir, name) => dir.chown(name.as_bytes(), uid, gid),
+    }
+}
+
+fn chmod(target: Node<'_>, mode: u32) -> io::Result<()> {
+    match target {
+        Node::Fd(fd) => Ok(rustix::fs::fchmod(
+            fd,
+            rustix::fs::Mode::from_raw_mode(mode),
+        )?),
+        Node::At(dir, name) => dir.chmod(name.as_bytes(), mode),
+    }
+}
+
+fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
+    match target {
+        Node::Fd(fd) => Ok(rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime))?),
+        Node::At(dir, name) => dir.set_times(name.as_bytes(), src.atime, src.mtime),
+    }
+}
+
 fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
     if !opts.can_chown {
         return (None, None);
@@ -269,51 +297,32 @@ impl Copier for GenericCopier {
         Ok(copied)
     }
 
-    fn set_fd_attrs(
-        &self,
-        fd: BorrowedFd<'_>,
-        src: &Entry,
-        opts: &CopyOptions,
-    ) -> Result<(), StepError> {
-        let (uid, gid) = owner(src, opts);
-        if uid.is_some() || gid.is_some() {
-            let uid = uid.map(rustix::fs::Uid::from_raw);
-            let gid = gid.map(rustix::fs::Gid::from_raw);
-            rustix::fs::fchown(fd, uid, gid)
-                .map_err(io::Error::from)
-                .op(Op::Chown)?;
-        }
-        let mode = rustix::fs::Mode::from_raw_mode(target_mode(src, opts));
-        rustix::fs::fchmod(fd, mode)
-            .map_err(io::Error::from)
-            .op(Op::Chmod)?;
-        if opts.preserve.times {
-            rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime))
-                .map_err(io::Error::from)
-                .op(Op::SetTimes)?;
-        }
-        Ok(())
-    }
-
     fn set_attrs(
         &self,
-        dir: &Dir,
-        name: &Name,
+        target: Node<'_>,
         src: &Entry,
+        from: Option<Node<'_>>,
         opts: &CopyOptions,
-    ) -> Result<(), StepError> {
-        let n = name.as_bytes();
+    ) -> Result<XattrReport, StepError> {
         let (uid, gid) = owner(src, opts);
         if uid.is_some() || gid.is_some() {
-            dir.chown(n, uid, gid).op(Op::Chown)?;
+            chown(target, uid, gid).op(Op::Chown)?;
         }
-        if src.kind != Kind::Symlink && (opts.preserve.perms || opts.can_chown) {
-            dir.chmod(n, target_mode(src, opts)).op(Op::Chmod)?;
+        if src.kind != Kind::Symlink
+            && (opts.preserve.perms || opts.can_chown || matches!(target, Node::Fd(_)))
+        {
+            chmod(target, target_mode(src, opts)).op(Op::Chmod)?;
         }
+        let report = match from {
+            Some(from) if opts.xattrs.on() || opts.acls.on() => {
+                sync_xattrs(from, target, opts.xattrs.on(), opts.acls.on()).op(Op::Xattr)?
+            }
+            _ => XattrReport::default(),
+        };
         if opts.preserve.times {
-            dir.set_times(n, src.atime, src.mtime).op(Op::SetTimes)?;
+            set_times(target, src).op(Op::SetTimes)?;
         }
-        Ok(())
+        Ok(report)
     }
 
     fn make_dir(&self, dir: &Dir, name: &Name, _src: &Entry) -> Result<(), StepError> {
@@ -350,6 +359,8 @@ mod tests {
         preserve: psync_core::Preserve::ARCHIVE,
         can_chown: false,
         reflink: Reflink::Auto,
+        xattrs: psync_core::AttrMode::Auto,
+        acls: psync_core::AttrMode::Auto,
     };
 
     fn entry_of(d: &Dir, name: &[u8]) -> Entry {

@@ -1,0 +1,229 @@
+//! Extended attributes (and POSIX ACLs, which are the
+//! `system.posix_acl_access` / `system.posix_acl_default` xattrs) of an
+//! entry reached either through an open fd or as a name in an open
+//! directory, never following a symlink.
+
+use crate::entry::Name;
+use crate::fs::Dir;
+use std::ffi::OsStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+
+/// Where an entry's attributes are read or written.
+#[derive(Debug, Clone, Copy)]
+pub enum Node<'a> {
+    /// An open regular file or directory.
+    Fd(BorrowedFd<'a>),
+    /// The entry `name` in an open directory (symlinks and specials, which
+    /// cannot be opened for I/O). Reached as `/proc/self/fd/<dirfd>/<name>`
+    /// with the `l*xattr` calls, so the directory is the pinned one and the
+    /// last component is never followed.
+    At(&'a Dir, &'a Name),
+}
+
+/// The two ACL xattrs.
+pub const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+
+/// True for the xattr names that hold POSIX ACLs.
+pub fn is_acl(name: &[u8]) -> bool {
+    ACL_NAMES.contains(&name)
+}
+
+impl Node<'_> {
+    fn proc_path(dir: &Dir, name: &Name) -> std::path::PathBuf {
+        let mut p = format!("/proc/self/fd/{}/", dir.fd().as_raw_fd()).into_bytes();
+        p.extend_from_slice(name.as_bytes());
+        std::path::PathBuf::from(OsStr::from_bytes(&p))
+    }
+
+    /// The names of the entry's xattrs. A file system without xattrs has none.
+    ///
+    /// # Errors
+    /// As `listxattr`.
+    pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let r = match self {
+                Node::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
+                Node::At(d, n) => rustix::fs::llistxattr(Self::proc_path(d, n), &mut buf[..]),
+            };
+            match r {
+                Ok(n) => {
+                    return Ok(buf[..n]
+                        .split(|&b| b == 0)
+                        .filter(|s| !s.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect());
+                }
+                Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+                Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The value of xattr `name`; `None` when it does not exist.
+    ///
+    /// # Errors
+    /// As `getxattr`.
+    pub fn get(&self, name: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let key = OsStr::from_bytes(name);
+        let mut buf = vec![0u8; 256];
+        loop {
+            let r = match self {
+                Node::Fd(fd) => rustix::fs::fgetxattr(fd, key, &mut buf[..]),
+                Node::At(d, n) => rustix::fs::lgetxattr(Self::proc_path(d, n), key, &mut buf[..]),
+            };
+            match r {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(Some(buf));
+                }
+                Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 8, 0),
+                Err(rustix::io::Errno::NODATA) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Sets xattr `name` to `value`.
+    ///
+    /// # Errors
+    /// As `setxattr` (EOPNOTSUPP where the file system cannot hold it).
+    pub fn set(&self, name: &[u8], value: &[u8]) -> io::Result<()> {
+        let key = OsStr::from_bytes(name);
+        let flags = rustix::fs::XattrFlags::empty();
+        Ok(match self {
+            Node::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, flags),
+            Node::At(d, n) => rustix::fs::lsetxattr(Self::proc_path(d, n), key, value, flags),
+        }?)
+    }
+
+    /// Removes xattr `name` (absent is fine).
+    ///
+    /// # Errors
+    /// As `removexattr`.
+    pub fn remove(&self, name: &[u8]) -> io::Result<()> {
+        let key = OsStr::from_bytes(name);
+        let r = match self {
+            Node::Fd(fd) => rustix::fs::fremovexattr(fd, key),
+            Node::At(d, n) => rustix::fs::lremovexattr(Self::proc_path(d, n), key),
+        };
+        match r {
+            Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What [`sync_xattrs`] changed and what the target could not hold.
+#[derive(Debug, Default)]
+pub struct XattrReport {
+    /// Some non-ACL xattr was set or removed.
+    pub xattrs_changed: bool,
+    /// An ACL was set or removed.
+    pub acl_changed: bool,
+    /// Attributes the target refused (name, cause).
+    pub dropped: Vec<(Vec<u8>, io::Error)>,
+}
+
+/// Makes the xattrs of `dst` equal to those of `src`, ACLs first. Only the
+/// kinds asked for are touched: with `acls` false the ACL names are left
+/// alone on both sides, with `xattrs` false all others are.
+///
+/// # Errors
+/// Reading either side fails. Refusals to set (unsupported, not
+/// permitted) are collected in the report instead.
+pub fn sync_xattrs(
+    src: Node<'_>,
+    dst: Node<'_>,
+    xattrs: bool,
+    acls: bool,
+) -> io::Result<XattrReport> {
+    let wanted = |n: &[u8]| if is_acl(n) { acls } else { xattrs };
+    let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
+    names.sort_by_key(|n| !is_acl(n));
+    let theirs: Vec<Vec<u8>> = dst.list()?.into_iter().filter(|n| wanted(n)).collect();
+    let mut report = XattrReport::default();
+    let mark = |name: &[u8], r: &mut XattrReport| {
+        if is_acl(name) {
+            r.acl_changed = true
+        } else {
+            r.xattrs_changed = true
+        }
+    };
+    for name in &theirs {
+        if !names.contains(name) {
+            match dst.remove(name) {
+                Ok(()) => mark(name, &mut report),
+                Err(e) => report.dropped.push((name.clone(), e)),
+            }
+        }
+    }
+    for name in &names {
+        let Some(value) = src.get(name)? else {
+            continue;
+        };
+        let current = if theirs.contains(name) {
+            dst.get(name).unwrap_or(None)
+        } else {
+            None
+        };
+        if current.as_deref() == Some(&value[..]) {
+            continue;
+        }
+        match dst.set(name, &value) {
+            Ok(()) => mark(name, &mut report),
+            Err(e) => report.dropped.push((name.clone(), e)),
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn tmp() -> tempfile::TempDir {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        tempfile::tempdir_in(base).unwrap()
+    }
+
+    #[test]
+    fn copies_sets_and_removes_through_fds_and_names() {
+        let t = tmp();
+        std::fs::write(t.path().join("a"), b"").unwrap();
+        std::fs::write(t.path().join("b"), b"").unwrap();
+        let d = Dir::open_root(t.path()).unwrap();
+        let a = std::fs::File::open(t.path().join("a")).unwrap();
+        let src = Node::Fd(a.as_fd());
+        if let Err(e) = src.set(b"user.one", b"1") {
+            eprintln!("skipping: this file system has no user xattrs ({e})");
+            return;
+        }
+        src.set(b"user.bin", &[0, 255, 10, 0]).unwrap();
+        src.set(b"user.big", &vec![7u8; 3000]).unwrap();
+        let name = Name::from("b");
+        let dst = Node::At(&d, &name);
+        dst.set(b"user.extra", b"x").unwrap();
+        let r = sync_xattrs(src, dst, true, true).unwrap();
+        assert!(r.xattrs_changed && r.dropped.is_empty());
+        let mut got = dst.list().unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                b"user.big".to_vec(),
+                b"user.bin".to_vec(),
+                b"user.one".to_vec()
+            ]
+        );
+        assert_eq!(dst.get(b"user.bin").unwrap().unwrap(), vec![0, 255, 10, 0]);
+        assert_eq!(dst.get(b"user.big").unwrap().unwrap().len(), 3000);
+        let again = sync_xattrs(src, dst, true, true).unwrap();
+        assert!(!again.xattrs_changed, "a second sync changes nothing");
+    }
+}
