@@ -206,8 +206,10 @@ mod tests {
     #[test]
     fn snapshot_add() {
         let s = Stats::default();
-        let mut snap = Snapshot::default();
-        snap.created = 3;
+        let snap = Snapshot {
+            created: 3,
+            ..Snapshot::default()
+        };
         s.add(&snap);
         s.add(&snap);
         assert_eq!(s.snapshot(Duration::ZERO).created, 6);
