@@ -478,7 +478,8 @@ mod tests {
     fn holes_stay_holes() {
         use std::os::unix::fs::MetadataExt;
         let mib = 1u64 << 20;
-        let cases: [(u64, Vec<(u64, &[u8])>); 3] = [
+        type Parts<'a> = Vec<(u64, &'a [u8])>;
+        let cases: [(u64, Parts); 3] = [
             (8 * mib, vec![(0, b"head"), (4 * mib, b"middle")]), // hole in the middle and at the end
             (8 * mib, vec![]),                                   // all hole
             (8 * mib, vec![(8 * mib - 3, b"end")]),              // hole at the start
