@@ -49,6 +49,7 @@ pub struct SyncBuilder {
     batch_files: usize,
     batch_bytes: u64,
     reflink: Reflink,
+    window_set: bool,
     xattrs: AttrMode,
     acls: AttrMode,
 }
@@ -95,6 +96,7 @@ impl SyncBuilder {
             batch_files: 128,
             batch_bytes: 32 << 20,
             reflink: Reflink::Auto,
+            window_set: false,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
         }
@@ -144,9 +146,12 @@ impl SyncBuilder {
         self
     }
 
-    /// Treat mtimes this close as equal (rsync `--modify-window`). Default: 0.
+    /// Treat mtimes this close as equal (rsync `--modify-window`). Default:
+    /// detected per run from the target file system's timestamp resolution
+    /// (0 on file systems that keep nanoseconds).
     pub fn modify_window(&mut self, d: Duration) -> &mut Self {
         self.plan.modify_window_ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.window_set = true;
         self
     }
 
@@ -271,6 +276,8 @@ pub struct Report {
     pub copier: String,
     /// The transport used.
     pub transport: String,
+    /// The `--modify-window` in effect, in nanoseconds (set or detected).
+    pub modify_window_ns: u64,
 }
 
 impl Report {
@@ -324,6 +331,11 @@ impl Syncer {
         plan.preserve.owner &= root;
         plan.preserve.group &= root;
         plan.xattrs = b.xattrs.on() || b.acls.on();
+        if !b.window_set
+            && let Some(d) = &dst_root
+        {
+            plan.modify_window_ns = time_resolution(d).unwrap_or(0);
+        }
         let engine = Engine {
             src_root,
             dst_root,
@@ -373,6 +385,7 @@ impl Syncer {
             interrupted: self.quit.load(Ordering::Relaxed),
             copier: copier.name().to_string(),
             transport: transport.name().to_string(),
+            modify_window_ns: plan.modify_window_ns,
         })
     }
 
@@ -422,6 +435,33 @@ impl Syncer {
     }
 }
 
+/// The timestamp resolution of the file system holding `dir`, in
+/// nanoseconds: sets a probe file's mtime to a value with odd seconds and
+/// full nanoseconds and measures what is lost (FAT keeps 2 s, ext3 and some
+/// NFS servers 1 s, others µs). `None` if the probe could not be made.
+fn time_resolution(dir: &Dir) -> Option<u64> {
+    let probe = Name(format!("{}{:016x}.probe", crate::TEMP_PREFIX, random_u64()).into_bytes());
+    let want = crate::Time::new(1_000_000_001, 123_456_789);
+    let result = (|| {
+        drop(dir.create_excl(probe.as_bytes()).ok()?);
+        dir.set_times(probe.as_bytes(), want, want).ok()?;
+        let st = dir.stat(probe.as_bytes()).ok()?;
+        Some(Entry::from_stat(probe.clone(), &st).mtime)
+    })();
+    let _ = dir.unlink(probe.as_bytes());
+    let got = result?;
+    let lost = (i128::from(want.sec) * 1_000_000_000 + i128::from(want.nsec))
+        - (i128::from(got.sec) * 1_000_000_000 + i128::from(got.nsec));
+    let lost = u64::try_from(lost.unsigned_abs()).unwrap_or(u64::MAX);
+    // Round up to the resolution: the next power of ten above what was
+    // lost, or 2 s when even the odd second was lost.
+    Some(match lost {
+        0 => 0,
+        l if l >= 1_000_000_000 => 2_000_000_000,
+        l => 10u64.pow(l.ilog10() + 1),
+    })
+}
+
 /// Sleeps up to `d`, waking early when `stop` is set.
 fn park_for(stop: &AtomicBool, d: Duration) {
     let end = Instant::now() + d;
@@ -459,4 +499,20 @@ pub fn random_u64() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nanosecond_file_systems_need_no_window() {
+        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let t = tempfile::tempdir_in(base).unwrap();
+        let d = Dir::open_root(t.path()).unwrap();
+        // tmp dirs of the test live on ext4/tmpfs/xfs/btrfs: all keep ns.
+        assert_eq!(time_resolution(&d), Some(0));
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "the probe is removed");
+    }
 }

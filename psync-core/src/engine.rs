@@ -476,7 +476,8 @@ impl Engine {
             || dst.is_none()
             || change.is_some_and(|c| c.any())
             || self.wrote_mode(dst)
-            || (rel.is_root() && self.links.get().is_some());
+            // The root was touched by the run's probes and link area.
+            || rel.is_root();
         if needed && !self.dry_run {
             let applied = self
                 .open_dst(rel)
