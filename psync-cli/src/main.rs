@@ -1,1 +1,90 @@
-fn main() {}
+//! `psync`: makes a target directory tree identical to a source tree, in
+//! parallel. This binary parses the command line, runs the library and
+//! prints what happens; all decisions live in `psync-core`.
+
+mod args;
+mod output;
+mod progress;
+mod signals;
+mod units;
+
+use args::{Cli, Command, SyncArgs};
+use clap::Parser;
+use output::Output;
+use psync_core::Report;
+use std::process::ExitCode;
+
+/// Events queued between the workers and the printer. Bounded, so a slow
+/// terminal slows the run down instead of filling memory.
+const EVENT_QUEUE: usize = 4096;
+
+/// Exit status: everything synced.
+const SYNCED: u8 = 0;
+/// Exit status: some entries failed, the rest synced.
+const PARTIAL: u8 = 1;
+/// Exit status: bad arguments, a fatal error, or interrupted.
+const FATAL: u8 = 2;
+
+type Fatal = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> ExitCode {
+    // Clap prints usage errors itself and exits with 2.
+    let cli = Cli::parse();
+    run(cli).unwrap_or_else(|e| {
+        output::eprint(&e.to_string());
+        ExitCode::from(FATAL)
+    })
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Fatal> {
+    match cli.command {
+        Command::Sync(args) => sync(&args),
+    }
+}
+
+/// `psync sync`: the run on this thread, the printer on another.
+fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
+    let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let builder = args.builder(tx);
+    let syncer = builder.build()?;
+    // The builder and the syncer each hold a sender: the printer's receive
+    // loop ends only when both are gone.
+    drop(builder);
+    signals::stop_on_interrupt(syncer.quit_flag())?;
+    let printer = Output::new(args, syncer.quit_flag());
+    let printer = std::thread::Builder::new()
+        .name("psync-output".into())
+        .spawn(move || printer.consume(rx))?;
+    let result = syncer.run();
+    drop(syncer);
+    let mut out = printer.join().map_err(|_| "the output thread panicked")?;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            out.close();
+            return Err(e.into());
+        }
+    };
+    Ok(ExitCode::from(finish(&mut out, &report)))
+}
+
+/// Prints the summary and says how the run ended; returns the exit status.
+fn finish(out: &mut Output, report: &Report) -> u8 {
+    let code = exit_code(report);
+    out.summary(report, code);
+    // When stdout's reader left, the run was stopped on purpose: quietly.
+    if report.interrupted && !out.stdout_gone() {
+        out.stderr("interrupted");
+    }
+    code
+}
+
+fn exit_code(report: &Report) -> u8 {
+    if report.interrupted {
+        FATAL
+    } else if report.success() {
+        SYNCED
+    } else {
+        PARTIAL
+    }
+}

@@ -1,0 +1,189 @@
+//! The command line (clap derive: the doc comments are the help text) and
+//! the one conversion from it to the library's [`SyncBuilder`].
+
+use clap::{Args, Parser, Subcommand};
+use crossbeam_channel::Sender;
+use psync_core::{Event, Preserve, SyncBuilder};
+use psync_generic::GenericCopier;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the engine sends a progress snapshot: the bar redraws and
+/// `--json` prints at most this often (4 per second).
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Makes a target directory tree identical to a source tree, in parallel.
+#[derive(Debug, Parser)]
+#[command(name = "psync", version, arg_required_else_help = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DST identical to SRC, like `rsync -a SRC/ DST/`.
+    ///
+    /// Exit status: 0 everything synced, 1 some entries failed (each is
+    /// reported on stderr), 2 fatal error or interrupted.
+    Sync(SyncArgs),
+}
+
+/// Arguments of `psync sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Source directory. Its contents are synced: a trailing slash makes no
+    /// difference (unlike rsync).
+    pub src: PathBuf,
+
+    /// Target directory. Created if missing (its parent must exist).
+    pub dst: PathBuf,
+
+    /// Delete entries in DST that are not in SRC. Default: keep them.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Show what would change without changing anything.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Worker threads (the default is twice the CPUs, at least 4, at most 64).
+    #[arg(long, value_name = "N", default_value_t = default_threads())]
+    pub threads: NonZeroUsize,
+
+    /// Treat modification times that differ by at most SECS seconds as
+    /// equal. Default: the target file system's timestamp resolution,
+    /// detected per run (0 where it keeps nanoseconds).
+    #[arg(long, value_name = "SECS")]
+    pub modify_window: Option<u64>,
+
+    /// Copy every file, even when size and modification time match.
+    #[arg(short = 'I', long)]
+    pub ignore_times: bool,
+
+    /// Times to retry a file that changes while it is being copied.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+
+    /// Do not preserve permissions. Default: preserve them.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_perms: bool,
+
+    /// Do not preserve modification times. Default: preserve them.
+    ///
+    /// Files are then copied again on every run, as size and time decide
+    /// what is unchanged.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_times: bool,
+
+    /// Do not preserve the owner. Default: preserve it when run as root.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_owner: bool,
+
+    /// Do not preserve the group. Default: preserve it when run as root.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_group: bool,
+
+    /// Print a line per change, in rsync's `%i %n%L` format, on stdout.
+    #[arg(short = 'i', long, help_heading = "Output")]
+    pub itemize_changes: bool,
+
+    /// Print events as JSON lines on stdout, and nothing else.
+    ///
+    /// One object per line, with an "event" field: "progress" four times a
+    /// second, "itemize" per change (with -i; "code" is rsync's change
+    /// code), "error", "warning", and "summary" at the end. -q does not
+    /// affect these lines.
+    #[arg(long, help_heading = "Output")]
+    pub json: bool,
+
+    /// No progress bar and no summary. Errors still go to stderr.
+    #[arg(short = 'q', long, help_heading = "Output")]
+    pub quiet: bool,
+}
+
+fn default_threads() -> NonZeroUsize {
+    NonZeroUsize::new(psync_core::default_threads()).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl SyncArgs {
+    /// The library builder for these arguments, sending events to `events`.
+    /// This is the only place where arguments become library settings.
+    pub fn builder(&self, events: Sender<Event>) -> SyncBuilder {
+        let mut b = SyncBuilder::new(&self.src, &self.dst);
+        b.default_copier(Arc::new(GenericCopier::new()))
+            .threads(self.threads.get())
+            .delete(self.delete)
+            .dry_run(self.dry_run)
+            .itemize(self.itemize_changes)
+            .preserve(self.preserve())
+            .ignore_times(self.ignore_times)
+            .retries(self.retries)
+            .progress_interval(PROGRESS_INTERVAL)
+            .events(events);
+        // Only when given: unset, the library detects the right window.
+        if let Some(secs) = self.modify_window {
+            b.modify_window(Duration::from_secs(secs));
+        }
+        b
+    }
+
+    /// Archive mode minus what was turned off. Owner and group apply only
+    /// as root; the library checks that.
+    fn preserve(&self) -> Preserve {
+        Preserve {
+            perms: !self.no_perms,
+            times: !self.no_times,
+            owner: !self.no_owner,
+            group: !self.no_group,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn sync_args(argv: &[&str]) -> SyncArgs {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let Command::Sync(a) = cli.command;
+        a
+    }
+
+    #[test]
+    fn archive_is_the_default() {
+        let a = sync_args(&["psync", "sync", "a", "b"]);
+        assert_eq!(a.preserve(), Preserve::ARCHIVE);
+        assert_eq!(a.threads.get(), psync_core::default_threads());
+        assert_eq!(a.retries, 2);
+    }
+
+    #[test]
+    fn no_flags_turn_off_attributes() {
+        let a = sync_args(&["psync", "sync", "--no-perms", "--no-owner", "a", "b"]);
+        assert_eq!(
+            a.preserve(),
+            Preserve {
+                perms: false,
+                times: true,
+                owner: false,
+                group: true
+            }
+        );
+    }
+
+    #[test]
+    fn zero_threads_is_a_usage_error() {
+        assert!(Cli::try_parse_from(["psync", "sync", "--threads", "0", "a", "b"]).is_err());
+    }
+}

@@ -1,0 +1,370 @@
+//! What the user sees: itemized changes or JSON events on stdout, errors
+//! and warnings on stderr, the progress bar, and the summary at the end.
+
+use crate::args::SyncArgs;
+use crate::progress::Progress;
+use crate::units;
+use crossbeam_channel::Receiver;
+use psync_core::{Event, Report, Snapshot};
+use serde::Serialize;
+use std::io::{self, BufWriter, Stdout, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The run's output channels and how to format them.
+#[derive(Debug)]
+pub struct Output {
+    out: BufWriter<Stdout>,
+    json: bool,
+    quiet: bool,
+    dry_run: bool,
+    /// Set once a write to stdout failed; nothing more is written there.
+    stdout_gone: bool,
+    quit: Arc<AtomicBool>,
+    progress: Progress,
+}
+
+impl Output {
+    /// Output for `args`; `quit` stops the run when stdout goes away.
+    pub fn new(args: &SyncArgs, quit: Arc<AtomicBool>) -> Output {
+        Output {
+            out: BufWriter::new(io::stdout()),
+            json: args.json,
+            quiet: args.quiet,
+            dry_run: args.dry_run,
+            stdout_gone: false,
+            quit,
+            progress: Progress::new(!args.quiet && !args.json),
+        }
+    }
+
+    /// Handles events until every sender is gone, then hands itself back
+    /// for the summary. Flushes whenever the queue runs dry, so lines
+    /// appear promptly without a write per line on busy runs.
+    pub fn consume(mut self, rx: Receiver<Event>) -> Output {
+        for ev in rx.iter() {
+            self.event(&ev);
+            if rx.is_empty() {
+                self.flush();
+            }
+        }
+        self.flush();
+        self
+    }
+
+    fn event(&mut self, ev: &Event) {
+        match ev {
+            Event::Error { message, .. } => self.stderr(message),
+            Event::Warning { message, .. } => self.stderr(&format!("warning: {message}")),
+            _ => {}
+        }
+        if self.json {
+            self.json_line(&JsonEvent::new(ev));
+        } else if let Event::Progress(s) = ev {
+            self.progress.update(s);
+        } else if let Some(line) = ev.itemize_line() {
+            self.stdout_line(&line);
+        }
+    }
+
+    /// True when stdout went away (a closed pipe) or failed.
+    pub fn stdout_gone(&self) -> bool {
+        self.stdout_gone
+    }
+
+    /// Erases the progress bar and prints the summary (JSON, or text
+    /// unless quiet).
+    pub fn summary(&mut self, report: &Report, exit_code: u8) {
+        self.progress.clear();
+        if self.json {
+            self.json_line(&JsonSummary::new(report, exit_code));
+        } else if !self.quiet {
+            for line in summary_lines(&report.stats, self.dry_run) {
+                self.stdout_line(&line);
+            }
+        }
+        self.flush();
+    }
+
+    /// Erases the progress bar and flushes stdout, when there is no summary.
+    pub fn close(&mut self) {
+        self.progress.clear();
+        self.flush();
+    }
+
+    /// Prints `psync: <msg>` on stderr, around the progress bar.
+    pub fn stderr(&self, msg: &str) {
+        self.progress.suspend(|| eprint(msg));
+    }
+
+    fn json_line(&mut self, v: &impl Serialize) {
+        match serde_json::to_string(v) {
+            Ok(s) => self.stdout_line(&s),
+            Err(e) => self.stderr(&format!("cannot encode event as JSON: {e}")),
+        }
+    }
+
+    fn stdout_line(&mut self, line: &str) {
+        if self.stdout_gone {
+            return;
+        }
+        // With the bar on screen stdout is most likely the same terminal:
+        // the line must be out before the bar is redrawn.
+        let flush = self.progress.is_visible();
+        let out = &mut self.out;
+        let written = self.progress.suspend(|| {
+            writeln!(out, "{line}")?;
+            if flush { out.flush() } else { Ok(()) }
+        });
+        if let Err(e) = written {
+            self.stdout_failed(&e);
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.stdout_gone {
+            return;
+        }
+        if let Err(e) = self.out.flush() {
+            self.stdout_failed(&e);
+        }
+    }
+
+    /// Stops writing to stdout and stops the run: its output has nowhere
+    /// to go (rsync dies of SIGPIPE here). A reader that left, as with
+    /// `psync sync -i a b | head`, is normal and not worth a message.
+    fn stdout_failed(&mut self, e: &io::Error) {
+        self.stdout_gone = true;
+        self.quit.store(true, Ordering::Relaxed);
+        if e.kind() != io::ErrorKind::BrokenPipe {
+            self.stderr(&format!("write to stdout: {e}"));
+        }
+    }
+}
+
+/// Prints `psync: <msg>` on stderr, as one line: control characters
+/// (a newline in a file name) are escaped like rsync does (`\#012`). A
+/// failing stderr is ignored: there is nowhere left to report it.
+pub fn eprint(msg: &str) {
+    let _ = writeln!(
+        io::stderr().lock(),
+        "psync: {}",
+        psync_core::entry::escape(msg.as_bytes())
+    );
+}
+
+/// An event as one JSON line; itemize events carry rsync's 11-character
+/// change code as well.
+#[derive(Serialize)]
+struct JsonEvent<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<String>,
+}
+
+impl<'a> JsonEvent<'a> {
+    fn new(event: &'a Event) -> JsonEvent<'a> {
+        let code = match event {
+            Event::Itemize { change, .. } => {
+                Some(change.map_or_else(|| psync_core::itemize::DELETING.to_string(), |c| c.code()))
+            }
+            _ => None,
+        };
+        JsonEvent { event, code }
+    }
+}
+
+/// The last JSON line: the final counters flat, then the rest of the
+/// [`Report`] (how the run ended, copier, transport, ...) and the exit status.
+#[derive(Serialize)]
+struct JsonSummary<'a> {
+    event: &'static str,
+    #[serde(flatten)]
+    stats: &'a Snapshot,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+    exit_code: u8,
+}
+
+impl<'a> JsonSummary<'a> {
+    fn new(r: &'a Report, exit_code: u8) -> JsonSummary<'a> {
+        JsonSummary::of(&r.stats, report_fields(r), exit_code)
+    }
+
+    fn of(
+        stats: &'a Snapshot,
+        rest: serde_json::Map<String, serde_json::Value>,
+        exit_code: u8,
+    ) -> JsonSummary<'a> {
+        JsonSummary {
+            event: "summary",
+            stats,
+            rest,
+            exit_code,
+        }
+    }
+}
+
+/// The report's fields other than the counters, whatever the library adds.
+fn report_fields(r: &Report) -> serde_json::Map<String, serde_json::Value> {
+    let mut fields = match serde_json::to_value(r) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    fields.remove("stats");
+    fields
+}
+
+/// The human summary: a few lines with aligned labels.
+fn summary_lines(s: &Snapshot, dry_run: bool) -> Vec<String> {
+    let data = if dry_run {
+        format!(
+            "to copy   {} (dry run: nothing was changed)",
+            units::bytes(s.bytes_to_copy)
+        )
+    } else {
+        format!(
+            "copied    {}{}",
+            units::bytes(s.bytes_copied),
+            strategies(s)
+        )
+    };
+    vec![
+        format!(
+            "scanned   {} entries in {} directories, {}",
+            s.scanned,
+            s.dirs,
+            units::bytes(s.bytes_total)
+        ),
+        format!(
+            "changes   {} created, {} updated, {} attrs updated, {} deleted, {} unchanged",
+            s.created, s.updated, s.attrs_updated, s.deleted, s.unchanged
+        ),
+        problems(s),
+        data,
+        timing(s, dry_run),
+    ]
+}
+
+fn timing(s: &Snapshot, dry_run: bool) -> String {
+    let mut line = format!(
+        "time      {}, {:.0} entries/s",
+        units::wall(s.elapsed()),
+        s.entries_per_sec()
+    );
+    if !dry_run {
+        line += &format!(", {}", units::byte_rate(s.bytes_per_sec()));
+    }
+    line
+}
+
+fn problems(s: &Snapshot) -> String {
+    let mut line = format!("problems  {} failed, {} warnings", s.failed, s.warnings);
+    if s.changed_during_copy > 0 {
+        line += &format!(", {} changed while copied", s.changed_during_copy);
+    }
+    if s.stale_removed > 0 {
+        line += &format!(", {} stale temporaries removed", s.stale_removed);
+    }
+    line
+}
+
+/// ` (copy_file_range: 100 files, read/write: 3 files)`: which copy
+/// strategies won, so a slow run can be told from a slow path. (Empty
+/// files need no strategy and are not counted.)
+fn strategies(s: &Snapshot) -> String {
+    let counts = [
+        ("reflink", s.by_reflink),
+        ("copy_file_range", s.by_copy_range),
+        ("sendfile", s.by_sendfile),
+        ("read/write", s.by_read_write),
+    ];
+    let used: Vec<String> = counts
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(name, n)| format!("{name}: {n} files"))
+        .collect();
+    if used.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", used.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use psync_core::{Change, Kind, RelPath};
+    use serde_json::Value;
+
+    fn json(v: &impl Serialize) -> Value {
+        serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn itemize_events_carry_the_code() {
+        let ev = Event::Itemize {
+            path: RelPath::from_bytes(&b"d/new\nline"[..]),
+            change: Some(Change::new_entry(Kind::File)),
+            kind: Kind::File,
+            link: None,
+        };
+        let v = json(&JsonEvent::new(&ev));
+        assert_eq!(v["event"], "itemize");
+        assert_eq!(v["code"], ">f+++++++++");
+        assert_eq!(v["path"], "d/new\\#012line");
+        let del = Event::Itemize {
+            path: RelPath::from_bytes("x"),
+            change: None,
+            kind: Kind::File,
+            link: None,
+        };
+        assert_eq!(json(&JsonEvent::new(&del))["code"], "*deleting  ");
+    }
+
+    #[test]
+    fn progress_events_have_no_code() {
+        let v = json(&JsonEvent::new(&Event::Progress(Snapshot {
+            scanned: 7,
+            ..Snapshot::default()
+        })));
+        assert_eq!(v["event"], "progress");
+        assert_eq!(v["scanned"], 7);
+        assert!(v.get("code").is_none());
+    }
+
+    #[test]
+    fn summary_has_all_counters() {
+        let stats = Snapshot {
+            created: 3,
+            ..Snapshot::default()
+        };
+        let mut rest = serde_json::Map::new();
+        rest.insert("interrupted".into(), Value::Bool(false));
+        rest.insert("copier".into(), "generic".into());
+        let v = json(&JsonSummary::of(&stats, rest, 0));
+        assert_eq!(v["event"], "summary");
+        assert_eq!(v["created"], 3);
+        assert_eq!(v["exit_code"], 0);
+        assert_eq!(v["copier"], "generic");
+        assert_eq!(v["interrupted"], false);
+        for key in json(&stats).as_object().unwrap().keys() {
+            assert!(v.get(key).is_some(), "{key} missing");
+        }
+    }
+
+    #[test]
+    fn strategies_list_only_those_used() {
+        let s = Snapshot {
+            by_copy_range: 100,
+            by_read_write: 3,
+            ..Snapshot::default()
+        };
+        assert_eq!(
+            strategies(&s),
+            " (copy_file_range: 100 files, read/write: 3 files)"
+        );
+        assert_eq!(strategies(&Snapshot::default()), "");
+    }
+}
