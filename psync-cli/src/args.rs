@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::Sender;
-use psync_core::{Event, Preserve, SyncBuilder};
+use psync_core::{AttrMode, Event, Preserve, Reflink, SyncBuilder};
 use psync_generic::GenericCopier;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -88,6 +88,36 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Attributes")]
     pub no_group: bool,
 
+    /// Do not keep hard links. Default: all paths of one source inode
+    /// become links to one target inode, whose data is copied once (rsync -H).
+    #[arg(long, help_heading = "Attributes")]
+    pub no_hard_links: bool,
+
+    /// Require extended attributes: one the target cannot hold is an error.
+    /// Default: copy them (user, trusted, security, as far as the process
+    /// may), and warn about those the target cannot hold.
+    #[arg(short = 'X', long, help_heading = "Attributes", conflicts_with = "no_xattrs")]
+    pub xattrs: bool,
+
+    /// Do not copy extended attributes (other than ACLs).
+    #[arg(long, help_heading = "Attributes")]
+    pub no_xattrs: bool,
+
+    /// Require POSIX ACLs (access and default): one the target cannot hold
+    /// is an error. Default: copy them, and warn when the target cannot.
+    #[arg(short = 'A', long, help_heading = "Attributes", conflicts_with = "no_acls")]
+    pub acls: bool,
+
+    /// Do not copy POSIX ACLs.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_acls: bool,
+
+    /// Clone file data instead of copying it: `auto` clones when source and
+    /// target are on one file system that can (XFS with reflink, btrfs),
+    /// `always` fails files that cannot be cloned, `never` copies bytes.
+    #[arg(long, value_name = "WHEN", default_value = "auto")]
+    pub reflink: ReflinkArg,
+
     /// Print a line per change, in rsync's `%i %n%L` format, on stdout.
     #[arg(short = 'i', long, help_heading = "Output")]
     pub itemize_changes: bool,
@@ -104,6 +134,26 @@ pub struct SyncArgs {
     /// No progress bar and no summary. Errors still go to stderr.
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
+}
+
+/// `--reflink` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReflinkArg {
+    /// Clone where possible, copy otherwise.
+    Auto,
+    /// Clone or fail.
+    Always,
+    /// Always copy.
+    Never,
+}
+
+/// An attribute kind's mode from its pair of flags.
+fn attr_mode(required: bool, off: bool) -> AttrMode {
+    match (required, off) {
+        (true, _) => AttrMode::Required,
+        (_, true) => AttrMode::Off,
+        _ => AttrMode::Auto,
+    }
 }
 
 fn default_threads() -> NonZeroUsize {
@@ -123,6 +173,14 @@ impl SyncArgs {
             .preserve(self.preserve())
             .ignore_times(self.ignore_times)
             .retries(self.retries)
+            .hard_links(!self.no_hard_links)
+            .xattrs(attr_mode(self.xattrs, self.no_xattrs))
+            .acls(attr_mode(self.acls, self.no_acls))
+            .reflink(match self.reflink {
+                ReflinkArg::Auto => Reflink::Auto,
+                ReflinkArg::Always => Reflink::Always,
+                ReflinkArg::Never => Reflink::Never,
+            })
             .progress_interval(PROGRESS_INTERVAL)
             .events(events);
         // Only when given: unset, the library detects the right window.

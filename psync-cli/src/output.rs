@@ -165,13 +165,7 @@ struct JsonEvent<'a> {
 
 impl<'a> JsonEvent<'a> {
     fn new(event: &'a Event) -> JsonEvent<'a> {
-        let code = match event {
-            Event::Itemize { change, .. } => {
-                Some(change.map_or_else(|| psync_core::itemize::DELETING.to_string(), |c| c.code()))
-            }
-            _ => None,
-        };
-        JsonEvent { event, code }
+        JsonEvent { event, code: event.itemize_code() }
     }
 }
 

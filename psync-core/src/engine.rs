@@ -93,9 +93,21 @@ impl Engine {
     // ----- reporting -------------------------------------------------------
 
     fn emit(&self, ev: Event) {
-        if let Some(tx) = &self.events {
-            // A frontend that stopped listening must not stop the run.
-            let _ = tx.send(ev);
+        let Some(tx) = &self.events else { return };
+        // A frontend that stopped listening must not stop the run, and a
+        // stalled one must not keep it from stopping: block for room only
+        // until the quit flag is set.
+        let mut ev = ev;
+        loop {
+            match tx.send_timeout(ev, std::time::Duration::from_millis(100)) {
+                Ok(()) | Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if self.quit.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    ev = back;
+                }
+            }
         }
     }
 
@@ -164,7 +176,7 @@ impl Engine {
     ) {
         let src_dir = match self.src_root.open_beneath(rel) {
             Ok(d) => d,
-            Err(e) => return self.fail(rel, false, Op::OpenDir, e),
+            Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::OpenDir, e, cx),
         };
         // In a dry run, a directory that would be created does not exist.
         let dst_dir = if self.dry_run && dst_entry.is_none() {
@@ -177,7 +189,7 @@ impl Engine {
         };
         let src = match self.walker.list(&src_dir) {
             Ok(l) => l,
-            Err(e) => return self.fail(rel, false, Op::ReadDir, e),
+            Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::ReadDir, e, cx),
         };
         for (name, e) in src.failed {
             self.fail(&rel.join(&name), false, Op::Stat, e);
@@ -223,6 +235,38 @@ impl Engine {
             dst: dst_entry.cloned(),
             touched,
         });
+    }
+
+    /// A source directory that cannot be read: reported, and its target
+    /// still gets the source's attributes (as rsync does), so a copy of a
+    /// mode-000 directory is mode 000 too.
+    fn unreadable_dir(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        dst: Option<&Entry>,
+        op: Op,
+        err: io::Error,
+        cx: &mut dyn TaskContext,
+    ) {
+        let e = Error::new(op, rel.under(&self.src_path), err);
+        Stats::bump(&self.stats.failed, 1);
+        self.emit(Event::Error { path: rel.clone(), op, message: e.to_string() });
+        cx.defer(Task::FinishDir { rel: rel.clone(), src: src.clone(), dst: dst.cloned(), touched: false });
+    }
+
+    /// Itemizes everything a recursive delete of `entry` removes, children
+    /// before their directory, as rsync lists them.
+    fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry) {
+        if entry.kind == Kind::Dir
+            && let Ok(sub) = dir.open_dir(entry.name.as_bytes())
+            && let Ok((children, _)) = sub.list()
+        {
+            for child in children.iter().rev() {
+                self.itemize_tree(&sub, &path.join(&child.name), child);
+            }
+        }
+        self.itemize(path.clone(), None, entry);
     }
 
     fn count_scanned(&self, entries: &[Entry]) {
@@ -330,7 +374,10 @@ impl Engine {
         match action {
             Action::Delete { dst, .. } => {
                 let path = rel.join(&dst.name);
-                self.itemize(path.clone(), None, &dst);
+                match dir {
+                    Some(d) if self.itemize => self.itemize_tree(d, &path, &dst),
+                    _ => self.itemize(path.clone(), None, &dst),
+                }
                 let removed = match dir {
                     Some(d) if !self.dry_run => match self.copier.remove(d, &dst.name) {
                         Ok(n) => n,

@@ -81,7 +81,7 @@ impl fmt::Display for Op {
 
 /// An I/O failure with the operation and the path it happened on.
 #[derive(Debug, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{}", self.message())]
 pub struct Error {
     op: Op,
     path: PathBuf,
@@ -106,6 +106,18 @@ impl Error {
             path,
             io::Error::new(io::ErrorKind::InvalidInput, msg.into()),
         )
+    }
+
+    /// "op path: cause", with the path's bytes escaped rsync-style (a
+    /// newline or an invalid UTF-8 byte shows as `\#ooo`, nothing is
+    /// lost); a validation error reads "path: what is wrong".
+    fn message(&self) -> String {
+        use std::os::unix::ffi::OsStrExt;
+        let path = crate::entry::escape(self.path.as_os_str().as_bytes());
+        match self.op {
+            Op::Validate => format!("{path}: {}", self.source),
+            op => format!("{op} {path}: {}", self.source),
+        }
     }
 
     /// The operation that failed.
@@ -146,6 +158,21 @@ pub fn is_unsupported(e: &io::Error) -> bool {
 pub trait ResultExt<T> {
     /// Converts the error into an [`Error`] naming `op` and `path`.
     fn at(self, op: Op, path: &Path) -> Result<T, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn messages_keep_every_byte_of_the_path() {
+        let p = Path::new(std::ffi::OsStr::from_bytes(b"/d/a\nb\xff"));
+        let e = Error::new(Op::Open, p, io::Error::from_raw_os_error(libc::EACCES));
+        assert_eq!(e.to_string(), "open /d/a\\#012b\\#377: Permission denied (os error 13)");
+        let v = Error::invalid("/x", "source does not exist");
+        assert_eq!(v.to_string(), "/x: source does not exist");
+    }
 }
 
 impl<T> ResultExt<T> for io::Result<T> {

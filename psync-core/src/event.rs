@@ -48,6 +48,13 @@ pub enum Event {
 }
 
 impl Event {
+    /// rsync's 11-character `%i` code of an itemize event (`*deleting  `
+    /// for a deletion).
+    pub fn itemize_code(&self) -> Option<String> {
+        let Event::Itemize { change, .. } = self else { return None };
+        Some(change.map_or_else(|| crate::itemize::DELETING.to_string(), |c| c.code()))
+    }
+
     /// rsync's `-i` line for an itemize event: `%i %n%L`.
     pub fn itemize_line(&self) -> Option<String> {
         let Event::Itemize {
