@@ -160,6 +160,18 @@ pub trait ResultExt<T> {
     fn at(self, op: Op, path: &Path) -> Result<T, Error>;
 }
 
+impl<T> ResultExt<T> for io::Result<T> {
+    fn at(self, op: Op, path: &Path) -> Result<T, Error> {
+        self.map_err(|e| Error::new(op, path, e))
+    }
+}
+
+impl<T> ResultExt<T> for rustix::io::Result<T> {
+    fn at(self, op: Op, path: &Path) -> Result<T, Error> {
+        self.map_err(|e| Error::new(op, path, e.into()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,17 +184,5 @@ mod tests {
         assert_eq!(e.to_string(), "open /d/a\\#012b\\#377: Permission denied (os error 13)");
         let v = Error::invalid("/x", "source does not exist");
         assert_eq!(v.to_string(), "/x: source does not exist");
-    }
-}
-
-impl<T> ResultExt<T> for io::Result<T> {
-    fn at(self, op: Op, path: &Path) -> Result<T, Error> {
-        self.map_err(|e| Error::new(op, path, e))
-    }
-}
-
-impl<T> ResultExt<T> for rustix::io::Result<T> {
-    fn at(self, op: Op, path: &Path) -> Result<T, Error> {
-        self.map_err(|e| Error::new(op, path, e.into()))
     }
 }
