@@ -1,0 +1,488 @@
+#!/usr/bin/env bash
+# compare.sh: time psync against rsync, cp, xcp and a syscall-floor program
+# on a generated tree. See benches/README.md, or run with --help.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROG=compare.sh
+
+usage() {
+    cat <<EOF
+Usage: benches/$PROG (--mkfs-ext4 SIZE | --tmpfs SIZE | --dir DIR) [options]
+
+Times an initial copy into an empty target and a no-op re-sync, for psync
+and its peers, alternating the order of the tools every round; prints
+medians and ratios against psync and writes every run to a CSV file.
+
+Where to run (one is required):
+  --mkfs-ext4 SIZE   create a SIZE image (e.g. 40G), mkfs.ext4 it, loop-mount
+                     it and work there; unmounted and removed at exit
+  --tmpfs SIZE       mount a tmpfs of SIZE (e.g. 4G) and work there: the
+                     CPU-bound limit, no disk
+  --dir DIR          work in DIR (source and targets are created under it)
+  There is no default: the root file system of the benchmark machines is
+  ext4 without a journal, where creating files right after deleting a large
+  tree is pathologically slow (ext4's recently_deleted() inode check; rsync
+  took 42-66 s instead of 14 s), so numbers measured there mislead.
+  Use --dir on the root fs only if that is what you want to measure.
+
+Workload:
+  --files N          small-file tree: N files (default 100000)
+  --files-per-dir N  files per leaf directory (default 100); leaf
+                     directories are spread over up to 10 top directories
+  --min-size SIZE    smallest file (default 1K)
+  --max-size SIZE    largest file (default 16K)
+  --large            instead: a few large files (see --large-*)
+  --large-files N    number of large files (default 4)
+  --large-size SIZE  size of each large file (default 1G); for the single
+                     big-file case use --large-files 1 --large-size 8G
+  --seed N           generator seed (default 42): same seed, same tree
+
+Runs:
+  --rounds R         rounds (default 3); the tool order rotates each round
+  --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor);
+                     tools not installed are skipped
+  --no-noop          skip the no-op re-sync workload
+  --cold             drop the page cache before every timed run (root only;
+                     meaningless on tmpfs, whose pages cannot be dropped)
+  --psync PATH       psync binary (default: build target/release/psync)
+  --psync-args ARGS  extra arguments for psync sync (e.g. "--threads 8")
+  --no-build         do not run cargo build
+  --floor-src DIR    where smallcopy.c/bigcopy.c are
+                     (default \$PSYNC_FLOOR_SRC or /work/shared/bench-floor)
+  --floor-threads N  threads of the floor program (default 2 for smallcopy,
+                     1 for bigcopy: one copy_file_range stream)
+  --out FILE         raw per-run CSV (default
+                     target/bench-results/compare-<date>.csv)
+  --keep             keep the source tree (in --dir) for the next run
+  -h, --help         this help
+
+Example (a small validation run):
+  sudo benches/$PROG --tmpfs 2G --files 3000 --rounds 1
+EOF
+}
+
+die() { echo "$PROG: $*" >&2; exit 2; }
+note() { echo "$PROG: $*" >&2; }
+
+# ---------------------------------------------------------------- options
+MKFS_SIZE="" TMPFS_SIZE="" WORKDIR=""
+FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
+LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
+ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
+PSYNC="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
+FLOOR_SRC=${PSYNC_FLOOR_SRC:-/work/shared/bench-floor}
+OUT="" KEEP=0
+
+need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --mkfs-ext4) need_arg "$@"; MKFS_SIZE=$2; shift ;;
+        --tmpfs) need_arg "$@"; TMPFS_SIZE=$2; shift ;;
+        --dir) need_arg "$@"; WORKDIR=$2; shift ;;
+        --files) need_arg "$@"; FILES=$2; shift ;;
+        --files-per-dir) need_arg "$@"; PER_DIR=$2; shift ;;
+        --min-size) need_arg "$@"; MIN_SIZE=$2; shift ;;
+        --max-size) need_arg "$@"; MAX_SIZE=$2; shift ;;
+        --large) LARGE=1 ;;
+        --large-files) need_arg "$@"; LARGE_FILES=$2; shift ;;
+        --large-size) need_arg "$@"; LARGE_SIZE=$2; shift ;;
+        --seed) need_arg "$@"; SEED=$2; shift ;;
+        --rounds) need_arg "$@"; ROUNDS=$2; shift ;;
+        --tools) need_arg "$@"; TOOLS=$2; shift ;;
+        --no-noop) NOOP=0 ;;
+        --cold) COLD=1 ;;
+        --psync) need_arg "$@"; PSYNC=$2; shift ;;
+        --psync-args) need_arg "$@"; PSYNC_ARGS=$2; shift ;;
+        --no-build) BUILD=0 ;;
+        --floor-src) need_arg "$@"; FLOOR_SRC=$2; shift ;;
+        --floor-threads) need_arg "$@"; FLOOR_THREADS=$2; shift ;;
+        --out) need_arg "$@"; OUT=$2; shift ;;
+        --keep) KEEP=1 ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+    shift
+done
+
+# SIZE with an optional K/M/G/T suffix (powers of 1024) -> bytes.
+bytes() {
+    local n=${1%[KkMmGgTt]} mult=1
+    case $1 in
+        *[Kk]) mult=1024 ;;
+        *[Mm]) mult=$((1024 ** 2)) ;;
+        *[Gg]) mult=$((1024 ** 3)) ;;
+        *[Tt]) mult=$((1024 ** 4)) ;;
+    esac
+    [[ $n =~ ^[0-9]+$ ]] || die "not a size: $1"
+    echo $((n * mult))
+}
+
+is_uint() { [[ $1 =~ ^[0-9]+$ ]] || die "$2 must be a non-negative integer: $1"; }
+is_uint "$FILES" --files; is_uint "$PER_DIR" --files-per-dir; is_uint "$SEED" --seed
+is_uint "$ROUNDS" --rounds; is_uint "$LARGE_FILES" --large-files
+[[ -z $FLOOR_THREADS ]] || is_uint "$FLOOR_THREADS" --floor-threads
+((ROUNDS >= 1 && PER_DIR >= 1)) || die "--rounds and --files-per-dir must be at least 1"
+read -r -a PSYNC_ARGV <<<"$PSYNC_ARGS"
+MIN_BYTES=$(bytes "$MIN_SIZE") MAX_BYTES=$(bytes "$MAX_SIZE") LARGE_BYTES=$(bytes "$LARGE_SIZE")
+((MIN_BYTES <= MAX_BYTES)) || die "--min-size is larger than --max-size"
+
+where=0
+[[ -n $MKFS_SIZE ]] && where=$((where + 1))
+[[ -n $TMPFS_SIZE ]] && where=$((where + 1))
+[[ -n $WORKDIR ]] && where=$((where + 1))
+if ((where != 1)); then
+    usage >&2
+    die "say where to run: exactly one of --mkfs-ext4 SIZE, --tmpfs SIZE, --dir DIR (see above for why there is no default)"
+fi
+if [[ -n $MKFS_SIZE || -n $TMPFS_SIZE || $COLD == 1 ]] && [[ $(id -u) != 0 ]]; then
+    die "--mkfs-ext4, --tmpfs and --cold need root"
+fi
+[[ -n ${EPOCHREALTIME:-} ]] || die "needs bash 5 (EPOCHREALTIME)"
+command -v python3 >/dev/null || die "needs python3 (tree generator and summary)"
+
+# ------------------------------------------------------- the file system
+MNT="" IMG="" FSKIND=""
+cleanup() {
+    local rc=$?
+    cd /
+    if [[ -n $MNT ]] && mountpoint -q "$MNT"; then
+        umount "$MNT" || umount -l "$MNT" || note "could not unmount $MNT"
+    fi
+    [[ -n $MNT ]] && rmdir "$MNT" 2>/dev/null
+    [[ -n $IMG ]] && rm -f "$IMG"
+    if [[ -n $WORKDIR && -z $MNT && -d $WORKDIR ]]; then
+        rm -rf "$WORKDIR/dst" "$WORKDIR/noop"
+        ((KEEP)) || rm -rf "$WORKDIR/src" "$WORKDIR/src.params"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A fresh, empty mount point under target/bench-tmp.
+new_mountpoint() {
+    local m="$REPO/target/bench-tmp/compare-$1-$$"
+    mkdir -p "$m"
+    echo "$m"
+}
+
+if [[ -n $MKFS_SIZE ]]; then
+    command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (apt-get install -y e2fsprogs)"
+    mkdir -p "$REPO/target/bench-tmp"
+    IMG="$REPO/target/bench-tmp/compare-ext4-$$.img"
+    truncate -s "$MKFS_SIZE" "$IMG"
+    mkfs.ext4 -q -F "$IMG"
+    MNT=$(new_mountpoint ext4)
+    # noinit_itable: no background inode-table zeroing (ext4lazyinit)
+    # writing to the disk while we measure.
+    mount -o loop,noinit_itable "$IMG" "$MNT"
+    WORKDIR=$MNT FSKIND="ext4-loop($MKFS_SIZE)"
+elif [[ -n $TMPFS_SIZE ]]; then
+    MNT=$(new_mountpoint tmpfs)
+    mount -t tmpfs -o "size=$TMPFS_SIZE" psync-bench "$MNT"
+    WORKDIR=$MNT FSKIND="tmpfs($TMPFS_SIZE)"
+else
+    mkdir -p "$WORKDIR"
+    WORKDIR=$(cd "$WORKDIR" && pwd)
+    FSKIND="dir:$(stat -f -c %T "$WORKDIR")"
+    if [[ $(stat -c %d "$WORKDIR") == $(stat -c %d /) ]]; then
+        note "warning: $WORKDIR is on the root file system (no journal here: see --help); numbers may mislead"
+    fi
+fi
+SRC=$WORKDIR/src DST=$WORKDIR/dst NOOP_DST=$WORKDIR/noop
+[[ -n $OUT ]] || OUT=$REPO/target/bench-results/compare-$(date +%Y%m%d-%H%M%S).csv
+mkdir -p "$(dirname "$OUT")"
+# Each tool's output, per run, beside the CSV.
+LOGDIR=${OUT%.csv}.logs
+mkdir -p "$LOGDIR"
+
+# ----------------------------------------------------------- the tools
+GNU_TIME=/usr/bin/time
+if ! "$GNU_TIME" -f %M true >/dev/null 2>&1; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        note "installing GNU time for peak RSS"
+        apt-get install -y -q time >/dev/null 2>&1 || true
+    fi
+    "$GNU_TIME" -f %M true >/dev/null 2>&1 || { note "no GNU time: peak RSS not recorded"; GNU_TIME=""; }
+fi
+
+build_psync() {
+    if [[ -z $PSYNC ]]; then
+        PSYNC=$REPO/target/release/psync
+        if ((BUILD)); then
+            note "cargo build --release -p psync-cli"
+            (cd "$REPO" && cargo build --release -q -p psync-cli) ||
+                note "build failed; using the existing binary if there is one"
+        fi
+    fi
+    [[ -x $PSYNC ]]
+}
+
+FLOOR_BIN=$REPO/target/bench-floor
+build_floor() {
+    local name=$1
+    command -v gcc >/dev/null || return 1
+    [[ -f $FLOOR_SRC/$name.c ]] || return 1
+    mkdir -p "$FLOOR_BIN"
+    if [[ ! -x $FLOOR_BIN/$name || $FLOOR_SRC/$name.c -nt $FLOOR_BIN/$name ]]; then
+        gcc -O2 -pthread -o "$FLOOR_BIN/$name" "$FLOOR_SRC/$name.c" || return 1
+    fi
+}
+
+# copy_cmd TOOL DST: sets CMD to the tool's initial copy into DST (which
+# does not exist yet).
+CMD=()
+copy_cmd() {
+    case $1 in
+        psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
+        cp) CMD=(cp -a "$SRC/." "$2") ;;
+        # xcp keeps modes and times by default; -o adds the owner, as -a does.
+        xcp) CMD=(xcp -r -o --no-progress "$SRC" "$2") ;;
+        floor)
+            if ((LARGE)); then
+                CMD=("$FLOOR_BIN/bigcopy" -q -t "${FLOOR_THREADS:-1}" "$SRC" "$2")
+            else
+                CMD=("$FLOOR_BIN/smallcopy" -q -t "${FLOOR_THREADS:-2}" "$SRC" "$2")
+            fi
+            ;;
+    esac
+}
+
+# noop_cmd TOOL DST: sets CMD to the tool's re-sync of DST; fails for
+# tools that cannot re-sync.
+noop_cmd() {
+    case $1 in
+        psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
+        # cp and xcp have no "skip what is already there" mode; the floor
+        # program copies only.
+        *) return 1 ;;
+    esac
+}
+
+available() {
+    case $1 in
+        psync) build_psync ;;
+        rsync | cp | xcp) command -v "$1" >/dev/null ;;
+        floor) if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi ;;
+        *) die "unknown tool: $1 (psync, rsync, cp, xcp, floor)" ;;
+    esac
+}
+
+ALL_TOOLS=()
+IFS=, read -r -a wanted <<<"$TOOLS"
+for t in "${wanted[@]}"; do
+    if available "$t"; then ALL_TOOLS+=("$t"); else note "skipping $t: not available"; fi
+done
+((${#ALL_TOOLS[@]})) || die "no tool to run"
+NOOP_TOOLS=()
+for t in "${ALL_TOOLS[@]}"; do
+    if noop_cmd "$t" /x; then NOOP_TOOLS+=("$t"); fi
+done
+
+# ------------------------------------------------------- the source tree
+# Deterministic for a given seed: names, sizes, contents, modes and
+# (nanosecond) times. Contents are slices of a seeded 4 MiB pool, which
+# keeps generation at file system speed.
+generate() {
+    python3 - "$@" <<'PY'
+import os, random, sys
+
+root, large, nfiles, per_dir, min_b, max_b, large_n, large_b, seed = sys.argv[1:]
+large, nfiles, per_dir = int(large), int(nfiles), int(per_dir)
+min_b, max_b, large_n, large_b, seed = int(min_b), int(max_b), int(large_n), int(large_b), int(seed)
+rng = random.Random(seed)
+pool = rng.randbytes(4 << 20)
+base_ns = 1_600_000_000 * 10**9 + seed * 10**9
+tick = [0]
+
+def stamp(path_or_fd):
+    tick[0] += 1
+    t = base_ns + tick[0] * 1_000_003_217
+    os.utime(path_or_fd, ns=(t, t))
+
+def write(path, size, mode):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        while size > 0:
+            n = min(size, 1 << 20)
+            off = rng.randrange(len(pool) - n + 1)
+            os.write(fd, pool[off:off + n])
+            size -= n
+        os.fchmod(fd, mode)
+        stamp(fd)
+    finally:
+        os.close(fd)
+
+os.mkdir(root, 0o755)
+if large:
+    for i in range(large_n):
+        write(os.path.join(root, f"big-{i:02}"), large_b, 0o644)
+else:
+    nleaf = max(1, -(-nfiles // per_dir))
+    ntop = min(10, nleaf)
+    tops = [os.path.join(root, f"t{i:02}") for i in range(ntop)]
+    for t in tops:
+        os.mkdir(t, 0o755)
+    left = nfiles
+    for leaf in range(nleaf):
+        d = os.path.join(tops[leaf % ntop], f"d{leaf // ntop:04}")
+        os.mkdir(d, 0o755)
+        for f in range(min(per_dir, left)):
+            mode = 0o755 if rng.random() < 0.05 else 0o644
+            write(os.path.join(d, f"f{f:04}-{rng.getrandbits(24):06x}"), rng.randint(min_b, max_b), mode)
+        left -= min(per_dir, left)
+        stamp(d)
+    for t in tops:
+        stamp(t)
+stamp(root)
+PY
+}
+
+if ((LARGE)); then
+    PARAMS="large files=$LARGE_FILES size=$LARGE_BYTES seed=$SEED"
+    WORKLOAD=large
+else
+    PARAMS="small files=$FILES per_dir=$PER_DIR min=$MIN_BYTES max=$MAX_BYTES seed=$SEED"
+    WORKLOAD=small
+fi
+rm -rf "$DST" "$NOOP_DST"
+if [[ -d $SRC && -f $SRC.params && $(cat "$SRC.params") == "$PARAMS" ]]; then
+    note "reusing the source tree in $SRC ($PARAMS)"
+else
+    rm -rf "$SRC" "$SRC.params"
+    note "generating $PARAMS in $SRC"
+    t0=${EPOCHREALTIME/./}
+    generate "$SRC" "$LARGE" "$FILES" "$PER_DIR" "$MIN_BYTES" "$MAX_BYTES" "$LARGE_FILES" "$LARGE_BYTES" "$SEED"
+    echo "$PARAMS" >"$SRC.params"
+    sync
+    note "generated in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
+fi
+# Entries below the root, and bytes of regular files.
+read -r NENTRIES NBYTES < <(find "$SRC" -mindepth 1 -printf '%y %s\n' | awk '{n++} $1 == "f" {b += $2} END {print n + 0, b + 0}')
+
+# ------------------------------------------------------------- timing
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+
+# Microseconds -> seconds.
+secs() { printf '%d.%06d' $(($1 / 1000000)) $(($1 % 1000000)); }
+
+echo "round,workload,phase,cache,fs,tool,exit_s,exit_sync_s,peak_rss_kb,status,entries,bytes" >"$OUT"
+
+# run_timed ROUND PHASE TOOL CMD...: one timed run, appended to the CSV.
+run_timed() {
+    local round=$1 phase=$2 tool=$3
+    shift 3
+    local log="$LOGDIR/$phase-$tool-r$round.log" rssf="$LOGDIR/.rss"
+    local -a wrap=()
+    [[ -n $GNU_TIME ]] && wrap=("$GNU_TIME" -f %M -o "$rssf")
+    # Twice: on a loop mount the first sync can leave the backing file's
+    # pages dirty on the host file system, to be written during our run.
+    sync
+    sync
+    ((COLD)) && drop_caches
+    local t0 t1 t2 status=0
+    t0=${EPOCHREALTIME/./}
+    "${wrap[@]}" "$@" >"$log" 2>&1 || status=$?
+    t1=${EPOCHREALTIME/./}
+    sync
+    t2=${EPOCHREALTIME/./}
+    local rss=""
+    [[ -n $GNU_TIME && -s $rssf ]] && rss=$(tail -n 1 "$rssf")
+    if ((status != 0)); then
+        note "$tool $phase (round $round) exited with $status; see $log"
+    fi
+    echo "$round,$WORKLOAD,$phase,$([[ $COLD == 1 ]] && echo cold || echo warm),$FSKIND,$tool,$(secs $((t1 - t0))),$(secs $((t2 - t0))),$rss,$status,$NENTRIES,$NBYTES" >>"$OUT"
+    printf '  %-6s %-5s round %d: %s s (+sync %s s)%s\n' "$tool" "$phase" "$round" \
+        "$(secs $((t1 - t0)))" "$(secs $((t2 - t0)))" "${rss:+, peak RSS $((rss / 1024)) MiB}" >&2
+}
+
+# verify TOOL DIR: does DIR equal the source, by rsync's itemized dry run?
+VERIFY_NOTES=()
+verify() {
+    local tool=$1 dir=$2 out n
+    if ! command -v rsync >/dev/null; then
+        VERIFY_NOTES+=("$tool: not verified (no rsync)")
+        return
+    fi
+    out=$(rsync -a -n -i --delete "$SRC/" "$dir/" 2>&1) || true
+    if [[ -z $out ]]; then
+        VERIFY_NOTES+=("$tool: identical to the source (rsync -a -n -i --delete printed nothing)")
+    else
+        n=$(wc -l <<<"$out")
+        VERIFY_NOTES+=("$tool: DIFFERS from the source: $n lines from rsync -a -n -i --delete, first: $(head -n 3 <<<"$out" | tr '\n' ' ')")
+    fi
+}
+
+# The tools in round r's order: the list rotated by r.
+rotated() {
+    local r=$1
+    shift
+    local -a l=("$@")
+    local n=${#l[@]} i
+    for ((i = 0; i < n; i++)); do echo "${l[$(((i + r) % n))]}"; done
+}
+
+note "work dir $WORKDIR ($FSKIND): $NENTRIES entries, $NBYTES bytes; tools: ${ALL_TOOLS[*]}; rounds: $ROUNDS$([[ $COLD == 1 ]] && echo ', cold cache')"
+if ((NOOP)) && ((${#NOOP_TOOLS[@]})); then
+    # The no-op target is made once, by rsync (the reference) when present.
+    if command -v rsync >/dev/null; then rsync -a "$SRC/" "$NOOP_DST/"; else cp -a "$SRC/." "$NOOP_DST"; fi
+fi
+
+for ((r = 0; r < ROUNDS; r++)); do
+    round=$((r + 1))
+    mapfile -t order < <(rotated "$r" "${ALL_TOOLS[@]}")
+    for tool in "${order[@]}"; do
+        rm -rf "$DST"
+        copy_cmd "$tool" "$DST"
+        run_timed "$round" copy "$tool" "${CMD[@]}"
+        ((round == 1)) && verify "$tool" "$DST"
+    done
+    rm -rf "$DST"
+    if ((NOOP)) && ((${#NOOP_TOOLS[@]})); then
+        mapfile -t order < <(rotated "$r" "${NOOP_TOOLS[@]}")
+        for tool in "${order[@]}"; do
+            noop_cmd "$tool" "$NOOP_DST"
+            run_timed "$round" noop "$tool" "${CMD[@]}"
+        done
+    fi
+done
+if ((NOOP)) && ((${#NOOP_TOOLS[@]})); then
+    verify "no-op target after all re-syncs" "$NOOP_DST"
+fi
+
+# ------------------------------------------------------------- summary
+echo
+echo "psync compare: $WORKLOAD workload ($PARAMS), $NENTRIES entries, $((NBYTES / 1024 / 1024)) MiB, on $FSKIND, $([[ $COLD == 1 ]] && echo cold || echo warm) cache, $ROUNDS round(s), $(date -u +%Y-%m-%dT%H:%MZ)"
+python3 - "$OUT" <<'PY'
+import csv, statistics, sys
+
+rows = list(csv.DictReader(open(sys.argv[1])))
+groups = {}
+for r in rows:
+    groups.setdefault((r["phase"], r["tool"]), []).append(r)
+
+def med(rs, key):
+    return statistics.median(float(r[key]) for r in rs)
+
+print(f"{'tool':<7} {'workload':<9} {'runs':>4} {'exit s':>8} {'+sync s':>8} {'x psync':>8} {'x psync':>8} {'peak RSS':>9}  notes")
+print(f"{'':<7} {'':<9} {'':>4} {'median':>8} {'median':>8} {'(exit)':>8} {'(+sync)':>8} {'MiB':>9}")
+for phase in ("copy", "noop"):
+    ref = groups.get((phase, "psync"))
+    for (ph, tool), rs in groups.items():
+        if ph != phase:
+            continue
+        e, s = med(rs, "exit_s"), med(rs, "exit_sync_s")
+        re_ = f"{e / med(ref, 'exit_s'):.2f}" if ref and med(ref, "exit_s") > 0 else "-"
+        rs_ = f"{s / med(ref, 'exit_sync_s'):.2f}" if ref and med(ref, "exit_sync_s") > 0 else "-"
+        rss = [int(r["peak_rss_kb"]) for r in rs if r["peak_rss_kb"]]
+        rss_s = f"{max(rss) / 1024:.1f}" if rss else "-"
+        bad = sum(1 for r in rs if r["status"] != "0")
+        notes = f"{bad} run(s) failed" if bad else ""
+        print(f"{tool:<7} {phase:<9} {len(rs):>4} {e:>8.3f} {s:>8.3f} {re_:>8} {rs_:>8} {rss_s:>9}  {notes}")
+print("x psync = this tool's median / psync's median: above 1.00 means psync is faster.")
+PY
+echo "raw runs: $OUT"
+for v in "${VERIFY_NOTES[@]}"; do echo "verify: $v"; done
