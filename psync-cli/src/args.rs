@@ -96,7 +96,12 @@ pub struct SyncArgs {
     /// Require extended attributes: one the target cannot hold is an error.
     /// Default: copy them (user, trusted, security, as far as the process
     /// may), and warn about those the target cannot hold.
-    #[arg(short = 'X', long, help_heading = "Attributes", conflicts_with = "no_xattrs")]
+    #[arg(
+        short = 'X',
+        long,
+        help_heading = "Attributes",
+        conflicts_with = "no_xattrs"
+    )]
     pub xattrs: bool,
 
     /// Do not copy extended attributes (other than ACLs).
@@ -105,7 +110,12 @@ pub struct SyncArgs {
 
     /// Require POSIX ACLs (access and default): one the target cannot hold
     /// is an error. Default: copy them, and warn when the target cannot.
-    #[arg(short = 'A', long, help_heading = "Attributes", conflicts_with = "no_acls")]
+    #[arg(
+        short = 'A',
+        long,
+        help_heading = "Attributes",
+        conflicts_with = "no_acls"
+    )]
     pub acls: bool,
 
     /// Do not copy POSIX ACLs.
@@ -117,6 +127,12 @@ pub struct SyncArgs {
     /// `always` fails files that cannot be cloned, `never` copies bytes.
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     pub reflink: ReflinkArg,
+
+    /// Do not verify copies. Default: hash the data as it is copied
+    /// (xxh3-128), read the target back and compare; a mismatch fails the
+    /// file and leaves its target unchanged.
+    #[arg(long)]
+    pub no_verify: bool,
 
     /// Print a line per change, in rsync's `%i %n%L` format, on stdout.
     #[arg(short = 'i', long, help_heading = "Output")]
@@ -174,6 +190,7 @@ impl SyncArgs {
             .ignore_times(self.ignore_times)
             .retries(self.retries)
             .hard_links(!self.no_hard_links)
+            .verify(!self.no_verify)
             .xattrs(attr_mode(self.xattrs, self.no_xattrs))
             .acls(attr_mode(self.acls, self.no_acls))
             .reflink(match self.reflink {

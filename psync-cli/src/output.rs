@@ -165,7 +165,10 @@ struct JsonEvent<'a> {
 
 impl<'a> JsonEvent<'a> {
     fn new(event: &'a Event) -> JsonEvent<'a> {
-        JsonEvent { event, code: event.itemize_code() }
+        JsonEvent {
+            event,
+            code: event.itemize_code(),
+        }
     }
 }
 

@@ -50,6 +50,7 @@ pub struct SyncBuilder {
     batch_bytes: u64,
     reflink: Reflink,
     window_set: bool,
+    verify: bool,
     xattrs: AttrMode,
     acls: AttrMode,
 }
@@ -97,6 +98,7 @@ impl SyncBuilder {
             batch_bytes: 32 << 20,
             reflink: Reflink::Auto,
             window_set: false,
+            verify: true,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
         }
@@ -190,6 +192,14 @@ impl SyncBuilder {
     /// POSIX ACLs (access and default). Default: [`AttrMode::Auto`].
     pub fn acls(&mut self, m: AttrMode) -> &mut Self {
         self.acls = m;
+        self
+    }
+
+    /// Verify every copy: hash the source data as it is copied, read the
+    /// target back and compare (xxh3-128). A mismatch fails the file and
+    /// leaves its target unchanged. Default: true.
+    pub fn verify(&mut self, yes: bool) -> &mut Self {
+        self.verify = yes;
         self
     }
 
@@ -364,6 +374,7 @@ impl Syncer {
             batch_bytes: b.batch_bytes,
             retries: b.retries,
             links: std::sync::OnceLock::new(),
+            verify: b.verify,
         };
         if dst_entry.is_none() && b.itemize {
             engine_itemize_root(&engine);
@@ -513,6 +524,10 @@ mod tests {
         let d = Dir::open_root(t.path()).unwrap();
         // tmp dirs of the test live on ext4/tmpfs/xfs/btrfs: all keep ns.
         assert_eq!(time_resolution(&d), Some(0));
-        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0, "the probe is removed");
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            0,
+            "the probe is removed"
+        );
     }
 }

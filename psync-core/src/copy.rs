@@ -34,12 +34,30 @@ pub enum Strategy {
 }
 
 /// What a data copy did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Copied {
     /// Bytes written to the target.
     pub bytes: u64,
     /// The strategy that did it.
     pub strategy: Strategy,
+    /// With [`DataJob::hash`]: the hash ([`crate::verify::Hasher`]) of the
+    /// source bytes copied, in the order of `segments`.
+    pub hash: Option<u128>,
+    /// The data segments copied, as (offset, length); empty when the whole
+    /// range was copied as one. Holes between them were not written.
+    pub segments: Vec<(u64, u64)>,
+}
+
+impl Copied {
+    /// A copy of `bytes` by `strategy`, without hash, as one segment.
+    pub fn plain(bytes: u64, strategy: Strategy) -> Copied {
+        Copied {
+            bytes,
+            strategy,
+            hash: None,
+            segments: Vec::new(),
+        }
+    }
 }
 
 /// A failure inside a copier step: the operation and the cause. The engine
@@ -136,6 +154,10 @@ pub struct DataJob<'a> {
     pub len: u64,
     /// The run's options.
     pub opts: &'a CopyOptions,
+    /// Hash the source bytes as they are copied (verification): the copier
+    /// should then move the data through user space rather than copy it in
+    /// the kernel, which would cost a second read of the source.
+    pub hash: bool,
 }
 
 impl DataJob<'_> {

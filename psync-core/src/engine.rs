@@ -24,6 +24,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+thread_local! {
+    /// Read-back buffer of verification, one per worker thread.
+    static VERIFY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Prefix of every temporary name psync creates on a target.
 pub const TEMP_PREFIX: &str = ".psync-tmp.";
 
@@ -50,6 +55,8 @@ pub struct Engine {
     pub(crate) batch_files: usize,
     pub(crate) batch_bytes: u64,
     pub(crate) retries: u32,
+    /// Verify copied data by reading it back.
+    pub(crate) verify: bool,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<Dir, i32>>,
 }
@@ -251,8 +258,17 @@ impl Engine {
     ) {
         let e = Error::new(op, rel.under(&self.src_path), err);
         Stats::bump(&self.stats.failed, 1);
-        self.emit(Event::Error { path: rel.clone(), op, message: e.to_string() });
-        cx.defer(Task::FinishDir { rel: rel.clone(), src: src.clone(), dst: dst.cloned(), touched: false });
+        self.emit(Event::Error {
+            path: rel.clone(),
+            op,
+            message: e.to_string(),
+        });
+        cx.defer(Task::FinishDir {
+            rel: rel.clone(),
+            src: src.clone(),
+            dst: dst.cloned(),
+            touched: false,
+        });
     }
 
     /// Itemizes everything a recursive delete of `entry` removes, children
@@ -938,6 +954,7 @@ impl Engine {
             offset: 0,
             len: cur.size,
             opts: &self.copy_opts,
+            hash: self.verify,
         };
         let copied = self.copier.copy_data(&job, &self.quit).map_err(|e| {
             if e.source.kind() == io::ErrorKind::Interrupted {
@@ -948,6 +965,7 @@ impl Engine {
                 CopyFail::target(e)
             }
         })?;
+        self.verify_written(out, &copied, 0, cur.size)?;
         Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
         let from = self
@@ -959,6 +977,39 @@ impl Engine {
             .map_err(CopyFail::target)?;
         self.report_dropped(path, &report);
         Ok(copied.strategy)
+    }
+
+    /// Reads back what a copy wrote and compares it with the hash of what
+    /// it read (when the copier hashed: verification on, not a reflink).
+    fn verify_written(
+        &self,
+        out: &std::fs::File,
+        copied: &crate::copy::Copied,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), CopyFail> {
+        let Some(want) = copied.hash else {
+            return Ok(());
+        };
+        let whole = [(offset, len)];
+        let segments = if copied.segments.is_empty() {
+            &whole[..]
+        } else {
+            &copied.segments[..]
+        };
+        let got = VERIFY_BUF
+            .with_borrow_mut(|buf| crate::verify::hash_segments(out, segments, buf))
+            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        if got != want {
+            return Err(CopyFail::target_io(
+                Op::Verify,
+                io::Error::other(
+                    "verification failed: the data read back differs from the data copied; target left unchanged",
+                ),
+            ));
+        }
+        Stats::bump(&self.stats.verified, 1);
+        Ok(())
     }
 
     fn count_strategy(&self, s: Strategy) {

@@ -181,7 +181,10 @@ mod tests {
     fn messages_keep_every_byte_of_the_path() {
         let p = Path::new(std::ffi::OsStr::from_bytes(b"/d/a\nb\xff"));
         let e = Error::new(Op::Open, p, io::Error::from_raw_os_error(libc::EACCES));
-        assert_eq!(e.to_string(), "open /d/a\\#012b\\#377: Permission denied (os error 13)");
+        assert_eq!(
+            e.to_string(),
+            "open /d/a\\#012b\\#377: Permission denied (os error 13)"
+        );
         let v = Error::invalid("/x", "source does not exist");
         assert_eq!(v.to_string(), "/x: source does not exist");
     }

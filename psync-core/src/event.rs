@@ -51,7 +51,9 @@ impl Event {
     /// rsync's 11-character `%i` code of an itemize event (`*deleting  `
     /// for a deletion).
     pub fn itemize_code(&self) -> Option<String> {
-        let Event::Itemize { change, .. } = self else { return None };
+        let Event::Itemize { change, .. } = self else {
+            return None;
+        };
         Some(change.map_or_else(|| crate::itemize::DELETING.to_string(), |c| c.code()))
     }
 
@@ -153,6 +155,14 @@ counters! {
     stale_removed,
     /// Files that changed while being copied (and were retried or left).
     changed_during_copy,
+    /// Files (or chunks) whose written data was read back and matched.
+    verified,
+    /// Entries skipped because they changed too recently (`--min-age`).
+    skipped_young,
+    /// Large-file chunks copied.
+    chunks,
+    /// Large-file chunks found complete from an interrupted run and kept.
+    chunks_resumed,
 }
 
 impl Stats {

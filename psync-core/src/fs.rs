@@ -214,8 +214,9 @@ impl Dir {
     /// # Errors
     /// EEXIST when the name is taken; as `openat` otherwise.
     pub fn create_excl(&self, name: &[u8]) -> io::Result<File> {
+        // Read-write: verification reads the written data back.
         let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         Ok(File::from(rustix::fs::openat(
             &self.fd,
             name,

@@ -43,6 +43,7 @@ pub mod plan;
 pub mod task;
 pub mod transport;
 mod validate;
+pub mod verify;
 pub mod walk;
 pub mod xattr;
 

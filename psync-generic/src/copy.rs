@@ -1,6 +1,7 @@
 //! The generic copier.
 
 use psync_core::fs::{Dir, timestamps};
+use psync_core::verify::Hasher;
 use psync_core::xattr::sync_xattrs;
 use psync_core::{
     Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Node, Op, Reflink, StepError, StepExt,
@@ -77,7 +78,7 @@ impl GenericCopier {
                 false => self.no_copy_range.store(true, Ordering::Relaxed),
             }
         }
-        copy_read_write(src, dst, offset, len, quit)?;
+        copy_read_write(src, dst, offset, len, None, quit)?;
         Ok(Strategy::ReadWrite)
     }
 }
@@ -141,14 +142,15 @@ thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `pread`/`pwrite` through a per-thread buffer.
+/// `pread`/`pwrite` through a per-thread buffer, hashing what passes.
 fn copy_read_write(
     src: &File,
     dst: &File,
     offset: u64,
     len: u64,
+    mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
-) -> io::Result<u64> {
+) -> io::Result<()> {
     BUFFER.with_borrow_mut(|buf| {
         let size = usize::try_from(len).unwrap_or(BUF).clamp(1, BUF);
         if buf.len() < size {
@@ -166,10 +168,13 @@ fn copy_read_write(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&buf[..n]);
+            }
             dst.write_all_at(&buf[..n], offset + done)?;
             done += n as u64;
         }
-        Ok(done)
+        Ok(())
     })
 }
 
@@ -254,45 +259,45 @@ impl Copier for GenericCopier {
 
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
         if job.len == 0 {
+            let hash = job.hash.then(|| Hasher::new().finish());
             return Ok(Copied {
-                bytes: 0,
-                strategy: Strategy::Empty,
+                hash,
+                ..Copied::plain(0, Strategy::Empty)
             });
         }
         if self.try_reflink(job).op(Op::CopyData)? {
-            return Ok(Copied {
-                bytes: job.len,
-                strategy: Strategy::Reflink,
-            });
+            // Shared extents: the target's data is the source's.
+            return Ok(Copied::plain(job.len, Strategy::Reflink));
         }
-        if !job.may_be_sparse() {
-            let strategy = self
-                .copy_segment(job.src, job.dst, job.offset, job.len, quit)
-                .op(Op::CopyData)?;
-            return Ok(Copied {
-                bytes: job.len,
-                strategy,
-            });
-        }
-        // Holes stay holes: copy only the data segments, then give a whole
-        // file its length (a trailing hole has no segment).
-        let mut copied = Copied {
-            bytes: 0,
-            strategy: Strategy::Empty,
+        let segments = if job.may_be_sparse() {
+            data_segments(job.src, job.offset, job.len).op(Op::CopyData)?
+        } else {
+            vec![(job.offset, job.len)]
         };
-        for (start, len) in data_segments(job.src, job.offset, job.len).op(Op::CopyData)? {
-            copied.strategy = self
-                .copy_segment(job.src, job.dst, start, len, quit)
-                .op(Op::CopyData)?;
+        let mut hasher = job.hash.then(Hasher::new);
+        let mut copied = Copied::plain(0, Strategy::Empty);
+        for &(start, len) in &segments {
+            copied.strategy = match hasher.as_mut() {
+                Some(h) => copy_read_write(job.src, job.dst, start, len, Some(h), quit)
+                    .map(|()| Strategy::ReadWrite),
+                None => self.copy_segment(job.src, job.dst, start, len, quit),
+            }
+            .op(Op::CopyData)?;
             copied.bytes += len;
         }
-        if job.is_whole_file() {
+        // Holes stay holes: only data segments were written; a whole file
+        // still needs its length (a trailing hole has no segment).
+        if job.may_be_sparse() && job.is_whole_file() {
             rustix::fs::ftruncate(job.dst, job.len)
                 .map_err(io::Error::from)
                 .op(Op::CopyData)?;
             if copied.strategy == Strategy::Empty {
                 copied.strategy = Strategy::CopyRange;
             }
+        }
+        copied.hash = hasher.map(|h| h.finish());
+        if segments != [(job.offset, job.len)] {
+            copied.segments = segments;
         }
         Ok(copied)
     }
@@ -385,6 +390,7 @@ mod tests {
             offset: 0,
             len: entry.size,
             opts: &OPTS,
+            hash: false,
         };
         let got = c.copy_data(&job, &quit).unwrap();
         assert_eq!(got.bytes, data.len() as u64);
@@ -420,6 +426,7 @@ mod tests {
             offset: 0,
             len: 10,
             opts: &OPTS,
+            hash: false,
         };
         for c in [GenericCopier::new(), GenericCopier::read_write_only()] {
             let e = c.copy_data(&job, &AtomicBool::new(false)).unwrap_err();
@@ -442,6 +449,7 @@ mod tests {
             offset: 0,
             len: entry.size,
             opts: &OPTS,
+            hash: false,
         };
         let e = GenericCopier::read_write_only()
             .copy_data(&job, &AtomicBool::new(true))
@@ -470,6 +478,7 @@ mod tests {
             offset: 0,
             len: entry.size,
             opts: &OPTS,
+            hash: false,
         };
         c.copy_data(&job, &AtomicBool::new(false)).unwrap()
     }
@@ -527,6 +536,7 @@ mod tests {
             offset: 0,
             len: 4,
             opts: &never,
+            hash: false,
         };
         assert_ne!(
             GenericCopier::new()
@@ -542,11 +552,60 @@ mod tests {
         };
         let job = DataJob {
             opts: &always,
+            hash: false,
             ..job
         };
         match GenericCopier::new().copy_data(&job, &AtomicBool::new(false)) {
             Ok(c) => assert_eq!(c.strategy, Strategy::Reflink),
             Err(e) => assert!(is_unsupported(&e.source), "{:?}", e.source),
+        }
+    }
+
+    #[test]
+    fn hash_covers_exactly_the_copied_data() {
+        let t = tmp();
+        let data: Vec<u8> = (0..2_500_000u32).map(|i| (i % 249) as u8).collect();
+        std::fs::write(t.path().join("s"), &data).unwrap();
+        sparse_file(
+            &t.path().join("h"),
+            8 << 20,
+            &[(4096, b"x"), (6 << 20, b"tail")],
+        );
+        for name in [&b"s"[..], &b"h"[..]] {
+            let d = Dir::open_root(t.path()).unwrap();
+            let src = d.open_read(name).unwrap();
+            let _ = d.unlink(b"t");
+            let dst = d.create_excl(b"t").unwrap();
+            let entry = entry_of(&d, name);
+            let job = DataJob {
+                src: &src,
+                dst: &dst,
+                entry: &entry,
+                offset: 0,
+                len: entry.size,
+                opts: &OPTS,
+                hash: true,
+            };
+            let got = GenericCopier::new()
+                .copy_data(&job, &AtomicBool::new(false))
+                .unwrap();
+            assert_eq!(
+                got.strategy,
+                Strategy::ReadWrite,
+                "hashing moves data through user space"
+            );
+            let whole = [(0, entry.size)];
+            let segs = if got.segments.is_empty() {
+                &whole[..]
+            } else {
+                &got.segments[..]
+            };
+            let want = psync_core::verify::hash_segments(&src, segs, &mut Vec::new()).unwrap();
+            assert_eq!(got.hash, Some(want));
+            assert_eq!(
+                psync_core::verify::hash_segments(&dst, segs, &mut Vec::new()).unwrap(),
+                want
+            );
         }
     }
 }
