@@ -51,6 +51,8 @@ pub struct SyncBuilder {
     reflink: Reflink,
     window_set: bool,
     verify: bool,
+    chunk_size: u64,
+    resume_threshold: u64,
     xattrs: AttrMode,
     acls: AttrMode,
 }
@@ -99,6 +101,8 @@ impl SyncBuilder {
             reflink: Reflink::Auto,
             window_set: false,
             verify: true,
+            chunk_size: 64 << 20,
+            resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
         }
@@ -200,6 +204,21 @@ impl SyncBuilder {
     /// leaves its target unchanged. Default: true.
     pub fn verify(&mut self, yes: bool) -> &mut Self {
         self.verify = yes;
+        self
+    }
+
+    /// Files larger than this are copied in chunks of this size, by any
+    /// worker thread, each into its place in the target's part file.
+    /// Default: 64 MiB (at least 1 MiB).
+    pub fn chunk_size(&mut self, bytes: u64) -> &mut Self {
+        self.chunk_size = bytes.max(1 << 20);
+        self
+    }
+
+    /// Chunked files at least this big keep a journal of finished chunks
+    /// that a later run resumes from; smaller ones start over. Default: 1 GiB.
+    pub fn resume_threshold(&mut self, bytes: u64) -> &mut Self {
+        self.resume_threshold = bytes;
         self
     }
 
@@ -375,6 +394,8 @@ impl Syncer {
             retries: b.retries,
             links: std::sync::OnceLock::new(),
             verify: b.verify,
+            chunk_size: b.chunk_size,
+            resume_threshold: b.resume_threshold,
         };
         if dst_entry.is_none() && b.itemize {
             engine_itemize_root(&engine);

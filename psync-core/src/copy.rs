@@ -43,8 +43,9 @@ pub struct Copied {
     /// With [`DataJob::hash`]: the hash ([`crate::verify::Hasher`]) of the
     /// source bytes copied, in the order of `segments`.
     pub hash: Option<u128>,
-    /// The data segments copied, as (offset, length); empty when the whole
-    /// range was copied as one. Holes between them were not written.
+    /// With a hash: the data segments copied, as (offset, length), in
+    /// order; holes between them were not written (an all-hole range has
+    /// none).
     pub segments: Vec<(u64, u64)>,
 }
 

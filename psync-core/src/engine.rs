@@ -57,6 +57,10 @@ pub struct Engine {
     pub(crate) retries: u32,
     /// Verify copied data by reading it back.
     pub(crate) verify: bool,
+    /// Files larger than this are copied in chunks of this size.
+    pub(crate) chunk_size: u64,
+    /// Large files at least this big resume from their journal.
+    pub(crate) resume_threshold: u64,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<Dir, i32>>,
 }
@@ -80,6 +84,21 @@ impl TaskRunner for Engine {
         match task {
             Task::Dir { rel, src, dst } => self.run_dir(&rel, &src, dst.as_ref(), cx),
             Task::Files { rel, actions } => self.run_files(&rel, actions),
+            Task::BigFile {
+                rel,
+                src,
+                dst,
+                change,
+                attempt,
+            } => self.big_file(&rel, &src, dst, change, attempt, cx),
+            Task::Chunk { rel, src, index } => self.chunk(&rel, &src, index),
+            Task::FinishFile {
+                rel,
+                src,
+                dst,
+                change,
+                attempt,
+            } => self.finish_file(&rel, &src, dst.as_ref(), change, attempt, cx),
             Task::FinishDir {
                 rel,
                 src,
@@ -118,7 +137,7 @@ impl Engine {
         }
     }
 
-    fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
+    pub(crate) fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
         if self.itemize {
             let link = entry
                 .link
@@ -134,15 +153,30 @@ impl Engine {
     }
 
     /// Reports a failed entry: counted, sent as an event with the full path.
-    fn fail(&self, rel: &RelPath, on_target: bool, op: Op, err: io::Error) {
+    pub(crate) fn fail(&self, rel: &RelPath, on_target: bool, op: Op, err: io::Error) {
+        self.report(rel, on_target, op, err, true);
+    }
+
+    /// Sends an error event; `count` also counts the entry as failed and
+    /// done (a chunk's error is counted once, by its file's finish).
+    pub(crate) fn report(
+        &self,
+        rel: &RelPath,
+        on_target: bool,
+        op: Op,
+        err: io::Error,
+        count: bool,
+    ) {
         let base = if on_target {
             &self.dst_path
         } else {
             &self.src_path
         };
         let e = Error::new(op, rel.under(base), err);
-        Stats::bump(&self.stats.failed, 1);
-        Stats::bump(&self.stats.done, 1);
+        if count {
+            Stats::bump(&self.stats.failed, 1);
+            Stats::bump(&self.stats.done, 1);
+        }
         self.emit(Event::Error {
             path: rel.clone(),
             op,
@@ -150,7 +184,7 @@ impl Engine {
         });
     }
 
-    fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
+    pub(crate) fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
         let base = if on_target {
             &self.dst_path
         } else {
@@ -165,6 +199,10 @@ impl Engine {
     }
 
     // ----- directory tasks -------------------------------------------------
+
+    pub(crate) fn open_dst_dir(&self, rel: &RelPath) -> io::Result<Dir> {
+        self.open_dst(rel)
+    }
 
     fn open_dst(&self, rel: &RelPath) -> io::Result<Dir> {
         match &self.dst_root {
@@ -204,7 +242,7 @@ impl Engine {
         self.count_scanned(&src.entries);
         let dst = match (&dst_dir, dst_entry) {
             (Some(d), Some(_)) => match self.walker.list(d) {
-                Ok(l) => self.drop_temporaries(d, rel, l.entries),
+                Ok(l) => self.drop_temporaries(d, rel, &src.entries, l.entries),
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
             },
             _ => Vec::new(),
@@ -298,9 +336,33 @@ impl Engine {
 
     /// Removes temporaries left by earlier (interrupted) runs and hides this
     /// run's own from the planner.
-    fn drop_temporaries(&self, dir: &Dir, rel: &RelPath, mut entries: Vec<Entry>) -> Vec<Entry> {
+    fn drop_temporaries(
+        &self,
+        dir: &Dir,
+        rel: &RelPath,
+        src: &[Entry],
+        mut entries: Vec<Entry>,
+    ) -> Vec<Entry> {
+        // Part files of the current versions of this directory's large
+        // files are kept for resume; any other is stale.
+        let live: Vec<u64> = src
+            .iter()
+            .filter(|e| self.is_big(e))
+            .map(crate::bigfile::part_key)
+            .collect();
         entries.retain(|e| match temp_run_id(&e.name) {
-            None => true,
+            None => match crate::bigfile::part_name_key(&e.name) {
+                None => true,
+                Some(key) => {
+                    if !live.contains(&key) && !self.dry_run {
+                        match dir.unlink(e.name.as_bytes()) {
+                            Ok(()) => Stats::bump(&self.stats.stale_removed, 1),
+                            Err(err) => self.fail(&rel.join(&e.name), true, Op::Remove, err),
+                        }
+                    }
+                    false
+                }
+            },
             Some(id) if id == self.run_id => false,
             Some(_) => {
                 if !self.dry_run {
@@ -349,6 +411,19 @@ impl Engine {
                         rel: rel.join(&src.name),
                         src,
                         dst: Some(dst),
+                    });
+                }
+                Action::Copy { src, dst, change }
+                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
+                {
+                    touched = true;
+                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    cx.spawn(Task::BigFile {
+                        rel: rel.clone(),
+                        src,
+                        dst,
+                        change,
+                        attempt: 0,
                     });
                 }
                 Action::Copy { ref src, .. } if !self.dry_run => {
@@ -474,7 +549,7 @@ impl Engine {
         }
     }
 
-    fn count_change(&self, existed: bool) {
+    pub(crate) fn count_change(&self, existed: bool) {
         Stats::bump(
             if existed {
                 &self.stats.updated
@@ -576,6 +651,11 @@ impl Engine {
     /// True when the xattrs/ACLs of `src` are to be synced onto its target:
     /// always for a new target, and for an existing one when the source's
     /// status changed after the target's (see `plan::xattrs_may_differ`).
+    /// True when xattrs/ACLs are synced onto new targets.
+    pub(crate) fn xattr_source_new(&self) -> bool {
+        self.copy_opts.xattrs.on() || self.copy_opts.acls.on()
+    }
+
     fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
         let on = self.copy_opts.xattrs.on() || self.copy_opts.acls.on();
         on && dst.is_none_or(|d| src.ctime > d.ctime)
@@ -583,7 +663,7 @@ impl Engine {
 
     /// Attributes the target refused: warnings, or errors when the user
     /// asked for that kind of attribute explicitly.
-    fn report_dropped(&self, path: &RelPath, report: &crate::xattr::XattrReport) {
+    pub(crate) fn report_dropped(&self, path: &RelPath, report: &crate::xattr::XattrReport) {
         for (name, err) in &report.dropped {
             let acl = crate::xattr::is_acl(name);
             let mode = if acl {
@@ -965,7 +1045,7 @@ impl Engine {
                 CopyFail::target(e)
             }
         })?;
-        self.verify_written(out, &copied, 0, cur.size)?;
+        self.verify_written(out, &copied)?;
         Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
         let from = self
@@ -981,24 +1061,16 @@ impl Engine {
 
     /// Reads back what a copy wrote and compares it with the hash of what
     /// it read (when the copier hashed: verification on, not a reflink).
-    fn verify_written(
+    pub(crate) fn verify_written(
         &self,
         out: &std::fs::File,
         copied: &crate::copy::Copied,
-        offset: u64,
-        len: u64,
     ) -> Result<(), CopyFail> {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        let whole = [(offset, len)];
-        let segments = if copied.segments.is_empty() {
-            &whole[..]
-        } else {
-            &copied.segments[..]
-        };
         let got = VERIFY_BUF
-            .with_borrow_mut(|buf| crate::verify::hash_segments(out, segments, buf))
+            .with_borrow_mut(|buf| crate::verify::hash_segments(out, &copied.segments, buf))
             .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
         if got != want {
             return Err(CopyFail::target_io(
@@ -1012,7 +1084,7 @@ impl Engine {
         Ok(())
     }
 
-    fn count_strategy(&self, s: Strategy) {
+    pub(crate) fn count_strategy(&self, s: Strategy) {
         let c = match s {
             Strategy::Reflink => &self.stats.by_reflink,
             Strategy::CopyRange => &self.stats.by_copy_range,
@@ -1087,7 +1159,7 @@ impl Waiter {
     }
 }
 
-enum CopyFail {
+pub(crate) enum CopyFail {
     Vanished,
     Interrupted,
     Failed {
@@ -1098,7 +1170,7 @@ enum CopyFail {
 }
 
 impl CopyFail {
-    fn source(op: Op, err: io::Error) -> CopyFail {
+    pub(crate) fn source(op: Op, err: io::Error) -> CopyFail {
         if err.kind() == io::ErrorKind::NotFound && op == Op::Open {
             return CopyFail::Vanished;
         }
@@ -1108,14 +1180,14 @@ impl CopyFail {
             err,
         }
     }
-    fn target(e: crate::copy::StepError) -> CopyFail {
+    pub(crate) fn target(e: crate::copy::StepError) -> CopyFail {
         CopyFail::Failed {
             on_target: true,
             op: e.op,
             err: e.source,
         }
     }
-    fn target_io(op: Op, err: io::Error) -> CopyFail {
+    pub(crate) fn target_io(op: Op, err: io::Error) -> CopyFail {
         CopyFail::Failed {
             on_target: true,
             op,

@@ -225,6 +225,21 @@ impl Dir {
         )?))
     }
 
+    /// Opens the existing regular file `name` for reading and writing,
+    /// without following a symlink.
+    ///
+    /// # Errors
+    /// As `openat`; ELOOP when `name` is a symlink.
+    pub fn open_rw(&self, name: &[u8]) -> io::Result<File> {
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        Ok(File::from(rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            Mode::empty(),
+        )?))
+    }
+
     /// Renames `from` to `to` inside this directory, replacing a non-directory `to`.
     ///
     /// # Errors

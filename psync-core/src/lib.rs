@@ -31,6 +31,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod bigfile;
 mod builder;
 pub mod copy;
 mod engine;

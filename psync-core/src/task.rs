@@ -2,6 +2,7 @@
 //! so any worker (a thread here, a process on another node) can run them.
 
 use crate::entry::{Entry, RelPath};
+use crate::itemize::Change;
 use crate::plan::Action;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,43 @@ pub enum Task {
         /// `Copy` actions of that directory.
         actions: Vec<Action>,
     },
+    /// Prepare the copy of a file larger than the chunk size: its part file
+    /// and journal (resuming an interrupted copy), one `Chunk` per missing
+    /// chunk, and a deferred `FinishFile`.
+    BigFile {
+        /// The directory, relative to both roots.
+        rel: RelPath,
+        /// The source file as listed.
+        src: Entry,
+        /// What the target holds now.
+        dst: Option<Entry>,
+        /// What changed, for itemizing.
+        change: Change,
+        /// Attempts so far (a source that changes during the copy is retried).
+        attempt: u32,
+    },
+    /// Copy one chunk of a large file into its part file.
+    Chunk {
+        /// The directory.
+        rel: RelPath,
+        /// The source file as listed when its copy started.
+        src: Entry,
+        /// Chunk number.
+        index: u64,
+    },
+    /// Check a large file's chunks, apply its attributes and rename it into place.
+    FinishFile {
+        /// The directory.
+        rel: RelPath,
+        /// The source file as listed when its copy started.
+        src: Entry,
+        /// What the target held.
+        dst: Option<Entry>,
+        /// What changed.
+        change: Change,
+        /// Attempts so far.
+        attempt: u32,
+    },
     /// Apply a directory's attributes once everything inside it is done.
     FinishDir {
         /// The directory.
@@ -48,7 +86,12 @@ impl Task {
     /// The directory the task works in.
     pub fn rel(&self) -> &RelPath {
         match self {
-            Task::Dir { rel, .. } | Task::Files { rel, .. } | Task::FinishDir { rel, .. } => rel,
+            Task::Dir { rel, .. }
+            | Task::Files { rel, .. }
+            | Task::BigFile { rel, .. }
+            | Task::Chunk { rel, .. }
+            | Task::FinishFile { rel, .. }
+            | Task::FinishDir { rel, .. } => rel,
         }
     }
 

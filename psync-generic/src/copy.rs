@@ -296,9 +296,7 @@ impl Copier for GenericCopier {
             }
         }
         copied.hash = hasher.map(|h| h.finish());
-        if segments != [(job.offset, job.len)] {
-            copied.segments = segments;
-        }
+        copied.segments = segments;
         Ok(copied)
     }
 
@@ -594,12 +592,7 @@ mod tests {
                 Strategy::ReadWrite,
                 "hashing moves data through user space"
             );
-            let whole = [(0, entry.size)];
-            let segs = if got.segments.is_empty() {
-                &whole[..]
-            } else {
-                &got.segments[..]
-            };
+            let segs = &got.segments[..];
             let want = psync_core::verify::hash_segments(&src, segs, &mut Vec::new()).unwrap();
             assert_eq!(got.hash, Some(want));
             assert_eq!(

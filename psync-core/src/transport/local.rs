@@ -289,7 +289,7 @@ mod tests {
                     });
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
-                Task::Files { .. } => {}
+                _ => {}
             }
         }
     }

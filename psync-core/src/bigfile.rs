@@ -1,0 +1,523 @@
+//! Large files: copied in chunks by any worker, into a part file named by
+//! the source version, with a journal of finished chunks so a killed run
+//! resumes mid-file (ADR 003).
+
+use crate::copy::{DataJob, Strategy};
+use crate::engine::{CopyFail, Engine};
+use crate::entry::{Entry, Kind, Name, RelPath};
+use crate::error::Op;
+use crate::event::Stats;
+use crate::fs::Dir;
+use crate::itemize::Change;
+use crate::task::Task;
+use crate::transport::TaskContext;
+use crate::verify::hash_segments;
+use crate::xattr::Node;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
+
+/// Prefix of part files and their journals.
+pub const PART_PREFIX: &str = ".psync-part.";
+const JOURNAL_MAGIC: &[u8; 8] = b"PSYNCJR1";
+const RECORD_MAGIC: &[u8; 8] = b"PSYNCCHK";
+const HEADER: u64 = 64;
+const RECORD: u64 = 32;
+
+/// The key of a source version: a changed file gets another part file.
+pub fn part_key(e: &Entry) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for v in [
+        e.dev,
+        e.ino,
+        e.size,
+        e.mtime.sec as u64,
+        u64::from(e.mtime.nsec),
+    ] {
+        h.update(&v.to_le_bytes());
+    }
+    h.digest()
+}
+
+/// `.psync-part.<key>`.
+pub fn part_name(e: &Entry) -> Name {
+    Name(format!("{PART_PREFIX}{:016x}", part_key(e)).into_bytes())
+}
+
+fn journal_name(e: &Entry) -> Name {
+    Name(format!("{PART_PREFIX}{:016x}.journal", part_key(e)).into_bytes())
+}
+
+/// The key inside a part or journal name, if `name` is one.
+pub fn part_name_key(name: &Name) -> Option<u64> {
+    let rest = name.as_bytes().strip_prefix(PART_PREFIX.as_bytes())?;
+    let (key, tail) = rest.split_at_checked(16)?;
+    if !(tail.is_empty() || tail == b".journal") {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(key).ok()?, 16).ok()
+}
+
+/// One chunk's record in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Record {
+    /// xxh3-128 of the chunk's bytes in the part (holes read as zeros),
+    /// when it was verified; `None` with `--no-verify`.
+    hash: Option<u128>,
+    strategy: Strategy,
+}
+
+fn strategy_byte(s: Strategy) -> u8 {
+    match s {
+        Strategy::Reflink => 1,
+        Strategy::CopyRange => 2,
+        Strategy::Sendfile => 3,
+        Strategy::ReadWrite => 4,
+        Strategy::Empty => 5,
+    }
+}
+
+fn strategy_of(b: u8) -> Strategy {
+    match b {
+        1 => Strategy::Reflink,
+        3 => Strategy::Sendfile,
+        4 => Strategy::ReadWrite,
+        5 => Strategy::Empty,
+        _ => Strategy::CopyRange,
+    }
+}
+
+/// The journal beside a part file: a header, then one fixed slot per
+/// chunk that only that chunk's task writes.
+struct Journal {
+    file: File,
+}
+
+impl Journal {
+    fn header(chunk: u64, e: &Entry) -> [u8; HEADER as usize] {
+        let mut h = [0u8; HEADER as usize];
+        h[..8].copy_from_slice(JOURNAL_MAGIC);
+        h[8..16].copy_from_slice(&chunk.to_le_bytes());
+        h[16..24].copy_from_slice(&e.size.to_le_bytes());
+        h[24..32].copy_from_slice(&part_key(e).to_le_bytes());
+        h
+    }
+
+    /// Opens the journal of `e` when it matches this chunk size and source
+    /// version.
+    fn open_existing(dir: &Dir, chunk: u64, e: &Entry) -> Option<Journal> {
+        let f = dir.open_rw(journal_name(e).as_bytes()).ok()?;
+        let mut h = [0u8; HEADER as usize];
+        f.read_exact_at(&mut h, 0).ok()?;
+        (h == Self::header(chunk, e)).then_some(Journal { file: f })
+    }
+
+    fn create(dir: &Dir, chunk: u64, e: &Entry) -> io::Result<Journal> {
+        let name = journal_name(e);
+        let _ = dir.unlink(name.as_bytes());
+        let f = dir.create_excl(name.as_bytes())?;
+        f.write_all_at(&Self::header(chunk, e), 0)?;
+        Ok(Journal { file: f })
+    }
+
+    fn open(dir: &Dir, e: &Entry) -> io::Result<Journal> {
+        Ok(Journal {
+            file: dir.open_rw(journal_name(e).as_bytes())?,
+        })
+    }
+
+    fn read(&self, index: u64) -> Option<Record> {
+        let mut r = [0u8; RECORD as usize];
+        self.file
+            .read_exact_at(&mut r, HEADER + index * RECORD)
+            .ok()?;
+        if &r[..8] != RECORD_MAGIC {
+            return None;
+        }
+        let hash =
+            (r[24] & 1 == 1).then(|| u128::from_le_bytes(r[8..24].try_into().unwrap_or_default()));
+        Some(Record {
+            hash,
+            strategy: strategy_of(r[25]),
+        })
+    }
+
+    fn write(&self, index: u64, rec: Record) -> io::Result<()> {
+        let mut r = [0u8; RECORD as usize];
+        r[..8].copy_from_slice(RECORD_MAGIC);
+        r[8..24].copy_from_slice(&rec.hash.unwrap_or(0).to_le_bytes());
+        r[24] = u8::from(rec.hash.is_some());
+        r[25] = strategy_byte(rec.strategy);
+        self.file.write_all_at(&r, HEADER + index * RECORD)
+    }
+}
+
+impl Engine {
+    /// True when `e` is copied in chunks.
+    pub(crate) fn is_big(&self, e: &Entry) -> bool {
+        e.kind == Kind::File && e.size > self.chunk_size
+    }
+
+    fn chunks(&self, e: &Entry) -> u64 {
+        e.size.div_ceil(self.chunk_size)
+    }
+
+    fn chunk_range(&self, e: &Entry, index: u64) -> (u64, u64) {
+        let start = index * self.chunk_size;
+        (start, self.chunk_size.min(e.size - start))
+    }
+
+    /// Sets up the part file and journal, resuming a matching one, and
+    /// queues the missing chunks.
+    pub(crate) fn big_file(
+        &self,
+        rel: &RelPath,
+        listed: &Entry,
+        dst: Option<Entry>,
+        change: Change,
+        attempt: u32,
+        cx: &mut dyn TaskContext,
+    ) {
+        let path = rel.join(&listed.name);
+        match self.prepare_big(rel, listed) {
+            Ok((cur, missing)) => {
+                for index in missing {
+                    cx.spawn(Task::Chunk {
+                        rel: rel.clone(),
+                        src: cur.clone(),
+                        index,
+                    });
+                }
+                cx.defer(Task::FinishFile {
+                    rel: rel.clone(),
+                    src: cur,
+                    dst,
+                    change,
+                    attempt,
+                });
+            }
+            Err(CopyFail::Vanished) => {
+                Stats::bump(&self.stats.done, 1);
+                self.warn(&path, false, Op::Open, "vanished before it could be copied");
+            }
+            Err(CopyFail::Interrupted) => {}
+            Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
+        }
+    }
+
+    /// Returns the source as it is now and the chunks still to copy.
+    fn prepare_big(&self, rel: &RelPath, listed: &Entry) -> Result<(Entry, Vec<u64>), CopyFail> {
+        let (src_dir, dst_dir) = self.open_pair(rel)?;
+        let src = src_dir
+            .open_read(listed.name.as_bytes())
+            .map_err(|e| CopyFail::source(Op::Open, e))?;
+        let st = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+        let cur = Entry::from_stat(listed.name.clone(), &st);
+        if cur.kind != Kind::File {
+            return Err(CopyFail::source(
+                Op::Open,
+                io::Error::other("no longer a regular file"),
+            ));
+        }
+        let part = part_name(&cur);
+        let resumable = cur.size >= self.resume_threshold;
+        if resumable
+            && let Some(journal) = Journal::open_existing(&dst_dir, self.chunk_size, &cur)
+            && let Ok(f) = dst_dir.open_rw(part.as_bytes())
+        {
+            let missing = self.check_resumed(&f, &journal, &cur);
+            return Ok((cur, missing));
+        }
+        let _ = dst_dir.unlink(part.as_bytes());
+        let out = self
+            .copier
+            .create(&dst_dir, &part, &cur, &src)
+            .map_err(CopyFail::target)?;
+        // The length first: chunks then write at their offsets in any
+        // order, and holes past the last data stay holes.
+        out.set_len(cur.size)
+            .map_err(|e| CopyFail::target_io(Op::Create, e))?;
+        Journal::create(&dst_dir, self.chunk_size, &cur)
+            .map_err(|e| CopyFail::target_io(Op::Create, e))?;
+        Ok((cur.clone(), (0..self.chunks(&cur)).collect()))
+    }
+
+    /// The chunks of a resumed part that must be copied again: those not
+    /// recorded, and those whose data no longer matches its recorded hash
+    /// (a record can outlive its data in a machine crash).
+    fn check_resumed(&self, part: &File, journal: &Journal, cur: &Entry) -> Vec<u64> {
+        let mut buf = Vec::new();
+        (0..self.chunks(cur))
+            .filter(|&i| {
+                let Some(rec) = journal.read(i) else {
+                    return true;
+                };
+                let ok = match rec.hash {
+                    Some(want) => hash_segments(part, &[self.chunk_range(cur, i)], &mut buf)
+                        .is_ok_and(|h| h == want),
+                    None => true,
+                };
+                if ok {
+                    Stats::bump(&self.stats.chunks_resumed, 1);
+                }
+                !ok
+            })
+            .collect()
+    }
+
+    fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
+        let s = self
+            .src_root
+            .open_beneath(rel)
+            .map_err(|e| CopyFail::source(Op::OpenDir, e))?;
+        let d = self
+            .open_dst_dir(rel)
+            .map_err(|e| CopyFail::target_io(Op::OpenDir, e))?;
+        Ok((s, d))
+    }
+
+    /// Copies, verifies and records one chunk. A failure is reported as an
+    /// event here and counted once by the file's finish.
+    pub(crate) fn chunk(&self, rel: &RelPath, src: &Entry, index: u64) {
+        if let Err(CopyFail::Failed { on_target, op, err }) = self.copy_chunk(rel, src, index) {
+            let (start, len) = self.chunk_range(src, index);
+            let err = io::Error::new(
+                err.kind(),
+                format!("chunk {index} (bytes {start}..{}): {err}", start + len),
+            );
+            self.report(&rel.join(&src.name), on_target, op, err, false);
+        }
+    }
+
+    fn copy_chunk(&self, rel: &RelPath, src: &Entry, index: u64) -> Result<(), CopyFail> {
+        let (src_dir, dst_dir) = self.open_pair(rel)?;
+        let input = src_dir
+            .open_read(src.name.as_bytes())
+            .map_err(|e| CopyFail::source(Op::Open, e))?;
+        let part = dst_dir
+            .open_rw(part_name(src).as_bytes())
+            .map_err(|e| CopyFail::target_io(Op::Open, e))?;
+        let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
+        let (offset, len) = self.chunk_range(src, index);
+        let job = DataJob {
+            src: &input,
+            dst: &part,
+            entry: src,
+            offset,
+            len,
+            opts: &self.copy_opts,
+            hash: self.verify,
+        };
+        let copied =
+            self.copier
+                .copy_data(&job, &self.quit)
+                .map_err(|e| match e.source.kind() {
+                    io::ErrorKind::Interrupted => CopyFail::Interrupted,
+                    io::ErrorKind::UnexpectedEof => CopyFail::source(e.op, e.source),
+                    _ => CopyFail::target(e),
+                })?;
+        self.verify_written(&part, &copied)?;
+        // The journal keeps a hash of the whole chunk range as it reads
+        // back (holes as zeros), to re-check it on resume. Without holes
+        // that is the hash just verified.
+        let whole = copied.segments == [(offset, len)];
+        let hash = match (copied.hash, whole) {
+            (Some(h), true) => Some(h),
+            (Some(_), false) => Some(
+                hash_segments(&part, &[(offset, len)], &mut Vec::new())
+                    .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
+            ),
+            (None, _) => None,
+        };
+        Stats::bump(&self.stats.bytes_copied, copied.bytes);
+        Stats::bump(&self.stats.chunks, 1);
+        journal
+            .write(
+                index,
+                Record {
+                    hash,
+                    strategy: copied.strategy,
+                },
+            )
+            .map_err(|e| CopyFail::target_io(Op::CopyData, e))
+    }
+
+    /// After the last chunk: all recorded, source unchanged, attributes,
+    /// rename into place, journal removed.
+    pub(crate) fn finish_file(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        dst: Option<&Entry>,
+        change: Change,
+        attempt: u32,
+        cx: &mut dyn TaskContext,
+    ) {
+        let path = rel.join(&src.name);
+        if self.quit.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.finish_big(rel, src) {
+            Ok(Some(strategy)) => {
+                self.count_strategy(strategy);
+                self.itemize(path, Some(change), src);
+                self.count_change(dst.is_some() && !change.new);
+            }
+            Ok(None) if attempt < self.retries => {
+                Stats::bump(&self.stats.changed_during_copy, 1);
+                cx.spawn(Task::BigFile {
+                    rel: rel.clone(),
+                    src: src.clone(),
+                    dst: dst.cloned(),
+                    change,
+                    attempt: attempt + 1,
+                });
+            }
+            Ok(None) => {
+                Stats::bump(&self.stats.changed_during_copy, 1);
+                self.fail(
+                    &path,
+                    false,
+                    Op::CopyData,
+                    io::Error::other("changed during copy; not replaced"),
+                );
+            }
+            Err(CopyFail::Vanished) => {
+                Stats::bump(&self.stats.done, 1);
+                self.warn(&path, false, Op::Open, "vanished during its copy");
+            }
+            Err(CopyFail::Interrupted) => {}
+            Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
+        }
+    }
+
+    /// `Ok(None)`: the source changed since its copy started (part removed).
+    fn finish_big(&self, rel: &RelPath, src: &Entry) -> Result<Option<Strategy>, CopyFail> {
+        let (src_dir, dst_dir) = self.open_pair(rel)?;
+        let part_n = part_name(src);
+        let input = src_dir
+            .open_read(src.name.as_bytes())
+            .map_err(|e| CopyFail::source(Op::Open, e))?;
+        let st = rustix::fs::fstat(&input).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+        let now = Entry::from_stat(src.name.clone(), &st);
+        if (now.size, now.mtime, now.ctime) != (src.size, src.mtime, src.ctime) {
+            let _ = dst_dir.unlink(part_n.as_bytes());
+            let _ = dst_dir.unlink(journal_name(src).as_bytes());
+            return Ok(None);
+        }
+        let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
+        let records: Vec<Option<Record>> = (0..self.chunks(src)).map(|i| journal.read(i)).collect();
+        let missing = records.iter().filter(|r| r.is_none()).count();
+        if missing > 0 {
+            // Chunk failures were reported; the part stays for a rerun to resume.
+            return Err(CopyFail::target_io(
+                Op::CopyData,
+                io::Error::other(format!(
+                    "{missing} of {} chunks failed; kept for resume",
+                    records.len()
+                )),
+            ));
+        }
+        let part = dst_dir
+            .open_rw(part_n.as_bytes())
+            .map_err(|e| CopyFail::target_io(Op::Open, e))?;
+        let from = self.xattr_source_new().then_some(Node::Fd(input.as_fd()));
+        let report = self
+            .copier
+            .set_attrs(Node::Fd(part.as_fd()), src, from, &self.copy_opts)
+            .map_err(CopyFail::target)?;
+        self.report_dropped(&rel.join(&src.name), &report);
+        drop(part);
+        dst_dir
+            .rename(part_n.as_bytes(), src.name.as_bytes())
+            .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+        let _ = dst_dir.unlink(journal_name(src).as_bytes());
+        Ok(records.first().copied().flatten().map(|r| r.strategy))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Time;
+
+    fn entry(size: u64) -> Entry {
+        Entry {
+            name: Name::from("big"),
+            kind: Kind::File,
+            size,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::new(100, 5),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 1,
+            dev: 1,
+            ino: 2,
+            rdev: 0,
+            blocks: 0,
+            link: None,
+        }
+    }
+
+    #[test]
+    fn part_names_follow_the_source_version() {
+        let a = entry(10);
+        let mut b = a.clone();
+        assert_eq!(part_name(&a), part_name(&b));
+        b.mtime.nsec += 1;
+        assert_ne!(part_name(&a), part_name(&b));
+        assert_eq!(part_name_key(&part_name(&a)), Some(part_key(&a)));
+        assert_eq!(part_name_key(&journal_name(&a)), Some(part_key(&a)));
+        assert_eq!(part_name_key(&Name::from(".psync-part.xyz")), None);
+    }
+
+    #[test]
+    fn journal_records_roundtrip_and_reject_other_versions() {
+        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
+        std::fs::create_dir_all(&base).unwrap();
+        let t = tempfile::tempdir_in(base).unwrap();
+        let d = Dir::open_root(t.path()).unwrap();
+        let e = entry(1 << 30);
+        let j = Journal::create(&d, 64 << 20, &e).unwrap();
+        j.write(
+            3,
+            Record {
+                hash: Some(42),
+                strategy: Strategy::ReadWrite,
+            },
+        )
+        .unwrap();
+        j.write(
+            5,
+            Record {
+                hash: None,
+                strategy: Strategy::CopyRange,
+            },
+        )
+        .unwrap();
+        let j = Journal::open_existing(&d, 64 << 20, &e).unwrap();
+        assert_eq!(
+            j.read(3),
+            Some(Record {
+                hash: Some(42),
+                strategy: Strategy::ReadWrite
+            })
+        );
+        assert_eq!(
+            j.read(5),
+            Some(Record {
+                hash: None,
+                strategy: Strategy::CopyRange
+            })
+        );
+        assert_eq!(j.read(4), None);
+        assert!(
+            Journal::open_existing(&d, 32 << 20, &e).is_none(),
+            "other chunk size"
+        );
+    }
+}
