@@ -1,1 +1,21 @@
+//! End-to-end tests of psync: the library and the `psync` binary against
+//! real trees, with rsync as the oracle. One binary, topic modules, the
+//! harness in `util/`. Build the CLI first: `cargo build --workspace`.
 
+#[macro_use]
+mod util;
+
+mod attrs;
+mod bad_input;
+mod basic;
+mod cli;
+mod deletes;
+mod failures;
+mod interrupt;
+mod itemize;
+mod names;
+mod safety;
+mod shape;
+mod temps;
+mod types;
+mod updates;

@@ -1,0 +1,369 @@
+//! One way to run a sync, through the library or the `psync` binary, with
+//! 1 or N worker threads; tests run the same body across all of them.
+
+use super::compare::{assert_no_new_temps, temp_like};
+use super::{TestDir, in_ci};
+use psync::Event;
+use serde_json::Value;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Which frontend runs the sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// `psync::builder(..).build()?.run()` in this process.
+    Lib,
+    /// The `psync sync` binary.
+    Cli,
+}
+
+/// One configuration of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Library or CLI.
+    pub front: Front,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Serial and parallel, library and CLI (as ripgrep runs its serial and
+/// parallel walks over the same tests).
+pub const CONFIGS: [Config; 4] = [
+    Config {
+        front: Front::Lib,
+        threads: 1,
+    },
+    Config {
+        front: Front::Lib,
+        threads: 8,
+    },
+    Config {
+        front: Front::Cli,
+        threads: 1,
+    },
+    Config {
+        front: Front::Cli,
+        threads: 8,
+    },
+];
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let front = match self.front {
+            Front::Lib => "lib",
+            Front::Cli => "cli",
+        };
+        write!(f, "{front}-{}t", self.threads)
+    }
+}
+
+/// Runs `body` once per configuration (honouring `PSYNC_TEST_FRONTS`),
+/// each in a fresh [`TestDir`] named after the test and the configuration.
+pub fn each_config(test: &str, body: impl Fn(Config, &TestDir)) {
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS {
+        let front = if cfg.front == Front::Lib {
+            "lib"
+        } else {
+            "cli"
+        };
+        if !only.is_empty() && !only.split(',').any(|f| f == front) {
+            eprintln!("{test}: {cfg} not selected by PSYNC_TEST_FRONTS={only}");
+            continue;
+        }
+        eprintln!("=== {test} [{cfg}]");
+        let t = TestDir::new(&format!("{test}-{cfg}"));
+        body(cfg, &t);
+    }
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Opts {
+    /// `--delete` / `delete(true)`.
+    pub delete: bool,
+    /// `-n` / `dry_run(true)`.
+    pub dry_run: bool,
+}
+
+impl Opts {
+    /// With `--delete`.
+    pub fn delete() -> Opts {
+        Opts {
+            delete: true,
+            ..Opts::default()
+        }
+    }
+
+    /// A dry run.
+    pub fn dry_run() -> Opts {
+        Opts {
+            dry_run: true,
+            ..Opts::default()
+        }
+    }
+}
+
+/// What a run did, the same for both frontends.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// 0 synced, 1 some entries failed, 2 fatal (the CLI's exit status; for
+    /// the library, derived from `run()`'s result the same way).
+    pub exit: i32,
+    /// rsync-style `-i` lines, in the order reported.
+    pub itemized: Vec<String>,
+    /// Messages of failed entries (and of a fatal error).
+    pub errors: Vec<String>,
+    /// Warning messages.
+    pub warnings: Vec<String>,
+    /// The final counters, as JSON (`Report::stats` / the CLI's summary).
+    pub stats: Value,
+    /// The CLI's stdout and stderr (the library: empty, and the fatal error).
+    pub stdout: String,
+    /// See `stdout`.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// A counter of the final statistics (`bytes_copied`, `failed`, ...).
+    #[track_caller]
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats
+            .get(name)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("no counter {name:?} in the run's stats: {}", self.stats))
+    }
+
+    /// The itemized lines, sorted.
+    pub fn sorted_items(&self) -> Vec<String> {
+        let mut v = self.itemized.clone();
+        v.sort();
+        v
+    }
+
+    /// Panics unless the run succeeded (exit 0, nothing failed).
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Outcome {
+        assert!(
+            self.exit == 0 && self.errors.is_empty(),
+            "the run did not succeed: {self:#?}"
+        );
+        self
+    }
+}
+
+impl Config {
+    /// Syncs `src` into `dst` with default options (no delete).
+    #[track_caller]
+    pub fn sync(&self, src: &Path, dst: &Path) -> Outcome {
+        self.sync_with(src, dst, &Opts::default())
+    }
+
+    /// Syncs `src` into `dst`. After any run that is not a dry run, checks
+    /// that no temporary is left in `dst`.
+    #[track_caller]
+    pub fn sync_with(&self, src: &Path, dst: &Path, opts: &Opts) -> Outcome {
+        let temps_before = temp_like(dst);
+        let out = match self.front {
+            Front::Lib => sync_lib(src, dst, self.threads, opts),
+            Front::Cli => sync_cli(src, dst, self.threads, opts),
+        };
+        if !opts.dry_run {
+            assert_no_new_temps(src, dst, &temps_before);
+        }
+        out
+    }
+}
+
+/// A library run collecting every event.
+pub fn sync_lib(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome {
+    let (events, result) = lib_events(src, dst, threads, opts);
+    let mut out = Outcome::default();
+    for ev in &events {
+        match ev {
+            Event::Itemize { .. } => out.itemized.push(ev.itemize_line().expect("itemize line")),
+            Event::Error { message, .. } => out.errors.push(message.clone()),
+            Event::Warning { message, .. } => out.warnings.push(message.clone()),
+            _ => {}
+        }
+    }
+    match result {
+        Ok(report) => {
+            out.exit = if report.success() {
+                0
+            } else if report.interrupted {
+                2
+            } else {
+                1
+            };
+            out.stats = serde_json::to_value(report.stats).expect("stats as JSON");
+        }
+        Err(e) => {
+            out.exit = 2;
+            out.stderr = format!("psync: {e}");
+            out.errors.push(e.to_string());
+        }
+    }
+    out
+}
+
+/// Runs the library with itemizing on; returns all events and the result.
+pub fn lib_events(
+    src: &Path,
+    dst: &Path,
+    threads: usize,
+    opts: &Opts,
+) -> (Vec<Event>, Result<psync::Report, psync::Error>) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(src, dst);
+    b.threads(threads)
+        .delete(opts.delete)
+        .dry_run(opts.dry_run)
+        .itemize(true)
+        .events(tx);
+    let result = b.build().and_then(|s| s.run());
+    drop(b); // the last sender: the channel ends
+    (rx.iter().collect(), result)
+}
+
+/// The `psync` binary: `target/<profile>/psync`, next to the directory
+/// (`deps/`) holding this test executable. Cargo builds it only as part of
+/// the workspace, so a missing binary means it was not built yet.
+pub fn psync_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable in target/<profile>/deps");
+    let bin = profile_dir.join("psync");
+    assert!(
+        bin.is_file(),
+        "the psync binary is not at {}: run `cargo build --workspace` (or `cargo build -p psync-cli`) \
+         before `cargo test --test tests`",
+        bin.display()
+    );
+    bin
+}
+
+/// A `psync` command with nothing but the binary set.
+pub fn psync_cmd() -> Command {
+    let mut c = Command::new(psync_bin());
+    c.env_remove("RUST_BACKTRACE");
+    c
+}
+
+/// Runs `psync sync` with `args` then `SRC DST`.
+pub fn run_cli(args: &[&str], src: &Path, dst: &Path) -> Output {
+    psync_cmd()
+        .arg("sync")
+        .args(args)
+        .arg(src)
+        .arg(dst)
+        .output()
+        .expect("run psync")
+}
+
+/// A CLI run with `--json -i`, parsed.
+pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome {
+    let threads = threads.to_string();
+    let mut args = vec!["--json", "-i", "--threads", &threads];
+    if opts.delete {
+        args.push("--delete");
+    }
+    if opts.dry_run {
+        args.push("-n");
+    }
+    let o = run_cli(&args, src, dst);
+    let mut out = Outcome {
+        exit: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        ..Outcome::default()
+    };
+    for ev in json_lines(&out.stdout) {
+        match ev["event"].as_str() {
+            Some("itemize") => out.itemized.push(itemize_line_of(&ev)),
+            Some("error") => out.errors.push(message_of(&ev)),
+            Some("warning") => out.warnings.push(message_of(&ev)),
+            Some("summary") => out.stats = summary_stats(&ev),
+            _ => {}
+        }
+    }
+    if out.exit == 2 && out.errors.is_empty() {
+        out.errors.push(out.stderr.clone());
+    }
+    out
+}
+
+/// Parses `--json` output: one JSON object per line, each with an "event".
+#[track_caller]
+pub fn json_lines(stdout: &str) -> Vec<Value> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+            assert!(
+                v.is_object() && v["event"].is_string(),
+                "JSON line without an \"event\": {l}"
+            );
+            v
+        })
+        .collect()
+}
+
+fn message_of(ev: &Value) -> String {
+    ev["message"]
+        .as_str()
+        .map_or_else(|| ev.to_string(), str::to_string)
+}
+
+/// The rsync-style line of a JSON itemize event: `CODE NAME[/][ -> LINK]`.
+fn itemize_line_of(ev: &Value) -> String {
+    if let Some(line) = ev["line"].as_str() {
+        return line.to_string();
+    }
+    let code = ev["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("itemize event without a code: {ev}"));
+    let path = ev["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("itemize event without a path: {ev}"));
+    let name = if path.is_empty() { "." } else { path };
+    let slash = if ev["kind"]
+        .as_str()
+        .is_some_and(|k| k.eq_ignore_ascii_case("dir"))
+    {
+        "/"
+    } else {
+        ""
+    };
+    let arrow = match ev["link"].as_str() {
+        Some(l) if !code.starts_with('*') => format!(" -> {l}"),
+        _ => String::new(),
+    };
+    format!("{code} {name}{slash}{arrow}")
+}
+
+/// The counters of the CLI's summary event (flat, or under "stats").
+fn summary_stats(ev: &Value) -> Value {
+    match ev.get("stats") {
+        Some(s) if s.is_object() => s.clone(),
+        _ => ev.clone(),
+    }
+}
+
+/// True when the binary exists; under CI its absence is a failure.
+pub fn cli_available() -> bool {
+    let exe = std::env::current_exe().expect("current_exe");
+    let ok = exe
+        .parent()
+        .and_then(Path::parent)
+        .is_some_and(|d| d.join("psync").is_file());
+    assert!(
+        ok || !in_ci(),
+        "the psync binary is missing and CI=true: run `cargo build --workspace` first"
+    );
+    ok
+}
