@@ -134,6 +134,28 @@ pub struct SyncArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Decide by content: files of equal size are compared by hash
+    /// (xxh3-128, both sides read at once) instead of by modification time.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+
+    /// Leave alone files, symlinks and specials whose status changed less
+    /// than SECS seconds before the run started (still being written on a
+    /// live file system); they are counted and reported as skipped.
+    /// Default: 0 (off).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub min_age: u64,
+
+    /// Files larger than SIZE are copied in chunks of SIZE by all threads
+    /// at once (suffixes K, M, G, T: powers of 1024; at least 1M).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    pub chunk_size: u64,
+
+    /// Chunked files of at least SIZE keep a journal of finished chunks, so
+    /// a killed run resumes them mid-file; smaller ones start over.
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub resume_threshold: u64,
+
     /// Print a line per change, in rsync's `%i %n%L` format, on stdout.
     #[arg(short = 'i', long, help_heading = "Output")]
     pub itemize_changes: bool,
@@ -161,6 +183,29 @@ pub enum ReflinkArg {
     Always,
     /// Always copy.
     Never,
+}
+
+/// Parses `64M`, `1G`, `4096`, `1.5T` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m = match c.to_ascii_uppercase() {
+                'K' => 1u64 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                _ => return Err(format!("unknown size suffix in {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("not a size: {s:?}"));
+    }
+    Ok((v * mult as f64) as u64)
 }
 
 /// An attribute kind's mode from its pair of flags.
@@ -191,6 +236,10 @@ impl SyncArgs {
             .retries(self.retries)
             .hard_links(!self.no_hard_links)
             .verify(!self.no_verify)
+            .checksum(self.checksum)
+            .min_age(Duration::from_secs(self.min_age))
+            .chunk_size(self.chunk_size)
+            .resume_threshold(self.resume_threshold)
             .xattrs(attr_mode(self.xattrs, self.no_xattrs))
             .acls(attr_mode(self.acls, self.no_acls))
             .reflink(match self.reflink {
@@ -255,6 +304,16 @@ mod tests {
                 group: true
             }
         );
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1.5K"), Ok(1536));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("lots").is_err());
     }
 
     #[test]

@@ -240,8 +240,11 @@ fn summary_lines(s: &Snapshot, dry_run: bool) -> Vec<String> {
         ),
         problems(s),
         data,
-        timing(s, dry_run),
     ]
+    .into_iter()
+    .chain(integrity(s))
+    .chain([timing(s, dry_run)])
+    .collect()
 }
 
 fn timing(s: &Snapshot, dry_run: bool) -> String {
@@ -264,7 +267,28 @@ fn problems(s: &Snapshot) -> String {
     if s.stale_removed > 0 {
         line += &format!(", {} stale temporaries removed", s.stale_removed);
     }
+    if s.skipped_young > 0 {
+        line += &format!(", {} skipped as too recent (--min-age)", s.skipped_young);
+    }
     line
+}
+
+/// `verified  120 files/chunks read back and matched; 16 chunks copied, 4 resumed`
+fn integrity(s: &Snapshot) -> Option<String> {
+    if s.verified == 0 && s.chunks == 0 && s.chunks_resumed == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "verified  {} files/chunks read back and matched",
+        s.verified
+    );
+    if s.chunks > 0 || s.chunks_resumed > 0 {
+        line += &format!(
+            "; {} chunks copied, {} resumed from an earlier run",
+            s.chunks, s.chunks_resumed
+        );
+    }
+    Some(line)
 }
 
 /// ` (copy_file_range: 100 files, read/write: 3 files)`: which copy

@@ -222,6 +222,21 @@ impl SyncBuilder {
         self
     }
 
+    /// Decide by content: files of equal size are compared by hash instead
+    /// of by modification time (rsync `-c`). Default: false.
+    pub fn checksum(&mut self, yes: bool) -> &mut Self {
+        self.plan.checksum = yes;
+        self
+    }
+
+    /// Leave alone non-directories whose status (ctime) changed less than
+    /// `age` before the run started: files still being written on a live
+    /// file system (the old tool's `--minsecs`). Default: 0 (off).
+    pub fn min_age(&mut self, age: Duration) -> &mut Self {
+        self.plan.min_age_ns = u64::try_from(age.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// Files per copy task (small files travel in batches). Default: 128.
     pub fn batch_files(&mut self, n: usize) -> &mut Self {
         self.batch_files = n.max(1);
@@ -360,6 +375,7 @@ impl Syncer {
         plan.preserve.owner &= root;
         plan.preserve.group &= root;
         plan.xattrs = b.xattrs.on() || b.acls.on();
+        plan.now = now();
         if !b.window_set
             && let Some(d) = &dst_root
         {
@@ -492,6 +508,17 @@ fn time_resolution(dir: &Dir) -> Option<u64> {
         l if l >= 1_000_000_000 => 2_000_000_000,
         l => 10u64.pow(l.ilog10() + 1),
     })
+}
+
+/// The wall clock as a [`crate::Time`].
+fn now() -> crate::Time {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    crate::Time::new(
+        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        d.subsec_nanos(),
+    )
 }
 
 /// Sleeps up to `d`, waking early when `stop` is set.

@@ -266,6 +266,8 @@ impl Engine {
                         | Action::Symlink { .. }
                         | Action::Special { .. }
                         | Action::Attrs { .. }
+                        | Action::Compare { .. }
+                        | Action::TooYoung { .. }
                 )
             })
             .count();
@@ -426,9 +428,11 @@ impl Engine {
                         attempt: 0,
                     });
                 }
-                Action::Copy { ref src, .. } if !self.dry_run => {
+                Action::Copy { ref src, .. } | Action::Compare { ref src, .. } if !self.dry_run => {
                     touched = true;
-                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    if matches!(action, Action::Copy { .. }) {
+                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    }
                     batch.bytes += src.size;
                     batch.actions.push(action);
                     if batch.actions.len() >= self.batch_files || batch.bytes >= self.batch_bytes {
@@ -511,42 +515,125 @@ impl Engine {
                 self.replace_node(rel, src_dir, dir, &src, existed, change);
                 true
             }
-            Action::Attrs {
-                src,
-                mut change,
-                dst,
-            } => {
-                let path = rel.join(&src.name);
-                if let Some(d) = dir.filter(|_| !self.dry_run) {
-                    let from = self
-                        .xattr_source(Some(&dst), &src)
-                        .then_some(Node::At(src_dir, &src.name));
-                    match self
-                        .copier
-                        .set_attrs(Node::At(d, &src.name), &src, from, &self.copy_opts)
-                    {
-                        Ok(report) => {
-                            change.xattr |= report.xattrs_changed;
-                            change.acl |= report.acl_changed;
-                            self.report_dropped(&path, &report);
-                        }
-                        Err(e) => {
-                            self.fail(&path, true, e.op, e.source);
-                            return false;
-                        }
-                    }
-                }
+            Action::Attrs { src, change, dst } => {
+                self.fix_attrs(rel, src_dir, dir, &src, &dst, change);
+                false
+            }
+            Action::TooYoung { src } => {
+                Stats::bump(&self.stats.skipped_young, 1);
                 Stats::bump(&self.stats.done, 1);
-                if !change.any() {
-                    Stats::bump(&self.stats.unchanged, 1);
-                    return false;
-                }
-                self.itemize(path, Some(change), &src);
-                Stats::bump(&self.stats.attrs_updated, 1);
+                self.emit(Event::Skipped {
+                    path: rel.join(&src.name),
+                    reason: "changed too recently (--min-age)".into(),
+                });
+                false
+            }
+            Action::Compare { src, dst, change } => {
+                // Dry run: compare now (reads only).
+                self.compare_file(rel, src_dir, dir, &src, &dst, change);
                 false
             }
             Action::Descend { .. } => false,
         }
+    }
+
+    /// Applies the attributes of `src` to its existing target `dst`
+    /// (xattrs/ACLs too when its status is newer) and itemizes what changed.
+    fn fix_attrs(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dir: Option<&Dir>,
+        src: &Entry,
+        dst: &Entry,
+        mut change: Change,
+    ) {
+        let path = rel.join(&src.name);
+        if let Some(d) = dir.filter(|_| !self.dry_run) {
+            let from = self
+                .xattr_source(Some(dst), src)
+                .then_some(Node::At(src_dir, &src.name));
+            match self
+                .copier
+                .set_attrs(Node::At(d, &src.name), src, from, &self.copy_opts)
+            {
+                Ok(report) => {
+                    change.xattr |= report.xattrs_changed;
+                    change.acl |= report.acl_changed;
+                    self.report_dropped(&path, &report);
+                }
+                Err(e) => return self.fail(&path, true, e.op, e.source),
+            }
+        }
+        Stats::bump(&self.stats.done, 1);
+        if !change.any() {
+            return Stats::bump(&self.stats.unchanged, 1);
+        }
+        self.itemize(path, Some(change), src);
+        Stats::bump(&self.stats.attrs_updated, 1);
+    }
+
+    /// `--checksum`: compares the contents of two files of equal size
+    /// (both read at once), then copies or only fixes attributes.
+    fn compare_file(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dir: Option<&Dir>,
+        src: &Entry,
+        dst: &Entry,
+        change: Change,
+    ) {
+        let path = rel.join(&src.name);
+        let same = match dir {
+            Some(d) => match self.contents_equal(src_dir, d, src) {
+                Ok(same) => same,
+                Err((on_target, e)) => return self.fail(&path, on_target, Op::Verify, e),
+            },
+            None => false,
+        };
+        if same {
+            return self.fix_attrs(rel, src_dir, dir, src, dst, change);
+        }
+        let change = Change {
+            transfer: true,
+            checksum: true,
+            ..change
+        };
+        match dir {
+            Some(d) if !self.dry_run => {
+                if is_linked(src, &self.plan_opts) {
+                    self.copy_linked(rel, src_dir, d, src, Some(dst), change);
+                } else {
+                    self.copy_file(rel, src_dir, d, src, true, change);
+                }
+            }
+            _ => {
+                self.itemize(path, Some(change), src);
+                self.count_change(true);
+            }
+        }
+    }
+
+    /// Hashes both files, the target on a second thread.
+    fn contents_equal(
+        &self,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        src: &Entry,
+    ) -> Result<bool, (bool, io::Error)> {
+        let name = src.name.as_bytes();
+        let a = src_dir.open_read(name).map_err(|e| (false, e))?;
+        let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
+        let (ha, hb) = std::thread::scope(|s| {
+            let other = s.spawn(|| crate::verify::hash_file(&b, src.size));
+            (crate::verify::hash_file(&a, src.size), other.join())
+        });
+        let ha = ha.map_err(|e| (false, e))?;
+        let hb = hb
+            .map_err(|_| (true, io::Error::other("hashing thread panicked")))?
+            .map_err(|e| (true, e))?;
+        Ok(ha == hb)
     }
 
     pub(crate) fn count_change(&self, existed: bool) {
@@ -701,7 +788,7 @@ impl Engine {
             Ok(p) => p,
             Err((on_target, e)) => {
                 for a in &actions {
-                    if let Action::Copy { src, .. } = a {
+                    if let Action::Copy { src, .. } | Action::Compare { src, .. } = a {
                         self.fail(&rel.join(&src.name), on_target, Op::OpenDir, clone_err(&e));
                     }
                 }
@@ -712,13 +799,18 @@ impl Engine {
             if self.quit.load(Ordering::Relaxed) {
                 return;
             }
-            if let Action::Copy { src, dst, change } = action {
-                if is_linked(&src, &self.plan_opts) {
+            match action {
+                Action::Copy { src, dst, change } if is_linked(&src, &self.plan_opts) => {
                     self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
-                } else {
+                }
+                Action::Copy { src, dst, change } => {
                     let existed = dst.is_some() && !change.new;
                     self.copy_file(rel, &src_dir, &dst_dir, &src, existed, change);
                 }
+                Action::Compare { src, dst, change } => {
+                    self.compare_file(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
+                }
+                _ => {}
             }
         }
     }

@@ -36,6 +36,13 @@ pub enum Event {
         /// The message.
         message: String,
     },
+    /// An entry was left alone on purpose (`--min-age`).
+    Skipped {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// Why.
+        reason: String,
+    },
     /// An entry failed; the run goes on and its exit status will say so.
     Error {
         /// Path relative to the run's roots.

@@ -5,7 +5,7 @@
 //! directory's entries match the source's. Nothing here touches a file
 //! system, so every decision is unit-tested.
 
-use crate::entry::{Entry, Kind};
+use crate::entry::{Entry, Kind, Time};
 use crate::itemize::Change;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +62,14 @@ pub struct PlanOptions {
     /// Xattrs or ACLs are synced: an entry whose source changed status
     /// (ctime) after its target did gets its attributes compared.
     pub xattrs: bool,
+    /// Decide by content, not mtime: files of equal size are compared by
+    /// hash (rsync `-c`).
+    pub checksum: bool,
+    /// Leave alone non-directories whose status changed less than this long
+    /// before `now` (the old tool's `--minsecs`), in nanoseconds; 0 = off.
+    pub min_age_ns: u64,
+    /// The run's clock, fixed at its start so planning stays a pure function.
+    pub now: Time,
 }
 
 impl Default for PlanOptions {
@@ -73,6 +81,9 @@ impl Default for PlanOptions {
             ignore_times: false,
             hard_links: true,
             xattrs: true,
+            checksum: false,
+            min_age_ns: 0,
+            now: Time::default(),
         }
     }
 }
@@ -127,6 +138,21 @@ pub enum Action {
         dst: Option<Entry>,
         /// What changed.
         change: Change,
+    },
+    /// Same size under `--checksum`: the engine compares contents, then
+    /// copies or only fixes attributes.
+    Compare {
+        /// The source file.
+        src: Entry,
+        /// The target file.
+        dst: Entry,
+        /// Attribute differences found so far.
+        change: Change,
+    },
+    /// Changed too recently (`--min-age`): left alone this run.
+    TooYoung {
+        /// The source entry.
+        src: Entry,
     },
     /// Only attributes differ: apply them in place.
     Attrs {
@@ -186,6 +212,14 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, _) => std::cmp::Ordering::Greater,
         };
+        if ord != std::cmp::Ordering::Greater && too_young(&src[i], opts) {
+            rest.push(Action::TooYoung {
+                src: src[i].clone(),
+            });
+            i += 1;
+            j += usize::from(ord == std::cmp::Ordering::Equal);
+            continue;
+        }
         match ord {
             std::cmp::Ordering::Less => {
                 rest.push(create(&src[i], None));
@@ -209,6 +243,17 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
     }
     deletes.extend(rest);
     deletes
+}
+
+/// True when `s` changed status less than `--min-age` ago: a file being
+/// written on a live file system. Directories are always entered.
+pub fn too_young(s: &Entry, opts: &PlanOptions) -> bool {
+    if opts.min_age_ns == 0 || s.kind == Kind::Dir {
+        return false;
+    }
+    let now = i128::from(opts.now.sec) * 1_000_000_000 + i128::from(opts.now.nsec);
+    let ctime = i128::from(s.ctime.sec) * 1_000_000_000 + i128::from(s.ctime.nsec);
+    now - ctime < i128::from(opts.min_age_ns)
 }
 
 /// The action that creates `src` where nothing (or a replaceable
@@ -275,7 +320,15 @@ fn plan_same_name(
         }),
         Kind::File => {
             let time_differs = !s.mtime.within(d.mtime, opts.modify_window_ns);
-            if opts.ignore_times || s.size != d.size || time_differs {
+            if opts.checksum && s.size == d.size && !opts.ignore_times {
+                let mut change = attrs;
+                change.time = time_differs && opts.preserve.times;
+                rest.push(Action::Compare {
+                    src: s.clone(),
+                    dst: d.clone(),
+                    change,
+                });
+            } else if opts.ignore_times || s.size != d.size || time_differs {
                 let mut change = attrs;
                 change.transfer = true;
                 change.size = s.size != d.size;
@@ -567,6 +620,55 @@ mod tests {
     }
 
     #[test]
+    fn min_age_leaves_young_entries_alone_and_keeps_their_targets() {
+        let mut young = e("y", Kind::File);
+        young.ctime = Time::new(995, 0);
+        let mut old = e("z", Kind::File);
+        old.ctime = Time::new(900, 0);
+        let o = PlanOptions {
+            min_age_ns: 10_000_000_000,
+            now: Time::new(1000, 0),
+            delete: true,
+            ..opts()
+        };
+        let dst_y = {
+            let mut d = young.clone();
+            d.size = 1;
+            d
+        };
+        let acts = plan(&[young.clone(), old.clone()], &[dst_y], &o);
+        assert!(
+            matches!(&acts[0], Action::TooYoung { src } if src.name == young.name),
+            "{acts:?}"
+        );
+        assert!(matches!(&acts[1], Action::Copy { src, .. } if src.name == old.name));
+        assert_eq!(
+            acts.len(),
+            2,
+            "the young file's old target is neither replaced nor deleted"
+        );
+        let mut dir = e("d", Kind::Dir);
+        dir.ctime = Time::new(999, 0);
+        assert!(!too_young(&dir, &o), "directories are always entered");
+    }
+
+    #[test]
+    fn checksum_compares_same_size_files_by_content() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        let o = PlanOptions {
+            checksum: true,
+            ..opts()
+        };
+        assert!(matches!(
+            &plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &o)[0],
+            Action::Compare { .. }
+        ));
+        d.size = 99;
+        assert!(matches!(&plan(&[s], &[d], &o)[0], Action::Copy { .. }));
+    }
+
+    #[test]
     fn symlink_target_change() {
         let s = e("l", Kind::Symlink);
         let mut d = s.clone();
@@ -634,9 +736,11 @@ mod tests {
                 | Action::Copy { src, .. }
                 | Action::Symlink { src, .. }
                 | Action::Special { src, .. }
+                | Action::Compare { src, .. }
                 | Action::Attrs { src, .. } => {
                     out.insert(src.name.clone(), src.clone());
                 }
+                Action::TooYoung { .. } => {}
             }
         }
         let _ = src;
@@ -690,6 +794,8 @@ mod tests {
             | Action::Copy { src, .. }
             | Action::Symlink { src, .. }
             | Action::Special { src, .. }
+            | Action::Compare { src, .. }
+            | Action::TooYoung { src }
             | Action::Attrs { src, .. } => &src.name,
         }
     }
