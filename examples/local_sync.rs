@@ -55,7 +55,11 @@ fn main() -> ExitCode {
                 s.bytes_copied,
                 s.elapsed()
             );
-            if r.success() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if r.success() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("local_sync: {e}");

@@ -161,6 +161,9 @@ struct JsonEvent<'a> {
     event: &'a Event,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<String>,
+    /// The whole rsync-style line (`%i %n%L`), as `-i` prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<String>,
 }
 
 impl<'a> JsonEvent<'a> {
@@ -168,6 +171,7 @@ impl<'a> JsonEvent<'a> {
         JsonEvent {
             event,
             code: event.itemize_code(),
+            line: event.itemize_line(),
         }
     }
 }

@@ -376,10 +376,11 @@ impl Syncer {
         plan.preserve.group &= root;
         plan.xattrs = b.xattrs.on() || b.acls.on();
         plan.now = now();
+        let mut probed = false;
         if !b.window_set
             && let Some(d) = &dst_root
         {
-            plan.modify_window_ns = time_resolution(d).unwrap_or(0);
+            (plan.modify_window_ns, probed) = detect_window(d, b.dry_run);
         }
         let engine = Engine {
             src_root,
@@ -410,6 +411,7 @@ impl Syncer {
             retries: b.retries,
             links: std::sync::OnceLock::new(),
             verify: b.verify,
+            root_touched: probed,
             chunk_size: b.chunk_size,
             resume_threshold: b.resume_threshold,
         };
@@ -480,6 +482,20 @@ impl Syncer {
             stop.store(true, Ordering::Relaxed);
             out
         })
+    }
+}
+
+/// The `--modify-window` for the target root `d`, and whether finding it
+/// wrote to the root. A root whose own mtime has nanoseconds is on a file
+/// system that keeps them: nothing to probe, nothing touched (a no-op run
+/// must not even change the root's ctime). Otherwise a probe file measures
+/// the resolution; a dry run may not write and assumes 1 s.
+fn detect_window(d: &Dir, dry_run: bool) -> (u64, bool) {
+    let has_ns = d.fstat().is_ok_and(|st| st.st_mtime_nsec != 0);
+    match (has_ns, dry_run) {
+        (true, _) => (0, false),
+        (false, true) => (1_000_000_000, false),
+        (false, false) => (time_resolution(d).unwrap_or(0), true),
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Engine {
     pub(crate) retries: u32,
     /// Verify copied data by reading it back.
     pub(crate) verify: bool,
+    /// The run wrote to the target root before its tasks (a probe file).
+    pub(crate) root_touched: bool,
     /// Files larger than this are copied in chunks of this size.
     pub(crate) chunk_size: u64,
     /// Large files at least this big resume from their journal.
@@ -313,16 +315,18 @@ impl Engine {
 
     /// Itemizes everything a recursive delete of `entry` removes, children
     /// before their directory, as rsync lists them.
-    fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry) {
+    fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry, with_self: bool) {
         if entry.kind == Kind::Dir
             && let Ok(sub) = dir.open_dir(entry.name.as_bytes())
             && let Ok((children, _)) = sub.list()
         {
             for child in children.iter().rev() {
-                self.itemize_tree(&sub, &path.join(&child.name), child);
+                self.itemize_tree(&sub, &path.join(&child.name), child, true);
             }
         }
-        self.itemize(path.clone(), None, entry);
+        if with_self {
+            self.itemize(path.clone(), None, entry);
+        }
     }
 
     fn count_scanned(&self, entries: &[Entry]) {
@@ -467,11 +471,14 @@ impl Engine {
         cx: &mut dyn TaskContext,
     ) -> bool {
         match action {
-            Action::Delete { dst, .. } => {
+            Action::Delete { dst, replaced } => {
                 let path = rel.join(&dst.name);
+                // rsync does not itemize the entry a type change replaces,
+                // only what a replaced directory held.
                 match dir {
-                    Some(d) if self.itemize => self.itemize_tree(d, &path, &dst),
-                    _ => self.itemize(path.clone(), None, &dst),
+                    Some(d) if self.itemize => self.itemize_tree(d, &path, &dst, !replaced),
+                    _ if !replaced => self.itemize(path.clone(), None, &dst),
+                    _ => {}
                 }
                 let removed = match dir {
                     Some(d) if !self.dry_run => match self.copier.remove(d, &dst.name) {
@@ -701,8 +708,8 @@ impl Engine {
             || dst.is_none()
             || change.is_some_and(|c| c.any())
             || self.wrote_mode(dst)
-            // The root was touched by the run's probes and link area.
-            || rel.is_root();
+            // The root was touched by the run's probe or link area.
+            || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
         if needed && !self.dry_run {
             let applied = self
                 .open_dst(rel)
@@ -989,7 +996,20 @@ impl Engine {
                 };
                 c.hardlink = true;
                 c.transfer = false;
-                self.itemize(path, Some(c), src);
+                if self.itemize {
+                    // rsync's `hf... PATH => LEADER`: the group's copier left its path.
+                    let leader = self
+                        .link_area()
+                        .ok()
+                        .and_then(|a| read_small(a, &leader_name(src.dev, src.ino)));
+                    let link = leader.map(RelPath::from_bytes);
+                    self.emit(Event::Itemize {
+                        path,
+                        change: Some(c),
+                        kind: Kind::File,
+                        link,
+                    });
+                }
                 self.count_change(dst.is_some());
             }
             Ok(Linked::AlreadyRight) => {
@@ -1061,6 +1081,16 @@ impl Engine {
             }
             let _ = area.unlink(part.as_bytes());
             match self.write_temp(path, src_dir, src, area, &part)? {
+                Some(_)
+                    if self.itemize
+                        && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) =>
+                {
+                    let _ = area.unlink(part.as_bytes());
+                    return Err(CopyFail::target_io(
+                        Op::Create,
+                        io::Error::other("cannot record the link group's path"),
+                    ));
+                }
                 Some(strategy) => match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
                     Ok(()) => copied = Some(strategy),
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -1203,6 +1233,27 @@ pub fn temp_run_id(name: &Name) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
+}
+
+/// The link area's note of which path copied a group (for itemizing).
+fn leader_name(dev: u64, ino: u64) -> Name {
+    Name(format!("{dev:x}-{ino:x}.path").into_bytes())
+}
+
+/// Writes a small note file; false when it could not be written.
+fn write_small(dir: &Dir, name: &Name, data: &[u8]) -> bool {
+    let _ = dir.unlink(name.as_bytes());
+    dir.create_excl(name.as_bytes())
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, data, 0))
+        .is_ok()
+}
+
+/// Reads a small note file.
+fn read_small(dir: &Dir, name: &Name) -> Option<Vec<u8>> {
+    let f = dir.open_read(name.as_bytes()).ok()?;
+    let mut buf = Vec::new();
+    std::io::Read::read_to_end(&mut &f, &mut buf).ok()?;
+    Some(buf)
 }
 
 /// How a hard-linked path was synced.

@@ -201,23 +201,31 @@ impl fmt::Display for Name {
     }
 }
 
-/// Renders raw bytes as text the way rsync does: printable UTF-8 as is,
-/// anything else (invalid bytes, control characters such as a newline) as `\#ooo`.
+/// Renders raw bytes as text the way rsync 3.2 does in its output: bytes
+/// below 0x20 (but tab) and bytes that are not valid UTF-8 as `\#ooo`, a
+/// backslash that would read as such an escape (`\#` and three digits) as
+/// `\#134`, everything else as is. Lossless: distinct names print
+/// distinctly.
 pub fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
+    let mut pos = 0;
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("\\#{b:03o}"));
-                }
+            let tail = &bytes[pos..];
+            let looks_escaped = c == '\\'
+                && tail.len() >= 5
+                && tail[1] == b'#'
+                && tail[2..5].iter().all(u8::is_ascii_digit);
+            if looks_escaped || (c < ' ' && c != '\t') {
+                out.push_str(&format!("\\#{:03o}", c as u32));
             } else {
                 out.push(c);
             }
+            pos += c.len_utf8();
         }
         for b in chunk.invalid() {
             out.push_str(&format!("\\#{b:03o}"));
+            pos += 1;
         }
     }
     out
@@ -350,9 +358,14 @@ mod tests {
     #[test]
     fn escape_matches_rsync_style() {
         assert_eq!(escape(b"plain"), "plain");
-        assert_eq!(escape(b"a\nb"), "a\\#012b");
-        assert_eq!(escape(b"x\xffy"), "x\\#377y");
+        assert_eq!(escape(b"a\nb"), r"a\#012b");
+        assert_eq!(escape(b"x\xffy"), r"x\#377y");
         assert_eq!(escape("é".as_bytes()), "é");
+        assert_eq!(escape("é\n".as_bytes()), r"é\#012");
+        assert_eq!(escape(b"tab\there\x7f"), "tab\there\x7f");
+        assert_eq!(escape(br"\#012-x"), r"\#134#012-x");
+        assert_eq!(escape(br"\#01"), r"\#01");
+        assert_eq!(escape(br"a\b"), r"a\b");
     }
 
     #[test]

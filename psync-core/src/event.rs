@@ -24,7 +24,7 @@ pub enum Event {
         change: Option<Change>,
         /// The entry's type.
         kind: Kind,
-        /// For symlinks, the link text.
+        /// For symlinks, the link text; for a hard link, the path it was linked to.
         link: Option<RelPath>,
     },
     /// Something odd that did not fail the entry (it vanished, an attribute was dropped).
@@ -83,6 +83,7 @@ impl Event {
         };
         let slash = if *kind == Kind::Dir { "/" } else { "" };
         let arrow = match (link, change) {
+            (Some(l), Some(c)) if c.hardlink => format!(" => {l}"),
             (Some(l), Some(_)) => format!(" -> {l}"),
             _ => String::new(),
         };

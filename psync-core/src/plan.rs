@@ -340,9 +340,11 @@ fn plan_same_name(
                 });
             } else if links_differ(s, d, opts) {
                 // Same data, but the target path is not linked like the
-                // source: the engine relinks it without copying.
+                // source: the engine relinks it without copying, or (link
+                // broken in the source) copies it to split it off.
                 let change = Change {
-                    hardlink: true,
+                    hardlink: s.nlink > 1,
+                    transfer: s.nlink == 1,
                     ..attrs
                 };
                 rest.push(Action::Copy {
@@ -395,12 +397,14 @@ fn plan_same_name(
     }
 }
 
-/// True when `s` belongs to a hard-link group and the target's link count
-/// says its group is not the same. Comparing counts, not paths, keeps the
+/// True when `s` or its target belongs to a hard-link group and the link
+/// counts say the groups differ: a path newly linked in the source, or one
+/// whose link was broken there (its target must be split off, or writing
+/// one target path would change the other). Comparing counts, not paths, keeps the
 /// decision local to one directory; a source linked to paths outside the
 /// tree keeps being registered (cheaply, no data copied) on every run.
 pub fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
-    opts.hard_links && s.kind == Kind::File && s.nlink > 1 && d.nlink != s.nlink
+    opts.hard_links && s.kind == Kind::File && (s.nlink > 1 || d.nlink > 1) && d.nlink != s.nlink
 }
 
 /// True when the engine should route a file through the hard-link area.

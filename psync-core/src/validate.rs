@@ -26,6 +26,9 @@ pub struct Roots {
 pub fn validate(src: &Path, dst: &Path) -> Result<Roots, Error> {
     let smeta = std::fs::metadata(src).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => Error::invalid(src, "source does not exist"),
+        _ if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            Error::invalid(src, "a component of the source's path is not a directory")
+        }
         _ => Error::new(Op::Stat, src, e),
     })?;
     if !smeta.is_dir() {
@@ -68,6 +71,12 @@ pub fn validate(src: &Path, dst: &Path) -> Result<Roots, Error> {
                 ));
             }
             true
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+            return Err(Error::invalid(
+                dst,
+                "a component of the destination's path is not a directory",
+            ));
         }
         Err(e) => return Err(Error::new(Op::Stat, dst, e)),
     };
