@@ -196,6 +196,23 @@ pub trait Copier: Send + Sync {
         src_file: &File,
     ) -> Result<File, StepError>;
 
+    /// Creates an unnamed target file in `dir` for `src` (`O_TMPFILE`),
+    /// which the engine links at its name once complete. `Ok(None)` when
+    /// the file system cannot (the engine then uses a named temporary).
+    /// The default: `Ok(None)`.
+    ///
+    /// # Errors
+    /// As file creation.
+    fn create_unnamed(
+        &self,
+        dir: &Dir,
+        src: &Entry,
+        src_file: &File,
+    ) -> Result<Option<File>, StepError> {
+        let _ = (dir, src, src_file);
+        Ok(None)
+    }
+
     /// Copies the job's byte range from source to target at the same
     /// offset, keeping holes as holes. Checks `quit` between large steps and
     /// fails with `ErrorKind::Interrupted` when it is set.
@@ -254,6 +271,9 @@ macro_rules! forward_copier {
             fn name(&self) -> &str { (**self).name() }
             fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
                 (**self).create(dir, tmp, src, f)
+            }
+            fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
+                (**self).create_unnamed(dir, src, f)
             }
             fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
                 (**self).copy_data(job, quit)

@@ -835,7 +835,7 @@ impl Engine {
     ) {
         let path = rel.join(&listed.name);
         for _ in 0..=self.retries {
-            match self.copy_once(&path, src_dir, dst_dir, listed) {
+            match self.copy_once(&path, src_dir, dst_dir, listed, existed) {
                 Ok(Some(strategy)) => {
                     self.count_strategy(strategy);
                     self.itemize(path, Some(change), listed);
@@ -861,35 +861,65 @@ impl Engine {
     }
 
     /// One attempt. `Ok(None)`: the source changed during the copy (nothing renamed).
+    ///
+    /// A new target is written to an unnamed file (`O_TMPFILE`) and linked
+    /// at its name when complete: one directory operation instead of
+    /// create + rename, and a crash leaves nothing behind. An existing
+    /// target is replaced by a named temporary renamed over it.
     fn copy_once(
         &self,
         path: &RelPath,
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
+        existed: bool,
     ) -> Result<Option<Strategy>, CopyFail> {
+        let (src, cur) = self.open_source(src_dir, listed)?;
+        if !existed
+            && let Some(out) = self
+                .copier
+                .create_unnamed(dst_dir, &cur, &src)
+                .map_err(CopyFail::target)?
+        {
+            let Some(strategy) = self.fill_checked(path, &src, &out, &cur)? else {
+                return Ok(None);
+            };
+            match dst_dir.link_fd(&out, listed.name.as_bytes()) {
+                Ok(()) => return Ok(Some(strategy)),
+                // Someone created the name meanwhile: replace it below.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let tmp = self.temp_name();
+                    dst_dir
+                        .link_fd(&out, tmp.as_bytes())
+                        .map_err(|e| CopyFail::target_io(Op::Link, e))?;
+                    return self
+                        .rename_into_place(dst_dir, &tmp, &listed.name)
+                        .map(|()| Some(strategy));
+                }
+                Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+            }
+        }
         let tmp = self.temp_name();
-        let Some(strategy) = self.write_temp(path, src_dir, listed, dst_dir, &tmp)? else {
+        let Some(strategy) = self.write_temp(path, &src, &cur, dst_dir, &tmp)? else {
             return Ok(None);
         };
-        if let Err(e) = dst_dir.rename(tmp.as_bytes(), listed.name.as_bytes()) {
-            let _ = dst_dir.unlink(tmp.as_bytes());
-            return Err(CopyFail::target_io(Op::Rename, e));
-        }
-        Ok(Some(strategy))
+        self.rename_into_place(dst_dir, &tmp, &listed.name)
+            .map(|()| Some(strategy))
     }
 
-    /// Copies the source file `listed` into a new file `out_name` in
-    /// `out_dir` with its attributes. `Ok(None)`: the source changed during
-    /// the copy. On any outcome but success the new file is removed.
-    fn write_temp(
+    fn rename_into_place(&self, dir: &Dir, tmp: &Name, name: &Name) -> Result<(), CopyFail> {
+        dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| {
+            let _ = dir.unlink(tmp.as_bytes());
+            CopyFail::target_io(Op::Rename, e)
+        })
+    }
+
+    /// Opens the source file and takes its metadata as it is now.
+    fn open_source(
         &self,
-        path: &RelPath,
         src_dir: &Dir,
         listed: &Entry,
-        out_dir: &Dir,
-        out_name: &Name,
-    ) -> Result<Option<Strategy>, CopyFail> {
+    ) -> Result<(std::fs::File, Entry), CopyFail> {
         let name = &listed.name;
         let src = src_dir
             .open_read(name.as_bytes())
@@ -903,22 +933,48 @@ impl Engine {
                 io::Error::other("no longer a regular file"),
             ));
         }
+        Ok((src, cur))
+    }
+
+    /// Copies the open source into a new file `out_name` in `out_dir` with
+    /// its attributes. `Ok(None)`: the source changed during the copy. On
+    /// any outcome but success the new file is removed.
+    fn write_temp(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        cur: &Entry,
+        out_dir: &Dir,
+        out_name: &Name,
+    ) -> Result<Option<Strategy>, CopyFail> {
         let out = self
             .copier
-            .create(out_dir, out_name, &cur, &src)
+            .create(out_dir, out_name, cur, src)
             .map_err(CopyFail::target)?;
-        let result = self.fill(path, &src, &out, &cur).and_then(|strategy| {
-            let after =
-                rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-            let now = Entry::from_stat(name.clone(), &after);
-            let same = (now.size, now.mtime, now.ctime) == (cur.size, cur.mtime, cur.ctime);
-            Ok(same.then_some(strategy))
-        });
+        let result = self.fill_checked(path, src, &out, cur);
         drop(out);
         if !matches!(result, Ok(Some(_))) {
             let _ = out_dir.unlink(out_name.as_bytes());
         }
         result
+    }
+
+    /// Data and attributes, then the check that the source did not change
+    /// meanwhile (`Ok(None)` if it did).
+    fn fill_checked(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        out: &std::fs::File,
+        cur: &Entry,
+    ) -> Result<Option<Strategy>, CopyFail> {
+        let strategy = self.fill(path, src, out, cur)?;
+        let after = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+        let now = Entry::from_stat(cur.name.clone(), &after);
+        Ok(
+            ((now.size, now.mtime, now.ctime) == (cur.size, cur.mtime, cur.ctime))
+                .then_some(strategy),
+        )
     }
 
     // ----- hard links ------------------------------------------------------
@@ -1080,7 +1136,8 @@ impl Engine {
                 Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
             }
             let _ = area.unlink(part.as_bytes());
-            match self.write_temp(path, src_dir, src, area, &part)? {
+            let (input, cur) = self.open_source(src_dir, src)?;
+            match self.write_temp(path, &input, &cur, area, &part)? {
                 Some(_)
                     if self.itemize
                         && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) =>

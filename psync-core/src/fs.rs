@@ -225,6 +225,44 @@ impl Dir {
         )?))
     }
 
+    /// Creates an unnamed regular file in this directory (`O_TMPFILE`),
+    /// mode 0600; `Ok(None)` where the file system does not support it.
+    ///
+    /// # Errors
+    /// As `openat(O_TMPFILE)` for other failures.
+    pub fn create_unnamed(&self) -> io::Result<Option<File>> {
+        let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(
+                rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,
+            ) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Gives the open (unnamed) file `file` the name `name` here; EEXIST
+    /// when the name is taken. Uses `AT_EMPTY_PATH` (needs
+    /// CAP_DAC_READ_SEARCH) or, without it, the `/proc/self/fd` link.
+    ///
+    /// # Errors
+    /// As `linkat`.
+    pub fn link_fd(&self, file: &File, name: &[u8]) -> io::Result<()> {
+        match rustix::fs::linkat(file, "", &self.fd, name, AtFlags::EMPTY_PATH) {
+            Err(rustix::io::Errno::PERM | rustix::io::Errno::NOENT) => {
+                let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
+                Ok(rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc.as_str(),
+                    &self.fd,
+                    name,
+                    AtFlags::SYMLINK_FOLLOW,
+                )?)
+            }
+            r => Ok(r?),
+        }
+    }
+
     /// Opens the existing regular file `name` for reading and writing,
     /// without following a symlink.
     ///

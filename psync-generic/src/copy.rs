@@ -27,6 +27,8 @@ pub struct GenericCopier {
     no_copy_range: AtomicBool,
     /// Set when FICLONE answered "unsupported" once (`--reflink=auto`).
     no_reflink: AtomicBool,
+    /// Set when O_TMPFILE answered "unsupported" once.
+    no_tmpfile: AtomicBool,
 }
 
 impl GenericCopier {
@@ -41,6 +43,7 @@ impl GenericCopier {
         GenericCopier {
             no_copy_range: AtomicBool::new(true),
             no_reflink: AtomicBool::new(true),
+            no_tmpfile: AtomicBool::new(false),
         }
     }
 
@@ -255,6 +258,22 @@ impl Copier for GenericCopier {
         _src_file: &File,
     ) -> Result<File, StepError> {
         dir.create_excl(tmp.as_bytes()).op(Op::Create)
+    }
+
+    fn create_unnamed(
+        &self,
+        dir: &Dir,
+        _src: &Entry,
+        _src_file: &File,
+    ) -> Result<Option<File>, StepError> {
+        if self.no_tmpfile.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let made = dir.create_unnamed().op(Op::Create)?;
+        if made.is_none() {
+            self.no_tmpfile.store(true, Ordering::Relaxed);
+        }
+        Ok(made)
     }
 
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
