@@ -36,3 +36,8 @@ pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path
     b.default_copier(std::sync::Arc::new(GenericCopier::new()));
     b
 }
+
+/// The README's examples, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
