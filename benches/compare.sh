@@ -40,8 +40,9 @@ Workload:
 
 Runs:
   --rounds R         rounds (default 3); the tool order rotates each round
-  --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor);
-                     tools not installed are skipped
+  --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor;
+                     also psync-nv = psync --no-verify); tools not
+                     installed are skipped
   --no-noop          skip the no-op re-sync workload
   --cold             drop the page cache before every timed run (root only;
                      meaningless on tmpfs, whose pages cannot be dropped)
@@ -236,6 +237,7 @@ CMD=()
 copy_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         cp) CMD=(cp -a "$SRC/." "$2") ;;
         # xcp keeps modes and times by default; -o adds the owner, as -a does.
@@ -255,6 +257,7 @@ copy_cmd() {
 noop_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         # cp and xcp have no "skip what is already there" mode; the floor
         # program copies only.
@@ -264,10 +267,10 @@ noop_cmd() {
 
 available() {
     case $1 in
-        psync) build_psync ;;
+        psync | psync-nv) build_psync ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor) if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi ;;
-        *) die "unknown tool: $1 (psync, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, rsync, cp, xcp, floor)" ;;
     esac
 }
 
