@@ -183,7 +183,9 @@ impl Engine {
         let path = rel.join(&listed.name);
         match self.prepare_big(rel, listed) {
             Ok((cur, missing)) => {
-                for index in missing {
+                // Pushed last-first: the spawning thread pops them from
+                // the front of the file (LIFO), thieves take from the back.
+                for index in missing.into_iter().rev() {
                     cx.spawn(Task::Chunk {
                         rel: rel.clone(),
                         src: cur.clone(),
