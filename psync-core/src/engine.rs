@@ -8,7 +8,7 @@
 //! when complete.
 
 use crate::copy::{Copier, CopyOptions, Strategy};
-use crate::entry::{Entry, Kind, Name, RelPath, Time};
+use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::{Error, Op};
 use crate::event::{Event, Stats};
 use crate::fs::Dir;
@@ -120,7 +120,7 @@ struct Batch {
 impl Engine {
     // ----- reporting -------------------------------------------------------
 
-    fn emit(&self, ev: Event) {
+    pub(crate) fn emit(&self, ev: Event) {
         let Some(tx) = &self.events else { return };
         // A frontend that stopped listening must not stop the run, and a
         // stalled one must not keep it from stopping: block for room only
@@ -915,7 +915,7 @@ impl Engine {
     }
 
     /// Opens the source file and takes its metadata as it is now.
-    fn open_source(
+    pub(crate) fn open_source(
         &self,
         src_dir: &Dir,
         listed: &Entry,
@@ -939,7 +939,7 @@ impl Engine {
     /// Copies the open source into a new file `out_name` in `out_dir` with
     /// its attributes. `Ok(None)`: the source changed during the copy. On
     /// any outcome but success the new file is removed.
-    fn write_temp(
+    pub(crate) fn write_temp(
         &self,
         path: &RelPath,
         src: &std::fs::File,
@@ -975,227 +975,6 @@ impl Engine {
             ((now.size, now.mtime, now.ctime) == (cur.size, cur.mtime, cur.ctime))
                 .then_some(strategy),
         )
-    }
-
-    // ----- hard links ------------------------------------------------------
-
-    /// The hard-link area: a directory at the target root named like a
-    /// temporary of this run, so that a later run removes it if this one
-    /// dies. It holds one link per source inode (`<dev>-<ino>`), through
-    /// which every path of that inode is linked — whichever thread or node
-    /// sees it — and is removed when the run finishes.
-    fn link_area(&self) -> io::Result<&Dir> {
-        let made = self.links.get_or_init(|| {
-            let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
-            let name = self.link_area_name();
-            match root.mkdir(name.as_bytes(), 0o700) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
-            }
-            root.open_dir(name.as_bytes())
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
-        });
-        made.as_ref()
-            .map_err(|&code| io::Error::from_raw_os_error(code))
-    }
-
-    fn link_area_name(&self) -> Name {
-        Name(format!("{TEMP_PREFIX}{:016x}.links", self.run_id).into_bytes())
-    }
-
-    /// Removes the link area (at the end of the run, before the root's
-    /// own attributes are set).
-    fn drop_link_area(&self) {
-        let name = self.link_area_name();
-        if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root)
-            && let Err(e) = root.remove_all(name.as_bytes())
-        {
-            self.fail(&RelPath::from_bytes(name.0), true, Op::Remove, e);
-        }
-    }
-
-    /// Syncs one path of a hard-linked source inode: link it to the inode
-    /// already copied for another path, or become that inode's copier.
-    fn copy_linked(
-        &self,
-        rel: &RelPath,
-        src_dir: &Dir,
-        dst_dir: &Dir,
-        src: &Entry,
-        dst: Option<&Entry>,
-        change: Change,
-    ) {
-        let path = rel.join(&src.name);
-        let area = match self.link_area() {
-            Ok(a) => a,
-            Err(e) => return self.fail(&path, true, Op::Link, e),
-        };
-        let key = Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes());
-        let quick_ok = dst.is_some_and(|d| {
-            d.kind == Kind::File
-                && d.size == src.size
-                && !self.plan_opts.ignore_times
-                && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
-        });
-        match self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok) {
-            Ok(Linked::Copied(strategy)) => {
-                self.count_strategy(strategy);
-                self.itemize(path, Some(change), src);
-                self.count_change(dst.is_some() && !change.new);
-            }
-            Ok(Linked::ToExisting) => {
-                let mut c = if dst.is_none() {
-                    Change::new_entry(Kind::File)
-                } else {
-                    change
-                };
-                c.hardlink = true;
-                c.transfer = false;
-                if self.itemize {
-                    // rsync's `hf... PATH => LEADER`: the group's copier left its path.
-                    let leader = self
-                        .link_area()
-                        .ok()
-                        .and_then(|a| read_small(a, &leader_name(src.dev, src.ino)));
-                    let link = leader.map(RelPath::from_bytes);
-                    self.emit(Event::Itemize {
-                        path,
-                        change: Some(c),
-                        kind: Kind::File,
-                        link,
-                    });
-                }
-                self.count_change(dst.is_some());
-            }
-            Ok(Linked::AlreadyRight) => {
-                Stats::bump(&self.stats.unchanged, 1);
-                Stats::bump(&self.stats.done, 1);
-            }
-            Err(CopyFail::Vanished) => {
-                Stats::bump(&self.stats.done, 1);
-                self.warn(&path, false, Op::Open, "vanished before it could be copied");
-            }
-            Err(CopyFail::Interrupted) => {}
-            Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
-        }
-    }
-
-    /// The race-free core. (1) If the group's inode is published as
-    /// `key`, link this path to it (a temporary link renamed over the old
-    /// entry). Else (2) if the target already holds the right data, publish
-    /// it as `key`. Else (3) claim the group with an O_EXCL `key.claim`,
-    /// kept for the whole run so exactly one worker ever copies the data:
-    /// the claimant copies into `key.part` and publishes it with
-    /// RENAME_NOREPLACE (the last guard: a loser links to the winner's).
-    /// Everyone else waits for `key`.
-    #[allow(clippy::too_many_arguments)]
-    fn link_protocol(
-        &self,
-        path: &RelPath,
-        src_dir: &Dir,
-        dst_dir: &Dir,
-        area: &Dir,
-        key: &Name,
-        src: &Entry,
-        dst: Option<&Entry>,
-        quick_ok: bool,
-    ) -> Result<Linked, CopyFail> {
-        let claim = Name([key.as_bytes(), b".claim"].concat());
-        let part = Name([key.as_bytes(), b".part"].concat());
-        let mut waiter = Waiter::new();
-        let mut copied = None;
-        let mut retries = self.retries;
-        loop {
-            if self.quit.load(Ordering::Relaxed) {
-                return Err(CopyFail::Interrupted);
-            }
-            match area.stat(key.as_bytes()) {
-                Ok(st) => return self.link_to_key(dst_dir, area, key, src, dst, &st, copied),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CopyFail::target_io(Op::Stat, e)),
-            }
-            if quick_ok {
-                match area.link_from(dst_dir, src.name.as_bytes(), key.as_bytes()) {
-                    Ok(()) => return Ok(Linked::AlreadyRight),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
-                }
-            }
-            match area.create_excl(claim.as_bytes()) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    if !waiter.tick(area, &part) {
-                        // The claimant is gone (a dead worker): take over.
-                        let _ = area.unlink(claim.as_bytes());
-                        let _ = area.unlink(part.as_bytes());
-                    }
-                    continue;
-                }
-                Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
-            }
-            let _ = area.unlink(part.as_bytes());
-            let (input, cur) = self.open_source(src_dir, src)?;
-            match self.write_temp(path, &input, &cur, area, &part)? {
-                Some(_)
-                    if self.itemize
-                        && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) =>
-                {
-                    let _ = area.unlink(part.as_bytes());
-                    return Err(CopyFail::target_io(
-                        Op::Create,
-                        io::Error::other("cannot record the link group's path"),
-                    ));
-                }
-                Some(strategy) => match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
-                    Ok(()) => copied = Some(strategy),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        let _ = area.unlink(part.as_bytes());
-                    }
-                    Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
-                },
-                None => {
-                    Stats::bump(&self.stats.changed_during_copy, 1);
-                    let _ = area.unlink(claim.as_bytes());
-                    if retries == 0 {
-                        return Err(CopyFail::source(
-                            Op::CopyData,
-                            io::Error::other("changed during copy; not replaced"),
-                        ));
-                    }
-                    retries -= 1;
-                }
-            }
-        }
-    }
-
-    /// Links the path to the published inode, unless it already is that inode.
-    #[allow(clippy::too_many_arguments)]
-    fn link_to_key(
-        &self,
-        dst_dir: &Dir,
-        area: &Dir,
-        key: &Name,
-        src: &Entry,
-        dst: Option<&Entry>,
-        st: &rustix::fs::Stat,
-        copied: Option<Strategy>,
-    ) -> Result<Linked, CopyFail> {
-        #[allow(clippy::unnecessary_cast)]
-        let same = dst.is_some_and(|d| d.ino == st.st_ino as u64 && d.dev == st.st_dev as u64);
-        if same {
-            return Ok(Linked::AlreadyRight);
-        }
-        let tmp = self.temp_name();
-        dst_dir
-            .link_from(area, key.as_bytes(), tmp.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-        if let Err(e) = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes()) {
-            let _ = dst_dir.unlink(tmp.as_bytes());
-            return Err(CopyFail::target_io(Op::Rename, e));
-        }
-        Ok(copied.map_or(Linked::ToExisting, Linked::Copied))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -1276,7 +1055,7 @@ impl Engine {
 
     /// A fresh temporary name: the run id (so later runs know it is stale),
     /// a per-process nonce and a counter. Fits in any NAME_MAX.
-    fn temp_name(&self) -> Name {
+    pub(crate) fn temp_name(&self) -> Name {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         Name(format!("{TEMP_PREFIX}{:016x}.{:08x}.{n:x}", self.run_id, self.nonce).into_bytes())
     }
@@ -1290,73 +1069,6 @@ pub fn temp_run_id(name: &Name) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
-}
-
-/// The link area's note of which path copied a group (for itemizing).
-fn leader_name(dev: u64, ino: u64) -> Name {
-    Name(format!("{dev:x}-{ino:x}.path").into_bytes())
-}
-
-/// Writes a small note file; false when it could not be written.
-fn write_small(dir: &Dir, name: &Name, data: &[u8]) -> bool {
-    let _ = dir.unlink(name.as_bytes());
-    dir.create_excl(name.as_bytes())
-        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, data, 0))
-        .is_ok()
-}
-
-/// Reads a small note file.
-fn read_small(dir: &Dir, name: &Name) -> Option<Vec<u8>> {
-    let f = dir.open_read(name.as_bytes()).ok()?;
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut &f, &mut buf).ok()?;
-    Some(buf)
-}
-
-/// How a hard-linked path was synced.
-enum Linked {
-    /// This path's copy became the group's inode.
-    Copied(Strategy),
-    /// Linked to the inode another path copied.
-    ToExisting,
-    /// Already linked right (or published as the group's inode unchanged).
-    AlreadyRight,
-}
-
-/// Waiting for another worker's claim on a hard-link group. Gives up when
-/// the claim file stops changing for a minute (its worker died).
-struct Waiter {
-    last: Option<(u64, Time)>,
-    still_since: std::time::Instant,
-    sleep: std::time::Duration,
-}
-
-impl Waiter {
-    fn new() -> Waiter {
-        Waiter {
-            last: None,
-            still_since: std::time::Instant::now(),
-            sleep: std::time::Duration::from_micros(200),
-        }
-    }
-
-    /// Sleeps a little; false when the claim looks abandoned.
-    fn tick(&mut self, area: &Dir, part: &Name) -> bool {
-        #[allow(clippy::unnecessary_cast)]
-        let now = area.stat(part.as_bytes()).ok().map(|st| {
-            (
-                st.st_size as u64,
-                Time::new(st.st_mtime as i64, st.st_mtime_nsec as u32),
-            )
-        });
-        if now != self.last {
-            self.last = now;
-            self.still_since = std::time::Instant::now();
-        }
-        std::thread::sleep(self.sleep);
-        self.sleep = (self.sleep * 2).min(std::time::Duration::from_millis(50));
-        self.still_since.elapsed() < std::time::Duration::from_secs(60)
-    }
 }
 
 pub(crate) enum CopyFail {

@@ -40,6 +40,7 @@ mod error;
 pub mod event;
 pub mod fs;
 pub mod itemize;
+mod links;
 pub mod plan;
 pub mod task;
 pub mod transport;
