@@ -13,6 +13,7 @@ mod deletes;
 mod failures;
 mod interrupt;
 mod itemize;
+mod large;
 mod names;
 mod safety;
 mod shape;
