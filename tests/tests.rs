@@ -11,6 +11,7 @@ mod basic;
 mod cli;
 mod deletes;
 mod failures;
+mod fidelity;
 mod interrupt;
 mod itemize;
 mod large;

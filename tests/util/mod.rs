@@ -7,16 +7,21 @@
 //!   `psync` binary) fails the test instead of skipping it.
 //! - `PSYNC_TEST_FRONTS=lib` (or `cli`): run the multi-configuration tests
 //!   through one frontend only. Default: both.
+//! - `PSYNC_TEST_NO_MOUNTS=1`: skip the tests that loop-mount real file
+//!   systems (they need root; see `mounts`), also under CI.
 
 #![allow(dead_code)] // not every test module uses every helper
 
 pub mod compare;
+pub mod mounts;
 pub mod rsync;
 pub mod run;
 pub mod tree;
 
 pub use compare::{assert_no_temps, listing, stat_snapshot};
-pub use rsync::{require_rsync, rsync_itemize, rsync_oracle, rsync_oracle_without_delete};
+pub use rsync::{
+    require_rsync, rsync_itemize, rsync_oracle, rsync_oracle_full_with, rsync_oracle_without_delete,
+};
 pub use run::{Config, Front, Opts, each_config};
 
 use std::ffi::OsStr;

@@ -71,16 +71,38 @@ pub fn rsync_oracle_without_delete(src: &Path, dst: &Path) {
     oracle(src, dst, false);
 }
 
+/// The oracle with the whole archive set psync stands in for:
+/// `rsync -aHAXS --numeric-ids --delete -n -i SRC/ DST/` must print
+/// nothing. (`-S` changes nothing that `-n -i` compares; it is there so the
+/// command is the one a user would run. Holes are checked by the tests.)
+#[track_caller]
+pub fn rsync_oracle_full(src: &Path, dst: &Path) {
+    rsync_oracle_full_with(src, dst, &[]);
+}
+
+/// [`rsync_oracle_full`] with more arguments, e.g. filters.
+#[track_caller]
+pub fn rsync_oracle_full_with(src: &Path, dst: &Path, extra: &[&str]) {
+    let mut args = vec!["-aHAXS", "--numeric-ids", "--delete", "-n", "-i"];
+    args.extend_from_slice(extra);
+    oracle_with(src, dst, &args);
+}
+
 #[track_caller]
 fn oracle(src: &Path, dst: &Path, delete: bool) {
-    if !require_rsync() {
-        return;
-    }
     let mut args = vec!["-aHAX", "--numeric-ids", "-n", "-i"];
     if delete {
         args.push("--delete");
     }
-    let lines = rsync_itemize(src, dst, &args);
+    oracle_with(src, dst, &args);
+}
+
+#[track_caller]
+fn oracle_with(src: &Path, dst: &Path, args: &[&str]) {
+    if !require_rsync() {
+        return;
+    }
+    let lines = rsync_itemize(src, dst, args);
     assert!(
         lines.is_empty(),
         "rsync oracle: rsync {} would still change {}:\n{}",
