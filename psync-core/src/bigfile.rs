@@ -359,6 +359,13 @@ impl Engine {
     ) {
         let path = rel.join(&src.name);
         if self.quit.load(Ordering::Relaxed) {
+            // Stopped: a file too small to resume leaves nothing behind.
+            if src.size < self.resume_threshold
+                && let Ok(d) = self.open_dst_dir(rel)
+            {
+                let _ = d.unlink(part_name(src).as_bytes());
+                let _ = d.unlink(journal_name(src).as_bytes());
+            }
             return;
         }
         match self.finish_big(rel, src) {
@@ -399,25 +406,43 @@ impl Engine {
     fn finish_big(&self, rel: &RelPath, src: &Entry) -> Result<Option<Strategy>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let part_n = part_name(src);
-        let input = src_dir
-            .open_read(src.name.as_bytes())
-            .map_err(|e| CopyFail::source(Op::Open, e))?;
+        let discard = || {
+            let _ = dst_dir.unlink(part_n.as_bytes());
+            let _ = dst_dir.unlink(journal_name(src).as_bytes());
+        };
+        let input = match src_dir.open_read(src.name.as_bytes()) {
+            Ok(f) => f,
+            Err(e) => {
+                // Gone (or unreadable) now: nothing left to resume from.
+                discard();
+                return Err(CopyFail::source(Op::Open, e));
+            }
+        };
         let st = rustix::fs::fstat(&input).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let now = Entry::from_stat(src.name.clone(), &st);
         if (now.size, now.mtime, now.ctime) != (src.size, src.mtime, src.ctime) {
-            let _ = dst_dir.unlink(part_n.as_bytes());
-            let _ = dst_dir.unlink(journal_name(src).as_bytes());
+            discard();
             return Ok(None);
         }
         let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let records: Vec<Option<Record>> = (0..self.chunks(src)).map(|i| journal.read(i)).collect();
         let missing = records.iter().filter(|r| r.is_none()).count();
         if missing > 0 {
-            // Chunk failures were reported; the part stays for a rerun to resume.
+            // Chunk failures were reported. A file big enough to resume
+            // keeps its part for the next run; a smaller one starts over.
+            let resumable = src.size >= self.resume_threshold;
+            if !resumable {
+                discard();
+            }
+            let fate = if resumable {
+                "finished chunks kept for the next run"
+            } else {
+                "copy abandoned"
+            };
             return Err(CopyFail::target_io(
                 Op::CopyData,
                 io::Error::other(format!(
-                    "{missing} of {} chunks failed; kept for resume",
+                    "{missing} of {} chunks failed; {fate}",
                     records.len()
                 )),
             ));

@@ -242,9 +242,10 @@ impl Engine {
             self.fail(&rel.join(&name), false, Op::Stat, e);
         }
         self.count_scanned(&src.entries);
+        let mut parts = Vec::new();
         let dst = match (&dst_dir, dst_entry) {
             (Some(d), Some(_)) => match self.walker.list(d) {
-                Ok(l) => self.drop_temporaries(d, rel, &src.entries, l.entries),
+                Ok(l) => self.drop_temporaries(d, rel, l.entries, &mut parts),
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
             },
             _ => Vec::new(),
@@ -257,6 +258,7 @@ impl Engine {
             }
         }
         let actions = self.planner.plan(&src.entries, &dst, &self.plan_opts);
+        self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
         // that need nothing.
         let acted = actions
@@ -341,46 +343,63 @@ impl Engine {
     }
 
     /// Removes temporaries left by earlier (interrupted) runs and hides this
-    /// run's own from the planner.
+    /// run's own from the planner. Part files of large files are set aside
+    /// in `parts`: whether one is resumed depends on the plan.
     fn drop_temporaries(
         &self,
         dir: &Dir,
         rel: &RelPath,
-        src: &[Entry],
         mut entries: Vec<Entry>,
+        parts: &mut Vec<Name>,
     ) -> Vec<Entry> {
-        // Part files of the current versions of this directory's large
-        // files are kept for resume; any other is stale.
-        let live: Vec<u64> = src
-            .iter()
-            .filter(|e| self.is_big(e))
-            .map(crate::bigfile::part_key)
-            .collect();
         entries.retain(|e| match temp_run_id(&e.name) {
-            None => match crate::bigfile::part_name_key(&e.name) {
-                None => true,
-                Some(key) => {
-                    if !live.contains(&key) && !self.dry_run {
-                        match dir.unlink(e.name.as_bytes()) {
-                            Ok(()) => Stats::bump(&self.stats.stale_removed, 1),
-                            Err(err) => self.fail(&rel.join(&e.name), true, Op::Remove, err),
-                        }
-                    }
-                    false
-                }
-            },
+            None if crate::bigfile::part_name_key(&e.name).is_some() => {
+                parts.push(e.name.clone());
+                false
+            }
+            None => true,
             Some(id) if id == self.run_id => false,
             Some(_) => {
-                if !self.dry_run {
-                    match dir.remove_all(e.name.as_bytes()) {
-                        Ok(_) => Stats::bump(&self.stats.stale_removed, 1),
-                        Err(err) => self.fail(&rel.join(&e.name), true, Op::Remove, err),
-                    }
-                }
+                self.remove_stale(dir, rel, &e.name);
                 false
             }
         });
         entries
+    }
+
+    /// Removes the part files (and journals) no planned copy will resume:
+    /// those of changed or removed sources, and those of files that are
+    /// already up to date (a kill between rename and journal removal).
+    fn drop_unused_parts(
+        &self,
+        dir: Option<&Dir>,
+        rel: &RelPath,
+        parts: &[Name],
+        actions: &[Action],
+    ) {
+        let Some(dir) = dir else { return };
+        let wanted: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Copy { src, .. } if self.is_big(src) => Some(crate::bigfile::part_key(src)),
+                _ => None,
+            })
+            .collect();
+        for name in parts {
+            if crate::bigfile::part_name_key(name).is_some_and(|k| !wanted.contains(&k)) {
+                self.remove_stale(dir, rel, name);
+            }
+        }
+    }
+
+    fn remove_stale(&self, dir: &Dir, rel: &RelPath, name: &Name) {
+        if self.dry_run {
+            return;
+        }
+        match dir.remove_all(name.as_bytes()) {
+            Ok(_) => Stats::bump(&self.stats.stale_removed, 1),
+            Err(err) => self.fail(&rel.join(name), true, Op::Remove, err),
+        }
     }
 
     /// Without root, a target directory whose mode lacks owner write (an
