@@ -187,7 +187,10 @@ impl SyncBuilder {
     }
 
     /// Extended attributes (all namespaces the process may read and write).
-    /// Default: [`AttrMode::Auto`] (what the target cannot hold is a warning).
+    /// Default: [`AttrMode::Auto`]: what the target cannot hold is a
+    /// warning, and an existing target's xattrs are compared when its
+    /// source changed status since. [`AttrMode::Required`]: refusals are
+    /// errors and every entry is compared on every run (as rsync `-X`).
     pub fn xattrs(&mut self, m: AttrMode) -> &mut Self {
         self.xattrs = m;
         self
@@ -375,6 +378,7 @@ impl Syncer {
         plan.preserve.owner &= root;
         plan.preserve.group &= root;
         plan.xattrs = b.xattrs.on() || b.acls.on();
+        plan.xattrs_always = b.xattrs == AttrMode::Required || b.acls == AttrMode::Required;
         plan.now = now();
         let mut probed = false;
         if !b.window_set

@@ -106,7 +106,8 @@ impl TaskRunner for Engine {
                 src,
                 dst,
                 touched,
-            } => self.finish_dir(&rel, &src, dst.as_ref(), touched),
+            } => self.finish_dir(&rel, &src, dst.as_ref(), touched, cx),
+            Task::Links { rel, actions } => self.run_links(&rel, actions),
         }
     }
 }
@@ -438,6 +439,19 @@ impl Engine {
                         dst: Some(dst),
                     });
                 }
+                Action::Copy {
+                    ref src, change, ..
+                } if !self.dry_run && change.transfer && is_linked(src, &self.plan_opts) => {
+                    // Data for a hard-link group: copied in the run's last
+                    // phase, once every up-to-date path has published the
+                    // group's existing inode (see links.rs).
+                    touched = true;
+                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    let path = rel.join(&src.name);
+                    if let Err(e) = self.defer_linked(rel, action) {
+                        self.fail(&path, true, Op::Link, e);
+                    }
+                }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
                 {
@@ -579,10 +593,22 @@ impl Engine {
             let from = self
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));
-            match self
-                .copier
-                .set_attrs(Node::At(d, &src.name), src, from, &self.copy_opts)
-            {
+            // Only xattrs/ACLs to check: leave owner, mode and times alone
+            // (rewriting them would move the target's ctime for nothing).
+            let only_xattrs = !(change.perms || change.owner || change.group || change.time);
+            let applied = match from {
+                Some(from) if only_xattrs => crate::xattr::sync_xattrs(
+                    from,
+                    Node::At(d, &src.name),
+                    self.copy_opts.xattrs.on(),
+                    self.copy_opts.acls.on(),
+                )
+                .map_err(|e| crate::copy::StepError::new(Op::Xattr, e)),
+                _ => self
+                    .copier
+                    .set_attrs(Node::At(d, &src.name), src, from, &self.copy_opts),
+            };
+            match applied {
                 Ok(report) => {
                     change.xattr |= report.xattrs_changed;
                     change.acl |= report.acl_changed;
@@ -716,36 +742,36 @@ impl Engine {
     }
 
     /// Applies a directory's attributes after everything inside it is done.
-    fn finish_dir(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) {
+    fn finish_dir(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        dst: Option<&Entry>,
+        touched: bool,
+        cx: &mut dyn TaskContext,
+    ) {
         if rel.is_root() {
+            // The last phase: deferred hard-link copies, then this again.
+            if self.spawn_deferred_links(cx) {
+                return cx.defer(Task::FinishDir {
+                    rel: rel.clone(),
+                    src: src.clone(),
+                    dst: dst.cloned(),
+                    touched,
+                });
+            }
             self.drop_link_area();
         }
         let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
         let xattrs = self.xattr_source(dst, src);
-        let needed = touched
-            || xattrs
+        let attrs = touched
             || dst.is_none()
             || change.is_some_and(|c| c.any())
             || self.wrote_mode(dst)
             // The root was touched by the run's probe or link area.
             || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
-        if needed && !self.dry_run {
-            let applied = self
-                .open_dst(rel)
-                .map_err(|e| (Op::OpenDir, e))
-                .and_then(|d| {
-                    // The source directory is opened only to read its xattrs.
-                    let src_dir = if xattrs {
-                        self.src_root.open_beneath(rel).ok()
-                    } else {
-                        None
-                    };
-                    let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
-                    self.copier
-                        .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts)
-                        .map_err(|e| (e.op, e.source))
-                });
-            match applied {
+        if (attrs || xattrs) && !self.dry_run {
+            match self.apply_dir_attrs(rel, src, attrs, xattrs) {
                 Ok(report) => self.report_dropped(rel, &report),
                 Err((op, e)) => return self.fail(rel, true, op, e),
             }
@@ -761,6 +787,39 @@ impl Engine {
         Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
     }
 
+    /// Sets a finished directory's attributes (`attrs`: owner, mode, times)
+    /// and/or syncs its xattrs and ACLs from the source directory; an
+    /// xattr check alone does not rewrite the others.
+    fn apply_dir_attrs(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        attrs: bool,
+        xattrs: bool,
+    ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
+        let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
+        // The source directory is opened only to read its xattrs.
+        let src_dir = if xattrs {
+            self.src_root.open_beneath(rel).ok()
+        } else {
+            None
+        };
+        let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
+        match (attrs, from) {
+            (false, Some(from)) => crate::xattr::sync_xattrs(
+                from,
+                Node::Fd(d.fd()),
+                self.copy_opts.xattrs.on(),
+                self.copy_opts.acls.on(),
+            )
+            .map_err(|e| (Op::Xattr, e)),
+            (_, from) => self
+                .copier
+                .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts)
+                .map_err(|e| (e.op, e.source)),
+        }
+    }
+
     /// True when the xattrs/ACLs of `src` are to be synced onto its target:
     /// always for a new target, and for an existing one when the source's
     /// status changed after the target's (see `plan::xattrs_may_differ`).
@@ -771,7 +830,10 @@ impl Engine {
 
     fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
         let on = self.copy_opts.xattrs.on() || self.copy_opts.acls.on();
-        on && dst.is_none_or(|d| src.ctime > d.ctime)
+        on && dst.is_none_or(|d| {
+            self.plan_opts.xattrs_always
+                || crate::plan::source_status_newer(src, d, &self.plan_opts)
+        })
     }
 
     /// Attributes the target refused: warnings, or errors when the user

@@ -9,10 +9,102 @@ use crate::error::Op;
 use crate::event::{Event, Stats};
 use crate::fs::Dir;
 use crate::itemize::Change;
+use crate::plan::Action;
+use crate::task::Task;
+use crate::transport::TaskContext;
 use std::io;
 use std::sync::atomic::Ordering;
 
 impl Engine {
+    /// Records a hard-linked file's copy for the run's last phase, as a
+    /// small file in the link area (on the target, so any worker of any
+    /// node can pick it up).
+    pub(crate) fn defer_linked(&self, rel: &RelPath, action: Action) -> io::Result<()> {
+        let area = self.link_area()?;
+        match area.mkdir(PENDING, 0o700) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let pending = area.open_dir(PENDING)?;
+        let task = Task::Links {
+            rel: rel.clone(),
+            actions: vec![action],
+        };
+        let bytes = task.encode().map_err(io::Error::other)?;
+        let name = self.temp_name();
+        let f = pending.create_excl(name.as_bytes())?;
+        std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)
+    }
+
+    /// Spawns the recorded hard-link copies, one task per directory, and
+    /// removes their records. False when there were none.
+    pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
+        let Some(Ok(area)) = self.links.get() else {
+            return false;
+        };
+        let Ok(pending) = area.open_dir(PENDING) else {
+            return false;
+        };
+        let Ok(names) = pending.names() else {
+            return false;
+        };
+        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
+        for name in names {
+            let task = read_small(&pending, &name).and_then(|b| Task::decode(&b).ok());
+            let _ = pending.unlink(name.as_bytes());
+            if let Some(Task::Links { rel, actions }) = task {
+                by_dir.entry(rel).or_default().extend(actions);
+            }
+        }
+        let any = !by_dir.is_empty();
+        for (rel, actions) in by_dir {
+            for chunk in actions.chunks(self.batch_files) {
+                cx.spawn(Task::Links {
+                    rel: rel.clone(),
+                    actions: chunk.to_vec(),
+                });
+            }
+        }
+        any
+    }
+
+    /// Runs deferred hard-link copies of one directory, then sets its times
+    /// again: the new links changed them after its finish.
+    pub(crate) fn run_links(&self, rel: &RelPath, actions: Vec<Action>) {
+        let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), self.open_dst_dir(rel))
+        else {
+            for a in &actions {
+                if let Action::Copy { src, .. } = a {
+                    self.fail(
+                        &rel.join(&src.name),
+                        true,
+                        Op::OpenDir,
+                        io::Error::from(io::ErrorKind::NotFound),
+                    );
+                }
+            }
+            return;
+        };
+        for action in actions {
+            if let Action::Copy { src, dst, change } = action {
+                self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
+            }
+        }
+        if let Ok(st) = src_dir.fstat() {
+            let entry = Entry::from_stat(Name::default(), &st);
+            use std::os::fd::AsFd;
+            if let Err(e) = self.copier.set_attrs(
+                crate::xattr::Node::Fd(dst_dir.fd().as_fd()),
+                &entry,
+                None,
+                &self.copy_opts,
+            ) {
+                self.fail(rel, true, e.op, e.source);
+            }
+        }
+    }
+
     /// The hard-link area: a directory at the target root named like a
     /// temporary of this run, so that a later run removes it if this one
     /// dies. It holds one link per source inode (`<dev>-<ino>`), through
@@ -232,6 +324,9 @@ impl Engine {
         Ok(copied.map_or(Linked::ToExisting, Linked::Copied))
     }
 }
+
+/// The link area's subdirectory of deferred hard-link copies.
+const PENDING: &[u8] = b"pending";
 
 /// The link area's note of which path copied a group (for itemizing).
 fn leader_name(dev: u64, ino: u64) -> Name {

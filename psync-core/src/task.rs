@@ -69,6 +69,14 @@ pub enum Task {
         /// Attempts so far.
         attempt: u32,
     },
+    /// The run's last phase: copies of hard-link groups recorded during the
+    /// walk, then the directory's times again (the links changed them).
+    Links {
+        /// The directory.
+        rel: RelPath,
+        /// `Copy` actions of hard-linked files in that directory.
+        actions: Vec<Action>,
+    },
     /// Apply a directory's attributes once everything inside it is done.
     FinishDir {
         /// The directory.
@@ -91,6 +99,7 @@ impl Task {
             | Task::BigFile { rel, .. }
             | Task::Chunk { rel, .. }
             | Task::FinishFile { rel, .. }
+            | Task::Links { rel, .. }
             | Task::FinishDir { rel, .. } => rel,
         }
     }

@@ -25,6 +25,12 @@ pub enum Node<'a> {
 /// The two ACL xattrs.
 pub const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
 
+/// Names that are another file system's internal view of an attribute
+/// psync copies otherwise: XFS shows root its ACLs a second time as
+/// `trusted.SGI_ACL_FILE` / `trusted.SGI_ACL_DEFAULT`. Copying those would
+/// put stray xattrs on other file systems and fight the real ACL on XFS.
+pub const SHADOW_NAMES: [&[u8]; 2] = [b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
+
 /// True for the xattr names that hold POSIX ACLs.
 pub fn is_acl(name: &[u8]) -> bool {
     ACL_NAMES.contains(&name)
@@ -141,7 +147,7 @@ pub fn sync_xattrs(
     xattrs: bool,
     acls: bool,
 ) -> io::Result<XattrReport> {
-    let wanted = |n: &[u8]| if is_acl(n) { acls } else { xattrs };
+    let wanted = |n: &[u8]| !SHADOW_NAMES.contains(&n) && if is_acl(n) { acls } else { xattrs };
     let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
     names.sort_by_key(|n| !is_acl(n));
     let theirs: Vec<Vec<u8>> = dst.list()?.into_iter().filter(|n| wanted(n)).collect();

@@ -293,6 +293,14 @@ impl Copier for GenericCopier {
         } else {
             vec![(job.offset, job.len)]
         };
+        // A sparse whole file gets its length first: writing the data
+        // segments then never extends it, so no file system keeps
+        // speculative preallocation past the last segment inside the file.
+        if job.may_be_sparse() && job.is_whole_file() {
+            rustix::fs::ftruncate(job.dst, job.len)
+                .map_err(io::Error::from)
+                .op(Op::CopyData)?;
+        }
         let mut hasher = job.hash.then(Hasher::new);
         let mut copied = Copied::plain(0, Strategy::Empty);
         for &(start, len) in &segments {
@@ -306,13 +314,8 @@ impl Copier for GenericCopier {
         }
         // Holes stay holes: only data segments were written; a whole file
         // still needs its length (a trailing hole has no segment).
-        if job.may_be_sparse() && job.is_whole_file() {
-            rustix::fs::ftruncate(job.dst, job.len)
-                .map_err(io::Error::from)
-                .op(Op::CopyData)?;
-            if copied.strategy == Strategy::Empty {
-                copied.strategy = Strategy::CopyRange;
-            }
+        if job.may_be_sparse() && job.is_whole_file() && copied.strategy == Strategy::Empty {
+            copied.strategy = Strategy::CopyRange;
         }
         copied.hash = hasher.map(|h| h.finish());
         copied.segments = segments;
