@@ -401,6 +401,7 @@ impl Syncer {
                 reflink: b.reflink,
                 xattrs: b.xattrs,
                 acls: b.acls,
+                fresh: false,
             },
             dry_run: b.dry_run,
             itemize: b.itemize,

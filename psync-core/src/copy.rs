@@ -137,6 +137,11 @@ pub struct CopyOptions {
     pub xattrs: AttrMode,
     /// POSIX ACLs.
     pub acls: AttrMode,
+    /// Set by the engine for one call: the target was just made by
+    /// [`Copier::create_unnamed`] in a directory this run created, so it
+    /// has the process's owner and group, no xattrs, and the mode
+    /// `create_unnamed` gave it. A copier may skip what is already right.
+    pub fresh: bool,
 }
 
 /// One data copy: a byte range of a source file into the same range of a
@@ -197,7 +202,9 @@ pub trait Copier: Send + Sync {
     ) -> Result<File, StepError>;
 
     /// Creates an unnamed target file in `dir` for `src` (`O_TMPFILE`),
-    /// which the engine links at its name once complete. `Ok(None)` when
+    /// which the engine links at its name once complete. It may be created
+    /// with `src`'s permission bits (the kernel applies the umask): no one
+    /// can open an unnamed file. `Ok(None)` when
     /// the file system cannot (the engine then uses a named temporary).
     /// The default: `Ok(None)`.
     ///

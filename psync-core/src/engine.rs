@@ -85,7 +85,11 @@ impl TaskRunner for Engine {
         }
         match task {
             Task::Dir { rel, src, dst } => self.run_dir(&rel, &src, dst.as_ref(), cx),
-            Task::Files { rel, actions } => self.run_files(&rel, actions),
+            Task::Files {
+                rel,
+                actions,
+                fresh,
+            } => self.run_files(&rel, actions, fresh),
             Task::BigFile {
                 rel,
                 src,
@@ -110,6 +114,17 @@ impl TaskRunner for Engine {
             Task::Links { rel, actions } => self.run_links(&rel, actions),
         }
     }
+}
+
+/// How one copy attempt may proceed.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// A target exists under the name (it is replaced by rename).
+    existed: bool,
+    /// The target directory was created by this run (see `Task::Files`).
+    fresh_dir: bool,
+    /// Use the listing's metadata instead of a new `fstat` (first attempt).
+    trust_listing: bool,
 }
 
 /// Small files travel together; a batch closes at this many files or bytes.
@@ -280,7 +295,8 @@ impl Engine {
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
-        let touched = self.act(rel, &src_dir, dst_dir.as_ref(), actions, cx);
+        let fresh = dst_entry.is_none();
+        let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
         cx.defer(Task::FinishDir {
             rel: rel.clone(),
             src: src_entry.clone(),
@@ -422,6 +438,7 @@ impl Engine {
         rel: &RelPath,
         src_dir: &Dir,
         dst: Option<&Dir>,
+        fresh: bool,
         actions: Vec<Action>,
         cx: &mut dyn TaskContext,
     ) -> bool {
@@ -478,6 +495,7 @@ impl Engine {
                         cx.spawn(Task::Files {
                             rel: rel.clone(),
                             actions,
+                            fresh,
                         });
                     }
                 }
@@ -488,6 +506,7 @@ impl Engine {
             cx.spawn(Task::Files {
                 rel: rel.clone(),
                 actions: batch.actions,
+                fresh,
             });
         }
         touched
@@ -602,6 +621,7 @@ impl Engine {
                     Node::At(d, &src.name),
                     self.copy_opts.xattrs.on(),
                     self.copy_opts.acls.on(),
+                    false,
                 )
                 .map_err(|e| crate::copy::StepError::new(Op::Xattr, e)),
                 _ => self
@@ -657,7 +677,7 @@ impl Engine {
                 if is_linked(src, &self.plan_opts) {
                     self.copy_linked(rel, src_dir, d, src, Some(dst), change);
                 } else {
-                    self.copy_file(rel, src_dir, d, src, true, change);
+                    self.copy_file(rel, src_dir, d, src, true, false, change);
                 }
             }
             _ => {
@@ -811,6 +831,7 @@ impl Engine {
                 Node::Fd(d.fd()),
                 self.copy_opts.xattrs.on(),
                 self.copy_opts.acls.on(),
+                false,
             )
             .map_err(|e| (Op::Xattr, e)),
             (_, from) => self
@@ -866,7 +887,7 @@ impl Engine {
 
     // ----- file tasks ------------------------------------------------------
 
-    fn run_files(&self, rel: &RelPath, actions: Vec<Action>) {
+    fn run_files(&self, rel: &RelPath, actions: Vec<Action>, fresh: bool) {
         let dirs = self
             .src_root
             .open_beneath(rel)
@@ -893,7 +914,7 @@ impl Engine {
                 }
                 Action::Copy { src, dst, change } => {
                     let existed = dst.is_some() && !change.new;
-                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, change);
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, fresh, change);
                 }
                 Action::Compare { src, dst, change } => {
                     self.compare_file(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
@@ -905,6 +926,7 @@ impl Engine {
 
     /// Copies one regular file to a temporary and renames it into place,
     /// retrying when the source changes under the copy.
+    #[allow(clippy::too_many_arguments)]
     fn copy_file(
         &self,
         rel: &RelPath,
@@ -912,11 +934,18 @@ impl Engine {
         dst_dir: &Dir,
         listed: &Entry,
         existed: bool,
+        fresh_dir: bool,
         change: Change,
     ) {
         let path = rel.join(&listed.name);
-        for _ in 0..=self.retries {
-            match self.copy_once(&path, src_dir, dst_dir, listed, existed) {
+        for attempt in 0..=self.retries {
+            // A retry re-reads the source's state instead of trusting the listing.
+            let how = Attempt {
+                existed,
+                fresh_dir,
+                trust_listing: attempt == 0,
+            };
+            match self.copy_once(&path, src_dir, dst_dir, listed, how) {
                 Ok(Some(strategy)) => {
                     self.count_strategy(strategy);
                     self.itemize(path, Some(change), listed);
@@ -953,16 +982,16 @@ impl Engine {
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
-        existed: bool,
+        how: Attempt,
     ) -> Result<Option<Strategy>, CopyFail> {
-        let (src, cur) = self.open_source(src_dir, listed)?;
-        if !existed
+        let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
+        if !how.existed
             && let Some(out) = self
                 .copier
                 .create_unnamed(dst_dir, &cur, &src)
                 .map_err(CopyFail::target)?
         {
-            let Some(strategy) = self.fill_checked(path, &src, &out, &cur)? else {
+            let Some(strategy) = self.fill_checked(path, &src, &out, &cur, how.fresh_dir)? else {
                 return Ok(None);
             };
             match dst_dir.link_fd(&out, listed.name.as_bytes()) {
@@ -995,16 +1024,22 @@ impl Engine {
         })
     }
 
-    /// Opens the source file and takes its metadata as it is now.
+    /// Opens the source file; its metadata is the listing's when
+    /// `trust_listing` (the check after the copy catches any change since,
+    /// a changed type included), else taken now.
     pub(crate) fn open_source(
         &self,
         src_dir: &Dir,
         listed: &Entry,
+        trust_listing: bool,
     ) -> Result<(std::fs::File, Entry), CopyFail> {
         let name = &listed.name;
         let src = src_dir
             .open_read(name.as_bytes())
             .map_err(|e| CopyFail::source(Op::Open, e))?;
+        if trust_listing {
+            return Ok((src, listed.clone()));
+        }
         let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let cur = Entry::from_stat(name.clone(), &before);
         if cur.kind != Kind::File {
@@ -1032,7 +1067,7 @@ impl Engine {
             .copier
             .create(out_dir, out_name, cur, src)
             .map_err(CopyFail::target)?;
-        let result = self.fill_checked(path, src, &out, cur);
+        let result = self.fill_checked(path, src, &out, cur, false);
         drop(out);
         if !matches!(result, Ok(Some(_))) {
             let _ = out_dir.unlink(out_name.as_bytes());
@@ -1048,14 +1083,14 @@ impl Engine {
         src: &std::fs::File,
         out: &std::fs::File,
         cur: &Entry,
+        fresh: bool,
     ) -> Result<Option<Strategy>, CopyFail> {
-        let strategy = self.fill(path, src, out, cur)?;
+        let strategy = self.fill(path, src, out, cur, fresh)?;
         let after = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let now = Entry::from_stat(cur.name.clone(), &after);
-        Ok(
-            ((now.size, now.mtime, now.ctime) == (cur.size, cur.mtime, cur.ctime))
-                .then_some(strategy),
-        )
+        let same = (now.kind, now.size, now.mtime, now.ctime)
+            == (cur.kind, cur.size, cur.mtime, cur.ctime);
+        Ok(same.then_some(strategy))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -1065,6 +1100,7 @@ impl Engine {
         src: &std::fs::File,
         out: &std::fs::File,
         cur: &Entry,
+        fresh: bool,
     ) -> Result<Strategy, CopyFail> {
         let job = crate::copy::DataJob {
             src,
@@ -1092,7 +1128,15 @@ impl Engine {
             .then_some(Node::Fd(src.as_fd()));
         let report = self
             .copier
-            .set_attrs(Node::Fd(out.as_fd()), cur, from, &self.copy_opts)
+            .set_attrs(
+                Node::Fd(out.as_fd()),
+                cur,
+                from,
+                &CopyOptions {
+                    fresh,
+                    ..self.copy_opts
+                },
+            )
             .map_err(CopyFail::target)?;
         self.report_dropped(path, &report);
         Ok(copied.strategy)

@@ -225,14 +225,15 @@ impl Dir {
         )?))
     }
 
-    /// Creates an unnamed regular file in this directory (`O_TMPFILE`),
-    /// mode 0600; `Ok(None)` where the file system does not support it.
+    /// Creates an unnamed regular file in this directory (`O_TMPFILE`) with
+    /// the permission bits of `mode` (less the umask); `Ok(None)` where the
+    /// file system does not support it.
     ///
     /// # Errors
     /// As `openat(O_TMPFILE)` for other failures.
-    pub fn create_unnamed(&self) -> io::Result<Option<File>> {
+    pub fn create_unnamed(&self, mode: u32) -> io::Result<Option<File>> {
         let flags = OFlags::RDWR | OFlags::TMPFILE | OFlags::CLOEXEC;
-        match rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(0o600)) {
+        match rustix::fs::openat(&self.fd, ".", flags, Mode::from_raw_mode(mode & 0o777)) {
             Ok(fd) => Ok(Some(File::from(fd))),
             Err(
                 rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR | rustix::io::Errno::INVAL,

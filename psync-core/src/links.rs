@@ -262,7 +262,7 @@ impl Engine {
                 Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
             }
             let _ = area.unlink(part.as_bytes());
-            let (input, cur) = self.open_source(src_dir, src)?;
+            let (input, cur) = self.open_source(src_dir, src, false)?;
             match self.write_temp(path, &input, &cur, area, &part)? {
                 Some(_)
                     if self.itemize

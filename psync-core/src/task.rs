@@ -31,6 +31,10 @@ pub enum Task {
         rel: RelPath,
         /// `Copy` actions of that directory.
         actions: Vec<Action>,
+        /// The target directory was created by this run: until its finish
+        /// it has no default ACL, no setgid bit and no other entries, so a
+        /// new file in it starts with the process's owner and no xattrs.
+        fresh: bool,
     },
     /// Prepare the copy of a file larger than the chunk size: its part file
     /// and journal (resuming an interrupted copy), one `Chunk` per missing

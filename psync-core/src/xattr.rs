@@ -134,7 +134,8 @@ pub struct XattrReport {
     pub dropped: Vec<(Vec<u8>, io::Error)>,
 }
 
-/// Makes the xattrs of `dst` equal to those of `src`, ACLs first. Only the
+/// Makes the xattrs of `dst` equal to those of `src`, ACLs first
+/// (`dst_empty`: the caller knows `dst` has none, a new file). Only the
 /// kinds asked for are touched: with `acls` false the ACL names are left
 /// alone on both sides, with `xattrs` false all others are.
 ///
@@ -146,11 +147,16 @@ pub fn sync_xattrs(
     dst: Node<'_>,
     xattrs: bool,
     acls: bool,
+    dst_empty: bool,
 ) -> io::Result<XattrReport> {
     let wanted = |n: &[u8]| !SHADOW_NAMES.contains(&n) && if is_acl(n) { acls } else { xattrs };
     let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
     names.sort_by_key(|n| !is_acl(n));
-    let theirs: Vec<Vec<u8>> = dst.list()?.into_iter().filter(|n| wanted(n)).collect();
+    if names.is_empty() && dst_empty {
+        return Ok(XattrReport::default());
+    }
+    let listed = if dst_empty { Vec::new() } else { dst.list()? };
+    let theirs: Vec<Vec<u8>> = listed.into_iter().filter(|n| wanted(n)).collect();
     let mut report = XattrReport::default();
     let mark = |name: &[u8], r: &mut XattrReport| {
         if is_acl(name) {
@@ -215,7 +221,7 @@ mod tests {
         let name = Name::from("b");
         let dst = Node::At(&d, &name);
         dst.set(b"user.extra", b"x").unwrap();
-        let r = sync_xattrs(src, dst, true, true).unwrap();
+        let r = sync_xattrs(src, dst, true, true, false).unwrap();
         assert!(r.xattrs_changed && r.dropped.is_empty());
         let mut got = dst.list().unwrap();
         got.sort();
@@ -229,7 +235,7 @@ mod tests {
         );
         assert_eq!(dst.get(b"user.bin").unwrap().unwrap(), vec![0, 255, 10, 0]);
         assert_eq!(dst.get(b"user.big").unwrap().unwrap().len(), 3000);
-        let again = sync_xattrs(src, dst, true, true).unwrap();
+        let again = sync_xattrs(src, dst, true, true, false).unwrap();
         assert!(!again.xattrs_changed, "a second sync changes nothing");
     }
 }

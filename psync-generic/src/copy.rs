@@ -235,6 +235,17 @@ fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
     }
 }
 
+/// The process's effective uid and gid: the owner of the files it creates.
+fn process_ids() -> (u32, u32) {
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    *IDS.get_or_init(|| {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
+    })
+}
+
 fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
     if !opts.can_chown {
         return (None, None);
@@ -263,13 +274,13 @@ impl Copier for GenericCopier {
     fn create_unnamed(
         &self,
         dir: &Dir,
-        _src: &Entry,
+        src: &Entry,
         _src_file: &File,
     ) -> Result<Option<File>, StepError> {
         if self.no_tmpfile.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let made = dir.create_unnamed().op(Op::Create)?;
+        let made = dir.create_unnamed(src.mode).op(Op::Create)?;
         if made.is_none() {
             self.no_tmpfile.store(true, Ordering::Relaxed);
         }
@@ -330,17 +341,26 @@ impl Copier for GenericCopier {
         opts: &CopyOptions,
     ) -> Result<XattrReport, StepError> {
         let (uid, gid) = owner(src, opts);
-        if uid.is_some() || gid.is_some() {
+        // A fresh file already has the process's owner and group.
+        let owned = opts.fresh
+            && (uid, gid) == (Some(src.uid), Some(src.gid))
+            && process_ids() == (src.uid, src.gid);
+        if (uid.is_some() || gid.is_some()) && !owned {
             chown(target, uid, gid).op(Op::Chown)?;
         }
+        // A fresh file was created with the source's permission bits less
+        // the umask: chmod only if that is not already the target mode.
+        let mode_right = opts.fresh && target_mode(src, opts) == src.mode & 0o777 & !umask();
         if src.kind != Kind::Symlink
+            && !mode_right
             && (opts.preserve.perms || opts.can_chown || matches!(target, Node::Fd(_)))
         {
             chmod(target, target_mode(src, opts)).op(Op::Chmod)?;
         }
         let report = match from {
             Some(from) if opts.xattrs.on() || opts.acls.on() => {
-                sync_xattrs(from, target, opts.xattrs.on(), opts.acls.on()).op(Op::Xattr)?
+                sync_xattrs(from, target, opts.xattrs.on(), opts.acls.on(), opts.fresh)
+                    .op(Op::Xattr)?
             }
             _ => XattrReport::default(),
         };
@@ -386,6 +406,7 @@ mod tests {
         reflink: Reflink::Auto,
         xattrs: psync_core::AttrMode::Auto,
         acls: psync_core::AttrMode::Auto,
+        fresh: false,
     };
 
     fn entry_of(d: &Dir, name: &[u8]) -> Entry {
