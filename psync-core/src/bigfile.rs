@@ -237,11 +237,29 @@ impl Engine {
             .copier
             .create(&dst_dir, &part, &cur, &src)
             .map_err(CopyFail::target)?;
+        let journal = Journal::create(&dst_dir, self.chunk_size, &cur)
+            .map_err(|e| CopyFail::target_io(Op::Create, e))?;
+        // A clone of the whole file needs no chunks: record them all done.
+        if self
+            .copier
+            .try_clone(&src, &out, &self.copy_opts)
+            .map_err(CopyFail::target)?
+        {
+            let done = Record {
+                hash: None,
+                strategy: Strategy::Reflink,
+            };
+            for i in 0..self.chunks(&cur) {
+                journal
+                    .write(i, done)
+                    .map_err(|e| CopyFail::target_io(Op::CopyData, e))?;
+            }
+            Stats::bump(&self.stats.bytes_copied, cur.size);
+            return Ok((cur, Vec::new()));
+        }
         // The length first: chunks then write at their offsets in any
         // order, and holes past the last data stay holes.
         out.set_len(cur.size)
-            .map_err(|e| CopyFail::target_io(Op::Create, e))?;
-        Journal::create(&dst_dir, self.chunk_size, &cur)
             .map_err(|e| CopyFail::target_io(Op::Create, e))?;
         Ok((cur.clone(), (0..self.chunks(&cur)).collect()))
     }

@@ -220,6 +220,18 @@ pub trait Copier: Send + Sync {
         Ok(None)
     }
 
+    /// Makes `dst` a clone of the whole of `src` (shared extents) when the
+    /// options allow and the file systems can; `Ok(false)` to copy the
+    /// data instead. Used before splitting a large file into chunks. The
+    /// default: `Ok(false)`.
+    ///
+    /// # Errors
+    /// A clone that was required (`Reflink::Always`) and failed.
+    fn try_clone(&self, src: &File, dst: &File, opts: &CopyOptions) -> Result<bool, StepError> {
+        let _ = (src, dst, opts);
+        Ok(false)
+    }
+
     /// Copies the job's byte range from source to target at the same
     /// offset, keeping holes as holes. Checks `quit` between large steps and
     /// fails with `ErrorKind::Interrupted` when it is set.
@@ -281,6 +293,9 @@ macro_rules! forward_copier {
             }
             fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
                 (**self).create_unnamed(dir, src, f)
+            }
+            fn try_clone(&self, s: &File, d: &File, o: &CopyOptions) -> Result<bool, StepError> {
+                (**self).try_clone(s, d, o)
             }
             fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
                 (**self).copy_data(job, quit)

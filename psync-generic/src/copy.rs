@@ -49,14 +49,22 @@ impl GenericCopier {
 
     /// Clones the whole file. `Ok(false)`: not possible here, copy instead.
     fn try_reflink(&self, job: &DataJob<'_>) -> io::Result<bool> {
-        let policy = job.opts.reflink;
-        if policy == Reflink::Never || !job.is_whole_file() {
+        if !job.is_whole_file() {
+            return Ok(false);
+        }
+        self.clone_file(job.src, job.dst, job.opts.reflink)
+    }
+
+    /// FICLONE under a reflink policy. `Ok(false)`: not possible (or not
+    /// allowed) here.
+    fn clone_file(&self, src: &File, dst: &File, policy: Reflink) -> io::Result<bool> {
+        if policy == Reflink::Never {
             return Ok(false);
         }
         if policy == Reflink::Auto && self.no_reflink.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        match rustix::fs::ioctl_ficlone(job.dst, job.src) {
+        match rustix::fs::ioctl_ficlone(dst, src) {
             Ok(()) => Ok(true),
             Err(e) if policy == Reflink::Auto && is_unsupported(&e.into()) => {
                 self.no_reflink.store(true, Ordering::Relaxed);
@@ -269,6 +277,10 @@ impl Copier for GenericCopier {
         _src_file: &File,
     ) -> Result<File, StepError> {
         dir.create_excl(tmp.as_bytes()).op(Op::Create)
+    }
+
+    fn try_clone(&self, src: &File, dst: &File, opts: &CopyOptions) -> Result<bool, StepError> {
+        self.clone_file(src, dst, opts.reflink).op(Op::CopyData)
     }
 
     fn create_unnamed(
