@@ -364,7 +364,7 @@ else
     note "generated in $(((${EPOCHREALTIME/./} - t0) / 1000)) ms"
 fi
 # Entries below the root, and bytes of regular files.
-read -r NENTRIES NBYTES < <(find "$SRC" -mindepth 1 -printf '%y %s\n' | awk '{n++} $1 == "f" {b += $2} END {print n + 0, b + 0}')
+read -r NENTRIES NBYTES < <(find "$SRC" -mindepth 1 -printf '%y %s\n' | awk '{n++} $1 == "f" {b += $2} END {printf "%d %.0f\n", n, b}')
 
 # ------------------------------------------------------------- timing
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
