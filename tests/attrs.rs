@@ -160,3 +160,51 @@ fn xattrs_and_acls_are_kept() {
         rsync_oracle(&t.src(), &t.dst());
     });
 }
+
+/// A target pre-seeded by another tool (same data and mtimes, no xattrs)
+/// gets the source's xattrs from a default run, which compares every
+/// entry as `rsync -X` does; `--fast-xattr-check` (ctime-driven) does not
+/// look, as documented.
+#[test]
+fn pre_seeded_target_gets_its_xattrs_by_default() {
+    let t = TestDir::new("pre_seeded_target_gets_its_xattrs_by_default");
+    let (src, dst) = (t.src(), t.dst());
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data").unwrap();
+    if let Err(e) = rustix::fs::setxattr(
+        src.join("f"),
+        "user.tag",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    ) {
+        assert!(!in_ci(), "user xattrs unsupported in CI: {e}");
+        eprintln!("skipping: this file system has no user xattrs ({e})");
+        return;
+    }
+    // "Another tool": copies data, mode and times, not xattrs.
+    let status = std::process::Command::new("cp")
+        .args(["-r", "--preserve=mode,timestamps"])
+        .arg(&src)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let has_tag = || rustix::fs::getxattr(dst.join("f"), "user.tag", &mut [0u8; 8][..]).is_ok();
+    assert!(!has_tag(), "cp copied the xattr; the fixture is wrong");
+    let run = |fast: bool| {
+        let mut b = psync::builder(&src, &dst);
+        b.fast_xattr_check(fast);
+        b.build().unwrap().run().unwrap()
+    };
+    let r = run(true);
+    assert!(r.success());
+    assert!(
+        !has_tag(),
+        "the fast check is ctime-driven and does not look"
+    );
+    let r = run(false);
+    assert!(r.success());
+    assert!(has_tag(), "the default compares every entry's xattrs");
+    assert_eq!(r.stats.bytes_copied, 0, "attributes only");
+    rsync_oracle(&src, &dst);
+}

@@ -741,9 +741,8 @@ fn xattrs_and_acls_on_every_fs_pair() {
 
 /// Extraneous, missing and changed xattrs and ACL entries made on the
 /// target alone (its ctime is then newer than the source's) are put
-/// right by a re-run with `-X -A`, which compare every entry as `rsync -X`
-/// does. (By default only entries whose source changed status since are
-/// compared: five times cheaper on a no-op run; README.)
+/// right by a re-run, which compares every entry as `rsync -X` does (the
+/// default, and always with `-X -A`; README).
 #[test]
 fn target_side_xattr_and_acl_changes_are_undone() {
     let test = "target_side_xattr_and_acl_changes_are_undone";
