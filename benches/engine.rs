@@ -170,8 +170,8 @@ fn synced_target(src: &Path, name: &str) -> PathBuf {
 /// Lists one directory pair, plans it, and recurses into the directories
 /// that exist on both sides. Returns the number of entries listed.
 fn walk_plan(src: &Dir, dst: &Dir, opts: &PlanOptions) -> usize {
-    let (s, _) = src.list().expect("list source");
-    let (d, _) = dst.list().expect("list target");
+    let s = src.list().expect("list source").entries;
+    let d = dst.list().expect("list target").entries;
     let mut listed = s.len() + d.len();
     for action in plan(&s, &d, opts) {
         if let Action::Descend { src: e, .. } = black_box(action) {

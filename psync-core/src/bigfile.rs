@@ -50,6 +50,12 @@ fn journal_name(e: &Entry) -> Name {
     Name(format!("{PART_PREFIX}{:016x}.journal", part_key(e)).into_bytes())
 }
 
+/// Removes the part file and journal of `e` (nothing to resume from).
+fn discard_part(dir: &Dir, e: &Entry) {
+    let _ = dir.unlink(part_name(e).as_bytes());
+    let _ = dir.unlink(journal_name(e).as_bytes());
+}
+
 /// The key inside a part or journal name, if `name` is one.
 pub fn part_name_key(name: &Name) -> Option<u64> {
     let rest = name.as_bytes().strip_prefix(PART_PREFIX.as_bytes())?;
@@ -293,7 +299,7 @@ impl Engine {
             .open_beneath(rel)
             .map_err(|e| CopyFail::source(Op::OpenDir, e))?;
         let d = self
-            .open_dst_dir(rel)
+            .open_dst(rel)
             .map_err(|e| CopyFail::target_io(Op::OpenDir, e))?;
         Ok((s, d))
     }
@@ -379,10 +385,9 @@ impl Engine {
         if self.quit.load(Ordering::Relaxed) {
             // Stopped: a file too small to resume leaves nothing behind.
             if src.size < self.resume_threshold
-                && let Ok(d) = self.open_dst_dir(rel)
+                && let Ok(d) = self.open_dst(rel)
             {
-                let _ = d.unlink(part_name(src).as_bytes());
-                let _ = d.unlink(journal_name(src).as_bytes());
+                discard_part(&d, src);
             }
             return;
         }
@@ -424,10 +429,7 @@ impl Engine {
     fn finish_big(&self, rel: &RelPath, src: &Entry) -> Result<Option<Strategy>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let part_n = part_name(src);
-        let discard = || {
-            let _ = dst_dir.unlink(part_n.as_bytes());
-            let _ = dst_dir.unlink(journal_name(src).as_bytes());
-        };
+        let discard = || discard_part(&dst_dir, src);
         let input = match src_dir.open_read(src.name.as_bytes()) {
             Ok(f) => f,
             Err(e) => {
@@ -522,9 +524,7 @@ mod tests {
 
     #[test]
     fn journal_records_roundtrip_and_reject_other_versions() {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        let t = tempfile::tempdir_in(base).unwrap();
+        let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
         let j = Journal::create(&d, 64 << 20, &e).unwrap();

@@ -370,7 +370,7 @@ impl Syncer {
         let b = &self.b;
         let src_root = Dir::open_root(&self.roots.src).at(Op::OpenDir, &self.roots.src)?;
         let src_entry = root_entry(&src_root, &self.roots.src)?;
-        let (dst_root, dst_entry) = self.open_or_create_dst(&src_entry)?;
+        let (dst_root, dst_entry) = self.open_or_create_dst()?;
         let copier = match &dst_root {
             Some(d) => self
                 .b
@@ -434,7 +434,11 @@ impl Syncer {
             resume_threshold: b.resume_threshold,
         };
         if dst_entry.is_none() && b.itemize {
-            engine_itemize_root(&engine);
+            engine.itemize(
+                RelPath::root(),
+                Some(Change::new_entry(crate::Kind::Dir)),
+                &src_entry,
+            );
         }
         let transport: Arc<dyn Transport> = b
             .transport
@@ -459,7 +463,7 @@ impl Syncer {
 
     /// Opens the target root, creating it (one level, like rsync) when
     /// missing. Returns its pre-run entry, `None` when this run created it.
-    fn open_or_create_dst(&self, src_entry: &Entry) -> Result<(Option<Dir>, Option<Entry>), Error> {
+    fn open_or_create_dst(&self) -> Result<(Option<Dir>, Option<Entry>), Error> {
         let dst = &self.roots.dst;
         let existed = std::fs::symlink_metadata(dst).is_ok();
         if !existed {
@@ -472,7 +476,6 @@ impl Syncer {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(Error::new(Op::Mkdir, dst, e)),
             }
-            let _ = src_entry;
         }
         let d = Dir::open_root(dst).at(Op::OpenDir, dst)?;
         let entry = if existed {
@@ -563,17 +566,6 @@ fn park_for(stop: &AtomicBool, d: Duration) {
     }
 }
 
-fn engine_itemize_root(engine: &Engine) {
-    if let Some(tx) = &engine.events {
-        let _ = tx.send(Event::Itemize {
-            path: RelPath::root(),
-            change: Some(Change::new_entry(crate::Kind::Dir)),
-            kind: crate::Kind::Dir,
-            link: None,
-        });
-    }
-}
-
 fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
     let st = d.fstat().at(Op::Stat, path)?;
     Ok(Entry::from_stat(Name::default(), &st))
@@ -600,9 +592,7 @@ mod tests {
 
     #[test]
     fn nanosecond_file_systems_need_no_window() {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        let t = tempfile::tempdir_in(base).unwrap();
+        let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         // tmp dirs of the test live on ext4/tmpfs/xfs/btrfs: all keep ns.
         assert_eq!(time_resolution(&d), Some(0));

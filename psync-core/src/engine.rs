@@ -218,11 +218,7 @@ impl Engine {
 
     // ----- directory tasks -------------------------------------------------
 
-    pub(crate) fn open_dst_dir(&self, rel: &RelPath) -> io::Result<Dir> {
-        self.open_dst(rel)
-    }
-
-    fn open_dst(&self, rel: &RelPath) -> io::Result<Dir> {
+    pub(crate) fn open_dst(&self, rel: &RelPath) -> io::Result<Dir> {
         match &self.dst_root {
             Some(root) => root.open_beneath(rel),
             None => Err(io::Error::from(io::ErrorKind::NotFound)),
@@ -337,9 +333,9 @@ impl Engine {
     fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry, with_self: bool) {
         if entry.kind == Kind::Dir
             && let Ok(sub) = dir.open_dir(entry.name.as_bytes())
-            && let Ok((children, _)) = sub.list()
+            && let Ok(children) = sub.list()
         {
-            for child in children.iter().rev() {
+            for child in children.entries.iter().rev() {
                 self.itemize_tree(&sub, &path.join(&child.name), child, true);
             }
         }

@@ -147,8 +147,7 @@ impl Dir {
     ///
     /// # Errors
     /// When the directory itself cannot be read.
-    #[allow(clippy::type_complexity)]
-    pub fn list(&self) -> io::Result<(Vec<Entry>, Vec<(Name, io::Error)>)> {
+    pub fn list(&self) -> io::Result<crate::walk::Listing> {
         let names = self.names()?;
         let mut entries = Vec::with_capacity(names.len());
         let mut failed = Vec::new();
@@ -160,7 +159,7 @@ impl Dir {
             }
         }
         entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-        Ok((entries, failed))
+        Ok(crate::walk::Listing { entries, failed })
     }
 
     /// One entry by name; `Ok(None)` when it does not exist.
@@ -505,15 +504,9 @@ pub fn is_root() -> bool {
 mod tests {
     use super::*;
 
-    fn tmp() -> tempfile::TempDir {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    }
-
     #[test]
     fn open_beneath_refuses_symlinked_components() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::create_dir_all(t.path().join("a/b")).unwrap();
         std::os::unix::fs::symlink("a", t.path().join("l")).unwrap();
         let root = Dir::open_root(t.path()).unwrap();
@@ -531,7 +524,7 @@ mod tests {
 
     #[test]
     fn rename_noreplace_refuses_to_overwrite() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::write(t.path().join("a"), b"a").unwrap();
         std::fs::write(t.path().join("b"), b"b").unwrap();
         let root = Dir::open_root(t.path()).unwrap();
@@ -543,7 +536,7 @@ mod tests {
 
     #[test]
     fn chmod_refuses_a_symlink() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::write(t.path().join("f"), b"x").unwrap();
         std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
         let root = Dir::open_root(t.path()).unwrap();
@@ -554,11 +547,11 @@ mod tests {
 
     #[test]
     fn list_sorts_and_reads_links() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::write(t.path().join("b"), b"x").unwrap();
         std::os::unix::fs::symlink("target\n", t.path().join("a")).unwrap();
         let root = Dir::open_root(t.path()).unwrap();
-        let (entries, failed) = root.list().unwrap();
+        let crate::walk::Listing { entries, failed } = root.list().unwrap();
         assert!(failed.is_empty());
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].link.as_ref().unwrap().as_bytes(), b"target\n");
@@ -567,7 +560,7 @@ mod tests {
 
     #[test]
     fn remove_all_does_not_follow_links() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::create_dir_all(t.path().join("keep")).unwrap();
         std::fs::write(t.path().join("keep/x"), b"x").unwrap();
         std::fs::create_dir_all(t.path().join("gone/sub")).unwrap();

@@ -64,3 +64,12 @@ pub use transport::{Local, TaskContext, TaskRunner, Transport};
 pub use validate::{Roots, validate};
 pub use walk::{FsWalker, Listing, Walker};
 pub use xattr::{Node, XattrReport};
+
+/// A temporary directory for unit tests, under the workspace's `target/`
+/// (not `/tmp`), removed on drop.
+#[cfg(test)]
+pub(crate) fn test_dir() -> tempfile::TempDir {
+    let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
+    std::fs::create_dir_all(&base).expect("create target/unit-tmp");
+    tempfile::tempdir_in(base).expect("create a temporary directory")
+}

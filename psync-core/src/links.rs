@@ -72,7 +72,7 @@ impl Engine {
     /// Runs deferred hard-link copies of one directory, then sets its times
     /// again: the new links changed them after its finish.
     pub(crate) fn run_links(&self, rel: &RelPath, actions: Vec<Action>) {
-        let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), self.open_dst_dir(rel))
+        let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), self.open_dst(rel))
         else {
             for a in &actions {
                 if let Action::Copy { src, .. } = a {

@@ -303,7 +303,8 @@ fn plan_same_name(
     deletes: &mut Vec<Action>,
     rest: &mut Vec<Action>,
 ) {
-    if !same_type(s, d) {
+    // Kind already tells character from block devices.
+    if s.kind != d.kind {
         // A directory on either side cannot be replaced by rename: clear it
         // first, as rsync does. A non-directory is replaced atomically by
         // renaming the new entry over it, so it is kept until then.
@@ -416,11 +417,6 @@ pub fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
 /// True when the engine should route a file through the hard-link area.
 pub fn is_linked(s: &Entry, opts: &PlanOptions) -> bool {
     opts.hard_links && s.kind == Kind::File && s.nlink > 1
-}
-
-/// Same type for planning: devices also need the same block/char flavour.
-fn same_type(s: &Entry, d: &Entry) -> bool {
-    s.kind == d.kind
 }
 
 /// Which preserved attributes differ between a source and a target entry

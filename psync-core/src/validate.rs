@@ -135,19 +135,13 @@ fn ancestors_ids(p: &Path, missing: bool) -> Result<Vec<(u64, u64)>, Error> {
 mod tests {
     use super::*;
 
-    fn tmp() -> tempfile::TempDir {
-        let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    }
-
     fn msg(r: Result<Roots, Error>) -> String {
         r.unwrap_err().to_string()
     }
 
     #[test]
     fn bad_inputs_are_named() {
-        let t = tmp();
+        let t = crate::test_dir();
         let src = t.path().join("src");
         std::fs::create_dir_all(src.join("sub")).unwrap();
         std::fs::write(t.path().join("file"), b"x").unwrap();
@@ -173,7 +167,7 @@ mod tests {
 
     #[test]
     fn symlinked_spelling_of_the_source_is_caught() {
-        let t = tmp();
+        let t = crate::test_dir();
         let src = t.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
         std::os::unix::fs::symlink(&src, t.path().join("alias")).unwrap();

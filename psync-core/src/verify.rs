@@ -81,9 +81,7 @@ mod tests {
 
     #[test]
     fn segment_hash_equals_streaming_hash_of_the_same_bytes() {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        let t = tempfile::tempdir_in(base).unwrap();
+        let t = crate::test_dir();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::File::create(t.path().join("f"))
             .unwrap()

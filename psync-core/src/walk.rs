@@ -42,7 +42,6 @@ pub struct FsWalker;
 
 impl Walker for FsWalker {
     fn list(&self, dir: &Dir) -> io::Result<Listing> {
-        let (entries, failed) = dir.list()?;
-        Ok(Listing { entries, failed })
+        dir.list()
     }
 }

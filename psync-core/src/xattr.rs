@@ -198,15 +198,9 @@ mod tests {
     use super::*;
     use std::os::fd::AsFd;
 
-    fn tmp() -> tempfile::TempDir {
-        let base = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/unit-tmp");
-        std::fs::create_dir_all(&base).unwrap();
-        tempfile::tempdir_in(base).unwrap()
-    }
-
     #[test]
     fn copies_sets_and_removes_through_fds_and_names() {
-        let t = tmp();
+        let t = crate::test_dir();
         std::fs::write(t.path().join("a"), b"").unwrap();
         std::fs::write(t.path().join("b"), b"").unwrap();
         let d = Dir::open_root(t.path()).unwrap();
