@@ -78,15 +78,27 @@ impl Transport for Local {
             task: seed,
             parent: None,
         });
-        std::thread::scope(|s| {
+        let spawned = std::thread::scope(|s| {
             for (i, w) in workers.into_iter().enumerate() {
                 let shared = &shared;
-                std::thread::Builder::new()
+                let started = std::thread::Builder::new()
                     .name(format!("psync-{i}"))
-                    .spawn_scoped(s, move || shared.work(&w))
-                    .expect("spawn worker thread");
+                    .spawn_scoped(s, move || shared.work(&w));
+                if let Err(e) = started {
+                    // Out of threads: the ones running stop, the run fails.
+                    quit.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
             }
+            Ok(())
         });
+        if let Err(e) = spawned {
+            return Err(Error::new(
+                crate::error::Op::Transport,
+                "",
+                std::io::Error::new(e.kind(), format!("cannot start a worker thread: {e}")),
+            ));
+        }
         if shared.panicked.load(Ordering::Relaxed) {
             return Err(Error::new(
                 crate::error::Op::Transport,
