@@ -48,6 +48,7 @@ mod validate;
 pub mod verify;
 pub mod walk;
 pub mod xattr;
+mod xattrat;
 
 pub use builder::{Report, SyncBuilder, Syncer, default_threads, random_u64};
 pub use copy::{

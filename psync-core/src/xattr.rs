@@ -16,9 +16,11 @@ pub enum Node<'a> {
     /// An open regular file or directory.
     Fd(BorrowedFd<'a>),
     /// The entry `name` in an open directory (symlinks and specials, which
-    /// cannot be opened for I/O). Reached as `/proc/self/fd/<dirfd>/<name>`
-    /// with the `l*xattr` calls, so the directory is the pinned one and the
-    /// last component is never followed.
+    /// cannot be opened for I/O). Reached with the `*xattrat` calls of
+    /// Linux 6.13 relative to the directory's fd, or on older kernels as
+    /// `/proc/self/fd/<dirfd>/<name>` with the `l*xattr` calls: either way
+    /// the directory is the pinned one and the last component is never
+    /// followed.
     At(&'a Dir, &'a Name),
 }
 
@@ -48,13 +50,30 @@ impl Node<'_> {
     /// # Errors
     /// As `listxattr`.
     pub fn list(&self) -> io::Result<Vec<Vec<u8>>> {
-        let mut buf = vec![0u8; 1024];
+        // Most entries have no xattrs: `listxattrat` is asked for the size
+        // first, which spares both sides a buffer (the kernel allocates one
+        // per call otherwise). rustix's calls cap what they return at the
+        // buffer's length, so they are given a buffer from the start.
+        let mut buf = match self {
+            Node::At(..) => Vec::new(),
+            Node::Fd(_) => vec![0; 256],
+        };
         loop {
             let r = match self {
                 Node::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
-                Node::At(d, n) => rustix::fs::llistxattr(Self::proc_path(d, n), &mut buf[..]),
+                Node::At(d, n) => match crate::xattrat::list(d.fd(), n.as_bytes(), &mut buf) {
+                    Some(r) => r.map_err(errno),
+                    None => {
+                        if buf.is_empty() {
+                            buf.resize(256, 0);
+                        }
+                        rustix::fs::llistxattr(Self::proc_path(d, n), &mut buf[..])
+                    }
+                },
             };
             match r {
+                Ok(0) => return Ok(Vec::new()),
+                Ok(n) if buf.is_empty() => buf.resize(n + 64, 0),
                 Ok(n) => {
                     return Ok(buf[..n]
                         .split(|&b| b == 0)
@@ -62,6 +81,7 @@ impl Node<'_> {
                         .map(<[u8]>::to_vec)
                         .collect());
                 }
+                // Grew between the two calls.
                 Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
                 Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
                 Err(e) => return Err(e.into()),
@@ -79,7 +99,10 @@ impl Node<'_> {
         loop {
             let r = match self {
                 Node::Fd(fd) => rustix::fs::fgetxattr(fd, key, &mut buf[..]),
-                Node::At(d, n) => rustix::fs::lgetxattr(Self::proc_path(d, n), key, &mut buf[..]),
+                Node::At(d, n) => match crate::xattrat::get(d.fd(), n.as_bytes(), name, &mut buf) {
+                    Some(r) => r.map_err(errno),
+                    None => rustix::fs::lgetxattr(Self::proc_path(d, n), key, &mut buf[..]),
+                },
             };
             match r {
                 Ok(n) => {
@@ -102,7 +125,10 @@ impl Node<'_> {
         let flags = rustix::fs::XattrFlags::empty();
         Ok(match self {
             Node::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, flags),
-            Node::At(d, n) => rustix::fs::lsetxattr(Self::proc_path(d, n), key, value, flags),
+            Node::At(d, n) => match crate::xattrat::set(d.fd(), n.as_bytes(), name, value) {
+                Some(r) => return r,
+                None => rustix::fs::lsetxattr(Self::proc_path(d, n), key, value, flags),
+            },
         }?)
     }
 
@@ -114,13 +140,21 @@ impl Node<'_> {
         let key = OsStr::from_bytes(name);
         let r = match self {
             Node::Fd(fd) => rustix::fs::fremovexattr(fd, key),
-            Node::At(d, n) => rustix::fs::lremovexattr(Self::proc_path(d, n), key),
+            Node::At(d, n) => match crate::xattrat::remove(d.fd(), n.as_bytes(), name) {
+                Some(r) => r.map_err(errno),
+                None => rustix::fs::lremovexattr(Self::proc_path(d, n), key),
+            },
         };
         match r {
             Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// An `io::Error` from a raw call as the `Errno` the rustix calls give.
+fn errno(e: io::Error) -> rustix::io::Errno {
+    rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
 }
 
 /// What [`sync_xattrs`] changed and what the target could not hold.
@@ -200,6 +234,19 @@ mod tests {
 
     #[test]
     fn copies_sets_and_removes_through_fds_and_names() {
+        copies_sets_and_removes();
+    }
+
+    /// The same through `/proc/self/fd` paths, as on kernels before 6.13.
+    /// (The switch is process-wide; the other tests work either way.)
+    #[test]
+    fn copies_sets_and_removes_without_xattrat() {
+        crate::xattrat::force_fallback(true);
+        copies_sets_and_removes();
+        crate::xattrat::force_fallback(false);
+    }
+
+    fn copies_sets_and_removes() {
         let t = crate::test_dir();
         std::fs::write(t.path().join("a"), b"").unwrap();
         std::fs::write(t.path().join("b"), b"").unwrap();
