@@ -142,6 +142,12 @@ pub struct SyncArgs {
     #[arg(long)]
     pub no_verify: bool,
 
+    /// Write the chunks of large files through the page cache. Default:
+    /// with O_DIRECT where the target's file system supports it, several
+    /// chunks of one file at once.
+    #[arg(long)]
+    pub no_direct_io: bool,
+
     /// Decide by content: files of equal size are compared by hash
     /// (xxh3-128, both sides read at once) instead of by modification time.
     #[arg(short = 'c', long)]
@@ -245,6 +251,7 @@ impl SyncArgs {
             .hard_links(!self.no_hard_links)
             .fast_xattr_check(self.fast_xattr_check)
             .verify(!self.no_verify)
+            .direct_io(!self.no_direct_io)
             .checksum(self.checksum)
             .min_age(Duration::from_secs(self.min_age))
             .chunk_size(self.chunk_size)

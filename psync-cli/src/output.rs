@@ -304,6 +304,7 @@ fn strategies(s: &Snapshot) -> String {
         ("copy_file_range", s.by_copy_range),
         ("sendfile", s.by_sendfile),
         ("read/write", s.by_read_write),
+        ("direct I/O", s.by_direct),
     ];
     let used: Vec<String> = counts
         .iter()

@@ -82,6 +82,7 @@ fn strategy_byte(s: Strategy) -> u8 {
         Strategy::Sendfile => 3,
         Strategy::ReadWrite => 4,
         Strategy::Empty => 5,
+        Strategy::Direct => 6,
     }
 }
 
@@ -91,6 +92,7 @@ fn strategy_of(b: u8) -> Strategy {
         3 => Strategy::Sendfile,
         4 => Strategy::ReadWrite,
         5 => Strategy::Empty,
+        6 => Strategy::Direct,
         _ => Strategy::CopyRange,
     }
 }

@@ -52,6 +52,7 @@ pub struct SyncBuilder {
     window_set: bool,
     fast_xattr_check: bool,
     verify: bool,
+    direct_io: bool,
     chunk_size: u64,
     resume_threshold: u64,
     xattrs: AttrMode,
@@ -103,6 +104,7 @@ impl SyncBuilder {
             window_set: false,
             fast_xattr_check: false,
             verify: true,
+            direct_io: true,
             chunk_size: 64 << 20,
             resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
@@ -207,6 +209,16 @@ impl SyncBuilder {
     /// leaves its target unchanged. Default: true.
     pub fn verify(&mut self, yes: bool) -> &mut Self {
         self.verify = yes;
+        self
+    }
+
+    /// Write the chunks of large files with `O_DIRECT` where the target's
+    /// file system reports direct-I/O alignment (ext4 and XFS do; tmpfs
+    /// and, as of Linux 6.18, btrfs do not). Several chunks of one file are then written at once, where
+    /// buffered writes into one file take turns on its lock, and the copy
+    /// does not fill the page cache with dirty pages. Default: true.
+    pub fn direct_io(&mut self, yes: bool) -> &mut Self {
+        self.direct_io = yes;
         self
     }
 
@@ -415,6 +427,7 @@ impl Syncer {
                 xattrs: b.xattrs,
                 acls: b.acls,
                 fresh: false,
+                direct_io: b.direct_io,
             },
             dry_run: b.dry_run,
             itemize: b.itemize,

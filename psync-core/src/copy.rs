@@ -29,6 +29,10 @@ pub enum Strategy {
     Sendfile,
     /// `read`/`write` through a user-space buffer.
     ReadWrite,
+    /// `read` into an aligned buffer, `write` with `O_DIRECT`: the chunks
+    /// of one large file written in parallel, bypassing the target's page
+    /// cache (and its per-file write lock).
+    Direct,
     /// Nothing to move (an empty file).
     Empty,
 }
@@ -142,6 +146,9 @@ pub struct CopyOptions {
     /// has the process's owner and group, no xattrs, and the mode
     /// `create_unnamed` gave it. A copier may skip what is already right.
     pub fresh: bool,
+    /// The chunks of large files may be written with `O_DIRECT` where the
+    /// target's file system supports it (`--no-direct-io` turns it off).
+    pub direct_io: bool,
 }
 
 /// One data copy: a byte range of a source file into the same range of a

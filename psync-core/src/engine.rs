@@ -1169,6 +1169,7 @@ impl Engine {
             Strategy::CopyRange => &self.stats.by_copy_range,
             Strategy::Sendfile => &self.stats.by_sendfile,
             Strategy::ReadWrite => &self.stats.by_read_write,
+            Strategy::Direct => &self.stats.by_direct,
             Strategy::Empty => return,
         };
         Stats::bump(c, 1);

@@ -159,6 +159,8 @@ counters! {
     by_sendfile,
     /// Files copied with read/write.
     by_read_write,
+    /// Files copied with O_DIRECT writes (large files' chunks).
+    by_direct,
     /// Stale temporaries of earlier runs removed.
     stale_removed,
     /// Files that changed while being copied (and were retried or left).
