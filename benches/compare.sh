@@ -33,6 +33,8 @@ Workload:
   --min-size SIZE    smallest file (default 1K)
   --max-size SIZE    largest file (default 16K)
   --large            instead: a few large files (see --large-*)
+  --mixed            both: the large files beside the small-file tree
+                     (e.g. --mixed --large-size 2G for 4 x 2 GiB + 100,000)
   --large-files N    number of large files (default 4)
   --large-size SIZE  size of each large file (default 1G); for the single
                      big-file case use --large-files 1 --large-size 8G
@@ -46,6 +48,12 @@ Runs:
   --no-noop          skip the no-op re-sync workload
   --cold             drop the page cache before every timed run (root only;
                      meaningless on tmpfs, whose pages cannot be dropped)
+  --reset-cache      before every timed run, drop the page cache and read
+                     the source back in: every tool starts warm with the
+                     same memory (the default with --large and --mixed,
+                     whose earlier runs otherwise leave gigabytes of cache
+                     and writeback behind for the next tool; root only)
+  --no-reset-cache   do not
   --psync PATH       psync binary (default: build target/release/psync)
   --psync-args ARGS  extra arguments for psync sync (e.g. "--threads 8")
   --no-build         do not run cargo build
@@ -69,7 +77,7 @@ note() { echo "$PROG: $*" >&2; }
 # ---------------------------------------------------------------- options
 MKFS_SIZE="" TMPFS_SIZE="" WORKDIR=""
 FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
-LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
+RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
 PSYNC="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
 FLOOR_SRC=${PSYNC_FLOOR_SRC:-/work/shared/bench-floor}
@@ -86,6 +94,9 @@ while [[ $# -gt 0 ]]; do
         --min-size) need_arg "$@"; MIN_SIZE=$2; shift ;;
         --max-size) need_arg "$@"; MAX_SIZE=$2; shift ;;
         --large) LARGE=1 ;;
+        --mixed) LARGE=2 ;;
+        --reset-cache) RESET=1 ;;
+        --no-reset-cache) RESET=0 ;;
         --large-files) need_arg "$@"; LARGE_FILES=$2; shift ;;
         --large-size) need_arg "$@"; LARGE_SIZE=$2; shift ;;
         --seed) need_arg "$@"; SEED=$2; shift ;;
@@ -127,6 +138,8 @@ is_uint "$ROUNDS" --rounds; is_uint "$LARGE_FILES" --large-files
 read -r -a PSYNC_ARGV <<<"$PSYNC_ARGS"
 MIN_BYTES=$(bytes "$MIN_SIZE") MAX_BYTES=$(bytes "$MAX_SIZE") LARGE_BYTES=$(bytes "$LARGE_SIZE")
 ((MIN_BYTES <= MAX_BYTES)) || die "--min-size is larger than --max-size"
+[[ -n $RESET ]] || RESET=$((LARGE > 0 ? 1 : 0))
+((RESET && COLD)) && RESET=0
 
 where=0
 [[ -n $MKFS_SIZE ]] && where=$((where + 1))
@@ -136,7 +149,7 @@ if ((where != 1)); then
     usage >&2
     die "say where to run: exactly one of --mkfs-ext4 SIZE, --tmpfs SIZE, --dir DIR (see above for why there is no default)"
 fi
-if [[ -n $MKFS_SIZE || -n $TMPFS_SIZE || $COLD == 1 ]] && [[ $(id -u) != 0 ]]; then
+if [[ -n $MKFS_SIZE || -n $TMPFS_SIZE || $COLD == 1 || $RESET == 1 ]] && [[ $(id -u) != 0 ]]; then
     die "--mkfs-ext4, --tmpfs and --cold need root"
 fi
 [[ -n ${EPOCHREALTIME:-} ]] || die "needs bash 5 (EPOCHREALTIME)"
@@ -243,7 +256,7 @@ copy_cmd() {
         # xcp keeps modes and times by default; -o adds the owner, as -a does.
         xcp) CMD=(xcp -r -o --no-progress "$SRC" "$2") ;;
         floor)
-            if ((LARGE)); then
+            if ((LARGE == 1)); then
                 CMD=("$FLOOR_BIN/bigcopy" -q -t "${FLOOR_THREADS:-1}" "$SRC" "$2")
             else
                 CMD=("$FLOOR_BIN/smallcopy" -q -t "${FLOOR_THREADS:-2}" "$SRC" "$2")
@@ -269,7 +282,12 @@ available() {
     case $1 in
         psync | psync-nv) build_psync ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
-        floor) if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi ;;
+        floor)
+            # Neither floor program copies a mixed tree (bigcopy: the files
+            # of one directory; smallcopy: small files only).
+            ((LARGE != 2)) || return 1
+            if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
+            ;;
         *) die "unknown tool: $1 (psync, psync-nv, rsync, cp, xcp, floor)" ;;
     esac
 }
@@ -323,7 +341,7 @@ os.mkdir(root, 0o755)
 if large:
     for i in range(large_n):
         write(os.path.join(root, f"big-{i:02}"), large_b, 0o644)
-else:
+if large != 1:
     nleaf = max(1, -(-nfiles // per_dir))
     ntop = min(10, nleaf)
     tops = [os.path.join(root, f"t{i:02}") for i in range(ntop)]
@@ -344,9 +362,12 @@ stamp(root)
 PY
 }
 
-if ((LARGE)); then
+if ((LARGE == 1)); then
     PARAMS="large files=$LARGE_FILES size=$LARGE_BYTES seed=$SEED"
     WORKLOAD=large
+elif ((LARGE == 2)); then
+    PARAMS="mixed large files=$LARGE_FILES size=$LARGE_BYTES small files=$FILES per_dir=$PER_DIR min=$MIN_BYTES max=$MAX_BYTES seed=$SEED"
+    WORKLOAD=mixed
 else
     PARAMS="small files=$FILES per_dir=$PER_DIR min=$MIN_BYTES max=$MAX_BYTES seed=$SEED"
     WORKLOAD=small
@@ -385,7 +406,12 @@ run_timed() {
     # pages dirty on the host file system, to be written during our run.
     sync
     sync
-    ((COLD)) && drop_caches
+    if ((COLD)); then
+        drop_caches
+    elif ((RESET)); then
+        drop_caches
+        find "$SRC" -type f -print0 | xargs -0 cat >/dev/null
+    fi
     local t0 t1 t2 status=0
     t0=${EPOCHREALTIME/./}
     "${wrap[@]}" "$@" >"$log" 2>&1 || status=$?

@@ -11,7 +11,7 @@ use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::task::Task;
 use crate::transport::TaskContext;
-use crate::verify::hash_segments;
+use crate::verify::hash_segments_direct;
 use crate::xattr::Node;
 use std::fs::File;
 use std::io;
@@ -276,14 +276,14 @@ impl Engine {
     /// recorded, and those whose data no longer matches its recorded hash
     /// (a record can outlive its data in a machine crash).
     fn check_resumed(&self, part: &File, journal: &Journal, cur: &Entry) -> Vec<u64> {
-        let mut buf = Vec::new();
         (0..self.chunks(cur))
             .filter(|&i| {
                 let Some(rec) = journal.read(i) else {
                     return true;
                 };
                 let ok = match rec.hash {
-                    Some(want) => hash_segments(part, &[self.chunk_range(cur, i)], &mut buf)
+                    // Direct: a killed run's chunks are on disk, not cached.
+                    Some(want) => hash_segments_direct(part, &[self.chunk_range(cur, i)])
                         .is_ok_and(|h| h == want),
                     None => true,
                 };
@@ -354,7 +354,7 @@ impl Engine {
         let hash = match (copied.hash, whole) {
             (Some(h), true) => Some(h),
             (Some(_), false) => Some(
-                hash_segments(&part, &[(offset, len)], &mut Vec::new())
+                hash_segments_direct(&part, &[(offset, len)])
                     .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
             ),
             (None, _) => None,

@@ -1148,9 +1148,14 @@ impl Engine {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        let got = VERIFY_BUF
-            .with_borrow_mut(|buf| crate::verify::hash_segments(out, &copied.segments, buf))
-            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        // Data written direct is not in the page cache: read it back direct.
+        let got = if copied.strategy == crate::copy::Strategy::Direct {
+            crate::verify::hash_segments_direct(out, &copied.segments)
+        } else {
+            VERIFY_BUF
+                .with_borrow_mut(|buf| crate::verify::hash_segments(out, &copied.segments, buf))
+        }
+        .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
         if got != want {
             return Err(CopyFail::target_io(
                 Op::Verify,

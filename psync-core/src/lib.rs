@@ -34,6 +34,7 @@
 mod bigfile;
 mod builder;
 pub mod copy;
+pub mod direct;
 mod engine;
 pub mod entry;
 mod error;

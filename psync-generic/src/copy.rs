@@ -1,5 +1,6 @@
 //! The generic copier.
 
+use psync_core::direct;
 use psync_core::fs::{Dir, timestamps};
 use psync_core::verify::Hasher;
 use psync_core::xattr::sync_xattrs;
@@ -189,52 +190,6 @@ fn copy_read_write(
     })
 }
 
-/// Bytes read and written per step of a direct copy.
-const DIRECT_BUF: usize = 8 << 20;
-/// Alignment of the direct-I/O buffer: at least any device's logical block.
-const DIRECT_ALIGN: usize = 4096;
-
-thread_local! {
-    static DIRECT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// The target's direct-I/O offset alignment, when its file system reports
-/// one (statx `STATX_DIOALIGN`, Linux 6.1; tmpfs reports none) that the
-/// buffer meets.
-fn direct_align(dst: &File) -> Option<u64> {
-    use rustix::fs::{AtFlags, StatxFlags};
-    let st = rustix::fs::statx(dst, c"", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN).ok()?;
-    if st.stx_mask & StatxFlags::DIOALIGN.bits() == 0 {
-        return None;
-    }
-    let (off, mem) = (
-        st.stx_dio_offset_align as usize,
-        st.stx_dio_mem_align as usize,
-    );
-    let fits = |a: usize| a > 0 && a <= DIRECT_ALIGN && DIRECT_ALIGN.is_multiple_of(a);
-    (fits(off) && fits(mem)).then_some(off as u64)
-}
-
-/// `O_DIRECT` on a file description while this lives. Each chunk task
-/// opens its own description of the part file, so others are not affected.
-struct DirectMode<'a>(&'a File);
-
-impl<'a> DirectMode<'a> {
-    fn enable(f: &'a File) -> Option<DirectMode<'a>> {
-        let flags = rustix::fs::fcntl_getfl(f).ok()?;
-        rustix::fs::fcntl_setfl(f, flags | rustix::fs::OFlags::DIRECT).ok()?;
-        Some(DirectMode(f))
-    }
-}
-
-impl Drop for DirectMode<'_> {
-    fn drop(&mut self) {
-        if let Ok(flags) = rustix::fs::fcntl_getfl(self.0) {
-            let _ = rustix::fs::fcntl_setfl(self.0, flags - rustix::fs::OFlags::DIRECT);
-        }
-    }
-}
-
 /// Copies the data `segments` of a chunk by reading the source (through
 /// its page cache) into an aligned buffer and writing the target with
 /// `O_DIRECT`, into space allocated first: ext4 then lets several chunks
@@ -249,25 +204,20 @@ fn copy_direct(
     mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
 ) -> io::Result<bool> {
-    let Some(align) = direct_align(dst) else {
+    let Some(align) = direct::align(dst) else {
         return Ok(false);
     };
     if segments.iter().any(|&(start, _)| start % align != 0) {
         return Ok(false);
     }
-    let Some(mode) = DirectMode::enable(dst) else {
+    let Some(mode) = direct::DirectMode::enable(dst) else {
         return Ok(false);
     };
     let mut mode = Some(mode);
     // Ends of segments that are not a multiple of the alignment (the end
     // of the file): written buffered once direct mode is off again.
     let mut tails: Vec<(u64, Vec<u8>)> = Vec::new();
-    DIRECT.with_borrow_mut(|store| {
-        if store.len() < DIRECT_BUF + DIRECT_ALIGN {
-            store.resize(DIRECT_BUF + DIRECT_ALIGN, 0);
-        }
-        let at = store.as_ptr().align_offset(DIRECT_ALIGN);
-        let buf = &mut store[at..at + DIRECT_BUF];
+    direct::with_buffer(|buf| {
         for &(start, len) in segments {
             // Allocated and inside the file's length (set before the
             // chunks): a direct write there is an overwrite, which ext4
@@ -283,9 +233,9 @@ fn copy_direct(
                     return Err(io::ErrorKind::Interrupted.into());
                 }
                 let want = usize::try_from(len - done)
-                    .unwrap_or(DIRECT_BUF)
-                    .min(DIRECT_BUF);
-                read_exact_at(src, &mut buf[..want], start + done)?;
+                    .unwrap_or(buf.len())
+                    .min(buf.len());
+                direct::read_exact_at(src, &mut buf[..want], start + done)?;
                 if let Some(h) = hasher.as_deref_mut() {
                     h.update(&buf[..want]);
                 }
@@ -319,21 +269,6 @@ fn copy_direct(
         dst.write_all_at(&bytes, at)?;
     }
     Ok(true)
-}
-
-/// Fills `buf` from `f` at `offset`; the file ending first is
-/// `UnexpectedEof` (the source shrank).
-fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// True when `copy_file_range` on this target may be done by a server
@@ -856,7 +791,7 @@ mod tests {
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         dst.set_len(size).unwrap();
-        if direct_align(&dst).is_none() {
+        if direct::align(&dst).is_none() {
             eprintln!(
                 "skipping: the file system of target/unit-tmp reports no direct-I/O alignment"
             );
