@@ -190,6 +190,15 @@ fn copy_read_write(
     })
 }
 
+/// True when the chunk shares no page with another chunk: a direct write
+/// and another thread's buffered write into one page could leave that
+/// page's stale cached copy to be written over the direct data.
+fn page_aligned(job: &DataJob<'_>) -> bool {
+    let page = direct::ALIGN as u64;
+    let end = job.offset + job.len;
+    job.offset.is_multiple_of(page) && (end == job.entry.size || end.is_multiple_of(page))
+}
+
 /// Copies the data `segments` of a chunk by reading the source (through
 /// its page cache) into an aligned buffer and writing the target with
 /// `O_DIRECT`, into space allocated first: ext4 then lets several chunks
@@ -429,6 +438,7 @@ impl Copier for GenericCopier {
         let chunk = !job.is_whole_file();
         if chunk
             && job.opts.direct_io
+            && page_aligned(job)
             && !segments.is_empty()
             && copy_direct(job.src, job.dst, &segments, hasher.as_mut(), quit).op(Op::CopyData)?
         {
@@ -821,6 +831,26 @@ mod tests {
                 "direct mode left on"
             );
         }
+        assert_eq!(std::fs::read(t.path().join("t")).unwrap(), data);
+        // A chunk boundary inside a page: buffered (another thread writes
+        // the rest of that page).
+        let job = DataJob {
+            src: &src,
+            dst: &dst,
+            entry: &entry,
+            offset: 1_000_000,
+            len: 1_000_000,
+            opts: &OPTS,
+            hash: false,
+        };
+        let got = GenericCopier::new()
+            .copy_data(&job, &AtomicBool::new(false))
+            .unwrap();
+        assert_eq!(
+            got.strategy,
+            Strategy::ReadWrite,
+            "unaligned chunk: buffered"
+        );
         assert_eq!(std::fs::read(t.path().join("t")).unwrap(), data);
         let off = CopyOptions {
             direct_io: false,
