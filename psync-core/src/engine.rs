@@ -603,7 +603,8 @@ impl Engine {
         dst: &Entry,
         mut change: Change,
     ) {
-        let path = rel.join(&src.name);
+        // Built only when reported: most entries of a re-sync need nothing.
+        let path = || rel.join(&src.name);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
             let from = self
                 .xattr_source(Some(dst), src)
@@ -628,16 +629,18 @@ impl Engine {
                 Ok(report) => {
                     change.xattr |= report.xattrs_changed;
                     change.acl |= report.acl_changed;
-                    self.report_dropped(&path, &report);
+                    if !report.dropped.is_empty() {
+                        self.report_dropped(&path(), &report);
+                    }
                 }
-                Err(e) => return self.fail(&path, true, e.op, e.source),
+                Err(e) => return self.fail(&path(), true, e.op, e.source),
             }
         }
         Stats::bump(&self.stats.done, 1);
         if !change.any() {
             return Stats::bump(&self.stats.unchanged, 1);
         }
-        self.itemize(path, Some(change), src);
+        self.itemize(path(), Some(change), src);
         Stats::bump(&self.stats.attrs_updated, 1);
     }
 
