@@ -1571,3 +1571,97 @@ fn large_file_vanishing_during_its_copy_is_a_warning() {
         assert_synced!(t.src(), t.dst());
     }
 }
+
+/// A full tmpfs while chunks are written through mappings: the chunk that
+/// does not fit fails with "No space left on device" (its pages are
+/// allocated before the mapping is touched), the process is not killed by
+/// SIGBUS, nothing partial appears under the final name, and a run with
+/// room finishes the job.
+#[test]
+fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
+    let must = crate::util::mounts::must_have_mounts();
+    let t = TestDir::new("full-tmpfs");
+    let mnt = t.path().join("small-tmpfs");
+    std::fs::create_dir(&mnt).expect("mkdir mount point");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=12M", "psync-test"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(!must, "CI=true but a 12 MiB tmpfs cannot be mounted");
+        eprintln!("SKIPPED full_tmpfs_under_mapped_chunks: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let src = t.path().join("src");
+    std::fs::create_dir_all(&src).expect("mkdir src");
+    std::fs::write(src.join("big"), random_bytes(11, 20 << 20)).expect("write big");
+    let dst = mnt.join("dst");
+    let args = ["--chunk-size", "1M", "--no-verify", "--json"];
+    let out = Command::new(psync_bin())
+        .arg("sync")
+        .args(args)
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .expect("run psync");
+    assert_eq!(
+        out.status.signal(),
+        None,
+        "killed by a signal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("No space left on device") && stderr.contains("big"),
+        "the error names the file and the cause: {stderr}"
+    );
+    assert!(
+        !dst.join("big").exists(),
+        "a partial file under its final name"
+    );
+    // Room again: the same target, a larger file system.
+    Command::new("mount")
+        .args(["-o", "remount,size=64M"])
+        .arg(&mnt)
+        .status()
+        .expect("remount");
+    let again = Command::new(psync_bin())
+        .arg("sync")
+        .args(args)
+        .arg(&src)
+        .arg(&dst)
+        .output()
+        .expect("run psync");
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let summary = json_lines(&String::from_utf8_lossy(&again.stdout))
+        .into_iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary");
+    assert_eq!(
+        summary["by_mapped"], 1,
+        "the chunks went through mappings: {summary}"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("big")).unwrap(),
+        std::fs::read(src.join("big")).unwrap()
+    );
+    assert_no_leftovers(&dst);
+}

@@ -305,6 +305,7 @@ fn strategies(s: &Snapshot) -> String {
         ("sendfile", s.by_sendfile),
         ("read/write", s.by_read_write),
         ("direct I/O", s.by_direct),
+        ("mapped", s.by_mapped),
     ];
     let used: Vec<String> = counts
         .iter()

@@ -83,6 +83,7 @@ fn strategy_byte(s: Strategy) -> u8 {
         Strategy::ReadWrite => 4,
         Strategy::Empty => 5,
         Strategy::Direct => 6,
+        Strategy::Mapped => 7,
     }
 }
 
@@ -93,6 +94,7 @@ fn strategy_of(b: u8) -> Strategy {
         4 => Strategy::ReadWrite,
         5 => Strategy::Empty,
         6 => Strategy::Direct,
+        7 => Strategy::Mapped,
         _ => Strategy::CopyRange,
     }
 }

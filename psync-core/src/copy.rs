@@ -33,6 +33,10 @@ pub enum Strategy {
     /// of one large file written in parallel, bypassing the target's page
     /// cache (and its per-file write lock).
     Direct,
+    /// `read` from the source straight into a shared mapping of the
+    /// target: the chunks of one large file on tmpfs, which has no direct
+    /// I/O and serializes `write`s into one file.
+    Mapped,
     /// Nothing to move (an empty file).
     Empty,
 }

@@ -1178,6 +1178,7 @@ impl Engine {
             Strategy::Sendfile => &self.stats.by_sendfile,
             Strategy::ReadWrite => &self.stats.by_read_write,
             Strategy::Direct => &self.stats.by_direct,
+            Strategy::Mapped => &self.stats.by_mapped,
             Strategy::Empty => return,
         };
         Stats::bump(c, 1);

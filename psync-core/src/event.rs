@@ -161,6 +161,9 @@ counters! {
     by_read_write,
     /// Files copied with O_DIRECT writes (large files' chunks).
     by_direct,
+    /// Files copied into a shared mapping of the target (large files'
+    /// chunks on tmpfs).
+    by_mapped,
     /// Stale temporaries of earlier runs removed.
     stale_removed,
     /// Files that changed while being copied (and were retried or left).

@@ -436,19 +436,25 @@ impl Copier for GenericCopier {
         // at the same time: buffered writes into one file take turns on its
         // lock, direct writes into allocated space do not.
         let chunk = !job.is_whole_file();
-        if chunk
-            && job.opts.direct_io
-            && page_aligned(job)
-            && !segments.is_empty()
+        // A chunk that shares no page with another chunk may bypass the
+        // file's write lock: direct I/O where the file system has it, a
+        // mapping on tmpfs (`--no-direct-io` turns both off).
+        let unlocked = chunk && job.opts.direct_io && page_aligned(job) && !segments.is_empty();
+        let all = |segs: &[(u64, u64)]| segs.iter().map(|s| s.1).sum();
+        if unlocked
             && copy_direct(job.src, job.dst, &segments, hasher.as_mut(), quit).op(Op::CopyData)?
         {
             copied.strategy = Strategy::Direct;
-            copied.bytes = segments.iter().map(|s| s.1).sum();
+            copied.bytes = all(&segments);
+        } else if unlocked && crate::mapped::on_tmpfs(job.dst) {
+            crate::mapped::copy_mapped(job.src, job.dst, &segments, hasher.as_mut(), quit)
+                .op(Op::CopyData)?;
+            copied.strategy = Strategy::Mapped;
+            copied.bytes = all(&segments);
         } else {
-            // Without direct I/O, parallel chunks still overlap their reads
-            // through user space; an in-kernel copy into one file runs
-            // entirely under its lock (except where the file system
-            // offloads the copy to a server).
+            // Other chunks still overlap their reads through user space;
+            // an in-kernel copy into one file runs entirely under its lock
+            // (except where the file system offloads the copy to a server).
             let through_user = chunk && !offloads_copies(job.dst);
             for &(start, len) in &segments {
                 copied.strategy = match hasher.as_mut() {

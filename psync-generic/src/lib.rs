@@ -15,5 +15,6 @@
 #![deny(missing_docs)]
 
 mod copy;
+mod mapped;
 
 pub use copy::GenericCopier;
