@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// tmpfs's `statfs` magic.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 /// Bytes mapped at a time.
-const WINDOW: u64 = 64 << 20;
+const WINDOW: u64 = 16 << 20;
 
 /// True when `dst` is on tmpfs.
 pub(crate) fn on_tmpfs(dst: &File) -> bool {
