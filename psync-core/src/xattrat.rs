@@ -18,24 +18,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// The calls' numbers (set, get, list, remove) in the unified table that
 /// every architecture below shares for calls added after 5.1; elsewhere
 /// the `/proc` path is used.
-#[cfg(any(
+const NR: Option<[libc::c_long; 4]> = if cfg!(any(
     target_arch = "x86_64",
     target_arch = "aarch64",
     target_arch = "riscv64",
     target_arch = "loongarch64",
     target_arch = "powerpc64",
     target_arch = "s390x"
-))]
-const NR: Option<[libc::c_long; 4]> = Some([463, 464, 465, 466]);
-#[cfg(not(any(
-    target_arch = "x86_64",
-    target_arch = "aarch64",
-    target_arch = "riscv64",
-    target_arch = "loongarch64",
-    target_arch = "powerpc64",
-    target_arch = "s390x"
-)))]
-const NR: Option<[libc::c_long; 4]> = None;
+)) {
+    Some([463, 464, 465, 466])
+} else {
+    None
+};
 
 /// `struct xattr_args` of `<linux/xattr.h>`.
 #[repr(C, align(8))]
@@ -65,6 +59,11 @@ impl CName {
     }
     fn ptr(&self) -> *const libc::c_char {
         self.0.as_ptr().cast()
+    }
+
+    /// The entry's name and the attribute's key, both NUL-terminated.
+    fn pair(name: &[u8], key: &[u8]) -> io::Result<(CName, CName)> {
+        Ok((CName::new(name)?, CName::new(key)?))
     }
 }
 
@@ -133,9 +132,9 @@ pub(crate) fn set(dir: BorrowedFd<'_>, name: &[u8], key: &[u8], value: &[u8]) ->
 /// `removexattrat(dir, name, AT_SYMLINK_NOFOLLOW, key)`.
 pub(crate) fn remove(dir: BorrowedFd<'_>, name: &[u8], key: &[u8]) -> Res<()> {
     let [_, _, _, remove] = numbers()?;
-    let (path, key) = match (CName::new(name), CName::new(key)) {
-        (Ok(p), Ok(k)) => (p, k),
-        (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+    let (path, key) = match CName::pair(name, key) {
+        Ok(pair) => pair,
+        Err(e) => return Some(Err(e)),
     };
     // SAFETY: `path` and `key` are NUL-terminated and outlive the call.
     let r = unsafe { libc::syscall(remove, dir.as_raw_fd(), path.ptr(), NOFOLLOW, key.ptr()) };
@@ -154,9 +153,9 @@ fn value_call(
     value: *mut u8,
     len: usize,
 ) -> Res<usize> {
-    let (path, key) = match (CName::new(name), CName::new(key)) {
-        (Ok(p), Ok(k)) => (p, k),
-        (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+    let (path, key) = match CName::pair(name, key) {
+        Ok(pair) => pair,
+        Err(e) => return Some(Err(e)),
     };
     let Ok(size) = u32::try_from(len) else {
         return Some(Err(io::Error::from_raw_os_error(libc::E2BIG)));
