@@ -356,7 +356,7 @@ impl Engine {
         let hash = match (copied.hash, whole) {
             (Some(h), true) => Some(h),
             (Some(_), false) => Some(
-                hash_segments_direct(&part, &[(offset, len)])
+                crate::engine::read_back(&part, &[(offset, len)], copied.strategy)
                     .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
             ),
             (None, _) => None,

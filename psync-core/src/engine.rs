@@ -1151,14 +1151,8 @@ impl Engine {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        // Data written direct is not in the page cache: read it back direct.
-        let got = if copied.strategy == crate::copy::Strategy::Direct {
-            crate::verify::hash_segments_direct(out, &copied.segments)
-        } else {
-            VERIFY_BUF
-                .with_borrow_mut(|buf| crate::verify::hash_segments(out, &copied.segments, buf))
-        }
-        .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        let got = read_back(out, &copied.segments, copied.strategy)
+            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
         if got != want {
             return Err(CopyFail::target_io(
                 Op::Verify,
@@ -1243,6 +1237,21 @@ fn clone_err(e: &io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(code) => io::Error::from_raw_os_error(code),
         None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The hash of `segments` of `out` as read back from the target, after a
+/// copy by `strategy`: data written direct is not in the page cache and is
+/// read back direct, the rest through the cache.
+pub(crate) fn read_back(
+    out: &std::fs::File,
+    segments: &[(u64, u64)],
+    strategy: Strategy,
+) -> io::Result<u128> {
+    if strategy == Strategy::Direct {
+        crate::verify::hash_segments_direct(out, segments)
+    } else {
+        VERIFY_BUF.with_borrow_mut(|buf| crate::verify::hash_segments(out, segments, buf))
     }
 }
 
