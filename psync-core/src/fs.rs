@@ -116,8 +116,7 @@ impl Dir {
     /// # Errors
     /// As `fstatfs`.
     pub fn fs_magic(&self) -> io::Result<u64> {
-        #[allow(clippy::unnecessary_cast)]
-        Ok(rustix::fs::fstatfs(&self.fd)?.f_type as u64)
+        fs_magic(&self.fd)
     }
 
     /// The names in this directory, without `.` and `..`, in directory order.
@@ -498,6 +497,15 @@ pub fn timestamps(atime: crate::Time, mtime: crate::Time) -> rustix::fs::Timesta
 /// True when this process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
+}
+
+/// The `f_type` magic of the file system holding the open file `fd`.
+///
+/// # Errors
+/// As `fstatfs`.
+pub fn fs_magic(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
+    #[allow(clippy::unnecessary_cast)]
+    Ok(rustix::fs::fstatfs(fd)?.f_type as u64)
 }
 
 #[cfg(test)]

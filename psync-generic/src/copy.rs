@@ -1,7 +1,7 @@
 //! The generic copier.
 
 use psync_core::direct;
-use psync_core::fs::{Dir, timestamps};
+use psync_core::fs::{Dir, fs_magic, timestamps};
 use psync_core::verify::Hasher;
 use psync_core::xattr::sync_xattrs;
 use psync_core::{
@@ -280,19 +280,15 @@ fn copy_direct(
     Ok(true)
 }
 
-/// True when `copy_file_range` on this target may be done by a server
+/// True for file systems where `copy_file_range` may be done by a server
 /// (NFS 4.2, SMB, Ceph, FUSE) rather than by this machine's CPU.
-fn offloads_copies(dst: &File) -> bool {
-    const NFS: i64 = 0x6969;
-    const SMB2: i64 = 0xfe53_4d42;
-    const CIFS: i64 = 0xff53_4d42;
-    const CEPH: i64 = 0x00c3_6400;
-    const FUSE: i64 = 0x6573_5546;
-    rustix::fs::fstatfs(dst).is_ok_and(|s| {
-        #[allow(clippy::unnecessary_cast)]
-        let magic = s.f_type as i64;
-        [NFS, SMB2, CIFS, CEPH, FUSE].contains(&magic)
-    })
+fn offloads_copies(magic: u64) -> bool {
+    const NFS: u64 = 0x6969;
+    const SMB2: u64 = 0xfe53_4d42;
+    const CIFS: u64 = 0xff53_4d42;
+    const CEPH: u64 = 0x00c3_6400;
+    const FUSE: u64 = 0x6573_5546;
+    [NFS, SMB2, CIFS, CEPH, FUSE].contains(&magic)
 }
 
 /// The process umask, read once (`umask(2)` cannot be read without being
@@ -436,6 +432,12 @@ impl Copier for GenericCopier {
         // at the same time: buffered writes into one file take turns on its
         // lock, direct writes into allocated space do not.
         let chunk = !job.is_whole_file();
+        // The target's file system, asked once per chunk (0: unknown).
+        let magic = if chunk {
+            fs_magic(job.dst).unwrap_or(0)
+        } else {
+            0
+        };
         // A chunk that shares no page with another chunk may bypass the
         // file's write lock: direct I/O where the file system has it, a
         // mapping on tmpfs (`--no-direct-io` turns both off).
@@ -446,7 +448,7 @@ impl Copier for GenericCopier {
         {
             copied.strategy = Strategy::Direct;
             copied.bytes = all(&segments);
-        } else if unlocked && crate::mapped::on_tmpfs(job.dst) {
+        } else if unlocked && magic == crate::mapped::TMPFS_MAGIC {
             crate::mapped::copy_mapped(job.src, job.dst, &segments, hasher.as_mut(), quit)
                 .op(Op::CopyData)?;
             copied.strategy = Strategy::Mapped;
@@ -455,7 +457,7 @@ impl Copier for GenericCopier {
             // Other chunks still overlap their reads through user space;
             // an in-kernel copy into one file runs entirely under its lock
             // (except where the file system offloads the copy to a server).
-            let through_user = chunk && !offloads_copies(job.dst);
+            let through_user = chunk && !offloads_copies(magic);
             for &(start, len) in &segments {
                 copied.strategy = match hasher.as_mut() {
                     Some(h) => copy_read_write(job.src, job.dst, start, len, Some(h), quit)
@@ -557,6 +559,26 @@ mod tests {
         direct_io: true,
     };
 
+    /// A data job over `(offset, len)` of `entry`.
+    fn job_of<'a>(
+        src: &'a File,
+        dst: &'a File,
+        entry: &'a Entry,
+        (offset, len): (u64, u64),
+        opts: &'a CopyOptions,
+        hash: bool,
+    ) -> DataJob<'a> {
+        DataJob {
+            src,
+            dst,
+            entry,
+            offset,
+            len,
+            opts,
+            hash,
+        }
+    }
+
     fn entry_of(d: &Dir, name: &[u8]) -> Entry {
         Entry::from_stat(Name(name.to_vec()), &d.stat(name).unwrap())
     }
@@ -572,15 +594,7 @@ mod tests {
         let dst = d.create_excl(b"t").unwrap();
         let quit = AtomicBool::new(false);
         let entry = entry_of(&d, b"s");
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: entry.size,
-            opts: &OPTS,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, false);
         let got = c.copy_data(&job, &quit).unwrap();
         assert_eq!(got.bytes, data.len() as u64);
         (std::fs::read(t.path().join("t")).unwrap(), got.strategy)
@@ -608,15 +622,7 @@ mod tests {
         let mut entry = entry_of(&d, b"s");
         entry.size = 10;
         entry.blocks = 8;
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: 10,
-            opts: &OPTS,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, 10), &OPTS, false);
         for c in [GenericCopier::new(), GenericCopier::read_write_only()] {
             let e = c.copy_data(&job, &AtomicBool::new(false)).unwrap_err();
             assert_eq!(e.source.kind(), io::ErrorKind::UnexpectedEof);
@@ -631,15 +637,7 @@ mod tests {
         let src = d.open_read(b"s2").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         let entry = entry_of(&d, b"s2");
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: entry.size,
-            opts: &OPTS,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, false);
         let e = GenericCopier::read_write_only()
             .copy_data(&job, &AtomicBool::new(true))
             .unwrap_err();
@@ -660,15 +658,7 @@ mod tests {
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         let entry = entry_of(&d, b"s");
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: entry.size,
-            opts: &OPTS,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, false);
         c.copy_data(&job, &AtomicBool::new(false)).unwrap()
     }
 
@@ -718,15 +708,7 @@ mod tests {
             reflink: Reflink::Never,
             ..OPTS
         };
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: 4,
-            opts: &never,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, 4), &never, false);
         assert_ne!(
             GenericCopier::new()
                 .copy_data(&job, &AtomicBool::new(false))
@@ -766,15 +748,7 @@ mod tests {
             let _ = d.unlink(b"t");
             let dst = d.create_excl(b"t").unwrap();
             let entry = entry_of(&d, name);
-            let job = DataJob {
-                src: &src,
-                dst: &dst,
-                entry: &entry,
-                offset: 0,
-                len: entry.size,
-                opts: &OPTS,
-                hash: true,
-            };
+            let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, true);
             let got = GenericCopier::new()
                 .copy_data(&job, &AtomicBool::new(false))
                 .unwrap();
@@ -815,15 +789,7 @@ mod tests {
         }
         let entry = entry_of(&d, b"s");
         for (offset, len) in [(2u64 << 20, size - (2 << 20)), (0, 2 << 20)] {
-            let job = DataJob {
-                src: &src,
-                dst: &dst,
-                entry: &entry,
-                offset,
-                len,
-                opts: &OPTS,
-                hash: true,
-            };
+            let job = job_of(&src, &dst, &entry, (offset, len), &OPTS, true);
             let got = GenericCopier::new()
                 .copy_data(&job, &AtomicBool::new(false))
                 .unwrap();
@@ -840,15 +806,7 @@ mod tests {
         assert_eq!(std::fs::read(t.path().join("t")).unwrap(), data);
         // A chunk boundary inside a page: buffered (another thread writes
         // the rest of that page).
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 1_000_000,
-            len: 1_000_000,
-            opts: &OPTS,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (1_000_000, 1_000_000), &OPTS, false);
         let got = GenericCopier::new()
             .copy_data(&job, &AtomicBool::new(false))
             .unwrap();
@@ -862,15 +820,7 @@ mod tests {
             direct_io: false,
             ..OPTS
         };
-        let job = DataJob {
-            src: &src,
-            dst: &dst,
-            entry: &entry,
-            offset: 0,
-            len: 1 << 20,
-            opts: &off,
-            hash: false,
-        };
+        let job = job_of(&src, &dst, &entry, (0, 1 << 20), &off, false);
         let got = GenericCopier::new()
             .copy_data(&job, &AtomicBool::new(false))
             .unwrap();

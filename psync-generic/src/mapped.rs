@@ -20,18 +20,9 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// tmpfs's `statfs` magic.
-const TMPFS_MAGIC: i64 = 0x0102_1994;
+pub(crate) const TMPFS_MAGIC: u64 = 0x0102_1994;
 /// Bytes mapped at a time.
 const WINDOW: u64 = 16 << 20;
-
-/// True when `dst` is on tmpfs.
-pub(crate) fn on_tmpfs(dst: &File) -> bool {
-    rustix::fs::fstatfs(dst).is_ok_and(|s| {
-        #[allow(clippy::unnecessary_cast)]
-        let magic = s.f_type as i64;
-        magic == TMPFS_MAGIC
-    })
-}
 
 /// A shared, writable mapping of `len` bytes of a file at `offset`
 /// (a multiple of the page size), unmapped on drop.
