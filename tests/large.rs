@@ -1548,8 +1548,13 @@ fn large_file_vanishing_during_its_copy_is_a_warning() {
         let t = TestDir::new(&format!("large_file_vanishing_during_its_copy-{threads}t"));
         tree!(t.src(), { "big_gone" => random(4 * MIB), "stay" => file("stays") });
         let victim = t.src().join("big_gone");
+        // Once: chunks of the file start on several threads at a time.
+        let deleted = AtomicBool::new(false);
         let copier = Hooked::around(move |job: &DataJob<'_>, when: When| {
-            if when == When::Before && job_is(job, "big_gone") && victim.exists() {
+            if when == When::Before
+                && job_is(job, "big_gone")
+                && !deleted.swap(true, Ordering::SeqCst)
+            {
                 std::fs::remove_file(&victim).expect("delete the source");
             }
         });
