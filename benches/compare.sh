@@ -59,8 +59,11 @@ Runs:
   --no-build         do not run cargo build
   --floor-src DIR    where smallcopy.c/bigcopy.c are
                      (default \$PSYNC_FLOOR_SRC or /work/shared/bench-floor)
-  --floor-threads N  threads of the floor program (default 2 for smallcopy,
-                     1 for bigcopy: one copy_file_range stream)
+  --floor-threads N  threads of the floor program (default 2 for smallcopy
+                     and noopstat, 1 for bigcopy: one copy_file_range stream)
+                     The no-op floor is this repository's
+                     benches/floor/noopstat.c: getdents64 and one fstatat
+                     per entry on each side, nothing else.
   --out FILE         raw per-run CSV (default
                      target/bench-results/compare-<date>.csv)
   --keep             keep the source tree (in --dir) for the next run
@@ -234,13 +237,14 @@ build_psync() {
 }
 
 FLOOR_BIN=$REPO/target/bench-floor
+# build_floor NAME [DIR]: compiles DIR/NAME.c (DIR: the floor sources).
 build_floor() {
-    local name=$1
+    local name=$1 dir=${2:-$FLOOR_SRC}
     command -v gcc >/dev/null || return 1
-    [[ -f $FLOOR_SRC/$name.c ]] || return 1
+    [[ -f $dir/$name.c ]] || return 1
     mkdir -p "$FLOOR_BIN"
-    if [[ ! -x $FLOOR_BIN/$name || $FLOOR_SRC/$name.c -nt $FLOOR_BIN/$name ]]; then
-        gcc -O2 -pthread -o "$FLOOR_BIN/$name" "$FLOOR_SRC/$name.c" || return 1
+    if [[ ! -x $FLOOR_BIN/$name || $dir/$name.c -nt $FLOOR_BIN/$name ]]; then
+        gcc -O2 -pthread -o "$FLOOR_BIN/$name" "$dir/$name.c" || return 1
     fi
 }
 
@@ -272,8 +276,13 @@ noop_cmd() {
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
-        # cp and xcp have no "skip what is already there" mode; the floor
-        # program copies only.
+        # Our own floor for this case (benches/floor/noopstat.c): list and
+        # stat both sides, nothing else.
+        floor)
+            [[ -x $FLOOR_BIN/noopstat ]] || return 1
+            CMD=("$FLOOR_BIN/noopstat" -q -t "${FLOOR_THREADS:-2}" "$SRC" "$2")
+            ;;
+        # cp and xcp have no "skip what is already there" mode.
         *) return 1 ;;
     esac
 }
@@ -286,6 +295,7 @@ available() {
             # Neither floor program copies a mixed tree (bigcopy: the files
             # of one directory; smallcopy: small files only).
             ((LARGE != 2)) || return 1
+            build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
         *) die "unknown tool: $1 (psync, psync-nv, rsync, cp, xcp, floor)" ;;
