@@ -17,6 +17,11 @@ medians and ratios against psync and writes every run to a CSV file.
 Where to run (one is required):
   --mkfs-ext4 SIZE   create a SIZE image (e.g. 40G), mkfs.ext4 it, loop-mount
                      it and work there; unmounted and removed at exit
+  --loop-dio         with --mkfs-ext4: switch the loop device to direct I/O
+                     on its image (losetup --direct-io=on), so the image's
+                     pages are not cached a second time by the host file
+                     system and a single loop worker does not memcpy every
+                     byte: closer to a real disk (see benches/README.md)
   --tmpfs SIZE       mount a tmpfs of SIZE (e.g. 4G) and work there: the
                      CPU-bound limit, no disk
   --dir DIR          work in DIR (source and targets are created under it)
@@ -78,7 +83,7 @@ die() { echo "$PROG: $*" >&2; exit 2; }
 note() { echo "$PROG: $*" >&2; }
 
 # ---------------------------------------------------------------- options
-MKFS_SIZE="" TMPFS_SIZE="" WORKDIR=""
+MKFS_SIZE="" TMPFS_SIZE="" WORKDIR="" LOOP_DIO=0
 FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
 RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
@@ -90,6 +95,7 @@ need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
     case $1 in
         --mkfs-ext4) need_arg "$@"; MKFS_SIZE=$2; shift ;;
+        --loop-dio) LOOP_DIO=1 ;;
         --tmpfs) need_arg "$@"; TMPFS_SIZE=$2; shift ;;
         --dir) need_arg "$@"; WORKDIR=$2; shift ;;
         --files) need_arg "$@"; FILES=$2; shift ;;
@@ -184,6 +190,7 @@ new_mountpoint() {
     echo "$m"
 }
 
+((LOOP_DIO == 0)) || [[ -n $MKFS_SIZE ]] || die "--loop-dio goes with --mkfs-ext4"
 if [[ -n $MKFS_SIZE ]]; then
     command -v mkfs.ext4 >/dev/null || die "mkfs.ext4 not found (apt-get install -y e2fsprogs)"
     mkdir -p "$REPO/target/bench-tmp"
@@ -194,6 +201,10 @@ if [[ -n $MKFS_SIZE ]]; then
     # noinit_itable: no background inode-table zeroing (ext4lazyinit)
     # writing to the disk while we measure.
     mount -o loop,noinit_itable "$IMG" "$MNT"
+    if ((LOOP_DIO)); then
+        losetup --direct-io=on "$(findmnt -n -o SOURCE --target "$MNT")" ||
+            die "could not switch the loop device of $MNT to direct I/O"
+    fi
     WORKDIR=$MNT FSKIND="ext4-loop($MKFS_SIZE)"
 elif [[ -n $TMPFS_SIZE ]]; then
     MNT=$(new_mountpoint tmpfs)
@@ -206,6 +217,11 @@ else
     if [[ $(stat -c %d "$WORKDIR") == $(stat -c %d /) ]]; then
         note "warning: $WORKDIR is on the root file system (no journal here: see --help); numbers may mislead"
     fi
+fi
+# Say how a loop device under the work dir caches: the figures depend on it.
+dev=$(findmnt -n -o SOURCE --target "$WORKDIR" 2>/dev/null || true)
+if [[ $dev == /dev/loop* && -r /sys/block/${dev#/dev/}/loop/dio ]]; then
+    FSKIND+=" on ${dev#/dev/} (loop direct I/O: $(cat "/sys/block/${dev#/dev/}/loop/dio"))"
 fi
 SRC=$WORKDIR/src DST=$WORKDIR/dst NOOP_DST=$WORKDIR/noop
 [[ -n $OUT ]] || OUT=$REPO/target/bench-results/compare-$(date +%Y%m%d-%H%M%S).csv
