@@ -14,7 +14,7 @@
 
 use crate::util::run::{CONFIGS, Config, Front, cli_available, json_lines, psync_bin};
 use crate::util::tree::{Node, build, random, random_bytes, set_mtime};
-use crate::util::{TestDir, rsync_itemize, rsync_oracle, stat_snapshot};
+use crate::util::{TestDir, read, rsync_itemize, rsync_oracle, stat_snapshot};
 use psync::fs::Dir;
 use psync::{
     Copied, Copier, CopyOptions, DataJob, Entry, Event, GenericCopier, Listing, Name, Node as At,
@@ -1609,14 +1609,15 @@ fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
     std::fs::create_dir_all(&src).expect("mkdir src");
     std::fs::write(src.join("big"), random_bytes(11, 20 << 20)).expect("write big");
     let dst = mnt.join("dst");
-    let args = ["--chunk-size", "1M", "--no-verify", "--json"];
-    let out = Command::new(psync_bin())
-        .arg("sync")
-        .args(args)
-        .arg(&src)
-        .arg(&dst)
-        .output()
-        .expect("run psync");
+    let sync = || {
+        Command::new(psync_bin())
+            .args(["sync", "--chunk-size", "1M", "--no-verify", "--json"])
+            .arg(&src)
+            .arg(&dst)
+            .output()
+            .expect("run psync")
+    };
+    let out = sync();
     assert_eq!(
         out.status.signal(),
         None,
@@ -1644,13 +1645,7 @@ fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
         .arg(&mnt)
         .status()
         .expect("remount");
-    let again = Command::new(psync_bin())
-        .arg("sync")
-        .args(args)
-        .arg(&src)
-        .arg(&dst)
-        .output()
-        .expect("run psync");
+    let again = sync();
     assert!(
         again.status.success(),
         "{}",
@@ -1664,9 +1659,6 @@ fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
         summary["by_mapped"], 1,
         "the chunks went through mappings: {summary}"
     );
-    assert_eq!(
-        std::fs::read(dst.join("big")).unwrap(),
-        std::fs::read(src.join("big")).unwrap()
-    );
+    assert_eq!(read(dst.join("big")), read(src.join("big")));
     assert_no_leftovers(&dst);
 }

@@ -10,8 +10,6 @@
 
 use std::cell::RefCell;
 use std::fs::File;
-use std::io;
-use std::os::unix::fs::FileExt;
 
 /// Bytes per request of a direct copy or read-back.
 pub const BUF: usize = 8 << 20;
@@ -71,22 +69,4 @@ pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
         let at = store.as_ptr().align_offset(ALIGN);
         f(&mut store[at..at + BUF])
     })
-}
-
-/// Fills `buf` from `f` at `offset`; the file ending first is
-/// `UnexpectedEof`.
-///
-/// # Errors
-/// A failing read, or the end of the file.
-pub fn read_exact_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

@@ -609,18 +609,10 @@ impl Engine {
             let from = self
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));
-            // Only xattrs/ACLs to check: leave owner, mode and times alone
-            // (rewriting them would move the target's ctime for nothing).
+            // Only xattrs/ACLs to check: leave owner, mode and times alone.
             let only_xattrs = !(change.perms || change.owner || change.group || change.time);
             let applied = match from {
-                Some(from) if only_xattrs => crate::xattr::sync_xattrs(
-                    from,
-                    Node::At(d, &src.name),
-                    self.copy_opts.xattrs.on(),
-                    self.copy_opts.acls.on(),
-                    false,
-                )
-                .map_err(|e| crate::copy::StepError::new(Op::Xattr, e)),
+                Some(from) if only_xattrs => self.sync_xattrs_only(from, Node::At(d, &src.name)),
                 _ => self
                     .copier
                     .set_attrs(Node::At(d, &src.name), src, from, &self.copy_opts),
@@ -825,19 +817,25 @@ impl Engine {
         };
         let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
         match (attrs, from) {
-            (false, Some(from)) => crate::xattr::sync_xattrs(
-                from,
-                Node::Fd(d.fd()),
-                self.copy_opts.xattrs.on(),
-                self.copy_opts.acls.on(),
-                false,
-            )
-            .map_err(|e| (Op::Xattr, e)),
+            (false, Some(from)) => self.sync_xattrs_only(from, Node::Fd(d.fd())),
             (_, from) => self
                 .copier
-                .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts)
-                .map_err(|e| (e.op, e.source)),
+                .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts),
         }
+        .map_err(|e| (e.op, e.source))
+    }
+
+    /// Syncs a target's xattrs and ACLs from `from` and nothing else, for
+    /// an entry whose owner, mode and times are already right (rewriting
+    /// those would move the target's ctime for nothing).
+    fn sync_xattrs_only(
+        &self,
+        from: Node<'_>,
+        target: Node<'_>,
+    ) -> Result<crate::xattr::XattrReport, crate::copy::StepError> {
+        let (xattrs, acls) = (self.copy_opts.xattrs.on(), self.copy_opts.acls.on());
+        crate::xattr::sync_xattrs(from, target, xattrs, acls, false)
+            .map_err(|e| crate::copy::StepError::new(Op::Xattr, e))
     }
 
     /// True when the xattrs/ACLs of `src` are to be synced onto its target:

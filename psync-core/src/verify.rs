@@ -93,7 +93,7 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
                     // The end of the file: the rest buffered.
                     mode = None;
                 }
-                match direct::read_exact_at(f, &mut buf[..want], start + done) {
+                match f.read_exact_at(&mut buf[..want], start + done) {
                     Ok(()) => {}
                     // Refused after all: the rest buffered.
                     Err(e) if mode.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {

@@ -244,7 +244,7 @@ fn copy_direct(
                 let want = usize::try_from(len - done)
                     .unwrap_or(buf.len())
                     .min(buf.len());
-                direct::read_exact_at(src, &mut buf[..want], start + done)?;
+                src.read_exact_at(&mut buf[..want], start + done)?;
                 if let Some(h) = hasher.as_deref_mut() {
                     h.update(&buf[..want]);
                 }
@@ -458,15 +458,14 @@ impl Copier for GenericCopier {
             // an in-kernel copy into one file runs entirely under its lock
             // (except where the file system offloads the copy to a server).
             let through_user = chunk && !offloads_copies(magic);
+            // Hashing needs the data in user space too.
+            let through_user = through_user || hasher.is_some();
             for &(start, len) in &segments {
-                copied.strategy = match hasher.as_mut() {
-                    Some(h) => copy_read_write(job.src, job.dst, start, len, Some(h), quit)
-                        .map(|()| Strategy::ReadWrite),
-                    None if through_user => {
-                        copy_read_write(job.src, job.dst, start, len, None, quit)
-                            .map(|()| Strategy::ReadWrite)
-                    }
-                    None => self.copy_segment(job.src, job.dst, start, len, quit),
+                copied.strategy = if through_user {
+                    copy_read_write(job.src, job.dst, start, len, hasher.as_mut(), quit)
+                        .map(|()| Strategy::ReadWrite)
+                } else {
+                    self.copy_segment(job.src, job.dst, start, len, quit)
                 }
                 .op(Op::CopyData)?;
                 copied.bytes += len;
@@ -577,6 +576,13 @@ mod tests {
             opts,
             hash,
         }
+    }
+
+    /// `job` run by a default generic copier, never asked to stop.
+    fn run(job: &DataJob<'_>) -> Copied {
+        GenericCopier::new()
+            .copy_data(job, &AtomicBool::new(false))
+            .unwrap()
     }
 
     fn entry_of(d: &Dir, name: &[u8]) -> Entry {
@@ -709,13 +715,7 @@ mod tests {
             ..OPTS
         };
         let job = job_of(&src, &dst, &entry, (0, 4), &never, false);
-        assert_ne!(
-            GenericCopier::new()
-                .copy_data(&job, &AtomicBool::new(false))
-                .unwrap()
-                .strategy,
-            Strategy::Reflink
-        );
+        assert_ne!(run(&job).strategy, Strategy::Reflink);
         // On a file system without reflink (this test dir's), Always is an error, Auto falls through.
         let always = CopyOptions {
             reflink: Reflink::Always,
@@ -749,9 +749,7 @@ mod tests {
             let dst = d.create_excl(b"t").unwrap();
             let entry = entry_of(&d, name);
             let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, true);
-            let got = GenericCopier::new()
-                .copy_data(&job, &AtomicBool::new(false))
-                .unwrap();
+            let got = run(&job);
             assert_eq!(
                 got.strategy,
                 Strategy::ReadWrite,
@@ -790,9 +788,7 @@ mod tests {
         let entry = entry_of(&d, b"s");
         for (offset, len) in [(2u64 << 20, size - (2 << 20)), (0, 2 << 20)] {
             let job = job_of(&src, &dst, &entry, (offset, len), &OPTS, true);
-            let got = GenericCopier::new()
-                .copy_data(&job, &AtomicBool::new(false))
-                .unwrap();
+            let got = run(&job);
             assert_eq!(got.strategy, Strategy::Direct);
             assert_eq!(got.bytes, len);
             let want = psync_core::verify::hash_segments(&src, &[(offset, len)], &mut Vec::new());
@@ -807,9 +803,7 @@ mod tests {
         // A chunk boundary inside a page: buffered (another thread writes
         // the rest of that page).
         let job = job_of(&src, &dst, &entry, (1_000_000, 1_000_000), &OPTS, false);
-        let got = GenericCopier::new()
-            .copy_data(&job, &AtomicBool::new(false))
-            .unwrap();
+        let got = run(&job);
         assert_eq!(
             got.strategy,
             Strategy::ReadWrite,
@@ -821,9 +815,7 @@ mod tests {
             ..OPTS
         };
         let job = job_of(&src, &dst, &entry, (0, 1 << 20), &off, false);
-        let got = GenericCopier::new()
-            .copy_data(&job, &AtomicBool::new(false))
-            .unwrap();
+        let got = run(&job);
         assert_eq!(
             got.strategy,
             Strategy::ReadWrite,

@@ -13,10 +13,10 @@
 //! length before any chunk, is never truncated while chunks run, and a
 //! rerun that replaces a part unlinks it rather than truncating it.
 
-use psync_core::direct::read_exact_at;
 use psync_core::verify::Hasher;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// tmpfs's `statfs` magic.
@@ -90,7 +90,7 @@ pub(crate) fn copy_mapped(
             let end = (base + WINDOW).min(start + len);
             let mut map = Mapping::new(dst, base, usize::try_from(end - base).unwrap_or(0))?;
             let window = &mut map.bytes()[(at - base) as usize..];
-            read_exact_at(src, window, at)?;
+            src.read_exact_at(window, at)?;
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(window);
             }
