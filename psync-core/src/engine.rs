@@ -64,7 +64,7 @@ pub struct Engine {
     /// Large files at least this big resume from their journal.
     pub(crate) resume_threshold: u64,
     /// The hard-link area, created on first use.
-    pub(crate) links: std::sync::OnceLock<Result<Dir, i32>>,
+    pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -112,6 +112,7 @@ impl TaskRunner for Engine {
                 touched,
             } => self.finish_dir(&rel, &src, dst.as_ref(), touched, cx),
             Task::Links { rel, actions } => self.run_links(&rel, actions),
+            Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
         }
     }
 }
@@ -443,6 +444,8 @@ impl Engine {
             actions: Vec::new(),
             bytes: 0,
         };
+        // Copies for hard-link groups, recorded together for the last phase.
+        let mut linked = Vec::new();
         for action in actions {
             match action {
                 Action::Descend { src, dst } => {
@@ -460,10 +463,7 @@ impl Engine {
                     // group's existing inode (see links.rs).
                     touched = true;
                     Stats::bump(&self.stats.bytes_to_copy, src.size);
-                    let path = rel.join(&src.name);
-                    if let Err(e) = self.defer_linked(rel, action) {
-                        self.fail(&path, true, Op::Link, e);
-                    }
+                    linked.push(action);
                 }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
@@ -504,6 +504,15 @@ impl Engine {
                 actions: batch.actions,
                 fresh,
             });
+        }
+        if !linked.is_empty()
+            && let Err(e) = self.defer_linked(rel, &linked)
+        {
+            for a in &linked {
+                if let Action::Copy { src, .. } = a {
+                    self.fail(&rel.join(&src.name), true, Op::Link, clone_err(&e));
+                }
+            }
         }
         touched
     }
@@ -762,8 +771,9 @@ impl Engine {
         cx: &mut dyn TaskContext,
     ) {
         if rel.is_root() {
-            // The last phase: deferred hard-link copies, then this again.
-            if self.spawn_deferred_links(cx) {
+            // The last phases: deferred hard-link copies, then the link
+            // area's removal, each followed by this again.
+            if self.spawn_deferred_links(cx) || self.spawn_link_area_removal(cx) {
                 return cx.defer(Task::FinishDir {
                     rel: rel.clone(),
                     src: src.clone(),
@@ -1074,7 +1084,7 @@ impl Engine {
 
     /// Data and attributes, then the check that the source did not change
     /// meanwhile (`Ok(None)` if it did).
-    fn fill_checked(
+    pub(crate) fn fill_checked(
         &self,
         path: &RelPath,
         src: &std::fs::File,

@@ -13,23 +13,72 @@ use crate::plan::Action;
 use crate::task::Task;
 use crate::transport::TaskContext;
 use std::io;
-use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Buckets of the link area: its keys are spread over this many
+/// subdirectories, so that workers creating and renaming keys do not all
+/// take turns on one directory's lock, nor search one huge directory.
+const BUCKETS: usize = 256;
+
+/// The hard-link area of a run, with its subdirectories opened once.
+#[derive(Debug)]
+pub(crate) struct LinkArea {
+    root: Dir,
+    /// Its buckets' removal was spawned (it runs once, even if it fails).
+    dropping: AtomicBool,
+    pending: OnceLock<Result<Dir, i32>>,
+    buckets: Vec<OnceLock<Result<Dir, i32>>>,
+}
+
+impl LinkArea {
+    fn new(root: Dir) -> LinkArea {
+        LinkArea {
+            root,
+            dropping: AtomicBool::new(false),
+            pending: OnceLock::new(),
+            buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// The subdirectory `name` of the area, made on first use.
+    fn subdir<'a>(&self, cell: &'a OnceLock<Result<Dir, i32>>, name: &[u8]) -> io::Result<&'a Dir> {
+        let made = cell.get_or_init(|| {
+            let code = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
+            match self.root.mkdir(name, 0o700) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(code(e)),
+            }
+            self.root.open_dir(name).map_err(code)
+        });
+        made.as_ref()
+            .map_err(|&code| io::Error::from_raw_os_error(code))
+    }
+
+    /// The directory of the deferred hard-link copies.
+    fn pending(&self) -> io::Result<&Dir> {
+        self.subdir(&self.pending, PENDING)
+    }
+
+    /// The bucket holding the keys (and notes) of source inode `ino`.
+    fn bucket(&self, dev: u64, ino: u64) -> io::Result<&Dir> {
+        let i = (xxhash_rust::xxh3::xxh3_64(&[dev.to_le_bytes(), ino.to_le_bytes()].concat())
+            as usize)
+            % BUCKETS;
+        self.subdir(&self.buckets[i], format!("{i:02x}").as_bytes())
+    }
+}
 
 impl Engine {
-    /// Records a hard-linked file's copy for the run's last phase, as a
-    /// small file in the link area (on the target, so any worker of any
-    /// node can pick it up).
-    pub(crate) fn defer_linked(&self, rel: &RelPath, action: Action) -> io::Result<()> {
-        let area = self.link_area()?;
-        match area.mkdir(PENDING, 0o700) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
-        let pending = area.open_dir(PENDING)?;
+    /// Records the copies of a directory's hard-linked files for the run's
+    /// last phase, as one small file in the link area (on the target, so
+    /// any worker of any node can pick it up).
+    pub(crate) fn defer_linked(&self, rel: &RelPath, actions: &[Action]) -> io::Result<()> {
+        let pending = self.link_area()?.pending()?;
         let task = Task::Links {
             rel: rel.clone(),
-            actions: vec![action],
+            actions: actions.to_vec(),
         };
         let bytes = task.encode().map_err(io::Error::other)?;
         let name = self.temp_name();
@@ -43,7 +92,7 @@ impl Engine {
         let Some(Ok(area)) = self.links.get() else {
             return false;
         };
-        let Ok(pending) = area.open_dir(PENDING) else {
+        let Ok(pending) = area.pending() else {
             return false;
         };
         let Ok(names) = pending.names() else {
@@ -51,7 +100,7 @@ impl Engine {
         };
         let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
         for name in names {
-            let task = read_small(&pending, &name).and_then(|b| Task::decode(&b).ok());
+            let task = read_small(pending, &name).and_then(|b| Task::decode(&b).ok());
             let _ = pending.unlink(name.as_bytes());
             if let Some(Task::Links { rel, actions }) = task {
                 by_dir.entry(rel).or_default().extend(actions);
@@ -107,10 +156,10 @@ impl Engine {
 
     /// The hard-link area: a directory at the target root named like a
     /// temporary of this run, so that a later run removes it if this one
-    /// dies. It holds one link per source inode (`<dev>-<ino>`), through
-    /// which every path of that inode is linked — whichever thread or node
-    /// sees it — and is removed when the run finishes.
-    pub(crate) fn link_area(&self) -> io::Result<&Dir> {
+    /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`),
+    /// through which every path of that inode is linked — whichever thread
+    /// or node sees it — and it is removed when the run finishes.
+    pub(crate) fn link_area(&self) -> io::Result<&LinkArea> {
         let made = self.links.get_or_init(|| {
             let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
             let name = self.link_area_name();
@@ -120,6 +169,7 @@ impl Engine {
                 Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
             }
             root.open_dir(name.as_bytes())
+                .map(LinkArea::new)
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
         });
         made.as_ref()
@@ -128,6 +178,40 @@ impl Engine {
 
     fn link_area_name(&self) -> Name {
         Name(format!("{TEMP_PREFIX}{:016x}.links", self.run_id).into_bytes())
+    }
+
+    /// Spawns one task per bucket of the link area that removes it, so
+    /// the keys of many groups are unlinked by all threads. False when
+    /// there is nothing left to remove that way.
+    pub(crate) fn spawn_link_area_removal(&self, cx: &mut dyn TaskContext) -> bool {
+        let Some(Ok(area)) = self.links.get() else {
+            return false;
+        };
+        if area.dropping.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let Ok(names) = area.root.names() else {
+            return false;
+        };
+        let mut any = false;
+        for bucket in names.into_iter().filter(|n| n.as_bytes() != PENDING) {
+            any = true;
+            cx.spawn(Task::DropLinks {
+                rel: RelPath::root(),
+                bucket,
+            });
+        }
+        any
+    }
+
+    /// Removes one bucket of the link area.
+    pub(crate) fn drop_link_bucket(&self, bucket: &Name) {
+        if let Some(Ok(area)) = self.links.get()
+            && let Err(e) = area.root.remove_all(bucket.as_bytes())
+        {
+            let path = RelPath::from_bytes([self.link_area_name().0, bucket.0.clone()].join(&b'/'));
+            self.fail(&path, true, Op::Remove, e);
+        }
     }
 
     /// Removes the link area (at the end of the run, before the root's
@@ -153,7 +237,7 @@ impl Engine {
         change: Change,
     ) {
         let path = rel.join(&src.name);
-        let area = match self.link_area() {
+        let area = match self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
@@ -180,10 +264,7 @@ impl Engine {
                 c.transfer = false;
                 if self.itemize {
                     // rsync's `hf... PATH => LEADER`: the group's copier left its path.
-                    let leader = self
-                        .link_area()
-                        .ok()
-                        .and_then(|a| read_small(a, &leader_name(src.dev, src.ino)));
+                    let leader = read_small(area, &leader_name(src.dev, src.ino));
                     let link = leader.map(RelPath::from_bytes);
                     self.emit(Event::Itemize {
                         path,
@@ -208,13 +289,12 @@ impl Engine {
     }
 
     /// The race-free core. (1) If the group's inode is published as
-    /// `key`, link this path to it (a temporary link renamed over the old
-    /// entry). Else (2) if the target already holds the right data, publish
-    /// it as `key`. Else (3) claim the group with an O_EXCL `key.claim`,
-    /// kept for the whole run so exactly one worker ever copies the data:
-    /// the claimant copies into `key.part` and publishes it with
-    /// RENAME_NOREPLACE (the last guard: a loser links to the winner's).
-    /// Everyone else waits for `key`.
+    /// `key`, link this path to it. Else (2) if the target already holds
+    /// the right data, publish it as `key`. Else (3) claim the group by
+    /// creating `key.part` with O_EXCL: the claimant looks for `key` once
+    /// more (published between its first look and its claim), copies into
+    /// the part and publishes it with RENAME_NOREPLACE, so exactly one
+    /// worker ever copies the data. Everyone else waits for `key`.
     #[allow(clippy::too_many_arguments)]
     fn link_protocol(
         &self,
@@ -227,19 +307,22 @@ impl Engine {
         dst: Option<&Entry>,
         quick_ok: bool,
     ) -> Result<Linked, CopyFail> {
-        let claim = Name([key.as_bytes(), b".claim"].concat());
         let part = Name([key.as_bytes(), b".part"].concat());
+        let published = |copied| match area.stat(key.as_bytes()) {
+            Ok(st) => Ok(Some(
+                self.link_to_key(dst_dir, area, key, src, dst, &st, copied)?,
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CopyFail::target_io(Op::Stat, e)),
+        };
         let mut waiter = Waiter::new();
-        let mut copied = None;
         let mut retries = self.retries;
         loop {
             if self.quit.load(Ordering::Relaxed) {
                 return Err(CopyFail::Interrupted);
             }
-            match area.stat(key.as_bytes()) {
-                Ok(st) => return self.link_to_key(dst_dir, area, key, src, dst, &st, copied),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CopyFail::target_io(Op::Stat, e)),
+            if let Some(linked) = published(None)? {
+                return Ok(linked);
             }
             if quick_ok {
                 match area.link_from(dst_dir, src.name.as_bytes(), key.as_bytes()) {
@@ -249,49 +332,64 @@ impl Engine {
                     Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
                 }
             }
-            match area.create_excl(claim.as_bytes()) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let (input, cur) = self.open_source(src_dir, src, false)?;
+            let out = match self.copier.create(area, &part, &cur, &input) {
+                Ok(out) => out,
+                Err(e) if e.source.kind() == io::ErrorKind::AlreadyExists => {
                     if !waiter.tick(area, &part) {
                         // The claimant is gone (a dead worker): take over.
-                        let _ = area.unlink(claim.as_bytes());
                         let _ = area.unlink(part.as_bytes());
                     }
                     continue;
                 }
-                Err(e) => return Err(CopyFail::target_io(Op::Create, e)),
+                Err(e) => return Err(CopyFail::target(e)),
+            };
+            // Published by a claimant that finished before this claim.
+            if let Some(linked) = published(None).inspect_err(|_| {
+                let _ = area.unlink(part.as_bytes());
+            })? {
+                let _ = area.unlink(part.as_bytes());
+                return Ok(linked);
             }
-            let _ = area.unlink(part.as_bytes());
-            let (input, cur) = self.open_source(src_dir, src, false)?;
-            match self.write_temp(path, &input, &cur, area, &part)? {
-                Some(_)
-                    if self.itemize
-                        && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) =>
-                {
-                    let _ = area.unlink(part.as_bytes());
-                    return Err(CopyFail::target_io(
-                        Op::Create,
-                        io::Error::other("cannot record the link group's path"),
+            let filled = self.fill_checked(path, &input, &out, &cur, false);
+            drop(out);
+            let filled = filled.inspect_err(|_| {
+                let _ = area.unlink(part.as_bytes());
+            })?;
+            let Some(strategy) = filled else {
+                let _ = area.unlink(part.as_bytes());
+                Stats::bump(&self.stats.changed_during_copy, 1);
+                if retries == 0 {
+                    return Err(CopyFail::source(
+                        Op::CopyData,
+                        io::Error::other("changed during copy; not replaced"),
                     ));
                 }
-                Some(strategy) => match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
-                    Ok(()) => copied = Some(strategy),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        let _ = area.unlink(part.as_bytes());
-                    }
-                    Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
-                },
-                None => {
-                    Stats::bump(&self.stats.changed_during_copy, 1);
-                    let _ = area.unlink(claim.as_bytes());
-                    if retries == 0 {
-                        return Err(CopyFail::source(
-                            Op::CopyData,
-                            io::Error::other("changed during copy; not replaced"),
-                        ));
-                    }
-                    retries -= 1;
+                retries -= 1;
+                continue;
+            };
+            if self.itemize && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) {
+                let _ = area.unlink(part.as_bytes());
+                return Err(CopyFail::target_io(
+                    Op::Create,
+                    io::Error::other("cannot record the link group's path"),
+                ));
+            }
+            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+                Ok(()) => {}
+                // Cannot happen while claims are honoured; a loser links
+                // to the winner's inode all the same.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let _ = area.unlink(part.as_bytes());
+                    continue;
                 }
+                Err(e) => {
+                    let _ = area.unlink(part.as_bytes());
+                    return Err(CopyFail::target_io(Op::Rename, e));
+                }
+            }
+            if let Some(linked) = published(Some(strategy))? {
+                return Ok(linked);
             }
         }
     }
@@ -313,6 +411,16 @@ impl Engine {
         if same {
             return Ok(Linked::AlreadyRight);
         }
+        let linked = Ok(copied.map_or(Linked::ToExisting, Linked::Copied));
+        // A new name: linked in place directly (a name that appeared
+        // meanwhile is replaced below, like an old one).
+        if dst.is_none() {
+            match dst_dir.link_from(area, key.as_bytes(), src.name.as_bytes()) {
+                Ok(()) => return linked,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+            }
+        }
         let tmp = self.temp_name();
         dst_dir
             .link_from(area, key.as_bytes(), tmp.as_bytes())
@@ -321,7 +429,7 @@ impl Engine {
             let _ = dst_dir.unlink(tmp.as_bytes());
             return Err(CopyFail::target_io(Op::Rename, e));
         }
-        Ok(copied.map_or(Linked::ToExisting, Linked::Copied))
+        linked
     }
 }
 

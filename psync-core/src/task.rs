@@ -1,7 +1,7 @@
 //! Tasks: plain, serializable data with paths relative to the run's roots,
 //! so any worker (a thread here, a process on another node) can run them.
 
-use crate::entry::{Entry, RelPath};
+use crate::entry::{Entry, Name, RelPath};
 use crate::itemize::Change;
 use crate::plan::Action;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,14 @@ pub enum Task {
         /// `Copy` actions of hard-linked files in that directory.
         actions: Vec<Action>,
     },
+    /// The run's end, after the last [`Task::Links`]: remove one bucket of
+    /// the hard-link area.
+    DropLinks {
+        /// The target root, where the area is.
+        rel: RelPath,
+        /// The bucket's name in the area.
+        bucket: Name,
+    },
     /// Apply a directory's attributes once everything inside it is done.
     FinishDir {
         /// The directory.
@@ -104,6 +112,7 @@ impl Task {
             | Task::Chunk { rel, .. }
             | Task::FinishFile { rel, .. }
             | Task::Links { rel, .. }
+            | Task::DropLinks { rel, .. }
             | Task::FinishDir { rel, .. } => rel,
         }
     }
