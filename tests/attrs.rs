@@ -44,6 +44,45 @@ fn hard_links_are_kept() {
     });
 }
 
+/// Files hard-linked to paths outside the tree (a snapshot of a backup
+/// tree, say): each is copied once, a group with two paths inside stays
+/// one inode, and a re-sync neither copies nor links anything (taking a
+/// link on a target file would move its ctime).
+#[test]
+fn files_linked_outside_the_tree() {
+    each_config("files_linked_outside_the_tree", |cfg, t| {
+        let outside = t.join("outside");
+        tree!(t.src(), {
+            "a" => file("A") mtime(1_600_000_000, 0),
+            "d/c" => random(5000) mtime(1_600_000_000, 0),
+            "g1" => file("G") mtime(1_600_000_000, 0),
+            "d/g2" => hardlink("g1"),
+            "solo" => file("one link"),
+        });
+        for (from, to) in [("a", "a"), ("d/c", "c"), ("g1", "g3")] {
+            std::fs::create_dir_all(&outside).unwrap();
+            std::fs::hard_link(t.src().join(from), outside.join(to)).unwrap();
+        }
+        let out = cfg.sync(&t.src(), &t.dst());
+        out.assert_ok();
+        assert_eq!(
+            out.stat("bytes_copied"),
+            1 + 5000 + 1 + 8,
+            "each inode copied once"
+        );
+        let meta = |p: &str| t.dst().join(p).symlink_metadata().unwrap();
+        assert_eq!(meta("a").nlink(), 1);
+        assert_eq!(meta("d/c").nlink(), 1);
+        assert_eq!(meta("g1").ino(), meta("d/g2").ino());
+        assert_eq!(meta("g1").nlink(), 2);
+        crate::util::compare::assert_no_temps(&t.dst());
+        assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+        assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
+        crate::util::compare::assert_no_temps(&t.dst());
+    });
+}
+
 /// A path whose link to a group is broken in the source (replaced by an
 /// equal, separate file: same size and mtime) must be split off in the
 /// target too; otherwise writing one target path changes another. rsync

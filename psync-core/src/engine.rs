@@ -457,12 +457,14 @@ impl Engine {
                 }
                 Action::Copy {
                     ref src, change, ..
-                } if !self.dry_run && change.transfer && is_linked(src, &self.plan_opts) => {
-                    // Data for a hard-link group: copied in the run's last
-                    // phase, once every up-to-date path has published the
-                    // group's existing inode (see links.rs).
-                    touched = true;
-                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                } if !self.dry_run && is_linked(src, &self.plan_opts) => {
+                    // A path of a hard-link group: registered or copied in
+                    // the run's last phase, where the group's paths are
+                    // known (see links.rs).
+                    if change.transfer {
+                        touched = true;
+                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    }
                     linked.push(action);
                 }
                 Action::Copy { src, dst, change }

@@ -13,8 +13,8 @@ use crate::plan::Action;
 use crate::task::Task;
 use crate::transport::TaskContext;
 use std::io;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// Buckets of the link area: its keys are spread over this many
 /// subdirectories, so that workers creating and renaming keys do not all
@@ -28,6 +28,8 @@ pub(crate) struct LinkArea {
     /// Its buckets' removal was spawned (it runs once, even if it fails).
     dropping: AtomicBool,
     pending: OnceLock<Result<Dir, i32>>,
+    /// Recorded copies held back until the group registrations ran.
+    held: Mutex<Vec<(RelPath, Action)>>,
     buckets: Vec<OnceLock<Result<Dir, i32>>>,
 }
 
@@ -37,6 +39,7 @@ impl LinkArea {
             root,
             dropping: AtomicBool::new(false),
             pending: OnceLock::new(),
+            held: Mutex::new(Vec::new()),
             buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -86,27 +89,90 @@ impl Engine {
         std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)
     }
 
-    /// Spawns the recorded hard-link copies, one task per directory, and
-    /// removes their records. False when there were none.
+    /// Spawns the recorded hard-link work, one task per directory, and
+    /// removes its records. Paths whose data is already right run first,
+    /// publishing their group's inode; the copies run in a second pass,
+    /// so a new path of a group links to that inode instead of copying.
+    /// A group with nothing to copy whose paths' targets are one inode
+    /// already is linked to paths outside the tree: it needs nothing.
+    /// False when
+    /// there is nothing (left) to spawn.
     pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
         let Some(Ok(area)) = self.links.get() else {
             return false;
         };
+        let held = std::mem::take(&mut *area.held.lock().unwrap_or_else(|e| e.into_inner()));
+        if !held.is_empty() {
+            self.spawn_links(held, cx);
+            return true;
+        }
         let Ok(pending) = area.pending() else {
             return false;
         };
         let Ok(names) = pending.names() else {
             return false;
         };
-        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
+        let mut recorded = Vec::new();
         for name in names {
             let task = read_small(pending, &name).and_then(|b| Task::decode(&b).ok());
             let _ = pending.unlink(name.as_bytes());
             if let Some(Task::Links { rel, actions }) = task {
-                by_dir.entry(rel).or_default().extend(actions);
+                recorded.extend(actions.into_iter().map(|a| (rel.clone(), a)));
             }
         }
-        let any = !by_dir.is_empty();
+        // Per source inode: does any path need data, and do all its paths'
+        // targets already share one inode?
+        #[derive(Default)]
+        struct Group {
+            transfer: bool,
+            target: Option<(u64, u64)>,
+            split: bool,
+        }
+        let mut groups: std::collections::HashMap<(u64, u64), Group> = Default::default();
+        for (_, a) in &recorded {
+            if let Action::Copy { src, dst, change } = a {
+                let g = groups.entry((src.dev, src.ino)).or_default();
+                g.transfer |= change.transfer;
+                let target = dst.as_ref().map(|d| (d.dev, d.ino));
+                match (g.target, target) {
+                    (_, None) => g.split = true,
+                    (None, t) => g.target = t,
+                    (Some(a), Some(b)) => g.split |= a != b,
+                }
+            }
+        }
+        let (mut register, mut copy) = (Vec::new(), Vec::new());
+        for (rel, a) in recorded {
+            let Action::Copy { src, change, .. } = &a else {
+                continue;
+            };
+            let g = &groups[&(src.dev, src.ino)];
+            if change.transfer {
+                copy.push((rel, a));
+            } else if g.transfer || g.split {
+                register.push((rel, a));
+            } else {
+                // The group's paths here are one inode already, and its
+                // other paths are outside the tree: nothing to do.
+                Stats::bump(&self.stats.unchanged, 1);
+                Stats::bump(&self.stats.done, 1);
+            }
+        }
+        if register.is_empty() {
+            std::mem::swap(&mut register, &mut copy);
+        }
+        *area.held.lock().unwrap_or_else(|e| e.into_inner()) = copy;
+        let any = !register.is_empty();
+        self.spawn_links(register, cx);
+        any
+    }
+
+    /// Spawns `Links` tasks for recorded actions, grouped by directory.
+    fn spawn_links(&self, actions: Vec<(RelPath, Action)>, cx: &mut dyn TaskContext) {
+        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
+        for (rel, a) in actions {
+            by_dir.entry(rel).or_default().push(a);
+        }
         for (rel, actions) in by_dir {
             for chunk in actions.chunks(self.batch_files) {
                 cx.spawn(Task::Links {
@@ -115,7 +181,6 @@ impl Engine {
                 });
             }
         }
-        any
     }
 
     /// Runs deferred hard-link copies of one directory, then sets its times
