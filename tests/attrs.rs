@@ -80,6 +80,14 @@ fn files_linked_outside_the_tree() {
         rsync_oracle(&t.src(), &t.dst());
         assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
         crate::util::compare::assert_no_temps(&t.dst());
+        // A second path inside the tree joins the copy made for one path.
+        tree!(t.src(), { "d/a2" => hardlink("a") });
+        let out = cfg.sync(&t.src(), &t.dst());
+        out.assert_ok();
+        assert_eq!(out.stat("bytes_copied"), 0, "a new link recopied its group");
+        assert_eq!(meta("a").ino(), meta("d/a2").ino());
+        assert_synced!(t.src(), t.dst());
+        crate::util::compare::assert_no_temps(&t.dst());
     });
 }
 

@@ -936,7 +936,7 @@ impl Engine {
     /// Copies one regular file to a temporary and renames it into place,
     /// retrying when the source changes under the copy.
     #[allow(clippy::too_many_arguments)]
-    fn copy_file(
+    pub(crate) fn copy_file(
         &self,
         rel: &RelPath,
         src_dir: &Dir,

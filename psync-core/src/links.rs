@@ -94,7 +94,8 @@ impl Engine {
     /// publishing their group's inode; the copies run in a second pass,
     /// so a new path of a group links to that inode instead of copying.
     /// A group with nothing to copy whose paths' targets are one inode
-    /// already is linked to paths outside the tree: it needs nothing.
+    /// already is linked to paths outside the tree: it needs nothing; a
+    /// group with a single path here is copied like a file of one link.
     /// False when
     /// there is nothing (left) to spawn.
     pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
@@ -124,6 +125,7 @@ impl Engine {
         // targets already share one inode?
         #[derive(Default)]
         struct Group {
+            paths: u32,
             transfer: bool,
             target: Option<(u64, u64)>,
             split: bool,
@@ -132,6 +134,7 @@ impl Engine {
         for (_, a) in &recorded {
             if let Action::Copy { src, dst, change } = a {
                 let g = groups.entry((src.dev, src.ino)).or_default();
+                g.paths += 1;
                 g.transfer |= change.transfer;
                 let target = dst.as_ref().map(|d| (d.dev, d.ino));
                 match (g.target, target) {
@@ -142,12 +145,17 @@ impl Engine {
             }
         }
         let (mut register, mut copy) = (Vec::new(), Vec::new());
-        for (rel, a) in recorded {
-            let Action::Copy { src, change, .. } = &a else {
+        for (rel, mut a) in recorded {
+            let Action::Copy { src, change, .. } = &mut a else {
                 continue;
             };
             let g = &groups[&(src.dev, src.ino)];
             if change.transfer {
+                if g.paths == 1 {
+                    // Its other paths are outside the tree: copied like
+                    // a file of one link, without the link area.
+                    src.nlink = 1;
+                }
                 copy.push((rel, a));
             } else if g.transfer || g.split {
                 register.push((rel, a));
@@ -201,8 +209,16 @@ impl Engine {
             return;
         };
         for action in actions {
-            if let Action::Copy { src, dst, change } = action {
-                self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
+            match action {
+                // The only path of its group here (see spawn_deferred_links).
+                Action::Copy { src, dst, change } if src.nlink == 1 => {
+                    let existed = dst.is_some() && !change.new;
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, false, change);
+                }
+                Action::Copy { src, dst, change } => {
+                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
+                }
+                _ => {}
             }
         }
         if let Ok(st) = src_dir.fstat() {
