@@ -2,7 +2,7 @@
 //! holes of sparse files, extended attributes and POSIX ACLs.
 
 use crate::basic::assert_second_run_changes_nothing_below_the_root;
-use crate::util::{Opts, TestDir, each_config, in_ci, rsync_oracle};
+use crate::util::{Opts, TestDir, assert_no_temps, each_config, in_ci, rsync_oracle};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -59,8 +59,8 @@ fn files_linked_outside_the_tree() {
             "d/g2" => hardlink("g1"),
             "solo" => file("one link"),
         });
+        std::fs::create_dir_all(&outside).unwrap();
         for (from, to) in [("a", "a"), ("d/c", "c"), ("g1", "g3")] {
-            std::fs::create_dir_all(&outside).unwrap();
             std::fs::hard_link(t.src().join(from), outside.join(to)).unwrap();
         }
         let out = cfg.sync(&t.src(), &t.dst());
@@ -75,11 +75,11 @@ fn files_linked_outside_the_tree() {
         assert_eq!(meta("d/c").nlink(), 1);
         assert_eq!(meta("g1").ino(), meta("d/g2").ino());
         assert_eq!(meta("g1").nlink(), 2);
-        crate::util::compare::assert_no_temps(&t.dst());
+        assert_no_temps(&t.dst());
         assert_synced!(t.src(), t.dst());
         rsync_oracle(&t.src(), &t.dst());
         assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
-        crate::util::compare::assert_no_temps(&t.dst());
+        assert_no_temps(&t.dst());
         // A second path inside the tree joins the copy made for one path.
         tree!(t.src(), { "d/a2" => hardlink("a") });
         let out = cfg.sync(&t.src(), &t.dst());
@@ -87,7 +87,7 @@ fn files_linked_outside_the_tree() {
         assert_eq!(out.stat("bytes_copied"), 0, "a new link recopied its group");
         assert_eq!(meta("a").ino(), meta("d/a2").ino());
         assert_synced!(t.src(), t.dst());
-        crate::util::compare::assert_no_temps(&t.dst());
+        assert_no_temps(&t.dst());
     });
 }
 

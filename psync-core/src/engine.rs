@@ -918,9 +918,7 @@ impl Engine {
                 return;
             }
             match action {
-                Action::Copy { src, dst, change } if is_linked(&src, &self.plan_opts) => {
-                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
-                }
+                // Hard-linked paths never come here: `act` defers them.
                 Action::Copy { src, dst, change } => {
                     let existed = dst.is_some() && !change.new;
                     self.copy_file(rel, &src_dir, &dst_dir, &src, existed, fresh, change);

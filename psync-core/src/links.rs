@@ -9,7 +9,7 @@ use crate::error::Op;
 use crate::event::{Event, Stats};
 use crate::fs::Dir;
 use crate::itemize::Change;
-use crate::plan::Action;
+use crate::plan::{Action, is_linked};
 use crate::task::Task;
 use crate::transport::TaskContext;
 use std::io;
@@ -44,16 +44,21 @@ impl LinkArea {
         }
     }
 
-    /// The subdirectory `name` of the area, made on first use.
-    fn subdir<'a>(&self, cell: &'a OnceLock<Result<Dir, i32>>, name: &[u8]) -> io::Result<&'a Dir> {
+    /// The subdirectory `name()` of the area, made on first use.
+    fn subdir<'a>(
+        &self,
+        cell: &'a OnceLock<Result<Dir, i32>>,
+        name: impl FnOnce() -> Vec<u8>,
+    ) -> io::Result<&'a Dir> {
         let made = cell.get_or_init(|| {
+            let name = name();
             let code = |e: io::Error| e.raw_os_error().unwrap_or(libc::EIO);
-            match self.root.mkdir(name, 0o700) {
+            match self.root.mkdir(&name, 0o700) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(code(e)),
             }
-            self.root.open_dir(name).map_err(code)
+            self.root.open_dir(&name).map_err(code)
         });
         made.as_ref()
             .map_err(|&code| io::Error::from_raw_os_error(code))
@@ -61,15 +66,16 @@ impl LinkArea {
 
     /// The directory of the deferred hard-link copies.
     fn pending(&self) -> io::Result<&Dir> {
-        self.subdir(&self.pending, PENDING)
+        self.subdir(&self.pending, || PENDING.to_vec())
     }
 
     /// The bucket holding the keys (and notes) of source inode `ino`.
     fn bucket(&self, dev: u64, ino: u64) -> io::Result<&Dir> {
-        let i = (xxhash_rust::xxh3::xxh3_64(&[dev.to_le_bytes(), ino.to_le_bytes()].concat())
-            as usize)
-            % BUCKETS;
-        self.subdir(&self.buckets[i], format!("{i:02x}").as_bytes())
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&dev.to_le_bytes());
+        id[8..].copy_from_slice(&ino.to_le_bytes());
+        let i = xxhash_rust::xxh3::xxh3_64(&id) as usize % BUCKETS;
+        self.subdir(&self.buckets[i], || format!("{i:02x}").into_bytes())
     }
 }
 
@@ -96,8 +102,7 @@ impl Engine {
     /// A group with nothing to copy whose paths' targets are one inode
     /// already is linked to paths outside the tree: it needs nothing; a
     /// group with a single path here is copied like a file of one link.
-    /// False when
-    /// there is nothing (left) to spawn.
+    /// False when there is nothing (left) to spawn.
     pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
         let Some(Ok(area)) = self.links.get() else {
             return false;
@@ -166,6 +171,7 @@ impl Engine {
                 Stats::bump(&self.stats.done, 1);
             }
         }
+        // Nothing to register: the copies need no pass of their own.
         if register.is_empty() {
             std::mem::swap(&mut register, &mut copy);
         }
@@ -210,13 +216,13 @@ impl Engine {
         };
         for action in actions {
             match action {
+                Action::Copy { src, dst, change } if is_linked(&src, &self.plan_opts) => {
+                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
+                }
                 // The only path of its group here (see spawn_deferred_links).
-                Action::Copy { src, dst, change } if src.nlink == 1 => {
+                Action::Copy { src, dst, change } => {
                     let existed = dst.is_some() && !change.new;
                     self.copy_file(rel, &src_dir, &dst_dir, &src, existed, false, change);
-                }
-                Action::Copy { src, dst, change } => {
-                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
                 }
                 _ => {}
             }
@@ -290,7 +296,7 @@ impl Engine {
         if let Some(Ok(area)) = self.links.get()
             && let Err(e) = area.root.remove_all(bucket.as_bytes())
         {
-            let path = RelPath::from_bytes([self.link_area_name().0, bucket.0.clone()].join(&b'/'));
+            let path = RelPath::from_bytes(self.link_area_name().0).join(bucket);
             self.fail(&path, true, Op::Remove, e);
         }
     }
@@ -398,6 +404,8 @@ impl Engine {
         };
         let mut waiter = Waiter::new();
         let mut retries = self.retries;
+        // The source, opened once per attempt (not again while waiting).
+        let mut opened = None;
         loop {
             if self.quit.load(Ordering::Relaxed) {
                 return Err(CopyFail::Interrupted);
@@ -413,8 +421,11 @@ impl Engine {
                     Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
                 }
             }
-            let (input, cur) = self.open_source(src_dir, src, false)?;
-            let out = match self.copier.create(area, &part, &cur, &input) {
+            let (input, cur) = match opened {
+                Some(ref o) => o,
+                None => opened.insert(self.open_source(src_dir, src, false)?),
+            };
+            let out = match self.copier.create(area, &part, cur, input) {
                 Ok(out) => out,
                 Err(e) if e.source.kind() == io::ErrorKind::AlreadyExists => {
                     if !waiter.tick(area, &part) {
@@ -425,20 +436,16 @@ impl Engine {
                 }
                 Err(e) => return Err(CopyFail::target(e)),
             };
+            // The claim: the part is removed on every way out but its
+            // publication.
+            let claim = Claim(area, &part);
             // Published by a claimant that finished before this claim.
-            if let Some(linked) = published(None).inspect_err(|_| {
-                let _ = area.unlink(part.as_bytes());
-            })? {
-                let _ = area.unlink(part.as_bytes());
+            if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            let filled = self.fill_checked(path, &input, &out, &cur, false);
+            let filled = self.fill_checked(path, input, &out, cur, false);
             drop(out);
-            let filled = filled.inspect_err(|_| {
-                let _ = area.unlink(part.as_bytes());
-            })?;
-            let Some(strategy) = filled else {
-                let _ = area.unlink(part.as_bytes());
+            let Some(strategy) = filled? else {
                 Stats::bump(&self.stats.changed_during_copy, 1);
                 if retries == 0 {
                     return Err(CopyFail::source(
@@ -447,27 +454,21 @@ impl Engine {
                     ));
                 }
                 retries -= 1;
+                opened = None;
                 continue;
             };
             if self.itemize && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) {
-                let _ = area.unlink(part.as_bytes());
                 return Err(CopyFail::target_io(
                     Op::Create,
                     io::Error::other("cannot record the link group's path"),
                 ));
             }
             match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
-                Ok(()) => {}
+                Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
                 // to the winner's inode all the same.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let _ = area.unlink(part.as_bytes());
-                    continue;
-                }
-                Err(e) => {
-                    let _ = area.unlink(part.as_bytes());
-                    return Err(CopyFail::target_io(Op::Rename, e));
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
             }
             if let Some(linked) = published(Some(strategy))? {
                 return Ok(linked);
@@ -536,6 +537,15 @@ fn read_small(dir: &Dir, name: &Name) -> Option<Vec<u8>> {
     let mut buf = Vec::new();
     std::io::Read::read_to_end(&mut &f, &mut buf).ok()?;
     Some(buf)
+}
+
+/// A claimed group's part file, removed when dropped (the claim given up).
+struct Claim<'a>(&'a Dir, &'a Name);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.unlink(self.1.as_bytes());
+    }
 }
 
 /// How a hard-linked path was synced.
