@@ -50,6 +50,7 @@ struct Knobs {
     chunk: Option<u64>,
     resume: Option<u64>,
     retries: Option<u32>,
+    keep_source_cache: bool,
     copier: Option<Arc<dyn Copier>>,
     walker: Option<Arc<dyn Walker>>,
 }
@@ -74,6 +75,7 @@ impl Knobs {
             (self.delete, "--delete"),
             (self.no_verify, "--no-verify"),
             (self.checksum, "--checksum"),
+            (self.keep_source_cache, "--keep-source-cache"),
         ];
         a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
         let values = [
@@ -155,7 +157,8 @@ fn run_lib(src: &Path, dst: &Path, threads: usize, k: &Knobs) -> Run {
         .itemize(true)
         .events(tx)
         .verify(!k.no_verify)
-        .checksum(k.checksum);
+        .checksum(k.checksum)
+        .keep_source_cache(k.keep_source_cache);
     if let Some(secs) = k.min_age {
         b.min_age(Duration::from_secs(secs));
     }
@@ -1661,4 +1664,103 @@ fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
     );
     assert_eq!(read(dst.join("big")), read(src.join("big")));
     assert_no_leftovers(&dst);
+}
+
+// ----- 9. the page cache ----------------------------------------------------
+
+/// Pages of `p` in the page cache, and pages in all (`mincore` over a
+/// mapping that is never touched, so it faults nothing in).
+fn cached_pages(p: &Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let f = File::open(p).unwrap_or_else(|e| panic!("open {}: {e}", p.display()));
+    let len = usize::try_from(f.metadata().expect("stat").len()).expect("fits");
+    // SAFETY: sysconf has no preconditions.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).expect("page size");
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: a read-only shared mapping of an open file of `len` bytes,
+    // never dereferenced; mincore writes one byte per page into `vec`,
+    // which has that many; the mapping is removed before returning.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED, "mmap {}", p.display());
+        let rc = libc::mincore(addr, len, vec.as_mut_ptr());
+        libc::munmap(addr, len);
+        assert_eq!(rc, 0, "mincore {}", p.display());
+    }
+    (vec.iter().filter(|&&b| b & 1 == 1).count(), vec.len())
+}
+
+/// Once its chunks are copied, a large file's source data leaves the page
+/// cache (a migration reads it once; keeping it would evict the rest of
+/// the source); a small file's stays, and `--keep-source-cache` keeps
+/// everything. On a loop-mounted ext4: tmpfs pages cannot be dropped.
+#[test]
+fn source_pages_of_chunked_files_leave_the_cache() {
+    let test = "source_pages_of_chunked_files_leave_the_cache";
+    let m = match crate::util::mounts::shared() {
+        Ok(m) => m,
+        Err(why) => {
+            assert!(
+                !crate::util::mounts::must_have_mounts(),
+                "CI=true but {test} cannot mount file systems: {why}"
+            );
+            skip!("{why}");
+        }
+    };
+    use crate::util::mounts::Fs;
+    for cfg in selected_configs() {
+        for keep in [false, true] {
+            let s = m
+                .scratch(test, Fs::Ext4, Fs::Ext4)
+                .unwrap_or_else(|why| panic!("ext4 scratch: {why}"));
+            let (big, small) = (s.src().join("big"), s.src().join("small"));
+            std::fs::write(&big, random_bytes(3, 6 * MIB + 4321)).expect("write big");
+            std::fs::write(&small, random_bytes(4, 300 << 10)).expect("write small");
+            for p in [&big, &small] {
+                // Clean and cached: only clean pages can be dropped.
+                File::open(p).and_then(|f| f.sync_all()).expect("fsync");
+                read(p);
+                let (cached, all) = cached_pages(p);
+                assert_eq!(
+                    cached,
+                    all,
+                    "{} is not all cached before the run",
+                    p.display()
+                );
+            }
+            let k = Knobs {
+                keep_source_cache: keep,
+                ..Knobs::chunked()
+            };
+            let out = run_cfg(cfg, &s.src(), &s.dst(), &k);
+            out.assert_ok();
+            assert_eq!(out.stat("chunks"), 7, "{}", out.stats);
+            // Before the comparison, which reads the source again.
+            let (big_cached, big_all) = cached_pages(&big);
+            let (small_cached, small_all) = cached_pages(&small);
+            assert_synced!(s.src(), s.dst());
+            let label = format!("[{cfg}] keep_source_cache={keep}");
+            assert_eq!(
+                small_cached, small_all,
+                "{label}: the small file's pages went"
+            );
+            if keep {
+                assert_eq!(big_cached, big_all, "{label}: the large file's pages went");
+            } else {
+                // Readahead at a chunk's end may bring back a few pages of
+                // the next chunk when that one was dropped first.
+                assert!(
+                    big_cached * 10 <= big_all,
+                    "{label}: {big_cached} of {big_all} pages of the large file still cached"
+                );
+            }
+        }
+    }
 }

@@ -148,6 +148,13 @@ pub struct SyncArgs {
     #[arg(long)]
     pub no_direct_io: bool,
 
+    /// Keep the source's data of large files in the page cache. Default:
+    /// each chunk's range of the source is dropped from the cache once
+    /// copied, so a migration does not evict what the machine has cached
+    /// (the rest of its own source included).
+    #[arg(long)]
+    pub keep_source_cache: bool,
+
     /// Decide by content: files of equal size are compared by hash
     /// (xxh3-128, both sides read at once) instead of by modification time.
     #[arg(short = 'c', long)]
@@ -252,6 +259,7 @@ impl SyncArgs {
             .fast_xattr_check(self.fast_xattr_check)
             .verify(!self.no_verify)
             .direct_io(!self.no_direct_io)
+            .keep_source_cache(self.keep_source_cache)
             .checksum(self.checksum)
             .min_age(Duration::from_secs(self.min_age))
             .chunk_size(self.chunk_size)

@@ -15,6 +15,7 @@ use crate::verify::hash_segments_direct;
 use crate::xattr::Node;
 use std::fs::File;
 use std::io;
+use std::num::NonZeroU64;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -348,6 +349,7 @@ impl Engine {
                     io::ErrorKind::UnexpectedEof => CopyFail::source(e.op, e.source),
                     _ => CopyFail::target(e),
                 })?;
+        self.drop_source_pages(&input, offset, NonZeroU64::new(len));
         self.verify_written(&part, &copied)?;
         // The journal keeps a hash of the whole chunk range as it reads
         // back (holes as zeros), to re-check it on resume. Without holes
@@ -429,6 +431,16 @@ impl Engine {
         }
     }
 
+    /// Drops `len` bytes (`None`: to the end) of the source from the page
+    /// cache at `offset`, unless the run keeps them: a migration reads
+    /// them once (the hash is taken as they are copied). Only clean pages
+    /// that no process maps go, so a failure costs nothing but memory.
+    fn drop_source_pages(&self, input: &File, offset: u64, len: Option<NonZeroU64>) {
+        if self.drop_source_cache {
+            let _ = rustix::fs::fadvise(input, offset, len, rustix::fs::Advice::DontNeed);
+        }
+    }
+
     /// `Ok(None)`: the source changed since its copy started (part removed).
     fn finish_big(&self, rel: &RelPath, src: &Entry) -> Result<Option<Strategy>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
@@ -448,6 +460,9 @@ impl Engine {
             discard();
             return Ok(None);
         }
+        // Large folios that straddle a chunk boundary were kept by both
+        // chunks' drops (only folios wholly inside a range are dropped).
+        self.drop_source_pages(&input, 0, None);
         let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let records: Vec<Option<Record>> = (0..self.chunks(src)).map(|i| journal.read(i)).collect();
         let missing = records.iter().filter(|r| r.is_none()).count();

@@ -53,6 +53,7 @@ pub struct SyncBuilder {
     fast_xattr_check: bool,
     verify: bool,
     direct_io: bool,
+    keep_source_cache: bool,
     chunk_size: u64,
     resume_threshold: u64,
     xattrs: AttrMode,
@@ -105,6 +106,7 @@ impl SyncBuilder {
             fast_xattr_check: false,
             verify: true,
             direct_io: true,
+            keep_source_cache: false,
             chunk_size: 64 << 20,
             resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
@@ -219,6 +221,17 @@ impl SyncBuilder {
     /// does not fill the page cache with dirty pages. Default: true.
     pub fn direct_io(&mut self, yes: bool) -> &mut Self {
         self.direct_io = yes;
+        self
+    }
+
+    /// Keep the source's pages of large files in the page cache. Default:
+    /// false: once a chunk is copied, its range of the source is dropped
+    /// from the cache (`posix_fadvise(DONTNEED)`; pages that are dirty or
+    /// mapped by a process stay). A migration reads every byte once, and
+    /// keeping them would evict what the machine has cached, the part of
+    /// the source this run has yet to read included.
+    pub fn keep_source_cache(&mut self, yes: bool) -> &mut Self {
+        self.keep_source_cache = yes;
         self
     }
 
@@ -445,6 +458,7 @@ impl Syncer {
             root_touched: probed,
             chunk_size: b.chunk_size,
             resume_threshold: b.resume_threshold,
+            drop_source_cache: !b.keep_source_cache,
         };
         if dst_entry.is_none() && b.itemize {
             engine.itemize(
