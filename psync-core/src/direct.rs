@@ -60,13 +60,41 @@ impl Drop for DirectMode<'_> {
     }
 }
 
-/// Runs `f` with this thread's [`BUF`]-byte buffer aligned to [`ALIGN`].
+/// Alignment of the buffer's start: a transparent huge page.
+const HUGE: usize = 2 << 20;
+
+/// Runs `f` with this thread's [`BUF`]-byte buffer aligned to [`ALIGN`]
+/// (at a huge-page boundary, in huge pages where the kernel grants them).
 pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     BUFFER.with_borrow_mut(|store| {
-        if store.len() < BUF + ALIGN {
-            store.resize(BUF + ALIGN, 0);
+        if store.len() < BUF + HUGE {
+            *store = huge_buffer(BUF + HUGE);
         }
-        let at = store.as_ptr().align_offset(ALIGN);
+        let at = store.as_ptr().align_offset(HUGE);
         f(&mut store[at..at + BUF])
     })
+}
+
+/// `len` zero bytes, asked to be backed by transparent huge pages before
+/// they are first touched. A direct request pins every page of its buffer
+/// (`get_user_pages`): one huge page instead of 512 small ones makes that
+/// cheap (a profile of a direct copy had 18 % of its time there).
+fn huge_buffer(len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = Vec::with_capacity(len);
+    let at = v.as_ptr().align_offset(HUGE);
+    if at < len {
+        let whole = (len - at) / HUGE * HUGE;
+        // SAFETY: the range lies inside `v`'s allocation, which nothing
+        // reads yet; MADV_HUGEPAGE only changes how its pages are backed,
+        // never their contents (and an error leaves them as they were).
+        let _ = unsafe {
+            rustix::mm::madvise(
+                v.as_mut_ptr().add(at).cast(),
+                whole,
+                rustix::mm::Advice::LinuxHugepage,
+            )
+        };
+    }
+    v.resize(len, 0);
+    v
 }

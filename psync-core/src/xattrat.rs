@@ -8,8 +8,9 @@
 //! (`ENOSYS`, remembered for the process) the caller falls back to the
 //! `/proc` path.
 //!
-//! This is the one module of the crate with `unsafe`: rustix has no
-//! binding for these calls yet, so they are made with `libc::syscall`.
+//! Besides one `madvise` in `direct`, this is the one module of the crate
+//! with `unsafe`: rustix has no binding for these calls yet, so they are
+//! made with `libc::syscall`.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
