@@ -29,7 +29,8 @@ const RECORD: u64 = 32;
 
 /// The key of a source version: a changed file gets another part file.
 pub fn part_key(e: &Entry) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    use std::hash::Hasher as _;
+    let mut h = twox_hash::XxHash3_64::new();
     for v in [
         e.dev,
         e.ino,
@@ -37,9 +38,9 @@ pub fn part_key(e: &Entry) -> u64 {
         e.mtime.sec as u64,
         u64::from(e.mtime.nsec),
     ] {
-        h.update(&v.to_le_bytes());
+        h.write(&v.to_le_bytes());
     }
-    h.digest()
+    h.finish()
 }
 
 /// `.psync-part.<key>`.
@@ -527,6 +528,15 @@ mod tests {
             blocks: 0,
             link: None,
         }
+    }
+
+    /// A part file left by an earlier version of psync is found again:
+    /// the key is the reference XXH3-64 of the version's fields.
+    #[test]
+    fn part_key_is_stable() {
+        let mut e = entry(3);
+        (e.dev, e.ino, e.mtime) = (1, 2, Time::new(4, 5));
+        assert_eq!(part_key(&e), 0xa918_8c14_90e6_95af);
     }
 
     #[test]

@@ -74,7 +74,7 @@ impl LinkArea {
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&dev.to_le_bytes());
         id[8..].copy_from_slice(&ino.to_le_bytes());
-        let i = xxhash_rust::xxh3::xxh3_64(&id) as usize % BUCKETS;
+        let i = twox_hash::XxHash3_64::oneshot(&id) as usize % BUCKETS;
         self.subdir(&self.buckets[i], || format!("{i:02x}").into_bytes())
     }
 }
