@@ -1700,7 +1700,8 @@ fn cached_pages(p: &Path) -> (usize, usize) {
 /// Once its chunks are copied, a large file's source data leaves the page
 /// cache (a migration reads it once; keeping it would evict the rest of
 /// the source); a small file's stays, and `--keep-source-cache` keeps
-/// everything. On a loop-mounted ext4: tmpfs pages cannot be dropped.
+/// everything. The same for both sides of a large file `--checksum` found
+/// equal. On a loop-mounted ext4: tmpfs pages cannot be dropped.
 #[test]
 fn source_pages_of_chunked_files_leave_the_cache() {
     let test = "source_pages_of_chunked_files_leave_the_cache";
@@ -1751,16 +1752,37 @@ fn source_pages_of_chunked_files_leave_the_cache() {
                 small_cached, small_all,
                 "{label}: the small file's pages went"
             );
-            if keep {
-                assert_eq!(big_cached, big_all, "{label}: the large file's pages went");
-            } else {
-                // Readahead at a chunk's end may bring back a few pages of
-                // the next chunk when that one was dropped first.
-                assert!(
-                    big_cached * 10 <= big_all,
-                    "{label}: {big_cached} of {big_all} pages of the large file still cached"
-                );
-            }
+            // Readahead at a chunk's end may bring back a few pages of the
+            // next chunk when that one was dropped first.
+            let check = |what: &str, (cached, all): (usize, usize)| {
+                if keep {
+                    assert_eq!(cached, all, "{label}: {what}: pages went");
+                } else {
+                    assert!(
+                        cached * 10 <= all,
+                        "{label}: {what}: {cached} of {all} pages still cached"
+                    );
+                }
+            };
+            check("copy, the large file", (big_cached, big_all));
+
+            // --checksum reads both sides of the large file (the comparison
+            // above cached them); found equal, neither is read again.
+            let c = Knobs {
+                checksum: true,
+                ..k.clone()
+            };
+            run_cfg(cfg, &s.src(), &s.dst(), &c).assert_ok();
+            check("--checksum, the large source", cached_pages(&big));
+            check(
+                "--checksum, the large target",
+                cached_pages(&s.dst().join("big")),
+            );
+            let (small_cached, small_all) = cached_pages(&small);
+            assert_eq!(
+                small_cached, small_all,
+                "{label}: --checksum: the small file's pages went"
+            );
         }
     }
 }

@@ -436,7 +436,7 @@ impl Engine {
     /// cache at `offset`, unless the run keeps them: a migration reads
     /// them once (the hash is taken as they are copied). Only clean pages
     /// that no process maps go, so a failure costs nothing but memory.
-    fn drop_source_pages(&self, input: &File, offset: u64, len: Option<NonZeroU64>) {
+    pub(crate) fn drop_source_pages(&self, input: &File, offset: u64, len: Option<NonZeroU64>) {
         if self.drop_source_cache {
             let _ = rustix::fs::fadvise(input, offset, len, rustix::fs::Advice::DontNeed);
         }

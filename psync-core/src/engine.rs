@@ -709,6 +709,11 @@ impl Engine {
         let hb = hb
             .map_err(|_| (true, io::Error::other("hashing thread panicked")))?
             .map_err(|e| (true, e))?;
+        if ha == hb && src.size > self.chunk_size {
+            // Equal: neither is read again in this run (ADR 005).
+            self.drop_source_pages(&a, 0, None);
+            self.drop_source_pages(&b, 0, None);
+        }
         Ok(ha == hb)
     }
 
