@@ -63,7 +63,7 @@ pub struct Engine {
     pub(crate) chunk_size: u64,
     /// Large files at least this big resume from their journal.
     pub(crate) resume_threshold: u64,
-    /// Drop a chunk's source range from the page cache once copied.
+    /// Drop large files' pages from the page cache once read (ADR 005).
     pub(crate) drop_source_cache: bool,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
