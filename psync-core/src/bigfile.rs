@@ -350,7 +350,7 @@ impl Engine {
                     io::ErrorKind::UnexpectedEof => CopyFail::source(e.op, e.source),
                     _ => CopyFail::target(e),
                 })?;
-        self.drop_source_pages(&input, offset, NonZeroU64::new(len));
+        self.drop_cached(&input, offset, NonZeroU64::new(len));
         self.verify_written(&part, &copied)?;
         // The journal keeps a hash of the whole chunk range as it reads
         // back (holes as zeros), to re-check it on resume. Without holes
@@ -432,13 +432,13 @@ impl Engine {
         }
     }
 
-    /// Drops `len` bytes (`None`: to the end) of the source from the page
-    /// cache at `offset`, unless the run keeps them: a migration reads
+    /// Drops `len` bytes (`None`: to the end) of a large file from the
+    /// page cache at `offset`, unless the run keeps them: a migration reads
     /// them once (the hash is taken as they are copied). Only clean pages
     /// that no process maps go, so a failure costs nothing but memory.
-    pub(crate) fn drop_source_pages(&self, input: &File, offset: u64, len: Option<NonZeroU64>) {
+    pub(crate) fn drop_cached(&self, f: &File, offset: u64, len: Option<NonZeroU64>) {
         if self.drop_source_cache {
-            let _ = rustix::fs::fadvise(input, offset, len, rustix::fs::Advice::DontNeed);
+            let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
         }
     }
 
@@ -463,7 +463,7 @@ impl Engine {
         }
         // Large folios that straddle a chunk boundary were kept by both
         // chunks' drops (only folios wholly inside a range are dropped).
-        self.drop_source_pages(&input, 0, None);
+        self.drop_cached(&input, 0, None);
         let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let records: Vec<Option<Record>> = (0..self.chunks(src)).map(|i| journal.read(i)).collect();
         let missing = records.iter().filter(|r| r.is_none()).count();

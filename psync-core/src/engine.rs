@@ -709,10 +709,10 @@ impl Engine {
         let hb = hb
             .map_err(|_| (true, io::Error::other("hashing thread panicked")))?
             .map_err(|e| (true, e))?;
-        if ha == hb && src.size > self.chunk_size {
+        if ha == hb && self.is_big(src) {
             // Equal: neither is read again in this run (ADR 005).
-            self.drop_source_pages(&a, 0, None);
-            self.drop_source_pages(&b, 0, None);
+            self.drop_cached(&a, 0, None);
+            self.drop_cached(&b, 0, None);
         }
         Ok(ha == hb)
     }

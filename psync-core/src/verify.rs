@@ -12,18 +12,12 @@ use twox_hash::XxHash3_128;
 const BUF: usize = 1 << 20;
 
 /// A streaming content hash.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Hasher(XxHash3_128);
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Hasher(xxh3-128)")
-    }
-}
-
-impl Default for Hasher {
-    fn default() -> Hasher {
-        Hasher::new()
     }
 }
 
