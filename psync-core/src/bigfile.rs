@@ -432,10 +432,11 @@ impl Engine {
         }
     }
 
-    /// Drops `len` bytes (`None`: to the end) of a large file from the
-    /// page cache at `offset`, unless the run keeps them: a migration reads
-    /// them once (the hash is taken as they are copied). Only clean pages
-    /// that no process maps go, so a failure costs nothing but memory.
+    /// Drops `len` bytes (`None`: to the end) of a file from the page
+    /// cache at `offset`, unless the run keeps them: a migration reads them
+    /// once (the hash is taken as they are copied), and the pages freed are
+    /// the ones the target's writes take next (ADR 005, 006). Only clean
+    /// pages that no process maps go, so a failure costs nothing but memory.
     pub(crate) fn drop_cached(&self, f: &File, offset: u64, len: Option<NonZeroU64>) {
         if self.drop_source_cache {
             let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);

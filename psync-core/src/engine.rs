@@ -709,8 +709,8 @@ impl Engine {
         let hb = hb
             .map_err(|_| (true, io::Error::other("hashing thread panicked")))?
             .map_err(|e| (true, e))?;
-        if ha == hb && self.is_big(src) {
-            // Equal: neither is read again in this run (ADR 005).
+        if ha == hb {
+            // Equal: neither is read again in this run (ADR 005, 006).
             self.drop_cached(&a, 0, None);
             self.drop_cached(&b, 0, None);
         }
@@ -999,13 +999,30 @@ impl Engine {
         how: Attempt,
     ) -> Result<Option<Strategy>, CopyFail> {
         let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
+        let result = self.copy_open(path, &src, &cur, dst_dir, listed, how);
+        // Read once (the hash was taken as it was copied): its pages are
+        // better used for the target's (ADR 006).
+        self.drop_cached(&src, 0, None);
+        result
+    }
+
+    /// [`Engine::copy_once`] with the source open.
+    fn copy_open(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        cur: &Entry,
+        dst_dir: &Dir,
+        listed: &Entry,
+        how: Attempt,
+    ) -> Result<Option<Strategy>, CopyFail> {
         if !how.existed
             && let Some(out) = self
                 .copier
-                .create_unnamed(dst_dir, &cur, &src)
+                .create_unnamed(dst_dir, cur, src)
                 .map_err(CopyFail::target)?
         {
-            let Some(strategy) = self.fill_checked(path, &src, &out, &cur, how.fresh_dir)? else {
+            let Some(strategy) = self.fill_checked(path, src, &out, cur, how.fresh_dir)? else {
                 return Ok(None);
             };
             match dst_dir.link_fd(&out, listed.name.as_bytes()) {
@@ -1024,7 +1041,7 @@ impl Engine {
             }
         }
         let tmp = self.temp_name();
-        let Some(strategy) = self.write_temp(path, &src, &cur, dst_dir, &tmp)? else {
+        let Some(strategy) = self.write_temp(path, src, cur, dst_dir, &tmp)? else {
             return Ok(None);
         };
         self.rename_into_place(dst_dir, &tmp, &listed.name)
