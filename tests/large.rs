@@ -46,6 +46,7 @@ struct Knobs {
     delete: bool,
     no_verify: bool,
     checksum: bool,
+    dry_run: bool,
     min_age: Option<u64>,
     chunk: Option<u64>,
     resume: Option<u64>,
@@ -75,6 +76,7 @@ impl Knobs {
             (self.delete, "--delete"),
             (self.no_verify, "--no-verify"),
             (self.checksum, "--checksum"),
+            (self.dry_run, "--dry-run"),
             (self.keep_source_cache, "--keep-source-cache"),
         ];
         a.extend(flags.iter().filter(|f| f.0).map(|f| f.1.to_string()));
@@ -158,6 +160,7 @@ fn run_lib(src: &Path, dst: &Path, threads: usize, k: &Knobs) -> Run {
         .events(tx)
         .verify(!k.no_verify)
         .checksum(k.checksum)
+        .dry_run(k.dry_run)
         .keep_source_cache(k.keep_source_cache);
     if let Some(secs) = k.min_age {
         b.min_age(Duration::from_secs(secs));
@@ -1502,6 +1505,113 @@ fn checksum_decides_by_content() {
         }
         assert_eq!(out.stat("bytes_copied"), 0, "{}", out.stats);
         assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+    });
+}
+
+/// A file above the chunk size is compared chunk by chunk (by any worker);
+/// one differing byte in one chunk gets the whole file copied (in chunks),
+/// equal content with another mtime gets only its time, and no marker of a
+/// differing chunk is left behind. A dry run compares it whole and changes
+/// nothing.
+#[test]
+fn checksum_compares_large_files_in_chunks() {
+    crate::util::each_config("checksum_compares_large_files_in_chunks", |cfg, t| {
+        let when = (1_600_000_000, 0);
+        let size = 5 * MIB + 100;
+        let data = random_bytes(11, size);
+        std::fs::create_dir_all(t.dst()).expect("make target");
+        std::fs::write(t.src().join("big"), &data).expect("write source");
+        std::fs::write(t.dst().join("big"), &data).expect("write target");
+        set_mtime(&t.src().join("big"), when.0, when.1);
+        set_mtime(&t.dst().join("big"), when.0, when.1);
+        let c = Knobs {
+            checksum: true,
+            ..Knobs::chunked()
+        };
+        let rsync_c = || -> Option<Vec<String>> {
+            crate::util::require_rsync().then(|| {
+                let a = ["-aHAX", "--numeric-ids", "-n", "-i", "-c"];
+                let mut v = rsync_itemize(&t.src(), &t.dst(), &a);
+                v.retain(|l| !l.ends_with('/'));
+                v
+            })
+        };
+        let no_markers = |what: &str| {
+            let left: Vec<_> = std::fs::read_dir(t.dst())
+                .expect("list target")
+                .map(|e| e.expect("entry").file_name())
+                .filter(|n| n.as_bytes().starts_with(b".psync-"))
+                .collect();
+            assert!(left.is_empty(), "[{cfg}] {what}: left {left:?}");
+        };
+
+        // Equal: six chunks compared, nothing copied.
+        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
+        out.assert_ok();
+        assert!(out.itemized.is_empty(), "{:#?}", out.itemized);
+        assert_eq!(out.stat("chunks_compared"), 6, "{}", out.stats);
+        assert_eq!(out.stat("bytes_copied"), 0, "{}", out.stats);
+        no_markers("equal");
+
+        // One byte of chunk 3 differs, size and mtime alike.
+        let mut other = data.clone();
+        other[(3 * MIB + 17) as usize] ^= 0x5a;
+        std::fs::write(t.dst().join("big"), &other).expect("write target");
+        set_mtime(&t.dst().join("big"), when.0, when.1);
+        let plain = run_cfg(cfg, &t.src(), &t.dst(), &Knobs::chunked());
+        plain.assert_ok();
+        assert!(plain.itemized.is_empty(), "{:#?}", plain.itemized);
+
+        let dry = run_cfg(
+            cfg,
+            &t.src(),
+            &t.dst(),
+            &Knobs {
+                dry_run: true,
+                ..c.clone()
+            },
+        );
+        dry.assert_ok();
+        assert_eq!(dry.itemized, [">fc........ big"], "[{cfg}] dry run");
+        assert_eq!(read(t.dst().join("big")), other, "a dry run changed it");
+        no_markers("dry run");
+
+        let expected = rsync_c();
+        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
+        out.assert_ok();
+        assert_eq!(out.itemized, [">fc........ big"]);
+        if let Some(expected) = expected {
+            assert_eq!(out.itemized, expected, "rsync -c itemizes differently");
+        }
+        assert_eq!(out.stat("chunks_compared"), 6, "{}", out.stats);
+        assert_eq!(out.stat("chunks"), 6, "{}", out.stats);
+        assert_eq!(out.stat("bytes_copied"), size, "{}", out.stats);
+        assert_synced!(t.src(), t.dst());
+        no_markers("differing");
+
+        // Equal content, another mtime: only the time is set.
+        set_mtime(&t.dst().join("big"), when.0 + 100, 0);
+        let expected = rsync_c();
+        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
+        out.assert_ok();
+        assert_eq!(out.itemized, [".f..t...... big"]);
+        if let Some(expected) = expected {
+            assert_eq!(out.itemized, expected, "rsync -c itemizes differently");
+        }
+        assert_eq!(out.stat("bytes_copied"), 0, "{}", out.stats);
+        assert_synced!(t.src(), t.dst());
+
+        // A killed run's marker is a stale temporary to the next run.
+        let stale = t
+            .dst()
+            .join(".psync-tmp.00000000000000aa.00000000000000bb.differs");
+        std::fs::write(&stale, b"").expect("write stale marker");
+        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
+        out.assert_ok();
+        assert!(out.itemized.is_empty(), "{:#?}", out.itemized);
+        assert_eq!(out.stat("stale_removed"), 1, "{}", out.stats);
+        no_markers("stale");
         rsync_oracle(&t.src(), &t.dst());
     });
 }

@@ -148,10 +148,11 @@ pub struct SyncArgs {
     #[arg(long)]
     pub no_direct_io: bool,
 
-    /// Keep the source's data of large files in the page cache. Default:
-    /// each chunk's range of the source is dropped from the cache once
-    /// copied, so a migration does not evict what the machine has cached
-    /// (the rest of its own source included).
+    /// Keep the source's data in the page cache. Default: each file's
+    /// source pages are dropped from the cache once it is copied (a large
+    /// file's chunk by chunk), so a migration does not evict what the
+    /// machine has cached (the rest of its own source included), and the
+    /// pages freed serve the target's writes.
     #[arg(long)]
     pub keep_source_cache: bool,
 

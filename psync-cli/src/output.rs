@@ -279,7 +279,7 @@ fn problems(s: &Snapshot) -> String {
 
 /// `verified  120 files/chunks read back and matched; 16 chunks copied, 4 resumed`
 fn integrity(s: &Snapshot) -> Option<String> {
-    if s.verified == 0 && s.chunks == 0 && s.chunks_resumed == 0 {
+    if s.verified == 0 && s.chunks == 0 && s.chunks_resumed == 0 && s.chunks_compared == 0 {
         return None;
     }
     let mut line = format!(
@@ -291,6 +291,9 @@ fn integrity(s: &Snapshot) -> Option<String> {
             "; {} chunks copied, {} resumed from an earlier run",
             s.chunks, s.chunks_resumed
         );
+    }
+    if s.chunks_compared > 0 {
+        line += &format!("; {} chunks compared (--checksum)", s.chunks_compared);
     }
     Some(line)
 }

@@ -172,11 +172,11 @@ impl Engine {
         e.kind == Kind::File && e.size > self.chunk_size
     }
 
-    fn chunks(&self, e: &Entry) -> u64 {
+    pub(crate) fn chunks(&self, e: &Entry) -> u64 {
         e.size.div_ceil(self.chunk_size)
     }
 
-    fn chunk_range(&self, e: &Entry, index: u64) -> (u64, u64) {
+    pub(crate) fn chunk_range(&self, e: &Entry, index: u64) -> (u64, u64) {
         let start = index * self.chunk_size;
         (start, self.chunk_size.min(e.size - start))
     }
@@ -299,7 +299,7 @@ impl Engine {
             .collect()
     }
 
-    fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
+    pub(crate) fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
         let s = self
             .src_root
             .open_beneath(rel)

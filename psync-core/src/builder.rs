@@ -224,12 +224,13 @@ impl SyncBuilder {
         self
     }
 
-    /// Keep the source's pages of large files in the page cache. Default:
-    /// false: once a chunk is copied, its range of the source is dropped
+    /// Keep the source's pages in the page cache. Default: false: once a
+    /// file is copied (a large file: each chunk), its source is dropped
     /// from the cache (`posix_fadvise(DONTNEED)`; pages that are dirty or
-    /// mapped by a process stay). A migration reads every byte once, and
+    /// mapped by a process stay), and so are both sides of a file
+    /// `--checksum` found equal. A migration reads every byte once, and
     /// keeping them would evict what the machine has cached, the part of
-    /// the source this run has yet to read included.
+    /// the source this run has yet to read included (ADR 005, 006).
     pub fn keep_source_cache(&mut self, yes: bool) -> &mut Self {
         self.keep_source_cache = yes;
         self

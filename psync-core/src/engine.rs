@@ -24,11 +24,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-thread_local! {
-    /// Read-back buffer of verification, one per worker thread.
-    static VERIFY_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// Prefix of every temporary name psync creates on a target.
 pub const TEMP_PREFIX: &str = ".psync-tmp.";
 
@@ -63,7 +58,7 @@ pub struct Engine {
     pub(crate) chunk_size: u64,
     /// Large files at least this big resume from their journal.
     pub(crate) resume_threshold: u64,
-    /// Drop large files' pages from the page cache once read (ADR 005).
+    /// Drop copied files' source pages from the page cache (ADR 005, 006).
     pub(crate) drop_source_cache: bool,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
@@ -115,6 +110,19 @@ impl TaskRunner for Engine {
             } => self.finish_dir(&rel, &src, dst.as_ref(), touched, cx),
             Task::Links { rel, actions } => self.run_links(&rel, actions),
             Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
+            Task::CompareBig {
+                rel,
+                src,
+                dst,
+                change,
+            } => self.compare_big(&rel, src, dst, change, cx),
+            Task::CompareChunk { rel, src, index } => self.compare_chunk(&rel, &src, index),
+            Task::FinishCompare {
+                rel,
+                src,
+                dst,
+                change,
+            } => self.finish_compare(&rel, src, dst, change, cx),
         }
     }
 }
@@ -397,7 +405,10 @@ impl Engine {
         let wanted: Vec<u64> = actions
             .iter()
             .filter_map(|a| match a {
-                Action::Copy { src, .. } if self.is_big(src) => Some(crate::bigfile::part_key(src)),
+                // A compared file may turn out to differ: its copy resumes.
+                Action::Copy { src, .. } | Action::Compare { src, .. } if self.is_big(src) => {
+                    Some(crate::bigfile::part_key(src))
+                }
                 _ => None,
             })
             .collect();
@@ -480,6 +491,19 @@ impl Engine {
                         dst,
                         change,
                         attempt: 0,
+                    });
+                }
+                // Compared chunk by chunk by any worker (a dry run has
+                // nowhere to record a difference: compared whole, below).
+                Action::Compare { src, dst, change }
+                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
+                {
+                    touched = true;
+                    cx.spawn(Task::CompareBig {
+                        rel: rel.clone(),
+                        src,
+                        dst,
+                        change,
                     });
                 }
                 Action::Copy { ref src, .. } | Action::Compare { ref src, .. } if !self.dry_run => {
@@ -607,7 +631,7 @@ impl Engine {
 
     /// Applies the attributes of `src` to its existing target `dst`
     /// (xattrs/ACLs too when its status is newer) and itemizes what changed.
-    fn fix_attrs(
+    pub(crate) fn fix_attrs(
         &self,
         rel: &RelPath,
         src_dir: &Dir,
@@ -689,32 +713,6 @@ impl Engine {
                 self.count_change(true);
             }
         }
-    }
-
-    /// Hashes both files, the target on a second thread.
-    fn contents_equal(
-        &self,
-        src_dir: &Dir,
-        dst_dir: &Dir,
-        src: &Entry,
-    ) -> Result<bool, (bool, io::Error)> {
-        let name = src.name.as_bytes();
-        let a = src_dir.open_read(name).map_err(|e| (false, e))?;
-        let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
-        let (ha, hb) = std::thread::scope(|s| {
-            let other = s.spawn(|| crate::verify::hash_file(&b, src.size));
-            (crate::verify::hash_file(&a, src.size), other.join())
-        });
-        let ha = ha.map_err(|e| (false, e))?;
-        let hb = hb
-            .map_err(|_| (true, io::Error::other("hashing thread panicked")))?
-            .map_err(|e| (true, e))?;
-        if ha == hb {
-            // Equal: neither is read again in this run (ADR 005, 006).
-            self.drop_cached(&a, 0, None);
-            self.drop_cached(&b, 0, None);
-        }
-        Ok(ha == hb)
     }
 
     pub(crate) fn count_change(&self, existed: bool) {
@@ -1283,7 +1281,7 @@ pub(crate) fn read_back(
     if strategy == Strategy::Direct {
         crate::verify::hash_segments_direct(out, segments)
     } else {
-        VERIFY_BUF.with_borrow_mut(|buf| crate::verify::hash_segments(out, segments, buf))
+        crate::verify::hash_segments(out, segments)
     }
 }
 

@@ -176,6 +176,8 @@ counters! {
     chunks,
     /// Large-file chunks found complete from an interrupted run and kept.
     chunks_resumed,
+    /// Large-file chunks compared on both sides by `--checksum`.
+    chunks_compared,
 }
 
 impl Stats {

@@ -33,6 +33,7 @@
 
 mod bigfile;
 mod builder;
+mod compare;
 pub mod copy;
 pub mod direct;
 mod engine;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 1;
+pub const TASK_ENCODING_VERSION: u8 = 2;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +100,40 @@ pub enum Task {
         /// The run created, removed or renamed entries in it (its mtime moved).
         touched: bool,
     },
+    /// `--checksum` on a file larger than the chunk size: one
+    /// `CompareChunk` per chunk, then a deferred `FinishCompare`.
+    CompareBig {
+        /// The directory.
+        rel: RelPath,
+        /// The source file as listed.
+        src: Entry,
+        /// The target file as listed (same size).
+        dst: Entry,
+        /// What differs already (attributes), for itemizing.
+        change: Change,
+    },
+    /// Hash one chunk of both sides; if they differ, say so for the finish
+    /// (a marker file in the target directory, so any node can tell).
+    CompareChunk {
+        /// The directory.
+        rel: RelPath,
+        /// The source file as listed.
+        src: Entry,
+        /// Chunk number.
+        index: u64,
+    },
+    /// All chunks compared: copy the file (chunked) if any differed, else
+    /// only its attributes.
+    FinishCompare {
+        /// The directory.
+        rel: RelPath,
+        /// The source file as listed.
+        src: Entry,
+        /// The target file as listed.
+        dst: Entry,
+        /// What differs already.
+        change: Change,
+    },
 }
 
 impl Task {
@@ -113,7 +147,10 @@ impl Task {
             | Task::FinishFile { rel, .. }
             | Task::Links { rel, .. }
             | Task::DropLinks { rel, .. }
-            | Task::FinishDir { rel, .. } => rel,
+            | Task::FinishDir { rel, .. }
+            | Task::CompareBig { rel, .. }
+            | Task::CompareChunk { rel, .. }
+            | Task::FinishCompare { rel, .. } => rel,
         }
     }
 
@@ -163,9 +200,10 @@ mod tests {
             blocks: 8,
             link: None,
         };
+        let rel = RelPath::from_bytes(b"a/\xff".to_vec());
         let t = Task::Dir {
-            rel: RelPath::from_bytes(b"a/\xff".to_vec()),
-            src: e,
+            rel: rel.clone(),
+            src: e.clone(),
             dst: None,
         };
         let bytes = t.encode().unwrap();
@@ -174,5 +212,30 @@ mod tests {
         let mut bad = bytes.clone();
         bad[0] = 99;
         assert!(Task::decode(&bad).is_err());
+        let change = Change {
+            checksum: true,
+            ..Change::new_entry(Kind::File)
+        };
+        for t in [
+            Task::CompareBig {
+                rel: rel.clone(),
+                src: e.clone(),
+                dst: e.clone(),
+                change,
+            },
+            Task::CompareChunk {
+                rel: rel.clone(),
+                src: e.clone(),
+                index: 7,
+            },
+            Task::FinishCompare {
+                rel,
+                src: e.clone(),
+                dst: e,
+                change,
+            },
+        ] {
+            assert_eq!(Task::decode(&t.encode().unwrap()).unwrap(), t);
+        }
     }
 }

@@ -11,6 +11,12 @@ use twox_hash::XxHash3_128;
 /// Bytes read per call when hashing a file.
 const BUF: usize = 1 << 20;
 
+thread_local! {
+    /// The read buffer of [`hash_segments`], one per thread: allocating and
+    /// zeroing it per file cost more than hashing a small file.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A streaming content hash.
 #[derive(Clone, Default)]
 pub struct Hasher(XxHash3_128);
@@ -43,11 +49,17 @@ impl Hasher {
 ///
 /// # Errors
 /// A failing read; a file shorter than a range is `UnexpectedEof`.
-pub fn hash_segments(f: &File, segments: &[(u64, u64)], buf: &mut Vec<u8>) -> io::Result<u128> {
+pub fn hash_segments(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
+    BUFFER.with_borrow_mut(|buf| {
+        if buf.len() < BUF {
+            buf.resize(BUF, 0);
+        }
+        hash_segments_with(f, segments, buf)
+    })
+}
+
+fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::Result<u128> {
     let mut h = Hasher::new();
-    if buf.len() < BUF {
-        buf.resize(BUF, 0);
-    }
     for &(start, len) in segments {
         let mut done = 0u64;
         while done < len {
@@ -78,7 +90,7 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
         .filter(|a| segments.iter().all(|&(start, _)| start % a == 0))
         .and_then(|a| Some((a, DirectMode::enable(f)?)));
     let Some((align, mode)) = mode else {
-        return hash_segments(f, segments, &mut Vec::new());
+        return hash_segments(f, segments);
     };
     let mut mode = Some(mode);
     let mut h = Hasher::new();
@@ -116,7 +128,7 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
 /// # Errors
 /// As [`hash_segments`].
 pub fn hash_file(f: &File, len: u64) -> io::Result<u128> {
-    hash_segments(f, &[(0, len)], &mut Vec::new())
+    hash_segments(f, &[(0, len)])
 }
 
 #[cfg(test)]
@@ -151,15 +163,10 @@ mod tests {
         h.update(&data[10..1_000_010]);
         h.update(&data[2_000_000..2_500_000]);
         let segs = [(10, 1_000_000), (2_000_000, 500_000)];
-        assert_eq!(
-            hash_segments(&f, &segs, &mut Vec::new()).unwrap(),
-            h.finish()
-        );
+        assert_eq!(hash_segments(&f, &segs).unwrap(), h.finish());
         assert_ne!(hash_file(&f, 3_000_000).unwrap(), h.finish());
         assert_eq!(
-            hash_segments(&f, &[(2_999_999, 2)], &mut Vec::new())
-                .unwrap_err()
-                .kind(),
+            hash_segments(&f, &[(2_999_999, 2)]).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof
         );
     }
@@ -187,7 +194,7 @@ mod tests {
         for segs in cases {
             assert_eq!(
                 hash_segments_direct(&f, segs).unwrap(),
-                hash_segments(&f, segs, &mut Vec::new()).unwrap(),
+                hash_segments(&f, segs).unwrap(),
                 "{segs:?}"
             );
         }

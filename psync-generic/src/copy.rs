@@ -756,12 +756,9 @@ mod tests {
                 "hashing moves data through user space"
             );
             let segs = &got.segments[..];
-            let want = psync_core::verify::hash_segments(&src, segs, &mut Vec::new()).unwrap();
+            let want = psync_core::verify::hash_segments(&src, segs).unwrap();
             assert_eq!(got.hash, Some(want));
-            assert_eq!(
-                psync_core::verify::hash_segments(&dst, segs, &mut Vec::new()).unwrap(),
-                want
-            );
+            assert_eq!(psync_core::verify::hash_segments(&dst, segs).unwrap(), want);
         }
     }
 
@@ -791,7 +788,7 @@ mod tests {
             let got = run(&job);
             assert_eq!(got.strategy, Strategy::Direct);
             assert_eq!(got.bytes, len);
-            let want = psync_core::verify::hash_segments(&src, &[(offset, len)], &mut Vec::new());
+            let want = psync_core::verify::hash_segments(&src, &[(offset, len)]);
             assert_eq!(got.hash, Some(want.unwrap()));
             let flags = rustix::fs::fcntl_getfl(&dst).unwrap();
             assert!(
