@@ -53,7 +53,7 @@ fn journal_name(e: &Entry) -> Name {
 }
 
 /// Removes the part file and journal of `e` (nothing to resume from).
-fn discard_part(dir: &Dir, e: &Entry) {
+pub(crate) fn discard_part(dir: &Dir, e: &Entry) {
     let _ = dir.unlink(part_name(e).as_bytes());
     let _ = dir.unlink(journal_name(e).as_bytes());
 }

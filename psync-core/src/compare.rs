@@ -9,7 +9,7 @@
 //! finish task, on whatever node it runs, looks for it. A killed run's
 //! marker is a stale temporary to the next run, which removes it.
 
-use crate::bigfile::part_key;
+use crate::bigfile::{discard_part, part_key};
 use crate::engine::{CopyFail, Engine, TEMP_PREFIX};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
@@ -183,6 +183,9 @@ impl Engine {
         match dst_dir.unlink(self.differs_marker(&src).as_bytes()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Equal after all: a part an earlier run left for this
+                // version (kept for a resume) has nothing left to finish.
+                discard_part(&dst_dir, &src);
                 return self.fix_attrs(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
             }
             Err(e) => return self.fail(&path, true, Op::Remove, e),
