@@ -1529,13 +1529,21 @@ fn checksum_compares_large_files_in_chunks() {
             checksum: true,
             ..Knobs::chunked()
         };
-        let rsync_c = || -> Option<Vec<String>> {
-            crate::util::require_rsync().then(|| {
+        // A -c run that itemizes `want`, as rsync -c does.
+        let run_c = |want: &str| -> Run {
+            let rsync = crate::util::require_rsync().then(|| {
                 let a = ["-aHAX", "--numeric-ids", "-n", "-i", "-c"];
                 let mut v = rsync_itemize(&t.src(), &t.dst(), &a);
                 v.retain(|l| !l.ends_with('/'));
                 v
-            })
+            });
+            let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
+            out.assert_ok();
+            assert_eq!(out.itemized, [want]);
+            if let Some(expected) = rsync {
+                assert_eq!(out.itemized, expected, "rsync -c itemizes differently");
+            }
+            out
         };
         let no_markers = |what: &str| {
             let left: Vec<_> = std::fs::read_dir(t.dst())
@@ -1577,13 +1585,7 @@ fn checksum_compares_large_files_in_chunks() {
         assert_eq!(read(t.dst().join("big")), other, "a dry run changed it");
         no_markers("dry run");
 
-        let expected = rsync_c();
-        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
-        out.assert_ok();
-        assert_eq!(out.itemized, [">fc........ big"]);
-        if let Some(expected) = expected {
-            assert_eq!(out.itemized, expected, "rsync -c itemizes differently");
-        }
+        let out = run_c(">fc........ big");
         assert_eq!(out.stat("chunks_compared"), 6, "{}", out.stats);
         assert_eq!(out.stat("chunks"), 6, "{}", out.stats);
         assert_eq!(out.stat("bytes_copied"), size, "{}", out.stats);
@@ -1592,13 +1594,7 @@ fn checksum_compares_large_files_in_chunks() {
 
         // Equal content, another mtime: only the time is set.
         set_mtime(&t.dst().join("big"), when.0 + 100, 0);
-        let expected = rsync_c();
-        let out = run_cfg(cfg, &t.src(), &t.dst(), &c);
-        out.assert_ok();
-        assert_eq!(out.itemized, [".f..t...... big"]);
-        if let Some(expected) = expected {
-            assert_eq!(out.itemized, expected, "rsync -c itemizes differently");
-        }
+        let out = run_c(".f..t...... big");
         assert_eq!(out.stat("bytes_copied"), 0, "{}", out.stats);
         assert_synced!(t.src(), t.dst());
 

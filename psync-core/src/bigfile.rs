@@ -68,6 +68,18 @@ pub fn part_name_key(name: &Name) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(key).ok()?, 16).ok()
 }
 
+/// Queues one task per chunk, last first: the spawning thread pops them
+/// from the front of the file (LIFO), thieves take from the back.
+pub(crate) fn spawn_chunks(
+    cx: &mut dyn TaskContext,
+    indices: impl DoubleEndedIterator<Item = u64>,
+    task: impl Fn(u64) -> Task,
+) {
+    for index in indices.rev() {
+        cx.spawn(task(index));
+    }
+}
+
 /// One chunk's record in the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
@@ -195,15 +207,11 @@ impl Engine {
         let path = rel.join(&listed.name);
         match self.prepare_big(rel, listed) {
             Ok((cur, missing)) => {
-                // Pushed last-first: the spawning thread pops them from
-                // the front of the file (LIFO), thieves take from the back.
-                for index in missing.into_iter().rev() {
-                    cx.spawn(Task::Chunk {
-                        rel: rel.clone(),
-                        src: cur.clone(),
-                        index,
-                    });
-                }
+                spawn_chunks(cx, missing.into_iter(), |index| Task::Chunk {
+                    rel: rel.clone(),
+                    src: cur.clone(),
+                    index,
+                });
                 cx.defer(Task::FinishFile {
                     rel: rel.clone(),
                     src: cur,
@@ -429,17 +437,6 @@ impl Engine {
             }
             Err(CopyFail::Interrupted) => {}
             Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
-        }
-    }
-
-    /// Drops `len` bytes (`None`: to the end) of a file from the page
-    /// cache at `offset`, unless the run keeps them: a migration reads them
-    /// once (the hash is taken as they are copied), and the pages freed are
-    /// the ones the target's writes take next (ADR 005, 006). Only clean
-    /// pages that no process maps go, so a failure costs nothing but memory.
-    pub(crate) fn drop_cached(&self, f: &File, offset: u64, len: Option<NonZeroU64>) {
-        if self.drop_source_cache {
-            let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
         }
     }
 

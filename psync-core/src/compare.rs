@@ -9,7 +9,7 @@
 //! finish task, on whatever node it runs, looks for it. A killed run's
 //! marker is a stale temporary to the next run, which removes it.
 
-use crate::bigfile::{discard_part, part_key};
+use crate::bigfile::{discard_part, part_key, spawn_chunks};
 use crate::engine::{CopyFail, Engine, TEMP_PREFIX};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
@@ -22,37 +22,41 @@ use crate::verify::hash_segments;
 use std::io;
 
 impl Engine {
-    /// Hashes both files whole. Used for files up to the chunk size, and
-    /// for larger ones in a dry run (which has nowhere to record a chunk's
-    /// verdict): those are read on two threads, one per side.
+    /// Whether `range` of the source file and of its target hold the same
+    /// bytes; on an error, whether it was the target's. Both are dropped
+    /// from the cache when equal: neither is read again in this run (ADR
+    /// 005, 006). A range above the chunk size (a large file in a dry run,
+    /// which has nowhere to record a chunk's verdict) is read on two
+    /// threads, one per side.
     pub(crate) fn contents_equal(
         &self,
         src_dir: &Dir,
         dst_dir: &Dir,
         src: &Entry,
+        range: (u64, u64),
     ) -> Result<bool, (bool, io::Error)> {
         let name = src.name.as_bytes();
         let a = src_dir.open_read(name).map_err(|e| (false, e))?;
         let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
-        let whole = [(0, src.size)];
-        let (ha, hb) = if self.is_big(src) {
+        let segs = [range];
+        let (ha, hb) = if range.1 > self.chunk_size {
             std::thread::scope(|s| {
-                let other = s.spawn(|| hash_segments(&b, &whole));
-                let ha = hash_segments(&a, &whole);
+                let other = s.spawn(|| hash_segments(&b, &segs));
+                let ha = hash_segments(&a, &segs);
                 let hb = other
                     .join()
                     .unwrap_or_else(|_| Err(io::Error::other("hashing thread panicked")));
                 (ha, hb)
             })
         } else {
-            (hash_segments(&a, &whole), hash_segments(&b, &whole))
+            (hash_segments(&a, &segs), hash_segments(&b, &segs))
         };
         let ha = ha.map_err(|e| (false, e))?;
         let hb = hb.map_err(|e| (true, e))?;
         if ha == hb {
-            // Equal: neither is read again in this run (ADR 005, 006).
-            self.drop_cached(&a, 0, None);
-            self.drop_cached(&b, 0, None);
+            let len = std::num::NonZeroU64::new(range.1);
+            self.drop_cached(&a, range.0, len);
+            self.drop_cached(&b, range.0, len);
         }
         Ok(ha == hb)
     }
@@ -66,14 +70,11 @@ impl Engine {
         change: Change,
         cx: &mut dyn TaskContext,
     ) {
-        // Last first: the spawning thread pops from the front (LIFO).
-        for index in (0..self.chunks(&src)).rev() {
-            cx.spawn(Task::CompareChunk {
-                rel: rel.clone(),
-                src: src.clone(),
-                index,
-            });
-        }
+        spawn_chunks(cx, 0..self.chunks(&src), |index| Task::CompareChunk {
+            rel: rel.clone(),
+            src: src.clone(),
+            index,
+        });
         cx.defer(Task::FinishCompare {
             rel: rel.clone(),
             src,
@@ -99,8 +100,19 @@ impl Engine {
     /// that cannot be read; a target that cannot be read is replaced).
     pub(crate) fn compare_chunk(&self, rel: &RelPath, src: &Entry, index: u64) {
         let path = rel.join(&src.name);
+        if self.quit.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let (start, len) = self.chunk_range(src, index);
-        let equal = match self.chunk_equal(rel, src, (start, len)) {
+        let compared = self.open_pair(rel).and_then(|(src_dir, dst_dir)| {
+            self.contents_equal(&src_dir, &dst_dir, src, (start, len))
+                .map_err(|(on_target, err)| CopyFail::Failed {
+                    on_target,
+                    op: Op::Verify,
+                    err,
+                })
+        });
+        let equal = match compared {
             Ok(equal) => {
                 Stats::bump(&self.stats.chunks_compared, 1);
                 equal
@@ -117,7 +129,6 @@ impl Engine {
                 self.warn(&path, true, Op::Verify, &why);
                 false
             }
-            Err(CopyFail::Interrupted) => return,
             Err(_) => false,
         };
         if equal {
@@ -133,28 +144,6 @@ impl Engine {
             // The finish would take the file for equal: it fails instead.
             self.fail(&path, true, Op::Create, e);
         }
-    }
-
-    fn chunk_equal(&self, rel: &RelPath, src: &Entry, range: (u64, u64)) -> Result<bool, CopyFail> {
-        if self.quit.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(CopyFail::Interrupted);
-        }
-        let (src_dir, dst_dir) = self.open_pair(rel)?;
-        let name = src.name.as_bytes();
-        let a = src_dir
-            .open_read(name)
-            .map_err(|e| CopyFail::source(Op::Open, e))?;
-        let b = dst_dir
-            .open_read(name)
-            .map_err(|e| CopyFail::target_io(Op::Open, e))?;
-        let ha = hash_segments(&a, &[range]).map_err(|e| CopyFail::source(Op::Verify, e))?;
-        let hb = hash_segments(&b, &[range]).map_err(|e| CopyFail::target_io(Op::Verify, e))?;
-        if ha == hb {
-            let len = std::num::NonZeroU64::new(range.1);
-            self.drop_cached(&a, range.0, len);
-            self.drop_cached(&b, range.0, len);
-        }
-        Ok(ha == hb)
     }
 
     /// Every chunk compared: equal files get their attributes checked like

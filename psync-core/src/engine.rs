@@ -686,7 +686,7 @@ impl Engine {
     ) {
         let path = rel.join(&src.name);
         let same = match dir {
-            Some(d) => match self.contents_equal(src_dir, d, src) {
+            Some(d) => match self.contents_equal(src_dir, d, src, (0, src.size)) {
                 Ok(same) => same,
                 Err((on_target, e)) => return self.fail(&path, on_target, Op::Verify, e),
             },
@@ -1051,6 +1051,22 @@ impl Engine {
             let _ = dir.unlink(tmp.as_bytes());
             CopyFail::target_io(Op::Rename, e)
         })
+    }
+
+    /// Drops `len` bytes (`None`: to the end) of a file from the page
+    /// cache at `offset`, unless the run keeps them: a migration reads them
+    /// once (the hash is taken as they are copied), and the pages freed are
+    /// the ones the target's writes take next (ADR 005, 006). Only clean
+    /// pages that no process maps go, so a failure costs nothing but memory.
+    pub(crate) fn drop_cached(
+        &self,
+        f: &std::fs::File,
+        offset: u64,
+        len: Option<std::num::NonZeroU64>,
+    ) {
+        if self.drop_source_cache {
+            let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
+        }
     }
 
     /// Opens the source file; its metadata is the listing's when

@@ -8,15 +8,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use twox_hash::XxHash3_128;
 
-/// Bytes read per call when hashing a file.
-const BUF: usize = 1 << 20;
-
-thread_local! {
-    /// The read buffer of [`hash_segments`], one per thread: allocating and
-    /// zeroing it per file cost more than hashing a small file.
-    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// A streaming content hash.
 #[derive(Clone, Default)]
 pub struct Hasher(XxHash3_128);
@@ -49,13 +40,13 @@ impl Hasher {
 ///
 /// # Errors
 /// A failing read; a file shorter than a range is `UnexpectedEof`.
+///
+/// Reads through this thread's [`crate::direct::with_buffer`] buffer, so it
+/// must not be called from inside that function's closure.
 pub fn hash_segments(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
-    BUFFER.with_borrow_mut(|buf| {
-        if buf.len() < BUF {
-            buf.resize(BUF, 0);
-        }
-        hash_segments_with(f, segments, buf)
-    })
+    // The thread's copy buffer: allocating and zeroing one per file cost
+    // more than hashing a small file.
+    crate::direct::with_buffer(|buf| hash_segments_with(f, segments, buf))
 }
 
 fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::Result<u128> {
@@ -63,7 +54,9 @@ fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::
     for &(start, len) in segments {
         let mut done = 0u64;
         while done < len {
-            let want = usize::try_from(len - done).unwrap_or(BUF).min(BUF);
+            let want = usize::try_from(len - done)
+                .unwrap_or(buf.len())
+                .min(buf.len());
             match f.read_at(&mut buf[..want], start + done) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
