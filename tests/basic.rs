@@ -226,6 +226,7 @@ fn dry_run_changes_nothing_but_reports_everything() {
                 &Opts {
                     delete: true,
                     dry_run: true,
+                    ..Opts::default()
                 },
             );
             dry.assert_ok();

@@ -3,6 +3,7 @@
 
 use crate::util::{Opts, each_config, rsync_oracle, rsync_oracle_without_delete};
 use std::path::Path;
+use std::process::Command;
 
 fn fixture(src: &Path, dst: &Path) {
     tree!(src, { "keep" => file("k"), "d/keep" => file("k"), "d/e/keep" => file("k") });
@@ -91,5 +92,259 @@ fn without_delete_extraneous_entries_stay() {
             .assert_ok();
         assert_synced!(t.src(), t.dst());
         rsync_oracle(&t.src(), &t.dst());
+    });
+}
+
+/// Makes `root/top/d/d/…/d/leaf`, `depth` directories below `top`, with
+/// fd-relative calls (the path is far longer than PATH_MAX).
+fn deep_chain(root: &Path, top: &str, depth: usize) {
+    use rustix::fs::{CWD, Mode, OFlags, mkdirat, openat};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW;
+    let mut fd = openat(CWD, root, flags, Mode::empty()).unwrap();
+    let mut name = top;
+    for _ in 0..depth {
+        mkdirat(&fd, name, Mode::from_raw_mode(0o755)).unwrap();
+        fd = openat(&fd, name, flags, Mode::empty()).unwrap();
+        name = "d";
+    }
+    let f = openat(
+        &fd,
+        "leaf",
+        OFlags::WRONLY | OFlags::CREATE,
+        Mode::from_raw_mode(0o644),
+    );
+    drop(f.unwrap());
+}
+
+/// A directory chain deeper than PATH_MAX in the target (any user can
+/// make one where they may write) is removed without recursion: by
+/// `--delete` (itemized, as with `-i`), and by a type change with
+/// `--delete`; without it the chain stays, reported, and the rest is synced.
+#[test]
+fn target_chains_deeper_than_path_max_are_removed() {
+    each_config(
+        "target_chains_deeper_than_path_max_are_removed",
+        |cfg, t| {
+            tree!(t.src(), { "x" => file("a file where a deep chain is"), "ok" => file("ok") });
+            std::fs::create_dir_all(t.dst()).unwrap();
+            deep_chain(&t.dst(), "x", 2_500);
+            deep_chain(&t.dst(), "gone", 2_500);
+            let kept = cfg.sync_unchecked(&t.src(), &t.dst(), &Opts::default());
+            assert_eq!(kept.exit, 1, "{kept:#?}");
+            assert!(t.dst().join("x/d").is_dir() && t.dst().join("gone").is_dir());
+            assert_eq!(crate::util::read(t.dst().join("ok")), b"ok");
+            let out = cfg.sync_unchecked(&t.src(), &t.dst(), &Opts::delete());
+            out.assert_ok();
+            crate::util::assert_no_temps(&t.dst());
+            assert_synced!(t.src(), t.dst());
+            rsync_oracle(&t.src(), &t.dst());
+            let deleted = out
+                .itemized
+                .iter()
+                .filter(|l| l.starts_with("*deleting"))
+                .count();
+            // gone: 2,500 directories and a leaf; x: what it held (rsync does
+            // not itemize the replaced entry itself).
+            assert_eq!(deleted, 2 * 2_501 - 1, "{deleted} deletions itemized");
+        },
+    );
+}
+
+/// The depth from the report (10,000 levels, 20,000 bytes of path): a
+/// type change with `--force` and `--delete` of an extraneous chain, in
+/// one run of the library on 4 threads.
+#[test]
+fn target_chains_of_ten_thousand_levels() {
+    let t = crate::util::TestDir::new("target_chains_of_ten_thousand_levels");
+    tree!(t.src(), { "x" => file("a file where a deep chain is") });
+    std::fs::create_dir_all(t.dst()).unwrap();
+    deep_chain(&t.dst(), "x", 10_000);
+    deep_chain(&t.dst(), "gone", 10_000);
+    let mut b = psync::builder(t.src(), t.dst());
+    b.threads(4).delete(true);
+    let report = b.build().unwrap().run().unwrap();
+    assert!(report.success(), "{report:?}");
+    assert_synced!(t.src(), t.dst());
+}
+
+/// A walker that fails `lstat` (EIO) of the entries named `flaky*` in
+/// one source directory, as a flaky network file system does.
+struct FlakySource {
+    dir: (u64, u64),
+}
+
+impl psync::Walker for FlakySource {
+    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+        let mut l = dir.list()?;
+        let st = dir.fstat()?;
+        #[allow(clippy::unnecessary_cast)]
+        if (st.st_dev as u64, st.st_ino as u64) == self.dir {
+            let (flaky, ok) = l
+                .entries
+                .into_iter()
+                .partition(|e| e.name.as_bytes().starts_with(b"flaky"));
+            l.entries = ok;
+            let flaky: Vec<psync::Entry> = flaky;
+            l.failed = flaky
+                .into_iter()
+                .map(|e| (e.name, std::io::Error::from_raw_os_error(libc::EIO)))
+                .collect();
+        }
+        Ok(l)
+    }
+}
+
+/// `--delete` never deletes what the source could not be read to confirm:
+/// in a source directory where some entries fail `lstat`, nothing is
+/// deleted (neither the failed names nor extraneous ones; a warning says
+/// so), the failed names' targets stay as they were, and other directories
+/// are synced as usual.
+#[test]
+fn source_read_errors_delete_nothing_in_their_directory() {
+    let t = crate::util::TestDir::new("source_read_errors_delete_nothing");
+    tree!(t.src(), {
+        "d/a" => file("a"), "d/flaky1" => file("new 1"), "d/flaky2/f" => file("f"),
+        "ok/f" => file("f"),
+    });
+    tree!(t.dst(), {
+        "d/flaky1" => file("old 1"), "d/flaky2/f" => file("old f"), "d/extra" => file("extra"),
+        "ok/extra" => file("extra"),
+    });
+    let meta = std::fs::metadata(t.src().join("d")).unwrap();
+    let walker = FlakySource {
+        dir: (
+            std::os::unix::fs::MetadataExt::dev(&meta),
+            std::os::unix::fs::MetadataExt::ino(&meta),
+        ),
+    };
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(t.src(), t.dst());
+    b.threads(4)
+        .delete(true)
+        .walker(std::sync::Arc::new(walker))
+        .events(tx);
+    let report = b.build().unwrap().run().unwrap();
+    drop(b);
+    let events: Vec<psync::Event> = rx.iter().collect();
+    assert_eq!(report.stats.failed, 2, "{events:#?}");
+    let says = |what: &str| {
+        events.iter().any(|e| match e {
+            psync::Event::Warning { message, .. } | psync::Event::Error { message, .. } => {
+                message.contains(what)
+            }
+            _ => false,
+        })
+    };
+    assert!(says("nothing deleted"), "{events:#?}");
+    assert!(
+        says("src/d/flaky1"),
+        "the error names the source path: {events:#?}"
+    );
+    assert_eq!(crate::util::read(t.dst().join("d/flaky1")), b"old 1");
+    assert_eq!(crate::util::read(t.dst().join("d/flaky2/f")), b"old f");
+    assert_eq!(crate::util::read(t.dst().join("d/extra")), b"extra");
+    assert_eq!(crate::util::read(t.dst().join("d/a")), b"a");
+    assert!(
+        !t.dst().join("ok/extra").exists(),
+        "other directories are synced"
+    );
+    assert_eq!(crate::util::read(t.dst().join("ok/f")), b"f");
+}
+
+/// A tmpfs mounted at `path` for the life of the guard.
+struct TmpMount(std::path::PathBuf);
+
+impl TmpMount {
+    fn at(path: &Path) -> TmpMount {
+        std::fs::create_dir_all(path).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs on {}", path.display());
+        TmpMount(path.to_path_buf())
+    }
+}
+
+impl Drop for TmpMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A file system mounted inside DST is never entered nor deleted into:
+/// not by `--delete` (extraneous), not by a type change with `--force`,
+/// not to sync into it; each is an error naming the mount point.
+#[test]
+fn mount_points_in_the_target_are_left_alone() {
+    if !crate::util::is_root() {
+        skip!("mounting a tmpfs needs root");
+    }
+    each_config("mount_points_in_the_target_are_left_alone", |cfg, t| {
+        tree!(t.src(), { "keep" => file("k"), "into/f" => file("f"), "typed" => file("f") });
+        let _m: Vec<TmpMount> = ["extraneous", "into", "typed"]
+            .iter()
+            .map(|m| {
+                let g = TmpMount::at(&t.dst().join(m));
+                std::fs::write(g.0.join("theirs"), b"theirs").unwrap();
+                g
+            })
+            .collect();
+        let opts = Opts {
+            delete: true,
+            force: true,
+            ..Opts::default()
+        };
+        let out = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        assert_eq!(out.exit, 1, "{out:#?}");
+        for m in ["extraneous", "into", "typed"] {
+            assert_eq!(crate::util::read(t.dst().join(m).join("theirs")), b"theirs");
+            assert!(
+                out.errors
+                    .iter()
+                    .any(|e| e.contains(m) && e.contains("mount")),
+                "no error for {m}: {:#?}",
+                out.errors
+            );
+        }
+        assert!(
+            !t.dst().join("into/f").exists(),
+            "synced into a mount point"
+        );
+        assert_eq!(crate::util::read(t.dst().join("keep")), b"k");
+    });
+}
+
+/// `-x`: a file system mounted below SRC is copied as an empty directory,
+/// and nothing in its target is deleted, even with `--delete`.
+#[test]
+fn one_file_system_stays_on_the_source_root_fs() {
+    if !crate::util::is_root() {
+        skip!("mounting a tmpfs needs root");
+    }
+    each_config("one_file_system_stays_on_the_source_root_fs", |cfg, t| {
+        tree!(t.src(), { "plain/f" => file("f") });
+        let m = TmpMount::at(&t.src().join("mnt"));
+        std::fs::write(m.0.join("on_the_mount"), b"x").unwrap();
+        tree!(t.dst(), { "mnt/old" => file("old") });
+        let opts = Opts {
+            delete: true,
+            one_file_system: true,
+            ..Opts::default()
+        };
+        cfg.sync_with(&t.src(), &t.dst(), &opts).assert_ok();
+        assert!(t.dst().join("mnt").is_dir());
+        assert!(
+            !t.dst().join("mnt/on_the_mount").exists(),
+            "crossed into the mount"
+        );
+        assert_eq!(crate::util::read(t.dst().join("mnt/old")), b"old");
+        assert_eq!(crate::util::read(t.dst().join("plain/f")), b"f");
+        let again = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        again.assert_ok();
+        assert!(again.itemized.is_empty(), "{:#?}", again.itemized);
+        drop(m);
+        cfg.sync(&t.src(), &t.dst()).assert_ok();
     });
 }

@@ -58,6 +58,7 @@ fn stale_temporaries_are_kept_by_a_dry_run() {
             &Opts {
                 delete: true,
                 dry_run: true,
+                ..Opts::default()
             },
         );
         out.assert_ok();

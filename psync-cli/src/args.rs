@@ -47,6 +47,20 @@ pub struct SyncArgs {
     #[arg(long)]
     pub delete: bool,
 
+    /// Let a type change replace a non-empty target directory (a directory
+    /// in DST where SRC now has a file, symlink or special). Default: such
+    /// a directory is left in place and reported as an error, as rsync
+    /// does; --delete implies --force.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Do not cross file system boundaries in SRC (rsync -x): a directory
+    /// mounted below SRC is copied as an empty directory, and nothing in
+    /// its target is deleted. (Mount points inside DST are never entered
+    /// or deleted into, with or without this option.)
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+
     /// Show what would change without changing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -251,6 +265,8 @@ impl SyncArgs {
         b.default_copier(Arc::new(GenericCopier::new()))
             .threads(self.threads.get())
             .delete(self.delete)
+            .force(self.force)
+            .one_file_system(self.one_file_system)
             .dry_run(self.dry_run)
             .itemize(self.itemize_changes)
             .preserve(self.preserve())

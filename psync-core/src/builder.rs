@@ -126,6 +126,22 @@ impl SyncBuilder {
         self
     }
 
+    /// Let a type change remove a non-empty target directory (rsync
+    /// `--force`; [`delete`](Self::delete) implies it). Default: false: such
+    /// a directory is left in place and reported as an error.
+    pub fn force(&mut self, yes: bool) -> &mut Self {
+        self.plan.force = yes;
+        self
+    }
+
+    /// Stay on the source root's file system (rsync `-x`): a directory
+    /// mounted below the source root is copied as an empty directory and
+    /// nothing in its target is deleted. Default: false.
+    pub fn one_file_system(&mut self, yes: bool) -> &mut Self {
+        self.plan.one_file_system = yes;
+        self
+    }
+
     /// Attributes to preserve. Default: [`Preserve::ARCHIVE`] (owner and
     /// group take effect only when running as root).
     pub fn preserve(&mut self, p: Preserve) -> &mut Self {
@@ -428,6 +444,7 @@ impl Syncer {
         let engine = Engine {
             src_root,
             dst_root,
+            src_dev: src_entry.dev,
             src_path: self.roots.src.clone(),
             dst_path: self.roots.dst.clone(),
             copier: Arc::clone(&copier),

@@ -32,6 +32,8 @@ pub const TEMP_PREFIX: &str = ".psync-tmp.";
 pub struct Engine {
     pub(crate) src_root: Dir,
     pub(crate) dst_root: Option<Dir>,
+    /// Device of the source root (`-x` stays on it).
+    pub(crate) src_dev: u64,
     pub(crate) src_path: PathBuf,
     pub(crate) dst_path: PathBuf,
     pub(crate) copier: Arc<dyn Copier>,
@@ -248,11 +250,19 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::OpenDir, e, cx),
         };
+        if self.other_source_fs(rel, src_entry, &src_dir) {
+            // -x: the mount point's directory is kept, nothing inside it.
+            Stats::bump(&self.stats.dirs, 1);
+            return cx.defer(self.finish_task(rel, src_entry, dst_entry, false));
+        }
         // In a dry run, a directory that would be created does not exist.
         let dst_dir = if self.dry_run && dst_entry.is_none() {
             None
         } else {
             match self.open_dst(rel) {
+                Ok(d) if !rel.is_root() && d.is_mount_root() => {
+                    return self.fail(rel, true, Op::OpenDir, crate::subtree::mount_point(rel));
+                }
                 Ok(d) => Some(d),
                 Err(e) => return self.fail(rel, true, Op::OpenDir, e),
             }
@@ -261,18 +271,38 @@ impl Engine {
             Ok(l) => l,
             Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::ReadDir, e, cx),
         };
+        let unread: Vec<Name> = src.failed.iter().map(|(n, _)| n.clone()).collect();
         for (name, e) in src.failed {
             self.fail(&rel.join(&name), false, Op::Stat, e);
         }
         self.count_scanned(&src.entries);
         let mut parts = Vec::new();
-        let dst = match (&dst_dir, dst_entry) {
+        let mut src_entries = src.entries;
+        let mut dst = match (&dst_dir, dst_entry) {
             (Some(d), Some(_)) => match self.walker.list(d) {
-                Ok(l) => self.drop_temporaries(d, rel, l.entries, &mut parts),
+                Ok(l) => {
+                    // A target entry that cannot be examined is left alone.
+                    for (name, e) in l.failed {
+                        src_entries.retain(|s| s.name != name);
+                        self.fail(&rel.join(&name), true, Op::Stat, e);
+                    }
+                    self.drop_temporaries(d, rel, l.entries, &mut parts)
+                }
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
             },
             _ => Vec::new(),
         };
+        let mut plan_opts = self.plan_opts;
+        if !unread.is_empty() {
+            // Never delete what the source could not be read to confirm:
+            // neither the failed names nor, as rsync, anything else here.
+            dst.retain(|e| !unread.contains(&e.name));
+            if plan_opts.delete {
+                plan_opts.delete = false;
+                let msg = "source entries could not be read: nothing deleted in this directory";
+                self.warn(rel, false, Op::ReadDir, msg);
+            }
+        }
         if let (Some(d), Some(dst_entry)) = (&dst_dir, dst_entry) {
             self.ensure_writable(d, rel, dst_entry);
             let change = attr_change(src_entry, dst_entry, &self.plan_opts);
@@ -280,7 +310,7 @@ impl Engine {
                 self.itemize(rel.clone(), Some(change), src_entry);
             }
         }
-        let actions = self.planner.plan(&src.entries, &dst, &self.plan_opts);
+        let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
         self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
         // that need nothing.
@@ -298,18 +328,30 @@ impl Engine {
                 )
             })
             .count();
-        let non_dirs = src.entries.iter().filter(|e| !e.is_dir()).count();
+        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
         let fresh = dst_entry.is_none();
         let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
-        cx.defer(Task::FinishDir {
+        cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
+    }
+
+    fn finish_task(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) -> Task {
+        Task::FinishDir {
             rel: rel.clone(),
-            src: src_entry.clone(),
-            dst: dst_entry.cloned(),
+            src: src.clone(),
+            dst: dst.cloned(),
             touched,
-        });
+        }
+    }
+
+    /// `-x`: true for a source directory below the root on another file
+    /// system (another device, or a mount of the same one).
+    fn other_source_fs(&self, rel: &RelPath, src: &Entry, dir: &Dir) -> bool {
+        self.plan_opts.one_file_system
+            && !rel.is_root()
+            && (src.dev != self.src_dev || dir.is_mount_root())
     }
 
     /// A source directory that cannot be read: reported, and its target
@@ -331,28 +373,40 @@ impl Engine {
             op,
             message: e.to_string(),
         });
-        cx.defer(Task::FinishDir {
-            rel: rel.clone(),
-            src: src.clone(),
-            dst: dst.cloned(),
-            touched: false,
-        });
+        cx.defer(self.finish_task(rel, src, dst, false));
     }
 
     /// Itemizes everything a recursive delete of `entry` removes, children
-    /// before their directory, as rsync lists them.
+    /// before their directory, as rsync lists them (any depth, no
+    /// recursion; nothing below a mount point, which is not removed).
     fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry, with_self: bool) {
-        if entry.kind == Kind::Dir
-            && let Ok(sub) = dir.open_dir(entry.name.as_bytes())
-            && let Ok(children) = sub.list()
-        {
-            for child in children.entries.iter().rev() {
-                self.itemize_tree(&sub, &path.join(&child.name), child, true);
+        if entry.kind != Kind::Dir {
+            if with_self {
+                self.itemize(path.clone(), None, entry);
             }
+            return;
         }
-        if with_self {
-            self.itemize(path.clone(), None, entry);
-        }
+        let top = crate::subtree::Child::of(entry);
+        let _ = crate::subtree::walk(
+            dir,
+            top,
+            path,
+            &mut |d| {
+                Ok(d.list()?
+                    .entries
+                    .iter()
+                    .map(crate::subtree::Child::of)
+                    .collect())
+            },
+            &mut |_, p, c| {
+                if let Some(e) = &c.entry
+                    && (with_self || p != path)
+                {
+                    self.itemize(p.clone(), None, e);
+                }
+                Ok(())
+            },
+        );
     }
 
     fn count_scanned(&self, entries: &[Entry]) {
@@ -459,8 +513,22 @@ impl Engine {
         };
         // Copies for hard-link groups, recorded together for the last phase.
         let mut linked = Vec::new();
+        // Names whose old target could not be cleared: nothing is made there.
+        let mut blocked: Vec<Name> = Vec::new();
         for action in actions {
+            if !blocked.is_empty() && blocked.contains(action.name()) {
+                continue;
+            }
             match action {
+                Action::Delete {
+                    dst: old,
+                    replaced: true,
+                } if old.kind == Kind::Dir && !self.plan_opts.force && !self.plan_opts.delete => {
+                    touched = true;
+                    if !self.clear_empty_dir(rel, dst, &old) {
+                        blocked.push(old.name);
+                    }
+                }
                 Action::Descend { src, dst } => {
                     cx.spawn(Task::Dir {
                         rel: rel.join(&src.name),
@@ -543,6 +611,41 @@ impl Engine {
             }
         }
         touched
+    }
+
+    /// A type change without `--delete`/`--force`: removes the target
+    /// directory `old` only if it is empty (rsync refuses to delete a
+    /// non-empty one). Returns false, reporting why, when it stays.
+    fn clear_empty_dir(&self, rel: &RelPath, dir: Option<&Dir>, old: &Entry) -> bool {
+        let Some(d) = dir else { return true };
+        let result = if self.dry_run {
+            d.open_dir(old.name.as_bytes())
+                .and_then(|sub| sub.names())
+                .and_then(|names| match names.is_empty() {
+                    true => Ok(()),
+                    false => Err(io::Error::from(io::ErrorKind::DirectoryNotEmpty)),
+                })
+        } else {
+            d.rmdir(old.name.as_bytes())
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e)
+                if e.kind() == io::ErrorKind::DirectoryNotEmpty
+                    || e.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                let msg = "cannot delete non-empty directory in the way of the source entry \
+                           (--delete or --force replaces it)";
+                let err = io::Error::new(io::ErrorKind::DirectoryNotEmpty, msg);
+                self.fail(&rel.join(&old.name), true, Op::Remove, err);
+                false
+            }
+            Err(e) => {
+                self.fail(&rel.join(&old.name), true, Op::Remove, e);
+                false
+            }
+        }
     }
 
     /// The actions a directory task does itself. Returns whether the

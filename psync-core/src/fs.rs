@@ -345,30 +345,74 @@ impl Dir {
     }
 
     /// Removes `name` and, for a directory, everything inside it, never
-    /// following a symlink. Returns the number of entries removed.
+    /// following a symlink, at any depth without recursion, and never
+    /// inside another file system mounted below (see [`crate::subtree`]).
+    /// Returns the number of entries removed.
     ///
     /// # Errors
     /// The first failure; what could be removed before it is gone.
     pub fn remove_all(&self, name: &[u8]) -> io::Result<u64> {
         match self.unlink(name) {
-            Ok(()) => return Ok(1),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Ok(()) => Ok(1),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
             // EISDIR from unlink of a directory on Linux; EPERM on some fs.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {}
-            Err(e) => return Err(e),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM)) => {
+                match crate::subtree::remove_dir_all(self, &Name(name.to_vec())) {
+                    // EPERM for a non-directory: the unlink's own error.
+                    Err(d) if d.raw_os_error() == Some(libc::ENOTDIR) => Err(e),
+                    r => r,
+                }
+            }
+            Err(e) => Err(e),
         }
-        let sub = match self.open_dir(name) {
-            Ok(d) => d,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e),
-        };
-        let mut n = 0;
-        for child in sub.names()? {
-            n += sub.remove_all(&child.0)?;
+    }
+
+    /// The names in this directory with whether each is a directory (from
+    /// the directory entry's type; an `lstat` where the file system does
+    /// not say). Entries that vanish are left out.
+    ///
+    /// # Errors
+    /// As `getdents64` and `fstatat`.
+    pub fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
+        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
+        let mut out = Vec::new();
+        while let Some(ent) = iter.next() {
+            let ent = ent?;
+            let name = ent.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let dir = match ent.file_type() {
+                rustix::fs::FileType::Directory => true,
+                rustix::fs::FileType::Unknown => match self.stat(name) {
+                    Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFDIR,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                },
+                _ => false,
+            };
+            out.push(crate::subtree::Child {
+                name: Name(name.to_vec()),
+                dir,
+                entry: None,
+            });
         }
-        drop(sub);
-        self.rmdir(name)?;
-        Ok(n + 1)
+        Ok(out)
+    }
+
+    /// True when this directory is the root of a mount (bind mounts
+    /// included), as `statx` reports it; false where it cannot tell.
+    pub fn is_mount_root(&self) -> bool {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        match rustix::fs::statx(&self.fd, c"", AtFlags::EMPTY_PATH, StatxFlags::empty()) {
+            Ok(st) => {
+                let bit = StatxAttributes::MOUNT_ROOT;
+                st.stx_attributes_mask.contains(bit) && st.stx_attributes.contains(bit)
+            }
+            Err(_) => false,
+        }
     }
 
     /// Changes owner/group of `name` without following a symlink.

@@ -44,6 +44,7 @@ pub mod fs;
 pub mod itemize;
 mod links;
 pub mod plan;
+pub mod subtree;
 pub mod task;
 pub mod transport;
 mod validate;

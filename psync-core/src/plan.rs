@@ -75,6 +75,16 @@ pub struct PlanOptions {
     pub min_age_ns: u64,
     /// The run's clock, fixed at its start so planning stays a pure function.
     pub now: Time,
+    /// A type change may remove a non-empty target directory (rsync
+    /// `--force`; `--delete` implies it). Without either, such a directory
+    /// stays, and the source entry of its name fails.
+    #[serde(default)]
+    pub force: bool,
+    /// Do not cross file system boundaries in the source (rsync `-x`): a
+    /// directory on another file system is copied empty and nothing in its
+    /// target is deleted.
+    #[serde(default)]
+    pub one_file_system: bool,
 }
 
 impl Default for PlanOptions {
@@ -90,6 +100,8 @@ impl Default for PlanOptions {
             checksum: false,
             min_age_ns: 0,
             now: Time::default(),
+            force: false,
+            one_file_system: false,
         }
     }
 }
@@ -169,6 +181,23 @@ pub enum Action {
         /// What changed.
         change: Change,
     },
+}
+
+impl Action {
+    /// The name in the directory the action is about.
+    pub fn name(&self) -> &crate::entry::Name {
+        match self {
+            Action::Delete { dst, .. } => &dst.name,
+            Action::Mkdir { src }
+            | Action::Descend { src, .. }
+            | Action::Copy { src, .. }
+            | Action::Symlink { src, .. }
+            | Action::Special { src, .. }
+            | Action::Compare { src, .. }
+            | Action::TooYoung { src }
+            | Action::Attrs { src, .. } => &src.name,
+        }
+    }
 }
 
 /// Decides what to do in one directory. Object-safe, so a user can swap in

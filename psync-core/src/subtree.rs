@@ -1,0 +1,240 @@
+//! Whole target subtrees, visited children first (to remove them, or to
+//! itemize what a removal takes) without recursion and with two open
+//! directories at any depth.
+//!
+//! A user can make a directory chain of any depth inside a target they
+//! write to, so neither the call stack nor the number of open fds may grow
+//! with it. The walk keeps one frame per level (the level's path, its
+//! device and inode, and the entries still to visit) and one open
+//! directory: it goes down with `openat(O_NOFOLLOW)` and back up through
+//! `..`, which it trusts only when that is the very directory it came down
+//! from (same device and inode); a directory moved away mid-walk stops the
+//! walk with an error instead of leading it elsewhere. A directory on
+//! another file system (a mount point, bind mounts included) is never
+//! entered.
+
+use crate::entry::{Entry, Kind, Name, RelPath, escape};
+use crate::fs::Dir;
+use std::io;
+
+/// One entry of a directory being walked.
+#[derive(Debug)]
+pub struct Child {
+    /// Its name in its directory.
+    pub name: Name,
+    /// True when it is a directory (visited after its contents).
+    pub dir: bool,
+    /// Its metadata, when the lister read it.
+    pub entry: Option<Entry>,
+}
+
+impl Child {
+    /// A child known from its full listing entry.
+    pub fn of(entry: &Entry) -> Child {
+        Child {
+            name: entry.name.clone(),
+            dir: entry.kind == Kind::Dir,
+            entry: Some(entry.clone()),
+        }
+    }
+}
+
+/// Lists a directory's children; the walk visits them from the back.
+pub type Lister<'a> = dyn FnMut(&Dir) -> io::Result<Vec<Child>> + 'a;
+/// Called for each non-directory, and for each directory after everything
+/// in it, with the directory that holds it and its path.
+pub type Leave<'a> = dyn FnMut(&Dir, &RelPath, &Child) -> io::Result<()> + 'a;
+
+struct Frame {
+    path: RelPath,
+    ids: (u64, u64),
+    pending: Vec<Child>,
+    child: Child,
+}
+
+/// Walks the directory `top` of `parent` (at `path`), children before
+/// their directory, `top` itself last.
+///
+/// # Errors
+/// The first failure of `list` or `leave`; a mount point met (EXDEV, or
+/// `top` itself); a directory moved away during the walk.
+pub fn walk(
+    parent: &Dir,
+    top: Child,
+    path: &RelPath,
+    list: &mut Lister<'_>,
+    leave: &mut Leave<'_>,
+) -> io::Result<()> {
+    let dev = parent.fstat()?.st_dev;
+    let root = match open_checked(parent, &top.name, dev, path)? {
+        Some(d) => d,
+        None => return Ok(()),
+    };
+    let mut stack = vec![Frame {
+        path: path.clone(),
+        ids: ids(&root)?,
+        pending: list(&root)?,
+        child: top,
+    }];
+    let mut cur = root;
+    loop {
+        let frame = stack.last_mut().expect("the walk ends when the stack does");
+        match frame.pending.pop() {
+            Some(child) if child.dir => {
+                let sub_path = frame.path.join(&child.name);
+                let Some(sub) = open_checked(&cur, &child.name, dev, &sub_path)? else {
+                    continue;
+                };
+                stack.push(Frame {
+                    path: sub_path,
+                    ids: ids(&sub)?,
+                    pending: list(&sub)?,
+                    child,
+                });
+                cur = sub;
+            }
+            Some(child) => leave(&cur, &frame.path.join(&child.name), &child)?,
+            None => {
+                let done = stack.pop().expect("not empty");
+                let Some(up) = stack.last() else {
+                    drop(cur);
+                    return leave(parent, path, &done.child);
+                };
+                let parent_dir = cur.open_dir(b"..")?;
+                if ids(&parent_dir)? != up.ids {
+                    return Err(io::Error::other(format!(
+                        "{} was moved during the walk; stopped there",
+                        escape(done.path.as_bytes())
+                    )));
+                }
+                cur = parent_dir;
+                leave(&cur, &done.path, &done.child)?;
+            }
+        }
+    }
+}
+
+/// Opens the subdirectory `name` if it is on the file system `dev` and is
+/// not a mount point; `None` when it vanished.
+fn open_checked(dir: &Dir, name: &Name, dev: u64, path: &RelPath) -> io::Result<Option<Dir>> {
+    let sub = match dir.open_dir(name.as_bytes()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if sub.fstat()?.st_dev != dev || sub.is_mount_root() {
+        return Err(mount_point(path));
+    }
+    Ok(Some(sub))
+}
+
+/// The error for a mount point met where psync does not go.
+pub fn mount_point(path: &RelPath) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::CrossesDevices,
+        format!(
+            "{} is the mount point of another file system: left alone",
+            escape(path.as_bytes())
+        ),
+    )
+}
+
+fn ids(d: &Dir) -> io::Result<(u64, u64)> {
+    let st = d.fstat()?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Removes the directory `name` of `parent` and everything in it. Returns
+/// the number of entries removed.
+///
+/// # Errors
+/// The first failure; what could be removed before it is gone.
+pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
+    let mut n = 0u64;
+    let top = Child {
+        name: name.clone(),
+        dir: true,
+        entry: None,
+    };
+    let mut leave = |dir: &Dir, _: &RelPath, c: &Child| {
+        let r = if c.dir {
+            dir.rmdir(c.name.as_bytes())
+        } else {
+            dir.unlink(c.name.as_bytes())
+        };
+        match r {
+            Ok(()) => n += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    };
+    walk(
+        parent,
+        top,
+        &RelPath::from_bytes(name.as_bytes()),
+        &mut |d| d.typed_names(),
+        &mut leave,
+    )?;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_a_chain_deeper_than_path_max_without_recursion() {
+        let t = crate::test_dir();
+        let root = Dir::open_root(t.path()).unwrap();
+        root.mkdir(b"deep", 0o755).unwrap();
+        let mut d = root.open_dir(b"deep").unwrap();
+        // 3,000 levels of 8-byte names: 27,000 bytes of path.
+        for i in 0..3000 {
+            d.mkdir(b"level___", 0o755).unwrap();
+            if i % 100 == 0 {
+                std::fs::write(
+                    format!(
+                        "/proc/self/fd/{}/f",
+                        std::os::fd::AsRawFd::as_raw_fd(&d.fd())
+                    ),
+                    b"x",
+                )
+                .unwrap();
+            }
+            d = d.open_dir(b"level___").unwrap();
+        }
+        drop(d);
+        let n = remove_dir_all(&root, &Name(b"deep".to_vec())).unwrap();
+        assert_eq!(n, 3001 + 30);
+        assert!(!t.path().join("deep").exists());
+    }
+
+    #[test]
+    fn lists_children_before_their_directory() {
+        let t = crate::test_dir();
+        std::fs::create_dir_all(t.path().join("top/a/b")).unwrap();
+        std::fs::write(t.path().join("top/a/b/f"), b"x").unwrap();
+        std::fs::write(t.path().join("top/z"), b"x").unwrap();
+        let root = Dir::open_root(t.path()).unwrap();
+        let top = Child {
+            name: Name(b"top".to_vec()),
+            dir: true,
+            entry: None,
+        };
+        let mut seen = Vec::new();
+        walk(
+            &root,
+            top,
+            &RelPath::from_bytes(b"top"),
+            &mut |d| Ok(d.list()?.entries.iter().map(Child::of).collect()),
+            &mut |_, p, _| {
+                seen.push(String::from_utf8_lossy(p.as_bytes()).into_owned());
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, ["top/z", "top/a/b/f", "top/a/b", "top/a", "top"]);
+    }
+}
