@@ -172,3 +172,46 @@ fn usage_errors_exit_2() {
     }
     assert!(!t.join("b").exists());
 }
+
+/// Values outside what the engine supports are refused before anything
+/// runs (exit 2, a message naming the option and the range; the target
+/// is not created), in the CLI and in the library: nothing is clamped
+/// silently, no thousand threads are started.
+#[test]
+fn absurd_options_are_refused() {
+    require_cli!();
+    let t = fixture("absurd_options_are_refused");
+    for (args, says) in [
+        (&["--threads", "1000000"][..], "1..=256"),
+        (&["--threads", "0"][..], "1..=256"),
+        (&["--chunk-size", "10"][..], "1M to 1T"),
+        (&["--chunk-size", "1000001"][..], "multiple of 4K"),
+        (&["--chunk-size", "2T"][..], "1M to 1T"),
+        (&["--retries", "1000"][..], "0..=100"),
+    ] {
+        let out = run_cli(args, &t.src(), &t.dst());
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(says) && err.contains(args[0]),
+            "{args:?}: {err}"
+        );
+        assert!(!t.dst().exists(), "{args:?} created the target");
+    }
+    for (threads, chunk, retries, says) in [
+        (
+            1_000_000,
+            64 << 20,
+            2,
+            "threads: must be 1 to 256, not 1000000",
+        ),
+        (0, 64 << 20, 2, "threads: must be 1 to 256, not 0"),
+        (4, 10, 2, "chunk size: must be 1 MiB to 1 TiB"),
+        (4, 64 << 20, 1000, "retries: must be 0 to 100"),
+    ] {
+        let mut b = psync::builder(t.src(), t.dst());
+        b.threads(threads).chunk_size(chunk).retries(retries);
+        let err = b.build().expect_err("refused").to_string();
+        assert!(err.contains(says), "{err}");
+    }
+}

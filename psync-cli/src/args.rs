@@ -5,7 +5,6 @@ use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::Sender;
 use psync_core::{AttrMode, Event, Preserve, Reflink, SyncBuilder};
 use psync_generic::GenericCopier;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,9 +64,11 @@ pub struct SyncArgs {
     #[arg(short = 'n', long)]
     pub dry_run: bool,
 
-    /// Worker threads (the default is twice the CPUs, at least 4, at most 64).
-    #[arg(long, value_name = "N", default_value_t = default_threads())]
-    pub threads: NonZeroUsize,
+    /// Worker threads, 1 to 256 (the default is twice the CPUs, at least
+    /// 4, at most 64). Each holds a few MiB of buffers.
+    #[arg(long, value_name = "N", default_value_t = default_threads(),
+          value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
+    pub threads: u16,
 
     /// Treat modification times that differ by at most SECS seconds as
     /// equal. Default: the target file system's timestamp resolution,
@@ -79,8 +80,9 @@ pub struct SyncArgs {
     #[arg(short = 'I', long)]
     pub ignore_times: bool,
 
-    /// Times to retry a file that changes while it is being copied.
-    #[arg(long, value_name = "N", default_value_t = 2)]
+    /// Times to retry a file that changes while it is being copied (0 to 100).
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(psync_core::MAX_RETRIES)))]
     pub retries: u32,
 
     /// Do not preserve permissions. Default: preserve them.
@@ -183,8 +185,9 @@ pub struct SyncArgs {
     pub min_age: u64,
 
     /// Files larger than SIZE are copied in chunks of SIZE by all threads
-    /// at once (suffixes K, M, G, T: powers of 1024; at least 1M).
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_size)]
+    /// at once (suffixes K, M, G, T: powers of 1024; 1M to 1T, a multiple
+    /// of 4K).
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = parse_chunk_size)]
     pub chunk_size: u64,
 
     /// Chunked files of at least SIZE keep a journal of finished chunks, so
@@ -253,8 +256,21 @@ fn attr_mode(required: bool, off: bool) -> AttrMode {
     }
 }
 
-fn default_threads() -> NonZeroUsize {
-    NonZeroUsize::new(psync_core::default_threads()).unwrap_or(NonZeroUsize::MIN)
+fn default_threads() -> u16 {
+    u16::try_from(psync_core::default_threads()).unwrap_or(1)
+}
+
+/// A chunk size in the range the engine supports.
+fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let v = parse_size(s)?;
+    let ok = (psync_core::MIN_CHUNK_SIZE..=psync_core::MAX_CHUNK_SIZE).contains(&v)
+        && v % psync_core::CHUNK_ALIGN == 0;
+    match ok {
+        true => Ok(v),
+        false => Err(format!(
+            "{s:?} is {v} bytes; a chunk is 1M to 1T and a multiple of 4K"
+        )),
+    }
 }
 
 impl SyncArgs {
@@ -263,7 +279,7 @@ impl SyncArgs {
     pub fn builder(&self, events: Sender<Event>) -> SyncBuilder {
         let mut b = SyncBuilder::new(&self.src, &self.dst);
         b.default_copier(Arc::new(GenericCopier::new()))
-            .threads(self.threads.get())
+            .threads(usize::from(self.threads))
             .delete(self.delete)
             .force(self.force)
             .one_file_system(self.one_file_system)
@@ -329,7 +345,7 @@ mod tests {
     fn archive_is_the_default() {
         let a = sync_args(&["psync", "sync", "a", "b"]);
         assert_eq!(a.preserve(), Preserve::ARCHIVE);
-        assert_eq!(a.threads.get(), psync_core::default_threads());
+        assert_eq!(usize::from(a.threads), psync_core::default_threads());
         assert_eq!(a.retries, 2);
     }
 

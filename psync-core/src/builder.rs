@@ -73,6 +73,21 @@ impl std::fmt::Debug for SyncBuilder {
     }
 }
 
+/// The most worker threads a run takes. Each thread holds a few MiB of
+/// buffers (copy, hashing, direct I/O), and past a few hundred threads the
+/// storage, not the thread count, limits a run.
+pub const MAX_THREADS: usize = 256;
+/// The smallest chunk of a large file (smaller chunks cost more in tasks
+/// and journal records than their parallelism gains).
+pub const MIN_CHUNK_SIZE: u64 = 1 << 20;
+/// The largest chunk of a large file.
+pub const MAX_CHUNK_SIZE: u64 = 1 << 40;
+/// Chunks are a whole number of these (the page size, and a multiple of
+/// every direct-I/O alignment seen on Linux file systems).
+pub const CHUNK_ALIGN: u64 = 4096;
+/// The most retries of a file that changes while it is copied.
+pub const MAX_RETRIES: u32 = 100;
+
 /// Default worker threads: more than the cores, because file system calls
 /// block on I/O (a cold-cache copy keeps gaining up to ~8 requests in
 /// flight even on 2 cores).
@@ -115,8 +130,9 @@ impl SyncBuilder {
     }
 
     /// Worker threads of the local transport. Default: [`default_threads`].
+    /// 1 to [`MAX_THREADS`]; [`build`](Self::build) refuses other values.
     pub fn threads(&mut self, n: usize) -> &mut Self {
-        self.threads = n.max(1);
+        self.threads = n;
         self
     }
 
@@ -195,7 +211,8 @@ impl SyncBuilder {
         self
     }
 
-    /// Retries of a file that changes while it is copied. Default: 2.
+    /// Retries of a file that changes while it is copied. Default: 2; at
+    /// most [`MAX_RETRIES`].
     pub fn retries(&mut self, n: u32) -> &mut Self {
         self.retries = n;
         self
@@ -255,8 +272,10 @@ impl SyncBuilder {
     /// Files larger than this are copied in chunks of this size, by any
     /// worker thread, each into its place in the target's part file.
     /// Default: 64 MiB (at least 1 MiB).
+    /// [`MIN_CHUNK_SIZE`] to [`MAX_CHUNK_SIZE`], a multiple of
+    /// [`CHUNK_ALIGN`]; [`build`](Self::build) refuses other values.
     pub fn chunk_size(&mut self, bytes: u64) -> &mut Self {
-        self.chunk_size = bytes.max(1 << 20);
+        self.chunk_size = bytes;
         self
     }
 
@@ -341,6 +360,7 @@ impl SyncBuilder {
     /// # Errors
     /// Bad source or destination (see [`crate::validate()`]), or no copier.
     pub fn build(&self) -> Result<Syncer, Error> {
+        self.check_ranges()?;
         let roots = validate(&self.src, &self.dst)?;
         if !self.registry.has_default() {
             return Err(Error::invalid(
@@ -354,6 +374,28 @@ impl SyncBuilder {
             quit: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
         })
+    }
+}
+
+impl SyncBuilder {
+    /// Refuses settings outside what the engine supports, naming the
+    /// setting, the value and the range (nothing is clamped silently).
+    fn check_ranges(&self) -> Result<(), Error> {
+        let bad = |name: &str, msg: String| Err(Error::invalid(name, msg));
+        if !(1..=MAX_THREADS).contains(&self.threads) {
+            let got = self.threads;
+            return bad("threads", format!("must be 1 to {MAX_THREADS}, not {got}"));
+        }
+        let c = self.chunk_size;
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&c) || c % CHUNK_ALIGN != 0 {
+            let msg = format!("must be 1 MiB to 1 TiB and a multiple of 4 KiB, not {c} bytes");
+            return bad("chunk size", msg);
+        }
+        if self.retries > MAX_RETRIES {
+            let got = self.retries;
+            return bad("retries", format!("must be 0 to {MAX_RETRIES}, not {got}"));
+        }
+        Ok(())
     }
 }
 
