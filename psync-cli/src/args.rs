@@ -264,7 +264,7 @@ fn default_threads() -> u16 {
 fn parse_chunk_size(s: &str) -> Result<u64, String> {
     let v = parse_size(s)?;
     let ok = (psync_core::MIN_CHUNK_SIZE..=psync_core::MAX_CHUNK_SIZE).contains(&v)
-        && v % psync_core::CHUNK_ALIGN == 0;
+        && v.is_multiple_of(psync_core::CHUNK_ALIGN);
     match ok {
         true => Ok(v),
         false => Err(format!(

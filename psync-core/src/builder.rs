@@ -387,7 +387,7 @@ impl SyncBuilder {
             return bad("threads", format!("must be 1 to {MAX_THREADS}, not {got}"));
         }
         let c = self.chunk_size;
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&c) || c % CHUNK_ALIGN != 0 {
+        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&c) || !c.is_multiple_of(CHUNK_ALIGN) {
             let msg = format!("must be 1 MiB to 1 TiB and a multiple of 4 KiB, not {c} bytes");
             return bad("chunk size", msg);
         }
