@@ -144,7 +144,7 @@ fn sparse_files_keep_their_holes() {
 }
 
 /// True when `dir`'s file system takes `user.*` xattrs and ACLs.
-fn xattrs_and_acls_work(dir: &Path) -> Result<(), String> {
+pub(crate) fn xattrs_and_acls_work(dir: &Path) -> Result<(), String> {
     let probe = dir.join(".xattr-probe");
     std::fs::write(&probe, b"").unwrap();
     let x = crate::util::tree::set_xattr(&probe, "user.probe", b"1")

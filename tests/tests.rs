@@ -16,6 +16,7 @@ mod interrupt;
 mod itemize;
 mod large;
 mod names;
+mod perms;
 mod safety;
 mod shape;
 mod temps;

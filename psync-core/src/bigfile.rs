@@ -406,7 +406,8 @@ impl Engine {
             }
             return;
         }
-        match self.finish_big(rel, src) {
+        let old = dst.filter(|_| !change.new).map(|d| d.mode);
+        match self.finish_big(rel, src, old) {
             Ok(Some(strategy)) => {
                 self.count_strategy(strategy);
                 self.itemize(path, Some(change), src);
@@ -441,7 +442,12 @@ impl Engine {
     }
 
     /// `Ok(None)`: the source changed since its copy started (part removed).
-    fn finish_big(&self, rel: &RelPath, src: &Entry) -> Result<Option<Strategy>, CopyFail> {
+    fn finish_big(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        old: Option<u32>,
+    ) -> Result<Option<Strategy>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let part_n = part_name(src);
         let discard = || discard_part(&dst_dir, src);
@@ -489,9 +495,11 @@ impl Engine {
             .open_rw(part_n.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let from = self.xattr_source_new().then_some(Node::Fd(input.as_fd()));
+        let old = old.or_else(|| self.new_file_mode(&dst_dir, src));
+        let (attrs, opts) = self.attrs_for(src, old);
         let report = self
             .copier
-            .set_attrs(Node::Fd(part.as_fd()), src, from, &self.copy_opts)
+            .set_attrs(Node::Fd(part.as_fd()), &attrs, from, &opts)
             .map_err(CopyFail::target)?;
         self.report_dropped(&rel.join(&src.name), &report);
         drop(part);

@@ -471,6 +471,11 @@ impl Syncer {
         })?;
         let root = is_root();
         let mut plan = b.plan;
+        // Without root a created entry still gets its source's group when
+        // the process is in it, as rsync -g does (the copier checks); the
+        // planner compares groups only as root, where every one can be set.
+        let mut preserve = plan.preserve;
+        preserve.owner &= root;
         plan.preserve.owner &= root;
         plan.preserve.group &= root;
         plan.xattrs = b.xattrs.on() || b.acls.on();
@@ -494,12 +499,13 @@ impl Syncer {
             planner: Arc::clone(&b.planner),
             plan_opts: plan,
             copy_opts: CopyOptions {
-                preserve: plan.preserve,
+                preserve,
                 can_chown: root,
                 reflink: b.reflink,
                 xattrs: b.xattrs,
                 acls: b.acls,
                 fresh: false,
+                created: false,
                 direct_io: b.direct_io,
             },
             dry_run: b.dry_run,

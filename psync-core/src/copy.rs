@@ -146,10 +146,19 @@ pub struct CopyOptions {
     /// POSIX ACLs.
     pub acls: AttrMode,
     /// Set by the engine for one call: the target was just made by
-    /// [`Copier::create_unnamed`] in a directory this run created, so it
-    /// has the process's owner and group, no xattrs, and the mode
-    /// `create_unnamed` gave it. A copier may skip what is already right.
+    /// [`Copier::create_unnamed`] in a directory this run created that
+    /// passes on no default ACL, so it has no xattrs. Its owner, group
+    /// and mode are whatever creation gave it (a setgid directory gives
+    /// its group, a default ACL masks the mode): a copier may look and
+    /// skip what is already right.
     pub fresh: bool,
+    /// Set by the engine for one call: the target was created by this run
+    /// and `preserve.perms` is off, so its mode stays what creation gave
+    /// it (umask or the directory's default ACL), as rsync's `--no-perms`
+    /// leaves a new file's. (An existing target keeps its own mode, and a
+    /// directory made `0700` gets the one rsync gives it: the engine
+    /// passes those as the entry's mode with `perms` on.)
+    pub created: bool,
     /// The chunks of large files may be written with `O_DIRECT` where the
     /// target's file system supports it (`--no-direct-io` turns it off).
     pub direct_io: bool,

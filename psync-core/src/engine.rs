@@ -132,12 +132,34 @@ impl TaskRunner for Engine {
 /// How one copy attempt may proceed.
 #[derive(Debug, Clone, Copy)]
 struct Attempt {
-    /// A target exists under the name (it is replaced by rename).
-    existed: bool,
+    /// The mode of the target that exists under the name (it is replaced
+    /// by rename), if one does.
+    old: Option<u32>,
     /// The target directory was created by this run (see `Task::Files`).
     fresh_dir: bool,
     /// Use the listing's metadata instead of a new `fstat` (first attempt).
     trust_listing: bool,
+}
+
+/// True when new entries of `dir` inherit ACLs: it has a default ACL
+/// (which `mkdir` passes on to a new directory from its parent, so a
+/// directory this run created may have one). Its new files then hold
+/// ACL entries the source's may not have; unknown counts as yes.
+fn passes_on_acl(dir: &Dir) -> bool {
+    let name = crate::xattr::ACL_NAMES[1];
+    match Node::Fd(dir.fd()).get(name) {
+        Ok(v) => v.is_some(),
+        Err(e) => e.raw_os_error() != Some(libc::EOPNOTSUPP),
+    }
+}
+
+/// The target a copy fills, for its attributes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Made {
+    /// Made unnamed in a directory this run created (`CopyOptions::fresh`).
+    pub(crate) fresh: bool,
+    /// The mode of the target it replaces, if any (`--no-perms` keeps it).
+    pub(crate) old: Option<u32>,
 }
 
 /// Small files travel together; a batch closes at this many files or bytes.
@@ -246,6 +268,11 @@ impl Engine {
         dst_entry: Option<&Entry>,
         cx: &mut dyn TaskContext,
     ) {
+        // Before anything else: the finish of an unreadable source
+        // directory opens the target too.
+        if let Some(d) = dst_entry {
+            self.ensure_open(rel, d);
+        }
         let src_dir = match self.src_root.open_beneath(rel) {
             Ok(d) => d,
             Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::OpenDir, e, cx),
@@ -303,8 +330,7 @@ impl Engine {
                 self.warn(rel, false, Op::ReadDir, msg);
             }
         }
-        if let (Some(d), Some(dst_entry)) = (&dst_dir, dst_entry) {
-            self.ensure_writable(d, rel, dst_entry);
+        if let (Some(_), Some(dst_entry)) = (&dst_dir, dst_entry) {
             let change = attr_change(src_entry, dst_entry, &self.plan_opts);
             if change.any() && !rel.is_root() {
                 self.itemize(rel.clone(), Some(change), src_entry);
@@ -332,7 +358,10 @@ impl Engine {
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
-        let fresh = dst_entry.is_none();
+        if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
+            self.adopt_default_acl(rel, &src_dir, d);
+        }
+        let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
     }
@@ -483,16 +512,40 @@ impl Engine {
         }
     }
 
-    /// Without root, a target directory whose mode lacks owner write (an
-    /// earlier copy of a read-only source directory) is opened up for the
-    /// run; its finish restores the mode.
-    fn ensure_writable(&self, dir: &Dir, rel: &RelPath, dst: &Entry) {
-        if self.dry_run || self.copy_opts.can_chown || dst.mode & 0o700 == 0o700 {
+    /// Without root, a target directory of ours whose mode lacks owner
+    /// read, write or search (an earlier copy of a read-only source
+    /// directory, or one a user closed) is opened up for the run before it
+    /// is opened and listed, as rsync does; its finish restores the mode.
+    /// Changed through its parent (an `O_PATH` fd, `chmod` via
+    /// `/proc/self/fd`): it cannot be opened for reading before.
+    fn ensure_open(&self, rel: &RelPath, dst: &Entry) {
+        if !self.opens_up(Some(dst)) {
             return;
         }
-        if let Err(e) = rustix::fs::fchmod(dir, rustix::fs::Mode::from_raw_mode(dst.mode | 0o700)) {
-            self.fail(rel, true, Op::Chmod, e.into());
+        let mode = dst.mode | 0o700;
+        let done = match rel.split_last() {
+            Some((parent, name)) => self.open_dst(&parent).and_then(|p| p.chmod(name, mode)),
+            // The root was opened (read) when the run was built.
+            None => self.open_dst(rel).and_then(|d| {
+                rustix::fs::fchmod(d.fd(), rustix::fs::Mode::from_raw_mode(mode))
+                    .map_err(io::Error::from)
+            }),
+        };
+        if let Err(e) = done {
+            self.fail(rel, true, Op::Chmod, e);
         }
+    }
+
+    /// True when [`Engine::ensure_open`] changes this directory's mode:
+    /// without root, in a real run, for a directory the process owns that
+    /// lacks some owner permission.
+    fn opens_up(&self, dst: Option<&Entry>) -> bool {
+        dst.is_some_and(|d| {
+            !self.dry_run
+                && !self.copy_opts.can_chown
+                && d.mode & 0o700 != 0o700
+                && d.uid == rustix::process::geteuid().as_raw()
+        })
     }
 
     /// Carries out the actions of one directory; returns whether any entry
@@ -706,8 +759,8 @@ impl Engine {
                 true
             }
             Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
-                let existed = dst.is_some() && !change.new;
-                self.replace_node(rel, src_dir, dir, &src, existed, change);
+                let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                self.replace_node(rel, src_dir, dir, &src, old, change);
                 true
             }
             Action::Attrs { src, change, dst } => {
@@ -751,11 +804,12 @@ impl Engine {
                 .then_some(Node::At(src_dir, &src.name));
             // Only xattrs/ACLs to check: leave owner, mode and times alone.
             let only_xattrs = !(change.perms || change.owner || change.group || change.time);
+            let (attrs, opts) = self.attrs_for(src, Some(dst.mode));
             let applied = match from {
                 Some(from) if only_xattrs => self.sync_xattrs_only(from, Node::At(d, &src.name)),
                 _ => self
                     .copier
-                    .set_attrs(Node::At(d, &src.name), src, from, &self.copy_opts),
+                    .set_attrs(Node::At(d, &src.name), &attrs, from, &opts),
             };
             match applied {
                 Ok(report) => {
@@ -808,7 +862,7 @@ impl Engine {
                 if is_linked(src, &self.plan_opts) {
                     self.copy_linked(rel, src_dir, d, src, Some(dst), change);
                 } else {
-                    self.copy_file(rel, src_dir, d, src, true, false, change);
+                    self.copy_file(rel, src_dir, d, src, Some(dst.mode), false, change);
                 }
             }
             _ => {
@@ -838,12 +892,13 @@ impl Engine {
         src_dir: &Dir,
         dir: Option<&Dir>,
         src: &Entry,
-        existed: bool,
+        old: Option<u32>,
         change: Change,
     ) {
         let path = rel.join(&src.name);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
             let tmp = self.temp_name();
+            let (attrs, opts) = self.attrs_for(src, old);
             let made = if src.kind == Kind::Symlink {
                 self.copier.make_symlink(d, &tmp, src)
             } else {
@@ -855,7 +910,7 @@ impl Engine {
             let done = made
                 .and_then(|()| {
                     self.copier
-                        .set_attrs(Node::At(d, &tmp), src, from, &self.copy_opts)
+                        .set_attrs(Node::At(d, &tmp), &attrs, from, &opts)
                 })
                 .and_then(|report| {
                     self.report_dropped(&path, &report);
@@ -868,7 +923,7 @@ impl Engine {
             }
         }
         self.itemize(path, Some(change), src);
-        self.count_change(existed);
+        self.count_change(old.is_some());
     }
 
     /// Applies a directory's attributes after everything inside it is done.
@@ -898,11 +953,11 @@ impl Engine {
         let attrs = touched
             || dst.is_none()
             || change.is_some_and(|c| c.any())
-            || self.wrote_mode(dst)
+            || self.opens_up(dst)
             // The root was touched by the run's probe or link area.
             || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
         if (attrs || xattrs) && !self.dry_run {
-            match self.apply_dir_attrs(rel, src, attrs, xattrs) {
+            match self.apply_dir_attrs(rel, src, dst, attrs, xattrs) {
                 Ok(report) => self.report_dropped(rel, &report),
                 Err((op, e)) => return self.fail(rel, true, op, e),
             }
@@ -925,6 +980,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src: &Entry,
+        dst: Option<&Entry>,
         attrs: bool,
         xattrs: bool,
     ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
@@ -936,11 +992,18 @@ impl Engine {
             None
         };
         let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
+        let old = match dst {
+            Some(d) => Some(d.mode),
+            None if !self.copy_opts.preserve.perms => Some(
+                self.new_dir_mode(rel, &d, src)
+                    .map_err(|e| (Op::Chmod, e))?,
+            ),
+            None => None,
+        };
+        let (entry, opts) = self.attrs_for(src, old);
         match (attrs, from) {
             (false, Some(from)) => self.sync_xattrs_only(from, Node::Fd(d.fd())),
-            (_, from) => self
-                .copier
-                .set_attrs(Node::Fd(d.fd()), src, from, &self.copy_opts),
+            (_, from) => self.copier.set_attrs(Node::Fd(d.fd()), &entry, from, &opts),
         }
         .map_err(|e| (e.op, e.source))
     }
@@ -997,9 +1060,83 @@ impl Engine {
         }
     }
 
-    /// True when `ensure_writable` changed this directory's mode.
-    fn wrote_mode(&self, dst: Option<&Entry>) -> bool {
-        dst.is_some_and(|d| !self.copy_opts.can_chown && d.mode & 0o700 != 0o700)
+    /// Gives a directory this run created the source's default ACL (or
+    /// none) before anything is created in it, as rsync does: what its new
+    /// entries inherit (ACL entries, the mode mask) then comes from the
+    /// source, not from whatever the target's parents pass on.
+    fn adopt_default_acl(&self, rel: &RelPath, src: &Dir, dst: &Dir) {
+        if !self.copy_opts.acls.on() {
+            return;
+        }
+        let name = crate::xattr::ACL_NAMES[1];
+        let (from, to) = (Node::Fd(src.fd()), Node::Fd(dst.fd()));
+        let done = match from.get(name) {
+            Ok(Some(acl)) => to.set(name, &acl),
+            Ok(None) => to.remove(name),
+            Err(e) => Err(e),
+        };
+        match done {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) => self.warn(rel, true, Op::Xattr, &format!("default ACL: {e}")),
+            Ok(()) => {}
+        }
+    }
+
+    /// Without `perms`, the mode of a directory this run created, as
+    /// rsync gives it: the source's permission bits less what its parent
+    /// lets new entries keep (default ACL, or umask), plus a setgid bit it
+    /// inherited from a setgid parent ("make sure it stays on").
+    fn new_dir_mode(&self, rel: &RelPath, dir: &Dir, src: &Entry) -> io::Result<u32> {
+        let allowed = match rel.split_last() {
+            Some((parent, _)) => {
+                let parent = self.open_dst(&parent)?;
+                crate::xattr::new_entry_perms(Node::Fd(parent.fd()))?
+            }
+            None => 0o777 & !crate::fs::umask(),
+        };
+        let setgid = dir.fstat()?.st_mode & 0o2000;
+        Ok(src.mode & 0o777 & allowed | setgid)
+    }
+
+    /// The entry whose attributes a target gets, and the options to apply
+    /// them with: the source's. Without `perms` (rsync's `--no-perms`,
+    /// its `dest_mode`), an existing target keeps its own mode (`old`), and
+    /// a new one the mode its creation gave it (see
+    /// [`CopyOptions::created`]).
+    pub(crate) fn attrs_for<'a>(
+        &self,
+        src: &'a Entry,
+        old: Option<u32>,
+    ) -> (std::borrow::Cow<'a, Entry>, CopyOptions) {
+        let mut opts = self.copy_opts;
+        if opts.preserve.perms {
+            return (std::borrow::Cow::Borrowed(src), opts);
+        }
+        match old {
+            Some(mode) => {
+                opts.preserve.perms = true;
+                let mut kept = src.clone();
+                kept.mode = mode & 0o7777;
+                (std::borrow::Cow::Owned(kept), opts)
+            }
+            None => {
+                opts.created = true;
+                (std::borrow::Cow::Borrowed(src), opts)
+            }
+        }
+    }
+
+    /// Without `perms`, the mode of a new file that was made under a
+    /// temporary name (mode 0600) rather than unnamed with the source's
+    /// mode: the source's less what `dir` lets new entries keep, as
+    /// rsync's `dest_mode` gives it. `None` with `perms`.
+    pub(crate) fn new_file_mode(&self, dir: &Dir, src: &Entry) -> Option<u32> {
+        if self.copy_opts.preserve.perms {
+            return None;
+        }
+        let allowed = crate::xattr::new_entry_perms(Node::Fd(dir.fd()))
+            .unwrap_or(0o777 & !crate::fs::umask());
+        Some(src.mode & 0o777 & allowed)
     }
 
     // ----- file tasks ------------------------------------------------------
@@ -1028,8 +1165,8 @@ impl Engine {
             match action {
                 // Hard-linked paths never come here: `act` defers them.
                 Action::Copy { src, dst, change } => {
-                    let existed = dst.is_some() && !change.new;
-                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, fresh, change);
+                    let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, old, fresh, change);
                 }
                 Action::Compare { src, dst, change } => {
                     self.compare_file(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
@@ -1048,7 +1185,7 @@ impl Engine {
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
-        existed: bool,
+        old: Option<u32>,
         fresh_dir: bool,
         change: Change,
     ) {
@@ -1056,7 +1193,7 @@ impl Engine {
         for attempt in 0..=self.retries {
             // A retry re-reads the source's state instead of trusting the listing.
             let how = Attempt {
-                existed,
+                old,
                 fresh_dir,
                 trust_listing: attempt == 0,
             };
@@ -1064,7 +1201,7 @@ impl Engine {
                 Ok(Some(strategy)) => {
                     self.count_strategy(strategy);
                     self.itemize(path, Some(change), listed);
-                    return self.count_change(existed);
+                    return self.count_change(old.is_some());
                 }
                 Ok(None) => Stats::bump(&self.stats.changed_during_copy, 1),
                 Err(CopyFail::Vanished) => {
@@ -1117,13 +1254,17 @@ impl Engine {
         listed: &Entry,
         how: Attempt,
     ) -> Result<Option<Strategy>, CopyFail> {
-        if !how.existed
+        if how.old.is_none()
             && let Some(out) = self
                 .copier
                 .create_unnamed(dst_dir, cur, src)
                 .map_err(CopyFail::target)?
         {
-            let Some(strategy) = self.fill_checked(path, src, &out, cur, how.fresh_dir)? else {
+            let made = Made {
+                fresh: how.fresh_dir,
+                old: None,
+            };
+            let Some(strategy) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
             };
             match dst_dir.link_fd(&out, listed.name.as_bytes()) {
@@ -1142,7 +1283,7 @@ impl Engine {
             }
         }
         let tmp = self.temp_name();
-        let Some(strategy) = self.write_temp(path, src, cur, dst_dir, &tmp)? else {
+        let Some(strategy) = self.write_temp(path, src, cur, dst_dir, &tmp, how.old)? else {
             return Ok(None);
         };
         self.rename_into_place(dst_dir, &tmp, &listed.name)
@@ -1210,12 +1351,14 @@ impl Engine {
         cur: &Entry,
         out_dir: &Dir,
         out_name: &Name,
+        old: Option<u32>,
     ) -> Result<Option<Strategy>, CopyFail> {
         let out = self
             .copier
             .create(out_dir, out_name, cur, src)
             .map_err(CopyFail::target)?;
-        let result = self.fill_checked(path, src, &out, cur, false);
+        let old = old.or_else(|| self.new_file_mode(out_dir, cur));
+        let result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
         drop(out);
         if !matches!(result, Ok(Some(_))) {
             let _ = out_dir.unlink(out_name.as_bytes());
@@ -1231,9 +1374,9 @@ impl Engine {
         src: &std::fs::File,
         out: &std::fs::File,
         cur: &Entry,
-        fresh: bool,
+        made: Made,
     ) -> Result<Option<Strategy>, CopyFail> {
-        let strategy = self.fill(path, src, out, cur, fresh)?;
+        let strategy = self.fill(path, src, out, cur, made)?;
         let after = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let now = Entry::from_stat(cur.name.clone(), &after);
         let same = (now.kind, now.size, now.mtime, now.ctime)
@@ -1248,7 +1391,7 @@ impl Engine {
         src: &std::fs::File,
         out: &std::fs::File,
         cur: &Entry,
-        fresh: bool,
+        made: Made,
     ) -> Result<Strategy, CopyFail> {
         let job = crate::copy::DataJob {
             src,
@@ -1274,17 +1417,11 @@ impl Engine {
         let from = self
             .xattr_source(None, cur)
             .then_some(Node::Fd(src.as_fd()));
+        let (attrs, mut opts) = self.attrs_for(cur, made.old);
+        opts.fresh = made.fresh;
         let report = self
             .copier
-            .set_attrs(
-                Node::Fd(out.as_fd()),
-                cur,
-                from,
-                &CopyOptions {
-                    fresh,
-                    ..self.copy_opts
-                },
-            )
+            .set_attrs(Node::Fd(out.as_fd()), &attrs, from, &opts)
             .map_err(CopyFail::target)?;
         self.report_dropped(path, &report);
         Ok(copied.strategy)

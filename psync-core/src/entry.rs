@@ -289,6 +289,17 @@ impl RelPath {
         RelPath(b.into())
     }
 
+    /// The parent and the last component; `None` for the root.
+    pub fn split_last(&self) -> Option<(RelPath, &[u8])> {
+        if self.is_root() {
+            return None;
+        }
+        Some(match self.0.iter().rposition(|&b| b == b'/') {
+            Some(i) => (RelPath(self.0[..i].to_vec()), &self.0[i + 1..]),
+            None => (RelPath::root(), &self.0[..]),
+        })
+    }
+
     /// The number of components.
     pub fn depth(&self) -> usize {
         self.components().count()

@@ -538,6 +538,22 @@ pub fn timestamps(atime: crate::Time, mtime: crate::Time) -> rustix::fs::Timesta
     }
 }
 
+/// The process umask, read once (`umask(2)` cannot be read without being
+/// set, which would race with other threads creating files).
+pub fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string()))
+            })
+            .and_then(|v| u32::from_str_radix(&v, 8).ok())
+            .unwrap_or(0o022)
+    })
+}
+
 /// True when this process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

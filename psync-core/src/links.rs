@@ -3,7 +3,7 @@
 //! group's data is copied once and RENAME_NOREPLACE publication (ADR 001).
 
 use crate::copy::Strategy;
-use crate::engine::{CopyFail, Engine, TEMP_PREFIX};
+use crate::engine::{CopyFail, Engine, Made, TEMP_PREFIX};
 use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
 use crate::event::{Event, Stats};
@@ -221,8 +221,8 @@ impl Engine {
                 }
                 // The only path of its group here (see spawn_deferred_links).
                 Action::Copy { src, dst, change } => {
-                    let existed = dst.is_some() && !change.new;
-                    self.copy_file(rel, &src_dir, &dst_dir, &src, existed, false, change);
+                    let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, old, false, change);
                 }
                 _ => {}
             }
@@ -443,7 +443,7 @@ impl Engine {
             if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            let filled = self.fill_checked(path, input, &out, cur, false);
+            let filled = self.fill_checked(path, input, &out, cur, Made::default());
             drop(out);
             let Some(strategy) = filled? else {
                 Stats::bump(&self.stats.changed_during_copy, 1);

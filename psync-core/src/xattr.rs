@@ -152,6 +152,52 @@ impl Node<'_> {
     }
 }
 
+/// The permission bits a new entry of directory `dir` may keep of the
+/// mode it is created with: what its default ACL grants (see
+/// [`acl_perms`]), or else what the umask leaves.
+///
+/// # Errors
+/// As `getxattr` of the default ACL.
+pub fn new_entry_perms(dir: Node<'_>) -> io::Result<u32> {
+    let acl = match dir.get(ACL_NAMES[1]) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => None,
+        r => r?,
+    };
+    Ok(acl
+        .as_deref()
+        .and_then(acl_perms)
+        .unwrap_or(0o777 & !crate::fs::umask()))
+}
+
+/// The permission bits a POSIX ACL grants as a mode (`rwxrwxrwx`): the
+/// owner's entry, the mask (or the owning group's entry without one), and
+/// others'. Applied to a `system.posix_acl_default` value this is what the
+/// kernel lets a new entry of its directory keep of the mode it is created
+/// with, in place of the umask (rsync's `default_perms_for_dir`). `None`
+/// for a value that is not a version-2 ACL.
+pub fn acl_perms(value: &[u8]) -> Option<u32> {
+    const USER_OBJ: u16 = 0x01;
+    const GROUP_OBJ: u16 = 0x04;
+    const MASK: u16 = 0x10;
+    const OTHER: u16 = 0x20;
+    let (head, entries) = value.split_first_chunk::<4>()?;
+    if u32::from_le_bytes(*head) != 2 || entries.len() % 8 != 0 {
+        return None;
+    }
+    let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
+    for e in entries.chunks_exact(8) {
+        let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
+        match u16::from_le_bytes([e[0], e[1]]) {
+            USER_OBJ => user = perm,
+            GROUP_OBJ => group = perm,
+            MASK => mask = Some(perm),
+            OTHER => other = perm,
+            _ => {}
+        }
+    }
+    Some(user << 6 | mask.unwrap_or(group) << 3 | other)
+}
+
 /// An `io::Error` from a raw call as the `Errno` the rustix calls give.
 fn errno(e: io::Error) -> rustix::io::Errno {
     rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)

@@ -1,7 +1,7 @@
 //! The generic copier.
 
 use psync_core::direct;
-use psync_core::fs::{Dir, fs_magic, timestamps};
+use psync_core::fs::{Dir, fs_magic, timestamps, umask};
 use psync_core::verify::Hasher;
 use psync_core::xattr::sync_xattrs;
 use psync_core::{
@@ -291,22 +291,6 @@ fn offloads_copies(magic: u64) -> bool {
     [NFS, SMB2, CIFS, CEPH, FUSE].contains(&magic)
 }
 
-/// The process umask, read once (`umask(2)` cannot be read without being
-/// set, which would race with other threads creating files).
-fn umask() -> u32 {
-    static UMASK: OnceLock<u32> = OnceLock::new();
-    *UMASK.get_or_init(|| {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string()))
-            })
-            .and_then(|v| u32::from_str_radix(&v, 8).ok())
-            .unwrap_or(0o022)
-    })
-}
-
 /// The mode a new entry gets: the source's, or without `-p` the source's
 /// masked by the umask (as rsync does for new files).
 fn target_mode(src: &Entry, opts: &CopyOptions) -> u32 {
@@ -345,25 +329,95 @@ fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
     }
 }
 
-/// The process's effective uid and gid: the owner of the files it creates.
-fn process_ids() -> (u32, u32) {
-    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
-    *IDS.get_or_init(|| {
-        (
-            rustix::process::geteuid().as_raw(),
-            rustix::process::getegid().as_raw(),
-        )
+/// The groups the process is in (effective gid first): as rsync does
+/// without root, a target takes its source's group only when the process
+/// may give it (a group it belongs to).
+fn own_groups() -> &'static [u32] {
+    static GROUPS: OnceLock<Vec<u32>> = OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut v = vec![rustix::process::getegid().as_raw()];
+        if let Ok(more) = rustix::process::getgroups() {
+            v.extend(more.into_iter().map(rustix::process::Gid::as_raw));
+        }
+        v
     })
 }
 
+/// The owner and group to give a target: by numeric id as root; without
+/// root, only a group the process is in (an owner cannot be given away).
 fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
     if !opts.can_chown {
-        return (None, None);
+        let gid = opts.preserve.group && own_groups().contains(&src.gid);
+        return (None, gid.then_some(src.gid));
     }
     (
         opts.preserve.owner.then_some(src.uid),
         opts.preserve.group.then_some(src.gid),
     )
+}
+
+/// `lstat` of a target, for the calls that look before they change it.
+fn stat_of(target: Node<'_>) -> io::Result<rustix::fs::Stat> {
+    match target {
+        Node::Fd(fd) => Ok(rustix::fs::fstat(fd)?),
+        Node::At(dir, name) => dir.stat(name.as_bytes()),
+    }
+}
+
+/// Whether `set_attrs` looks at the target first: a fresh file's owner,
+/// group and mode come from its directory (setgid, default ACL, `grpid`
+/// mounts), not from the process; without root a chown of the group is
+/// done only when it differs.
+fn looks_first(opts: &CopyOptions) -> bool {
+    opts.fresh || (!opts.can_chown && opts.preserve.group)
+}
+
+/// Gives a target its owner and group unless it has them already (`cur`:
+/// what it has, when looked at). Returns whether it chowned.
+fn set_owner(
+    target: Node<'_>,
+    src: &Entry,
+    opts: &CopyOptions,
+    cur: Option<&rustix::fs::Stat>,
+) -> io::Result<bool> {
+    let (uid, gid) = owner(src, opts);
+    let has = |st: &rustix::fs::Stat| {
+        uid.is_none_or(|u| u == st.st_uid) && gid.is_none_or(|g| g == st.st_gid)
+    };
+    if (uid.is_none() && gid.is_none()) || cur.is_some_and(has) {
+        return Ok(false);
+    }
+    chown(target, uid, gid)?;
+    Ok(true)
+}
+
+/// The mode to set on a target, if any. With `perms` the source's (not
+/// set again when the target has it and no chown may have cleared a
+/// setuid/setgid bit). Without, a new entry keeps the mode its creation
+/// gave it; the old rule (the source's less the umask) stays for a
+/// caller that says neither (the engine gives an existing target's own
+/// mode, and a new directory's, as the entry's with `perms` on).
+fn wanted_mode(
+    target: Node<'_>,
+    src: &Entry,
+    opts: &CopyOptions,
+    cur: Option<&rustix::fs::Stat>,
+    chowned: bool,
+) -> io::Result<Option<u32>> {
+    if src.kind == Kind::Symlink {
+        return Ok(None);
+    }
+    if opts.preserve.perms {
+        let want = src.mode & 0o7777;
+        let has = cur.is_some_and(|st| st.st_mode & 0o7777 == want);
+        let cleared = chowned && want & 0o6000 != 0;
+        return Ok((!has || cleared).then_some(want));
+    }
+    if opts.created {
+        return Ok(None);
+    }
+    let set = opts.can_chown || matches!(target, Node::Fd(_));
+    Ok(set.then(|| target_mode(src, opts)))
 }
 
 impl Copier for GenericCopier {
@@ -488,22 +542,14 @@ impl Copier for GenericCopier {
         from: Option<Node<'_>>,
         opts: &CopyOptions,
     ) -> Result<XattrReport, StepError> {
-        let (uid, gid) = owner(src, opts);
-        // A fresh file already has the process's owner and group.
-        let owned = opts.fresh
-            && (uid, gid) == (Some(src.uid), Some(src.gid))
-            && process_ids() == (src.uid, src.gid);
-        if (uid.is_some() || gid.is_some()) && !owned {
-            chown(target, uid, gid).op(Op::Chown)?;
-        }
-        // A fresh file was created with the source's permission bits less
-        // the umask: chmod only if that is not already the target mode.
-        let mode_right = opts.fresh && target_mode(src, opts) == src.mode & 0o777 & !umask();
-        if src.kind != Kind::Symlink
-            && !mode_right
-            && (opts.preserve.perms || opts.can_chown || matches!(target, Node::Fd(_)))
-        {
-            chmod(target, target_mode(src, opts)).op(Op::Chmod)?;
+        let cur = if looks_first(opts) {
+            Some(stat_of(target).op(Op::Stat)?)
+        } else {
+            None
+        };
+        let chowned = set_owner(target, src, opts, cur.as_ref()).op(Op::Chown)?;
+        if let Some(mode) = wanted_mode(target, src, opts, cur.as_ref(), chowned).op(Op::Chmod)? {
+            chmod(target, mode).op(Op::Chmod)?;
         }
         let report = match from {
             Some(from) if opts.xattrs.on() || opts.acls.on() => {
@@ -555,6 +601,7 @@ mod tests {
         xattrs: psync_core::AttrMode::Auto,
         acls: psync_core::AttrMode::Auto,
         fresh: false,
+        created: false,
         direct_io: true,
     };
 

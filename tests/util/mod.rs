@@ -17,6 +17,7 @@ pub mod mounts;
 pub mod rsync;
 pub mod run;
 pub mod tree;
+pub mod user;
 
 pub use compare::{assert_no_temps, listing, stat_snapshot};
 pub use rsync::{
