@@ -302,6 +302,9 @@ impl Engine {
         let unchanged = non_dirs.saturating_sub(acted);
         Stats::bump(&self.stats.unchanged, unchanged as u64);
         Stats::bump(&self.stats.done, unchanged as u64);
+        if !self.dry_run {
+            self.record_members(rel, &src.entries, &dst, &actions);
+        }
         let fresh = dst_entry.is_none();
         let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
         cx.defer(Task::FinishDir {
@@ -478,6 +481,17 @@ impl Engine {
                         touched = true;
                         Stats::bump(&self.stats.bytes_to_copy, src.size);
                     }
+                    linked.push(action);
+                }
+                // A symlink or special with several names: made once and
+                // linked in the last phase, like a file's data.
+                Action::Symlink {
+                    ref src, change, ..
+                }
+                | Action::Special {
+                    ref src, change, ..
+                } if !self.dry_run && is_linked(src, &self.plan_opts) => {
+                    touched |= change.new || change.checksum;
                     linked.push(action);
                 }
                 Action::Copy { src, dst, change }
@@ -729,7 +743,7 @@ impl Engine {
 
     /// Creates a symlink or special under a temporary name, gives it its
     /// attributes, and renames it over whatever non-directory stood there.
-    fn replace_node(
+    pub(crate) fn replace_node(
         &self,
         rel: &RelPath,
         src_dir: &Dir,
@@ -863,7 +877,7 @@ impl Engine {
         self.copy_opts.xattrs.on() || self.copy_opts.acls.on()
     }
 
-    fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
+    pub(crate) fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
         let on = self.copy_opts.xattrs.on() || self.copy_opts.acls.on();
         on && dst.is_none_or(|d| {
             self.plan_opts.xattrs_always
