@@ -1012,3 +1012,91 @@ impl Waiter {
         self.still_since.elapsed() < std::time::Duration::from_secs(60)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+
+    fn e(name: &str, kind: Kind, ino: u64, nlink: u64) -> Entry {
+        Entry {
+            name: Name::from(name),
+            kind,
+            size: 10,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::new(1_700_000_000, 5),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink,
+            dev: 1,
+            ino,
+            rdev: 0,
+            blocks: 8,
+            link: None,
+        }
+    }
+
+    /// `rm b; ln a c` after a sync: `a` needs nothing and is a member,
+    /// `c` is new; grouped, the group has work and two names.
+    #[test]
+    fn a_name_that_needs_nothing_is_a_member_of_a_group_with_work() {
+        let opts = PlanOptions::default();
+        let src = [e("a", Kind::File, 7, 2), e("c", Kind::File, 7, 2)];
+        let dst = [e("a", Kind::File, 70, 2), e("b", Kind::File, 70, 2)];
+        let actions = plan(&src, &dst, &opts);
+        let found = members(&src, &dst, &actions, &opts);
+        assert_eq!(found.len(), 1);
+        assert!(is_member(&found[0]));
+        assert_eq!(
+            action_source(&found[0]).map(|s| s.name.clone()),
+            Some("a".into())
+        );
+        let mut recorded: Vec<(RelPath, Action)> = actions
+            .into_iter()
+            .filter(|a| matches!(a, Action::Copy { .. }))
+            .map(|a| (RelPath::root(), a))
+            .collect();
+        recorded.extend(found.into_iter().map(|a| (RelPath::root(), a)));
+        let g = &group(&recorded)[&(1, 7)];
+        assert_eq!(g.paths, 2);
+        assert!(g.work && g.split);
+    }
+
+    /// Names with planned work, single-link names and names whose target
+    /// is of another type are not members; a group whose names are one
+    /// target inode needs nothing.
+    #[test]
+    fn members_are_hard_linked_names_planned_as_nothing() {
+        let opts = PlanOptions::default();
+        let mut changed = e("changed", Kind::File, 8, 2);
+        changed.size = 11;
+        let src = [
+            changed.clone(),
+            e("fifo", Kind::Fifo, 9, 2),
+            e("other", Kind::Fifo, 10, 2),
+            e("solo", Kind::File, 11, 1),
+        ];
+        let mut dst_changed = changed;
+        dst_changed.size = 10;
+        let dst = [
+            dst_changed,
+            e("fifo", Kind::Fifo, 90, 2),
+            e("other", Kind::File, 100, 2),
+            e("solo", Kind::File, 110, 1),
+        ];
+        let actions = plan(&src, &dst, &opts);
+        let found = members(&src, &dst, &actions, &opts);
+        let names: Vec<&Name> = found
+            .iter()
+            .filter_map(|a| action_source(a))
+            .map(|s| &s.name)
+            .collect();
+        assert_eq!(names, [&Name::from("fifo")]);
+        let recorded: Vec<(RelPath, Action)> =
+            found.into_iter().map(|a| (RelPath::root(), a)).collect();
+        let g = &group(&recorded)[&(1, 9)];
+        assert!(!g.work && !g.split);
+    }
+}
