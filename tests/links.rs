@@ -264,3 +264,29 @@ fn a_link_broken_in_the_target_is_relinked() {
         assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
     });
 }
+
+/// The same under `--checksum` (where a name of equal size is compared,
+/// not skipped): `rm b; ln a d/c` is right after one run.
+#[test]
+fn link_group_loses_and_gains_a_name_under_checksum() {
+    for threads in ["1", "8"] {
+        let t = TestDir::new(&format!("lose_gain_checksum-{threads}t"));
+        let (src, dst) = (t.src(), t.dst());
+        tree!(src, {
+            "a" => random(4000) mtime(T, 1),
+            "b" => hardlink("a"),
+            "d/x" => random(10) mtime(T, 2),
+        });
+        let run = || {
+            let args = ["-c", "--delete", "--threads", threads];
+            let o = crate::util::run::run_cli(&args, &src, &dst);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        };
+        run();
+        lose_b_gain_deep(&src);
+        run();
+        assert_groups(&dst, &[&["a", "d7/e/g/c"]]);
+        assert_synced!(src, dst);
+        rsync_oracle_full_with(&src, &dst, &["-c"]);
+    }
+}

@@ -819,12 +819,16 @@ const MEMBERS: &[u8] = b"m";
 
 /// The hard-linked names of one directory that have a target of their
 /// type and need nothing but, at most, attributes (applied when the
-/// directory is planned): recorded as `Attrs` actions with no change.
+/// directory is planned) or a `--checksum` comparison: recorded as
+/// `Attrs` actions with no change.
 fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions) -> Vec<Action> {
     let busy: std::collections::HashSet<&Name> = actions
         .iter()
         .filter_map(|a| match a {
-            Action::Attrs { .. } => None,
+            // Under --checksum a name of equal size is compared: found
+            // equal it is a member; found different, its copy publishes
+            // the group's inode, and its member record links to that.
+            Action::Attrs { .. } | Action::Compare { .. } => None,
             Action::Delete { dst, .. } => Some(&dst.name),
             a => action_source(a).map(|s| &s.name),
         })
