@@ -15,6 +15,7 @@ mod fidelity;
 mod interrupt;
 mod itemize;
 mod large;
+mod links;
 mod names;
 mod perms;
 mod safety;

@@ -361,6 +361,9 @@ impl Engine {
         if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
             self.adopt_default_acl(rel, &src_dir, d);
         }
+        if !self.dry_run {
+            self.record_members(rel, &src_entries, &dst, &actions);
+        }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
@@ -599,6 +602,17 @@ impl Engine {
                         touched = true;
                         Stats::bump(&self.stats.bytes_to_copy, src.size);
                     }
+                    linked.push(action);
+                }
+                // A symlink or special with several names: made once and
+                // linked in the last phase, like a file's data.
+                Action::Symlink {
+                    ref src, change, ..
+                }
+                | Action::Special {
+                    ref src, change, ..
+                } if !self.dry_run && is_linked(src, &self.plan_opts) => {
+                    touched |= change.new || change.checksum;
                     linked.push(action);
                 }
                 Action::Copy { src, dst, change }
@@ -886,7 +900,7 @@ impl Engine {
 
     /// Creates a symlink or special under a temporary name, gives it its
     /// attributes, and renames it over whatever non-directory stood there.
-    fn replace_node(
+    pub(crate) fn replace_node(
         &self,
         rel: &RelPath,
         src_dir: &Dir,
@@ -1029,7 +1043,7 @@ impl Engine {
         self.copy_opts.xattrs.on() || self.copy_opts.acls.on()
     }
 
-    fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
+    pub(crate) fn xattr_source(&self, dst: Option<&Entry>, src: &Entry) -> bool {
         let on = self.copy_opts.xattrs.on() || self.copy_opts.acls.on();
         on && dst.is_none_or(|d| {
             self.plan_opts.xattrs_always

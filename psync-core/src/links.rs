@@ -9,7 +9,7 @@ use crate::error::Op;
 use crate::event::{Event, Stats};
 use crate::fs::Dir;
 use crate::itemize::Change;
-use crate::plan::{Action, is_linked};
+use crate::plan::{Action, PlanOptions, is_linked};
 use crate::task::Task;
 use crate::transport::TaskContext;
 use std::io;
@@ -80,18 +80,44 @@ impl LinkArea {
 }
 
 impl Engine {
-    /// Records the copies of a directory's hard-linked files for the run's
-    /// last phase, as one small file in the link area (on the target, so
-    /// any worker of any node can pick it up).
+    /// Records the actions of a directory's hard-linked entries for the
+    /// run's last phase, as one small file in the link area (on the
+    /// target, so any worker of any node can pick it up).
     pub(crate) fn defer_linked(&self, rel: &RelPath, actions: &[Action]) -> io::Result<()> {
+        self.write_record(rel, actions, b"")
+    }
+
+    /// Records the hard-linked names of a directory that need nothing
+    /// (members): a group that gains a name elsewhere in this run must
+    /// link it to their inode. Recorded apart, and read in the last phase
+    /// only for groups that have work, so a re-sync where nothing changed
+    /// writes one small file per such directory and registers nothing.
+    pub(crate) fn record_members(
+        &self,
+        rel: &RelPath,
+        src: &[Entry],
+        dst: &[Entry],
+        actions: &[Action],
+    ) {
+        let found = members(src, dst, actions, &self.plan_opts);
+        if found.is_empty() {
+            return;
+        }
+        if let Err(e) = self.write_record(rel, &found, MEMBERS) {
+            let why = format!("cannot record its hard-linked names: {e}");
+            self.warn(rel, true, Op::Create, &why);
+        }
+    }
+
+    fn write_record(&self, rel: &RelPath, actions: &[Action], prefix: &[u8]) -> io::Result<()> {
         let pending = self.link_area()?.pending()?;
         let task = Task::Links {
             rel: rel.clone(),
             actions: actions.to_vec(),
         };
         let bytes = task.encode().map_err(io::Error::other)?;
-        let name = self.temp_name();
-        let f = pending.create_excl(name.as_bytes())?;
+        let name = [prefix, self.temp_name().as_bytes()].concat();
+        let f = pending.create_excl(&name)?;
         std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)
     }
 
@@ -115,54 +141,27 @@ impl Engine {
         let Ok(pending) = area.pending() else {
             return false;
         };
-        let Ok(names) = pending.names() else {
-            return false;
-        };
-        let mut recorded = Vec::new();
-        for name in names {
-            let task = read_small(pending, &name).and_then(|b| Task::decode(&b).ok());
-            let _ = pending.unlink(name.as_bytes());
-            if let Some(Task::Links { rel, actions }) = task {
-                recorded.extend(actions.into_iter().map(|a| (rel.clone(), a)));
-            }
-        }
-        // Per source inode: does any path need data, and do all its paths'
-        // targets already share one inode?
-        #[derive(Default)]
-        struct Group {
-            paths: u32,
-            transfer: bool,
-            target: Option<(u64, u64)>,
-            split: bool,
-        }
-        let mut groups: std::collections::HashMap<(u64, u64), Group> = Default::default();
-        for (_, a) in &recorded {
-            if let Action::Copy { src, dst, change } = a {
-                let g = groups.entry((src.dev, src.ino)).or_default();
-                g.paths += 1;
-                g.transfer |= change.transfer;
-                let target = dst.as_ref().map(|d| (d.dev, d.ino));
-                match (g.target, target) {
-                    (_, None) => g.split = true,
-                    (None, t) => g.target = t,
-                    (Some(a), Some(b)) => g.split |= a != b,
-                }
-            }
-        }
+        let recorded = read_records(pending);
+        let groups = group(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
         for (rel, mut a) in recorded {
-            let Action::Copy { src, change, .. } = &mut a else {
+            let Some(g) = action_source(&a).map(|src| &groups[&(src.dev, src.ino)]) else {
                 continue;
             };
-            let g = &groups[&(src.dev, src.ino)];
-            if change.transfer {
-                if g.paths == 1 {
-                    // Its other paths are outside the tree: copied like
-                    // a file of one link, without the link area.
+            let busy = g.work || g.split;
+            if is_member(&a) {
+                // Counted when its directory was planned.
+                if busy {
+                    register.push((rel, a));
+                }
+            } else if needs_work(&a) {
+                if let (1, Some(src)) = (g.paths, source_mut(&mut a)) {
+                    // Its other paths are outside the tree: made like an
+                    // entry of one link, without the link area.
                     src.nlink = 1;
                 }
                 copy.push((rel, a));
-            } else if g.transfer || g.split {
+            } else if busy {
                 register.push((rel, a));
             } else {
                 // The group's paths here are one inode already, and its
@@ -215,17 +214,7 @@ impl Engine {
             return;
         };
         for action in actions {
-            match action {
-                Action::Copy { src, dst, change } if is_linked(&src, &self.plan_opts) => {
-                    self.copy_linked(rel, &src_dir, &dst_dir, &src, dst.as_ref(), change);
-                }
-                // The only path of its group here (see spawn_deferred_links).
-                Action::Copy { src, dst, change } => {
-                    let old = dst.filter(|_| !change.new).map(|d| d.mode);
-                    self.copy_file(rel, &src_dir, &dst_dir, &src, old, false, change);
-                }
-                _ => {}
-            }
+            self.run_linked(rel, &src_dir, &dst_dir, action);
         }
         if let Ok(st) = src_dir.fstat() {
             let entry = Entry::from_stat(Name::default(), &st);
@@ -238,6 +227,38 @@ impl Engine {
             ) {
                 self.fail(rel, true, e.op, e.source);
             }
+        }
+    }
+
+    /// One recorded action of the last phase.
+    fn run_linked(&self, rel: &RelPath, src_dir: &Dir, dst_dir: &Dir, action: Action) {
+        let linked = |src: &Entry| is_linked(src, &self.plan_opts);
+        match action {
+            Action::Copy { src, dst, change } if linked(&src) => {
+                self.copy_linked(rel, src_dir, dst_dir, &src, dst.as_ref(), change);
+            }
+            // The only path of its group here (see spawn_deferred_links).
+            Action::Copy { src, dst, change } => {
+                let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                self.copy_file(rel, src_dir, dst_dir, &src, old, false, change);
+            }
+            Action::Symlink { src, dst, change } | Action::Special { src, dst, change }
+                if linked(&src) =>
+            {
+                self.link_node(rel, src_dir, dst_dir, &src, dst.as_ref(), change);
+            }
+            Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
+                let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                self.replace_node(rel, src_dir, Some(dst_dir), &src, old, change);
+            }
+            // A member of a group with work: registers its inode.
+            Action::Attrs { src, dst, change } if src.kind == Kind::File => {
+                self.copy_linked(rel, src_dir, dst_dir, &src, Some(&dst), change);
+            }
+            Action::Attrs { src, dst, change } => {
+                self.link_node(rel, src_dir, dst_dir, &src, Some(&dst), change);
+            }
+            _ => {}
         }
     }
 
@@ -328,51 +349,255 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
-        let key = Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes());
+        let key = group_key(src);
         let quick_ok = dst.is_some_and(|d| {
             d.kind == Kind::File
                 && d.size == src.size
                 && !self.plan_opts.ignore_times
                 && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
         });
-        match self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok) {
+        let got = self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok);
+        self.linked_outcome(path, area, src, dst, change, got);
+    }
+
+    /// Reports and counts how one name of a group was synced. A member
+    /// (nothing planned: `change` is empty) was counted when its
+    /// directory was planned, so only what this phase changed counts.
+    fn linked_outcome(
+        &self,
+        path: RelPath,
+        area: &Dir,
+        src: &Entry,
+        dst: Option<&Entry>,
+        change: Change,
+        got: Result<Linked, CopyFail>,
+    ) {
+        let planned = change.any();
+        match got {
             Ok(Linked::Copied(strategy)) => {
                 self.count_strategy(strategy);
                 self.itemize(path, Some(change), src);
                 self.count_change(dst.is_some() && !change.new);
             }
-            Ok(Linked::ToExisting) => {
-                let mut c = if dst.is_none() {
-                    Change::new_entry(Kind::File)
-                } else {
-                    change
-                };
-                c.hardlink = true;
-                c.transfer = false;
-                if self.itemize {
-                    // rsync's `hf... PATH => LEADER`: the group's copier left its path.
-                    let leader = read_small(area, &leader_name(src.dev, src.ino));
-                    let link = leader.map(RelPath::from_bytes);
-                    self.emit(Event::Itemize {
-                        path,
-                        change: Some(c),
-                        kind: Kind::File,
-                        link,
-                    });
-                }
-                self.count_change(dst.is_some());
+            Ok(Linked::Made) => {
+                self.itemize(path, Some(change), src);
+                self.count_change(dst.is_some() && !change.new);
             }
-            Ok(Linked::AlreadyRight) => {
+            Ok(Linked::ToExisting) => {
+                self.itemize_joined(path, area, src, dst, change);
+                if planned {
+                    self.count_change(dst.is_some());
+                } else {
+                    Stats::bump(&self.stats.updated, 1);
+                }
+            }
+            Ok(Linked::AlreadyRight) if planned => {
                 Stats::bump(&self.stats.unchanged, 1);
                 Stats::bump(&self.stats.done, 1);
             }
+            Ok(Linked::AlreadyRight) => {}
             Err(CopyFail::Vanished) => {
-                Stats::bump(&self.stats.done, 1);
+                Stats::bump(&self.stats.done, u64::from(planned));
                 self.warn(&path, false, Op::Open, "vanished before it could be copied");
             }
             Err(CopyFail::Interrupted) => {}
             Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
         }
+    }
+
+    /// rsync's `hf... PATH => LEADER` for a name linked to its group's
+    /// inode (the leader is the path that made or published it).
+    fn itemize_joined(
+        &self,
+        path: RelPath,
+        area: &Dir,
+        src: &Entry,
+        dst: Option<&Entry>,
+        change: Change,
+    ) {
+        if !self.itemize {
+            return;
+        }
+        let mut c = if dst.is_none() {
+            Change::new_entry(src.kind)
+        } else {
+            change
+        };
+        c.hardlink = true;
+        c.transfer = false;
+        let leader = read_small(area, &leader_name(src.dev, src.ino));
+        self.emit(Event::Itemize {
+            path,
+            change: Some(c),
+            kind: src.kind,
+            link: leader.map(RelPath::from_bytes),
+        });
+    }
+
+    /// Syncs one name of a hard-linked symlink, fifo, socket or device:
+    /// link it to the group's inode, publish its target as that inode if
+    /// it is right already, or make the group's node in the link area
+    /// (claimed by creating it under `key.part`: mknod and symlink fail on
+    /// an existing name, as `O_EXCL` does) and publish it.
+    pub(crate) fn link_node(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        src: &Entry,
+        dst: Option<&Entry>,
+        change: Change,
+    ) {
+        let path = rel.join(&src.name);
+        let area = match self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) {
+            Ok(a) => a,
+            Err(e) => return self.fail(&path, true, Op::Link, e),
+        };
+        let attrs_differ = change.perms || change.owner || change.group || change.time;
+        let job = NodeJob {
+            path: &path,
+            src_dir,
+            dst_dir,
+            area,
+            key: group_key(src),
+            src,
+            dst,
+            quick_ok: !attrs_differ && dst.is_some_and(|d| same_node(src, d)),
+        };
+        let got = self.node_protocol(&job);
+        self.linked_outcome(path.clone(), area, src, dst, change, got);
+    }
+
+    /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
+    /// to retry; a claimant that died leaves its part, taken over after a
+    /// minute as a file's is.
+    fn node_protocol(&self, job: &NodeJob<'_>) -> Result<Linked, CopyFail> {
+        let (area, key) = (job.area, &job.key);
+        let part = Name([key.as_bytes(), b".part"].concat());
+        let mut waiter = Waiter::new();
+        let mut quick_ok = job.quick_ok;
+        loop {
+            if self.quit.load(Ordering::Relaxed) {
+                return Err(CopyFail::Interrupted);
+            }
+            if let Some(linked) = self.take_published(job, None)? {
+                return Ok(linked);
+            }
+            if let (true, Some(d)) = (quick_ok, job.dst) {
+                match self.publish_target(job.dst_dir, area, key, job.src, d, job.path)? {
+                    Publish::Done => return Ok(Linked::AlreadyRight),
+                    Publish::Raced => continue,
+                    Publish::Unusable => quick_ok = false,
+                }
+            }
+            let made = if job.src.kind == Kind::Symlink {
+                self.copier.make_symlink(area, &part, job.src)
+            } else {
+                self.copier.make_special(area, &part, job.src)
+            };
+            match made {
+                Ok(()) => {}
+                Err(e) if e.source.kind() == io::ErrorKind::AlreadyExists => {
+                    if !waiter.tick(area, &part) {
+                        let _ = area.unlink(part.as_bytes());
+                    }
+                    continue;
+                }
+                Err(e) => return Err(CopyFail::target(e)),
+            }
+            let claim = Claim(area, &part);
+            if let Some(linked) = self.take_published(job, None)? {
+                return Ok(linked);
+            }
+            self.finish_node(job, &part)?;
+            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+                Ok(()) => std::mem::forget(claim),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
+            }
+            if let Some(linked) = self.take_published(job, Some(Linked::Made))? {
+                return Ok(linked);
+            }
+        }
+    }
+
+    /// Gives the group's new node its attributes and records its leader.
+    fn finish_node(&self, job: &NodeJob<'_>, part: &Name) -> Result<(), CopyFail> {
+        let from = self
+            .xattr_source(None, job.src)
+            .then_some(crate::xattr::Node::At(job.src_dir, &job.src.name));
+        let at = crate::xattr::Node::At(job.area, part);
+        let report = self
+            .copier
+            .set_attrs(at, job.src, from, &self.copy_opts)
+            .map_err(CopyFail::target)?;
+        self.report_dropped(job.path, &report);
+        self.note_leader(job.area, job.src, job.path)
+    }
+
+    /// Links the name to the group's published inode, if there is one.
+    fn take_published(
+        &self,
+        job: &NodeJob<'_>,
+        mine: Option<Linked>,
+    ) -> Result<Option<Linked>, CopyFail> {
+        match job.area.stat(job.key.as_bytes()) {
+            Ok(st) => {
+                let (area, key, src, dst) = (job.area, &job.key, job.src, job.dst);
+                Ok(Some(self.link_to_key(
+                    job.dst_dir,
+                    area,
+                    key,
+                    src,
+                    dst,
+                    &st,
+                    mine,
+                )?))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CopyFail::target_io(Op::Stat, e)),
+        }
+    }
+
+    /// Publishes the name's target, found right, as the group's inode —
+    /// only if it still is the inode listed: a name swapped by a user
+    /// since the listing must not become what the group links to.
+    fn publish_target(
+        &self,
+        dst_dir: &Dir,
+        area: &Dir,
+        key: &Name,
+        src: &Entry,
+        dst: &Entry,
+        path: &RelPath,
+    ) -> Result<Publish, CopyFail> {
+        match area.link_from(dst_dir, dst.name.as_bytes(), key.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Publish::Raced),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Publish::Unusable),
+            Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+        }
+        let st = area
+            .stat(key.as_bytes())
+            .map_err(|e| CopyFail::target_io(Op::Stat, e))?;
+        #[allow(clippy::unnecessary_cast)]
+        if (st.st_dev as u64, st.st_ino as u64) != (dst.dev, dst.ino) {
+            let _ = area.unlink(key.as_bytes());
+            return Ok(Publish::Unusable);
+        }
+        self.note_leader(area, src, path)?;
+        Ok(Publish::Done)
+    }
+
+    /// Records which path made or published a group (for itemizing).
+    fn note_leader(&self, area: &Dir, src: &Entry, path: &RelPath) -> Result<(), CopyFail> {
+        if self.itemize && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) {
+            return Err(CopyFail::target_io(
+                Op::Create,
+                io::Error::other("cannot record the link group's path"),
+            ));
+        }
+        Ok(())
     }
 
     /// The race-free core. (1) If the group's inode is published as
@@ -392,12 +617,12 @@ impl Engine {
         key: &Name,
         src: &Entry,
         dst: Option<&Entry>,
-        quick_ok: bool,
+        mut quick_ok: bool,
     ) -> Result<Linked, CopyFail> {
         let part = Name([key.as_bytes(), b".part"].concat());
-        let published = |copied| match area.stat(key.as_bytes()) {
+        let published = |mine| match area.stat(key.as_bytes()) {
             Ok(st) => Ok(Some(
-                self.link_to_key(dst_dir, area, key, src, dst, &st, copied)?,
+                self.link_to_key(dst_dir, area, key, src, dst, &st, mine)?,
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CopyFail::target_io(Op::Stat, e)),
@@ -413,12 +638,11 @@ impl Engine {
             if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            if quick_ok {
-                match area.link_from(dst_dir, src.name.as_bytes(), key.as_bytes()) {
-                    Ok(()) => return Ok(Linked::AlreadyRight),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+            if let (true, Some(d)) = (quick_ok, dst) {
+                match self.publish_target(dst_dir, area, key, src, d, path)? {
+                    Publish::Done => return Ok(Linked::AlreadyRight),
+                    Publish::Raced => continue,
+                    Publish::Unusable => quick_ok = false,
                 }
             }
             let (input, cur) = match opened {
@@ -457,12 +681,7 @@ impl Engine {
                 opened = None;
                 continue;
             };
-            if self.itemize && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) {
-                return Err(CopyFail::target_io(
-                    Op::Create,
-                    io::Error::other("cannot record the link group's path"),
-                ));
-            }
+            self.note_leader(area, src, path)?;
             match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
                 Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
@@ -470,7 +689,7 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
             }
-            if let Some(linked) = published(Some(strategy))? {
+            if let Some(linked) = published(Some(Linked::Copied(strategy)))? {
                 return Ok(linked);
             }
         }
@@ -486,14 +705,14 @@ impl Engine {
         src: &Entry,
         dst: Option<&Entry>,
         st: &rustix::fs::Stat,
-        copied: Option<Strategy>,
+        mine: Option<Linked>,
     ) -> Result<Linked, CopyFail> {
         #[allow(clippy::unnecessary_cast)]
         let same = dst.is_some_and(|d| d.ino == st.st_ino as u64 && d.dev == st.st_dev as u64);
         if same {
             return Ok(Linked::AlreadyRight);
         }
-        let linked = Ok(copied.map_or(Linked::ToExisting, Linked::Copied));
+        let linked = Ok(mine.unwrap_or(Linked::ToExisting));
         // A new name: linked in place directly (a name that appeared
         // meanwhile is replaced below, like an old one).
         if dst.is_none() {
@@ -556,6 +775,210 @@ enum Linked {
     ToExisting,
     /// Already linked right (or published as the group's inode unchanged).
     AlreadyRight,
+    /// This path's symlink or special became the group's inode.
+    Made,
+}
+
+/// Publishing a name's existing target as its group's inode.
+enum Publish {
+    /// Published.
+    Done,
+    /// Another worker published the group first.
+    Raced,
+    /// The name is gone or is no longer the inode listed.
+    Unusable,
+}
+
+/// One name of a hard-linked symlink or special, and where its group is.
+struct NodeJob<'a> {
+    path: &'a RelPath,
+    src_dir: &'a Dir,
+    dst_dir: &'a Dir,
+    /// The bucket of the link area holding the group's key.
+    area: &'a Dir,
+    key: Name,
+    src: &'a Entry,
+    dst: Option<&'a Entry>,
+    /// The target is already the right node with the right attributes.
+    quick_ok: bool,
+}
+
+/// The name of a group's inode in its bucket: the source dev and inode.
+fn group_key(src: &Entry) -> Name {
+    Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes())
+}
+
+/// True when the target `d` is the node `s` is: same type, same device
+/// number or symlink text.
+fn same_node(s: &Entry, d: &Entry) -> bool {
+    s.kind == d.kind && s.rdev == d.rdev && s.link == d.link
+}
+
+/// Prefix of the records of members (see [`Engine::record_members`]).
+const MEMBERS: &[u8] = b"m";
+
+/// The hard-linked names of one directory that have a target of their
+/// type and need nothing but, at most, attributes (applied when the
+/// directory is planned) or a `--checksum` comparison: recorded as
+/// `Attrs` actions with no change.
+fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions) -> Vec<Action> {
+    let busy: std::collections::HashSet<&Name> = actions
+        .iter()
+        .filter_map(|a| match a {
+            // Under --checksum a name of equal size is compared: found
+            // equal it is a member; found different, its copy publishes
+            // the group's inode, and its member record links to that.
+            Action::Attrs { .. } | Action::Compare { .. } => None,
+            Action::Delete { dst, .. } => Some(&dst.name),
+            a => action_source(a).map(|s| &s.name),
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut targets = dst.iter().peekable();
+    for s in src
+        .iter()
+        .filter(|s| is_linked(s, opts) && !busy.contains(&s.name))
+    {
+        while targets.next_if(|d| d.name < s.name).is_some() {}
+        if let Some(d) = targets
+            .peek()
+            .filter(|d| d.name == s.name && d.kind == s.kind)
+        {
+            out.push(Action::Attrs {
+                src: s.clone(),
+                dst: (*d).clone(),
+                change: Change::attrs_of(s.kind),
+            });
+        }
+    }
+    out
+}
+
+/// A recorded member (see [`members`]): planned as nothing.
+fn is_member(a: &Action) -> bool {
+    matches!(a, Action::Attrs { change, .. } if !change.any())
+}
+
+/// True when a recorded action makes its group's inode: data to copy, or
+/// a node to make (new, or of another type or content).
+fn needs_work(a: &Action) -> bool {
+    match a {
+        Action::Copy { change, .. } => change.transfer,
+        Action::Symlink { change, .. } | Action::Special { change, .. } => {
+            change.new || change.checksum
+        }
+        _ => false,
+    }
+}
+
+/// The source entry of an action that has one.
+fn action_source(a: &Action) -> Option<&Entry> {
+    match a {
+        Action::Copy { src, .. }
+        | Action::Symlink { src, .. }
+        | Action::Special { src, .. }
+        | Action::Compare { src, .. }
+        | Action::TooYoung { src }
+        | Action::Attrs { src, .. }
+        | Action::Mkdir { src }
+        | Action::Descend { src, .. } => Some(src),
+        Action::Delete { .. } => None,
+    }
+}
+
+/// The source entry of a recorded action, to change.
+fn source_mut(a: &mut Action) -> Option<&mut Entry> {
+    match a {
+        Action::Copy { src, .. }
+        | Action::Symlink { src, .. }
+        | Action::Special { src, .. }
+        | Action::Attrs { src, .. } => Some(src),
+        _ => None,
+    }
+}
+
+/// The target entry of a recorded action, if it has one.
+fn action_target(a: &Action) -> Option<&Entry> {
+    match a {
+        Action::Copy { dst, .. } | Action::Symlink { dst, .. } | Action::Special { dst, .. } => {
+            dst.as_ref()
+        }
+        Action::Attrs { dst, .. } => Some(dst),
+        _ => None,
+    }
+}
+
+/// What the last phase knows of one source inode's recorded names.
+#[derive(Default)]
+struct Group {
+    paths: u32,
+    /// Some name makes the group's inode (see [`needs_work`]).
+    work: bool,
+    /// The target inode of the names seen so far, while it is one.
+    target: Option<(u64, u64)>,
+    /// Some name has no target, or names have different target inodes.
+    split: bool,
+}
+
+/// The recorded names per source inode.
+fn group(recorded: &[(RelPath, Action)]) -> std::collections::HashMap<(u64, u64), Group> {
+    let mut groups: std::collections::HashMap<(u64, u64), Group> = Default::default();
+    for (_, a) in recorded {
+        let Some(src) = action_source(a) else {
+            continue;
+        };
+        let g = groups.entry((src.dev, src.ino)).or_default();
+        g.paths += 1;
+        g.work |= needs_work(a);
+        match (g.target, action_target(a).map(|d| (d.dev, d.ino))) {
+            (_, None) => g.split = true,
+            (None, t) => g.target = t,
+            (Some(a), Some(b)) => g.split |= a != b,
+        }
+    }
+    groups
+}
+
+/// Reads and removes the records of the walk: every action record, and
+/// the members of the groups those touch (the others need nothing).
+fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
+    let Ok(names) = pending.names() else {
+        return Vec::new();
+    };
+    let (members, actions): (Vec<Name>, Vec<Name>) = names
+        .into_iter()
+        .partition(|n| n.as_bytes().starts_with(MEMBERS));
+    let mut recorded = Vec::new();
+    for name in &actions {
+        read_record(pending, name, &mut |rel, a| recorded.push((rel.clone(), a)));
+    }
+    let wanted: std::collections::HashSet<(u64, u64)> = recorded
+        .iter()
+        .filter_map(|(_, a)| action_source(a).map(|s| (s.dev, s.ino)))
+        .collect();
+    for name in &members {
+        if wanted.is_empty() {
+            let _ = pending.unlink(name.as_bytes());
+            continue;
+        }
+        read_record(pending, name, &mut |rel, a| {
+            if action_source(&a).is_some_and(|s| wanted.contains(&(s.dev, s.ino))) {
+                recorded.push((rel.clone(), a));
+            }
+        });
+    }
+    recorded
+}
+
+/// Reads one record, removes it, and passes on its actions.
+fn read_record(pending: &Dir, name: &Name, each: &mut dyn FnMut(&RelPath, Action)) {
+    let task = read_small(pending, name).and_then(|b| Task::decode(&b).ok());
+    let _ = pending.unlink(name.as_bytes());
+    if let Some(Task::Links { rel, actions }) = task {
+        for a in actions {
+            each(&rel, a);
+        }
+    }
 }
 
 /// Waiting for another worker's claim on a hard-link group. Gives up when
@@ -591,5 +1014,93 @@ impl Waiter {
         std::thread::sleep(self.sleep);
         self.sleep = (self.sleep * 2).min(std::time::Duration::from_millis(50));
         self.still_since.elapsed() < std::time::Duration::from_secs(60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan;
+
+    fn e(name: &str, kind: Kind, ino: u64, nlink: u64) -> Entry {
+        Entry {
+            name: Name::from(name),
+            kind,
+            size: 10,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::new(1_700_000_000, 5),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink,
+            dev: 1,
+            ino,
+            rdev: 0,
+            blocks: 8,
+            link: None,
+        }
+    }
+
+    /// `rm b; ln a c` after a sync: `a` needs nothing and is a member,
+    /// `c` is new; grouped, the group has work and two names.
+    #[test]
+    fn a_name_that_needs_nothing_is_a_member_of_a_group_with_work() {
+        let opts = PlanOptions::default();
+        let src = [e("a", Kind::File, 7, 2), e("c", Kind::File, 7, 2)];
+        let dst = [e("a", Kind::File, 70, 2), e("b", Kind::File, 70, 2)];
+        let actions = plan(&src, &dst, &opts);
+        let found = members(&src, &dst, &actions, &opts);
+        assert_eq!(found.len(), 1);
+        assert!(is_member(&found[0]));
+        assert_eq!(
+            action_source(&found[0]).map(|s| s.name.clone()),
+            Some("a".into())
+        );
+        let mut recorded: Vec<(RelPath, Action)> = actions
+            .into_iter()
+            .filter(|a| matches!(a, Action::Copy { .. }))
+            .map(|a| (RelPath::root(), a))
+            .collect();
+        recorded.extend(found.into_iter().map(|a| (RelPath::root(), a)));
+        let g = &group(&recorded)[&(1, 7)];
+        assert_eq!(g.paths, 2);
+        assert!(g.work && g.split);
+    }
+
+    /// Names with planned work, single-link names and names whose target
+    /// is of another type are not members; a group whose names are one
+    /// target inode needs nothing.
+    #[test]
+    fn members_are_hard_linked_names_planned_as_nothing() {
+        let opts = PlanOptions::default();
+        let mut changed = e("changed", Kind::File, 8, 2);
+        changed.size = 11;
+        let src = [
+            changed.clone(),
+            e("fifo", Kind::Fifo, 9, 2),
+            e("other", Kind::Fifo, 10, 2),
+            e("solo", Kind::File, 11, 1),
+        ];
+        let mut dst_changed = changed;
+        dst_changed.size = 10;
+        let dst = [
+            dst_changed,
+            e("fifo", Kind::Fifo, 90, 2),
+            e("other", Kind::File, 100, 2),
+            e("solo", Kind::File, 110, 1),
+        ];
+        let actions = plan(&src, &dst, &opts);
+        let found = members(&src, &dst, &actions, &opts);
+        let names: Vec<&Name> = found
+            .iter()
+            .filter_map(|a| action_source(a))
+            .map(|s| &s.name)
+            .collect();
+        assert_eq!(names, [&Name::from("fifo")]);
+        let recorded: Vec<(RelPath, Action)> =
+            found.into_iter().map(|a| (RelPath::root(), a)).collect();
+        let g = &group(&recorded)[&(1, 9)];
+        assert!(!g.work && !g.split);
     }
 }

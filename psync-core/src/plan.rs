@@ -397,13 +397,11 @@ fn plan_same_name(
             }
         }
         Kind::Symlink => {
-            if s.link != d.link {
-                let mut change = attrs;
-                change.checksum = true;
+            if s.link != d.link || links_differ(s, d, opts) {
                 rest.push(Action::Symlink {
                     src: s.clone(),
                     dst: Some(d.clone()),
-                    change,
+                    change: node_change(s, d, attrs, s.link != d.link),
                 });
             } else if attrs.any() {
                 rest.push(Action::Attrs {
@@ -414,13 +412,11 @@ fn plan_same_name(
             }
         }
         _ => {
-            if s.rdev != d.rdev {
-                let mut change = attrs;
-                change.checksum = true;
+            if s.rdev != d.rdev || links_differ(s, d, opts) {
                 rest.push(Action::Special {
                     src: s.clone(),
                     dst: Some(d.clone()),
-                    change,
+                    change: node_change(s, d, attrs, s.rdev != d.rdev),
                 });
             } else if attrs.any() {
                 rest.push(Action::Attrs {
@@ -439,13 +435,28 @@ fn plan_same_name(
 /// one target path would change the other). Comparing counts, not paths, keeps the
 /// decision local to one directory; a source linked to paths outside the
 /// tree keeps being registered (cheaply, no data copied) on every run.
+///
+/// Any non-directory: rsync -H links fifos, sockets, devices and symlinks
+/// that share an inode as it links files.
 pub fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
-    opts.hard_links && s.kind == Kind::File && (s.nlink > 1 || d.nlink > 1) && d.nlink != s.nlink
+    opts.hard_links && s.kind != Kind::Dir && (s.nlink > 1 || d.nlink > 1) && d.nlink != s.nlink
 }
 
-/// True when the engine should route a file through the hard-link area.
+/// True when the engine should route an entry through the hard-link area:
+/// a non-directory with more than one name in the source.
 pub fn is_linked(s: &Entry, opts: &PlanOptions) -> bool {
-    opts.hard_links && s.kind == Kind::File && s.nlink > 1
+    opts.hard_links && s.kind != Kind::Dir && s.nlink > 1
+}
+
+/// The change of a symlink or special made again: its content (target
+/// text, device number) differs, or its link group does (`hardlink` for a
+/// path that joins a group; a path split off a group is made anew).
+fn node_change(s: &Entry, d: &Entry, attrs: Change, content: bool) -> Change {
+    Change {
+        checksum: content,
+        hardlink: !content && s.nlink > 1 && d.nlink != s.nlink,
+        ..attrs
+    }
 }
 
 /// Which preserved attributes differ between a source and a target entry
@@ -644,6 +655,33 @@ mod tests {
             ..opts()
         };
         assert!(plan(&[s], &[d], &no_h).is_empty());
+    }
+
+    #[test]
+    fn link_groups_of_symlinks_and_specials_are_compared_by_count() {
+        for kind in [Kind::Symlink, Kind::Fifo, Kind::Socket, Kind::CharDev] {
+            let mut s = e("a", kind);
+            s.nlink = 3;
+            let mut d = s.clone();
+            assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts()).is_empty());
+            assert!(is_linked(&s, &opts()));
+            d.nlink = 1;
+            let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+            assert_eq!(acts.len(), 1, "{kind:?}");
+            assert!(action_change(&acts[0]).is_some_and(|c| c.hardlink && !c.checksum));
+            // Broken in the source: made anew, outside the link area.
+            (s.nlink, d.nlink) = (1, 2);
+            let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+            assert!(action_change(&acts[0]).is_some_and(|c| !c.hardlink));
+            assert!(!is_linked(&s, &opts()));
+        }
+    }
+
+    fn action_change(a: &Action) -> Option<Change> {
+        match a {
+            Action::Symlink { change, .. } | Action::Special { change, .. } => Some(*change),
+            _ => None,
+        }
     }
 
     #[test]

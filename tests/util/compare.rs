@@ -122,12 +122,13 @@ pub fn listing(root: &Path) -> Listing {
     walk(root, &mut Vec::new(), &mut |rel, p| {
         out.insert(rel.to_vec(), meta_of(p));
     });
-    // Hard link groups: the first path of each inode seen more than once.
+    // Hard link groups (of any non-directory, as rsync -H keeps them): the
+    // first path of each inode seen more than once.
     let mut first: BTreeMap<u64, (Vec<u8>, usize)> = BTreeMap::new();
-    for (rel, m) in out.iter().filter(|(_, m)| m.kind == 'f' && m.nlink > 1) {
+    for (rel, m) in out.iter().filter(|(_, m)| m.kind != 'd' && m.nlink > 1) {
         first.entry(m.ino).or_insert_with(|| (rel.clone(), 0)).1 += 1;
     }
-    for m in out.values_mut().filter(|m| m.kind == 'f' && m.nlink > 1) {
+    for m in out.values_mut().filter(|m| m.kind != 'd' && m.nlink > 1) {
         m.link_group = first
             .get(&m.ino)
             .filter(|(_, seen)| *seen > 1)
@@ -299,7 +300,7 @@ pub fn differences(src: &Path, dst: &Path, except: &[&[u8]]) -> (Vec<String>, Li
             };
             what.push(format!("xattrs {:?} != {:?}", names(s), names(d)));
         }
-        if s.kind == 'f' && s.link_group != d.link_group {
+        if s.kind != 'd' && s.link_group != d.link_group {
             let g = |m: &Meta| {
                 m.link_group
                     .as_deref()
