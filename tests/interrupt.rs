@@ -4,7 +4,7 @@
 
 use crate::util::run::{cli_available, psync_cmd};
 use crate::util::tree::{Node, build, random};
-use crate::util::{Opts, TestDir, assert_no_temps, listing, rsync_oracle};
+use crate::util::{Opts, TestDir, assert_no_temps, listing, remove_tree, rsync_oracle};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -135,5 +135,174 @@ fn quit_flag_stops_the_library_cleanly() {
     let out = crate::util::run::sync_lib(&t.src(), &t.dst(), 8, &Opts::default());
     out.assert_ok();
     assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+}
+
+/// Version `v` (0 or 1) of the kill-loop tree: the two differ by type
+/// changes both ways (a directory with contents against a file, a
+/// symlink against a directory, a fifo against a file), changed and
+/// resized large files (chunked, some resumable), hard links, and
+/// entries only one version has (deleted with `--delete`).
+fn kill_loop_tree(root: &Path, v: usize) {
+    let mut nodes = Vec::new();
+    for i in 0..300 {
+        nodes.push(Node::at(
+            format!("small/{}/f{i:03}", i % 10),
+            crate::util::tree::file(format!("v{v} file {i}")),
+        ));
+    }
+    for i in 0..4u64 {
+        let size = (6 + i + v as u64) << 20;
+        nodes.push(Node::at(format!("big/b{i}"), random(size)));
+    }
+    let (file_side, dir_side) = if v == 0 { ("t0", "t1") } else { ("t1", "t0") };
+    nodes.push(Node::at(
+        file_side,
+        crate::util::tree::file(format!("v{v} a file")),
+    ));
+    for i in 0..50 {
+        nodes.push(Node::at(
+            format!("{dir_side}/sub/g{i}"),
+            crate::util::tree::file(format!("v{v} {i}")),
+        ));
+    }
+    nodes.push(Node::at(
+        "only",
+        crate::util::tree::file(format!("v{v} only")),
+    ));
+    if v == 0 {
+        nodes.push(Node::at("sl", crate::util::tree::symlink("small")));
+        nodes.push(Node::at("pipe", crate::util::tree::fifo()));
+        nodes.push(Node::at(
+            "gone/deep/x",
+            crate::util::tree::file("only in v0"),
+        ));
+    } else {
+        nodes.push(Node::at(
+            "sl/inside",
+            crate::util::tree::file("sl is a dir now"),
+        ));
+        nodes.push(Node::at(
+            "pipe",
+            crate::util::tree::file("pipe is a file now"),
+        ));
+        nodes.push(Node::at(
+            "new/deep/y",
+            crate::util::tree::file("only in v1"),
+        ));
+    }
+    nodes.push(Node::at(
+        "links/a",
+        crate::util::tree::file(format!("v{v} linked")),
+    ));
+    nodes.push(Node::at("links/b", crate::util::tree::hardlink("links/a")));
+    if v == 1 {
+        nodes.push(Node::at("links/c", crate::util::tree::hardlink("links/a")));
+    }
+    build(root, nodes);
+}
+
+/// After any kill, every file under a final name in `dst` is one of the
+/// two versions whole: never a mix, never a partial copy.
+#[track_caller]
+fn assert_whole_versions(versions: &[std::path::PathBuf; 2], dst: &Path) {
+    for (rel, m) in listing(dst) {
+        // psync's own temporaries, parts and link areas, and what is in them.
+        let temp = rel.split(|&b| b == b'/').any(|c| c.starts_with(b".psync"));
+        if m.kind != 'f' || temp {
+            continue;
+        }
+        let name = crate::util::bpath(&rel);
+        let got = crate::util::read(dst.join(name));
+        let whole = versions
+            .iter()
+            .map(|v| v.join(name))
+            .filter(|p| p.symlink_metadata().is_ok_and(|m| m.is_file()))
+            .any(|p| std::fs::read(p).is_ok_and(|want| want == got));
+        assert!(
+            whole,
+            "{} is neither version whole ({} bytes)",
+            name.display(),
+            got.len()
+        );
+    }
+}
+
+/// 30 SIGKILLs at random moments of runs with `--delete` over a tree whose
+/// two versions alternate (type changes both ways, chunked and resumable
+/// large files, hard links): after every kill each target file is one
+/// version whole, and a last run converges exactly.
+#[test]
+fn kill_loop_with_type_changes_under_delete() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new("kill_loop_with_type_changes_under_delete");
+    let versions = [t.join("v0"), t.join("v1")];
+    kill_loop_tree(&versions[0], 0);
+    kill_loop_tree(&versions[1], 1);
+    let run = |extra: &[&str]| {
+        psync_cmd()
+            .args([
+                "sync",
+                "-q",
+                "--delete",
+                "--chunk-size",
+                "1M",
+                "--resume-threshold",
+                "7M",
+            ])
+            .args(extra)
+            .arg(t.src())
+            .arg(t.dst())
+            .spawn()
+            .expect("start psync")
+    };
+    crate::util::copy_tree(&versions[0], &t.src());
+    let started = Instant::now();
+    assert!(run(&[]).wait().unwrap().success());
+    let full = started.elapsed().max(Duration::from_millis(50));
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    eprintln!("kill loop: a full run takes {full:?}; seed {seed:#x}");
+    let mut current = 0;
+    for round in 0..30 {
+        if round % 3 == 0 {
+            current = 1 - current;
+            remove_tree(&t.src());
+            crate::util::copy_tree(&versions[current], &t.src());
+        }
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let wait = full.mul_f64((seed >> 33) as f64 / f64::from(1u32 << 31));
+        let threads = ["1", "2", "8"][(seed % 3) as usize];
+        let mut child = run(&["--threads", threads]);
+        std::thread::sleep(wait);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_whole_versions(&versions, &t.dst());
+    }
+    let out = psync_cmd()
+        .args([
+            "sync",
+            "-q",
+            "--delete",
+            "--chunk-size",
+            "1M",
+            "--resume-threshold",
+            "7M",
+        ])
+        .arg(t.src())
+        .arg(t.dst())
+        .output()
+        .expect("last run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_synced!(t.src(), t.dst());
+    assert_no_temps(&t.dst());
     rsync_oracle(&t.src(), &t.dst());
 }
