@@ -18,6 +18,7 @@ mod large;
 mod names;
 mod safety;
 mod shape;
+mod storage_faults;
 mod temps;
 mod types;
 mod updates;
