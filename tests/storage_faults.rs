@@ -119,3 +119,41 @@ fn source_read_error_names_the_source() {
     }
     crate::util::assert_no_temps(&t.dst());
 }
+
+/// A target whose writes of file data fail with EIO (temporaries and
+/// part files; not journals, whose failure is reported as such): each
+/// file's error is a write of the TARGET path, the old target stays,
+/// nothing is left behind.
+#[test]
+fn target_write_error_names_the_target() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new("target_write_error_names_the_target");
+    let back = t.join("dst-back");
+    tree!(t.src(), { "f" => random(50_000), "big" => random(9 * MIB) });
+    tree!(back, { "f" => file("old") });
+    let fs = require_faultfs!(
+        back,
+        t.dst(),
+        [Fault::EioWrite(
+            "/.psync-tmp.*:/.psync-part.????????????????"
+        )]
+    );
+    let (code, errors, stderr) = sync_json(&["--chunk-size", "4M"], &t.src(), fs.path());
+    assert_eq!(code, 1, "exit status; stderr: {stderr}");
+    for path in ["f", "big"] {
+        let dst = fs.path().join(path).display().to_string();
+        assert!(
+            errors_of(&errors, path).iter().any(|e| e["op"] == "write"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&dst) && m.contains("Input/output error"))),
+            "{path}: no write error naming {dst}: {errors:#?}"
+        );
+    }
+    drop(fs);
+    assert_eq!(crate::util::read(back.join("f")), b"old");
+    assert!(back.join("big").symlink_metadata().is_err());
+    crate::util::assert_no_temps(&back);
+}

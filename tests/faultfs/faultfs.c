@@ -50,9 +50,18 @@ static const char *rel(const char *path) {
     return *path ? path : ".";
 }
 
+/* True when `path` matches one of the ':'-separated patterns in `var`. */
 static int faulty(const char *var, const char *path) {
-    const char *pat = getenv(var);
-    return pat && *pat && fnmatch(pat, path, 0) == 0;
+    const char *pats = getenv(var);
+    if (!pats)
+        return 0;
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", pats);
+    char *save = NULL;
+    for (char *p = strtok_r(buf, ":", &save); p; p = strtok_r(NULL, ":", &save))
+        if (fnmatch(p, path, 0) == 0)
+            return 1;
+    return 0;
 }
 
 /* `l*` calls through /proc for xattrs: relative to `backing`, no follow. */

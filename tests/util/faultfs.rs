@@ -19,8 +19,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// One kind of fault and the fnmatch pattern of the paths (inside the
-/// mount, `/dir/file`; `*` matches any) it hits.
+/// One kind of fault and the fnmatch patterns (`:`-separated) of the
+/// paths (inside the mount, `/dir/file`; `*` matches any) it hits.
 #[derive(Debug, Clone, Copy)]
 pub enum Fault<'a> {
     /// Writes store the data with its first byte flipped, and succeed.
