@@ -81,7 +81,7 @@ fn json_reports_failed_entries() {
         .find(|e| e["event"] == "error")
         .expect("an error event");
     assert_eq!(err["path"], "huge", "{err}");
-    assert_eq!(err["op"], "copy_data", "{err}");
+    assert_eq!(err["op"], "write", "{err}");
     assert!(
         err["message"]
             .as_str()

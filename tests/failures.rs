@@ -161,7 +161,7 @@ fn cli_file_too_large_fails_that_file_only() {
     assert_eq!(out.status.code(), Some(1), "exit status; stderr: {stderr}");
     let huge = t.dst().join("huge").display().to_string();
     assert!(
-        stderr.contains(&huge) && stderr.contains("copy data"),
+        stderr.contains(&huge) && stderr.contains("write "),
         "stderr names neither {huge} nor the operation: {stderr}"
     );
     assert!(

@@ -955,6 +955,74 @@ fn resume_mid_file_after_kill_9() {
     assert_no_leftovers(&t.dst());
 }
 
+/// Issue 12: a part killed mid-copy, then a chunk it already holds is
+/// rewritten in place in the source with its mtime put back (size and
+/// mtime as before; only the ctime tells). The rerun must not keep the old
+/// chunk: the journal names the source's ctime, and a resumed chunk is
+/// checked against the source as it is now (unit-tested in bigfile.rs).
+#[test]
+fn resume_after_an_in_place_rewrite_with_the_mtime_restored() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let bin = kill_bin();
+    let t = TestDir::new("resume_after_an_in_place_rewrite_with_the_mtime_restored");
+    let size = 40 * MIB + 777;
+    tree!(t.src(), { "big" => random(size) });
+    let src = t.src().join("big");
+    let args = strings(&[
+        "--threads",
+        "1",
+        "--chunk-size",
+        "1M",
+        "--resume-threshold",
+        "1M",
+    ]);
+    kill_mid_file(&bin, &args, &t, size, 0.3);
+    let part = part_in(&t.dst()).expect("a part file after the kill");
+    let before = src.metadata().expect("stat");
+    // Inside the first 30 %: a chunk the part already holds.
+    rewrite(&src, 2 * MIB + 4000, 8192, 99);
+    set_mtime(&src, before.mtime(), before.mtime_nsec() as u32);
+    let after = src.metadata().expect("stat");
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec()),
+        (before.len(), before.mtime(), before.mtime_nsec())
+    );
+    assert_ne!(
+        (after.ctime(), after.ctime_nsec()),
+        (before.ctime(), before.ctime_nsec())
+    );
+    let part_bytes = read(&part);
+    assert_ne!(
+        part_bytes[2 * MIB as usize + 4000..][..8192],
+        read(&src)[2 * MIB as usize + 4000..][..8192],
+        "the part must hold the old data for the test to mean anything"
+    );
+
+    let k = Knobs {
+        chunk: Some(MIB),
+        resume: Some(MIB),
+        ..Knobs::default()
+    };
+    let rerun = run_cli(&bin, &t.src(), &t.dst(), 1, &k);
+    rerun.assert_ok();
+    assert!(
+        read(t.dst().join("big")) == read(&src),
+        "the target mixes two versions of big: {}",
+        rerun.stats
+    );
+    assert_eq!(
+        rerun.stat("chunks_resumed"),
+        0,
+        "a part of another version was resumed: {}",
+        rerun.stats
+    );
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_leftovers(&t.dst());
+}
+
 /// A kill between the rename of a finished part into place and the removal
 /// of its journal leaves the journal of a version that is now complete. The
 /// next run has nothing to copy, but must not keep that journal forever.
@@ -1167,6 +1235,96 @@ fn file_changed_during_its_copy_is_retried() {
                 "{name}: the previous version was replaced"
             );
             assert_no_leftovers(&t.dst());
+        }
+    }
+}
+
+/// Truncates the source file `name` to `to` bytes before the first data
+/// copy of it that starts at `at` (a chunk's offset; 0 for a whole file).
+fn truncating_source(src: PathBuf, name: &'static str, at: u64, to: u64) -> Arc<dyn Copier> {
+    let done = AtomicBool::new(false);
+    Hooked::around(move |job: &DataJob<'_>, when: When| {
+        if when == When::Before
+            && job_is(job, name)
+            && job.offset == at
+            && !done.swap(true, Ordering::SeqCst)
+        {
+            OpenOptions::new()
+                .write(true)
+                .open(&src)
+                .and_then(|f| f.set_len(to))
+                .expect("truncate the source");
+        }
+    })
+}
+
+/// Issue 12: a source that shrinks while it is copied is a change during
+/// the copy like one that grows: retried (and then copied whole), or with
+/// no retry left reported as "changed during copy", never as an end of
+/// file, and the old target stays. A small file and a chunked one.
+#[test]
+fn file_truncated_during_its_copy_is_a_change() {
+    for threads in LIB_THREADS {
+        for chunk in [None, Some(MIB)] {
+            let name = format!(
+                "file_truncated_during_its_copy_is_a_change-{}-{threads}t",
+                if chunk.is_some() { "chunked" } else { "whole" }
+            );
+            // A whole file is cut before its copy; a chunked one before
+            // its third chunk, to 1.5 MiB (it stays chunked).
+            let (at, to) = if chunk.is_some() {
+                (2 * MIB, 3 * MIB / 2)
+            } else {
+                (0, 1000)
+            };
+            for retries in [2, 0] {
+                let t = TestDir::new(&format!("{name}-r{retries}"));
+                tree!(t.src(), { "shrinks" => random(3 * MIB + 5), "calm" => random(5000) });
+                tree!(t.dst(), { "shrinks" => file("old") });
+                let k = Knobs {
+                    chunk,
+                    retries: Some(retries),
+                    copier: Some(truncating_source(
+                        t.src().join("shrinks"),
+                        "shrinks",
+                        at,
+                        to,
+                    )),
+                    ..Knobs::default()
+                };
+                let out = run_lib(&t.src(), &t.dst(), threads, &k);
+                assert_eq!(out.stat("changed_during_copy"), 1, "{name}: {out:#?}");
+                assert!(
+                    !out.errors.iter().any(|e| e.message.contains("end of file")),
+                    "{name}: a shrinking source reported as an end of file: {:#?}",
+                    out.errors
+                );
+                assert_no_leftovers(&t.dst());
+                if retries > 0 {
+                    out.assert_ok();
+                    assert_eq!(
+                        std::fs::metadata(t.dst().join("shrinks"))
+                            .expect("stat")
+                            .len(),
+                        to
+                    );
+                    assert_synced!(t.src(), t.dst());
+                    continue;
+                }
+                assert_eq!(out.exit, 1, "{name}: {out:#?}");
+                let errs = out.errors_of("shrinks");
+                assert!(
+                    errs.len() == 1 && errs[0].message.contains("changed during copy"),
+                    "{name}: {:#?}",
+                    out.errors
+                );
+                assert_eq!(
+                    read(t.dst().join("shrinks")),
+                    b"old",
+                    "{name}: the old target was replaced"
+                );
+                assert_eq!(read(t.dst().join("calm")), read(t.src().join("calm")));
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ mod names;
 mod perms;
 mod safety;
 mod shape;
+mod storage_faults;
 mod temps;
 mod types;
 mod updates;

@@ -3,7 +3,7 @@
 //! resumes mid-file (ADR 003).
 
 use crate::copy::{DataJob, Strategy};
-use crate::engine::{CopyFail, Engine};
+use crate::engine::{CopyFail, Engine, read_back, source_changed};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
 use crate::event::Stats;
@@ -11,7 +11,7 @@ use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::task::Task;
 use crate::transport::TaskContext;
-use crate::verify::hash_segments_direct;
+use crate::verify::hash_segments;
 use crate::xattr::Node;
 use std::fs::File;
 use std::io;
@@ -22,7 +22,8 @@ use std::sync::atomic::Ordering;
 
 /// Prefix of part files and their journals.
 pub const PART_PREFIX: &str = ".psync-part.";
-const JOURNAL_MAGIC: &[u8; 8] = b"PSYNCJR1";
+/// Version 2 added the source's ctime to the header.
+const JOURNAL_MAGIC: &[u8; 8] = b"PSYNCJR2";
 const RECORD_MAGIC: &[u8; 8] = b"PSYNCCHK";
 const HEADER: u64 = 64;
 const RECORD: u64 = 32;
@@ -120,12 +121,17 @@ struct Journal {
 }
 
 impl Journal {
+    /// The source version the journal belongs to. The ctime is here
+    /// (not in the part's key, so parts keep their names) because an
+    /// in-place rewrite can restore the mtime, never the ctime.
     fn header(chunk: u64, e: &Entry) -> [u8; HEADER as usize] {
         let mut h = [0u8; HEADER as usize];
         h[..8].copy_from_slice(JOURNAL_MAGIC);
         h[8..16].copy_from_slice(&chunk.to_le_bytes());
         h[16..24].copy_from_slice(&e.size.to_le_bytes());
         h[24..32].copy_from_slice(&part_key(e).to_le_bytes());
+        h[32..40].copy_from_slice(&e.ctime.sec.to_le_bytes());
+        h[40..44].copy_from_slice(&e.ctime.nsec.to_le_bytes());
         h
     }
 
@@ -246,11 +252,14 @@ impl Engine {
         let part = part_name(&cur);
         let resumable = cur.size >= self.resume_threshold;
         if resumable
-            && let Some(journal) = Journal::open_existing(&dst_dir, self.chunk_size, &cur)
-            && let Ok(f) = dst_dir.open_rw(part.as_bytes())
+            && Journal::open_existing(&dst_dir, self.chunk_size, &cur).is_some()
+            && dst_dir.open_rw(part.as_bytes()).is_ok()
         {
-            let missing = self.check_resumed(&f, &journal, &cur);
-            return Ok((cur, missing));
+            // Every chunk is queued: each checks its own record against
+            // the source and the part as they are now (`resumed_chunk_ok`),
+            // on any worker.
+            let all = (0..self.chunks(&cur)).collect();
+            return Ok((cur, all));
         }
         let _ = dst_dir.unlink(part.as_bytes());
         let out = self
@@ -284,29 +293,6 @@ impl Engine {
         Ok((cur.clone(), (0..self.chunks(&cur)).collect()))
     }
 
-    /// The chunks of a resumed part that must be copied again: those not
-    /// recorded, and those whose data no longer matches its recorded hash
-    /// (a record can outlive its data in a machine crash).
-    fn check_resumed(&self, part: &File, journal: &Journal, cur: &Entry) -> Vec<u64> {
-        (0..self.chunks(cur))
-            .filter(|&i| {
-                let Some(rec) = journal.read(i) else {
-                    return true;
-                };
-                let ok = match rec.hash {
-                    // Direct: a killed run's chunks are on disk, not cached.
-                    Some(want) => hash_segments_direct(part, &[self.chunk_range(cur, i)])
-                        .is_ok_and(|h| h == want),
-                    None => true,
-                };
-                if ok {
-                    Stats::bump(&self.stats.chunks_resumed, 1);
-                }
-                !ok
-            })
-            .collect()
-    }
-
     pub(crate) fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
         let s = self
             .src_root
@@ -331,6 +317,11 @@ impl Engine {
         }
     }
 
+    /// A chunk an earlier run recorded is kept when its range of the
+    /// source still hashes as recorded and the part's range reads back
+    /// from storage the same; otherwise (or on any error) it is copied.
+    /// Without verification nothing was recorded but that it was copied:
+    /// then source and part must agree.
     fn copy_chunk(&self, rel: &RelPath, src: &Entry, index: u64) -> Result<(), CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let input = src_dir
@@ -341,25 +332,46 @@ impl Engine {
             .map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let (offset, len) = self.chunk_range(src, index);
+        let result = match journal.read(index) {
+            Some(rec) if resumed_chunk_ok(&input, &part, (offset, len), rec) => {
+                Stats::bump(&self.stats.chunks_resumed, 1);
+                Ok(())
+            }
+            _ => self.fill_chunk(&input, &part, &journal, src, index),
+        };
+        self.drop_cached(&input, offset, NonZeroU64::new(len));
+        match result {
+            // Shorter than at the start: the file's finish sees the change
+            // and copies it again (or reports it as changed).
+            Err(f) if f.is_short_read() && source_changed(&input, src)? => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Copies, verifies and records chunk `index` of `src` into `part`.
+    fn fill_chunk(
+        &self,
+        input: &File,
+        part: &File,
+        journal: &Journal,
+        src: &Entry,
+        index: u64,
+    ) -> Result<(), CopyFail> {
+        let (offset, len) = self.chunk_range(src, index);
         let job = DataJob {
-            src: &input,
-            dst: &part,
+            src: input,
+            dst: part,
             entry: src,
             offset,
             len,
             opts: &self.copy_opts,
             hash: self.verify,
         };
-        let copied =
-            self.copier
-                .copy_data(&job, &self.quit)
-                .map_err(|e| match e.source.kind() {
-                    io::ErrorKind::Interrupted => CopyFail::Interrupted,
-                    io::ErrorKind::UnexpectedEof => CopyFail::source(e.op, e.source),
-                    _ => CopyFail::target(e),
-                })?;
-        self.drop_cached(&input, offset, NonZeroU64::new(len));
-        self.verify_written(&part, &copied)?;
+        let copied = self
+            .copier
+            .copy_data(&job, &self.quit)
+            .map_err(CopyFail::data)?;
+        self.verify_written(part, &copied)?;
         // The journal keeps a hash of the whole chunk range as it reads
         // back (holes as zeros), to re-check it on resume. Without holes
         // that is the hash just verified.
@@ -367,7 +379,7 @@ impl Engine {
         let hash = match (copied.hash, whole) {
             (Some(h), true) => Some(h),
             (Some(_), false) => Some(
-                crate::engine::read_back(&part, &[(offset, len)], copied.strategy)
+                read_back(part, &[(offset, len)])
                     .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
             ),
             (None, _) => None,
@@ -459,9 +471,7 @@ impl Engine {
                 return Err(CopyFail::source(Op::Open, e));
             }
         };
-        let st = rustix::fs::fstat(&input).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-        let now = Entry::from_stat(src.name.clone(), &st);
-        if (now.size, now.mtime, now.ctime) != (src.size, src.mtime, src.ctime) {
+        if source_changed(&input, src)? {
             discard();
             return Ok(None);
         }
@@ -511,6 +521,18 @@ impl Engine {
     }
 }
 
+/// True when a chunk recorded as `rec` by an earlier run is still right:
+/// the source's `range` hashes as the part's reads back from storage, and
+/// as recorded (when a hash was). The source is read again because its
+/// status can lie: an in-place rewrite with the mtime put back, and a
+/// clock set back can give even the ctime back.
+fn resumed_chunk_ok(input: &File, part: &File, range: (u64, u64), rec: Record) -> bool {
+    let Ok(source) = hash_segments(input, &[range]) else {
+        return false;
+    };
+    rec.hash.is_none_or(|h| h == source) && read_back(part, &[range]).is_ok_and(|h| h == source)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,6 +577,66 @@ mod tests {
         assert_eq!(part_name_key(&part_name(&a)), Some(part_key(&a)));
         assert_eq!(part_name_key(&journal_name(&a)), Some(part_key(&a)));
         assert_eq!(part_name_key(&Name::from(".psync-part.xyz")), None);
+    }
+
+    /// A recorded chunk is kept only while the source and the part both
+    /// still hold what was recorded: a source rewritten in place (whatever
+    /// its status says) or a part that reads back otherwise is recopied.
+    #[test]
+    fn resumed_chunks_are_checked_against_the_source_as_it_is_now() {
+        let t = crate::test_dir();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        std::fs::write(t.path().join("src"), &data).unwrap();
+        std::fs::write(t.path().join("part"), &data).unwrap();
+        let open = |n: &str| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(t.path().join(n))
+                .unwrap()
+        };
+        let (src, part) = (open("src"), open("part"));
+        let range = (1 << 20, 1 << 20);
+        let want = hash_segments(&src, &[range]).unwrap();
+        let rec = |hash| Record {
+            hash,
+            strategy: Strategy::ReadWrite,
+        };
+        assert!(resumed_chunk_ok(&src, &part, range, rec(Some(want))));
+        assert!(resumed_chunk_ok(&src, &part, range, rec(None)));
+        src.write_all_at(b"changed", (1 << 20) + 5).unwrap();
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(Some(want))),
+            "source changed"
+        );
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(None)),
+            "source changed, no hash"
+        );
+        assert!(
+            resumed_chunk_ok(&src, &part, (0, 1 << 20), rec(None)),
+            "another chunk"
+        );
+        part.write_all_at(b"changed", (1 << 20) + 5).unwrap();
+        let now = hash_segments(&src, &[range]).unwrap();
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(Some(want))),
+            "recorded hash is stale"
+        );
+        assert!(resumed_chunk_ok(&src, &part, range, rec(Some(now))));
+    }
+
+    #[test]
+    fn journals_name_the_source_ctime() {
+        let t = crate::test_dir();
+        let d = Dir::open_root(t.path()).unwrap();
+        let e = entry(1 << 30);
+        Journal::create(&d, 64 << 20, &e).unwrap();
+        let mut touched = e.clone();
+        touched.ctime.nsec += 1;
+        assert_eq!(part_name(&touched), part_name(&e), "parts keep their names");
+        assert!(Journal::open_existing(&d, 64 << 20, &touched).is_none());
+        assert!(Journal::open_existing(&d, 64 << 20, &e).is_some());
     }
 
     #[test]

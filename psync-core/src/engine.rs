@@ -1390,12 +1390,18 @@ impl Engine {
         cur: &Entry,
         made: Made,
     ) -> Result<Option<Strategy>, CopyFail> {
-        let strategy = self.fill(path, src, out, cur, made)?;
-        let after = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-        let now = Entry::from_stat(cur.name.clone(), &after);
-        let same = (now.kind, now.size, now.mtime, now.ctime)
-            == (cur.kind, cur.size, cur.mtime, cur.ctime);
-        Ok(same.then_some(strategy))
+        let strategy = match self.fill(path, src, out, cur, made) {
+            // Shorter than when the copy started: a change during the copy
+            // (retried) when its status says so, as a grown file is.
+            Err(f) if f.is_short_read() => {
+                return match source_changed(src, cur)? {
+                    true => Ok(None),
+                    false => Err(f),
+                };
+            }
+            r => r?,
+        };
+        Ok((!source_changed(src, cur)?).then_some(strategy))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -1416,15 +1422,10 @@ impl Engine {
             opts: &self.copy_opts,
             hash: self.verify,
         };
-        let copied = self.copier.copy_data(&job, &self.quit).map_err(|e| {
-            if e.source.kind() == io::ErrorKind::Interrupted {
-                CopyFail::Interrupted
-            } else if e.op == Op::CopyData && e.source.kind() == io::ErrorKind::UnexpectedEof {
-                CopyFail::source(e.op, e.source)
-            } else {
-                CopyFail::target(e)
-            }
-        })?;
+        let copied = self
+            .copier
+            .copy_data(&job, &self.quit)
+            .map_err(CopyFail::data)?;
         self.verify_written(out, &copied)?;
         Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
@@ -1451,8 +1452,8 @@ impl Engine {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        let got = read_back(out, &copied.segments, copied.strategy)
-            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        let got =
+            read_back(out, &copied.segments).map_err(|e| CopyFail::target_io(Op::Verify, e))?;
         if got != want {
             return Err(CopyFail::target_io(
                 Op::Verify,
@@ -1531,6 +1532,28 @@ impl CopyFail {
             err,
         }
     }
+    /// A copier's data-copy error, blamed on the side its operation names:
+    /// reading the source (`Op::Read`), else the target.
+    pub(crate) fn data(e: crate::copy::StepError) -> CopyFail {
+        match e.op {
+            _ if e.source.kind() == io::ErrorKind::Interrupted => CopyFail::Interrupted,
+            Op::Read => CopyFail::source(Op::Read, e.source),
+            _ => CopyFail::target(e),
+        }
+    }
+    /// True for a source that ended before its listed size.
+    pub(crate) fn is_short_read(&self) -> bool {
+        matches!(self, CopyFail::Failed { on_target: false, op: Op::Read, err }
+            if err.kind() == io::ErrorKind::UnexpectedEof)
+    }
+}
+
+/// True when the open source's status differs from `cur` (kind, size,
+/// mtime or ctime): it changed since `cur` was taken.
+pub(crate) fn source_changed(src: &std::fs::File, cur: &Entry) -> Result<bool, CopyFail> {
+    let st = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+    let now = Entry::from_stat(cur.name.clone(), &st);
+    Ok((now.kind, now.size, now.mtime, now.ctime) != (cur.kind, cur.size, cur.mtime, cur.ctime))
 }
 
 fn clone_err(e: &io::Error) -> io::Error {
@@ -1540,19 +1563,14 @@ fn clone_err(e: &io::Error) -> io::Error {
     }
 }
 
-/// The hash of `segments` of `out` as read back from the target, after a
-/// copy by `strategy`: data written direct is not in the page cache and is
-/// read back direct, the rest through the cache.
-pub(crate) fn read_back(
-    out: &std::fs::File,
-    segments: &[(u64, u64)],
-    strategy: Strategy,
-) -> io::Result<u128> {
-    if strategy == Strategy::Direct {
-        crate::verify::hash_segments_direct(out, segments)
-    } else {
-        crate::verify::hash_segments(out, segments)
-    }
+/// The hash of `segments` of `out` as its storage returns them: what a
+/// copy left in the page cache is written back and dropped first
+/// ([`crate::verify::write_back_and_drop`]), then read direct where the
+/// file system allows (large aligned requests; data written direct was
+/// never cached), buffered otherwise.
+pub(crate) fn read_back(out: &std::fs::File, segments: &[(u64, u64)]) -> io::Result<u128> {
+    crate::verify::write_back_and_drop(out, segments)?;
+    crate::verify::hash_segments_direct(out, segments)
 }
 
 #[cfg(test)]

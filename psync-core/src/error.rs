@@ -21,8 +21,13 @@ pub enum Op {
     Open,
     /// Creating a file (the temporary of a copy).
     Create,
-    /// Copying file data.
+    /// Copying file data (when no one side is to blame: a clone, a
+    /// copy that changed or failed in some of its chunks).
     CopyData,
+    /// Reading the source's data.
+    Read,
+    /// Writing the target's data.
+    Write,
     /// Renaming a finished temporary into place.
     Rename,
     /// Creating a directory.
@@ -43,7 +48,7 @@ pub enum Op {
     Xattr,
     /// Removing an entry.
     Remove,
-    /// Verifying copied data.
+    /// Verifying copied data: reading the target back from its storage.
     Verify,
     /// Checking the arguments of a run.
     Validate,
@@ -61,6 +66,8 @@ impl fmt::Display for Op {
             Op::Open => "open",
             Op::Create => "create",
             Op::CopyData => "copy data",
+            Op::Read => "read",
+            Op::Write => "write",
             Op::Rename => "rename",
             Op::Mkdir => "mkdir",
             Op::Symlink => "symlink",

@@ -116,6 +116,59 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
     Ok(h.finish())
 }
 
+/// Writes the pages of `segments` of `f` back to its storage and drops
+/// them from the page cache, so that a read that follows gets what the
+/// storage returns, not what the page cache kept of the writes: on storage
+/// that corrupts data, the cached pages would match what was copied
+/// whatever was stored. `sync_file_range` (data only: no journal commit,
+/// no device cache flush, far cheaper than `fdatasync`), then
+/// `posix_fadvise(DONTNEED)`, over the pages that cover the segments.
+///
+/// What stays cached: pages someone dirtied again meanwhile, or maps. On
+/// tmpfs the cache is the storage; NFS re-reads from the server (which may
+/// answer from its own cache); a FUSE file system may have a cache of its
+/// own; a device that lies about its cache is not caught.
+///
+/// # Errors
+/// A failed write-back (the target's storage refused the data).
+pub fn write_back_and_drop(f: &File, segments: &[(u64, u64)]) -> io::Result<()> {
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return Ok(());
+    };
+    let page = rustix::param::page_size() as u64;
+    let start = first.0 - first.0 % page;
+    let end = (last.0 + last.1).next_multiple_of(page);
+    sync_file_range(f, start, end - start)?;
+    let len = std::num::NonZeroU64::new(end - start);
+    match rustix::fs::fadvise(f, start, len, rustix::fs::Advice::DontNeed) {
+        Err(e) if !crate::error::is_unsupported(&e.into()) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`: the range's dirty
+/// pages written and waited for. A file system without it counts as done
+/// (its writes went through already: FUSE without a writeback cache).
+fn sync_file_range(f: &File, start: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    let (Ok(start), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: a plain syscall on a file descriptor `f` keeps open for the
+    // call; it touches no memory of this process.
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), start, len, flags) };
+    if r == 0 {
+        return Ok(());
+    }
+    match io::Error::last_os_error() {
+        e if crate::error::is_unsupported(&e) || e.raw_os_error() == Some(libc::ESPIPE) => Ok(()),
+        e => Err(e),
+    }
+}
+
 /// Hashes the whole of `f` (its first `len` bytes).
 ///
 /// # Errors

@@ -83,7 +83,7 @@ impl GenericCopier {
         offset: u64,
         len: u64,
         quit: &AtomicBool,
-    ) -> io::Result<Strategy> {
+    ) -> Result<Strategy, StepError> {
         if !self.no_copy_range.load(Ordering::Relaxed) {
             match copy_range(src, dst, offset, len, quit)? {
                 true => return Ok(Strategy::CopyRange),
@@ -125,26 +125,39 @@ fn data_segments(f: &File, offset: u64, len: u64) -> io::Result<Vec<(u64, u64)>>
 
 /// Moves `len` bytes with copy_file_range. `Ok(false)`: unsupported here
 /// before any byte moved; fall through to the next strategy.
+///
+/// copy_file_range does not say which side failed: after an error the rest
+/// goes through read/write, whose errors name the source (`Op::Read`) or
+/// the target (`Op::Write`).
 fn copy_range(
     src: &File,
     dst: &File,
     offset: u64,
     len: u64,
     quit: &AtomicBool,
-) -> io::Result<bool> {
+) -> Result<bool, StepError> {
     let (mut off_in, mut off_out) = (offset, offset);
     let mut done = 0u64;
     while done < len {
         if done > 0 && quit.load(Ordering::Relaxed) {
-            return Err(io::ErrorKind::Interrupted.into());
+            return Err(interrupted());
         }
         let want = usize::try_from((len - done).min(STEP)).unwrap_or(usize::MAX);
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            // At or past the source's end: it is shorter than listed.
+            Ok(0) => {
+                return Err(StepError::new(
+                    Op::Read,
+                    io::ErrorKind::UnexpectedEof.into(),
+                ));
+            }
             Ok(n) => done += n as u64,
             Err(e) if done == 0 && is_unsupported(&e.into()) => return Ok(false),
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(_) => {
+                copy_read_write(src, dst, offset + done, len - done, None, quit)?;
+                return Ok(true);
+            }
         }
     }
     Ok(true)
@@ -152,6 +165,11 @@ fn copy_range(
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The error of a copy stopped by the quit flag.
+fn interrupted() -> StepError {
+    StepError::new(Op::CopyData, io::ErrorKind::Interrupted.into())
 }
 
 /// `pread`/`pwrite` through a per-thread buffer, hashing what passes.
@@ -162,7 +180,7 @@ fn copy_read_write(
     len: u64,
     mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
-) -> io::Result<()> {
+) -> Result<(), StepError> {
     BUFFER.with_borrow_mut(|buf| {
         let size = usize::try_from(len).unwrap_or(BUF).clamp(1, BUF);
         if buf.len() < size {
@@ -171,19 +189,24 @@ fn copy_read_write(
         let mut done = 0u64;
         while done < len {
             if done > 0 && quit.load(Ordering::Relaxed) {
-                return Err(io::ErrorKind::Interrupted.into());
+                return Err(interrupted());
             }
             let want = usize::try_from(len - done).unwrap_or(usize::MAX).min(size);
             let n = match src.read_at(&mut buf[..want], offset + done) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(0) => {
+                    return Err(StepError::new(
+                        Op::Read,
+                        io::ErrorKind::UnexpectedEof.into(),
+                    ));
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(StepError::new(Op::Read, e)),
             };
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&buf[..n]);
             }
-            dst.write_all_at(&buf[..n], offset + done)?;
+            dst.write_all_at(&buf[..n], offset + done).op(Op::Write)?;
             done += n as u64;
         }
         Ok(())
@@ -212,7 +235,7 @@ fn copy_direct(
     segments: &[(u64, u64)],
     mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
-) -> io::Result<bool> {
+) -> Result<bool, StepError> {
     let Some(align) = direct::align(dst) else {
         return Ok(false);
     };
@@ -234,17 +257,18 @@ fn copy_direct(
             match rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::empty(), start, len) {
                 Ok(()) => {}
                 Err(e) if is_unsupported(&e.into()) => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(StepError::new(Op::Write, e.into())),
             }
             let mut done = 0u64;
             while done < len {
                 if done > 0 && quit.load(Ordering::Relaxed) {
-                    return Err(io::ErrorKind::Interrupted.into());
+                    return Err(interrupted());
                 }
                 let want = usize::try_from(len - done)
                     .unwrap_or(buf.len())
                     .min(buf.len());
-                src.read_exact_at(&mut buf[..want], start + done)?;
+                src.read_exact_at(&mut buf[..want], start + done)
+                    .op(Op::Read)?;
                 if let Some(h) = hasher.as_deref_mut() {
                     h.update(&buf[..want]);
                 }
@@ -259,11 +283,11 @@ fn copy_direct(
                     // Refused after all: the rest goes through the cache.
                     Err(e) if mode.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
                         mode = None;
-                        dst.write_all_at(&buf[..want], at)?;
+                        dst.write_all_at(&buf[..want], at).op(Op::Write)?;
                         done += want as u64;
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(StepError::new(Op::Write, e)),
                 }
                 if whole < want {
                     tails.push((at + whole as u64, buf[whole..want].to_vec()));
@@ -275,7 +299,7 @@ fn copy_direct(
     })?;
     drop(mode);
     for (at, bytes) in tails {
-        dst.write_all_at(&bytes, at)?;
+        dst.write_all_at(&bytes, at).op(Op::Write)?;
     }
     Ok(true)
 }
@@ -468,7 +492,7 @@ impl Copier for GenericCopier {
             return Ok(Copied::plain(job.len, Strategy::Reflink));
         }
         let segments = if job.may_be_sparse() {
-            data_segments(job.src, job.offset, job.len).op(Op::CopyData)?
+            data_segments(job.src, job.offset, job.len).op(Op::Read)?
         } else {
             vec![(job.offset, job.len)]
         };
@@ -478,7 +502,7 @@ impl Copier for GenericCopier {
         if job.may_be_sparse() && job.is_whole_file() {
             rustix::fs::ftruncate(job.dst, job.len)
                 .map_err(io::Error::from)
-                .op(Op::CopyData)?;
+                .op(Op::Write)?;
         }
         let mut hasher = job.hash.then(Hasher::new);
         let mut copied = Copied::plain(0, Strategy::Empty);
@@ -497,14 +521,11 @@ impl Copier for GenericCopier {
         // mapping on tmpfs (`--no-direct-io` turns both off).
         let unlocked = chunk && job.opts.direct_io && page_aligned(job) && !segments.is_empty();
         let all = |segs: &[(u64, u64)]| segs.iter().map(|s| s.1).sum();
-        if unlocked
-            && copy_direct(job.src, job.dst, &segments, hasher.as_mut(), quit).op(Op::CopyData)?
-        {
+        if unlocked && copy_direct(job.src, job.dst, &segments, hasher.as_mut(), quit)? {
             copied.strategy = Strategy::Direct;
             copied.bytes = all(&segments);
         } else if unlocked && magic == crate::mapped::TMPFS_MAGIC {
-            crate::mapped::copy_mapped(job.src, job.dst, &segments, hasher.as_mut(), quit)
-                .op(Op::CopyData)?;
+            crate::mapped::copy_mapped(job.src, job.dst, &segments, hasher.as_mut(), quit)?;
             copied.strategy = Strategy::Mapped;
             copied.bytes = all(&segments);
         } else {
@@ -520,8 +541,7 @@ impl Copier for GenericCopier {
                         .map(|()| Strategy::ReadWrite)
                 } else {
                     self.copy_segment(job.src, job.dst, start, len, quit)
-                }
-                .op(Op::CopyData)?;
+                }?;
                 copied.bytes += len;
             }
         }
@@ -679,6 +699,7 @@ mod tests {
         for c in [GenericCopier::new(), GenericCopier::read_write_only()] {
             let e = c.copy_data(&job, &AtomicBool::new(false)).unwrap_err();
             assert_eq!(e.source.kind(), io::ErrorKind::UnexpectedEof);
+            assert_eq!(e.op, Op::Read, "a short source is the source's fault");
         }
     }
 

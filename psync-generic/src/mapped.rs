@@ -14,6 +14,7 @@
 //! rerun that replaces a part unlinks it rather than truncating it.
 
 use psync_core::verify::Hasher;
+use psync_core::{Op, StepError, StepExt};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -74,23 +75,29 @@ pub(crate) fn copy_mapped(
     segments: &[(u64, u64)],
     mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
-) -> io::Result<()> {
+) -> Result<(), StepError> {
     for &(start, len) in segments {
         // Pages first: a full tmpfs answers ENOSPC here, never SIGBUS in
         // a fault below.
-        rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, start, len)?;
+        rustix::fs::fallocate(dst, rustix::fs::FallocateFlags::KEEP_SIZE, start, len)
+            .map_err(io::Error::from)
+            .op(Op::Write)?;
         // A window starts on a page: the segment's start rounded down.
         let page = rustix::param::page_size() as u64;
         let mut at = start;
         while at < start + len {
             if at > start && quit.load(Ordering::Relaxed) {
-                return Err(io::ErrorKind::Interrupted.into());
+                return Err(StepError::new(
+                    Op::CopyData,
+                    io::ErrorKind::Interrupted.into(),
+                ));
             }
             let base = at - at % page;
             let end = (base + WINDOW).min(start + len);
-            let mut map = Mapping::new(dst, base, usize::try_from(end - base).unwrap_or(0))?;
+            let mut map =
+                Mapping::new(dst, base, usize::try_from(end - base).unwrap_or(0)).op(Op::Write)?;
             let window = &mut map.bytes()[(at - base) as usize..];
-            src.read_exact_at(window, at)?;
+            src.read_exact_at(window, at).op(Op::Read)?;
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(window);
             }

@@ -13,6 +13,8 @@
 #![allow(dead_code)] // not every test module uses every helper
 
 pub mod compare;
+#[macro_use]
+pub mod faultfs;
 pub mod mounts;
 pub mod rsync;
 pub mod run;

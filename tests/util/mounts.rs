@@ -152,7 +152,7 @@ impl Drop for Mount {
 
 /// Unmounts `dir`; when that is refused (busy), detaches it lazily so the
 /// kernel finishes once the last user is gone. False if both failed.
-fn unmount(dir: &Path) -> bool {
+pub fn unmount(dir: &Path) -> bool {
     if run(Command::new("umount").arg(dir)).is_ok() {
         return true;
     }
