@@ -24,6 +24,9 @@ const SYNCED: u8 = 0;
 const PARTIAL: u8 = 1;
 /// Exit status: bad arguments, a fatal error, or interrupted.
 const FATAL: u8 = 2;
+/// Exit status: stopped at the first write the target file system refused
+/// for good (full: ENOSPC, EDQUOT; read-only: EROFS).
+const TARGET_UNWRITABLE: u8 = 3;
 
 type Fatal = Box<dyn std::error::Error + Send + Sync>;
 
@@ -80,7 +83,9 @@ fn finish(out: &mut Output, report: &Report) -> u8 {
 }
 
 fn exit_code(report: &Report) -> u8 {
-    if report.interrupted {
+    if report.stopped.is_some() {
+        TARGET_UNWRITABLE
+    } else if report.interrupted {
         FATAL
     } else if report.success() {
         SYNCED
