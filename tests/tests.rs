@@ -20,6 +20,7 @@ mod names;
 mod perms;
 mod safety;
 mod shape;
+mod target_full;
 mod temps;
 mod types;
 mod updates;
