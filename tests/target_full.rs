@@ -11,7 +11,7 @@
 
 use crate::util::compare::{StatSnapshot, assert_untouched, temp_like};
 use crate::util::mounts::TestMount;
-use crate::util::run::{cli_available, each_config, json_lines, psync_cmd};
+use crate::util::run::{Front, cli_available, each_config, json_lines, psync_cmd, run_cli};
 use crate::util::tree::{Node, build, file, random};
 use crate::util::{
     Opts, TestDir, bpath, in_ci, is_root, listing, read, rsync_oracle, stat_snapshot,
@@ -339,6 +339,13 @@ fn read_only_target_stops_once_and_changes_nothing() {
         );
         assert_eq!(out.stat("failed"), 1, "{}", out.stats);
         assert_eq!(out.stat("bytes_copied"), 0, "{}", out.stats);
+        if cfg.front == Front::Cli {
+            // A target root that cannot even be created: the same status.
+            let o = run_cli(&["-q"], &t.src(), &ro.join("new"));
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(3), "{stderr}");
+            assert!(stderr.contains("Read-only file system"), "{stderr}");
+        }
         drop(guard);
         assert_untouched(&before, &stat_snapshot(&t.dst()), "a read-only target");
         cfg.sync_with(&t.src(), &t.dst(), &Opts::delete())

@@ -65,10 +65,21 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
         Ok(r) => r,
         Err(e) => {
             out.close();
+            if root_unwritable(&e) {
+                output::eprint(&e.to_string());
+                return Ok(ExitCode::from(TARGET_UNWRITABLE));
+            }
             return Err(e.into());
         }
     };
     Ok(ExitCode::from(finish(&mut out, &report)))
+}
+
+/// True when the run could not even create the target root because its
+/// file system is full or read-only: the same status as a run stopped
+/// for that reason later.
+fn root_unwritable(e: &psync_core::Error) -> bool {
+    e.op() == psync_core::Op::Mkdir && psync_core::StopReason::of(e.io()).is_some()
 }
 
 /// Prints the summary and says how the run ended; returns the exit status.
