@@ -354,3 +354,57 @@ fn read_only_target_stops_once_and_changes_nothing() {
         rsync_oracle(&t.src(), &t.dst());
     });
 }
+
+/// A file big enough to resume (`--resume-threshold`) keeps its part
+/// file and journal when the target fills up, as after a kill: the run
+/// with room copies only the chunks still missing, and counts only those.
+#[test]
+fn full_target_keeps_the_finished_chunks_of_a_resumable_file() {
+    let test = "full_target_keeps_the_finished_chunks_of_a_resumable_file";
+    if !can_mount(test) {
+        return;
+    }
+    let t = TestDir::new(test);
+    let mnt = t.join("mnt");
+    std::fs::create_dir(&mnt).expect("mkdir mount point");
+    let Some(m) = mounted(test, TestMount::tmpfs(&mnt, "4m")) else {
+        return;
+    };
+    build(&t.src(), vec![Node::at("big", random(8 * MIB))]);
+    let dst = mnt.join("dst");
+    let args = ["--threads", "2", "--resume-threshold", "1M"];
+    let run = psync(&t, &args, &t.src(), &dst);
+    assert_one_stop_error(&run, &dst, "No space left on device");
+    assert_eq!(run.stat("bytes_copied"), 0, "nothing ended in place");
+    assert!(
+        !dst.join("big").exists(),
+        "a partial file under its final name"
+    );
+    assert_eq!(temp_like(&dst), Vec::<Vec<u8>>::new(), "temporaries left");
+    let parts = std::fs::read_dir(&dst)
+        .expect("list dst")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .as_encoded_bytes()
+                .starts_with(PART_PREFIX.as_bytes())
+        })
+        .count();
+    assert_eq!(
+        parts, 2,
+        "the part file and its journal are kept for the next run"
+    );
+    m.remount("size=64m").expect("grow the tmpfs");
+    let again = psync(&t, &args, &t.src(), &dst);
+    assert_eq!(again.exit, Some(0), "{again:#?}");
+    let resumed = again.stat("chunks_resumed");
+    assert!(resumed >= 1, "no chunk resumed: {}", again.summary());
+    assert_eq!(
+        again.stat("bytes_copied") + resumed * MIB,
+        8 * MIB,
+        "bytes copied are those of the chunks copied by this run: {}",
+        again.summary()
+    );
+    assert_synced!(t.src(), dst);
+    rsync_oracle(&t.src(), &dst);
+}
