@@ -1891,9 +1891,10 @@ fn full_tmpfs_under_mapped_chunks_is_an_error_not_a_signal() {
         "killed by a signal: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A full target stops the run (exit 3, see target_full.rs).
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -21,6 +21,7 @@ mod perms;
 mod safety;
 mod shape;
 mod storage_faults;
+mod target_full;
 mod temps;
 mod types;
 mod updates;

@@ -28,7 +28,10 @@ pub enum Command {
     /// Make DST identical to SRC, like `rsync -a SRC/ DST/`.
     ///
     /// Exit status: 0 everything synced, 1 some entries failed (each is
-    /// reported on stderr), 2 fatal error or interrupted.
+    /// reported on stderr), 2 fatal error or interrupted, 3 stopped because
+    /// the target file system is full (ENOSPC, EDQUOT) or read-only (EROFS):
+    /// reported once, with the path; copies under way were abandoned and
+    /// their old targets kept.
     Sync(SyncArgs),
 }
 

@@ -24,6 +24,9 @@ const SYNCED: u8 = 0;
 const PARTIAL: u8 = 1;
 /// Exit status: bad arguments, a fatal error, or interrupted.
 const FATAL: u8 = 2;
+/// Exit status: stopped at the first write the target file system refused
+/// for good (full: ENOSPC, EDQUOT; read-only: EROFS).
+const TARGET_UNWRITABLE: u8 = 3;
 
 type Fatal = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,10 +65,21 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
         Ok(r) => r,
         Err(e) => {
             out.close();
+            if root_unwritable(&e) {
+                output::eprint(&e.to_string());
+                return Ok(ExitCode::from(TARGET_UNWRITABLE));
+            }
             return Err(e.into());
         }
     };
     Ok(ExitCode::from(finish(&mut out, &report)))
+}
+
+/// True when the run could not even create the target root because its
+/// file system is full or read-only: the same status as a run stopped
+/// for that reason later.
+fn root_unwritable(e: &psync_core::Error) -> bool {
+    e.op() == psync_core::Op::Mkdir && psync_core::StopReason::of(e.io()).is_some()
 }
 
 /// Prints the summary and says how the run ended; returns the exit status.
@@ -80,7 +94,9 @@ fn finish(out: &mut Output, report: &Report) -> u8 {
 }
 
 fn exit_code(report: &Report) -> u8 {
-    if report.interrupted {
+    if report.stopped.is_some() {
+        TARGET_UNWRITABLE
+    } else if report.interrupted {
         FATAL
     } else if report.success() {
         SYNCED

@@ -3,7 +3,7 @@
 //! resumes mid-file (ADR 003).
 
 use crate::copy::{DataJob, Strategy};
-use crate::engine::{CopyFail, Engine, read_back, source_changed};
+use crate::engine::{CopyFail, Engine, Filled, read_back, source_changed};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
 use crate::event::Stats;
@@ -18,7 +18,6 @@ use std::io;
 use std::num::NonZeroU64;
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::Ordering;
 
 /// Prefix of part files and their journals.
 pub const PART_PREFIX: &str = ".psync-part.";
@@ -69,6 +68,25 @@ pub fn part_name_key(name: &Name) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(key).ok()?, 16).ok()
 }
 
+/// A large file's copy, set up: the source as it is now, the chunks still
+/// to copy, and the bytes of the chunks resumed from an earlier run.
+struct Prepared {
+    cur: Entry,
+    missing: Vec<u64>,
+    kept: u64,
+}
+
+/// What a large file's finish needs besides its paths.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Finish {
+    /// What changed, for itemizing.
+    pub(crate) change: Change,
+    /// Attempts so far.
+    pub(crate) attempt: u32,
+    /// Bytes of chunks resumed from an earlier run (not copied by this one).
+    pub(crate) kept: u64,
+}
+
 /// Queues one task per chunk, last first: the spawning thread pops them
 /// from the front of the file (LIFO), thieves take from the back.
 pub(crate) fn spawn_chunks(
@@ -88,7 +106,14 @@ struct Record {
     /// when it was verified; `None` with `--no-verify`.
     hash: Option<u128>,
     strategy: Strategy,
+    /// Bytes of data the chunk's copy wrote (its holes not included); 0 in
+    /// records of versions that did not keep it.
+    bytes: u64,
 }
+
+/// Where a record keeps its `bytes`: 6 bytes, little-endian (a chunk is
+/// at most 1 TiB, 2^40).
+const BYTES_AT: std::ops::Range<usize> = 26..32;
 
 fn strategy_byte(s: Strategy) -> u8 {
     match s {
@@ -168,9 +193,12 @@ impl Journal {
         }
         let hash =
             (r[24] & 1 == 1).then(|| u128::from_le_bytes(r[8..24].try_into().unwrap_or_default()));
+        let mut bytes = [0u8; 8];
+        bytes[..BYTES_AT.len()].copy_from_slice(&r[BYTES_AT]);
         Some(Record {
             hash,
             strategy: strategy_of(r[25]),
+            bytes: u64::from_le_bytes(bytes),
         })
     }
 
@@ -180,6 +208,7 @@ impl Journal {
         r[8..24].copy_from_slice(&rec.hash.unwrap_or(0).to_le_bytes());
         r[24] = u8::from(rec.hash.is_some());
         r[25] = strategy_byte(rec.strategy);
+        r[BYTES_AT].copy_from_slice(&rec.bytes.to_le_bytes()[..BYTES_AT.len()]);
         self.file.write_all_at(&r, HEADER + index * RECORD)
     }
 }
@@ -212,7 +241,8 @@ impl Engine {
     ) {
         let path = rel.join(&listed.name);
         match self.prepare_big(rel, listed) {
-            Ok((cur, missing)) => {
+            Ok(Prepared { cur, missing, kept }) => {
+                self.part_started(rel, &cur);
                 spawn_chunks(cx, missing.into_iter(), |index| Task::Chunk {
                     rel: rel.clone(),
                     src: cur.clone(),
@@ -224,6 +254,7 @@ impl Engine {
                     dst,
                     change,
                     attempt,
+                    kept,
                 });
             }
             Err(CopyFail::Vanished) => {
@@ -236,7 +267,7 @@ impl Engine {
     }
 
     /// Returns the source as it is now and the chunks still to copy.
-    fn prepare_big(&self, rel: &RelPath, listed: &Entry) -> Result<(Entry, Vec<u64>), CopyFail> {
+    fn prepare_big(&self, rel: &RelPath, listed: &Entry) -> Result<Prepared, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let src = src_dir
             .open_read(listed.name.as_bytes())
@@ -258,39 +289,65 @@ impl Engine {
             // Every chunk is queued: each checks its own record against
             // the source and the part as they are now (`resumed_chunk_ok`),
             // on any worker.
-            let all = (0..self.chunks(&cur)).collect();
-            return Ok((cur, all));
+            let missing = (0..self.chunks(&cur)).collect();
+            return Ok(Prepared {
+                cur,
+                missing,
+                kept: 0,
+            });
         }
         let _ = dst_dir.unlink(part.as_bytes());
         let out = self
             .copier
             .create(&dst_dir, &part, &cur, &src)
             .map_err(CopyFail::target)?;
-        let journal = Journal::create(&dst_dir, self.chunk_size, &cur)
+        let missing = self
+            .start_part(&dst_dir, &src, &out, &cur)
+            .inspect_err(|_| {
+                // Nothing this run made stays behind (a full target included).
+                discard_part(&dst_dir, &cur);
+            })?;
+        Ok(Prepared {
+            cur,
+            missing,
+            kept: 0,
+        })
+    }
+
+    /// Gives a new part file its journal and its length (or clones it
+    /// whole); returns the chunks to copy.
+    fn start_part(
+        &self,
+        dir: &Dir,
+        src: &File,
+        out: &File,
+        cur: &Entry,
+    ) -> Result<Vec<u64>, CopyFail> {
+        let journal = Journal::create(dir, self.chunk_size, cur)
             .map_err(|e| CopyFail::target_io(Op::Create, e))?;
         // A clone of the whole file needs no chunks: record them all done.
         if self
             .copier
-            .try_clone(&src, &out, &self.copy_opts)
+            .try_clone(src, out, &self.copy_opts)
             .map_err(CopyFail::target)?
         {
-            let done = Record {
-                hash: None,
-                strategy: Strategy::Reflink,
-            };
-            for i in 0..self.chunks(&cur) {
+            for i in 0..self.chunks(cur) {
+                let done = Record {
+                    hash: None,
+                    strategy: Strategy::Reflink,
+                    bytes: self.chunk_range(cur, i).1,
+                };
                 journal
                     .write(i, done)
                     .map_err(|e| CopyFail::target_io(Op::CopyData, e))?;
             }
-            Stats::bump(&self.stats.bytes_copied, cur.size);
-            return Ok((cur, Vec::new()));
+            return Ok(Vec::new());
         }
         // The length first: chunks then write at their offsets in any
         // order, and holes past the last data stay holes.
         out.set_len(cur.size)
             .map_err(|e| CopyFail::target_io(Op::Create, e))?;
-        Ok((cur.clone(), (0..self.chunks(&cur)).collect()))
+        Ok((0..self.chunks(cur)).collect())
     }
 
     pub(crate) fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
@@ -308,12 +365,17 @@ impl Engine {
     /// event here and counted once by the file's finish.
     pub(crate) fn chunk(&self, rel: &RelPath, src: &Entry, index: u64) {
         if let Err(CopyFail::Failed { on_target, op, err }) = self.copy_chunk(rel, src, index) {
+            let path = rel.join(&src.name);
+            // Before the error is wrapped: that loses its errno.
+            if on_target && self.stop_if_unwritable(&path, op, &err) {
+                return;
+            }
             let (start, len) = self.chunk_range(src, index);
             let err = io::Error::new(
                 err.kind(),
                 format!("chunk {index} (bytes {start}..{}): {err}", start + len),
             );
-            self.report(&rel.join(&src.name), on_target, op, err, false);
+            self.report(&path, on_target, op, err, false);
         }
     }
 
@@ -335,7 +397,12 @@ impl Engine {
         let result = match journal.read(index) {
             Some(rec) if resumed_chunk_ok(&input, &part, (offset, len), rec) => {
                 Stats::bump(&self.stats.chunks_resumed, 1);
-                Ok(())
+                // An earlier run's bytes, not this one's (finish_big sums
+                // the records' bytes).
+                let rec = Record { bytes: 0, ..rec };
+                journal
+                    .write(index, rec)
+                    .map_err(|e| CopyFail::target_io(Op::CopyData, e))
             }
             _ => self.fill_chunk(&input, &part, &journal, src, index),
         };
@@ -384,7 +451,7 @@ impl Engine {
             ),
             (None, _) => None,
         };
-        Stats::bump(&self.stats.bytes_copied, copied.bytes);
+        // Its bytes count as copied when the file is finished (finish_big).
         Stats::bump(&self.stats.chunks, 1);
         journal
             .write(
@@ -392,6 +459,7 @@ impl Engine {
                 Record {
                     hash,
                     strategy: copied.strategy,
+                    bytes: copied.bytes,
                 },
             )
             .map_err(|e| CopyFail::target_io(Op::CopyData, e))
@@ -404,24 +472,24 @@ impl Engine {
         rel: &RelPath,
         src: &Entry,
         dst: Option<&Entry>,
-        change: Change,
-        attempt: u32,
+        how: Finish,
         cx: &mut dyn TaskContext,
     ) {
+        let Finish {
+            change,
+            attempt,
+            kept,
+        } = how;
         let path = rel.join(&src.name);
-        if self.quit.load(Ordering::Relaxed) {
-            // Stopped: a file too small to resume leaves nothing behind.
-            if src.size < self.resume_threshold
-                && let Ok(d) = self.open_dst(rel)
-            {
-                discard_part(&d, src);
-            }
-            return;
-        }
+        // From here the part is this task's to rename or remove.
+        self.part_ended(rel, src);
         let old = dst.filter(|_| !change.new).map(|d| d.mode);
-        match self.finish_big(rel, src, old) {
-            Ok(Some(strategy)) => {
-                self.count_strategy(strategy);
+        let finished = self
+            .not_stopped()
+            .and_then(|()| self.finish_big(rel, src, old, kept));
+        match finished {
+            Ok(Some(filled)) => {
+                self.count_filled(filled);
                 self.itemize(path, Some(change), src);
                 self.count_change(dst.is_some() && !change.new);
             }
@@ -448,18 +516,31 @@ impl Engine {
                 Stats::bump(&self.stats.done, 1);
                 self.warn(&path, false, Op::Open, "vanished during its copy");
             }
-            Err(CopyFail::Interrupted) => {}
+            Err(CopyFail::Interrupted) => self.abandon_part(rel, src),
             Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
         }
     }
 
-    /// `Ok(None)`: the source changed since its copy started (part removed).
+    /// Stopped before its finish: a file too small to resume leaves
+    /// nothing behind; a larger one keeps its finished chunks.
+    fn abandon_part(&self, rel: &RelPath, src: &Entry) {
+        if src.size < self.resume_threshold
+            && let Ok(d) = self.open_dst(rel)
+        {
+            discard_part(&d, src);
+        }
+    }
+
+    /// `Ok(None)`: the source changed since its copy started (part
+    /// removed). The bytes of a finished file are those its chunks' copies
+    /// wrote, less `kept`, the bytes of chunks an earlier run copied.
     fn finish_big(
         &self,
         rel: &RelPath,
         src: &Entry,
         old: Option<u32>,
-    ) -> Result<Option<Strategy>, CopyFail> {
+        kept: u64,
+    ) -> Result<Option<Filled>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let part_n = part_name(src);
         let discard = || discard_part(&dst_dir, src);
@@ -513,11 +594,17 @@ impl Engine {
             .map_err(CopyFail::target)?;
         self.report_dropped(&rel.join(&src.name), &report);
         drop(part);
+        // Stopped meanwhile (the target cannot be written): the old target stays.
+        self.not_stopped()?;
         dst_dir
             .rename(part_n.as_bytes(), src.name.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
         let _ = dst_dir.unlink(journal_name(src).as_bytes());
-        Ok(records.first().copied().flatten().map(|r| r.strategy))
+        let written: u64 = records.iter().flatten().map(|r| r.bytes).sum();
+        Ok(records.first().copied().flatten().map(|r| Filled {
+            strategy: r.strategy,
+            bytes: written.saturating_sub(kept),
+        }))
     }
 }
 
@@ -601,6 +688,7 @@ mod tests {
         let rec = |hash| Record {
             hash,
             strategy: Strategy::ReadWrite,
+            bytes: 1 << 20,
         };
         assert!(resumed_chunk_ok(&src, &part, range, rec(Some(want))));
         assert!(resumed_chunk_ok(&src, &part, range, rec(None)));
@@ -650,6 +738,7 @@ mod tests {
             Record {
                 hash: Some(42),
                 strategy: Strategy::ReadWrite,
+                bytes: 3 << 20,
             },
         )
         .unwrap();
@@ -658,6 +747,7 @@ mod tests {
             Record {
                 hash: None,
                 strategy: Strategy::CopyRange,
+                bytes: (1 << 40) - 1,
             },
         )
         .unwrap();
@@ -666,14 +756,16 @@ mod tests {
             j.read(3),
             Some(Record {
                 hash: Some(42),
-                strategy: Strategy::ReadWrite
+                strategy: Strategy::ReadWrite,
+                bytes: 3 << 20,
             })
         );
         assert_eq!(
             j.read(5),
             Some(Record {
                 hash: None,
-                strategy: Strategy::CopyRange
+                strategy: Strategy::CopyRange,
+                bytes: (1 << 40) - 1,
             })
         );
         assert_eq!(j.read(4), None);

@@ -415,6 +415,10 @@ pub struct Report {
     pub stats: Snapshot,
     /// The run was stopped (quit flag, Ctrl-C) before it finished.
     pub interrupted: bool,
+    /// The run stopped because the target file system is full or
+    /// read-only: where, and why (reported once, as an error event).
+    /// `interrupted` is false then.
+    pub stopped: Option<crate::Stopped>,
     /// The copier used.
     pub copier: String,
     /// The transport used.
@@ -424,9 +428,10 @@ pub struct Report {
 }
 
 impl Report {
-    /// True when everything was synced: not interrupted, nothing failed.
+    /// True when everything was synced: not interrupted, not stopped,
+    /// nothing failed.
     pub fn success(&self) -> bool {
-        !self.interrupted && self.stats.failed == 0
+        !self.interrupted && self.stopped.is_none() && self.stats.failed == 0
     }
 }
 
@@ -520,6 +525,8 @@ impl Syncer {
             batch_bytes: b.batch_bytes,
             retries: b.retries,
             links: std::sync::OnceLock::new(),
+            stopped: std::sync::OnceLock::new(),
+            open_parts: std::sync::Mutex::new(Vec::new()),
             verify: b.verify,
             root_touched: probed,
             chunk_size: b.chunk_size,
@@ -543,11 +550,16 @@ impl Syncer {
             dst: dst_entry,
         };
         let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
+        engine.wind_down();
+        let stopped = engine.stopped.get().cloned();
         drop(engine);
         result?;
         Ok(Report {
             stats: self.stats.snapshot(start.elapsed()),
-            interrupted: self.quit.load(Ordering::Relaxed),
+            // The engine sets the quit flag to stop for a target that
+            // cannot be written: that is not an interrupt.
+            interrupted: stopped.is_none() && self.quit.load(Ordering::Relaxed),
+            stopped,
             copier: copier.name().to_string(),
             transport: transport.name().to_string(),
             modify_window_ns: plan.modify_window_ns,

@@ -64,6 +64,12 @@ pub struct Engine {
     pub(crate) drop_source_cache: bool,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
+    /// Set once when a target write finds the target full or read-only:
+    /// the run stops (see `stop.rs`).
+    pub(crate) stopped: std::sync::OnceLock<crate::stop::Stopped>,
+    /// Part files this process is filling (directory, source version),
+    /// removed when the run stops before their finish.
+    pub(crate) open_parts: std::sync::Mutex<Vec<(RelPath, Entry)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -103,7 +109,15 @@ impl TaskRunner for Engine {
                 dst,
                 change,
                 attempt,
-            } => self.finish_file(&rel, &src, dst.as_ref(), change, attempt, cx),
+                kept,
+            } => {
+                let how = crate::bigfile::Finish {
+                    change,
+                    attempt,
+                    kept,
+                };
+                self.finish_file(&rel, &src, dst.as_ref(), how, cx)
+            }
             Task::FinishDir {
                 rel,
                 src,
@@ -160,6 +174,14 @@ pub(crate) struct Made {
     pub(crate) fresh: bool,
     /// The mode of the target it replaces, if any (`--no-perms` keeps it).
     pub(crate) old: Option<u32>,
+}
+
+/// What a finished fill wrote: how, and how many bytes of data. Counted
+/// (bytes copied) only when the target it filled is in place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filled {
+    pub(crate) strategy: Strategy,
+    pub(crate) bytes: u64,
 }
 
 /// Small files travel together; a batch closes at this many files or bytes.
@@ -220,6 +242,9 @@ impl Engine {
         err: io::Error,
         count: bool,
     ) {
+        if on_target && self.stop_if_unwritable(rel, op, &err) {
+            return;
+        }
         let base = if on_target {
             &self.dst_path
         } else {
@@ -572,6 +597,11 @@ impl Engine {
         // Names whose old target could not be cleared: nothing is made there.
         let mut blocked: Vec<Name> = Vec::new();
         for action in actions {
+            // Stopped (interrupt, or a target that cannot be written):
+            // nothing more is changed here.
+            if self.quit.load(Ordering::Relaxed) {
+                break;
+            }
             if !blocked.is_empty() && blocked.contains(action.name()) {
                 continue;
             }
@@ -669,6 +699,7 @@ impl Engine {
             });
         }
         if !linked.is_empty()
+            && !self.quit.load(Ordering::Relaxed)
             && let Err(e) = self.defer_linked(rel, &linked)
         {
             for a in &linked {
@@ -1055,6 +1086,9 @@ impl Engine {
     /// asked for that kind of attribute explicitly.
     pub(crate) fn report_dropped(&self, path: &RelPath, report: &crate::xattr::XattrReport) {
         for (name, err) in &report.dropped {
+            if self.stop_if_unwritable(path, Op::Xattr, err) {
+                return;
+            }
             let acl = crate::xattr::is_acl(name);
             let mode = if acl {
                 self.copy_opts.acls
@@ -1091,6 +1125,7 @@ impl Engine {
         };
         match done {
             Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) if self.stop_if_unwritable(rel, Op::Xattr, &e) => {}
             Err(e) => self.warn(rel, true, Op::Xattr, &format!("default ACL: {e}")),
             Ok(()) => {}
         }
@@ -1205,6 +1240,9 @@ impl Engine {
     ) {
         let path = rel.join(&listed.name);
         for attempt in 0..=self.retries {
+            if self.quit.load(Ordering::Relaxed) {
+                return;
+            }
             // A retry re-reads the source's state instead of trusting the listing.
             let how = Attempt {
                 old,
@@ -1212,8 +1250,8 @@ impl Engine {
                 trust_listing: attempt == 0,
             };
             match self.copy_once(&path, src_dir, dst_dir, listed, how) {
-                Ok(Some(strategy)) => {
-                    self.count_strategy(strategy);
+                Ok(Some(filled)) => {
+                    self.count_filled(filled);
                     self.itemize(path, Some(change), listed);
                     return self.count_change(old.is_some());
                 }
@@ -1249,7 +1287,7 @@ impl Engine {
         dst_dir: &Dir,
         listed: &Entry,
         how: Attempt,
-    ) -> Result<Option<Strategy>, CopyFail> {
+    ) -> Result<Option<Filled>, CopyFail> {
         let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
         let result = self.copy_open(path, &src, &cur, dst_dir, listed, how);
         // Read once (the hash was taken as it was copied): its pages are
@@ -1267,7 +1305,7 @@ impl Engine {
         dst_dir: &Dir,
         listed: &Entry,
         how: Attempt,
-    ) -> Result<Option<Strategy>, CopyFail> {
+    ) -> Result<Option<Filled>, CopyFail> {
         if how.old.is_none()
             && let Some(out) = self
                 .copier
@@ -1278,11 +1316,13 @@ impl Engine {
                 fresh: how.fresh_dir,
                 old: None,
             };
-            let Some(strategy) = self.fill_checked(path, src, &out, cur, made)? else {
+            let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
             };
+            // Stopped meanwhile: the unnamed file goes with its fd.
+            self.not_stopped()?;
             match dst_dir.link_fd(&out, listed.name.as_bytes()) {
-                Ok(()) => return Ok(Some(strategy)),
+                Ok(()) => return Ok(Some(filled)),
                 // Someone created the name meanwhile: replace it below.
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     let tmp = self.temp_name();
@@ -1291,20 +1331,42 @@ impl Engine {
                         .map_err(|e| CopyFail::target_io(Op::Link, e))?;
                     return self
                         .rename_into_place(dst_dir, &tmp, &listed.name)
-                        .map(|()| Some(strategy));
+                        .map(|()| Some(filled));
                 }
                 Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
             }
         }
         let tmp = self.temp_name();
-        let Some(strategy) = self.write_temp(path, src, cur, dst_dir, &tmp, how.old)? else {
+        let Some(filled) = self.write_temp(path, src, cur, dst_dir, &tmp, how.old)? else {
             return Ok(None);
         };
         self.rename_into_place(dst_dir, &tmp, &listed.name)
-            .map(|()| Some(strategy))
+            .map(|()| Some(filled))
     }
 
+    /// `Err(Interrupted)` once the run is stopping: a finished temporary
+    /// is then not put in place (nothing changes after a stop).
+    pub(crate) fn not_stopped(&self) -> Result<(), CopyFail> {
+        match self.quit.load(Ordering::Relaxed) {
+            true => Err(CopyFail::Interrupted),
+            false => Ok(()),
+        }
+    }
+
+    /// Counts a file copy that ended in a finished target: its strategy,
+    /// and its bytes (only those: an abandoned copy's bytes are not).
+    pub(crate) fn count_filled(&self, filled: Filled) {
+        self.count_strategy(filled.strategy);
+        Stats::bump(&self.stats.bytes_copied, filled.bytes);
+    }
+
+    /// Renames a finished temporary over `name`; on any failure, or when
+    /// the run is stopping, the temporary is removed and the old target kept.
     fn rename_into_place(&self, dir: &Dir, tmp: &Name, name: &Name) -> Result<(), CopyFail> {
+        if let Err(stop) = self.not_stopped() {
+            let _ = dir.unlink(tmp.as_bytes());
+            return Err(stop);
+        }
         dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| {
             let _ = dir.unlink(tmp.as_bytes());
             CopyFail::target_io(Op::Rename, e)
@@ -1366,7 +1428,7 @@ impl Engine {
         out_dir: &Dir,
         out_name: &Name,
         old: Option<u32>,
-    ) -> Result<Option<Strategy>, CopyFail> {
+    ) -> Result<Option<Filled>, CopyFail> {
         let out = self
             .copier
             .create(out_dir, out_name, cur, src)
@@ -1389,8 +1451,8 @@ impl Engine {
         out: &std::fs::File,
         cur: &Entry,
         made: Made,
-    ) -> Result<Option<Strategy>, CopyFail> {
-        let strategy = match self.fill(path, src, out, cur, made) {
+    ) -> Result<Option<Filled>, CopyFail> {
+        let filled = match self.fill(path, src, out, cur, made) {
             // Shorter than when the copy started: a change during the copy
             // (retried) when its status says so, as a grown file is.
             Err(f) if f.is_short_read() => {
@@ -1401,7 +1463,7 @@ impl Engine {
             }
             r => r?,
         };
-        Ok((!source_changed(src, cur)?).then_some(strategy))
+        Ok((!source_changed(src, cur)?).then_some(filled))
     }
 
     /// Data, then attributes, of an open temporary.
@@ -1412,7 +1474,7 @@ impl Engine {
         out: &std::fs::File,
         cur: &Entry,
         made: Made,
-    ) -> Result<Strategy, CopyFail> {
+    ) -> Result<Filled, CopyFail> {
         let job = crate::copy::DataJob {
             src,
             dst: out,
@@ -1427,7 +1489,6 @@ impl Engine {
             .copy_data(&job, &self.quit)
             .map_err(CopyFail::data)?;
         self.verify_written(out, &copied)?;
-        Stats::bump(&self.stats.bytes_copied, copied.bytes);
         use std::os::fd::AsFd;
         let from = self
             .xattr_source(None, cur)
@@ -1439,7 +1500,10 @@ impl Engine {
             .set_attrs(Node::Fd(out.as_fd()), &attrs, from, &opts)
             .map_err(CopyFail::target)?;
         self.report_dropped(path, &report);
-        Ok(copied.strategy)
+        Ok(Filled {
+            strategy: copied.strategy,
+            bytes: copied.bytes,
+        })
     }
 
     /// Reads back what a copy wrote and compares it with the hash of what

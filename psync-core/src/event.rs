@@ -43,7 +43,9 @@ pub enum Event {
         /// Why.
         reason: String,
     },
-    /// An entry failed; the run goes on and its exit status will say so.
+    /// An entry failed; the run goes on and its exit status will say so
+    /// (unless the target file system is full or read-only: then this is
+    /// the run's one error and it stops, see [`crate::Report::stopped`]).
     Error {
         /// Path relative to the run's roots.
         path: RelPath,

@@ -2,7 +2,6 @@
 //! target, keyed by source device and inode, with an O_EXCL claim so each
 //! group's data is copied once and RENAME_NOREPLACE publication (ADR 001).
 
-use crate::copy::Strategy;
 use crate::engine::{CopyFail, Engine, Made, TEMP_PREFIX};
 use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
@@ -103,7 +102,9 @@ impl Engine {
         if found.is_empty() {
             return;
         }
-        if let Err(e) = self.write_record(rel, &found, MEMBERS) {
+        if let Err(e) = self.write_record(rel, &found, MEMBERS)
+            && !self.stop_if_unwritable(rel, Op::Create, &e)
+        {
             let why = format!("cannot record its hard-linked names: {e}");
             self.warn(rel, true, Op::Create, &why);
         }
@@ -374,8 +375,8 @@ impl Engine {
     ) {
         let planned = change.any();
         match got {
-            Ok(Linked::Copied(strategy)) => {
-                self.count_strategy(strategy);
+            Ok(Linked::Copied(filled)) => {
+                self.count_filled(filled);
                 self.itemize(path, Some(change), src);
                 self.count_change(dst.is_some() && !change.new);
             }
@@ -669,7 +670,7 @@ impl Engine {
             }
             let filled = self.fill_checked(path, input, &out, cur, Made::default());
             drop(out);
-            let Some(strategy) = filled? else {
+            let Some(filled) = filled? else {
                 Stats::bump(&self.stats.changed_during_copy, 1);
                 if retries == 0 {
                     return Err(CopyFail::source(
@@ -681,6 +682,8 @@ impl Engine {
                 opened = None;
                 continue;
             };
+            // Stopped meanwhile: the claim's drop removes the part.
+            self.not_stopped()?;
             self.note_leader(area, src, path)?;
             match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
                 Ok(()) => std::mem::forget(claim),
@@ -689,7 +692,7 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
             }
-            if let Some(linked) = published(Some(Linked::Copied(strategy)))? {
+            if let Some(linked) = published(Some(Linked::Copied(filled)))? {
                 return Ok(linked);
             }
         }
@@ -770,7 +773,7 @@ impl Drop for Claim<'_> {
 /// How a hard-linked path was synced.
 enum Linked {
     /// This path's copy became the group's inode.
-    Copied(Strategy),
+    Copied(crate::engine::Filled),
     /// Linked to the inode another path copied.
     ToExisting,
     /// Already linked right (or published as the group's inode unchanged).

@@ -72,6 +72,9 @@ pub enum Task {
         change: Change,
         /// Attempts so far.
         attempt: u32,
+        /// Bytes of the chunks an earlier run copied (resumed from the
+        /// journal): not counted as copied by this run.
+        kept: u64,
     },
     /// The run's last phase: copies of hard-link groups recorded during the
     /// walk, then the directory's times again (the links changed them).

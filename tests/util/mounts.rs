@@ -347,3 +347,93 @@ impl Drop for Scratch {
         }
     }
 }
+
+/// A file system mounted for one test: a small tmpfs, a small ext4
+/// image, or a read-only bind mount. Unmounted on drop (lazily when a
+/// plain unmount is refused), also when the test panics; an image is
+/// removed after its unmount. The mount point is the caller's.
+#[derive(Debug)]
+pub struct TestMount {
+    dir: PathBuf,
+    image: Option<PathBuf>,
+}
+
+impl TestMount {
+    /// A tmpfs of `size` (`mount -o size=`, e.g. `2m`) at `dir`.
+    pub fn tmpfs(dir: &Path, size: &str) -> Result<TestMount, String> {
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={size},mode=0755"))
+            .arg("psync-test")
+            .arg(dir))?;
+        Ok(TestMount {
+            dir: dir.to_path_buf(),
+            image: None,
+        })
+    }
+
+    /// An ext4 of `mib` MiB (4 KiB blocks, no blocks reserved for root)
+    /// in a sparse image at `image`, loop-mounted at `dir`.
+    pub fn ext4(dir: &Path, image: &Path, mib: u64) -> Result<TestMount, String> {
+        let f =
+            std::fs::File::create(image).map_err(|e| format!("create {}: {e}", image.display()))?;
+        f.set_len(mib << 20)
+            .map_err(|e| format!("truncate {}: {e}", image.display()))?;
+        let made = run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096", "-I", "256", "-m", "0"])
+            .arg(image))
+        .and_then(|()| {
+            run(Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(image)
+                .arg(dir))
+        });
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(image);
+            return Err(e);
+        }
+        Ok(TestMount {
+            dir: dir.to_path_buf(),
+            image: Some(image.to_path_buf()),
+        })
+    }
+
+    /// `of` bind-mounted at `at`, then made read-only there (`of` itself
+    /// stays writable).
+    pub fn read_only_bind(of: &Path, at: &Path) -> Result<TestMount, String> {
+        run(Command::new("mount").arg("--bind").arg(of).arg(at))?;
+        // From here dropping `m` unmounts, whatever fails next.
+        let m = TestMount {
+            dir: at.to_path_buf(),
+            image: None,
+        };
+        run(Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(at))?;
+        Ok(m)
+    }
+
+    /// `mount -o remount,OPTS` (e.g. `size=64m` to grow a tmpfs).
+    pub fn remount(&self, opts: &str) -> Result<(), String> {
+        run(Command::new("mount")
+            .arg("-o")
+            .arg(format!("remount,{opts}"))
+            .arg(&self.dir))
+    }
+
+    /// The mount point.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if unmount(&self.dir)
+            && let Some(image) = &self.image
+        {
+            let _ = std::fs::remove_file(image);
+        }
+    }
+}

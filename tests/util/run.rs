@@ -120,8 +120,9 @@ impl Opts {
 /// What a run did, the same for both frontends.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    /// 0 synced, 1 some entries failed, 2 fatal (the CLI's exit status; for
-    /// the library, derived from `run()`'s result the same way).
+    /// 0 synced, 1 some entries failed, 2 fatal, 3 stopped for a target
+    /// that cannot be written (the CLI's exit status; for the library,
+    /// derived from `run()`'s result the same way).
     pub exit: i32,
     /// rsync-style `-i` lines, in the order reported.
     pub itemized: Vec<String>,
@@ -212,6 +213,8 @@ pub fn sync_lib(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
         Ok(report) => {
             out.exit = if report.success() {
                 0
+            } else if report.stopped.is_some() {
+                3
             } else if report.interrupted {
                 2
             } else {
