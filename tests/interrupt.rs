@@ -258,7 +258,12 @@ fn kill_loop_with_type_changes_under_delete() {
             .spawn()
             .expect("start psync")
     };
-    crate::util::copy_tree(&versions[0], &t.src());
+    let install = |v: usize| {
+        remove_tree(&t.src());
+        assert!(t.src().symlink_metadata().is_err(), "source not removed");
+        crate::util::copy_tree(&versions[v], &t.src());
+    };
+    install(0);
     let started = Instant::now();
     assert!(run(&[]).wait().unwrap().success());
     let full = started.elapsed().max(Duration::from_millis(50));
@@ -268,8 +273,7 @@ fn kill_loop_with_type_changes_under_delete() {
     for round in 0..30 {
         if round % 3 == 0 {
             current = 1 - current;
-            remove_tree(&t.src());
-            crate::util::copy_tree(&versions[current], &t.src());
+            install(current);
         }
         seed = seed
             .wrapping_mul(6_364_136_223_846_793_005)
