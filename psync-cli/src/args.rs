@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::Sender;
-use psync_core::{AttrMode, Event, Preserve, Reflink, SyncBuilder};
+use psync_core::{AttrMode, Event, Flush, Preserve, Reflink, SyncBuilder};
 use psync_generic::GenericCopier;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -172,6 +172,24 @@ pub struct SyncArgs {
     #[arg(long)]
     pub keep_source_cache: bool,
 
+    /// Make every file durable before it counts as done: its data is
+    /// flushed to stable storage (fsync) before its name is put in place,
+    /// and each directory whose entries changed is flushed when the task
+    /// that changed it ends; a flush that fails (EIO, ENOSPC on write-back)
+    /// fails the files and the run (exit 1). Default: off: psync exits with
+    /// its writes in the page cache, and a device that fails on write-back
+    /// later loses them unreported. Costs about 4% on 4 x 1 GiB and 3.2x the
+    /// time on 100,000 small files (ext4, ADR 008).
+    #[arg(long)]
+    pub fsync: bool,
+
+    /// How --fsync flushes, for measuring the candidates of ADR 008:
+    /// `file` (fsync per file, what --fsync does), `batch` (one syncfs per
+    /// batch of files before their names are published), `end` (one
+    /// syncfs of the target when the run ends).
+    #[arg(long, value_name = "MODE", hide = true)]
+    pub fsync_mode: Option<FlushArg>,
+
     /// Decide by content: files of equal size are compared by hash
     /// (xxh3-128, both sides read at once) instead of by modification time.
     #[arg(short = 'c', long)]
@@ -222,6 +240,17 @@ pub enum ReflinkArg {
     Always,
     /// Always copy.
     Never,
+}
+
+/// `--fsync-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlushArg {
+    /// fsync each file before publishing it, directories at task end.
+    File,
+    /// syncfs per batch of files before publishing them.
+    Batch,
+    /// One syncfs when the run ends.
+    End,
 }
 
 /// Parses `64M`, `1G`, `4096`, `1.5T` (powers of 1024).
@@ -304,8 +333,16 @@ impl SyncArgs {
                 ReflinkArg::Always => Reflink::Always,
                 ReflinkArg::Never => Reflink::Never,
             })
+            .fsync(self.fsync)
             .progress_interval(PROGRESS_INTERVAL)
             .events(events);
+        if let Some(mode) = self.fsync_mode {
+            b.flush(match mode {
+                FlushArg::File => Flush::File,
+                FlushArg::Batch => Flush::Batch,
+                FlushArg::End => Flush::End,
+            });
+        }
         // Only when given: unset, the library detects the right window.
         if let Some(secs) = self.modify_window {
             b.modify_window(Duration::from_secs(secs));

@@ -1,6 +1,7 @@
 //! `SyncBuilder`: the one way to configure and start a run.
 
 use crate::copy::{AttrMode, Copier, CopyOptions, Reflink, Registry};
+use crate::durable::Flush;
 use crate::engine::Engine;
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op, ResultExt};
@@ -58,6 +59,7 @@ pub struct SyncBuilder {
     resume_threshold: u64,
     xattrs: AttrMode,
     acls: AttrMode,
+    flush: Flush,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -126,6 +128,7 @@ impl SyncBuilder {
             resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
+            flush: Flush::Off,
         }
     }
 
@@ -266,6 +269,29 @@ impl SyncBuilder {
     /// the source this run has yet to read included (ADR 005, 006).
     pub fn keep_source_cache(&mut self, yes: bool) -> &mut Self {
         self.keep_source_cache = yes;
+        self
+    }
+
+    /// Make every result durable before it counts as done (`--fsync`):
+    /// each copied file is flushed to stable storage before its name is
+    /// linked or renamed into place, and each directory whose entries or
+    /// attributes a task changed is flushed at that task's end, so a task
+    /// that ends (on any node) has its outputs on disk and a flush that
+    /// fails (EIO, ENOSPC on write-back) fails the files it was for.
+    /// Default: false: the run ends with its writes in the page cache, and
+    /// a device that fails on write-back loses them after a successful run
+    /// (ADR 008 has the cost of each way).
+    pub fn fsync(&mut self, yes: bool) -> &mut Self {
+        self.flush = if yes { Flush::File } else { Flush::Off };
+        self
+    }
+
+    /// How results reach stable storage; [`fsync`](Self::fsync) sets
+    /// [`Flush::File`] or [`Flush::Off`]. The other modes are here to be
+    /// measured against it (ADR 008). Default: [`Flush::Off`].
+    #[doc(hidden)]
+    pub fn flush(&mut self, mode: Flush) -> &mut Self {
+        self.flush = mode;
         self
     }
 
@@ -525,6 +551,7 @@ impl Syncer {
             chunk_size: b.chunk_size,
             resume_threshold: b.resume_threshold,
             drop_source_cache: !b.keep_source_cache,
+            flush: b.flush,
         };
         if dst_entry.is_none() && b.itemize {
             engine.itemize(
@@ -543,6 +570,9 @@ impl Syncer {
             dst: dst_entry,
         };
         let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
+        if result.is_ok() && !self.quit.load(Ordering::Relaxed) {
+            engine.flush_at_end();
+        }
         drop(engine);
         result?;
         Ok(Report {
