@@ -50,7 +50,8 @@ Runs:
   --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor;
                      also psync-nv = psync --no-verify, and ADR 008's
                      psync-fsync = --fsync, psync-batch = one syncfs per
-                     batch, psync-end = one syncfs at the end); tools not
+                     batch, psync-par = concurrent fsyncs per batch,
+                     psync-end = one syncfs at the end); tools not
                      installed are skipped
   --no-noop          skip the no-op re-sync workload
   --cold             drop the page cache before every timed run (root only;
@@ -277,6 +278,7 @@ copy_cmd() {
         # syncfs per batch of files, one syncfs at the end of the run.
         psync-fsync) CMD=("$PSYNC" sync --fsync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-batch) CMD=("$PSYNC" sync --fsync-mode batch "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-par) CMD=("$PSYNC" sync --fsync-mode parallel "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-end) CMD=("$PSYNC" sync --fsync-mode end "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         cp) CMD=(cp -a "$SRC/." "$2") ;;
@@ -312,7 +314,7 @@ noop_cmd() {
 
 available() {
     case $1 in
-        psync | psync-nv | psync-fsync | psync-batch | psync-end) build_psync ;;
+        psync | psync-nv | psync-fsync | psync-batch | psync-par | psync-end) build_psync ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
             # Neither floor program copies a mixed tree (bigcopy: the files
@@ -321,7 +323,7 @@ available() {
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
-        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-batch, psync-end, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-batch, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
     esac
 }
 

@@ -61,29 +61,31 @@ fn fsync_run_on_ext4_is_exact() {
     assert!(report.success(), "lib --fsync run failed: {report:?}");
     assert_synced!(s.src(), s.dst());
     rsync_oracle_full(&s.src(), &s.dst());
-    // The CLI, on changes: replacements, a deletion, a new file.
-    tree!(s.src(), {
-        "a/one" => file("one, replaced"),
-        "a/b/two" => absent(),
-        "a/new" => random(9_000),
-        "big" => random(3 << 20),
-    });
     if !cli_available() {
         return;
     }
-    let out = run_psync(
-        &["--fsync", "--delete", "--chunk-size", "1M"],
-        &s.src(),
-        &s.dst(),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "CLI --fsync run: {}",
-        text(&out)
-    );
-    assert_synced!(s.src(), s.dst());
-    rsync_oracle_full(&s.src(), &s.dst());
+    // The CLI, on changes (replacements, a deletion, new files), in
+    // each mode that stages copies before publishing them too.
+    let modes: [&[&str]; 3] = [
+        &["--fsync"],
+        &["--fsync-mode", "batch"],
+        &["--fsync-mode", "parallel"],
+    ];
+    for (i, mode) in modes.into_iter().enumerate() {
+        let new = format!("a/new{i}");
+        tree!(s.src(), {
+            "a/one" => file(format!("one, replaced {i}")),
+            "a/b/two" => absent(),
+            new.as_str() => random(9_000 + i as u64),
+            "big" => random((3 << 20) + i as u64),
+        });
+        let mut args = mode.to_vec();
+        args.extend(["--delete", "--chunk-size", "1M"]);
+        let out = run_psync(&args, &s.src(), &s.dst());
+        assert_eq!(out.status.code(), Some(0), "CLI {mode:?}: {}", text(&out));
+        assert_synced!(s.src(), s.dst());
+        rsync_oracle_full(&s.src(), &s.dst());
+    }
 }
 
 /// Without `--fsync` psync reports success and the data is lost on
@@ -126,6 +128,7 @@ fn failing_write_back_fails_the_run_only_with_fsync() {
     for args in [
         &["--fsync"][..],
         &["--fsync-mode", "batch"],
+        &["--fsync-mode", "parallel"],
         &["--fsync-mode", "end"],
     ] {
         let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));

@@ -185,7 +185,8 @@ pub struct SyncArgs {
 
     /// How --fsync flushes, for measuring the candidates of ADR 008:
     /// `file` (fsync per file, what --fsync does), `batch` (one syncfs per
-    /// batch of files before their names are published), `end` (one
+    /// batch of files before their names are published), `parallel`
+    /// (concurrent fsyncs of a batch's files, then their names), `end` (one
     /// syncfs of the target when the run ends).
     #[arg(long, value_name = "MODE", hide = true)]
     pub fsync_mode: Option<FlushArg>,
@@ -249,6 +250,8 @@ pub enum FlushArg {
     File,
     /// syncfs per batch of files before publishing them.
     Batch,
+    /// Concurrent fsyncs of a batch's files before publishing them.
+    Parallel,
     /// One syncfs when the run ends.
     End,
 }
@@ -340,6 +343,7 @@ impl SyncArgs {
             b.flush(match mode {
                 FlushArg::File => Flush::File,
                 FlushArg::Batch => Flush::Batch,
+                FlushArg::Parallel => Flush::Parallel,
                 FlushArg::End => Flush::End,
             });
         }

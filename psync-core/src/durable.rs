@@ -37,6 +37,11 @@ pub enum Flush {
     /// as with [`Flush::File`]. One flush per batch instead of per file, but
     /// it also flushes every other writer's dirty data on that file system.
     Batch,
+    /// A batch's files are written, then flushed by concurrent `fsync`s
+    /// (one short-lived thread each, so the file system can take them in
+    /// one journal commit), then their names are published; directories
+    /// as with [`Flush::File`]. Flushes only this run's files.
+    Parallel,
     /// One `syncfs` of the target when the run ends: nothing is durable
     /// until then, and a task is not durable when it completes (so not
     /// usable by a broker worker, whose node flushes only its own writes).
@@ -46,7 +51,12 @@ pub enum Flush {
 impl Flush {
     /// Tasks flush their own outputs before they end.
     pub(crate) fn per_task(self) -> bool {
-        matches!(self, Flush::File | Flush::Batch)
+        matches!(self, Flush::File | Flush::Batch | Flush::Parallel)
+    }
+
+    /// File tasks stage their copies for one flush per batch.
+    pub(crate) fn stages(self) -> bool {
+        matches!(self, Flush::Batch | Flush::Parallel)
     }
 }
 
@@ -55,7 +65,15 @@ pub(crate) enum Ready {
     /// Written unnamed (`O_TMPFILE`): linked at its name.
     Unnamed(File),
     /// Written to a temporary name: renamed over its name.
-    Named(Name),
+    Named(Name, File),
+}
+
+impl Ready {
+    fn file(&self) -> &File {
+        match self {
+            Ready::Unnamed(f) | Ready::Named(_, f) => f,
+        }
+    }
 }
 
 /// A file of a batch written, verified and with its attributes, waiting
@@ -80,7 +98,7 @@ impl Engine {
     /// A no-op unless tasks flush their outputs and the file is not staged
     /// for a batch's `syncfs`.
     pub(crate) fn sync_file(&self, f: &File, staged: bool) -> Result<(), CopyFail> {
-        if self.flush == Flush::File || (self.flush == Flush::Batch && !staged) {
+        if self.flush == Flush::File || (self.flush.stages() && !staged) {
             f.sync_all()
                 .map_err(|e| CopyFail::target_io(Op::Fsync, e))?;
         }
@@ -130,18 +148,37 @@ impl Engine {
         Stats::bump(&self.stats.failed, 1);
     }
 
-    /// [`Flush::Batch`]: one `syncfs` for the staged files of a batch,
-    /// then their names. A failed flush fails every one of them and
-    /// publishes none.
+    /// The staged files of a batch flushed ([`Flush::Batch`]: one
+    /// `syncfs`; [`Flush::Parallel`]: an `fsync` each, all at once), then
+    /// the names of those whose flush succeeded published; the others fail.
     pub(crate) fn publish_staged(&self, dir: &Dir, staged: &mut Vec<Staged>) {
         if staged.is_empty() {
             return;
         }
-        let flushed = rustix::fs::syncfs(dir.fd());
-        for s in staged.drain(..) {
-            if let Err(e) = flushed {
+        let flushed: Vec<Result<(), (Op, io::Error)>> = if self.flush == Flush::Parallel {
+            std::thread::scope(|scope| {
+                let flushes: Vec<_> = staged
+                    .iter()
+                    .map(|s| scope.spawn(|| s.ready.file().sync_all()))
+                    .collect();
+                flushes
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("flush panicked")))
+                    })
+                    .map(|r| r.map_err(|e| (Op::Fsync, e)))
+                    .collect()
+            })
+        } else {
+            let all = rustix::fs::syncfs(dir.fd()).map_err(io::Error::from);
+            let each = |_: &Staged| all.as_ref().map_err(|e| (Op::Syncfs, clone(e))).copied();
+            staged.iter().map(each).collect()
+        };
+        for (s, flushed) in staged.drain(..).zip(flushed) {
+            if let Err((op, e)) = flushed {
                 self.discard_ready(dir, s.ready);
-                self.fail(&s.path, true, Op::Syncfs, e.into());
+                self.fail(&s.path, true, op, e);
                 continue;
             }
             match self.publish(dir, &s.listed.name, s.ready) {
@@ -162,9 +199,17 @@ impl Engine {
     }
 
     fn discard_ready(&self, dir: &Dir, ready: Ready) {
-        if let Ready::Named(tmp) = ready {
+        if let Ready::Named(tmp, _) = ready {
             let _ = dir.unlink(tmp.as_bytes());
         }
+    }
+}
+
+/// The same error again, for each file a shared flush was for.
+fn clone(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
     }
 }
 
@@ -177,7 +222,9 @@ mod tests {
         assert!(!Flush::Off.per_task());
         assert!(Flush::File.per_task());
         assert!(Flush::Batch.per_task());
+        assert!(Flush::Parallel.per_task());
         assert!(!Flush::End.per_task());
+        assert!(Flush::Batch.stages() && Flush::Parallel.stages() && !Flush::File.stages());
         assert_eq!(Flush::default(), Flush::Off);
     }
 }

@@ -8,7 +8,7 @@
 //! when complete.
 
 use crate::copy::{Copier, CopyOptions, Strategy};
-use crate::durable::{Flush, MAX_STAGED, Ready, Staged};
+use crate::durable::{MAX_STAGED, Ready, Staged};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::{Error, Op};
 use crate::event::{Event, Stats};
@@ -1188,7 +1188,7 @@ impl Engine {
         };
         // Batched flushes: copies wait here for one `syncfs` before
         // their names are published.
-        let mut staged = (self.flush == Flush::Batch).then(Vec::new);
+        let mut staged = self.flush.stages().then(Vec::new);
         for action in actions {
             if self.quit.load(Ordering::Relaxed) {
                 return self.discard_staged(&dst_dir, staged.unwrap_or_default());
@@ -1344,14 +1344,14 @@ impl Engine {
         }
         let tmp = self.temp_name();
         let written = self.write_temp(path, src, cur, dst_dir, &tmp, how.old, how.staged)?;
-        Ok(written.map(|strategy| (Ready::Named(tmp), strategy)))
+        Ok(written.map(|(strategy, out)| (Ready::Named(tmp, out), strategy)))
     }
 
     /// Puts a finished copy at its name: an unnamed file is linked there
     /// (a name created meanwhile is replaced), a temporary renamed over it.
     pub(crate) fn publish(&self, dir: &Dir, name: &Name, ready: Ready) -> Result<(), CopyFail> {
         let out = match ready {
-            Ready::Named(tmp) => return self.rename_into_place(dir, &tmp, name),
+            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name),
             Ready::Unnamed(out) => out,
         };
         match dir.link_fd(&out, name.as_bytes()) {
@@ -1432,7 +1432,7 @@ impl Engine {
         out_name: &Name,
         old: Option<u32>,
         staged: bool,
-    ) -> Result<Option<Strategy>, CopyFail> {
+    ) -> Result<Option<(Strategy, std::fs::File)>, CopyFail> {
         let out = self
             .copier
             .create(out_dir, out_name, cur, src)
@@ -1444,11 +1444,14 @@ impl Engine {
         {
             result = Err(e);
         }
-        drop(out);
-        if !matches!(result, Ok(Some(_))) {
-            let _ = out_dir.unlink(out_name.as_bytes());
+        match result {
+            Ok(Some(strategy)) => Ok(Some((strategy, out))),
+            other => {
+                drop(out);
+                let _ = out_dir.unlink(out_name.as_bytes());
+                other.map(|_| None)
+            }
         }
-        result
     }
 
     /// Data and attributes, then the check that the source did not change
