@@ -49,8 +49,9 @@ Runs:
   --rounds R         rounds (default 3); the tool order rotates each round
   --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor;
                      also psync-nv = psync --no-verify, and ADR 008's
-                     psync-fsync = --fsync, psync-batch = one syncfs per
-                     batch, psync-par = concurrent fsyncs per batch,
+                     psync-fsync = --fsync (one syncfs per batch),
+                     psync-file = an fsync per file, psync-par =
+                     concurrent fsyncs per batch,
                      psync-end = one syncfs at the end); tools not
                      installed are skipped
   --no-noop          skip the no-op re-sync workload
@@ -274,10 +275,11 @@ copy_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
-        # ADR 008's durability candidates: fsync per file (--fsync), one
-        # syncfs per batch of files, one syncfs at the end of the run.
+        # ADR 008's durability modes: --fsync (one syncfs per batch of
+        # files), an fsync per file, concurrent fsyncs per batch, one
+        # syncfs at the end of the run.
         psync-fsync) CMD=("$PSYNC" sync --fsync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
-        psync-batch) CMD=("$PSYNC" sync --fsync-mode batch "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-file) CMD=("$PSYNC" sync --fsync-mode file "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-par) CMD=("$PSYNC" sync --fsync-mode parallel "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-end) CMD=("$PSYNC" sync --fsync-mode end "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
@@ -314,7 +316,7 @@ noop_cmd() {
 
 available() {
     case $1 in
-        psync | psync-nv | psync-fsync | psync-batch | psync-par | psync-end) build_psync ;;
+        psync | psync-nv | psync-fsync | psync-file | psync-par | psync-end) build_psync ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
             # Neither floor program copies a mixed tree (bigcopy: the files
@@ -323,7 +325,7 @@ available() {
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
-        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-batch, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-file, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
     esac
 }
 

@@ -68,7 +68,7 @@ fn fsync_run_on_ext4_is_exact() {
     // each mode that stages copies before publishing them too.
     let modes: [&[&str]; 3] = [
         &["--fsync"],
-        &["--fsync-mode", "batch"],
+        &["--fsync-mode", "file"],
         &["--fsync-mode", "parallel"],
     ];
     for (i, mode) in modes.into_iter().enumerate() {
@@ -127,7 +127,7 @@ fn failing_write_back_fails_the_run_only_with_fsync() {
 
     for args in [
         &["--fsync"][..],
-        &["--fsync-mode", "batch"],
+        &["--fsync-mode", "file"],
         &["--fsync-mode", "parallel"],
         &["--fsync-mode", "end"],
     ] {

@@ -172,23 +172,27 @@ pub struct SyncArgs {
     #[arg(long)]
     pub keep_source_cache: bool,
 
-    /// Make every file durable before it counts as done: its data is
-    /// flushed to stable storage (fsync) before its name is put in place,
-    /// and each directory whose entries changed is flushed when the task
-    /// that changed it ends; a flush that fails (EIO, ENOSPC on write-back)
-    /// fails the files and the run (exit 1). Default: off: psync exits with
-    /// its writes in the page cache, and a device that fails on write-back
-    /// later loses them unreported. Costs about 4% on 4 x 1 GiB and 3.2x the
-    /// time on 100,000 small files (ext4, ADR 008).
+    /// Make every file durable before it counts as done: each batch of
+    /// files is flushed to stable storage (one syncfs of the target file
+    /// system) before their names are put in place, and each directory
+    /// whose entries changed is flushed (fsync) when the task that changed
+    /// it ends; a flush that fails (EIO, ENOSPC on write-back) fails the
+    /// files and the run (exit 1). Default: off: psync exits with its
+    /// writes in the page cache, and a device that fails on write-back
+    /// later loses them unreported. Cost measured on ext4: about 2x the
+    /// time of a run of 100,000 small files, 1.7x on 4 x 1 GiB (1.45x and
+    /// 1.3x a run followed by `sync`; docs/adr/008-durability.md).
     #[arg(long)]
     pub fsync: bool,
 
-    /// How --fsync flushes, for measuring the candidates of ADR 008:
-    /// `file` (fsync per file, what --fsync does), `batch` (one syncfs per
-    /// batch of files before their names are published), `parallel`
-    /// (concurrent fsyncs of a batch's files, then their names), `end` (one
-    /// syncfs of the target when the run ends).
-    #[arg(long, value_name = "MODE", hide = true)]
+    /// How to flush (implies --fsync): `batch` (the default of --fsync:
+    /// one syncfs per batch of up to 64 files), `parallel` (an fsync per
+    /// file, a batch's all at once: flushes only psync's own writes, for
+    /// file systems other writers use heavily; ~2x the cost of batch on
+    /// small files), `file` (an fsync per file, one after another: several
+    /// times that), `end` (one syncfs when the run ends: cheapest, but
+    /// nothing is durable before then).
+    #[arg(long, value_name = "MODE")]
     pub fsync_mode: Option<FlushArg>,
 
     /// Decide by content: files of equal size are compared by hash
@@ -246,12 +250,12 @@ pub enum ReflinkArg {
 /// `--fsync-mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FlushArg {
-    /// fsync each file before publishing it, directories at task end.
-    File,
-    /// syncfs per batch of files before publishing them.
+    /// One syncfs per batch of files before publishing them.
     Batch,
     /// Concurrent fsyncs of a batch's files before publishing them.
     Parallel,
+    /// An fsync per file before publishing it.
+    File,
     /// One syncfs when the run ends.
     End,
 }

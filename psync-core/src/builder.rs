@@ -272,24 +272,31 @@ impl SyncBuilder {
         self
     }
 
-    /// Make every result durable before it counts as done (`--fsync`):
-    /// each copied file is flushed to stable storage before its name is
-    /// linked or renamed into place, and each directory whose entries or
-    /// attributes a task changed is flushed at that task's end, so a task
-    /// that ends (on any node) has its outputs on disk and a flush that
-    /// fails (EIO, ENOSPC on write-back) fails the files it was for.
+    /// Make every copied file durable before it counts as done
+    /// (`--fsync`): a file task writes its files, flushes them with one
+    /// `syncfs` of the target file system per batch of up to 64, and only
+    /// then links or renames them into place; large files and hard-linked
+    /// files are flushed one by one (`fsync`) before their rename or link;
+    /// every directory whose entries or attributes a task changed is
+    /// flushed at that task's end. So a task that ends, on any node, has
+    /// its outputs on disk, and a flush that fails (EIO, ENOSPC on
+    /// write-back) fails the files it was for and the run.
+    /// [`flush`](Self::flush) picks another way to flush.
     /// Default: false: the run ends with its writes in the page cache, and
-    /// a device that fails on write-back loses them after a successful run
-    /// (ADR 008 has the cost of each way).
+    /// a device that fails on write-back loses them after a successful
+    /// run. ADR 008 has the cost of each way.
     pub fn fsync(&mut self, yes: bool) -> &mut Self {
-        self.flush = if yes { Flush::File } else { Flush::Off };
+        self.flush = if yes { Flush::Batch } else { Flush::Off };
         self
     }
 
-    /// How results reach stable storage; [`fsync`](Self::fsync) sets
-    /// [`Flush::File`] or [`Flush::Off`]. The other modes are here to be
-    /// measured against it (ADR 008). Default: [`Flush::Off`].
-    #[doc(hidden)]
+    /// How results reach stable storage (see [`Flush`] and ADR 008).
+    /// Default: [`Flush::Off`]; [`fsync`](Self::fsync) sets
+    /// [`Flush::Batch`]. [`Flush::Parallel`] flushes only this run's files
+    /// (for a file system other writers use heavily), at about twice the
+    /// cost on small files; [`Flush::File`] one file after another, at
+    /// several times that; [`Flush::End`] once at the end of the run, which
+    /// leaves nothing durable before then and no task durable on its own.
     pub fn flush(&mut self, mode: Flush) -> &mut Self {
         self.flush = mode;
         self

@@ -30,12 +30,14 @@ pub enum Flush {
     Off,
     /// Each copied file is flushed (`fsync`) before its name is linked or
     /// renamed into place, and every directory whose entries or attributes
-    /// a task changed is flushed at that task's end. What `--fsync` does.
+    /// a task changed is flushed at that task's end.
     File,
     /// A batch's files are written, then one `syncfs` of the target file
     /// system flushes them all, then their names are published; directories
     /// as with [`Flush::File`]. One flush per batch instead of per file, but
-    /// it also flushes every other writer's dirty data on that file system.
+    /// it also flushes every other writer's dirty data on that file system
+    /// (and fails the batch on their write-back errors). What `--fsync`
+    /// does; large and hard-linked files are flushed one by one.
     Batch,
     /// A batch's files are written, then flushed by concurrent `fsync`s
     /// (one short-lived thread each, so the file system can take them in
