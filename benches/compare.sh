@@ -48,7 +48,11 @@ Workload:
 Runs:
   --rounds R         rounds (default 3); the tool order rotates each round
   --tools LIST       comma list of tools (default psync,rsync,cp,xcp,floor;
-                     also psync-nv = psync --no-verify); tools not
+                     also psync-nv = psync --no-verify, and ADR 008's
+                     psync-fsync = --fsync (one syncfs per batch),
+                     psync-file = an fsync per file, psync-par =
+                     concurrent fsyncs per batch,
+                     psync-end = one syncfs at the end); tools not
                      installed are skipped
   --no-noop          skip the no-op re-sync workload
   --cold             drop the page cache before every timed run (root only;
@@ -271,6 +275,13 @@ copy_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        # ADR 008's durability modes: --fsync (one syncfs per batch of
+        # files), an fsync per file, concurrent fsyncs per batch, one
+        # syncfs at the end of the run.
+        psync-fsync) CMD=("$PSYNC" sync --fsync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-file) CMD=("$PSYNC" sync --fsync-mode file "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-par) CMD=("$PSYNC" sync --fsync-mode parallel "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-end) CMD=("$PSYNC" sync --fsync-mode end "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         cp) CMD=(cp -a "$SRC/." "$2") ;;
         # xcp keeps modes and times by default; -o adds the owner, as -a does.
@@ -305,7 +316,7 @@ noop_cmd() {
 
 available() {
     case $1 in
-        psync | psync-nv) build_psync ;;
+        psync | psync-nv | psync-fsync | psync-file | psync-par | psync-end) build_psync ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
             # Neither floor program copies a mixed tree (bigcopy: the files
@@ -314,7 +325,7 @@ available() {
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
-        *) die "unknown tool: $1 (psync, psync-nv, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-file, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
     esac
 }
 
@@ -522,8 +533,8 @@ for r in rows:
 def med(rs, key):
     return statistics.median(float(r[key]) for r in rs)
 
-print(f"{'tool':<7} {'workload':<9} {'runs':>4} {'exit s':>8} {'+sync s':>8} {'x psync':>8} {'x psync':>8} {'peak RSS':>9}  notes")
-print(f"{'':<7} {'':<9} {'':>4} {'median':>8} {'median':>8} {'(exit)':>8} {'(+sync)':>8} {'MiB':>9}")
+print(f"{'tool':<11} {'workload':<9} {'runs':>4} {'exit s':>8} {'+sync s':>8} {'x psync':>8} {'x psync':>8} {'peak RSS':>9}  notes")
+print(f"{'':<11} {'':<9} {'':>4} {'median':>8} {'median':>8} {'(exit)':>8} {'(+sync)':>8} {'MiB':>9}")
 for phase in ("copy", "noop"):
     ref = groups.get((phase, "psync"))
     for (ph, tool), rs in groups.items():
@@ -536,7 +547,7 @@ for phase in ("copy", "noop"):
         rss_s = f"{max(rss) / 1024:.1f}" if rss else "-"
         bad = sum(1 for r in rs if r["status"] != "0")
         notes = f"{bad} run(s) failed" if bad else ""
-        print(f"{tool:<7} {phase:<9} {len(rs):>4} {e:>8.3f} {s:>8.3f} {re_:>8} {rs_:>8} {rss_s:>9}  {notes}")
+        print(f"{tool:<11} {phase:<9} {len(rs):>4} {e:>8.3f} {s:>8.3f} {re_:>8} {rs_:>8} {rss_s:>9}  {notes}")
 print("x psync = this tool's median / psync's median: above 1.00 means psync is faster.")
 PY
 echo "raw runs: $OUT"

@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod cli;
 mod deletes;
+mod durability;
 mod failures;
 mod fidelity;
 mod interrupt;

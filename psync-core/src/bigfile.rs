@@ -439,6 +439,8 @@ impl Engine {
             .copy_data(&job, &self.quit)
             .map_err(CopyFail::data)?;
         self.verify_written(part, &copied)?;
+        // On disk before the journal says the chunk is done.
+        self.sync_chunk(part)?;
         // The journal keeps a hash of the whole chunk range as it reads
         // back (holes as zeros), to re-check it on resume. Without holes
         // that is the hash just verified.
@@ -593,6 +595,7 @@ impl Engine {
             .set_attrs(Node::Fd(part.as_fd()), &attrs, from, &opts)
             .map_err(CopyFail::target)?;
         self.report_dropped(&rel.join(&src.name), &report);
+        self.sync_file(&part, false)?;
         drop(part);
         // Stopped meanwhile (the target cannot be written): the old target stays.
         self.not_stopped()?;
@@ -600,6 +603,7 @@ impl Engine {
             .rename(part_n.as_bytes(), src.name.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
         let _ = dst_dir.unlink(journal_name(src).as_bytes());
+        self.sync_dir(rel, &dst_dir);
         let written: u64 = records.iter().flatten().map(|r| r.bytes).sum();
         Ok(records.first().copied().flatten().map(|r| Filled {
             strategy: r.strategy,

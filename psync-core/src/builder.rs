@@ -1,6 +1,7 @@
 //! `SyncBuilder`: the one way to configure and start a run.
 
 use crate::copy::{AttrMode, Copier, CopyOptions, Reflink, Registry};
+use crate::durable::Flush;
 use crate::engine::Engine;
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op, ResultExt};
@@ -58,6 +59,7 @@ pub struct SyncBuilder {
     resume_threshold: u64,
     xattrs: AttrMode,
     acls: AttrMode,
+    flush: Flush,
 }
 
 impl std::fmt::Debug for SyncBuilder {
@@ -126,6 +128,7 @@ impl SyncBuilder {
             resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
+            flush: Flush::Off,
         }
     }
 
@@ -266,6 +269,36 @@ impl SyncBuilder {
     /// the source this run has yet to read included (ADR 005, 006).
     pub fn keep_source_cache(&mut self, yes: bool) -> &mut Self {
         self.keep_source_cache = yes;
+        self
+    }
+
+    /// Make every copied file durable before it counts as done
+    /// (`--fsync`): a file task writes its files, flushes them with one
+    /// `syncfs` of the target file system per batch of up to 64, and only
+    /// then links or renames them into place; large files and hard-linked
+    /// files are flushed one by one (`fsync`) before their rename or link;
+    /// every directory whose entries or attributes a task changed is
+    /// flushed at that task's end. So a task that ends, on any node, has
+    /// its outputs on disk, and a flush that fails (EIO, ENOSPC on
+    /// write-back) fails the files it was for and the run.
+    /// [`flush`](Self::flush) picks another way to flush.
+    /// Default: false: the run ends with its writes in the page cache, and
+    /// a device that fails on write-back loses them after a successful
+    /// run. ADR 009 has the cost of each way.
+    pub fn fsync(&mut self, yes: bool) -> &mut Self {
+        self.flush = if yes { Flush::Batch } else { Flush::Off };
+        self
+    }
+
+    /// How results reach stable storage (see [`Flush`] and ADR 009).
+    /// Default: [`Flush::Off`]; [`fsync`](Self::fsync) sets
+    /// [`Flush::Batch`]. [`Flush::Parallel`] flushes only this run's files
+    /// (for a file system other writers use heavily), at about twice the
+    /// cost on small files; [`Flush::File`] one file after another, at
+    /// several times that; [`Flush::End`] once at the end of the run, which
+    /// leaves nothing durable before then and no task durable on its own.
+    pub fn flush(&mut self, mode: Flush) -> &mut Self {
+        self.flush = mode;
         self
     }
 
@@ -532,6 +565,7 @@ impl Syncer {
             chunk_size: b.chunk_size,
             resume_threshold: b.resume_threshold,
             drop_source_cache: !b.keep_source_cache,
+            flush: b.flush,
         };
         if dst_entry.is_none() && b.itemize {
             engine.itemize(
@@ -551,6 +585,9 @@ impl Syncer {
         };
         let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
         engine.wind_down();
+        if result.is_ok() && !self.quit.load(Ordering::Relaxed) {
+            engine.flush_at_end();
+        }
         let stopped = engine.stopped.get().cloned();
         drop(engine);
         result?;

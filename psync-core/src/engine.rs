@@ -8,6 +8,7 @@
 //! when complete.
 
 use crate::copy::{Copier, CopyOptions, Strategy};
+use crate::durable::{MAX_STAGED, Ready, Staged};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::{Error, Op};
 use crate::event::{Event, Stats};
@@ -62,6 +63,8 @@ pub struct Engine {
     pub(crate) resume_threshold: u64,
     /// Drop copied files' source pages from the page cache (ADR 005, 006).
     pub(crate) drop_source_cache: bool,
+    /// When results reach stable storage (`--fsync`, ADR 009).
+    pub(crate) flush: crate::durable::Flush,
     /// The hard-link area, created on first use.
     pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
     /// Set once when a target write finds the target full or read-only:
@@ -153,6 +156,8 @@ struct Attempt {
     fresh_dir: bool,
     /// Use the listing's metadata instead of a new `fstat` (first attempt).
     trust_listing: bool,
+    /// Staged for a batch's flush: written but not published.
+    staged: bool,
 }
 
 /// True when new entries of `dir` inherit ACLs: it has a default ACL
@@ -391,6 +396,10 @@ impl Engine {
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
+        if let Some(d) = dst_dir.as_ref().filter(|_| touched) {
+            // Deletions, new directories, symlinks and specials.
+            self.sync_dir(rel, d);
+        }
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
     }
 
@@ -907,7 +916,7 @@ impl Engine {
                 if is_linked(src, &self.plan_opts) {
                     self.copy_linked(rel, src_dir, d, src, Some(dst), change);
                 } else {
-                    self.copy_file(rel, src_dir, d, src, Some(dst.mode), false, change);
+                    self.copy_file(rel, src_dir, d, src, (Some(dst.mode), false, change), None);
                 }
             }
             _ => {
@@ -1005,6 +1014,11 @@ impl Engine {
             match self.apply_dir_attrs(rel, src, dst, attrs, xattrs) {
                 Ok(report) => self.report_dropped(rel, &report),
                 Err((op, e)) => return self.fail(rel, true, op, e),
+            }
+            if self.flush.per_task()
+                && let Ok(d) = self.open_dst(rel)
+            {
+                self.sync_dir(rel, &d);
             }
         }
         if dst.is_some() {
@@ -1207,36 +1221,49 @@ impl Engine {
                 return;
             }
         };
+        // Batched flushes: copies wait here for one `syncfs` before
+        // their names are published.
+        let mut staged = self.flush.stages().then(Vec::new);
         for action in actions {
             if self.quit.load(Ordering::Relaxed) {
-                return;
+                return self.discard_staged(&dst_dir, staged.unwrap_or_default());
             }
             match action {
                 // Hard-linked paths never come here: `act` defers them.
                 Action::Copy { src, dst, change } => {
                     let old = dst.filter(|_| !change.new).map(|d| d.mode);
-                    self.copy_file(rel, &src_dir, &dst_dir, &src, old, fresh, change);
+                    let how = (old, fresh, change);
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, how, staged.as_mut());
                 }
                 Action::Compare { src, dst, change } => {
                     self.compare_file(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
                 }
                 _ => {}
             }
+            if let Some(s) = staged.as_mut().filter(|s| s.len() >= MAX_STAGED) {
+                self.publish_staged(&dst_dir, s);
+            }
         }
+        if let Some(s) = staged.as_mut() {
+            self.publish_staged(&dst_dir, s);
+        }
+        // The names linked and renamed into place.
+        self.sync_dir(rel, &dst_dir);
     }
 
     /// Copies one regular file to a temporary and renames it into place,
-    /// retrying when the source changes under the copy.
-    #[allow(clippy::too_many_arguments)]
+    /// retrying when the source changes under the copy. `how` is the mode
+    /// of the target it replaces, whether the directory is new (see
+    /// `Task::Files`) and what changed. With `batch`, the finished copy
+    /// is staged there for the batch's flush instead of published.
     pub(crate) fn copy_file(
         &self,
         rel: &RelPath,
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
-        old: Option<u32>,
-        fresh_dir: bool,
-        change: Change,
+        (old, fresh_dir, change): (Option<u32>, bool, Change),
+        batch: Option<&mut Vec<Staged>>,
     ) {
         let path = rel.join(&listed.name);
         for attempt in 0..=self.retries {
@@ -1248,12 +1275,28 @@ impl Engine {
                 old,
                 fresh_dir,
                 trust_listing: attempt == 0,
+                staged: batch.is_some(),
             };
             match self.copy_once(&path, src_dir, dst_dir, listed, how) {
-                Ok(Some(filled)) => {
-                    self.count_filled(filled);
-                    self.itemize(path, Some(change), listed);
-                    return self.count_change(old.is_some());
+                Ok(Some((ready, filled))) => {
+                    let Some(batch) = batch else {
+                        return match self.publish(dst_dir, &listed.name, ready) {
+                            Ok(()) => self.copied(path, listed, old, change, filled),
+                            Err(CopyFail::Failed { on_target, op, err }) => {
+                                self.fail(&path, on_target, op, err);
+                            }
+                            Err(CopyFail::Vanished | CopyFail::Interrupted) => {}
+                        };
+                    };
+                    let listed = listed.clone();
+                    return batch.push(Staged {
+                        path,
+                        listed,
+                        old,
+                        change,
+                        ready,
+                        filled,
+                    });
                 }
                 Ok(None) => Stats::bump(&self.stats.changed_during_copy, 1),
                 Err(CopyFail::Vanished) => {
@@ -1274,12 +1317,28 @@ impl Engine {
         );
     }
 
-    /// One attempt. `Ok(None)`: the source changed during the copy (nothing renamed).
+    /// Counts and itemizes a file whose copy is in place.
+    pub(crate) fn copied(
+        &self,
+        path: RelPath,
+        listed: &Entry,
+        old: Option<u32>,
+        change: Change,
+        filled: Filled,
+    ) {
+        self.count_filled(filled);
+        self.itemize(path, Some(change), listed);
+        self.count_change(old.is_some());
+    }
+
+    /// One attempt: the finished copy, flushed when the run flushes per
+    /// file, not yet at its name. `Ok(None)`: the source changed during
+    /// the copy (nothing left behind).
     ///
-    /// A new target is written to an unnamed file (`O_TMPFILE`) and linked
-    /// at its name when complete: one directory operation instead of
-    /// create + rename, and a crash leaves nothing behind. An existing
-    /// target is replaced by a named temporary renamed over it.
+    /// A new target is written to an unnamed file (`O_TMPFILE`) to be
+    /// linked at its name: one directory operation instead of create +
+    /// rename, and a crash leaves nothing behind. An existing target is
+    /// replaced by a named temporary to be renamed over it.
     fn copy_once(
         &self,
         path: &RelPath,
@@ -1287,9 +1346,9 @@ impl Engine {
         dst_dir: &Dir,
         listed: &Entry,
         how: Attempt,
-    ) -> Result<Option<Filled>, CopyFail> {
+    ) -> Result<Option<(Ready, Filled)>, CopyFail> {
         let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
-        let result = self.copy_open(path, &src, &cur, dst_dir, listed, how);
+        let result = self.copy_open(path, &src, &cur, dst_dir, how);
         // Read once (the hash was taken as it was copied): its pages are
         // better used for the target's (ADR 006).
         self.drop_cached(&src, 0, None);
@@ -1303,9 +1362,8 @@ impl Engine {
         src: &std::fs::File,
         cur: &Entry,
         dst_dir: &Dir,
-        listed: &Entry,
         how: Attempt,
-    ) -> Result<Option<Filled>, CopyFail> {
+    ) -> Result<Option<(Ready, Filled)>, CopyFail> {
         if how.old.is_none()
             && let Some(out) = self
                 .copier
@@ -1319,29 +1377,38 @@ impl Engine {
             let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
             };
-            // Stopped meanwhile: the unnamed file goes with its fd.
-            self.not_stopped()?;
-            match dst_dir.link_fd(&out, listed.name.as_bytes()) {
-                Ok(()) => return Ok(Some(filled)),
-                // Someone created the name meanwhile: replace it below.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    let tmp = self.temp_name();
-                    dst_dir
-                        .link_fd(&out, tmp.as_bytes())
-                        .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-                    return self
-                        .rename_into_place(dst_dir, &tmp, &listed.name)
-                        .map(|()| Some(filled));
-                }
-                Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
-            }
+            self.sync_file(&out, how.staged)?;
+            return Ok(Some((Ready::Unnamed(out), filled)));
         }
         let tmp = self.temp_name();
-        let Some(filled) = self.write_temp(path, src, cur, dst_dir, &tmp, how.old)? else {
-            return Ok(None);
+        let written = self.write_temp(path, src, cur, dst_dir, &tmp, how.old, how.staged)?;
+        Ok(written.map(|(filled, out)| (Ready::Named(tmp, out), filled)))
+    }
+
+    /// Puts a finished copy at its name: an unnamed file is linked there
+    /// (a name created meanwhile is replaced), a temporary renamed over it.
+    /// Nothing is put in place once the run is stopping (its temporary is
+    /// removed, the old target kept).
+    pub(crate) fn publish(&self, dir: &Dir, name: &Name, ready: Ready) -> Result<(), CopyFail> {
+        if let Err(stop) = self.not_stopped() {
+            self.discard_ready(dir, ready);
+            return Err(stop);
+        }
+        let out = match ready {
+            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name),
+            Ready::Unnamed(out) => out,
         };
-        self.rename_into_place(dst_dir, &tmp, &listed.name)
-            .map(|()| Some(filled))
+        match dir.link_fd(&out, name.as_bytes()) {
+            Ok(()) => Ok(()),
+            // Someone created the name meanwhile: replace it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = self.temp_name();
+                dir.link_fd(&out, tmp.as_bytes())
+                    .map_err(|e| CopyFail::target_io(Op::Link, e))?;
+                self.rename_into_place(dir, &tmp, name)
+            }
+            Err(e) => Err(CopyFail::target_io(Op::Link, e)),
+        }
     }
 
     /// `Err(Interrupted)` once the run is stopping: a finished temporary
@@ -1418,8 +1485,10 @@ impl Engine {
     }
 
     /// Copies the open source into a new file `out_name` in `out_dir` with
-    /// its attributes. `Ok(None)`: the source changed during the copy. On
-    /// any outcome but success the new file is removed.
+    /// its attributes, flushed unless `staged` for a batch's flush.
+    /// `Ok(None)`: the source changed during the copy. On any outcome but
+    /// success the new file is removed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn write_temp(
         &self,
         path: &RelPath,
@@ -1428,18 +1497,27 @@ impl Engine {
         out_dir: &Dir,
         out_name: &Name,
         old: Option<u32>,
-    ) -> Result<Option<Filled>, CopyFail> {
+        staged: bool,
+    ) -> Result<Option<(Filled, std::fs::File)>, CopyFail> {
         let out = self
             .copier
             .create(out_dir, out_name, cur, src)
             .map_err(CopyFail::target)?;
         let old = old.or_else(|| self.new_file_mode(out_dir, cur));
-        let result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
-        drop(out);
-        if !matches!(result, Ok(Some(_))) {
-            let _ = out_dir.unlink(out_name.as_bytes());
+        let mut result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
+        if let Ok(Some(_)) = result
+            && let Err(e) = self.sync_file(&out, staged)
+        {
+            result = Err(e);
         }
-        result
+        match result {
+            Ok(Some(filled)) => Ok(Some((filled, out))),
+            other => {
+                drop(out);
+                let _ = out_dir.unlink(out_name.as_bytes());
+                other.map(|_| None)
+            }
+        }
     }
 
     /// Data and attributes, then the check that the source did not change

@@ -54,6 +54,10 @@ pub enum Op {
     Validate,
     /// Moving tasks between workers.
     Transport,
+    /// Flushing a file or directory to stable storage (`fsync`).
+    Fsync,
+    /// Flushing a whole file system to stable storage (`syncfs`).
+    Syncfs,
 }
 
 impl fmt::Display for Op {
@@ -81,6 +85,8 @@ impl fmt::Display for Op {
             Op::Verify => "verify",
             Op::Validate => "validate",
             Op::Transport => "transport",
+            Op::Fsync => "fsync",
+            Op::Syncfs => "syncfs",
         };
         f.write_str(s)
     }

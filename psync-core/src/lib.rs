@@ -36,6 +36,7 @@ mod builder;
 mod compare;
 pub mod copy;
 pub mod direct;
+mod durable;
 mod engine;
 pub mod entry;
 mod error;
@@ -61,6 +62,7 @@ pub use builder::{
 pub use copy::{
     AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
 };
+pub use durable::Flush;
 pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};

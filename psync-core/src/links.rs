@@ -229,6 +229,8 @@ impl Engine {
                 self.fail(rel, true, e.op, e.source);
             }
         }
+        // The names linked (their data was flushed before publication).
+        self.sync_dir(rel, &dst_dir);
     }
 
     /// One recorded action of the last phase.
@@ -241,7 +243,7 @@ impl Engine {
             // The only path of its group here (see spawn_deferred_links).
             Action::Copy { src, dst, change } => {
                 let old = dst.filter(|_| !change.new).map(|d| d.mode);
-                self.copy_file(rel, src_dir, dst_dir, &src, old, false, change);
+                self.copy_file(rel, src_dir, dst_dir, &src, (old, false, change), None);
             }
             Action::Symlink { src, dst, change } | Action::Special { src, dst, change }
                 if linked(&src) =>
@@ -668,7 +670,12 @@ impl Engine {
             if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            let filled = self.fill_checked(path, input, &out, cur, Made::default());
+            let mut filled = self.fill_checked(path, input, &out, cur, Made::default());
+            if let Ok(Some(_)) = filled
+                && let Err(e) = self.sync_file(&out, false)
+            {
+                filled = Err(e);
+            }
             drop(out);
             let Some(filled) = filled? else {
                 Stats::bump(&self.stats.changed_during_copy, 1);
