@@ -88,9 +88,11 @@ fn fsync_run_on_ext4_is_exact() {
     }
 }
 
-/// Without `--fsync` psync reports success and the data is lost on
-/// write-back (the bug of the issue); with it (and with the other flush
-/// modes ADR 008 measured) the run fails and names target paths.
+/// Without `--fsync` and without verification psync reports success and
+/// the data is lost on write-back (the bug of the issue); verification
+/// (on by default) writes each file back before reading it, so it fails
+/// the run too; with `--fsync` (and with the other flush modes ADR 009
+/// measured) the run fails and names target paths.
 #[test]
 fn failing_write_back_fails_the_run_only_with_fsync() {
     let test = "failing_write_back_fails_the_run_only_with_fsync";
@@ -107,14 +109,20 @@ fn failing_write_back_fails_the_run_only_with_fsync() {
         std::fs::write(dir.join(format!("f{i:02}")), random_bytes(i, 128 << 10)).unwrap();
     }
 
+    // Verification reads what storage returns: the write-back fails first.
+    let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));
+    let out = run_psync(&[], &src, &fs.dir().join("dst"));
+    assert_ne!(out.status.code(), Some(0), "verified: {}", text(&out));
+    drop(fs);
+
     // The bug: exit 0, every file counted, and nothing survives the flush.
     let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));
     let dst = fs.dir().join("dst");
-    let out = run_psync(&[], &src, &dst);
+    let out = run_psync(&["--no-verify"], &src, &dst);
     assert_eq!(
         out.status.code(),
         Some(0),
-        "without --fsync: {}",
+        "without --fsync and --no-verify: {}",
         text(&out)
     );
     let flushed = Command::new("sync").arg("-f").arg(fs.dir()).output();
@@ -133,9 +141,16 @@ fn failing_write_back_fails_the_run_only_with_fsync() {
     ] {
         let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));
         let dst = fs.dir().join("dst");
-        let out = run_psync(args, &src, &dst);
+        // Without verification: the flush alone must catch it (exit 1, or
+        // 3 when the error says the target is full, which stops the run).
+        let mut args = args.to_vec();
+        args.push("--no-verify");
+        let out = run_psync(&args, &src, &dst);
         let all = text(&out);
-        assert_eq!(out.status.code(), Some(1), "{args:?} must fail: {all}");
+        assert!(
+            matches!(out.status.code(), Some(1 | 3)),
+            "{args:?} must fail: {all}"
+        );
         let stderr = String::from_utf8_lossy(&out.stderr);
         let named = stderr.lines().any(|l| {
             (l.starts_with("psync: fsync ") || l.starts_with("psync: syncfs "))

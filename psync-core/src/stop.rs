@@ -69,6 +69,11 @@ impl Engine {
         let Some(reason) = StopReason::of(err) else {
             return false;
         };
+        // ENOSPC from setxattr says the attribute does not fit (ext4: in
+        // one block), not that the file system is full.
+        if op == Op::Xattr && err.raw_os_error() == Some(libc::ENOSPC) {
+            return false;
+        }
         let path = rel.under(&self.dst_path);
         let why = io::Error::new(
             err.kind(),
