@@ -66,8 +66,17 @@ fn sigint_stops_the_cli_cleanly() {
     }
     let t = TestDir::new("sigint_stops_the_cli_cleanly");
     big_tree(&t.src());
+    // Chunked (part files below the resume threshold) and hard-linked (the
+    // link area): both must be gone after the first signal.
+    for i in 0..10 {
+        std::fs::hard_link(
+            t.src().join(format!("big{i:02}")),
+            t.src().join(format!("link{i:02}")),
+        )
+        .unwrap();
+    }
     let mut child = psync_cmd()
-        .args(["sync", "-q", "--threads", "2"])
+        .args(["sync", "-q", "--threads", "2", "--chunk-size", "4M"])
         .arg(t.src())
         .arg(t.dst())
         .spawn()
@@ -80,6 +89,12 @@ fn sigint_stops_the_cli_cleanly() {
     let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("send SIGINT");
     let status = child.wait().expect("wait for psync");
+    let left: Vec<_> = listing(&t.dst())
+        .into_keys()
+        .filter(|rel| rel.split(|&b| b == b'/').any(|c| c.starts_with(b".psync")))
+        .map(|rel| String::from_utf8_lossy(&rel).into_owned())
+        .collect();
+    assert!(left.is_empty(), "left behind after one SIGINT: {left:?}");
     let complete = assert_only_complete_files(&t.src(), &t.dst());
     eprintln!(
         "interrupted after {:?} with {complete} of {FILES} files complete",

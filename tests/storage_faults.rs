@@ -157,3 +157,151 @@ fn target_write_error_names_the_target() {
     assert!(back.join("big").symlink_metadata().is_err());
     crate::util::assert_no_temps(&back);
 }
+
+/// Every name below `root` that starts with `.psync` (temporaries, parts,
+/// journals, link areas), as relative paths.
+fn psync_leftovers(root: &Path) -> Vec<String> {
+    crate::util::listing(root)
+        .into_keys()
+        .filter(|rel| rel.split(|&b| b == b'/').any(|c| c.starts_with(b".psync")))
+        .map(|rel| String::from_utf8_lossy(&rel).into_owned())
+        .collect()
+}
+
+/// A source read that never returns (a hung server) does not keep an
+/// interrupted run's temporaries: SIGINT, and within the stop grace the
+/// run's part files and hard-link area are removed and psync exits with
+/// status 2, although a task is still stuck in `read`.
+#[test]
+fn sigint_with_a_read_that_never_returns() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new("sigint_with_a_read_that_never_returns");
+    let back = t.join("src-back");
+    let mut nodes = vec![
+        crate::util::tree::Node::at("stuck-big", crate::util::tree::random(3 * MIB + 5)),
+        crate::util::tree::Node::at("stuck-small", crate::util::tree::random(5000)),
+    ];
+    for i in 0..20 {
+        let a = format!("links/a{i}");
+        nodes.push(crate::util::tree::Node::at(
+            &a,
+            crate::util::tree::random(100 + i),
+        ));
+        nodes.push(crate::util::tree::Node::at(
+            format!("links/b{i}"),
+            crate::util::tree::hardlink(&a),
+        ));
+    }
+    crate::util::tree::build(&back, nodes);
+    let fs = require_faultfs!(back, t.src(), [Fault::HangRead("/stuck*")]);
+    let mut child = psync_cmd()
+        .args(["sync", "-q", "--chunk-size", "1M", "--stop-grace", "1"])
+        .arg(fs.path())
+        .arg(t.dst())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start psync");
+    // Everything else is copied well within this; the stuck files never are.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended with reads hung"
+    );
+    let before = psync_leftovers(&t.dst());
+    assert!(
+        !before.is_empty(),
+        "nothing of the run's own to remove: the test proves nothing"
+    );
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("psync did not exit within 20 s of SIGINT (stop grace 1 s)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    eprintln!("exited after {:?}: {stderr}", started.elapsed());
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("temporaries removed"), "{stderr}");
+    assert_eq!(
+        psync_leftovers(&t.dst()),
+        Vec::<String>::new(),
+        "left behind (before: {before:?})"
+    );
+    drop(fs);
+}
+
+/// `--delete` after source errors, on a real faulty file system: entries
+/// whose `lstat` fails with EIO (and their directory's extraneous ones)
+/// are not deleted; the run says so and exits 1.
+#[test]
+fn source_stat_errors_delete_nothing() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new("source_stat_errors_delete_nothing");
+    let back = t.join("src-back");
+    tree!(back, { "d/ok" => file("ok"), "d/flaky1" => file("new"), "e/f" => file("f") });
+    tree!(t.dst(), {
+        "d/flaky1" => file("old"), "d/extra" => file("extra"), "e/extra" => file("extra"),
+    });
+    let fs = require_faultfs!(back, t.src(), [Fault::EioStat("/d/flaky*")]);
+    let (code, errors, stderr) = sync_json(&["--delete"], fs.path(), &t.dst());
+    assert_eq!(code, 1, "{errors:?} {stderr}");
+    let flaky = errors_of(&errors, "d/flaky1");
+    assert_eq!(flaky.len(), 1, "{errors:?}");
+    assert_eq!(crate::util::read(t.dst().join("d/flaky1")), b"old");
+    assert_eq!(crate::util::read(t.dst().join("d/extra")), b"extra");
+    assert_eq!(crate::util::read(t.dst().join("d/ok")), b"ok");
+    assert!(
+        !t.dst().join("e/extra").exists(),
+        "other directories are synced"
+    );
+}
+
+/// A second signal exits at once, with the same status as the first (2),
+/// even while a read hangs and the stop grace is long.
+#[test]
+fn second_signal_exits_at_once_with_status_2() {
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new("second_signal_exits_at_once_with_status_2");
+    let back = t.join("src-back");
+    tree!(back, { "stuck" => random(5000), "ok" => file("ok") });
+    let fs = require_faultfs!(back, t.src(), [Fault::HangRead("/stuck")]);
+    let mut child = psync_cmd()
+        .args(["sync", "-q", "--stop-grace", "600"])
+        .arg(fs.path())
+        .arg(t.dst())
+        .spawn()
+        .expect("start psync");
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    for _ in 0..2 {
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("psync did not exit after a second SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(2));
+    drop(fs);
+}

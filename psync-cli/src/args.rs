@@ -28,7 +28,9 @@ pub enum Command {
     /// Make DST identical to SRC, like `rsync -a SRC/ DST/`.
     ///
     /// Exit status: 0 everything synced, 1 some entries failed (each is
-    /// reported on stderr), 2 fatal error or interrupted, 3 stopped because
+    /// reported on stderr), 2 fatal error or interrupted (SIGINT, SIGTERM,
+    /// SIGHUP: the first stops the run cleanly, temporaries removed; a
+    /// second exits at once), 3 stopped because
     /// the target file system is full (ENOSPC, EDQUOT) or read-only (EROFS):
     /// reported once, with the path; copies under way were abandoned and
     /// their old targets kept.
@@ -87,6 +89,12 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(psync_core::MAX_RETRIES)))]
     pub retries: u32,
+
+    /// After an interrupt, wait at most SECS seconds for tasks under way
+    /// (a read from a hung server may never return), then remove this
+    /// run's temporaries without them and exit (status 2).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub stop_grace: u64,
 
     /// Do not preserve permissions. Default: preserve them.
     #[arg(long, help_heading = "Attributes")]
@@ -327,6 +335,7 @@ impl SyncArgs {
             .preserve(self.preserve())
             .ignore_times(self.ignore_times)
             .retries(self.retries)
+            .stop_grace(Duration::from_secs(self.stop_grace))
             .hard_links(!self.no_hard_links)
             .fast_xattr_check(self.fast_xattr_check)
             .verify(!self.no_verify)

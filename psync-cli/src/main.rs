@@ -53,7 +53,7 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     // The builder and the syncer each hold a sender: the printer's receive
     // loop ends only when both are gone.
     drop(builder);
-    signals::stop_on_interrupt(syncer.quit_flag())?;
+    signals::stop_on_interrupt(syncer.quit_flag(), syncer.reaped_flag())?;
     let printer = Output::new(args, syncer.quit_flag());
     let printer = std::thread::Builder::new()
         .name("psync-output".into())

@@ -42,6 +42,7 @@ pub struct SyncBuilder {
     itemize: bool,
     events: Option<Sender<Event>>,
     progress_interval: Duration,
+    stop_grace: Duration,
     registry: Registry,
     walker: Arc<dyn Walker>,
     planner: Arc<dyn Planner>,
@@ -111,6 +112,7 @@ impl SyncBuilder {
             itemize: false,
             events: None,
             progress_interval: Duration::from_millis(250),
+            stop_grace: Duration::from_secs(10),
             registry: Registry::new(),
             walker: Arc::new(FsWalker),
             planner: Arc::new(RsyncPlanner),
@@ -184,6 +186,16 @@ impl SyncBuilder {
     /// back-pressure: the run slows down rather than buffer without limit.
     pub fn events(&mut self, tx: Sender<Event>) -> &mut Self {
         self.events = Some(tx);
+        self
+    }
+
+    /// How long a stopping run (quit flag, interrupt, a target that cannot
+    /// be written) waits for tasks under way before it removes this run's
+    /// temporaries anyway: a task stuck in a read that never returns (a
+    /// hung NFS server) must not keep them forever. The stuck task then
+    /// publishes nothing. Default: 10 s.
+    pub fn stop_grace(&mut self, d: Duration) -> &mut Self {
+        self.stop_grace = d;
         self
     }
 
@@ -405,6 +417,7 @@ impl SyncBuilder {
             b: self.clone(),
             roots,
             quit: Arc::new(AtomicBool::new(false)),
+            reaped: Arc::new(AtomicBool::new(false)),
             stats: Arc::new(Stats::default()),
         })
     }
@@ -438,6 +451,7 @@ pub struct Syncer {
     b: SyncBuilder,
     roots: Roots,
     quit: Arc<AtomicBool>,
+    reaped: Arc<AtomicBool>,
     stats: Arc<Stats>,
 }
 
@@ -474,6 +488,14 @@ impl Syncer {
     /// temporaries and return.
     pub fn quit_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.quit)
+    }
+
+    /// Set when a stopping run gave up waiting for tasks stuck in a call
+    /// that does not return and removed its temporaries without them
+    /// ([`SyncBuilder::stop_grace`]): a frontend may exit then, as
+    /// [`Syncer::run`] itself returns only when those tasks do.
+    pub fn reaped_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.reaped)
     }
 
     /// The live counters.
@@ -583,7 +605,9 @@ impl Syncer {
             src: src_entry,
             dst: dst_entry,
         };
-        let result = self.with_progress(start, || transport.run(seed, &engine, &self.quit));
+        let result = self.with_progress(start, || {
+            self.reaping(&engine, || transport.run(seed, &engine, &self.quit))
+        });
         engine.wind_down();
         if result.is_ok() && !self.quit.load(Ordering::Relaxed) {
             engine.flush_at_end();
@@ -626,6 +650,29 @@ impl Syncer {
             None
         };
         Ok((Some(d), entry))
+    }
+
+    /// Runs `f` (the transport) while a thread watches for a stop: once
+    /// the quit flag is set and `f` has not returned within the stop
+    /// grace, this run's temporaries are removed without waiting for the
+    /// tasks still under way.
+    fn reaping<T>(&self, engine: &Engine, f: impl FnOnce() -> T) -> T {
+        let done = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) && !self.quit.load(Ordering::Relaxed) {
+                    park_for(&done, Duration::from_millis(50));
+                }
+                park_for(&done, self.b.stop_grace);
+                if !done.load(Ordering::Relaxed) {
+                    engine.reap_stuck(self.b.stop_grace);
+                    self.reaped.store(true, Ordering::SeqCst);
+                }
+            });
+            let out = f();
+            done.store(true, Ordering::Relaxed);
+            out
+        })
     }
 
     /// Runs `f` while a thread sends progress events.

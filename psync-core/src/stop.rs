@@ -124,6 +124,19 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// A stopping run whose tasks did not all return within `grace`:
+    /// removes this run's temporaries now (what [`Engine::wind_down`]
+    /// removes) and says so once.
+    pub(crate) fn reap_stuck(&self, grace: std::time::Duration) {
+        self.wind_down();
+        let msg = format!(
+            "tasks still under way {}s after the stop (a read or write that does not \
+             return); this run's temporaries were removed without them",
+            grace.as_secs_f32()
+        );
+        self.warn(&RelPath::root(), true, Op::Remove, &msg);
+    }
+
     /// After a run that was stopped (quit flag, or a target that cannot be
     /// written): removes what this process made for copies that will not
     /// finish. Part files too small to resume go (a large one keeps its

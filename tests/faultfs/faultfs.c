@@ -19,6 +19,9 @@
  *   FAULTFS_EIO_FSYNC      fsync of matching files fails with EIO.
  *   FAULTFS_EIO_STAT       getattr of matching paths, and listing a
  *                          matching directory, fail with EIO.
+ *   FAULTFS_HANG_READ      reads of matching files never return (a hung
+ *                          server); only killing the reader (or this
+ *                          daemon) ends them.
  *
  * The page cache stays on (no direct_io) and is kept across opens
  * (kernel_cache): what a writer wrote stays cached and readable, as on a
@@ -187,6 +190,8 @@ static int ff_create(const char *path, mode_t mode, struct fuse_file_info *fi) {
 static int ff_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi) {
     if (faulty("FAULTFS_EIO_READ", path))
         return -EIO;
+    while (faulty("FAULTFS_HANG_READ", path))
+        sleep(1);
     ssize_t n = pread((int)fi->fh, buf, size, off);
     return n < 0 ? -errno : (int)n;
 }

@@ -33,6 +33,8 @@ pub enum Fault<'a> {
     EioFsync(&'a str),
     /// getattr, and listing a directory, fail with EIO.
     EioStat(&'a str),
+    /// Reads never return.
+    HangRead(&'a str),
 }
 
 impl Fault<'_> {
@@ -43,6 +45,7 @@ impl Fault<'_> {
             Fault::EioWrite(p) => ("FAULTFS_EIO_WRITE", p),
             Fault::EioFsync(p) => ("FAULTFS_EIO_FSYNC", p),
             Fault::EioStat(p) => ("FAULTFS_EIO_STAT", p),
+            Fault::HangRead(p) => ("FAULTFS_HANG_READ", p),
         };
         (var, pat.to_string())
     }
