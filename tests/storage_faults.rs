@@ -7,7 +7,7 @@
 
 use crate::util::TestDir;
 use crate::util::faultfs::Fault;
-use crate::util::run::{cli_available, json_lines, psync_cmd};
+use crate::util::run::{cli_available, interrupt, json_lines, psync_cmd, wait_at_most};
 use serde_json::Value;
 use std::path::Path;
 
@@ -214,19 +214,10 @@ fn sigint_with_a_read_that_never_returns() {
         !before.is_empty(),
         "nothing of the run's own to remove: the test proves nothing"
     );
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+    interrupt(&child);
     let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("psync did not exit within 20 s of SIGINT (stop grace 1 s)");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let limit = std::time::Duration::from_secs(20);
+    let status = wait_at_most(&mut child, limit, "exit after SIGINT (stop grace 1 s)");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     eprintln!("exited after {:?}: {stderr}", started.elapsed());
@@ -286,22 +277,12 @@ fn second_signal_exits_at_once_with_status_2() {
         .spawn()
         .expect("start psync");
     std::thread::sleep(std::time::Duration::from_millis(700));
-    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
     for _ in 0..2 {
-        rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("SIGINT");
+        interrupt(&child);
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("psync did not exit after a second SIGINT");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let limit = std::time::Duration::from_secs(10);
+    let status = wait_at_most(&mut child, limit, "exit after a second SIGINT");
     assert_eq!(status.code(), Some(2));
     drop(fs);
 }

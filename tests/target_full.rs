@@ -19,7 +19,7 @@ use crate::util::{
 use serde_json::Value;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 /// Names of part files and their journals (large files' copies).
@@ -101,18 +101,7 @@ fn psync(t: &TestDir, args: &[&str], src: &Path, dst: &Path) -> Run {
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("start psync");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for psync") {
-            break s;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("psync did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = crate::util::run::wait_at_most(&mut child, LIMIT, "finish");
     let stdout = String::from_utf8_lossy(&read(&out)).into_owned();
     Run {
         exit: status.code(),

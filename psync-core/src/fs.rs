@@ -124,20 +124,33 @@ impl Dir {
     /// # Errors
     /// As `getdents64`.
     pub fn names(&self) -> io::Result<Vec<Name>> {
+        let mut out = Vec::new();
+        self.each_name(|name, _| {
+            out.push(Name(name.to_vec()));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each name in this directory (without `.` and `..`)
+    /// and its directory-entry type, in directory order.
+    fn each_name(
+        &self,
+        mut f: impl FnMut(&[u8], rustix::fs::FileType) -> io::Result<()>,
+    ) -> io::Result<()> {
         // Read with a private fd: getdents moves the file offset, and this
         // handle may be shared.
         let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
         let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
-        let mut out = Vec::new();
         while let Some(ent) = iter.next() {
             let ent = ent?;
             let name = ent.file_name().to_bytes();
             if name != b"." && name != b".." {
-                out.push(Name(name.to_vec()));
+                f(name, ent.file_type())?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Lists this directory with `lstat` metadata and symlink targets,
@@ -374,21 +387,13 @@ impl Dir {
     /// # Errors
     /// As `getdents64` and `fstatat`.
     pub fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
-        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
-        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
-        let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
         let mut out = Vec::new();
-        while let Some(ent) = iter.next() {
-            let ent = ent?;
-            let name = ent.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            let dir = match ent.file_type() {
+        self.each_name(|name, file_type| {
+            let dir = match file_type {
                 rustix::fs::FileType::Directory => true,
                 rustix::fs::FileType::Unknown => match self.stat(name) {
                     Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFDIR,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     Err(e) => return Err(e),
                 },
                 _ => false,
@@ -398,7 +403,8 @@ impl Dir {
                 dir,
                 entry: None,
             });
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -398,3 +398,31 @@ pub fn cli_available() -> bool {
     );
     ok
 }
+
+/// Waits for `child` at most `limit`; kills it and panics (naming `what`)
+/// when it is still running then.
+#[track_caller]
+pub fn wait_at_most(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("wait for psync") {
+            return s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("psync did not {what} within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Sends SIGINT to `child`.
+pub fn interrupt(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).expect("pid")).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).expect("send SIGINT");
+}
