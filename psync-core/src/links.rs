@@ -359,7 +359,27 @@ impl Engine {
                 && !self.plan_opts.ignore_times
                 && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
         });
-        let got = self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok);
+        // The group's inode is made in the link area (mode 0600) for this
+        // name: under `--no-perms` it gets the mode rsync's `dest_mode`
+        // gives this name's copy: an existing regular target's own, else
+        // the source's less what this name's directory lets a new file
+        // keep (default ACL or umask). The other names link to it, as
+        // rsync links them to its copy.
+        let old = dst.filter(|_| !change.new).map(|d| d.mode);
+        let made = Made {
+            fresh: false,
+            old: old.or_else(|| self.new_file_mode(dst_dir, src)),
+        };
+        let got = self.link_protocol(
+            &path,
+            src_dir,
+            dst_dir,
+            area,
+            &key,
+            src,
+            dst,
+            (quick_ok, made),
+        );
         self.linked_outcome(path, area, src, dst, change, got);
     }
 
@@ -610,6 +630,8 @@ impl Engine {
     /// more (published between its first look and its claim), copies into
     /// the part and publishes it with RENAME_NOREPLACE, so exactly one
     /// worker ever copies the data. Everyone else waits for `key`.
+    /// `quick_ok`: the target looks right (step 2 is tried); `made`: what
+    /// a copy's mode is made from (see [`Made`]).
     #[allow(clippy::too_many_arguments)]
     fn link_protocol(
         &self,
@@ -620,7 +642,7 @@ impl Engine {
         key: &Name,
         src: &Entry,
         dst: Option<&Entry>,
-        mut quick_ok: bool,
+        (mut quick_ok, made): (bool, Made),
     ) -> Result<Linked, CopyFail> {
         let part = Name([key.as_bytes(), b".part"].concat());
         let published = |mine| match area.stat(key.as_bytes()) {
@@ -670,7 +692,7 @@ impl Engine {
             if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            let mut filled = self.fill_checked(path, input, &out, cur, Made::default());
+            let mut filled = self.fill_checked(path, input, &out, cur, made);
             if let Ok(Some(_)) = filled
                 && let Err(e) = self.sync_file(&out, false)
             {
