@@ -88,6 +88,15 @@ fn files_linked_outside_the_tree() {
         assert_eq!(meta("a").ino(), meta("d/a2").ino());
         assert_synced!(t.src(), t.dst());
         assert_no_temps(&t.dst());
+        // A mode changed on files whose every name here is one target
+        // inode already (the relink they are planned as owes it).
+        tree!(t.src(), { "a" => keep() mode(0o600), "d/c" => keep() mode(0o640) });
+        cfg.sync(&t.src(), &t.dst()).assert_ok();
+        assert_eq!(meta("d/a2").mode() & 0o7777, 0o600);
+        assert_eq!(meta("d/c").mode() & 0o7777, 0o640);
+        assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+        assert_no_temps(&t.dst());
     });
 }
 

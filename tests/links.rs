@@ -290,3 +290,119 @@ fn link_group_loses_and_gains_a_name_under_checksum() {
         rsync_oracle_full_with(&src, &dst, &["-c"]);
     }
 }
+
+/// The first sync of `a` and `b` linked (and `c` too when `three`), then
+/// `change` to the source, which changes the group's link count and an
+/// attribute of its inode but not its data, then ONE run with
+/// `--delete`: `group` must be one target inode with the source's
+/// attributes, no data copied, and rsync must find nothing to do.
+fn attrs_and_links_change(test: &str, three: bool, change: fn(&Path), group: &[&str]) {
+    each_config(test, |cfg, t| {
+        let (src, dst) = (t.src(), t.dst());
+        tree!(src, {
+            "a" => random(4000) mode(0o644) mtime(T, 1),
+            "b" => hardlink("a"),
+            "x" => random(3000) mtime(T, 2),
+            "d/y" => hardlink("x"),
+        });
+        if three {
+            tree!(src, { "c" => hardlink("a") });
+        }
+        for i in 0..6 {
+            tree!(src, { format!("d{i}/e/f") => random(100 + i) mtime(T, 3) });
+        }
+        sync(cfg, t, &Opts::delete());
+        change(&src);
+        let out = sync(cfg, t, &Opts::delete());
+        assert_eq!(out.stat("bytes_copied"), 0, "{:#?}", out.itemized);
+        assert_groups(&dst, &[group, &["x", "d/y"]]);
+        assert_synced!(src, dst);
+        oracle(t);
+        assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
+    });
+}
+
+fn chmod_a_link_c(src: &Path) {
+    tree!(src, { "a" => keep() mode(0o600), "c" => hardlink("a") });
+}
+
+fn chmod_a_unlink_c(src: &Path) {
+    rm(&src.join("c"));
+    tree!(src, { "a" => keep() mode(0o600) });
+}
+
+fn chown_a_link_c(src: &Path) {
+    tree!(src, { "a" => keep() owner(1234, 5678), "c" => hardlink("a") });
+}
+
+fn chown_a_unlink_c(src: &Path) {
+    rm(&src.join("c"));
+    tree!(src, { "a" => keep() owner(1234, 5678) });
+}
+
+fn xattr_a_link_c(src: &Path) {
+    tree!(src, { "a" => keep() xattr("user.color", "blue"), "c" => hardlink("a") });
+}
+
+fn xattr_a_unlink_c(src: &Path) {
+    rm(&src.join("c"));
+    tree!(src, { "a" => keep() xattr("user.color", "blue") });
+}
+
+/// `chmod 600 a; ln a c` (2 links to 3) and `rm c; chmod 600 a` (3 to 2)
+/// after a sync: one run gives the group's one target inode the new mode.
+#[test]
+fn link_count_and_mode_change_together() {
+    let abc: &[&str] = &["a", "b", "c"];
+    attrs_and_links_change("links_and_mode_gain", false, chmod_a_link_c, abc);
+    attrs_and_links_change("links_and_mode_lose", true, chmod_a_unlink_c, &["a", "b"]);
+}
+
+/// The same with the owner changed (as root).
+#[test]
+fn link_count_and_owner_change_together() {
+    if !is_root() {
+        assert!(!in_ci(), "CI=true runs as root: chown needs it");
+        skip!("only root can give files to other owners");
+    }
+    let abc: &[&str] = &["a", "b", "c"];
+    attrs_and_links_change("links_and_owner_gain", false, chown_a_link_c, abc);
+    attrs_and_links_change("links_and_owner_lose", true, chown_a_unlink_c, &["a", "b"]);
+}
+
+/// The same with an xattr added (only the status changes, not the data,
+/// size, mtime, mode or owner).
+#[test]
+fn link_count_and_xattrs_change_together() {
+    let probe = TestDir::new("link_count_and_xattrs_change_together-probe");
+    if let Err(why) = crate::attrs::xattrs_and_acls_work(&probe.src()) {
+        assert!(
+            !in_ci(),
+            "CI=true but xattrs do not work under target/: {why}"
+        );
+        skip!("{why}");
+    }
+    let abc: &[&str] = &["a", "b", "c"];
+    attrs_and_links_change("links_and_xattr_gain", false, xattr_a_link_c, abc);
+    attrs_and_links_change("links_and_xattr_lose", true, xattr_a_unlink_c, &["a", "b"]);
+}
+
+/// `touch a; ln a c`: the mtime differs, so the data is copied again (as
+/// rsync's quick check does), into one inode for the three names.
+#[test]
+fn link_count_and_mtime_change_together() {
+    each_config("links_and_mtime_gain", |cfg, t| {
+        let (src, dst) = (t.src(), t.dst());
+        tree!(src, {
+            "a" => random(4000) mode(0o644) mtime(T, 1),
+            "b" => hardlink("a"),
+        });
+        sync(cfg, t, &Opts::delete());
+        tree!(src, { "a" => keep() mtime(T + 10, 7), "c" => hardlink("a") });
+        sync(cfg, t, &Opts::delete());
+        assert_groups(&dst, &[&["a", "b", "c"]]);
+        assert_synced!(src, dst);
+        oracle(t);
+        assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
+    });
+}

@@ -395,3 +395,116 @@ fn non_root_syncs_into_restrictive_target_directories() {
         assert_eq!(mode_of(dst.join("closed")), 0o000, "{round}");
     }
 }
+
+/// The `--no-perms` comparison for hard links: a new group (setuid, mode
+/// 4777, with names in two directories) and an updated one whose target
+/// names are linked with mode 0710, under a parent with a default ACL, a
+/// plain one (the umask decides) and one holding the older copy.
+fn no_perms_links_fixture(t: &TestDir, user: Option<User>) -> PathBuf {
+    tree!(t.src(), {
+        "n1" => file("new group") mode(0o4777),
+        "d/n2" => hardlink("n1"),
+        "d/n3" => hardlink("n1"),
+        "u1" => file("updated content") mode(0o644),
+        "d/u2" => hardlink("u1"),
+    });
+    let top = t.join("top");
+    tree!(top, {
+        "acl" => dir(),
+        "plain" => dir(),
+        "ex/dst/u1" => file("old") mode(0o710) mtime(1_500_000_000, 0),
+        "ex/dst/d/u2" => hardlink("ex/dst/u1"),
+    });
+    default_acl(&top.join("acl"));
+    if let Some(u) = user {
+        u.own(t.path());
+    }
+    top
+}
+
+/// `--no-perms` with hard links gives what `rsync -aH --no-perms` gives
+/// (and `-aHA` under the default-ACL parent): a new group the mode a new
+/// file gets (the source's less the umask or the default ACL), an
+/// updated group its target's own mode; each group one inode.
+fn no_perms_links_like_rsync(test: &str, user: Option<User>) {
+    for (psync_args, rsync_args) in [
+        (&["--no-perms"][..], "-aHAX"),
+        (&["--no-perms", "--no-acls"][..], "-aHX"),
+    ] {
+        let t = TestDir::new(&format!("{test}{rsync_args}"));
+        let top = no_perms_links_fixture(&t, user);
+        let (ps, rs) = (t.join("ps"), t.join("rs"));
+        copy_tree(&top, &ps);
+        copy_tree(&top, &rs);
+        for parent in ["acl", "plain", "ex"] {
+            let dst = |root: &Path| root.join(parent).join("dst");
+            let args: Vec<&str> = psync_args.iter().copied().chain(["-q"]).collect();
+            let rsync = [rsync_args, "--no-perms", "--numeric-ids"];
+            let (p, r) = match user {
+                Some(u) => (
+                    u.psync(&args, &t.src(), &dst(&ps)),
+                    u.rsync(&rsync, &t.src(), &dst(&rs)),
+                ),
+                None => (
+                    crate::util::run::run_cli(&args, &t.src(), &dst(&ps)),
+                    Command::new("rsync")
+                        .args(rsync)
+                        .arg(crate::util::slash(&t.src()))
+                        .arg(crate::util::slash(&dst(&rs)))
+                        .output()
+                        .unwrap(),
+                ),
+            };
+            assert_exit(&p, 0, "psync");
+            assert_exit(&r, 0, "rsync");
+            for group in [&["n1", "d/n2", "d/n3"][..], &["u1", "d/u2"]] {
+                let ino = |p: &str| std::fs::metadata(dst(&ps).join(p)).unwrap().ino();
+                for name in &group[1..] {
+                    assert_eq!(ino(name), ino(group[0]), "{parent}: {name} not linked");
+                }
+            }
+        }
+        assert_eq!(
+            perms_listing(&ps),
+            perms_listing(&rs),
+            "psync {psync_args:?} and rsync {rsync_args} --no-perms differ"
+        );
+        let umask = psync::fs::umask();
+        assert_eq!(
+            mode_of(ps.join("plain/dst/d/n3")),
+            0o777 & !umask,
+            "new group: the source's mode less the umask"
+        );
+        if rsync_args == "-aHX" {
+            // Without -A the target directory keeps the default ACL it
+            // inherited, which lets a new file keep rwxrwxr-x.
+            assert_eq!(
+                mode_of(ps.join("acl/dst/d/n3")),
+                0o775,
+                "new group: the source's mode less the default ACL"
+            );
+        }
+        assert_eq!(
+            mode_of(ps.join("ex/dst/d/u2")),
+            0o710,
+            "updated group kept its mode"
+        );
+        assert_eq!(
+            std::fs::read(ps.join("ex/dst/d/u2")).unwrap(),
+            b"updated content",
+            "the update happened"
+        );
+    }
+}
+
+#[test]
+fn no_perms_gives_hard_links_the_modes_rsync_gives() {
+    let test = "no_perms_gives_hard_links_the_modes_rsync_gives";
+    if !acls_work(test) || !crate::util::require_rsync() || !crate::util::run::cli_available() {
+        return;
+    }
+    no_perms_links_like_rsync(test, None);
+    if let Some(user) = test_user(test) {
+        no_perms_links_like_rsync(&format!("{test}-non-root"), Some(user));
+    }
+}

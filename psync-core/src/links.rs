@@ -164,6 +164,12 @@ impl Engine {
                 copy.push((rel, a));
             } else if busy {
                 register.push((rel, a));
+            } else if let Some(fix) = self.attrs_due(a) {
+                // The group's names are one inode already, but its
+                // attributes may have changed with its link count: fixed
+                // in place, without the link area (taking a link would
+                // move the target's ctime on every run).
+                register.push((rel, fix));
             } else {
                 // The group's paths here are one inode already, and its
                 // other paths are outside the tree: nothing to do.
@@ -179,6 +185,34 @@ impl Engine {
         let any = !register.is_empty();
         self.spawn_links(register, cx);
         any
+    }
+
+    /// A recorded relink of a name whose target exists and is its
+    /// group's inode already, as an attribute fix (see `run_linked`),
+    /// when it may owe the target attributes: mode, owner, group or mtime
+    /// differ, or xattrs/ACLs may (`xattr` is set then).
+    fn attrs_due(&self, a: Action) -> Option<Action> {
+        let (Action::Copy {
+            src,
+            dst: Some(dst),
+            ..
+        }
+        | Action::Symlink {
+            src,
+            dst: Some(dst),
+            ..
+        }
+        | Action::Special {
+            src,
+            dst: Some(dst),
+            ..
+        }) = a
+        else {
+            return None;
+        };
+        let mut change = crate::plan::attr_change(&src, &dst, &self.plan_opts);
+        change.xattr = self.xattr_source(Some(&dst), &src);
+        change.any().then_some(Action::Attrs { src, dst, change })
     }
 
     /// Spawns `Links` tasks for recorded actions, grouped by directory.
@@ -203,7 +237,8 @@ impl Engine {
         let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), self.open_dst(rel))
         else {
             for a in &actions {
-                if let Action::Copy { src, .. } = a {
+                let reported = matches!(a, Action::Copy { .. }) || is_fix(a);
+                if let Some(src) = action_source(a).filter(|_| reported) {
                     self.fail(
                         &rel.join(&src.name),
                         true,
@@ -214,8 +249,13 @@ impl Engine {
             }
             return;
         };
+        // Attribute fixes alone link nothing: the directory is left alone.
+        let links = !actions.iter().all(is_fix);
         for action in actions {
             self.run_linked(rel, &src_dir, &dst_dir, action);
+        }
+        if !links {
+            return;
         }
         if let Ok(st) = src_dir.fstat() {
             let entry = Entry::from_stat(Name::default(), &st);
@@ -253,6 +293,12 @@ impl Engine {
             Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
                 let old = dst.filter(|_| !change.new).map(|d| d.mode);
                 self.replace_node(rel, src_dir, Some(dst_dir), &src, old, change);
+            }
+            // A name of a group that is one inode already, whose
+            // attributes may have changed with its link count (see
+            // `attrs_due`).
+            Action::Attrs { src, dst, change } if change.any() => {
+                self.fix_linked_attrs(rel, src_dir, dst_dir, &src, &dst);
             }
             // A member of a group with work: registers its inode.
             Action::Attrs { src, dst, change } if src.kind == Kind::File => {
@@ -359,8 +405,33 @@ impl Engine {
                 && !self.plan_opts.ignore_times
                 && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
         });
-        let got = self.link_protocol(&path, src_dir, dst_dir, area, &key, src, dst, quick_ok);
-        self.linked_outcome(path, area, src, dst, change, got);
+        // The group's inode is made in the link area (mode 0600) for this
+        // name: under `--no-perms` it gets the mode rsync's `dest_mode`
+        // gives this name's copy: an existing regular target's own, else
+        // the source's less what this name's directory lets a new file
+        // keep (default ACL or umask). The other names link to it, as
+        // rsync links them to its copy.
+        let old = dst.filter(|_| !change.new).map(|d| d.mode);
+        let made = Made {
+            fresh: false,
+            old: old.or_else(|| self.new_file_mode(dst_dir, src)),
+        };
+        let got = self.link_protocol(
+            &path,
+            src_dir,
+            dst_dir,
+            area,
+            &key,
+            src,
+            dst,
+            (quick_ok, made),
+        );
+        match (got, dst) {
+            (Ok(Linked::AlreadyRight), Some(d)) if change.any() => {
+                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d);
+            }
+            (got, _) => self.linked_outcome(path, area, src, dst, change, got),
+        }
     }
 
     /// Reports and counts how one name of a group was synced. A member
@@ -468,7 +539,50 @@ impl Engine {
             quick_ok: !attrs_differ && dst.is_some_and(|d| same_node(src, d)),
         };
         let got = self.node_protocol(&job);
-        self.linked_outcome(path.clone(), area, src, dst, change, got);
+        match (got, dst) {
+            (Ok(Linked::AlreadyRight), Some(d)) if change.any() => {
+                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d);
+            }
+            (got, _) => self.linked_outcome(path.clone(), area, src, dst, change, got),
+        }
+    }
+
+    /// A planned name of a group whose target was right already (published
+    /// as the group's inode, or linked to it): its data or node is, but
+    /// its link count differed, so it was planned as a relink and not as
+    /// an attribute fix: the source's mode, owner, times and xattrs may
+    /// still be due (`chmod 600 a; ln a c`). Compared with the target as
+    /// it is now, so a name whose inode another name of the group fixed
+    /// first needs nothing, as rsync finds it; the listing's ctime decides
+    /// whether xattrs are compared (linking the target moved its own).
+    fn fix_linked_attrs(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        src: &Entry,
+        dst: &Entry,
+    ) {
+        let now = match dst_dir.stat(src.name.as_bytes()) {
+            Ok(st) => Entry::from_stat(src.name.clone(), &st),
+            Err(e) => return self.fail(&rel.join(&src.name), true, Op::Stat, e),
+        };
+        if (now.dev, now.ino) != (dst.dev, dst.ino) {
+            // Replaced since it was linked: not the group's inode any more.
+            Stats::bump(&self.stats.done, 1);
+            let why = "replaced in the target during the run; its attributes were not set";
+            return self.warn(&rel.join(&src.name), true, Op::Stat, why);
+        }
+        let due = crate::plan::attr_change(src, &now, &self.plan_opts);
+        if !due.any() && !self.xattr_source(Some(dst), src) {
+            Stats::bump(&self.stats.unchanged, 1);
+            return Stats::bump(&self.stats.done, 1);
+        }
+        let listed = Entry {
+            ctime: dst.ctime,
+            ..now
+        };
+        self.fix_attrs(rel, src_dir, Some(dst_dir), src, &listed, due);
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
@@ -610,6 +724,8 @@ impl Engine {
     /// more (published between its first look and its claim), copies into
     /// the part and publishes it with RENAME_NOREPLACE, so exactly one
     /// worker ever copies the data. Everyone else waits for `key`.
+    /// `quick_ok`: the target looks right (step 2 is tried); `made`: what
+    /// a copy's mode is made from (see [`Made`]).
     #[allow(clippy::too_many_arguments)]
     fn link_protocol(
         &self,
@@ -620,7 +736,7 @@ impl Engine {
         key: &Name,
         src: &Entry,
         dst: Option<&Entry>,
-        mut quick_ok: bool,
+        (mut quick_ok, made): (bool, Made),
     ) -> Result<Linked, CopyFail> {
         let part = Name([key.as_bytes(), b".part"].concat());
         let published = |mine| match area.stat(key.as_bytes()) {
@@ -670,7 +786,7 @@ impl Engine {
             if let Some(linked) = published(None)? {
                 return Ok(linked);
             }
-            let mut filled = self.fill_checked(path, input, &out, cur, Made::default());
+            let mut filled = self.fill_checked(path, input, &out, cur, made);
             if let Ok(Some(_)) = filled
                 && let Err(e) = self.sync_file(&out, false)
             {
@@ -867,6 +983,12 @@ fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions)
 /// A recorded member (see [`members`]): planned as nothing.
 fn is_member(a: &Action) -> bool {
     matches!(a, Action::Attrs { change, .. } if !change.any())
+}
+
+/// An attribute fix of the last phase (see [`Engine::attrs_due`]): an
+/// `Attrs` action with something to check, unlike a member's.
+fn is_fix(a: &Action) -> bool {
+    matches!(a, Action::Attrs { change, .. } if change.any())
 }
 
 /// True when a recorded action makes its group's inode: data to copy, or
