@@ -643,12 +643,17 @@ impl Syncer {
                 Err(e) => return Err(Error::new(Op::Mkdir, dst, e)),
             }
         }
-        let d = Dir::open_root(dst).at(Op::OpenDir, dst)?;
-        let entry = if existed {
-            Some(root_entry(&d, dst)?)
+        // Without root, a root of the user's that lacks owner permissions
+        // (mode 0300, 0500, 0000) is opened up as the engine opens up the
+        // directories below it (`Engine::ensure_open`); the pre-run entry
+        // keeps the old mode, so the root's finish sets the source's.
+        let add = if self.b.dry_run || is_root() {
+            0
         } else {
-            None
+            0o700
         };
+        let (d, st) = Dir::open_root_adding(dst, add).at(Op::OpenDir, dst)?;
+        let entry = existed.then(|| Entry::from_stat(Name::default(), &st));
         Ok((Some(d), entry))
     }
 

@@ -559,16 +559,13 @@ impl Engine {
         if !self.opens_up(Some(dst)) {
             return;
         }
-        let mode = dst.mode | 0o700;
-        let done = match rel.split_last() {
-            Some((parent, name)) => self.open_dst(&parent).and_then(|p| p.chmod(name, mode)),
-            // The root was opened (read) when the run was built.
-            None => self.open_dst(rel).and_then(|d| {
-                rustix::fs::fchmod(d.fd(), rustix::fs::Mode::from_raw_mode(mode))
-                    .map_err(io::Error::from)
-            }),
+        // The root was opened up before it was opened, when the run began
+        // (`Dir::open_root_adding`): it cannot be opened for reading before.
+        let Some((parent, name)) = rel.split_last() else {
+            return;
         };
-        if let Err(e) = done {
+        let mode = dst.mode | 0o700;
+        if let Err(e) = self.open_dst(&parent).and_then(|p| p.chmod(name, mode)) {
             self.fail(rel, true, Op::Chmod, e);
         }
     }
