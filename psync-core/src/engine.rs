@@ -349,13 +349,15 @@ impl Engine {
             },
             _ => Vec::new(),
         };
-        let mut plan_opts = self.plan_opts;
+        // Borrowed: cloning the options (their group list) for every
+        // directory would cost a no-op run an allocation per directory.
+        let mut plan_opts = std::borrow::Cow::Borrowed(&self.plan_opts);
         if !unread.is_empty() {
             // Never delete what the source could not be read to confirm:
             // neither the failed names nor, as rsync, anything else here.
             dst.retain(|e| !unread.contains(&e.name));
             if plan_opts.delete {
-                plan_opts.delete = false;
+                plan_opts.to_mut().delete = false;
                 let msg = "source entries could not be read: nothing deleted in this directory";
                 self.warn(rel, false, Op::ReadDir, msg);
             }

@@ -581,6 +581,23 @@ pub fn umask() -> u32 {
     })
 }
 
+/// The groups the process is in, sorted and without duplicates (the
+/// effective gid and the supplementary groups), read once: without root,
+/// a target takes its source's group only when the process may give it,
+/// as rsync does.
+pub fn own_groups() -> &'static [u32] {
+    static GROUPS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut v = vec![rustix::process::getegid().as_raw()];
+        if let Ok(more) = rustix::process::getgroups() {
+            v.extend(more.into_iter().map(rustix::process::Gid::as_raw));
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
 /// True when this process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
