@@ -508,3 +508,212 @@ fn no_perms_gives_hard_links_the_modes_rsync_gives() {
         no_perms_links_like_rsync(&format!("{test}-non-root"), Some(user));
     }
 }
+
+/// Sets the permission bits of `p`.
+fn chmod(p: &Path, mode: u32) {
+    let perm = std::os::unix::fs::PermissionsExt::from_mode(mode);
+    std::fs::set_permissions(p, perm).unwrap_or_else(|e| panic!("chmod {}: {e}", p.display()));
+}
+
+/// The stdout lines of a run (itemized changes with `-i`).
+fn stdout_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Without root, a target *root* of the user's with mode 0300, 0000 or
+/// 0500 (which cannot be listed, or written into) is opened up for the
+/// run and gets the source root's mode at its finish, as `rsync -a` as the
+/// same user manages on an identical copy (but for 0000, see below); a
+/// second run itemizes nothing.
+/// Source roots of 0755 and 0500 (a root the second run must open up
+/// again) both.
+#[test]
+fn non_root_syncs_into_a_restrictive_target_root() {
+    let test = "non_root_syncs_into_a_restrictive_target_root";
+    let Some(user) = test_user(test) else { return };
+    if !crate::util::require_rsync() {
+        return;
+    }
+    for (src_mode, dst_mode) in [
+        (0o755, 0o300),
+        (0o755, 0o000),
+        (0o755, 0o500),
+        (0o500, 0o300),
+    ] {
+        let case = format!("{test}-{src_mode:o}-{dst_mode:o}");
+        let t = TestDir::new(&case);
+        tree!(t.src(), {
+            "f" => file("new") mode(0o644),
+            "d/g" => file("g") mode(0o600),
+        });
+        tree!(t.dst(), {
+            "f" => file("old") mode(0o644) mtime(1_500_000_000, 0),
+            "stale" => file("x"),
+        });
+        user.own(t.path());
+        let (src, dst, rs) = (t.src(), t.dst(), t.join("rs"));
+        chmod(&dst, dst_mode);
+        copy_tree(&dst, &rs);
+        chmod(&src, src_mode);
+        let r = user.rsync(&["-a", "--delete"], &src, &rs);
+        if dst_mode & 0o100 == 0 {
+            // rsync 3.2.7 cannot chdir into a root without search
+            // permission ("change_dir#1 ... failed", exit 3); psync opens
+            // it up as it does a mode-000 directory below the root, which
+            // rsync manages too (through its parent).
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert!(err.contains("change_dir"), "{case}: rsync: {r:?}");
+        } else {
+            assert_exit(&r, 0, &format!("{case}: rsync -a as the user"));
+            assert_eq!(mode_of(&rs), src_mode, "{case}: rsync's root");
+        }
+        let first = user.psync(&["-i", "-q", "--delete"], &src, &dst);
+        assert_exit(&first, 0, &format!("{case}: first run"));
+        assert!(
+            stdout_lines(&first).iter().any(|l| l.ends_with(" f")),
+            "{case}: f was updated: {:?}",
+            stdout_lines(&first)
+        );
+        assert_eq!(mode_of(&dst), src_mode, "{case}: the root's mode");
+        assert_synced!(src, dst);
+        oracle(&src, &dst);
+        let second = user.psync(&["-i", "-q", "--delete"], &src, &dst);
+        assert_exit(&second, 0, &format!("{case}: second run"));
+        assert_eq!(
+            stdout_lines(&second),
+            Vec::<String>::new(),
+            "{case}: second run"
+        );
+        assert_eq!(mode_of(&dst), src_mode, "{case}: after the second run");
+        let r = user.rsync(&["-a", "--delete", "-n", "-i"], &src, &dst);
+        assert_exit(&r, 0, &format!("{case}: rsync -n -i as the user"));
+        assert_eq!(
+            stdout_lines(&r),
+            Vec::<String>::new(),
+            "{case}: rsync as the user"
+        );
+    }
+}
+
+/// A source root the user owns but cannot read (mode 0300): rsync as the
+/// user fails to list it, and psync fails at once (exit 2) with an error
+/// naming the source and the operation, touching nothing in the target.
+#[test]
+fn non_root_unreadable_source_root_is_a_clear_error() {
+    let test = "non_root_unreadable_source_root_is_a_clear_error";
+    let Some(user) = test_user(test) else { return };
+    if !crate::util::require_rsync() {
+        return;
+    }
+    let t = TestDir::new(test);
+    tree!(t.src(), { "f" => file("1") });
+    tree!(t.dst(), { "old" => file("o") });
+    user.own(t.path());
+    let (src, dst) = (t.src(), t.dst());
+    chmod(&src, 0o300);
+    chmod(&dst, 0o300);
+    let r = user.rsync(&["-a"], &src, &t.join("rs"));
+    assert_ne!(r.status.code(), Some(0), "rsync as the user: {r:?}");
+    let out = user.psync(&[], &src, &dst);
+    assert_exit(&out, 2, "psync as the user");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let want = format!("read directory {}", src.display());
+    assert!(
+        err.starts_with("psync: ") && err.contains(&want) && err.contains("Permission denied"),
+        "the error names the source and the operation ({want}): {err}"
+    );
+    assert_eq!(mode_of(&dst), 0o300, "the target is untouched");
+    chmod(&dst, 0o700);
+    assert!(
+        dst.join("old").exists(),
+        "the target's entries are untouched"
+    );
+}
+
+/// Sorted stdout lines of a run.
+fn sorted_lines(out: &std::process::Output) -> Vec<String> {
+    let mut v = stdout_lines(out);
+    v.sort();
+    v
+}
+
+/// Without root, `rsync -a` gives an existing target its source's group
+/// when the user is a member of it (and only then), even when nothing else
+/// about the entry changed. psync as the same user, on an identical copy,
+/// makes the same changes and itemizes them as rsync does (files, a
+/// directory, a symlink, a setgid file whose bit the chown clears: there
+/// rsync itemizes differently, see below); a
+/// source group the user is not in is left alone; a second run is a
+/// no-op, and rsync as the user finds nothing to do.
+#[test]
+fn non_root_corrects_groups_it_is_a_member_of() {
+    let test = "non_root_corrects_groups_it_is_a_member_of";
+    let Some(user) = test_user(test) else { return };
+    if !crate::util::require_rsync() {
+        return;
+    }
+    let t = TestDir::new(test);
+    let (src, dst, rs) = (t.src(), t.dst(), t.join("rs"));
+    tree!(src, {
+        "f" => file("f") mode(0o644) mtime(1_600_000_000, 0),
+        "d/g" => file("g") mode(0o640) mtime(1_600_000_000, 0),
+        "d" => keep() mtime(1_600_000_000, 0),
+        "l" => symlink("f"),
+        "sg" => file("sg") mode(0o755) mtime(1_600_000_000, 0),
+        "other" => file("o") mode(0o644) mtime(1_600_000_000, 0),
+        "same" => file("s") mode(0o644) mtime(1_600_000_000, 0),
+    });
+    user.own(t.path());
+    copy_tree(&src, &dst);
+    let g = user.extra_gid;
+    for name in ["f", "d/g", "l", "sg"] {
+        std::os::unix::fs::lchown(src.join(name), None, Some(g)).unwrap();
+    }
+    std::os::unix::fs::lchown(src.join("other"), None, Some(0)).unwrap();
+    // Directories last: changing an entry's group changes nothing of its
+    // parent (its mtime stays).
+    std::os::unix::fs::lchown(src.join("d"), None, Some(g)).unwrap();
+    chmod(&src.join("sg"), 0o2755);
+    chmod(&dst.join("sg"), 0o2755);
+    copy_tree(&dst, &rs);
+    let r = user.rsync(&["-a", "-i", "--delete"], &src, &rs);
+    assert_exit(&r, 0, "rsync -a as the user");
+    // rsync's one difference: it itemizes a setuid/setgid file after its
+    // chown, which cleared the bit (it stats the file again to set it
+    // back), so it reports the mode it restores ('p'), not the group it
+    // changed ('g'). psync reports what differed before the run.
+    let rsync_sg = ".f...p..... sg";
+    let mut want = sorted_lines(&r);
+    assert!(want.iter().any(|l| l == rsync_sg), "rsync: {want:#?}");
+    for l in &mut want {
+        if l == rsync_sg {
+            *l = ".f.....g... sg".to_string();
+        }
+    }
+    want.sort();
+    assert_eq!(want.len(), 5, "rsync's changes: {want:#?}");
+    let first = user.psync(&["-i", "-q", "--delete"], &src, &dst);
+    assert_exit(&first, 0, "first run");
+    assert_eq!(sorted_lines(&first), want, "psync itemizes what rsync does");
+    for name in ["f", "d", "d/g", "l", "sg"] {
+        let gid = dst.join(name).symlink_metadata().unwrap().gid();
+        assert_eq!(gid, g, "{name}");
+    }
+    let other = dst.join("other").symlink_metadata().unwrap().gid();
+    assert_eq!(other, user.gid, "a group the user is not in is not given");
+    assert_eq!(
+        mode_of(dst.join("sg")),
+        0o2755,
+        "setgid set again after the chown"
+    );
+    assert_synced!(src, dst, except: ["other"]);
+    let second = user.psync(&["-i", "-q", "--delete"], &src, &dst);
+    assert_exit(&second, 0, "second run");
+    assert_eq!(stdout_lines(&second), Vec::<String>::new(), "second run");
+    let r = user.rsync(&["-a", "-n", "-i", "--delete"], &src, &dst);
+    assert_exit(&r, 0, "rsync -n -i as the user");
+    assert_eq!(stdout_lines(&r), Vec::<String>::new(), "rsync as the user");
+}

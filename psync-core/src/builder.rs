@@ -530,14 +530,15 @@ impl Syncer {
             Error::invalid(&self.roots.dst, "no copier for this pair of file systems")
         })?;
         let root = is_root();
-        let mut plan = b.plan;
-        // Without root a created entry still gets its source's group when
-        // the process is in it, as rsync -g does (the copier checks); the
-        // planner compares groups only as root, where every one can be set.
+        let mut plan = b.plan.clone();
+        // Without root an entry gets its source's group when the process
+        // is in it, as rsync -g does: the planner compares groups only
+        // then (the member set, read once here), the copier sets them only
+        // then (`own_groups` too).
         let mut preserve = plan.preserve;
         preserve.owner &= root;
         plan.preserve.owner &= root;
-        plan.preserve.group &= root;
+        plan.member_groups = (!root).then(|| crate::fs::own_groups().to_vec());
         plan.xattrs = b.xattrs.on() || b.acls.on();
         plan.xattrs_always =
             !b.fast_xattr_check || b.xattrs == AttrMode::Required || b.acls == AttrMode::Required;
@@ -548,6 +549,7 @@ impl Syncer {
         {
             (plan.modify_window_ns, probed) = detect_window(d, b.dry_run);
         }
+        let modify_window_ns = plan.modify_window_ns;
         let engine = Engine {
             src_root,
             dst_root,
@@ -623,7 +625,7 @@ impl Syncer {
             stopped,
             copier: copier.name().to_string(),
             transport: transport.name().to_string(),
-            modify_window_ns: plan.modify_window_ns,
+            modify_window_ns,
         })
     }
 
@@ -643,12 +645,17 @@ impl Syncer {
                 Err(e) => return Err(Error::new(Op::Mkdir, dst, e)),
             }
         }
-        let d = Dir::open_root(dst).at(Op::OpenDir, dst)?;
-        let entry = if existed {
-            Some(root_entry(&d, dst)?)
+        // Without root, a root of the user's that lacks owner permissions
+        // (mode 0300, 0500, 0000) is opened up as the engine opens up the
+        // directories below it (`Engine::ensure_open`); the pre-run entry
+        // keeps the old mode, so the root's finish sets the source's.
+        let add = if self.b.dry_run || is_root() {
+            0
         } else {
-            None
+            0o700
         };
+        let (d, st) = Dir::open_root_adding(dst, add).at(Op::OpenDir, dst)?;
+        let entry = existed.then(|| Entry::from_stat(Name::default(), &st));
         Ok((Some(d), entry))
     }
 

@@ -349,13 +349,15 @@ impl Engine {
             },
             _ => Vec::new(),
         };
-        let mut plan_opts = self.plan_opts;
+        // Borrowed: cloning the options (their group list) for every
+        // directory would cost a no-op run an allocation per directory.
+        let mut plan_opts = std::borrow::Cow::Borrowed(&self.plan_opts);
         if !unread.is_empty() {
             // Never delete what the source could not be read to confirm:
             // neither the failed names nor, as rsync, anything else here.
             dst.retain(|e| !unread.contains(&e.name));
             if plan_opts.delete {
-                plan_opts.delete = false;
+                plan_opts.to_mut().delete = false;
                 let msg = "source entries could not be read: nothing deleted in this directory";
                 self.warn(rel, false, Op::ReadDir, msg);
             }
@@ -559,16 +561,13 @@ impl Engine {
         if !self.opens_up(Some(dst)) {
             return;
         }
-        let mode = dst.mode | 0o700;
-        let done = match rel.split_last() {
-            Some((parent, name)) => self.open_dst(&parent).and_then(|p| p.chmod(name, mode)),
-            // The root was opened (read) when the run was built.
-            None => self.open_dst(rel).and_then(|d| {
-                rustix::fs::fchmod(d.fd(), rustix::fs::Mode::from_raw_mode(mode))
-                    .map_err(io::Error::from)
-            }),
+        // The root was opened up before it was opened, when the run began
+        // (`Dir::open_root_adding`): it cannot be opened for reading before.
+        let Some((parent, name)) = rel.split_last() else {
+            return;
         };
-        if let Err(e) = done {
+        let mode = dst.mode | 0o700;
+        if let Err(e) = self.open_dst(&parent).and_then(|p| p.chmod(name, mode)) {
             self.fail(rel, true, Op::Chmod, e);
         }
     }

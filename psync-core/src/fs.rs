@@ -42,6 +42,33 @@ impl Dir {
         Ok(Dir { fd })
     }
 
+    /// Opens a target root by its path, first adding the owner permissions
+    /// `add` (e.g. `0o700`) when it lacks some of them and the process owns
+    /// it: a non-root user's root of mode 0300 or 0000 cannot be opened for
+    /// reading otherwise, and rsync as that user opens it up the same way
+    /// (its final mode comes from the source at its finish). Returns the
+    /// directory and its status *before* any change, so the caller knows
+    /// which mode to restore. With `add == 0`, as [`Dir::open_root`].
+    ///
+    /// The root is pinned with an `O_PATH` fd (which needs no permission on
+    /// it), changed through that fd and reopened as `.` beneath it, so the
+    /// directory opened is the one changed even if its path is swapped.
+    ///
+    /// # Errors
+    /// When the path cannot be opened as a directory or its mode changed.
+    pub fn open_root_adding(path: &Path, add: u32) -> io::Result<(Dir, rustix::fs::Stat)> {
+        let pin_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let pinned = rustix::fs::open(path, pin_flags, Mode::empty())?;
+        let st = rustix::fs::fstat(&pinned)?;
+        let mine = st.st_uid == rustix::process::geteuid().as_raw();
+        if add == 0 || !mine || st.st_mode & add == add {
+            return Ok((Dir::open_root(path)?, st));
+        }
+        chmod_fd_path(pinned.as_fd(), st.st_mode | add)?;
+        let fd = rustix::fs::openat(&pinned, ".", DIR_FLAGS, Mode::empty())?;
+        Ok((Dir { fd }, st))
+    }
+
     /// Opens the directory at `rel` beneath this one, refusing symlinks in
     /// any component and any escape from this directory.
     ///
@@ -560,6 +587,23 @@ pub fn umask() -> u32 {
     })
 }
 
+/// The groups the process is in, sorted and without duplicates (the
+/// effective gid and the supplementary groups), read once: without root,
+/// a target takes its source's group only when the process may give it,
+/// as rsync does.
+pub fn own_groups() -> &'static [u32] {
+    static GROUPS: std::sync::OnceLock<Vec<u32>> = std::sync::OnceLock::new();
+    GROUPS.get_or_init(|| {
+        let mut v = vec![rustix::process::getegid().as_raw()];
+        if let Ok(more) = rustix::process::getgroups() {
+            v.extend(more.into_iter().map(rustix::process::Gid::as_raw));
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    })
+}
+
 /// True when this process runs with an effective uid of 0.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -577,6 +621,27 @@ pub fn fs_magic(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_root_adding_opens_up_a_closed_root_of_ours() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = crate::test_dir();
+        let d = t.path().join("d");
+        std::fs::create_dir(&d).unwrap();
+        std::fs::write(d.join("f"), b"x").unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o300)).unwrap();
+        let (_, st) = Dir::open_root_adding(&d, 0).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o300, "add 0 changes nothing");
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777,
+            0o300
+        );
+        let (dir, st) = Dir::open_root_adding(&d, 0o700).unwrap();
+        assert_eq!(st.st_mode & 0o7777, 0o300, "the status before the change");
+        let now = std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(now, 0o700);
+        assert_eq!(dir.names().unwrap(), vec![Name::from("f")]);
+    }
 
     #[test]
     fn open_beneath_refuses_symlinked_components() {

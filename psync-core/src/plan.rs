@@ -46,7 +46,7 @@ impl Default for Preserve {
 }
 
 /// Options the planner depends on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanOptions {
     /// Delete target entries that are not in the source (rsync `--delete`).
     pub delete: bool,
@@ -85,6 +85,25 @@ pub struct PlanOptions {
     /// target is deleted.
     #[serde(default)]
     pub one_file_system: bool,
+    /// The groups a target may be given, sorted (see
+    /// [`PlanOptions::may_give_group`]): `None` where any can (as root);
+    /// without root the process's own groups, as rsync `-g` gives a
+    /// non-root user's target its source's group only when the user is
+    /// a member of it (and compares it only then). Computed once per run
+    /// ([`crate::fs::own_groups`]).
+    #[serde(default)]
+    pub member_groups: Option<Vec<u32>>,
+}
+
+impl PlanOptions {
+    /// True when a target may be given the group `gid`: always as root,
+    /// otherwise when the process is a member of it. Asked only for a
+    /// group that differs, so a run where groups match pays nothing.
+    pub fn may_give_group(&self, gid: u32) -> bool {
+        self.member_groups
+            .as_ref()
+            .is_none_or(|g| g.binary_search(&gid).is_ok())
+    }
 }
 
 impl Default for PlanOptions {
@@ -102,6 +121,7 @@ impl Default for PlanOptions {
             now: Time::default(),
             force: false,
             one_file_system: false,
+            member_groups: None,
         }
     }
 }
@@ -468,7 +488,7 @@ pub fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
     c.perms = p.perms && s.kind != Kind::Symlink && s.mode != d.mode;
     c.time = p.times && !s.mtime.within(d.mtime, opts.modify_window_ns);
     c.owner = p.owner && s.uid != d.uid;
-    c.group = p.group && s.gid != d.gid;
+    c.group = p.group && s.gid != d.gid && opts.may_give_group(s.gid);
     c
 }
 
@@ -639,6 +659,33 @@ mod tests {
         assert_eq!(acts.len(), 2);
         assert!(matches!(&acts[0], Action::Copy { dst: Some(d), .. } if d.kind == Kind::Symlink));
         assert!(matches!(&acts[1], Action::Symlink { dst: Some(_), .. }));
+    }
+
+    #[test]
+    fn groups_are_compared_only_where_they_can_be_given() {
+        let s = e("a", Kind::File);
+        let mut d = s.clone();
+        d.gid = 2000;
+        let code = |o: &PlanOptions| {
+            let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), o);
+            match acts.as_slice() {
+                [Action::Attrs { change, .. }] => Some(change.code()),
+                [] => None,
+                other => panic!("{other:?}"),
+            }
+        };
+        // As root (no member set) every group is compared.
+        assert_eq!(code(&opts()).as_deref(), Some(".f.....g..."));
+        let member = PlanOptions {
+            member_groups: Some(vec![7, s.gid]),
+            ..opts()
+        };
+        assert_eq!(code(&member).as_deref(), Some(".f.....g..."));
+        let outsider = PlanOptions {
+            member_groups: Some(vec![7, 2000]),
+            ..opts()
+        };
+        assert_eq!(code(&outsider), None, "a group the user cannot give");
     }
 
     #[test]

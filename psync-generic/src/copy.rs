@@ -1,7 +1,7 @@
 //! The generic copier.
 
 use psync_core::direct;
-use psync_core::fs::{Dir, fs_magic, timestamps, umask};
+use psync_core::fs::{Dir, fs_magic, own_groups, timestamps, umask};
 use psync_core::verify::Hasher;
 use psync_core::xattr::sync_xattrs;
 use psync_core::{
@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes moved between two checks of the quit flag.
@@ -353,25 +352,11 @@ fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
     }
 }
 
-/// The groups the process is in (effective gid first): as rsync does
-/// without root, a target takes its source's group only when the process
-/// may give it (a group it belongs to).
-fn own_groups() -> &'static [u32] {
-    static GROUPS: OnceLock<Vec<u32>> = OnceLock::new();
-    GROUPS.get_or_init(|| {
-        let mut v = vec![rustix::process::getegid().as_raw()];
-        if let Ok(more) = rustix::process::getgroups() {
-            v.extend(more.into_iter().map(rustix::process::Gid::as_raw));
-        }
-        v
-    })
-}
-
 /// The owner and group to give a target: by numeric id as root; without
 /// root, only a group the process is in (an owner cannot be given away).
 fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
     if !opts.can_chown {
-        let gid = opts.preserve.group && own_groups().contains(&src.gid);
+        let gid = opts.preserve.group && own_groups().binary_search(&src.gid).is_ok();
         return (None, gid.then_some(src.gid));
     }
     (

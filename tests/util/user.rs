@@ -1,6 +1,7 @@
 //! A real unprivileged user for the tests about permissions: created once
-//! (idempotently, `useradd`) when the suite runs as root, and the `psync`
-//! binary or rsync run as that user through `setpriv`.
+//! (idempotently, `useradd`) when the suite runs as root, with one
+//! supplementary group (`groupadd`, `gpasswd -a`), and the `psync` binary
+//! or rsync run as that user through `setpriv`.
 
 use super::{in_ci, is_root};
 use std::os::unix::fs::MetadataExt;
@@ -11,6 +12,10 @@ use std::sync::OnceLock;
 /// The name of the test user.
 pub const NAME: &str = "psync-test";
 
+/// A supplementary group of the test user (not its primary one), for
+/// "a non-root user gives a target a group it is a member of".
+pub const GROUP: &str = "psync-test-g";
+
 /// An unprivileged user: numeric ids.
 #[derive(Debug, Clone, Copy)]
 pub struct User {
@@ -18,6 +23,8 @@ pub struct User {
     pub uid: u32,
     /// Its primary gid.
     pub gid: u32,
+    /// The gid of [`GROUP`], which it is a member of.
+    pub extra_gid: u32,
 }
 
 fn ids() -> Option<(u32, u32)> {
@@ -28,6 +35,46 @@ fn ids() -> Option<(u32, u32)> {
     let line = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut f = line.trim().split(':').skip(2);
     Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+}
+
+/// The gid of [`GROUP`] and whether the test user is listed in it.
+fn group() -> Option<(u32, bool)> {
+    let out = Command::new("getent")
+        .args(["group", GROUP])
+        .output()
+        .ok()?;
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut f = line.trim().split(':').skip(2);
+    let gid = f.next()?.parse().ok()?;
+    let member = f.next().is_some_and(|m| m.split(',').any(|u| u == NAME));
+    Some((gid, member))
+}
+
+/// Runs an account tool; a failure counts only when `done` still says the
+/// work is not done (another test process may have done it meanwhile).
+fn admin(cmd: &mut Command, done: impl Fn() -> bool) -> Result<(), String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() && !done() {
+        return Err(format!("{cmd:?}: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    Ok(())
+}
+
+/// Creates [`GROUP`] and adds the test user to it, both idempotently.
+fn join_group() -> Result<u32, String> {
+    if group().is_none() {
+        admin(Command::new("groupadd").args(["--system", GROUP]), || {
+            group().is_some()
+        })?;
+    }
+    if !group().is_some_and(|(_, member)| member) {
+        admin(Command::new("gpasswd").args(["-a", NAME, GROUP]), || {
+            group().is_some_and(|(_, member)| member)
+        })?;
+    }
+    group()
+        .map(|(gid, _)| gid)
+        .ok_or_else(|| format!("getent group {GROUP}: no such group"))
 }
 
 fn create() -> Result<User, String> {
@@ -46,11 +93,16 @@ fn create() -> Result<User, String> {
         }
     }
     let (uid, gid) = ids().ok_or("getent passwd psync-test: no such user")?;
+    let extra_gid = join_group()?;
     Command::new("setpriv")
         .arg("--version")
         .output()
         .map_err(|e| format!("setpriv: {e}"))?;
-    Ok(User { uid, gid })
+    Ok(User {
+        uid,
+        gid,
+        extra_gid,
+    })
 }
 
 /// The test user, or why there is none: printed as a skip, and under
