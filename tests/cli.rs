@@ -188,6 +188,9 @@ fn absurd_options_are_refused() {
         (&["--chunk-size", "1000001"][..], "multiple of 4K"),
         (&["--chunk-size", "2T"][..], "1M to 1T"),
         (&["--retries", "1000"][..], "0..=100"),
+        (&["--modify-window", "99999999999"][..], "0..=2147483647"),
+        (&["--min-age", "99999999999"][..], "0..=2147483647"),
+        (&["--stop-grace", "18446744073709551615"][..], "0..=86400"),
     ] {
         let out = run_cli(args, &t.src(), &t.dst());
         let err = text(&out.stderr);
@@ -211,6 +214,21 @@ fn absurd_options_are_refused() {
     ] {
         let mut b = psync::builder(t.src(), t.dst());
         b.threads(threads).chunk_size(chunk).retries(retries);
+        let err = b.build().expect_err("refused").to_string();
+        assert!(err.contains(says), "{err}");
+    }
+    let huge = std::time::Duration::from_secs(u64::MAX);
+    for (set, says) in [
+        (0, "modify window: must be at most 2147483647 s"),
+        (1, "min age: must be at most 2147483647 s"),
+        (2, "stop grace: must be at most 86400 s"),
+    ] {
+        let mut b = psync::builder(t.src(), t.dst());
+        match set {
+            0 => b.modify_window(huge),
+            1 => b.min_age(huge),
+            _ => b.stop_grace(huge),
+        };
         let err = b.build().expect_err("refused").to_string();
         assert!(err.contains(says), "{err}");
     }

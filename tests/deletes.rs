@@ -171,6 +171,8 @@ fn target_chains_of_ten_thousand_levels() {
 /// one source directory, as a flaky network file system does.
 struct FlakySource {
     dir: (u64, u64),
+    /// A source directory whose listing fails altogether.
+    broken: (u64, u64),
 }
 
 impl psync::Walker for FlakySource {
@@ -178,6 +180,9 @@ impl psync::Walker for FlakySource {
         let mut l = dir.list()?;
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]
+        if (st.st_dev as u64, st.st_ino as u64) == self.broken {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
         if (st.st_dev as u64, st.st_ino as u64) == self.dir {
             let (flaky, ok) = l
                 .entries
@@ -204,18 +209,22 @@ fn source_read_errors_delete_nothing_in_their_directory() {
     let t = crate::util::TestDir::new("source_read_errors_delete_nothing");
     tree!(t.src(), {
         "d/a" => file("a"), "d/flaky1" => file("new 1"), "d/flaky2/f" => file("f"),
-        "ok/f" => file("f"),
+        "ok/f" => file("f"), "broken/f" => file("f"),
     });
     tree!(t.dst(), {
         "d/flaky1" => file("old 1"), "d/flaky2/f" => file("old f"), "d/extra" => file("extra"),
-        "ok/extra" => file("extra"),
+        "ok/extra" => file("extra"), "broken/extra" => file("extra"),
     });
-    let meta = std::fs::metadata(t.src().join("d")).unwrap();
+    let ids = |p: &str| {
+        let m = std::fs::metadata(t.src().join(p)).unwrap();
+        (
+            std::os::unix::fs::MetadataExt::dev(&m),
+            std::os::unix::fs::MetadataExt::ino(&m),
+        )
+    };
     let walker = FlakySource {
-        dir: (
-            std::os::unix::fs::MetadataExt::dev(&meta),
-            std::os::unix::fs::MetadataExt::ino(&meta),
-        ),
+        dir: ids("d"),
+        broken: ids("broken"),
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut b = psync::builder(t.src(), t.dst());
@@ -226,7 +235,7 @@ fn source_read_errors_delete_nothing_in_their_directory() {
     let report = b.build().unwrap().run().unwrap();
     drop(b);
     let events: Vec<psync::Event> = rx.iter().collect();
-    assert_eq!(report.stats.failed, 2, "{events:#?}");
+    assert_eq!(report.stats.failed, 3, "{events:#?}");
     let says = |what: &str| {
         events.iter().any(|e| match e {
             psync::Event::Warning { message, .. } | psync::Event::Error { message, .. } => {
@@ -235,7 +244,12 @@ fn source_read_errors_delete_nothing_in_their_directory() {
             _ => false,
         })
     };
-    assert!(says("nothing deleted"), "{events:#?}");
+    assert!(says("nothing deleted in this directory"), "{events:#?}");
+    assert!(
+        says("src/broken: Input/output error (os error 5); nothing deleted in it"),
+        "{events:#?}"
+    );
+    assert_eq!(crate::util::read(t.dst().join("broken/extra")), b"extra");
     assert!(
         says("src/d/flaky1"),
         "the error names the source path: {events:#?}"
@@ -335,6 +349,22 @@ fn one_file_system_stays_on_the_source_root_fs() {
         };
         cfg.sync_with(&t.src(), &t.dst(), &opts).assert_ok();
         assert!(t.dst().join("mnt").is_dir());
+        // The mount point's own attributes are synced and itemized.
+        std::fs::set_permissions(
+            t.dst().join("mnt"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        let fixed = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        fixed.assert_ok();
+        assert!(
+            fixed
+                .itemized
+                .iter()
+                .any(|l| l.ends_with(" mnt/") && l.starts_with(".d")),
+            "{:#?}",
+            fixed.itemized
+        );
         assert!(
             !t.dst().join("mnt/on_the_mount").exists(),
             "crossed into the mount"

@@ -76,9 +76,10 @@ pub struct SyncArgs {
     pub threads: u16,
 
     /// Treat modification times that differ by at most SECS seconds as
-    /// equal. Default: the target file system's timestamp resolution,
-    /// detected per run (0 where it keeps nanoseconds).
-    #[arg(long, value_name = "SECS")]
+    /// equal (0 to 2147483647, as rsync). Default: the target file
+    /// system's timestamp resolution, detected per run (0 where it keeps
+    /// nanoseconds).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=psync_core::MAX_SECS))]
     pub modify_window: Option<u64>,
 
     /// Copy every file, even when size and modification time match.
@@ -90,10 +91,11 @@ pub struct SyncArgs {
           value_parser = clap::value_parser!(u32).range(0..=i64::from(psync_core::MAX_RETRIES)))]
     pub retries: u32,
 
-    /// After an interrupt, wait at most SECS seconds for tasks under way
-    /// (a read from a hung server may never return), then remove this
-    /// run's temporaries without them and exit (status 2).
-    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    /// After an interrupt, wait at most SECS seconds (0 to 86400) for
+    /// tasks under way (a read from a hung server may never return), then
+    /// remove this run's temporaries without them and exit (status 2).
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=psync_core::MAX_STOP_GRACE.as_secs()))]
     pub stop_grace: u64,
 
     /// Do not preserve permissions. Default: preserve them.
@@ -214,8 +216,9 @@ pub struct SyncArgs {
     /// Leave alone files, symlinks and specials whose status changed less
     /// than SECS seconds before the run started (still being written on a
     /// live file system); they are counted and reported as skipped.
-    /// Default: 0 (off).
-    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    /// 0 to 2147483647; default: 0 (off).
+    #[arg(long, value_name = "SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=psync_core::MAX_SECS))]
     pub min_age: u64,
 
     /// Files larger than SIZE are copied in chunks of SIZE by all threads
@@ -225,7 +228,8 @@ pub struct SyncArgs {
     pub chunk_size: u64,
 
     /// Chunked files of at least SIZE keep a journal of finished chunks, so
-    /// a killed run resumes them mid-file; smaller ones start over.
+    /// a killed run resumes them mid-file; smaller ones start over (0:
+    /// every chunked file resumes).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub resume_threshold: u64,
 

@@ -90,6 +90,11 @@ pub const MAX_CHUNK_SIZE: u64 = 1 << 40;
 pub const CHUNK_ALIGN: u64 = 4096;
 /// The most retries of a file that changes while it is copied.
 pub const MAX_RETRIES: u32 = 100;
+/// The largest `--modify-window` and `--min-age`, in seconds (rsync's
+/// limit: a C `int`).
+pub const MAX_SECS: u64 = i32::MAX as u64;
+/// The longest stop grace ([`SyncBuilder::stop_grace`]).
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(86_400);
 
 /// Default worker threads: more than the cores, because file system calls
 /// block on I/O (a cold-cache copy keeps gaining up to ~8 requests in
@@ -441,6 +446,20 @@ impl SyncBuilder {
             let got = self.retries;
             return bad("retries", format!("must be 0 to {MAX_RETRIES}, not {got}"));
         }
+        let max_ns = MAX_SECS * 1_000_000_000;
+        for (name, ns) in [
+            ("modify window", self.plan.modify_window_ns),
+            ("min age", self.plan.min_age_ns),
+        ] {
+            if ns > max_ns {
+                let msg = format!("must be at most {MAX_SECS} s, not {} s", ns / 1_000_000_000);
+                return bad(name, msg);
+            }
+        }
+        if self.stop_grace > MAX_STOP_GRACE {
+            let msg = format!("must be at most {} s", MAX_STOP_GRACE.as_secs());
+            return bad("stop grace", msg);
+        }
         Ok(())
     }
 }
@@ -756,8 +775,9 @@ fn now() -> crate::Time {
 
 /// Sleeps up to `d`, waking early when `stop` is set.
 fn park_for(stop: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+    // A duration past the clock's range waits until `stop`.
+    let end = Instant::now().checked_add(d);
+    while !stop.load(Ordering::Relaxed) && end.is_none_or(|end| Instant::now() < end) {
         std::thread::sleep(Duration::from_millis(10).min(d));
     }
 }

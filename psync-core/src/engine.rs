@@ -310,6 +310,7 @@ impl Engine {
         if self.other_source_fs(rel, src_entry, &src_dir) {
             // -x: the mount point's directory is kept, nothing inside it.
             Stats::bump(&self.stats.dirs, 1);
+            self.itemize_dir_attrs(rel, src_entry, dst_entry);
             return cx.defer(self.finish_task(rel, src_entry, dst_entry, false));
         }
         // In a dry run, a directory that would be created does not exist.
@@ -362,11 +363,8 @@ impl Engine {
                 self.warn(rel, false, Op::ReadDir, msg);
             }
         }
-        if let (Some(_), Some(dst_entry)) = (&dst_dir, dst_entry) {
-            let change = attr_change(src_entry, dst_entry, &self.plan_opts);
-            if change.any() && !rel.is_root() {
-                self.itemize(rel.clone(), Some(change), src_entry);
-            }
+        if dst_dir.is_some() {
+            self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
         self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
@@ -422,6 +420,17 @@ impl Engine {
             && (src.dev != self.src_dev || dir.is_mount_root())
     }
 
+    /// Itemizes the attribute changes of an existing target directory
+    /// (applied at its finish); the root is never itemized.
+    fn itemize_dir_attrs(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>) {
+        if let Some(dst) = dst.filter(|_| !rel.is_root()) {
+            let change = attr_change(src, dst, &self.plan_opts);
+            if change.any() {
+                self.itemize(rel.clone(), Some(change), src);
+            }
+        }
+    }
+
     /// A source directory that cannot be read: reported, and its target
     /// still gets the source's attributes (as rsync does), so a copy of a
     /// mode-000 directory is mode 000 too.
@@ -434,6 +443,11 @@ impl Engine {
         err: io::Error,
         cx: &mut dyn TaskContext,
     ) {
+        // As rsync says "IO error encountered -- skipping file deletion".
+        let err = match self.plan_opts.delete {
+            true => io::Error::new(err.kind(), format!("{err}; nothing deleted in it")),
+            false => err,
+        };
         let e = Error::new(op, rel.under(&self.src_path), err);
         Stats::bump(&self.stats.failed, 1);
         self.emit(Event::Error {

@@ -56,8 +56,8 @@ pub mod xattr;
 mod xattrat;
 
 pub use builder::{
-    CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_RETRIES, MAX_THREADS, MIN_CHUNK_SIZE, Report, SyncBuilder,
-    Syncer, default_threads, random_u64,
+    CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_RETRIES, MAX_SECS, MAX_STOP_GRACE, MAX_THREADS,
+    MIN_CHUNK_SIZE, Report, SyncBuilder, Syncer, default_threads, random_u64,
 };
 pub use copy::{
     AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
