@@ -180,10 +180,11 @@ impl psync::Walker for FlakySource {
         let mut l = dir.list()?;
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]
-        if (st.st_dev as u64, st.st_ino as u64) == self.broken {
+        let ids = (st.st_dev as u64, st.st_ino as u64);
+        if ids == self.broken {
             return Err(std::io::Error::from_raw_os_error(libc::EIO));
         }
-        if (st.st_dev as u64, st.st_ino as u64) == self.dir {
+        if ids == self.dir {
             let (flaky, ok) = l
                 .entries
                 .into_iter()
