@@ -568,6 +568,7 @@ impl Syncer {
                 acls: b.acls,
                 fresh: false,
                 created: false,
+                acl_target_mode: !preserve.perms,
                 direct_io: b.direct_io,
             },
             dry_run: b.dry_run,
