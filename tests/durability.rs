@@ -9,6 +9,7 @@
 //! of the issue. Needs root, `mkfs.ext4` and loop devices; skips with the
 //! reason otherwise, fails under `CI=true`.
 
+use crate::util::faultfs::Fault;
 use crate::util::mounts::{self, Fs};
 use crate::util::rsync::rsync_oracle_full;
 use crate::util::run::{cli_available, psync_bin};
@@ -287,5 +288,125 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     } else {
         let err = String::from_utf8_lossy(&out.stderr);
         Err(format!("{shown}: {}: {}", out.status, err.trim()))
+    }
+}
+
+/// Every flush mode, as CLI arguments.
+const MODES: [&[&str]; 4] = [
+    &["--fsync"],
+    &["--fsync-mode", "file"],
+    &["--fsync-mode", "parallel"],
+    &["--fsync-mode", "end"],
+];
+
+/// The warning of a run whose `syncfs` cannot flush its FUSE target.
+const FUSE_WARNING: &str = "syncfs does not reach its daemon";
+
+/// The lines of `stderr` that carry the FUSE warning.
+fn fuse_warnings(out: &Output) -> usize {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.contains(FUSE_WARNING))
+        .count()
+}
+
+/// The modes that would flush with `syncfs` say once that they flush
+/// each file instead; the others say nothing.
+#[track_caller]
+fn assert_fuse_warning(mode: &[&str], out: &Output) {
+    let syncfs = mode == ["--fsync"] || mode.ends_with(&["end"]);
+    assert_eq!(
+        fuse_warnings(out),
+        usize::from(syncfs),
+        "{mode:?}: FUSE warnings: {}",
+        text(out)
+    );
+}
+
+/// A FUSE target whose daemon fails every `fsync` (faultfs): `syncfs`
+/// never reaches a FUSE daemon, so the modes that flush with it (batch,
+/// the default of `--fsync`, and end) used to exit 0. Every mode must fail
+/// (exit 1) with a flush error naming a target path.
+#[test]
+fn failing_fuse_flush_fails_every_mode() {
+    let test = "failing_fuse_flush_fails_every_mode";
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new(test);
+    // Small files only: large and hard-linked files are flushed one by
+    // one in every mode, and would fail the run whatever batches do.
+    tree!(t.src(), {
+        "one" => file("one"),
+        "a/two" => random(300_000),
+        "a/b/three" => random(70_000),
+        "empty" => dir(),
+    });
+    let back = t.join("dst-back");
+    let fs = require_faultfs!(back, t.dst(), [Fault::EioFsync("*")]);
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let dst = fs.path().join(format!("m{i}"));
+        let out = run_psync(mode, &t.src(), &dst);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{mode:?} must fail: {}",
+            text(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let named = stderr
+            .lines()
+            .any(|l| l.starts_with("psync: fsync ") && l.contains(&*dst.to_string_lossy()));
+        assert!(
+            named,
+            "{mode:?}: no fsync error naming a target path: {}",
+            text(&out)
+        );
+        assert_fuse_warning(mode, &out);
+    }
+}
+
+/// The same FUSE target without faults: every mode exits 0 and the
+/// target is exact (also by rsync's measure), first run and an update.
+#[test]
+fn fsync_run_on_fuse_is_exact() {
+    let test = "fsync_run_on_fuse_is_exact";
+    if !cli_available() {
+        skip!("the psync binary is not built");
+    }
+    let t = TestDir::new(test);
+    fixture(&t.src());
+    let back = t.join("dst-back");
+    let fs = require_faultfs!(back, t.dst(), []);
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let dst = fs.path().join(format!("m{i}"));
+        let mut args = mode.to_vec();
+        args.extend(["--delete", "--chunk-size", "1M"]);
+        let out = run_psync(&args, &t.src(), &dst);
+        assert_eq!(out.status.code(), Some(0), "{mode:?}: {}", text(&out));
+        assert_fuse_warning(mode, &out);
+        assert_synced!(t.src(), dst);
+        rsync_oracle_full(&t.src(), &dst);
+    }
+    // An update: replaced, new and deleted files, in every mode.
+    tree!(t.src(), {
+        "a/one" => file("one, replaced"),
+        "a/b/two" => absent(),
+        "a/new" => random(9_000),
+        "big" => random((3 << 20) + 1),
+    });
+    for (i, mode) in MODES.into_iter().enumerate() {
+        let dst = fs.path().join(format!("m{i}"));
+        let mut args = mode.to_vec();
+        args.extend(["--delete", "--chunk-size", "1M"]);
+        let out = run_psync(&args, &t.src(), &dst);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{mode:?} update: {}",
+            text(&out)
+        );
+        assert_synced!(t.src(), dst);
+        rsync_oracle_full(&t.src(), &dst);
     }
 }

@@ -717,3 +717,146 @@ fn non_root_corrects_groups_it_is_a_member_of() {
     assert_exit(&r, 0, "rsync -n -i as the user");
     assert_eq!(stdout_lines(&r), Vec::<String>::new(), "rsync as the user");
 }
+
+/// The `--no-perms` comparison with ACLs on the source: existing targets
+/// whose modes are narrower (`wide`, `dir`, `deflt`) or wider (`narrow`)
+/// than their sources', and new entries (`new`, `newdir`, and all of
+/// `acl/dst`) below a parent with a default ACL (`deflt`, the target
+/// parent `acl`) and without.
+fn no_perms_acls_fixture(t: &TestDir, user: Option<User>) -> PathBuf {
+    const T: i64 = 1_600_000_000;
+    tree!(t.src(), {
+        "wide" => file("a") mode(0o644) acl("u:1234:rw-") mtime(T, 0),
+        "narrow" => file("b") mode(0o600) acl("u:1234:rw-") acl("g:1234:r--") mtime(T, 0),
+        "new" => file("c") mode(0o640) acl("u:1234:r--"),
+        "dir/k" => file("k") mode(0o644) mtime(T, 0),
+        "newdir/g" => file("g") mode(0o664) acl("g:1234:rw-"),
+        "deflt/h" => file("h") mode(0o644) acl("u:1234:rw-") mtime(T, 0),
+        "deflt/hn" => file("hn") mode(0o755) acl("u:1234:r-x"),
+        "dir" => keep() mode(0o755) acl("u:1234:rwx"),
+        "newdir" => keep() mode(0o750) acl("u:1234:r-x"),
+        "deflt" => keep() mode(0o755) acl("u:1234:r-x") acl("d:u:1234:rwx") acl("d:o::---"),
+    });
+    let top = t.join("top");
+    tree!(top, {
+        "plain/dst/wide" => file("a") mode(0o600) mtime(T, 0),
+        "plain/dst/narrow" => file("b") mode(0o644) mtime(T, 0),
+        "plain/dst/dir/k" => file("k") mode(0o644) mtime(T, 0),
+        "plain/dst/deflt/h" => file("h") mode(0o600) mtime(T, 0),
+        "plain/dst/dir" => keep() mode(0o700),
+        // Its default ACL already the source's: a new entry in an
+        // existing directory gets the mode that directory's default ACL
+        // allows when the entry is made; rsync syncs the directory's
+        // default ACL before its entries, psync at its finish, so one
+        // that changes in the same run gives the two different modes
+        // (not fixed yet).
+        "plain/dst/deflt" => keep() mode(0o711) acl("d:u:1234:rwx") acl("d:o::---"),
+        "acl" => dir(),
+    });
+    default_acl(&top.join("acl"));
+    if let Some(u) = user {
+        u.own(t.path());
+    }
+    top
+}
+
+/// `getfacl -R` of a tree as one sorted block per entry: the same entries
+/// in any listing order.
+fn getfacl_blocks(root: &Path) -> Vec<String> {
+    let mut blocks: Vec<String> = getfacl_tree(root)
+        .split("\n\n")
+        .map(|b| b.trim().to_string())
+        .filter(|b| !b.is_empty())
+        .collect();
+    blocks.sort();
+    blocks
+}
+
+/// `--no-perms` with source ACLs gives what `rsync -aAX --no-perms`
+/// gives: the ACL's named entries are copied, its owner, group-class and
+/// other entries carry the target's mode (an existing target's own, a
+/// new one's as its parent allows), so no mode is widened or narrowed;
+/// a second run itemizes nothing and leaves rsync nothing to do.
+fn no_perms_acls_like_rsync(test: &str, user: Option<User>) {
+    let t = TestDir::new(test);
+    let top = no_perms_acls_fixture(&t, user);
+    let (ps, rs) = (t.join("ps"), t.join("rs"));
+    copy_tree(&top, &ps);
+    copy_tree(&top, &rs);
+    let rsync = ["-aAX", "--no-perms", "--numeric-ids"];
+    let psync = |args: &[&str], dst: &Path| match user {
+        Some(u) => u.psync(args, &t.src(), dst),
+        None => crate::util::run::run_cli(args, &t.src(), dst),
+    };
+    for parent in ["plain", "acl"] {
+        let (p_dst, r_dst) = (ps.join(parent).join("dst"), rs.join(parent).join("dst"));
+        let r = match user {
+            Some(u) => u.rsync(&rsync, &t.src(), &r_dst),
+            None => Command::new("rsync")
+                .args(rsync)
+                .arg(crate::util::slash(&t.src()))
+                .arg(crate::util::slash(&r_dst))
+                .output()
+                .unwrap(),
+        };
+        assert_exit(&r, 0, "rsync");
+        let first = psync(&["-i", "-q", "--no-perms"], &p_dst);
+        assert_exit(&first, 0, &format!("{parent}: psync"));
+        assert!(
+            !stdout_lines(&first).is_empty(),
+            "{parent}: the first run changed nothing"
+        );
+        let second = psync(&["-i", "-q", "--no-perms"], &p_dst);
+        assert_exit(&second, 0, &format!("{parent}: second psync"));
+        assert_eq!(
+            stdout_lines(&second),
+            Vec::<String>::new(),
+            "{parent}: second run"
+        );
+        let mut again: Vec<&str> = rsync.to_vec();
+        again.extend(["-n", "-i"]);
+        let r = match user {
+            Some(u) => u.rsync(&again, &t.src(), &p_dst),
+            None => Command::new("rsync")
+                .args(&again)
+                .arg(crate::util::slash(&t.src()))
+                .arg(crate::util::slash(&p_dst))
+                .output()
+                .unwrap(),
+        };
+        assert_exit(&r, 0, "rsync -n -i");
+        assert_eq!(
+            stdout_lines(&r),
+            Vec::<String>::new(),
+            "{parent}: rsync finds work after psync"
+        );
+    }
+    assert_eq!(
+        perms_listing(&ps),
+        perms_listing(&rs),
+        "modes, owners or raw ACLs differ from rsync's"
+    );
+    assert_eq!(getfacl_blocks(&ps), getfacl_blocks(&rs), "getfacl differs");
+    // The defect: the source's ACL widened 0600 to 0664 and narrowed
+    // 0644 to 0660.
+    assert_eq!(mode_of(ps.join("plain/dst/wide")), 0o600, "wide");
+    assert_eq!(mode_of(ps.join("plain/dst/narrow")), 0o644, "narrow");
+    let blocks = getfacl_blocks(&ps.join("plain/dst"));
+    let wide = blocks.iter().find(|b| b.starts_with("# file: ./wide\n"));
+    assert!(
+        wide.is_some_and(|b| b.contains("\nuser:1234:rw-\t#effective:---\n")),
+        "wide has the named entry, masked: {wide:?}"
+    );
+}
+
+#[test]
+fn no_perms_keeps_target_modes_under_source_acls() {
+    let test = "no_perms_keeps_target_modes_under_source_acls";
+    if !acls_work(test) || !crate::util::require_rsync() || !crate::util::run::cli_available() {
+        return;
+    }
+    no_perms_acls_like_rsync(test, None);
+    if let Some(user) = test_user(test) {
+        no_perms_acls_like_rsync(&format!("{test}-non-root"), Some(user));
+    }
+}

@@ -569,6 +569,12 @@ impl Syncer {
             (plan.modify_window_ns, probed) = detect_window(d, b.dry_run);
         }
         let modify_window_ns = plan.modify_window_ns;
+        // A target whose file system `syncfs` cannot flush (FUSE) gets
+        // per-file flushes: said once, with the reason.
+        let (flush, flush_why) = match dst_root.as_ref().map(Dir::fs_magic) {
+            Some(Ok(magic)) if !b.dry_run => b.flush.on_target(magic),
+            _ => (b.flush, None),
+        };
         let engine = Engine {
             src_root,
             dst_root,
@@ -587,6 +593,7 @@ impl Syncer {
                 acls: b.acls,
                 fresh: false,
                 created: false,
+                acl_target_mode: !preserve.perms,
                 direct_io: b.direct_io,
             },
             dry_run: b.dry_run,
@@ -608,8 +615,11 @@ impl Syncer {
             chunk_size: b.chunk_size,
             resume_threshold: b.resume_threshold,
             drop_source_cache: !b.keep_source_cache,
-            flush: b.flush,
+            flush,
         };
+        if let Some(why) = flush_why {
+            engine.warn(&RelPath::root(), true, Op::Syncfs, why);
+        }
         if dst_entry.is_none() && b.itemize {
             engine.itemize(
                 RelPath::root(),

@@ -159,6 +159,12 @@ pub struct CopyOptions {
     /// directory made `0700` gets the one rsync gives it: the engine
     /// passes those as the entry's mode with `perms` on.)
     pub created: bool,
+    /// `--no-perms` (set for the whole run): a target's mode is not the
+    /// source's, so the access ACL copied onto it carries the target's
+    /// mode bits rather than the source's (see
+    /// [`crate::xattr::acl_with_mode`]). Stays set when the engine passes
+    /// an existing target's own mode as the entry's with `perms` on.
+    pub acl_target_mode: bool,
     /// The chunks of large files may be written with `O_DIRECT` where the
     /// target's file system supports it (`--no-direct-io` turns it off).
     pub direct_io: bool,

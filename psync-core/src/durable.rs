@@ -36,7 +36,9 @@ pub enum Flush {
     /// as with [`Flush::File`]. One flush per batch instead of per file, but
     /// it also flushes every other writer's dirty data on that file system
     /// (and fails the batch on their write-back errors). What `--fsync`
-    /// does; large and hard-linked files are flushed one by one.
+    /// does; large and hard-linked files are flushed one by one. On a
+    /// FUSE target, where `syncfs` does not reach the daemon, the run
+    /// uses [`Flush::Parallel`] instead (with a warning).
     Batch,
     /// A batch's files are written, then flushed by concurrent `fsync`s
     /// (one short-lived thread each, so the file system can take them in
@@ -46,6 +48,8 @@ pub enum Flush {
     /// One `syncfs` of the target when the run ends: nothing is durable
     /// until then, and a task is not durable when it completes (so not
     /// usable by a broker worker, whose node flushes only its own writes).
+    /// On a FUSE target the run uses [`Flush::Parallel`] instead (with a
+    /// warning): the end has no list of the files written to `fsync`.
     End,
 }
 
@@ -58,6 +62,41 @@ impl Flush {
     /// File tasks stage their copies for one flush per batch.
     pub(crate) fn stages(self) -> bool {
         matches!(self, Flush::Batch | Flush::Parallel)
+    }
+}
+
+/// FUSE's `statfs` magic (`FUSE_SUPER_MAGIC`; virtiofs has it too).
+const FUSE_MAGIC: u64 = 0x6573_5546;
+
+impl Flush {
+    /// The mode a run uses on a target file system of `magic`, and why
+    /// it is not `self` when it is not.
+    ///
+    /// `syncfs` on FUSE never reaches the daemon: the kernel's
+    /// `fuse_sync_fs` sends `FUSE_SYNCFS` only when `fc->sync_fs` is set,
+    /// which only virtiofs (and iomap servers) set, and a plain FUSE
+    /// daemon's write-back cache is not the kernel's to flush. So a
+    /// daemon's failing flush is never seen by [`Flush::Batch`] or
+    /// [`Flush::End`], and the run would report a false success; an
+    /// `fsync` of each file is sent to the daemon (`FUSE_FSYNC`). There,
+    /// batches flush their files one by one ([`Flush::Parallel`]), and
+    /// the end's one `syncfs` becomes the same per-task flushing (it has
+    /// no list of the files it wrote, and keeping one would grow with the
+    /// tree). NFS needs no such fallback: `syncfs` writes back with
+    /// `WB_SYNC_ALL`, whose `nfs_write_inode` sends a `COMMIT` and waits
+    /// for it, and a failed write or commit is recorded on the mapping
+    /// and so in the super block's error that `syncfs` reports (ADR 009).
+    pub(crate) fn on_target(self, magic: u64) -> (Flush, Option<&'static str>) {
+        match self {
+            Flush::Batch | Flush::End if magic == FUSE_MAGIC => (
+                Flush::Parallel,
+                Some(
+                    "a FUSE target: syncfs does not reach its daemon, so each \
+                     file is flushed with fsync instead (as --fsync-mode parallel)",
+                ),
+            ),
+            _ => (self, None),
+        }
     }
 }
 
@@ -227,5 +266,19 @@ mod tests {
         assert!(!Flush::End.per_task());
         assert!(Flush::Batch.stages() && Flush::Parallel.stages() && !Flush::File.stages());
         assert_eq!(Flush::default(), Flush::Off);
+    }
+
+    #[test]
+    fn syncfs_modes_flush_each_file_on_fuse() {
+        for mode in [Flush::Batch, Flush::End] {
+            let (used, why) = mode.on_target(FUSE_MAGIC);
+            assert_eq!(used, Flush::Parallel);
+            assert!(why.is_some_and(|w| w.contains("FUSE")));
+            assert_eq!(mode.on_target(0xEF53), (mode, None), "ext4");
+            assert_eq!(mode.on_target(0x6969), (mode, None), "NFS");
+        }
+        for mode in [Flush::Off, Flush::File, Flush::Parallel] {
+            assert_eq!(mode.on_target(FUSE_MAGIC), (mode, None));
+        }
     }
 }

@@ -1088,8 +1088,11 @@ impl Engine {
         from: Node<'_>,
         target: Node<'_>,
     ) -> Result<crate::xattr::XattrReport, crate::copy::StepError> {
-        let (xattrs, acls) = (self.copy_opts.xattrs.on(), self.copy_opts.acls.on());
-        crate::xattr::sync_xattrs(from, target, xattrs, acls, false)
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        crate::xattr::sync_xattrs(from, target, how)
             .map_err(|e| crate::copy::StepError::new(Op::Xattr, e))
     }
 

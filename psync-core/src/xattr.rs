@@ -132,6 +132,18 @@ impl Node<'_> {
         }?)
     }
 
+    /// The entry's permission bits (`stat`, not following a symlink).
+    ///
+    /// # Errors
+    /// As `fstat` / `fstatat`.
+    pub fn mode(&self) -> io::Result<u32> {
+        let st = match self {
+            Node::Fd(fd) => rustix::fs::fstat(fd)?,
+            Node::At(d, n) => d.stat(n.as_bytes())?,
+        };
+        Ok(st.st_mode & 0o7777)
+    }
+
     /// Removes xattr `name` (absent is fine).
     ///
     /// # Errors
@@ -169,6 +181,25 @@ pub fn new_entry_perms(dir: Node<'_>) -> io::Result<u32> {
         .unwrap_or(0o777 & !crate::fs::umask()))
 }
 
+/// The tags of a POSIX ACL entry in the xattr format (`struct
+/// posix_acl_xattr_entry`: `u16` tag, `u16` perm, `u32` id, after a `u32`
+/// version 2 header; all little-endian).
+const USER_OBJ: u16 = 0x01;
+const GROUP_OBJ: u16 = 0x04;
+const MASK: u16 = 0x10;
+const OTHER: u16 = 0x20;
+
+/// The entries of a version-2 ACL value, 8 bytes each; `None` for a value
+/// that is not one.
+fn acl_entries(value: &[u8]) -> Option<&[u8]> {
+    let (head, entries) = value.split_first_chunk::<4>()?;
+    (u32::from_le_bytes(*head) == 2 && entries.len() % 8 == 0).then_some(entries)
+}
+
+fn tag(entry: &[u8]) -> u16 {
+    u16::from_le_bytes([entry[0], entry[1]])
+}
+
 /// The permission bits a POSIX ACL grants as a mode (`rwxrwxrwx`): the
 /// owner's entry, the mask (or the owning group's entry without one), and
 /// others'. Applied to a `system.posix_acl_default` value this is what the
@@ -176,18 +207,10 @@ pub fn new_entry_perms(dir: Node<'_>) -> io::Result<u32> {
 /// with, in place of the umask (rsync's `default_perms_for_dir`). `None`
 /// for a value that is not a version-2 ACL.
 pub fn acl_perms(value: &[u8]) -> Option<u32> {
-    const USER_OBJ: u16 = 0x01;
-    const GROUP_OBJ: u16 = 0x04;
-    const MASK: u16 = 0x10;
-    const OTHER: u16 = 0x20;
-    let (head, entries) = value.split_first_chunk::<4>()?;
-    if u32::from_le_bytes(*head) != 2 || entries.len() % 8 != 0 {
-        return None;
-    }
     let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
-    for e in entries.chunks_exact(8) {
+    for e in acl_entries(value)?.chunks_exact(8) {
         let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
-        match u16::from_le_bytes([e[0], e[1]]) {
+        match tag(e) {
             USER_OBJ => user = perm,
             GROUP_OBJ => group = perm,
             MASK => mask = Some(perm),
@@ -196,6 +219,43 @@ pub fn acl_perms(value: &[u8]) -> Option<u32> {
         }
     }
     Some(user << 6 | mask.unwrap_or(group) << 3 | other)
+}
+
+/// An access ACL value carrying the permission bits of `mode` instead of
+/// its own: the owner's and others' entries, and the group's bits in the
+/// mask (or in the owning group's entry without one); named entries are
+/// kept. The kernel keeps an access ACL and its inode's mode in step
+/// (`posix_acl_chmod`, `posix_acl_update_mode`): setting the source's
+/// value as it is sets the source's mode too, which `--no-perms` must not
+/// do. rsync's `change_sacl_perms` rewrites the same entries, and one
+/// more: an owning group's entry equal to the mask is taken for the
+/// mode's group bits (`rsync_acl_strip_perms` cannot tell them apart) and
+/// gets the target's group bits too; psync does the same, so that
+/// `rsync -aA --no-perms` finds nothing to change after it. `None` for a
+/// value that is not a version-2 ACL.
+pub fn acl_with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
+    let entries = acl_entries(value)?;
+    let perm_of = |t: u16| {
+        entries
+            .chunks_exact(8)
+            .find(|e| tag(e) == t)
+            .map(|e| u16::from_le_bytes([e[2], e[3]]))
+    };
+    let mask = perm_of(MASK);
+    let group_is_mask = mask.is_none() || perm_of(GROUP_OBJ) == mask;
+    let mut out = value.to_vec();
+    for e in out[4..].chunks_exact_mut(8) {
+        let bits = match tag(e) {
+            USER_OBJ => mode >> 6,
+            GROUP_OBJ if group_is_mask => mode >> 3,
+            MASK => mode >> 3,
+            OTHER => mode,
+            _ => continue,
+        };
+        // Masked to 3 bits: the cast cannot truncate.
+        e[2..4].copy_from_slice(&((bits & 0o7) as u16).to_le_bytes());
+    }
+    Some(out)
 }
 
 /// An `io::Error` from a raw call as the `Errno` the rustix calls give.
@@ -214,21 +274,47 @@ pub struct XattrReport {
     pub dropped: Vec<(Vec<u8>, io::Error)>,
 }
 
-/// Makes the xattrs of `dst` equal to those of `src`, ACLs first
-/// (`dst_empty`: the caller knows `dst` has none, a new file). Only the
-/// kinds asked for are touched: with `acls` false the ACL names are left
-/// alone on both sides, with `xattrs` false all others are.
+/// What [`sync_xattrs`] syncs, and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XattrSync {
+    /// Xattrs other than ACLs; with `false` they are left alone on both
+    /// sides.
+    pub xattrs: bool,
+    /// POSIX ACLs; with `false` they are left alone on both sides.
+    pub acls: bool,
+    /// The caller knows the target has no xattrs (a new file).
+    pub dst_empty: bool,
+    /// The access ACL written (and compared) carries the target's mode
+    /// bits, read when needed, not the source's ([`acl_with_mode`]):
+    /// `--no-perms`, where the target's mode is not the source's.
+    pub target_mode: bool,
+}
+
+impl XattrSync {
+    /// What `opts` asks of a copier's attribute step.
+    pub fn of(opts: &crate::copy::CopyOptions) -> XattrSync {
+        XattrSync {
+            xattrs: opts.xattrs.on(),
+            acls: opts.acls.on(),
+            dst_empty: opts.fresh,
+            target_mode: opts.acl_target_mode,
+        }
+    }
+}
+
+/// Makes the xattrs of `dst` equal to those of `src`, ACLs first, as
+/// `how` says (see [`XattrSync`]).
 ///
 /// # Errors
 /// Reading either side fails. Refusals to set (unsupported, not
 /// permitted) are collected in the report instead.
-pub fn sync_xattrs(
-    src: Node<'_>,
-    dst: Node<'_>,
-    xattrs: bool,
-    acls: bool,
-    dst_empty: bool,
-) -> io::Result<XattrReport> {
+pub fn sync_xattrs(src: Node<'_>, dst: Node<'_>, how: XattrSync) -> io::Result<XattrReport> {
+    let XattrSync {
+        xattrs,
+        acls,
+        dst_empty,
+        target_mode,
+    } = how;
     let wanted = |n: &[u8]| !SHADOW_NAMES.contains(&n) && if is_acl(n) { acls } else { xattrs };
     let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
     names.sort_by_key(|n| !is_acl(n));
@@ -254,9 +340,15 @@ pub fn sync_xattrs(
         }
     }
     for name in &names {
-        let Some(value) = src.get(name)? else {
+        let Some(mut value) = src.get(name)? else {
             continue;
         };
+        if target_mode && name == ACL_NAMES[0] {
+            let mode = dst.mode()?;
+            if let Some(v) = acl_with_mode(&value, mode) {
+                value = v;
+            }
+        }
         let current = if theirs.contains(name) {
             dst.get(name).unwrap_or(None)
         } else {
@@ -277,6 +369,65 @@ pub fn sync_xattrs(
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+
+    /// A version-2 ACL value of `(tag, perm, id)` entries.
+    fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
+        let mut v = 2u32.to_le_bytes().to_vec();
+        for &(tag, perm, id) in entries {
+            v.extend(tag.to_le_bytes());
+            v.extend(perm.to_le_bytes());
+            v.extend(id.to_le_bytes());
+        }
+        v
+    }
+
+    const NONE: u32 = u32::MAX;
+
+    #[test]
+    fn acl_with_mode_rewrites_the_mode_entries_only() {
+        // user::rw- user:1234:rw- group::r-- mask::rw- other::r-- (0664).
+        let src = acl(&[
+            (1, 6, NONE),
+            (2, 6, 1234),
+            (4, 4, NONE),
+            (0x10, 6, NONE),
+            (0x20, 4, NONE),
+        ]);
+        assert_eq!(acl_perms(&src), Some(0o664));
+        let got = acl_with_mode(&src, 0o600).unwrap();
+        // The named entry and the owning group's (not the mask's) kept.
+        let want = acl(&[
+            (1, 6, NONE),
+            (2, 6, 1234),
+            (4, 4, NONE),
+            (0x10, 0, NONE),
+            (0x20, 0, NONE),
+        ]);
+        assert_eq!(got, want);
+        assert_eq!(acl_perms(&got), Some(0o600));
+        // An owning group's entry equal to the mask follows the mode, as
+        // rsync's does.
+        let src = acl(&[
+            (1, 7, NONE),
+            (2, 5, 1234),
+            (4, 5, NONE),
+            (0x10, 5, NONE),
+            (0x20, 5, NONE),
+        ]);
+        let want = acl(&[
+            (1, 7, NONE),
+            (2, 5, 1234),
+            (4, 1, NONE),
+            (0x10, 1, NONE),
+            (0x20, 1, NONE),
+        ]);
+        assert_eq!(acl_with_mode(&src, 0o711).unwrap(), want);
+        // Without a mask the group's bits go to the owning group's entry.
+        let src = acl(&[(1, 6, NONE), (4, 4, NONE), (0x20, 4, NONE)]);
+        let want = acl(&[(1, 7, NONE), (4, 5, NONE), (0x20, 0, NONE)]);
+        assert_eq!(acl_with_mode(&src, 0o750).unwrap(), want);
+        assert_eq!(acl_with_mode(b"junk", 0o600), None);
+    }
 
     #[test]
     fn copies_sets_and_removes_through_fds_and_names() {
@@ -308,7 +459,12 @@ mod tests {
         let name = Name::from("b");
         let dst = Node::At(&d, &name);
         dst.set(b"user.extra", b"x").unwrap();
-        let r = sync_xattrs(src, dst, true, true, false).unwrap();
+        let all = XattrSync {
+            xattrs: true,
+            acls: true,
+            ..XattrSync::default()
+        };
+        let r = sync_xattrs(src, dst, all).unwrap();
         assert!(r.xattrs_changed && r.dropped.is_empty());
         let mut got = dst.list().unwrap();
         got.sort();
@@ -322,7 +478,7 @@ mod tests {
         );
         assert_eq!(dst.get(b"user.bin").unwrap().unwrap(), vec![0, 255, 10, 0]);
         assert_eq!(dst.get(b"user.big").unwrap().unwrap().len(), 3000);
-        let again = sync_xattrs(src, dst, true, true, false).unwrap();
+        let again = sync_xattrs(src, dst, all).unwrap();
         assert!(!again.xattrs_changed, "a second sync changes nothing");
     }
 }

@@ -3,7 +3,7 @@
 use psync_core::direct;
 use psync_core::fs::{Dir, fs_magic, own_groups, timestamps, umask};
 use psync_core::verify::Hasher;
-use psync_core::xattr::sync_xattrs;
+use psync_core::xattr::{XattrSync, sync_xattrs};
 use psync_core::{
     Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Node, Op, Reflink, StepError, StepExt,
     Strategy, XattrReport, is_unsupported,
@@ -558,8 +558,7 @@ impl Copier for GenericCopier {
         }
         let report = match from {
             Some(from) if opts.xattrs.on() || opts.acls.on() => {
-                sync_xattrs(from, target, opts.xattrs.on(), opts.acls.on(), opts.fresh)
-                    .op(Op::Xattr)?
+                sync_xattrs(from, target, XattrSync::of(opts)).op(Op::Xattr)?
             }
             _ => XattrReport::default(),
         };
@@ -607,6 +606,7 @@ mod tests {
         acls: psync_core::AttrMode::Auto,
         fresh: false,
         created: false,
+        acl_target_mode: false,
         direct_io: true,
     };
 
