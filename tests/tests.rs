@@ -17,6 +17,7 @@ mod interrupt;
 mod itemize;
 mod large;
 mod links;
+mod memory;
 mod names;
 mod perms;
 mod safety;

@@ -645,6 +645,9 @@ impl Syncer {
         }
         let stopped = engine.stopped.get().cloned();
         drop(engine);
+        // The workers have ended (and their own buffers with them); the
+        // large direct-I/O buffers they shared are idle now.
+        crate::direct::trim();
         result?;
         Ok(Report {
             stats: self.stats.snapshot(start.elapsed()),

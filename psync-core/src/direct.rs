@@ -1,6 +1,6 @@
 //! Direct I/O (`O_DIRECT`) helpers: the alignment a file system asks for,
-//! switching a file description into direct mode for a while, and an
-//! aligned per-thread buffer.
+//! switching a file description into direct mode for a while, and the
+//! aligned buffers data passes through.
 //!
 //! Large files' chunks are written direct where the target allows (see
 //! the generic copier) and then read back direct for verification: after a
@@ -10,14 +10,22 @@
 
 use std::cell::RefCell;
 use std::fs::File;
+use std::sync::{Mutex, OnceLock};
 
-/// Bytes per request of a direct copy or read-back.
+/// Bytes per request of a direct copy or read-back of a large file.
 pub const BUF: usize = 8 << 20;
-/// Alignment of the buffer: at least any device's logical block.
+/// Alignment of every buffer: at least any device's logical block.
 pub const ALIGN: usize = 4096;
+/// The most a thread keeps of its own: the buffer of requests up to this
+/// size, and of larger ones while the pool's buffers are all taken.
+pub const SMALL: usize = 1 << 20;
 
 thread_local! {
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread's buffer, empty until the thread first moves data and
+    /// then only as large as the largest request it served (up to
+    /// [`SMALL`]): a worker that only lists directories, or copies 4 KiB
+    /// files, holds no more than that. It is freed when the thread ends.
+    static OWN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The file's direct-I/O offset alignment, when its file system reports
@@ -60,19 +68,142 @@ impl Drop for DirectMode<'_> {
     }
 }
 
-/// Alignment of the buffer's start: a transparent huge page.
+/// Alignment of a pooled buffer's start: a transparent huge page.
 const HUGE: usize = 2 << 20;
 
-/// Runs `f` with this thread's [`BUF`]-byte buffer aligned to [`ALIGN`]
-/// (at a huge-page boundary, in huge pages where the kernel grants them).
-pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    BUFFER.with_borrow_mut(|store| {
-        if store.len() < BUF + HUGE {
-            *store = huge_buffer(BUF + HUGE);
+/// Runs `f` with an [`ALIGN`]-aligned buffer for requests of up to `want`
+/// bytes: a [`BUF`]-byte one (in huge pages where the kernel grants them)
+/// from the process's pool when `want` is over [`SMALL`] and the pool has
+/// one to give, this thread's own buffer otherwise, at least
+/// `min(want, SMALL)` bytes rounded up to [`ALIGN`]. Callers make their
+/// requests of `buf.len()` bytes at most.
+///
+/// Must not be called from inside another call's `f` on the same thread.
+pub fn with_buffer<R>(want: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    with_buffer_from(pool(), want, f)
+}
+
+fn with_buffer_from<R>(pool: &Pool, want: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    if want > SMALL
+        && let Some(mut lent) = pool.lend()
+    {
+        let at = lent.0.as_ptr().align_offset(HUGE);
+        return f(&mut lent.0[at..at + BUF]);
+    }
+    with_own(want.min(SMALL), f)
+}
+
+/// Runs `f` with this thread's buffer, grown to `want` bytes (rounded up
+/// to [`ALIGN`]) first if it is smaller.
+fn with_own<R>(want: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let len = want.max(1).next_multiple_of(ALIGN);
+    OWN.with_borrow_mut(|store| {
+        if store.len() < len + ALIGN {
+            // The slack lets the buffer start at an aligned address
+            // wherever the allocator put it.
+            *store = vec![0; len + ALIGN];
         }
-        let at = store.as_ptr().align_offset(HUGE);
-        f(&mut store[at..at + BUF])
+        let at = store.as_ptr().align_offset(ALIGN);
+        f(&mut store[at..at + len])
     })
+}
+
+/// The bytes this thread's own buffer holds (0: none yet).
+pub fn own_buffer_len() -> usize {
+    OWN.with_borrow(Vec::len)
+}
+
+/// Frees the pool's idle buffers. A run calls it when its workers are
+/// done, so that a process that embeds psync does not keep them.
+pub fn trim() {
+    pool().trim();
+}
+
+/// The process's pool of [`BUF`]-byte buffers, at most
+/// [`Pool::limit`] of them.
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| Pool::new(default_limit()))
+}
+
+/// Large buffers at once: two per CPU, at least 4. More direct requests of
+/// [`BUF`] bytes in flight than that do not make a copy faster (the CPUs
+/// are busy with the copies, or the device with the requests), and every
+/// buffer is 10 MiB: one per thread cost 640 MiB at 64 threads (issue 12).
+/// Threads beyond the limit go on with their own smaller buffer.
+fn default_limit() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cpus.saturating_mul(2).max(4)
+}
+
+/// A bounded set of large buffers, lent one at a time and kept when
+/// returned (allocating and faulting in 10 MiB per chunk would cost more
+/// than the chunk's copy), until [`Pool::trim`].
+struct Pool {
+    state: Mutex<PoolState>,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Vec<u8>>,
+    /// Buffers that exist, idle or lent.
+    live: usize,
+    /// Buffers ever allocated (for tests: lent ones are reused).
+    allocated: usize,
+}
+
+/// A buffer lent by a pool, given back on drop (a panicking copy too).
+struct Lent<'a>(Vec<u8>, &'a Pool);
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        self.1.state().idle.push(buf);
+    }
+}
+
+impl Pool {
+    fn new(limit: usize) -> Pool {
+        Pool {
+            state: Mutex::new(PoolState::default()),
+            limit,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An idle buffer, or a new one while fewer than `limit` exist;
+    /// `None` (never a wait) when all are lent: waiting could hold up a
+    /// thread whose task needs a second buffer (one for each side of a
+    /// comparison) for ever.
+    fn lend(&self) -> Option<Lent<'_>> {
+        let mut st = self.state();
+        if let Some(buf) = st.idle.pop() {
+            return Some(Lent(buf, self));
+        }
+        if st.live >= self.limit {
+            return None;
+        }
+        st.live += 1;
+        st.allocated += 1;
+        drop(st);
+        // Allocated and faulted in outside the lock.
+        Some(Lent(huge_buffer(BUF + HUGE), self))
+    }
+
+    fn trim(&self) {
+        let idle = {
+            let mut st = self.state();
+            st.live -= st.idle.len();
+            std::mem::take(&mut st.idle)
+        };
+        drop(idle);
+    }
 }
 
 /// `len` zero bytes, asked to be backed by transparent huge pages before
@@ -97,4 +228,88 @@ fn huge_buffer(len: usize) -> Vec<u8> {
     }
     v.resize(len, 0);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker that never moves data holds no buffer; one that copies
+    /// small files holds one the size of its largest request, never more
+    /// than [`SMALL`] (plus the alignment slack).
+    #[test]
+    fn a_thread_holds_a_buffer_only_once_it_moves_data_and_only_as_large() {
+        std::thread::spawn(|| {
+            assert_eq!(own_buffer_len(), 0, "a fresh thread has a buffer");
+            with_buffer(5000, |buf| {
+                assert_eq!(buf.len(), 8192);
+                assert_eq!(buf.as_ptr().align_offset(ALIGN), 0);
+            });
+            assert_eq!(own_buffer_len(), 8192 + ALIGN);
+            // A smaller request reuses it.
+            with_buffer(100, |buf| assert_eq!(buf.len(), 4096));
+            assert_eq!(own_buffer_len(), 8192 + ALIGN);
+            // Buffered hashing of a large range: capped at SMALL.
+            let t = crate::test_dir();
+            std::fs::write(t.path().join("f"), vec![7u8; 4 << 20]).unwrap();
+            let f = File::open(t.path().join("f")).unwrap();
+            crate::verify::hash_segments(&f, &[(0, 4096), (8192, 3 << 20)]).unwrap();
+            assert_eq!(own_buffer_len(), SMALL + ALIGN);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// The pool never has more than its limit of large buffers, reuses the
+    /// ones given back, answers `None` rather than waiting when all are
+    /// lent, and frees the idle ones on `trim`.
+    #[test]
+    fn the_pool_is_bounded_reused_and_trimmed() {
+        let pool = Pool::new(2);
+        let a = pool.lend().unwrap();
+        let b = pool.lend().unwrap();
+        assert_eq!(a.0.len(), BUF + HUGE);
+        assert!(pool.lend().is_none(), "a third buffer past the limit");
+        drop(a);
+        let c = pool.lend().unwrap();
+        assert_eq!(pool.state().allocated, 2, "a returned buffer is reused");
+        drop((b, c));
+        assert_eq!(pool.state().idle.len(), 2);
+        pool.trim();
+        let st = pool.state();
+        assert_eq!((st.idle.len(), st.live), (0, 0));
+        drop(st);
+        assert!(pool.lend().is_some(), "a trimmed pool lends again");
+    }
+
+    /// Large requests get a pooled buffer while there is one, a
+    /// thread's own (at most SMALL bytes) beyond the limit: 64 threads
+    /// copying chunks at once hold `limit` large buffers, not 64.
+    #[test]
+    fn large_requests_beyond_the_limit_use_the_threads_own_buffer() {
+        let pool = Pool::new(1);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                with_buffer_from(&pool, BUF, |buf| {
+                    assert_eq!(buf.as_ptr().align_offset(HUGE), 0);
+                    assert_eq!(buf.len(), BUF);
+                    // Meanwhile another thread's large request.
+                    s.spawn(|| {
+                        with_buffer_from(&pool, BUF, |buf| {
+                            assert_eq!(buf.len(), SMALL);
+                            assert_eq!(buf.as_ptr().align_offset(ALIGN), 0);
+                        });
+                    })
+                    .join()
+                    .unwrap();
+                });
+                assert_eq!(
+                    own_buffer_len(),
+                    0,
+                    "a pooled request allocates nothing of its own"
+                );
+            });
+        });
+        assert_eq!(pool.state().allocated, 1);
+    }
 }

@@ -41,12 +41,21 @@ impl Hasher {
 /// # Errors
 /// A failing read; a file shorter than a range is `UnexpectedEof`.
 ///
-/// Reads through this thread's [`crate::direct::with_buffer`] buffer, so it
-/// must not be called from inside that function's closure.
+/// Reads through this thread's own [`crate::direct::with_buffer`] buffer,
+/// so it must not be called from inside that function's closure.
 pub fn hash_segments(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
-    // The thread's copy buffer: allocating and zeroing one per file cost
-    // more than hashing a small file.
-    crate::direct::with_buffer(|buf| hash_segments_with(f, segments, buf))
+    // The thread's own buffer (allocating and zeroing one per file cost
+    // more than hashing a small file), at most SMALL bytes: buffered reads
+    // of 1 MiB are as fast as larger ones, and a large buffer is for
+    // direct I/O.
+    let want = total(segments).min(crate::direct::SMALL);
+    crate::direct::with_buffer(want, |buf| hash_segments_with(f, segments, buf))
+}
+
+/// The bytes `segments` cover, as a buffer size.
+fn total(segments: &[(u64, u64)]) -> usize {
+    let sum: u64 = segments.iter().map(|s| s.1).sum();
+    usize::try_from(sum).unwrap_or(usize::MAX)
 }
 
 fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::Result<u128> {
@@ -87,7 +96,7 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
     };
     let mut mode = Some(mode);
     let mut h = Hasher::new();
-    direct::with_buffer(|buf| {
+    direct::with_buffer(total(segments), |buf| {
         for &(start, len) in segments {
             let mut done = 0u64;
             while done < len {

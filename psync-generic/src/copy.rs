@@ -8,7 +8,6 @@ use psync_core::{
     Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Node, Op, Reflink, StepError, StepExt,
     Strategy, XattrReport, is_unsupported,
 };
-use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -16,8 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes moved between two checks of the quit flag.
 const STEP: u64 = 64 << 20;
-/// The user-space buffer of the read/write fallback.
-const BUF: usize = 1 << 20;
 
 /// Copier for any POSIX file system.
 #[derive(Debug, Default)]
@@ -162,16 +159,13 @@ fn copy_range(
     Ok(true)
 }
 
-thread_local! {
-    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// The error of a copy stopped by the quit flag.
 fn interrupted() -> StepError {
     StepError::new(Op::CopyData, io::ErrorKind::Interrupted.into())
 }
 
-/// `pread`/`pwrite` through a per-thread buffer, hashing what passes.
+/// `pread`/`pwrite` through the thread's own buffer (at most
+/// [`direct::SMALL`] bytes), hashing what passes.
 fn copy_read_write(
     src: &File,
     dst: &File,
@@ -180,11 +174,10 @@ fn copy_read_write(
     mut hasher: Option<&mut Hasher>,
     quit: &AtomicBool,
 ) -> Result<(), StepError> {
-    BUFFER.with_borrow_mut(|buf| {
-        let size = usize::try_from(len).unwrap_or(BUF).clamp(1, BUF);
-        if buf.len() < size {
-            buf.resize(size, 0);
-        }
+    let size = usize::try_from(len)
+        .unwrap_or(direct::SMALL)
+        .clamp(1, direct::SMALL);
+    direct::with_buffer(size, |buf| {
         let mut done = 0u64;
         while done < len {
             if done > 0 && quit.load(Ordering::Relaxed) {
@@ -248,7 +241,8 @@ fn copy_direct(
     // Ends of segments that are not a multiple of the alignment (the end
     // of the file): written buffered once direct mode is off again.
     let mut tails: Vec<(u64, Vec<u8>)> = Vec::new();
-    direct::with_buffer(|buf| {
+    let total = segments.iter().map(|s| s.1).sum::<u64>();
+    direct::with_buffer(usize::try_from(total).unwrap_or(usize::MAX), |buf| {
         for &(start, len) in segments {
             // Allocated and inside the file's length (set before the
             // chunks): a direct write there is an overwrite, which ext4

@@ -41,7 +41,9 @@ struct Node {
 }
 
 struct Job {
-    task: Task,
+    /// Boxed: a deque's slots are allocated 64 at a time and doubled, and
+    /// a `Task` is 368 bytes (24 KiB per worker before it queued anything).
+    task: Box<Task>,
     parent: Option<Arc<Node>>,
 }
 
@@ -75,7 +77,7 @@ impl Transport for Local {
             panicked: AtomicBool::new(false),
         };
         shared.injector.push(Job {
-            task: seed,
+            task: Box::new(seed),
             parent: None,
         });
         let spawned = std::thread::scope(|s| {
@@ -135,7 +137,7 @@ impl TaskContext for Cx<'_, '_> {
         let node = self.node();
         node.pending.fetch_add(1, Ordering::AcqRel);
         self.local.push(Job {
-            task,
+            task: Box::new(task),
             parent: Some(node),
         });
         self.shared.notify();
@@ -180,7 +182,7 @@ impl Shared<'_> {
             node: None,
             parent: &job.parent,
         };
-        let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(job.task, &mut cx)));
+        let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(*job.task, &mut cx)));
         if ran.is_err() {
             // A bug, not an entry failure: stop the run rather than leave a
             // directory whose finish never comes.
@@ -208,7 +210,7 @@ impl Shared<'_> {
         match deferred {
             Some(task) => {
                 local.push(Job {
-                    task,
+                    task: Box::new(task),
                     parent: node.parent.clone(),
                 });
                 self.notify();
