@@ -217,6 +217,7 @@ fn file_entry(i: usize) -> Entry {
         rdev: 0,
         blocks: 8,
         link: None,
+        mount_root: false,
     }
 }
 

@@ -8,6 +8,7 @@ mod util;
 mod attrs;
 mod bad_input;
 mod basic;
+mod bind_mounts;
 mod cli;
 mod deletes;
 mod durability;

@@ -646,6 +646,7 @@ mod tests {
             rdev: 0,
             blocks: 0,
             link: None,
+            mount_root: false,
         }
     }
 

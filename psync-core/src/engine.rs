@@ -336,14 +336,24 @@ impl Engine {
         self.count_scanned(&src.entries);
         let mut parts = Vec::new();
         let mut src_entries = src.entries;
+        let mut mounts = Vec::new();
         let mut dst = match (&dst_dir, dst_entry) {
             (Some(d), Some(_)) => match self.walker.list(d) {
-                Ok(l) => {
+                Ok(mut l) => {
                     // A target entry that cannot be examined is left alone.
                     for (name, e) in l.failed {
                         src_entries.retain(|s| s.name != name);
                         self.fail(&rel.join(&name), true, Op::Stat, e);
                     }
+                    // Mount roots first: not even a stale temporary's name
+                    // makes psync remove one.
+                    l.entries.retain(|e| {
+                        let keep = !e.mount_root;
+                        if !keep {
+                            mounts.push(e.name.clone());
+                        }
+                        keep
+                    });
                     self.drop_temporaries(d, rel, l.entries, &mut parts)
                 }
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
@@ -363,6 +373,7 @@ impl Engine {
                 self.warn(rel, false, Op::ReadDir, msg);
             }
         }
+        self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
@@ -401,6 +412,31 @@ impl Engine {
             self.sync_dir(rel, d);
         }
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
+    }
+
+    /// Target entries that are mount roots (another file system, or a file
+    /// or directory bind-mounted there) are left out of the plan: writing
+    /// an owner, mode or xattrs through one changes a file outside the
+    /// target, and a replacement or deletion fails with EBUSY at best. One
+    /// that the run would have touched (the source has its name, or
+    /// `--delete` is on) is an error naming it, and its source entry is
+    /// counted as failed, as rsync reports a mount point it cannot go into.
+    /// An extraneous one without `--delete` is none of psync's business.
+    fn leave_mount_roots(
+        &self,
+        rel: &RelPath,
+        mounts: &[Name],
+        src_entries: &mut Vec<Entry>,
+        delete: bool,
+    ) {
+        for name in mounts {
+            let len = src_entries.len();
+            src_entries.retain(|s| s.name != *name);
+            if delete || src_entries.len() != len {
+                let path = rel.join(name);
+                self.fail(&path, true, Op::Stat, crate::subtree::mount_point(&path));
+            }
+        }
     }
 
     fn finish_task(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) -> Task {
@@ -481,7 +517,8 @@ impl Engine {
                     .collect())
             },
             &mut |_, p, c| {
-                if let Some(e) = &c.entry
+                // A mount root is not removed (the removal stops there).
+                if let Some(e) = c.entry.as_ref().filter(|e| !e.mount_root)
                     && (with_self || p != path)
                 {
                     self.itemize(p.clone(), None, e);

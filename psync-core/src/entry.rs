@@ -117,6 +117,12 @@ pub struct Entry {
     pub blocks: u64,
     /// The target of a symlink, raw bytes; `None` for other kinds.
     pub link: Option<Name>,
+    /// True when the entry is the root of a mount (another file system, or
+    /// a file or directory bind-mounted there), as `statx` reports it
+    /// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8); false where it cannot tell.
+    /// Not an attribute to sync: the engine leaves such a target alone.
+    #[serde(default)]
+    pub mount_root: bool,
 }
 
 impl Entry {
@@ -139,6 +145,37 @@ impl Entry {
             rdev: st.st_rdev as u64,
             blocks: st.st_blocks as u64,
             link: None,
+            mount_root: false,
+        }
+    }
+
+    /// Builds an entry from a `statx` result holding at least
+    /// `STATX_BASIC_STATS`: the same fields as [`Entry::from_stat`] (`dev`
+    /// and `rdev` in `st_dev`'s encoding, `makedev(major, minor)`, so
+    /// hard-link keys and the source's device compare equal whichever call
+    /// read them), and whether it is a mount root.
+    pub fn from_statx(name: Name, st: &rustix::fs::Statx) -> Entry {
+        use rustix::fs::StatxAttributes;
+        let ts = |t: rustix::fs::StatxTimestamp| Time::new(t.tv_sec, t.tv_nsec);
+        let root = StatxAttributes::MOUNT_ROOT;
+        #[allow(clippy::useless_conversion)] // Dev is u64 on Linux, not everywhere
+        Entry {
+            name,
+            kind: Kind::from_mode(u32::from(st.stx_mode)),
+            size: st.stx_size,
+            mode: u32::from(st.stx_mode) & 0o7777,
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            mtime: ts(st.stx_mtime),
+            atime: ts(st.stx_atime),
+            ctime: ts(st.stx_ctime),
+            nlink: u64::from(st.stx_nlink),
+            dev: u64::from(rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor)),
+            ino: st.stx_ino,
+            rdev: u64::from(rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor)),
+            blocks: st.stx_blocks,
+            link: None,
+            mount_root: st.stx_attributes_mask.contains(root) && st.stx_attributes.contains(root),
         }
     }
 

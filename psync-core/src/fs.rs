@@ -27,6 +27,24 @@ pub struct Dir {
 /// Set once `openat2` has answered ENOSYS, so we stop trying it.
 static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
+/// Set once `statx` has answered ENOSYS: listings use `fstatat` from then on.
+static NO_STATX: AtomicBool = AtomicBool::new(false);
+
+/// What [`Dir::lstat_entry`] read: `statx`, or `fstatat` where there is none.
+enum EntryStat {
+    Statx(rustix::fs::Statx),
+    Stat(rustix::fs::Stat),
+}
+
+impl EntryStat {
+    fn into_entry(self, name: Name) -> Entry {
+        match self {
+            EntryStat::Statx(st) => Entry::from_statx(name, &st),
+            EntryStat::Stat(st) => Entry::from_stat(name, &st),
+        }
+    }
+}
+
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
@@ -180,8 +198,8 @@ impl Dir {
         Ok(())
     }
 
-    /// Lists this directory with `lstat` metadata and symlink targets,
-    /// sorted by name. Entries that vanish between `getdents` and `lstat`
+    /// Lists this directory with `lstat` metadata (and whether each entry
+    /// is a mount root) and symlink targets, sorted by name. Entries that vanish between `getdents` and `lstat`
     /// are left out; other per-entry failures are returned beside the list.
     ///
     /// # Errors
@@ -204,12 +222,11 @@ impl Dir {
     /// One entry by name; `Ok(None)` when it does not exist.
     #[allow(clippy::result_large_err)]
     fn entry(&self, name: Name) -> Result<Option<Entry>, (Name, io::Error)> {
-        let st = match self.stat(&name.0) {
-            Ok(st) => st,
+        let mut e = match self.lstat_entry(&name.0) {
+            Ok(st) => st.into_entry(name),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err((name, e)),
         };
-        let mut e = Entry::from_stat(name, &st);
         if e.kind == crate::entry::Kind::Symlink {
             match self.read_link(&e.name.0) {
                 Ok(t) => e.link = Some(Name(t)),
@@ -218,6 +235,37 @@ impl Dir {
             }
         }
         Ok(Some(e))
+    }
+
+    /// The status of an entry, without following a symlink, with whether
+    /// it is a mount root, in one call: `statx(AT_SYMLINK_NOFOLLOW,
+    /// STATX_BASIC_STATS)`, which fills the same fields from the same
+    /// `getattr` as `fstatat` and costs the same. The default
+    /// `AT_STATX_SYNC_AS_STAT`, not `AT_STATX_DONT_SYNC`: on NFS and Lustre
+    /// the latter may answer from a stale attribute cache, and a stale
+    /// size or mtime would make a changed file look synced. Falls back to
+    /// `fstatat` (mount roots unknown) where `statx` is missing (Linux
+    /// before 4.11, or a seccomp filter that refuses it).
+    fn lstat_entry(&self, name: &[u8]) -> io::Result<EntryStat> {
+        use rustix::fs::StatxFlags;
+        if !NO_STATX.load(Ordering::Relaxed) {
+            let flags = AtFlags::SYMLINK_NOFOLLOW;
+            match rustix::fs::statx(&self.fd, name, flags, StatxFlags::BASIC_STATS) {
+                Ok(st) => return Ok(EntryStat::Statx(st)),
+                Err(rustix::io::Errno::NOSYS) => NO_STATX.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(EntryStat::Stat(self.stat(name)?))
+    }
+
+    /// True when the entry `name` is the root of a mount (a file or
+    /// directory bind-mounted there included), as `statx` reports it;
+    /// false where it cannot tell. One syscall: for error paths (an EBUSY
+    /// unlink), where listings already carry [`Entry::mount_root`].
+    pub fn is_mount_root_at(&self, name: &[u8]) -> bool {
+        matches!(self.lstat_entry(name), Ok(EntryStat::Statx(st))
+            if Entry::from_statx(Name::default(), &st).mount_root)
     }
 
     /// The target of the symlink `name`.
@@ -386,8 +434,9 @@ impl Dir {
 
     /// Removes `name` and, for a directory, everything inside it, never
     /// following a symlink, at any depth without recursion, and never
-    /// inside another file system mounted below (see [`crate::subtree`]).
-    /// Returns the number of entries removed.
+    /// inside another file system mounted below (see [`crate::subtree`]);
+    /// a mount root met (a bind-mounted file included) is an error naming
+    /// it. Returns the number of entries removed.
     ///
     /// # Errors
     /// The first failure; what could be removed before it is gone.
@@ -403,7 +452,10 @@ impl Dir {
                     r => r,
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                let path = RelPath::from_bytes(name);
+                Err(crate::subtree::busy_mount(self, name, &path, e))
+            }
         }
     }
 
@@ -621,6 +673,7 @@ pub fn fs_magic(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Time;
 
     #[test]
     fn open_root_adding_opens_up_a_closed_root_of_ours() {
@@ -707,5 +760,154 @@ mod tests {
         let root = Dir::open_root(t.path()).unwrap();
         assert_eq!(root.remove_all(b"gone").unwrap(), 3);
         assert!(t.path().join("keep/x").exists());
+    }
+
+    /// The `statx`-based listing reads what `lstat` does, field for field
+    /// (nanosecond times, `dev` and `rdev` in `st_dev`'s encoding, also for
+    /// majors above 255 and minors above 255), for every kind of entry.
+    #[test]
+    fn listing_fields_match_lstat_for_every_kind() {
+        use std::os::unix::fs::MetadataExt;
+        let t = crate::test_dir();
+        let p = t.path();
+        std::fs::write(p.join("file"), b"twelve bytes").unwrap();
+        std::fs::hard_link(p.join("file"), p.join("file2")).unwrap();
+        std::fs::create_dir(p.join("dir")).unwrap();
+        std::os::unix::fs::symlink("file", p.join("link")).unwrap();
+        let _sock = std::os::unix::net::UnixListener::bind(p.join("sock")).unwrap();
+        let root = Dir::open_root(p).unwrap();
+        root.mknod(b"fifo", crate::Kind::Fifo, 0o640, 0).unwrap();
+        let mut expect_kinds = vec!["dir", "fifo", "file", "file2", "link", "sock"];
+        if is_root() {
+            let chr = rustix::fs::makedev(4000, 0xf_ffff);
+            let blk = rustix::fs::makedev(259, 300_000);
+            root.mknod(b"chr", crate::Kind::CharDev, 0o600, chr)
+                .unwrap();
+            root.mknod(b"blk", crate::Kind::BlockDev, 0o600, blk)
+                .unwrap();
+            expect_kinds.extend(["blk", "chr"]);
+        } else {
+            eprintln!("skipping device nodes: mknod needs root");
+        }
+        rustix::fs::utimensat(
+            &root.fd,
+            "file",
+            &timestamps(
+                Time::new(1_600_000_000, 123_456_789),
+                Time::new(1_700_000_000, 987_654_321),
+            ),
+            AtFlags::empty(),
+        )
+        .unwrap();
+        let crate::walk::Listing { entries, failed } = root.list().unwrap();
+        assert!(failed.is_empty(), "{failed:?}");
+        let mut names: Vec<String> = entries.iter().map(|e| e.name.to_string()).collect();
+        expect_kinds.sort_unstable();
+        names.sort_unstable();
+        assert_eq!(names, expect_kinds);
+        for e in &entries {
+            let m = std::fs::symlink_metadata(p.join(e.name.as_os_str())).unwrap();
+            let what = e.name.to_string();
+            assert_eq!(e.kind, crate::Kind::from_mode(m.mode()), "{what}");
+            assert_eq!(e.mode, m.mode() & 0o7777, "{what}");
+            assert_eq!((e.uid, e.gid), (m.uid(), m.gid()), "{what}");
+            assert_eq!(e.size, m.size(), "{what}");
+            assert_eq!(e.nlink, m.nlink(), "{what}");
+            assert_eq!((e.dev, e.ino), (m.dev(), m.ino()), "{what}");
+            assert_eq!(e.rdev, m.rdev(), "{what}");
+            assert_eq!(e.blocks, m.blocks(), "{what}");
+            let t = |s: i64, ns: i64| Time::new(s, u32::try_from(ns).unwrap());
+            assert_eq!(e.mtime, t(m.mtime(), m.mtime_nsec()), "{what}");
+            // The listing's readlink may update a symlink's atime after
+            // the listing read it (relatime): compared for the others.
+            if e.kind != crate::Kind::Symlink {
+                assert_eq!(e.atime, t(m.atime(), m.atime_nsec()), "{what}");
+            }
+            assert_eq!(e.ctime, t(m.ctime(), m.ctime_nsec()), "{what}");
+            assert!(!e.mount_root, "{what}");
+            // And the encoding the rest of the code builds from fstatat.
+            let mut plain =
+                Entry::from_stat(e.name.clone(), &root.stat(e.name.as_bytes()).unwrap());
+            plain.link.clone_from(&e.link);
+            plain.atime = e.atime;
+            assert_eq!(*e, plain, "{what}");
+        }
+        let by = |n: &str| {
+            entries
+                .iter()
+                .find(|e| e.name.as_bytes() == n.as_bytes())
+                .unwrap()
+        };
+        assert_eq!(by("file").mtime, Time::new(1_700_000_000, 987_654_321));
+        assert_eq!(by("file").nlink, 2);
+        if is_root() {
+            assert_eq!(by("chr").rdev, rustix::fs::makedev(4000, 0xf_ffff));
+            assert_eq!(by("blk").rdev, rustix::fs::makedev(259, 300_000));
+        }
+    }
+
+    /// A file bind-mounted over another for the life of the guard.
+    struct Bind(std::path::PathBuf);
+
+    impl Bind {
+        fn mount(from: &Path, at: &Path) -> Bind {
+            let st = std::process::Command::new("mount")
+                .arg("--bind")
+                .arg(from)
+                .arg(at)
+                .status()
+                .unwrap();
+            assert!(st.success(), "mount --bind {}", at.display());
+            Bind(at.to_path_buf())
+        }
+    }
+
+    impl Drop for Bind {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    /// A bind-mounted file is listed as a mount root, and removing it (by
+    /// name, or inside a subtree) fails with an error that says so and
+    /// names it instead of a bare EBUSY; the outside file stays.
+    #[test]
+    fn a_bind_mounted_file_is_a_mount_root_and_never_removed() {
+        if !is_root() {
+            eprintln!("skipping: mount --bind needs root");
+            return;
+        }
+        let t = crate::test_dir();
+        let p = t.path();
+        std::fs::write(p.join("outside"), b"theirs").unwrap();
+        std::fs::create_dir_all(p.join("dst/sub")).unwrap();
+        std::fs::write(p.join("dst/f"), b"").unwrap();
+        std::fs::write(p.join("dst/sub/g"), b"").unwrap();
+        let _f = Bind::mount(&p.join("outside"), &p.join("dst/f"));
+        let _g = Bind::mount(&p.join("outside"), &p.join("dst/sub/g"));
+        let dst = Dir::open_root(&p.join("dst")).unwrap();
+        let entries = dst.list().unwrap().entries;
+        let f = entries.iter().find(|e| e.name.as_bytes() == b"f").unwrap();
+        assert!(f.mount_root && f.kind == crate::Kind::File, "{f:?}");
+        let sub = entries
+            .iter()
+            .find(|e| e.name.as_bytes() == b"sub")
+            .unwrap();
+        assert!(!sub.mount_root);
+        assert!(dst.is_mount_root_at(b"f"));
+        assert!(!dst.is_mount_root_at(b"sub"));
+        for (name, path) in [("f", "f"), ("sub", "sub/g")] {
+            let e = dst.remove_all(name.as_bytes()).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{path} is the mount point")),
+                "{name}: {msg}"
+            );
+        }
+        assert_eq!(std::fs::read(p.join("outside")).unwrap(), b"theirs");
+        assert_eq!(std::fs::read(p.join("dst/sub/g")).unwrap(), b"theirs");
     }
 }

@@ -1171,6 +1171,7 @@ mod tests {
             rdev: 0,
             blocks: 8,
             link: None,
+            mount_root: false,
         }
     }
 

@@ -536,6 +536,7 @@ mod tests {
             } else {
                 None
             },
+            mount_root: false,
         }
     }
 

@@ -139,6 +139,20 @@ pub fn mount_point(path: &RelPath) -> io::Error {
     )
 }
 
+/// `err`, a failure to remove `name` of `dir` (at `path`), or the
+/// mount-point error when it is EBUSY because `name` is a mount root: a
+/// file bind-mounted there cannot be unlinked (and must not be: the file
+/// is someone else's), and "Device or resource busy" alone does not say
+/// why. The lister reads only directory-entry types, so the entry is
+/// examined here, on the error path only.
+pub fn busy_mount(dir: &Dir, name: &[u8], path: &RelPath, err: io::Error) -> io::Error {
+    if err.raw_os_error() == Some(libc::EBUSY) && dir.is_mount_root_at(name) {
+        mount_point(path)
+    } else {
+        err
+    }
+}
+
 fn ids(d: &Dir) -> io::Result<(u64, u64)> {
     let st = d.fstat()?;
     #[allow(clippy::unnecessary_cast)]
@@ -157,7 +171,7 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         dir: true,
         entry: None,
     };
-    let mut leave = |dir: &Dir, _: &RelPath, c: &Child| {
+    let mut leave = |dir: &Dir, path: &RelPath, c: &Child| {
         let r = if c.dir {
             dir.rmdir(c.name.as_bytes())
         } else {
@@ -166,7 +180,7 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         match r {
             Ok(()) => n += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(busy_mount(dir, c.name.as_bytes(), path, e)),
         }
         Ok(())
     };

@@ -202,6 +202,7 @@ mod tests {
             rdev: 0,
             blocks: 8,
             link: None,
+            mount_root: false,
         };
         let rel = RelPath::from_bytes(b"a/\xff".to_vec());
         let t = Task::Dir {

@@ -36,7 +36,7 @@ impl<T: Walker + ?Sized> Walker for Box<T> {
     }
 }
 
-/// `getdents64` + `fstatat(AT_SYMLINK_NOFOLLOW)` + `readlinkat` for symlinks.
+/// `getdents64` + `statx(AT_SYMLINK_NOFOLLOW)` + `readlinkat` for symlinks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FsWalker;
 

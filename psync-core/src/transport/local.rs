@@ -271,6 +271,7 @@ mod tests {
             rdev: 0,
             blocks: 0,
             link: None,
+            mount_root: false,
         }
     }
 
