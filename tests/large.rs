@@ -2016,9 +2016,16 @@ fn source_pages_of_copied_files_leave_the_cache() {
             let label = format!("[{cfg}] keep_source_cache={keep}");
             // Readahead at a chunk's end may bring back a few pages of the
             // next chunk when that one was dropped first.
+            // Kept means kept but for what reclaim took meanwhile: the suite
+            // runs beside tests that fill the page cache (loop images,
+            // FUSE), and a cgroup's limit reclaims a few clean pages (seen:
+            // 2 of 1,538). Dropped means at most a tenth left.
             let check = |what: &str, (cached, all): (usize, usize)| {
                 if keep {
-                    assert_eq!(cached, all, "{label}: {what}: pages went");
+                    assert!(
+                        cached * 100 >= all * 99,
+                        "{label}: {what}: {cached} of {all} pages kept"
+                    );
                 } else {
                     assert!(
                         cached * 10 <= all,
