@@ -579,7 +579,7 @@ impl Engine {
             return Err(CopyFail::target_io(
                 Op::CopyData,
                 io::Error::other(format!(
-                    "{missing} of {} chunks failed; {fate}",
+                    "{missing} of {} chunks failed (each reported with the side and path that failed); {fate}",
                     records.len()
                 )),
             ));
