@@ -379,3 +379,53 @@ fn one_file_system_stays_on_the_source_root_fs() {
         cfg.sync(&t.src(), &t.dst()).assert_ok();
     });
 }
+
+/// A mount point deep inside a target directory that a type change
+/// (`--force`) or `--delete` removes: everything else in it goes (as
+/// rsync deletes the siblings), the mount point and the directories
+/// above it stay, one error names it, and nothing is then made at the
+/// name (no second, raw error).
+#[test]
+fn mount_points_inside_removed_directories_stay_alone() {
+    if !crate::util::is_root() {
+        skip!("mounting a tmpfs needs root");
+    }
+    each_config(
+        "mount_points_inside_removed_directories_stay_alone",
+        |cfg, t| {
+            tree!(t.src(), { "dir" => file("a file now"), "ok" => file("ok") });
+            tree!(t.dst(), { "dir/k" => file("k"), "dir/sub/k2" => file("k2"), "x/k" => file("k") });
+            let mounts = [t.dst().join("dir/sub/m"), t.dst().join("x/sub/m")].map(|p| {
+                let g = TmpMount::at(&p);
+                std::fs::write(g.0.join("theirs"), b"theirs").unwrap();
+                g
+            });
+            let opts = Opts {
+                delete: true,
+                force: true,
+                ..Opts::default()
+            };
+            let out = cfg.sync_with(&t.src(), &t.dst(), &opts);
+            assert_eq!(out.exit, 1, "{out:#?}");
+            assert_eq!(
+                out.errors.len(),
+                2,
+                "one error per removal: {:#?}",
+                out.errors
+            );
+            assert!(
+                out.errors.iter().all(|e| e.contains("mount point")),
+                "{:#?}",
+                out.errors
+            );
+            for m in &mounts {
+                assert_eq!(crate::util::read(m.0.join("theirs")), b"theirs");
+            }
+            for gone in ["dir/k", "dir/sub/k2", "x/k"] {
+                assert!(!t.dst().join(gone).exists(), "{gone} was not removed");
+            }
+            assert!(t.dst().join("dir").is_dir(), "the name stays a directory");
+            assert_eq!(crate::util::read(t.dst().join("ok")), b"ok");
+        },
+    );
+}

@@ -674,6 +674,16 @@ impl Engine {
                         blocked.push(old.name);
                     }
                 }
+                // What cannot be cleared blocks its name: nothing is made there.
+                Action::Delete {
+                    dst: old,
+                    replaced: true,
+                } => {
+                    touched = true;
+                    if !self.delete_entry(rel, dst, &old, true) {
+                        blocked.push(old.name);
+                    }
+                }
                 Action::Descend { src, dst } => {
                     cx.spawn(Task::Dir {
                         rel: rel.join(&src.name),
@@ -770,6 +780,31 @@ impl Engine {
         touched
     }
 
+    /// Removes the target entry `old` (recursively), itemized as rsync
+    /// does; false, reported, when it (or part of it) stays.
+    fn delete_entry(&self, rel: &RelPath, dir: Option<&Dir>, old: &Entry, replaced: bool) -> bool {
+        let path = rel.join(&old.name);
+        // rsync does not itemize the entry a type change replaces, only
+        // what a replaced directory held.
+        match dir {
+            Some(d) if self.itemize => self.itemize_tree(d, &path, old, !replaced),
+            _ if !replaced => self.itemize(path.clone(), None, old),
+            _ => {}
+        }
+        let removed = match dir {
+            Some(d) if !self.dry_run => match self.copier.remove(d, &old.name) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail(&path, true, e.op, e.source);
+                    return false;
+                }
+            },
+            _ => 1,
+        };
+        Stats::bump(&self.stats.deleted, removed);
+        true
+    }
+
     /// A type change without `--delete`/`--force`: removes the target
     /// directory `old` only if it is empty (rsync refuses to delete a
     /// non-empty one). Returns false, reporting why, when it stays.
@@ -817,25 +852,7 @@ impl Engine {
     ) -> bool {
         match action {
             Action::Delete { dst, replaced } => {
-                let path = rel.join(&dst.name);
-                // rsync does not itemize the entry a type change replaces,
-                // only what a replaced directory held.
-                match dir {
-                    Some(d) if self.itemize => self.itemize_tree(d, &path, &dst, !replaced),
-                    _ if !replaced => self.itemize(path.clone(), None, &dst),
-                    _ => {}
-                }
-                let removed = match dir {
-                    Some(d) if !self.dry_run => match self.copier.remove(d, &dst.name) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            self.fail(&path, true, e.op, e.source);
-                            return true;
-                        }
-                    },
-                    _ => 1,
-                };
-                Stats::bump(&self.stats.deleted, removed);
+                self.delete_entry(rel, dir, &dst, replaced);
                 true
             }
             Action::Mkdir { src } => {

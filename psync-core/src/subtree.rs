@@ -160,7 +160,9 @@ fn ids(d: &Dir) -> io::Result<(u64, u64)> {
 }
 
 /// Removes the directory `name` of `parent` and everything in it. Returns
-/// the number of entries removed.
+/// the number of entries removed. A mount point met inside (a directory
+/// or a file mounted there) is left alone with what holds it, and the
+/// rest is removed, as rsync does; the error then names the first one.
 ///
 /// # Errors
 /// The first failure; what could be removed before it is gone.
@@ -171,6 +173,23 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         dir: true,
         entry: None,
     };
+    // Mount points skipped (the first one's path, for the error): the
+    // directories above them cannot go.
+    let mounts: std::cell::RefCell<Vec<RelPath>> = std::cell::RefCell::new(Vec::new());
+    let mut list = |d: &Dir| {
+        let mut children = d.typed_names()?;
+        // One statx per subdirectory (not per file): is it a mount root?
+        children.retain(|c| {
+            let mount = c.dir && d.is_mount_root_at(c.name.as_bytes());
+            if mount {
+                mounts
+                    .borrow_mut()
+                    .push(RelPath::from_bytes(c.name.as_bytes()));
+            }
+            !mount
+        });
+        Ok(children)
+    };
     let mut leave = |dir: &Dir, path: &RelPath, c: &Child| {
         let r = if c.dir {
             dir.rmdir(c.name.as_bytes())
@@ -180,7 +199,15 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         match r {
             Ok(()) => n += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(busy_mount(dir, c.name.as_bytes(), path, e)),
+            // Above a mount point left alone: it stays, not an error of its own.
+            Err(e)
+                if e.kind() == io::ErrorKind::DirectoryNotEmpty && !mounts.borrow().is_empty() => {}
+            Err(e) => match busy_mount(dir, c.name.as_bytes(), path, e) {
+                m if m.kind() == io::ErrorKind::CrossesDevices => {
+                    mounts.borrow_mut().push(path.clone())
+                }
+                other => return Err(other),
+            },
         }
         Ok(())
     };
@@ -188,10 +215,13 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         parent,
         top,
         &RelPath::from_bytes(name.as_bytes()),
-        &mut |d| d.typed_names(),
+        &mut list,
         &mut leave,
     )?;
-    Ok(n)
+    match mounts.into_inner().first() {
+        Some(first) => Err(mount_point(first)),
+        None => Ok(n),
+    }
 }
 
 #[cfg(test)]
