@@ -198,7 +198,7 @@ fn bind_mounted_file_inside_a_deleted_directory_stays() {
         assert_eq!(out.exit, 1, "{out:#?}");
         assert_eq!(out.errors.len(), 1, "{:#?}", out.errors);
         assert!(
-            out.errors[0].contains("gone/sub/f is the mount point"),
+            out.errors[0].contains("gone/sub/f is a mount point"),
             "{:#?}",
             out.errors
         );

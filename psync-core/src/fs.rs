@@ -903,7 +903,7 @@ mod tests {
             let e = dst.remove_all(name.as_bytes()).unwrap_err();
             let msg = e.to_string();
             assert!(
-                msg.contains(&format!("{path} is the mount point")),
+                msg.contains(&format!("{path} is a mount point")),
                 "{name}: {msg}"
             );
         }

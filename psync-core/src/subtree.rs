@@ -133,7 +133,7 @@ pub fn mount_point(path: &RelPath) -> io::Error {
     io::Error::new(
         io::ErrorKind::CrossesDevices,
         format!(
-            "{} is the mount point of another file system: left alone",
+            "{} is a mount point (another file system, or a bind mount): left alone",
             escape(path.as_bytes())
         ),
     )
