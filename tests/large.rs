@@ -816,7 +816,9 @@ fn kill_9_at_random_moments_then_resume() {
     if kills == 0 {
         // A fast build (a release test run) copies this tree before the
         // first kill; the kill moments are sized for a debug build.
-        skip!("psync synced the whole tree before the first kill: nothing to test");
+        // Not a missing prerequisite: this build is too fast for the test.
+        eprintln!("SKIPPED: psync synced the whole tree before the first kill: nothing to test");
+        return;
     }
     let mut p = Proc::start(&bin, &args, &t.src(), &t.dst());
     let status = p

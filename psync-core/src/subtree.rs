@@ -77,8 +77,7 @@ pub fn walk(
         child: top,
     }];
     let mut cur = root;
-    loop {
-        let frame = stack.last_mut().expect("the walk ends when the stack does");
+    while let Some(frame) = stack.last_mut() {
         match frame.pending.pop() {
             Some(child) if child.dir => {
                 let sub_path = frame.path.join(&child.name);
@@ -95,7 +94,7 @@ pub fn walk(
             }
             Some(child) => leave(&cur, &frame.path.join(&child.name), &child)?,
             None => {
-                let done = stack.pop().expect("not empty");
+                let Some(done) = stack.pop() else { break };
                 let Some(up) = stack.last() else {
                     drop(cur);
                     return leave(parent, path, &done.child);
@@ -112,6 +111,7 @@ pub fn walk(
             }
         }
     }
+    Ok(())
 }
 
 /// Opens the subdirectory `name` if it is on the file system `dev` and is

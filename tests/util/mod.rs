@@ -206,9 +206,18 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
-/// Skips the rest of a test: prints why and returns from the test function.
+/// Skips the rest of a test for a missing prerequisite: prints why and
+/// returns from the test function. Under `CI=true`, which is meant to have
+/// every prerequisite (root, the built binary, mounts, FUSE), it fails
+/// instead.
 macro_rules! skip {
     ($($fmt:tt)*) => {{
+        assert!(
+            !$crate::util::in_ci(),
+            "CI=true but {}: {}",
+            module_path!(),
+            format_args!($($fmt)*)
+        );
         eprintln!("SKIPPED {}: {}", module_path!(), format_args!($($fmt)*));
         return;
     }};
