@@ -894,7 +894,7 @@ mod tests {
         fn every_source_name_is_acted_on_or_equal(src in arb_listing(), dst in arb_listing()) {
             let acts = plan(&src, &dst, &opts());
             for s in &src {
-                let acted = acts.iter().any(|a| !matches!(a, Action::Delete { .. }) && action_name(a) == &s.name);
+                let acted = acts.iter().any(|a| !matches!(a, Action::Delete { .. }) && a.name() == &s.name);
                 // Equal in everything the planner compares (symlink modes are not).
                 let equal = dst.iter().any(|d| {
                     d.name == s.name
@@ -913,20 +913,6 @@ mod tests {
             let first_other = acts.iter().position(|a| !matches!(a, Action::Delete { .. })).unwrap_or(acts.len());
             let late_delete = acts[first_other..].iter().any(|a| matches!(a, Action::Delete { .. }));
             prop_assert!(!late_delete, "{:?}", acts);
-        }
-    }
-
-    fn action_name(a: &Action) -> &Name {
-        match a {
-            Action::Delete { dst, .. } => &dst.name,
-            Action::Mkdir { src }
-            | Action::Descend { src, .. }
-            | Action::Copy { src, .. }
-            | Action::Symlink { src, .. }
-            | Action::Special { src, .. }
-            | Action::Compare { src, .. }
-            | Action::TooYoung { src }
-            | Action::Attrs { src, .. } => &src.name,
         }
     }
 }
