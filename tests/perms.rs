@@ -5,7 +5,7 @@
 //! unprivileged user (see `util::user`), with rsync as the oracle.
 
 use crate::attrs::xattrs_and_acls_work;
-use crate::util::user::{User, assert_exit, test_user};
+use crate::util::user::{User, assert_exit, psync_as, rsync_as, test_user};
 use crate::util::{TestDir, copy_tree, each_config, in_ci, mode_of, rsync_oracle_full_with};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -260,21 +260,8 @@ fn no_perms_like_rsync(test: &str, user: Option<User>) {
             let dst = |root: &Path| root.join(parent).join("dst");
             let args: Vec<&str> = psync_args.iter().copied().chain(["-q"]).collect();
             let rsync = [rsync_args, "--no-perms", "--numeric-ids"];
-            let (p, r) = match user {
-                Some(u) => (
-                    u.psync(&args, &t.src(), &dst(&ps)),
-                    u.rsync(&rsync, &t.src(), &dst(&rs)),
-                ),
-                None => (
-                    crate::util::run::run_cli(&args, &t.src(), &dst(&ps)),
-                    Command::new("rsync")
-                        .args(rsync)
-                        .arg(crate::util::slash(&t.src()))
-                        .arg(crate::util::slash(&dst(&rs)))
-                        .output()
-                        .unwrap(),
-                ),
-            };
+            let p = psync_as(user, &args, &t.src(), &dst(&ps));
+            let r = rsync_as(user, &rsync, &t.src(), &dst(&rs));
             assert_exit(&p, 0, "psync");
             assert_exit(&r, 0, "rsync");
         }
@@ -440,21 +427,8 @@ fn no_perms_links_like_rsync(test: &str, user: Option<User>) {
             let dst = |root: &Path| root.join(parent).join("dst");
             let args: Vec<&str> = psync_args.iter().copied().chain(["-q"]).collect();
             let rsync = [rsync_args, "--no-perms", "--numeric-ids"];
-            let (p, r) = match user {
-                Some(u) => (
-                    u.psync(&args, &t.src(), &dst(&ps)),
-                    u.rsync(&rsync, &t.src(), &dst(&rs)),
-                ),
-                None => (
-                    crate::util::run::run_cli(&args, &t.src(), &dst(&ps)),
-                    Command::new("rsync")
-                        .args(rsync)
-                        .arg(crate::util::slash(&t.src()))
-                        .arg(crate::util::slash(&dst(&rs)))
-                        .output()
-                        .unwrap(),
-                ),
-            };
+            let p = psync_as(user, &args, &t.src(), &dst(&ps));
+            let r = rsync_as(user, &rsync, &t.src(), &dst(&rs));
             assert_exit(&p, 0, "psync");
             assert_exit(&r, 0, "rsync");
             for group in [&["n1", "d/n2", "d/n3"][..], &["u1", "d/u2"]] {
@@ -784,21 +758,10 @@ fn no_perms_acls_like_rsync(test: &str, user: Option<User>) {
     copy_tree(&top, &ps);
     copy_tree(&top, &rs);
     let rsync = ["-aAX", "--no-perms", "--numeric-ids"];
-    let psync = |args: &[&str], dst: &Path| match user {
-        Some(u) => u.psync(args, &t.src(), dst),
-        None => crate::util::run::run_cli(args, &t.src(), dst),
-    };
+    let psync = |args: &[&str], dst: &Path| psync_as(user, args, &t.src(), dst);
     for parent in ["plain", "acl"] {
         let (p_dst, r_dst) = (ps.join(parent).join("dst"), rs.join(parent).join("dst"));
-        let r = match user {
-            Some(u) => u.rsync(&rsync, &t.src(), &r_dst),
-            None => Command::new("rsync")
-                .args(rsync)
-                .arg(crate::util::slash(&t.src()))
-                .arg(crate::util::slash(&r_dst))
-                .output()
-                .unwrap(),
-        };
+        let r = rsync_as(user, &rsync, &t.src(), &r_dst);
         assert_exit(&r, 0, "rsync");
         let first = psync(&["-i", "-q", "--no-perms"], &p_dst);
         assert_exit(&first, 0, &format!("{parent}: psync"));
@@ -815,15 +778,7 @@ fn no_perms_acls_like_rsync(test: &str, user: Option<User>) {
         );
         let mut again: Vec<&str> = rsync.to_vec();
         again.extend(["-n", "-i"]);
-        let r = match user {
-            Some(u) => u.rsync(&again, &t.src(), &p_dst),
-            None => Command::new("rsync")
-                .args(&again)
-                .arg(crate::util::slash(&t.src()))
-                .arg(crate::util::slash(&p_dst))
-                .output()
-                .unwrap(),
-        };
+        let r = rsync_as(user, &again, &t.src(), &p_dst);
         assert_exit(&r, 0, "rsync -n -i");
         assert_eq!(
             stdout_lines(&r),

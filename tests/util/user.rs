@@ -181,3 +181,24 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `psync sync ARGS SRC DST` as `user`, or as this process (root) without one.
+pub fn psync_as(user: Option<User>, args: &[&str], src: &Path, dst: &Path) -> Output {
+    match user {
+        Some(u) => u.psync(args, src, dst),
+        None => super::run::run_cli(args, src, dst),
+    }
+}
+
+/// `rsync ARGS SRC/ DST/` as `user`, or as this process without one.
+pub fn rsync_as(user: Option<User>, args: &[&str], src: &Path, dst: &Path) -> Output {
+    match user {
+        Some(u) => u.rsync(args, src, dst),
+        None => Command::new("rsync")
+            .args(args)
+            .arg(super::slash(src))
+            .arg(super::slash(dst))
+            .output()
+            .expect("run rsync"),
+    }
+}
