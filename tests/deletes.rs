@@ -1,9 +1,9 @@
 //! `--delete` / `delete(true)` removes what the source does not have, at
 //! any depth; without it, extraneous entries stay.
 
+use crate::util::mounts::TestMount;
 use crate::util::{Opts, each_config, rsync_oracle, rsync_oracle_without_delete};
 use std::path::Path;
-use std::process::Command;
 
 fn fixture(src: &Path, dst: &Path) {
     tree!(src, { "keep" => file("k"), "d/keep" => file("k"), "d/e/keep" => file("k") });
@@ -266,26 +266,10 @@ fn source_read_errors_delete_nothing_in_their_directory() {
     assert_eq!(crate::util::read(t.dst().join("ok/f")), b"f");
 }
 
-/// A tmpfs mounted at `path` for the life of the guard.
-struct TmpMount(std::path::PathBuf);
-
-impl TmpMount {
-    fn at(path: &Path) -> TmpMount {
-        std::fs::create_dir_all(path).unwrap();
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-            .arg(path)
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs on {}", path.display());
-        TmpMount(path.to_path_buf())
-    }
-}
-
-impl Drop for TmpMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+/// A 4 MiB tmpfs mounted at `path` (created) for the life of the guard.
+fn tmpfs_at(path: &Path) -> TestMount {
+    std::fs::create_dir_all(path).unwrap();
+    TestMount::tmpfs(path, "4m").unwrap_or_else(|e| panic!("tmpfs at {}: {e}", path.display()))
 }
 
 /// A file system mounted inside DST is never entered nor deleted into:
@@ -298,11 +282,11 @@ fn mount_points_in_the_target_are_left_alone() {
     }
     each_config("mount_points_in_the_target_are_left_alone", |cfg, t| {
         tree!(t.src(), { "keep" => file("k"), "into/f" => file("f"), "typed" => file("f") });
-        let _m: Vec<TmpMount> = ["extraneous", "into", "typed"]
+        let _m: Vec<TestMount> = ["extraneous", "into", "typed"]
             .iter()
             .map(|m| {
-                let g = TmpMount::at(&t.dst().join(m));
-                std::fs::write(g.0.join("theirs"), b"theirs").unwrap();
+                let g = tmpfs_at(&t.dst().join(m));
+                std::fs::write(g.dir().join("theirs"), b"theirs").unwrap();
                 g
             })
             .collect();
@@ -340,8 +324,8 @@ fn one_file_system_stays_on_the_source_root_fs() {
     }
     each_config("one_file_system_stays_on_the_source_root_fs", |cfg, t| {
         tree!(t.src(), { "plain/f" => file("f") });
-        let m = TmpMount::at(&t.src().join("mnt"));
-        std::fs::write(m.0.join("on_the_mount"), b"x").unwrap();
+        let m = tmpfs_at(&t.src().join("mnt"));
+        std::fs::write(m.dir().join("on_the_mount"), b"x").unwrap();
         tree!(t.dst(), { "mnt/old" => file("old") });
         let opts = Opts {
             delete: true,
@@ -396,8 +380,8 @@ fn mount_points_inside_removed_directories_stay_alone() {
             tree!(t.src(), { "dir" => file("a file now"), "ok" => file("ok") });
             tree!(t.dst(), { "dir/k" => file("k"), "dir/sub/k2" => file("k2"), "x/k" => file("k") });
             let mounts = [t.dst().join("dir/sub/m"), t.dst().join("x/sub/m")].map(|p| {
-                let g = TmpMount::at(&p);
-                std::fs::write(g.0.join("theirs"), b"theirs").unwrap();
+                let g = tmpfs_at(&p);
+                std::fs::write(g.dir().join("theirs"), b"theirs").unwrap();
                 g
             });
             let opts = Opts {
@@ -419,7 +403,7 @@ fn mount_points_inside_removed_directories_stay_alone() {
                 out.errors
             );
             for m in &mounts {
-                assert_eq!(crate::util::read(m.0.join("theirs")), b"theirs");
+                assert_eq!(crate::util::read(m.dir().join("theirs")), b"theirs");
             }
             for gone in ["dir/k", "dir/sub/k2", "x/k"] {
                 assert!(!t.dst().join(gone).exists(), "{gone} was not removed");
