@@ -603,6 +603,7 @@ impl Syncer {
             quit: Arc::clone(&self.quit),
             run_id: random_u64(),
             nonce: random_u64() as u32,
+            secret: secret_key(),
             seq: AtomicU64::new(0),
             batch_files: b.batch_files,
             batch_bytes: b.batch_bytes,
@@ -755,10 +756,12 @@ fn detect_window(d: &Dir, dry_run: bool) -> (u64, bool) {
 fn time_resolution(dir: &Dir) -> Option<u64> {
     let probe = Name(format!("{}{:016x}.probe", crate::TEMP_PREFIX, random_u64()).into_bytes());
     let want = crate::Time::new(1_000_000_001, 123_456_789);
+    // Through the file psync created (O_EXCL), not its name: a user who
+    // can write the root cannot steer the times onto another inode.
     let result = (|| {
-        drop(dir.create_excl(probe.as_bytes()).ok()?);
-        dir.set_times(probe.as_bytes(), want, want).ok()?;
-        let st = dir.stat(probe.as_bytes()).ok()?;
+        let f = dir.create_excl(probe.as_bytes()).ok()?;
+        rustix::fs::futimens(&f, &crate::fs::timestamps(want, want)).ok()?;
+        let st = rustix::fs::fstat(&f).ok()?;
         Some(Entry::from_stat(probe.clone(), &st).mtime)
     })();
     let _ = dir.unlink(probe.as_bytes());
@@ -798,6 +801,30 @@ fn park_for(stop: &AtomicBool, d: Duration) {
 fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
     let st = d.fstat().at(Op::Stat, path)?;
     Ok(Entry::from_stat(Name::default(), &st))
+}
+
+/// A key no other user can learn or guess: 128 bits from the kernel's
+/// random source (`getrandom`), for the names of the run's private
+/// entries on the target (ADR 010).
+pub(crate) fn secret_key() -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        match n {
+            n if n > 0 => got += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            // No getrandom (a kernel older than 3.17): the std hasher's
+            // keys come from the same source by other means.
+            _ => return [random_u64(), random_u64()],
+        }
+    }
+    let (a, z) = b.split_at(8);
+    [
+        u64::from_le_bytes(a.try_into().unwrap_or_default()),
+        u64::from_le_bytes(z.try_into().unwrap_or_default()),
+    ]
 }
 
 /// A random 64-bit value from the std hasher's per-process random keys,

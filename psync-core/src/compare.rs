@@ -10,7 +10,7 @@
 //! marker is a stale temporary to the next run, which removes it.
 
 use crate::bigfile::{discard_part, part_key, spawn_chunks};
-use crate::engine::{CopyFail, Engine, TEMP_PREFIX};
+use crate::engine::{CopyFail, Engine};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
 use crate::event::Stats;
@@ -85,14 +85,7 @@ impl Engine {
 
     /// The marker a differing chunk of `src` leaves for its finish.
     fn differs_marker(&self, src: &Entry) -> Name {
-        Name(
-            format!(
-                "{TEMP_PREFIX}{:016x}.{:016x}.differs",
-                self.run_id,
-                part_key(src)
-            )
-            .into_bytes(),
-        )
+        self.private_name(b"differs", part_key(src), ".differs")
     }
 
     /// Compares one chunk of both sides; a difference, or a side that
@@ -175,7 +168,9 @@ impl Engine {
                 // Equal after all: a part an earlier run left for this
                 // version (kept for a resume) has nothing left to finish.
                 discard_part(&dst_dir, &src);
-                return self.fix_attrs(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
+                let alone = (1, crate::engine::Shared::Replace);
+                self.fix_attrs(rel, &src_dir, Some(&dst_dir), &src, &dst, change, alone);
+                return;
             }
             Err(e) => return self.fail(&path, true, Op::Remove, e),
         }

@@ -49,6 +49,10 @@ pub struct Engine {
     pub(crate) quit: Arc<AtomicBool>,
     pub(crate) run_id: u64,
     pub(crate) nonce: u32,
+    /// The run's secret key: the names of its private entries on the
+    /// target (temporaries, link area, markers) are derived from it, so
+    /// no other user can predict them before they exist (ADR 010).
+    pub(crate) secret: [u64; 2],
     pub(crate) seq: AtomicU64,
     pub(crate) batch_files: usize,
     pub(crate) batch_bytes: u64,
@@ -555,7 +559,18 @@ impl Engine {
                 false
             }
             None => true,
-            Some(id) if id == self.run_id => false,
+            // This run's own (another engine's temporary, or the link area).
+            Some(id) if id == self.run_id && e.uid == euid() => false,
+            // This run's id on an entry of another user's: planted (the id
+            // shows in the run's temporary names), never trusted.
+            Some(id) if id == self.run_id => {
+                self.remove_foreign(dir, rel, e, "carries this run's id but is not psync's");
+                false
+            }
+            Some(_) if e.uid != euid() => {
+                self.remove_foreign(dir, rel, e, "a temporary of another psync run");
+                false
+            }
             Some(_) => {
                 self.remove_stale(dir, rel, &e.name);
                 false
@@ -592,7 +607,29 @@ impl Engine {
         }
     }
 
-    fn remove_stale(&self, dir: &Dir, rel: &RelPath, name: &Name) {
+    /// Removes an entry named like psync's temporaries that another user
+    /// owns, and says so (a user may plant such names to steer the run;
+    /// an interrupted run's temporary may also have been given its
+    /// source's owner already).
+    pub(crate) fn remove_foreign(&self, dir: &Dir, rel: &RelPath, e: &Entry, what: &str) {
+        if self.dry_run {
+            return;
+        }
+        let path = rel.join(&e.name);
+        match dir.remove_all(e.name.as_bytes()) {
+            Ok(_) => {
+                Stats::bump(&self.stats.stale_removed, 1);
+                let why = format!(
+                    "{what}, owned by uid {} and not by psync's user: removed, never used",
+                    e.uid
+                );
+                self.warn(&path, true, Op::Remove, &why);
+            }
+            Err(err) => self.fail(&path, true, Op::Remove, err),
+        }
+    }
+
+    pub(crate) fn remove_stale(&self, dir: &Dir, rel: &RelPath, name: &Name) {
         if self.dry_run {
             return;
         }
@@ -714,6 +751,14 @@ impl Engine {
                     touched |= change.new || change.checksum;
                     linked.push(action);
                 }
+                // A hard-linked name whose attributes are due: fixed in
+                // the last phase, where the group's names are known, and
+                // so whether its inode has links the tree does not explain.
+                Action::Attrs { ref src, .. }
+                    if !self.dry_run && is_linked(src, &self.plan_opts) =>
+                {
+                    linked.push(action);
+                }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
                 {
@@ -772,7 +817,7 @@ impl Engine {
             && let Err(e) = self.defer_linked(rel, &linked)
         {
             for a in &linked {
-                if let Action::Copy { src, .. } = a {
+                if let Action::Copy { src, .. } | Action::Attrs { src, .. } = a {
                     self.fail(&rel.join(&src.name), true, Op::Link, clone_err(&e));
                 }
             }
@@ -885,8 +930,7 @@ impl Engine {
                 true
             }
             Action::Attrs { src, change, dst } => {
-                self.fix_attrs(rel, src_dir, dir, &src, &dst, change);
-                false
+                self.fix_attrs(rel, src_dir, dir, &src, &dst, change, (1, Shared::Replace))
             }
             Action::TooYoung { src } => {
                 Stats::bump(&self.stats.skipped_young, 1);
@@ -908,6 +952,14 @@ impl Engine {
 
     /// Applies the attributes of `src` to its existing target `dst`
     /// (xattrs/ACLs too when its status is newer) and itemizes what changed.
+    /// The target is pinned by a handle first, and changed in place only
+    /// when it is still the inode listed and has no more than `links`
+    /// names (the names the run accounts for): an inode that another name
+    /// shares, outside the tree or planted by a user, is never chowned,
+    /// chmodded or given xattrs. With `Shared::Replace` such a target is
+    /// replaced by a copy of the source instead; with `Shared::Refuse` it
+    /// is left alone, reported. True when the directory's entries changed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fix_attrs(
         &self,
         rel: &RelPath,
@@ -916,10 +968,37 @@ impl Engine {
         src: &Entry,
         dst: &Entry,
         mut change: Change,
-    ) {
+        (links, shared): (u64, Shared),
+    ) -> bool {
         // Built only when reported: most entries of a re-sync need nothing.
         let path = || rel.join(&src.name);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
+            let h = match d.handle(src.name.as_bytes()) {
+                Ok(h) => h,
+                Err(e) => {
+                    self.fail(&path(), true, Op::Stat, e);
+                    return false;
+                }
+            };
+            if !h.is(dst) {
+                Stats::bump(&self.stats.done, 1);
+                let why = "replaced in the target during the run; its attributes were not set";
+                self.warn(&path(), true, Op::Stat, why);
+                return false;
+            }
+            #[allow(clippy::unnecessary_cast)]
+            let has = h.stat.st_nlink as u64;
+            if has > links {
+                return self.shared_target(
+                    rel,
+                    src_dir,
+                    d,
+                    (src, dst),
+                    change,
+                    (has, links),
+                    shared,
+                );
+            }
             let from = self
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));
@@ -927,10 +1006,8 @@ impl Engine {
             let only_xattrs = !(change.perms || change.owner || change.group || change.time);
             let (attrs, opts) = self.attrs_for(src, Some(dst.mode));
             let applied = match from {
-                Some(from) if only_xattrs => self.sync_xattrs_only(from, Node::At(d, &src.name)),
-                _ => self
-                    .copier
-                    .set_attrs(Node::At(d, &src.name), &attrs, from, &opts),
+                Some(from) if only_xattrs => self.sync_xattrs_only(from, h.node()),
+                _ => self.copier.set_attrs(h.node(), &attrs, from, &opts),
             };
             match applied {
                 Ok(report) => {
@@ -940,15 +1017,59 @@ impl Engine {
                         self.report_dropped(&path(), &report);
                     }
                 }
-                Err(e) => return self.fail(&path(), true, e.op, e.source),
+                Err(e) => {
+                    self.fail(&path(), true, e.op, e.source);
+                    return false;
+                }
             }
         }
         Stats::bump(&self.stats.done, 1);
         if !change.any() {
-            return Stats::bump(&self.stats.unchanged, 1);
+            Stats::bump(&self.stats.unchanged, 1);
+            return false;
         }
         self.itemize(path(), Some(change), src);
         Stats::bump(&self.stats.attrs_updated, 1);
+        false
+    }
+
+    /// A target whose attributes are due but whose inode has `has` names
+    /// where the run accounts for `links`: replaced by a new copy (the
+    /// other names keep the old inode, unchanged), or left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn shared_target(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        d: &Dir,
+        (src, dst): (&Entry, &Entry),
+        change: Change,
+        (has, links): (u64, u64),
+        shared: Shared,
+    ) -> bool {
+        let path = rel.join(&src.name);
+        match shared {
+            Shared::Refuse => {
+                let why = format!(
+                    "its inode has {has} links where the run accounts for {links} (a name outside the synced tree shares it): its attributes were not set"
+                );
+                self.fail(&path, true, Op::Link, io::Error::other(why));
+                false
+            }
+            Shared::Replace => {
+                let why = format!(
+                    "its inode has {has} links where the source accounts for {links}: replaced by a copy instead of changed in place (its other names keep the old inode)"
+                );
+                self.warn(&path, true, Op::Link, &why);
+                match src.kind {
+                    Kind::File => {
+                        self.copy_file(rel, src_dir, d, src, (Some(dst.mode), false, change), None);
+                    }
+                    _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
+                }
+                true
+            }
+        }
     }
 
     /// `--checksum`: compares the contents of two files of equal size
@@ -970,8 +1091,22 @@ impl Engine {
             },
             None => false,
         };
+        if same && is_linked(src, &self.plan_opts) && !self.dry_run {
+            // Its attributes are fixed in the last phase, where the
+            // group's names (and so its inode's links) are known.
+            let fix = Action::Attrs {
+                src: src.clone(),
+                dst: dst.clone(),
+                change,
+            };
+            if let Err(e) = self.defer_linked(rel, &[fix]) {
+                self.fail(&path, true, Op::Link, e);
+            }
+            return;
+        }
         if same {
-            return self.fix_attrs(rel, src_dir, dir, src, dst, change);
+            self.fix_attrs(rel, src_dir, dir, src, dst, change, (1, Shared::Replace));
+            return;
         }
         let change = Change {
             transfer: true,
@@ -1691,12 +1826,32 @@ impl Engine {
         Stats::bump(c, 1);
     }
 
-    /// A fresh temporary name: the run id (so later runs know it is stale),
-    /// a per-process nonce and a counter. Fits in any NAME_MAX.
+    /// A fresh temporary name: the run id (so later runs know it is
+    /// stale), then a tag no other user can predict from the names they
+    /// saw (see [`Engine::private_name`]) of this engine's nonce and a
+    /// counter. Fits in any NAME_MAX.
     pub(crate) fn temp_name(&self) -> Name {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        Name(format!("{TEMP_PREFIX}{:016x}.{:08x}.{n:x}", self.run_id, self.nonce).into_bytes())
+        self.private_name(b"tmp", u64::from(self.nonce) << 40 ^ n, "")
     }
+
+    /// `.psync-tmp.<run>.<tag><suffix>`, where the tag is SipHash-2-4 of
+    /// `what` and `n` under the run's secret key: the same on every engine
+    /// of the run, unpredictable to anyone without the key.
+    pub(crate) fn private_name(&self, what: &[u8], n: u64, suffix: &str) -> Name {
+        use std::hash::Hasher;
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.secret[0], self.secret[1]);
+        h.write(what);
+        h.write_u64(n);
+        let tag = h.finish();
+        Name(format!("{TEMP_PREFIX}{:016x}.{tag:016x}{suffix}", self.run_id).into_bytes())
+    }
+}
+
+/// The process's effective uid: the owner of everything psync makes.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
 }
 
 /// The run id inside a temporary's name, if `name` is one of ours.
@@ -1707,6 +1862,17 @@ pub fn temp_run_id(name: &Name) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
+}
+
+/// What [`Engine::fix_attrs`] does with a target whose inode has more
+/// names than the run accounts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shared {
+    /// Replace it with a copy of the source (its other names keep the
+    /// old inode).
+    Replace,
+    /// Leave it alone, reported as a failure.
+    Refuse,
 }
 
 pub(crate) enum CopyFail {
@@ -1791,7 +1957,7 @@ mod tests {
 
     #[test]
     fn temp_names_parse() {
-        let n = Name(format!("{TEMP_PREFIX}{:016x}.{:08x}.{:x}", 0xabcu64, 7, 9).into_bytes());
+        let n = Name(format!("{TEMP_PREFIX}{:016x}.{:016x}.links", 0xabcu64, 7).into_bytes());
         assert_eq!(temp_run_id(&n), Some(0xabc));
         assert_eq!(temp_run_id(&Name::from(".psync-tmp.zz")), None);
         assert_eq!(temp_run_id(&Name::from("file")), None);

@@ -601,6 +601,96 @@ impl AsFd for Dir {
     }
 }
 
+/// One entry of a directory pinned by an `O_PATH` handle (any type,
+/// symlinks included; nothing is opened for I/O, so a planted device or
+/// fifo has no say), with its status as the handle sees it. A change made
+/// through [`Handle::node`] reaches exactly the inode whose status was
+/// checked, even if the name is swapped meanwhile.
+#[derive(Debug)]
+pub struct Handle {
+    fd: OwnedFd,
+    /// `fstat` of the entry, taken through the handle.
+    pub stat: rustix::fs::Stat,
+}
+
+impl Handle {
+    /// Where the entry's attributes are read and written.
+    pub fn node(&self) -> crate::xattr::Node<'_> {
+        crate::xattr::Node::Path(self.fd.as_fd())
+    }
+
+    /// The entry's link count, as the handle sees it now.
+    ///
+    /// # Errors
+    /// As `fstat`.
+    pub fn links_now(&self) -> io::Result<u64> {
+        #[allow(clippy::unnecessary_cast)]
+        Ok(rustix::fs::fstat(&self.fd)?.st_nlink as u64)
+    }
+
+    /// True when this is the inode `e` was listed as.
+    #[allow(clippy::unnecessary_cast)]
+    pub fn is(&self, e: &Entry) -> bool {
+        (self.stat.st_dev as u64, self.stat.st_ino as u64) == (e.dev, e.ino)
+    }
+}
+
+impl Dir {
+    /// Pins the entry `name` (never following it) with an `O_PATH` handle.
+    ///
+    /// # Errors
+    /// As `openat` / `fstat`.
+    pub fn handle(&self, name: &[u8]) -> io::Result<Handle> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let stat = rustix::fs::fstat(&fd)?;
+        Ok(Handle { fd, stat })
+    }
+}
+
+/// chmod through `/proc/self/fd/N` of an `O_PATH` fd (or of any fd): the
+/// magic link leads to the inode itself, never further.
+///
+/// # Errors
+/// As `chmod`.
+pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    chmod_fd_path(fd, mode)
+}
+
+/// Sets the times of the inode an `O_PATH` fd (or any fd) holds, through
+/// `/proc/self/fd/N` (a symlink's own times for a symlink's handle).
+///
+/// # Errors
+/// As `utimensat`.
+pub fn set_times_fd(fd: BorrowedFd<'_>, atime: crate::Time, mtime: crate::Time) -> io::Result<()> {
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    Ok(rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path.as_str(),
+        &timestamps(atime, mtime),
+        AtFlags::empty(),
+    )?)
+}
+
+/// Changes the owner and/or group of the inode an `O_PATH` fd holds
+/// (`fchownat(AT_EMPTY_PATH)`; a symlink's own for a symlink's handle).
+///
+/// # Errors
+/// As `fchownat`.
+pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+    Ok(rustix::fs::chownat(
+        fd,
+        "",
+        uid.map(rustix::fs::Uid::from_raw),
+        gid.map(rustix::fs::Gid::from_raw),
+        AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
+    )?)
+}
+
 /// chmod through `/proc/self/fd/N` of an `O_PATH` fd (what glibc's
 /// `fchmodat(AT_SYMLINK_NOFOLLOW)` does on kernels without fchmodat2).
 fn chmod_fd_path(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {

@@ -2,7 +2,7 @@
 //! target, keyed by source device and inode, with an O_EXCL claim so each
 //! group's data is copied once and RENAME_NOREPLACE publication (ADR 001).
 
-use crate::engine::{CopyFail, Engine, Made, TEMP_PREFIX};
+use crate::engine::{CopyFail, Engine, Made, Shared};
 use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
 use crate::event::{Event, Stats};
@@ -142,7 +142,8 @@ impl Engine {
         let Ok(pending) = area.pending() else {
             return false;
         };
-        let recorded = read_records(pending);
+        let mut recorded = read_records(pending);
+        account_links(&mut recorded);
         let groups = group(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
         for (rel, mut a) in recorded {
@@ -162,14 +163,19 @@ impl Engine {
                     src.nlink = 1;
                 }
                 copy.push((rel, a));
+            } else if is_fix(&a) {
+                // A name whose attributes the walk found due: its target
+                // is published as the group's inode, or relinked, then
+                // fixed (never in place before its links are checked).
+                register.push((rel, relink(a)));
             } else if busy {
                 register.push((rel, a));
             } else if let Some(fix) = self.attrs_due(a) {
                 // The group's names are one inode already, but its
                 // attributes may have changed with its link count: fixed
-                // in place, without the link area (taking a link would
-                // move the target's ctime on every run).
-                register.push((rel, fix));
+                // through the link area as above (only when due: taking
+                // a link moves the target's ctime).
+                register.push((rel, relink(fix)));
             } else {
                 // The group's paths here are one inode already, and its
                 // other paths are outside the tree: nothing to do.
@@ -298,7 +304,7 @@ impl Engine {
             // attributes may have changed with its link count (see
             // `attrs_due`).
             Action::Attrs { src, dst, change } if change.any() => {
-                self.fix_linked_attrs(rel, src_dir, dst_dir, &src, &dst);
+                self.fix_linked_attrs(rel, src_dir, dst_dir, &src, &dst, false);
             }
             // A member of a group with work: registers its inode.
             Action::Attrs { src, dst, change } if src.kind == Kind::File => {
@@ -316,6 +322,12 @@ impl Engine {
     /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`),
     /// through which every path of that inode is linked — whichever thread
     /// or node sees it — and it is removed when the run finishes.
+    ///
+    /// Its name carries a tag of the run's secret key, so no user can make
+    /// it before the run does; and whatever stands at that name is used
+    /// only if the handle psync keeps is a directory of psync's own user,
+    /// mode 0700 (a user who renames the run's area away and puts their
+    /// own in its place gets it refused, reported once).
     pub(crate) fn link_area(&self) -> io::Result<&LinkArea> {
         let made = self.links.get_or_init(|| {
             let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
@@ -325,16 +337,26 @@ impl Engine {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.raw_os_error().unwrap_or(libc::EIO)),
             }
-            root.open_dir(name.as_bytes())
-                .map(LinkArea::new)
-                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))
+            let area = root
+                .open_dir(name.as_bytes())
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            let st = area
+                .fstat()
+                .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            if let Some(why) = not_private(&st, libc::S_IFDIR, 0o700) {
+                let path = RelPath::from_bytes(name.0);
+                let why = format!("the run's hard-link area is not psync's own ({why}): not used");
+                self.warn(&path, true, Op::Link, &why);
+                return Err(libc::EPERM);
+            }
+            Ok(LinkArea::new(area))
         });
         made.as_ref()
             .map_err(|&code| io::Error::from_raw_os_error(code))
     }
 
     fn link_area_name(&self) -> Name {
-        Name(format!("{TEMP_PREFIX}{:016x}.links", self.run_id).into_bytes())
+        self.private_name(b"links", 0, ".links")
     }
 
     /// Spawns one task per bucket of the link area that removes it, so
@@ -372,13 +394,48 @@ impl Engine {
     }
 
     /// Removes the link area (at the end of the run, before the root's
-    /// own attributes are set).
+    /// own attributes are set), and anything else at the target root that
+    /// carries this run's id but is not the run's own: a user who learned
+    /// the id from a temporary may have planted it during the run, after
+    /// the root was listed.
     pub(crate) fn drop_link_area(&self) {
+        self.drop_planted_at_root();
         let name = self.link_area_name();
         if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root)
             && let Err(e) = root.remove_all(name.as_bytes())
         {
             self.fail(&RelPath::from_bytes(name.0), true, Op::Remove, e);
+        }
+    }
+
+    /// Only in a run that made a link area there (a user who plants the
+    /// area's old, predictable name, or any other, in a run without one
+    /// gets it removed and reported by the next run, as a foreign
+    /// temporary).
+    fn drop_planted_at_root(&self) {
+        let Some(root) = self.dst_root.as_ref().filter(|_| !self.dry_run) else {
+            return;
+        };
+        if self.links.get().is_none() {
+            return;
+        }
+        let Ok(names) = root.names() else { return };
+        let area = self.link_area_name();
+        for name in names {
+            if name == area || crate::engine::temp_run_id(&name) != Some(self.run_id) {
+                continue;
+            }
+            match root.stat(name.as_bytes()) {
+                Ok(st) if st.st_uid == crate::engine::euid() => {
+                    self.remove_stale(root, &RelPath::root(), &name);
+                }
+                Ok(st) => {
+                    let e = Entry::from_stat(name, &st);
+                    let what = "carries this run's id but is not psync's";
+                    self.remove_foreign(root, &RelPath::root(), &e, what);
+                }
+                Err(_) => {}
+            }
         }
     }
 
@@ -424,11 +481,15 @@ impl Engine {
             &key,
             src,
             dst,
-            (quick_ok, made),
+            (
+                quick_ok,
+                self.changes_attrs(src_dir, dst_dir, src, dst, change),
+                made,
+            ),
         );
         match (got, dst) {
             (Ok(Linked::AlreadyRight), Some(d)) if change.any() => {
-                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d);
+                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d, true);
             }
             (got, _) => self.linked_outcome(path, area, src, dst, change, got),
         }
@@ -508,6 +569,39 @@ impl Engine {
         });
     }
 
+    /// True when syncing `src` onto its existing target would change the
+    /// target inode's attributes: an owner, mode or time due, or xattrs
+    /// and ACLs that may differ and do (compared through a handle on the
+    /// target, the inode that would be changed).
+    fn changes_attrs(
+        &self,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        src: &Entry,
+        dst: Option<&Entry>,
+        c: Change,
+    ) -> bool {
+        let Some(dst) = dst else { return false };
+        if c.perms || c.owner || c.group || c.time {
+            return true;
+        }
+        if !(c.xattr || c.acl) {
+            return false;
+        }
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            check_only: true,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        let from = crate::xattr::Node::At(src_dir, &src.name);
+        match dst_dir.handle(src.name.as_bytes()) {
+            Ok(h) if h.is(dst) => crate::xattr::sync_xattrs(from, h.node(), how)
+                .map_or(true, |r| r.xattrs_changed || r.acl_changed),
+            // Gone or replaced: publication fails on it anyway.
+            _ => true,
+        }
+    }
+
     /// Syncs one name of a hard-linked symlink, fifo, socket or device:
     /// link it to the group's inode, publish its target as that inode if
     /// it is right already, or make the group's node in the link area
@@ -541,7 +635,7 @@ impl Engine {
         let got = self.node_protocol(&job);
         match (got, dst) {
             (Ok(Linked::AlreadyRight), Some(d)) if change.any() => {
-                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d);
+                self.fix_linked_attrs(rel, src_dir, dst_dir, src, d, true);
             }
             (got, _) => self.linked_outcome(path.clone(), area, src, dst, change, got),
         }
@@ -555,6 +649,10 @@ impl Engine {
     /// it is now, so a name whose inode another name of the group fixed
     /// first needs nothing, as rsync finds it; the listing's ctime decides
     /// whether xattrs are compared (linking the target moved its own).
+    ///
+    /// An inode not `published` as the group's is changed in place only
+    /// while it has no more links than the tree's names the records show
+    /// on it (`dst.nlink`, see [`account_links`]); otherwise refused.
     fn fix_linked_attrs(
         &self,
         rel: &RelPath,
@@ -562,6 +660,7 @@ impl Engine {
         dst_dir: &Dir,
         src: &Entry,
         dst: &Entry,
+        published: bool,
     ) {
         let now = match dst_dir.stat(src.name.as_bytes()) {
             Ok(st) => Entry::from_stat(src.name.clone(), &st),
@@ -582,7 +681,18 @@ impl Engine {
             ctime: dst.ctime,
             ..now
         };
-        self.fix_attrs(rel, src_dir, Some(dst_dir), src, &listed, due);
+        // A published inode had its links checked when it was (see
+        // `publish_target`); the group's other names join it meanwhile.
+        let links = if published { u64::MAX } else { dst.nlink };
+        self.fix_attrs(
+            rel,
+            src_dir,
+            Some(dst_dir),
+            src,
+            &listed,
+            due,
+            (links, Shared::Refuse),
+        );
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
@@ -601,7 +711,8 @@ impl Engine {
                 return Ok(linked);
             }
             if let (true, Some(d)) = (quick_ok, job.dst) {
-                match self.publish_target(job.dst_dir, area, key, job.src, d, job.path)? {
+                let strict = (job.src, d, false);
+                match self.publish_target(job.dst_dir, area, key, strict, job.path)? {
                     Publish::Done => return Ok(Linked::AlreadyRight),
                     Publish::Raced => continue,
                     Publish::Unusable => quick_ok = false,
@@ -678,14 +789,18 @@ impl Engine {
 
     /// Publishes the name's target, found right, as the group's inode —
     /// only if it still is the inode listed: a name swapped by a user
-    /// since the listing must not become what the group links to.
+    /// since the listing must not become what the group links to. When
+    /// its attributes are due (`strict`), only if every link it has is a
+    /// name the records show on it (`dst.nlink`, see [`account_links`]):
+    /// an inode that a name outside the tree shares (planted by a user, or
+    /// a link the source does not have) is never chowned or chmodded; the
+    /// group's data is copied anew instead.
     fn publish_target(
         &self,
         dst_dir: &Dir,
         area: &Dir,
         key: &Name,
-        src: &Entry,
-        dst: &Entry,
+        (src, dst, strict): (&Entry, &Entry, bool),
         path: &RelPath,
     ) -> Result<Publish, CopyFail> {
         match area.link_from(dst_dir, dst.name.as_bytes(), key.as_bytes()) {
@@ -698,7 +813,9 @@ impl Engine {
             .stat(key.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Stat, e))?;
         #[allow(clippy::unnecessary_cast)]
-        if (st.st_dev as u64, st.st_ino as u64) != (dst.dev, dst.ino) {
+        if (st.st_dev as u64, st.st_ino as u64) != (dst.dev, dst.ino)
+            || (strict && st.st_nlink as u64 > dst.nlink + 1)
+        {
             let _ = area.unlink(key.as_bytes());
             return Ok(Publish::Unusable);
         }
@@ -736,7 +853,7 @@ impl Engine {
         key: &Name,
         src: &Entry,
         dst: Option<&Entry>,
-        (mut quick_ok, made): (bool, Made),
+        (mut quick_ok, strict, made): (bool, bool, Made),
     ) -> Result<Linked, CopyFail> {
         let part = Name([key.as_bytes(), b".part"].concat());
         let published = |mine| match area.stat(key.as_bytes()) {
@@ -758,7 +875,7 @@ impl Engine {
                 return Ok(linked);
             }
             if let (true, Some(d)) = (quick_ok, dst) {
-                match self.publish_target(dst_dir, area, key, src, d, path)? {
+                match self.publish_target(dst_dir, area, key, (src, d, strict), path)? {
                     Publish::Done => return Ok(Linked::AlreadyRight),
                     Publish::Raced => continue,
                     Publish::Unusable => quick_ok = false,
@@ -860,6 +977,24 @@ impl Engine {
     }
 }
 
+/// Why an entry psync made for its own use is not to be trusted: not of
+/// type `kind` (`S_IFDIR`, `S_IFREG`), not owned by the process's
+/// effective user, or with permission bits other than `mode`. `None`
+/// when it is psync's own.
+pub(crate) fn not_private(st: &rustix::fs::Stat, kind: u32, mode: u32) -> Option<String> {
+    let euid = crate::engine::euid();
+    if st.st_mode & libc::S_IFMT != kind {
+        return Some("not of the type psync made".into());
+    }
+    if st.st_uid != euid {
+        return Some(format!("owned by uid {}", st.st_uid));
+    }
+    if st.st_mode & 0o7777 != mode {
+        return Some(format!("mode {:04o}", st.st_mode & 0o7777));
+    }
+    None
+}
+
 /// The link area's subdirectory of deferred hard-link copies.
 const PENDING: &[u8] = b"pending";
 
@@ -954,6 +1089,9 @@ fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions)
             // Under --checksum a name of equal size is compared: found
             // equal it is a member; found different, its copy publishes
             // the group's inode, and its member record links to that.
+            // A hard-linked name with attributes due is recorded as an
+            // action of its own (its fix waits for the last phase).
+            Action::Attrs { src, .. } if is_linked(src, opts) => Some(&src.name),
             Action::Attrs { .. } | Action::Compare { .. } => None,
             Action::Delete { dst, .. } => Some(&dst.name),
             a => action_source(a).map(|s| &s.name),
@@ -1088,18 +1226,83 @@ fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
         .iter()
         .filter_map(|(_, a)| action_source(a).map(|s| (s.dev, s.ino)))
         .collect();
+    // A name recorded as an action too (a `--checksum` comparison found
+    // equal, its attributes due) counts once, as the action.
+    let acted: std::collections::HashSet<(RelPath, Name)> = recorded
+        .iter()
+        .filter_map(|(rel, a)| action_source(a).map(|s| (rel.clone(), s.name.clone())))
+        .collect();
     for name in &members {
         if wanted.is_empty() {
             let _ = pending.unlink(name.as_bytes());
             continue;
         }
         read_record(pending, name, &mut |rel, a| {
-            if action_source(&a).is_some_and(|s| wanted.contains(&(s.dev, s.ino))) {
+            if action_source(&a).is_some_and(|s| {
+                wanted.contains(&(s.dev, s.ino)) && !acted.contains(&(rel.clone(), s.name.clone()))
+            }) {
                 recorded.push((rel.clone(), a));
             }
         });
     }
     recorded
+}
+
+/// Sets each recorded target's `nlink` to the number of recorded names
+/// on its inode: the links the run accounts for. When the last phase
+/// finds that inode with more links than that (plus the link area's
+/// key), names the source does not have share it (outside the tree, or
+/// planted by a user): its attributes are not changed in place, and the
+/// group's data is copied anew instead (see `publish_target`).
+fn account_links(recorded: &mut [(RelPath, Action)]) {
+    let mut on: std::collections::HashMap<(u64, u64), u64> = Default::default();
+    for (_, a) in recorded.iter() {
+        if let Some(d) = action_target(a) {
+            *on.entry((d.dev, d.ino)).or_default() += 1;
+        }
+    }
+    for (_, a) in recorded.iter_mut() {
+        if let Some(d) = target_mut(a) {
+            d.nlink = on.get(&(d.dev, d.ino)).copied().unwrap_or(0);
+        }
+    }
+}
+
+/// An attribute fix of the last phase as a relink: the name's target is
+/// published as the group's inode (only if no name outside the tree
+/// shares it) and fixed there, or linked to the group's inode made anew.
+fn relink(a: Action) -> Action {
+    match a {
+        Action::Attrs { src, dst, change } => match src.kind {
+            Kind::File => Action::Copy {
+                src,
+                dst: Some(dst),
+                change,
+            },
+            Kind::Symlink => Action::Symlink {
+                src,
+                dst: Some(dst),
+                change,
+            },
+            _ => Action::Special {
+                src,
+                dst: Some(dst),
+                change,
+            },
+        },
+        other => other,
+    }
+}
+
+/// The target entry of a recorded action, to change.
+fn target_mut(a: &mut Action) -> Option<&mut Entry> {
+    match a {
+        Action::Copy { dst, .. } | Action::Symlink { dst, .. } | Action::Special { dst, .. } => {
+            dst.as_mut()
+        }
+        Action::Attrs { dst, .. } => Some(dst),
+        _ => None,
+    }
 }
 
 /// Reads one record, removes it, and passes on its actions.

@@ -22,6 +22,11 @@ pub enum Node<'a> {
     /// the directory is the pinned one and the last component is never
     /// followed.
     At(&'a Dir, &'a Name),
+    /// An entry of any type (symlinks included) pinned by an `O_PATH`
+    /// handle: reached as `/proc/self/fd/<fd>`, which leads to that very
+    /// inode and is never followed further, so what was checked through
+    /// the handle is what changes (see [`crate::fs::Handle`]).
+    Path(BorrowedFd<'a>),
 }
 
 /// The two ACL xattrs.
@@ -39,6 +44,11 @@ pub fn is_acl(name: &[u8]) -> bool {
 }
 
 impl Node<'_> {
+    /// `/proc/self/fd/<fd>` of a [`Node::Path`].
+    fn fd_path(fd: &BorrowedFd<'_>) -> String {
+        format!("/proc/self/fd/{}", fd.as_raw_fd())
+    }
+
     fn proc_path(dir: &Dir, name: &Name) -> std::path::PathBuf {
         let mut p = format!("/proc/self/fd/{}/", dir.fd().as_raw_fd()).into_bytes();
         p.extend_from_slice(name.as_bytes());
@@ -56,11 +66,12 @@ impl Node<'_> {
         // buffer's length, so they are given a buffer from the start.
         let mut buf = match self {
             Node::At(..) => Vec::new(),
-            Node::Fd(_) => vec![0; 256],
+            Node::Fd(_) | Node::Path(_) => vec![0; 256],
         };
         loop {
             let r = match self {
                 Node::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
+                Node::Path(fd) => rustix::fs::listxattr(Self::fd_path(fd), &mut buf[..]),
                 Node::At(d, n) => match crate::xattrat::list(d.fd(), n.as_bytes(), &mut buf) {
                     Some(r) => r.map_err(errno),
                     None => {
@@ -99,6 +110,7 @@ impl Node<'_> {
         loop {
             let r = match self {
                 Node::Fd(fd) => rustix::fs::fgetxattr(fd, key, &mut buf[..]),
+                Node::Path(fd) => rustix::fs::getxattr(Self::fd_path(fd), key, &mut buf[..]),
                 Node::At(d, n) => match crate::xattrat::get(d.fd(), n.as_bytes(), name, &mut buf) {
                     Some(r) => r.map_err(errno),
                     None => rustix::fs::lgetxattr(Self::proc_path(d, n), key, &mut buf[..]),
@@ -125,6 +137,7 @@ impl Node<'_> {
         let flags = rustix::fs::XattrFlags::empty();
         Ok(match self {
             Node::Fd(fd) => rustix::fs::fsetxattr(fd, key, value, flags),
+            Node::Path(fd) => rustix::fs::setxattr(Self::fd_path(fd), key, value, flags),
             Node::At(d, n) => match crate::xattrat::set(d.fd(), n.as_bytes(), name, value) {
                 Some(r) => return r,
                 None => rustix::fs::lsetxattr(Self::proc_path(d, n), key, value, flags),
@@ -138,7 +151,7 @@ impl Node<'_> {
     /// As `fstat` / `fstatat`.
     pub fn mode(&self) -> io::Result<u32> {
         let st = match self {
-            Node::Fd(fd) => rustix::fs::fstat(fd)?,
+            Node::Fd(fd) | Node::Path(fd) => rustix::fs::fstat(fd)?,
             Node::At(d, n) => d.stat(n.as_bytes())?,
         };
         Ok(st.st_mode & 0o7777)
@@ -152,6 +165,7 @@ impl Node<'_> {
         let key = OsStr::from_bytes(name);
         let r = match self {
             Node::Fd(fd) => rustix::fs::fremovexattr(fd, key),
+            Node::Path(fd) => rustix::fs::removexattr(Self::fd_path(fd), key),
             Node::At(d, n) => match crate::xattrat::remove(d.fd(), n.as_bytes(), name) {
                 Some(r) => r.map_err(errno),
                 None => rustix::fs::lremovexattr(Self::proc_path(d, n), key),
@@ -288,6 +302,9 @@ pub struct XattrSync {
     /// bits, read when needed, not the source's ([`acl_with_mode`]):
     /// `--no-perms`, where the target's mode is not the source's.
     pub target_mode: bool,
+    /// Only find out whether anything differs: the target is not written
+    /// (the report says what would change).
+    pub check_only: bool,
 }
 
 impl XattrSync {
@@ -298,6 +315,7 @@ impl XattrSync {
             acls: opts.acls.on(),
             dst_empty: opts.fresh,
             target_mode: opts.acl_target_mode,
+            check_only: false,
         }
     }
 }
@@ -314,6 +332,7 @@ pub fn sync_xattrs(src: Node<'_>, dst: Node<'_>, how: XattrSync) -> io::Result<X
         acls,
         dst_empty,
         target_mode,
+        check_only,
     } = how;
     let wanted = |n: &[u8]| !SHADOW_NAMES.contains(&n) && if is_acl(n) { acls } else { xattrs };
     let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
@@ -332,7 +351,9 @@ pub fn sync_xattrs(src: Node<'_>, dst: Node<'_>, how: XattrSync) -> io::Result<X
         }
     };
     for name in &theirs {
-        if !names.contains(name) {
+        if !names.contains(name) && check_only {
+            mark(name, &mut report);
+        } else if !names.contains(name) {
             match dst.remove(name) {
                 Ok(()) => mark(name, &mut report),
                 Err(e) => report.dropped.push((name.clone(), e)),
@@ -355,6 +376,10 @@ pub fn sync_xattrs(src: Node<'_>, dst: Node<'_>, how: XattrSync) -> io::Result<X
             None
         };
         if current.as_deref() == Some(&value[..]) {
+            continue;
+        }
+        if check_only {
+            mark(name, &mut report);
             continue;
         }
         match dst.set(name, &value) {

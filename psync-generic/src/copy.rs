@@ -326,6 +326,7 @@ fn chown(target: Node<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>
             Ok(rustix::fs::fchown(fd, uid, gid)?)
         }
         Node::At(dir, name) => dir.chown(name.as_bytes(), uid, gid),
+        Node::Path(fd) => psync_core::fs::chown_fd(fd, uid, gid),
     }
 }
 
@@ -336,6 +337,7 @@ fn chmod(target: Node<'_>, mode: u32) -> io::Result<()> {
             rustix::fs::Mode::from_raw_mode(mode),
         )?),
         Node::At(dir, name) => dir.chmod(name.as_bytes(), mode),
+        Node::Path(fd) => psync_core::fs::chmod_fd(fd, mode),
     }
 }
 
@@ -343,6 +345,7 @@ fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
     match target {
         Node::Fd(fd) => Ok(rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime))?),
         Node::At(dir, name) => dir.set_times(name.as_bytes(), src.atime, src.mtime),
+        Node::Path(fd) => psync_core::fs::set_times_fd(fd, src.atime, src.mtime),
     }
 }
 
@@ -362,7 +365,7 @@ fn owner(src: &Entry, opts: &CopyOptions) -> (Option<u32>, Option<u32>) {
 /// `lstat` of a target, for the calls that look before they change it.
 fn stat_of(target: Node<'_>) -> io::Result<rustix::fs::Stat> {
     match target {
-        Node::Fd(fd) => Ok(rustix::fs::fstat(fd)?),
+        Node::Fd(fd) | Node::Path(fd) => Ok(rustix::fs::fstat(fd)?),
         Node::At(dir, name) => dir.stat(name.as_bytes()),
     }
 }
@@ -419,7 +422,7 @@ fn wanted_mode(
     if opts.created {
         return Ok(None);
     }
-    let set = opts.can_chown || matches!(target, Node::Fd(_));
+    let set = opts.can_chown || matches!(target, Node::Fd(_) | Node::Path(_));
     Ok(set.then(|| target_mode(src, opts)))
 }
 
