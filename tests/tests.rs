@@ -5,6 +5,7 @@
 #[macro_use]
 mod util;
 
+mod attacks;
 mod attrs;
 mod bad_input;
 mod basic;
