@@ -813,10 +813,19 @@ impl Engine {
             .stat(key.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Stat, e))?;
         #[allow(clippy::unnecessary_cast)]
-        if (st.st_dev as u64, st.st_ino as u64) != (dst.dev, dst.ino)
-            || (strict && st.st_nlink as u64 > dst.nlink + 1)
-        {
+        let (same, links) = (
+            (st.st_dev as u64, st.st_ino as u64) == (dst.dev, dst.ino),
+            st.st_nlink as u64 - 1,
+        );
+        if !same || (strict && links > dst.nlink) {
             let _ = area.unlink(key.as_bytes());
+            if same {
+                let why = format!(
+                    "its inode has {links} links where the run accounts for {}: its attributes are not changed in place; the data is copied anew (the other names keep the old inode)",
+                    dst.nlink
+                );
+                self.warn(path, true, Op::Link, &why);
+            }
             return Ok(Publish::Unusable);
         }
         self.note_leader(area, src, path)?;

@@ -426,14 +426,14 @@ fn base_name(rel: &[u8]) -> &[u8] {
 }
 
 /// True for names in the exact format of psync's temporaries:
-/// `.psync-tmp.<16 hex>.<8 hex>.<hex>`.
+/// `.psync-tmp.<16 hex run id>.<16 hex tag>`.
 pub fn is_temp_name(name: &[u8]) -> bool {
     let Some(rest) = name.strip_prefix(psync::TEMP_PREFIX.as_bytes()) else {
         return false;
     };
     let parts: Vec<&[u8]> = rest.split(|&b| b == b'.').collect();
     let hex = |p: &[u8]| !p.is_empty() && p.iter().all(u8::is_ascii_hexdigit);
-    matches!(parts.as_slice(), [id, nonce, n] if id.len() == 16 && nonce.len() == 8 && hex(id) && hex(nonce) && hex(n))
+    matches!(parts.as_slice(), [id, tag] if id.len() == 16 && tag.len() == 16 && hex(id) && hex(tag))
 }
 
 /// Panics if any entry under `root` is named like one of psync's
