@@ -163,19 +163,21 @@ impl Engine {
                     src.nlink = 1;
                 }
                 copy.push((rel, a));
-            } else if is_fix(&a) {
-                // A name whose attributes the walk found due: its target
-                // is published as the group's inode, or relinked, then
-                // fixed (never in place before its links are checked).
-                register.push((rel, relink(a)));
             } else if busy {
+                // A name whose attributes the walk found due is relinked
+                // to the group's inode like a member, then fixed.
+                register.push((rel, if is_fix(&a) { relink(a) } else { a }));
+            } else if is_fix(&a) {
+                // The walk found its attributes due, and the group's
+                // names are one inode: fixed in place, unless names the
+                // source does not have share it (see `fix_linked_attrs`).
                 register.push((rel, a));
             } else if let Some(fix) = self.attrs_due(a) {
                 // The group's names are one inode already, but its
                 // attributes may have changed with its link count: fixed
-                // through the link area as above (only when due: taking
-                // a link moves the target's ctime).
-                register.push((rel, relink(fix)));
+                // in place, without the link area (taking a link would
+                // move the target's ctime on every run), as above.
+                register.push((rel, fix));
             } else {
                 // The group's paths here are one inode already, and its
                 // other paths are outside the tree: nothing to do.
@@ -631,6 +633,7 @@ impl Engine {
             src,
             dst,
             quick_ok: !attrs_differ && dst.is_some_and(|d| same_node(src, d)),
+            strict: self.changes_attrs(src_dir, dst_dir, src, dst, change),
         };
         let got = self.node_protocol(&job);
         match (got, dst) {
@@ -679,8 +682,24 @@ impl Engine {
         }
         let listed = Entry {
             ctime: dst.ctime,
+            nlink: dst.nlink,
             ..now
         };
+        if !published && now.nlink > dst.nlink {
+            // Names the source does not have share the inode: it is
+            // changed only if something is due, and then not in place —
+            // the group's inode is made anew and this name linked to it.
+            let mut change = due;
+            change.xattr = self.xattr_source(Some(dst), src);
+            if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
+                Stats::bump(&self.stats.unchanged, 1);
+                return Stats::bump(&self.stats.done, 1);
+            }
+            return match src.kind {
+                Kind::File => self.copy_linked(rel, src_dir, dst_dir, src, Some(&listed), change),
+                _ => self.link_node(rel, src_dir, dst_dir, src, Some(&listed), change),
+            };
+        }
         // A published inode had its links checked when it was (see
         // `publish_target`); the group's other names join it meanwhile.
         let links = if published { u64::MAX } else { dst.nlink };
@@ -711,7 +730,7 @@ impl Engine {
                 return Ok(linked);
             }
             if let (true, Some(d)) = (quick_ok, job.dst) {
-                let strict = (job.src, d, false);
+                let strict = (job.src, d, job.strict);
                 match self.publish_target(job.dst_dir, area, key, strict, job.path)? {
                     Publish::Done => return Ok(Linked::AlreadyRight),
                     Publish::Raced => continue,
@@ -998,7 +1017,9 @@ pub(crate) fn not_private(st: &rustix::fs::Stat, kind: u32, mode: u32) -> Option
     if st.st_uid != euid {
         return Some(format!("owned by uid {}", st.st_uid));
     }
-    if st.st_mode & 0o7777 != mode {
+    // A directory inherits the setgid bit of a setgid parent: harmless.
+    let bits = if kind == libc::S_IFDIR { 0o777 } else { 0o7777 };
+    if st.st_mode & bits != mode {
         return Some(format!("mode {:04o}", st.st_mode & 0o7777));
     }
     None
@@ -1071,6 +1092,9 @@ struct NodeJob<'a> {
     dst: Option<&'a Entry>,
     /// The target is already the right node with the right attributes.
     quick_ok: bool,
+    /// Publishing the target would change its attributes (see
+    /// `publish_target`).
+    strict: bool,
 }
 
 /// The name of a group's inode in its bucket: the source dev and inode.
