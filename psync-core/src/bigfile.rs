@@ -103,7 +103,8 @@ pub(crate) fn spawn_chunks(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
     /// xxh3-128 of the chunk's bytes in the part (holes read as zeros),
-    /// when it was verified; `None` with `--no-verify`.
+    /// when it was verified; `None` with `--no-verify` and for a clone of
+    /// the whole file, whose chunks a resume copies again.
     hash: Option<u128>,
     strategy: Strategy,
     /// Bytes of data the chunk's copy wrote (its holes not included); 0 in
@@ -379,11 +380,10 @@ impl Engine {
         }
     }
 
-    /// A chunk an earlier run recorded is kept when its range of the
-    /// source still hashes as recorded and the part's range reads back
-    /// from storage the same; otherwise (or on any error) it is copied.
-    /// Without verification nothing was recorded but that it was copied:
-    /// then source and part must agree.
+    /// A chunk an earlier run recorded with a hash is kept when its range
+    /// of the source still hashes as recorded and the part's range reads
+    /// back from storage the same; otherwise (no hash: `--no-verify`, a
+    /// whole-file clone; or on any error) it is copied.
     fn copy_chunk(&self, rel: &RelPath, src: &Entry, index: u64) -> Result<(), CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let input = src_dir
@@ -613,15 +613,18 @@ impl Engine {
 }
 
 /// True when a chunk recorded as `rec` by an earlier run is still right:
-/// the source's `range` hashes as the part's reads back from storage, and
-/// as recorded (when a hash was). The source is read again because its
-/// status can lie: an in-place rewrite with the mtime put back, and a
-/// clock set back can give even the ctime back.
+/// it was recorded with a hash, and the source's `range` hashes as
+/// recorded and as the part's reads back from storage. The source is read
+/// again because its status can lie: an in-place rewrite with the mtime
+/// put back, and a clock set back can give even the ctime back. A record
+/// without a hash (`--no-verify`, a whole-file clone) says only that a
+/// copy was made, not what it holds: the chunk is copied again.
 fn resumed_chunk_ok(input: &File, part: &File, range: (u64, u64), rec: Record) -> bool {
-    let Ok(source) = hash_segments(input, &[range]) else {
+    let Some(recorded) = rec.hash else {
         return false;
     };
-    rec.hash.is_none_or(|h| h == source) && read_back(part, &[range]).is_ok_and(|h| h == source)
+    hash_segments(input, &[range]).is_ok_and(|h| h == recorded)
+        && read_back(part, &[range]).is_ok_and(|h| h == recorded)
 }
 
 #[cfg(test)]
@@ -696,18 +699,22 @@ mod tests {
             bytes: 1 << 20,
         };
         assert!(resumed_chunk_ok(&src, &part, range, rec(Some(want))));
-        assert!(resumed_chunk_ok(&src, &part, range, rec(None)));
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(None)),
+            "a record without a hash is not a finished chunk"
+        );
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(Some(want ^ 1))),
+            "another hash recorded"
+        );
         src.write_all_at(b"changed", (1 << 20) + 5).unwrap();
         assert!(
             !resumed_chunk_ok(&src, &part, range, rec(Some(want))),
             "source changed"
         );
+        let first = hash_segments(&src, &[(0, 1 << 20)]).unwrap();
         assert!(
-            !resumed_chunk_ok(&src, &part, range, rec(None)),
-            "source changed, no hash"
-        );
-        assert!(
-            resumed_chunk_ok(&src, &part, (0, 1 << 20), rec(None)),
+            resumed_chunk_ok(&src, &part, (0, 1 << 20), rec(Some(first))),
             "another chunk"
         );
         part.write_all_at(b"changed", (1 << 20) + 5).unwrap();
