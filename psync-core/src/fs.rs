@@ -350,21 +350,6 @@ impl Dir {
         }
     }
 
-    /// Opens the existing regular file `name` for reading and writing,
-    /// without following a symlink.
-    ///
-    /// # Errors
-    /// As `openat`; ELOOP when `name` is a symlink.
-    pub fn open_rw(&self, name: &[u8]) -> io::Result<File> {
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-        Ok(File::from(rustix::fs::openat(
-            &self.fd,
-            name,
-            flags,
-            Mode::empty(),
-        )?))
-    }
-
     /// Opens the existing file `name` for reading and writing only when it
     /// is private to this process: a regular file owned by its effective
     /// uid, of mode 0600, with one link, as [`Dir::create_excl`] makes
@@ -838,23 +823,26 @@ mod tests {
         std::fs::create_dir(p.join("dir")).unwrap();
         std::fs::set_permissions(p.join("dir"), std::fs::Permissions::from_mode(0o600)).unwrap();
 
-        let f = root.open_private(b"mine").unwrap().expect("a file psync made");
+        let f = root
+            .open_private(b"mine")
+            .unwrap()
+            .expect("a file psync made");
         let mut buf = [0u8; 4];
         f.read_exact_at(&mut buf, 0).unwrap();
         assert_eq!(&buf, b"ours");
         f.write_all_at(b"OURS", 0).unwrap();
         let uid = rustix::process::geteuid().as_raw();
         let refused = |name: &str, want: &str| {
-            let found = root
-                .open_private(name.as_bytes())
-                .unwrap()
-                .expect_err(name);
+            let found = root.open_private(name.as_bytes()).unwrap().expect_err(name);
             assert_eq!(found.to_string(), want, "{name}");
         };
         refused("linked", &format!("owner uid {uid}, mode 0600, 2 links"));
         refused("wide", &format!("owner uid {uid}, mode 0644, 1 link"));
         refused("setuid", &format!("owner uid {uid}, mode 4600, 1 link"));
-        refused("fifo", &format!("a fifo, owner uid {uid}, mode 0600, 1 link"));
+        refused(
+            "fifo",
+            &format!("a fifo, owner uid {uid}, mode 0600, 1 link"),
+        );
         assert!(
             refused_kind(&root, "symlink", libc::S_IFLNK),
             "a symlink is refused, not followed"
@@ -867,7 +855,8 @@ mod tests {
             refused("mine", "owner uid 1001, mode 0600, 1 link");
             // A device is refused without its driver's open.
             let dev = rustix::fs::makedev(1, 3);
-            root.mknod(b"null", crate::Kind::CharDev, 0o600, dev).unwrap();
+            root.mknod(b"null", crate::Kind::CharDev, 0o600, dev)
+                .unwrap();
             assert!(refused_kind(&root, "null", libc::S_IFCHR));
         } else {
             eprintln!("skipping another owner and a device: chown and mknod need root");
