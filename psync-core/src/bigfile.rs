@@ -80,6 +80,16 @@ fn taken(name: &Name) -> io::Error {
     )
 }
 
+/// The message of a planted part file or journal `name` in `dir`: one of
+/// another owner (psync's own parts and journals are the process's). For
+/// stale parts removed without being opened.
+pub(crate) fn planted(dir: &Dir, name: &Name) -> Option<String> {
+    part_name_key(name)?;
+    let st = dir.stat(name.as_bytes()).ok()?;
+    let found = Untrusted::of(&st)?;
+    (found.uid != rustix::process::geteuid().as_raw()).then(|| untrusted_message(name, &found))
+}
+
 /// Removes the part file and journal of `e` (nothing to resume from).
 pub(crate) fn discard_part(dir: &Dir, e: &Entry) {
     let _ = dir.unlink(part_name(e).as_bytes());
