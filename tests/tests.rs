@@ -5,6 +5,7 @@
 #[macro_use]
 mod util;
 
+mod attacks_parts;
 mod attrs;
 mod bad_input;
 mod basic;
