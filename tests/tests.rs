@@ -6,6 +6,7 @@
 mod util;
 
 mod attacks;
+mod attacks_parts;
 mod attrs;
 mod bad_input;
 mod basic;

@@ -7,7 +7,7 @@ use crate::engine::{CopyFail, Engine, Filled, read_back, source_changed};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
 use crate::event::Stats;
-use crate::fs::Dir;
+use crate::fs::{Dir, Untrusted};
 use crate::itemize::Change;
 use crate::task::Task;
 use crate::transport::TaskContext;
@@ -50,6 +50,44 @@ pub fn part_name(e: &Entry) -> Name {
 
 fn journal_name(e: &Entry) -> Name {
     Name(format!("{PART_PREFIX}{:016x}.journal", part_key(e)).into_bytes())
+}
+
+/// What `name` (a part file's or journal's) is, for messages.
+fn what_of(name: &Name) -> &'static str {
+    if name.as_bytes().ends_with(b".journal") {
+        "journal"
+    } else {
+        "part file"
+    }
+}
+
+/// What a warning says of a part file or journal psync did not make.
+fn untrusted_message(name: &Name, found: &Untrusted) -> String {
+    format!("{} not created by psync ({found})", what_of(name))
+}
+
+/// Why a part file or journal `name` could not be created: the name is
+/// taken by an entry psync did not make, which it could not remove or
+/// which was put there again after it removed it.
+fn taken(name: &Name) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!(
+            "the name of its {} {name} is held by an entry not created by psync (which \
+             could not be removed, or was put back): nothing written into it; not copied",
+            what_of(name)
+        ),
+    )
+}
+
+/// The message of a planted part file or journal `name` in `dir`: one of
+/// another owner (psync's own parts and journals are the process's). For
+/// stale parts removed without being opened.
+pub(crate) fn planted(dir: &Dir, name: &Name) -> Option<String> {
+    part_name_key(name)?;
+    let st = dir.stat(name.as_bytes()).ok()?;
+    let found = Untrusted::of(&st)?;
+    (found.uid != rustix::process::geteuid().as_raw()).then(|| untrusted_message(name, &found))
 }
 
 /// Removes the part file and journal of `e` (nothing to resume from).
@@ -103,7 +141,8 @@ pub(crate) fn spawn_chunks(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Record {
     /// xxh3-128 of the chunk's bytes in the part (holes read as zeros),
-    /// when it was verified; `None` with `--no-verify`.
+    /// when it was verified; `None` with `--no-verify` and for a clone of
+    /// the whole file, whose chunks a resume copies again.
     hash: Option<u128>,
     strategy: Strategy,
     /// Bytes of data the chunk's copy wrote (its holes not included); 0 in
@@ -160,27 +199,26 @@ impl Journal {
         h
     }
 
-    /// Opens the journal of `e` when it matches this chunk size and source
-    /// version.
-    fn open_existing(dir: &Dir, chunk: u64, e: &Entry) -> Option<Journal> {
-        let f = dir.open_rw(journal_name(e).as_bytes()).ok()?;
+    /// The journal `f` (opened with [`Engine::open_own`]) when it is of
+    /// this chunk size and source version.
+    fn matching(f: File, chunk: u64, e: &Entry) -> Option<Journal> {
         let mut h = [0u8; HEADER as usize];
         f.read_exact_at(&mut h, 0).ok()?;
         (h == Self::header(chunk, e)).then_some(Journal { file: f })
     }
 
+    /// A new journal for `e` (`O_EXCL`, mode 0600), replacing one of ours.
     fn create(dir: &Dir, chunk: u64, e: &Entry) -> io::Result<Journal> {
         let name = journal_name(e);
         let _ = dir.unlink(name.as_bytes());
-        let f = dir.create_excl(name.as_bytes())?;
+        let f = dir
+            .create_excl(name.as_bytes())
+            .map_err(|err| match err.kind() {
+                io::ErrorKind::AlreadyExists => taken(&name),
+                _ => err,
+            })?;
         f.write_all_at(&Self::header(chunk, e), 0)?;
         Ok(Journal { file: f })
-    }
-
-    fn open(dir: &Dir, e: &Entry) -> io::Result<Journal> {
-        Ok(Journal {
-            file: dir.open_rw(journal_name(e).as_bytes())?,
-        })
     }
 
     fn read(&self, index: u64) -> Option<Record> {
@@ -280,12 +318,7 @@ impl Engine {
                 io::Error::other("no longer a regular file"),
             ));
         }
-        let part = part_name(&cur);
-        let resumable = cur.size >= self.resume_threshold;
-        if resumable
-            && Journal::open_existing(&dst_dir, self.chunk_size, &cur).is_some()
-            && dst_dir.open_rw(part.as_bytes()).is_ok()
-        {
+        if self.can_resume(&dst_dir, rel, &cur) {
             // Every chunk is queued: each checks its own record against
             // the source and the part as they are now (`resumed_chunk_ok`),
             // on any worker.
@@ -296,11 +329,8 @@ impl Engine {
                 kept: 0,
             });
         }
-        let _ = dst_dir.unlink(part.as_bytes());
-        let out = self
-            .copier
-            .create(&dst_dir, &part, &cur, &src)
-            .map_err(CopyFail::target)?;
+        discard_part(&dst_dir, &cur);
+        let out = self.create_part(&dst_dir, &src, &cur)?;
         let missing = self
             .start_part(&dst_dir, &src, &out, &cur)
             .inspect_err(|_| {
@@ -312,6 +342,69 @@ impl Engine {
             missing,
             kept: 0,
         })
+    }
+
+    /// True when an earlier run's part file and journal of `cur` are here
+    /// to resume: both psync's own, the journal of this chunk size and
+    /// source version, the file big enough to resume. Both names are
+    /// opened even when it is not: anything under them that psync did not
+    /// make is removed and reported here.
+    fn can_resume(&self, dir: &Dir, rel: &RelPath, cur: &Entry) -> bool {
+        let journal = self.open_own(dir, rel, &journal_name(cur));
+        let part = self.open_own(dir, rel, &part_name(cur));
+        cur.size >= self.resume_threshold
+            && part.is_ok()
+            && journal.is_ok_and(|f| Journal::matching(f, self.chunk_size, cur).is_some())
+    }
+
+    /// A new part file for `cur`, created by the copier (`O_EXCL`) and
+    /// checked to be private to psync as [`Dir::open_private`] wants it
+    /// (a backend that made it otherwise would leave a part no later run
+    /// resumes, or one another user can open).
+    fn create_part(&self, dir: &Dir, src: &File, cur: &Entry) -> Result<File, CopyFail> {
+        let part = part_name(cur);
+        let out = self
+            .copier
+            .create(dir, &part, cur, src)
+            .map_err(|e| match e.source.kind() {
+                io::ErrorKind::AlreadyExists => CopyFail::target_io(e.op, taken(&part)),
+                _ => CopyFail::target(e),
+            })?;
+        match Untrusted::of_file(&out) {
+            Ok(None) => Ok(out),
+            Ok(Some(found)) => {
+                discard_part(dir, cur);
+                let why = format!("new part file {part} is not private to psync ({found})");
+                Err(CopyFail::target_io(Op::Create, io::Error::other(why)))
+            }
+            Err(e) => {
+                discard_part(dir, cur);
+                Err(CopyFail::target_io(Op::Stat, e))
+            }
+        }
+    }
+
+    /// Opens the part file or journal `name` in the target directory `dir`
+    /// (`rel`) when psync made it ([`Dir::open_private`]). Anything else
+    /// under that name (another user's file, which they may hold open; a
+    /// part left with its final attributes by a run killed just before
+    /// its rename) is removed and reported as a warning naming it, and
+    /// the error says it is gone: the copy starts over in a new part.
+    fn open_own(&self, dir: &Dir, rel: &RelPath, name: &Name) -> io::Result<File> {
+        let found = match dir.open_private(name.as_bytes())? {
+            Ok(f) => return Ok(f),
+            Err(found) => found,
+        };
+        let what = untrusted_message(name, &found);
+        let (message, kind) = match dir.remove_all(name.as_bytes()) {
+            Ok(_) => (format!("{what}: removed"), io::ErrorKind::NotFound),
+            Err(e) => (
+                format!("{what}: cannot be removed: {e}"),
+                io::ErrorKind::AlreadyExists,
+            ),
+        };
+        self.warn(&rel.join(name), true, Op::Open, &message);
+        Err(io::Error::new(kind, message))
     }
 
     /// Gives a new part file its journal and its length (or clones it
@@ -379,20 +472,18 @@ impl Engine {
         }
     }
 
-    /// A chunk an earlier run recorded is kept when its range of the
-    /// source still hashes as recorded and the part's range reads back
-    /// from storage the same; otherwise (or on any error) it is copied.
-    /// Without verification nothing was recorded but that it was copied:
-    /// then source and part must agree.
+    /// A chunk an earlier run recorded with a hash is kept when its range
+    /// of the source still hashes as recorded and the part's range reads
+    /// back from storage the same; otherwise (no hash: `--no-verify`, a
+    /// whole-file clone; or on any error) it is copied.
     fn copy_chunk(&self, rel: &RelPath, src: &Entry, index: u64) -> Result<(), CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel)?;
         let input = src_dir
             .open_read(src.name.as_bytes())
             .map_err(|e| CopyFail::source(Op::Open, e))?;
-        let part = dst_dir
-            .open_rw(part_name(src).as_bytes())
+        let (part, journal) = self
+            .open_part(&dst_dir, rel, src)
             .map_err(|e| CopyFail::target_io(Op::Open, e))?;
-        let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let (offset, len) = self.chunk_range(src, index);
         let result = match journal.read(index) {
             Some(rec) if resumed_chunk_ok(&input, &part, (offset, len), rec) => {
@@ -413,6 +504,13 @@ impl Engine {
             Err(f) if f.is_short_read() && source_changed(&input, src)? => Ok(()),
             r => r,
         }
+    }
+
+    /// The part file and journal of `src`, both psync's own ([`Engine::open_own`]).
+    fn open_part(&self, dir: &Dir, rel: &RelPath, src: &Entry) -> io::Result<(File, Journal)> {
+        let part = self.open_own(dir, rel, &part_name(src))?;
+        let file = self.open_own(dir, rel, &journal_name(src))?;
+        Ok((part, Journal { file }))
     }
 
     /// Copies, verifies and records chunk `index` of `src` into `part`.
@@ -561,7 +659,9 @@ impl Engine {
         // Large folios that straddle a chunk boundary were kept by both
         // chunks' drops (only folios wholly inside a range are dropped).
         self.drop_cached(&input, 0, None);
-        let journal = Journal::open(&dst_dir, src).map_err(|e| CopyFail::target_io(Op::Open, e))?;
+        let (part, journal) = self
+            .open_part(&dst_dir, rel, src)
+            .map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let records: Vec<Option<Record>> = (0..self.chunks(src)).map(|i| journal.read(i)).collect();
         let missing = records.iter().filter(|r| r.is_none()).count();
         if missing > 0 {
@@ -584,9 +684,6 @@ impl Engine {
                 )),
             ));
         }
-        let part = dst_dir
-            .open_rw(part_n.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let from = self.xattr_source_new().then_some(Node::Fd(input.as_fd()));
         let old = old.or_else(|| self.new_file_mode(&dst_dir, src));
         let (attrs, opts) = self.attrs_for(src, old);
@@ -613,15 +710,18 @@ impl Engine {
 }
 
 /// True when a chunk recorded as `rec` by an earlier run is still right:
-/// the source's `range` hashes as the part's reads back from storage, and
-/// as recorded (when a hash was). The source is read again because its
-/// status can lie: an in-place rewrite with the mtime put back, and a
-/// clock set back can give even the ctime back.
+/// it was recorded with a hash, and the source's `range` hashes as
+/// recorded and as the part's reads back from storage. The source is read
+/// again because its status can lie: an in-place rewrite with the mtime
+/// put back, and a clock set back can give even the ctime back. A record
+/// without a hash (`--no-verify`, a whole-file clone) says only that a
+/// copy was made, not what it holds: the chunk is copied again.
 fn resumed_chunk_ok(input: &File, part: &File, range: (u64, u64), rec: Record) -> bool {
-    let Ok(source) = hash_segments(input, &[range]) else {
+    let Some(recorded) = rec.hash else {
         return false;
     };
-    rec.hash.is_none_or(|h| h == source) && read_back(part, &[range]).is_ok_and(|h| h == source)
+    hash_segments(input, &[range]).is_ok_and(|h| h == recorded)
+        && read_back(part, &[range]).is_ok_and(|h| h == recorded)
 }
 
 #[cfg(test)]
@@ -696,18 +796,22 @@ mod tests {
             bytes: 1 << 20,
         };
         assert!(resumed_chunk_ok(&src, &part, range, rec(Some(want))));
-        assert!(resumed_chunk_ok(&src, &part, range, rec(None)));
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(None)),
+            "a record without a hash is not a finished chunk"
+        );
+        assert!(
+            !resumed_chunk_ok(&src, &part, range, rec(Some(want ^ 1))),
+            "another hash recorded"
+        );
         src.write_all_at(b"changed", (1 << 20) + 5).unwrap();
         assert!(
             !resumed_chunk_ok(&src, &part, range, rec(Some(want))),
             "source changed"
         );
+        let first = hash_segments(&src, &[(0, 1 << 20)]).unwrap();
         assert!(
-            !resumed_chunk_ok(&src, &part, range, rec(None)),
-            "source changed, no hash"
-        );
-        assert!(
-            resumed_chunk_ok(&src, &part, (0, 1 << 20), rec(None)),
+            resumed_chunk_ok(&src, &part, (0, 1 << 20), rec(Some(first))),
             "another chunk"
         );
         part.write_all_at(b"changed", (1 << 20) + 5).unwrap();
@@ -719,6 +823,12 @@ mod tests {
         assert!(resumed_chunk_ok(&src, &part, range, rec(Some(now))));
     }
 
+    /// The journal of `e` in `d`, if it is psync's and of `chunk` and `e`.
+    fn open_existing(d: &Dir, chunk: u64, e: &Entry) -> Option<Journal> {
+        let f = d.open_private(journal_name(e).as_bytes()).ok()?.ok()?;
+        Journal::matching(f, chunk, e)
+    }
+
     #[test]
     fn journals_name_the_source_ctime() {
         let t = crate::test_dir();
@@ -728,8 +838,34 @@ mod tests {
         let mut touched = e.clone();
         touched.ctime.nsec += 1;
         assert_eq!(part_name(&touched), part_name(&e), "parts keep their names");
-        assert!(Journal::open_existing(&d, 64 << 20, &touched).is_none());
-        assert!(Journal::open_existing(&d, 64 << 20, &e).is_some());
+        assert!(open_existing(&d, 64 << 20, &touched).is_none());
+        assert!(open_existing(&d, 64 << 20, &e).is_some());
+    }
+
+    /// A journal another user put in place under the name is not reused:
+    /// a new one is created (`O_EXCL`, 0600) once it is gone, and creating
+    /// it over one that is back fails with an error that says so.
+    #[test]
+    fn journals_are_created_private_and_never_over_a_planted_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = crate::test_dir();
+        let d = Dir::open_root(t.path()).unwrap();
+        let e = entry(1 << 30);
+        Journal::create(&d, 64 << 20, &e).unwrap();
+        let path = t.path().join(journal_name(&e).to_string());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o600);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(open_existing(&d, 64 << 20, &e).is_none(), "mode 0666");
+        // Put back between the unlink and the create: a directory stands
+        // in for a file planted again (the unlink cannot remove it).
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let err = Journal::create(&d, 64 << 20, &e)
+            .err()
+            .expect("a planted name");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("not created by psync"), "{err}");
     }
 
     #[test]
@@ -756,7 +892,7 @@ mod tests {
             },
         )
         .unwrap();
-        let j = Journal::open_existing(&d, 64 << 20, &e).unwrap();
+        let j = open_existing(&d, 64 << 20, &e).unwrap();
         assert_eq!(
             j.read(3),
             Some(Record {
@@ -775,7 +911,7 @@ mod tests {
         );
         assert_eq!(j.read(4), None);
         assert!(
-            Journal::open_existing(&d, 32 << 20, &e).is_none(),
+            open_existing(&d, 32 << 20, &e).is_none(),
             "other chunk size"
         );
     }

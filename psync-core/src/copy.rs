@@ -216,6 +216,10 @@ pub trait Copier: Send + Sync {
 
     /// Creates the target file `tmp` in `dir` for the source file `src`
     /// (which the copy will fill). A backend may give it a layout here.
+    /// The file must be new (`O_EXCL`, never an existing one), owned by
+    /// the process, of mode 0600, as [`Dir::create_excl`] makes it: the
+    /// part files of large files are checked to be so, when created and at
+    /// every later open ([`Dir::open_private`]).
     ///
     /// # Errors
     /// As file creation; EEXIST when `tmp` is taken.

@@ -633,8 +633,21 @@ impl Engine {
         if self.dry_run {
             return;
         }
+        // Another user's file under a part's or journal's name (a shared
+        // directory) is removed too, and said so, as when a copy meets one.
+        let planted = crate::bigfile::planted(dir, name);
         match dir.remove_all(name.as_bytes()) {
-            Ok(_) => Stats::bump(&self.stats.stale_removed, 1),
+            Ok(_) => {
+                Stats::bump(&self.stats.stale_removed, 1);
+                if let Some(what) = planted {
+                    self.warn(
+                        &rel.join(name),
+                        true,
+                        Op::Remove,
+                        &format!("{what}: removed"),
+                    );
+                }
+            }
             Err(err) => self.fail(&rel.join(name), true, Op::Remove, err),
         }
     }

@@ -350,19 +350,39 @@ impl Dir {
         }
     }
 
-    /// Opens the existing regular file `name` for reading and writing,
-    /// without following a symlink.
+    /// Opens the existing file `name` for reading and writing only when it
+    /// is private to this process: a regular file owned by its effective
+    /// uid, of mode 0600, with one link, as [`Dir::create_excl`] makes
+    /// them. For names another user can plant in a shared directory
+    /// (part files and journals): a file someone else made may be held
+    /// open by them, and whatever psync wrote into it would be theirs to
+    /// read. `Ok(Err(found))` says what stands there instead.
+    ///
+    /// The entry is pinned first with an `O_PATH | O_NOFOLLOW` fd, which
+    /// opens neither a symlink's target nor a device or fifo for I/O (no
+    /// driver's open, no blocking), and checked with `fstat`; only a file
+    /// that passes is reopened for I/O, through `/proc/self/fd` (the same
+    /// inode, whatever the name points at by then).
     ///
     /// # Errors
-    /// As `openat`; ELOOP when `name` is a symlink.
-    pub fn open_rw(&self, name: &[u8]) -> io::Result<File> {
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
-        Ok(File::from(rustix::fs::openat(
-            &self.fd,
-            name,
-            flags,
-            Mode::empty(),
-        )?))
+    /// As `openat` (ENOENT when there is no such entry); a `/proc` that is
+    /// not mounted.
+    pub fn open_private(&self, name: &[u8]) -> io::Result<Result<File, Untrusted>> {
+        let pin_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let pinned = rustix::fs::openat(&self.fd, name, pin_flags, Mode::empty())?;
+        if let Some(found) = Untrusted::of(&rustix::fs::fstat(&pinned)?) {
+            return Ok(Err(found));
+        }
+        let path = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+        let flags = OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOCTTY;
+        match rustix::fs::open(path.as_str(), flags, Mode::empty()) {
+            Ok(fd) => Ok(Ok(File::from(fd))),
+            Err(rustix::io::Errno::NOENT) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("reopen through {path}: no such file (is /proc mounted?)"),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Renames `from` to `to` inside this directory, replacing a non-directory `to`.
@@ -691,6 +711,69 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::R
     )?)
 }
 
+/// What [`Dir::open_private`] found instead of a file private to this
+/// process. Displays as "owner uid 1001, mode 0644, 1 link", after the
+/// type when it is not a regular file ("a fifo, owner uid ...").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Untrusted {
+    /// The entry's `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Its link count.
+    pub nlink: u64,
+}
+
+impl Untrusted {
+    /// What is wrong with the entry of status `st`; `None` when it is a
+    /// regular file of this process's effective uid, of mode exactly 0600,
+    /// with one link.
+    pub fn of(st: &rustix::fs::Stat) -> Option<Untrusted> {
+        let found = Untrusted {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            #[allow(clippy::useless_conversion)] // u32 on some targets
+            nlink: u64::from(st.st_nlink),
+        };
+        let private = found.mode & libc::S_IFMT == libc::S_IFREG
+            && found.mode & 0o7777 == 0o600
+            && found.uid == rustix::process::geteuid().as_raw()
+            && found.nlink == 1;
+        (!private).then_some(found)
+    }
+
+    /// The status of the open file `file`, checked as [`Untrusted::of`].
+    ///
+    /// # Errors
+    /// As `fstat`.
+    pub fn of_file(file: &File) -> io::Result<Option<Untrusted>> {
+        Ok(Untrusted::of(&rustix::fs::fstat(file)?))
+    }
+}
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.mode & libc::S_IFMT {
+            libc::S_IFREG => "",
+            libc::S_IFDIR => "a directory, ",
+            libc::S_IFLNK => "a symlink, ",
+            libc::S_IFIFO => "a fifo, ",
+            libc::S_IFCHR => "a character device, ",
+            libc::S_IFBLK => "a block device, ",
+            libc::S_IFSOCK => "a socket, ",
+            _ => "of unknown type, ",
+        };
+        let links = if self.nlink == 1 { "link" } else { "links" };
+        write!(
+            f,
+            "{kind}owner uid {}, mode {:04o}, {} {links}",
+            self.uid,
+            self.mode & 0o7777,
+            self.nlink
+        )
+    }
+}
+
 /// chmod through `/proc/self/fd/N` of an `O_PATH` fd (what glibc's
 /// `fchmodat(AT_SYMLINK_NOFOLLOW)` does on kernels without fchmodat2).
 fn chmod_fd_path(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
@@ -764,6 +847,7 @@ pub fn fs_magic(fd: impl std::os::fd::AsFd) -> io::Result<u64> {
 mod tests {
     use super::*;
     use crate::Time;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn open_root_adding_opens_up_a_closed_root_of_ours() {
@@ -802,6 +886,76 @@ mod tests {
             "{err}"
         );
         assert!(root.open_beneath(&RelPath::from_bytes("a/../..")).is_err());
+    }
+
+    /// Only a regular file of the process's own, mode 0600, one link, is
+    /// opened; anything else is refused without being opened for I/O (a
+    /// fifo with no writer would block an open for reading or writing).
+    #[test]
+    fn open_private_accepts_only_a_private_file_of_our_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = crate::test_dir();
+        let p = t.path();
+        let root = Dir::open_root(p).unwrap();
+        root.create_excl(b"mine")
+            .unwrap()
+            .write_all_at(b"ours", 0)
+            .unwrap();
+        root.create_excl(b"linked").unwrap();
+        std::fs::hard_link(p.join("linked"), p.join("link2")).unwrap();
+        root.create_excl(b"wide").unwrap();
+        std::fs::set_permissions(p.join("wide"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        root.create_excl(b"setuid").unwrap();
+        std::fs::set_permissions(p.join("setuid"), std::fs::Permissions::from_mode(0o4600))
+            .unwrap();
+        root.mknod(b"fifo", crate::Kind::Fifo, 0o600, 0).unwrap();
+        std::os::unix::fs::symlink("mine", p.join("symlink")).unwrap();
+        std::fs::create_dir(p.join("dir")).unwrap();
+        std::fs::set_permissions(p.join("dir"), std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        let f = root
+            .open_private(b"mine")
+            .unwrap()
+            .expect("a file psync made");
+        let mut buf = [0u8; 4];
+        f.read_exact_at(&mut buf, 0).unwrap();
+        assert_eq!(&buf, b"ours");
+        f.write_all_at(b"OURS", 0).unwrap();
+        let uid = rustix::process::geteuid().as_raw();
+        let refused = |name: &str, want: &str| {
+            let found = root.open_private(name.as_bytes()).unwrap().expect_err(name);
+            assert_eq!(found.to_string(), want, "{name}");
+        };
+        refused("linked", &format!("owner uid {uid}, mode 0600, 2 links"));
+        refused("wide", &format!("owner uid {uid}, mode 0644, 1 link"));
+        refused("setuid", &format!("owner uid {uid}, mode 4600, 1 link"));
+        refused(
+            "fifo",
+            &format!("a fifo, owner uid {uid}, mode 0600, 1 link"),
+        );
+        assert!(
+            refused_kind(&root, "symlink", libc::S_IFLNK),
+            "a symlink is refused, not followed"
+        );
+        assert!(refused_kind(&root, "dir", libc::S_IFDIR));
+        let missing = root.open_private(b"missing").unwrap_err();
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        if is_root() {
+            std::os::unix::fs::chown(p.join("mine"), Some(1001), None).unwrap();
+            refused("mine", "owner uid 1001, mode 0600, 1 link");
+            // A device is refused without its driver's open.
+            let dev = rustix::fs::makedev(1, 3);
+            root.mknod(b"null", crate::Kind::CharDev, 0o600, dev)
+                .unwrap();
+            assert!(refused_kind(&root, "null", libc::S_IFCHR));
+        } else {
+            eprintln!("skipping another owner and a device: chown and mknod need root");
+        }
+    }
+
+    /// True when `open_private` refuses `name` as an entry of type `kind`.
+    fn refused_kind(root: &Dir, name: &str, kind: u32) -> bool {
+        matches!(root.open_private(name.as_bytes()), Ok(Err(found)) if found.mode & libc::S_IFMT == kind)
     }
 
     #[test]
