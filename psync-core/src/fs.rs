@@ -678,8 +678,35 @@ impl Dir {
 /// # Errors
 /// As `chmod`.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
+    if !NO_EMPTY_PATH_CHMOD.load(Ordering::Relaxed) {
+        // fchmodat2(fd, "", mode, AT_EMPTY_PATH): Linux 6.6.
+        // SAFETY: the path is a NUL-terminated empty string.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fchmodat2,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                mode & 0o7777,
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOSYS | libc::EINVAL) => NO_EMPTY_PATH_CHMOD.store(true, Ordering::Relaxed),
+            _ => return Err(e),
+        }
+    }
     chmod_fd_path(fd, mode)
 }
+
+/// Set once `fchmodat2(AT_EMPTY_PATH)` was refused: `/proc` from then on.
+static NO_EMPTY_PATH_CHMOD: AtomicBool = AtomicBool::new(false);
+
+/// Set once `utimensat(AT_EMPTY_PATH)` was refused: `/proc` from then on.
+static NO_EMPTY_PATH_UTIMES: AtomicBool = AtomicBool::new(false);
 
 /// Sets the times of the inode an `O_PATH` fd (or any fd) holds, through
 /// `/proc/self/fd/N` (a symlink's own times for a symlink's handle).
@@ -687,6 +714,18 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 /// # Errors
 /// As `utimensat`.
 pub fn set_times_fd(fd: BorrowedFd<'_>, atime: crate::Time, mtime: crate::Time) -> io::Result<()> {
+    if !NO_EMPTY_PATH_UTIMES.load(Ordering::Relaxed) {
+        let ts = timestamps(atime, mtime);
+        match rustix::fs::utimensat(fd, "", &ts, AtFlags::EMPTY_PATH) {
+            Ok(()) => return Ok(()),
+            // Kernels before AT_EMPTY_PATH here (EINVAL), or that take
+            // the empty name literally (ENOENT).
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {
+                NO_EMPTY_PATH_UTIMES.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     Ok(rustix::fs::utimensat(
         rustix::fs::CWD,

@@ -71,6 +71,7 @@ impl Node<'_> {
         loop {
             let r = match self {
                 Node::Fd(fd) => rustix::fs::flistxattr(fd, &mut buf[..]),
+                // The *xattrat calls refuse O_PATH fds (EBADF).
                 Node::Path(fd) => rustix::fs::listxattr(Self::fd_path(fd), &mut buf[..]),
                 Node::At(d, n) => match crate::xattrat::list(d.fd(), n.as_bytes(), &mut buf) {
                     Some(r) => r.map_err(errno),
