@@ -1,0 +1,112 @@
+//! Adversarial review of issue 13 (ADR 010): attacks by a user who may
+//! write inside the target, on a run as root, that the issue's fixes do
+//! not stop. Each test fails while the hole is open.
+
+use crate::util::TestDir;
+use crate::util::user::test_user;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The victim: the owner of the data psync syncs as root.
+const VICTIM: u32 = 4242;
+/// A time for the fixtures' mtimes.
+const T: i64 = 1_650_000_000;
+
+/// What a library run as root said and how it ended.
+#[derive(Debug, Default)]
+struct Out {
+    ok: bool,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn run_lib(src: &Path, dst: &Path, setup: impl FnOnce(&mut psync::SyncBuilder)) -> Out {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(src, dst);
+    b.threads(1).events(tx);
+    setup(&mut b);
+    let result = b.build().and_then(|s| s.run());
+    drop(b);
+    let mut out = Out::default();
+    for ev in rx.iter() {
+        match ev {
+            psync::Event::Error { path, message, .. } => {
+                out.errors.push(format!("{path}: {message}"));
+            }
+            psync::Event::Warning { path, message, .. } => {
+                out.warnings.push(format!("{path}: {message}"));
+            }
+            _ => {}
+        }
+    }
+    out.ok = matches!(result, Ok(ref r) if r.success());
+    if let Err(e) = result {
+        out.errors.push(e.to_string());
+    }
+    out
+}
+
+/// (ino, uid, gid, mode) of `p`, not following a symlink.
+fn attrs(p: &Path) -> (u64, u32, u32, u32) {
+    let m = p.symlink_metadata().unwrap();
+    (m.ino(), m.uid(), m.gid(), m.mode())
+}
+
+/// The attacker owns `u/` in the source and the target (a first run made
+/// it). Their source `u/a1`, `u/a2` are one hard-linked file (their own:
+/// any user may link their own files), matching in size and mtime a file
+/// of the victim's outside the target, with the attacker's owner and mode
+/// 0666. In their target `u/` they plant BOTH names as hard links to the
+/// outside file (protected_hardlinks=0, or another NFS client; root makes
+/// the links here). The outside inode has 3 links, the run accounts for 2
+/// (the tree's names on it): the first name is refused and copied anew,
+/// which drops one link; the second name then finds 2 links = 2 accounted
+/// and is fixed IN PLACE: the outside file is chowned to the attacker.
+fn two_planted_names(test: &str, threads: usize) {
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "u" => dir() mode(0o755),
+        "u/keep" => file("k") mode(0o644),
+    });
+    user.own(&t.src().join("u"));
+    let first = run_lib(&t.src(), &t.dst(), |b| {
+        b.threads(threads);
+    });
+    assert!(first.ok, "first run: {first:#?}");
+
+    const OUTSIDE_DATA: &[u8] = b"another user's file";
+    const ATTACKER_DATA: &[u8] = b"the attacker's data";
+    tree!(t.join("elsewhere"), {
+        "outside" => file(OUTSIDE_DATA) owner(VICTIM, VICTIM) mode(0o600) mtime(T, 0),
+    });
+    tree!(t.src(), {
+        "u/a1" => file(ATTACKER_DATA) owner(user.uid, user.gid) mode(0o666) mtime(T, 0),
+        "u/a2" => hardlink("u/a1"),
+    });
+    let outside = t.join("elsewhere/outside");
+    std::fs::hard_link(&outside, t.dst().join("u/a1")).unwrap();
+    std::fs::hard_link(&outside, t.dst().join("u/a2")).unwrap();
+    let before = attrs(&outside);
+
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.threads(threads);
+    });
+    let after = attrs(&outside);
+    assert_eq!(
+        (after.1, after.2, after.3),
+        (before.1, before.2, before.3),
+        "the victim's file outside the target ({}) was chowned/chmodded through the \
+         attacker's planted names u/a1, u/a2 (left: after, right: before); run: {out:#?}",
+        outside.display()
+    );
+    let (a1, a2) = (attrs(&t.dst().join("u/a1")), attrs(&t.dst().join("u/a2")));
+    assert_eq!(a1.0, a2.0, "DST u/a1 and u/a2 are one inode, as in the source; run: {out:#?}");
+    assert_ne!(a1.0, before.0, "DST u/a1 is not the outside inode");
+    assert_eq!(std::fs::read(t.dst().join("u/a2")).unwrap(), ATTACKER_DATA);
+}
+
+#[test]
+fn two_planted_links_of_one_group_get_an_outside_file_chowned() {
+    two_planted_names("two_planted_links_of_one_group_get_an_outside_file_chowned", 1);
+}
