@@ -110,3 +110,35 @@ fn two_planted_names(test: &str, threads: usize) {
 fn two_planted_links_of_one_group_get_an_outside_file_chowned() {
     two_planted_names("two_planted_links_of_one_group_get_an_outside_file_chowned", 1);
 }
+
+/// No attacker: a `cp -al`-style snapshot next to DST shares the inode of
+/// a hard-linked pair `g/a1`, `g/a2`; the source pair's mode changes.
+/// ADR 010: the snapshot keeps the old inode, unchanged, and the pair is
+/// copied anew, still one inode. Found: `a1` is copied anew, then `a2`
+/// (whose inode lost a link) is chmodded in place: the snapshot's file
+/// changes, and DST `a1`, `a2` are two inodes after a run that exits 0.
+#[test]
+fn snapshot_link_of_a_hard_linked_pair_is_changed_and_the_pair_split() {
+    let t = TestDir::new("snapshot_link_of_a_hard_linked_pair_is_changed_and_the_pair_split");
+    tree!(t.src(), {
+        "g/a1" => file("pair data") mode(0o644) mtime(T, 0),
+        "g/a2" => hardlink("g/a1"),
+    });
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    let snap = t.join("snapshot-a1");
+    std::fs::hard_link(t.dst().join("g/a1"), &snap).unwrap();
+    let before = attrs(&snap);
+    std::fs::set_permissions(
+        t.src().join("g/a1"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+
+    let out = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(out.ok, "{out:#?}");
+    let (a1, a2) = (attrs(&t.dst().join("g/a1")), attrs(&t.dst().join("g/a2")));
+    assert_eq!(attrs(&snap), before, "the snapshot's file changed; run: {out:#?}");
+    assert_eq!(a1.0, a2.0, "DST g/a1 and g/a2 are one inode, as in the source; run: {out:#?}");
+    assert_eq!((a1.3 & 0o7777, a2.3 & 0o7777), (0o600, 0o600));
+}
