@@ -142,3 +142,51 @@ fn snapshot_link_of_a_hard_linked_pair_is_changed_and_the_pair_split() {
     assert_eq!(a1.0, a2.0, "DST g/a1 and g/a2 are one inode, as in the source; run: {out:#?}");
     assert_eq!((a1.3 & 0o7777, a2.3 & 0o7777), (0o600, 0o600));
 }
+
+/// The victim's source file is hard-linked into the attacker's shared
+/// directory: `u/a` (the attacker's directory) and `v/b` (the victim's own,
+/// mode 0700), one inode of the victim's, mode 0640, new to the target.
+/// The attacker plants `u/a` in the target: a file of their own matching
+/// the source's size and mtime, which they hold open for writing. ADR 010
+/// accepts that such a planted file is kept under the attacker's own name;
+/// found: psync publishes it as the group's inode, chowns it to the victim
+/// and links the victim's private `v/b` to it, so the victim's file, in the
+/// victim's own directory, is an inode the attacker holds open (they write
+/// it at will and read whatever the victim writes to it later).
+#[test]
+fn planted_file_becomes_the_victims_hard_link_in_a_private_directory() {
+    let test = "planted_file_becomes_the_victims_hard_link_in_a_private_directory";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "u" => dir() mode(0o755),
+        "v" => dir() mode(0o700) owner(VICTIM, VICTIM),
+    });
+    user.own(&t.src().join("u"));
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+
+    const VICTIM_DATA: &[u8] = b"the victim's data!!";
+    const ATTACKER_DATA: &[u8] = b"the attacker's data";
+    tree!(t.src(), {
+        "v/b" => file(VICTIM_DATA) owner(VICTIM, VICTIM) mode(0o640) mtime(T, 0),
+        "u/a" => hardlink("v/b"),
+    });
+    // The plant, as the attacker would: their file, kept open.
+    let planted = t.dst().join("u/a");
+    tree!(t.dst(), {
+        "u/a" => file(ATTACKER_DATA) owner(user.uid, user.gid) mode(0o644) mtime(T, 0),
+    });
+    let held = std::fs::OpenOptions::new().read(true).write(true).open(&planted).unwrap();
+    let planted_ino = attrs(&planted).0;
+
+    let out = run_lib(&t.src(), &t.dst(), |_| {});
+    let b = attrs(&t.dst().join("v/b"));
+    assert_ne!(
+        b.0, planted_ino,
+        "the victim's DST v/b (in their 0700 directory) is the inode the attacker planted \
+         and holds open; run: {out:#?}"
+    );
+    assert_eq!(std::fs::read(t.dst().join("v/b")).unwrap(), VICTIM_DATA);
+    drop(held);
+}
