@@ -190,3 +190,52 @@ fn planted_file_becomes_the_victims_hard_link_in_a_private_directory() {
     assert_eq!(std::fs::read(t.dst().join("v/b")).unwrap(), VICTIM_DATA);
     drop(held);
 }
+
+/// In a directory the attacker owns (not sticky) the attacker may rename
+/// any entry, a victim's directory included (same parent: no write access
+/// to the directory itself is needed), but cannot delete what is inside
+/// it. They rename the victim's directory `u/vd` (which holds a file the
+/// victim keeps only in the target: users work in DST during a migration)
+/// to a name shaped like another run's temporary. psync, as root, removes
+/// "a temporary of another psync run" of another owner recursively: the
+/// victim's files are destroyed (then `vd` is copied anew from the
+/// source, without the target-only file), and the run exits 0.
+#[test]
+fn victims_directory_renamed_to_a_temporary_name_is_destroyed() {
+    let test = "victims_directory_renamed_to_a_temporary_name_is_destroyed";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "u" => dir() mode(0o755),
+        "u/vd/f" => file("in the source") owner(VICTIM, VICTIM) mode(0o644),
+        "u/vd" => dir() mode(0o755) owner(VICTIM, VICTIM),
+    });
+    std::os::unix::fs::lchown(t.src().join("u"), Some(user.uid), Some(user.gid)).unwrap();
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    assert!(user.owns(&t.dst().join("u")));
+    // The victim's work, only in the target.
+    tree!(t.dst(), {
+        "u/vd/work" => file("only in the target") owner(VICTIM, VICTIM) mode(0o644),
+    });
+    // The attacker, unprivileged: cannot delete it...
+    let rm = user.command("rm").arg(t.dst().join("u/vd/work")).output().unwrap();
+    assert!(!rm.status.success(), "the attacker cannot delete the victim's file");
+    // ...but can rename the directory in their own.
+    let hidden = t.dst().join(format!("u/{}00000000000000aa.0000000000000001", psync::TEMP_PREFIX));
+    let mv = user
+        .command("mv")
+        .arg(t.dst().join("u/vd"))
+        .arg(&hidden)
+        .output()
+        .unwrap();
+    assert!(mv.status.success(), "mv as the attacker: {mv:?}");
+
+    let out = run_lib(&t.src(), &t.dst(), |_| {});
+    let survives = hidden.join("work").exists() || t.dst().join("u/vd/work").exists();
+    assert!(
+        survives,
+        "the victim's target-only file was deleted by psync as root (the attacker alone \
+         could not); run: {out:#?}"
+    );
+}
