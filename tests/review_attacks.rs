@@ -239,3 +239,102 @@ fn victims_directory_renamed_to_a_temporary_name_is_destroyed() {
          could not); run: {out:#?}"
     );
 }
+
+/// Runs an attacker's move once, when the source directory `trigger` is
+/// listed (after its parent was planned: the link area exists by then).
+struct OnList {
+    trigger: (u64, u64),
+    act: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl psync::Walker for OnList {
+    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+        let st = dir.fstat()?;
+        #[allow(clippy::unnecessary_cast)]
+        if (st.st_dev as u64, st.st_ino as u64) == self.trigger
+            && let Some(act) = self.act.lock().unwrap().take()
+        {
+            act();
+        }
+        psync::FsWalker.list(dir)
+    }
+}
+
+/// The target root is the attacker's own directory (a home or project
+/// area synced as root), holding a victim's directory `vd` with a file
+/// the victim keeps only in the target. During a run that makes a link
+/// area, the attacker (who lists their root) renames the area away and
+/// renames the victim's directory to the area's name (both within their
+/// own directory: allowed). At the end psync removes the area by name
+/// (`drop_link_area`: `remove_all`), not the directory it holds open:
+/// the victim's directory is destroyed (`vd` is missing from the target
+/// altogether when it was synced before the swap), psync's real area is
+/// left behind under the attacker's name, and the run exits 0 without a
+/// warning.
+#[test]
+fn link_area_swapped_for_a_victims_directory_destroys_it() {
+    let test = "link_area_swapped_for_a_victims_directory_destroys_it";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "vd/f" => file("in the source") owner(VICTIM, VICTIM) mode(0o644),
+        "vd" => dir() mode(0o755) owner(VICTIM, VICTIM),
+        "a/keep" => file("k"),
+    });
+    std::os::unix::fs::lchown(t.src(), Some(user.uid), Some(user.gid)).unwrap();
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    assert!(user.owns(&t.dst()), "the target root is the attacker's");
+    tree!(t.dst(), {
+        "vd/work" => file("only in the target") owner(VICTIM, VICTIM) mode(0o644),
+    });
+    // New hard-linked files: the run makes its link area.
+    tree!(t.src(), {
+        "a/h1" => file("linked"),
+        "a/h2" => hardlink("a/h1"),
+        "a/sub/x" => file("x"),
+    });
+    let m = t.src().join("a/sub").symlink_metadata().unwrap();
+    let dst = t.dst();
+    let attacker = user;
+    let walker = OnList {
+        trigger: (m.dev(), m.ino()),
+        act: std::sync::Mutex::new(Some(Box::new(move || {
+            let area = std::fs::read_dir(&dst)
+                .unwrap()
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| n.ends_with(".links"))
+                .expect("the run's link area at the target root");
+            let mv = |from: &Path, to: &Path| {
+                let o = attacker.command("mv").arg("-T").arg(from).arg(to).output().unwrap();
+                assert!(o.status.success(), "mv as the attacker: {o:?}");
+            };
+            mv(&dst.join(&area), &dst.join("area-aside"));
+            mv(&dst.join("vd"), &dst.join(&area));
+        }))),
+    };
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.walker(std::sync::Arc::new(walker));
+    });
+    let names: Vec<_> = std::fs::read_dir(t.dst())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    let survives = walkdir_has(&t.dst(), "work");
+    assert!(
+        survives,
+        "the victim's target-only file vd/work was deleted by psync as root; root now: \
+         {names:?}; run: {out:#?}"
+    );
+}
+
+/// True when a file named `name` is anywhere below `root`.
+fn walkdir_has(root: &Path, name: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir(root) else { return false };
+    rd.filter_map(Result::ok).any(|e| {
+        e.file_name() == name
+            || (e.file_type().is_ok_and(|t| t.is_dir()) && walkdir_has(&e.path(), name))
+    })
+}
