@@ -338,3 +338,104 @@ fn walkdir_has(root: &Path, name: &str) -> bool {
             || (e.file_type().is_ok_and(|t| t.is_dir()) && walkdir_has(&e.path(), name))
     })
 }
+
+/// ctimes of every entry below `root`, by path.
+fn ctimes(root: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    fn walk(root: &Path, p: &Path, out: &mut std::collections::BTreeMap<String, (i64, i64)>) {
+        for e in std::fs::read_dir(p).unwrap().filter_map(Result::ok) {
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, (m.ctime(), m.ctime_nsec()));
+            if m.is_dir() {
+                walk(root, &e.path(), out);
+            }
+        }
+    }
+    walk(root, root, &mut out);
+    out
+}
+
+/// No attacker: no-op re-syncs of a hard-linked tree (a group across
+/// directories, one with a name outside the source tree, a symlink
+/// group), plain and under `-c`: no warnings, no errors, no ctime moves.
+#[test]
+fn noop_resync_of_hard_linked_tree_moves_no_ctime() {
+    let t = TestDir::new("noop_resync_of_hard_linked_tree_moves_no_ctime");
+    tree!(t.src(), {
+        "a/x" => file("group one") mode(0o640) mtime(T, 0),
+        "a/y" => hardlink("a/x"),
+        "b/z" => hardlink("a/x"),
+        "c/p" => file("group two") mode(0o600) mtime(T, 0),
+        "c/q" => hardlink("c/p"),
+        "d/s" => symlink("some/where"),
+        "d/t" => hardlink("d/s"),
+        "e/single" => file("one link") mtime(T, 0),
+    });
+    std::fs::create_dir(t.join("outside")).unwrap();
+    std::fs::hard_link(t.src().join("c/p"), t.join("outside/p3")).unwrap();
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok && first.warnings.is_empty(), "first run: {first:#?}");
+    for checksum in [false, true, false] {
+        let before = ctimes(&t.dst());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let out = run_lib(&t.src(), &t.dst(), |b| {
+            b.checksum(checksum);
+        });
+        assert!(
+            out.ok && out.warnings.is_empty() && out.errors.is_empty(),
+            "-c {checksum}: {out:#?}"
+        );
+        assert_eq!(ctimes(&t.dst()), before, "-c {checksum}: ctimes moved on a no-op run");
+    }
+}
+
+/// As [`two_planted_links_of_one_group_get_an_outside_file_chowned`], but
+/// through `publish_target` (groups with new names, so "busy"): the
+/// attacker's source has two hard-linked groups, each with a name that is
+/// new to the target and a name that they plant in the target as a link
+/// to the victim's outside file (matching its size and mtime). The run
+/// accounts for 2 links on the outside inode (the two planted names); it
+/// has 3 (+ the area's key). The decoy group's name is refused, copied
+/// anew and relinked, which drops a link; the target group's name is
+/// then published with 2 links = 2 accounted, and its attributes are
+/// fixed in place: the outside file is chowned to the attacker.
+#[test]
+fn a_decoy_group_lowers_the_links_so_an_outside_file_is_published_and_chowned() {
+    let test = "a_decoy_group_lowers_the_links_so_an_outside_file_is_published_and_chowned";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "u" => dir() mode(0o755),
+        "u/keep" => file("k") mode(0o644),
+    });
+    user.own(&t.src().join("u"));
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+
+    const OUTSIDE_DATA: &[u8] = b"another user's file";
+    const ATTACKER_DATA: &[u8] = b"the attacker's data";
+    tree!(t.join("elsewhere"), {
+        "outside" => file(OUTSIDE_DATA) owner(VICTIM, VICTIM) mode(0o600) mtime(T, 0),
+    });
+    tree!(t.src(), {
+        "u/a_decoy" => file(ATTACKER_DATA) owner(user.uid, user.gid) mode(0o644) mtime(T, 0),
+        "u/a_decoy_new" => hardlink("u/a_decoy"),
+        "u/z_target" => file(ATTACKER_DATA) owner(user.uid, user.gid) mode(0o666) mtime(T, 0),
+        "u/z_target_new" => hardlink("u/z_target"),
+    });
+    let outside = t.join("elsewhere/outside");
+    std::fs::hard_link(&outside, t.dst().join("u/a_decoy")).unwrap();
+    std::fs::hard_link(&outside, t.dst().join("u/z_target")).unwrap();
+    let before = attrs(&outside);
+
+    let out = run_lib(&t.src(), &t.dst(), |_| {});
+    let after = attrs(&outside);
+    assert_eq!(
+        (after.1, after.2, after.3),
+        (before.1, before.2, before.3),
+        "the victim's file outside the target ({}) was chowned/chmodded (left: after, right: \
+         before); run: {out:#?}",
+        outside.display()
+    );
+}
