@@ -359,9 +359,13 @@ fn ctimes(root: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
 /// No attacker: no-op re-syncs of a hard-linked tree (a group across
 /// directories, one with a name outside the source tree, a symlink
 /// group), plain and under `-c`: no warnings, no errors, no ctime moves.
+/// The plain re-syncs pass (no regression of issue 13 there); under `-c`
+/// the ctime of every directory holding a compared regular file moves
+/// (`a`, `b`, `c`, `e`; not `d`, symlinks only). Found as well at 92001d3,
+/// before issue 13: not a regression of this change.
 #[test]
-fn noop_resync_of_hard_linked_tree_moves_no_ctime() {
-    let t = TestDir::new("noop_resync_of_hard_linked_tree_moves_no_ctime");
+fn noop_checksum_resync_moves_directory_ctimes() {
+    let t = TestDir::new("noop_checksum_resync_moves_directory_ctimes");
     tree!(t.src(), {
         "a/x" => file("group one") mode(0o640) mtime(T, 0),
         "a/y" => hardlink("a/x"),
