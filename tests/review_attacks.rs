@@ -443,3 +443,52 @@ fn a_decoy_group_lowers_the_links_so_an_outside_file_is_published_and_chowned() 
         outside.display()
     );
 }
+
+/// A target root the attacker owns (their area, synced as root) gets a
+/// default ACL of theirs (`setfacl -d -m u:attacker:rwx`, as the owner
+/// may). The run is `--no-acls` (rsync `-aHX`): new files get what their
+/// own target directory passes on. The victim's hard-linked pair, mode
+/// 0640, in the victim's directory `v/` (no default ACL there) is made in
+/// the link area at the root instead, and inherits the attacker's entry
+/// (masked while 0600, effective r-- once chmodded 0640): the attacker
+/// reads the victim's data. The same file without a second link is made
+/// in `v/` and stays unreadable to them.
+#[test]
+fn attackers_default_acl_on_the_root_reaches_the_victims_hard_linked_files() {
+    let test = "attackers_default_acl_on_the_root_reaches_the_victims_hard_linked_files";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "v" => dir() mode(0o755) owner(VICTIM, VICTIM),
+    });
+    std::os::unix::fs::lchown(t.src(), Some(user.uid), Some(user.gid)).unwrap();
+    let no_acls = |b: &mut psync::SyncBuilder| {
+        b.acls(psync::AttrMode::Off);
+    };
+    let first = run_lib(&t.src(), &t.dst(), no_acls);
+    assert!(first.ok, "first run: {first:#?}");
+    assert!(user.owns(&t.dst()));
+    let o = user
+        .command("setfacl")
+        .args(["-d", "-m", &format!("u:{}:rwx", user.uid)])
+        .arg(t.dst())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "setfacl as the attacker: {o:?}");
+    tree!(t.src(), {
+        "v/single" => file("the victim's secret") owner(VICTIM, VICTIM) mode(0o640),
+        "v/h1" => file("the victim's secret") owner(VICTIM, VICTIM) mode(0o640),
+        "v/h2" => hardlink("v/h1"),
+    });
+    let out = run_lib(&t.src(), &t.dst(), no_acls);
+    assert!(out.ok, "{out:#?}");
+    let reads = |rel: &str| {
+        user.command("cat").arg(t.dst().join(rel)).output().unwrap().status.success()
+    };
+    assert!(!reads("v/single"), "the plain file is not readable to the attacker");
+    assert!(
+        !reads("v/h1"),
+        "the attacker reads the victim's hard-linked v/h1 (mode 0640, victim's) through the \
+         ACL entry it inherited from the attacker's default ACL on the target root; run: {out:#?}"
+    );
+}
