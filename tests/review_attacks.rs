@@ -101,14 +101,20 @@ fn two_planted_names(test: &str, threads: usize) {
         outside.display()
     );
     let (a1, a2) = (attrs(&t.dst().join("u/a1")), attrs(&t.dst().join("u/a2")));
-    assert_eq!(a1.0, a2.0, "DST u/a1 and u/a2 are one inode, as in the source; run: {out:#?}");
+    assert_eq!(
+        a1.0, a2.0,
+        "DST u/a1 and u/a2 are one inode, as in the source; run: {out:#?}"
+    );
     assert_ne!(a1.0, before.0, "DST u/a1 is not the outside inode");
     assert_eq!(std::fs::read(t.dst().join("u/a2")).unwrap(), ATTACKER_DATA);
 }
 
 #[test]
 fn two_planted_links_of_one_group_get_an_outside_file_chowned() {
-    two_planted_names("two_planted_links_of_one_group_get_an_outside_file_chowned", 1);
+    two_planted_names(
+        "two_planted_links_of_one_group_get_an_outside_file_chowned",
+        1,
+    );
 }
 
 /// No attacker: a `cp -al`-style snapshot next to DST shares the inode of
@@ -138,8 +144,15 @@ fn snapshot_link_of_a_hard_linked_pair_is_changed_and_the_pair_split() {
     let out = run_lib(&t.src(), &t.dst(), |_| {});
     assert!(out.ok, "{out:#?}");
     let (a1, a2) = (attrs(&t.dst().join("g/a1")), attrs(&t.dst().join("g/a2")));
-    assert_eq!(attrs(&snap), before, "the snapshot's file changed; run: {out:#?}");
-    assert_eq!(a1.0, a2.0, "DST g/a1 and g/a2 are one inode, as in the source; run: {out:#?}");
+    assert_eq!(
+        attrs(&snap),
+        before,
+        "the snapshot's file changed; run: {out:#?}"
+    );
+    assert_eq!(
+        a1.0, a2.0,
+        "DST g/a1 and g/a2 are one inode, as in the source; run: {out:#?}"
+    );
     assert_eq!((a1.3 & 0o7777, a2.3 & 0o7777), (0o600, 0o600));
 }
 
@@ -177,7 +190,11 @@ fn planted_file_becomes_the_victims_hard_link_in_a_private_directory() {
     tree!(t.dst(), {
         "u/a" => file(ATTACKER_DATA) owner(user.uid, user.gid) mode(0o644) mtime(T, 0),
     });
-    let held = std::fs::OpenOptions::new().read(true).write(true).open(&planted).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&planted)
+        .unwrap();
     let planted_ino = attrs(&planted).0;
 
     let out = run_lib(&t.src(), &t.dst(), |_| {});
@@ -219,10 +236,20 @@ fn victims_directory_renamed_to_a_temporary_name_is_destroyed() {
         "u/vd/work" => file("only in the target") owner(VICTIM, VICTIM) mode(0o644),
     });
     // The attacker, unprivileged: cannot delete it...
-    let rm = user.command("rm").arg(t.dst().join("u/vd/work")).output().unwrap();
-    assert!(!rm.status.success(), "the attacker cannot delete the victim's file");
+    let rm = user
+        .command("rm")
+        .arg(t.dst().join("u/vd/work"))
+        .output()
+        .unwrap();
+    assert!(
+        !rm.status.success(),
+        "the attacker cannot delete the victim's file"
+    );
     // ...but can rename the directory in their own.
-    let hidden = t.dst().join(format!("u/{}00000000000000aa.0000000000000001", psync::TEMP_PREFIX));
+    let hidden = t.dst().join(format!(
+        "u/{}00000000000000aa.0000000000000001",
+        psync::TEMP_PREFIX
+    ));
     let mv = user
         .command("mv")
         .arg(t.dst().join("u/vd"))
@@ -307,7 +334,13 @@ fn link_area_swapped_for_a_victims_directory_destroys_it() {
                 .find(|n| n.ends_with(".links"))
                 .expect("the run's link area at the target root");
             let mv = |from: &Path, to: &Path| {
-                let o = attacker.command("mv").arg("-T").arg(from).arg(to).output().unwrap();
+                let o = attacker
+                    .command("mv")
+                    .arg("-T")
+                    .arg(from)
+                    .arg(to)
+                    .output()
+                    .unwrap();
                 assert!(o.status.success(), "mv as the attacker: {o:?}");
             };
             mv(&dst.join(&area), &dst.join("area-aside"));
@@ -332,7 +365,9 @@ fn link_area_swapped_for_a_victims_directory_destroys_it() {
 
 /// True when a file named `name` is anywhere below `root`.
 fn walkdir_has(root: &Path, name: &str) -> bool {
-    let Ok(rd) = std::fs::read_dir(root) else { return false };
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return false;
+    };
     rd.filter_map(Result::ok).any(|e| {
         e.file_name() == name
             || (e.file_type().is_ok_and(|t| t.is_dir()) && walkdir_has(&e.path(), name))
@@ -345,7 +380,12 @@ fn ctimes(root: &Path) -> std::collections::BTreeMap<String, (i64, i64)> {
     fn walk(root: &Path, p: &Path, out: &mut std::collections::BTreeMap<String, (i64, i64)>) {
         for e in std::fs::read_dir(p).unwrap().filter_map(Result::ok) {
             let m = e.path().symlink_metadata().unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(rel, (m.ctime(), m.ctime_nsec()));
             if m.is_dir() {
                 walk(root, &e.path(), out);
@@ -379,7 +419,10 @@ fn noop_checksum_resync_moves_directory_ctimes() {
     std::fs::create_dir(t.join("outside")).unwrap();
     std::fs::hard_link(t.src().join("c/p"), t.join("outside/p3")).unwrap();
     let first = run_lib(&t.src(), &t.dst(), |_| {});
-    assert!(first.ok && first.warnings.is_empty(), "first run: {first:#?}");
+    assert!(
+        first.ok && first.warnings.is_empty(),
+        "first run: {first:#?}"
+    );
     for checksum in [false, true, false] {
         let before = ctimes(&t.dst());
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -390,7 +433,11 @@ fn noop_checksum_resync_moves_directory_ctimes() {
             out.ok && out.warnings.is_empty() && out.errors.is_empty(),
             "-c {checksum}: {out:#?}"
         );
-        assert_eq!(ctimes(&t.dst()), before, "-c {checksum}: ctimes moved on a no-op run");
+        assert_eq!(
+            ctimes(&t.dst()),
+            before,
+            "-c {checksum}: ctimes moved on a no-op run"
+        );
     }
 }
 
@@ -483,9 +530,17 @@ fn attackers_default_acl_on_the_root_reaches_the_victims_hard_linked_files() {
     let out = run_lib(&t.src(), &t.dst(), no_acls);
     assert!(out.ok, "{out:#?}");
     let reads = |rel: &str| {
-        user.command("cat").arg(t.dst().join(rel)).output().unwrap().status.success()
+        user.command("cat")
+            .arg(t.dst().join(rel))
+            .output()
+            .unwrap()
+            .status
+            .success()
     };
-    assert!(!reads("v/single"), "the plain file is not readable to the attacker");
+    assert!(
+        !reads("v/single"),
+        "the plain file is not readable to the attacker"
+    );
     assert!(
         !reads("v/h1"),
         "the attacker reads the victim's hard-linked v/h1 (mode 0640, victim's) through the \
