@@ -7,6 +7,7 @@ mod util;
 
 mod attacks;
 mod attacks_parts;
+mod review_attacks;
 mod attrs;
 mod bad_input;
 mod basic;
