@@ -288,14 +288,27 @@ fn planted_link_area_does_not_capture_the_victims_hard_links() {
         );
         assert_eq!(read(&bait), BAIT, "{what}\nthe attacker's file changed");
 
-        // Nothing of the run's (nor of the attacker's) temporaries stays.
-        let left: Vec<String> = std::fs::read_dir(t.dst())
+        // Nothing of the run's temporaries stays. The attacker's planted
+        // directory is left alone (a directory psync did not make is never
+        // removed: a user who can rename there may have given someone
+        // else's data that name) and reported below.
+        let left: Vec<(String, u32)> = std::fs::read_dir(t.dst())
             .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| n.as_bytes().starts_with(psync::TEMP_PREFIX.as_bytes()))
-            .map(|n| n.to_string_lossy().into_owned())
+            .map(|e| e.unwrap())
+            .filter(|e| {
+                e.file_name()
+                    .as_bytes()
+                    .starts_with(psync::TEMP_PREFIX.as_bytes())
+            })
+            .map(|e| {
+                let uid = e.metadata().unwrap().uid();
+                (e.file_name().to_string_lossy().into_owned(), uid)
+            })
             .collect();
-        assert!(left.is_empty(), "{what}\nleft at the target root: {left:?}");
+        assert!(
+            left.iter().all(|(_, uid)| *uid == attacker.uid),
+            "{what}\nleft at the target root, not the attacker's: {left:?}"
+        );
 
         // The planted area was noticed and reported.
         assert!(

@@ -7,7 +7,6 @@ mod util;
 
 mod attacks;
 mod attacks_parts;
-mod review_attacks;
 mod attrs;
 mod bad_input;
 mod basic;
@@ -24,6 +23,7 @@ mod links;
 mod memory;
 mod names;
 mod perms;
+mod review_attacks;
 mod safety;
 mod shape;
 mod storage_faults;

@@ -616,8 +616,17 @@ impl Engine {
             return;
         }
         let path = rel.join(&e.name);
-        match dir.remove_all(e.name.as_bytes()) {
-            Ok(_) => {
+        if e.kind == Kind::Dir {
+            // Never removed: a user who can rename in this directory may
+            // have given someone else's directory this name.
+            let why = format!(
+                "{what}, a directory owned by uid {} and not by psync's user: left alone, never used",
+                e.uid
+            );
+            return self.warn(&path, true, Op::Remove, &why);
+        }
+        match dir.unlink(e.name.as_bytes()) {
+            Ok(()) => {
                 Stats::bump(&self.stats.stale_removed, 1);
                 let why = format!(
                     "{what}, owned by uid {} and not by psync's user: removed, never used",
@@ -625,6 +634,7 @@ impl Engine {
                 );
                 self.warn(&path, true, Op::Remove, &why);
             }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => self.fail(&path, true, Op::Remove, err),
         }
     }
@@ -632,6 +642,20 @@ impl Engine {
     pub(crate) fn remove_stale(&self, dir: &Dir, rel: &RelPath, name: &Name) {
         if self.dry_run {
             return;
+        }
+        // The only directories psync names like a temporary are link
+        // areas, at the root, of its own user and mode 0700: any other
+        // directory of such a name (one a user renamed there) is left.
+        if let Ok(st) = dir.stat(name.as_bytes())
+            && st.st_mode & libc::S_IFMT == libc::S_IFDIR
+        {
+            let area = rel.is_root()
+                && name.as_bytes().ends_with(b".links")
+                && crate::links::not_private(&st, libc::S_IFDIR, 0o700).is_none();
+            if !area {
+                let why = "a directory named like psync's temporaries that is not a link area of psync's: left alone";
+                return self.warn(&rel.join(name), true, Op::Remove, why);
+            }
         }
         // Another user's file under a part's or journal's name (a shared
         // directory) is removed too, and said so, as when a copy meets one.
@@ -1012,6 +1036,19 @@ impl Engine {
                     shared,
                 );
             }
+            // Data another user owns is not given to its source's owner in
+            // place (a user may have planted a file that passes the quick
+            // check, setuid bits and all): it is copied from the source.
+            if shared == Shared::Replace && self.foreign_data(src, &h.stat) {
+                match src.kind {
+                    Kind::File => {
+                        let how = (Some(dst.mode), false, change);
+                        self.copy_file(rel, src_dir, d, src, how, None);
+                    }
+                    _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
+                }
+                return true;
+            }
             let from = self
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));
@@ -1259,6 +1296,18 @@ impl Engine {
         xattrs: bool,
     ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
         let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
+        // A directory whose entries may have changed (a compared file) but
+        // whose owner, mode and times are right as it is now is left
+        // alone: setting them again would move its ctime for nothing.
+        let attrs = attrs
+            && !(dst.is_some()
+                && d.fstat().is_ok_and(|st| {
+                    let now = Entry::from_stat(src.name.clone(), &st);
+                    !attr_change(src, &now, &self.plan_opts).any()
+                }));
+        if !attrs && !xattrs {
+            return Ok(crate::xattr::XattrReport::default());
+        }
         // The source directory is opened only to read its xattrs.
         let src_dir = if xattrs {
             self.src_root.open_beneath(rel).ok()

@@ -142,9 +142,9 @@ impl Engine {
         let Ok(pending) = area.pending() else {
             return false;
         };
-        let mut recorded = read_records(pending);
-        account_links(&mut recorded);
+        let recorded = read_records(pending);
         let groups = group(&recorded);
+        self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
         for (rel, mut a) in recorded {
             let Some(g) = action_source(&a).map(|src| &groups[&(src.dev, src.ino)]) else {
@@ -221,6 +221,84 @@ impl Engine {
         let mut change = crate::plan::attr_change(&src, &dst, &self.plan_opts);
         change.xattr = self.xattr_source(Some(&dst), &src);
         change.any().then_some(Action::Attrs { src, dst, change })
+    }
+
+    /// Writes, for each group with attributes due on an existing target,
+    /// the tree's names of the group (`<dev>-<ino>.names` in its bucket),
+    /// so that whichever worker is about to change its target inode in
+    /// place can count which of them are that inode now
+    /// ([`Engine::links_explained`]). Nothing for a group with nothing due
+    /// (a first copy, a no-op run).
+    fn note_names(&self, recorded: &[(RelPath, Action)]) {
+        let mut names: std::collections::HashMap<(u64, u64), (bool, Vec<RelPath>)> =
+            Default::default();
+        for (rel, a) in recorded {
+            let Some(src) = action_source(a) else {
+                continue;
+            };
+            let due = matches!(a, Action::Copy { change, .. } | Action::Symlink { change, .. }
+                | Action::Special { change, .. } | Action::Attrs { change, .. }
+                if change.perms || change.owner || change.group || change.time);
+            let g = names.entry((src.dev, src.ino)).or_default();
+            g.0 |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
+            g.1.push(rel.join(&src.name));
+        }
+        for ((dev, ino), (due, paths)) in names {
+            let Ok(bucket) = self.link_area().and_then(|a| a.bucket(dev, ino)) else {
+                continue;
+            };
+            let Ok(bytes) = postcard::to_stdvec(&paths) else {
+                continue;
+            };
+            if due {
+                write_small(bucket, &names_note(dev, ino), &bytes);
+            }
+        }
+    }
+
+    /// True when every link of the target inode `st` (less `plus`, the
+    /// link area's key) is a name of `src`'s group in the tree as it is
+    /// now: nothing outside the tree, nor a name the source does not
+    /// have, shares it, so it may be changed in place. `st` is taken
+    /// first: links a user adds afterwards gain them nothing, and links
+    /// they remove make the count fall short (refused). Without the
+    /// group's note, false.
+    pub(crate) fn links_explained(&self, src: &Entry, st: &rustix::fs::Stat, plus: u64) -> bool {
+        #[allow(clippy::unnecessary_cast)]
+        let (inode, links) = ((st.st_dev as u64, st.st_ino as u64), st.st_nlink as u64);
+        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) else {
+            return false;
+        };
+        let Some(paths) = read_small(bucket, &names_note(src.dev, src.ino))
+            .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())
+        else {
+            return false;
+        };
+        let mut here = 0u64;
+        for path in paths {
+            let Some((parent, name)) = path.split_last() else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            let at = self
+                .open_dst(&parent)
+                .and_then(|d| d.stat(name))
+                .map(|st| (st.st_dev as u64, st.st_ino as u64));
+            here += u64::from(at.is_ok_and(|at| at == inode));
+        }
+        links <= here + plus
+    }
+
+    /// True when the target inode `st` must change owner to become
+    /// `src`'s and belongs to another user than psync's: its data was
+    /// that user's to write (a file planted to pass the quick check), so
+    /// it is not given to the source's owner in place but copied anew.
+    pub(crate) fn foreign_data(&self, src: &Entry, st: &rustix::fs::Stat) -> bool {
+        let o = &self.copy_opts;
+        o.can_chown
+            && o.preserve.owner
+            && st.st_uid != src.uid
+            && st.st_uid != crate::engine::euid()
     }
 
     /// Spawns `Links` tasks for recorded actions, grouped by directory.
@@ -345,6 +423,12 @@ impl Engine {
             let st = area
                 .fstat()
                 .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+            // A default ACL inherited from the root (a user's, on a root
+            // they own) would reach the group inodes born here, and an
+            // access ACL the area itself: both go.
+            for acl in crate::xattr::ACL_NAMES {
+                let _ = crate::xattr::Node::Fd(area.fd()).remove(acl);
+            }
             if let Some(why) = not_private(&st, libc::S_IFDIR, 0o700) {
                 let path = RelPath::from_bytes(name.0);
                 let why = format!("the run's hard-link area is not psync's own ({why}): not used");
@@ -403,10 +487,32 @@ impl Engine {
     pub(crate) fn drop_link_area(&self) {
         self.drop_planted_at_root();
         let name = self.link_area_name();
-        if let (Some(Ok(_)), Some(root)) = (self.links.get(), &self.dst_root)
-            && let Err(e) = root.remove_all(name.as_bytes())
-        {
-            self.fail(&RelPath::from_bytes(name.0), true, Op::Remove, e);
+        let (Some(Ok(area)), Some(root)) = (self.links.get(), &self.dst_root) else {
+            return;
+        };
+        // Only the directory the run holds: a user who can rename at the
+        // root may have put another one (someone's data) at its name.
+        #[allow(clippy::unnecessary_cast)]
+        let id = |st: rustix::fs::Stat| (st.st_dev as u64, st.st_ino as u64);
+        let held = area.root.fstat().map(id);
+        let there = root.stat(name.as_bytes()).map(id);
+        let path = RelPath::from_bytes(name.0.clone());
+        match (held, there) {
+            (Ok(a), Ok(b)) if a == b => {
+                if let Err(e) = root.remove_all(name.as_bytes()) {
+                    self.fail(&path, true, Op::Remove, e);
+                }
+            }
+            (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+                let why =
+                    "the run's hard-link area was moved away during the run: left where it is";
+                self.warn(&path, true, Op::Remove, why);
+            }
+            _ => {
+                let why =
+                    "another directory stands at the name of the run's hard-link area: left alone";
+                self.warn(&path, true, Op::Remove, why);
+            }
         }
     }
 
@@ -654,8 +760,9 @@ impl Engine {
     /// whether xattrs are compared (linking the target moved its own).
     ///
     /// An inode not `published` as the group's is changed in place only
-    /// while it has no more links than the tree's names the records show
-    /// on it (`dst.nlink`, see [`account_links`]); otherwise refused.
+    /// if all its links are the group's names in the tree
+    /// ([`Engine::links_explained`]); otherwise the group's data is copied
+    /// anew when anything is due.
     fn fix_linked_attrs(
         &self,
         rel: &RelPath,
@@ -682,36 +789,39 @@ impl Engine {
         }
         let listed = Entry {
             ctime: dst.ctime,
-            nlink: dst.nlink,
             ..now
         };
-        if !published && now.nlink > dst.nlink {
-            // Names the source does not have share the inode: it is
-            // changed only if something is due, and then not in place —
-            // the group's inode is made anew and this name linked to it.
+        if !published {
+            // Not an inode the run published as the group's: changed in
+            // place only if all its links are the group's names in the
+            // tree; otherwise, when anything is due, the group's inode is
+            // made anew and this name linked to it.
+            let explained = dst_dir.handle(src.name.as_bytes()).is_ok_and(|h| {
+                h.is(&listed)
+                    && !self.foreign_data(src, &h.stat)
+                    && self.links_explained(src, &h.stat, 0)
+            });
             let mut change = due;
             change.xattr = self.xattr_source(Some(dst), src);
-            if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
-                Stats::bump(&self.stats.unchanged, 1);
-                return Stats::bump(&self.stats.done, 1);
+            if !explained {
+                if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
+                    Stats::bump(&self.stats.unchanged, 1);
+                    return Stats::bump(&self.stats.done, 1);
+                }
+                return match src.kind {
+                    Kind::File => {
+                        self.copy_linked(rel, src_dir, dst_dir, src, Some(&listed), change);
+                    }
+                    _ => self.link_node(rel, src_dir, dst_dir, src, Some(&listed), change),
+                };
             }
-            return match src.kind {
-                Kind::File => self.copy_linked(rel, src_dir, dst_dir, src, Some(&listed), change),
-                _ => self.link_node(rel, src_dir, dst_dir, src, Some(&listed), change),
-            };
         }
-        // A published inode had its links checked when it was (see
-        // `publish_target`); the group's other names join it meanwhile.
-        let links = if published { u64::MAX } else { dst.nlink };
-        self.fix_attrs(
-            rel,
-            src_dir,
-            Some(dst_dir),
-            src,
-            &listed,
-            due,
-            (links, Shared::Refuse),
-        );
+        // The group's inode as the run published it (a fresh copy, or a
+        // target whose links were checked, see `publish_target`), or one
+        // whose links were checked just now; the group's other names join
+        // it meanwhile.
+        let mine = (u64::MAX, Shared::Refuse);
+        self.fix_attrs(rel, src_dir, Some(dst_dir), src, &listed, due, mine);
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
@@ -809,11 +919,12 @@ impl Engine {
     /// Publishes the name's target, found right, as the group's inode —
     /// only if it still is the inode listed: a name swapped by a user
     /// since the listing must not become what the group links to. When
-    /// its attributes are due (`strict`), only if every link it has is a
-    /// name the records show on it (`dst.nlink`, see [`account_links`]):
-    /// an inode that a name outside the tree shares (planted by a user, or
-    /// a link the source does not have) is never chowned or chmodded; the
-    /// group's data is copied anew instead.
+    /// its attributes are due (`strict`), only if all its links are the
+    /// group's names in the tree ([`Engine::links_explained`]): an inode
+    /// that a name outside the tree shares (planted by a user, or a link
+    /// the source does not have) is never chowned, chmodded or given
+    /// xattrs; the group's data is copied anew instead, into the private
+    /// link area, and its names linked to the copy.
     fn publish_target(
         &self,
         dst_dir: &Dir,
@@ -836,12 +947,13 @@ impl Engine {
             (st.st_dev as u64, st.st_ino as u64) == (dst.dev, dst.ino),
             st.st_nlink as u64 - 1,
         );
-        if !same || (strict && links > dst.nlink) {
+        let foreign = same && strict && self.foreign_data(src, &st);
+        let shared = same && strict && !foreign && !self.links_explained(src, &st, 1);
+        if !same || shared || foreign {
             let _ = area.unlink(key.as_bytes());
-            if same {
+            if shared {
                 let why = format!(
-                    "its inode has {links} links where the run accounts for {}: its attributes are not changed in place; the data is copied anew (the other names keep the old inode)",
-                    dst.nlink
+                    "its inode has {links} links, not all of them names of its hard-link group in the tree: not changed in place; the data is copied anew (the other names keep the old inode)"
                 );
                 self.warn(path, true, Op::Link, &why);
             }
@@ -927,6 +1039,7 @@ impl Engine {
             // The claim: the part is removed on every way out but its
             // publication.
             let claim = Claim(area, &part);
+            self.inherit_acl(dst_dir, &out, made.old.unwrap_or(src.mode));
             // Published by a claimant that finished before this claim.
             if let Some(linked) = published(None)? {
                 return Ok(linked);
@@ -963,6 +1076,24 @@ impl Engine {
             if let Some(linked) = published(Some(Linked::Copied(filled)))? {
                 return Ok(linked);
             }
+        }
+    }
+
+    /// Without ACL syncing, a new file takes its directory's default ACL
+    /// (the kernel's inheritance, as rsync's copy made in that directory
+    /// gets it). A group's inode is born in the link area instead, which
+    /// has no default ACL (see `link_area`): it is given the one of the
+    /// directory of the name that made it, with `mode`'s bits.
+    fn inherit_acl(&self, dst_dir: &Dir, out: &std::fs::File, mode: u32) {
+        use std::os::fd::AsFd;
+        if self.copy_opts.acls.on() {
+            return;
+        }
+        let [access, default] = crate::xattr::ACL_NAMES;
+        if let Ok(Some(acl)) = crate::xattr::Node::Fd(dst_dir.fd()).get(default)
+            && let Some(acl) = crate::xattr::inherited_acl(&acl, mode)
+        {
+            let _ = crate::xattr::Node::Fd(out.as_fd()).set(access, &acl);
         }
     }
 
@@ -1027,6 +1158,12 @@ pub(crate) fn not_private(st: &rustix::fs::Stat, kind: u32, mode: u32) -> Option
 
 /// The link area's subdirectory of deferred hard-link copies.
 const PENDING: &[u8] = b"pending";
+
+/// The link area's note of a group's names in the tree (see
+/// [`Engine::note_names`]).
+fn names_note(dev: u64, ino: u64) -> Name {
+    Name(format!("{dev:x}-{ino:x}.names").into_bytes())
+}
 
 /// The link area's note of which path copied a group (for itemizing).
 fn leader_name(dev: u64, ino: u64) -> Name {
@@ -1281,26 +1418,6 @@ fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
     recorded
 }
 
-/// Sets each recorded target's `nlink` to the number of recorded names
-/// on its inode: the links the run accounts for. When the last phase
-/// finds that inode with more links than that (plus the link area's
-/// key), names the source does not have share it (outside the tree, or
-/// planted by a user): its attributes are not changed in place, and the
-/// group's data is copied anew instead (see `publish_target`).
-fn account_links(recorded: &mut [(RelPath, Action)]) {
-    let mut on: std::collections::HashMap<(u64, u64), u64> = Default::default();
-    for (_, a) in recorded.iter() {
-        if let Some(d) = action_target(a) {
-            *on.entry((d.dev, d.ino)).or_default() += 1;
-        }
-    }
-    for (_, a) in recorded.iter_mut() {
-        if let Some(d) = target_mut(a) {
-            d.nlink = on.get(&(d.dev, d.ino)).copied().unwrap_or(0);
-        }
-    }
-}
-
 /// An attribute fix of the last phase as a relink: the name's target is
 /// published as the group's inode (only if no name outside the tree
 /// shares it) and fixed there, or linked to the group's inode made anew.
@@ -1324,17 +1441,6 @@ fn relink(a: Action) -> Action {
             },
         },
         other => other,
-    }
-}
-
-/// The target entry of a recorded action, to change.
-fn target_mut(a: &mut Action) -> Option<&mut Entry> {
-    match a {
-        Action::Copy { dst, .. } | Action::Symlink { dst, .. } | Action::Special { dst, .. } => {
-            dst.as_mut()
-        }
-        Action::Attrs { dst, .. } => Some(dst),
-        _ => None,
     }
 }
 

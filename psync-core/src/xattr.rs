@@ -273,6 +273,30 @@ pub fn acl_with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The access ACL a new entry created with `mode` gets from its
+/// directory's default ACL `value`, as the kernel makes it
+/// (`posix_acl_create_masq`): the owner's, the mask's (or the owning
+/// group's, without a mask) and others' permissions ANDed with the mode's
+/// bits. `None` for a value that is not a version-2 ACL.
+pub fn inherited_acl(value: &[u8], mode: u32) -> Option<Vec<u8>> {
+    let entries = acl_entries(value)?;
+    let has_mask = entries.chunks_exact(8).any(|e| tag(e) == MASK);
+    let mut out = value.to_vec();
+    for e in out[4..].chunks_exact_mut(8) {
+        let bits = match tag(e) {
+            USER_OBJ => mode >> 6,
+            GROUP_OBJ if !has_mask => mode >> 3,
+            MASK => mode >> 3,
+            OTHER => mode,
+            _ => continue,
+        };
+        // Masked to 3 bits: the cast cannot truncate.
+        let perm = u16::from_le_bytes([e[2], e[3]]) & (bits & 0o7) as u16;
+        e[2..4].copy_from_slice(&perm.to_le_bytes());
+    }
+    Some(out)
+}
+
 /// An `io::Error` from a raw call as the `Errno` the rustix calls give.
 fn errno(e: io::Error) -> rustix::io::Errno {
     rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)
