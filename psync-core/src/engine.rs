@@ -1009,7 +1009,16 @@ impl Engine {
     ) -> bool {
         // Built only when reported: most entries of a re-sync need nothing.
         let path = || rel.join(&src.name);
+        let only_xattrs = !(change.perms || change.owner || change.group || change.time);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
+            // Only xattrs/ACLs to compare (every entry of a no-op run with
+            // `-X`/`-A`): compared by name first, read-only, so an entry
+            // that needs nothing costs no handle.
+            if only_xattrs && !self.xattrs_differ(src_dir, d, src) {
+                Stats::bump(&self.stats.done, 1);
+                Stats::bump(&self.stats.unchanged, 1);
+                return false;
+            }
             let h = match d.handle(src.name.as_bytes()) {
                 Ok(h) => h,
                 Err(e) => {
@@ -1053,7 +1062,6 @@ impl Engine {
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));
             // Only xattrs/ACLs to check: leave owner, mode and times alone.
-            let only_xattrs = !(change.perms || change.owner || change.group || change.time);
             let (attrs, opts) = self.attrs_for(src, Some(dst.mode));
             let applied = match from {
                 Some(from) if only_xattrs => self.sync_xattrs_only(from, h.node()),
@@ -1081,6 +1089,22 @@ impl Engine {
         self.itemize(path(), Some(change), src);
         Stats::bump(&self.stats.attrs_updated, 1);
         false
+    }
+
+    /// Whether the xattrs/ACLs of `src`'s target in `d` may need a change:
+    /// false only when they are not to be compared at all, or compare
+    /// equal (read by name, without writing; an error says "maybe").
+    fn xattrs_differ(&self, src_dir: &Dir, d: &Dir, src: &Entry) -> bool {
+        if !self.xattr_source_new() {
+            return false;
+        }
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            check_only: true,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        let (from, to) = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+        crate::xattr::sync_xattrs(from, to, how).map_or(true, |r| r.xattrs_changed || r.acl_changed)
     }
 
     /// A target whose attributes are due but whose inode has `has` names

@@ -257,12 +257,15 @@ impl Engine {
     }
 
     /// True when every link of the target inode `st` (less `plus`, the
-    /// link area's key) is a name of `src`'s group in the tree as it is
-    /// now: nothing outside the tree, nor a name the source does not
-    /// have, shares it, so it may be changed in place. `st` is taken
-    /// first: links a user adds afterwards gain them nothing, and links
-    /// they remove make the count fall short (refused). Without the
-    /// group's note, false.
+    /// link area's own) is a name of `src`'s group in the tree as it is
+    /// now, each in a directory only psync's user can change (owned by
+    /// it, no group or other write, which an ACL granting write shows as
+    /// a group bit): nothing outside the tree, nor a name the source does
+    /// not have, shares the inode, and no other user can add or remove
+    /// names while they are counted, so it may be changed in place. A
+    /// name in a directory another user can write (their own, a sticky
+    /// scratch) makes it false: the group's data is copied anew instead.
+    /// Without the group's note, false.
     pub(crate) fn links_explained(&self, src: &Entry, st: &rustix::fs::Stat, plus: u64) -> bool {
         #[allow(clippy::unnecessary_cast)]
         let (inode, links) = ((st.st_dev as u64, st.st_ino as u64), st.st_nlink as u64);
@@ -279,11 +282,17 @@ impl Engine {
             let Some((parent, name)) = path.split_last() else {
                 continue;
             };
+            let Ok(d) = self.open_dst(&parent) else {
+                return false;
+            };
+            let guarded = d
+                .fstat()
+                .is_ok_and(|st| st.st_uid == crate::engine::euid() && st.st_mode & 0o022 == 0);
+            if !guarded {
+                return false;
+            }
             #[allow(clippy::unnecessary_cast)]
-            let at = self
-                .open_dst(&parent)
-                .and_then(|d| d.stat(name))
-                .map(|st| (st.st_dev as u64, st.st_ino as u64));
+            let at = d.stat(name).map(|st| (st.st_dev as u64, st.st_ino as u64));
             here += u64::from(at.is_ok_and(|at| at == inode));
         }
         links <= here + plus
@@ -335,12 +344,16 @@ impl Engine {
             }
             return;
         };
-        // Attribute fixes alone link nothing: the directory is left alone.
+        // Attribute fixes alone link nothing, unless a fix found the
+        // inode shared and relinked its name to a copy: the directory is
+        // left alone when its mtime did not move.
         let links = !actions.iter().all(is_fix);
+        let mtime = |d: &Dir| d.fstat().ok().map(|st| (st.st_mtime, st.st_mtime_nsec));
+        let before = mtime(&dst_dir);
         for action in actions {
             self.run_linked(rel, &src_dir, &dst_dir, action);
         }
-        if !links {
+        if !links && mtime(&dst_dir) == before {
             return;
         }
         if let Ok(st) = src_dir.fstat() {
@@ -933,15 +946,22 @@ impl Engine {
         (src, dst, strict): (&Entry, &Entry, bool),
         path: &RelPath,
     ) -> Result<Publish, CopyFail> {
-        match area.link_from(dst_dir, dst.name.as_bytes(), key.as_bytes()) {
+        // Linked and checked under a private name of the bucket first, so
+        // no other worker links to (and fixes) an inode still being
+        // checked; published only once it passes.
+        let check = Name([key.as_bytes(), b".", self.temp_name().as_bytes()].concat());
+        match area.link_from(dst_dir, dst.name.as_bytes(), check.as_bytes()) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(Publish::Raced),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Publish::Unusable),
             Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
         }
-        let st = area
-            .stat(key.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Stat, e))?;
+        let drop_check = || {
+            let _ = area.unlink(check.as_bytes());
+        };
+        let st = area.stat(check.as_bytes()).map_err(|e| {
+            drop_check();
+            CopyFail::target_io(Op::Stat, e)
+        })?;
         #[allow(clippy::unnecessary_cast)]
         let (same, links) = (
             (st.st_dev as u64, st.st_ino as u64) == (dst.dev, dst.ino),
@@ -950,14 +970,25 @@ impl Engine {
         let foreign = same && strict && self.foreign_data(src, &st);
         let shared = same && strict && !foreign && !self.links_explained(src, &st, 1);
         if !same || shared || foreign {
-            let _ = area.unlink(key.as_bytes());
+            drop_check();
             if shared {
                 let why = format!(
-                    "its inode has {links} links, not all of them names of its hard-link group in the tree: not changed in place; the data is copied anew (the other names keep the old inode)"
+                    "its inode has {links} links, not all of them names of its hard-link group that only psync's user can change: not changed in place; the data is copied anew (the other names keep the old inode)"
                 );
                 self.warn(path, true, Op::Link, &why);
             }
             return Ok(Publish::Unusable);
+        }
+        match area.rename_noreplace(check.as_bytes(), key.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                drop_check();
+                return Ok(Publish::Raced);
+            }
+            Err(e) => {
+                drop_check();
+                return Err(CopyFail::target_io(Op::Rename, e));
+            }
         }
         self.note_leader(area, src, path)?;
         Ok(Publish::Done)
