@@ -200,7 +200,14 @@ fn victims_private_directory_renamed_to_the_attackers_name_is_given_to_them() {
     });
     let first = run_lib(&t.src(), &t.dst(), |_| {});
     assert!(first.ok, "first run: {first:#?}");
-    let cat = |p: &Path| user.command("cat").arg(p).output().unwrap().status.success();
+    let cat = |p: &Path| {
+        user.command("cat")
+            .arg(p)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
     assert!(!cat(&t.dst().join("u/v/secret")), "private before the run");
     for (from, to) in [("u/w", "u/w-mine"), ("u/v", "u/w")] {
         let mv = user
