@@ -291,3 +291,72 @@ fn group_copied_anew_leaves_its_directories_mtimes_wrong() {
         "a re-sync right after has changes: {again:#?}"
     );
 }
+
+/// The live count (`links_explained`) races with the user: it takes the
+/// inode's link count first (`fstat`), then counts which of the group's
+/// names are that inode now. Its doc says "links a user adds afterwards
+/// gain them nothing", but a link the user adds at one of the group's
+/// names (in their own directory) after the `fstat` is counted without
+/// being in the count: an outside link is "explained" by it. Here the
+/// attacker's group is `u/n00` .. `u/n39` plus `u/zz` (their own file,
+/// mode 0666), all planted as links to a ROOT-owned file outside DST that
+/// matches in size and mtime (protected_hardlinks=0 or another NFS client:
+/// root makes the links for them here), and a thread of theirs links and
+/// unlinks `u/zz` in a loop. One worker (no concurrency inside psync): the
+/// check passes when `u/zz` is absent at the `fstat` and present when it
+/// is counted, and the root-owned file is chowned to the attacker.
+#[test]
+fn a_link_added_after_the_fstat_explains_an_outside_link() {
+    let test = "a_link_added_after_the_fstat_explains_an_outside_link";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    const ROOTS: &[u8] = b"root's config file!";
+    const ATTACKER: &[u8] = b"the attacker's data";
+    const NAMES: usize = 40;
+    for attempt in 0..10 {
+        let (src, dst) = (
+            t.join(format!("{attempt}/src")),
+            t.join(format!("{attempt}/dst")),
+        );
+        tree!(src, { "u/keep" => file("k") mode(0o644) });
+        user.own(&src.join("u"));
+        let first = run_lib(&src, &dst, |_| {});
+        assert!(first.ok, "first run: {first:#?}");
+        let outside = t.join(format!("{attempt}/elsewhere/config"));
+        tree!(t.join(format!("{attempt}/elsewhere")), {
+            "config" => file(ROOTS) owner(0, 0) mode(0o644) mtime(T, 0),
+        });
+        tree!(src, {
+            "u/zz" => file(ATTACKER) owner(user.uid, user.gid) mode(0o666) mtime(T, 0),
+        });
+        std::fs::hard_link(&outside, dst.join("u/zz")).unwrap();
+        for n in 0..NAMES {
+            let name = format!("u/n{n:02}");
+            tree!(src, { name.clone() => hardlink("u/zz") });
+            std::fs::hard_link(&outside, dst.join(&name)).unwrap();
+        }
+        let before = attrs(&outside);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let toggler = {
+            let (stop, outside, zz) = (stop.clone(), outside.clone(), dst.join("u/zz"));
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = std::fs::remove_file(&zz);
+                    let _ = std::fs::hard_link(&outside, &zz);
+                }
+            })
+        };
+        let out = run_lib(&src, &dst, |_| {});
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        toggler.join().unwrap();
+        let after = attrs(&outside);
+        assert_eq!(
+            (after.1, after.2, after.3),
+            (before.1, before.2, before.3),
+            "attempt {attempt}: root's file outside the target ({}) was chowned/chmodded to the \
+             attacker through their planted names (left: after, right: before); errors: {:#?}",
+            outside.display(),
+            out.errors
+        );
+    }
+}
