@@ -23,6 +23,7 @@ mod links;
 mod memory;
 mod names;
 mod perms;
+mod review2_attacks;
 mod review_attacks;
 mod safety;
 mod shape;
