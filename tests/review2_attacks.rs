@@ -234,6 +234,18 @@ fn victims_private_directory_renamed_to_the_attackers_name_is_given_to_them() {
         w.1, user.uid,
         "the victim's directory was chowned to the attacker; run: {out:#?}"
     );
+    assert!(
+        t.dst().join("u/w/secret").exists(),
+        "the victim's file in the renamed directory is gone; run: {out:#?}"
+    );
+    assert!(
+        !out.ok
+            && out
+                .errors
+                .iter()
+                .any(|e| e.contains("not synced into nor given away")),
+        "the run did not report the directory it left alone: {out:#?}"
+    );
 }
 
 /// mtimes of the directories below `root`, by path.

@@ -317,6 +317,15 @@ impl Engine {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
             return cx.defer(self.finish_task(rel, src_entry, dst_entry, false));
         }
+        if let Some(d) = dst_entry
+            && self.foreign_dir(rel, src_entry, d)
+        {
+            let why = format!(
+                "the target directory belongs to uid {}, and the source's owner, uid {}, can rename entries in its parent: it may be another user's directory put at this name; not synced into nor given away (move it, or chown it to uid {}, to sync it)",
+                d.uid, src_entry.uid, src_entry.uid
+            );
+            return self.fail(rel, true, Op::Chown, io::Error::other(why));
+        }
         // In a dry run, a directory that would be created does not exist.
         let dst_dir = if self.dry_run && dst_entry.is_none() {
             None
@@ -416,6 +425,32 @@ impl Engine {
             self.sync_dir(rel, d);
         }
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
+    }
+
+    /// As root: an existing target directory that would be given to its
+    /// source's owner although another user (neither that owner nor
+    /// psync's) owns it, in a parent where the source's owner can rename
+    /// entries (their own, or writable without the sticky bit). That is
+    /// how a user steals a directory: rename someone's directory placed in
+    /// theirs to a name of their own, and let the sync hand it over (and
+    /// sync their tree into it, deletes included).
+    fn foreign_dir(&self, rel: &RelPath, src: &Entry, dst: &Entry) -> bool {
+        let o = &self.copy_opts;
+        if rel.is_root() || !o.can_chown || !o.preserve.owner {
+            return false;
+        }
+        if dst.uid == src.uid || dst.uid == euid() {
+            return false;
+        }
+        let Some((parent, _)) = rel.split_last() else {
+            return false;
+        };
+        self.open_dst(&parent)
+            .and_then(|p| p.fstat())
+            .is_ok_and(|st| {
+                let sticky = st.st_mode & 0o1000 != 0;
+                st.st_uid == src.uid || (!sticky && st.st_mode & 0o022 != 0)
+            })
     }
 
     /// Target entries that are mount roots (another file system, or a file
@@ -649,13 +684,30 @@ impl Engine {
         if let Ok(st) = dir.stat(name.as_bytes())
             && st.st_mode & libc::S_IFMT == libc::S_IFDIR
         {
-            let area = rel.is_root()
-                && name.as_bytes().ends_with(b".links")
-                && crate::links::not_private(&st, libc::S_IFDIR, 0o700).is_none();
-            if !area {
+            // Checked and emptied through a handle, then rmdir by name
+            // (which takes nothing with it if the name was swapped).
+            let area = rel.is_root() && name.as_bytes().ends_with(b".links");
+            let emptied = dir.open_dir(name.as_bytes()).ok().filter(|d| {
+                area && d
+                    .fstat()
+                    .is_ok_and(|st| crate::links::not_private(&st, libc::S_IFDIR, 0o700).is_none())
+            });
+            let Some(d) = emptied else {
                 let why = "a directory named like psync's temporaries that is not a link area of psync's: left alone";
                 return self.warn(&rel.join(name), true, Op::Remove, why);
-            }
+            };
+            let cleared = d
+                .names()
+                .and_then(|names| {
+                    names
+                        .iter()
+                        .try_for_each(|n| d.remove_all(n.as_bytes()).map(drop))
+                })
+                .and_then(|()| dir.rmdir(name.as_bytes()));
+            return match cleared {
+                Ok(()) => Stats::bump(&self.stats.stale_removed, 1),
+                Err(err) => self.fail(&rel.join(name), true, Op::Remove, err),
+            };
         }
         // Another user's file under a part's or journal's name (a shared
         // directory) is removed too, and said so, as when a copy meets one.

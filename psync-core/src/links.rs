@@ -503,29 +503,32 @@ impl Engine {
         let (Some(Ok(area)), Some(root)) = (self.links.get(), &self.dst_root) else {
             return;
         };
-        // Only the directory the run holds: a user who can rename at the
-        // root may have put another one (someone's data) at its name.
-        #[allow(clippy::unnecessary_cast)]
-        let id = |st: rustix::fs::Stat| (st.st_dev as u64, st.st_ino as u64);
-        let held = area.root.fstat().map(id);
-        let there = root.stat(name.as_bytes()).map(id);
+        // Emptied through the handle the run holds, then removed by name
+        // with rmdir, which cannot take anything with it: a user who can
+        // rename at the root may have put another directory (someone's
+        // data) at its name.
         let path = RelPath::from_bytes(name.0.clone());
-        match (held, there) {
-            (Ok(a), Ok(b)) if a == b => {
-                if let Err(e) = root.remove_all(name.as_bytes()) {
-                    self.fail(&path, true, Op::Remove, e);
-                }
-            }
-            (_, Err(e)) if e.kind() == io::ErrorKind::NotFound => {
+        let emptied = area.root.names().and_then(|names| {
+            names
+                .iter()
+                .try_for_each(|n| area.root.remove_all(n.as_bytes()).map(drop))
+        });
+        if let Err(e) = emptied {
+            return self.fail(&path, true, Op::Remove, e);
+        }
+        match root.rmdir(name.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let why =
                     "the run's hard-link area was moved away during the run: left where it is";
                 self.warn(&path, true, Op::Remove, why);
             }
-            _ => {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
                 let why =
                     "another directory stands at the name of the run's hard-link area: left alone";
                 self.warn(&path, true, Op::Remove, why);
             }
+            Err(e) => self.fail(&path, true, Op::Remove, e),
         }
     }
 
