@@ -28,8 +28,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Prefix of every temporary name psync creates on a target.
 pub const TEMP_PREFIX: &str = ".psync-tmp.";
 
-/// Everything a worker needs to run tasks of one run. Built by
-/// [`crate::SyncBuilder`]; a broker worker builds one from the run's spec.
+/// Everything a worker needs to run tasks of one run. Built only by
+/// [`Engine::from_spec`], from the run's [`crate::RunSpec`] and what the
+/// process running it provides ([`crate::EngineContext`]): by
+/// [`crate::Syncer::run`] for its own threads, and the same way by any
+/// other process that takes part in the run.
 pub struct Engine {
     pub(crate) src_root: Dir,
     pub(crate) dst_root: Option<Dir>,
