@@ -26,6 +26,7 @@ mod perms;
 mod review_attacks;
 mod safety;
 mod shape;
+mod spec;
 mod storage_faults;
 mod target_full;
 mod temps;
