@@ -461,13 +461,15 @@ impl Engine {
     /// made on another node, and a network file system's device number
     /// differs from node to node (`src_dev` is this engine's root's).
     fn other_source_fs(&self, rel: &RelPath, dir: &Dir) -> bool {
+        #[allow(clippy::unnecessary_cast)] // as `Entry::from_stat`: widths differ between targets
+        let other_dev = |st: rustix::fs::Stat| st.st_dev as u64 != self.src_dev;
         self.plan_opts.one_file_system
             && !rel.is_root()
             // Unknown counts as another file system: copied empty, nothing
             // deleted in it.
             && (dir
                 .fstat()
-                .map_or(true, |st| u64::from(st.st_dev) != self.src_dev)
+                .map_or(true, other_dev)
                 || dir.is_mount_root())
     }
 
