@@ -557,6 +557,17 @@ mod tests {
         }
     }
 
+    /// A spec goes to other threads and processes; a context and an
+    /// engine are shared by the threads of a transport.
+    #[test]
+    fn send_and_sync() {
+        fn both<T: Send + Sync>() {}
+        both::<RunSpec>();
+        both::<SpecError>();
+        both::<EngineContext>();
+        both::<Engine>();
+    }
+
     #[test]
     fn debug_leaves_the_secret_out() {
         let shown = format!("{:?}", spec());
