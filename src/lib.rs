@@ -37,6 +37,15 @@ pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path
     b
 }
 
+/// The copiers [`builder`] registers ([`GenericCopier`] as the default):
+/// what a process that builds an engine from a [`RunSpec`] made by
+/// [`builder`] passes in its [`EngineContext::new`].
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.set_default(std::sync::Arc::new(GenericCopier::new()));
+    r
+}
+
 /// The README's examples, compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

@@ -27,6 +27,7 @@ mod review2_attacks;
 mod review_attacks;
 mod safety;
 mod shape;
+mod spec;
 mod storage_faults;
 mod target_full;
 mod temps;

@@ -7,8 +7,8 @@ use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op, ResultExt};
 use crate::event::{Event, Snapshot, Stats};
 use crate::fs::{Dir, is_root};
-use crate::itemize::Change;
 use crate::plan::{PlanOptions, Planner, Preserve, RsyncPlanner};
+use crate::spec::{EngineContext, RunSpec, open_target_root, root_entry};
 use crate::task::Task;
 use crate::transport::{Local, Transport};
 use crate::validate::{Roots, validate};
@@ -16,7 +16,7 @@ use crate::walk::{FsWalker, Walker};
 use crossbeam_channel::Sender;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Configures a run. Setters take `&mut self` and return `&mut Self`;
@@ -437,25 +437,13 @@ impl SyncBuilder {
             let got = self.threads;
             return bad("threads", format!("must be 1 to {MAX_THREADS}, not {got}"));
         }
-        let c = self.chunk_size;
-        if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&c) || !c.is_multiple_of(CHUNK_ALIGN) {
-            let msg = format!("must be 1 MiB to 1 TiB and a multiple of 4 KiB, not {c} bytes");
-            return bad("chunk size", msg);
-        }
-        if self.retries > MAX_RETRIES {
-            let got = self.retries;
-            return bad("retries", format!("must be 0 to {MAX_RETRIES}, not {got}"));
-        }
-        let max_ns = MAX_SECS * 1_000_000_000;
-        for (name, ns) in [
-            ("modify window", self.plan.modify_window_ns),
-            ("min age", self.plan.min_age_ns),
-        ] {
-            if ns > max_ns {
-                let msg = format!("must be at most {MAX_SECS} s, not {} s", ns / 1_000_000_000);
-                return bad(name, msg);
-            }
-        }
+        let p = &self.plan;
+        crate::spec::check_limits(
+            self.chunk_size,
+            self.retries,
+            p.modify_window_ns,
+            p.min_age_ns,
+        )?;
         if self.stop_grace > MAX_STOP_GRACE {
             let msg = format!("must be at most {} s", MAX_STOP_GRACE.as_secs());
             return bad("stop grace", msg);
@@ -523,69 +511,78 @@ impl Syncer {
     }
 
     /// Runs to the end (or until the quit flag is set). Per-entry failures
-    /// are events and counters, not errors.
+    /// are events and counters, not errors. The same as
+    /// [`Syncer::prepare`], then [`Engine::from_spec`] with this syncer's
+    /// events, counters, quit flag, copiers, walker and planner, then
+    /// [`Engine::run_all`] on the transport (with progress events and the
+    /// stop grace around it).
     ///
     /// # Errors
     /// Fatal problems only: the roots cannot be opened or created, the
     /// transport failed.
     pub fn run(&self) -> Result<Report, Error> {
         let start = Instant::now();
+        let (spec, seed) = self.prepare()?;
+        let engine = Engine::from_spec(&spec, self.context())?;
+        let transport: Arc<dyn Transport> = self
+            .b
+            .transport
+            .clone()
+            .unwrap_or_else(|| Arc::new(Local::new(self.b.threads)));
+        self.with_progress(start, || {
+            self.reaping(&engine, || engine.run_all(seed, &*transport))
+        })
+    }
+
+    /// Prepares the run: opens the roots, creates the target root when
+    /// missing (not in a dry run), chooses the copier for the pair of file
+    /// systems, detects the target's `--modify-window` (unless set; this
+    /// may write a probe file to the target root), and makes the run's id,
+    /// secret key and clock. Returns the run's spec and its first task
+    /// (the root's [`Task::Dir`]): what [`Engine::from_spec`] and
+    /// [`Engine::run_all`] take, here or in other processes. The spec is
+    /// confidential (see [`RunSpec`]).
+    ///
+    /// # Errors
+    /// The roots cannot be opened or created, no copier for the pair.
+    pub fn prepare(&self) -> Result<(RunSpec, Task), Error> {
         let b = &self.b;
-        let src_root = Dir::open_root(&self.roots.src).at(Op::OpenDir, &self.roots.src)?;
-        let src_entry = root_entry(&src_root, &self.roots.src)?;
-        let (dst_root, dst_entry) = self.open_or_create_dst()?;
+        let (src, dst) = (&self.roots.src, &self.roots.dst);
+        let src_root = Dir::open_root(src).at(Op::OpenDir, src)?;
+        let src_entry = root_entry(&src_root, src)?;
+        let (dst_root, dst_entry) = open_target_root(dst, b.dry_run)?;
         let copier = match &dst_root {
-            Some(d) => self
-                .b
-                .registry
-                .copier_for(&src_root, d)
-                .at(Op::Stat, &self.roots.dst)?,
-            None => self
-                .b
-                .registry
-                .lookup(src_root.fs_magic().at(Op::Stat, &self.roots.src)?, 0),
+            Some(d) => b.registry.copier_for(&src_root, d).at(Op::Stat, dst)?,
+            None => b.registry.lookup(src_root.fs_magic().at(Op::Stat, src)?, 0),
         }
-        .ok_or_else(|| {
-            Error::invalid(&self.roots.dst, "no copier for this pair of file systems")
-        })?;
+        .ok_or_else(|| Error::invalid(dst, "no copier for this pair of file systems"))?;
         let root = is_root();
         let mut plan = b.plan.clone();
         // Without root an entry gets its source's group when the process
         // is in it, as rsync -g does: the planner compares groups only
         // then (the member set, read once here), the copier sets them only
         // then (`own_groups` too).
-        let mut preserve = plan.preserve;
-        preserve.owner &= root;
         plan.preserve.owner &= root;
         plan.member_groups = (!root).then(|| crate::fs::own_groups().to_vec());
         plan.xattrs = b.xattrs.on() || b.acls.on();
         plan.xattrs_always =
             !b.fast_xattr_check || b.xattrs == AttrMode::Required || b.acls == AttrMode::Required;
+        // The run's clock, for every engine of the run (`--min-age`).
         plan.now = now();
-        let mut probed = false;
+        let mut root_touched = false;
         if !b.window_set
             && let Some(d) = &dst_root
         {
-            (plan.modify_window_ns, probed) = detect_window(d, b.dry_run);
+            (plan.modify_window_ns, root_touched) = detect_window(d, b.dry_run);
         }
-        let modify_window_ns = plan.modify_window_ns;
-        // A target whose file system `syncfs` cannot flush (FUSE) gets
-        // per-file flushes: said once, with the reason.
-        let (flush, flush_why) = match dst_root.as_ref().map(Dir::fs_magic) {
-            Some(Ok(magic)) if !b.dry_run => b.flush.on_target(magic),
-            _ => (b.flush, None),
-        };
-        let engine = Engine {
-            src_root,
-            dst_root,
-            src_dev: src_entry.dev,
-            src_path: self.roots.src.clone(),
-            dst_path: self.roots.dst.clone(),
-            copier: Arc::clone(&copier),
-            walker: Arc::clone(&b.walker),
-            planner: Arc::clone(&b.planner),
-            plan_opts: plan,
-            copy_opts: CopyOptions {
+        let preserve = plan.preserve;
+        let spec = RunSpec {
+            src: src.clone(),
+            dst: dst.clone(),
+            run_id: random_u64(),
+            secret: secret_key(),
+            plan,
+            copy: CopyOptions {
                 preserve,
                 can_chown: root,
                 reflink: b.reflink,
@@ -596,100 +593,36 @@ impl Syncer {
                 acl_target_mode: !preserve.perms,
                 direct_io: b.direct_io,
             },
+            copier: copier.name().to_string(),
             dry_run: b.dry_run,
             itemize: b.itemize,
-            events: b.events.clone(),
-            stats: Arc::clone(&self.stats),
-            quit: Arc::clone(&self.quit),
-            run_id: random_u64(),
-            nonce: random_u64() as u32,
-            secret: secret_key(),
-            seq: AtomicU64::new(0),
+            verify: b.verify,
+            chunk_size: b.chunk_size,
+            resume_threshold: b.resume_threshold,
             batch_files: b.batch_files,
             batch_bytes: b.batch_bytes,
             retries: b.retries,
-            links: std::sync::OnceLock::new(),
-            stopped: std::sync::OnceLock::new(),
-            open_parts: std::sync::Mutex::new(Vec::new()),
-            verify: b.verify,
-            root_touched: probed,
-            chunk_size: b.chunk_size,
-            resume_threshold: b.resume_threshold,
+            flush: b.flush,
             drop_source_cache: !b.keep_source_cache,
-            flush,
+            root_touched,
         };
-        if let Some(why) = flush_why {
-            engine.warn(&RelPath::root(), true, Op::Syncfs, why);
-        }
-        if dst_entry.is_none() && b.itemize {
-            engine.itemize(
-                RelPath::root(),
-                Some(Change::new_entry(crate::Kind::Dir)),
-                &src_entry,
-            );
-        }
-        let transport: Arc<dyn Transport> = b
-            .transport
-            .clone()
-            .unwrap_or_else(|| Arc::new(Local::new(b.threads)));
         let seed = Task::Dir {
             rel: RelPath::root(),
             src: src_entry,
             dst: dst_entry,
         };
-        let result = self.with_progress(start, || {
-            self.reaping(&engine, || transport.run(seed, &engine, &self.quit))
-        });
-        engine.wind_down();
-        if result.is_ok() && !self.quit.load(Ordering::Relaxed) {
-            engine.flush_at_end();
-        }
-        let stopped = engine.stopped.get().cloned();
-        drop(engine);
-        // The workers have ended (and their own buffers with them); the
-        // large direct-I/O buffers they shared are idle now.
-        crate::direct::trim();
-        result?;
-        Ok(Report {
-            stats: self.stats.snapshot(start.elapsed()),
-            // The engine sets the quit flag to stop for a target that
-            // cannot be written: that is not an interrupt.
-            interrupted: stopped.is_none() && self.quit.load(Ordering::Relaxed),
-            stopped,
-            copier: copier.name().to_string(),
-            transport: transport.name().to_string(),
-            modify_window_ns,
-        })
+        Ok((spec, seed))
     }
 
-    /// Opens the target root, creating it (one level, like rsync) when
-    /// missing. Returns its pre-run entry, `None` when this run created it.
-    fn open_or_create_dst(&self) -> Result<(Option<Dir>, Option<Entry>), Error> {
-        let dst = &self.roots.dst;
-        let existed = std::fs::symlink_metadata(dst).is_ok();
-        if !existed {
-            if self.b.dry_run {
-                return Ok((None, None));
-            }
-            match std::fs::create_dir(dst) {
-                Ok(()) => {}
-                // Created meanwhile by someone else: use it.
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::new(Op::Mkdir, dst, e)),
-            }
-        }
-        // Without root, a root of the user's that lacks owner permissions
-        // (mode 0300, 0500, 0000) is opened up as the engine opens up the
-        // directories below it (`Engine::ensure_open`); the pre-run entry
-        // keeps the old mode, so the root's finish sets the source's.
-        let add = if self.b.dry_run || is_root() {
-            0
-        } else {
-            0o700
-        };
-        let (d, st) = Dir::open_root_adding(dst, add).at(Op::OpenDir, dst)?;
-        let entry = existed.then(|| Entry::from_stat(Name::default(), &st));
-        Ok((Some(d), entry))
+    /// What this syncer's engine takes from it besides the spec.
+    fn context(&self) -> EngineContext {
+        let mut cx = EngineContext::new(self.b.registry.clone());
+        cx.walker = Arc::clone(&self.b.walker);
+        cx.planner = Arc::clone(&self.b.planner);
+        cx.events = self.b.events.clone();
+        cx.stats = Arc::clone(&self.stats);
+        cx.quit = Arc::clone(&self.quit);
+        cx
     }
 
     /// Runs `f` (the transport) while a thread watches for a stop: once
@@ -796,11 +729,6 @@ fn park_for(stop: &AtomicBool, d: Duration) {
     while !stop.load(Ordering::Relaxed) && end.is_none_or(|end| Instant::now() < end) {
         std::thread::sleep(Duration::from_millis(10).min(d));
     }
-}
-
-fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
-    let st = d.fstat().at(Op::Stat, path)?;
-    Ok(Entry::from_stat(Name::default(), &st))
 }
 
 /// A key no other user can learn or guess: 128 bits from the kernel's

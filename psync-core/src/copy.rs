@@ -425,6 +425,20 @@ impl Registry {
             .or_else(|| self.default.clone())
     }
 
+    /// The copier named `name` ([`Copier::name`]): the latest registered
+    /// pair's of that name, else the default if it has that name. How an
+    /// engine built from a [`crate::RunSpec`] finds the copier its run
+    /// chose, so a name stands for one copier in a registry.
+    pub fn by_name(&self, name: &str) -> Option<Arc<dyn Copier>> {
+        self.pairs
+            .iter()
+            .rev()
+            .map(|(_, _, c)| c)
+            .chain(&self.default)
+            .find(|c| c.name() == name)
+            .map(Arc::clone)
+    }
+
     /// The copier for the file systems holding `src` and `dst`.
     ///
     /// # Errors

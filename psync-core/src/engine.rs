@@ -28,12 +28,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// Prefix of every temporary name psync creates on a target.
 pub const TEMP_PREFIX: &str = ".psync-tmp.";
 
-/// Everything a worker needs to run tasks of one run. Built by
-/// [`crate::SyncBuilder`]; a broker worker builds one from the run's spec.
+/// Everything a worker needs to run tasks of one run. Built only by
+/// [`Engine::from_spec`], from the run's [`crate::RunSpec`] and what the
+/// process running it provides ([`crate::EngineContext`]): by
+/// [`crate::Syncer::run`] for its own threads, and the same way by any
+/// other process that takes part in the run.
 pub struct Engine {
     pub(crate) src_root: Dir,
     pub(crate) dst_root: Option<Dir>,
-    /// Device of the source root (`-x` stays on it).
+    /// Device of the source root as this process sees it (`-x` stays on it).
     pub(crate) src_dev: u64,
     pub(crate) src_path: PathBuf,
     pub(crate) dst_path: PathBuf,
@@ -311,7 +314,7 @@ impl Engine {
             Ok(d) => d,
             Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::OpenDir, e, cx),
         };
-        if self.other_source_fs(rel, src_entry, &src_dir) {
+        if self.other_source_fs(rel, &src_dir) {
             // -x: the mount point's directory is kept, nothing inside it.
             Stats::bump(&self.stats.dirs, 1);
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
@@ -488,11 +491,21 @@ impl Engine {
     }
 
     /// `-x`: true for a source directory below the root on another file
-    /// system (another device, or a mount of the same one).
-    fn other_source_fs(&self, rel: &RelPath, src: &Entry, dir: &Dir) -> bool {
+    /// system (another device, or a mount of the same one). The device is
+    /// the open directory's, not its listing's: the listing may have been
+    /// made on another node, and a network file system's device number
+    /// differs from node to node (`src_dev` is this engine's root's).
+    fn other_source_fs(&self, rel: &RelPath, dir: &Dir) -> bool {
+        #[allow(clippy::unnecessary_cast)] // as `Entry::from_stat`: widths differ between targets
+        let other_dev = |st: rustix::fs::Stat| st.st_dev as u64 != self.src_dev;
         self.plan_opts.one_file_system
             && !rel.is_root()
-            && (src.dev != self.src_dev || dir.is_mount_root())
+            // Unknown counts as another file system: copied empty, nothing
+            // deleted in it.
+            && (dir
+                .fstat()
+                .map_or(true, other_dev)
+                || dir.is_mount_root())
     }
 
     /// Itemizes the attribute changes of an existing target directory

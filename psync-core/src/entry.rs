@@ -357,7 +357,7 @@ impl fmt::Display for RelPath {
 
 /// Raw bytes in binary formats (postcard: lossless, for tasks) and
 /// rsync-style escaped text in human-readable ones (JSON events, logs).
-mod serde_bytes_compat {
+pub(crate) mod serde_bytes_compat {
     use serde::{Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
