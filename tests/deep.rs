@@ -408,8 +408,8 @@ fn assert_no_op(out: &Outcome, what: &str) {
     }
 }
 
-/// The whole scenario, in `base` (on the file system under test): a first
-/// sync, a no-op, an attribute change of the hard-linked pair, type
+/// The whole scenario, in `base` (on the file system under test): a dry
+/// run, a first sync, a no-op, an attribute change of the hard-linked pair, type
 /// changes at the bottom, a deep subtree deleted, and a target error
 /// 300 levels down that must name its full path.
 fn scenario(cfg: Config, base: &Path) {
@@ -418,6 +418,11 @@ fn scenario(cfg: Config, base: &Path) {
     build_deep(&src);
     let bottom = chain_path(DEPTH);
     assert!(bottom.len() > 5_000, "{} bytes", bottom.len());
+
+    let dry = cfg.sync_unchecked(&src, &dst, &Opts::dry_run());
+    dry.assert_ok();
+    assert_eq!(dry.itemized.len(), ENTRIES + 1, "a dry run lists it all");
+    assert!(dst.symlink_metadata().is_err(), "a dry run made the target");
 
     let started = Instant::now();
     let first = cfg.sync_unchecked(&src, &dst, &Opts::default());
