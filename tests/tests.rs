@@ -12,6 +12,7 @@ mod bad_input;
 mod basic;
 mod bind_mounts;
 mod cli;
+mod deep;
 mod deletes;
 mod durability;
 mod failures;

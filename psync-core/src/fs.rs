@@ -49,6 +49,54 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::CLOEXEC);
 
+/// The longest piece of a relative path [`Dir::open_beneath`] gives one
+/// `openat2`: a quarter of PATH_MAX, so that a piece is always well within
+/// what the kernel takes (4,095 bytes) and at least four components of
+/// the longest name (255 bytes) fit in one. Nearly every path fits in
+/// one piece; a deeper one costs one more open per kilobyte.
+const PIECE: usize = 1024;
+
+/// `rel` cut at slashes into pieces of at most `max` bytes, each of whole
+/// components, without the slashes between them. A component longer than
+/// `max` is a piece of its own (longer than NAME_MAX, the kernel refuses
+/// it). A leading slash stays on the first piece, so that an absolute
+/// path is refused (`RESOLVE_BENEATH`) as it would be whole.
+fn pieces(rel: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = rel;
+    let mut first = true;
+    std::iter::from_fn(move || {
+        if !first {
+            while let [b'/', tail @ ..] = rest {
+                rest = tail;
+            }
+        }
+        first = false;
+        if rest.is_empty() {
+            return None;
+        }
+        let cut = if rest.len() <= max {
+            rest.len()
+        } else {
+            match rest[..=max].iter().rposition(|&b| b == b'/') {
+                Some(i) if i > 0 => i,
+                // One component longer than `max`.
+                _ => rest[1..]
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(rest.len(), |i| i + 1),
+            }
+        };
+        let (mut piece, tail) = rest.split_at(cut);
+        rest = tail;
+        while let [head @ .., b'/'] = piece
+            && !head.is_empty()
+        {
+            piece = head;
+        }
+        Some(piece)
+    })
+}
+
 impl Dir {
     /// Opens a run's root by its path. The root itself may be a symlink to a
     /// directory (as with rsync's `SRC/`); nothing below it may.
@@ -88,7 +136,20 @@ impl Dir {
     }
 
     /// Opens the directory at `rel` beneath this one, refusing symlinks in
-    /// any component and any escape from this directory.
+    /// any component and any escape from this directory, at any depth.
+    ///
+    /// The kernel takes at most PATH_MAX (4,096 bytes with the NUL) of
+    /// path in one call, and a tree may nest deeper than that (rsync fails
+    /// there with "File name too long"). So a long `rel` is opened in
+    /// pieces of whole components (see [`pieces`]), each with
+    /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` beneath the
+    /// directory the piece before it opened: every component is still
+    /// resolved beneath this directory and never through a symlink (a
+    /// `..` may not even climb out of its piece's directory; psync's
+    /// paths have none), and at most two directories are open at a time,
+    /// whatever the depth. Without `openat2`,
+    /// component by component with `O_NOFOLLOW`, which has no length
+    /// limit either.
     ///
     /// # Errors
     /// When a component is missing, not a directory, or a symlink (ELOOP/ENOTDIR).
@@ -97,16 +158,34 @@ impl Dir {
             return self.try_clone();
         }
         if !NO_OPENAT2.load(Ordering::Relaxed) {
-            let how =
-                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-            match rustix::fs::openat2(&self.fd, rel.as_bytes(), DIR_FLAGS, Mode::empty(), how) {
-                Ok(fd) => return Ok(Dir { fd }),
+            match self.open_pieces(rel.as_bytes()) {
+                Ok(d) => return Ok(d),
                 Err(rustix::io::Errno::NOSYS) => NO_OPENAT2.store(true, Ordering::Relaxed),
                 // EAGAIN: a concurrent rename elsewhere on the fs; the walk below copes.
                 Err(rustix::io::Errno::AGAIN) => {}
                 Err(e) => return Err(e.into()),
             }
         }
+        self.open_components(rel)
+    }
+
+    /// Opens `rel` piece by piece with `openat2`, each piece beneath the
+    /// directory the previous one opened.
+    fn open_pieces(&self, rel: &[u8]) -> rustix::io::Result<Dir> {
+        let how = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let mut cur: Option<Dir> = None;
+        for piece in pieces(rel, PIECE) {
+            let at = cur.as_ref().map_or(self.fd.as_fd(), |d| d.fd.as_fd());
+            let fd = rustix::fs::openat2(at, piece, DIR_FLAGS, Mode::empty(), how)?;
+            cur = Some(Dir { fd });
+        }
+        // `rel` is not the root: there was at least one piece.
+        cur.ok_or(rustix::io::Errno::INVAL)
+    }
+
+    /// Opens `rel` one component at a time with `O_NOFOLLOW` (kernels
+    /// without `openat2`), refusing `..`.
+    fn open_components(&self, rel: &RelPath) -> io::Result<Dir> {
         let mut cur = self.open_dir(b".")?;
         for comp in rel.components() {
             if comp == b".." {
@@ -925,6 +1004,103 @@ mod tests {
             "{err}"
         );
         assert!(root.open_beneath(&RelPath::from_bytes("a/../..")).is_err());
+    }
+
+    /// A chain of `depth` directories of 16-byte names under `top`,
+    /// made with one fd held; returns its path below the root.
+    fn deep_chain(root: &Dir, top: &str, depth: usize) -> RelPath {
+        root.mkdir(top.as_bytes(), 0o755).unwrap();
+        let mut rel = RelPath::from_bytes(top);
+        let mut d = root.open_dir(top.as_bytes()).unwrap();
+        for i in 0..depth {
+            let name = Name(format!("level-{i:04}.deep_").into_bytes());
+            d.mkdir(name.as_bytes(), 0o755).unwrap();
+            d = d.open_dir(name.as_bytes()).unwrap();
+            rel = rel.join(&name);
+        }
+        d.create_excl(b"bottom").unwrap();
+        rel
+    }
+
+    /// Deeper than PATH_MAX, both ways of opening (`openat2` in pieces,
+    /// and component by component) reach the bottom, and both refuse a
+    /// symlink or `..` there, far below the first piece.
+    #[test]
+    fn open_beneath_reaches_below_path_max_and_refuses_symlinks_there() {
+        let t = crate::test_dir();
+        let root = Dir::open_root(t.path()).unwrap();
+        let rel = deep_chain(&root, "top", 400);
+        assert!(rel.as_bytes().len() > 6_000);
+        let has_bottom = |d: Dir| d.names().unwrap() == vec![Name::from("bottom")];
+        assert!(has_bottom(root.open_beneath(&rel).unwrap()));
+        assert!(has_bottom(root.open_components(&rel).unwrap()));
+        match root.open_pieces(rel.as_bytes()) {
+            Ok(d) => assert!(has_bottom(d)),
+            Err(rustix::io::Errno::NOSYS) => eprintln!("no openat2 here: pieces not tried"),
+            Err(e) => panic!("open in pieces: {e}"),
+        }
+        // A symlink near the bottom, and `..` out of the root from level 300.
+        let (parent, last) = rel.split_last().unwrap();
+        let (above, _) = parent.split_last().unwrap();
+        // "top" and 300 levels of "/" and 16 bytes.
+        let mid = RelPath::from_bytes(&rel.as_bytes()[..3 + 300 * 17]);
+        // Back up past the root from there.
+        let up = RelPath::from_bytes([mid.as_bytes(), &b"/..".repeat(302)].concat());
+        root.open_beneath(&above)
+            .unwrap()
+            .symlink(b".", b"link")
+            .unwrap();
+        let via_link = above.join(&Name(b"link".to_vec()));
+        let via_link = via_link.join(&Name(last.to_vec()));
+        for bad in [&via_link, &up] {
+            for r in [
+                root.open_beneath(bad),
+                root.open_components(bad),
+                root.open_pieces(bad.as_bytes()).map_err(io::Error::from),
+            ] {
+                let e = r.expect_err(&bad.to_string());
+                assert!(
+                    matches!(
+                        e.raw_os_error(),
+                        Some(libc::ELOOP | libc::EXDEV | libc::ENOTDIR | libc::ENOSYS)
+                    ),
+                    "{e}"
+                );
+            }
+        }
+        // A missing directory at depth is ENOENT, not "File name too long".
+        let missing = mid.join(&Name(b"missing".to_vec()));
+        let e = root.open_beneath(&missing).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
+
+    /// Pieces are whole components of at most `max` bytes that give the
+    /// path back; only a component longer than `max` is longer.
+    #[test]
+    fn pieces_cut_at_slashes_within_the_limit() {
+        let cut = |p: &str, max: usize| -> Vec<String> {
+            pieces(p.as_bytes(), max)
+                .map(|b| String::from_utf8(b.to_vec()).unwrap())
+                .collect()
+        };
+        assert_eq!(cut("a", 4), ["a"]);
+        assert_eq!(cut("aa/bb/cc", 5), ["aa/bb", "cc"]);
+        assert_eq!(cut("aa/bb/cc", 4), ["aa", "bb", "cc"]);
+        assert_eq!(cut("aa/bb/cc", 8), ["aa/bb/cc"]);
+        assert_eq!(cut("aaaaaa/b/c", 3), ["aaaaaa", "b/c"]);
+        assert_eq!(cut("a/bbbbbb/c", 3), ["a", "bbbbbb", "c"]);
+        assert_eq!(cut("a//b///c/", 2), ["a", "b", "c"]);
+        // An absolute path keeps its slash: openat2 refuses it beneath.
+        assert_eq!(cut("/aaaa/b", 3), ["/aaaa", "b"]);
+        assert_eq!(cut("/a/b", 8), ["/a/b"]);
+        let names: Vec<String> = (0..500)
+            .map(|i| format!("n{}", "x".repeat(i % 255)))
+            .collect();
+        let long = names.join("/");
+        let got = cut(&long, PIECE);
+        assert!(got.len() > 1);
+        assert!(got.iter().all(|p| p.len() <= PIECE && !p.starts_with('/')));
+        assert_eq!(got.join("/"), long);
     }
 
     /// Only a regular file of the process's own, mode 0600, one link, is

@@ -40,6 +40,21 @@ struct Node {
     parent: Option<Arc<Node>>,
 }
 
+impl Drop for Node {
+    /// Lets go of the ancestors one at a time: a node holds its parent,
+    /// so a tree as deep as the source's directories is a chain as long,
+    /// and the default drop would recurse down it (a run stopped 100,000
+    /// levels deep overflowed the stack of the thread dropping its last
+    /// task). Each ancestor this was the last holder of is taken apart
+    /// here; one that is held elsewhere stops the loop.
+    fn drop(&mut self) {
+        let mut next = self.parent.take();
+        while let Some(parent) = next {
+            next = Arc::into_inner(parent).and_then(|mut p| p.parent.take());
+        }
+    }
+}
+
 struct Job {
     /// Boxed: a deque's slots are allocated 64 at a time and doubled, and
     /// a `Task` is 368 bytes (24 KiB per worker before it queued anything).
@@ -339,6 +354,56 @@ mod tests {
             }
             assert_eq!(log.last().unwrap(), "");
         }
+    }
+
+    /// Spawns a chain of directory tasks, one below the other, and sets
+    /// the quit flag at depth `quit_at`: the run stops with every level's
+    /// completion node still held by the deepest task.
+    struct ChainRunner<'a> {
+        depth: AtomicUsize,
+        quit_at: usize,
+        quit: &'a AtomicBool,
+    }
+
+    impl TaskRunner for ChainRunner<'_> {
+        fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+            if let Task::Dir { rel, src, .. } = task {
+                if self.depth.fetch_add(1, Ordering::Relaxed) + 1 == self.quit_at {
+                    self.quit.store(true, Ordering::Relaxed);
+                }
+                cx.spawn(Task::Dir {
+                    rel: rel.clone(),
+                    src: src.clone(),
+                    dst: None,
+                });
+                cx.defer(Task::FinishDir {
+                    rel,
+                    src,
+                    dst: None,
+                    touched: false,
+                });
+            }
+        }
+    }
+
+    /// A run stopped 100,000 levels down drops the tasks left over
+    /// without recursing through the chain of their completion nodes (a
+    /// worker thread's stack would overflow).
+    #[test]
+    fn a_run_stopped_deep_down_drops_its_tasks_without_recursion() {
+        let quit = AtomicBool::new(false);
+        let runner = ChainRunner {
+            depth: AtomicUsize::new(0),
+            quit_at: 100_000,
+            quit: &quit,
+        };
+        let seed = Task::Dir {
+            rel: RelPath::root(),
+            src: dir_entry(),
+            dst: None,
+        };
+        Local::new(2).run(seed, &runner, &quit).unwrap();
+        assert!(runner.depth.load(Ordering::Relaxed) >= 100_000);
     }
 
     struct Panicker;
