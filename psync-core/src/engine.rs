@@ -1159,7 +1159,7 @@ impl Engine {
     /// Whether the xattrs/ACLs of `src`'s target in `d` may need a change:
     /// false only when they are not to be compared at all, or compare
     /// equal (read by name, without writing; an error says "maybe").
-    fn xattrs_differ(&self, src_dir: &Dir, d: &Dir, src: &Entry) -> bool {
+    pub(crate) fn xattrs_differ(&self, src_dir: &Dir, d: &Dir, src: &Entry) -> bool {
         if !self.xattr_source_new() {
             return false;
         }

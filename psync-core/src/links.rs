@@ -818,7 +818,8 @@ impl Engine {
                     && self.links_explained(src, &h.stat, 0)
             });
             let mut change = due;
-            change.xattr = self.xattr_source(Some(dst), src);
+            change.xattr = self.xattr_source(Some(dst), src)
+                && self.xattrs_differ(src_dir, dst_dir, src);
             if !explained {
                 if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
                     Stats::bump(&self.stats.unchanged, 1);
