@@ -200,3 +200,65 @@ fn copies_planned_for_the_attackers_directory_land_in_the_victims() {
         "the attacker's file was written into the victim's private directory; run: {out:#?}"
     );
 }
+
+/// No attacker: a no-op re-sync of a tree with a hard-linked pair. Each
+/// run makes a link area at the target root (`record_members` writes the
+/// pair's record there), removes it, and then sets the root's attributes
+/// again (`finish_dir`: `self.links.get().is_some()`): the root's mtime is
+/// put back, but its ctime moves on every no-op run (a tree without hard
+/// links keeps it). Backup tools that key on ctime see DST's root change
+/// every night.
+#[test]
+fn noop_resync_of_a_hard_linked_tree_moves_the_roots_ctime() {
+    let t = TestDir::new("noop_resync_of_a_hard_linked_tree_moves_the_roots_ctime");
+    tree!(t.src(), {
+        "a/x" => file("pair") mtime(1_650_000_000, 0),
+        "a/y" => hardlink("a/x"),
+    });
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    let ctime = |p: &Path| {
+        let m = p.symlink_metadata().unwrap();
+        (m.ctime(), m.ctime_nsec())
+    };
+    let before = ctime(&t.dst());
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(out.ok && out.warnings.is_empty(), "{out:#?}");
+    assert_eq!(
+        ctime(&t.dst()),
+        before,
+        "the ctime of DST's root moved on a no-op run"
+    );
+}
+
+/// No attacker, no root: the test user syncs their own tree, where a
+/// hard-linked pair has a name in a read-only directory (`b/`, 0555; a
+/// published data set). The group's names are linked in the run's last
+/// phase, after `b/`'s finish gave it mode 0555: linking `b/g` fails with
+/// EACCES (`link d/b/g: Permission denied`), on the first run and on every
+/// later one; `rsync -aH` as the same user makes it (it sets a directory's
+/// mode after its entries). Not new with issue 13 (the last phase came
+/// with 63329e1), found while checking non-root runs.
+#[test]
+fn non_root_hard_link_into_a_read_only_directory_fails() {
+    let test = "non_root_hard_link_into_a_read_only_directory_fails";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "a/f" => file("data") mode(0o644),
+        "b/g" => hardlink("a/f"),
+        "b" => keep() mode(0o555),
+    });
+    user.own(t.path());
+    for round in ["sync", "re-sync"] {
+        let out = user.psync(&["-q"], &t.src(), &t.dst());
+        assert!(
+            out.status.success(),
+            "{round} as the test user: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (f, g) = (attrs(&t.dst().join("a/f")), attrs(&t.dst().join("b/g")));
+    assert_eq!(f.0, g.0, "a/f and b/g are one inode");
+}
