@@ -262,3 +262,75 @@ fn non_root_hard_link_into_a_read_only_directory_fails() {
     let (f, g) = (attrs(&t.dst().join("a/f")), attrs(&t.dst().join("b/g")));
     assert_eq!(f.0, g.0, "a/f and b/g are one inode");
 }
+
+/// `remove_stale` checks by name (`dir.stat`) that an unused part file's
+/// name is not a directory, then removes it by name with `remove_all`,
+/// whose `unlink` fails with EISDIR on a directory and then deletes the
+/// directory recursively. A name like a part file (`.psync-part.<16 hex>`,
+/// anyone can make one) in a directory the attacker owns is removed as
+/// unused; between the `stat` and the `unlink` the attacker exchanges it
+/// (`renameat2(RENAME_EXCHANGE)`, both names in their own directory) with
+/// a victim's directory kept there (`u/v`, target-only): psync, as root,
+/// deletes the victim's directory and everything in it. The exchange loop
+/// runs in this (root) process, as the attacker could run it.
+#[test]
+fn part_name_exchanged_for_a_victims_directory_after_the_stat_deletes_it() {
+    let test = "part_name_exchanged_for_a_victims_directory_after_the_stat_deletes_it";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    const PART: &str = ".psync-part.00000000deadbeef";
+    tree!(t.src(), { "u/keep" => file("k") mode(0o644) });
+    user.own(&t.src().join("u"));
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    let u = t.dst().join("u");
+    tree!(u, {
+        "v/secret" => file("the victim's only copy") owner(VICTIM, VICTIM) mode(0o600),
+        "v" => dir() owner(VICTIM, VICTIM) mode(0o700),
+    });
+    let secret_survives = |u: &Path| u.join("v/secret").exists() || u.join(PART).join("secret").exists();
+    for attempt in 0..3000 {
+        // The part-named file of the attacker's, at whichever name is free.
+        let (p, v) = (u.join(PART), u.join("v"));
+        if !p.exists() {
+            std::fs::write(&p, "x").unwrap();
+            std::os::unix::fs::lchown(&p, Some(user.uid), Some(user.gid)).unwrap();
+        } else if !v.exists() {
+            std::fs::write(&v, "x").unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let toggler = {
+            let (stop, p, v) = (stop.clone(), p.clone(), v.clone());
+            std::thread::spawn(move || {
+                let (p, v) = (
+                    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap(),
+                    std::ffi::CString::new(v.as_os_str().as_encoded_bytes()).unwrap(),
+                );
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            p.as_ptr(),
+                            libc::AT_FDCWD,
+                            v.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        );
+                    }
+                }
+            })
+        };
+        let out = run_lib(&t.src(), &t.dst(), |_| {});
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        toggler.join().unwrap();
+        assert!(
+            secret_survives(&u),
+            "attempt {attempt}: the victim's directory (with the only copy of their file) was \
+             deleted by psync as root; run: {out:#?}"
+        );
+        // The victim's directory back at `v` for the next attempt.
+        if u.join(PART).is_dir() {
+            let _ = std::fs::remove_file(u.join("v"));
+            std::fs::rename(u.join(PART), u.join("v")).unwrap();
+        }
+    }
+}
