@@ -25,6 +25,7 @@ mod memory;
 mod names;
 mod perms;
 mod review2_attacks;
+mod review3_attacks;
 mod review_attacks;
 mod safety;
 mod shape;
