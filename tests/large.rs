@@ -429,8 +429,8 @@ impl Copier for Hooked {
     fn make_special(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
         self.inner.make_special(dir, n, src)
     }
-    fn remove(&self, dir: &Dir, n: &Name) -> Result<u64, StepError> {
-        self.inner.remove(dir, n)
+    fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
+        self.inner.remove(dir, e)
     }
 }
 

@@ -396,7 +396,7 @@ impl Engine {
             Err(found) => found,
         };
         let what = untrusted_message(name, &found);
-        let (message, kind) = match dir.remove_all(name.as_bytes()) {
+        let (message, kind) = match dir.unlink_file(name.as_bytes()) {
             Ok(_) => (format!("{what}: removed"), io::ErrorKind::NotFound),
             Err(e) => (
                 format!("{what}: cannot be removed: {e}"),

@@ -307,11 +307,15 @@ pub trait Copier: Send + Sync {
     /// As `mknodat`.
     fn make_special(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError>;
 
-    /// Removes `name` (recursively for a directory). Returns the entries removed.
+    /// Removes the entry `listed` of `dir` (recursively for a directory),
+    /// as it was listed: a directory only if the one at its name is still
+    /// that directory, a non-directory never recursively (a user may
+    /// swap another user's directory in for it). Returns the entries
+    /// removed.
     ///
     /// # Errors
     /// The first failing removal.
-    fn remove(&self, dir: &Dir, name: &Name) -> Result<u64, StepError>;
+    fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError>;
 }
 
 macro_rules! forward_copier {
@@ -342,8 +346,8 @@ macro_rules! forward_copier {
             fn make_special(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
                 (**self).make_special(dir, n, src)
             }
-            fn remove(&self, dir: &Dir, n: &Name) -> Result<u64, StepError> {
-                (**self).remove(dir, n)
+            fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
+                (**self).remove(dir, e)
             }
         }
     )*};

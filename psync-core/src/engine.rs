@@ -724,8 +724,9 @@ impl Engine {
         }
         // Another user's file under a part's or journal's name (a shared
         // directory) is removed too, and said so, as when a copy meets one.
+        // Never recursively: a directory swapped in since stays.
         let planted = crate::bigfile::planted(dir, name);
-        match dir.remove_all(name.as_bytes()) {
+        match dir.unlink_file(name.as_bytes()) {
             Ok(_) => {
                 Stats::bump(&self.stats.stale_removed, 1);
                 if let Some(what) = planted {
@@ -939,7 +940,7 @@ impl Engine {
             _ => {}
         }
         let removed = match dir {
-            Some(d) if !self.dry_run => match self.copier.remove(d, &old.name) {
+            Some(d) if !self.dry_run => match self.copier.remove(d, old) {
                 Ok(n) => n,
                 Err(e) => {
                     self.fail(&path, true, e.op, e.source);

@@ -558,6 +558,44 @@ impl Dir {
         }
     }
 
+    /// Removes the non-directory `name`, never a directory: one found at
+    /// that name (a user swapped it in) is an error and stays.
+    ///
+    /// # Errors
+    /// As `unlinkat`; a directory at the name is `EISDIR`, with a message.
+    pub fn unlink_file(&self, name: &[u8]) -> io::Result<()> {
+        match self.unlink(name) {
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
+                && self.stat(name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    "a directory stands at this name now (it was not one when listed): left alone",
+                ))
+            }
+            r => r,
+        }
+    }
+
+    /// Removes the entry `listed` as it was listed: a non-directory with
+    /// [`Dir::unlink_file`]; a directory with everything in it, only if
+    /// the directory at its name is still the one listed (same device and
+    /// inode: a user who renamed another directory there gets it kept).
+    ///
+    /// # Errors
+    /// As [`Dir::unlink_file`] and [`Dir::remove_all`]; a directory that
+    /// is not the one listed is an error and stays.
+    pub fn remove_listed(&self, listed: &Entry) -> io::Result<u64> {
+        if listed.kind != crate::entry::Kind::Dir {
+            return match self.unlink_file(listed.name.as_bytes()) {
+                Ok(()) => Ok(1),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            };
+        }
+        crate::subtree::remove_dir_all_of(self, listed)
+    }
+
     /// The names in this directory with whether each is a directory (from
     /// the directory entry's type; an `lstat` where the file system does
     /// not say). Entries that vanish are left out.

@@ -70,6 +70,15 @@ pub fn walk(
         Some(d) => d,
         None => return Ok(()),
     };
+    // The directory listed, not another one a user renamed to its name.
+    if let Some(e) = &top.entry
+        && ids(&root)? != (e.dev, e.ino)
+    {
+        return Err(io::Error::other(format!(
+            "{} is not the directory listed (another one was put at its name): left alone",
+            escape(path.as_bytes())
+        )));
+    }
     let mut stack = vec![Frame {
         path: path.clone(),
         ids: ids(&root)?,
@@ -167,12 +176,28 @@ fn ids(d: &Dir) -> io::Result<(u64, u64)> {
 /// # Errors
 /// The first failure; what could be removed before it is gone.
 pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
+    remove_top(
+        parent,
+        Child {
+            name: name.clone(),
+            dir: true,
+            entry: None,
+        },
+    )
+}
+
+/// [`remove_dir_all`] of the directory `listed`, only if the directory at
+/// its name is still that one (same device and inode).
+///
+/// # Errors
+/// As [`remove_dir_all`]; another directory at the name is an error.
+pub fn remove_dir_all_of(parent: &Dir, listed: &Entry) -> io::Result<u64> {
+    remove_top(parent, Child::of(listed))
+}
+
+fn remove_top(parent: &Dir, top: Child) -> io::Result<u64> {
     let mut n = 0u64;
-    let top = Child {
-        name: name.clone(),
-        dir: true,
-        entry: None,
-    };
+    let name = top.name.clone();
     // Mount points skipped (the first one's path, for the error): the
     // directories above them cannot go.
     let mounts: std::cell::RefCell<Vec<RelPath>> = std::cell::RefCell::new(Vec::new());

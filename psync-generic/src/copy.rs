@@ -579,8 +579,8 @@ impl Copier for GenericCopier {
             .op(Op::Mknod)
     }
 
-    fn remove(&self, dir: &Dir, name: &Name) -> Result<u64, StepError> {
-        dir.remove_all(name.as_bytes()).op(Op::Remove)
+    fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError> {
+        dir.remove_listed(listed).op(Op::Remove)
     }
 }
 
