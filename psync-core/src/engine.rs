@@ -104,7 +104,8 @@ impl TaskRunner for Engine {
                 rel,
                 actions,
                 fresh,
-            } => self.run_files(&rel, actions, fresh),
+                at,
+            } => self.run_files(&rel, actions, fresh, at),
             Task::BigFile {
                 rel,
                 src,
@@ -134,7 +135,7 @@ impl TaskRunner for Engine {
                 dst,
                 touched,
             } => self.finish_dir(&rel, &src, dst.as_ref(), touched, cx),
-            Task::Links { rel, actions } => self.run_links(&rel, actions),
+            Task::Links { rel, actions, at } => self.run_links(&rel, actions, at),
             Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
             Task::CompareBig {
                 rel,
@@ -297,6 +298,17 @@ impl Engine {
         }
     }
 
+    /// [`Engine::open_dst`] of a directory a task saw before: it must
+    /// still be the directory `at` (device, inode) — a user who can rename
+    /// in its parent may have put another one (someone's) at its path.
+    pub(crate) fn open_dst_at(&self, rel: &RelPath, at: Option<(u64, u64)>) -> io::Result<Dir> {
+        let d = self.open_dst(rel)?;
+        match at {
+            Some(at) if dir_id(&d)? != at => Err(replaced_dir()),
+            _ => Ok(d),
+        }
+    }
+
     /// Lists, plans and acts for one directory.
     fn run_dir(
         &self,
@@ -340,6 +352,13 @@ impl Engine {
                 Ok(d) => Some(d),
                 Err(e) => return self.fail(rel, true, Op::OpenDir, e),
             }
+        };
+        // The directory listed by the parent's task (or made by it), not
+        // another one a user renamed to its path since.
+        let at = match dst_dir.as_ref().map(|d| self.check_dir(rel, d, dst_entry)) {
+            Some(Ok(at)) => Some(at),
+            Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
+            None => None,
         };
         let src = match self.walker.list(&src_dir) {
             Ok(l) => l,
@@ -419,15 +438,36 @@ impl Engine {
             self.adopt_default_acl(rel, &src_dir, d);
         }
         if !self.dry_run {
-            self.record_members(rel, &src_entries, &dst, &actions);
+            self.record_members(rel, at, &src_entries, &dst, &actions);
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
-        let touched = self.act(rel, &src_dir, dst_dir.as_ref(), fresh, actions, cx);
+        let touched = self.act(rel, &src_dir, (dst_dir.as_ref(), at), fresh, actions, cx);
         if let Some(d) = dst_dir.as_ref().filter(|_| touched) {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
         }
         cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
+    }
+
+    /// The identity of the target directory `d` a directory task opened,
+    /// once it is known to be the one the parent's task listed (`dst`), or
+    /// for a new one, the one it made (psync's user's, mode 0700): a user
+    /// who can rename in the parent may have put another directory there.
+    fn check_dir(&self, rel: &RelPath, d: &Dir, dst: Option<&Entry>) -> io::Result<(u64, u64)> {
+        let id = dir_id(d)?;
+        if rel.is_root() {
+            return Ok(id);
+        }
+        match dst {
+            Some(e) if (e.dev, e.ino) != id => Err(replaced_dir()),
+            None => match crate::links::not_private(&d.fstat()?, libc::S_IFDIR, 0o700) {
+                Some(why) => Err(io::Error::other(format!(
+                    "not the directory this run made ({why}; renamed there during the run): nothing done in it"
+                ))),
+                None => Ok(id),
+            },
+            _ => Ok(id),
+        }
     }
 
     /// As root: an existing target directory that would be given to its
@@ -781,7 +821,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src_dir: &Dir,
-        dst: Option<&Dir>,
+        (dst, at): (Option<&Dir>, Option<(u64, u64)>),
         fresh: bool,
         actions: Vec<Action>,
         cx: &mut dyn TaskContext,
@@ -902,6 +942,7 @@ impl Engine {
                             rel: rel.clone(),
                             actions,
                             fresh,
+                            at,
                         });
                     }
                 }
@@ -913,11 +954,12 @@ impl Engine {
                 rel: rel.clone(),
                 actions: batch.actions,
                 fresh,
+                at,
             });
         }
         if !linked.is_empty()
             && !self.quit.load(Ordering::Relaxed)
-            && let Err(e) = self.defer_linked(rel, &linked)
+            && let Err(e) = self.defer_linked(rel, at, &linked)
         {
             for a in &linked {
                 if let Action::Copy { src, .. } | Action::Attrs { src, .. } = a {
@@ -1046,7 +1088,7 @@ impl Engine {
             }
             Action::Compare { src, dst, change } => {
                 // Dry run: compare now (reads only).
-                self.compare_file(rel, src_dir, dir, &src, &dst, change);
+                self.compare_file(rel, src_dir, (dir, None), &src, &dst, change);
                 false
             }
             Action::Descend { .. } => false,
@@ -1218,7 +1260,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src_dir: &Dir,
-        dir: Option<&Dir>,
+        (dir, at): (Option<&Dir>, Option<(u64, u64)>),
         src: &Entry,
         dst: &Entry,
         change: Change,
@@ -1239,7 +1281,7 @@ impl Engine {
                 dst: dst.clone(),
                 change,
             };
-            if let Err(e) = self.defer_linked(rel, &[fix]) {
+            if let Err(e) = self.defer_linked(rel, at, &[fix]) {
                 self.fail(&path, true, Op::Link, e);
             }
             return;
@@ -1386,6 +1428,7 @@ impl Engine {
         xattrs: bool,
     ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
         let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
+        self.check_dir(rel, &d, dst).map_err(|e| (Op::OpenDir, e))?;
         // A directory whose entries may have changed (a compared file) but
         // whose owner, mode and times are right as it is now is left
         // alone: setting them again would move its ctime for nothing.
@@ -1561,12 +1604,15 @@ impl Engine {
 
     // ----- file tasks ------------------------------------------------------
 
-    fn run_files(&self, rel: &RelPath, actions: Vec<Action>, fresh: bool) {
+    fn run_files(&self, rel: &RelPath, actions: Vec<Action>, fresh: bool, at: Option<(u64, u64)>) {
         let dirs = self
             .src_root
             .open_beneath(rel)
             .map_err(|e| (false, e))
-            .and_then(|s| self.open_dst(rel).map(|d| (s, d)).map_err(|e| (true, e)));
+            .and_then(|s| {
+                let d = self.open_dst_at(rel, at);
+                d.map(|d| (s, d)).map_err(|e| (true, e))
+            });
         let (src_dir, dst_dir) = match dirs {
             Ok(p) => p,
             Err((on_target, e)) => {
@@ -1593,7 +1639,7 @@ impl Engine {
                     self.copy_file(rel, &src_dir, &dst_dir, &src, how, staged.as_mut());
                 }
                 Action::Compare { src, dst, change } => {
-                    self.compare_file(rel, &src_dir, Some(&dst_dir), &src, &dst, change);
+                    self.compare_file(rel, &src_dir, (Some(&dst_dir), at), &src, &dst, change);
                 }
                 _ => {}
             }
@@ -1999,6 +2045,20 @@ impl Engine {
         let tag = h.finish();
         Name(format!("{TEMP_PREFIX}{:016x}.{tag:016x}{suffix}", self.run_id).into_bytes())
     }
+}
+
+/// A directory's device and inode.
+pub(crate) fn dir_id(d: &Dir) -> io::Result<(u64, u64)> {
+    let st = d.fstat()?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// The error for a target directory found replaced at its path.
+pub(crate) fn replaced_dir() -> io::Error {
+    io::Error::other(
+        "another directory stands at this path than the one the run listed (renamed there during the run): nothing done in it",
+    )
 }
 
 /// The process's effective uid: the owner of everything psync makes.

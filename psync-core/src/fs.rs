@@ -565,8 +565,11 @@ impl Dir {
     /// As `unlinkat`; a directory at the name is `EISDIR`, with a message.
     pub fn unlink_file(&self, name: &[u8]) -> io::Result<()> {
         match self.unlink(name) {
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
-                && self.stat(name).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) =>
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
+                    && self
+                        .stat(name)
+                        .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR) =>
             {
                 Err(io::Error::new(
                     io::ErrorKind::IsADirectory,

@@ -29,6 +29,9 @@ pub(crate) struct LinkArea {
     pending: OnceLock<Result<Dir, i32>>,
     /// Recorded copies held back until the group registrations ran.
     held: Mutex<Vec<(RelPath, Action)>>,
+    /// The identity (device, inode) of each recorded directory when its
+    /// walk opened it (see `Task::Links`).
+    dirs: Mutex<std::collections::HashMap<RelPath, (u64, u64)>>,
     buckets: Vec<OnceLock<Result<Dir, i32>>>,
 }
 
@@ -39,6 +42,7 @@ impl LinkArea {
             dropping: AtomicBool::new(false),
             pending: OnceLock::new(),
             held: Mutex::new(Vec::new()),
+            dirs: Mutex::new(Default::default()),
             buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -82,8 +86,13 @@ impl Engine {
     /// Records the actions of a directory's hard-linked entries for the
     /// run's last phase, as one small file in the link area (on the
     /// target, so any worker of any node can pick it up).
-    pub(crate) fn defer_linked(&self, rel: &RelPath, actions: &[Action]) -> io::Result<()> {
-        self.write_record(rel, actions, b"")
+    pub(crate) fn defer_linked(
+        &self,
+        rel: &RelPath,
+        at: Option<(u64, u64)>,
+        actions: &[Action],
+    ) -> io::Result<()> {
+        self.write_record(rel, at, actions, b"")
     }
 
     /// Records the hard-linked names of a directory that need nothing
@@ -94,6 +103,7 @@ impl Engine {
     pub(crate) fn record_members(
         &self,
         rel: &RelPath,
+        at: Option<(u64, u64)>,
         src: &[Entry],
         dst: &[Entry],
         actions: &[Action],
@@ -102,7 +112,7 @@ impl Engine {
         if found.is_empty() {
             return;
         }
-        if let Err(e) = self.write_record(rel, &found, MEMBERS)
+        if let Err(e) = self.write_record(rel, at, &found, MEMBERS)
             && !self.stop_if_unwritable(rel, Op::Create, &e)
         {
             let why = format!("cannot record its hard-linked names: {e}");
@@ -110,11 +120,18 @@ impl Engine {
         }
     }
 
-    fn write_record(&self, rel: &RelPath, actions: &[Action], prefix: &[u8]) -> io::Result<()> {
+    fn write_record(
+        &self,
+        rel: &RelPath,
+        at: Option<(u64, u64)>,
+        actions: &[Action],
+        prefix: &[u8],
+    ) -> io::Result<()> {
         let pending = self.link_area()?.pending()?;
         let task = Task::Links {
             rel: rel.clone(),
             actions: actions.to_vec(),
+            at,
         };
         let bytes = task.encode().map_err(io::Error::other)?;
         let name = [prefix, self.temp_name().as_bytes()].concat();
@@ -142,7 +159,11 @@ impl Engine {
         let Ok(pending) = area.pending() else {
             return false;
         };
-        let recorded = read_records(pending);
+        let (recorded, dirs) = read_records(pending);
+        area.dirs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(dirs);
         let groups = group(&recorded);
         self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
@@ -316,11 +337,17 @@ impl Engine {
         for (rel, a) in actions {
             by_dir.entry(rel).or_default().push(a);
         }
+        let dirs = match self.links.get() {
+            Some(Ok(area)) => area.dirs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            _ => Default::default(),
+        };
         for (rel, actions) in by_dir {
+            let at = dirs.get(&rel).copied();
             for chunk in actions.chunks(self.batch_files) {
                 cx.spawn(Task::Links {
                     rel: rel.clone(),
                     actions: chunk.to_vec(),
+                    at,
                 });
             }
         }
@@ -328,9 +355,20 @@ impl Engine {
 
     /// Runs deferred hard-link copies of one directory, then sets its times
     /// again: the new links changed them after its finish.
-    pub(crate) fn run_links(&self, rel: &RelPath, actions: Vec<Action>) {
-        let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), self.open_dst(rel))
-        else {
+    pub(crate) fn run_links(&self, rel: &RelPath, actions: Vec<Action>, at: Option<(u64, u64)>) {
+        let opened = self.open_dst_at(rel, at);
+        if let Err(e) = &opened
+            && e.kind() == io::ErrorKind::Other
+        {
+            for a in &actions {
+                if let Some(src) = action_source(a) {
+                    let e = crate::engine::replaced_dir();
+                    self.fail(&rel.join(&src.name), true, Op::OpenDir, e);
+                }
+            }
+            return;
+        }
+        let (Ok(src_dir), Ok(dst_dir)) = (self.src_root.open_beneath(rel), opened) else {
             for a in &actions {
                 let reported = matches!(a, Action::Copy { .. }) || is_fix(a);
                 if let Some(src) = action_source(a).filter(|_| reported) {
@@ -350,10 +388,19 @@ impl Engine {
         let links = !actions.iter().all(is_fix);
         let mtime = |d: &Dir| d.fstat().ok().map(|st| (st.st_mtime, st.st_mtime_nsec));
         let before = mtime(&dst_dir);
+        // Without root, a directory finished read-only (its source's mode)
+        // is opened for the links, as its walk opened it: its attributes
+        // are set again below.
+        let opened_up = !self.copy_opts.can_chown
+            && dst_dir.fstat().is_ok_and(|st| st.st_mode & 0o700 != 0o700)
+            && dst_dir.fstat().is_ok_and(|st| {
+                let mode = rustix::fs::Mode::from_raw_mode((st.st_mode | 0o700) & 0o7777);
+                rustix::fs::fchmod(dst_dir.fd(), mode).is_ok()
+            });
         for action in actions {
             self.run_linked(rel, &src_dir, &dst_dir, action);
         }
-        if !links && mtime(&dst_dir) == before {
+        if !links && !opened_up && mtime(&dst_dir) == before {
             return;
         }
         if let Ok(st) = src_dir.fstat() {
@@ -818,8 +865,8 @@ impl Engine {
                     && self.links_explained(src, &h.stat, 0)
             });
             let mut change = due;
-            change.xattr = self.xattr_source(Some(dst), src)
-                && self.xattrs_differ(src_dir, dst_dir, src);
+            change.xattr =
+                self.xattr_source(Some(dst), src) && self.xattrs_differ(src_dir, dst_dir, src);
             if !explained {
                 if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
                     Stats::bump(&self.stats.unchanged, 1);
@@ -1416,16 +1463,25 @@ fn group(recorded: &[(RelPath, Action)]) -> std::collections::HashMap<(u64, u64)
 
 /// Reads and removes the records of the walk: every action record, and
 /// the members of the groups those touch (the others need nothing).
-fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
+#[allow(clippy::type_complexity)]
+fn read_records(
+    pending: &Dir,
+) -> (
+    Vec<(RelPath, Action)>,
+    std::collections::HashMap<RelPath, (u64, u64)>,
+) {
+    let mut dirs = std::collections::HashMap::new();
     let Ok(names) = pending.names() else {
-        return Vec::new();
+        return (Vec::new(), dirs);
     };
     let (members, actions): (Vec<Name>, Vec<Name>) = names
         .into_iter()
         .partition(|n| n.as_bytes().starts_with(MEMBERS));
     let mut recorded = Vec::new();
     for name in &actions {
-        read_record(pending, name, &mut |rel, a| recorded.push((rel.clone(), a)));
+        read_record(pending, name, &mut dirs, &mut |rel, a| {
+            recorded.push((rel.clone(), a))
+        });
     }
     let wanted: std::collections::HashSet<(u64, u64)> = recorded
         .iter()
@@ -1442,7 +1498,7 @@ fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
             let _ = pending.unlink(name.as_bytes());
             continue;
         }
-        read_record(pending, name, &mut |rel, a| {
+        read_record(pending, name, &mut dirs, &mut |rel, a| {
             if action_source(&a).is_some_and(|s| {
                 wanted.contains(&(s.dev, s.ino)) && !acted.contains(&(rel.clone(), s.name.clone()))
             }) {
@@ -1450,7 +1506,7 @@ fn read_records(pending: &Dir) -> Vec<(RelPath, Action)> {
             }
         });
     }
-    recorded
+    (recorded, dirs)
 }
 
 /// An attribute fix of the last phase as a relink: the name's target is
@@ -1480,10 +1536,18 @@ fn relink(a: Action) -> Action {
 }
 
 /// Reads one record, removes it, and passes on its actions.
-fn read_record(pending: &Dir, name: &Name, each: &mut dyn FnMut(&RelPath, Action)) {
+fn read_record(
+    pending: &Dir,
+    name: &Name,
+    dirs: &mut std::collections::HashMap<RelPath, (u64, u64)>,
+    each: &mut dyn FnMut(&RelPath, Action),
+) {
     let task = read_small(pending, name).and_then(|b| Task::decode(&b).ok());
     let _ = pending.unlink(name.as_bytes());
-    if let Some(Task::Links { rel, actions }) = task {
+    if let Some(Task::Links { rel, actions, at }) = task {
+        if let Some(at) = at {
+            dirs.insert(rel.clone(), at);
+        }
         for a in actions {
             each(&rel, a);
         }

@@ -35,6 +35,10 @@ pub enum Task {
         /// it has no default ACL, no setgid bit and no other entries, so a
         /// new file in it starts with the process's owner and no xattrs.
         fresh: bool,
+        /// The target directory's device and inode when its walk opened
+        /// it: opened again, it must be the same directory (a user who
+        /// renames another directory to its path gets nothing written).
+        at: Option<(u64, u64)>,
     },
     /// Prepare the copy of a file larger than the chunk size: its part file
     /// and journal (resuming an interrupted copy), one `Chunk` per missing
@@ -83,6 +87,9 @@ pub enum Task {
         rel: RelPath,
         /// `Copy` actions of hard-linked files in that directory.
         actions: Vec<Action>,
+        /// The target directory's device and inode when its walk opened
+        /// it (see `Files`).
+        at: Option<(u64, u64)>,
     },
     /// The run's end, after the last [`Task::Links`]: remove one bucket of
     /// the hard-link area.
