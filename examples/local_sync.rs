@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         eprintln!("usage: local_sync SRC DST");
         return ExitCode::from(2);
     };
-    let (tx, rx) = crossbeam_channel::bounded(4096);
+    let (tx, rx) = psync::events(4096);
     let mut b = psync::builder(src, dst);
     b.delete(true).itemize(true).events(tx);
     let sync = match b.build() {

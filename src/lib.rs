@@ -4,7 +4,7 @@
 //! copier already registered as the default.
 //!
 //! ```no_run
-//! let (tx, rx) = crossbeam_channel::bounded(1024);
+//! let (tx, rx) = psync::events(1024);
 //! let mut b = psync::builder("/data/src", "/data/dst");
 //! b.threads(16).delete(true).itemize(true).events(tx);
 //! let sync = b.build()?;

@@ -24,6 +24,7 @@ mod links;
 mod memory;
 mod names;
 mod perms;
+mod readme;
 mod review2_attacks;
 mod review3_attacks;
 mod review_attacks;

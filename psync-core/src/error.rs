@@ -102,6 +102,14 @@ pub struct Error {
     source: io::Error,
 }
 
+impl From<Error> for io::Error {
+    /// The error as an `io::Error` of the same kind, with the whole
+    /// message (operation, path, cause) as its text.
+    fn from(e: Error) -> io::Error {
+        io::Error::new(e.source.kind(), e.to_string())
+    }
+}
+
 impl Error {
     /// Builds an error from its parts.
     pub fn new(op: Op, path: impl Into<PathBuf>, source: io::Error) -> Self {

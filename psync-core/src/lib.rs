@@ -68,6 +68,17 @@ pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
 pub use event::{Event, Snapshot, Stats};
+
+/// The ends of an event channel ([`events`] makes one; the sender goes to
+/// [`SyncBuilder::events`]): re-exported so that a program needs no other
+/// crate to receive a run's events.
+pub use crossbeam_channel::{Receiver, Sender};
+
+/// A channel for a run's events, holding up to `capacity` events (a full
+/// channel makes the run wait for the receiver: size it, or read it).
+pub fn events(capacity: usize) -> (Sender<Event>, Receiver<Event>) {
+    crossbeam_channel::bounded(capacity)
+}
 pub use itemize::Change;
 pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
 pub use spec::{EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
