@@ -26,6 +26,7 @@ mod names;
 mod perms;
 mod review2_attacks;
 mod review3_attacks;
+mod review4_attacks;
 mod review_attacks;
 mod safety;
 mod shape;
