@@ -276,3 +276,51 @@ fn victims_new_directory_swapped_for_the_attackers_new_one_is_given_away_at_its_
         at_n.3 & 0o7777
     );
 }
+
+/// A type change with `--force` (no `--delete`) removes the target
+/// directory in the way recursively, "as listed": any directory listed
+/// at that name, whoever owns it. A user cannot move another user's
+/// directory to another parent (that needs write access to it), but can
+/// rename it within their own directory: the attacker gives the victim's
+/// `u/v` (in their `u/`) the name `u/d`, a file in the source. psync, as
+/// root, deletes the victim's directory with everything in it, the
+/// victim's work that exists only in the target included (`u/v/results`,
+/// written there since the last run: an incremental migration whose
+/// users already work in DST). Without `--delete` psync never removes
+/// that file, and the attacker cannot. No race: the rename is done before
+/// the run. (The `Descend` of such a directory is refused by
+/// `foreign_dir`; the delete of a replaced one is not checked that way.)
+#[test]
+fn type_change_with_force_deletes_a_victims_directory_renamed_to_the_attackers_file() {
+    let test = "type_change_with_force_deletes_a_victims_directory_renamed_to_the_attackers_file";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), {
+        "u/d" => file("the attacker's file") mode(0o644),
+        "u" => dir() mode(0o755),
+    });
+    user.own(&t.src().join("u"));
+    tree!(t.src(), {
+        "u/v/data" => file("the victim's data") owner(VICTIM, VICTIM) mode(0o600),
+        "u/v" => dir() owner(VICTIM, VICTIM) mode(0o700),
+    });
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    // The victim works in the target since.
+    tree!(t.dst(), {
+        "u/v/results" => file("the victim's only copy") owner(VICTIM, VICTIM) mode(0o600),
+    });
+    // The attacker removes their file u/d and gives the victim's
+    // directory its name.
+    let out = user.command("rm").arg(t.dst().join("u/d")).output().unwrap();
+    assert!(out.status.success(), "rm as the attacker: {out:?}");
+    mv(user, &t.dst().join("u/v"), &t.dst().join("u/d"));
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.force(true);
+    });
+    let survives = t.dst().join("u/v/results").exists() || t.dst().join("u/d/results").exists();
+    assert!(
+        survives,
+        "the victim's target-only file was deleted by psync as root (no --delete); run: {out:#?}"
+    );
+}
