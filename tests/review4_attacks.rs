@@ -222,7 +222,8 @@ fn wait_for(cond: impl Fn() -> bool) -> bool {
 /// `u/n/sub` the attacker's.)
 #[test]
 fn victims_new_directory_swapped_for_the_attackers_new_one_is_given_away_at_its_finish() {
-    let test = "victims_new_directory_swapped_for_the_attackers_new_one_is_given_away_at_its_finish";
+    let test =
+        "victims_new_directory_swapped_for_the_attackers_new_one_is_given_away_at_its_finish";
     let Some(user) = test_user(test) else { return };
     let t = TestDir::new(test);
     tree!(t.src(), { "u/keep" => file("k") mode(0o644), "u" => dir() mode(0o755) });
@@ -265,7 +266,10 @@ fn victims_new_directory_swapped_for_the_attackers_new_one_is_given_away_at_its_
         b.walker(std::sync::Arc::new(hooks)).threads(4);
     });
     let victim_ino = victim_ino.load(std::sync::atomic::Ordering::SeqCst);
-    assert_ne!(victim_ino, 0, "the victim's file was copied before the swap; run: {out:#?}");
+    assert_ne!(
+        victim_ino, 0,
+        "the victim's file was copied before the swap; run: {out:#?}"
+    );
     let at_n = attrs(&t.dst().join("u/n"));
     assert_eq!(at_n.0, victim_ino, "the victim's directory is at u/n");
     assert!(
@@ -312,7 +316,11 @@ fn type_change_with_force_deletes_a_victims_directory_renamed_to_the_attackers_f
     });
     // The attacker removes their file u/d and gives the victim's
     // directory its name.
-    let out = user.command("rm").arg(t.dst().join("u/d")).output().unwrap();
+    let out = user
+        .command("rm")
+        .arg(t.dst().join("u/d"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "rm as the attacker: {out:?}");
     mv(user, &t.dst().join("u/v"), &t.dst().join("u/d"));
     let out = run_lib(&t.src(), &t.dst(), |b| {
