@@ -27,6 +27,7 @@ mod perms;
 mod readme;
 mod review2_attacks;
 mod review3_attacks;
+mod review4_attacks;
 mod review_attacks;
 mod safety;
 mod shape;
