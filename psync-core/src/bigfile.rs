@@ -123,6 +123,8 @@ pub(crate) struct Finish {
     pub(crate) attempt: u32,
     /// Bytes of chunks resumed from an earlier run (not copied by this one).
     pub(crate) kept: u64,
+    /// The target directory's identity (see `Task::BigFile`).
+    pub(crate) at: Option<(u64, u64)>,
 }
 
 /// Queues one task per chunk, last first: the spawning thread pops them
@@ -273,18 +275,18 @@ impl Engine {
         rel: &RelPath,
         listed: &Entry,
         dst: Option<Entry>,
-        change: Change,
-        attempt: u32,
+        (change, attempt, at): (Change, u32, Option<(u64, u64)>),
         cx: &mut dyn TaskContext,
     ) {
         let path = rel.join(&listed.name);
-        match self.prepare_big(rel, listed) {
+        match self.prepare_big(rel, listed, at) {
             Ok(Prepared { cur, missing, kept }) => {
                 self.part_started(rel, &cur);
                 spawn_chunks(cx, missing.into_iter(), |index| Task::Chunk {
                     rel: rel.clone(),
                     src: cur.clone(),
                     index,
+                    at,
                 });
                 cx.defer(Task::FinishFile {
                     rel: rel.clone(),
@@ -293,6 +295,7 @@ impl Engine {
                     change,
                     attempt,
                     kept,
+                    at,
                 });
             }
             Err(CopyFail::Vanished) => {
@@ -305,8 +308,13 @@ impl Engine {
     }
 
     /// Returns the source as it is now and the chunks still to copy.
-    fn prepare_big(&self, rel: &RelPath, listed: &Entry) -> Result<Prepared, CopyFail> {
-        let (src_dir, dst_dir) = self.open_pair(rel)?;
+    fn prepare_big(
+        &self,
+        rel: &RelPath,
+        listed: &Entry,
+        at: Option<(u64, u64)>,
+    ) -> Result<Prepared, CopyFail> {
+        let (src_dir, dst_dir) = self.open_pair(rel, at)?;
         let src = src_dir
             .open_read(listed.name.as_bytes())
             .map_err(|e| CopyFail::source(Op::Open, e))?;
@@ -443,21 +451,27 @@ impl Engine {
         Ok((0..self.chunks(cur)).collect())
     }
 
-    pub(crate) fn open_pair(&self, rel: &RelPath) -> Result<(Dir, Dir), CopyFail> {
+    /// The source and target directories `rel`, the target only if it is
+    /// still the directory `at` (see [`Engine::open_dst_at`]).
+    pub(crate) fn open_pair(
+        &self,
+        rel: &RelPath,
+        at: Option<(u64, u64)>,
+    ) -> Result<(Dir, Dir), CopyFail> {
         let s = self
             .src_root
             .open_beneath(rel)
             .map_err(|e| CopyFail::source(Op::OpenDir, e))?;
         let d = self
-            .open_dst(rel)
+            .open_dst_at(rel, at)
             .map_err(|e| CopyFail::target_io(Op::OpenDir, e))?;
         Ok((s, d))
     }
 
     /// Copies, verifies and records one chunk. A failure is reported as an
     /// event here and counted once by the file's finish.
-    pub(crate) fn chunk(&self, rel: &RelPath, src: &Entry, index: u64) {
-        if let Err(CopyFail::Failed { on_target, op, err }) = self.copy_chunk(rel, src, index) {
+    pub(crate) fn chunk(&self, rel: &RelPath, src: &Entry, index: u64, at: Option<(u64, u64)>) {
+        if let Err(CopyFail::Failed { on_target, op, err }) = self.copy_chunk(rel, src, index, at) {
             let path = rel.join(&src.name);
             // Before the error is wrapped: that loses its errno.
             if on_target && self.stop_if_unwritable(&path, op, &err) {
@@ -476,8 +490,14 @@ impl Engine {
     /// of the source still hashes as recorded and the part's range reads
     /// back from storage the same; otherwise (no hash: `--no-verify`, a
     /// whole-file clone; or on any error) it is copied.
-    fn copy_chunk(&self, rel: &RelPath, src: &Entry, index: u64) -> Result<(), CopyFail> {
-        let (src_dir, dst_dir) = self.open_pair(rel)?;
+    fn copy_chunk(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        index: u64,
+        at: Option<(u64, u64)>,
+    ) -> Result<(), CopyFail> {
+        let (src_dir, dst_dir) = self.open_pair(rel, at)?;
         let input = src_dir
             .open_read(src.name.as_bytes())
             .map_err(|e| CopyFail::source(Op::Open, e))?;
@@ -579,6 +599,7 @@ impl Engine {
             change,
             attempt,
             kept,
+            at,
         } = how;
         let path = rel.join(&src.name);
         // From here the part is this task's to rename or remove.
@@ -586,7 +607,7 @@ impl Engine {
         let old = dst.filter(|_| !change.new).map(|d| d.mode);
         let finished = self
             .not_stopped()
-            .and_then(|()| self.finish_big(rel, src, old, kept));
+            .and_then(|()| self.finish_big(rel, src, old, (kept, at)));
         match finished {
             Ok(Some(filled)) => {
                 self.count_filled(filled);
@@ -601,6 +622,7 @@ impl Engine {
                     dst: dst.cloned(),
                     change,
                     attempt: attempt + 1,
+                    at,
                 });
             }
             Ok(None) => {
@@ -639,9 +661,9 @@ impl Engine {
         rel: &RelPath,
         src: &Entry,
         old: Option<u32>,
-        kept: u64,
+        (kept, at): (u64, Option<(u64, u64)>),
     ) -> Result<Option<Filled>, CopyFail> {
-        let (src_dir, dst_dir) = self.open_pair(rel)?;
+        let (src_dir, dst_dir) = self.open_pair(rel, at)?;
         let part_n = part_name(src);
         let discard = || discard_part(&dst_dir, src);
         let input = match src_dir.open_read(src.name.as_bytes()) {

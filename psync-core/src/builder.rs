@@ -610,6 +610,7 @@ impl Syncer {
             rel: RelPath::root(),
             src: src_entry,
             dst: dst_entry,
+            at: None,
         };
         Ok((spec, seed))
     }

@@ -67,19 +67,21 @@ impl Engine {
         rel: &RelPath,
         src: Entry,
         dst: Entry,
-        change: Change,
+        (change, at): (Change, Option<(u64, u64)>),
         cx: &mut dyn TaskContext,
     ) {
         spawn_chunks(cx, 0..self.chunks(&src), |index| Task::CompareChunk {
             rel: rel.clone(),
             src: src.clone(),
             index,
+            at,
         });
         cx.defer(Task::FinishCompare {
             rel: rel.clone(),
             src,
             dst,
             change,
+            at,
         });
     }
 
@@ -91,13 +93,19 @@ impl Engine {
     /// Compares one chunk of both sides; a difference, or a side that
     /// cannot be read, leaves the marker (the copy then reports a source
     /// that cannot be read; a target that cannot be read is replaced).
-    pub(crate) fn compare_chunk(&self, rel: &RelPath, src: &Entry, index: u64) {
+    pub(crate) fn compare_chunk(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        index: u64,
+        at: Option<(u64, u64)>,
+    ) {
         let path = rel.join(&src.name);
         if self.quit.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let (start, len) = self.chunk_range(src, index);
-        let compared = self.open_pair(rel).and_then(|(src_dir, dst_dir)| {
+        let compared = self.open_pair(rel, at).and_then(|(src_dir, dst_dir)| {
             self.contents_equal(&src_dir, &dst_dir, src, (start, len))
                 .map_err(|(on_target, err)| CopyFail::Failed {
                     on_target,
@@ -127,7 +135,7 @@ impl Engine {
         if equal {
             return;
         }
-        let marked = self.open_dst(rel).and_then(|d| {
+        let marked = self.open_dst_at(rel, at).and_then(|d| {
             match d.create_excl(self.differs_marker(src).as_bytes()) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
                 _ => Ok(()),
@@ -147,11 +155,11 @@ impl Engine {
         rel: &RelPath,
         src: Entry,
         dst: Entry,
-        change: Change,
+        (change, at): (Change, Option<(u64, u64)>),
         cx: &mut dyn TaskContext,
     ) {
         let path = rel.join(&src.name);
-        let (src_dir, dst_dir) = match self.open_pair(rel) {
+        let (src_dir, dst_dir) = match self.open_pair(rel, at) {
             Ok(pair) => pair,
             Err(CopyFail::Failed { on_target, op, err }) => {
                 return self.fail(&path, on_target, op, err);
@@ -185,6 +193,7 @@ impl Engine {
                 ..change
             },
             attempt: 0,
+            at,
         });
     }
 }

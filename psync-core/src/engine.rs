@@ -99,7 +99,7 @@ impl TaskRunner for Engine {
             return;
         }
         match task {
-            Task::Dir { rel, src, dst } => self.run_dir(&rel, &src, dst.as_ref(), cx),
+            Task::Dir { rel, src, dst, at } => self.run_dir(&rel, &src, (dst.as_ref(), at), cx),
             Task::Files {
                 rel,
                 actions,
@@ -112,8 +112,14 @@ impl TaskRunner for Engine {
                 dst,
                 change,
                 attempt,
-            } => self.big_file(&rel, &src, dst, change, attempt, cx),
-            Task::Chunk { rel, src, index } => self.chunk(&rel, &src, index),
+                at,
+            } => self.big_file(&rel, &src, dst, (change, attempt, at), cx),
+            Task::Chunk {
+                rel,
+                src,
+                index,
+                at,
+            } => self.chunk(&rel, &src, index, at),
             Task::FinishFile {
                 rel,
                 src,
@@ -121,11 +127,13 @@ impl TaskRunner for Engine {
                 change,
                 attempt,
                 kept,
+                at,
             } => {
                 let how = crate::bigfile::Finish {
                     change,
                     attempt,
                     kept,
+                    at,
                 };
                 self.finish_file(&rel, &src, dst.as_ref(), how, cx)
             }
@@ -134,7 +142,8 @@ impl TaskRunner for Engine {
                 src,
                 dst,
                 touched,
-            } => self.finish_dir(&rel, &src, dst.as_ref(), touched, cx),
+                at,
+            } => self.finish_dir(&rel, &src, (dst.as_ref(), at), touched, cx),
             Task::Links { rel, actions, at } => self.run_links(&rel, actions, at),
             Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
             Task::CompareBig {
@@ -142,14 +151,21 @@ impl TaskRunner for Engine {
                 src,
                 dst,
                 change,
-            } => self.compare_big(&rel, src, dst, change, cx),
-            Task::CompareChunk { rel, src, index } => self.compare_chunk(&rel, &src, index),
+                at,
+            } => self.compare_big(&rel, src, dst, (change, at), cx),
+            Task::CompareChunk {
+                rel,
+                src,
+                index,
+                at,
+            } => self.compare_chunk(&rel, &src, index, at),
             Task::FinishCompare {
                 rel,
                 src,
                 dst,
                 change,
-            } => self.finish_compare(&rel, src, dst, change, cx),
+                at,
+            } => self.finish_compare(&rel, src, dst, (change, at), cx),
         }
     }
 }
@@ -314,7 +330,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src_entry: &Entry,
-        dst_entry: Option<&Entry>,
+        (dst_entry, made): (Option<&Entry>, Option<(u64, u64)>),
         cx: &mut dyn TaskContext,
     ) {
         // Before anything else: the finish of an unreadable source
@@ -324,13 +340,16 @@ impl Engine {
         }
         let src_dir = match self.src_root.open_beneath(rel) {
             Ok(d) => d,
-            Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::OpenDir, e, cx),
+            Err(e) => {
+                let on = (dst_entry, made);
+                return self.unreadable_dir(rel, src_entry, on, Op::OpenDir, e, cx);
+            }
         };
         if self.other_source_fs(rel, &src_dir) {
             // -x: the mount point's directory is kept, nothing inside it.
             Stats::bump(&self.stats.dirs, 1);
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
-            return cx.defer(self.finish_task(rel, src_entry, dst_entry, false));
+            return cx.defer(self.finish_task(rel, src_entry, (dst_entry, made), false));
         }
         if let Some(d) = dst_entry
             && self.foreign_dir(rel, src_entry, d)
@@ -355,14 +374,20 @@ impl Engine {
         };
         // The directory listed by the parent's task (or made by it), not
         // another one a user renamed to its path since.
-        let at = match dst_dir.as_ref().map(|d| self.check_dir(rel, d, dst_entry)) {
+        let at = match dst_dir
+            .as_ref()
+            .map(|d| self.check_dir(rel, d, dst_entry, made))
+        {
             Some(Ok(at)) => Some(at),
             Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
             None => None,
         };
         let src = match self.walker.list(&src_dir) {
             Ok(l) => l,
-            Err(e) => return self.unreadable_dir(rel, src_entry, dst_entry, Op::ReadDir, e, cx),
+            Err(e) => {
+                let on = (dst_entry, at.or(made));
+                return self.unreadable_dir(rel, src_entry, on, Op::ReadDir, e, cx);
+            }
         };
         let unread: Vec<Name> = src.failed.iter().map(|(n, _)| n.clone()).collect();
         for (name, e) in src.failed {
@@ -446,27 +471,35 @@ impl Engine {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
         }
-        cx.defer(self.finish_task(rel, src_entry, dst_entry, touched));
+        cx.defer(self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched));
     }
 
     /// The identity of the target directory `d` a directory task opened,
     /// once it is known to be the one the parent's task listed (`dst`), or
     /// for a new one, the one it made (psync's user's, mode 0700): a user
     /// who can rename in the parent may have put another directory there.
-    fn check_dir(&self, rel: &RelPath, d: &Dir, dst: Option<&Entry>) -> io::Result<(u64, u64)> {
+    fn check_dir(
+        &self,
+        rel: &RelPath,
+        d: &Dir,
+        dst: Option<&Entry>,
+        made: Option<(u64, u64)>,
+    ) -> io::Result<(u64, u64)> {
         let id = dir_id(d)?;
         if rel.is_root() {
             return Ok(id);
         }
-        match dst {
-            Some(e) if (e.dev, e.ino) != id => Err(replaced_dir()),
+        match made.or(dst.map(|e| (e.dev, e.ino))) {
+            Some(want) if want != id => Err(replaced_dir()),
+            Some(_) => Ok(id),
+            // Made by a task that could not tell its identity: psync's own
+            // and still closed (0700) at least.
             None => match crate::links::not_private(&d.fstat()?, libc::S_IFDIR, 0o700) {
                 Some(why) => Err(io::Error::other(format!(
                     "not the directory this run made ({why}; renamed there during the run): nothing done in it"
                 ))),
                 None => Ok(id),
             },
-            _ => Ok(id),
         }
     }
 
@@ -521,12 +554,19 @@ impl Engine {
         }
     }
 
-    fn finish_task(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>, touched: bool) -> Task {
+    fn finish_task(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
+        touched: bool,
+    ) -> Task {
         Task::FinishDir {
             rel: rel.clone(),
             src: src.clone(),
             dst: dst.cloned(),
             touched,
+            at,
         }
     }
 
@@ -566,7 +606,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src: &Entry,
-        dst: Option<&Entry>,
+        dst: (Option<&Entry>, Option<(u64, u64)>),
         op: Op,
         err: io::Error,
         cx: &mut dyn TaskContext,
@@ -835,6 +875,23 @@ impl Engine {
         let mut linked = Vec::new();
         // Names whose old target could not be cleared: nothing is made there.
         let mut blocked: Vec<Name> = Vec::new();
+        // The source entries that replace a target directory (type changes).
+        let replacing: Vec<Entry> = if actions
+            .iter()
+            .any(|a| matches!(a, Action::Delete { dst, replaced: true } if dst.kind == Kind::Dir))
+        {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Copy { src, .. }
+                    | Action::Symlink { src, .. }
+                    | Action::Special { src, .. } => Some(src.clone()),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for action in actions {
             // Stopped (interrupt, or a target that cannot be written):
             // nothing more is changed here.
@@ -845,6 +902,32 @@ impl Engine {
                 continue;
             }
             match action {
+                // A directory another user owns, at a name the new entry's
+                // owner can rename in: it may be someone's directory put
+                // there; without --delete it is not removed (see
+                // `foreign_dir`).
+                Action::Delete {
+                    dst: ref old,
+                    replaced: true,
+                } if old.kind == Kind::Dir
+                    && !self.plan_opts.delete
+                    && replacing
+                        .iter()
+                        .find(|s| s.name == old.name)
+                        .is_some_and(|s| self.foreign_dir(&rel.join(&old.name), s, old)) =>
+                {
+                    let why = format!(
+                        "the target directory in the way belongs to uid {}, and the new entry's owner can rename entries here: it may be another user's directory put at this name; not removed (remove or move it to sync this name)",
+                        old.uid
+                    );
+                    self.fail(
+                        &rel.join(&old.name),
+                        true,
+                        Op::Remove,
+                        io::Error::other(why),
+                    );
+                    blocked.push(old.name.clone());
+                }
                 Action::Delete {
                     dst: old,
                     replaced: true,
@@ -868,6 +951,7 @@ impl Engine {
                     cx.spawn(Task::Dir {
                         rel: rel.join(&src.name),
                         src,
+                        at: Some((dst.dev, dst.ino)),
                         dst: Some(dst),
                     });
                 }
@@ -913,6 +997,7 @@ impl Engine {
                         dst,
                         change,
                         attempt: 0,
+                        at,
                     });
                 }
                 // Compared chunk by chunk by any worker (a dry run has
@@ -926,6 +1011,7 @@ impl Engine {
                         src,
                         dst,
                         change,
+                        at,
                     });
                 }
                 Action::Copy { ref src, .. } | Action::Compare { ref src, .. } if !self.dry_run => {
@@ -1047,11 +1133,22 @@ impl Engine {
             }
             Action::Mkdir { src } => {
                 let path = rel.join(&src.name);
-                if let Some(d) = dir.filter(|_| !self.dry_run)
-                    && let Err(e) = self.copier.make_dir(d, &src.name, &src)
-                {
-                    self.fail(&path, true, e.op, e.source);
-                    return true;
+                let mut made = None;
+                if let Some(d) = dir.filter(|_| !self.dry_run) {
+                    if let Err(e) = self.copier.make_dir(d, &src.name, &src) {
+                        self.fail(&path, true, e.op, e.source);
+                        return true;
+                    }
+                    // Its identity, for its own task (and every later one)
+                    // to find this directory and no other at its path.
+                    #[allow(clippy::unnecessary_cast)]
+                    {
+                        made = d
+                            .stat(src.name.as_bytes())
+                            .ok()
+                            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                            .map(|st| (st.st_dev as u64, st.st_ino as u64));
+                    }
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
                 Stats::bump(&self.stats.created, 1);
@@ -1059,6 +1156,7 @@ impl Engine {
                     rel: path,
                     src,
                     dst: None,
+                    at: made,
                 });
                 true
             }
@@ -1369,7 +1467,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         src: &Entry,
-        dst: Option<&Entry>,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
         touched: bool,
         cx: &mut dyn TaskContext,
     ) {
@@ -1382,6 +1480,7 @@ impl Engine {
                     src: src.clone(),
                     dst: dst.cloned(),
                     touched,
+                    at,
                 });
             }
             self.drop_link_area();
@@ -1395,7 +1494,7 @@ impl Engine {
             // The root was touched by the run's probe or link area.
             || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
         if (attrs || xattrs) && !self.dry_run {
-            match self.apply_dir_attrs(rel, src, dst, attrs, xattrs) {
+            match self.apply_dir_attrs(rel, src, (dst, at), attrs, xattrs) {
                 Ok(report) => self.report_dropped(rel, &report),
                 Err((op, e)) => return self.fail(rel, true, op, e),
             }
@@ -1423,12 +1522,13 @@ impl Engine {
         &self,
         rel: &RelPath,
         src: &Entry,
-        dst: Option<&Entry>,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
         attrs: bool,
         xattrs: bool,
     ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
         let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
-        self.check_dir(rel, &d, dst).map_err(|e| (Op::OpenDir, e))?;
+        self.check_dir(rel, &d, dst, at)
+            .map_err(|e| (Op::OpenDir, e))?;
         // A directory whose entries may have changed (a compared file) but
         // whose owner, mode and times are right as it is now is left
         // alone: setting them again would move its ctime for nothing.

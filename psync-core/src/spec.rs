@@ -395,6 +395,7 @@ impl Engine {
             rel,
             src,
             dst: None,
+            ..
         } = &seed
             && rel.is_root()
         {

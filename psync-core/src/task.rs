@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 2;
+pub const TASK_ENCODING_VERSION: u8 = 3;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +24,10 @@ pub enum Task {
         /// The target directory as it was before the run touched it; `None`
         /// when this run just created it (nothing to list there).
         dst: Option<Entry>,
+        /// The target directory's device and inode as the parent's task
+        /// listed or made it (`None` for the root): the directory opened
+        /// must be that one (a user may rename another one to its path).
+        at: Option<(u64, u64)>,
     },
     /// Copy a batch of files of one directory.
     Files {
@@ -54,6 +58,9 @@ pub enum Task {
         change: Change,
         /// Attempts so far (a source that changes during the copy is retried).
         attempt: u32,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// Copy one chunk of a large file into its part file.
     Chunk {
@@ -63,6 +70,9 @@ pub enum Task {
         src: Entry,
         /// Chunk number.
         index: u64,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// Check a large file's chunks, apply its attributes and rename it into place.
     FinishFile {
@@ -79,6 +89,9 @@ pub enum Task {
         /// Bytes of the chunks an earlier run copied (resumed from the
         /// journal): not counted as copied by this run.
         kept: u64,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// The run's last phase: copies of hard-link groups recorded during the
     /// walk, then the directory's times again (the links changed them).
@@ -109,6 +122,9 @@ pub enum Task {
         dst: Option<Entry>,
         /// The run created, removed or renamed entries in it (its mtime moved).
         touched: bool,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// `--checksum` on a file larger than the chunk size: one
     /// `CompareChunk` per chunk, then a deferred `FinishCompare`.
@@ -121,6 +137,9 @@ pub enum Task {
         dst: Entry,
         /// What differs already (attributes), for itemizing.
         change: Change,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// Hash one chunk of both sides; if they differ, say so for the finish
     /// (a marker file in the target directory, so any node can tell).
@@ -131,6 +150,9 @@ pub enum Task {
         src: Entry,
         /// Chunk number.
         index: u64,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
     /// All chunks compared: copy the file (chunked) if any differed, else
     /// only its attributes.
@@ -143,6 +165,9 @@ pub enum Task {
         dst: Entry,
         /// What differs already.
         change: Change,
+        /// The target directory's device and inode as the task that made
+        /// this one saw it: opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
     },
 }
 
@@ -216,6 +241,7 @@ mod tests {
             rel: rel.clone(),
             src: e.clone(),
             dst: None,
+            at: Some((3, 4)),
         };
         let bytes = t.encode().unwrap();
         assert_eq!(bytes[0], TASK_ENCODING_VERSION);
@@ -233,17 +259,20 @@ mod tests {
                 src: e.clone(),
                 dst: e.clone(),
                 change,
+                at: None,
             },
             Task::CompareChunk {
                 rel: rel.clone(),
                 src: e.clone(),
                 index: 7,
+                at: Some((1, 2)),
             },
             Task::FinishCompare {
                 rel,
                 src: e.clone(),
                 dst: e,
                 change,
+                at: None,
             },
         ] {
             assert_eq!(Task::decode(&t.encode().unwrap()).unwrap(), t);

@@ -308,6 +308,7 @@ mod tests {
                                 rel: child,
                                 src: src.clone(),
                                 dst: None,
+                                at: None,
                             });
                         }
                     }
@@ -316,6 +317,7 @@ mod tests {
                         src,
                         dst: None,
                         touched: false,
+                        at: None,
                     });
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
@@ -337,6 +339,7 @@ mod tests {
                         rel: RelPath::root(),
                         src: dir_entry(),
                         dst: None,
+                        at: None,
                     },
                     &runner,
                     &quit,
@@ -375,12 +378,14 @@ mod tests {
                     rel: rel.clone(),
                     src: src.clone(),
                     dst: None,
+                    at: None,
                 });
                 cx.defer(Task::FinishDir {
                     rel,
                     src,
                     dst: None,
                     touched: false,
+                    at: None,
                 });
             }
         }
@@ -401,6 +406,7 @@ mod tests {
             rel: RelPath::root(),
             src: dir_entry(),
             dst: None,
+            at: None,
         };
         Local::new(2).run(seed, &runner, &quit).unwrap();
         assert!(runner.depth.load(Ordering::Relaxed) >= 100_000);
@@ -421,6 +427,7 @@ mod tests {
                 rel: RelPath::root(),
                 src: dir_entry(),
                 dst: None,
+                at: None,
             },
             &Panicker,
             &quit,
