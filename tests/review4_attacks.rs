@@ -169,7 +169,10 @@ fn large_copy_planned_for_the_attackers_directory_lands_in_the_victims() {
 
 /// Runs a hook (once each) when the source or target directory at a
 /// given path is listed; hooks may block (the run has other workers).
-struct Hooks(std::sync::Mutex<Vec<((u64, u64), Box<dyn FnOnce() + Send>)>>);
+/// A hook run once when the directory of that (dev, ino) is listed.
+type Hook = ((u64, u64), Box<dyn FnOnce() + Send>);
+
+struct Hooks(std::sync::Mutex<Vec<Hook>>);
 
 impl psync::Walker for Hooks {
     fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
