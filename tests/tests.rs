@@ -28,6 +28,7 @@ mod readme;
 mod review2_attacks;
 mod review3_attacks;
 mod review4_attacks;
+mod review5_attacks;
 mod review_attacks;
 mod safety;
 mod shape;

@@ -1,0 +1,197 @@
+//! Fifth adversarial review of issue 13 (ADR 010), after "identities in
+//! every task". Each test fails while the hole is open.
+
+use crate::util::TestDir;
+use crate::util::user::{User, test_user};
+use psync::fs::Dir;
+use psync::{
+    Copied, Copier, CopyOptions, DataJob, Entry, GenericCopier, Name, Node, StepError, XattrReport,
+};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+/// The victim: the owner of data psync syncs as root.
+const VICTIM: u32 = 4242;
+
+/// What a library run as root said and how it ended.
+#[derive(Debug, Default)]
+struct Out {
+    ok: bool,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn run_lib(src: &Path, dst: &Path, setup: impl FnOnce(&mut psync::SyncBuilder)) -> Out {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(src, dst);
+    b.threads(1).events(tx);
+    setup(&mut b);
+    let result = b.build().and_then(|s| s.run());
+    drop(b);
+    let mut out = Out::default();
+    for ev in rx.iter() {
+        match ev {
+            psync::Event::Error { path, message, .. } => {
+                out.errors.push(format!("{path}: {message}"));
+            }
+            psync::Event::Warning { path, message, .. } => {
+                out.warnings.push(format!("{path}: {message}"));
+            }
+            _ => {}
+        }
+    }
+    out.ok = matches!(result, Ok(ref r) if r.success());
+    if let Err(e) = result {
+        out.errors.push(e.to_string());
+    }
+    out
+}
+
+/// (ino, uid, gid, mode) of `p`, not following a symlink.
+fn attrs(p: &Path) -> (u64, u32, u32, u32) {
+    let m = p.symlink_metadata().unwrap();
+    (m.ino(), m.uid(), m.gid(), m.mode())
+}
+
+/// `mv -T from to` as the attacker.
+fn mv(user: User, from: &Path, to: &Path) {
+    let out = user
+        .command("mv")
+        .arg("-T")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mv as the attacker: {out:?}");
+}
+
+fn cat(user: User, p: &Path) -> bool {
+    user.command("cat")
+        .arg(p)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+type MkdirHook = Box<dyn FnOnce() + Send>;
+
+/// The generic copier, with an attacker's move run once right after the
+/// `mkdirat` of a directory named `name`: the window between psync's
+/// `mkdirat` and the `fstatat` that takes the new directory's identity
+/// (a user spinning on `renameat2(RENAME_EXCHANGE)` in their own
+/// directory lands there; the hook makes it deterministic).
+struct AfterMkdir {
+    inner: GenericCopier,
+    name: &'static str,
+    hook: Mutex<Option<MkdirHook>>,
+}
+
+impl Copier for AfterMkdir {
+    fn name(&self) -> &str {
+        "after-mkdir"
+    }
+    fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
+        self.inner.create(dir, tmp, src, f)
+    }
+    fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
+        self.inner.create_unnamed(dir, src, f)
+    }
+    fn try_clone(&self, s: &File, d: &File, o: &CopyOptions) -> Result<bool, StepError> {
+        self.inner.try_clone(s, d, o)
+    }
+    fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
+        self.inner.copy_data(job, quit)
+    }
+    fn set_attrs(
+        &self,
+        t: Node<'_>,
+        src: &Entry,
+        from: Option<Node<'_>>,
+        o: &CopyOptions,
+    ) -> Result<XattrReport, StepError> {
+        self.inner.set_attrs(t, src, from, o)
+    }
+    fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+        self.inner.make_dir(dir, n, src)?;
+        if n.as_bytes() == self.name.as_bytes()
+            && let Some(hook) = self.hook.lock().unwrap().take()
+        {
+            hook();
+        }
+        Ok(())
+    }
+    fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+        self.inner.make_symlink(dir, n, src)
+    }
+    fn make_special(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+        self.inner.make_special(dir, n, src)
+    }
+    fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
+        self.inner.remove(dir, e)
+    }
+}
+
+fn after_mkdir(name: &'static str, hook: impl FnOnce() + Send + 'static) -> Arc<dyn Copier> {
+    Arc::new(AfterMkdir {
+        inner: GenericCopier::new(),
+        name,
+        hook: Mutex::new(Some(Box::new(hook))),
+    })
+}
+
+/// A new directory's identity is taken by name (`fstatat` of the parent
+/// and the name) right after `mkdirat`, and then trusted by its task and
+/// its finish as "the directory this run made". In the attacker's `u/`
+/// sits the victim's private `u/v` (0700, a 0644 secret inside); the
+/// attacker's new `u/n` is made by the run. Between the `mkdirat` and the
+/// `fstatat` the attacker exchanges the two names (`u/n` -> `u/n-mine`,
+/// `u/v` -> `u/n`): the identity recorded for `u/n` is the victim's
+/// directory's. Its task syncs the attacker's tree into it and its finish
+/// gives it the attacker's owner and mode 0755: the attacker owns the
+/// victim's directory and reads their secret.
+#[test]
+fn identity_taken_by_name_after_mkdir_accepts_a_victims_directory_swapped_in() {
+    let test = "identity_taken_by_name_after_mkdir_accepts_a_victims_directory_swapped_in";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), { "u/keep" => file("k") mode(0o644), "u" => dir() mode(0o755) });
+    user.own(&t.src().join("u"));
+    tree!(t.src(), {
+        "u/v/secret" => file("the victim's secret") owner(VICTIM, VICTIM) mode(0o644),
+        "u/v" => dir() owner(VICTIM, VICTIM) mode(0o700),
+    });
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    assert!(
+        !cat(user, &t.dst().join("u/v/secret")),
+        "private before the run"
+    );
+    // New in the second run: the attacker's u/n.
+    tree!(t.src(), {
+        "u/n/y" => file("the attacker's") mode(0o644),
+        "u/n" => dir() mode(0o755),
+    });
+    user.own(&t.src().join("u/n"));
+    let victim_ino = attrs(&t.dst().join("u/v")).0;
+    let d = t.dst();
+    let copier = after_mkdir("n", move || {
+        mv(user, &d.join("u/n"), &d.join("u/n-mine"));
+        mv(user, &d.join("u/v"), &d.join("u/n"));
+    });
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.default_copier(copier);
+    });
+    let at_n = attrs(&t.dst().join("u/n"));
+    assert_eq!(at_n.0, victim_ino, "the victim's directory is at u/n");
+    assert!(
+        !cat(user, &t.dst().join("u/n/secret")) && at_n.1 != user.uid,
+        "the attacker owns the victim's directory (uid {}, mode {:o}) and reads their secret: \
+         the identity taken by name after mkdirat was the victim's; run: {out:#?}",
+        at_n.1,
+        at_n.3 & 0o7777
+    );
+}
