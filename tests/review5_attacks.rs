@@ -88,6 +88,8 @@ struct AfterMkdir {
     inner: GenericCopier,
     name: &'static str,
     hook: Mutex<Option<MkdirHook>>,
+    /// Run once after the data of a file of that name was copied.
+    after_copy: Option<(&'static str, Mutex<Option<MkdirHook>>)>,
 }
 
 impl Copier for AfterMkdir {
@@ -104,7 +106,14 @@ impl Copier for AfterMkdir {
         self.inner.try_clone(s, d, o)
     }
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
-        self.inner.copy_data(job, quit)
+        let copied = self.inner.copy_data(job, quit)?;
+        if let Some((name, hook)) = &self.after_copy
+            && job.entry.name.as_bytes() == name.as_bytes()
+            && let Some(hook) = hook.lock().unwrap().take()
+        {
+            hook();
+        }
+        Ok(copied)
     }
     fn set_attrs(
         &self,
@@ -140,6 +149,7 @@ fn after_mkdir(name: &'static str, hook: impl FnOnce() + Send + 'static) -> Arc<
         inner: GenericCopier::new(),
         name,
         hook: Mutex::new(Some(Box::new(hook))),
+        after_copy: None,
     })
 }
 
@@ -191,6 +201,79 @@ fn identity_taken_by_name_after_mkdir_accepts_a_victims_directory_swapped_in() {
         !cat(user, &t.dst().join("u/n/secret")) && at_n.1 != user.uid,
         "the attacker owns the victim's directory (uid {}, mode {:o}) and reads their secret: \
          the identity taken by name after mkdirat was the victim's; run: {out:#?}",
+        at_n.1,
+        at_n.3 & 0o7777
+    );
+}
+
+/// The fallback for a new directory whose identity could not be taken
+/// ("psync's user's, mode 0700") is reached by the attacker at will: in
+/// the window after `mkdirat`, they put a file at the new name, so the
+/// `fstatat` finds no directory and the task carries `at: None` (no error
+/// is reported). Then review 4's swap works again: the victim's new
+/// private `u/v` (root, 0700 until its finish) is given the name `u/n`
+/// once the victim's file is in it; the task of `u/n` accepts it (root,
+/// 0700), syncs the attacker's tree into it, and its finish gives it to
+/// the attacker (mode 0755).
+#[test]
+fn failed_identity_after_mkdir_falls_back_to_root_0700_and_gives_a_victims_new_directory_away() {
+    let test = "failed_identity_after_mkdir_falls_back_to_root_0700_and_gives_a_victims_new_directory_away";
+    let Some(user) = test_user(test) else { return };
+    let t = TestDir::new(test);
+    tree!(t.src(), { "u/keep" => file("k") mode(0o644), "u" => dir() mode(0o755) });
+    user.own(&t.src().join("u"));
+    let first = run_lib(&t.src(), &t.dst(), |_| {});
+    assert!(first.ok, "first run: {first:#?}");
+    tree!(t.src(), {
+        "u/n/y" => file("the attacker's") mode(0o644),
+        "u/n" => dir() mode(0o755),
+    });
+    user.own(&t.src().join("u/n"));
+    tree!(t.src(), {
+        "u/v/secret" => file("the victim's secret") owner(VICTIM, VICTIM) mode(0o644),
+        "u/v" => dir() owner(VICTIM, VICTIM) mode(0o700),
+    });
+    let (d1, d2) = (t.dst(), t.dst());
+    let victim_ino = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let vi = victim_ino.clone();
+    let copier: Arc<dyn Copier> = Arc::new(AfterMkdir {
+        inner: GenericCopier::new(),
+        name: "n",
+        // Right after mkdirat(u, "n"): a file at "n" when psync looks.
+        hook: Mutex::new(Some(Box::new(move || {
+            mv(user, &d1.join("u/n"), &d1.join("u/n-mine"));
+            let out = user.command("touch").arg(d1.join("u/n")).output().unwrap();
+            assert!(out.status.success(), "touch as the attacker: {out:?}");
+        }))),
+        // The victim's file is in their new directory: it goes to "n".
+        after_copy: Some((
+            "secret",
+            Mutex::new(Some(Box::new(move || {
+                vi.store(
+                    attrs(&d2.join("u/v")).0,
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+                let out = user.command("rm").arg(d2.join("u/n")).output().unwrap();
+                assert!(out.status.success(), "rm as the attacker: {out:?}");
+                mv(user, &d2.join("u/v"), &d2.join("u/n"));
+            }))),
+        )),
+    });
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.default_copier(copier);
+    });
+    let victim_ino = victim_ino.load(std::sync::atomic::Ordering::SeqCst);
+    assert_ne!(victim_ino, 0, "the victim's file was copied; run: {out:#?}");
+    let at_n = attrs(&t.dst().join("u/n"));
+    assert_eq!(
+        at_n.0, victim_ino,
+        "the victim's directory is at u/n; run: {out:#?}"
+    );
+    assert!(
+        !cat(user, &t.dst().join("u/n/secret")) && at_n.1 != user.uid,
+        "the attacker owns the victim's new directory (uid {}, mode {:o}) and reads their \
+         secret: no identity after mkdirat, and the fallback (root, 0700) accepted it; \
+         run: {out:#?}",
         at_n.1,
         at_n.3 & 0o7777
     );
