@@ -492,14 +492,10 @@ impl Engine {
         match made.or(dst.map(|e| (e.dev, e.ino))) {
             Some(want) if want != id => Err(replaced_dir()),
             Some(_) => Ok(id),
-            // Made by a task that could not tell its identity: psync's own
-            // and still closed (0700) at least.
-            None => match crate::links::not_private(&d.fstat()?, libc::S_IFDIR, 0o700) {
-                Some(why) => Err(io::Error::other(format!(
-                    "not the directory this run made ({why}; renamed there during the run): nothing done in it"
-                ))),
-                None => Ok(id),
-            },
+            // Every task below the root knows the identity of its directory.
+            None => Err(io::Error::other(
+                "the task does not say which directory it is for: nothing done in it",
+            )),
         }
     }
 
@@ -838,7 +834,19 @@ impl Engine {
             return;
         };
         let mode = dst.mode | 0o700;
-        if let Err(e) = self.open_dst(&parent).and_then(|p| p.chmod(name, mode)) {
+        // Through a handle on the directory listed, not by name: a user
+        // who can rename in the parent may have put another one there.
+        let opened = self
+            .open_dst(&parent)
+            .and_then(|p| p.handle(name))
+            .and_then(|h| {
+                if h.is(dst) {
+                    h.chmod(mode)
+                } else {
+                    Err(replaced_dir())
+                }
+            });
+        if let Err(e) = opened {
             self.fail(rel, true, Op::Chmod, e);
         }
     }
@@ -1140,14 +1148,18 @@ impl Engine {
                         return true;
                     }
                     // Its identity, for its own task (and every later one)
-                    // to find this directory and no other at its path.
-                    #[allow(clippy::unnecessary_cast)]
-                    {
-                        made = d
-                            .stat(src.name.as_bytes())
-                            .ok()
-                            .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                            .map(|st| (st.st_dev as u64, st.st_ino as u64));
+                    // to find this directory and no other at its path:
+                    // taken through a handle on what stands at the name
+                    // now, which must be the directory just made (psync's
+                    // user's, 0700, empty): another one a user swapped in
+                    // meanwhile (theirs, someone's, or another of the run's
+                    // that already holds data) is refused.
+                    match fresh_dir_id(d, &src.name) {
+                        Ok(id) => made = Some(id),
+                        Err(e) => {
+                            self.fail(&path, true, Op::Mkdir, e);
+                            return true;
+                        }
                     }
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
@@ -2152,6 +2164,25 @@ pub(crate) fn dir_id(d: &Dir) -> io::Result<(u64, u64)> {
     let st = d.fstat()?;
     #[allow(clippy::unnecessary_cast)]
     Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// The identity of the directory `name` of `dir` that this process has
+/// just made: what stands at the name must be a directory of its
+/// effective user, mode 0700 (as made), and empty.
+fn fresh_dir_id(dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
+    let d = dir.open_dir(name.as_bytes())?;
+    let st = d.fstat()?;
+    if let Some(why) = crate::links::not_private(&st, libc::S_IFDIR, 0o700) {
+        return Err(io::Error::other(format!(
+            "the directory at this name is not the one just made ({why}): nothing done in it"
+        )));
+    }
+    if !d.names()?.is_empty() {
+        return Err(io::Error::other(
+            "the directory at this name is not the one just made (it holds entries): nothing done in it",
+        ));
+    }
+    dir_id(&d)
 }
 
 /// The error for a target directory found replaced at its path.

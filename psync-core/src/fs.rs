@@ -768,6 +768,14 @@ impl Handle {
         Ok(rustix::fs::fstat(&self.fd)?.st_nlink as u64)
     }
 
+    /// Changes the mode of the inode held.
+    ///
+    /// # Errors
+    /// As `fchmodat2` / `chmod`.
+    pub fn chmod(&self, mode: u32) -> io::Result<()> {
+        chmod_fd(self.fd.as_fd(), mode)
+    }
+
     /// True when this is the inode `e` was listed as.
     #[allow(clippy::unnecessary_cast)]
     pub fn is(&self, e: &Entry) -> bool {
