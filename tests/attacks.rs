@@ -18,7 +18,7 @@
 //! Both run as root with the unprivileged test user as the attacker.
 
 use crate::util::compare::is_temp_name;
-use crate::util::run::{Front, Outcome, json_lines, run_cli};
+use crate::util::run::{Config, Front, Outcome, json_lines, run_cli};
 use crate::util::user::{User, test_user};
 use crate::util::{Opts, TestDir, each_config, read};
 use std::os::unix::ffi::OsStrExt;
@@ -377,13 +377,15 @@ fn outside_of(p: &Path) -> (Outside, u64, (i64, i64)) {
 
 /// Runs `psync sync` as root with default options (`--no-hard-links` when
 /// `hard_links` is false) through the library or the CLI.
-fn run_as_root(front: Front, threads: usize, hard_links: bool, src: &Path, dst: &Path) -> Outcome {
+fn run_as_root(cfg: Config, hard_links: bool, src: &Path, dst: &Path) -> Outcome {
     let mut out = Outcome::default();
-    match front {
-        Front::Lib => {
+    let threads = cfg.threads;
+    match cfg.front {
+        Front::Lib | Front::Scatter => {
             let (tx, rx) = crossbeam_channel::unbounded();
             let mut b = psync::builder(src, dst);
-            b.threads(threads).hard_links(hard_links).events(tx);
+            cfg.apply(&mut b);
+            b.hard_links(hard_links).events(tx);
             let result = b.build().and_then(|s| s.run());
             drop(b);
             for ev in rx.iter() {
@@ -449,7 +451,7 @@ fn planted_hard_link(test: &str, planted: Planted, hard_links: bool) {
             "u" => dir() mode(0o755),
         });
         user.own(&t.src().join("u"));
-        let first = run_as_root(cfg.front, cfg.threads, hard_links, &t.src(), &t.dst());
+        let first = run_as_root(cfg, hard_links, &t.src(), &t.dst());
         assert!(
             first.exit == 0 && first.errors.is_empty(),
             "first run: {first:#?}"
@@ -500,7 +502,7 @@ fn planted_hard_link(test: &str, planted: Planted, hard_links: bool) {
         }
         let (before, nlink_before, ctime_before) = outside_of(&outside);
 
-        let out = run_as_root(cfg.front, cfg.threads, hard_links, &t.src(), &t.dst());
+        let out = run_as_root(cfg, hard_links, &t.src(), &t.dst());
         let what = format!("[{cfg}] {planted:?}, hard links {hard_links}: {out:#?}");
 
         // The outside entry is untouched.

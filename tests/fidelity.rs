@@ -113,10 +113,7 @@ fn selected(configs: &[Config]) -> Vec<Config> {
     configs
         .iter()
         .copied()
-        .filter(|c| {
-            let front = if c.front == Front::Lib { "lib" } else { "cli" };
-            only.is_empty() || only.split(',').any(|f| f == front)
-        })
+        .filter(|c| c.selected(&only))
         .collect()
 }
 
@@ -181,7 +178,7 @@ impl Case<'_> {
         let (src, dst) = (self.src(), self.dst());
         let before = temp_like(&dst);
         let out = match self.cfg.front {
-            Front::Lib => sync_lib(&src, &dst, self.cfg.threads, x),
+            Front::Lib | Front::Scatter => sync_lib(&src, &dst, self.cfg, x),
             Front::Cli => sync_cli(&src, &dst, self.cfg.threads, x),
         };
         assert_no_new_temps(&src, &dst, &before);
@@ -250,11 +247,11 @@ impl Case<'_> {
     }
 }
 
-fn sync_lib(src: &Path, dst: &Path, threads: usize, x: X) -> Outcome {
+fn sync_lib(src: &Path, dst: &Path, cfg: Config, x: X) -> Outcome {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut b = psync::builder(src, dst);
-    b.threads(threads)
-        .delete(true)
+    cfg.apply(&mut b);
+    b.delete(true)
         .itemize(true)
         .reflink(x.reflink)
         .xattrs(x.xattrs)

@@ -152,10 +152,19 @@ fn op_name(op: psync::Op) -> String {
 
 /// A library run collecting every event.
 fn run_lib(src: &Path, dst: &Path, threads: usize, k: &Knobs) -> Run {
+    let cfg = Config {
+        front: Front::Lib,
+        threads,
+    };
+    run_lib_cfg(src, dst, cfg, k)
+}
+
+/// [`run_lib`] in configuration `cfg` (plain or scattered).
+fn run_lib_cfg(src: &Path, dst: &Path, cfg: Config, k: &Knobs) -> Run {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut b = psync::builder(src, dst);
-    b.threads(threads)
-        .delete(k.delete)
+    cfg.apply(&mut b);
+    b.delete(k.delete)
         .itemize(true)
         .events(tx)
         .verify(!k.no_verify)
@@ -253,7 +262,7 @@ fn parse_cli(stdout: &str) -> Run {
 /// One run in configuration `cfg` (library or the debug CLI, 1 or N threads).
 fn run_cfg(cfg: Config, src: &Path, dst: &Path, k: &Knobs) -> Run {
     match cfg.front {
-        Front::Lib => run_lib(src, dst, cfg.threads, k),
+        Front::Lib | Front::Scatter => run_lib_cfg(src, dst, cfg, k),
         Front::Cli => run_cli(&psync_bin(), src, dst, cfg.threads, k),
     }
 }
@@ -264,10 +273,7 @@ fn selected_configs() -> Vec<Config> {
     let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
     CONFIGS
         .into_iter()
-        .filter(|c| {
-            let front = if c.front == Front::Lib { "lib" } else { "cli" };
-            only.is_empty() || only.split(',').any(|f| f == front)
-        })
+        .filter(|c| c.selected(&only))
         .collect()
 }
 

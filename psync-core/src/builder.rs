@@ -47,6 +47,8 @@ pub struct SyncBuilder {
     walker: Arc<dyn Walker>,
     planner: Arc<dyn Planner>,
     transport: Option<Arc<dyn Transport>>,
+    /// Engines and seed of a scattered run (see [`SyncBuilder::scatter`]).
+    scatter: Option<(usize, u64)>,
     retries: u32,
     batch_files: usize,
     batch_bytes: u64,
@@ -122,6 +124,7 @@ impl SyncBuilder {
             walker: Arc::new(FsWalker),
             planner: Arc::new(RsyncPlanner),
             transport: None,
+            scatter: None,
             retries: 2,
             batch_files: 128,
             batch_bytes: 32 << 20,
@@ -405,6 +408,16 @@ impl SyncBuilder {
         self
     }
 
+    /// **For tests**: runs the sync's tasks on `engines` engines of the
+    /// run in this process, each task encoded and decoded and run by an
+    /// engine drawn at random with `seed` ([`crate::Scatter`]), as if
+    /// each engine were another node. `engines` below 2 turns it off.
+    /// Default: off.
+    pub fn scatter(&mut self, engines: usize, seed: u64) -> &mut Self {
+        self.scatter = (engines > 1).then_some((engines, seed));
+        self
+    }
+
     /// Checks the arguments and prepares the run. Touches nothing.
     ///
     /// # Errors
@@ -523,14 +536,22 @@ impl Syncer {
     pub fn run(&self) -> Result<Report, Error> {
         let start = Instant::now();
         let (spec, seed) = self.prepare()?;
-        let engine = Engine::from_spec(&spec, self.context())?;
         let transport: Arc<dyn Transport> = self
             .b
             .transport
             .clone()
             .unwrap_or_else(|| Arc::new(Local::new(self.b.threads)));
+        if let Some((engines, draws)) = self.b.scatter {
+            let scatter = crate::Scatter::from_spec(&spec, engines, &self.context(), draws)?;
+            let reap = |grace| scatter.reap_stuck(grace);
+            return self.with_progress(start, || {
+                self.reaping(reap, || scatter.run_all(seed, &*transport))
+            });
+        }
+        let engine = Engine::from_spec(&spec, self.context())?;
+        let reap = |grace| engine.reap_stuck(grace);
         self.with_progress(start, || {
-            self.reaping(&engine, || engine.run_all(seed, &*transport))
+            self.reaping(reap, || engine.run_all(seed, &*transport))
         })
     }
 
@@ -630,7 +651,7 @@ impl Syncer {
     /// the quit flag is set and `f` has not returned within the stop
     /// grace, this run's temporaries are removed without waiting for the
     /// tasks still under way.
-    fn reaping<T>(&self, engine: &Engine, f: impl FnOnce() -> T) -> T {
+    fn reaping<T>(&self, reap: impl Fn(Duration) + Sync, f: impl FnOnce() -> T) -> T {
         let done = AtomicBool::new(false);
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -639,7 +660,7 @@ impl Syncer {
                 }
                 park_for(&done, self.b.stop_grace);
                 if !done.load(Ordering::Relaxed) {
-                    engine.reap_stuck(self.b.stop_grace);
+                    reap(self.b.stop_grace);
                     self.reaped.store(true, Ordering::SeqCst);
                 }
             });

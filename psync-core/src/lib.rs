@@ -84,7 +84,7 @@ pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
 pub use spec::{EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
 pub use stop::{StopReason, Stopped};
 pub use task::Task;
-pub use transport::{Local, TaskContext, TaskRunner, Transport};
+pub use transport::{Local, Scatter, TaskContext, TaskRunner, Transport};
 pub use validate::{Roots, validate};
 pub use walk::{FsWalker, Listing, Walker};
 pub use xattr::{Node, XattrReport};

@@ -390,38 +390,56 @@ impl Engine {
     /// When the transport fails; failures of entries are events and
     /// counters.
     pub fn run_all(&self, seed: Task, transport: &dyn Transport) -> Result<Report, Error> {
-        let start = Instant::now();
-        if let Task::Dir {
-            rel,
-            src,
-            dst: None,
-            ..
-        } = &seed
-            && rel.is_root()
-        {
-            self.itemize(RelPath::root(), Some(Change::new_entry(Kind::Dir)), src);
-        }
-        let result = transport.run(seed, self, &self.quit);
-        self.wind_down();
-        if result.is_ok() && !self.quit.load(Ordering::Relaxed) {
-            self.flush_at_end();
-        }
-        // The workers have ended (and their own buffers with them); the
-        // large direct-I/O buffers they shared are idle now.
-        crate::direct::trim();
-        result?;
-        let stopped = self.stopped.get().cloned();
-        Ok(Report {
-            stats: self.stats.snapshot(start.elapsed()),
-            // The engine sets the quit flag to stop for a target that
-            // cannot be written: that is not an interrupt.
-            interrupted: stopped.is_none() && self.quit.load(Ordering::Relaxed),
-            stopped,
-            copier: self.copier.name().to_string(),
-            transport: transport.name().to_string(),
-            modify_window_ns: self.plan_opts.modify_window_ns,
-        })
+        run_engines(std::slice::from_ref(self), self, seed, transport)
     }
+}
+
+/// [`Engine::run_all`] for `engines` of one run that share their events,
+/// counters and quit flag, with `runner` choosing which runs each task
+/// (an engine itself, or [`crate::transport::scatter::Scatter`]): the
+/// seed, the transport's run, then each engine's wind-down after a stop
+/// or its end flush, and one report of the shared counters.
+pub(crate) fn run_engines(
+    engines: &[Engine],
+    runner: &dyn crate::transport::TaskRunner,
+    seed: Task,
+    transport: &dyn Transport,
+) -> Result<Report, Error> {
+    let start = Instant::now();
+    let first = &engines[0];
+    if let Task::Dir {
+        rel,
+        src,
+        dst: None,
+        ..
+    } = &seed
+        && rel.is_root()
+    {
+        first.itemize(RelPath::root(), Some(Change::new_entry(Kind::Dir)), src);
+    }
+    let result = transport.run(seed, runner, &first.quit);
+    let quit = || first.quit.load(Ordering::Relaxed);
+    for engine in engines {
+        engine.wind_down();
+        if result.is_ok() && !quit() {
+            engine.flush_at_end();
+        }
+    }
+    // The workers have ended (and their own buffers with them); the
+    // large direct-I/O buffers they shared are idle now.
+    crate::direct::trim();
+    result?;
+    let stopped = engines.iter().find_map(|e| e.stopped.get().cloned());
+    Ok(Report {
+        stats: first.stats.snapshot(start.elapsed()),
+        // The engine sets the quit flag to stop for a target that
+        // cannot be written: that is not an interrupt.
+        interrupted: stopped.is_none() && quit(),
+        stopped,
+        copier: first.copier.name().to_string(),
+        transport: transport.name().to_string(),
+        modify_window_ns: first.plan_opts.modify_window_ns,
+    })
 }
 
 /// Opens the target root, creating it (one level, like rsync) when

@@ -16,6 +16,40 @@ pub enum Front {
     Lib,
     /// The `psync sync` binary.
     Cli,
+    /// The library with the run's tasks scattered over [`SCATTER_ENGINES`]
+    /// engines, each task encoded and decoded on its way
+    /// (`SyncBuilder::scatter`), as if on as many nodes.
+    Scatter,
+}
+
+/// The engines of a [`Front::Scatter`] run.
+pub const SCATTER_ENGINES: usize = 3;
+
+impl Front {
+    /// The name `PSYNC_TEST_FRONTS` selects it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::Lib => "lib",
+            Front::Cli => "cli",
+            Front::Scatter => "scatter",
+        }
+    }
+}
+
+/// The seed of a [`Front::Scatter`] run's draws: `PSYNC_SCATTER_SEED`
+/// (decimal or 0x-hex) when set, else a new one each run; printed, so a
+/// failing test's output says how to repeat its draws.
+pub fn scatter_seed() -> u64 {
+    let seed = match std::env::var("PSYNC_SCATTER_SEED") {
+        Ok(s) => match s.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16),
+            None => s.parse(),
+        }
+        .expect("PSYNC_SCATTER_SEED: a number"),
+        Err(_) => psync::random_u64(),
+    };
+    eprintln!("scatter seed: PSYNC_SCATTER_SEED={seed:#x}");
+    seed
 }
 
 /// One configuration of a run.
@@ -28,8 +62,9 @@ pub struct Config {
 }
 
 /// Serial and parallel, library and CLI (as ripgrep runs its serial and
-/// parallel walks over the same tests).
-pub const CONFIGS: [Config; 4] = [
+/// parallel walks over the same tests), and the library with its tasks
+/// scattered over several engines.
+pub const CONFIGS: [Config; 5] = [
     Config {
         front: Front::Lib,
         threads: 1,
@@ -45,16 +80,16 @@ pub const CONFIGS: [Config; 4] = [
     Config {
         front: Front::Cli,
         threads: 8,
+    },
+    Config {
+        front: Front::Scatter,
+        threads: 4,
     },
 ];
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let front = match self.front {
-            Front::Lib => "lib",
-            Front::Cli => "cli",
-        };
-        write!(f, "{front}-{}t", self.threads)
+        write!(f, "{}-{}t", self.front.name(), self.threads)
     }
 }
 
@@ -63,12 +98,7 @@ impl fmt::Display for Config {
 pub fn each_config(test: &str, body: impl Fn(Config, &TestDir)) {
     let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
     for cfg in CONFIGS {
-        let front = if cfg.front == Front::Lib {
-            "lib"
-        } else {
-            "cli"
-        };
-        if !only.is_empty() && !only.split(',').any(|f| f == front) {
+        if !cfg.selected(&only) {
             eprintln!("{test}: {cfg} not selected by PSYNC_TEST_FRONTS={only}");
             continue;
         }
@@ -167,6 +197,20 @@ impl Outcome {
 }
 
 impl Config {
+    /// True when `PSYNC_TEST_FRONTS` (given as `only`) selects it.
+    pub fn selected(&self, only: &str) -> bool {
+        only.is_empty() || only.split(',').any(|f| f == self.front.name())
+    }
+
+    /// Sets the builder's threads, and its scattering for
+    /// [`Front::Scatter`].
+    pub fn apply(&self, b: &mut psync::SyncBuilder) {
+        b.threads(self.threads);
+        if self.front == Front::Scatter {
+            b.scatter(SCATTER_ENGINES, scatter_seed());
+        }
+    }
+
     /// Syncs `src` into `dst` with default options (no delete).
     #[track_caller]
     pub fn sync(&self, src: &Path, dst: &Path) -> Outcome {
@@ -191,7 +235,7 @@ impl Config {
     /// targets deeper than the harness's path-based walk can list.
     pub fn sync_unchecked(&self, src: &Path, dst: &Path, opts: &Opts) -> Outcome {
         match self.front {
-            Front::Lib => sync_lib(src, dst, self.threads, opts),
+            Front::Lib | Front::Scatter => sync_lib_cfg(src, dst, *self, opts),
             Front::Cli => sync_cli(src, dst, self.threads, opts),
         }
     }
@@ -199,7 +243,16 @@ impl Config {
 
 /// A library run collecting every event.
 pub fn sync_lib(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome {
-    let (events, result) = lib_events(src, dst, threads, opts);
+    let cfg = Config {
+        front: Front::Lib,
+        threads,
+    };
+    sync_lib_cfg(src, dst, cfg, opts)
+}
+
+/// [`sync_lib`] in configuration `cfg` (plain or scattered).
+pub fn sync_lib_cfg(src: &Path, dst: &Path, cfg: Config, opts: &Opts) -> Outcome {
+    let (events, result) = lib_events_cfg(src, dst, cfg, opts);
     let mut out = Outcome::default();
     for ev in &events {
         match ev {
@@ -238,10 +291,24 @@ pub fn lib_events(
     threads: usize,
     opts: &Opts,
 ) -> (Vec<Event>, Result<psync::Report, psync::Error>) {
+    let cfg = Config {
+        front: Front::Lib,
+        threads,
+    };
+    lib_events_cfg(src, dst, cfg, opts)
+}
+
+/// [`lib_events`] in configuration `cfg` (plain or scattered).
+pub fn lib_events_cfg(
+    src: &Path,
+    dst: &Path,
+    cfg: Config,
+    opts: &Opts,
+) -> (Vec<Event>, Result<psync::Report, psync::Error>) {
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut b = psync::builder(src, dst);
-    b.threads(threads)
-        .delete(opts.delete)
+    cfg.apply(&mut b);
+    b.delete(opts.delete)
         .force(opts.force)
         .one_file_system(opts.one_file_system)
         .dry_run(opts.dry_run)

@@ -8,12 +8,14 @@
 //! a broker can keep them on a server instead of in memory.
 
 pub mod local;
+pub mod scatter;
 
 use crate::error::Error;
 use crate::task::Task;
 use std::sync::atomic::AtomicBool;
 
 pub use local::Local;
+pub use scatter::Scatter;
 
 /// Lets a running task add work.
 pub trait TaskContext {

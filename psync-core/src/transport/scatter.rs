@@ -1,0 +1,171 @@
+//! A **test** runner that behaves like many nodes in one process: several
+//! engines of one run, each built with [`Engine::from_spec`] from the same
+//! [`RunSpec`], and every task encoded ([`Task::encode`]) and decoded
+//! between the transport and the engine that runs it, which is chosen at
+//! random (seeded) for each task.
+//!
+//! It is driven by any [`Transport`] (the [`crate::Local`] one in the
+//! tests: its completion tree stays the run's coordinator, as the
+//! broker's will be). Whatever an engine keeps only in its own memory and
+//! another engine of the run would need shows up as a wrong result: a
+//! task of one directory runs on one engine, its finish on another, the
+//! run's last phase on a third. Not meant for production runs: the
+//! engines share one process's file descriptors limit, and encoding every
+//! task costs time for nothing.
+//!
+//! What it does not model (yet): a task delivered twice, a worker that
+//! dies with tasks under way, engines on nodes with other device numbers.
+
+use super::{TaskContext, TaskRunner, Transport};
+use crate::builder::Report;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::spec::{EngineContext, RunSpec};
+use crate::task::Task;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Chooses the engine (an index below the count given) for a task.
+pub type Placement = Arc<dyn Fn(&Task, usize) -> usize + Send + Sync>;
+
+/// Several engines of one run; each task runs on one of them, chosen by
+/// a seeded random draw (or by a [`Placement`]), after a round trip
+/// through its encoding. See the module's docs: a test transport.
+pub struct Scatter {
+    engines: Vec<Engine>,
+    seed: u64,
+    draws: AtomicU64,
+    placement: Option<Placement>,
+}
+
+impl std::fmt::Debug for Scatter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scatter")
+            .field("engines", &self.engines.len())
+            .field("seed", &format_args!("{:#x}", self.seed))
+            .field("placement", &self.placement.is_some())
+            .finish()
+    }
+}
+
+impl Scatter {
+    /// `n` engines (at least 1) for the run of `spec`, each with its own
+    /// [`EngineContext`] made from `cx`: the same copiers, walker,
+    /// planner, events sender, counters and quit flag (so that the
+    /// report is the run's), and everything else of its own (its open
+    /// roots, its temporaries' nonce, its caches). Tasks go to engines
+    /// drawn with `seed`.
+    ///
+    /// # Errors
+    /// Those of [`Engine::from_spec`].
+    pub fn from_spec(
+        spec: &RunSpec,
+        n: usize,
+        cx: &EngineContext,
+        seed: u64,
+    ) -> Result<Scatter, Error> {
+        let engines = (0..n.max(1))
+            .map(|_| {
+                let mut one = EngineContext::new(cx.copiers.clone());
+                one.walker = Arc::clone(&cx.walker);
+                one.planner = Arc::clone(&cx.planner);
+                one.events = cx.events.clone();
+                one.stats = Arc::clone(&cx.stats);
+                one.quit = Arc::clone(&cx.quit);
+                Engine::from_spec(spec, one)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Scatter {
+            engines,
+            seed,
+            draws: AtomicU64::new(0),
+            placement: None,
+        })
+    }
+
+    /// Chooses engines with `placement` instead of at random (a test that
+    /// wants one task on one engine and the rest on another).
+    pub fn placement(&mut self, placement: Placement) -> &mut Self {
+        self.placement = Some(placement);
+        self
+    }
+
+    /// The seed of the random draws (say it when a test fails).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The engines.
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    /// [`Engine::run_all`] over these engines: the seed and every task
+    /// that follows through `transport`, each on its drawn engine; then
+    /// every engine winds down (after a stop) or flushes (at the end).
+    /// The report's transport names the scatter, its engines and seed.
+    ///
+    /// # Errors
+    /// When the transport fails.
+    pub fn run_all(&self, seed: Task, transport: &dyn Transport) -> Result<Report, Error> {
+        let mut report = crate::spec::run_engines(&self.engines, self, seed, transport)?;
+        report.transport = format!(
+            "{} (scattered over {} engines, seed {:#x})",
+            report.transport,
+            self.engines.len(),
+            self.seed
+        );
+        Ok(report)
+    }
+
+    /// Removes the run's temporaries of every engine (see
+    /// [`crate::SyncBuilder::stop_grace`]).
+    pub(crate) fn reap_stuck(&self, grace: std::time::Duration) {
+        for e in &self.engines {
+            e.reap_stuck(grace);
+        }
+    }
+
+    fn draw(&self, task: &Task) -> usize {
+        let n = self.engines.len();
+        if let Some(p) = &self.placement {
+            return p(task, n) % n;
+        }
+        let i = self.draws.fetch_add(1, Ordering::Relaxed);
+        (splitmix64(self.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % n as u64) as usize
+    }
+}
+
+impl TaskRunner for Scatter {
+    /// Encodes the task, decodes it, and runs the copy on the drawn
+    /// engine: nothing but the task's bytes reaches it.
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+        let bytes = task.encode().expect("a task encodes");
+        drop(task);
+        let task = Task::decode(&bytes).expect("an encoded task decodes");
+        let engine = &self.engines[self.draw(&task)];
+        engine.run(task, cx);
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value of `x`.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_spread_over_all_engines() {
+        let mut seen = [0u32; 3];
+        for i in 0..300u64 {
+            seen[(splitmix64(7 ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % 3) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "{seen:?}");
+    }
+}
