@@ -271,10 +271,7 @@ fn run_cfg(cfg: Config, src: &Path, dst: &Path, k: &Knobs) -> Run {
 /// for tests that prepare all their directories before running any.
 fn selected_configs() -> Vec<Config> {
     let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
-    CONFIGS
-        .into_iter()
-        .filter(|c| c.selected(&only))
-        .collect()
+    CONFIGS.into_iter().filter(|c| c.selected(&only)).collect()
 }
 
 /// The thread counts of library-only tests (decorated copier or walker).

@@ -12,8 +12,8 @@ use crate::plan::{Action, PlanOptions, is_linked};
 use crate::task::Task;
 use crate::transport::TaskContext;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 
 /// Buckets of the link area: its keys are spread over this many
 /// subdirectories, so that workers creating and renaming keys do not all
@@ -21,17 +21,19 @@ use std::sync::{Mutex, OnceLock};
 const BUCKETS: usize = 256;
 
 /// The hard-link area of a run, with its subdirectories opened once.
+///
+/// Everything the run knows of its hard links is in the area, on the
+/// target, so that any engine of the run (on any node) carries on from
+/// what another one did: the walk's records (`pending/`), the copies the
+/// last phase holds back for its second pass (`held/`), the directories'
+/// identities (in the records, as `Task::Links::at`), the start of the
+/// area's removal (the `dropping` marker, made with `O_EXCL`). What an
+/// engine keeps here in memory is only its handles.
 #[derive(Debug)]
 pub(crate) struct LinkArea {
     root: Dir,
-    /// Its buckets' removal was spawned (it runs once, even if it fails).
-    dropping: AtomicBool,
     pending: OnceLock<Result<Dir, i32>>,
-    /// Recorded copies held back until the group registrations ran.
-    held: Mutex<Vec<(RelPath, Action)>>,
-    /// The identity (device, inode) of each recorded directory when its
-    /// walk opened it (see `Task::Links`).
-    dirs: Mutex<std::collections::HashMap<RelPath, (u64, u64)>>,
+    held: OnceLock<Result<Dir, i32>>,
     buckets: Vec<OnceLock<Result<Dir, i32>>>,
 }
 
@@ -39,10 +41,8 @@ impl LinkArea {
     fn new(root: Dir) -> LinkArea {
         LinkArea {
             root,
-            dropping: AtomicBool::new(false),
             pending: OnceLock::new(),
-            held: Mutex::new(Vec::new()),
-            dirs: Mutex::new(Default::default()),
+            held: OnceLock::new(),
             buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -70,6 +70,12 @@ impl LinkArea {
     /// The directory of the deferred hard-link copies.
     fn pending(&self) -> io::Result<&Dir> {
         self.subdir(&self.pending, || PENDING.to_vec())
+    }
+
+    /// The directory of the copies held back for the last phase's second
+    /// pass (see [`Engine::spawn_deferred_links`]).
+    fn held(&self) -> io::Result<&Dir> {
+        self.subdir(&self.held, || HELD.to_vec())
     }
 
     /// The bucket holding the keys (and notes) of source inode `ino`.
@@ -128,6 +134,18 @@ impl Engine {
         prefix: &[u8],
     ) -> io::Result<()> {
         let pending = self.link_area()?.pending()?;
+        self.write_record_in(pending, rel, at, actions, prefix)
+    }
+
+    /// Writes one record (a `Task::Links`) in `dir` of the link area.
+    fn write_record_in(
+        &self,
+        dir: &Dir,
+        rel: &RelPath,
+        at: Option<(u64, u64)>,
+        actions: &[Action],
+        prefix: &[u8],
+    ) -> io::Result<()> {
         let task = Task::Links {
             rel: rel.clone(),
             actions: actions.to_vec(),
@@ -135,7 +153,7 @@ impl Engine {
         };
         let bytes = task.encode().map_err(io::Error::other)?;
         let name = [prefix, self.temp_name().as_bytes()].concat();
-        let f = pending.create_excl(&name)?;
+        let f = dir.create_excl(&name)?;
         std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)
     }
 
@@ -147,23 +165,26 @@ impl Engine {
     /// already is linked to paths outside the tree: it needs nothing; a
     /// group with a single path here is copied like a file of one link.
     /// False when there is nothing (left) to spawn.
+    ///
+    /// Each pass is one run of the root's finish, on whichever engine
+    /// runs it: what the first pass holds back for the second is written
+    /// to the area (`held/`), and the second pass is the one that finds
+    /// it there.
     pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
-        let Some(Ok(area)) = self.links.get() else {
+        let Some(area) = self.find_link_area() else {
             return false;
         };
-        let held = std::mem::take(&mut *area.held.lock().unwrap_or_else(|e| e.into_inner()));
-        if !held.is_empty() {
-            self.spawn_links(held, cx);
-            return true;
+        if let Ok(held) = area.root.open_dir(HELD) {
+            let (held, dirs) = read_records(&held);
+            if !held.is_empty() {
+                self.spawn_links(held, &dirs, cx);
+                return true;
+            }
         }
         let Ok(pending) = area.pending() else {
             return false;
         };
         let (recorded, dirs) = read_records(pending);
-        area.dirs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(dirs);
         let groups = group(&recorded);
         self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
@@ -210,10 +231,47 @@ impl Engine {
         if register.is_empty() {
             std::mem::swap(&mut register, &mut copy);
         }
-        *area.held.lock().unwrap_or_else(|e| e.into_inner()) = copy;
+        if let Err(copy) = self.hold(area, copy, &dirs) {
+            // Not held: run with the registrations. The group's names
+            // still end as one inode (the claim and publication are
+            // race-free), its data perhaps copied once more.
+            register.extend(copy);
+        }
         let any = !register.is_empty();
-        self.spawn_links(register, cx);
+        self.spawn_links(register, &dirs, cx);
         any
+    }
+
+    /// Writes the copies of the last phase's second pass to the area's
+    /// `held/`, one record per directory; gives them back if it cannot.
+    fn hold(
+        &self,
+        area: &LinkArea,
+        copy: Vec<(RelPath, Action)>,
+        dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+    ) -> Result<(), Vec<(RelPath, Action)>> {
+        if copy.is_empty() {
+            return Ok(());
+        }
+        let Ok(held) = area.held() else {
+            return Err(copy);
+        };
+        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
+        for (rel, a) in copy {
+            by_dir.entry(rel).or_default().push(a);
+        }
+        let mut left = Vec::new();
+        for (rel, actions) in by_dir {
+            let at = dirs.get(&rel).copied();
+            // Those written are read by the next pass; the rest run now.
+            if !left.is_empty() || self.write_record_in(held, &rel, at, &actions, b"").is_err() {
+                left.extend(actions.into_iter().map(|a| (rel.clone(), a)));
+            }
+        }
+        match left.is_empty() {
+            true => Ok(()),
+            false => Err(left),
+        }
     }
 
     /// A recorded relink of a name whose target exists and is its
@@ -332,15 +390,17 @@ impl Engine {
     }
 
     /// Spawns `Links` tasks for recorded actions, grouped by directory.
-    fn spawn_links(&self, actions: Vec<(RelPath, Action)>, cx: &mut dyn TaskContext) {
+    /// `dirs`: the identity of each directory when its walk opened it.
+    fn spawn_links(
+        &self,
+        actions: Vec<(RelPath, Action)>,
+        dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+        cx: &mut dyn TaskContext,
+    ) {
         let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
         for (rel, a) in actions {
             by_dir.entry(rel).or_default().push(a);
         }
-        let dirs = match self.links.get() {
-            Some(Ok(area)) => area.dirs.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-            _ => Default::default(),
-        };
         for (rel, actions) in by_dir {
             let at = dirs.get(&rel).copied();
             for chunk in actions.chunks(self.batch_files) {
@@ -505,21 +565,41 @@ impl Engine {
         self.private_name(b"links", 0, ".links")
     }
 
+    /// The run's link area if it exists on the target, whichever engine
+    /// made it: opened (and checked, see [`Engine::link_area`]) by this
+    /// one if it has not yet; never made here. `None` in a run without
+    /// one (one `stat` at the root to find that out).
+    pub(crate) fn find_link_area(&self) -> Option<&LinkArea> {
+        if let Some(made) = self.links.get() {
+            return made.as_ref().ok();
+        }
+        let root = self.dst_root.as_ref()?;
+        match root.stat(self.link_area_name().as_bytes()) {
+            Ok(_) => self.link_area().ok(),
+            Err(_) => None,
+        }
+    }
+
     /// Spawns one task per bucket of the link area that removes it, so
     /// the keys of many groups are unlinked by all threads. False when
-    /// there is nothing left to remove that way.
+    /// there is nothing left to remove that way, or the removal was
+    /// spawned before: the area's `dropping` marker, made with `O_EXCL`,
+    /// says so to whichever engine looks next.
     pub(crate) fn spawn_link_area_removal(&self, cx: &mut dyn TaskContext) -> bool {
-        let Some(Ok(area)) = self.links.get() else {
+        let Some(area) = self.find_link_area() else {
             return false;
         };
-        if area.dropping.swap(true, Ordering::Relaxed) {
+        if area.root.create_excl(DROPPING).is_err() {
+            // Made before (the removal was spawned), or it cannot be:
+            // the area's finish removes what is left.
             return false;
         }
         let Ok(names) = area.root.names() else {
             return false;
         };
         let mut any = false;
-        for bucket in names.into_iter().filter(|n| n.as_bytes() != PENDING) {
+        let ours = |n: &Name| [PENDING, HELD, DROPPING].contains(&n.as_bytes());
+        for bucket in names.into_iter().filter(|n| !ours(n)) {
             any = true;
             cx.spawn(Task::DropLinks {
                 rel: RelPath::root(),
@@ -531,7 +611,7 @@ impl Engine {
 
     /// Removes one bucket of the link area.
     pub(crate) fn drop_link_bucket(&self, bucket: &Name) {
-        if let Some(Ok(area)) = self.links.get()
+        if let Some(area) = self.find_link_area()
             && let Err(e) = area.root.remove_all(bucket.as_bytes())
         {
             let path = RelPath::from_bytes(self.link_area_name().0).join(bucket);
@@ -545,9 +625,12 @@ impl Engine {
     /// the id from a temporary may have planted it during the run, after
     /// the root was listed.
     pub(crate) fn drop_link_area(&self) {
+        // Opened first if another engine made it: the root's names are
+        // checked only in a run that has one.
+        let area = self.find_link_area();
         self.drop_planted_at_root();
         let name = self.link_area_name();
-        let (Some(Ok(area)), Some(root)) = (self.links.get(), &self.dst_root) else {
+        let (Some(area), Some(root)) = (area, &self.dst_root) else {
             return;
         };
         // Emptied through the handle the run holds, then removed by name
@@ -1240,6 +1323,13 @@ pub(crate) fn not_private(st: &rustix::fs::Stat, kind: u32, mode: u32) -> Option
 
 /// The link area's subdirectory of deferred hard-link copies.
 const PENDING: &[u8] = b"pending";
+
+/// The link area's subdirectory of the copies held for the last phase's
+/// second pass.
+const HELD: &[u8] = b"held";
+
+/// The link area's marker: the removal of its buckets was spawned.
+const DROPPING: &[u8] = b"dropping";
 
 /// The link area's note of a group's names in the tree (see
 /// [`Engine::note_names`]).
