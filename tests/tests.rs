@@ -31,6 +31,7 @@ mod review4_attacks;
 mod review5_attacks;
 mod review_attacks;
 mod safety;
+mod scatter;
 mod shape;
 mod spec;
 mod storage_faults;

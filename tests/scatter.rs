@@ -1,0 +1,219 @@
+//! One run, many engines: the run's tasks carried out by several engines
+//! built from its one spec, every task encoded and decoded on its way
+//! (`psync::Scatter`), as a broker's workers on many nodes will. Nothing
+//! of the run may live only in one engine's memory: a directory walked on
+//! one engine is finished on another, the hard-link phase driven by the
+//! root's finish runs wherever that finish does.
+
+use crate::util::compare::assert_no_temps;
+use crate::util::run::scatter_seed;
+use crate::util::{TestDir, rsync_oracle};
+use psync::{EngineContext, Event, Local, Report, Scatter, SyncBuilder, Task};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Prepares the run `b` describes and carries it out on `engines`
+/// engines placed by `placement` (random with a printed seed when
+/// `None`), on the local transport with 4 threads. Returns the events
+/// and the report.
+fn run_scattered(
+    b: &SyncBuilder,
+    engines: usize,
+    placement: Option<psync::transport::scatter::Placement>,
+) -> (Vec<Event>, Report) {
+    let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let report = {
+        let mut cx = EngineContext::new(psync::registry());
+        cx.events = Some(tx);
+        let mut scatter =
+            Scatter::from_spec(&spec, engines, &cx, scatter_seed()).expect("engines from the spec");
+        drop(cx);
+        if let Some(p) = placement {
+            scatter.placement(p);
+        }
+        scatter.run_all(seed, &Local::new(4)).expect("the run")
+    };
+    // The engines, holding the last senders, are gone.
+    (rx.iter().collect(), report)
+}
+
+fn errors(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Error { message, .. } | Event::Warning { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Everything on engine 0 except the root's finish (every pass of it:
+/// the last phase's records, the held copies, the area's removal): on
+/// engine 1.
+fn root_finish_elsewhere() -> psync::transport::scatter::Placement {
+    Arc::new(|task: &Task, _n| match task {
+        Task::FinishDir { rel, .. } if rel.is_root() => 1,
+        _ => 0,
+    })
+}
+
+/// The root's finish alternating between the engines, pass by pass (what
+/// one pass holds back for the next must be found by another engine);
+/// everything else on engine 0.
+fn root_finish_alternating() -> psync::transport::scatter::Placement {
+    let passes = Arc::new(AtomicUsize::new(0));
+    Arc::new(move |task: &Task, n| match task {
+        Task::FinishDir { rel, .. } if rel.is_root() => {
+            1 + passes.fetch_add(1, Ordering::Relaxed) % (n - 1)
+        }
+        _ => 0,
+    })
+}
+
+fn builder(src: &Path, dst: &Path) -> SyncBuilder {
+    let mut b = psync::builder(src, dst);
+    b.threads(4).delete(true).itemize(true);
+    b
+}
+
+#[track_caller]
+fn assert_linked(dst: &Path, names: &[&str]) {
+    let ino = |n: &str| {
+        dst.join(n)
+            .symlink_metadata()
+            .unwrap_or_else(|e| panic!("{n}: {e}"))
+            .ino()
+    };
+    for n in &names[1..] {
+        assert_eq!(ino(n), ino(names[0]), "{n} is not linked to {}", names[0]);
+    }
+    let nlink = dst.join(names[0]).symlink_metadata().unwrap().nlink();
+    assert_eq!(nlink, names.len() as u64, "links of {}", names[0]);
+}
+
+/// The case: one run's tasks through two engines, every task
+/// serialized in between, everything on engine A but the root's finish,
+/// on engine B — with a hard-link group across directories. The group's
+/// files are copied and linked, no link area is left, nothing failed; and
+/// the same with the root's passes alternating between engines.
+#[test]
+fn two_engines_root_finish_on_the_other_one() {
+    for (name, engines, placement) in [
+        ("elsewhere", 2, root_finish_elsewhere()),
+        ("alternating", 3, root_finish_alternating()),
+    ] {
+        let t = TestDir::new(&format!("scatter-two-engines-{name}"));
+        tree!(t.src(), {
+            "a/one" => file("a group of three names"),
+            "b/two" => hardlink("a/one"),
+            "c/d/three" => hardlink("a/one"),
+            "a/solo" => file("one name"),
+            "pair/x" => file("another group"),
+            "pair/y" => hardlink("pair/x"),
+        });
+        let (events, report) =
+            run_scattered(&builder(&t.src(), &t.dst()), engines, Some(placement));
+        assert!(
+            report.success(),
+            "{name}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_eq!(report.stats.failed, 0, "{name}");
+        assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+        assert_no_temps(&t.dst());
+        assert_linked(&t.dst(), &["a/one", "b/two", "c/d/three"]);
+        assert_linked(&t.dst(), &["pair/x", "pair/y"]);
+
+        // The group gains a name and loses one, the root's finish on the
+        // other engine again.
+        tree!(t.src(), {
+            "b/two" => absent(),
+            "e/four" => hardlink("a/one"),
+        });
+        let placement = match name {
+            "elsewhere" => root_finish_elsewhere(),
+            _ => root_finish_alternating(),
+        };
+        let (events, report) =
+            run_scattered(&builder(&t.src(), &t.dst()), engines, Some(placement));
+        assert!(
+            report.success(),
+            "{name}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+        assert_no_temps(&t.dst());
+        assert_linked(&t.dst(), &["a/one", "c/d/three", "e/four"]);
+    }
+}
+
+/// Tasks scattered at random over three engines on a tree with hard
+/// links across directories, large files copied in chunks, `-c`,
+/// deletes and type changes; then a change of each kind and a run again;
+/// then a run that finds nothing to do.
+#[test]
+fn three_engines_links_chunks_checksum_deletes_type_changes() {
+    let t = TestDir::new("scatter-three-engines");
+    tree!(t.src(), {
+        "big/one" => random(5 << 20),
+        "big/two" => random((3 << 20) + 17),
+        "big/link" => hardlink("big/one"),
+        "h/a" => file("linked"),
+        "h/sub/b" => hardlink("h/a"),
+        "k/c" => hardlink("h/a"),
+        "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+        "types/was_file" => file("x"),
+        "types/was_dir/inner" => file("y"),
+        "types/was_link" => symlink("nowhere"),
+        "gone/deep/f" => file("deleted later"),
+        "fifo" => fifo(),
+    });
+    tree!(t.dst(), {
+        "extra/x" => file("not in the source"),
+        "h/a" => file("stale"),
+    });
+    let mut b = builder(&t.src(), &t.dst());
+    b.chunk_size(1 << 20).checksum(true).force(true);
+    b.scatter(3, scatter_seed());
+    let report = b.build().unwrap().run().expect("first run");
+    assert!(report.success(), "{report:#?}");
+    assert!(
+        report.transport.contains("scattered over 3 engines"),
+        "{}",
+        report.transport
+    );
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_linked(&t.dst(), &["big/one", "big/link"]);
+    assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c"]);
+
+    // Same size and time, other data: only -c sees it. Types change,
+    // a subtree goes, the big file changes, a group gains a name.
+    tree!(t.src(), {
+        "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+        "types/was_file" => dir(),
+        "types/was_dir" => file("now a file"),
+        "types/was_link" => file("now data"),
+        "gone" => absent(),
+        "big/two" => random((4 << 20) + 5),
+        "new/d" => hardlink("h/a"),
+    });
+    let report = b.build().unwrap().run().expect("second run");
+    assert!(report.success(), "{report:#?}");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+    assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c", "new/d"]);
+
+    let report = b.build().unwrap().run().expect("third run");
+    assert!(report.success(), "{report:#?}");
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    assert_no_temps(&t.dst());
+}
