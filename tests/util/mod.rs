@@ -5,8 +5,12 @@
 //! Environment:
 //! - `CI=true`: a missing prerequisite CI is meant to have (rsync, the
 //!   `psync` binary) fails the test instead of skipping it.
-//! - `PSYNC_TEST_FRONTS=lib` (or `cli`): run the multi-configuration tests
-//!   through one frontend only. Default: both.
+//! - `PSYNC_TEST_FRONTS=lib` (or `cli`, `scatter`, or a comma-separated
+//!   list): run the multi-configuration tests through those frontends
+//!   only. Default: all. `scatter` is the library with the run's tasks
+//!   scattered over several engines (`psync::Scatter`).
+//! - `PSYNC_SCATTER_SEED=0x…`: the seed of the scatter runs' draws (each
+//!   run prints the one it used). Default: a new one per run.
 //! - `PSYNC_TEST_NO_MOUNTS=1`: skip the tests that loop-mount real file
 //!   systems (they need root; see `mounts`), also under CI.
 
