@@ -72,13 +72,20 @@ pub struct Engine {
     pub(crate) drop_source_cache: bool,
     /// When results reach stable storage (`--fsync`, ADR 009).
     pub(crate) flush: crate::durable::Flush,
-    /// The hard-link area, created on first use.
+    /// The run's hard-link area as this engine opened it: made by
+    /// whichever engine of the run needs it first, found on the target by
+    /// the others (`find_link_area`). A handle only: what the area holds
+    /// is on the target (ADR 011).
     pub(crate) links: std::sync::OnceLock<Result<crate::links::LinkArea, i32>>,
-    /// Set once when a target write finds the target full or read-only:
-    /// the run stops (see `stop.rs`).
+    /// Set once when a target write of this engine finds the target full
+    /// or read-only: the run stops (see `stop.rs`) through the quit flag;
+    /// the report takes the reason from whichever engine set it.
     pub(crate) stopped: std::sync::OnceLock<crate::stop::Stopped>,
-    /// Part files this process is filling (directory, source version),
-    /// removed when the run stops before their finish.
+    /// Part files this engine started filling (directory, source
+    /// version), removed by it when the run stops before their finish.
+    /// Per process by design: a part whose finish ran on another engine
+    /// is gone by then (removing its name again does nothing), and what a
+    /// dead worker leaves the next run removes.
     pub(crate) open_parts: std::sync::Mutex<Vec<(RelPath, Entry)>>,
 }
 

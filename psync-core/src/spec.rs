@@ -585,6 +585,7 @@ mod tests {
         both::<SpecError>();
         both::<EngineContext>();
         both::<Engine>();
+        both::<crate::Scatter>();
     }
 
     #[test]
