@@ -22,6 +22,7 @@ use crate::engine::Engine;
 use crate::error::Error;
 use crate::spec::{EngineContext, RunSpec};
 use crate::task::Task;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -121,9 +122,11 @@ impl Scatter {
     /// Removes the run's temporaries of every engine (see
     /// [`crate::SyncBuilder::stop_grace`]).
     pub(crate) fn reap_stuck(&self, grace: std::time::Duration) {
-        for e in &self.engines {
-            e.reap_stuck(grace);
+        // Said once, by the first.
+        for e in &self.engines[1..] {
+            e.wind_down();
         }
+        self.engines[0].reap_stuck(grace);
     }
 
     fn draw(&self, task: &Task) -> usize {
@@ -143,8 +146,17 @@ impl TaskRunner for Scatter {
         let bytes = task.encode().expect("a task encodes");
         drop(task);
         let task = Task::decode(&bytes).expect("an encoded task decodes");
-        let engine = &self.engines[self.draw(&task)];
-        engine.run(task, cx);
+        let i = self.draw(&task);
+        let ran = catch_unwind(AssertUnwindSafe(|| self.engines[i].run(task, cx)));
+        if let Err(panic) = ran {
+            // The transport stops the run; the draws' seed repeats them.
+            eprintln!(
+                "psync scatter: a task panicked on engine {i} of {} (seed {:#x})",
+                self.engines.len(),
+                self.seed
+            );
+            resume_unwind(panic);
+        }
     }
 }
 
