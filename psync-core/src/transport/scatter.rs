@@ -40,6 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Chooses the engine (an index below the count given) for a task.
 pub type Placement = Arc<dyn Fn(&Task, usize) -> usize + Send + Sync>;
 
+/// Says whether a task may be delivered again ([`Scatter::redeliver_if`]).
+pub type Redeliverable = Arc<dyn Fn(&Task) -> bool + Send + Sync>;
+
 /// Several engines of one run; each task runs on one of them, chosen by
 /// a seeded random draw (or by a [`Placement`]), after a round trip
 /// through its encoding. See the module's docs: a test transport.
@@ -53,7 +56,7 @@ pub struct Scatter {
     /// Deliveries made again so far.
     redelivered: AtomicU64,
     /// The tasks that may be delivered again (all when `None`).
-    redeliver_if: Option<Arc<dyn Fn(&Task) -> bool + Send + Sync>>,
+    redeliver_if: Option<Redeliverable>,
 }
 
 impl std::fmt::Debug for Scatter {
@@ -129,7 +132,7 @@ impl Scatter {
     /// Delivers again (with [`Scatter::redeliver`]'s probability) only
     /// the tasks `filter` accepts: a test that leaves out a kind of task
     /// known not to bear a second delivery yet.
-    pub fn redeliver_if(&mut self, filter: Arc<dyn Fn(&Task) -> bool + Send + Sync>) -> &mut Self {
+    pub fn redeliver_if(&mut self, filter: Redeliverable) -> &mut Self {
         self.redeliver_if = Some(filter);
         self
     }
