@@ -217,3 +217,128 @@ fn three_engines_links_chunks_checksum_deletes_type_changes() {
     assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
     assert_no_temps(&t.dst());
 }
+
+/// A broker delivers at least once: the same tree as above with a third
+/// of the tasks delivered twice (a finished task run again before it is
+/// acknowledged; a task whose first delivery lost its defer and part of
+/// its spawns run again in full), on three engines. The result is the
+/// source's, nothing is reported failed, nothing is left behind.
+///
+/// Ignored: the hard-link phase does not bear a second delivery yet. A
+/// directory task delivered twice leaves a temporary linked into a
+/// group in the target (no failure reported); the root's finish
+/// delivered twice spawns a pass twice (its records are consumed as it
+/// reads them) and removes the area under the first delivery's tasks
+/// (failures reported). See ADR 011 and
+/// `redelivered_tasks_chunks_checksum_deletes_type_changes`, the same
+/// without hard links.
+#[test]
+#[ignore = "the hard-link phase does not bear redelivery yet (ADR 011)"]
+fn redelivered_tasks_links_chunks_checksum_deletes_type_changes() {
+    redelivered(true);
+}
+
+/// [`redelivered_tasks_links_chunks_checksum_deletes_type_changes`]
+/// without hard links: every kind of task but the link phase's is
+/// delivered again. Large files resume from their part (`resume_threshold`
+/// 0): a large file's setup delivered twice below the threshold discards
+/// and makes anew the part its first delivery's chunks write into (their
+/// copy then fails, reported), which is not fixed yet.
+///
+/// Ignored: fails for some seeds (e.g. `PSYNC_SCATTER_SEED=3`, `10`) with
+/// the target root's mtime wrong and nothing reported: a directory task
+/// whose first delivery deleted or made entries but lost its deferred
+/// finish (a lossy delivery) is delivered again, finds nothing to do,
+/// and defers a finish with `touched: false`, which leaves the mtime the
+/// first delivery moved.
+#[test]
+#[ignore = "a lost first delivery's `touched` is not seen by the second (see the docs)"]
+fn redelivered_tasks_chunks_checksum_deletes_type_changes() {
+    redelivered(false);
+}
+
+fn redelivered(links: bool) {
+    let t = TestDir::new("scatter-redelivered");
+    if links {
+        tree!(t.src(), {
+            "big/link" => hardlink("big/one"),
+            "h/sub/b" => hardlink("h/a"),
+            "k/c" => hardlink("h/a"),
+        });
+    }
+    tree!(t.src(), {
+        "big/one" => random(5 << 20),
+        "big/two" => random((3 << 20) + 17),
+        "h/a" => file("linked"),
+        "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+        "types/was_file" => file("x"),
+        "types/was_dir/inner" => file("y"),
+        "types/was_link" => symlink("nowhere"),
+        "gone/deep/f" => file("deleted later"),
+        "many/f0" => file("0"),
+        "many/f1" => file("1"),
+        "many/f2" => file("2"),
+        "many/f3" => file("3"),
+        "fifo" => fifo(),
+    });
+    tree!(t.dst(), {
+        "extra/x" => file("not in the source"),
+        "h/a" => file("stale"),
+    });
+    let mut b = builder(&t.src(), &t.dst());
+    b.chunk_size(1 << 20).checksum(true).force(true);
+    if !links {
+        b.resume_threshold(0);
+    }
+    b.scatter(3, scatter_seed()).redeliver(0.3);
+    let run = |b: &mut SyncBuilder, what: &str| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        b.events(tx);
+        let report = b.build().unwrap().run().expect(what);
+        let events: Vec<Event> = rx.try_iter().collect();
+        assert!(
+            report.success(),
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_eq!(
+            report.stats.failed,
+            0,
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        report
+    };
+    run(&mut b, "first run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    if links {
+        assert_linked(&t.dst(), &["big/one", "big/link"]);
+        assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c"]);
+    }
+
+    tree!(t.src(), {
+        "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+        "types/was_file" => dir(),
+        "types/was_dir" => file("now a file"),
+        "types/was_link" => file("now data"),
+        "gone" => absent(),
+        "big/two" => random((4 << 20) + 5),
+    });
+    if links {
+        tree!(t.src(), { "new/d" => hardlink("h/a") });
+    }
+    run(&mut b, "second run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+    if links {
+        assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c", "new/d"]);
+    }
+
+    let report = run(&mut b, "third run");
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    assert_no_temps(&t.dst());
+}

@@ -288,15 +288,18 @@ impl Engine {
                     index,
                     at,
                 });
-                cx.defer(Task::FinishFile {
-                    rel: rel.clone(),
-                    src: cur,
-                    dst,
-                    change,
-                    attempt,
-                    kept,
-                    at,
-                });
+                self.defer(
+                    cx,
+                    Task::FinishFile {
+                        rel: rel.clone(),
+                        src: cur,
+                        dst,
+                        change,
+                        attempt,
+                        kept,
+                        at,
+                    },
+                );
             }
             Err(CopyFail::Vanished) => {
                 Stats::bump(&self.stats.done, 1);
@@ -604,12 +607,16 @@ impl Engine {
         let path = rel.join(&src.name);
         // From here the part is this task's to rename or remove.
         self.part_ended(rel, src);
+        if self.finished_before(rel, src, change, at) {
+            return;
+        }
         let old = dst.filter(|_| !change.new).map(|d| d.mode);
         let finished = self
             .not_stopped()
             .and_then(|()| self.finish_big(rel, src, old, (kept, at)));
         match finished {
             Ok(Some(filled)) => {
+                self.drop_differs(rel, src, change, at);
                 self.count_filled(filled);
                 self.itemize(path, Some(change), src);
                 self.count_change(dst.is_some() && !change.new);
@@ -626,6 +633,7 @@ impl Engine {
                 });
             }
             Ok(None) => {
+                self.drop_differs(rel, src, change, at);
                 Stats::bump(&self.stats.changed_during_copy, 1);
                 self.fail(
                     &path,
@@ -635,12 +643,60 @@ impl Engine {
                 );
             }
             Err(CopyFail::Vanished) => {
+                self.drop_differs(rel, src, change, at);
                 Stats::bump(&self.stats.done, 1);
                 self.warn(&path, false, Op::Open, "vanished during its copy");
             }
             Err(CopyFail::Interrupted) => self.abandon_part(rel, src),
-            Err(CopyFail::Failed { on_target, op, err }) => self.fail(&path, on_target, op, err),
+            Err(CopyFail::Failed { on_target, op, err }) => {
+                self.drop_differs(rel, src, change, at);
+                self.fail(&path, on_target, op, err);
+            }
         }
+    }
+
+    /// Removes the marker `--checksum` left for a compared file that
+    /// differed (see `finish_compare`), once its copy ended for good.
+    fn drop_differs(&self, rel: &RelPath, src: &Entry, change: Change, at: Option<(u64, u64)>) {
+        if change.checksum
+            && let Ok(d) = self.open_dst_at(rel, at)
+        {
+            let _ = d.unlink(self.differs_marker(src).as_bytes());
+        }
+    }
+
+    /// True when this finish was done by an earlier delivery of its task
+    /// (a broker delivers at least once): no part file or journal of
+    /// this source version is left, the target holds a regular file of
+    /// its size and modification time, and for a compared file
+    /// (`--checksum`) the marker of its difference is gone (a finish
+    /// removes it only once the file is in place). Nothing is done or
+    /// counted again. Without `--times` (target times are the copy's) a
+    /// second delivery is not recognised: it reports the part missing.
+    fn finished_before(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        change: Change,
+        at: Option<(u64, u64)>,
+    ) -> bool {
+        let Ok(dir) = self.open_dst_at(rel, at) else {
+            return false;
+        };
+        let gone = |name: &Name| {
+            dir.stat(name.as_bytes())
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        };
+        if !gone(&part_name(src)) || !gone(&journal_name(src)) {
+            return false;
+        }
+        if change.checksum && !gone(&self.differs_marker(src)) {
+            return false;
+        }
+        dir.stat(src.name.as_bytes()).is_ok_and(|st| {
+            let now = Entry::from_stat(src.name.clone(), &st);
+            (now.kind, now.size, now.mtime) == (Kind::File, src.size, src.mtime)
+        })
     }
 
     /// Stopped before its finish: a file too small to resume leaves

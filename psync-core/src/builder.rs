@@ -49,6 +49,8 @@ pub struct SyncBuilder {
     transport: Option<Arc<dyn Transport>>,
     /// Engines and seed of a scattered run (see [`SyncBuilder::scatter`]).
     scatter: Option<(usize, u64)>,
+    /// The probability of a second delivery in a scattered run.
+    redeliver: f64,
     retries: u32,
     batch_files: usize,
     batch_bytes: u64,
@@ -125,6 +127,7 @@ impl SyncBuilder {
             planner: Arc::new(RsyncPlanner),
             transport: None,
             scatter: None,
+            redeliver: 0.0,
             retries: 2,
             batch_files: 128,
             batch_bytes: 32 << 20,
@@ -418,6 +421,15 @@ impl SyncBuilder {
         self
     }
 
+    /// **For tests**: in a scattered run ([`SyncBuilder::scatter`]),
+    /// delivers tasks again with probability `fraction`, as a broker that
+    /// delivers at least once may ([`crate::Scatter::redeliver`]).
+    /// Runs with hard links do not bear it yet (see ADR 011). Default: 0.
+    pub fn redeliver(&mut self, fraction: f64) -> &mut Self {
+        self.redeliver = fraction;
+        self
+    }
+
     /// Checks the arguments and prepares the run. Touches nothing.
     ///
     /// # Errors
@@ -542,7 +554,8 @@ impl Syncer {
             .clone()
             .unwrap_or_else(|| Arc::new(Local::new(self.b.threads)));
         if let Some((engines, draws)) = self.b.scatter {
-            let scatter = crate::Scatter::from_spec(&spec, engines, &self.context(), draws)?;
+            let mut scatter = crate::Scatter::from_spec(&spec, engines, &self.context(), draws)?;
+            scatter.redeliver(self.b.redeliver);
             let reap = |grace| scatter.reap_stuck(grace);
             return self.with_progress(start, || {
                 self.reaping(reap, || scatter.run_all(seed, &*transport))

@@ -76,17 +76,20 @@ impl Engine {
             index,
             at,
         });
-        cx.defer(Task::FinishCompare {
-            rel: rel.clone(),
-            src,
-            dst,
-            change,
-            at,
-        });
+        self.defer(
+            cx,
+            Task::FinishCompare {
+                rel: rel.clone(),
+                src,
+                dst,
+                change,
+                at,
+            },
+        );
     }
 
     /// The marker a differing chunk of `src` leaves for its finish.
-    fn differs_marker(&self, src: &Entry) -> Name {
+    pub(crate) fn differs_marker(&self, src: &Entry) -> Name {
         self.private_name(b"differs", part_key(src), ".differs")
     }
 
@@ -170,8 +173,12 @@ impl Engine {
             }
             Err(CopyFail::Interrupted) => return,
         };
-        match dst_dir.unlink(self.differs_marker(&src).as_bytes()) {
-            Ok(()) => {}
+        // Looked at, not removed: a second delivery of this task (a broker
+        // delivers at least once) must decide as the first did, while the
+        // copy the first spawned may be under way. The copy's finish
+        // removes the marker once the file is in place.
+        match dst_dir.stat(self.differs_marker(&src).as_bytes()) {
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Equal after all: a part an earlier run left for this
                 // version (kept for a resume) has nothing left to finish.
@@ -180,7 +187,7 @@ impl Engine {
                 self.fix_attrs(rel, &src_dir, Some(&dst_dir), &src, &dst, change, alone);
                 return;
             }
-            Err(e) => return self.fail(&path, true, Op::Remove, e),
+            Err(e) => return self.fail(&path, true, Op::Stat, e),
         }
         Stats::bump(&self.stats.bytes_to_copy, src.size);
         cx.spawn(Task::BigFile {

@@ -16,7 +16,7 @@ use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, PlanOptions, Planner, attr_change, is_linked};
 use crate::task::Task;
-use crate::transport::{TaskContext, TaskRunner};
+use crate::transport::{Outcome, TaskContext, TaskRunner};
 use crate::walk::Walker;
 use crate::xattr::Node;
 use crossbeam_channel::Sender;
@@ -101,10 +101,31 @@ impl std::fmt::Debug for Engine {
 }
 
 impl TaskRunner for Engine {
-    fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+    /// Runs one task. [`Outcome::Abandoned`] when the quit flag is set
+    /// before it starts or by the time it returns: a task that saw the
+    /// flag may have returned early anywhere (a copy interrupted, a
+    /// listing cut short, a finish skipped), and one that did not is
+    /// safe to run again, so a task that ends with the run stopping is
+    /// never acknowledged as done.
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         if self.quit.load(Ordering::Relaxed) {
-            return;
+            return Outcome::Abandoned;
         }
+        self.run_task(task, cx);
+        if self.quit.load(Ordering::Relaxed) {
+            Outcome::Abandoned
+        } else {
+            Outcome::Done
+        }
+    }
+
+    fn run_id(&self) -> u64 {
+        self.run_id
+    }
+}
+
+impl Engine {
+    fn run_task(&self, task: Task, cx: &mut dyn TaskContext) {
         match task {
             Task::Dir { rel, src, dst, at } => self.run_dir(&rel, &src, (dst.as_ref(), at), cx),
             Task::Files {
@@ -228,6 +249,17 @@ struct Batch {
 
 impl Engine {
     // ----- reporting -------------------------------------------------------
+
+    /// [`TaskContext::defer`]; a second deferred task of one task (a
+    /// bug) panics in debug builds, and otherwise is reported as a
+    /// failure of the task's directory (its work is not done).
+    pub(crate) fn defer(&self, cx: &mut dyn TaskContext, task: Task) {
+        if let Err(e) = cx.defer(task) {
+            debug_assert!(false, "{e}");
+            let rel = e.0.rel().clone();
+            self.fail(&rel, true, Op::Transport, io::Error::other(e.to_string()));
+        }
+    }
 
     pub(crate) fn emit(&self, ev: Event) {
         let Some(tx) = &self.events else { return };
@@ -356,7 +388,10 @@ impl Engine {
             // -x: the mount point's directory is kept, nothing inside it.
             Stats::bump(&self.stats.dirs, 1);
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
-            return cx.defer(self.finish_task(rel, src_entry, (dst_entry, made), false));
+            return self.defer(
+                cx,
+                self.finish_task(rel, src_entry, (dst_entry, made), false),
+            );
         }
         if let Some(d) = dst_entry
             && self.foreign_dir(rel, src_entry, d)
@@ -404,8 +439,12 @@ impl Engine {
         let mut parts = Vec::new();
         let mut src_entries = src.entries;
         let mut mounts = Vec::new();
-        let mut dst = match (&dst_dir, dst_entry) {
-            (Some(d), Some(_)) => match self.walker.list(d) {
+        // A directory this run made is listed too (empty, but for what an
+        // earlier delivery of this task made in it: a broker delivers at
+        // least once; the directory is psync's user's, mode 0700, until
+        // its finish, so nobody else put entries there).
+        let mut dst = match &dst_dir {
+            Some(d) => match self.walker.list(d) {
                 Ok(mut l) => {
                     // A target entry that cannot be examined is left alone.
                     for (name, e) in l.failed {
@@ -478,7 +517,10 @@ impl Engine {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
         }
-        cx.defer(self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched));
+        self.defer(
+            cx,
+            self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched),
+        );
     }
 
     /// The identity of the target directory `d` a directory task opened,
@@ -626,7 +668,7 @@ impl Engine {
             op,
             message: e.to_string(),
         });
-        cx.defer(self.finish_task(rel, src, dst, false));
+        self.defer(cx, self.finish_task(rel, src, dst, false));
     }
 
     /// Itemizes everything a recursive delete of `entry` removes, children
@@ -1494,13 +1536,16 @@ impl Engine {
             // The last phases: deferred hard-link copies, then the link
             // area's removal, each followed by this again.
             if self.spawn_deferred_links(cx) || self.spawn_link_area_removal(cx) {
-                return cx.defer(Task::FinishDir {
-                    rel: rel.clone(),
-                    src: src.clone(),
-                    dst: dst.cloned(),
-                    touched,
-                    at,
-                });
+                return self.defer(
+                    cx,
+                    Task::FinishDir {
+                        rel: rel.clone(),
+                        src: src.clone(),
+                        dst: dst.cloned(),
+                        touched,
+                        at,
+                    },
+                );
             }
             self.drop_link_area();
         }

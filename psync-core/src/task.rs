@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 /// self-describing; a worker refuses tasks of another version).
 pub const TASK_ENCODING_VERSION: u8 = 3;
 
+/// A task's identity within a run: what [`Task::id`] derives from the
+/// task's kind, its directory, the entry (or entries) it is about, its
+/// chunk index and attempt where it has them, and the run's id. Two
+/// deliveries of one task have the same id, on any node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TaskId(pub u128);
+
+impl std::fmt::Display for TaskId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Task {
@@ -189,6 +202,76 @@ impl Task {
         }
     }
 
+    /// The task's deterministic id in the run `run_id`: xxh3-128 (stable
+    /// across processes, nodes and versions of Rust) of the run id, the
+    /// variant, the directory, and what names the task within it — the
+    /// entry's name (`BigFile`, `Chunk`, `FinishFile`, `CompareBig`,
+    /// `CompareChunk`, `FinishCompare`), the names of all its actions
+    /// (`Files`, `Links`: a batch is the set of files it copies), the
+    /// bucket (`DropLinks`), the chunk index (`Chunk`, `CompareChunk`)
+    /// and the attempt (`BigFile`, `FinishFile`: a retry after the source
+    /// changed is another task). Everything else a task carries (the
+    /// entries' metadata, `at`, `touched`, `kept`) is left out: it is what
+    /// one delivery saw, and a second delivery of the same work may see
+    /// it otherwise.
+    ///
+    /// What the id is for: a transport spawns a child only once per id
+    /// among the children of one task (a task delivered twice spawns
+    /// nothing twice), and acknowledges it by id. Every field is length-
+    /// or tag-prefixed, so distinct tasks collide only by a 128-bit hash
+    /// collision (about 2^-64 for 2^32 tasks of one parent). A collision
+    /// between two children of one task would drop the second child as a
+    /// redelivery of the first: its work is not done and not reported
+    /// (the next run does it). Two tasks that share an id by construction
+    /// (two batches of one directory with the same names, which one plan
+    /// never makes) would be the same.
+    pub fn id(&self, run_id: u64) -> TaskId {
+        let mut h = twox_hash::XxHash3_128::new();
+        let mut put = |bytes: &[u8]| {
+            h.write(&(bytes.len() as u64).to_le_bytes());
+            h.write(bytes);
+        };
+        put(b"psync-task-id-1");
+        put(&run_id.to_le_bytes());
+        let tag: &[u8] = match self {
+            Task::Dir { .. } => b"dir",
+            Task::Files { .. } => b"files",
+            Task::BigFile { .. } => b"bigfile",
+            Task::Chunk { .. } => b"chunk",
+            Task::FinishFile { .. } => b"finishfile",
+            Task::Links { .. } => b"links",
+            Task::DropLinks { .. } => b"droplinks",
+            Task::FinishDir { .. } => b"finishdir",
+            Task::CompareBig { .. } => b"comparebig",
+            Task::CompareChunk { .. } => b"comparechunk",
+            Task::FinishCompare { .. } => b"finishcompare",
+        };
+        put(tag);
+        put(self.rel().as_bytes());
+        match self {
+            Task::Dir { .. } | Task::FinishDir { .. } => {}
+            Task::Files { actions, .. } | Task::Links { actions, .. } => {
+                put(&(actions.len() as u64).to_le_bytes());
+                for a in actions {
+                    put(a.name().as_bytes());
+                }
+            }
+            Task::BigFile { src, attempt, .. } | Task::FinishFile { src, attempt, .. } => {
+                put(src.name.as_bytes());
+                put(&attempt.to_le_bytes());
+            }
+            Task::Chunk { src, index, .. } | Task::CompareChunk { src, index, .. } => {
+                put(src.name.as_bytes());
+                put(&index.to_le_bytes());
+            }
+            Task::CompareBig { src, .. } | Task::FinishCompare { src, .. } => {
+                put(src.name.as_bytes());
+            }
+            Task::DropLinks { bucket, .. } => put(bucket.as_bytes()),
+        }
+        TaskId(h.finish_128())
+    }
+
     /// Encodes with a version byte in front.
     ///
     /// # Errors
@@ -277,5 +360,70 @@ mod tests {
         ] {
             assert_eq!(Task::decode(&t.encode().unwrap()).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_tell_tasks_apart() {
+        let e = |name: &[u8]| Entry {
+            name: Name(name.to_vec()),
+            kind: Kind::File,
+            size: 1,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 1,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            blocks: 0,
+            link: None,
+            mount_root: false,
+        };
+        let rel = RelPath::from_bytes(b"a/b".to_vec());
+        let chunk = |index, name: &[u8]| Task::Chunk {
+            rel: rel.clone(),
+            src: e(name),
+            index,
+            at: None,
+        };
+        // The same task, decoded anew and with other metadata: one id.
+        let t = chunk(3, b"f");
+        let again = Task::decode(&t.encode().unwrap()).unwrap();
+        assert_eq!(t.id(7), again.id(7));
+        let moved = Task::Chunk {
+            rel: rel.clone(),
+            src: Entry { size: 9, ..e(b"f") },
+            index: 3,
+            at: Some((1, 2)),
+        };
+        assert_eq!(t.id(7), moved.id(7));
+        // Another run, chunk, name, directory or kind: another id.
+        assert_ne!(t.id(7), t.id(8));
+        assert_ne!(t.id(7), chunk(4, b"f").id(7));
+        assert_ne!(t.id(7), chunk(3, b"g").id(7));
+        let compare = Task::CompareChunk {
+            rel: rel.clone(),
+            src: e(b"f"),
+            index: 3,
+            at: None,
+        };
+        assert_ne!(t.id(7), compare.id(7));
+        // Length-prefixed: "a/b" + "c" is not "a" + "b/c".
+        let dir_and_name = |r: &[u8], n: &[u8]| Task::CompareBig {
+            rel: RelPath::from_bytes(r.to_vec()),
+            src: e(n),
+            dst: e(n),
+            change: Change::new_entry(Kind::File),
+            at: None,
+        };
+        assert_ne!(
+            dir_and_name(b"ab", b"c").id(1),
+            dir_and_name(b"a", b"bc").id(1)
+        );
+        // A stable value: the same on every node and every build.
+        assert_eq!(t.id(7).to_string(), "f9e9d8f85811251fe19d341f8d09b1d9");
     }
 }

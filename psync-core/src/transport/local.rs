@@ -1,11 +1,30 @@
 //! The local transport: worker threads with per-thread LIFO deques and
 //! work stealing (depth-first keeps the number of queued directories small),
 //! an injector for the seed, and tree-shaped completion counting.
+//!
+//! Idempotence: a task's children are spawned once per id ([`Task::id`])
+//! by each execution of it, however many times its runner delivers it
+//! again inside that execution (the test runner [`super::Scatter`] does,
+//! to model a broker's redelivery): the set of ids it spawned lives as
+//! long as the execution, which is as long as the task can be delivered
+//! again (once the transport counts it done, nothing delivers it). A
+//! broker keeps the same set on its server, keyed by the parent's id,
+//! until it acknowledges the parent. Its deferred task is set once; a
+//! second one with the same id is dropped, one with another id is an
+//! error ([`super::DeferTwice`]).
+//!
+//! Outcomes: a task [`Outcome::Done`] counts toward its parent's
+//! completion; one [`Outcome::Abandoned`] does not (nothing waiting on
+//! it runs), which is right when the run is stopping — the only time the
+//! engine abandons a task. This transport cannot deliver a task again
+//! (it gave it to the runner): a task abandoned while the run goes on
+//! stops the run with an error.
 
-use super::{TaskContext, TaskRunner, Transport};
+use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
 use crate::error::Error;
-use crate::task::Task;
+use crate::task::{Task, TaskId};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use std::collections::HashSet;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -36,7 +55,8 @@ impl Local {
 /// whose completion that counts toward.
 struct Node {
     pending: AtomicUsize,
-    deferred: Mutex<Option<Task>>,
+    /// The deferred task and its id.
+    deferred: Mutex<Option<(TaskId, Task)>>,
     parent: Option<Arc<Node>>,
 }
 
@@ -72,6 +92,9 @@ struct Shared<'a> {
     idle: Mutex<usize>,
     wake: Condvar,
     panicked: AtomicBool,
+    /// A task was abandoned while the run went on (see the module's docs).
+    abandoned: AtomicBool,
+    run_id: u64,
 }
 
 impl Transport for Local {
@@ -90,6 +113,8 @@ impl Transport for Local {
             idle: Mutex::new(0),
             wake: Condvar::new(),
             panicked: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
+            run_id: runner.run_id(),
         };
         shared.injector.push(Job {
             task: Box::new(seed),
@@ -123,6 +148,16 @@ impl Transport for Local {
                 std::io::Error::other("a worker thread panicked; the run stopped"),
             ));
         }
+        if shared.abandoned.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                crate::error::Op::Transport,
+                "",
+                std::io::Error::other(
+                    "a task was abandoned while the run went on (the local transport cannot \
+                     deliver it again); the run stopped",
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -132,6 +167,8 @@ struct Cx<'a, 'b> {
     local: &'a Worker<Job>,
     node: Option<Arc<Node>>,
     parent: &'a Option<Arc<Node>>,
+    /// The ids of the children this execution spawned (see the module's docs).
+    spawned: HashSet<TaskId>,
 }
 
 impl Cx<'_, '_> {
@@ -149,6 +186,9 @@ impl Cx<'_, '_> {
 
 impl TaskContext for Cx<'_, '_> {
     fn spawn(&mut self, task: Task) {
+        if !self.spawned.insert(task.id(self.shared.run_id)) {
+            return;
+        }
         let node = self.node();
         node.pending.fetch_add(1, Ordering::AcqRel);
         self.local.push(Job {
@@ -158,9 +198,18 @@ impl TaskContext for Cx<'_, '_> {
         self.shared.notify();
     }
 
-    fn defer(&mut self, task: Task) {
+    fn defer(&mut self, task: Task) -> Result<(), DeferTwice> {
+        let id = task.id(self.shared.run_id);
         let node = self.node();
-        *node.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let mut deferred = node.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        match &*deferred {
+            None => {
+                *deferred = Some((id, task));
+                Ok(())
+            }
+            Some((first, _)) if *first == id => Ok(()),
+            Some(_) => Err(DeferTwice(Box::new(task))),
+        }
     }
 }
 
@@ -196,14 +245,26 @@ impl Shared<'_> {
             local,
             node: None,
             parent: &job.parent,
+            spawned: HashSet::new(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(*job.task, &mut cx)));
-        if ran.is_err() {
-            // A bug, not an entry failure: stop the run rather than leave a
-            // directory whose finish never comes.
-            self.panicked.store(true, Ordering::Relaxed);
-            self.quit.store(true, Ordering::Relaxed);
-            return;
+        match ran {
+            Ok(Outcome::Done) => {}
+            Ok(_) => {
+                // Not counted complete: nothing that waits on it runs.
+                if !self.quit.load(Ordering::Relaxed) {
+                    self.abandoned.store(true, Ordering::Relaxed);
+                    self.quit.store(true, Ordering::Relaxed);
+                }
+                return;
+            }
+            Err(_) => {
+                // A bug, not an entry failure: stop the run rather than
+                // leave a directory whose finish never comes.
+                self.panicked.store(true, Ordering::Relaxed);
+                self.quit.store(true, Ordering::Relaxed);
+                return;
+            }
         }
         match cx.node {
             Some(node) => self.complete(node, local),
@@ -223,7 +284,7 @@ impl Shared<'_> {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         match deferred {
-            Some(task) => {
+            Some((_, task)) => {
                 local.push(Job {
                     task: Box::new(task),
                     parent: node.parent.clone(),
@@ -298,7 +359,7 @@ mod tests {
     }
 
     impl TaskRunner for TreeRunner {
-        fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+        fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
             match task {
                 Task::Dir { rel, src, .. } => {
                     if rel.depth() < 4 {
@@ -318,11 +379,13 @@ mod tests {
                         dst: None,
                         touched: false,
                         at: None,
-                    });
+                    })
+                    .unwrap();
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
                 _ => {}
             }
+            Outcome::Done
         }
     }
 
@@ -369,7 +432,7 @@ mod tests {
     }
 
     impl TaskRunner for ChainRunner<'_> {
-        fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+        fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
             if let Task::Dir { rel, src, .. } = task {
                 if self.depth.fetch_add(1, Ordering::Relaxed) + 1 == self.quit_at {
                     self.quit.store(true, Ordering::Relaxed);
@@ -386,8 +449,10 @@ mod tests {
                     dst: None,
                     touched: false,
                     at: None,
-                });
+                })
+                .unwrap();
             }
+            Outcome::Done
         }
     }
 
@@ -412,9 +477,86 @@ mod tests {
         assert!(runner.depth.load(Ordering::Relaxed) >= 100_000);
     }
 
+    /// Runs every task twice in one execution (as a redelivery does):
+    /// each spawns its children and defers its finish twice. Every
+    /// directory's finish still runs once; a task that defers another
+    /// task besides its own finish gets an error.
+    struct Twice {
+        inner: TreeRunner,
+        refused: AtomicUsize,
+    }
+
+    impl TaskRunner for Twice {
+        fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
+            let again = task.clone();
+            let rel = task.rel().clone();
+            let dir = matches!(task, Task::Dir { .. });
+            self.inner.run(task, cx);
+            self.inner.run(again, cx);
+            if !dir {
+                return Outcome::Done;
+            }
+            let other = Task::DropLinks {
+                rel,
+                bucket: Name::from("x"),
+            };
+            if cx.defer(other).is_err() {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Done
+        }
+    }
+
+    #[test]
+    fn a_task_run_twice_spawns_and_defers_once() {
+        let runner = Twice {
+            inner: TreeRunner {
+                log: StdMutex::new(Vec::new()),
+            },
+            refused: AtomicUsize::new(0),
+        };
+        let quit = AtomicBool::new(false);
+        let seed = Task::Dir {
+            rel: RelPath::root(),
+            src: dir_entry(),
+            dst: None,
+            at: None,
+        };
+        Local::new(3).run(seed, &runner, &quit).unwrap();
+        let mut log = runner.inner.log.into_inner().unwrap();
+        // Each finish is run (twice, by its own execution), not queued twice.
+        let n = 1 + 3 + 9 + 27 + 81;
+        assert_eq!(log.len(), 2 * n);
+        log.sort();
+        log.dedup();
+        assert_eq!(log.len(), n);
+        // Directories defer a finish, then the other task: refused.
+        assert_eq!(runner.refused.load(Ordering::Relaxed), n);
+    }
+
+    struct Abandoner;
+    impl TaskRunner for Abandoner {
+        fn run(&self, _task: Task, _cx: &mut dyn TaskContext) -> Outcome {
+            Outcome::Abandoned
+        }
+    }
+
+    #[test]
+    fn a_task_abandoned_while_the_run_goes_on_stops_it_with_an_error() {
+        let quit = AtomicBool::new(false);
+        let seed = Task::Dir {
+            rel: RelPath::root(),
+            src: dir_entry(),
+            dst: None,
+            at: None,
+        };
+        assert!(Local::new(2).run(seed, &Abandoner, &quit).is_err());
+        assert!(quit.load(Ordering::Relaxed));
+    }
+
     struct Panicker;
     impl TaskRunner for Panicker {
-        fn run(&self, _task: Task, _cx: &mut dyn TaskContext) {
+        fn run(&self, _task: Task, _cx: &mut dyn TaskContext) -> Outcome {
             panic!("boom");
         }
     }

@@ -18,19 +18,73 @@ pub use local::Local;
 pub use scatter::Scatter;
 
 /// Lets a running task add work.
+///
+/// Spawning is idempotent per task id ([`Task::id`]): a child whose id
+/// the running task (in this delivery or an earlier one of the same
+/// task) already spawned is not queued again, so a task delivered twice
+/// spawns nothing twice.
 pub trait TaskContext {
-    /// Queues `task` as a child of the running task.
+    /// Queues `task` as a child of the running task, unless a child with
+    /// its id was queued by this task already.
     fn spawn(&mut self, task: Task);
     /// Runs `task` after the running task and all it spawned are complete.
-    /// At most one per task; a second call replaces the first.
-    fn defer(&mut self, task: Task);
+    ///
+    /// At most one per task. A second delivery of the running task may
+    /// defer again: a task with the id of the one deferred already is
+    /// dropped (the first stays; `Ok`).
+    ///
+    /// # Errors
+    /// A second call with a task of another id: a bug of the runner. The
+    /// first deferred task stays, the second is handed back, never run.
+    fn defer(&mut self, task: Task) -> Result<(), DeferTwice>;
+}
+
+/// [`TaskContext::defer`] called a second time by one task, with another
+/// task than the first: the second, not deferred.
+#[derive(Debug)]
+pub struct DeferTwice(pub Box<Task>);
+
+impl std::fmt::Display for DeferTwice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a task deferred a second task ({:?} of {}); it is not run",
+            std::mem::discriminant(&*self.0),
+            self.0.rel()
+        )
+    }
+}
+
+impl std::error::Error for DeferTwice {}
+
+/// How a task's run ended: what the transport acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The task did all it had to (its entries' failures included: they
+    /// are reported, the task is done). The transport acknowledges it and
+    /// counts it complete once its children are.
+    Done,
+    /// The task stopped before it finished (the quit flag: an interrupt,
+    /// a full target, a worker shutting down) or did not start. Whatever
+    /// it did is safe to do again: a transport that goes on with the run
+    /// delivers it again (a broker re-queues it for any worker); one that
+    /// is stopping drops it without counting it complete, so nothing that
+    /// waits on it (its parent's deferred finish) runs.
+    Abandoned,
 }
 
 /// Executes one task. The engine implements this.
 pub trait TaskRunner: Send + Sync {
     /// Runs `task`; new work goes through `cx`. Failures of entries are
-    /// reported by the runner itself (events, counters); a task never fails.
-    fn run(&self, task: Task, cx: &mut dyn TaskContext);
+    /// reported by the runner itself (events, counters); a task never
+    /// fails, it is done or abandoned.
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome;
+
+    /// The run's id, for [`Task::id`] (0 for runners outside a run).
+    fn run_id(&self) -> u64 {
+        0
+    }
 }
 
 /// Moves tasks to executors until the seed task and everything it led to

@@ -13,10 +13,21 @@
 //! engines share one process's file descriptors limit, and encoding every
 //! task costs time for nothing.
 //!
-//! What it does not model (yet): a task delivered twice, a worker that
-//! dies with tasks under way, engines on nodes with other device numbers.
+//! With [`Scatter::redeliver`], it also delivers tasks more than once, as
+//! a broker that delivers at least once does: a task that finished is,
+//! with the given probability, decoded anew and run again (on an engine
+//! drawn anew) before the transport counts it complete, with the same
+//! context (the transport's idempotent spawning and deferring see the
+//! second delivery's children and finish); and a task is, with the same
+//! probability, first run on a context that loses the defer and a random
+//! tail of its spawns (a worker that died after its work but before all
+//! its messages got out), then delivered again in full.
+//!
+//! What it does not model (yet): a worker that dies in the middle of a
+//! task's file system work (redelivered tasks run to their end; only
+//! their messages are cut), engines on nodes with other device numbers.
 
-use super::{TaskContext, TaskRunner, Transport};
+use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
 use crate::builder::Report;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -29,6 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Chooses the engine (an index below the count given) for a task.
 pub type Placement = Arc<dyn Fn(&Task, usize) -> usize + Send + Sync>;
 
+/// Says whether a task may be delivered again ([`Scatter::redeliver_if`]).
+pub type Redeliverable = Arc<dyn Fn(&Task) -> bool + Send + Sync>;
+
 /// Several engines of one run; each task runs on one of them, chosen by
 /// a seeded random draw (or by a [`Placement`]), after a round trip
 /// through its encoding. See the module's docs: a test transport.
@@ -37,6 +51,12 @@ pub struct Scatter {
     seed: u64,
     draws: AtomicU64,
     placement: Option<Placement>,
+    /// Probability of a second delivery, as a fraction of 2^64.
+    redeliver: u64,
+    /// Deliveries made again so far.
+    redelivered: AtomicU64,
+    /// The tasks that may be delivered again (all when `None`).
+    redeliver_if: Option<Redeliverable>,
 }
 
 impl std::fmt::Debug for Scatter {
@@ -81,6 +101,9 @@ impl Scatter {
             seed,
             draws: AtomicU64::new(0),
             placement: None,
+            redeliver: 0,
+            redelivered: AtomicU64::new(0),
+            redeliver_if: None,
         })
     }
 
@@ -89,6 +112,34 @@ impl Scatter {
     pub fn placement(&mut self, placement: Placement) -> &mut Self {
         self.placement = Some(placement);
         self
+    }
+
+    /// Delivers tasks again with probability `fraction` (0 to 1; see the
+    /// module's docs): a finished task runs a second time before it is
+    /// acknowledged, and a task first runs on a context that loses part
+    /// of its spawns and its defer, then again in full.
+    pub fn redeliver(&mut self, fraction: f64) -> &mut Self {
+        let f = fraction.clamp(0.0, 1.0);
+        // 2^64 · f, saturating at the top.
+        self.redeliver = if f >= 1.0 {
+            u64::MAX
+        } else {
+            (f * 18_446_744_073_709_551_616.0) as u64
+        };
+        self
+    }
+
+    /// Delivers again (with [`Scatter::redeliver`]'s probability) only
+    /// the tasks `filter` accepts: a test that leaves out a kind of task
+    /// known not to bear a second delivery yet.
+    pub fn redeliver_if(&mut self, filter: Redeliverable) -> &mut Self {
+        self.redeliver_if = Some(filter);
+        self
+    }
+
+    /// How many deliveries were made again (the tests check some were).
+    pub fn redelivered(&self) -> u64 {
+        self.redelivered.load(Ordering::Relaxed)
     }
 
     /// The seed of the random draws (say it when a test fails).
@@ -134,29 +185,91 @@ impl Scatter {
         if let Some(p) = &self.placement {
             return p(task, n) % n;
         }
+        (self.random() % n as u64) as usize
+    }
+
+    fn random(&self) -> u64 {
         let i = self.draws.fetch_add(1, Ordering::Relaxed);
-        (splitmix64(self.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) % n as u64) as usize
+        splitmix64(self.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    /// True with the redelivery probability, for a task the filter takes.
+    fn again(&self, task: &Task) -> bool {
+        let again = self.redeliver != 0
+            && self.redeliver_if.as_ref().is_none_or(|f| f(task))
+            && self.random() < self.redeliver;
+        if again {
+            self.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        again
+    }
+
+    /// One delivery of the encoded task: decoded, run on a drawn engine.
+    fn deliver(&self, bytes: &[u8], cx: &mut dyn TaskContext) -> Outcome {
+        let task = Task::decode(bytes).expect("an encoded task decodes");
+        let i = self.draw(&task);
+        let ran = catch_unwind(AssertUnwindSafe(|| self.engines[i].run(task, cx)));
+        match ran {
+            Ok(outcome) => outcome,
+            Err(panic) => {
+                // The transport stops the run; the draws' seed repeats them.
+                eprintln!(
+                    "psync scatter: a task panicked on engine {i} of {} (seed {:#x})",
+                    self.engines.len(),
+                    self.seed
+                );
+                resume_unwind(panic)
+            }
+        }
+    }
+}
+
+/// The context of a delivery whose worker died after its work: the
+/// spawns after the first `keep` and the defer never reach the transport.
+struct Lossy<'a> {
+    inner: &'a mut dyn TaskContext,
+    keep: u64,
+}
+
+impl TaskContext for Lossy<'_> {
+    fn spawn(&mut self, task: Task) {
+        if self.keep > 0 {
+            self.keep -= 1;
+            self.inner.spawn(task);
+        }
+    }
+
+    fn defer(&mut self, _task: Task) -> Result<(), DeferTwice> {
+        Ok(())
     }
 }
 
 impl TaskRunner for Scatter {
     /// Encodes the task, decodes it, and runs the copy on the drawn
     /// engine: nothing but the task's bytes reaches it.
-    fn run(&self, task: Task, cx: &mut dyn TaskContext) {
+    ///
+    /// With [`Scatter::redeliver`], a delivery may first go to a lossy
+    /// context, and a finished one may be made again (see the module's
+    /// docs); the outcome is the last delivery's.
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         let bytes = task.encode().expect("a task encodes");
-        drop(task);
-        let task = Task::decode(&bytes).expect("an encoded task decodes");
-        let i = self.draw(&task);
-        let ran = catch_unwind(AssertUnwindSafe(|| self.engines[i].run(task, cx)));
-        if let Err(panic) = ran {
-            // The transport stops the run; the draws' seed repeats them.
-            eprintln!(
-                "psync scatter: a task panicked on engine {i} of {} (seed {:#x})",
-                self.engines.len(),
-                self.seed
-            );
-            resume_unwind(panic);
+        let again = |s: &Self| s.again(&task);
+        if again(self) {
+            let keep = self.random() % 4;
+            let lost = self.deliver(&bytes, &mut Lossy { inner: cx, keep });
+            if lost != Outcome::Done {
+                return lost;
+            }
         }
+        let outcome = self.deliver(&bytes, cx);
+        if outcome == Outcome::Done && again(self) {
+            return self.deliver(&bytes, cx);
+        }
+        outcome
+    }
+
+    fn run_id(&self) -> u64 {
+        self.engines[0].run_id
     }
 }
 
