@@ -195,7 +195,9 @@ fn run_lib_cfg(src: &Path, dst: &Path, cfg: Config, k: &Knobs) -> Run {
     for ev in rx.iter() {
         match &ev {
             Event::Itemize { .. } => run.itemized.extend(ev.itemize_line()),
-            Event::Error { path, op, message } => run.errors.push(Failure {
+            Event::Error {
+                path, op, message, ..
+            } => run.errors.push(Failure {
                 path: path.to_string(),
                 op: op_name(*op),
                 message: message.clone(),

@@ -136,6 +136,15 @@ fn assert_one_stop_error(run: &Run, dst: &Path, cause: &str) {
     let errors = run.errors();
     assert_eq!(errors.len(), 1, "exactly one error event: {run:#?}");
     let msg = errors[0]["message"].as_str().unwrap_or_default();
+    // The event says the side and the errno too, not only a string.
+    assert_eq!(errors[0]["side"], "target", "{run:#?}");
+    let errno = errors[0]["errno"].as_i64();
+    assert!(
+        [libc::ENOSPC, libc::EDQUOT, libc::EROFS]
+            .map(i64::from)
+            .contains(&errno.unwrap_or(0)),
+        "errno of the stop: {errno:?}"
+    );
     let dst = dst.display().to_string();
     assert!(
         msg.contains(&dst) && msg.contains("target file system") && msg.contains(cause),

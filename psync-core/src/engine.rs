@@ -318,6 +318,7 @@ impl Engine {
         } else {
             &self.src_path
         };
+        let errno = err.raw_os_error();
         let e = Error::new(op, rel.under(base), err);
         if count {
             Stats::bump(&self.stats.failed, 1);
@@ -326,6 +327,8 @@ impl Engine {
         self.emit(Event::Error {
             path: rel.clone(),
             op,
+            side: crate::event::Side::of(on_target),
+            errno,
             message: e.to_string(),
         });
     }
@@ -661,11 +664,14 @@ impl Engine {
             true => io::Error::new(err.kind(), format!("{err}; nothing deleted in it")),
             false => err,
         };
+        let errno = err.raw_os_error();
         let e = Error::new(op, rel.under(&self.src_path), err);
         Stats::bump(&self.stats.failed, 1);
         self.emit(Event::Error {
             path: rel.clone(),
             op,
+            side: crate::event::Side::Source,
+            errno,
             message: e.to_string(),
         });
         self.defer(cx, self.finish_task(rel, src, dst, false));

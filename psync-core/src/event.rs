@@ -51,9 +51,35 @@ pub enum Event {
         path: RelPath,
         /// What was being done.
         op: Op,
-        /// The message.
+        /// Which tree the failing operation was on.
+        side: Side,
+        /// The OS error number, when the cause was one.
+        errno: Option<i32>,
+        /// The message: operation, full path (escaped) and cause.
         message: String,
     },
+}
+
+/// The tree an error is about: where the operation that failed was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Side {
+    /// The source tree (reading).
+    Source,
+    /// The target tree (writing, or reading back).
+    Target,
+}
+
+impl Side {
+    /// `Target` when `on_target`, else `Source`.
+    pub fn of(on_target: bool) -> Side {
+        if on_target {
+            Side::Target
+        } else {
+            Side::Source
+        }
+    }
 }
 
 impl Event {

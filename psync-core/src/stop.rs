@@ -98,6 +98,8 @@ impl Engine {
             self.emit(Event::Error {
                 path: rel.clone(),
                 op,
+                side: crate::event::Side::Target,
+                errno: err.raw_os_error(),
                 message,
             });
         }
