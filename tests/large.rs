@@ -425,8 +425,14 @@ impl Copier for Hooked {
     ) -> Result<XattrReport, StepError> {
         self.inner.set_attrs(t, src, from, o)
     }
-    fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
-        self.inner.make_dir(dir, n, src)
+    fn make_dir(
+        &self,
+        dir: &Dir,
+        n: &Name,
+        src: &Entry,
+        from: psync::Node<'_>,
+    ) -> Result<(), StepError> {
+        self.inner.make_dir(dir, n, src, from)
     }
     fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
         self.inner.make_symlink(dir, n, src)

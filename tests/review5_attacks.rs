@@ -124,8 +124,14 @@ impl Copier for AfterMkdir {
     ) -> Result<XattrReport, StepError> {
         self.inner.set_attrs(t, src, from, o)
     }
-    fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
-        self.inner.make_dir(dir, n, src)?;
+    fn make_dir(
+        &self,
+        dir: &Dir,
+        n: &Name,
+        src: &Entry,
+        from: psync::Node<'_>,
+    ) -> Result<(), StepError> {
+        self.inner.make_dir(dir, n, src, from)?;
         if n.as_bytes() == self.name.as_bytes()
             && let Some(hook) = self.hook.lock().unwrap().take()
         {

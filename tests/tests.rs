@@ -33,6 +33,7 @@ mod review6_attacks;
 mod review_attacks;
 mod safety;
 mod scatter;
+mod seams;
 mod shape;
 mod spec;
 mod storage_faults;

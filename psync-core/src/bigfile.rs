@@ -256,16 +256,28 @@ impl Journal {
 impl Engine {
     /// True when `e` is copied in chunks.
     pub(crate) fn is_big(&self, e: &Entry) -> bool {
-        e.kind == Kind::File && e.size > self.chunk_size
+        e.kind == Kind::File && e.size > self.chunk_of(e)
+    }
+
+    /// The chunk size of the large file `e`: the run's, or what the
+    /// copier makes of it for this file (a layout's stripes), rounded
+    /// down to a multiple of 4 KiB (at least 4 KiB).
+    pub(crate) fn chunk_of(&self, e: &Entry) -> u64 {
+        let c = self.copier.chunk_size(e, self.chunk_size);
+        if c == self.chunk_size {
+            return c;
+        }
+        (c & !4095).max(4096)
     }
 
     pub(crate) fn chunks(&self, e: &Entry) -> u64 {
-        e.size.div_ceil(self.chunk_size)
+        e.size.div_ceil(self.chunk_of(e))
     }
 
     pub(crate) fn chunk_range(&self, e: &Entry, index: u64) -> (u64, u64) {
-        let start = index * self.chunk_size;
-        (start, self.chunk_size.min(e.size - start))
+        let chunk = self.chunk_of(e);
+        let start = index * chunk;
+        (start, chunk.min(e.size - start))
     }
 
     /// Sets up the part file and journal, resuming a matching one, and
@@ -365,7 +377,7 @@ impl Engine {
         let part = self.open_own(dir, rel, &part_name(cur));
         cur.size >= self.resume_threshold
             && part.is_ok()
-            && journal.is_ok_and(|f| Journal::matching(f, self.chunk_size, cur).is_some())
+            && journal.is_ok_and(|f| Journal::matching(f, self.chunk_of(cur), cur).is_some())
     }
 
     /// A new part file for `cur`, created by the copier (`O_EXCL`) and
@@ -427,7 +439,7 @@ impl Engine {
         out: &File,
         cur: &Entry,
     ) -> Result<Vec<u64>, CopyFail> {
-        let journal = Journal::create(dir, self.chunk_size, cur)
+        let journal = Journal::create(dir, self.chunk_of(cur), cur)
             .map_err(|e| CopyFail::target_io(Op::Create, e))?;
         // A clone of the whole file needs no chunks: record them all done.
         if self

@@ -39,7 +39,7 @@ impl Engine {
         let a = src_dir.open_read(name).map_err(|e| (false, e))?;
         let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
         let segs = [range];
-        let (ha, hb) = if range.1 > self.chunk_size {
+        let (ha, hb) = if range.1 > self.chunk_of(src) {
             std::thread::scope(|s| {
                 let other = s.spawn(|| hash_segments(&b, &segs));
                 let ha = hash_segments(&a, &segs);

@@ -289,11 +289,61 @@ pub trait Copier: Send + Sync {
     ) -> Result<XattrReport, StepError>;
 
     /// Creates the directory `name` (mode 0700 until it is finished, so a
-    /// read-only source directory does not block its own copy).
+    /// read-only source directory does not block its own copy). `from` is
+    /// the source directory, for what a backend sets at creation (a
+    /// default layout that new files inside inherit).
     ///
     /// # Errors
     /// As `mkdirat`.
-    fn make_dir(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError>;
+    fn make_dir(
+        &self,
+        dir: &Dir,
+        name: &Name,
+        src: &Entry,
+        from: Node<'_>,
+    ) -> Result<(), StepError>;
+
+    /// Makes the xattrs/ACLs of `target` those of `from`, as `how` says,
+    /// for a target whose other attributes are right (an xattr-only
+    /// update, or a check with `how.check_only`). The default:
+    /// [`crate::xattr::sync_xattrs`], which leaves the names of
+    /// [`crate::xattr::is_never_copied`] alone; a backend filters more
+    /// names here (and in `set_attrs`).
+    ///
+    /// # Errors
+    /// Reading either side fails.
+    fn sync_xattrs(
+        &self,
+        from: Node<'_>,
+        target: Node<'_>,
+        how: crate::xattr::XattrSync,
+    ) -> io::Result<XattrReport> {
+        crate::xattr::sync_xattrs(from, target, how)
+    }
+
+    /// Sets the permission bits of an existing target (a directory the
+    /// run opens for its own writes without root, then closes again).
+    /// The default: `chmod` through the node.
+    ///
+    /// # Errors
+    /// As `fchmod`/`fchmodat`.
+    fn set_mode(&self, target: Node<'_>, mode: u32) -> Result<(), StepError> {
+        let r = match target {
+            Node::Fd(fd) | Node::Path(fd) => crate::fs::chmod_fd(fd, mode),
+            Node::At(dir, name) => dir.chmod(name.as_bytes(), mode),
+        };
+        r.map_err(|e| StepError::new(crate::error::Op::Chmod, e))
+    }
+
+    /// The chunk size for the large file `src`, given the run's
+    /// (`default`): a backend may align chunks to the file's layout
+    /// (Lustre stripes). Must be a multiple of 4 KiB and the same on
+    /// every node for the same file (a worker computes it again). The
+    /// default: `default`.
+    fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
+        let _ = src;
+        default
+    }
 
     /// Creates the symlink `name` with `src.link` as its text.
     ///
@@ -337,8 +387,17 @@ macro_rules! forward_copier {
             fn set_attrs(&self, t: Node<'_>, src: &Entry, from: Option<Node<'_>>, o: &CopyOptions) -> Result<XattrReport, StepError> {
                 (**self).set_attrs(t, src, from, o)
             }
-            fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
-                (**self).make_dir(dir, n, src)
+            fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry, from: Node<'_>) -> Result<(), StepError> {
+                (**self).make_dir(dir, n, src, from)
+            }
+            fn sync_xattrs(&self, from: Node<'_>, t: Node<'_>, how: crate::xattr::XattrSync) -> io::Result<XattrReport> {
+                (**self).sync_xattrs(from, t, how)
+            }
+            fn set_mode(&self, t: Node<'_>, mode: u32) -> Result<(), StepError> {
+                (**self).set_mode(t, mode)
+            }
+            fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
+                (**self).chunk_size(src, default)
             }
             fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
                 (**self).make_symlink(dir, n, src)

@@ -896,7 +896,7 @@ impl Engine {
             .and_then(|p| p.handle(name))
             .and_then(|h| {
                 if h.is(dst) {
-                    h.chmod(mode)
+                    self.copier.set_mode(h.node(), mode).map_err(|e| e.source)
                 } else {
                     Err(replaced_dir())
                 }
@@ -1198,7 +1198,8 @@ impl Engine {
                 let path = rel.join(&src.name);
                 let mut made = None;
                 if let Some(d) = dir.filter(|_| !self.dry_run) {
-                    if let Err(e) = self.copier.make_dir(d, &src.name, &src) {
+                    let from = Node::At(src_dir, &src.name);
+                    if let Err(e) = self.copier.make_dir(d, &src.name, &src, from) {
                         self.fail(&path, true, e.op, e.source);
                         return true;
                     }
@@ -1377,7 +1378,9 @@ impl Engine {
             ..crate::xattr::XattrSync::of(&self.copy_opts)
         };
         let (from, to) = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
-        crate::xattr::sync_xattrs(from, to, how).map_or(true, |r| r.xattrs_changed || r.acl_changed)
+        self.copier
+            .sync_xattrs(from, to, how)
+            .map_or(true, |r| r.xattrs_changed || r.acl_changed)
     }
 
     /// A target whose attributes are due but whose inode has `has` names
@@ -1646,7 +1649,8 @@ impl Engine {
             dst_empty: false,
             ..crate::xattr::XattrSync::of(&self.copy_opts)
         };
-        crate::xattr::sync_xattrs(from, target, how)
+        self.copier
+            .sync_xattrs(from, target, how)
             .map_err(|e| crate::copy::StepError::new(Op::Xattr, e))
     }
 

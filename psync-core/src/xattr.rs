@@ -38,6 +38,30 @@ pub const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_ac
 /// put stray xattrs on other file systems and fight the real ACL on XFS.
 pub const SHADOW_NAMES: [&[u8]; 2] = [b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
 
+/// Xattrs that are a file system's internal bookkeeping of one inode and
+/// must never be copied to another (Lustre's FID, link, layout and HSM
+/// records, among others): copied, they would claim another file's
+/// identity. Left alone on both sides by every copier; a copier that
+/// knows more adds its own through [`crate::Copier::sync_xattrs`].
+pub const INTERNAL_NAMES: [&[u8]; 9] = [
+    b"trusted.lma",
+    b"trusted.link",
+    b"trusted.fid",
+    b"trusted.som",
+    b"trusted.version",
+    b"trusted.hsm",
+    b"trusted.lov",
+    b"trusted.lmv",
+    b"trusted.dmv",
+];
+
+/// True for a name psync never copies nor removes: another file system's
+/// view of an ACL ([`SHADOW_NAMES`]) or internal bookkeeping
+/// ([`INTERNAL_NAMES`]).
+pub fn is_never_copied(name: &[u8]) -> bool {
+    SHADOW_NAMES.contains(&name) || INTERNAL_NAMES.contains(&name)
+}
+
 /// True for the xattr names that hold POSIX ACLs.
 pub fn is_acl(name: &[u8]) -> bool {
     ACL_NAMES.contains(&name)
@@ -359,7 +383,7 @@ pub fn sync_xattrs(src: Node<'_>, dst: Node<'_>, how: XattrSync) -> io::Result<X
         target_mode,
         check_only,
     } = how;
-    let wanted = |n: &[u8]| !SHADOW_NAMES.contains(&n) && if is_acl(n) { acls } else { xattrs };
+    let wanted = |n: &[u8]| !is_never_copied(n) && if is_acl(n) { acls } else { xattrs };
     let mut names: Vec<Vec<u8>> = src.list()?.into_iter().filter(|n| wanted(n)).collect();
     names.sort_by_key(|n| !is_acl(n));
     if names.is_empty() && dst_empty {

@@ -565,7 +565,13 @@ impl Copier for GenericCopier {
         Ok(report)
     }
 
-    fn make_dir(&self, dir: &Dir, name: &Name, _src: &Entry) -> Result<(), StepError> {
+    fn make_dir(
+        &self,
+        dir: &Dir,
+        name: &Name,
+        _src: &Entry,
+        _from: Node<'_>,
+    ) -> Result<(), StepError> {
         dir.mkdir(name.as_bytes(), 0o700).op(Op::Mkdir)
     }
 
