@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 3;
+pub const TASK_ENCODING_VERSION: u8 = 4;
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,19 @@ pub enum Task {
         /// it (see `Files`).
         at: Option<(u64, u64)>,
     },
+    /// The run's last phase when the walk's hard-link records did not fit
+    /// in memory: decide the groups whose records are in the link area's
+    /// slots `from..to` (as many slots as fit a bounded size, one task at
+    /// a time), spawn their `Links`, and defer this again for the slots
+    /// left.
+    LinkSlots {
+        /// The target root, where the link area is.
+        rel: RelPath,
+        /// The first slot to decide.
+        from: u32,
+        /// The end of this task's range of slots.
+        to: u32,
+    },
     /// The run's end, after the last [`Task::Links`]: remove one bucket of
     /// the hard-link area.
     DropLinks {
@@ -182,6 +195,7 @@ impl Task {
             | Task::FinishFile { rel, .. }
             | Task::Links { rel, .. }
             | Task::DropLinks { rel, .. }
+            | Task::LinkSlots { rel, .. }
             | Task::FinishDir { rel, .. }
             | Task::CompareBig { rel, .. }
             | Task::CompareChunk { rel, .. }
