@@ -623,7 +623,9 @@ fn xattrs_and_acls(root: &Path) {
             xattr("security.psync", b"\x01\x02"),
         "x/empty" => file("") xattr("user.empty", ""),
         "x/d" => dir() xattr("user.dir", "d") xattr("trusted.dir", b"\xff"),
-        "x/l" => symlink("f") xattr("trusted.link", "on a symlink"),
+        // (not `trusted.link`: a Lustre-internal name, never copied; see
+        // `seams::internal_xattrs_are_never_copied_nor_removed`)
+        "x/l" => symlink("f") xattr("trusted.symlink", "on a symlink"),
         "acl/f" => file("acl") acl("u:1234:r--") acl("g:5678:rw-"),
         "acl/d" => dir() acl("u:1234:r-x") acl("d:u:1234:rwx") acl("d:g:5678:r-x"),
         "acl/plain-d" => dir() acl("d:u:4321:r--"),

@@ -174,6 +174,7 @@ impl Engine {
             } => self.finish_dir(&rel, &src, (dst.as_ref(), at), touched, cx),
             Task::Links { rel, actions, at } => self.run_links(&rel, actions, at),
             Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
+            Task::LinkSlots { from, to, .. } => self.run_link_slots(from, to, cx),
             Task::CompareBig {
                 rel,
                 src,

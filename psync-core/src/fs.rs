@@ -256,9 +256,32 @@ impl Dir {
         Ok(out)
     }
 
+    /// The first `max` names of this directory (without `.` and `..`), in
+    /// directory order: a bounded part of a directory whose names are
+    /// removed as they are handled, read again from its start.
+    ///
+    /// # Errors
+    /// When the directory cannot be read.
+    pub fn names_upto(&self, max: usize) -> io::Result<Vec<Name>> {
+        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
+        let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
+        let mut out = Vec::new();
+        while out.len() < max
+            && let Some(ent) = iter.next()
+        {
+            let name = ent?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                out.push(Name(name));
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` with each name in this directory (without `.` and `..`)
-    /// and its directory-entry type, in directory order.
-    fn each_name(
+    /// and its directory-entry type, in directory order. `f` may remove
+    /// the name it is given (the others are still listed once each).
+    pub(crate) fn each_name(
         &self,
         mut f: impl FnMut(&[u8], rustix::fs::FileType) -> io::Result<()>,
     ) -> io::Result<()> {
@@ -371,6 +394,21 @@ impl Dir {
             r => r?,
         };
         Ok(File::from(fd))
+    }
+
+    /// Opens the existing regular file `name` for writing, without
+    /// following a symlink.
+    ///
+    /// # Errors
+    /// As `openat`; ELOOP when `name` is a symlink.
+    pub fn open_write(&self, name: &[u8]) -> io::Result<File> {
+        let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        Ok(File::from(rustix::fs::openat(
+            &self.fd,
+            name,
+            flags,
+            Mode::empty(),
+        )?))
     }
 
     /// Creates a new file `name` for writing (`O_EXCL`, never following or

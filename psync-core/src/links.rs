@@ -34,6 +34,7 @@ pub(crate) struct LinkArea {
     root: Dir,
     pending: OnceLock<Result<Dir, i32>>,
     held: OnceLock<Result<Dir, i32>>,
+    parts: OnceLock<Result<Dir, i32>>,
     buckets: Vec<OnceLock<Result<Dir, i32>>>,
 }
 
@@ -43,6 +44,7 @@ impl LinkArea {
             root,
             pending: OnceLock::new(),
             held: OnceLock::new(),
+            parts: OnceLock::new(),
             buckets: (0..BUCKETS).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -78,12 +80,15 @@ impl LinkArea {
         self.subdir(&self.held, || HELD.to_vec())
     }
 
+    /// The directory of the walk's records sorted by slot, when they do
+    /// not fit in memory (see [`Sorter`]).
+    fn parts(&self) -> io::Result<&Dir> {
+        self.subdir(&self.parts, || PARTS.to_vec())
+    }
+
     /// The bucket holding the keys (and notes) of source inode `ino`.
     fn bucket(&self, dev: u64, ino: u64) -> io::Result<&Dir> {
-        let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&dev.to_le_bytes());
-        id[8..].copy_from_slice(&ino.to_le_bytes());
-        let i = twox_hash::XxHash3_64::oneshot(&id) as usize % BUCKETS;
+        let i = inode_hash(dev, ino) as usize % BUCKETS;
         self.subdir(&self.buckets[i], || format!("{i:02x}").into_bytes())
     }
 }
@@ -169,13 +174,20 @@ impl Engine {
     /// Each pass is one run of the root's finish, on whichever engine
     /// runs it: what the first pass holds back for the second is written
     /// to the area (`held/`), and the second pass is the one that finds
-    /// it there.
+    /// it there (a bounded part of it per run of the root's finish, which
+    /// defers itself again while any is left).
+    ///
+    /// Memory does not grow with the records: they are read one at a
+    /// time and kept by the slot of their source inode (see [`Sorter`]);
+    /// when they do not fit in [`MEM_RECORDS`], they go to the area's
+    /// `parts/`, one file per slot, and [`Task::LinkSlots`] tasks decide
+    /// a bounded range of slots each ([`Engine::run_link_slots`]).
     pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
         let Some(area) = self.find_link_area() else {
             return false;
         };
         if let Ok(held) = area.root.open_dir(HELD) {
-            let (held, dirs) = read_records(&held);
+            let (held, dirs) = read_held(&held);
             if !held.is_empty() {
                 self.spawn_links(held, &dirs, cx);
                 return true;
@@ -184,7 +196,127 @@ impl Engine {
         let Ok(pending) = area.pending() else {
             return false;
         };
-        let (recorded, dirs) = read_records(pending);
+        match self.sort_records(area, pending) {
+            Some((recorded, dirs)) => self.decide_links(area, recorded, &dirs, cx),
+            None => {
+                for lane in 0..LANES {
+                    cx.spawn(Task::LinkSlots {
+                        rel: RelPath::root(),
+                        from: lane * SLOTS / LANES,
+                        to: (lane + 1) * SLOTS / LANES,
+                    });
+                }
+                true
+            }
+        }
+    }
+
+    /// Reads and removes the walk's records (`pending/`), one at a time:
+    /// every action record, then the members of the groups those touch
+    /// (the others need nothing; without any action record the members
+    /// are removed unread). `None` when they did not fit in memory and
+    /// are in the area's `parts/` instead (see [`Sorter`]).
+    #[allow(clippy::type_complexity)]
+    fn sort_records(
+        &self,
+        area: &LinkArea,
+        pending: &Dir,
+    ) -> Option<(
+        Vec<(RelPath, Action)>,
+        std::collections::HashMap<RelPath, (u64, u64)>,
+    )> {
+        let mut sorter = Sorter::new(area);
+        let _ = pending.each_name(|name, _| {
+            if !name.starts_with(MEMBERS)
+                && let Some(Task::Links { rel, actions, at }) = take_record(pending, name)
+            {
+                sorter.add(ACTIONS, &rel, at, actions);
+            }
+            Ok(())
+        });
+        let _ = pending.each_name(|name, _| {
+            if !name.starts_with(MEMBERS) {
+                return Ok(());
+            }
+            if !sorter.any_action {
+                let _ = pending.unlink(name);
+            } else if let Some(Task::Links { rel, actions, at }) = take_record(pending, name) {
+                sorter.add(MEMBER_RECORDS, &rel, at, actions);
+            }
+            Ok(())
+        });
+        sorter.finish()
+    }
+
+    /// One [`Task::LinkSlots`]: decides the groups whose records are in
+    /// the area's slots from `from` on (as many as fit in
+    /// [`SLOT_TASK_BYTES`], at least one), removing them, and defers the
+    /// same for the rest of `..to`: one range at a time per task, so the
+    /// records in memory and the `Links` tasks spawned at once stay
+    /// bounded whatever the number of hard-linked paths.
+    pub(crate) fn run_link_slots(&self, from: u32, to: u32, cx: &mut dyn TaskContext) {
+        let Some(area) = self.find_link_area() else {
+            return;
+        };
+        let parts = match area.parts() {
+            Ok(p) => p,
+            Err(e) => {
+                let path = RelPath::from_bytes(self.link_area_name().0).join(&Name::from("parts"));
+                return self.fail(&path, true, Op::OpenDir, e);
+            }
+        };
+        let size = |slot: u32| -> u64 {
+            [ACTIONS, MEMBER_RECORDS]
+                .iter()
+                .filter_map(|&k| parts.stat(slot_file(slot, k).as_bytes()).ok())
+                .map(|st| u64::try_from(st.st_size).unwrap_or(0))
+                .sum()
+        };
+        let (mut end, mut bytes) = (from, 0u64);
+        while end < to {
+            let s = size(end);
+            if end > from && bytes + s > SLOT_TASK_BYTES {
+                break;
+            }
+            bytes += s;
+            end += 1;
+        }
+        let read = |kind: usize| -> Vec<Vec<u8>> {
+            (from..end)
+                .filter_map(|slot| {
+                    let name = slot_file(slot, kind);
+                    let got = read_small(parts, &name);
+                    let _ = parts.unlink(name.as_bytes());
+                    got
+                })
+                .collect()
+        };
+        let actions = read(ACTIONS);
+        let members = read(MEMBER_RECORDS);
+        let (recorded, dirs) = collect_records(&actions, &members);
+        drop((actions, members));
+        self.decide_links(area, recorded, &dirs, cx);
+        if end < to {
+            let next = Task::LinkSlots {
+                rel: RelPath::root(),
+                from: end,
+                to,
+            };
+            self.defer(cx, next);
+        }
+    }
+
+    /// Decides the last phase's work for the records of whole groups
+    /// (every recorded name of each of their source inodes): spawns the
+    /// first pass and holds the copies for the second. False when there
+    /// is nothing to spawn.
+    fn decide_links(
+        &self,
+        area: &LinkArea,
+        recorded: Vec<(RelPath, Action)>,
+        dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+        cx: &mut dyn TaskContext,
+    ) -> bool {
         let groups = group(&recorded);
         self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
@@ -231,14 +363,14 @@ impl Engine {
         if register.is_empty() {
             std::mem::swap(&mut register, &mut copy);
         }
-        if let Err(copy) = self.hold(area, copy, &dirs) {
+        if let Err(copy) = self.hold(area, copy, dirs) {
             // Not held: run with the registrations. The group's names
             // still end as one inode (the claim and publication are
             // race-free), its data perhaps copied once more.
             register.extend(copy);
         }
         let any = !register.is_empty();
-        self.spawn_links(register, &dirs, cx);
+        self.spawn_links(register, dirs, cx);
         any
     }
 
@@ -403,10 +535,11 @@ impl Engine {
         }
         for (rel, actions) in by_dir {
             let at = dirs.get(&rel).copied();
-            for chunk in actions.chunks(self.batch_files) {
+            let mut actions = actions.into_iter().peekable();
+            while actions.peek().is_some() {
                 cx.spawn(Task::Links {
                     rel: rel.clone(),
-                    actions: chunk.to_vec(),
+                    actions: actions.by_ref().take(self.batch_files.max(1)).collect(),
                     at,
                 });
             }
@@ -1551,27 +1684,258 @@ fn group(recorded: &[(RelPath, Action)]) -> std::collections::HashMap<(u64, u64)
     groups
 }
 
-/// Reads and removes the records of the walk: every action record, and
-/// the members of the groups those touch (the others need nothing).
+/// Slots of the walk's records when they do not fit in memory: a record
+/// goes to the slot of its source inode, so every recorded name of a
+/// group is in one slot, and a [`Task::LinkSlots`] decides whole groups.
+const SLOTS: u32 = 1024;
+
+/// Encoded records the last phase keeps in memory at once (the walk's, in
+/// [`Sorter`], and the held copies read per run of the root's finish).
+/// Records that fit are decided in the root's finish as they always were;
+/// more go to the area's `parts/`.
+const MEM_RECORDS: usize = 4 << 20;
+
+/// [`MEM_RECORDS`], or the bytes in `PSYNC_LINK_RECORDS_MEM` (a knob for
+/// tests: 0 sends every record through `parts/` and reads `held/` one
+/// record per run of the root's finish).
+fn mem_records() -> usize {
+    static BYTES: OnceLock<usize> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        std::env::var("PSYNC_LINK_RECORDS_MEM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MEM_RECORDS)
+    })
+}
+
+/// Encoded records one [`Task::LinkSlots`] reads (at least one slot's).
+const SLOT_TASK_BYTES: u64 = 512 << 10;
+
+/// [`Task::LinkSlots`] tasks at once: each takes a quarter of the slots,
+/// one range after another.
+const LANES: u32 = 4;
+
+/// Bits of the filter of groups with an action record (see [`Sorter`]).
+const WANTED_BITS: usize = 1 << 20;
+
+/// Kinds of records: the walk's actions, and members (`m` records).
+const ACTIONS: usize = 0;
+const MEMBER_RECORDS: usize = 1;
+
+/// The link area's subdirectory of the walk's records sorted by slot.
+const PARTS: &[u8] = b"parts";
+
+/// A hash of a source inode: its bucket, slot and filter bit are taken
+/// from it.
+fn inode_hash(dev: u64, ino: u64) -> u64 {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&dev.to_le_bytes());
+    id[8..].copy_from_slice(&ino.to_le_bytes());
+    twox_hash::XxHash3_64::oneshot(&id)
+}
+
+/// The slot of a source inode's records, and its bit in the filter.
+fn slot_of(dev: u64, ino: u64) -> (u32, usize) {
+    let h = inode_hash(dev, ino);
+    #[allow(clippy::cast_possible_truncation)]
+    let slot = ((h >> 40) % u64::from(SLOTS)) as u32;
+    #[allow(clippy::cast_possible_truncation)]
+    let bit = (h as usize) % WANTED_BITS;
+    (slot, bit)
+}
+
+/// The file of one slot's records of one kind in `parts/`.
+fn slot_file(slot: u32, kind: usize) -> Name {
+    let k = if kind == ACTIONS { 'a' } else { 'm' };
+    Name(format!("{slot:03x}{k}").into_bytes())
+}
+
+/// The walk's records, read one at a time and kept by slot (each
+/// record's actions split by the slot of their source inodes), as
+/// length-prefixed encoded `Task::Links`. Up to [`MEM_RECORDS`] they stay
+/// in memory; beyond, every slot's records are appended to its file in
+/// the area's `parts/`, and the groups are decided slot range by slot
+/// range. Members are kept only for groups that may have an action
+/// record (a filter of [`WANTED_BITS`] bits; exact when decided).
+struct Sorter<'a> {
+    area: &'a LinkArea,
+    /// Per slot and kind (`slot * 2 + kind`): records not yet written.
+    bufs: Vec<Vec<u8>>,
+    /// Per slot and kind: bytes in its file.
+    written: Vec<u64>,
+    buffered: usize,
+    /// Some records are in `parts/`.
+    spilled: bool,
+    /// Writing to `parts/` failed: everything is kept in memory.
+    stuck: bool,
+    wanted: Vec<u64>,
+    any_action: bool,
+}
+
+impl<'a> Sorter<'a> {
+    fn new(area: &'a LinkArea) -> Sorter<'a> {
+        Sorter {
+            area,
+            bufs: vec![Vec::new(); SLOTS as usize * 2],
+            written: vec![0; SLOTS as usize * 2],
+            buffered: 0,
+            spilled: false,
+            stuck: false,
+            wanted: Vec::new(),
+            any_action: false,
+        }
+    }
+
+    fn add(&mut self, kind: usize, rel: &RelPath, at: Option<(u64, u64)>, actions: Vec<Action>) {
+        if self.wanted.is_empty() {
+            self.wanted = vec![0; WANTED_BITS / 64];
+        }
+        let mut by_slot: std::collections::BTreeMap<u32, Vec<Action>> = Default::default();
+        for a in actions {
+            let Some(src) = action_source(&a) else {
+                continue;
+            };
+            let (slot, bit) = slot_of(src.dev, src.ino);
+            let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+            if kind == ACTIONS {
+                self.wanted[word] |= mask;
+                self.any_action = true;
+            } else if self.wanted[word] & mask == 0 {
+                continue;
+            }
+            by_slot.entry(slot).or_default().push(a);
+        }
+        for (slot, actions) in by_slot {
+            let task = Task::Links {
+                rel: rel.clone(),
+                actions,
+                at,
+            };
+            let Ok(bytes) = task.encode() else { continue };
+            let Ok(len) = u32::try_from(bytes.len()) else {
+                continue;
+            };
+            let buf = &mut self.bufs[slot as usize * 2 + kind];
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&bytes);
+            self.buffered += 4 + bytes.len();
+        }
+        if self.buffered > mem_records() && !self.stuck {
+            self.spill();
+        }
+    }
+
+    /// Appends every slot's records to its file in `parts/`. Where that
+    /// fails, what was written is read back: memory then holds all.
+    fn spill(&mut self) {
+        let Ok(parts) = self.area.parts() else {
+            self.stuck = true;
+            return;
+        };
+        for i in 0..self.bufs.len() {
+            if self.bufs[i].is_empty() {
+                continue;
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            let name = slot_file((i / 2) as u32, i % 2);
+            let file = if self.written[i] == 0 {
+                let _ = parts.unlink(name.as_bytes());
+                parts.create_excl(name.as_bytes())
+            } else {
+                parts.open_write(name.as_bytes())
+            };
+            let done = file.and_then(|f| {
+                std::os::unix::fs::FileExt::write_all_at(&f, &self.bufs[i], self.written[i])
+            });
+            if done.is_err() {
+                self.stuck = true;
+                return self.unspill(parts);
+            }
+            self.written[i] += self.bufs[i].len() as u64;
+            self.buffered -= self.bufs[i].len();
+            self.bufs[i].clear();
+        }
+        self.spilled = true;
+    }
+
+    /// Reads back what [`Sorter::spill`] wrote, and removes it.
+    fn unspill(&mut self, parts: &Dir) {
+        for i in 0..self.bufs.len() {
+            if self.written[i] == 0 {
+                continue;
+            }
+            #[allow(clippy::cast_possible_truncation)]
+            let name = slot_file((i / 2) as u32, i % 2);
+            if let Some(mut back) = read_small(parts, &name) {
+                back.truncate(usize::try_from(self.written[i]).unwrap_or(usize::MAX));
+                self.buffered += back.len();
+                back.extend_from_slice(&self.bufs[i]);
+                self.bufs[i] = back;
+            }
+            let _ = parts.unlink(name.as_bytes());
+            self.written[i] = 0;
+        }
+        self.spilled = false;
+    }
+
+    /// The records decoded, when they are all in memory; `None` when they
+    /// are in `parts/` (all of them, now).
+    #[allow(clippy::type_complexity)]
+    fn finish(
+        mut self,
+    ) -> Option<(
+        Vec<(RelPath, Action)>,
+        std::collections::HashMap<RelPath, (u64, u64)>,
+    )> {
+        if self.spilled && !self.stuck {
+            self.spill();
+        }
+        if self.spilled && !self.stuck {
+            return None;
+        }
+        let kind = |k: usize| self.bufs.iter().skip(k).step_by(2).collect::<Vec<_>>();
+        Some(collect_records(&kind(ACTIONS), &kind(MEMBER_RECORDS)))
+    }
+}
+
+/// Each record in `bytes` (length-prefixed encoded `Task::Links`).
+fn each_record(bytes: &[u8], each: &mut dyn FnMut(RelPath, Option<(u64, u64)>, Vec<Action>)) {
+    let mut rest = bytes;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        let Some((record, tail)) = tail.split_at_checked(len) else {
+            return;
+        };
+        if let Ok(Task::Links { rel, actions, at }) = Task::decode(record) {
+            each(rel, at, actions);
+        }
+        rest = tail;
+    }
+}
+
+/// The recorded names of whole groups, from their slots' records: every
+/// action, and the members of the groups those touch (the others need
+/// nothing); with the directories' identities.
 #[allow(clippy::type_complexity)]
-fn read_records(
-    pending: &Dir,
+fn collect_records<B: AsRef<[u8]>>(
+    actions: &[B],
+    members: &[B],
 ) -> (
     Vec<(RelPath, Action)>,
     std::collections::HashMap<RelPath, (u64, u64)>,
 ) {
     let mut dirs = std::collections::HashMap::new();
-    let Ok(names) = pending.names() else {
-        return (Vec::new(), dirs);
-    };
-    let (members, actions): (Vec<Name>, Vec<Name>) = names
-        .into_iter()
-        .partition(|n| n.as_bytes().starts_with(MEMBERS));
     let mut recorded = Vec::new();
-    for name in &actions {
-        read_record(pending, name, &mut dirs, &mut |rel, a| {
-            recorded.push((rel.clone(), a))
+    for b in actions {
+        each_record(b.as_ref(), &mut |rel, at, acts| {
+            if let Some(at) = at {
+                dirs.insert(rel.clone(), at);
+            }
+            recorded.extend(acts.into_iter().map(|a| (rel.clone(), a)));
         });
+    }
+    if recorded.is_empty() || members.iter().all(|b| b.as_ref().is_empty()) {
+        return (recorded, dirs);
     }
     let wanted: std::collections::HashSet<(u64, u64)> = recorded
         .iter()
@@ -1583,18 +1947,63 @@ fn read_records(
         .iter()
         .filter_map(|(rel, a)| action_source(a).map(|s| (rel.clone(), s.name.clone())))
         .collect();
-    for name in &members {
-        if wanted.is_empty() {
-            let _ = pending.unlink(name.as_bytes());
-            continue;
-        }
-        read_record(pending, name, &mut dirs, &mut |rel, a| {
-            if action_source(&a).is_some_and(|s| {
-                wanted.contains(&(s.dev, s.ino)) && !acted.contains(&(rel.clone(), s.name.clone()))
-            }) {
-                recorded.push((rel.clone(), a));
+    for b in members {
+        each_record(b.as_ref(), &mut |rel, at, acts| {
+            for a in acts {
+                if action_source(&a).is_some_and(|s| {
+                    wanted.contains(&(s.dev, s.ino))
+                        && !acted.contains(&(rel.clone(), s.name.clone()))
+                }) {
+                    if let Some(at) = at {
+                        dirs.insert(rel.clone(), at);
+                    }
+                    recorded.push((rel.clone(), a));
+                }
             }
         });
+    }
+    (recorded, dirs)
+}
+
+/// Reads and removes one record of the walk (or of `held/`).
+fn take_record(dir: &Dir, name: &[u8]) -> Option<Task> {
+    let task = read_small(dir, &Name(name.to_vec())).and_then(|b| Task::decode(&b).ok());
+    let _ = dir.unlink(name);
+    task
+}
+
+/// Reads and removes a bounded part of the copies held for the last
+/// phase's second pass (about [`MEM_RECORDS`] of records): the root's
+/// finish spawns them and runs again for the rest.
+#[allow(clippy::type_complexity)]
+fn read_held(
+    held: &Dir,
+) -> (
+    Vec<(RelPath, Action)>,
+    std::collections::HashMap<RelPath, (u64, u64)>,
+) {
+    let mut dirs = std::collections::HashMap::new();
+    let mut recorded = Vec::new();
+    let Ok(names) = held.names_upto(4096) else {
+        return (recorded, dirs);
+    };
+    let mut bytes = 0usize;
+    for name in names {
+        if bytes > mem_records() {
+            break;
+        }
+        let Some(b) = read_small(held, &name) else {
+            let _ = held.unlink(name.as_bytes());
+            continue;
+        };
+        let _ = held.unlink(name.as_bytes());
+        bytes += b.len();
+        if let Ok(Task::Links { rel, actions, at }) = Task::decode(&b) {
+            if let Some(at) = at {
+                dirs.insert(rel.clone(), at);
+            }
+            recorded.extend(actions.into_iter().map(|a| (rel.clone(), a)));
+        }
     }
     (recorded, dirs)
 }
@@ -1622,25 +2031,6 @@ fn relink(a: Action) -> Action {
             },
         },
         other => other,
-    }
-}
-
-/// Reads one record, removes it, and passes on its actions.
-fn read_record(
-    pending: &Dir,
-    name: &Name,
-    dirs: &mut std::collections::HashMap<RelPath, (u64, u64)>,
-    each: &mut dyn FnMut(&RelPath, Action),
-) {
-    let task = read_small(pending, name).and_then(|b| Task::decode(&b).ok());
-    let _ = pending.unlink(name.as_bytes());
-    if let Some(Task::Links { rel, actions, at }) = task {
-        if let Some(at) = at {
-            dirs.insert(rel.clone(), at);
-        }
-        for a in actions {
-            each(&rel, a);
-        }
     }
 }
 

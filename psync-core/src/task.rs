@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 3;
+pub const TASK_ENCODING_VERSION: u8 = 4;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -117,6 +117,19 @@ pub enum Task {
         /// it (see `Files`).
         at: Option<(u64, u64)>,
     },
+    /// The run's last phase when the walk's hard-link records did not fit
+    /// in memory: decide the groups whose records are in the link area's
+    /// slots `from..to` (as many slots as fit a bounded size, one task at
+    /// a time), spawn their `Links`, and defer this again for the slots
+    /// left.
+    LinkSlots {
+        /// The target root, where the link area is.
+        rel: RelPath,
+        /// The first slot to decide.
+        from: u32,
+        /// The end of this task's range of slots.
+        to: u32,
+    },
     /// The run's end, after the last [`Task::Links`]: remove one bucket of
     /// the hard-link area.
     DropLinks {
@@ -195,6 +208,7 @@ impl Task {
             | Task::FinishFile { rel, .. }
             | Task::Links { rel, .. }
             | Task::DropLinks { rel, .. }
+            | Task::LinkSlots { rel, .. }
             | Task::FinishDir { rel, .. }
             | Task::CompareBig { rel, .. }
             | Task::CompareChunk { rel, .. }
@@ -240,6 +254,7 @@ impl Task {
             Task::Chunk { .. } => b"chunk",
             Task::FinishFile { .. } => b"finishfile",
             Task::Links { .. } => b"links",
+            Task::LinkSlots { .. } => b"linkslots",
             Task::DropLinks { .. } => b"droplinks",
             Task::FinishDir { .. } => b"finishdir",
             Task::CompareBig { .. } => b"comparebig",
@@ -268,6 +283,10 @@ impl Task {
                 put(src.name.as_bytes());
             }
             Task::DropLinks { bucket, .. } => put(bucket.as_bytes()),
+            Task::LinkSlots { from, to, .. } => {
+                put(&from.to_le_bytes());
+                put(&to.to_le_bytes());
+            }
         }
         TaskId(h.finish_128())
     }
