@@ -585,10 +585,12 @@ impl Engine {
         // is opened for the links, as its walk opened it: its attributes
         // are set again below.
         let opened_up = !self.copy_opts.can_chown
-            && dst_dir.fstat().is_ok_and(|st| st.st_mode & 0o700 != 0o700)
             && dst_dir.fstat().is_ok_and(|st| {
-                let mode = rustix::fs::Mode::from_raw_mode((st.st_mode | 0o700) & 0o7777);
-                rustix::fs::fchmod(dst_dir.fd(), mode).is_ok()
+                st.st_mode & 0o700 != 0o700
+                    && self
+                        .copier
+                        .set_mode(crate::xattr::Node::Fd(dst_dir.fd()), st.st_mode | 0o700)
+                        .is_ok()
             });
         for action in actions {
             self.run_linked(rel, &src_dir, &dst_dir, action);
