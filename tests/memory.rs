@@ -179,12 +179,18 @@ fn hard_linked_paths_do_not_grow_memory() {
             kib >> 10
         );
     }
+    // Kept per path in memory (about 870 bytes each, as before the records
+    // were sorted on the target), the 150,000 more paths would add about
+    // 124 MiB. What may differ between the two runs is bounded: which of
+    // the two ways the records are decided (at once under 4 MiB of
+    // records, else range by range), the lanes' buffers, the queues of a
+    // wider tree: less than 40 MiB, a third of linear growth.
     for (what, a, b) in [
         ("first sync", small.0, large.0),
         ("re-sync", small.1, large.1),
     ] {
         assert!(
-            b < a + (16 << 10),
+            b < a + (40 << 10),
             "{what}: peak RSS {} MiB at 200,000 hard-linked paths, {} MiB at 50,000: it grows with the tree",
             b >> 10,
             a >> 10
