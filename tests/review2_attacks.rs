@@ -5,56 +5,10 @@
 //! hole is open.
 
 use crate::util::TestDir;
+use crate::util::attack::*;
 use crate::util::user::test_user;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-
-/// The victim: the owner of data psync syncs as root.
-const VICTIM: u32 = 4242;
-/// A time for the fixtures' mtimes.
-const T: i64 = 1_650_000_000;
-
-/// What a library run as root said and how it ended.
-#[derive(Debug, Default)]
-struct Out {
-    ok: bool,
-    errors: Vec<String>,
-    warnings: Vec<String>,
-    itemized: Vec<String>,
-}
-
-fn run_lib(src: &Path, dst: &Path, setup: impl FnOnce(&mut psync::SyncBuilder)) -> Out {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut b = psync::builder(src, dst);
-    b.threads(1).events(tx);
-    setup(&mut b);
-    let result = b.build().and_then(|s| s.run());
-    drop(b);
-    let mut out = Out::default();
-    for ev in rx.iter() {
-        match ev {
-            psync::Event::Error { path, message, .. } => {
-                out.errors.push(format!("{path}: {message}"));
-            }
-            psync::Event::Warning { path, message, .. } => {
-                out.warnings.push(format!("{path}: {message}"));
-            }
-            psync::Event::Itemize { path, .. } => out.itemized.push(path.to_string()),
-            _ => {}
-        }
-    }
-    out.ok = matches!(result, Ok(ref r) if r.success());
-    if let Err(e) = result {
-        out.errors.push(e.to_string());
-    }
-    out
-}
-
-/// (ino, uid, gid, mode) of `p`, not following a symlink.
-fn attrs(p: &Path) -> (u64, u32, u32, u32) {
-    let m = p.symlink_metadata().unwrap();
-    (m.ino(), m.uid(), m.gid(), m.mode())
-}
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -2,80 +2,15 @@
 //! every task". Each test fails while the hole is open.
 
 use crate::util::TestDir;
-use crate::util::user::{User, test_user};
+use crate::util::attack::*;
+use crate::util::user::test_user;
 use psync::fs::Dir;
 use psync::{
     Copied, Copier, CopyOptions, DataJob, Entry, GenericCopier, Name, Node, StepError, XattrReport,
 };
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-
-/// The victim: the owner of data psync syncs as root.
-const VICTIM: u32 = 4242;
-
-/// What a library run as root said and how it ended.
-#[derive(Debug, Default)]
-struct Out {
-    ok: bool,
-    errors: Vec<String>,
-    warnings: Vec<String>,
-}
-
-fn run_lib(src: &Path, dst: &Path, setup: impl FnOnce(&mut psync::SyncBuilder)) -> Out {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut b = psync::builder(src, dst);
-    b.threads(1).events(tx);
-    setup(&mut b);
-    let result = b.build().and_then(|s| s.run());
-    drop(b);
-    let mut out = Out::default();
-    for ev in rx.iter() {
-        match ev {
-            psync::Event::Error { path, message, .. } => {
-                out.errors.push(format!("{path}: {message}"));
-            }
-            psync::Event::Warning { path, message, .. } => {
-                out.warnings.push(format!("{path}: {message}"));
-            }
-            _ => {}
-        }
-    }
-    out.ok = matches!(result, Ok(ref r) if r.success());
-    if let Err(e) = result {
-        out.errors.push(e.to_string());
-    }
-    out
-}
-
-/// (ino, uid, gid, mode) of `p`, not following a symlink.
-fn attrs(p: &Path) -> (u64, u32, u32, u32) {
-    let m = p.symlink_metadata().unwrap();
-    (m.ino(), m.uid(), m.gid(), m.mode())
-}
-
-/// `mv -T from to` as the attacker.
-fn mv(user: User, from: &Path, to: &Path) {
-    let out = user
-        .command("mv")
-        .arg("-T")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mv as the attacker: {out:?}");
-}
-
-fn cat(user: User, p: &Path) -> bool {
-    user.command("cat")
-        .arg(p)
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
 
 type MkdirHook = Box<dyn FnOnce() + Send>;
 

@@ -3,54 +3,10 @@
 //! not stop. Each test fails while the hole is open.
 
 use crate::util::TestDir;
+use crate::util::attack::*;
 use crate::util::user::test_user;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-
-/// The victim: the owner of the data psync syncs as root.
-const VICTIM: u32 = 4242;
-/// A time for the fixtures' mtimes.
-const T: i64 = 1_650_000_000;
-
-/// What a library run as root said and how it ended.
-#[derive(Debug, Default)]
-struct Out {
-    ok: bool,
-    errors: Vec<String>,
-    warnings: Vec<String>,
-}
-
-fn run_lib(src: &Path, dst: &Path, setup: impl FnOnce(&mut psync::SyncBuilder)) -> Out {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let mut b = psync::builder(src, dst);
-    b.threads(1).events(tx);
-    setup(&mut b);
-    let result = b.build().and_then(|s| s.run());
-    drop(b);
-    let mut out = Out::default();
-    for ev in rx.iter() {
-        match ev {
-            psync::Event::Error { path, message, .. } => {
-                out.errors.push(format!("{path}: {message}"));
-            }
-            psync::Event::Warning { path, message, .. } => {
-                out.warnings.push(format!("{path}: {message}"));
-            }
-            _ => {}
-        }
-    }
-    out.ok = matches!(result, Ok(ref r) if r.success());
-    if let Err(e) = result {
-        out.errors.push(e.to_string());
-    }
-    out
-}
-
-/// (ino, uid, gid, mode) of `p`, not following a symlink.
-fn attrs(p: &Path) -> (u64, u32, u32, u32) {
-    let m = p.symlink_metadata().unwrap();
-    (m.ino(), m.uid(), m.gid(), m.mode())
-}
 
 /// The attacker owns `u/` in the source and the target (a first run made
 /// it). Their source `u/a1`, `u/a2` are one hard-linked file (their own:
@@ -265,26 +221,6 @@ fn victims_directory_renamed_to_a_temporary_name_is_destroyed() {
         "the victim's target-only file was deleted by psync as root (the attacker alone \
          could not); run: {out:#?}"
     );
-}
-
-/// Runs an attacker's move once, when the source directory `trigger` is
-/// listed (after its parent was planned: the link area exists by then).
-struct OnList {
-    trigger: (u64, u64),
-    act: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl psync::Walker for OnList {
-    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
-        let st = dir.fstat()?;
-        #[allow(clippy::unnecessary_cast)]
-        if (st.st_dev as u64, st.st_ino as u64) == self.trigger
-            && let Some(act) = self.act.lock().unwrap().take()
-        {
-            act();
-        }
-        psync::FsWalker.list(dir)
-    }
 }
 
 /// The target root is the attacker's own directory (a home or project

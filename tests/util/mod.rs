@@ -285,3 +285,6 @@ pub fn slash(p: &Path) -> std::ffi::OsString {
     s.push("/");
     s
 }
+
+// After the `tree!` macro above, which it uses.
+pub mod attack;
