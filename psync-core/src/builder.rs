@@ -23,14 +23,15 @@ use std::time::{Duration, Instant};
 /// [`SyncBuilder::build`] leaves the builder reusable.
 ///
 /// ```no_run
-/// # fn main() -> Result<(), psync_core::Error> {
-/// let mut b = psync_core::SyncBuilder::new("/data/src", "/data/dst");
-/// b.threads(16).delete(true);
-/// # let copier: std::sync::Arc<dyn psync_core::Copier> = unimplemented!();
-/// b.default_copier(copier);
-/// let report = b.build()?.run()?;
-/// println!("{} files copied", report.stats.created + report.stats.updated);
-/// # Ok(()) }
+/// // `copier`: the backend, e.g. `psync_generic::GenericCopier`.
+/// fn sync(copier: std::sync::Arc<dyn psync_core::Copier>) -> Result<(), psync_core::Error> {
+///     let mut b = psync_core::SyncBuilder::new("/data/src", "/data/dst");
+///     b.threads(16).delete(true);
+///     b.default_copier(copier);
+///     let report = b.build()?.run()?;
+///     println!("{} files copied", report.stats.created + report.stats.updated);
+///     Ok(())
+/// }
 /// ```
 #[derive(Clone)]
 pub struct SyncBuilder {

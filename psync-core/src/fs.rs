@@ -1251,7 +1251,7 @@ mod tests {
                 .unwrap();
             assert!(refused_kind(&root, "null", libc::S_IFCHR));
         } else {
-            eprintln!("skipping another owner and a device: chown and mknod need root");
+            crate::skip("another owner and a device: chown and mknod need root");
         }
     }
 
@@ -1333,7 +1333,7 @@ mod tests {
                 .unwrap();
             expect_kinds.extend(["blk", "chr"]);
         } else {
-            eprintln!("skipping device nodes: mknod needs root");
+            crate::skip("device nodes: mknod needs root");
         }
         rustix::fs::utimensat(
             &root.fd,
@@ -1423,7 +1423,7 @@ mod tests {
     #[test]
     fn a_bind_mounted_file_is_a_mount_root_and_never_removed() {
         if !is_root() {
-            eprintln!("skipping: mount --bind needs root");
+            crate::skip("mount --bind needs root");
             return;
         }
         let t = crate::test_dir();

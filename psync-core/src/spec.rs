@@ -292,8 +292,8 @@ impl Engine {
     /// ```no_run
     /// use psync_core::{Engine, EngineContext, Local, Registry, RunSpec, SyncBuilder, Task};
     /// use std::sync::Arc;
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let copier: Arc<dyn psync_core::Copier> = unimplemented!();
+    /// // `copier`: the backend, e.g. `psync_generic::GenericCopier`.
+    /// fn run(copier: Arc<dyn psync_core::Copier>) -> Result<(), Box<dyn std::error::Error>> {
     /// // Where the run is submitted (creates the target root, probes it):
     /// let mut b = SyncBuilder::new("/data/src", "/data/dst");
     /// b.delete(true).default_copier(Arc::clone(&copier));
@@ -307,7 +307,8 @@ impl Engine {
     /// let engine = Engine::from_spec(&RunSpec::decode(&spec)?, EngineContext::new(copiers))?;
     /// let report = engine.run_all(Task::decode(&seed)?, &Local::new(8))?;
     /// assert!(report.success());
-    /// # Ok(()) }
+    /// Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
