@@ -420,10 +420,10 @@ impl Engine {
         };
         // The directory listed by the parent's task (or made by it), not
         // another one a user renamed to its path since.
-        let at = match dst_dir
-            .as_ref()
-            .map(|d| self.check_dir(rel, d, dst_entry, made))
-        {
+        let at = match dst_dir.as_ref().map(|d| {
+            d.fstat()
+                .and_then(|st| self.check_dir(rel, &st, dst_entry, made))
+        }) {
             Some(Ok(at)) => Some(at),
             Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
             None => None,
@@ -527,18 +527,19 @@ impl Engine {
         );
     }
 
-    /// The identity of the target directory `d` a directory task opened,
-    /// once it is known to be the one the parent's task listed (`dst`), or
-    /// for a new one, the one it made (psync's user's, mode 0700): a user
-    /// who can rename in the parent may have put another directory there.
+    /// The identity of the target directory whose status is `st`, once it
+    /// is known to be the one the parent's task listed (`dst`) or made
+    /// (`made`, taken at its `mkdirat`): a user who can rename in the
+    /// parent may have put another directory there.
     fn check_dir(
         &self,
         rel: &RelPath,
-        d: &Dir,
+        st: &rustix::fs::Stat,
         dst: Option<&Entry>,
         made: Option<(u64, u64)>,
     ) -> io::Result<(u64, u64)> {
-        let id = dir_id(d)?;
+        #[allow(clippy::unnecessary_cast)]
+        let id = (st.st_dev as u64, st.st_ino as u64);
         if rel.is_root() {
             return Ok(id);
         }
@@ -1601,17 +1602,19 @@ impl Engine {
         xattrs: bool,
     ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
         let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
-        self.check_dir(rel, &d, dst, at)
+        // One status for both: the identity check, and whether anything
+        // differs now.
+        let st = d.fstat().map_err(|e| (Op::OpenDir, e))?;
+        self.check_dir(rel, &st, dst, at)
             .map_err(|e| (Op::OpenDir, e))?;
         // A directory whose entries may have changed (a compared file) but
         // whose owner, mode and times are right as it is now is left
         // alone: setting them again would move its ctime for nothing.
-        let attrs = attrs
-            && !(dst.is_some()
-                && d.fstat().is_ok_and(|st| {
-                    let now = Entry::from_stat(src.name.clone(), &st);
-                    !attr_change(src, &now, &self.plan_opts).any()
-                }));
+        let unchanged = || {
+            let now = Entry::from_stat(src.name.clone(), &st);
+            !attr_change(src, &now, &self.plan_opts).any()
+        };
+        let attrs = attrs && !(dst.is_some() && unchanged());
         if !attrs && !xattrs {
             return Ok(crate::xattr::XattrReport::default());
         }
