@@ -31,9 +31,8 @@
 //! ```
 #![deny(missing_docs)]
 
-mod bigfile;
 mod builder;
-mod compare;
+
 pub mod copy;
 pub mod direct;
 mod durable;
@@ -43,7 +42,7 @@ mod error;
 pub mod event;
 pub mod fs;
 pub mod itemize;
-mod links;
+
 pub mod plan;
 mod spec;
 mod stop;

@@ -115,9 +115,9 @@ impl Engine {
 
     /// The part file of `src` in `rel` was renamed into place or removed.
     pub(crate) fn part_ended(&self, rel: &RelPath, src: &Entry) {
-        let key = crate::bigfile::part_key(src);
+        let key = crate::engine::bigfile::part_key(src);
         self.lock_parts()
-            .retain(|(r, e)| !(r == rel && crate::bigfile::part_key(e) == key));
+            .retain(|(r, e)| !(r == rel && crate::engine::bigfile::part_key(e) == key));
     }
 
     fn lock_parts(&self) -> std::sync::MutexGuard<'_, Vec<(RelPath, Entry)>> {
@@ -153,7 +153,7 @@ impl Engine {
             if src.size < self.resume_threshold
                 && let Ok(dir) = self.open_dst(&rel)
             {
-                crate::bigfile::discard_part(&dir, &src);
+                crate::engine::bigfile::discard_part(&dir, &src);
             }
         }
         self.drop_link_area();

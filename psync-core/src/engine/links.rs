@@ -862,20 +862,19 @@ impl Engine {
             fresh: false,
             old: old.or_else(|| self.new_file_mode(dst_dir, src)),
         };
-        let got = self.link_protocol(
-            &path,
+        let job = NodeJob {
+            path: &path,
             src_dir,
             dst_dir,
             area,
-            &key,
+            key,
             src,
             dst,
-            (
-                quick_ok,
-                self.changes_attrs(src_dir, dst_dir, src, dst, change),
-                made,
-            ),
-        );
+            quick_ok,
+            strict: self.changes_attrs(src_dir, dst_dir, src, dst, change),
+            made,
+        };
+        let got = self.link_protocol(&job);
         match (got, dst) {
             (Ok(Linked::AlreadyRight), Some(d)) if change.any() => {
                 self.fix_linked_attrs(rel, src_dir, dst_dir, src, d, true);
@@ -1021,6 +1020,7 @@ impl Engine {
             dst,
             quick_ok: !attrs_differ && dst.is_some_and(|d| same_node(src, d)),
             strict: self.changes_attrs(src_dir, dst_dir, src, dst, change),
+            made: Made::default(),
         };
         let got = self.node_protocol(&job);
         match (got, dst) {
@@ -1103,7 +1103,12 @@ impl Engine {
         // whose links were checked just now; the group's other names join
         // it meanwhile.
         let mine = (u64::MAX, Shared::Refuse);
-        self.fix_attrs(rel, src_dir, Some(dst_dir), src, &listed, due, mine);
+        let here = crate::engine::Here {
+            rel,
+            src_dir,
+            dir: Some(dst_dir),
+        };
+        self.fix_attrs(here, (src, &listed), due, mine);
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
@@ -1181,18 +1186,7 @@ impl Engine {
         mine: Option<Linked>,
     ) -> Result<Option<Linked>, CopyFail> {
         match job.area.stat(job.key.as_bytes()) {
-            Ok(st) => {
-                let (area, key, src, dst) = (job.area, &job.key, job.src, job.dst);
-                Ok(Some(self.link_to_key(
-                    job.dst_dir,
-                    area,
-                    key,
-                    src,
-                    dst,
-                    &st,
-                    mine,
-                )?))
-            }
+            Ok(st) => Ok(Some(self.link_to_key(job, &st, mine)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CopyFail::target_io(Op::Stat, e)),
         }
@@ -1283,23 +1277,23 @@ impl Engine {
     /// worker ever copies the data. Everyone else waits for `key`.
     /// `quick_ok`: the target looks right (step 2 is tried); `made`: what
     /// a copy's mode is made from (see [`Made`]).
-    #[allow(clippy::too_many_arguments)]
-    fn link_protocol(
-        &self,
-        path: &RelPath,
-        src_dir: &Dir,
-        dst_dir: &Dir,
-        area: &Dir,
-        key: &Name,
-        src: &Entry,
-        dst: Option<&Entry>,
-        (mut quick_ok, strict, made): (bool, bool, Made),
-    ) -> Result<Linked, CopyFail> {
+    fn link_protocol(&self, job: &NodeJob<'_>) -> Result<Linked, CopyFail> {
+        let NodeJob {
+            path,
+            src_dir,
+            dst_dir,
+            area,
+            ref key,
+            src,
+            dst,
+            quick_ok,
+            strict,
+            made,
+        } = *job;
+        let mut quick_ok = quick_ok;
         let part = Name([key.as_bytes(), b".part"].concat());
         let published = |mine| match area.stat(key.as_bytes()) {
-            Ok(st) => Ok(Some(
-                self.link_to_key(dst_dir, area, key, src, dst, &st, mine)?,
-            )),
+            Ok(st) => Ok(Some(self.link_to_key(job, &st, mine)?)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CopyFail::target_io(Op::Stat, e)),
         };
@@ -1398,17 +1392,13 @@ impl Engine {
     }
 
     /// Links the path to the published inode, unless it already is that inode.
-    #[allow(clippy::too_many_arguments)]
     fn link_to_key(
         &self,
-        dst_dir: &Dir,
-        area: &Dir,
-        key: &Name,
-        src: &Entry,
-        dst: Option<&Entry>,
+        job: &NodeJob<'_>,
         st: &rustix::fs::Stat,
         mine: Option<Linked>,
     ) -> Result<Linked, CopyFail> {
+        let (dst_dir, area, key, src, dst) = (job.dst_dir, job.area, &job.key, job.src, job.dst);
         #[allow(clippy::unnecessary_cast)]
         let same = dst.is_some_and(|d| d.ino == st.st_ino as u64 && d.dev == st.st_dev as u64);
         if same {
@@ -1539,6 +1529,8 @@ struct NodeJob<'a> {
     /// Publishing the target would change its attributes (see
     /// `publish_target`).
     strict: bool,
+    /// What a copy's mode is made from (files; see [`Made`]).
+    made: Made,
 }
 
 /// The name of a group's inode in its bucket: the source dev and inode.

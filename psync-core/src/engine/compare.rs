@@ -9,7 +9,7 @@
 //! finish task, on whatever node it runs, looks for it. A killed run's
 //! marker is a stale temporary to the next run, which removes it.
 
-use crate::bigfile::{discard_part, part_key, spawn_chunks};
+use crate::engine::bigfile::{discard_part, part_key, spawn_chunks};
 use crate::engine::{CopyFail, Engine};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
@@ -184,7 +184,12 @@ impl Engine {
                 // version (kept for a resume) has nothing left to finish.
                 discard_part(&dst_dir, &src);
                 let alone = (1, crate::engine::Shared::Replace);
-                self.fix_attrs(rel, &src_dir, Some(&dst_dir), &src, &dst, change, alone);
+                let here = crate::engine::Here {
+                    rel,
+                    src_dir: &src_dir,
+                    dir: Some(&dst_dir),
+                };
+                self.fix_attrs(here, (&src, &dst), change, alone);
                 return;
             }
             Err(e) => return self.fail(&path, true, Op::Stat, e),

@@ -1,0 +1,938 @@
+//! Directory tasks: list both sides, plan, act on the cheap actions
+//! (deletions, mkdir, symlinks, specials, attribute fixes), spawn the
+//! subdirectories and batches, and finish (the directory's attributes
+//! once everything inside it is done).
+
+use super::{Engine, Here, Shared, clone_err, euid, fresh_dir_id, replaced_dir};
+use crate::copy::Copier;
+use crate::entry::{Entry, Kind, Name, RelPath};
+use crate::error::{Error, Op};
+use crate::event::{Event, Stats};
+use crate::fs::Dir;
+use crate::itemize::Change;
+use crate::plan::{Action, Planner, attr_change, is_linked};
+use crate::task::Task;
+use crate::transport::TaskContext;
+use crate::walk::Walker;
+use crate::xattr::Node;
+use std::io;
+use std::sync::atomic::Ordering;
+
+/// Small files travel together; a batch closes at this many files or bytes.
+struct Batch {
+    actions: Vec<Action>,
+    bytes: u64,
+}
+
+/// True when new entries of `dir` inherit ACLs: it has a default ACL
+/// (which `mkdir` passes on to a new directory from its parent, so a
+/// directory this run created may have one). Its new files then hold
+/// ACL entries the source's may not have; unknown counts as yes.
+fn passes_on_acl(dir: &Dir) -> bool {
+    let name = crate::xattr::ACL_NAMES[1];
+    match Node::Fd(dir.fd()).get(name) {
+        Ok(v) => v.is_some(),
+        Err(e) => e.raw_os_error() != Some(libc::EOPNOTSUPP),
+    }
+}
+
+impl Engine {
+    /// Lists, plans and acts for one directory.
+    pub(super) fn run_dir(
+        &self,
+        rel: &RelPath,
+        src_entry: &Entry,
+        (dst_entry, made): (Option<&Entry>, Option<(u64, u64)>),
+        cx: &mut dyn TaskContext,
+    ) {
+        // Before anything else: the finish of an unreadable source
+        // directory opens the target too.
+        if let Some(d) = dst_entry {
+            self.ensure_open(rel, d);
+        }
+        let src_dir = match self.src_root.open_beneath(rel) {
+            Ok(d) => d,
+            Err(e) => {
+                let on = (dst_entry, made);
+                return self.unreadable_dir(rel, src_entry, on, Op::OpenDir, e, cx);
+            }
+        };
+        if self.other_source_fs(rel, &src_dir) {
+            // -x: the mount point's directory is kept, nothing inside it.
+            Stats::bump(&self.stats.dirs, 1);
+            self.itemize_dir_attrs(rel, src_entry, dst_entry);
+            return self.defer(
+                cx,
+                self.finish_task(rel, src_entry, (dst_entry, made), false),
+            );
+        }
+        if let Some(d) = dst_entry
+            && self.foreign_dir(rel, src_entry, d)
+        {
+            let why = format!(
+                "the target directory belongs to uid {}, and the source's owner, uid {}, can rename entries in its parent: it may be another user's directory put at this name; not synced into nor given away (move it, or chown it to uid {}, to sync it)",
+                d.uid, src_entry.uid, src_entry.uid
+            );
+            return self.fail(rel, true, Op::Chown, io::Error::other(why));
+        }
+        // In a dry run, a directory that would be created does not exist.
+        let dst_dir = if self.dry_run && dst_entry.is_none() {
+            None
+        } else {
+            match self.open_dst(rel) {
+                Ok(d) if !rel.is_root() && d.is_mount_root() => {
+                    return self.fail(rel, true, Op::OpenDir, crate::subtree::mount_point(rel));
+                }
+                Ok(d) => Some(d),
+                Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+            }
+        };
+        // The directory listed by the parent's task (or made by it), not
+        // another one a user renamed to its path since.
+        let at = match dst_dir.as_ref().map(|d| {
+            d.fstat()
+                .and_then(|st| self.check_dir(rel, &st, dst_entry, made))
+        }) {
+            Some(Ok(at)) => Some(at),
+            Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
+            None => None,
+        };
+        let src = match self.walker.list(&src_dir) {
+            Ok(l) => l,
+            Err(e) => {
+                let on = (dst_entry, at.or(made));
+                return self.unreadable_dir(rel, src_entry, on, Op::ReadDir, e, cx);
+            }
+        };
+        let unread: Vec<Name> = src.failed.iter().map(|(n, _)| n.clone()).collect();
+        for (name, e) in src.failed {
+            self.fail(&rel.join(&name), false, Op::Stat, e);
+        }
+        self.count_scanned(&src.entries);
+        let mut parts = Vec::new();
+        let mut src_entries = src.entries;
+        let mut mounts = Vec::new();
+        // A directory this run made is listed too (empty, but for what an
+        // earlier delivery of this task made in it: a broker delivers at
+        // least once; the directory is psync's user's, mode 0700, until
+        // its finish, so nobody else put entries there).
+        let mut dst = match &dst_dir {
+            Some(d) => match self.walker.list(d) {
+                Ok(mut l) => {
+                    // A target entry that cannot be examined is left alone.
+                    for (name, e) in l.failed {
+                        src_entries.retain(|s| s.name != name);
+                        self.fail(&rel.join(&name), true, Op::Stat, e);
+                    }
+                    // Mount roots first: not even a stale temporary's name
+                    // makes psync remove one.
+                    l.entries.retain(|e| {
+                        let keep = !e.mount_root;
+                        if !keep {
+                            mounts.push(e.name.clone());
+                        }
+                        keep
+                    });
+                    self.drop_temporaries(d, rel, l.entries, &mut parts)
+                }
+                Err(e) => return self.fail(rel, true, Op::ReadDir, e),
+            },
+            _ => Vec::new(),
+        };
+        // Borrowed: cloning the options (their group list) for every
+        // directory would cost a no-op run an allocation per directory.
+        let mut plan_opts = std::borrow::Cow::Borrowed(&self.plan_opts);
+        if !unread.is_empty() {
+            // Never delete what the source could not be read to confirm:
+            // neither the failed names nor, as rsync, anything else here.
+            dst.retain(|e| !unread.contains(&e.name));
+            if plan_opts.delete {
+                plan_opts.to_mut().delete = false;
+                let msg = "source entries could not be read: nothing deleted in this directory";
+                self.warn(rel, false, Op::ReadDir, msg);
+            }
+        }
+        self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
+        if dst_dir.is_some() {
+            self.itemize_dir_attrs(rel, src_entry, dst_entry);
+        }
+        let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+        self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
+        // Directories are counted at their finish; here, the other entries
+        // that need nothing.
+        let acted = actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a,
+                    Action::Copy { .. }
+                        | Action::Symlink { .. }
+                        | Action::Special { .. }
+                        | Action::Attrs { .. }
+                        | Action::Compare { .. }
+                        | Action::TooYoung { .. }
+                )
+            })
+            .count();
+        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
+        let unchanged = non_dirs.saturating_sub(acted);
+        Stats::bump(&self.stats.unchanged, unchanged as u64);
+        Stats::bump(&self.stats.done, unchanged as u64);
+        if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
+            self.adopt_default_acl(rel, &src_dir, d);
+        }
+        if !self.dry_run {
+            self.record_members(rel, at, &src_entries, &dst, &actions);
+        }
+        let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
+        let touched = self.act(rel, &src_dir, (dst_dir.as_ref(), at), fresh, actions, cx);
+        if let Some(d) = dst_dir.as_ref().filter(|_| touched) {
+            // Deletions, new directories, symlinks and specials.
+            self.sync_dir(rel, d);
+        }
+        self.defer(
+            cx,
+            self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched),
+        );
+    }
+
+    /// The identity of the target directory whose status is `st`, once it
+    /// is known to be the one the parent's task listed (`dst`) or made
+    /// (`made`, taken at its `mkdirat`): a user who can rename in the
+    /// parent may have put another directory there.
+    pub(super) fn check_dir(
+        &self,
+        rel: &RelPath,
+        st: &rustix::fs::Stat,
+        dst: Option<&Entry>,
+        made: Option<(u64, u64)>,
+    ) -> io::Result<(u64, u64)> {
+        #[allow(clippy::unnecessary_cast)]
+        let id = (st.st_dev as u64, st.st_ino as u64);
+        if rel.is_root() {
+            return Ok(id);
+        }
+        match made.or(dst.map(|e| (e.dev, e.ino))) {
+            Some(want) if want != id => Err(replaced_dir()),
+            Some(_) => Ok(id),
+            // Every task below the root knows the identity of its directory.
+            None => Err(io::Error::other(
+                "the task does not say which directory it is for: nothing done in it",
+            )),
+        }
+    }
+
+    /// As root: an existing target directory that would be given to its
+    /// source's owner although another user (neither that owner nor
+    /// psync's) owns it, in a parent where the source's owner can rename
+    /// entries (their own, or writable without the sticky bit). That is
+    /// how a user steals a directory: rename someone's directory placed in
+    /// theirs to a name of their own, and let the sync hand it over (and
+    /// sync their tree into it, deletes included).
+    pub(super) fn foreign_dir(&self, rel: &RelPath, src: &Entry, dst: &Entry) -> bool {
+        let o = &self.copy_opts;
+        if rel.is_root() || !o.can_chown || !o.preserve.owner {
+            return false;
+        }
+        if dst.uid == src.uid || dst.uid == euid() {
+            return false;
+        }
+        let Some((parent, _)) = rel.split_last() else {
+            return false;
+        };
+        self.open_dst(&parent)
+            .and_then(|p| p.fstat())
+            .is_ok_and(|st| {
+                let sticky = st.st_mode & 0o1000 != 0;
+                st.st_uid == src.uid || (!sticky && st.st_mode & 0o022 != 0)
+            })
+    }
+
+    /// Target entries that are mount roots (another file system, or a file
+    /// or directory bind-mounted there) are left out of the plan: writing
+    /// an owner, mode or xattrs through one changes a file outside the
+    /// target, and a replacement or deletion fails with EBUSY at best. One
+    /// that the run would have touched (the source has its name, or
+    /// `--delete` is on) is an error naming it, and its source entry is
+    /// counted as failed, as rsync reports a mount point it cannot go into.
+    /// An extraneous one without `--delete` is none of psync's business.
+    pub(super) fn leave_mount_roots(
+        &self,
+        rel: &RelPath,
+        mounts: &[Name],
+        src_entries: &mut Vec<Entry>,
+        delete: bool,
+    ) {
+        for name in mounts {
+            let len = src_entries.len();
+            src_entries.retain(|s| s.name != *name);
+            if delete || src_entries.len() != len {
+                let path = rel.join(name);
+                self.fail(&path, true, Op::Stat, crate::subtree::mount_point(&path));
+            }
+        }
+    }
+
+    pub(super) fn finish_task(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
+        touched: bool,
+    ) -> Task {
+        Task::FinishDir {
+            rel: rel.clone(),
+            src: src.clone(),
+            dst: dst.cloned(),
+            touched,
+            at,
+        }
+    }
+
+    /// `-x`: true for a source directory below the root on another file
+    /// system (another device, or a mount of the same one). The device is
+    /// the open directory's, not its listing's: the listing may have been
+    /// made on another node, and a network file system's device number
+    /// differs from node to node (`src_dev` is this engine's root's).
+    pub(super) fn other_source_fs(&self, rel: &RelPath, dir: &Dir) -> bool {
+        #[allow(clippy::unnecessary_cast)] // as `Entry::from_stat`: widths differ between targets
+        let other_dev = |st: rustix::fs::Stat| st.st_dev as u64 != self.src_dev;
+        self.plan_opts.one_file_system
+            && !rel.is_root()
+            // Unknown counts as another file system: copied empty, nothing
+            // deleted in it.
+            && (dir
+                .fstat()
+                .map_or(true, other_dev)
+                || dir.is_mount_root())
+    }
+
+    /// Itemizes the attribute changes of an existing target directory
+    /// (applied at its finish); the root is never itemized.
+    pub(super) fn itemize_dir_attrs(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>) {
+        if let Some(dst) = dst.filter(|_| !rel.is_root()) {
+            let change = attr_change(src, dst, &self.plan_opts);
+            if change.any() {
+                self.itemize(rel.clone(), Some(change), src);
+            }
+        }
+    }
+
+    /// A source directory that cannot be read: reported, and its target
+    /// still gets the source's attributes (as rsync does), so a copy of a
+    /// mode-000 directory is mode 000 too.
+    pub(super) fn unreadable_dir(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        dst: (Option<&Entry>, Option<(u64, u64)>),
+        op: Op,
+        err: io::Error,
+        cx: &mut dyn TaskContext,
+    ) {
+        // As rsync says "IO error encountered -- skipping file deletion".
+        let err = match self.plan_opts.delete {
+            true => io::Error::new(err.kind(), format!("{err}; nothing deleted in it")),
+            false => err,
+        };
+        let errno = err.raw_os_error();
+        let e = Error::new(op, rel.under(&self.src_path), err);
+        Stats::bump(&self.stats.failed, 1);
+        self.emit(Event::Error {
+            path: rel.clone(),
+            op,
+            side: crate::event::Side::Source,
+            errno,
+            message: e.to_string(),
+        });
+        self.defer(cx, self.finish_task(rel, src, dst, false));
+    }
+
+    /// Itemizes everything a recursive delete of `entry` removes, children
+    /// before their directory, as rsync lists them (any depth, no
+    /// recursion; nothing below a mount point, which is not removed).
+    pub(super) fn itemize_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry, with_self: bool) {
+        if entry.kind != Kind::Dir {
+            if with_self {
+                self.itemize(path.clone(), None, entry);
+            }
+            return;
+        }
+        let top = crate::subtree::Child::of(entry);
+        let _ = crate::subtree::walk(
+            dir,
+            top,
+            path,
+            &mut |d| {
+                Ok(d.list()?
+                    .entries
+                    .iter()
+                    .map(crate::subtree::Child::of)
+                    .collect())
+            },
+            &mut |_, p, c| {
+                // A mount root is not removed (the removal stops there).
+                if let Some(e) = c.entry.as_ref().filter(|e| !e.mount_root)
+                    && (with_self || p != path)
+                {
+                    self.itemize(p.clone(), None, e);
+                }
+                Ok(())
+            },
+        );
+    }
+
+    pub(super) fn count_scanned(&self, entries: &[Entry]) {
+        let bytes: u64 = entries
+            .iter()
+            .filter(|e| e.kind == Kind::File)
+            .map(|e| e.size)
+            .sum();
+        Stats::bump(&self.stats.scanned, entries.len() as u64);
+        Stats::bump(&self.stats.dirs, 1);
+        Stats::bump(&self.stats.bytes_total, bytes);
+    }
+
+    /// Without root, a target directory of ours whose mode lacks owner
+    /// read, write or search (an earlier copy of a read-only source
+    /// directory, or one a user closed) is opened up for the run before it
+    /// is opened and listed, as rsync does; its finish restores the mode.
+    /// Changed through its parent (an `O_PATH` fd, `chmod` via
+    /// `/proc/self/fd`): it cannot be opened for reading before.
+    pub(super) fn ensure_open(&self, rel: &RelPath, dst: &Entry) {
+        if !self.opens_up(Some(dst)) {
+            return;
+        }
+        // The root was opened up before it was opened, when the run began
+        // (`Dir::open_root_adding`): it cannot be opened for reading before.
+        let Some((parent, name)) = rel.split_last() else {
+            return;
+        };
+        let mode = dst.mode | 0o700;
+        // Through a handle on the directory listed, not by name: a user
+        // who can rename in the parent may have put another one there.
+        let opened = self
+            .open_dst(&parent)
+            .and_then(|p| p.handle(name))
+            .and_then(|h| {
+                if h.is(dst) {
+                    self.copier.set_mode(h.node(), mode).map_err(|e| e.source)
+                } else {
+                    Err(replaced_dir())
+                }
+            });
+        if let Err(e) = opened {
+            self.fail(rel, true, Op::Chmod, e);
+        }
+    }
+
+    /// True when [`Engine::ensure_open`] changes this directory's mode:
+    /// without root, in a real run, for a directory the process owns that
+    /// lacks some owner permission.
+    pub(super) fn opens_up(&self, dst: Option<&Entry>) -> bool {
+        dst.is_some_and(|d| {
+            !self.dry_run
+                && !self.copy_opts.can_chown
+                && d.mode & 0o700 != 0o700
+                && d.uid == rustix::process::geteuid().as_raw()
+        })
+    }
+
+    /// Carries out the actions of one directory; returns whether any entry
+    /// of the target directory was added, removed or replaced.
+    pub(super) fn act(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        (dst, at): (Option<&Dir>, Option<(u64, u64)>),
+        fresh: bool,
+        actions: Vec<Action>,
+        cx: &mut dyn TaskContext,
+    ) -> bool {
+        let mut touched = false;
+        let mut batch = Batch {
+            actions: Vec::new(),
+            bytes: 0,
+        };
+        // Copies for hard-link groups, recorded together for the last phase.
+        let mut linked = Vec::new();
+        // Names whose old target could not be cleared: nothing is made there.
+        let mut blocked: Vec<Name> = Vec::new();
+        // The source entries that replace a target directory (type changes).
+        let replacing: Vec<Entry> = if actions
+            .iter()
+            .any(|a| matches!(a, Action::Delete { dst, replaced: true } if dst.kind == Kind::Dir))
+        {
+            actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Copy { src, .. }
+                    | Action::Symlink { src, .. }
+                    | Action::Special { src, .. } => Some(src.clone()),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for action in actions {
+            // Stopped (interrupt, or a target that cannot be written):
+            // nothing more is changed here.
+            if self.quit.load(Ordering::Relaxed) {
+                break;
+            }
+            if !blocked.is_empty() && blocked.contains(action.name()) {
+                continue;
+            }
+            match action {
+                // A directory another user owns, at a name the new entry's
+                // owner can rename in: it may be someone's directory put
+                // there; without --delete it is not removed (see
+                // `foreign_dir`).
+                Action::Delete {
+                    dst: ref old,
+                    replaced: true,
+                } if old.kind == Kind::Dir
+                    && !self.plan_opts.delete
+                    && replacing
+                        .iter()
+                        .find(|s| s.name == old.name)
+                        .is_some_and(|s| self.foreign_dir(&rel.join(&old.name), s, old)) =>
+                {
+                    let why = format!(
+                        "the target directory in the way belongs to uid {}, and the new entry's owner can rename entries here: it may be another user's directory put at this name; not removed (remove or move it to sync this name)",
+                        old.uid
+                    );
+                    self.fail(
+                        &rel.join(&old.name),
+                        true,
+                        Op::Remove,
+                        io::Error::other(why),
+                    );
+                    blocked.push(old.name.clone());
+                }
+                Action::Delete {
+                    dst: old,
+                    replaced: true,
+                } if old.kind == Kind::Dir && !self.plan_opts.force && !self.plan_opts.delete => {
+                    touched = true;
+                    if !self.clear_empty_dir(rel, dst, &old) {
+                        blocked.push(old.name);
+                    }
+                }
+                // What cannot be cleared blocks its name: nothing is made there.
+                Action::Delete {
+                    dst: old,
+                    replaced: true,
+                } => {
+                    touched = true;
+                    if !self.delete_entry(rel, dst, &old, true) {
+                        blocked.push(old.name);
+                    }
+                }
+                Action::Descend { src, dst } => {
+                    cx.spawn(Task::Dir {
+                        rel: rel.join(&src.name),
+                        src,
+                        at: Some((dst.dev, dst.ino)),
+                        dst: Some(dst),
+                    });
+                }
+                Action::Copy {
+                    ref src, change, ..
+                } if !self.dry_run && is_linked(src, &self.plan_opts) => {
+                    // A path of a hard-link group: registered or copied in
+                    // the run's last phase, where the group's paths are
+                    // known (see links.rs).
+                    if change.transfer {
+                        touched = true;
+                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    }
+                    linked.push(action);
+                }
+                // A symlink or special with several names: made once and
+                // linked in the last phase, like a file's data.
+                Action::Symlink {
+                    ref src, change, ..
+                }
+                | Action::Special {
+                    ref src, change, ..
+                } if !self.dry_run && is_linked(src, &self.plan_opts) => {
+                    touched |= change.new || change.checksum;
+                    linked.push(action);
+                }
+                // A hard-linked name whose attributes are due: fixed in
+                // the last phase, where the group's names are known, and
+                // so whether its inode has links the tree does not explain.
+                Action::Attrs { ref src, .. }
+                    if !self.dry_run && is_linked(src, &self.plan_opts) =>
+                {
+                    linked.push(action);
+                }
+                Action::Copy { src, dst, change }
+                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
+                {
+                    touched = true;
+                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    cx.spawn(Task::BigFile {
+                        rel: rel.clone(),
+                        src,
+                        dst,
+                        change,
+                        attempt: 0,
+                        at,
+                    });
+                }
+                // Compared chunk by chunk by any worker (a dry run has
+                // nowhere to record a difference: compared whole, below).
+                Action::Compare { src, dst, change }
+                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
+                {
+                    touched = true;
+                    cx.spawn(Task::CompareBig {
+                        rel: rel.clone(),
+                        src,
+                        dst,
+                        change,
+                        at,
+                    });
+                }
+                Action::Copy { ref src, .. } | Action::Compare { ref src, .. } if !self.dry_run => {
+                    touched = true;
+                    if matches!(action, Action::Copy { .. }) {
+                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    }
+                    batch.bytes += src.size;
+                    batch.actions.push(action);
+                    if batch.actions.len() >= self.batch_files || batch.bytes >= self.batch_bytes {
+                        let actions = std::mem::take(&mut batch.actions);
+                        batch.bytes = 0;
+                        cx.spawn(Task::Files {
+                            rel: rel.clone(),
+                            actions,
+                            fresh,
+                            at,
+                        });
+                    }
+                }
+                other => touched |= self.act_inline(rel, src_dir, dst, other, cx),
+            }
+        }
+        if !batch.actions.is_empty() {
+            cx.spawn(Task::Files {
+                rel: rel.clone(),
+                actions: batch.actions,
+                fresh,
+                at,
+            });
+        }
+        if !linked.is_empty()
+            && !self.quit.load(Ordering::Relaxed)
+            && let Err(e) = self.defer_linked(rel, at, &linked)
+        {
+            for a in &linked {
+                if let Action::Copy { src, .. } | Action::Attrs { src, .. } = a {
+                    self.fail(&rel.join(&src.name), true, Op::Link, clone_err(&e));
+                }
+            }
+        }
+        touched
+    }
+
+    /// Removes the target entry `old` (recursively), itemized as rsync
+    /// does; false, reported, when it (or part of it) stays.
+    pub(super) fn delete_entry(
+        &self,
+        rel: &RelPath,
+        dir: Option<&Dir>,
+        old: &Entry,
+        replaced: bool,
+    ) -> bool {
+        let path = rel.join(&old.name);
+        // rsync does not itemize the entry a type change replaces, only
+        // what a replaced directory held.
+        match dir {
+            Some(d) if self.itemize => self.itemize_tree(d, &path, old, !replaced),
+            _ if !replaced => self.itemize(path.clone(), None, old),
+            _ => {}
+        }
+        let removed = match dir {
+            Some(d) if !self.dry_run => match self.copier.remove(d, old) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.fail(&path, true, e.op, e.source);
+                    return false;
+                }
+            },
+            _ => 1,
+        };
+        Stats::bump(&self.stats.deleted, removed);
+        true
+    }
+
+    /// A type change without `--delete`/`--force`: removes the target
+    /// directory `old` only if it is empty (rsync refuses to delete a
+    /// non-empty one). Returns false, reporting why, when it stays.
+    pub(super) fn clear_empty_dir(&self, rel: &RelPath, dir: Option<&Dir>, old: &Entry) -> bool {
+        let Some(d) = dir else { return true };
+        let result = if self.dry_run {
+            d.open_dir(old.name.as_bytes())
+                .and_then(|sub| sub.names())
+                .and_then(|names| match names.is_empty() {
+                    true => Ok(()),
+                    false => Err(io::Error::from(io::ErrorKind::DirectoryNotEmpty)),
+                })
+        } else {
+            d.rmdir(old.name.as_bytes())
+        };
+        match result {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e)
+                if e.kind() == io::ErrorKind::DirectoryNotEmpty
+                    || e.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                let msg = "cannot delete non-empty directory in the way of the source entry \
+                           (--delete or --force replaces it)";
+                let err = io::Error::new(io::ErrorKind::DirectoryNotEmpty, msg);
+                self.fail(&rel.join(&old.name), true, Op::Remove, err);
+                false
+            }
+            Err(e) => {
+                self.fail(&rel.join(&old.name), true, Op::Remove, e);
+                false
+            }
+        }
+    }
+
+    /// The actions a directory task does itself. Returns whether the
+    /// directory's entries changed.
+    pub(super) fn act_inline(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dir: Option<&Dir>,
+        action: Action,
+        cx: &mut dyn TaskContext,
+    ) -> bool {
+        match action {
+            Action::Delete { dst, replaced } => {
+                self.delete_entry(rel, dir, &dst, replaced);
+                true
+            }
+            Action::Mkdir { src } => {
+                let path = rel.join(&src.name);
+                let mut made = None;
+                if let Some(d) = dir.filter(|_| !self.dry_run) {
+                    let from = Node::At(src_dir, &src.name);
+                    if let Err(e) = self.copier.make_dir(d, &src.name, &src, from) {
+                        self.fail(&path, true, e.op, e.source);
+                        return true;
+                    }
+                    // Its identity, for its own task (and every later one)
+                    // to find this directory and no other at its path:
+                    // taken through a handle on what stands at the name
+                    // now, which must be the directory just made (psync's
+                    // user's, 0700, empty): another one a user swapped in
+                    // meanwhile (theirs, someone's, or another of the run's
+                    // that already holds data) is refused.
+                    match fresh_dir_id(d, &src.name) {
+                        Ok(id) => made = Some(id),
+                        Err(e) => {
+                            self.fail(&path, true, Op::Mkdir, e);
+                            return true;
+                        }
+                    }
+                }
+                self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
+                Stats::bump(&self.stats.created, 1);
+                cx.spawn(Task::Dir {
+                    rel: path,
+                    src,
+                    dst: None,
+                    at: made,
+                });
+                true
+            }
+            Action::Copy { src, dst, change } => {
+                // Dry run: report what would be copied.
+                Stats::bump(&self.stats.bytes_to_copy, src.size);
+                self.count_change(dst.is_some() && !change.new);
+                self.itemize(rel.join(&src.name), Some(change), &src);
+                true
+            }
+            Action::Symlink { src, dst, change } | Action::Special { src, dst, change } => {
+                let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                self.replace_node(rel, src_dir, dir, &src, old, change);
+                true
+            }
+            Action::Attrs { src, change, dst } => self.fix_attrs(
+                Here { rel, src_dir, dir },
+                (&src, &dst),
+                change,
+                (1, Shared::Replace),
+            ),
+            Action::TooYoung { src } => {
+                Stats::bump(&self.stats.skipped_young, 1);
+                Stats::bump(&self.stats.done, 1);
+                self.emit(Event::Skipped {
+                    path: rel.join(&src.name),
+                    reason: "changed too recently (--min-age)".into(),
+                });
+                false
+            }
+            Action::Compare { src, dst, change } => {
+                // Dry run: compare now (reads only).
+                self.compare_file(rel, src_dir, (dir, None), &src, &dst, change);
+                false
+            }
+            Action::Descend { .. } => false,
+        }
+    }
+
+    /// Applies a directory's attributes after everything inside it is done.
+    pub(super) fn finish_dir(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
+        touched: bool,
+        cx: &mut dyn TaskContext,
+    ) {
+        if rel.is_root() {
+            // The last phases: deferred hard-link copies, then the link
+            // area's removal, each followed by this again.
+            if self.spawn_deferred_links(cx) || self.spawn_link_area_removal(cx) {
+                return self.defer(
+                    cx,
+                    Task::FinishDir {
+                        rel: rel.clone(),
+                        src: src.clone(),
+                        dst: dst.cloned(),
+                        touched,
+                        at,
+                    },
+                );
+            }
+            self.drop_link_area();
+        }
+        let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
+        let xattrs = self.xattr_source(dst, src);
+        let attrs = touched
+            || dst.is_none()
+            || change.is_some_and(|c| c.any())
+            || self.opens_up(dst)
+            // The root was touched by the run's probe or link area.
+            || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
+        if (attrs || xattrs) && !self.dry_run {
+            match self.apply_dir_attrs(rel, src, (dst, at), attrs, xattrs) {
+                Ok(report) => self.report_dropped(rel, &report),
+                Err((op, e)) => return self.fail(rel, true, op, e),
+            }
+            if self.flush.per_task()
+                && let Ok(d) = self.open_dst(rel)
+            {
+                self.sync_dir(rel, &d);
+            }
+        }
+        if dst.is_some() {
+            let counter = if change.is_some_and(|c| c.any()) {
+                &self.stats.attrs_updated
+            } else {
+                &self.stats.unchanged
+            };
+            Stats::bump(counter, u64::from(!rel.is_root()));
+        }
+        Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
+    }
+
+    /// Sets a finished directory's attributes (`attrs`: owner, mode, times)
+    /// and/or syncs its xattrs and ACLs from the source directory; an
+    /// xattr check alone does not rewrite the others.
+    pub(super) fn apply_dir_attrs(
+        &self,
+        rel: &RelPath,
+        src: &Entry,
+        (dst, at): (Option<&Entry>, Option<(u64, u64)>),
+        attrs: bool,
+        xattrs: bool,
+    ) -> Result<crate::xattr::XattrReport, (Op, io::Error)> {
+        let d = self.open_dst(rel).map_err(|e| (Op::OpenDir, e))?;
+        // One status for both: the identity check, and whether anything
+        // differs now.
+        let st = d.fstat().map_err(|e| (Op::OpenDir, e))?;
+        self.check_dir(rel, &st, dst, at)
+            .map_err(|e| (Op::OpenDir, e))?;
+        // A directory whose entries may have changed (a compared file) but
+        // whose owner, mode and times are right as it is now is left
+        // alone: setting them again would move its ctime for nothing.
+        let unchanged = || {
+            let now = Entry::from_stat(src.name.clone(), &st);
+            !attr_change(src, &now, &self.plan_opts).any()
+        };
+        let attrs = attrs && !(dst.is_some() && unchanged());
+        if !attrs && !xattrs {
+            return Ok(crate::xattr::XattrReport::default());
+        }
+        // The source directory is opened only to read its xattrs.
+        let src_dir = if xattrs {
+            self.src_root.open_beneath(rel).ok()
+        } else {
+            None
+        };
+        let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
+        let old = match dst {
+            Some(d) => Some(d.mode),
+            None if !self.copy_opts.preserve.perms => Some(
+                self.new_dir_mode(rel, &d, src)
+                    .map_err(|e| (Op::Chmod, e))?,
+            ),
+            None => None,
+        };
+        let (entry, opts) = self.attrs_for(src, old);
+        match (attrs, from) {
+            (false, Some(from)) => self.sync_xattrs_only(from, Node::Fd(d.fd())),
+            (_, from) => self.copier.set_attrs(Node::Fd(d.fd()), &entry, from, &opts),
+        }
+        .map_err(|e| (e.op, e.source))
+    }
+
+    /// Gives a directory this run created the source's default ACL (or
+    /// none) before anything is created in it, as rsync does: what its new
+    /// entries inherit (ACL entries, the mode mask) then comes from the
+    /// source, not from whatever the target's parents pass on.
+    pub(super) fn adopt_default_acl(&self, rel: &RelPath, src: &Dir, dst: &Dir) {
+        if !self.copy_opts.acls.on() {
+            return;
+        }
+        let name = crate::xattr::ACL_NAMES[1];
+        let (from, to) = (Node::Fd(src.fd()), Node::Fd(dst.fd()));
+        let done = match from.get(name) {
+            Ok(Some(acl)) => to.set(name, &acl),
+            Ok(None) => to.remove(name),
+            Err(e) => Err(e),
+        };
+        match done {
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) if self.stop_if_unwritable(rel, Op::Xattr, &e) => {}
+            Err(e) => self.warn(rel, true, Op::Xattr, &format!("default ACL: {e}")),
+            Ok(()) => {}
+        }
+    }
+
+    /// Without `perms`, the mode of a directory this run created, as
+    /// rsync gives it: the source's permission bits less what its parent
+    /// lets new entries keep (default ACL, or umask), plus a setgid bit it
+    /// inherited from a setgid parent ("make sure it stays on").
+    pub(super) fn new_dir_mode(&self, rel: &RelPath, dir: &Dir, src: &Entry) -> io::Result<u32> {
+        let allowed = match rel.split_last() {
+            Some((parent, _)) => {
+                let parent = self.open_dst(&parent)?;
+                crate::xattr::new_entry_perms(Node::Fd(parent.fd()))?
+            }
+            None => 0o777 & !crate::fs::umask(),
+        };
+        let setgid = dir.fstat()?.st_mode & 0o2000;
+        Ok(src.mode & 0o777 & allowed | setgid)
+    }
+}

@@ -1,0 +1,500 @@
+//! Small files: batches of copies to temporaries renamed into place,
+//! `--checksum` compares of small files, and the copy steps the large
+//! files share (open, fill, verify, publish).
+
+use super::{CopyFail, Engine, Filled, Here, Made, Shared, clone_err, read_back, source_changed};
+use crate::copy::Copier;
+use crate::durable::{MAX_STAGED, Ready, Staged};
+use crate::entry::{Entry, Kind, Name, RelPath};
+use crate::error::Op;
+use crate::event::Stats;
+use crate::fs::Dir;
+use crate::itemize::Change;
+use crate::plan::{Action, is_linked};
+use crate::xattr::Node;
+use std::io;
+use std::sync::atomic::Ordering;
+
+/// How one copy attempt may proceed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Attempt {
+    /// The mode of the target that exists under the name (it is replaced
+    /// by rename), if one does.
+    old: Option<u32>,
+    /// The target directory was created by this run (see `Task::Files`).
+    fresh_dir: bool,
+    /// Use the listing's metadata instead of a new `fstat` (first attempt).
+    trust_listing: bool,
+    /// Staged for a batch's flush: written but not published.
+    staged: bool,
+}
+
+impl Engine {
+    pub(super) fn run_files(
+        &self,
+        rel: &RelPath,
+        actions: Vec<Action>,
+        fresh: bool,
+        at: Option<(u64, u64)>,
+    ) {
+        let dirs = self
+            .src_root
+            .open_beneath(rel)
+            .map_err(|e| (false, e))
+            .and_then(|s| {
+                let d = self.open_dst_at(rel, at);
+                d.map(|d| (s, d)).map_err(|e| (true, e))
+            });
+        let (src_dir, dst_dir) = match dirs {
+            Ok(p) => p,
+            Err((on_target, e)) => {
+                for a in &actions {
+                    if let Action::Copy { src, .. } | Action::Compare { src, .. } = a {
+                        self.fail(&rel.join(&src.name), on_target, Op::OpenDir, clone_err(&e));
+                    }
+                }
+                return;
+            }
+        };
+        // Batched flushes: copies wait here for one `syncfs` before
+        // their names are published.
+        let mut staged = self.flush.stages().then(Vec::new);
+        for action in actions {
+            if self.quit.load(Ordering::Relaxed) {
+                return self.discard_staged(&dst_dir, staged.unwrap_or_default());
+            }
+            match action {
+                // Hard-linked paths never come here: `act` defers them.
+                Action::Copy { src, dst, change } => {
+                    let old = dst.filter(|_| !change.new).map(|d| d.mode);
+                    let how = (old, fresh, change);
+                    self.copy_file(rel, &src_dir, &dst_dir, &src, how, staged.as_mut());
+                }
+                Action::Compare { src, dst, change } => {
+                    self.compare_file(rel, &src_dir, (Some(&dst_dir), at), &src, &dst, change);
+                }
+                _ => {}
+            }
+            if let Some(s) = staged.as_mut().filter(|s| s.len() >= MAX_STAGED) {
+                self.publish_staged(&dst_dir, s);
+            }
+        }
+        if let Some(s) = staged.as_mut() {
+            self.publish_staged(&dst_dir, s);
+        }
+        // The names linked and renamed into place.
+        self.sync_dir(rel, &dst_dir);
+    }
+
+    /// `--checksum`: compares the contents of two files of equal size
+    /// (both read at once), then copies or only fixes attributes.
+    pub(super) fn compare_file(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        (dir, at): (Option<&Dir>, Option<(u64, u64)>),
+        src: &Entry,
+        dst: &Entry,
+        change: Change,
+    ) {
+        let path = rel.join(&src.name);
+        let same = match dir {
+            Some(d) => match self.contents_equal(src_dir, d, src, (0, src.size)) {
+                Ok(same) => same,
+                Err((on_target, e)) => return self.fail(&path, on_target, Op::Verify, e),
+            },
+            None => false,
+        };
+        if same && is_linked(src, &self.plan_opts) && !self.dry_run {
+            // Its attributes are fixed in the last phase, where the
+            // group's names (and so its inode's links) are known.
+            let fix = Action::Attrs {
+                src: src.clone(),
+                dst: dst.clone(),
+                change,
+            };
+            if let Err(e) = self.defer_linked(rel, at, &[fix]) {
+                self.fail(&path, true, Op::Link, e);
+            }
+            return;
+        }
+        if same {
+            self.fix_attrs(
+                Here { rel, src_dir, dir },
+                (src, dst),
+                change,
+                (1, Shared::Replace),
+            );
+            return;
+        }
+        let change = Change {
+            transfer: true,
+            checksum: true,
+            ..change
+        };
+        match dir {
+            Some(d) if !self.dry_run => {
+                if is_linked(src, &self.plan_opts) {
+                    self.copy_linked(rel, src_dir, d, src, Some(dst), change);
+                } else {
+                    self.copy_file(rel, src_dir, d, src, (Some(dst.mode), false, change), None);
+                }
+            }
+            _ => {
+                self.itemize(path, Some(change), src);
+                self.count_change(true);
+            }
+        }
+    }
+
+    /// Copies one regular file to a temporary and renames it into place,
+    /// retrying when the source changes under the copy. `how` is the mode
+    /// of the target it replaces, whether the directory is new (see
+    /// `Task::Files`) and what changed. With `batch`, the finished copy
+    /// is staged there for the batch's flush instead of published.
+    pub(crate) fn copy_file(
+        &self,
+        rel: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        listed: &Entry,
+        (old, fresh_dir, change): (Option<u32>, bool, Change),
+        batch: Option<&mut Vec<Staged>>,
+    ) {
+        let path = rel.join(&listed.name);
+        for attempt in 0..=self.retries {
+            if self.quit.load(Ordering::Relaxed) {
+                return;
+            }
+            // A retry re-reads the source's state instead of trusting the listing.
+            let how = Attempt {
+                old,
+                fresh_dir,
+                trust_listing: attempt == 0,
+                staged: batch.is_some(),
+            };
+            match self.copy_once(&path, src_dir, dst_dir, listed, how) {
+                Ok(Some((ready, filled))) => {
+                    let Some(batch) = batch else {
+                        return match self.publish(dst_dir, &listed.name, ready) {
+                            Ok(()) => self.copied(path, listed, old, change, filled),
+                            Err(CopyFail::Failed { on_target, op, err }) => {
+                                self.fail(&path, on_target, op, err);
+                            }
+                            Err(CopyFail::Vanished | CopyFail::Interrupted) => {}
+                        };
+                    };
+                    let listed = listed.clone();
+                    return batch.push(Staged {
+                        path,
+                        listed,
+                        old,
+                        change,
+                        ready,
+                        filled,
+                    });
+                }
+                Ok(None) => Stats::bump(&self.stats.changed_during_copy, 1),
+                Err(CopyFail::Vanished) => {
+                    Stats::bump(&self.stats.done, 1);
+                    return self.warn(&path, false, Op::Open, "vanished before it could be copied");
+                }
+                Err(CopyFail::Interrupted) => return,
+                Err(CopyFail::Failed { on_target, op, err }) => {
+                    return self.fail(&path, on_target, op, err);
+                }
+            }
+        }
+        self.fail(
+            &path,
+            false,
+            Op::CopyData,
+            io::Error::other("changed during copy; not replaced"),
+        );
+    }
+
+    /// Counts and itemizes a file whose copy is in place.
+    pub(crate) fn copied(
+        &self,
+        path: RelPath,
+        listed: &Entry,
+        old: Option<u32>,
+        change: Change,
+        filled: Filled,
+    ) {
+        self.count_filled(filled);
+        self.itemize(path, Some(change), listed);
+        self.count_change(old.is_some());
+    }
+
+    /// One attempt: the finished copy, flushed when the run flushes per
+    /// file, not yet at its name. `Ok(None)`: the source changed during
+    /// the copy (nothing left behind).
+    ///
+    /// A new target is written to an unnamed file (`O_TMPFILE`) to be
+    /// linked at its name: one directory operation instead of create +
+    /// rename, and a crash leaves nothing behind. An existing target is
+    /// replaced by a named temporary to be renamed over it.
+    pub(super) fn copy_once(
+        &self,
+        path: &RelPath,
+        src_dir: &Dir,
+        dst_dir: &Dir,
+        listed: &Entry,
+        how: Attempt,
+    ) -> Result<Option<(Ready, Filled)>, CopyFail> {
+        let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
+        let result = self.copy_open(path, &src, &cur, dst_dir, how);
+        // Read once (the hash was taken as it was copied): its pages are
+        // better used for the target's (ADR 006).
+        self.drop_cached(&src, 0, None);
+        result
+    }
+
+    /// [`Engine::copy_once`] with the source open.
+    pub(super) fn copy_open(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        cur: &Entry,
+        dst_dir: &Dir,
+        how: Attempt,
+    ) -> Result<Option<(Ready, Filled)>, CopyFail> {
+        if how.old.is_none()
+            && let Some(out) = self
+                .copier
+                .create_unnamed(dst_dir, cur, src)
+                .map_err(CopyFail::target)?
+        {
+            let made = Made {
+                fresh: how.fresh_dir,
+                old: None,
+            };
+            let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
+                return Ok(None);
+            };
+            self.sync_file(&out, how.staged)?;
+            return Ok(Some((Ready::Unnamed(out), filled)));
+        }
+        let tmp = self.temp_name();
+        let written = self.write_temp(path, src, cur, (dst_dir, &tmp), how)?;
+        Ok(written.map(|(filled, out)| (Ready::Named(tmp, out), filled)))
+    }
+
+    /// Puts a finished copy at its name: an unnamed file is linked there
+    /// (a name created meanwhile is replaced), a temporary renamed over it.
+    /// Nothing is put in place once the run is stopping (its temporary is
+    /// removed, the old target kept).
+    pub(crate) fn publish(&self, dir: &Dir, name: &Name, ready: Ready) -> Result<(), CopyFail> {
+        if let Err(stop) = self.not_stopped() {
+            self.discard_ready(dir, ready);
+            return Err(stop);
+        }
+        let out = match ready {
+            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name),
+            Ready::Unnamed(out) => out,
+        };
+        match dir.link_fd(&out, name.as_bytes()) {
+            Ok(()) => Ok(()),
+            // Someone created the name meanwhile: replace it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = self.temp_name();
+                dir.link_fd(&out, tmp.as_bytes())
+                    .map_err(|e| CopyFail::target_io(Op::Link, e))?;
+                self.rename_into_place(dir, &tmp, name)
+            }
+            Err(e) => Err(CopyFail::target_io(Op::Link, e)),
+        }
+    }
+
+    /// Counts a file copy that ended in a finished target: its strategy,
+    /// and its bytes (only those: an abandoned copy's bytes are not).
+    pub(crate) fn count_filled(&self, filled: Filled) {
+        self.count_strategy(filled.strategy);
+        Stats::bump(&self.stats.bytes_copied, filled.bytes);
+    }
+
+    /// Renames a finished temporary over `name`; on any failure, or when
+    /// the run is stopping, the temporary is removed and the old target kept.
+    pub(super) fn rename_into_place(
+        &self,
+        dir: &Dir,
+        tmp: &Name,
+        name: &Name,
+    ) -> Result<(), CopyFail> {
+        if let Err(stop) = self.not_stopped() {
+            let _ = dir.unlink(tmp.as_bytes());
+            return Err(stop);
+        }
+        dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| {
+            let _ = dir.unlink(tmp.as_bytes());
+            CopyFail::target_io(Op::Rename, e)
+        })
+    }
+
+    /// Drops `len` bytes (`None`: to the end) of a file from the page
+    /// cache at `offset`, unless the run keeps them: a migration reads them
+    /// once (the hash is taken as they are copied), and the pages freed are
+    /// the ones the target's writes take next (ADR 005, 006). Only clean
+    /// pages that no process maps go, so a failure costs nothing but memory.
+    pub(crate) fn drop_cached(
+        &self,
+        f: &std::fs::File,
+        offset: u64,
+        len: Option<std::num::NonZeroU64>,
+    ) {
+        if self.drop_source_cache {
+            let _ = rustix::fs::fadvise(f, offset, len, rustix::fs::Advice::DontNeed);
+        }
+    }
+
+    /// Opens the source file; its metadata is the listing's when
+    /// `trust_listing` (the check after the copy catches any change since,
+    /// a changed type included), else taken now.
+    pub(crate) fn open_source(
+        &self,
+        src_dir: &Dir,
+        listed: &Entry,
+        trust_listing: bool,
+    ) -> Result<(std::fs::File, Entry), CopyFail> {
+        let name = &listed.name;
+        let src = src_dir
+            .open_read(name.as_bytes())
+            .map_err(|e| CopyFail::source(Op::Open, e))?;
+        if trust_listing {
+            return Ok((src, listed.clone()));
+        }
+        let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+        let cur = Entry::from_stat(name.clone(), &before);
+        if cur.kind != Kind::File {
+            // Replaced by something else since the listing: the next run handles it.
+            return Err(CopyFail::source(
+                Op::Open,
+                io::Error::other("no longer a regular file"),
+            ));
+        }
+        Ok((src, cur))
+    }
+
+    /// Copies the open source into a new file `out_name` in `out_dir` with
+    /// its attributes, flushed unless `staged` for a batch's flush.
+    /// `Ok(None)`: the source changed during the copy. On any outcome but
+    /// success the new file is removed.
+    fn write_temp(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        cur: &Entry,
+        (out_dir, out_name): (&Dir, &Name),
+        how: Attempt,
+    ) -> Result<Option<(Filled, std::fs::File)>, CopyFail> {
+        let out = self
+            .copier
+            .create(out_dir, out_name, cur, src)
+            .map_err(CopyFail::target)?;
+        let (old, staged) = (how.old, how.staged);
+        let old = old.or_else(|| self.new_file_mode(out_dir, cur));
+        let mut result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
+        if let Ok(Some(_)) = result
+            && let Err(e) = self.sync_file(&out, staged)
+        {
+            result = Err(e);
+        }
+        match result {
+            Ok(Some(filled)) => Ok(Some((filled, out))),
+            other => {
+                drop(out);
+                let _ = out_dir.unlink(out_name.as_bytes());
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Data and attributes, then the check that the source did not change
+    /// meanwhile (`Ok(None)` if it did).
+    pub(crate) fn fill_checked(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        out: &std::fs::File,
+        cur: &Entry,
+        made: Made,
+    ) -> Result<Option<Filled>, CopyFail> {
+        let filled = match self.fill(path, src, out, cur, made) {
+            // Shorter than when the copy started: a change during the copy
+            // (retried) when its status says so, as a grown file is.
+            Err(f) if f.is_short_read() => {
+                return match source_changed(src, cur)? {
+                    true => Ok(None),
+                    false => Err(f),
+                };
+            }
+            r => r?,
+        };
+        Ok((!source_changed(src, cur)?).then_some(filled))
+    }
+
+    /// Data, then attributes, of an open temporary.
+    pub(super) fn fill(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        out: &std::fs::File,
+        cur: &Entry,
+        made: Made,
+    ) -> Result<Filled, CopyFail> {
+        let job = crate::copy::DataJob {
+            src,
+            dst: out,
+            entry: cur,
+            offset: 0,
+            len: cur.size,
+            opts: &self.copy_opts,
+            hash: self.verify,
+        };
+        let copied = self
+            .copier
+            .copy_data(&job, &self.quit)
+            .map_err(CopyFail::data)?;
+        self.verify_written(out, &copied)?;
+        use std::os::fd::AsFd;
+        let from = self
+            .xattr_source(None, cur)
+            .then_some(Node::Fd(src.as_fd()));
+        let (attrs, mut opts) = self.attrs_for(cur, made.old);
+        opts.fresh = made.fresh;
+        let report = self
+            .copier
+            .set_attrs(Node::Fd(out.as_fd()), &attrs, from, &opts)
+            .map_err(CopyFail::target)?;
+        self.report_dropped(path, &report);
+        Ok(Filled {
+            strategy: copied.strategy,
+            bytes: copied.bytes,
+        })
+    }
+
+    /// Reads back what a copy wrote and compares it with the hash of what
+    /// it read (when the copier hashed: verification on, not a reflink).
+    pub(crate) fn verify_written(
+        &self,
+        out: &std::fs::File,
+        copied: &crate::copy::Copied,
+    ) -> Result<(), CopyFail> {
+        let Some(want) = copied.hash else {
+            return Ok(());
+        };
+        let got =
+            read_back(out, &copied.segments).map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        if got != want {
+            return Err(CopyFail::target_io(
+                Op::Verify,
+                io::Error::other(
+                    "verification failed: the data read back differs from the data copied; target left unchanged",
+                ),
+            ));
+        }
+        Stats::bump(&self.stats.verified, 1);
+        Ok(())
+    }
+}

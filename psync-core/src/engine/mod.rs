@@ -1,0 +1,575 @@
+//! The engine: runs the tasks of a run, on whichever engine of the run
+//! they reach (ADR 001, 011).
+//!
+//! A directory task lists both sides, plans, does the cheap actions itself
+//! (deletions, mkdir, symlinks, specials, attribute fixes), spawns its
+//! subdirectories and batches of file copies, and defers its own finish,
+//! which applies the directory's attributes once everything inside it is
+//! done. File copies go to a temporary name and are renamed into place only
+//! when complete.
+//!
+//! One module per task family, all `impl Engine`:
+//! - `dirs`: directory tasks and their finish;
+//! - `files`: batches of small files and the copy steps others share;
+//! - `bigfile`: large files in chunks, their part files and journals;
+//! - `compare`: `--checksum` of large files, in chunks;
+//! - `links`: hard-link groups and the link area;
+//! - `attrs`: attributes, xattrs and ACLs of target entries;
+//! - `temps`: psync's own names found on the target.
+//!
+//! This module holds the engine itself, task dispatch, reporting, and what
+//! the families share ([`Here`], `Made`, `Filled`, `CopyFail`). Every change
+//! to a target entry goes through the [`Copier`].
+
+mod attrs;
+pub(crate) mod bigfile;
+pub(crate) mod compare;
+mod dirs;
+mod files;
+pub(crate) mod links;
+mod temps;
+
+use crate::copy::{Copier, CopyOptions, Strategy};
+use crate::entry::{Entry, Name, RelPath};
+use crate::error::{Error, Op};
+use crate::event::{Event, Stats};
+use crate::fs::Dir;
+use crate::itemize::Change;
+use crate::plan::{PlanOptions, Planner};
+use crate::task::Task;
+use crate::transport::{Outcome, TaskContext, TaskRunner};
+use crate::walk::Walker;
+use crossbeam_channel::Sender;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Prefix of every temporary name psync creates on a target.
+pub const TEMP_PREFIX: &str = ".psync-tmp.";
+
+/// Everything a worker needs to run tasks of one run. Built only by
+/// [`Engine::from_spec`], from the run's [`crate::RunSpec`] and what the
+/// process running it provides ([`crate::EngineContext`]): by
+/// [`crate::Syncer::run`] for its own threads, and the same way by any
+/// other process that takes part in the run.
+pub struct Engine {
+    pub(crate) src_root: Dir,
+    pub(crate) dst_root: Option<Dir>,
+    /// Device of the source root as this process sees it (`-x` stays on it).
+    pub(crate) src_dev: u64,
+    pub(crate) src_path: PathBuf,
+    pub(crate) dst_path: PathBuf,
+    pub(crate) copier: Arc<dyn Copier>,
+    pub(crate) walker: Arc<dyn Walker>,
+    pub(crate) planner: Arc<dyn Planner>,
+    pub(crate) plan_opts: PlanOptions,
+    pub(crate) copy_opts: CopyOptions,
+    pub(crate) dry_run: bool,
+    pub(crate) itemize: bool,
+    pub(crate) events: Option<Sender<Event>>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) quit: Arc<AtomicBool>,
+    pub(crate) run_id: u64,
+    pub(crate) nonce: u32,
+    /// The run's secret key: the names of its private entries on the
+    /// target (temporaries, link area, markers) are derived from it, so
+    /// no other user can predict them before they exist (ADR 010).
+    pub(crate) secret: [u64; 2],
+    pub(crate) seq: AtomicU64,
+    pub(crate) batch_files: usize,
+    pub(crate) batch_bytes: u64,
+    pub(crate) retries: u32,
+    /// Verify copied data by reading it back.
+    pub(crate) verify: bool,
+    /// The run wrote to the target root before its tasks (a probe file).
+    pub(crate) root_touched: bool,
+    /// Files larger than this are copied in chunks of this size.
+    pub(crate) chunk_size: u64,
+    /// Large files at least this big resume from their journal.
+    pub(crate) resume_threshold: u64,
+    /// Drop copied files' source pages from the page cache (ADR 005, 006).
+    pub(crate) drop_source_cache: bool,
+    /// When results reach stable storage (`--fsync`, ADR 009).
+    pub(crate) flush: crate::durable::Flush,
+    /// The run's hard-link area as this engine opened it: made by
+    /// whichever engine of the run needs it first, found on the target by
+    /// the others (`find_link_area`). A handle only: what the area holds
+    /// is on the target (ADR 011).
+    pub(crate) links: std::sync::OnceLock<Result<crate::engine::links::LinkArea, i32>>,
+    /// Set once when a target write of this engine finds the target full
+    /// or read-only: the run stops (see `stop.rs`) through the quit flag;
+    /// the report takes the reason from whichever engine set it.
+    pub(crate) stopped: std::sync::OnceLock<crate::stop::Stopped>,
+    /// Part files this engine started filling (directory, source
+    /// version), removed by it when the run stops before their finish.
+    /// Per process by design: a part whose finish ran on another engine
+    /// is gone by then (removing its name again does nothing), and what a
+    /// dead worker leaves the next run removes.
+    pub(crate) open_parts: std::sync::Mutex<Vec<(RelPath, Entry)>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("src", &self.src_path)
+            .field("dst", &self.dst_path)
+            .field("copier", &self.copier.name())
+            .field("run_id", &format_args!("{:016x}", self.run_id))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskRunner for Engine {
+    /// Runs one task. [`Outcome::Abandoned`] when the quit flag is set
+    /// before it starts or by the time it returns: a task that saw the
+    /// flag may have returned early anywhere (a copy interrupted, a
+    /// listing cut short, a finish skipped), and one that did not is
+    /// safe to run again, so a task that ends with the run stopping is
+    /// never acknowledged as done.
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
+        if self.quit.load(Ordering::Relaxed) {
+            return Outcome::Abandoned;
+        }
+        self.run_task(task, cx);
+        if self.quit.load(Ordering::Relaxed) {
+            Outcome::Abandoned
+        } else {
+            Outcome::Done
+        }
+    }
+
+    fn run_id(&self) -> u64 {
+        self.run_id
+    }
+}
+
+impl Engine {
+    fn run_task(&self, task: Task, cx: &mut dyn TaskContext) {
+        match task {
+            Task::Dir { rel, src, dst, at } => self.run_dir(&rel, &src, (dst.as_ref(), at), cx),
+            Task::Files {
+                rel,
+                actions,
+                fresh,
+                at,
+            } => self.run_files(&rel, actions, fresh, at),
+            Task::BigFile {
+                rel,
+                src,
+                dst,
+                change,
+                attempt,
+                at,
+            } => self.big_file(&rel, &src, dst, (change, attempt, at), cx),
+            Task::Chunk {
+                rel,
+                src,
+                index,
+                at,
+            } => self.chunk(&rel, &src, index, at),
+            Task::FinishFile {
+                rel,
+                src,
+                dst,
+                change,
+                attempt,
+                kept,
+                at,
+            } => {
+                let how = crate::engine::bigfile::Finish {
+                    change,
+                    attempt,
+                    kept,
+                    at,
+                };
+                self.finish_file(&rel, &src, dst.as_ref(), how, cx)
+            }
+            Task::FinishDir {
+                rel,
+                src,
+                dst,
+                touched,
+                at,
+            } => self.finish_dir(&rel, &src, (dst.as_ref(), at), touched, cx),
+            Task::Links { rel, actions, at } => self.run_links(&rel, actions, at),
+            Task::DropLinks { bucket, .. } => self.drop_link_bucket(&bucket),
+            Task::LinkSlots { from, to, .. } => self.run_link_slots(from, to, cx),
+            Task::CompareBig {
+                rel,
+                src,
+                dst,
+                change,
+                at,
+            } => self.compare_big(&rel, src, dst, (change, at), cx),
+            Task::CompareChunk {
+                rel,
+                src,
+                index,
+                at,
+            } => self.compare_chunk(&rel, &src, index, at),
+            Task::FinishCompare {
+                rel,
+                src,
+                dst,
+                change,
+                at,
+            } => self.finish_compare(&rel, src, dst, (change, at), cx),
+        }
+    }
+}
+
+/// Where an action on an entry happens: its directory's path from the
+/// roots, the source directory, and the target directory (none in a dry
+/// run of a directory the run would make).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Here<'a> {
+    pub(crate) rel: &'a RelPath,
+    pub(crate) src_dir: &'a Dir,
+    pub(crate) dir: Option<&'a Dir>,
+}
+
+/// The target a copy fills, for its attributes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Made {
+    /// Made unnamed in a directory this run created (`CopyOptions::fresh`).
+    pub(crate) fresh: bool,
+    /// The mode of the target it replaces, if any (`--no-perms` keeps it).
+    pub(crate) old: Option<u32>,
+}
+
+/// What a finished fill wrote: how, and how many bytes of data. Counted
+/// (bytes copied) only when the target it filled is in place.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Filled {
+    pub(crate) strategy: Strategy,
+    pub(crate) bytes: u64,
+}
+
+impl Engine {
+    // ----- reporting -------------------------------------------------------
+
+    /// [`TaskContext::defer`]; a second deferred task of one task (a
+    /// bug) panics in debug builds, and otherwise is reported as a
+    /// failure of the task's directory (its work is not done).
+    pub(crate) fn defer(&self, cx: &mut dyn TaskContext, task: Task) {
+        if let Err(e) = cx.defer(task) {
+            debug_assert!(false, "{e}");
+            let rel = e.0.rel().clone();
+            self.fail(&rel, true, Op::Transport, io::Error::other(e.to_string()));
+        }
+    }
+
+    pub(crate) fn emit(&self, ev: Event) {
+        let Some(tx) = &self.events else { return };
+        // A frontend that stopped listening must not stop the run, and a
+        // stalled one must not keep it from stopping: block for room only
+        // until the quit flag is set.
+        let mut ev = ev;
+        loop {
+            match tx.send_timeout(ev, std::time::Duration::from_millis(100)) {
+                Ok(()) | Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                    if self.quit.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    ev = back;
+                }
+            }
+        }
+    }
+
+    pub(crate) fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
+        if self.itemize {
+            let link = entry
+                .link
+                .as_ref()
+                .map(|l| RelPath::from_bytes(l.as_bytes()));
+            self.emit(Event::Itemize {
+                path,
+                change,
+                kind: entry.kind,
+                link,
+            });
+        }
+    }
+
+    /// Reports a failed entry: counted, sent as an event with the full path.
+    pub(crate) fn fail(&self, rel: &RelPath, on_target: bool, op: Op, err: io::Error) {
+        self.report(rel, on_target, op, err, true);
+    }
+
+    /// Sends an error event; `count` also counts the entry as failed and
+    /// done (a chunk's error is counted once, by its file's finish).
+    pub(crate) fn report(
+        &self,
+        rel: &RelPath,
+        on_target: bool,
+        op: Op,
+        err: io::Error,
+        count: bool,
+    ) {
+        if on_target && self.stop_if_unwritable(rel, op, &err) {
+            return;
+        }
+        let base = if on_target {
+            &self.dst_path
+        } else {
+            &self.src_path
+        };
+        let errno = err.raw_os_error();
+        let e = Error::new(op, rel.under(base), err);
+        if count {
+            Stats::bump(&self.stats.failed, 1);
+            Stats::bump(&self.stats.done, 1);
+        }
+        self.emit(Event::Error {
+            path: rel.clone(),
+            op,
+            side: crate::event::Side::of(on_target),
+            errno,
+            message: e.to_string(),
+        });
+    }
+
+    pub(crate) fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
+        let base = if on_target {
+            &self.dst_path
+        } else {
+            &self.src_path
+        };
+        Stats::bump(&self.stats.warnings, 1);
+        self.emit(Event::Warning {
+            path: rel.clone(),
+            op,
+            message: format!("{op} {}: {message}", rel.under(base).display()),
+        });
+    }
+
+    // ----- the target -----------------------------------------------------
+
+    pub(crate) fn open_dst(&self, rel: &RelPath) -> io::Result<Dir> {
+        match &self.dst_root {
+            Some(root) => root.open_beneath(rel),
+            None => Err(io::Error::from(io::ErrorKind::NotFound)),
+        }
+    }
+
+    /// [`Engine::open_dst`] of a directory a task saw before: it must
+    /// still be the directory `at` (device, inode) — a user who can rename
+    /// in its parent may have put another one (someone's) at its path.
+    pub(crate) fn open_dst_at(&self, rel: &RelPath, at: Option<(u64, u64)>) -> io::Result<Dir> {
+        let d = self.open_dst(rel)?;
+        match at {
+            Some(at) if dir_id(&d)? != at => Err(replaced_dir()),
+            _ => Ok(d),
+        }
+    }
+
+    pub(crate) fn count_change(&self, existed: bool) {
+        Stats::bump(
+            if existed {
+                &self.stats.updated
+            } else {
+                &self.stats.created
+            },
+            1,
+        );
+        Stats::bump(&self.stats.done, 1);
+    }
+
+    // ----- counting and names -----------------------------------------------
+
+    /// `Err(Interrupted)` once the run is stopping: a finished temporary
+    /// is then not put in place (nothing changes after a stop).
+    pub(crate) fn not_stopped(&self) -> Result<(), CopyFail> {
+        match self.quit.load(Ordering::Relaxed) {
+            true => Err(CopyFail::Interrupted),
+            false => Ok(()),
+        }
+    }
+
+    pub(crate) fn count_strategy(&self, s: Strategy) {
+        let c = match s {
+            Strategy::Reflink => &self.stats.by_reflink,
+            Strategy::CopyRange => &self.stats.by_copy_range,
+            Strategy::Sendfile => &self.stats.by_sendfile,
+            Strategy::ReadWrite => &self.stats.by_read_write,
+            Strategy::Direct => &self.stats.by_direct,
+            Strategy::Mapped => &self.stats.by_mapped,
+            Strategy::Empty => return,
+        };
+        Stats::bump(c, 1);
+    }
+
+    /// A fresh temporary name: the run id (so later runs know it is
+    /// stale), then a tag no other user can predict from the names they
+    /// saw (see [`Engine::private_name`]) of this engine's nonce and a
+    /// counter. Fits in any NAME_MAX.
+    pub(crate) fn temp_name(&self) -> Name {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.private_name(b"tmp", u64::from(self.nonce) << 40 ^ n, "")
+    }
+
+    /// `.psync-tmp.<run>.<tag><suffix>`, where the tag is SipHash-2-4 of
+    /// `what` and `n` under the run's secret key: the same on every engine
+    /// of the run, unpredictable to anyone without the key.
+    pub(crate) fn private_name(&self, what: &[u8], n: u64, suffix: &str) -> Name {
+        use std::hash::Hasher;
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new_with_keys(self.secret[0], self.secret[1]);
+        h.write(what);
+        h.write_u64(n);
+        let tag = h.finish();
+        Name(format!("{TEMP_PREFIX}{:016x}.{tag:016x}{suffix}", self.run_id).into_bytes())
+    }
+}
+
+/// A directory's device and inode.
+pub(crate) fn dir_id(d: &Dir) -> io::Result<(u64, u64)> {
+    let st = d.fstat()?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((st.st_dev as u64, st.st_ino as u64))
+}
+
+/// The identity of the directory `name` of `dir` that this process has
+/// just made: what stands at the name must be a directory of its
+/// effective user, mode 0700 (as made), and empty.
+fn fresh_dir_id(dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
+    let d = dir.open_dir(name.as_bytes())?;
+    let st = d.fstat()?;
+    if let Some(why) = crate::engine::links::not_private(&st, libc::S_IFDIR, 0o700) {
+        return Err(io::Error::other(format!(
+            "the directory at this name is not the one just made ({why}): nothing done in it"
+        )));
+    }
+    if !d.names()?.is_empty() {
+        return Err(io::Error::other(
+            "the directory at this name is not the one just made (it holds entries): nothing done in it",
+        ));
+    }
+    dir_id(&d)
+}
+
+/// The error for a target directory found replaced at its path.
+pub(crate) fn replaced_dir() -> io::Error {
+    io::Error::other(
+        "another directory stands at this path than the one the run listed (renamed there during the run): nothing done in it",
+    )
+}
+
+/// The process's effective uid: the owner of everything psync makes.
+pub(crate) fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// The run id inside a temporary's name, if `name` is one of ours.
+pub fn temp_run_id(name: &Name) -> Option<u64> {
+    let rest = name.as_bytes().strip_prefix(TEMP_PREFIX.as_bytes())?;
+    let (id, tail) = rest.split_at_checked(16)?;
+    if tail.first() != Some(&b'.') {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(id).ok()?, 16).ok()
+}
+
+/// What [`Engine::fix_attrs`] does with a target whose inode has more
+/// names than the run accounts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shared {
+    /// Replace it with a copy of the source (its other names keep the
+    /// old inode).
+    Replace,
+    /// Leave it alone, reported as a failure.
+    Refuse,
+}
+
+pub(crate) enum CopyFail {
+    Vanished,
+    Interrupted,
+    Failed {
+        on_target: bool,
+        op: Op,
+        err: io::Error,
+    },
+}
+
+impl CopyFail {
+    pub(crate) fn source(op: Op, err: io::Error) -> CopyFail {
+        if err.kind() == io::ErrorKind::NotFound && op == Op::Open {
+            return CopyFail::Vanished;
+        }
+        CopyFail::Failed {
+            on_target: false,
+            op,
+            err,
+        }
+    }
+    pub(crate) fn target(e: crate::copy::StepError) -> CopyFail {
+        CopyFail::Failed {
+            on_target: true,
+            op: e.op,
+            err: e.source,
+        }
+    }
+    pub(crate) fn target_io(op: Op, err: io::Error) -> CopyFail {
+        CopyFail::Failed {
+            on_target: true,
+            op,
+            err,
+        }
+    }
+    /// A copier's data-copy error, blamed on the side its operation names:
+    /// reading the source (`Op::Read`), else the target.
+    pub(crate) fn data(e: crate::copy::StepError) -> CopyFail {
+        match e.op {
+            _ if e.source.kind() == io::ErrorKind::Interrupted => CopyFail::Interrupted,
+            Op::Read => CopyFail::source(Op::Read, e.source),
+            _ => CopyFail::target(e),
+        }
+    }
+    /// True for a source that ended before its listed size.
+    pub(crate) fn is_short_read(&self) -> bool {
+        matches!(self, CopyFail::Failed { on_target: false, op: Op::Read, err }
+            if err.kind() == io::ErrorKind::UnexpectedEof)
+    }
+}
+
+/// True when the open source's status differs from `cur` (kind, size,
+/// mtime or ctime): it changed since `cur` was taken.
+pub(crate) fn source_changed(src: &std::fs::File, cur: &Entry) -> Result<bool, CopyFail> {
+    let st = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
+    let now = Entry::from_stat(cur.name.clone(), &st);
+    Ok((now.kind, now.size, now.mtime, now.ctime) != (cur.kind, cur.size, cur.mtime, cur.ctime))
+}
+
+fn clone_err(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// The hash of `segments` of `out` as its storage returns them: what a
+/// copy left in the page cache is written back and dropped first
+/// ([`crate::verify::write_back_and_drop`]), then read direct where the
+/// file system allows (large aligned requests; data written direct was
+/// never cached), buffered otherwise.
+pub(crate) fn read_back(out: &std::fs::File, segments: &[(u64, u64)]) -> io::Result<u128> {
+    crate::verify::write_back_and_drop(out, segments)?;
+    crate::verify::hash_segments_direct(out, segments)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_parse() {
+        let n = Name(format!("{TEMP_PREFIX}{:016x}.{:016x}.links", 0xabcu64, 7).into_bytes());
+        assert_eq!(temp_run_id(&n), Some(0xabc));
+        assert_eq!(temp_run_id(&Name::from(".psync-tmp.zz")), None);
+        assert_eq!(temp_run_id(&Name::from("file")), None);
+        assert!(n.as_bytes().len() < 64);
+    }
+}
