@@ -52,6 +52,15 @@ pub fn scatter_seed() -> u64 {
     seed
 }
 
+/// The fraction of a [`Front::Scatter`] run's tasks delivered twice
+/// (`Scatter::redeliver`): `PSYNC_SCATTER_REDELIVER` when set, else 0.
+pub fn scatter_redeliver() -> f64 {
+    match std::env::var("PSYNC_SCATTER_REDELIVER") {
+        Ok(s) => s.parse().expect("PSYNC_SCATTER_REDELIVER: a fraction"),
+        Err(_) => 0.0,
+    }
+}
+
 /// One configuration of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -207,7 +216,8 @@ impl Config {
     pub fn apply(&self, b: &mut psync::SyncBuilder) {
         b.threads(self.threads);
         if self.front == Front::Scatter {
-            b.scatter(SCATTER_ENGINES, scatter_seed());
+            b.scatter(SCATTER_ENGINES, scatter_seed())
+                .redeliver(scatter_redeliver());
         }
     }
 
