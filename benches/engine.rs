@@ -22,7 +22,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
-use psync::core::fs::Dir;
+use psync::Dir;
 use psync::core::plan::{Action, PlanOptions, plan};
 use psync::{Entry, Kind, Name, Time};
 use std::hint::black_box;

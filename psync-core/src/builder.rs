@@ -794,7 +794,7 @@ pub(crate) fn secret_key() -> [u64; 2] {
 /// A random 64-bit value from the std hasher's per-process random keys,
 /// mixed with time and pid: run ids and temp-name nonces need uniqueness,
 /// not cryptography.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

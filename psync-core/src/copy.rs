@@ -5,6 +5,8 @@
 //! place); a copier owns how each step is done on its file systems: how a
 //! target file is created (Lustre sets a layout there), how data moves
 //! (reflink, copy_file_range, read/write), how attributes are applied.
+//! What a copier uses to do so, besides the trait's own types, is in
+//! [`kit`].
 
 use crate::entry::{Entry, Name};
 use crate::error::Op;
@@ -48,7 +50,7 @@ pub struct Copied {
     pub bytes: u64,
     /// The strategy that did it.
     pub strategy: Strategy,
-    /// With [`DataJob::hash`]: the hash ([`crate::verify::Hasher`]) of the
+    /// With [`DataJob::hash`]: the hash ([`kit::Hasher`]) of the
     /// source bytes copied, in the order of `segments`.
     pub hash: Option<u128>,
     /// With a hash: the data segments copied, as (offset, length), in
@@ -161,8 +163,8 @@ pub struct CopyOptions {
     pub created: bool,
     /// `--no-perms` (set for the whole run): a target's mode is not the
     /// source's, so the access ACL copied onto it carries the target's
-    /// mode bits rather than the source's (see
-    /// [`crate::xattr::acl_with_mode`]). Stays set when the engine passes
+    /// mode bits rather than the source's ([`XattrSync::target_mode`](crate::XattrSync::target_mode)).
+    /// Stays set when the engine passes
     /// an existing target's own mode as the entry's with `perms` on.
     pub acl_target_mode: bool,
     /// The chunks of large files may be written with `O_DIRECT` where the
@@ -219,7 +221,7 @@ pub trait Copier: Send + Sync {
     /// The file must be new (`O_EXCL`, never an existing one), owned by
     /// the process, of mode 0600, as [`Dir::create_excl`] makes it: the
     /// part files of large files are checked to be so, when created and at
-    /// every later open ([`Dir::open_private`]).
+    /// every later open.
     ///
     /// # Errors
     /// As file creation; EEXIST when `tmp` is taken.
@@ -306,8 +308,8 @@ pub trait Copier: Send + Sync {
     /// Makes the xattrs/ACLs of `target` those of `from`, as `how` says,
     /// for a target whose other attributes are right (an xattr-only
     /// update, or a check with `how.check_only`). The default:
-    /// [`crate::xattr::sync_xattrs`], which leaves the names of
-    /// [`crate::xattr::is_never_copied`] alone; a backend filters more
+    /// [`kit::sync_xattrs`], which leaves the names of
+    /// [`kit::is_never_copied`] alone; a backend filters more
     /// names here (and in `set_attrs`).
     ///
     /// # Errors
@@ -510,3 +512,5 @@ impl Registry {
         Ok(self.lookup(src.fs_magic()?, dst.fs_magic()?))
     }
 }
+
+pub mod kit;

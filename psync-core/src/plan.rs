@@ -90,7 +90,7 @@ pub struct PlanOptions {
     /// without root the process's own groups, as rsync `-g` gives a
     /// non-root user's target its source's group only when the user is
     /// a member of it (and compares it only then). Computed once per run
-    /// ([`crate::fs::own_groups`]).
+    /// ([`crate::copy::kit::own_groups`]).
     #[serde(default)]
     pub member_groups: Option<Vec<u32>>,
 }
