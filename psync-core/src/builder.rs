@@ -490,6 +490,7 @@ pub struct Syncer {
 
 /// How a run ended.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Report {
     /// Final counters.
     pub stats: Snapshot,

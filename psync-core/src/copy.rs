@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 /// How a file's data was moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Strategy {
     /// A reflink (FICLONE): shared extents, no data read.
     Reflink,
@@ -45,6 +46,7 @@ pub enum Strategy {
 
 /// What a data copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Copied {
     /// Bytes written to the target.
     pub bytes: u64,
@@ -136,6 +138,7 @@ impl AttrMode {
 
 /// Per-run settings a copier needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CopyOptions {
     /// Attributes to preserve.
     pub preserve: Preserve,
@@ -172,9 +175,30 @@ pub struct CopyOptions {
     pub direct_io: bool,
 }
 
+impl Default for CopyOptions {
+    /// What a [`crate::SyncBuilder`] gives a process without root by
+    /// default: `rsync -a`'s attributes, reflink when possible, xattrs
+    /// and ACLs copied (a warning when the target cannot hold them),
+    /// direct I/O for chunks; no owner changes, no per-call flags.
+    fn default() -> Self {
+        CopyOptions {
+            preserve: Preserve::ARCHIVE,
+            can_chown: false,
+            reflink: Reflink::Auto,
+            xattrs: AttrMode::Auto,
+            acls: AttrMode::Auto,
+            fresh: false,
+            created: false,
+            acl_target_mode: false,
+            direct_io: true,
+        }
+    }
+}
+
 /// One data copy: a byte range of a source file into the same range of a
 /// target file.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct DataJob<'a> {
     /// The open source.
     pub src: &'a File,
@@ -194,7 +218,21 @@ pub struct DataJob<'a> {
     pub hash: bool,
 }
 
-impl DataJob<'_> {
+impl<'a> DataJob<'a> {
+    /// The copy of the whole of `src` (of metadata `entry`) into `dst`,
+    /// without hash: set `offset`, `len` and `hash` for another job.
+    pub fn new(src: &'a File, dst: &'a File, entry: &'a Entry, opts: &'a CopyOptions) -> Self {
+        DataJob {
+            src,
+            dst,
+            entry,
+            offset: 0,
+            len: entry.size,
+            opts,
+            hash: false,
+        }
+    }
+
     /// True when the range is the whole file: a copier may then clone the
     /// file at once, and must leave the target exactly `len` bytes long
     /// (a trailing hole included). A chunk of a larger file relies on the

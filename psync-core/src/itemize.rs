@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What changed about one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Change {
     /// The entry's type.
     pub kind: Kind,

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which attributes a run preserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Preserve {
     /// Permission bits (rsync `-p`).
     pub perms: bool,
@@ -47,6 +48,7 @@ impl Default for Preserve {
 
 /// Options the planner depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// Delete target entries that are not in the source (rsync `--delete`).
     pub delete: bool,
@@ -129,6 +131,7 @@ impl Default for PlanOptions {
 /// One thing to do in a directory. Entries carry everything a worker on
 /// another node needs; none refers to in-memory state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Action {
     /// Remove a target entry (recursively for a directory): extraneous with
     /// `--delete`, or in the way of a source entry of another type.

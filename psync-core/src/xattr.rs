@@ -10,7 +10,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Where an entry's attributes are read or written.
+/// Where an entry's attributes are read or written. Exhaustive on
+/// purpose: a copier must handle every way the engine reaches an entry,
+/// so a new one is a compile error in every copier, not a run-time
+/// failure (ADR 013).
 #[derive(Debug, Clone, Copy)]
 pub enum Node<'a> {
     /// An open regular file or directory.
@@ -330,6 +333,7 @@ fn errno(e: io::Error) -> rustix::io::Errno {
 
 /// What [`sync_xattrs`] changed and what the target could not hold.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct XattrReport {
     /// Some non-ACL xattr was set or removed.
     pub xattrs_changed: bool,
@@ -341,6 +345,7 @@ pub struct XattrReport {
 
 /// What [`sync_xattrs`] syncs, and how.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct XattrSync {
     /// Xattrs other than ACLs; with `false` they are left alone on both
     /// sides.

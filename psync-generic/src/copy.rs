@@ -463,11 +463,9 @@ impl Copier for GenericCopier {
 
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
         if job.len == 0 {
-            let hash = job.hash.then(|| Hasher::new().finish());
-            return Ok(Copied {
-                hash,
-                ..Copied::plain(0, Strategy::Empty)
-            });
+            let mut empty = Copied::plain(0, Strategy::Empty);
+            empty.hash = job.hash.then(|| Hasher::new().finish());
+            return Ok(empty);
         }
         if self.try_reflink(job).op(Op::CopyData)? {
             // Shared extents: the target's data is the source's.
@@ -601,17 +599,8 @@ mod tests {
         tempfile::tempdir_in(base).unwrap()
     }
 
-    const OPTS: CopyOptions = CopyOptions {
-        preserve: psync_core::Preserve::ARCHIVE,
-        can_chown: false,
-        reflink: Reflink::Auto,
-        xattrs: psync_core::AttrMode::Auto,
-        acls: psync_core::AttrMode::Auto,
-        fresh: false,
-        created: false,
-        acl_target_mode: false,
-        direct_io: true,
-    };
+    /// `rsync -a` without root, reflink when possible, direct I/O on.
+    static OPTS: std::sync::LazyLock<CopyOptions> = std::sync::LazyLock::new(CopyOptions::default);
 
     /// A data job over `(offset, len)` of `entry`.
     fn job_of<'a>(
@@ -622,15 +611,9 @@ mod tests {
         opts: &'a CopyOptions,
         hash: bool,
     ) -> DataJob<'a> {
-        DataJob {
-            src,
-            dst,
-            entry,
-            offset,
-            len,
-            opts,
-            hash,
-        }
+        let mut job = DataJob::new(src, dst, entry, opts);
+        (job.offset, job.len, job.hash) = (offset, len, hash);
+        job
     }
 
     /// `job` run by a default generic copier, never asked to stop.
@@ -766,22 +749,14 @@ mod tests {
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         let entry = entry_of(&d, b"s");
-        let never = CopyOptions {
-            reflink: Reflink::Never,
-            ..OPTS
-        };
+        let mut never = *OPTS;
+        never.reflink = Reflink::Never;
         let job = job_of(&src, &dst, &entry, (0, 4), &never, false);
         assert_ne!(run(&job).strategy, Strategy::Reflink);
         // On a file system without reflink (this test dir's), Always is an error, Auto falls through.
-        let always = CopyOptions {
-            reflink: Reflink::Always,
-            ..OPTS
-        };
-        let job = DataJob {
-            opts: &always,
-            hash: false,
-            ..job
-        };
+        let mut always = *OPTS;
+        always.reflink = Reflink::Always;
+        let job = job_of(&src, &dst, &entry, (0, 4), &always, false);
         match GenericCopier::new().copy_data(&job, &AtomicBool::new(false)) {
             Ok(c) => assert_eq!(c.strategy, Strategy::Reflink),
             Err(e) => assert!(is_unsupported(&e.source), "{:?}", e.source),
@@ -866,10 +841,8 @@ mod tests {
             "unaligned chunk: buffered"
         );
         assert_eq!(std::fs::read(t.path().join("t")).unwrap(), data);
-        let off = CopyOptions {
-            direct_io: false,
-            ..OPTS
-        };
+        let mut off = *OPTS;
+        off.direct_io = false;
         let job = job_of(&src, &dst, &entry, (0, 1 << 20), &off, false);
         let got = run(&job);
         assert_eq!(
