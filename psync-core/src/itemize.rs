@@ -110,7 +110,7 @@ impl Change {
 }
 
 /// rsync's code column for a deletion.
-pub const DELETING: &str = "*deleting  ";
+pub(crate) const DELETING: &str = "*deleting  ";
 
 #[cfg(test)]
 mod tests {
