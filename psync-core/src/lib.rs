@@ -4,7 +4,8 @@
 //!
 //! - [`Walker`] lists one directory with `lstat`-level metadata.
 //! - [`Planner`] decides, per directory, what to do (rsync's rules).
-//! - [`Copier`] carries out file actions on a pair of file systems.
+//! - [`Copier`] carries out file actions on a pair of file systems
+//!   (what an implementation uses besides the trait's types: [`copy::kit`]).
 //! - [`Transport`] moves tasks to executors ([`Local`]: threads with work stealing).
 //!
 //! Most programs use the `psync` facade crate, which registers the generic
