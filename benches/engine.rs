@@ -22,7 +22,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
-use psync::core::fs::Dir;
+use psync::Dir;
 use psync::core::plan::{Action, PlanOptions, plan};
 use psync::{Entry, Kind, Name, Time};
 use std::hint::black_box;
@@ -201,24 +201,14 @@ fn bench_walk_plan(c: &mut Criterion) {
 
 /// A synthetic file entry, as a walker of a real tree would report it.
 fn file_entry(i: usize) -> Entry {
-    Entry {
-        name: Name(format!("file-{i:06}.dat").into_bytes()),
-        kind: Kind::File,
-        size: 4096 + (i as u64 % 7) * 512,
-        mode: 0o644,
-        uid: 1000,
-        gid: 1000,
-        mtime: Time::new(1_700_000_000 + i as i64, 0),
-        atime: Time::new(1_700_000_000, 0),
-        ctime: Time::new(1_700_000_000, 0),
-        nlink: 1,
-        dev: 1,
-        ino: i as u64 + 100,
-        rdev: 0,
-        blocks: 8,
-        link: None,
-        mount_root: false,
-    }
+    let mut e = Entry::new(Name(format!("file-{i:06}.dat").into_bytes()), Kind::File);
+    e.size = 4096 + (i as u64 % 7) * 512;
+    (e.mode, e.uid, e.gid) = (0o644, 1000, 1000);
+    e.mtime = Time::new(1_700_000_000 + i as i64, 0);
+    e.atime = Time::new(1_700_000_000, 0);
+    e.ctime = Time::new(1_700_000_000, 0);
+    (e.nlink, e.dev, e.ino, e.blocks) = (1, 1, i as u64 + 100, 8);
+    e
 }
 
 /// 1,000 entries, sorted by name: 950 files, 40 directories, 10 symlinks.
@@ -252,10 +242,8 @@ fn bench_plan(c: &mut Criterion) {
         ("in_sync", src.clone()),
         ("changed_10pct", changed(&src)),
     ];
-    let opts = PlanOptions {
-        delete: true,
-        ..PlanOptions::default()
-    };
+    let mut opts = PlanOptions::default();
+    opts.delete = true;
     let mut g = c.benchmark_group("plan");
     g.throughput(Throughput::Elements(src.len() as u64));
     for (name, dst) in &cases {

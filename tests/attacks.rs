@@ -152,7 +152,7 @@ impl PlantLinkArea {
 }
 
 impl psync::Walker for PlantLinkArea {
-    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+    fn list(&self, dir: &psync::Dir) -> std::io::Result<psync::Listing> {
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]
         let id = (st.st_dev as u64, st.st_ino as u64);

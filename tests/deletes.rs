@@ -176,7 +176,7 @@ struct FlakySource {
 }
 
 impl psync::Walker for FlakySource {
-    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+    fn list(&self, dir: &psync::Dir) -> std::io::Result<psync::Listing> {
         let mut l = dir.list()?;
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]

@@ -15,7 +15,7 @@
 use crate::util::run::{CONFIGS, Config, Front, cli_available, json_lines, psync_bin};
 use crate::util::tree::{Node, build, random, random_bytes, set_mtime};
 use crate::util::{TestDir, read, rsync_itemize, rsync_oracle, stat_snapshot};
-use psync::fs::Dir;
+use psync::Dir;
 use psync::{
     Copied, Copier, CopyOptions, DataJob, Entry, Event, GenericCopier, Listing, Name, Node as At,
     StepError, Walker, XattrReport,

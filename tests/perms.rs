@@ -281,7 +281,7 @@ fn no_perms_like_rsync(test: &str, user: Option<User>) {
             "psync {psync_args:?} and rsync {rsync_args} --no-perms differ"
         );
         if rsync_args == "-aAX" {
-            let umask = psync::fs::umask();
+            let umask = psync::copy::kit::umask();
             assert_eq!(
                 mode_of(ps.join("acl/dst/p")),
                 0o666 & !umask,
@@ -443,7 +443,7 @@ fn no_perms_links_like_rsync(test: &str, user: Option<User>) {
             perms_listing(&rs),
             "psync {psync_args:?} and rsync {rsync_args} --no-perms differ"
         );
-        let umask = psync::fs::umask();
+        let umask = psync::copy::kit::umask();
         assert_eq!(
             mode_of(ps.join("plain/dst/d/n3")),
             0o777 & !umask,

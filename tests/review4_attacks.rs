@@ -62,7 +62,7 @@ type Hook = ((u64, u64), Box<dyn FnOnce() + Send>);
 struct Hooks(std::sync::Mutex<Vec<Hook>>);
 
 impl psync::Walker for Hooks {
-    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+    fn list(&self, dir: &psync::Dir) -> std::io::Result<psync::Listing> {
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]
         let id = (st.st_dev as u64, st.st_ino as u64);

@@ -4,7 +4,7 @@
 use crate::util::TestDir;
 use crate::util::attack::*;
 use crate::util::user::test_user;
-use psync::fs::Dir;
+use psync::Dir;
 use psync::{
     Copied, Copier, CopyOptions, DataJob, Entry, GenericCopier, Name, Node, StepError, XattrReport,
 };

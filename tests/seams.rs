@@ -5,7 +5,7 @@
 
 use crate::util::tree::set_xattr;
 use crate::util::{TestDir, read};
-use psync::fs::Dir;
+use psync::Dir;
 use psync::{Copied, Copier, CopyOptions, DataJob, Entry, Name, Node, StepError, XattrReport};
 use psync_generic::GenericCopier;
 use std::fs::File;

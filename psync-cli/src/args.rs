@@ -377,12 +377,12 @@ impl SyncArgs {
     /// Archive mode minus what was turned off. Owner and group apply only
     /// as root; the library checks that.
     fn preserve(&self) -> Preserve {
-        Preserve {
-            perms: !self.no_perms,
-            times: !self.no_times,
-            owner: !self.no_owner,
-            group: !self.no_group,
-        }
+        let mut p = Preserve::ARCHIVE;
+        p.perms = !self.no_perms;
+        p.times = !self.no_times;
+        p.owner = !self.no_owner;
+        p.group = !self.no_group;
+        p
     }
 }
 
@@ -413,14 +413,10 @@ mod tests {
     #[test]
     fn no_flags_turn_off_attributes() {
         let a = sync_args(&["psync", "sync", "--no-perms", "--no-owner", "a", "b"]);
+        let p = a.preserve();
         assert_eq!(
-            a.preserve(),
-            Preserve {
-                perms: false,
-                times: true,
-                owner: false,
-                group: true
-            }
+            (p.perms, p.times, p.owner, p.group),
+            (false, true, false, true)
         );
     }
 

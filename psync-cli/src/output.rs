@@ -355,10 +355,9 @@ mod tests {
 
     #[test]
     fn progress_events_have_no_code() {
-        let v = json(&JsonEvent::new(&Event::Progress(Snapshot {
-            scanned: 7,
-            ..Snapshot::default()
-        })));
+        let mut snap = Snapshot::default();
+        snap.scanned = 7;
+        let v = json(&JsonEvent::new(&Event::Progress(snap)));
         assert_eq!(v["event"], "progress");
         assert_eq!(v["scanned"], 7);
         assert!(v.get("code").is_none());
@@ -366,10 +365,8 @@ mod tests {
 
     #[test]
     fn summary_has_all_counters() {
-        let stats = Snapshot {
-            created: 3,
-            ..Snapshot::default()
-        };
+        let mut stats = Snapshot::default();
+        stats.created = 3;
         let mut rest = serde_json::Map::new();
         rest.insert("interrupted".into(), Value::Bool(false));
         rest.insert("copier".into(), "generic".into());
@@ -386,11 +383,8 @@ mod tests {
 
     #[test]
     fn strategies_list_only_those_used() {
-        let s = Snapshot {
-            by_copy_range: 100,
-            by_read_write: 3,
-            ..Snapshot::default()
-        };
+        let mut s = Snapshot::default();
+        (s.by_copy_range, s.by_read_write) = (100, 3);
         assert_eq!(
             strategies(&s),
             " (copy_file_range: 100 files, read/write: 3 files)"

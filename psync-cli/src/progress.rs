@@ -151,14 +151,10 @@ mod tests {
     use super::*;
 
     fn snap(ms: u64, scanned: u64, done: u64, to_copy: u64, copied: u64) -> Snapshot {
-        Snapshot {
-            elapsed_ms: ms,
-            scanned,
-            done,
-            bytes_to_copy: to_copy,
-            bytes_copied: copied,
-            ..Snapshot::default()
-        }
+        let mut s = Snapshot::default();
+        (s.elapsed_ms, s.scanned, s.done) = (ms, scanned, done);
+        (s.bytes_to_copy, s.bytes_copied) = (to_copy, copied);
+        s
     }
 
     const MIB: u64 = 1 << 20;

@@ -490,6 +490,7 @@ pub struct Syncer {
 
 /// How a run ended.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Report {
     /// Final counters.
     pub stats: Snapshot,
@@ -794,7 +795,7 @@ pub(crate) fn secret_key() -> [u64; 2] {
 /// A random 64-bit value from the std hasher's per-process random keys,
 /// mixed with time and pid: run ids and temp-name nonces need uniqueness,
 /// not cryptography.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -5,6 +5,8 @@
 //! place); a copier owns how each step is done on its file systems: how a
 //! target file is created (Lustre sets a layout there), how data moves
 //! (reflink, copy_file_range, read/write), how attributes are applied.
+//! What a copier uses to do so, besides the trait's own types, is in
+//! [`kit`].
 
 use crate::entry::{Entry, Name};
 use crate::error::Op;
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicBool;
 /// How a file's data was moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Strategy {
     /// A reflink (FICLONE): shared extents, no data read.
     Reflink,
@@ -43,12 +46,13 @@ pub enum Strategy {
 
 /// What a data copy did.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Copied {
     /// Bytes written to the target.
     pub bytes: u64,
     /// The strategy that did it.
     pub strategy: Strategy,
-    /// With [`DataJob::hash`]: the hash ([`crate::verify::Hasher`]) of the
+    /// With [`DataJob::hash`]: the hash ([`kit::Hasher`]) of the
     /// source bytes copied, in the order of `segments`.
     pub hash: Option<u128>,
     /// With a hash: the data segments copied, as (offset, length), in
@@ -134,6 +138,7 @@ impl AttrMode {
 
 /// Per-run settings a copier needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CopyOptions {
     /// Attributes to preserve.
     pub preserve: Preserve,
@@ -161,8 +166,8 @@ pub struct CopyOptions {
     pub created: bool,
     /// `--no-perms` (set for the whole run): a target's mode is not the
     /// source's, so the access ACL copied onto it carries the target's
-    /// mode bits rather than the source's (see
-    /// [`crate::xattr::acl_with_mode`]). Stays set when the engine passes
+    /// mode bits rather than the source's ([`XattrSync::target_mode`](crate::XattrSync::target_mode)).
+    /// Stays set when the engine passes
     /// an existing target's own mode as the entry's with `perms` on.
     pub acl_target_mode: bool,
     /// The chunks of large files may be written with `O_DIRECT` where the
@@ -170,9 +175,30 @@ pub struct CopyOptions {
     pub direct_io: bool,
 }
 
+impl Default for CopyOptions {
+    /// What a [`crate::SyncBuilder`] gives a process without root by
+    /// default: `rsync -a`'s attributes, reflink when possible, xattrs
+    /// and ACLs copied (a warning when the target cannot hold them),
+    /// direct I/O for chunks; no owner changes, no per-call flags.
+    fn default() -> Self {
+        CopyOptions {
+            preserve: Preserve::ARCHIVE,
+            can_chown: false,
+            reflink: Reflink::Auto,
+            xattrs: AttrMode::Auto,
+            acls: AttrMode::Auto,
+            fresh: false,
+            created: false,
+            acl_target_mode: false,
+            direct_io: true,
+        }
+    }
+}
+
 /// One data copy: a byte range of a source file into the same range of a
 /// target file.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct DataJob<'a> {
     /// The open source.
     pub src: &'a File,
@@ -192,7 +218,21 @@ pub struct DataJob<'a> {
     pub hash: bool,
 }
 
-impl DataJob<'_> {
+impl<'a> DataJob<'a> {
+    /// The copy of the whole of `src` (of metadata `entry`) into `dst`,
+    /// without hash: set `offset`, `len` and `hash` for another job.
+    pub fn new(src: &'a File, dst: &'a File, entry: &'a Entry, opts: &'a CopyOptions) -> Self {
+        DataJob {
+            src,
+            dst,
+            entry,
+            offset: 0,
+            len: entry.size,
+            opts,
+            hash: false,
+        }
+    }
+
     /// True when the range is the whole file: a copier may then clone the
     /// file at once, and must leave the target exactly `len` bytes long
     /// (a trailing hole included). A chunk of a larger file relies on the
@@ -219,7 +259,7 @@ pub trait Copier: Send + Sync {
     /// The file must be new (`O_EXCL`, never an existing one), owned by
     /// the process, of mode 0600, as [`Dir::create_excl`] makes it: the
     /// part files of large files are checked to be so, when created and at
-    /// every later open ([`Dir::open_private`]).
+    /// every later open.
     ///
     /// # Errors
     /// As file creation; EEXIST when `tmp` is taken.
@@ -306,8 +346,8 @@ pub trait Copier: Send + Sync {
     /// Makes the xattrs/ACLs of `target` those of `from`, as `how` says,
     /// for a target whose other attributes are right (an xattr-only
     /// update, or a check with `how.check_only`). The default:
-    /// [`crate::xattr::sync_xattrs`], which leaves the names of
-    /// [`crate::xattr::is_never_copied`] alone; a backend filters more
+    /// [`kit::sync_xattrs`], which leaves the names of
+    /// [`kit::is_never_copied`] alone; a backend filters more
     /// names here (and in `set_attrs`).
     ///
     /// # Errors
@@ -510,3 +550,5 @@ impl Registry {
         Ok(self.lookup(src.fs_magic()?, dst.fs_magic()?))
     }
 }
+
+pub mod kit;

@@ -13,7 +13,7 @@ use std::fs::File;
 use std::sync::{Mutex, OnceLock};
 
 /// Bytes per request of a direct copy or read-back of a large file.
-pub const BUF: usize = 8 << 20;
+pub(crate) const BUF: usize = 8 << 20;
 /// Alignment of every buffer: at least any device's logical block.
 pub const ALIGN: usize = 4096;
 /// The most a thread keeps of its own: the buffer of requests up to this
@@ -72,7 +72,7 @@ impl Drop for DirectMode<'_> {
 const HUGE: usize = 2 << 20;
 
 /// Runs `f` with an [`ALIGN`]-aligned buffer for requests of up to `want`
-/// bytes: a [`BUF`]-byte one (in huge pages where the kernel grants them)
+/// bytes: an 8 MiB one (in huge pages where the kernel grants them)
 /// from the process's pool when `want` is over [`SMALL`] and the pool has
 /// one to give, this thread's own buffer otherwise, at least
 /// `min(want, SMALL)` bytes rounded up to [`ALIGN`]. Callers make their
@@ -109,13 +109,14 @@ fn with_own<R>(want: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
 }
 
 /// The bytes this thread's own buffer holds (0: none yet).
-pub fn own_buffer_len() -> usize {
+#[cfg(test)]
+fn own_buffer_len() -> usize {
     OWN.with_borrow(Vec::len)
 }
 
 /// Frees the pool's idle buffers. A run calls it when its workers are
 /// done, so that a process that embeds psync does not keep them.
-pub fn trim() {
+pub(crate) fn trim() {
     pool().trim();
 }
 

@@ -6,7 +6,8 @@ use std::fmt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
-/// The type of a file system entry.
+/// The type of a file system entry. Exhaustive: the file types of
+/// POSIX's `S_IFMT` (ADR 013).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Kind {
     /// A regular file.
@@ -86,6 +87,7 @@ impl Time {
 
 /// The `lstat`-level metadata of one directory entry, with its raw name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Entry {
     /// The name inside its directory, raw bytes (need not be UTF-8).
     pub name: Name,
@@ -126,6 +128,31 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry `name` of type `kind`, every other field zero (no link
+    /// text, not a mount root), for a walker or a test to fill in. A
+    /// walker that reads `stat` or `statx` uses [`Entry::from_stat`] or
+    /// [`Entry::from_statx`] instead.
+    pub fn new(name: Name, kind: Kind) -> Entry {
+        Entry {
+            name,
+            kind,
+            size: 0,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 0,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            blocks: 0,
+            link: None,
+            mount_root: false,
+        }
+    }
+
     /// Builds an entry from a `stat` result.
     pub fn from_stat(name: Name, st: &rustix::fs::Stat) -> Entry {
         #[allow(clippy::unnecessary_cast)] // field widths differ between targets

@@ -61,9 +61,9 @@ pub enum Event {
 }
 
 /// The tree an error is about: where the operation that failed was made.
+/// Exhaustive: a run has these two trees and no other (ADR 013).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-#[non_exhaustive]
 pub enum Side {
     /// The source tree (reading).
     Source,
@@ -123,12 +123,14 @@ macro_rules! counters {
     ($($(#[$doc:meta])* $field:ident,)*) => {
         /// Live counters of a run, updated by every worker thread.
         #[derive(Debug, Default)]
+        #[non_exhaustive]
         pub struct Stats {
             $($(#[$doc])* pub $field: AtomicU64,)*
         }
 
         /// A copy of the counters at one moment.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        #[non_exhaustive]
         pub struct Snapshot {
             $($(#[$doc])* pub $field: u64,)*
             /// Time since the run started, in milliseconds.

@@ -122,7 +122,7 @@ impl Dir {
     ///
     /// # Errors
     /// When the path cannot be opened as a directory or its mode changed.
-    pub fn open_root_adding(path: &Path, add: u32) -> io::Result<(Dir, rustix::fs::Stat)> {
+    pub(crate) fn open_root_adding(path: &Path, add: u32) -> io::Result<(Dir, rustix::fs::Stat)> {
         let pin_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let pinned = rustix::fs::open(path, pin_flags, Mode::empty())?;
         let st = rustix::fs::fstat(&pinned)?;
@@ -153,7 +153,7 @@ impl Dir {
     ///
     /// # Errors
     /// When a component is missing, not a directory, or a symlink (ELOOP/ENOTDIR).
-    pub fn open_beneath(&self, rel: &RelPath) -> io::Result<Dir> {
+    pub(crate) fn open_beneath(&self, rel: &RelPath) -> io::Result<Dir> {
         if rel.is_root() {
             return self.try_clone();
         }
@@ -209,7 +209,7 @@ impl Dir {
     ///
     /// # Errors
     /// When the process is out of file descriptors.
-    pub fn try_clone(&self) -> io::Result<Dir> {
+    pub(crate) fn try_clone(&self) -> io::Result<Dir> {
         Ok(Dir {
             fd: self.fd.try_clone()?,
         })
@@ -247,7 +247,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `getdents64`.
-    pub fn names(&self) -> io::Result<Vec<Name>> {
+    pub(crate) fn names(&self) -> io::Result<Vec<Name>> {
         let mut out = Vec::new();
         self.each_name(|name, _| {
             out.push(Name(name.to_vec()));
@@ -262,7 +262,7 @@ impl Dir {
     ///
     /// # Errors
     /// When the directory cannot be read.
-    pub fn names_upto(&self, max: usize) -> io::Result<Vec<Name>> {
+    pub(crate) fn names_upto(&self, max: usize) -> io::Result<Vec<Name>> {
         let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
         let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
@@ -365,7 +365,7 @@ impl Dir {
     /// directory bind-mounted there included), as `statx` reports it;
     /// false where it cannot tell. One syscall: for error paths (an EBUSY
     /// unlink), where listings already carry [`Entry::mount_root`].
-    pub fn is_mount_root_at(&self, name: &[u8]) -> bool {
+    pub(crate) fn is_mount_root_at(&self, name: &[u8]) -> bool {
         matches!(self.lstat_entry(name), Ok(EntryStat::Statx(st))
             if Entry::from_statx(Name::default(), &st).mount_root)
     }
@@ -374,7 +374,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `readlinkat`.
-    pub fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
+    pub(crate) fn read_link(&self, name: &[u8]) -> io::Result<Vec<u8>> {
         Ok(rustix::fs::readlinkat(&self.fd, name, Vec::new())?.into_bytes())
     }
 
@@ -401,7 +401,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `openat`; ELOOP when `name` is a symlink.
-    pub fn open_write(&self, name: &[u8]) -> io::Result<File> {
+    pub(crate) fn open_write(&self, name: &[u8]) -> io::Result<File> {
         let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
         Ok(File::from(rustix::fs::openat(
             &self.fd,
@@ -451,7 +451,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `linkat`.
-    pub fn link_fd(&self, file: &File, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn link_fd(&self, file: &File, name: &[u8]) -> io::Result<()> {
         match rustix::fs::linkat(file, "", &self.fd, name, AtFlags::EMPTY_PATH) {
             Err(rustix::io::Errno::PERM | rustix::io::Errno::NOENT) => {
                 let proc = format!("/proc/self/fd/{}", file.as_raw_fd());
@@ -484,7 +484,7 @@ impl Dir {
     /// # Errors
     /// As `openat` (ENOENT when there is no such entry); a `/proc` that is
     /// not mounted.
-    pub fn open_private(&self, name: &[u8]) -> io::Result<Result<File, Untrusted>> {
+    pub(crate) fn open_private(&self, name: &[u8]) -> io::Result<Result<File, Untrusted>> {
         let pin_flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let pinned = rustix::fs::openat(&self.fd, name, pin_flags, Mode::empty())?;
         if let Some(found) = Untrusted::of(&rustix::fs::fstat(&pinned)?) {
@@ -506,7 +506,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `renameat`.
-    pub fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
         Ok(rustix::fs::renameat(&self.fd, from, &self.fd, to)?)
     }
 
@@ -516,7 +516,7 @@ impl Dir {
     ///
     /// # Errors
     /// EEXIST when `to` is taken; as `renameat2`/`linkat` otherwise.
-    pub fn rename_noreplace(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+    pub(crate) fn rename_noreplace(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
         match rustix::fs::renameat_with(
             &self.fd,
             from,
@@ -557,7 +557,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `unlinkat`.
-    pub fn unlink(&self, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn unlink(&self, name: &[u8]) -> io::Result<()> {
         Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
     }
 
@@ -565,7 +565,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `unlinkat(AT_REMOVEDIR)`.
-    pub fn rmdir(&self, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn rmdir(&self, name: &[u8]) -> io::Result<()> {
         Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?)
     }
 
@@ -577,7 +577,7 @@ impl Dir {
     ///
     /// # Errors
     /// The first failure; what could be removed before it is gone.
-    pub fn remove_all(&self, name: &[u8]) -> io::Result<u64> {
+    pub(crate) fn remove_all(&self, name: &[u8]) -> io::Result<u64> {
         match self.unlink(name) {
             Ok(()) => Ok(1),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
@@ -601,7 +601,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `unlinkat`; a directory at the name is `EISDIR`, with a message.
-    pub fn unlink_file(&self, name: &[u8]) -> io::Result<()> {
+    pub(crate) fn unlink_file(&self, name: &[u8]) -> io::Result<()> {
         match self.unlink(name) {
             Err(e)
                 if matches!(e.raw_os_error(), Some(libc::EISDIR | libc::EPERM))
@@ -618,14 +618,16 @@ impl Dir {
         }
     }
 
-    /// Removes the entry `listed` as it was listed: a non-directory with
-    /// [`Dir::unlink_file`]; a directory with everything in it, only if
-    /// the directory at its name is still the one listed (same device and
-    /// inode: a user who renamed another directory there gets it kept).
+    /// Removes the entry `listed` as it was listed: a non-directory by
+    /// `unlinkat`, never a directory (one found at its name, swapped in by
+    /// a user, is an `EISDIR` error and stays); a directory with
+    /// everything in it, only if the directory at its name is still the
+    /// one listed (same device and inode: a user who renamed another
+    /// directory there gets it kept).
     ///
     /// # Errors
-    /// As [`Dir::unlink_file`] and [`Dir::remove_all`]; a directory that
-    /// is not the one listed is an error and stays.
+    /// As `unlinkat` and `rmdir`; a directory that is not the one listed
+    /// is an error and stays.
     pub fn remove_listed(&self, listed: &Entry) -> io::Result<u64> {
         if listed.kind != crate::entry::Kind::Dir {
             return match self.unlink_file(listed.name.as_bytes()) {
@@ -643,7 +645,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `getdents64` and `fstatat`.
-    pub fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
+    pub(crate) fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
         let mut out = Vec::new();
         self.each_name(|name, file_type| {
             let dir = match file_type {
@@ -667,7 +669,7 @@ impl Dir {
 
     /// True when this directory is the root of a mount (bind mounts
     /// included), as `statx` reports it; false where it cannot tell.
-    pub fn is_mount_root(&self) -> bool {
+    pub(crate) fn is_mount_root(&self) -> bool {
         use rustix::fs::{StatxAttributes, StatxFlags};
         match rustix::fs::statx(&self.fd, c"", AtFlags::EMPTY_PATH, StatxFlags::empty()) {
             Ok(st) => {
@@ -757,7 +759,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `linkat` (without following symlinks).
-    pub fn link_from(&self, from_dir: &Dir, from: &[u8], name: &[u8]) -> io::Result<()> {
+    pub(crate) fn link_from(&self, from_dir: &Dir, from: &[u8], name: &[u8]) -> io::Result<()> {
         Ok(rustix::fs::linkat(
             &from_dir.fd,
             from,
@@ -785,38 +787,21 @@ impl AsFd for Dir {
 /// through [`Handle::node`] reaches exactly the inode whose status was
 /// checked, even if the name is swapped meanwhile.
 #[derive(Debug)]
-pub struct Handle {
+pub(crate) struct Handle {
     fd: OwnedFd,
     /// `fstat` of the entry, taken through the handle.
-    pub stat: rustix::fs::Stat,
+    pub(crate) stat: rustix::fs::Stat,
 }
 
 impl Handle {
     /// Where the entry's attributes are read and written.
-    pub fn node(&self) -> crate::xattr::Node<'_> {
+    pub(crate) fn node(&self) -> crate::xattr::Node<'_> {
         crate::xattr::Node::Path(self.fd.as_fd())
-    }
-
-    /// The entry's link count, as the handle sees it now.
-    ///
-    /// # Errors
-    /// As `fstat`.
-    pub fn links_now(&self) -> io::Result<u64> {
-        #[allow(clippy::unnecessary_cast)]
-        Ok(rustix::fs::fstat(&self.fd)?.st_nlink as u64)
-    }
-
-    /// Changes the mode of the inode held.
-    ///
-    /// # Errors
-    /// As `fchmodat2` / `chmod`.
-    pub fn chmod(&self, mode: u32) -> io::Result<()> {
-        chmod_fd(self.fd.as_fd(), mode)
     }
 
     /// True when this is the inode `e` was listed as.
     #[allow(clippy::unnecessary_cast)]
-    pub fn is(&self, e: &Entry) -> bool {
+    pub(crate) fn is(&self, e: &Entry) -> bool {
         (self.stat.st_dev as u64, self.stat.st_ino as u64) == (e.dev, e.ino)
     }
 }
@@ -826,7 +811,7 @@ impl Dir {
     ///
     /// # Errors
     /// As `openat` / `fstat`.
-    pub fn handle(&self, name: &[u8]) -> io::Result<Handle> {
+    pub(crate) fn handle(&self, name: &[u8]) -> io::Result<Handle> {
         let fd = rustix::fs::openat(
             &self.fd,
             name,
@@ -920,7 +905,7 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: Option<u32>, gid: Option<u32>) -> io::R
 /// process. Displays as "owner uid 1001, mode 0644, 1 link", after the
 /// type when it is not a regular file ("a fifo, owner uid ...").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Untrusted {
+pub(crate) struct Untrusted {
     /// The entry's `st_mode`: type and permission bits.
     pub mode: u32,
     /// Its owner.
@@ -933,7 +918,7 @@ impl Untrusted {
     /// What is wrong with the entry of status `st`; `None` when it is a
     /// regular file of this process's effective uid, of mode exactly 0600,
     /// with one link.
-    pub fn of(st: &rustix::fs::Stat) -> Option<Untrusted> {
+    pub(crate) fn of(st: &rustix::fs::Stat) -> Option<Untrusted> {
         let found = Untrusted {
             mode: st.st_mode,
             uid: st.st_uid,
@@ -951,7 +936,7 @@ impl Untrusted {
     ///
     /// # Errors
     /// As `fstat`.
-    pub fn of_file(file: &File) -> io::Result<Option<Untrusted>> {
+    pub(crate) fn of_file(file: &File) -> io::Result<Option<Untrusted>> {
         Ok(Untrusted::of(&rustix::fs::fstat(file)?))
     }
 }
@@ -1035,7 +1020,7 @@ pub fn own_groups() -> &'static [u32] {
 }
 
 /// True when this process runs with an effective uid of 0.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// What changed about one entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Change {
     /// The entry's type.
     pub kind: Kind,
@@ -109,7 +110,7 @@ impl Change {
 }
 
 /// rsync's code column for a deletion.
-pub const DELETING: &str = "*deleting  ";
+pub(crate) const DELETING: &str = "*deleting  ";
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,8 @@
 //!
 //! - [`Walker`] lists one directory with `lstat`-level metadata.
 //! - [`Planner`] decides, per directory, what to do (rsync's rules).
-//! - [`Copier`] carries out file actions on a pair of file systems.
+//! - [`Copier`] carries out file actions on a pair of file systems
+//!   (what an implementation uses besides the trait's types: [`copy::kit`]).
 //! - [`Transport`] moves tasks to executors ([`Local`]: threads with work stealing).
 //!
 //! Most programs use the `psync` facade crate, which registers the generic
@@ -34,39 +35,41 @@
 mod builder;
 
 pub mod copy;
-pub mod direct;
+mod direct;
 mod durable;
 mod engine;
 pub mod entry;
 mod error;
 pub mod event;
-pub mod fs;
+mod fs;
 pub mod itemize;
 
 pub mod plan;
 mod spec;
 mod stop;
-pub mod subtree;
+mod subtree;
 pub mod task;
 pub mod transport;
 mod validate;
-pub mod verify;
-pub mod walk;
-pub mod xattr;
+mod verify;
+mod walk;
+mod xattr;
 mod xattrat;
 
+pub(crate) use builder::random_u64;
 pub use builder::{
     CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_RETRIES, MAX_SECS, MAX_STOP_GRACE, MAX_THREADS,
-    MIN_CHUNK_SIZE, Report, SyncBuilder, Syncer, default_threads, random_u64,
+    MIN_CHUNK_SIZE, Report, SyncBuilder, Syncer, default_threads,
 };
 pub use copy::{
     AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
 };
 pub use durable::Flush;
-pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
+pub use engine::{Engine, TEMP_PREFIX};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
 pub use event::{Event, Side, Snapshot, Stats};
+pub use fs::Dir;
 
 /// The ends of an event channel ([`events`] makes one; the sender goes to
 /// [`SyncBuilder::events`]): re-exported so that a program needs no other
@@ -82,11 +85,11 @@ pub use itemize::Change;
 pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
 pub use spec::{EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
 pub use stop::{StopReason, Stopped};
-pub use task::Task;
-pub use transport::{Local, Scatter, TaskContext, TaskRunner, Transport};
+pub use task::{Task, TaskId};
+pub use transport::{DeferTwice, Local, Outcome, Scatter, TaskContext, TaskRunner, Transport};
 pub use validate::{Roots, validate};
 pub use walk::{FsWalker, Listing, Walker};
-pub use xattr::{Node, XattrReport};
+pub use xattr::{Node, XattrReport, XattrSync};
 
 /// A temporary directory for unit tests, under the workspace's `target/`
 /// (not `/tmp`), removed on drop.

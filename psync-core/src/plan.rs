@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Which attributes a run preserves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Preserve {
     /// Permission bits (rsync `-p`).
     pub perms: bool,
@@ -47,6 +48,7 @@ impl Default for Preserve {
 
 /// Options the planner depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct PlanOptions {
     /// Delete target entries that are not in the source (rsync `--delete`).
     pub delete: bool,
@@ -90,7 +92,7 @@ pub struct PlanOptions {
     /// without root the process's own groups, as rsync `-g` gives a
     /// non-root user's target its source's group only when the user is
     /// a member of it (and compares it only then). Computed once per run
-    /// ([`crate::fs::own_groups`]).
+    /// ([`crate::copy::kit::own_groups`]).
     #[serde(default)]
     pub member_groups: Option<Vec<u32>>,
 }
@@ -129,6 +131,7 @@ impl Default for PlanOptions {
 /// One thing to do in a directory. Entries carry everything a worker on
 /// another node needs; none refers to in-memory state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Action {
     /// Remove a target entry (recursively for a directory): extraneous with
     /// `--delete`, or in the way of a source entry of another type.
@@ -302,7 +305,7 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
 
 /// True when `s` changed status less than `--min-age` ago: a file being
 /// written on a live file system. Directories are always entered.
-pub fn too_young(s: &Entry, opts: &PlanOptions) -> bool {
+pub(crate) fn too_young(s: &Entry, opts: &PlanOptions) -> bool {
     if opts.min_age_ns == 0 || s.kind == Kind::Dir {
         return false;
     }
@@ -458,13 +461,13 @@ fn plan_same_name(
 ///
 /// Any non-directory: rsync -H links fifos, sockets, devices and symlinks
 /// that share an inode as it links files.
-pub fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+pub(crate) fn links_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
     opts.hard_links && s.kind != Kind::Dir && (s.nlink > 1 || d.nlink > 1) && d.nlink != s.nlink
 }
 
 /// True when the engine should route an entry through the hard-link area:
 /// a non-directory with more than one name in the source.
-pub fn is_linked(s: &Entry, opts: &PlanOptions) -> bool {
+pub(crate) fn is_linked(s: &Entry, opts: &PlanOptions) -> bool {
     opts.hard_links && s.kind != Kind::Dir && s.nlink > 1
 }
 
@@ -481,7 +484,7 @@ fn node_change(s: &Entry, d: &Entry, attrs: Change, content: bool) -> Change {
 
 /// Which preserved attributes differ between a source and a target entry
 /// of the same type.
-pub fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
+pub(crate) fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
     let p = &opts.preserve;
     let mut c = Change::attrs_of(s.kind);
     // Linux cannot chmod a symlink; rsync does not compare their modes.
@@ -498,14 +501,14 @@ pub fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
 /// did not change status since the target was written needs no
 /// comparison). Keeps a no-op re-sync from reading every entry's xattrs on
 /// both sides, which costs about five times the rest of the run.
-pub fn xattrs_may_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+pub(crate) fn xattrs_may_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
     opts.xattrs && (opts.xattrs_always || source_status_newer(s, d, opts))
 }
 
 /// True when the source changed status after its target was last written,
 /// beyond the target's timestamp resolution (a target that keeps whole
 /// seconds must not look older than a source changed in the same second).
-pub fn source_status_newer(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+pub(crate) fn source_status_newer(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
     s.ctime > d.ctime && !s.ctime.within(d.ctime, opts.modify_window_ns)
 }
 

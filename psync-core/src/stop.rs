@@ -49,6 +49,7 @@ impl StopReason {
 
 /// How and where a run was stopped because its target cannot be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Stopped {
     /// Full, or read-only.
     pub reason: StopReason,

@@ -19,18 +19,18 @@ use std::io;
 
 /// One entry of a directory being walked.
 #[derive(Debug)]
-pub struct Child {
+pub(crate) struct Child {
     /// Its name in its directory.
-    pub name: Name,
+    pub(crate) name: Name,
     /// True when it is a directory (visited after its contents).
-    pub dir: bool,
+    pub(crate) dir: bool,
     /// Its metadata, when the lister read it.
-    pub entry: Option<Entry>,
+    pub(crate) entry: Option<Entry>,
 }
 
 impl Child {
     /// A child known from its full listing entry.
-    pub fn of(entry: &Entry) -> Child {
+    pub(crate) fn of(entry: &Entry) -> Child {
         Child {
             name: entry.name.clone(),
             dir: entry.kind == Kind::Dir,
@@ -40,10 +40,10 @@ impl Child {
 }
 
 /// Lists a directory's children; the walk visits them from the back.
-pub type Lister<'a> = dyn FnMut(&Dir) -> io::Result<Vec<Child>> + 'a;
+pub(crate) type Lister<'a> = dyn FnMut(&Dir) -> io::Result<Vec<Child>> + 'a;
 /// Called for each non-directory, and for each directory after everything
 /// in it, with the directory that holds it and its path.
-pub type Leave<'a> = dyn FnMut(&Dir, &RelPath, &Child) -> io::Result<()> + 'a;
+pub(crate) type Leave<'a> = dyn FnMut(&Dir, &RelPath, &Child) -> io::Result<()> + 'a;
 
 struct Frame {
     path: RelPath,
@@ -58,7 +58,7 @@ struct Frame {
 /// # Errors
 /// The first failure of `list` or `leave`; a mount point met (EXDEV, or
 /// `top` itself); a directory moved away during the walk.
-pub fn walk(
+pub(crate) fn walk(
     parent: &Dir,
     top: Child,
     path: &RelPath,
@@ -138,7 +138,7 @@ fn open_checked(dir: &Dir, name: &Name, dev: u64, path: &RelPath) -> io::Result<
 }
 
 /// The error for a mount point met where psync does not go.
-pub fn mount_point(path: &RelPath) -> io::Error {
+pub(crate) fn mount_point(path: &RelPath) -> io::Error {
     io::Error::new(
         io::ErrorKind::CrossesDevices,
         format!(
@@ -154,7 +154,7 @@ pub fn mount_point(path: &RelPath) -> io::Error {
 /// is someone else's), and "Device or resource busy" alone does not say
 /// why. The lister reads only directory-entry types, so the entry is
 /// examined here, on the error path only.
-pub fn busy_mount(dir: &Dir, name: &[u8], path: &RelPath, err: io::Error) -> io::Error {
+pub(crate) fn busy_mount(dir: &Dir, name: &[u8], path: &RelPath, err: io::Error) -> io::Error {
     if err.raw_os_error() == Some(libc::EBUSY) && dir.is_mount_root_at(name) {
         mount_point(path)
     } else {
@@ -175,7 +175,7 @@ fn ids(d: &Dir) -> io::Result<(u64, u64)> {
 ///
 /// # Errors
 /// The first failure; what could be removed before it is gone.
-pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
+pub(crate) fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
     remove_top(
         parent,
         Child {
@@ -191,7 +191,7 @@ pub fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
 ///
 /// # Errors
 /// As [`remove_dir_all`]; another directory at the name is an error.
-pub fn remove_dir_all_of(parent: &Dir, listed: &Entry) -> io::Result<u64> {
+pub(crate) fn remove_dir_all_of(parent: &Dir, listed: &Entry) -> io::Result<u64> {
     remove_top(parent, Child::of(listed))
 }
 

@@ -25,6 +25,7 @@ impl std::fmt::Display for TaskId {
 
 /// One unit of work.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub enum Task {
     /// Sync one directory: list both sides, plan, do the cheap actions,
     /// spawn child directories and batches of file copies, and defer its

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// The checked roots of a run.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Roots {
     /// The source directory as given.
     pub src: PathBuf,

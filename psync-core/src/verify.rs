@@ -41,7 +41,7 @@ impl Hasher {
 /// # Errors
 /// A failing read; a file shorter than a range is `UnexpectedEof`.
 ///
-/// Reads through this thread's own [`crate::direct::with_buffer`] buffer,
+/// Reads through this thread's own [`crate::copy::kit::direct::with_buffer`] buffer,
 /// so it must not be called from inside that function's closure.
 pub fn hash_segments(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
     // The thread's own buffer (allocating and zeroing one per file cost
@@ -86,7 +86,7 @@ fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::
 ///
 /// # Errors
 /// As [`hash_segments`].
-pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
+pub(crate) fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
     use crate::direct::{self, DirectMode};
     let mode = direct::align(f)
         .filter(|a| segments.iter().all(|&(start, _)| start % a == 0))
@@ -140,7 +140,7 @@ pub fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Result<u12
 ///
 /// # Errors
 /// A failed write-back (the target's storage refused the data).
-pub fn write_back_and_drop(f: &File, segments: &[(u64, u64)]) -> io::Result<()> {
+pub(crate) fn write_back_and_drop(f: &File, segments: &[(u64, u64)]) -> io::Result<()> {
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
         return Ok(());
     };
@@ -178,14 +178,6 @@ fn sync_file_range(f: &File, start: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Hashes the whole of `f` (its first `len` bytes).
-///
-/// # Errors
-/// As [`hash_segments`].
-pub fn hash_file(f: &File, len: u64) -> io::Result<u128> {
-    hash_segments(f, &[(0, len)])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,7 +211,7 @@ mod tests {
         h.update(&data[2_000_000..2_500_000]);
         let segs = [(10, 1_000_000), (2_000_000, 500_000)];
         assert_eq!(hash_segments(&f, &segs).unwrap(), h.finish());
-        assert_ne!(hash_file(&f, 3_000_000).unwrap(), h.finish());
+        assert_ne!(hash_segments(&f, &[(0, 3_000_000)]).unwrap(), h.finish());
         assert_eq!(
             hash_segments(&f, &[(2_999_999, 2)]).unwrap_err().kind(),
             io::ErrorKind::UnexpectedEof

@@ -8,6 +8,7 @@ use std::io;
 /// One directory's entries, sorted by name, and the entries that could not
 /// be examined.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct Listing {
     /// The entries, sorted by name.
     pub entries: Vec<Entry>,

@@ -10,7 +10,10 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 
-/// Where an entry's attributes are read or written.
+/// Where an entry's attributes are read or written. Exhaustive on
+/// purpose: a copier must handle every way the engine reaches an entry,
+/// so a new one is a compile error in every copier, not a run-time
+/// failure (ADR 013).
 #[derive(Debug, Clone, Copy)]
 pub enum Node<'a> {
     /// An open regular file or directory.
@@ -25,25 +28,25 @@ pub enum Node<'a> {
     /// An entry of any type (symlinks included) pinned by an `O_PATH`
     /// handle: reached as `/proc/self/fd/<fd>`, which leads to that very
     /// inode and is never followed further, so what was checked through
-    /// the handle is what changes (see [`crate::fs::Handle`]).
+    /// the handle is what changes.
     Path(BorrowedFd<'a>),
 }
 
 /// The two ACL xattrs.
-pub const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
+pub(crate) const ACL_NAMES: [&[u8]; 2] = [b"system.posix_acl_access", b"system.posix_acl_default"];
 
 /// Names that are another file system's internal view of an attribute
 /// psync copies otherwise: XFS shows root its ACLs a second time as
 /// `trusted.SGI_ACL_FILE` / `trusted.SGI_ACL_DEFAULT`. Copying those would
 /// put stray xattrs on other file systems and fight the real ACL on XFS.
-pub const SHADOW_NAMES: [&[u8]; 2] = [b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
+pub(crate) const SHADOW_NAMES: [&[u8]; 2] = [b"trusted.SGI_ACL_FILE", b"trusted.SGI_ACL_DEFAULT"];
 
 /// Xattrs that are a file system's internal bookkeeping of one inode and
 /// must never be copied to another (Lustre's FID, link, layout and HSM
 /// records, among others): copied, they would claim another file's
 /// identity. Left alone on both sides by every copier; a copier that
 /// knows more adds its own through [`crate::Copier::sync_xattrs`].
-pub const INTERNAL_NAMES: [&[u8]; 9] = [
+pub(crate) const INTERNAL_NAMES: [&[u8]; 9] = [
     b"trusted.lma",
     b"trusted.link",
     b"trusted.fid",
@@ -56,14 +59,16 @@ pub const INTERNAL_NAMES: [&[u8]; 9] = [
 ];
 
 /// True for a name psync never copies nor removes: another file system's
-/// view of an ACL ([`SHADOW_NAMES`]) or internal bookkeeping
-/// ([`INTERNAL_NAMES`]).
+/// view of an ACL (XFS's `trusted.SGI_ACL_FILE`, `trusted.SGI_ACL_DEFAULT`)
+/// or internal bookkeeping (Lustre's `trusted.lma`, `trusted.link`,
+/// `trusted.fid`, `trusted.som`, `trusted.version`, `trusted.hsm`,
+/// `trusted.lov`, `trusted.lmv`, `trusted.dmv`).
 pub fn is_never_copied(name: &[u8]) -> bool {
     SHADOW_NAMES.contains(&name) || INTERNAL_NAMES.contains(&name)
 }
 
 /// True for the xattr names that hold POSIX ACLs.
-pub fn is_acl(name: &[u8]) -> bool {
+pub(crate) fn is_acl(name: &[u8]) -> bool {
     ACL_NAMES.contains(&name)
 }
 
@@ -209,7 +214,7 @@ impl Node<'_> {
 ///
 /// # Errors
 /// As `getxattr` of the default ACL.
-pub fn new_entry_perms(dir: Node<'_>) -> io::Result<u32> {
+pub(crate) fn new_entry_perms(dir: Node<'_>) -> io::Result<u32> {
     let acl = match dir.get(ACL_NAMES[1]) {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => None,
         r => r?,
@@ -245,7 +250,7 @@ fn tag(entry: &[u8]) -> u16 {
 /// kernel lets a new entry of its directory keep of the mode it is created
 /// with, in place of the umask (rsync's `default_perms_for_dir`). `None`
 /// for a value that is not a version-2 ACL.
-pub fn acl_perms(value: &[u8]) -> Option<u32> {
+pub(crate) fn acl_perms(value: &[u8]) -> Option<u32> {
     let (mut user, mut group, mut mask, mut other) = (0, 0, None, 0);
     for e in acl_entries(value)?.chunks_exact(8) {
         let perm = u32::from(u16::from_le_bytes([e[2], e[3]]) & 0o7);
@@ -272,7 +277,7 @@ pub fn acl_perms(value: &[u8]) -> Option<u32> {
 /// gets the target's group bits too; psync does the same, so that
 /// `rsync -aA --no-perms` finds nothing to change after it. `None` for a
 /// value that is not a version-2 ACL.
-pub fn acl_with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
+pub(crate) fn acl_with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
     let entries = acl_entries(value)?;
     let perm_of = |t: u16| {
         entries
@@ -302,7 +307,7 @@ pub fn acl_with_mode(value: &[u8], mode: u32) -> Option<Vec<u8>> {
 /// (`posix_acl_create_masq`): the owner's, the mask's (or the owning
 /// group's, without a mask) and others' permissions ANDed with the mode's
 /// bits. `None` for a value that is not a version-2 ACL.
-pub fn inherited_acl(value: &[u8], mode: u32) -> Option<Vec<u8>> {
+pub(crate) fn inherited_acl(value: &[u8], mode: u32) -> Option<Vec<u8>> {
     let entries = acl_entries(value)?;
     let has_mask = entries.chunks_exact(8).any(|e| tag(e) == MASK);
     let mut out = value.to_vec();
@@ -328,6 +333,7 @@ fn errno(e: io::Error) -> rustix::io::Errno {
 
 /// What [`sync_xattrs`] changed and what the target could not hold.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct XattrReport {
     /// Some non-ACL xattr was set or removed.
     pub xattrs_changed: bool,
@@ -339,6 +345,7 @@ pub struct XattrReport {
 
 /// What [`sync_xattrs`] syncs, and how.
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct XattrSync {
     /// Xattrs other than ACLs; with `false` they are left alone on both
     /// sides.
@@ -348,7 +355,7 @@ pub struct XattrSync {
     /// The caller knows the target has no xattrs (a new file).
     pub dst_empty: bool,
     /// The access ACL written (and compared) carries the target's mode
-    /// bits, read when needed, not the source's ([`acl_with_mode`]):
+    /// bits, read when needed, not the source's:
     /// `--no-perms`, where the target's mode is not the source's.
     pub target_mode: bool,
     /// Only find out whether anything differs: the target is not written

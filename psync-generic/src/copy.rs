@@ -1,12 +1,12 @@
 //! The generic copier.
 
-use psync_core::direct;
-use psync_core::fs::{Dir, fs_magic, own_groups, timestamps, umask};
-use psync_core::verify::Hasher;
-use psync_core::xattr::{XattrSync, sync_xattrs};
+use psync_core::copy::kit::{
+    Hasher, chmod_fd, chown_fd, direct, fs_magic, own_groups, set_times_fd, sync_xattrs,
+    timestamps, umask,
+};
 use psync_core::{
-    Copied, Copier, CopyOptions, DataJob, Entry, Kind, Name, Node, Op, Reflink, StepError, StepExt,
-    Strategy, XattrReport, is_unsupported,
+    Copied, Copier, CopyOptions, DataJob, Dir, Entry, Kind, Name, Node, Op, Reflink, StepError,
+    StepExt, Strategy, XattrReport, XattrSync, is_unsupported,
 };
 use std::fs::File;
 use std::io;
@@ -326,7 +326,7 @@ fn chown(target: Node<'_>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()>
             Ok(rustix::fs::fchown(fd, uid, gid)?)
         }
         Node::At(dir, name) => dir.chown(name.as_bytes(), uid, gid),
-        Node::Path(fd) => psync_core::fs::chown_fd(fd, uid, gid),
+        Node::Path(fd) => chown_fd(fd, uid, gid),
     }
 }
 
@@ -337,7 +337,7 @@ fn chmod(target: Node<'_>, mode: u32) -> io::Result<()> {
             rustix::fs::Mode::from_raw_mode(mode),
         )?),
         Node::At(dir, name) => dir.chmod(name.as_bytes(), mode),
-        Node::Path(fd) => psync_core::fs::chmod_fd(fd, mode),
+        Node::Path(fd) => chmod_fd(fd, mode),
     }
 }
 
@@ -345,7 +345,7 @@ fn set_times(target: Node<'_>, src: &Entry) -> io::Result<()> {
     match target {
         Node::Fd(fd) => Ok(rustix::fs::futimens(fd, &timestamps(src.atime, src.mtime))?),
         Node::At(dir, name) => dir.set_times(name.as_bytes(), src.atime, src.mtime),
-        Node::Path(fd) => psync_core::fs::set_times_fd(fd, src.atime, src.mtime),
+        Node::Path(fd) => set_times_fd(fd, src.atime, src.mtime),
     }
 }
 
@@ -463,11 +463,9 @@ impl Copier for GenericCopier {
 
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
         if job.len == 0 {
-            let hash = job.hash.then(|| Hasher::new().finish());
-            return Ok(Copied {
-                hash,
-                ..Copied::plain(0, Strategy::Empty)
-            });
+            let mut empty = Copied::plain(0, Strategy::Empty);
+            empty.hash = job.hash.then(|| Hasher::new().finish());
+            return Ok(empty);
         }
         if self.try_reflink(job).op(Op::CopyData)? {
             // Shared extents: the target's data is the source's.
@@ -601,17 +599,8 @@ mod tests {
         tempfile::tempdir_in(base).unwrap()
     }
 
-    const OPTS: CopyOptions = CopyOptions {
-        preserve: psync_core::Preserve::ARCHIVE,
-        can_chown: false,
-        reflink: Reflink::Auto,
-        xattrs: psync_core::AttrMode::Auto,
-        acls: psync_core::AttrMode::Auto,
-        fresh: false,
-        created: false,
-        acl_target_mode: false,
-        direct_io: true,
-    };
+    /// `rsync -a` without root, reflink when possible, direct I/O on.
+    static OPTS: std::sync::LazyLock<CopyOptions> = std::sync::LazyLock::new(CopyOptions::default);
 
     /// A data job over `(offset, len)` of `entry`.
     fn job_of<'a>(
@@ -622,15 +611,9 @@ mod tests {
         opts: &'a CopyOptions,
         hash: bool,
     ) -> DataJob<'a> {
-        DataJob {
-            src,
-            dst,
-            entry,
-            offset,
-            len,
-            opts,
-            hash,
-        }
+        let mut job = DataJob::new(src, dst, entry, opts);
+        (job.offset, job.len, job.hash) = (offset, len, hash);
+        job
     }
 
     /// `job` run by a default generic copier, never asked to stop.
@@ -766,22 +749,14 @@ mod tests {
         let src = d.open_read(b"s").unwrap();
         let dst = d.create_excl(b"t").unwrap();
         let entry = entry_of(&d, b"s");
-        let never = CopyOptions {
-            reflink: Reflink::Never,
-            ..OPTS
-        };
+        let mut never = *OPTS;
+        never.reflink = Reflink::Never;
         let job = job_of(&src, &dst, &entry, (0, 4), &never, false);
         assert_ne!(run(&job).strategy, Strategy::Reflink);
         // On a file system without reflink (this test dir's), Always is an error, Auto falls through.
-        let always = CopyOptions {
-            reflink: Reflink::Always,
-            ..OPTS
-        };
-        let job = DataJob {
-            opts: &always,
-            hash: false,
-            ..job
-        };
+        let mut always = *OPTS;
+        always.reflink = Reflink::Always;
+        let job = job_of(&src, &dst, &entry, (0, 4), &always, false);
         match GenericCopier::new().copy_data(&job, &AtomicBool::new(false)) {
             Ok(c) => assert_eq!(c.strategy, Strategy::Reflink),
             Err(e) => assert!(is_unsupported(&e.source), "{:?}", e.source),
@@ -801,7 +776,7 @@ mod tests {
         for name in [&b"s"[..], &b"h"[..]] {
             let d = Dir::open_root(t.path()).unwrap();
             let src = d.open_read(name).unwrap();
-            let _ = d.unlink(b"t");
+            let _ = std::fs::remove_file(t.path().join("t"));
             let dst = d.create_excl(b"t").unwrap();
             let entry = entry_of(&d, name);
             let job = job_of(&src, &dst, &entry, (0, entry.size), &OPTS, true);
@@ -812,9 +787,12 @@ mod tests {
                 "hashing moves data through user space"
             );
             let segs = &got.segments[..];
-            let want = psync_core::verify::hash_segments(&src, segs).unwrap();
+            let want = psync_core::copy::kit::hash_segments(&src, segs).unwrap();
             assert_eq!(got.hash, Some(want));
-            assert_eq!(psync_core::verify::hash_segments(&dst, segs).unwrap(), want);
+            assert_eq!(
+                psync_core::copy::kit::hash_segments(&dst, segs).unwrap(),
+                want
+            );
         }
     }
 
@@ -844,7 +822,7 @@ mod tests {
             let got = run(&job);
             assert_eq!(got.strategy, Strategy::Direct);
             assert_eq!(got.bytes, len);
-            let want = psync_core::verify::hash_segments(&src, &[(offset, len)]);
+            let want = psync_core::copy::kit::hash_segments(&src, &[(offset, len)]);
             assert_eq!(got.hash, Some(want.unwrap()));
             let flags = rustix::fs::fcntl_getfl(&dst).unwrap();
             assert!(
@@ -863,10 +841,8 @@ mod tests {
             "unaligned chunk: buffered"
         );
         assert_eq!(std::fs::read(t.path().join("t")).unwrap(), data);
-        let off = CopyOptions {
-            direct_io: false,
-            ..OPTS
-        };
+        let mut off = *OPTS;
+        off.direct_io = false;
         let job = job_of(&src, &dst, &entry, (0, 1 << 20), &off, false);
         let got = run(&job);
         assert_eq!(

@@ -13,7 +13,7 @@
 //! length before any chunk, is never truncated while chunks run, and a
 //! rerun that replaces a part unlinks it rather than truncating it.
 
-use psync_core::verify::Hasher;
+use psync_core::copy::kit::Hasher;
 use psync_core::{Op, StepError, StepExt};
 use std::fs::File;
 use std::io;

@@ -66,7 +66,7 @@ pub struct OnList {
 }
 
 impl psync::Walker for OnList {
-    fn list(&self, dir: &psync::fs::Dir) -> std::io::Result<psync::Listing> {
+    fn list(&self, dir: &psync::Dir) -> std::io::Result<psync::Listing> {
         let st = dir.fstat()?;
         #[allow(clippy::unnecessary_cast)]
         if (st.st_dev as u64, st.st_ino as u64) == self.trigger

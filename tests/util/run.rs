@@ -46,7 +46,11 @@ pub fn scatter_seed() -> u64 {
             None => s.parse(),
         }
         .expect("PSYNC_SCATTER_SEED: a number"),
-        Err(_) => psync::random_u64(),
+        // The std hasher's keys are random per process.
+        Err(_) => std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            std::time::SystemTime::now(),
+        ),
     };
     eprintln!("scatter seed: PSYNC_SCATTER_SEED={seed:#x}");
     seed
