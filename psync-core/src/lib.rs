@@ -66,7 +66,7 @@ pub use durable::Flush;
 pub use engine::{Engine, TEMP_PREFIX, temp_run_id};
 pub use entry::{Entry, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
-pub use event::{Event, Side, Snapshot, Stats};
+pub use event::{Counts, Event, Side, Snapshot, Stats};
 
 /// The ends of an event channel ([`events`] makes one; the sender goes to
 /// [`SyncBuilder::events`]): re-exported so that a program needs no other
