@@ -128,7 +128,7 @@ impl TaskRunner for Engine {
     /// listing cut short, a finish skipped), and one that did not is
     /// safe to run again, so a task that ends with the run stopping is
     /// never acknowledged as done. Either way with what the task counted
-    /// (see [`Engine::count`]).
+    /// (see `Engine::count`).
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         if self.quit.load(Ordering::Relaxed) {
             return Outcome::Abandoned(Counts::default());
