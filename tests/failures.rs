@@ -14,11 +14,11 @@ use std::process::Command;
 
 /// `chattr +i` on a path, undone on drop (even when the test fails), so the
 /// test directory can be removed.
-struct Immutable(PathBuf);
+pub(crate) struct Immutable(PathBuf);
 
 impl Immutable {
     /// Sets the flag, or says why it cannot be set here.
-    fn set(p: &Path) -> Result<Immutable, String> {
+    pub(crate) fn set(p: &Path) -> Result<Immutable, String> {
         let out = Command::new("chattr")
             .arg("+i")
             .arg(p)

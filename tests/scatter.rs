@@ -217,3 +217,117 @@ fn three_engines_links_chunks_checksum_deletes_type_changes() {
     assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
     assert_no_temps(&t.dst());
 }
+
+/// Syncs `src` into `dst` on three engines through `threads` threads
+/// of the local transport, every task delivered twice with `redeliver`
+/// 1.0 (each time after a finished delivery: no lossy one). Returns the
+/// errors, the report, and the deliveries made again.
+fn run_redelivered(
+    src: &Path,
+    dst: &Path,
+    redeliver: f64,
+    threads: usize,
+) -> (Vec<String>, Report, u64) {
+    let (spec, seed) = builder(src, dst)
+        .build()
+        .expect("build")
+        .prepare()
+        .expect("prepare");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (report, again) = {
+        let mut cx = EngineContext::new(psync::registry());
+        cx.events = Some(tx);
+        let mut scatter =
+            Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
+        drop(cx);
+        scatter.redeliver(redeliver).lossy(false);
+        let report = scatter
+            .run_all(seed, &Local::new(threads))
+            .expect("the run");
+        (report, scatter.redelivered())
+    };
+    (errors(&rx.iter().collect::<Vec<_>>()), report, again)
+}
+
+/// Issue 14: a task delivered twice counts once. The same sync (new
+/// files, updates, an attribute-only change, symlinks, a fifo, a type
+/// change, deletions, and two failures: a copy into an immutable target
+/// directory, a delete of an immutable file) into two identical targets,
+/// once with every task delivered once and once with every task
+/// delivered twice: the counters are the same, the failures counted
+/// once each.
+///
+/// One thread: with more, another thread may finish a batch a directory
+/// task spawned before that task's second delivery lists the directory,
+/// which then plans a smaller batch (another task id) and copies again
+/// what the first batch copies (work, and counts, of another task).
+#[test]
+fn redelivered_tasks_count_once() {
+    let t = TestDir::new("scatter-count-once");
+    tree!(t.src(), {
+        "new/a" => file("a"),
+        "new/deep/b" => file("bb"),
+        "new/deep/er/c" => random(100_000),
+        "same" => file("unchanged") mtime(1_700_000_000, 0),
+        "changed" => file("new data, longer"),
+        "modes" => file("mode only") mode(0o600) mtime(1_700_000_000, 0),
+        "link" => symlink("same"),
+        "fifo" => fifo(),
+        "was_dir" => file("now a file"),
+        "locked/f" => file("v2, longer"),
+    });
+    let targets = ["once", "twice"].map(|name| {
+        let dst = t.join(name);
+        tree!(&dst, {
+            "same" => file("unchanged") mtime(1_700_000_000, 0),
+            "changed" => file("old"),
+            "modes" => file("mode only") mode(0o644) mtime(1_700_000_000, 0),
+            "was_dir/x" => file("x"),
+            "gone/deep/y" => file("y"),
+            "stuck/z" => file("cannot be removed"),
+            "locked/f" => file("v1"),
+        });
+        dst
+    });
+    let mut guards = Vec::new();
+    for dst in &targets {
+        for locked in ["stuck/z", "locked"] {
+            match crate::failures::Immutable::set(&dst.join(locked)) {
+                Ok(g) => guards.push(g),
+                Err(why) => panic!("the test's failures need chattr +i: {why}"),
+            }
+        }
+    }
+    let (once_errors, once, _) = run_redelivered(&t.src(), &targets[0], 0.0, 1);
+    let (twice_errors, twice, again) = run_redelivered(&t.src(), &targets[1], 1.0, 1);
+    drop(guards);
+    assert!(again > 0, "nothing was delivered again");
+    let counters = |r: &Report| {
+        let mut s = r.stats;
+        s.elapsed_ms = 0;
+        s
+    };
+    assert_eq!(counters(&twice), counters(&once), "{twice_errors:#?}");
+    let s = counters(&once);
+    // Each failure once: the copy into the locked directory and its
+    // finish (its owner cannot be set), the delete of the stuck file.
+    assert_eq!(s.failed, 3, "{s:#?}\n{once_errors:#?}");
+    for what in ["create", "chown", "remove"] {
+        assert!(
+            once_errors.iter().any(|e| e.starts_with(what)),
+            "no {what} error: {once_errors:#?}"
+        );
+    }
+    assert!(
+        s.created > 0
+            && s.updated > 0
+            && s.attrs_updated > 0
+            && s.deleted > 0
+            && s.bytes_copied > 0,
+        "{s:#?}"
+    );
+    for dst in &targets {
+        assert_synced!(t.src(), dst, except: ["locked", "stuck"]);
+        assert_no_temps(dst);
+    }
+}

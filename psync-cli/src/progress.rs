@@ -55,7 +55,9 @@ impl Progress {
         // Message first: the draw that counts is the last one, after both.
         self.bar.set_message(self.message(s));
         self.bar.update(|state| {
-            state.set_len(s.scanned);
+            // Counts arrive as tasks complete: a directory's children may
+            // complete (done) before the directory's own task (scanned).
+            state.set_len(s.scanned.max(s.done));
             state.set_pos(s.done);
         });
     }
@@ -68,7 +70,9 @@ impl Progress {
         format!(
             "{}/{}  {}  ETA {eta}  {} failed",
             units::bytes(s.bytes_copied),
-            units::bytes(s.bytes_to_copy),
+            // As entries: a copy may complete before the directory task
+            // that planned it.
+            units::bytes(s.bytes_to_copy.max(s.bytes_copied)),
             units::byte_rate(self.rate.bytes),
             s.failed
         )

@@ -52,6 +52,8 @@ pub struct SyncBuilder {
     scatter: Option<(usize, u64)>,
     /// The probability of a second delivery in a scattered run.
     redeliver: f64,
+    /// Whether a redelivery may start with a lossy delivery.
+    lossy: bool,
     retries: u32,
     batch_files: usize,
     batch_bytes: u64,
@@ -129,6 +131,7 @@ impl SyncBuilder {
             transport: None,
             scatter: None,
             redeliver: 0.0,
+            lossy: true,
             retries: 2,
             batch_files: 128,
             batch_bytes: 32 << 20,
@@ -431,6 +434,15 @@ impl SyncBuilder {
         self
     }
 
+    /// **For tests**: whether a redelivery ([`SyncBuilder::redeliver`])
+    /// may start with a lossy delivery ([`crate::Scatter::lossy`]: a
+    /// worker that died before its messages got out, whose counts are
+    /// lost). Default: yes.
+    pub fn redeliver_lossy(&mut self, lossy: bool) -> &mut Self {
+        self.lossy = lossy;
+        self
+    }
+
     /// Checks the arguments and prepares the run. Touches nothing.
     ///
     /// # Errors
@@ -557,7 +569,7 @@ impl Syncer {
             .unwrap_or_else(|| Arc::new(Local::new(self.b.threads)));
         if let Some((engines, draws)) = self.b.scatter {
             let mut scatter = crate::Scatter::from_spec(&spec, engines, &self.context(), draws)?;
-            scatter.redeliver(self.b.redeliver);
+            scatter.redeliver(self.b.redeliver).lossy(self.b.lossy);
             let reap = |grace| scatter.reap_stuck(grace);
             return self.with_progress(start, || {
                 self.reaping(reap, || scatter.run_all(seed, &*transport))

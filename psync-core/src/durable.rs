@@ -12,7 +12,6 @@
 use crate::engine::{CopyFail, Engine};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use std::fs::File;
@@ -185,7 +184,7 @@ impl Engine {
     /// not as one more entry done.
     fn flush_failed(&self, rel: &RelPath, op: Op, err: io::Error) {
         self.report(rel, true, op, err, false);
-        Stats::bump(&self.stats.failed, 1);
+        self.count(|c| c.failed += 1);
     }
 
     /// The staged files of a batch flushed ([`Flush::Batch`]: one

@@ -121,7 +121,9 @@ impl Event {
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $field:ident,)*) => {
-        /// Live counters of a run, updated by every worker thread.
+        /// Live counters of a run: the counts of its tasks, added by the
+        /// transport as it acknowledges each ([`crate::transport::Outcome`]),
+        /// read for progress and the report.
         #[derive(Debug, Default)]
         #[non_exhaustive]
         pub struct Stats {
@@ -137,6 +139,15 @@ macro_rules! counters {
             pub elapsed_ms: u64,
         }
 
+        /// What one task counted: the same counters as plain numbers, kept
+        /// by the engine while the task runs and handed to the transport
+        /// with its outcome, which adds them to the run's [`Stats`] once
+        /// per task (a task delivered twice counts once).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct Counts {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
         impl Stats {
             /// Reads all counters.
             pub fn snapshot(&self, elapsed: Duration) -> Snapshot {
@@ -146,9 +157,9 @@ macro_rules! counters {
                 }
             }
 
-            /// Adds another set of counters (a worker's, a task's) to these.
-            pub fn add(&self, other: &Snapshot) {
-                $(if other.$field != 0 { self.$field.fetch_add(other.$field, Relaxed); })*
+            /// Adds a task's counts to these.
+            pub fn add(&self, counts: &Counts) {
+                $(if counts.$field != 0 { self.$field.fetch_add(counts.$field, Relaxed); })*
             }
         }
     };
@@ -210,13 +221,6 @@ counters! {
     chunks_compared,
 }
 
-impl Stats {
-    /// Adds `n` to a counter.
-    pub fn bump(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
-    }
-}
-
 impl Snapshot {
     /// Wall time as a `Duration`.
     pub fn elapsed(&self) -> Duration {
@@ -266,14 +270,14 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_add() {
+    fn counts_add() {
         let s = Stats::default();
-        let snap = Snapshot {
+        let counts = Counts {
             created: 3,
-            ..Snapshot::default()
+            ..Counts::default()
         };
-        s.add(&snap);
-        s.add(&snap);
+        s.add(&counts);
+        s.add(&counts);
         assert_eq!(s.snapshot(Duration::ZERO).created, 6);
     }
 }

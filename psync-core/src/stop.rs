@@ -13,7 +13,7 @@
 use crate::engine::Engine;
 use crate::entry::{Entry, RelPath};
 use crate::error::{Error, Op};
-use crate::event::{Event, Stats};
+use crate::event::Event;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::atomic::Ordering;
@@ -92,8 +92,10 @@ impl Engine {
             message: message.clone(),
         };
         if self.stopped.set(stopped).is_ok() {
-            Stats::bump(&self.stats.failed, 1);
-            Stats::bump(&self.stats.done, 1);
+            self.count(|c| {
+                c.failed += 1;
+                c.done += 1;
+            });
             // Sent before the quit flag is set: with the flag set, a full
             // event queue would drop it.
             self.emit(Event::Error {

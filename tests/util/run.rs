@@ -65,6 +65,14 @@ pub fn scatter_redeliver() -> f64 {
     }
 }
 
+/// Whether a [`Front::Scatter`] run's redeliveries may start with a lossy
+/// delivery (`Scatter::lossy`): `PSYNC_SCATTER_LOSSY=0` turns them off
+/// (the counters of a dead worker's delivery are lost by design, so a
+/// test of exact counters passes only without).
+pub fn scatter_lossy() -> bool {
+    std::env::var("PSYNC_SCATTER_LOSSY").map_or(true, |s| s != "0")
+}
+
 /// One configuration of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -221,7 +229,8 @@ impl Config {
         b.threads(self.threads);
         if self.front == Front::Scatter {
             b.scatter(SCATTER_ENGINES, scatter_seed())
-                .redeliver(scatter_redeliver());
+                .redeliver(scatter_redeliver())
+                .redeliver_lossy(scatter_lossy());
         }
     }
 

@@ -6,7 +6,6 @@ use super::{Engine, Here, Shared};
 use crate::copy::{Copier, CopyOptions};
 use crate::entry::{Entry, Kind, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::xattr::Node;
@@ -38,8 +37,10 @@ impl Engine {
             // `-X`/`-A`): compared by name first, read-only, so an entry
             // that needs nothing costs no handle.
             if only_xattrs && !self.xattrs_differ(src_dir, d, src) {
-                Stats::bump(&self.stats.done, 1);
-                Stats::bump(&self.stats.unchanged, 1);
+                self.count(|c| {
+                    c.done += 1;
+                    c.unchanged += 1;
+                });
                 return false;
             }
             let h = match d.handle(src.name.as_bytes()) {
@@ -50,7 +51,7 @@ impl Engine {
                 }
             };
             if !h.is(dst) {
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| c.done += 1);
                 let why = "replaced in the target during the run; its attributes were not set";
                 self.warn(&path(), true, Op::Stat, why);
                 return false;
@@ -96,13 +97,13 @@ impl Engine {
                 }
             }
         }
-        Stats::bump(&self.stats.done, 1);
+        self.count(|c| c.done += 1);
         if !change.any() {
-            Stats::bump(&self.stats.unchanged, 1);
+            self.count(|c| c.unchanged += 1);
             return false;
         }
         self.itemize(path(), Some(change), src);
-        Stats::bump(&self.stats.attrs_updated, 1);
+        self.count(|c| c.attrs_updated += 1);
         false
     }
 

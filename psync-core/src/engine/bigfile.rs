@@ -6,7 +6,6 @@ use crate::copy::{DataJob, Strategy};
 use crate::engine::{CopyFail, Engine, Filled, read_back, source_changed};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::{Dir, Untrusted};
 use crate::itemize::Change;
 use crate::task::Task;
@@ -314,7 +313,7 @@ impl Engine {
                 );
             }
             Err(CopyFail::Vanished) => {
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| c.done += 1);
                 self.warn(&path, false, Op::Open, "vanished before it could be copied");
             }
             Err(CopyFail::Interrupted) => {}
@@ -522,7 +521,7 @@ impl Engine {
         let (offset, len) = self.chunk_range(src, index);
         let result = match journal.read(index) {
             Some(rec) if resumed_chunk_ok(&input, &part, (offset, len), rec) => {
-                Stats::bump(&self.stats.chunks_resumed, 1);
+                self.count(|c| c.chunks_resumed += 1);
                 // An earlier run's bytes, not this one's (finish_big sums
                 // the records' bytes).
                 let rec = Record { bytes: 0, ..rec };
@@ -587,7 +586,7 @@ impl Engine {
             (None, _) => None,
         };
         // Its bytes count as copied when the file is finished (finish_big).
-        Stats::bump(&self.stats.chunks, 1);
+        self.count(|c| c.chunks += 1);
         journal
             .write(
                 index,
@@ -634,7 +633,7 @@ impl Engine {
                 self.count_change(dst.is_some() && !change.new);
             }
             Ok(None) if attempt < self.retries => {
-                Stats::bump(&self.stats.changed_during_copy, 1);
+                self.count(|c| c.changed_during_copy += 1);
                 cx.spawn(Task::BigFile {
                     rel: rel.clone(),
                     src: src.clone(),
@@ -646,7 +645,7 @@ impl Engine {
             }
             Ok(None) => {
                 self.drop_differs(rel, src, change, at);
-                Stats::bump(&self.stats.changed_during_copy, 1);
+                self.count(|c| c.changed_during_copy += 1);
                 self.fail(
                     &path,
                     false,
@@ -656,7 +655,7 @@ impl Engine {
             }
             Err(CopyFail::Vanished) => {
                 self.drop_differs(rel, src, change, at);
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| c.done += 1);
                 self.warn(&path, false, Op::Open, "vanished during its copy");
             }
             Err(CopyFail::Interrupted) => self.abandon_part(rel, src),

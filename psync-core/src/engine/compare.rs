@@ -13,7 +13,6 @@ use crate::engine::bigfile::{discard_part, part_key, spawn_chunks};
 use crate::engine::{CopyFail, Engine};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::task::Task;
@@ -118,7 +117,7 @@ impl Engine {
         });
         let equal = match compared {
             Ok(equal) => {
-                Stats::bump(&self.stats.chunks_compared, 1);
+                self.count(|c| c.chunks_compared += 1);
                 equal
             }
             Err(CopyFail::Failed {
@@ -168,7 +167,7 @@ impl Engine {
                 return self.fail(&path, on_target, op, err);
             }
             Err(CopyFail::Vanished) => {
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| c.done += 1);
                 return self.warn(&path, false, Op::OpenDir, "vanished during --checksum");
             }
             Err(CopyFail::Interrupted) => return,
@@ -194,7 +193,7 @@ impl Engine {
             }
             Err(e) => return self.fail(&path, true, Op::Stat, e),
         }
-        Stats::bump(&self.stats.bytes_to_copy, src.size);
+        self.count(|c| c.bytes_to_copy += src.size);
         cx.spawn(Task::BigFile {
             rel: rel.clone(),
             src,

@@ -7,7 +7,7 @@ use super::{Engine, Here, Shared, clone_err, euid, fresh_dir_id, replaced_dir};
 use crate::copy::Copier;
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::{Error, Op};
-use crate::event::{Event, Stats};
+use crate::event::Event;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, Planner, attr_change, is_linked};
@@ -59,7 +59,7 @@ impl Engine {
         };
         if self.other_source_fs(rel, &src_dir) {
             // -x: the mount point's directory is kept, nothing inside it.
-            Stats::bump(&self.stats.dirs, 1);
+            self.count(|c| c.dirs += 1);
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
             return self.defer(
                 cx,
@@ -176,8 +176,10 @@ impl Engine {
             .count();
         let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
         let unchanged = non_dirs.saturating_sub(acted);
-        Stats::bump(&self.stats.unchanged, unchanged as u64);
-        Stats::bump(&self.stats.done, unchanged as u64);
+        self.count(|c| {
+            c.unchanged += unchanged as u64;
+            c.done += unchanged as u64;
+        });
         if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
             self.adopt_default_acl(rel, &src_dir, d);
         }
@@ -337,7 +339,7 @@ impl Engine {
         };
         let errno = err.raw_os_error();
         let e = Error::new(op, rel.under(&self.src_path), err);
-        Stats::bump(&self.stats.failed, 1);
+        self.count(|c| c.failed += 1);
         self.emit(Event::Error {
             path: rel.clone(),
             op,
@@ -388,9 +390,11 @@ impl Engine {
             .filter(|e| e.kind == Kind::File)
             .map(|e| e.size)
             .sum();
-        Stats::bump(&self.stats.scanned, entries.len() as u64);
-        Stats::bump(&self.stats.dirs, 1);
-        Stats::bump(&self.stats.bytes_total, bytes);
+        self.count(|c| {
+            c.scanned += entries.len() as u64;
+            c.dirs += 1;
+            c.bytes_total += bytes;
+        });
     }
 
     /// Without root, a target directory of ours whose mode lacks owner
@@ -546,7 +550,7 @@ impl Engine {
                     // known (see links.rs).
                     if change.transfer {
                         touched = true;
-                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                        self.count(|c| c.bytes_to_copy += src.size);
                     }
                     linked.push(action);
                 }
@@ -573,7 +577,7 @@ impl Engine {
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
                 {
                     touched = true;
-                    Stats::bump(&self.stats.bytes_to_copy, src.size);
+                    self.count(|c| c.bytes_to_copy += src.size);
                     cx.spawn(Task::BigFile {
                         rel: rel.clone(),
                         src,
@@ -600,7 +604,7 @@ impl Engine {
                 Action::Copy { ref src, .. } | Action::Compare { ref src, .. } if !self.dry_run => {
                     touched = true;
                     if matches!(action, Action::Copy { .. }) {
-                        Stats::bump(&self.stats.bytes_to_copy, src.size);
+                        self.count(|c| c.bytes_to_copy += src.size);
                     }
                     batch.bytes += src.size;
                     batch.actions.push(action);
@@ -666,7 +670,7 @@ impl Engine {
             },
             _ => 1,
         };
-        Stats::bump(&self.stats.deleted, removed);
+        self.count(|c| c.deleted += removed);
         true
     }
 
@@ -745,7 +749,7 @@ impl Engine {
                     }
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
-                Stats::bump(&self.stats.created, 1);
+                self.count(|c| c.created += 1);
                 cx.spawn(Task::Dir {
                     rel: path,
                     src,
@@ -756,7 +760,7 @@ impl Engine {
             }
             Action::Copy { src, dst, change } => {
                 // Dry run: report what would be copied.
-                Stats::bump(&self.stats.bytes_to_copy, src.size);
+                self.count(|c| c.bytes_to_copy += src.size);
                 self.count_change(dst.is_some() && !change.new);
                 self.itemize(rel.join(&src.name), Some(change), &src);
                 true
@@ -773,8 +777,10 @@ impl Engine {
                 (1, Shared::Replace),
             ),
             Action::TooYoung { src } => {
-                Stats::bump(&self.stats.skipped_young, 1);
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| {
+                    c.skipped_young += 1;
+                    c.done += 1;
+                });
                 self.emit(Event::Skipped {
                     path: rel.join(&src.name),
                     reason: "changed too recently (--min-age)".into(),
@@ -835,15 +841,16 @@ impl Engine {
                 self.sync_dir(rel, &d);
             }
         }
-        if dst.is_some() {
-            let counter = if change.is_some_and(|c| c.any()) {
-                &self.stats.attrs_updated
-            } else {
-                &self.stats.unchanged
-            };
-            Stats::bump(counter, u64::from(!rel.is_root()));
-        }
-        Stats::bump(&self.stats.done, u64::from(!rel.is_root()));
+        let n = u64::from(!rel.is_root());
+        self.count(|c| {
+            if dst.is_some() {
+                match change.is_some_and(|ch| ch.any()) {
+                    true => c.attrs_updated += n,
+                    false => c.unchanged += n,
+                }
+            }
+            c.done += n;
+        });
     }
 
     /// Sets a finished directory's attributes (`attrs`: owner, mode, times)

@@ -7,7 +7,6 @@ use crate::copy::Copier;
 use crate::durable::{MAX_STAGED, Ready, Staged};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, is_linked};
@@ -194,9 +193,9 @@ impl Engine {
                         filled,
                     });
                 }
-                Ok(None) => Stats::bump(&self.stats.changed_during_copy, 1),
+                Ok(None) => self.count(|c| c.changed_during_copy += 1),
                 Err(CopyFail::Vanished) => {
-                    Stats::bump(&self.stats.done, 1);
+                    self.count(|c| c.done += 1);
                     return self.warn(&path, false, Op::Open, "vanished before it could be copied");
                 }
                 Err(CopyFail::Interrupted) => return,
@@ -311,7 +310,7 @@ impl Engine {
     /// and its bytes (only those: an abandoned copy's bytes are not).
     pub(crate) fn count_filled(&self, filled: Filled) {
         self.count_strategy(filled.strategy);
-        Stats::bump(&self.stats.bytes_copied, filled.bytes);
+        self.count(|c| c.bytes_copied += filled.bytes);
     }
 
     /// Renames a finished temporary over `name`; on any failure, or when
@@ -494,7 +493,7 @@ impl Engine {
                 ),
             ));
         }
-        Stats::bump(&self.stats.verified, 1);
+        self.count(|c| c.verified += 1);
         Ok(())
     }
 }

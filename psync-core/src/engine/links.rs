@@ -5,7 +5,7 @@
 use crate::engine::{CopyFail, Engine, Made, Shared};
 use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
-use crate::event::{Event, Stats};
+use crate::event::Event;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, PlanOptions, is_linked};
@@ -355,8 +355,10 @@ impl Engine {
             } else {
                 // The group's paths here are one inode already, and its
                 // other paths are outside the tree: nothing to do.
-                Stats::bump(&self.stats.unchanged, 1);
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| {
+                    c.unchanged += 1;
+                    c.done += 1;
+                });
             }
         }
         // Nothing to register: the copies need no pass of their own.
@@ -911,16 +913,18 @@ impl Engine {
                 if planned {
                     self.count_change(dst.is_some());
                 } else {
-                    Stats::bump(&self.stats.updated, 1);
+                    self.count(|c| c.updated += 1);
                 }
             }
             Ok(Linked::AlreadyRight) if planned => {
-                Stats::bump(&self.stats.unchanged, 1);
-                Stats::bump(&self.stats.done, 1);
+                self.count(|c| {
+                    c.unchanged += 1;
+                    c.done += 1;
+                });
             }
             Ok(Linked::AlreadyRight) => {}
             Err(CopyFail::Vanished) => {
-                Stats::bump(&self.stats.done, u64::from(planned));
+                self.count(|c| c.done += u64::from(planned));
                 self.warn(&path, false, Op::Open, "vanished before it could be copied");
             }
             Err(CopyFail::Interrupted) => {}
@@ -1059,14 +1063,16 @@ impl Engine {
         };
         if (now.dev, now.ino) != (dst.dev, dst.ino) {
             // Replaced since it was linked: not the group's inode any more.
-            Stats::bump(&self.stats.done, 1);
+            self.count(|c| c.done += 1);
             let why = "replaced in the target during the run; its attributes were not set";
             return self.warn(&rel.join(&src.name), true, Op::Stat, why);
         }
         let due = crate::plan::attr_change(src, &now, &self.plan_opts);
         if !due.any() && !self.xattr_source(Some(dst), src) {
-            Stats::bump(&self.stats.unchanged, 1);
-            return Stats::bump(&self.stats.done, 1);
+            return self.count(|c| {
+                c.unchanged += 1;
+                c.done += 1;
+            });
         }
         let listed = Entry {
             ctime: dst.ctime,
@@ -1087,8 +1093,10 @@ impl Engine {
                 self.xattr_source(Some(dst), src) && self.xattrs_differ(src_dir, dst_dir, src);
             if !explained {
                 if !self.changes_attrs(src_dir, dst_dir, src, Some(&listed), change) {
-                    Stats::bump(&self.stats.unchanged, 1);
-                    return Stats::bump(&self.stats.done, 1);
+                    return self.count(|c| {
+                        c.unchanged += 1;
+                        c.done += 1;
+                    });
                 }
                 return match src.kind {
                     Kind::File => {
@@ -1346,7 +1354,7 @@ impl Engine {
             }
             drop(out);
             let Some(filled) = filled? else {
-                Stats::bump(&self.stats.changed_during_copy, 1);
+                self.count(|c| c.changed_during_copy += 1);
                 if retries == 0 {
                     return Err(CopyFail::source(
                         Op::CopyData,

@@ -32,7 +32,7 @@ mod temps;
 use crate::copy::{Copier, CopyOptions, Strategy};
 use crate::entry::{Entry, Name, RelPath};
 use crate::error::{Error, Op};
-use crate::event::{Event, Stats};
+use crate::event::{Counts, Event, Stats};
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{PlanOptions, Planner};
@@ -40,6 +40,7 @@ use crate::task::Task;
 use crate::transport::{Outcome, TaskContext, TaskRunner};
 use crate::walk::Walker;
 use crossbeam_channel::Sender;
+use std::cell::RefCell;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -126,22 +127,45 @@ impl TaskRunner for Engine {
     /// flag may have returned early anywhere (a copy interrupted, a
     /// listing cut short, a finish skipped), and one that did not is
     /// safe to run again, so a task that ends with the run stopping is
-    /// never acknowledged as done.
+    /// never acknowledged as done. Either way with what the task counted
+    /// (see `Engine::count`).
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         if self.quit.load(Ordering::Relaxed) {
-            return Outcome::Abandoned;
+            return Outcome::Abandoned(Counts::default());
         }
-        self.run_task(task, cx);
+        let counts = counting(|| self.run_task(task, cx));
         if self.quit.load(Ordering::Relaxed) {
-            Outcome::Abandoned
+            Outcome::Abandoned(counts)
         } else {
-            Outcome::Done
+            Outcome::Done(counts)
         }
     }
 
     fn run_id(&self) -> u64 {
         self.run_id
     }
+}
+
+thread_local! {
+    /// The counts of the task this thread runs ([`counting`]); `None`
+    /// outside a task. A task's work is all on the thread that runs it
+    /// (the threads some steps start, hashing or flushing, count nothing).
+    static COUNTS: RefCell<Option<Counts>> = const { RefCell::new(None) };
+}
+
+/// Runs `task` with its own counts, and returns them: what
+/// [`Engine::count`] counts meanwhile on this thread.
+fn counting(task: impl FnOnce()) -> Counts {
+    /// Puts back what was there before, even if the task panics.
+    struct Restore(Option<Counts>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            COUNTS.set(self.0.take());
+        }
+    }
+    let _restore = Restore(COUNTS.replace(Some(Counts::default())));
+    task();
+    COUNTS.take().unwrap_or_default()
 }
 
 impl Engine {
@@ -249,6 +273,21 @@ pub(crate) struct Filled {
 impl Engine {
     // ----- reporting -------------------------------------------------------
 
+    /// Counts something: in the running task's counts, which reach the
+    /// run's [`Stats`] with its outcome, once per task however often it
+    /// is delivered (see [`Outcome`]); outside a task (the run's setup
+    /// and end), in the run's counters directly. A plain add per call.
+    pub(crate) fn count(&self, f: impl FnOnce(&mut Counts)) {
+        COUNTS.with_borrow_mut(|task| match task {
+            Some(counts) => f(counts),
+            None => {
+                let mut counts = Counts::default();
+                f(&mut counts);
+                self.stats.add(&counts);
+            }
+        });
+    }
+
     /// [`TaskContext::defer`]; a second deferred task of one task (a
     /// bug) panics in debug builds, and otherwise is reported as a
     /// failure of the task's directory (its work is not done).
@@ -320,8 +359,10 @@ impl Engine {
         let errno = err.raw_os_error();
         let e = Error::new(op, rel.under(base), err);
         if count {
-            Stats::bump(&self.stats.failed, 1);
-            Stats::bump(&self.stats.done, 1);
+            self.count(|c| {
+                c.failed += 1;
+                c.done += 1;
+            });
         }
         self.emit(Event::Error {
             path: rel.clone(),
@@ -338,7 +379,7 @@ impl Engine {
         } else {
             &self.src_path
         };
-        Stats::bump(&self.stats.warnings, 1);
+        self.count(|c| c.warnings += 1);
         self.emit(Event::Warning {
             path: rel.clone(),
             op,
@@ -367,15 +408,13 @@ impl Engine {
     }
 
     pub(crate) fn count_change(&self, existed: bool) {
-        Stats::bump(
-            if existed {
-                &self.stats.updated
-            } else {
-                &self.stats.created
-            },
-            1,
-        );
-        Stats::bump(&self.stats.done, 1);
+        self.count(|c| {
+            match existed {
+                true => c.updated += 1,
+                false => c.created += 1,
+            }
+            c.done += 1;
+        });
     }
 
     // ----- counting and names -----------------------------------------------
@@ -390,16 +429,15 @@ impl Engine {
     }
 
     pub(crate) fn count_strategy(&self, s: Strategy) {
-        let c = match s {
-            Strategy::Reflink => &self.stats.by_reflink,
-            Strategy::CopyRange => &self.stats.by_copy_range,
-            Strategy::Sendfile => &self.stats.by_sendfile,
-            Strategy::ReadWrite => &self.stats.by_read_write,
-            Strategy::Direct => &self.stats.by_direct,
-            Strategy::Mapped => &self.stats.by_mapped,
-            Strategy::Empty => return,
-        };
-        Stats::bump(c, 1);
+        self.count(|c| match s {
+            Strategy::Reflink => c.by_reflink += 1,
+            Strategy::CopyRange => c.by_copy_range += 1,
+            Strategy::Sendfile => c.by_sendfile += 1,
+            Strategy::ReadWrite => c.by_read_write += 1,
+            Strategy::Direct => c.by_direct += 1,
+            Strategy::Mapped => c.by_mapped += 1,
+            Strategy::Empty => {}
+        });
     }
 
     /// A fresh temporary name: the run id (so later runs know it is

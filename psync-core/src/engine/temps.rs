@@ -5,7 +5,6 @@
 use super::{Engine, euid, temp_run_id};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
-use crate::event::Stats;
 use crate::fs::Dir;
 use crate::plan::Action;
 use std::io;
@@ -95,7 +94,7 @@ impl Engine {
         }
         match dir.unlink(e.name.as_bytes()) {
             Ok(()) => {
-                Stats::bump(&self.stats.stale_removed, 1);
+                self.count(|c| c.stale_removed += 1);
                 let why = format!(
                     "{what}, owned by uid {} and not by psync's user: removed, never used",
                     e.uid
@@ -138,7 +137,7 @@ impl Engine {
                 })
                 .and_then(|()| dir.rmdir(name.as_bytes()));
             return match cleared {
-                Ok(()) => Stats::bump(&self.stats.stale_removed, 1),
+                Ok(()) => self.count(|c| c.stale_removed += 1),
                 Err(err) => self.fail(&rel.join(name), true, Op::Remove, err),
             };
         }
@@ -148,7 +147,7 @@ impl Engine {
         let planted = crate::engine::bigfile::planted(dir, name);
         match dir.unlink_file(name.as_bytes()) {
             Ok(_) => {
-                Stats::bump(&self.stats.stale_removed, 1);
+                self.count(|c| c.stale_removed += 1);
                 if let Some(what) = planted {
                     self.warn(
                         &rel.join(name),

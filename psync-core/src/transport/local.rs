@@ -18,10 +18,14 @@
 //! it runs), which is right when the run is stopping — the only time the
 //! engine abandons a task. This transport cannot deliver a task again
 //! (it gave it to the runner): a task abandoned while the run goes on
-//! stops the run with an error.
+//! stops the run with an error. Either way the task is not run again, so
+//! its counts are added to the run's once it returns (a runner that
+//! delivers it more than once, like [`super::Scatter`], returns the
+//! counts of one delivery).
 
 use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
 use crate::error::Error;
+use crate::event::Stats;
 use crate::task::{Task, TaskId};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use std::collections::HashSet;
@@ -87,6 +91,7 @@ struct Shared<'a> {
     stealers: Vec<Stealer<Job>>,
     runner: &'a dyn TaskRunner,
     quit: &'a AtomicBool,
+    stats: &'a Stats,
     done: AtomicBool,
     /// Sleeping workers wait here for new work.
     idle: Mutex<usize>,
@@ -102,13 +107,20 @@ impl Transport for Local {
         "local"
     }
 
-    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
+    fn run(
+        &self,
+        seed: Task,
+        runner: &dyn TaskRunner,
+        quit: &AtomicBool,
+        stats: &Stats,
+    ) -> Result<(), Error> {
         let workers: Vec<Worker<Job>> = (0..self.threads).map(|_| Worker::new_lifo()).collect();
         let shared = Shared {
             injector: Injector::new(),
             stealers: workers.iter().map(Worker::stealer).collect(),
             runner,
             quit,
+            stats,
             done: AtomicBool::new(false),
             idle: Mutex::new(0),
             wake: Condvar::new(),
@@ -248,8 +260,11 @@ impl Shared<'_> {
             spawned: HashSet::new(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(*job.task, &mut cx)));
+        if let Ok(outcome) = &ran {
+            self.stats.add(outcome.counts());
+        }
         match ran {
-            Ok(Outcome::Done) => {}
+            Ok(Outcome::Done(_)) => {}
             Ok(_) => {
                 // Not counted complete: nothing that waits on it runs.
                 if !self.quit.load(Ordering::Relaxed) {
@@ -328,6 +343,7 @@ impl Shared<'_> {
 mod tests {
     use super::*;
     use crate::entry::{Entry, Kind, Name, RelPath, Time};
+    use crate::event::Counts;
     use std::sync::Mutex as StdMutex;
 
     fn dir_entry() -> Entry {
@@ -353,7 +369,8 @@ mod tests {
 
     /// Builds a synthetic tree: each Dir of depth < 4 spawns 3 Dirs; each
     /// finish is recorded. Checks every finish comes after all finishes
-    /// below it, and that the run terminates.
+    /// below it, and that the run terminates. Each directory task counts
+    /// one directory, each finish one entry done.
     struct TreeRunner {
         log: StdMutex<Vec<String>>,
     }
@@ -381,11 +398,18 @@ mod tests {
                         at: None,
                     })
                     .unwrap();
+                    return Outcome::Done(Counts {
+                        dirs: 1,
+                        ..Counts::default()
+                    });
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
                 _ => {}
             }
-            Outcome::Done
+            Outcome::Done(Counts {
+                done: 1,
+                ..Counts::default()
+            })
         }
     }
 
@@ -396,6 +420,7 @@ mod tests {
                 log: StdMutex::new(Vec::new()),
             };
             let quit = AtomicBool::new(false);
+            let stats = Stats::default();
             Local::new(threads)
                 .run(
                     Task::Dir {
@@ -406,10 +431,15 @@ mod tests {
                     },
                     &runner,
                     &quit,
+                    &stats,
                 )
                 .unwrap();
             let log = runner.log.into_inner().unwrap();
-            assert_eq!(log.len(), 1 + 3 + 9 + 27 + 81);
+            let n = 1 + 3 + 9 + 27 + 81;
+            assert_eq!(log.len(), n);
+            // Every task's counts, added once.
+            let counted = stats.snapshot(Duration::ZERO);
+            assert_eq!((counted.dirs, counted.done), (n as u64, n as u64));
             let pos = |p: &str| log.iter().position(|x| x == p).unwrap();
             for p in &log {
                 if p.is_empty() {
@@ -452,7 +482,7 @@ mod tests {
                 })
                 .unwrap();
             }
-            Outcome::Done
+            Outcome::Done(Counts::default())
         }
     }
 
@@ -473,7 +503,9 @@ mod tests {
             dst: None,
             at: None,
         };
-        Local::new(2).run(seed, &runner, &quit).unwrap();
+        Local::new(2)
+            .run(seed, &runner, &quit, &Stats::default())
+            .unwrap();
         assert!(runner.depth.load(Ordering::Relaxed) >= 100_000);
     }
 
@@ -494,7 +526,7 @@ mod tests {
             self.inner.run(task, cx);
             self.inner.run(again, cx);
             if !dir {
-                return Outcome::Done;
+                return Outcome::Done(Counts::default());
             }
             let other = Task::DropLinks {
                 rel,
@@ -503,7 +535,7 @@ mod tests {
             if cx.defer(other).is_err() {
                 self.refused.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Done
+            Outcome::Done(Counts::default())
         }
     }
 
@@ -522,7 +554,9 @@ mod tests {
             dst: None,
             at: None,
         };
-        Local::new(3).run(seed, &runner, &quit).unwrap();
+        Local::new(3)
+            .run(seed, &runner, &quit, &Stats::default())
+            .unwrap();
         let mut log = runner.inner.log.into_inner().unwrap();
         // Each finish is run (twice, by its own execution), not queued twice.
         let n = 1 + 3 + 9 + 27 + 81;
@@ -537,10 +571,15 @@ mod tests {
     struct Abandoner;
     impl TaskRunner for Abandoner {
         fn run(&self, _task: Task, _cx: &mut dyn TaskContext) -> Outcome {
-            Outcome::Abandoned
+            Outcome::Abandoned(Counts {
+                failed: 1,
+                ..Counts::default()
+            })
         }
     }
 
+    /// The abandoned task is not delivered again: what it counted (its
+    /// failure) is the run's.
     #[test]
     fn a_task_abandoned_while_the_run_goes_on_stops_it_with_an_error() {
         let quit = AtomicBool::new(false);
@@ -550,8 +589,10 @@ mod tests {
             dst: None,
             at: None,
         };
-        assert!(Local::new(2).run(seed, &Abandoner, &quit).is_err());
+        let stats = Stats::default();
+        assert!(Local::new(2).run(seed, &Abandoner, &quit, &stats).is_err());
         assert!(quit.load(Ordering::Relaxed));
+        assert_eq!(stats.snapshot(Duration::ZERO).failed, 1);
     }
 
     struct Panicker;
@@ -573,6 +614,7 @@ mod tests {
             },
             &Panicker,
             &quit,
+            &Stats::default(),
         );
         assert!(r.is_err());
     }

@@ -11,6 +11,7 @@ pub mod local;
 pub mod scatter;
 
 use crate::error::Error;
+use crate::event::{Counts, Stats};
 use crate::task::Task;
 use std::sync::atomic::AtomicBool;
 
@@ -57,28 +58,60 @@ impl std::fmt::Display for DeferTwice {
 
 impl std::error::Error for DeferTwice {}
 
-/// How a task's run ended: what the transport acknowledges.
+/// How a task's run ended, and what it counted: what the transport
+/// acknowledges.
+///
+/// The counts are the task's alone ([`Counts`]): the engine keeps them
+/// apart from the run's [`Stats`] while the task runs, and the transport
+/// adds them once per task, so a task delivered twice counts once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The task did all it had to (its entries' failures included: they
-    /// are reported, the task is done). The transport acknowledges it and
-    /// counts it complete once its children are.
-    Done,
+    /// are reported, the task is done). The transport acknowledges it,
+    /// adds its counts to the run's (once per task id: those of the
+    /// delivery it acknowledges) and counts it complete once its children
+    /// are.
+    Done(Counts),
     /// The task stopped before it finished (the quit flag: an interrupt,
     /// a full target, a worker shutting down) or did not start. Whatever
     /// it did is safe to do again: a transport that goes on with the run
-    /// delivers it again (a broker re-queues it for any worker); one that
-    /// is stopping drops it without counting it complete, so nothing that
-    /// waits on it (its parent's deferred finish) runs.
-    Abandoned,
+    /// delivers it again (a broker re-queues it for any worker) and drops
+    /// its counts (the next delivery counts); one that is stopping drops
+    /// it without counting it complete, so nothing that waits on it (its
+    /// parent's deferred finish) runs, and adds its counts (what a stopped
+    /// run did, its stop's failure among them, is in its report).
+    Abandoned(Counts),
+}
+
+impl Outcome {
+    /// True for [`Outcome::Done`].
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done(_))
+    }
+
+    /// What the task counted.
+    pub fn counts(&self) -> &Counts {
+        match self {
+            Outcome::Done(c) | Outcome::Abandoned(c) => c,
+        }
+    }
+
+    /// The same outcome with `counts` instead of its own (those of
+    /// another delivery of the task).
+    pub fn with_counts(self, counts: Counts) -> Outcome {
+        match self {
+            Outcome::Done(_) => Outcome::Done(counts),
+            Outcome::Abandoned(_) => Outcome::Abandoned(counts),
+        }
+    }
 }
 
 /// Executes one task. The engine implements this.
 pub trait TaskRunner: Send + Sync {
     /// Runs `task`; new work goes through `cx`. Failures of entries are
-    /// reported by the runner itself (events, counters); a task never
-    /// fails, it is done or abandoned.
+    /// reported by the runner itself (events) and counted in the outcome;
+    /// a task never fails, it is done or abandoned.
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome;
 
     /// The run's id, for [`Task::id`] (0 for runners outside a run).
@@ -88,25 +121,39 @@ pub trait TaskRunner: Send + Sync {
 }
 
 /// Moves tasks to executors until the seed task and everything it led to
-/// are complete, or `quit` is set.
+/// are complete, or `quit` is set, adding the counts of the tasks it
+/// acknowledges to `stats`.
 pub trait Transport: Send + Sync {
     /// A short name for reports ("local", "redis").
     fn name(&self) -> &str;
 
-    /// Runs `seed` and all tasks that follow from it.
+    /// Runs `seed` and all tasks that follow from it; adds each task's
+    /// counts ([`Outcome::counts`]) to `stats` once (see [`Outcome`]).
     ///
     /// # Errors
     /// When the transport itself fails (a broker connection lost for good);
     /// never for failures of single entries.
-    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error>;
+    fn run(
+        &self,
+        seed: Task,
+        runner: &dyn TaskRunner,
+        quit: &AtomicBool,
+        stats: &Stats,
+    ) -> Result<(), Error>;
 }
 
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
-        (**self).run(seed, runner, quit)
+    fn run(
+        &self,
+        seed: Task,
+        runner: &dyn TaskRunner,
+        quit: &AtomicBool,
+        stats: &Stats,
+    ) -> Result<(), Error> {
+        (**self).run(seed, runner, quit, stats)
     }
 }
 
@@ -114,7 +161,13 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
-        (**self).run(seed, runner, quit)
+    fn run(
+        &self,
+        seed: Task,
+        runner: &dyn TaskRunner,
+        quit: &AtomicBool,
+        stats: &Stats,
+    ) -> Result<(), Error> {
+        (**self).run(seed, runner, quit, stats)
     }
 }

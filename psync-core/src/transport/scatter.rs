@@ -21,7 +21,9 @@
 //! second delivery's children and finish); and a task is, with the same
 //! probability, first run on a context that loses the defer and a random
 //! tail of its spawns (a worker that died after its work but before all
-//! its messages got out), then delivered again in full.
+//! its messages got out), then delivered again in full. The task's counts
+//! are those of one delivery, the one a broker acknowledges: the first
+//! finished one, never a lossy one's (see [`Scatter::lossy`]).
 //!
 //! What it does not model (yet): a worker that dies in the middle of a
 //! task's file system work (redelivered tasks run to their end; only
@@ -57,6 +59,8 @@ pub struct Scatter {
     redelivered: AtomicU64,
     /// The tasks that may be delivered again (all when `None`).
     redeliver_if: Option<Redeliverable>,
+    /// A redelivery may start with a lossy delivery.
+    lossy: bool,
 }
 
 impl std::fmt::Debug for Scatter {
@@ -104,6 +108,7 @@ impl Scatter {
             redeliver: 0,
             redelivered: AtomicU64::new(0),
             redeliver_if: None,
+            lossy: true,
         })
     }
 
@@ -126,6 +131,18 @@ impl Scatter {
         } else {
             (f * 18_446_744_073_709_551_616.0) as u64
         };
+        self
+    }
+
+    /// Whether a redelivery ([`Scatter::redeliver`]) may start with a
+    /// lossy delivery (default: yes). Without, every delivery runs to its
+    /// end with all its messages, and a task is only ever delivered again
+    /// after a finished delivery: the run's counters are then exactly
+    /// those of a run without redelivery (a lossy delivery's counts are
+    /// lost, as a dead worker's are, and the delivery after it finds its
+    /// work done).
+    pub fn lossy(&mut self, lossy: bool) -> &mut Self {
+        self.lossy = lossy;
         self
     }
 
@@ -250,20 +267,25 @@ impl TaskRunner for Scatter {
     ///
     /// With [`Scatter::redeliver`], a delivery may first go to a lossy
     /// context, and a finished one may be made again (see the module's
-    /// docs); the outcome is the last delivery's.
+    /// docs); the outcome is the last delivery's, its counts those a
+    /// broker would add: not a lossy delivery's (its worker died before
+    /// its acknowledgement), and of two finished deliveries the first's
+    /// (the first acknowledgement of a task id counts, later ones are
+    /// dropped).
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         let bytes = task.encode().expect("a task encodes");
         let again = |s: &Self| s.again(&task);
-        if again(self) {
+        if self.lossy && again(self) {
             let keep = self.random() % 4;
             let lost = self.deliver(&bytes, &mut Lossy { inner: cx, keep });
-            if lost != Outcome::Done {
+            if !lost.is_done() {
                 return lost;
             }
         }
         let outcome = self.deliver(&bytes, cx);
-        if outcome == Outcome::Done && again(self) {
-            return self.deliver(&bytes, cx);
+        if outcome.is_done() && again(self) {
+            let second = self.deliver(&bytes, cx);
+            return second.with_counts(*outcome.counts());
         }
         outcome
     }
