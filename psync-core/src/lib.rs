@@ -41,6 +41,7 @@ pub mod entry;
 mod error;
 pub mod event;
 pub mod fs;
+mod fsid;
 pub mod itemize;
 
 pub mod plan;
