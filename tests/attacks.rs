@@ -589,3 +589,73 @@ fn planted_hard_link_to_an_outside_symlink_keeps_its_owner_no_hard_links() {
         false,
     );
 }
+
+// ---------------------------------------------------------------------------
+// Attack 3: a directory of another file system with the same inode number
+// ---------------------------------------------------------------------------
+
+/// Every btrfs subvolume's root is inode 256, and a user who may write in
+/// a directory may make a subvolume there and rename it within its parent
+/// subvolume: a directory put in place of another with the same inode
+/// number, on another file system as far as `stat` goes (a device number
+/// and an `f_fsid` of its own). Here the target directory `a`, a
+/// subvolume, is swapped for the victim's subvolume once `a`'s task has
+/// opened and listed it: the tasks that follow (the copy of `x`, the
+/// directory's finish) must find that it is not the directory listed, by
+/// its file system's id (ADR 014), and leave the victim's alone.
+#[test]
+fn a_subvolume_swapped_in_with_the_same_inode_is_refused() {
+    use crate::util::attack::{on_list, run_lib};
+    use crate::util::mounts::{self, Fs};
+    let test = "a_subvolume_swapped_in_with_the_same_inode_is_refused";
+    let s = match mounts::shared().and_then(|m| m.scratch(test, Fs::Btrfs, Fs::Btrfs)) {
+        Ok(s) => s,
+        Err(why) => skip!("{why}"),
+    };
+    let (src, dst) = (s.src(), s.dst());
+    tree!(src, {
+        "a/x" => file("the run's new file") mode(0o644),
+        "a" => dir() mode(0o755),
+    });
+    std::fs::create_dir(&dst).unwrap();
+    let (a, away, other) = (dst.join("a"), dst.join("a-away"), dst.join("../other"));
+    for p in [&a, &other] {
+        let made = std::process::Command::new("btrfs")
+            .args(["-q", "subvolume", "create"])
+            .arg(p)
+            .status();
+        if !made.as_ref().is_ok_and(|s| s.success()) {
+            skip!("btrfs subvolume create {}: {made:?}", p.display());
+        }
+    }
+    std::fs::write(other.join("victim"), b"the victim's").unwrap();
+    std::os::unix::fs::lchown(&other, Some(VICTIM), Some(VICTIM)).unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (ma, mo) = (a.metadata().unwrap(), other.metadata().unwrap());
+    assert_eq!((ma.ino(), mo.ino()), (256, 256), "subvolume roots");
+    assert_ne!(ma.dev(), mo.dev(), "a device number per subvolume");
+    let (from, to) = (other.clone(), a.clone());
+    let walker = on_list(&a, move || {
+        std::fs::rename(&to, &away).unwrap();
+        std::fs::rename(&from, &to).unwrap();
+    });
+    let out = run_lib(&src, &dst, |b| {
+        b.walker(std::sync::Arc::new(walker));
+    });
+    let now = a.metadata().unwrap();
+    assert_eq!(
+        (now.uid(), now.mode() & 0o7777),
+        (VICTIM, 0o700),
+        "{out:#?}"
+    );
+    assert!(
+        !a.join("x").exists(),
+        "the run's file was copied into the victim's subvolume: {out:#?}"
+    );
+    assert!(
+        out.errors
+            .iter()
+            .any(|e| e.contains("another directory stands at this path")),
+        "{out:#?}"
+    );
+}

@@ -44,17 +44,31 @@ const BAIT: &[u8] = b"the attacker's own bytes\n";
 
 /// The key of a source version, as psync computes it (`bigfile::part_key`,
 /// fixed by its `part_key_is_stable` test) from what `stat` tells anyone:
-/// XXH3-64 of device, inode, size and mtime.
+/// XXH3-64 of its file system's id, inode, size and mtime.
 fn part_key(m: &Metadata) -> u64 {
     use std::hash::Hasher as _;
     let mut h = twox_hash::XxHash3_64::new();
     for v in [
-        m.dev(),
+        src_root_fs_id(),
         m.ino(),
         m.size(),
         m.mtime() as u64,
         m.mtime_nsec() as u64,
     ] {
+        h.write(&v.to_le_bytes());
+    }
+    h.finish()
+}
+
+/// The run's id of the file system of the source root, which holds the
+/// victim's file (ADR 014; `fsid::Basis::SrcRoot`): a constant, the same
+/// for every run, so anyone can compute it.
+fn src_root_fs_id() -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = twox_hash::XxHash3_64::new();
+    h.write(b"psync file system ");
+    h.write(b"src-root");
+    for v in [0u64; 3] {
         h.write(&v.to_le_bytes());
     }
     h.finish()

@@ -331,3 +331,89 @@ fn redelivered_tasks_count_once() {
         assert_no_temps(dst);
     }
 }
+
+/// Engines on nodes that number the file systems apart (issue 14: an NFS
+/// export has another `st_dev` on each client). The same trees through
+/// two FUSE mounts of one backing directory (faultfs without faults:
+/// each mount has a device number of its own and passes inode numbers
+/// through, as two clients see one export), engine 0 with the roots
+/// through one mount and engine 1 through the other, the tasks
+/// alternating between them. Each must reproduce what the other named: a
+/// hard-link group across directories ends as one inode (its key), a file
+/// whose chunks ran on both is whole (its part's name), every directory
+/// is found as the one listed (its identity), and nothing is reported; a
+/// group gains a name in a later run, and a run after that changes
+/// nothing.
+#[test]
+fn engines_that_number_the_file_systems_apart_agree() {
+    let t = TestDir::new("scatter-two-mounts");
+    let back = t.join("backing");
+    // Names and attributes not cached: what one engine changes through
+    // its mount, the other sees at once.
+    let uncached = ["entry_timeout=0", "attr_timeout=0", "negative_timeout=0"];
+    let one = require_faultfs!(back, t.join("one"), [], uncached);
+    let two = require_faultfs!(back, t.join("two"), [], uncached);
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    assert_ne!(dev(one.path()), dev(two.path()), "a device per mount");
+    let (src, dst) = (back.join("src"), back.join("dst"));
+    tree!(src, {
+        "a/one" => file("a group of three names"),
+        "b/two" => hardlink("a/one"),
+        "c/d/three" => hardlink("a/one"),
+        "big/whole" => random((3 << 20) + 7),
+        "big/link" => hardlink("big/whole"),
+        "big/alone" => random((2 << 20) + 3),
+        "e/f/g/h" => file("deep"),
+    });
+    let run = |what: &str| {
+        let mut b = builder(&one.path().join("src"), &one.path().join("dst"));
+        b.chunk_size(1 << 20);
+        let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
+        let mut other = spec.clone();
+        (other.src, other.dst) = (two.path().join("src"), two.path().join("dst"));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let report = {
+            let mut cx = EngineContext::new(psync::registry());
+            cx.events = Some(tx);
+            let mut scatter = Scatter::from_specs(&[spec, other], &cx, scatter_seed())
+                .expect("engines from the specs");
+            drop(cx);
+            let next = AtomicUsize::new(0);
+            scatter.placement(Arc::new(move |_: &Task, n| {
+                next.fetch_add(1, Ordering::Relaxed) % n
+            }));
+            scatter.run_all(seed, &Local::new(4)).expect(what)
+        };
+        let events: Vec<Event> = rx.iter().collect();
+        assert!(
+            report.success(),
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert!(errors(&events).is_empty(), "{what}: {:#?}", errors(&events));
+        assert_synced!(src, dst);
+        assert_no_temps(&dst);
+        report
+    };
+    run("first run");
+    assert_linked(&dst, &["a/one", "b/two", "c/d/three"]);
+    assert_linked(&dst, &["big/whole", "big/link"]);
+
+    tree!(src, { "k/four" => hardlink("a/one") });
+    run("second run");
+    assert_linked(&dst, &["a/one", "b/two", "c/d/three", "k/four"]);
+
+    let report = run("third run");
+    let s = &report.stats;
+    assert_eq!(
+        (
+            s.created,
+            s.updated,
+            s.attrs_updated,
+            s.deleted,
+            s.bytes_copied
+        ),
+        (0, 0, 0, 0, 0),
+        "{report:#?}"
+    );
+}

@@ -654,6 +654,12 @@ impl Syncer {
             drop_source_cache: !b.keep_source_cache,
             root_touched,
         };
+        // The roots' entries named as every engine names them (ADR 014).
+        let (mut src_entry, mut dst_entry) = (src_entry, dst_entry);
+        let ids = crate::fsid::FsIds::new(src_entry.dev, dst_entry.as_ref().map(|e| e.dev));
+        for e in std::iter::once(&mut src_entry).chain(dst_entry.as_mut()) {
+            e.dev = ids.known(e.dev).unwrap_or(e.dev);
+        }
         let seed = Task::Dir {
             rel: RelPath::root(),
             src: src_entry,

@@ -401,7 +401,9 @@ pub trait Copier: Send + Sync {
     /// as it was listed: a directory only if the one at its name is still
     /// that directory, a non-directory never recursively (a user may
     /// swap another user's directory in for it). Returns the entries
-    /// removed.
+    /// removed. `listed` is in this node's terms (its `dev` what `fstat`
+    /// says here), unlike the entries of the other steps, whose `dev` is
+    /// the run's id of their file system (ADR 014).
     ///
     /// # Errors
     /// The first failing removal.

@@ -109,7 +109,10 @@ pub struct Entry {
     pub ctime: Time,
     /// Number of hard links.
     pub nlink: u64,
-    /// Device of the file system holding it.
+    /// The file system holding it: its device as `stat` reports it on this
+    /// node, as listed; in an engine's tasks and records, the run's id of
+    /// that file system instead, the same on every node (ADR 014): the
+    /// engine names a listing's devices once it is read.
     pub dev: u64,
     /// Inode number.
     pub ino: u64,

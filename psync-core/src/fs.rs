@@ -798,11 +798,12 @@ impl Handle {
     pub(crate) fn node(&self) -> crate::xattr::Node<'_> {
         crate::xattr::Node::Path(self.fd.as_fd())
     }
+}
 
-    /// True when this is the inode `e` was listed as.
-    #[allow(clippy::unnecessary_cast)]
-    pub(crate) fn is(&self, e: &Entry) -> bool {
-        (self.stat.st_dev as u64, self.stat.st_ino as u64) == (e.dev, e.ino)
+/// The handle's fd: for `fstat` and `fstatfs` of the entry.
+impl AsFd for Handle {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 

@@ -42,6 +42,7 @@ pub mod entry;
 mod error;
 pub mod event;
 mod fs;
+mod fsid;
 pub mod itemize;
 
 pub mod plan;

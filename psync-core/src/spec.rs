@@ -320,7 +320,7 @@ impl Engine {
         crate::validate(&spec.src, &spec.dst)?;
         let src_root = Dir::open_root(&spec.src).at(Op::OpenDir, &spec.src)?;
         let src_dev = root_entry(&src_root, &spec.src)?.dev;
-        let (dst_root, _) = open_target_root(&spec.dst, spec.dry_run)?;
+        let (dst_root, dst_entry) = open_target_root(&spec.dst, spec.dry_run)?;
         let copier = cx.copiers.by_name(&spec.copier).ok_or_else(|| {
             let msg = format!("no copier named {:?} is registered", spec.copier);
             Error::invalid(&spec.dst, msg)
@@ -331,10 +331,19 @@ impl Engine {
             Some(Ok(magic)) if !spec.dry_run => spec.flush.on_target(magic),
             _ => (spec.flush, None),
         };
+        // The target root's device, for its file system's id (an `fstat`
+        // only for a root this engine made).
+        #[allow(clippy::unnecessary_cast)]
+        let dst_dev = match (&dst_root, dst_entry) {
+            (_, Some(e)) => Some(e.dev),
+            (Some(d), None) => Some(d.fstat().at(Op::Stat, &spec.dst)?.st_dev as u64),
+            (None, None) => None,
+        };
         let engine = Engine {
             src_root,
             dst_root,
             src_dev,
+            fs: crate::fsid::FsIds::new(src_dev, dst_dev),
             src_path: spec.src.clone(),
             dst_path: spec.dst.clone(),
             copier,

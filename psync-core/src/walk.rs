@@ -18,7 +18,8 @@ pub struct Listing {
 
 /// Lists a directory. Object-safe; `Send + Sync` so one walker serves all threads.
 pub trait Walker: Send + Sync {
-    /// Lists the open directory `dir`.
+    /// Lists the open directory `dir`, each entry's `dev` as `stat`
+    /// reports it on this node (the engine names it, ADR 014).
     ///
     /// # Errors
     /// When the directory itself cannot be read.

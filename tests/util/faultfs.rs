@@ -67,6 +67,19 @@ const FUSE_MAGIC: u64 = 0x6573_5546;
 /// Why faultfs cannot be used here (a missing prerequisite, a failed build
 /// or mount).
 pub fn mount(backing: &Path, mnt: &Path, faults: &[Fault<'_>]) -> Result<FaultFs, String> {
+    mount_with(backing, mnt, faults, &[])
+}
+
+/// [`mount`] with more FUSE options (`-o` each).
+///
+/// # Errors
+/// As [`mount`].
+pub fn mount_with(
+    backing: &Path,
+    mnt: &Path,
+    faults: &[Fault<'_>],
+    options: &[&str],
+) -> Result<FaultFs, String> {
     if !super::is_root() {
         return Err("faultfs needs root (to mount)".into());
     }
@@ -81,6 +94,7 @@ pub fn mount(backing: &Path, mnt: &Path, faults: &[Fault<'_>]) -> Result<FaultFs
     cmd.arg(backing)
         .arg(mnt)
         .args(["-f", "-o", "max_threads=16"])
+        .args(options.iter().flat_map(|o| ["-o", o]))
         .envs(faults.iter().map(|f| f.env()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -192,7 +206,10 @@ pub fn must_have() -> bool {
 /// `CI=true` failed.
 macro_rules! require_faultfs {
     ($backing:expr, $mnt:expr, $faults:expr) => {
-        match $crate::util::faultfs::mount(&$backing, &$mnt, &$faults) {
+        require_faultfs!($backing, $mnt, $faults, [])
+    };
+    ($backing:expr, $mnt:expr, $faults:expr, $options:expr) => {
+        match $crate::util::faultfs::mount_with(&$backing, &$mnt, &$faults, &$options) {
             Ok(fs) => fs,
             Err(why) if $crate::util::faultfs::must_have() => {
                 panic!("faultfs is required under CI=true: {why}")

@@ -50,7 +50,7 @@ impl Engine {
                     return false;
                 }
             };
-            if !h.is(dst) {
+            if !self.fs.is(&h, dst) {
                 self.count(|c| c.done += 1);
                 let why = "replaced in the target during the run; its attributes were not set";
                 self.warn(&path(), true, Op::Stat, why);

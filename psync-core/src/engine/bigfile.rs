@@ -333,7 +333,9 @@ impl Engine {
             .open_read(listed.name.as_bytes())
             .map_err(|e| CopyFail::source(Op::Open, e))?;
         let st = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-        let cur = Entry::from_stat(listed.name.clone(), &st);
+        let mut cur = Entry::from_stat(listed.name.clone(), &st);
+        // Its part's name comes from it: the run's id of its file system.
+        cur.dev = self.fs.of(cur.dev, src.as_fd());
         if cur.kind != Kind::File {
             return Err(CopyFail::source(
                 Op::Open,

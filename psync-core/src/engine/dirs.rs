@@ -91,14 +91,17 @@ impl Engine {
         // another one a user renamed to its path since.
         let at = match dst_dir.as_ref().map(|d| {
             d.fstat()
-                .and_then(|st| self.check_dir(rel, &st, dst_entry, made))
+                .and_then(|st| self.check_dir(rel, (d, &st), dst_entry, made))
         }) {
             Some(Ok(at)) => Some(at),
             Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
             None => None,
         };
         let src = match self.walker.list(&src_dir) {
-            Ok(l) => l,
+            Ok(mut l) => {
+                self.fs.name_listing(&src_dir, &mut l.entries);
+                l
+            }
             Err(e) => {
                 let on = (dst_entry, at.or(made));
                 return self.unreadable_dir(rel, src_entry, on, Op::ReadDir, e, cx);
@@ -133,6 +136,7 @@ impl Engine {
                         }
                         keep
                     });
+                    self.fs.name_listing(d, &mut l.entries);
                     self.drop_temporaries(d, rel, l.entries, &mut parts)
                 }
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
@@ -198,19 +202,19 @@ impl Engine {
         );
     }
 
-    /// The identity of the target directory whose status is `st`, once it
-    /// is known to be the one the parent's task listed (`dst`) or made
+    /// The identity of the target directory `d` whose status is `st`, once
+    /// it is known to be the one the parent's task listed (`dst`) or made
     /// (`made`, taken at its `mkdirat`): a user who can rename in the
     /// parent may have put another directory there.
     pub(super) fn check_dir(
         &self,
         rel: &RelPath,
-        st: &rustix::fs::Stat,
+        (d, st): (&Dir, &rustix::fs::Stat),
         dst: Option<&Entry>,
         made: Option<(u64, u64)>,
     ) -> io::Result<(u64, u64)> {
         #[allow(clippy::unnecessary_cast)]
-        let id = (st.st_dev as u64, st.st_ino as u64);
+        let id = (self.fs.of(st.st_dev as u64, d.fd()), st.st_ino as u64);
         if rel.is_root() {
             return Ok(id);
         }
@@ -360,7 +364,8 @@ impl Engine {
             }
             return;
         }
-        let top = crate::subtree::Child::of(entry);
+        // In this node's terms: the walk checks it with `fstat`.
+        let top = crate::subtree::Child::of(&self.fs.local(entry));
         let _ = crate::subtree::walk(
             dir,
             top,
@@ -419,7 +424,7 @@ impl Engine {
             .open_dst(&parent)
             .and_then(|p| p.handle(name))
             .and_then(|h| {
-                if h.is(dst) {
+                if self.fs.is(&h, dst) {
                     self.copier.set_mode(h.node(), mode).map_err(|e| e.source)
                 } else {
                     Err(replaced_dir())
@@ -661,7 +666,9 @@ impl Engine {
             _ => {}
         }
         let removed = match dir {
-            Some(d) if !self.dry_run => match self.copier.remove(d, old) {
+            // In this node's terms: a directory is removed only if its
+            // `fstat` is still the entry's.
+            Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,
                 Err(e) => {
                     self.fail(&path, true, e.op, e.source);
@@ -740,7 +747,7 @@ impl Engine {
                     // user's, 0700, empty): another one a user swapped in
                     // meanwhile (theirs, someone's, or another of the run's
                     // that already holds data) is refused.
-                    match fresh_dir_id(d, &src.name) {
+                    match fresh_dir_id(&self.fs, d, &src.name) {
                         Ok(id) => made = Some(id),
                         Err(e) => {
                             self.fail(&path, true, Op::Mkdir, e);
@@ -868,7 +875,7 @@ impl Engine {
         // One status for both: the identity check, and whether anything
         // differs now.
         let st = d.fstat().map_err(|e| (Op::OpenDir, e))?;
-        self.check_dir(rel, &st, dst, at)
+        self.check_dir(rel, (&d, &st), dst, at)
             .map_err(|e| (Op::OpenDir, e))?;
         // A directory whose entries may have changed (a compared file) but
         // whose owner, mode and times are right as it is now is left

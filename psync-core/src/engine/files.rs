@@ -12,6 +12,7 @@ use crate::itemize::Change;
 use crate::plan::{Action, is_linked};
 use crate::xattr::Node;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 /// How one copy attempt may proceed.
@@ -364,7 +365,8 @@ impl Engine {
             return Ok((src, listed.clone()));
         }
         let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
-        let cur = Entry::from_stat(name.clone(), &before);
+        let mut cur = Entry::from_stat(name.clone(), &before);
+        cur.dev = self.fs.of(cur.dev, src.as_fd());
         if cur.kind != Kind::File {
             // Replaced by something else since the listing: the next run handles it.
             return Err(CopyFail::source(

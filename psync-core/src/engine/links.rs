@@ -987,7 +987,7 @@ impl Engine {
         };
         let from = crate::xattr::Node::At(src_dir, &src.name);
         match dst_dir.handle(src.name.as_bytes()) {
-            Ok(h) if h.is(dst) => crate::xattr::sync_xattrs(from, h.node(), how)
+            Ok(h) if self.fs.is(&h, dst) => crate::xattr::sync_xattrs(from, h.node(), how)
                 .map_or(true, |r| r.xattrs_changed || r.acl_changed),
             // Gone or replaced: publication fails on it anyway.
             _ => true,
@@ -1057,10 +1057,11 @@ impl Engine {
         dst: &Entry,
         published: bool,
     ) {
-        let now = match dst_dir.stat(src.name.as_bytes()) {
+        let mut now = match dst_dir.stat(src.name.as_bytes()) {
             Ok(st) => Entry::from_stat(src.name.clone(), &st),
             Err(e) => return self.fail(&rel.join(&src.name), true, Op::Stat, e),
         };
+        now.dev = self.fs.of_at(dst_dir, &src.name, now.dev);
         if (now.dev, now.ino) != (dst.dev, dst.ino) {
             // Replaced since it was linked: not the group's inode any more.
             self.count(|c| c.done += 1);
@@ -1084,7 +1085,7 @@ impl Engine {
             // tree; otherwise, when anything is due, the group's inode is
             // made anew and this name linked to it.
             let explained = dst_dir.handle(src.name.as_bytes()).is_ok_and(|h| {
-                h.is(&listed)
+                self.fs.is(&h, &listed)
                     && !self.foreign_data(src, &h.stat)
                     && self.links_explained(src, &h.stat, 0)
             });
@@ -1235,7 +1236,7 @@ impl Engine {
         })?;
         #[allow(clippy::unnecessary_cast)]
         let (same, links) = (
-            (st.st_dev as u64, st.st_ino as u64) == (dst.dev, dst.ino),
+            st.st_ino as u64 == dst.ino && self.fs.of_at(area, &check, st.st_dev as u64) == dst.dev,
             st.st_nlink as u64 - 1,
         );
         let foreign = same && strict && self.foreign_data(src, &st);
@@ -1408,7 +1409,9 @@ impl Engine {
     ) -> Result<Linked, CopyFail> {
         let (dst_dir, area, key, src, dst) = (job.dst_dir, job.area, &job.key, job.src, job.dst);
         #[allow(clippy::unnecessary_cast)]
-        let same = dst.is_some_and(|d| d.ino == st.st_ino as u64 && d.dev == st.st_dev as u64);
+        let same = dst.is_some_and(|d| {
+            d.ino == st.st_ino as u64 && d.dev == self.fs.of_at(area, key, st.st_dev as u64)
+        });
         if same {
             return Ok(Linked::AlreadyRight);
         }
@@ -1541,8 +1544,9 @@ struct NodeJob<'a> {
     made: Made,
 }
 
-/// The name of a group's inode in its bucket: the source dev and inode.
-fn group_key(src: &Entry) -> Name {
+/// The name of a group's inode in its bucket: the source's file system
+/// (its run-wide id, ADR 014) and inode.
+pub(crate) fn group_key(src: &Entry) -> Name {
     Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes())
 }
 

@@ -59,6 +59,10 @@ pub struct Engine {
     pub(crate) dst_root: Option<Dir>,
     /// Device of the source root as this process sees it (`-x` stays on it).
     pub(crate) src_dev: u64,
+    /// The run's names of the file systems this engine met, by this
+    /// node's device numbers: what entries in tasks carry as `dev`
+    /// (ADR 014).
+    pub(crate) fs: crate::fsid::FsIds,
     pub(crate) src_path: PathBuf,
     pub(crate) dst_path: PathBuf,
     pub(crate) copier: Arc<dyn Copier>,
@@ -397,12 +401,12 @@ impl Engine {
     }
 
     /// [`Engine::open_dst`] of a directory a task saw before: it must
-    /// still be the directory `at` (device, inode) — a user who can rename
+    /// still be the directory `at` (file system, inode) — a user who can rename
     /// in its parent may have put another one (someone's) at its path.
     pub(crate) fn open_dst_at(&self, rel: &RelPath, at: Option<(u64, u64)>) -> io::Result<Dir> {
         let d = self.open_dst(rel)?;
         match at {
-            Some(at) if dir_id(&d)? != at => Err(replaced_dir()),
+            Some(at) if self.fs.dir_id(&d)? != at => Err(replaced_dir()),
             _ => Ok(d),
         }
     }
@@ -463,17 +467,10 @@ impl Engine {
     }
 }
 
-/// A directory's device and inode.
-pub(crate) fn dir_id(d: &Dir) -> io::Result<(u64, u64)> {
-    let st = d.fstat()?;
-    #[allow(clippy::unnecessary_cast)]
-    Ok((st.st_dev as u64, st.st_ino as u64))
-}
-
 /// The identity of the directory `name` of `dir` that this process has
 /// just made: what stands at the name must be a directory of its
 /// effective user, mode 0700 (as made), and empty.
-fn fresh_dir_id(dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
+fn fresh_dir_id(fs: &crate::fsid::FsIds, dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
     let d = dir.open_dir(name.as_bytes())?;
     let st = d.fstat()?;
     if let Some(why) = crate::engine::links::not_private(&st, libc::S_IFDIR, 0o700) {
@@ -486,7 +483,7 @@ fn fresh_dir_id(dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
             "the directory at this name is not the one just made (it holds entries): nothing done in it",
         ));
     }
-    dir_id(&d)
+    fs.dir_id(&d)
 }
 
 /// The error for a target directory found replaced at its path.

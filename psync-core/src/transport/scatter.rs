@@ -25,9 +25,11 @@
 //! are those of one delivery, the one a broker acknowledges: the first
 //! finished one, never a lossy one's (see [`Scatter::lossy`]).
 //!
-//! What it does not model (yet): a worker that dies in the middle of a
-//! task's file system work (redelivered tasks run to their end; only
-//! their messages are cut), engines on nodes with other device numbers.
+//! Engines on nodes that number file systems apart are modelled by
+//! [`Scatter::from_specs`] with the roots through other mounts of the
+//! same trees. What it does not model (yet): a worker that dies in the
+//! middle of a task's file system work (redelivered tasks run to their
+//! end; only their messages are cut).
 
 use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
 use crate::builder::Report;
@@ -89,8 +91,26 @@ impl Scatter {
         cx: &EngineContext,
         seed: u64,
     ) -> Result<Scatter, Error> {
-        let engines = (0..n.max(1))
-            .map(|_| {
+        Scatter::from_specs(&vec![spec.clone(); n.max(1)], cx, seed)
+    }
+
+    /// One engine per spec, as [`Scatter::from_spec`]: specs of one run
+    /// that differ in their roots' paths, the same trees as other nodes
+    /// mount them (other mounts, other device numbers: a test's model of
+    /// several NFS clients).
+    ///
+    /// # Errors
+    /// Those of [`Engine::from_spec`]; no spec.
+    pub fn from_specs(specs: &[RunSpec], cx: &EngineContext, seed: u64) -> Result<Scatter, Error> {
+        if specs.is_empty() {
+            return Err(Error::invalid(
+                std::path::Path::new(""),
+                "a scatter needs at least one engine",
+            ));
+        }
+        let engines = specs
+            .iter()
+            .map(|spec| {
                 let mut one = EngineContext::new(cx.copiers.clone());
                 one.walker = Arc::clone(&cx.walker);
                 one.planner = Arc::clone(&cx.planner);
