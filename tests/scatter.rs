@@ -80,7 +80,7 @@ fn builder(src: &Path, dst: &Path) -> SyncBuilder {
 }
 
 #[track_caller]
-fn assert_linked(dst: &Path, names: &[&str]) {
+pub(crate) fn assert_linked(dst: &Path, names: &[&str]) {
     let ino = |n: &str| {
         dst.join(n)
             .symlink_metadata()

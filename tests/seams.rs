@@ -6,7 +6,9 @@
 use crate::util::tree::set_xattr;
 use crate::util::{TestDir, read};
 use psync::Dir;
-use psync::{Copied, Copier, CopyOptions, DataJob, Entry, Name, Node, StepError, XattrReport};
+use psync::{
+    Copied, Copier, CopyOptions, DataJob, Entry, FsData, Name, Node, StepError, XattrReport,
+};
 use psync_generic::GenericCopier;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -19,6 +21,38 @@ struct Backend {
     chunk: u64,
     seen: Mutex<Vec<Option<Vec<u8>>>>,
     chunks: AtomicU64,
+    /// Entries given to `create`/`copy_data` with the data `annotate`
+    /// set on them (`fs_data` = "id:" + name), and without.
+    tagged: AtomicU64,
+    untagged: Mutex<Vec<String>>,
+}
+
+impl Backend {
+    fn new(chunk: u64) -> Backend {
+        Backend {
+            inner: GenericCopier::new(),
+            chunk,
+            seen: Mutex::new(Vec::new()),
+            chunks: AtomicU64::new(0),
+            tagged: AtomicU64::new(0),
+            untagged: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn check_tag(&self, e: &Entry, step: &str) {
+        if e.fs_data.bytes() == tag(&e.name).as_slice() {
+            self.tagged.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let got = String::from_utf8_lossy(e.fs_data.bytes());
+            let msg = format!("{step} of {}: fs_data {got:?}", e.name);
+            self.untagged.lock().unwrap().push(msg);
+        }
+    }
+}
+
+/// What the test backend keeps with an entry.
+fn tag(name: &Name) -> Vec<u8> {
+    [b"id:", name.as_bytes()].concat()
 }
 
 impl Copier for Backend {
@@ -26,10 +60,18 @@ impl Copier for Backend {
         "test-backend"
     }
     fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
+        self.check_tag(src, "create");
         self.inner.create(dir, tmp, src, f)
     }
     fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
+        self.check_tag(src, "create_unnamed");
         self.inner.create_unnamed(dir, src, f)
+    }
+    fn annotate(&self, _dir: &Dir, entries: &mut [Entry]) -> std::io::Result<()> {
+        for e in entries {
+            e.fs_data = FsData::new(&tag(&e.name)).expect("a short tag");
+        }
+        Ok(())
     }
     fn try_clone(&self, src: &File, dst: &File, o: &CopyOptions) -> Result<bool, StepError> {
         self.inner.try_clone(src, dst, o)
@@ -38,6 +80,7 @@ impl Copier for Backend {
         if !job.is_whole_file() {
             self.chunks.fetch_add(1, Ordering::Relaxed);
         }
+        self.check_tag(job.entry, "copy_data");
         self.inner.copy_data(job, quit)
     }
     fn set_attrs(
@@ -71,7 +114,16 @@ impl Copier for Backend {
 }
 
 fn run(t: &TestDir, backend: &Arc<Backend>) -> psync::Report {
+    run_on(t, backend, 1)
+}
+
+/// [`run`] on `engines` engines of one run (more than one: every task
+/// encoded, decoded and run by an engine drawn at random).
+fn run_on(t: &TestDir, backend: &Arc<Backend>, engines: usize) -> psync::Report {
     let mut b = psync::builder(t.src(), t.dst());
+    if engines > 1 {
+        b.scatter(engines, crate::util::run::scatter_seed());
+    }
     b.default_copier(Arc::clone(backend) as Arc<dyn Copier>)
         .chunk_size(1 << 20)
         .resume_threshold(0);
@@ -88,13 +140,8 @@ fn a_backend_chooses_chunks_and_sees_the_source_directory() {
     if set_xattr(&t.src().join("d"), "user.layout", b"stripes=4").is_err() {
         skip!("no user xattrs on the test file system");
     }
-    let backend = Arc::new(Backend {
-        inner: GenericCopier::new(),
-        // 2 MiB and a bit: rounded down to a multiple of 4 KiB.
-        chunk: (2 << 20) + 100,
-        seen: Mutex::new(Vec::new()),
-        chunks: AtomicU64::new(0),
-    });
+    // 2 MiB and a bit: rounded down to a multiple of 4 KiB.
+    let backend = Arc::new(Backend::new((2 << 20) + 100));
     let report = run(&t, &backend);
     assert!(report.success(), "{report:?}");
     // 5 MiB + 123 in chunks of 2 MiB: 3 chunks, not the run's 6 of 1 MiB.
@@ -109,6 +156,31 @@ fn a_backend_chooses_chunks_and_sees_the_source_directory() {
     assert_synced!(t.src(), t.dst());
 }
 
+/// What a backend keeps with a source entry (`Copier::annotate`: a
+/// Lustre FID) reaches its copier with the entry in every task, on
+/// whichever engine runs it: small files' batches, a large file's setup
+/// and each of its chunks.
+#[test]
+fn a_backend_keeps_data_with_its_entries_across_engines() {
+    let t = TestDir::new("a_backend_keeps_data_with_its_entries_across_engines");
+    tree!(t.src(), {
+        "d/big" => random((5 << 20) + 123),
+        "d/e/small" => file("s"),
+        "top" => file("t"),
+        "d/e/link" => hardlink("top"),
+    });
+    let backend = Arc::new(Backend::new(1 << 20));
+    let report = run_on(&t, &backend, 3);
+    assert!(report.success(), "{report:?}");
+    assert_synced!(t.src(), t.dst());
+    assert_eq!(*backend.untagged.lock().unwrap(), Vec::<String>::new());
+    // Two small files, a hard-link group and the large one created, six
+    // chunks copied.
+    assert_eq!(backend.chunks.load(Ordering::Relaxed), 6);
+    assert!(backend.tagged.load(Ordering::Relaxed) >= 4 + 6);
+    crate::scatter::assert_linked(&t.dst(), &["top", "d/e/link"]);
+}
+
 #[test]
 fn internal_xattrs_are_never_copied_nor_removed() {
     let t = TestDir::new("internal_xattrs_are_never_copied_nor_removed");
@@ -121,12 +193,7 @@ fn internal_xattrs_are_never_copied_nor_removed() {
         skip!("no trusted xattrs on the test file system");
     }
     set_xattr(&src_f, "trusted.other", b"copied").unwrap();
-    let backend = Arc::new(Backend {
-        inner: GenericCopier::new(),
-        chunk: 1 << 20,
-        seen: Mutex::new(Vec::new()),
-        chunks: AtomicU64::new(0),
-    });
+    let backend = Arc::new(Backend::new(1 << 20));
     assert!(run(&t, &backend).success());
     assert_eq!(get(&dst_f, "trusted.lma"), None);
     assert_eq!(

@@ -375,6 +375,20 @@ pub trait Copier: Send + Sync {
         r.map_err(|e| StepError::new(crate::error::Op::Chmod, e))
     }
 
+    /// Called with each source directory's listing before anything is
+    /// planned from it: a backend may set [`Entry::fs_data`] of the
+    /// entries (a Lustre FID), which then travels with them. Must not
+    /// change any other field. An error fails the directory's listing
+    /// (reported on the source side, as an unreadable directory). The
+    /// default does nothing and costs nothing.
+    ///
+    /// # Errors
+    /// When the backend cannot read what it keeps.
+    fn annotate(&self, dir: &Dir, entries: &mut [Entry]) -> io::Result<()> {
+        let _ = (dir, entries);
+        Ok(())
+    }
+
     /// The chunk size for the large file `src`, given the run's
     /// (`default`): a backend may align chunks to the file's layout
     /// (Lustre stripes). Must be a multiple of 4 KiB and the same on
@@ -440,6 +454,9 @@ macro_rules! forward_copier {
             }
             fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
                 (**self).chunk_size(src, default)
+            }
+            fn annotate(&self, dir: &Dir, entries: &mut [Entry]) -> io::Result<()> {
+                (**self).annotate(dir, entries)
             }
             fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
                 (**self).make_symlink(dir, n, src)

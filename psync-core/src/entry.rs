@@ -128,6 +128,38 @@ pub struct Entry {
     /// Not an attribute to sync: the engine leaves such a target alone.
     #[serde(default)]
     pub mount_root: bool,
+    /// What a file-system backend keeps with a source entry (a Lustre
+    /// FID, a layout's digest): set by its copier's
+    /// [`crate::Copier::annotate`] when the entry is listed, carried in
+    /// tasks with the entry to whichever engine runs them, and given back
+    /// to the copier in every call that takes the entry. The engine
+    /// neither reads nor compares it. Empty for the generic copier.
+    pub fs_data: FsData,
+}
+
+/// Opaque bytes a backend keeps with an entry ([`Entry::fs_data`]), at
+/// most [`FsData::MAX`] (an entry travels in every task about it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FsData(Option<Box<[u8]>>);
+
+impl FsData {
+    /// The most bytes an entry may carry.
+    pub const MAX: usize = 256;
+
+    /// `bytes` as an entry's data; `None` when longer than [`FsData::MAX`].
+    pub fn new(bytes: &[u8]) -> Option<FsData> {
+        (bytes.len() <= FsData::MAX).then(|| FsData((!bytes.is_empty()).then(|| bytes.into())))
+    }
+
+    /// The bytes (empty when none were set).
+    pub fn bytes(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// True when no bytes are set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
 }
 
 impl Entry {
@@ -153,6 +185,7 @@ impl Entry {
             blocks: 0,
             link: None,
             mount_root: false,
+            fs_data: FsData::default(),
         }
     }
 
@@ -176,6 +209,7 @@ impl Entry {
             blocks: st.st_blocks as u64,
             link: None,
             mount_root: false,
+            fs_data: FsData::default(),
         }
     }
 
@@ -206,6 +240,7 @@ impl Entry {
             blocks: st.stx_blocks,
             link: None,
             mount_root: st.stx_attributes_mask.contains(root) && st.stx_attributes.contains(root),
+            fs_data: FsData::default(),
         }
     }
 

@@ -67,7 +67,7 @@ pub use copy::{
 };
 pub use durable::Flush;
 pub use engine::{Engine, TEMP_PREFIX};
-pub use entry::{Entry, Kind, Name, RelPath, Time};
+pub use entry::{Entry, FsData, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
 pub use event::{Counts, Event, Side, Snapshot, Stats};
 pub use fs::Dir;

@@ -540,6 +540,7 @@ mod tests {
                 None
             },
             mount_root: false,
+            fs_data: Default::default(),
         }
     }
 

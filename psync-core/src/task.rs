@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 4;
+pub const TASK_ENCODING_VERSION: u8 = 5;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -338,6 +338,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/\xff".to_vec());
         let t = Task::Dir {
@@ -401,6 +402,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/b".to_vec());
         let chunk = |index, name: &[u8]| Task::Chunk {

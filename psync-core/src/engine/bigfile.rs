@@ -336,6 +336,8 @@ impl Engine {
         let mut cur = Entry::from_stat(listed.name.clone(), &st);
         // Its part's name comes from it: the run's id of its file system.
         cur.dev = self.fs.of(cur.dev, src.as_fd());
+        // What the backend keeps with it is not in its status.
+        cur.fs_data = listed.fs_data.clone();
         if cur.kind != Kind::File {
             return Err(CopyFail::source(
                 Op::Open,
@@ -838,6 +840,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            fs_data: Default::default(),
         }
     }
 

@@ -97,7 +97,11 @@ impl Engine {
             Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
             None => None,
         };
-        let src = match self.walker.list(&src_dir) {
+        let listed = self.walker.list(&src_dir).and_then(|mut l| {
+            self.copier.annotate(&src_dir, &mut l.entries)?;
+            Ok(l)
+        });
+        let src = match listed {
             Ok(mut l) => {
                 self.fs.name_listing(&src_dir, &mut l.entries);
                 l

@@ -367,6 +367,7 @@ impl Engine {
         let before = rustix::fs::fstat(&src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
         let mut cur = Entry::from_stat(name.clone(), &before);
         cur.dev = self.fs.of(cur.dev, src.as_fd());
+        cur.fs_data = listed.fs_data.clone();
         if cur.kind != Kind::File {
             // Replaced by something else since the listing: the next run handles it.
             return Err(CopyFail::source(

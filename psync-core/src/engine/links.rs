@@ -2099,6 +2099,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            fs_data: Default::default(),
         }
     }
 

@@ -364,6 +364,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            fs_data: Default::default(),
         }
     }
 
