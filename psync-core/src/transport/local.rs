@@ -379,6 +379,7 @@ mod tests {
                         dst: None,
                         touched: false,
                         at: None,
+                        pass: 0,
                     })
                     .unwrap();
                 }
@@ -449,6 +450,7 @@ mod tests {
                     dst: None,
                     touched: false,
                     at: None,
+                    pass: 0,
                 })
                 .unwrap();
             }
