@@ -130,8 +130,8 @@ pub enum Task {
         /// The end of this task's range of slots.
         to: u32,
     },
-    /// The run's end, after the last [`Task::Links`]: remove one bucket of
-    /// the hard-link area.
+    /// The run's end, after the last [`Task::Links`]: remove one bucket
+    /// (or other entry) of the hard-link area.
     DropLinks {
         /// The target root, where the area is.
         rel: RelPath,

@@ -24,11 +24,12 @@ const BUCKETS: usize = 256;
 ///
 /// Everything the run knows of its hard links is in the area, on the
 /// target, so that any engine of the run (on any node) carries on from
-/// what another one did: the walk's records (`pending/`), the copies the
-/// last phase holds back for its second pass (`held/`), the directories'
-/// identities (in the records, as `Task::Links::at`), the start of the
-/// area's removal (the `dropping` marker, made with `O_EXCL`). What an
-/// engine keeps here in memory is only its handles.
+/// what another one did: the walk's records (`pending/`, and `parts/`
+/// when sorted there), the copies the last phase holds back for its
+/// later passes (`held/`), the directories' identities (in the records,
+/// as `Task::Links::at`); which pass the phase is at travels in the
+/// root's finish (`Task::FinishDir::pass`). What an engine keeps here
+/// in memory is only its handles.
 #[derive(Debug)]
 pub(crate) struct LinkArea {
     root: Dir,
