@@ -23,21 +23,35 @@ fn run_scattered(
     engines: usize,
     placement: Option<psync::transport::scatter::Placement>,
 ) -> (Vec<Event>, Report) {
+    let (events, report, _) = run_with(b, engines, |scatter| {
+        if let Some(p) = placement {
+            scatter.placement(p);
+        }
+    });
+    (events, report)
+}
+
+/// [`run_scattered`] with the scatter set up by `setup`; also returns
+/// how many deliveries were made again.
+fn run_with(
+    b: &SyncBuilder,
+    engines: usize,
+    setup: impl FnOnce(&mut Scatter),
+) -> (Vec<Event>, Report, u64) {
     let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
     let (tx, rx) = crossbeam_channel::unbounded();
-    let report = {
+    let (report, again) = {
         let mut cx = EngineContext::new(psync::registry());
         cx.events = Some(tx);
         let mut scatter =
             Scatter::from_spec(&spec, engines, &cx, scatter_seed()).expect("engines from the spec");
         drop(cx);
-        if let Some(p) = placement {
-            scatter.placement(p);
-        }
-        scatter.run_all(seed, &Local::new(4)).expect("the run")
+        setup(&mut scatter);
+        let report = scatter.run_all(seed, &Local::new(4)).expect("the run");
+        (report, scatter.redelivered())
     };
     // The engines, holding the last senders, are gone.
-    (rx.iter().collect(), report)
+    (rx.iter().collect(), report, again)
 }
 
 fn errors(events: &[Event]) -> Vec<String> {
@@ -216,6 +230,195 @@ fn three_engines_links_chunks_checksum_deletes_type_changes() {
     assert!(report.success(), "{report:#?}");
     assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
     assert_no_temps(&t.dst());
+}
+
+/// A broker delivers at least once: the tree above with a third of the
+/// tasks delivered twice (a finished task run again before it is
+/// acknowledged; a task whose first delivery lost its defer and part of
+/// its spawns run again in full), on three engines: the hard-link phase
+/// (the walk's records, its passes, the held copies, the area's
+/// removal) included. The result is the source's, nothing is reported
+/// failed, nothing is left behind.
+#[test]
+fn redelivered_tasks_links_chunks_checksum_deletes_type_changes() {
+    let t = TestDir::new("scatter-redelivered");
+    tree!(t.src(), {
+        "big/one" => random(5 << 20),
+        "big/two" => random((3 << 20) + 17),
+        "big/link" => hardlink("big/one"),
+        "h/a" => file("linked"),
+        "h/sub/b" => hardlink("h/a"),
+        "k/c" => hardlink("h/a"),
+        "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+        "types/was_file" => file("x"),
+        "types/was_dir/inner" => file("y"),
+        "types/was_link" => symlink("nowhere"),
+        "gone/deep/f" => file("deleted later"),
+        "many/f0" => file("0"),
+        "many/f1" => file("1"),
+        "many/f2" => file("2"),
+        "many/f3" => file("3"),
+        "fifo" => fifo(),
+    });
+    tree!(t.dst(), {
+        "extra/x" => file("not in the source"),
+        "h/a" => file("stale"),
+    });
+    let mut b = builder(&t.src(), &t.dst());
+    // Large files resume from their part: a large file's setup delivered
+    // twice below the threshold is not the link phase's (ADR 011).
+    b.chunk_size(1 << 20)
+        .checksum(true)
+        .force(true)
+        .resume_threshold(0);
+    b.scatter(3, scatter_seed()).redeliver(0.3);
+    let run = |b: &mut SyncBuilder, what: &str| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        b.events(tx);
+        let report = b.build().unwrap().run().expect(what);
+        let events: Vec<Event> = rx.try_iter().collect();
+        assert!(
+            report.success(),
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_eq!(
+            report.stats.failed,
+            0,
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        report
+    };
+    run(&mut b, "first run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_linked(&t.dst(), &["big/one", "big/link"]);
+    assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c"]);
+
+    tree!(t.src(), {
+        "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+        "types/was_file" => dir(),
+        "types/was_dir" => file("now a file"),
+        "types/was_link" => file("now data"),
+        "gone" => absent(),
+        "big/two" => random((4 << 20) + 5),
+        "new/d" => hardlink("h/a"),
+    });
+    run(&mut b, "second run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+    assert_linked(&t.dst(), &["h/a", "h/sub/b", "k/c", "new/d"]);
+
+    let report = run(&mut b, "third run");
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    assert_no_temps(&t.dst());
+}
+
+/// The tasks of the hard-link phase: every pass of the root's finish,
+/// `LinkSlots`, `Links`, `DropLinks`; with `dirs`, the directory tasks
+/// too (they write the phase's records).
+fn link_phase(dirs: bool) -> psync::transport::scatter::Redeliverable {
+    Arc::new(move |task: &Task| match task {
+        Task::FinishDir { rel, .. } => rel.is_root(),
+        Task::Links { .. } | Task::LinkSlots { .. } | Task::DropLinks { .. } => true,
+        Task::Dir { .. } => dirs,
+        _ => false,
+    })
+}
+
+/// Every task of the hard-link phase delivered three times: first on a
+/// context that loses its defer and a tail of its spawns, then in full,
+/// then once more after it finished; with the directory tasks that
+/// write the phase's records (but in the first run, which makes the
+/// directories: a lost first delivery's new entries are not the link
+/// phase's, see ADR 011). Groups copied, relinked, fixed in place,
+/// gaining names; a symlink and a fifo of several names; a file linked
+/// outside the tree. The result is the source's, nothing is reported
+/// (no error, no warning), nothing is left behind.
+#[test]
+fn link_phase_tasks_delivered_again() {
+    let t = TestDir::new("scatter-link-phase-again");
+    tree!(t.src(), {
+        "a/x" => file("group one"),
+        "b/y" => hardlink("a/x"),
+        "c/d/z" => hardlink("a/x"),
+        "a/p" => file("group two"),
+        "b/q" => hardlink("a/p"),
+        "a/m" => file("group three"),
+        "c/n" => hardlink("a/m"),
+        "a/s" => symlink("somewhere"),
+        "b/s" => hardlink("a/s"),
+        "a/f" => fifo(),
+        "c/f" => hardlink("a/f"),
+        "a/solo" => file("one name in the tree"),
+    });
+    std::fs::hard_link(t.src().join("a/solo"), t.path().join("outside")).unwrap();
+    tree!(t.dst(), { "a/x" => file("stale") });
+    let b = builder(&t.src(), &t.dst());
+    let run = |what: &str, dirs: bool| {
+        let (events, report, again) = run_with(&b, 3, |s| {
+            s.redeliver(1.0).redeliver_if(link_phase(dirs));
+        });
+        assert!(
+            report.success(),
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_eq!(report.stats.failed, 0, "{what}");
+        assert!(errors(&events).is_empty(), "{what}: {:#?}", errors(&events));
+        assert!(again > 0, "{what}: nothing was delivered again");
+        assert_synced!(t.src(), t.dst());
+        rsync_oracle(&t.src(), &t.dst());
+        assert_no_temps(&t.dst());
+        report
+    };
+    run("first run", false);
+    assert_linked(&t.dst(), &["a/x", "b/y", "c/d/z"]);
+    assert_linked(&t.dst(), &["a/p", "b/q"]);
+    assert_linked(&t.dst(), &["a/s", "b/s"]);
+
+    // New data in a group (its names keep their inode), a name more in
+    // two groups, a mode of a group changed, the single name's data.
+    std::fs::write(t.src().join("a/x"), "group one, changed").unwrap();
+    std::fs::write(t.src().join("a/solo"), "changed outside").unwrap();
+    tree!(t.src(), {
+        "b/r" => hardlink("a/p"),
+        "c/s" => hardlink("a/s"),
+        "a/m" => keep() mode(0o600),
+    });
+    run("second run", true);
+    assert_linked(&t.dst(), &["a/x", "b/y", "c/d/z"]);
+    assert_linked(&t.dst(), &["a/p", "b/q", "b/r"]);
+    assert_linked(&t.dst(), &["a/m", "c/n"]);
+    assert_linked(&t.dst(), &["a/s", "b/s", "c/s"]);
+
+    let report = run("third run", true);
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+}
+
+/// [`link_phase_tasks_delivered_again`] with the walk's records sorted
+/// into the link area's `parts/` and decided by `LinkSlots` lanes, and
+/// `held/` read a file per pass: in a child process of this test binary
+/// with `PSYNC_LINK_RECORDS_MEM=0` (read once per process).
+#[test]
+fn link_phase_tasks_delivered_again_in_slots() {
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args(["--exact", "scatter::link_phase_tasks_delivered_again"])
+        .env("PSYNC_LINK_RECORDS_MEM", "0")
+        .output()
+        .expect("run the test binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
 }
 
 /// Syncs `src` into `dst` on three engines through `threads` threads

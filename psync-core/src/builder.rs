@@ -428,7 +428,7 @@ impl SyncBuilder {
     /// **For tests**: in a scattered run ([`SyncBuilder::scatter`]),
     /// delivers tasks again with probability `fraction`, as a broker that
     /// delivers at least once may ([`crate::Scatter::redeliver`]).
-    /// Runs with hard links do not bear it yet (see ADR 011). Default: 0.
+    /// What does not bear it yet is in ADR 011. Default: 0.
     pub fn redeliver(&mut self, fraction: f64) -> &mut Self {
         self.redeliver = fraction;
         self

@@ -256,28 +256,6 @@ impl Dir {
         Ok(out)
     }
 
-    /// The first `max` names of this directory (without `.` and `..`), in
-    /// directory order: a bounded part of a directory whose names are
-    /// removed as they are handled, read again from its start.
-    ///
-    /// # Errors
-    /// When the directory cannot be read.
-    pub(crate) fn names_upto(&self, max: usize) -> io::Result<Vec<Name>> {
-        let fd = rustix::fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())?;
-        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 * 1024];
-        let mut iter = rustix::fs::RawDir::new(&fd, &mut buf);
-        let mut out = Vec::new();
-        while out.len() < max
-            && let Some(ent) = iter.next()
-        {
-            let name = ent?.file_name().to_bytes().to_vec();
-            if name != b"." && name != b".." {
-                out.push(Name(name));
-            }
-        }
-        Ok(out)
-    }
-
     /// Calls `f` with each name in this directory (without `.` and `..`)
     /// and its directory-entry type, in directory order. `f` may remove
     /// the name it is given (the others are still listed once each).

@@ -131,8 +131,8 @@ pub enum Task {
         /// The end of this task's range of slots.
         to: u32,
     },
-    /// The run's end, after the last [`Task::Links`]: remove one bucket of
-    /// the hard-link area.
+    /// The run's end, after the last [`Task::Links`]: remove one bucket
+    /// (or other entry) of the hard-link area.
     DropLinks {
         /// The target root, where the area is.
         rel: RelPath,
@@ -152,6 +152,10 @@ pub enum Task {
         /// The target directory's device and inode as the task that made
         /// this one saw it: opened again, it must be the same directory.
         at: Option<(u64, u64)>,
+        /// 0, but for the root's finish, which runs once more for each
+        /// pass of the run's last phase (see `engine::links`): the pass
+        /// it starts. Part of the task's id: each pass is another task.
+        pass: u32,
     },
     /// `--checksum` on a file larger than the chunk size: one
     /// `CompareChunk` per chunk, then a deferred `FinishCompare`.
@@ -223,9 +227,10 @@ impl Task {
     /// entry's name (`BigFile`, `Chunk`, `FinishFile`, `CompareBig`,
     /// `CompareChunk`, `FinishCompare`), the names of all its actions
     /// (`Files`, `Links`: a batch is the set of files it copies), the
-    /// bucket (`DropLinks`), the chunk index (`Chunk`, `CompareChunk`)
-    /// and the attempt (`BigFile`, `FinishFile`: a retry after the source
-    /// changed is another task). Everything else a task carries (the
+    /// bucket (`DropLinks`), the range of slots (`LinkSlots`), the pass
+    /// (`FinishDir`), the chunk index (`Chunk`, `CompareChunk`) and the
+    /// attempt (`BigFile`, `FinishFile`: a retry after the source changed
+    /// is another task). Everything else a task carries (the
     /// entries' metadata, `at`, `touched`, `kept`) is left out: it is what
     /// one delivery saw, and a second delivery of the same work may see
     /// it otherwise.
@@ -265,7 +270,8 @@ impl Task {
         put(tag);
         put(self.rel().as_bytes());
         match self {
-            Task::Dir { .. } | Task::FinishDir { .. } => {}
+            Task::Dir { .. } => {}
+            Task::FinishDir { pass, .. } => put(&pass.to_le_bytes()),
             Task::Files { actions, .. } | Task::Links { actions, .. } => {
                 put(&(actions.len() as u64).to_le_bytes());
                 for a in actions {
@@ -447,5 +453,59 @@ mod tests {
         );
         // A stable value: the same on every node and every build.
         assert_eq!(t.id(7).to_string(), "f9e9d8f85811251fe19d341f8d09b1d9");
+    }
+
+    /// The root's finish defers itself once per pass of the last phase,
+    /// and a `LinkSlots` lane defers itself once per range: a broker that
+    /// acknowledges by id must tell them apart, and tell a second
+    /// delivery of one of them from the next.
+    #[test]
+    fn passes_and_ranges_have_ids_of_their_own() {
+        let mut d = Entry {
+            name: Name::default(),
+            kind: Kind::Dir,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: Time::default(),
+            atime: Time::default(),
+            ctime: Time::default(),
+            nlink: 2,
+            dev: 0,
+            ino: 0,
+            rdev: 0,
+            blocks: 0,
+            link: None,
+            mount_root: false,
+            fs_data: Default::default(),
+        };
+        let finish = |pass, touched, dst: &Entry| Task::FinishDir {
+            rel: RelPath::root(),
+            src: dst.clone(),
+            dst: Some(dst.clone()),
+            touched,
+            at: None,
+            pass,
+        };
+        let ids: std::collections::HashSet<TaskId> =
+            (0..50).map(|p| finish(p, false, &d).id(7)).collect();
+        assert_eq!(ids.len(), 50);
+        // What a delivery saw is not part of it.
+        let first = finish(3, false, &d).id(7);
+        d.mtime = Time::new(5, 0);
+        assert_eq!(first, finish(3, true, &d).id(7));
+        let slots = |from, to| Task::LinkSlots {
+            rel: RelPath::root(),
+            from,
+            to,
+        };
+        let mut ranges = std::collections::HashSet::new();
+        for lane in 0..4u32 {
+            let to = (lane + 1) * 256;
+            for from in lane * 256..to {
+                assert!(ranges.insert(slots(from, to).id(7)), "{from}..{to}");
+            }
+        }
     }
 }

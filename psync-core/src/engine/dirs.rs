@@ -296,6 +296,7 @@ impl Engine {
             dst: dst.cloned(),
             touched,
             at,
+            pass: 0,
         }
     }
 
@@ -641,7 +642,7 @@ impl Engine {
         }
         if !linked.is_empty()
             && !self.quit.load(Ordering::Relaxed)
-            && let Err(e) = self.defer_linked(rel, at, &linked)
+            && let Err(e) = self.defer_linked(rel, at, &linked, crate::engine::links::WALK)
         {
             for a in &linked {
                 if let Action::Copy { src, .. } | Action::Attrs { src, .. } = a {
@@ -807,19 +808,21 @@ impl Engine {
         }
     }
 
-    /// Applies a directory's attributes after everything inside it is done.
+    /// Applies a directory's attributes after everything inside it is
+    /// done. The root's runs once more after each pass of the last phase
+    /// (`pass`: the one it starts).
     pub(super) fn finish_dir(
         &self,
         rel: &RelPath,
         src: &Entry,
         (dst, at): (Option<&Entry>, Option<(u64, u64)>),
-        touched: bool,
+        (touched, pass): (bool, u32),
         cx: &mut dyn TaskContext,
     ) {
         if rel.is_root() {
-            // The last phases: deferred hard-link copies, then the link
-            // area's removal, each followed by this again.
-            if self.spawn_deferred_links(cx) || self.spawn_link_area_removal(cx) {
+            // The last phase: the hard-link passes, then the link area's
+            // removal, each followed by this again.
+            if self.link_pass(pass, cx) {
                 return self.defer(
                     cx,
                     Task::FinishDir {
@@ -828,6 +831,7 @@ impl Engine {
                         dst: dst.cloned(),
                         touched,
                         at,
+                        pass: pass + 1,
                     },
                 );
             }

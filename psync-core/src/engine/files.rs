@@ -113,7 +113,9 @@ impl Engine {
                 dst: dst.clone(),
                 change,
             };
-            if let Err(e) = self.defer_linked(rel, at, &[fix]) {
+            // Named after the file: one record, however many deliveries.
+            let origin = [b"checksum/".as_slice(), src.name.as_bytes()].concat();
+            if let Err(e) = self.defer_linked(rel, at, &[fix], &origin) {
                 self.fail(&path, true, Op::Link, e);
             }
             return;

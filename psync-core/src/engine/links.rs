@@ -24,11 +24,12 @@ const BUCKETS: usize = 256;
 ///
 /// Everything the run knows of its hard links is in the area, on the
 /// target, so that any engine of the run (on any node) carries on from
-/// what another one did: the walk's records (`pending/`), the copies the
-/// last phase holds back for its second pass (`held/`), the directories'
-/// identities (in the records, as `Task::Links::at`), the start of the
-/// area's removal (the `dropping` marker, made with `O_EXCL`). What an
-/// engine keeps here in memory is only its handles.
+/// what another one did: the walk's records (`pending/`, and `parts/`
+/// when sorted there), the copies the last phase holds back for its
+/// later passes (`held/`), the directories' identities (in the records,
+/// as `Task::Links::at`); which pass the phase is at travels in the
+/// root's finish (`Task::FinishDir::pass`). What an engine keeps here
+/// in memory is only its handles.
 #[derive(Debug)]
 pub(crate) struct LinkArea {
     root: Dir,
@@ -69,13 +70,20 @@ impl LinkArea {
             .map_err(|&code| io::Error::from_raw_os_error(code))
     }
 
+    /// True when the area this handle holds was removed (by the run's
+    /// end, on this engine or another: a second delivery of the root's
+    /// last finish finds it so).
+    fn removed(&self) -> bool {
+        self.root.fstat().is_ok_and(|st| st.st_nlink == 0)
+    }
+
     /// The directory of the deferred hard-link copies.
     fn pending(&self) -> io::Result<&Dir> {
         self.subdir(&self.pending, || PENDING.to_vec())
     }
 
     /// The directory of the copies held back for the last phase's second
-    /// pass (see [`Engine::spawn_deferred_links`]).
+    /// pass (see [`Engine::link_pass`]).
     fn held(&self) -> io::Result<&Dir> {
         self.subdir(&self.held, || HELD.to_vec())
     }
@@ -96,14 +104,18 @@ impl LinkArea {
 impl Engine {
     /// Records the actions of a directory's hard-linked entries for the
     /// run's last phase, as one small file in the link area (on the
-    /// target, so any worker of any node can pick it up).
+    /// target, so any worker of any node can pick it up). `origin` names
+    /// what records them within the directory (its walk, or one file's
+    /// `--checksum` comparison): a second delivery of that task finds
+    /// its record there and leaves it.
     pub(crate) fn defer_linked(
         &self,
         rel: &RelPath,
         at: Option<(u64, u64)>,
         actions: &[Action],
+        origin: &[u8],
     ) -> io::Result<()> {
-        self.write_record(rel, at, actions, b"")
+        self.write_record(rel, at, actions, ACTION_RECORDS, origin)
     }
 
     /// Records the hard-linked names of a directory that need nothing
@@ -123,7 +135,7 @@ impl Engine {
         if found.is_empty() {
             return;
         }
-        if let Err(e) = self.write_record(rel, at, &found, MEMBERS)
+        if let Err(e) = self.write_record(rel, at, &found, MEMBERS, WALK)
             && !self.stop_if_unwritable(rel, Op::Create, &e)
         {
             let why = format!("cannot record its hard-linked names: {e}");
@@ -131,74 +143,134 @@ impl Engine {
         }
     }
 
+    /// Writes one record (a `Task::Links`) of the walk in the area's
+    /// `pending/`, named after its directory, kind and origin (see
+    /// [`record_name`]), once.
     fn write_record(
         &self,
         rel: &RelPath,
         at: Option<(u64, u64)>,
         actions: &[Action],
         prefix: &[u8],
+        origin: &[u8],
     ) -> io::Result<()> {
         let pending = self.link_area()?.pending()?;
-        self.write_record_in(pending, rel, at, actions, prefix)
-    }
-
-    /// Writes one record (a `Task::Links`) in `dir` of the link area.
-    fn write_record_in(
-        &self,
-        dir: &Dir,
-        rel: &RelPath,
-        at: Option<(u64, u64)>,
-        actions: &[Action],
-        prefix: &[u8],
-    ) -> io::Result<()> {
         let task = Task::Links {
             rel: rel.clone(),
             actions: actions.to_vec(),
             at,
         };
         let bytes = task.encode().map_err(io::Error::other)?;
-        let name = [prefix, self.temp_name().as_bytes()].concat();
-        let f = dir.create_excl(&name)?;
-        std::os::unix::fs::FileExt::write_all_at(&f, &bytes, 0)
+        self.write_once(pending, &record_name(prefix, rel, origin), &bytes)
     }
 
-    /// Spawns the recorded hard-link work, one task per directory, and
-    /// removes its records. Paths whose data is already right run first,
-    /// publishing their group's inode; the copies run in a second pass,
-    /// so a new path of a group links to that inode instead of copying.
-    /// A group with nothing to copy whose paths' targets are one inode
-    /// already is linked to paths outside the tree: it needs nothing; a
-    /// group with a single path here is copied like a file of one link.
-    /// False when there is nothing (left) to spawn.
+    /// Writes `bytes` as the file `name` of `dir` (in the link area),
+    /// unless it is there already: written under a private temporary
+    /// name, then renamed to `name` without replacing, so a reader finds
+    /// all of it or nothing, and a second delivery of the task that
+    /// writes it leaves the first one's (what the same task found and
+    /// decided: the same records). A temporary left by a worker that
+    /// died is skipped by readers and goes with the area.
+    fn write_once(&self, dir: &Dir, name: &Name, bytes: &[u8]) -> io::Result<()> {
+        if dir.stat(name.as_bytes()).is_ok() {
+            return Ok(());
+        }
+        let tmp = self.temp_name();
+        let placed = dir
+            .create_excl(tmp.as_bytes())
+            .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, bytes, 0))
+            .and_then(|()| dir.rename_noreplace(tmp.as_bytes(), name.as_bytes()));
+        match placed {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = dir.unlink(tmp.as_bytes());
+                match e.kind() {
+                    io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    /// One pass of the run's last phase, run by the root's finish
+    /// (`FinishDir` of the root, pass `pass`); true when it spawned work
+    /// and the root's finish runs again for the next pass, false when
+    /// the phase is over (or the run has no link area): the area is then
+    /// removed and the root's attributes set.
     ///
-    /// Each pass is one run of the root's finish, on whichever engine
-    /// runs it: what the first pass holds back for the second is written
-    /// to the area (`held/`), and the second pass is the one that finds
-    /// it there (a bounded part of it per run of the root's finish, which
-    /// defers itself again while any is left).
+    /// - Pass 0 decides the walk's records ([`Engine::decide_recorded`]):
+    ///   the first pass's `Links` (or the `LinkSlots` that spawn them),
+    ///   and the copies held for the second pass in `held/`.
+    /// - Passes 1 to N spawn the held copies, a bounded part per pass
+    ///   ([`held_parts`]).
+    /// - Pass N + 1 spawns the area's removal, bucket by bucket.
+    ///
+    /// Every pass bears a second delivery: what it reads is left where
+    /// it is until the area's removal, and is not written again in the
+    /// meantime (`held/` is complete once pass 0 and all it spawned are
+    /// done, and stays until the area goes), so a second delivery of a
+    /// pass reads and decides what the first did; what it writes is
+    /// written once ([`Engine::write_once`]); and its spawns and the next
+    /// pass have the first delivery's ids, so the transport runs them
+    /// once.
+    pub(crate) fn link_pass(&self, pass: u32, cx: &mut dyn TaskContext) -> bool {
+        let Some(area) = self.find_link_area() else {
+            return false;
+        };
+        if area.removed() {
+            // By an earlier delivery of the last pass, on this engine.
+            return false;
+        }
+        if pass == 0 {
+            self.decide_recorded(area, cx);
+            return true;
+        }
+        let parts = held_parts(area);
+        let part = usize::try_from(pass - 1).unwrap_or(usize::MAX);
+        match parts.get(part) {
+            Some(names) => self.spawn_held(area, names, cx),
+            None if part == parts.len() => self.spawn_link_area_removal(area, cx),
+            None => return false,
+        }
+        true
+    }
+
+    /// The last phase's first pass: spawns the recorded hard-link work,
+    /// one task per directory. Paths whose data is already right run
+    /// first, publishing their group's inode; the copies are held for the
+    /// second pass (in `held/`), so a new path of a group links to that
+    /// inode instead of copying. A group with nothing to copy whose
+    /// paths' targets are one inode already is linked to paths outside
+    /// the tree: it needs nothing; a group with a single path here is
+    /// copied like a file of one link.
     ///
     /// Memory does not grow with the records: they are read one at a
     /// time and kept by the slot of their source inode (see [`Sorter`]);
     /// when they do not fit in [`MEM_RECORDS`], they go to the area's
     /// `parts/`, one file per slot, and [`Task::LinkSlots`] tasks decide
-    /// a bounded range of slots each ([`Engine::run_link_slots`]).
-    pub(crate) fn spawn_deferred_links(&self, cx: &mut dyn TaskContext) -> bool {
-        let Some(area) = self.find_link_area() else {
-            return false;
+    /// a bounded range of slots each ([`Engine::run_link_slots`]). The
+    /// `sorted` marker says they are all there: a second delivery of this
+    /// pass spawns the same `LinkSlots` without sorting them again.
+    fn decide_recorded(&self, area: &LinkArea, cx: &mut dyn TaskContext) {
+        let sorted = area
+            .root
+            .stat(SORTED)
+            .is_ok_and(|st| not_private(&st, libc::S_IFREG, 0o600).is_none());
+        let decided = match sorted {
+            true => None,
+            false => match area.pending() {
+                Ok(pending) => self.sort_records(area, pending),
+                Err(_) => return,
+            },
         };
-        if let Ok(held) = area.root.open_dir(HELD) {
-            let (held, dirs) = read_held(&held);
-            if !held.is_empty() {
-                self.spawn_links(held, &dirs, cx);
-                return true;
-            }
-        }
-        let Ok(pending) = area.pending() else {
-            return false;
-        };
-        match self.sort_records(area, pending) {
-            Some((recorded, dirs)) => self.decide_links(area, recorded, &dirs, cx),
+        match decided {
+            Some((recorded, dirs)) => self.decide_links(area, recorded, &dirs, ROOT_HELD, cx),
             None => {
+                if !sorted {
+                    // Where it cannot be made, a second delivery sorts
+                    // the records again, into the same parts.
+                    let _ = area.root.create_excl(SORTED);
+                }
                 for lane in 0..LANES {
                     cx.spawn(Task::LinkSlots {
                         rel: RelPath::root(),
@@ -206,16 +278,16 @@ impl Engine {
                         to: (lane + 1) * SLOTS / LANES,
                     });
                 }
-                true
             }
         }
     }
 
-    /// Reads and removes the walk's records (`pending/`), one at a time:
-    /// every action record, then the members of the groups those touch
-    /// (the others need nothing; without any action record the members
-    /// are removed unread). `None` when they did not fit in memory and
-    /// are in the area's `parts/` instead (see [`Sorter`]).
+    /// Reads the walk's records (`pending/`), one at a time: every
+    /// action record, then the members of the groups those touch (the
+    /// others need nothing; without any action record the members are
+    /// not read). Nothing is removed: a second delivery of the pass reads
+    /// them again (they go with the area). `None` when they did not fit
+    /// in memory and are in the area's `parts/` instead (see [`Sorter`]).
     #[allow(clippy::type_complexity)]
     fn sort_records(
         &self,
@@ -226,34 +298,37 @@ impl Engine {
         std::collections::HashMap<RelPath, (u64, u64)>,
     )> {
         let mut sorter = Sorter::new(area);
+        let read = |name: &[u8], kind: usize, sorter: &mut Sorter<'_>| {
+            if let Some(Task::Links { rel, actions, at }) = read_record(pending, name) {
+                sorter.add(kind, &rel, at, actions);
+            }
+        };
         let _ = pending.each_name(|name, _| {
-            if !name.starts_with(MEMBERS)
-                && let Some(Task::Links { rel, actions, at }) = take_record(pending, name)
-            {
-                sorter.add(ACTIONS, &rel, at, actions);
+            if name.starts_with(ACTION_RECORDS) {
+                read(name, ACTIONS, &mut sorter);
             }
             Ok(())
         });
-        let _ = pending.each_name(|name, _| {
-            if !name.starts_with(MEMBERS) {
-                return Ok(());
-            }
-            if !sorter.any_action {
-                let _ = pending.unlink(name);
-            } else if let Some(Task::Links { rel, actions, at }) = take_record(pending, name) {
-                sorter.add(MEMBER_RECORDS, &rel, at, actions);
-            }
-            Ok(())
-        });
+        if sorter.any_action {
+            let _ = pending.each_name(|name, _| {
+                if name.starts_with(MEMBERS) {
+                    read(name, MEMBER_RECORDS, &mut sorter);
+                }
+                Ok(())
+            });
+        }
         sorter.finish()
     }
 
     /// One [`Task::LinkSlots`]: decides the groups whose records are in
     /// the area's slots from `from` on (as many as fit in
-    /// [`SLOT_TASK_BYTES`], at least one), removing them, and defers the
-    /// same for the rest of `..to`: one range at a time per task, so the
-    /// records in memory and the `Links` tasks spawned at once stay
-    /// bounded whatever the number of hard-linked paths.
+    /// [`SLOT_TASK_BYTES`], at least one), and defers the same for the
+    /// rest of `..to`: one range at a time per task, so the records in
+    /// memory and the `Links` tasks spawned at once stay bounded whatever
+    /// the number of hard-linked paths. The slots' files are read, not
+    /// removed (they go with the area): a second delivery reads the same
+    /// range, holds the same copies (`held/`, named after the range) and
+    /// defers the same next range.
     pub(crate) fn run_link_slots(&self, from: u32, to: u32, cx: &mut dyn TaskContext) {
         let Some(area) = self.find_link_area() else {
             return;
@@ -283,19 +358,15 @@ impl Engine {
         }
         let read = |kind: usize| -> Vec<Vec<u8>> {
             (from..end)
-                .filter_map(|slot| {
-                    let name = slot_file(slot, kind);
-                    let got = read_small(parts, &name);
-                    let _ = parts.unlink(name.as_bytes());
-                    got
-                })
+                .filter_map(|slot| read_small(parts, &slot_file(slot, kind)))
                 .collect()
         };
         let actions = read(ACTIONS);
         let members = read(MEMBER_RECORDS);
         let (recorded, dirs) = collect_records(&actions, &members);
         drop((actions, members));
-        self.decide_links(area, recorded, &dirs, cx);
+        let held = Name(format!("s{from:03x}").into_bytes());
+        self.decide_links(area, recorded, &dirs, held.as_bytes(), cx);
         if end < to {
             let next = Task::LinkSlots {
                 rel: RelPath::root(),
@@ -308,15 +379,16 @@ impl Engine {
 
     /// Decides the last phase's work for the records of whole groups
     /// (every recorded name of each of their source inodes): spawns the
-    /// first pass and holds the copies for the second. False when there
-    /// is nothing to spawn.
+    /// first pass and holds the copies for the second, as the file `held`
+    /// of `held/` (one per deciding task).
     fn decide_links(
         &self,
         area: &LinkArea,
         recorded: Vec<(RelPath, Action)>,
         dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+        held: &[u8],
         cx: &mut dyn TaskContext,
-    ) -> bool {
+    ) {
         let groups = group(&recorded);
         self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
@@ -365,24 +437,24 @@ impl Engine {
         if register.is_empty() {
             std::mem::swap(&mut register, &mut copy);
         }
-        if let Err(copy) = self.hold(area, copy, dirs) {
+        if let Err(copy) = self.hold(area, copy, dirs, held) {
             // Not held: run with the registrations. The group's names
             // still end as one inode (the claim and publication are
             // race-free), its data perhaps copied once more.
             register.extend(copy);
         }
-        let any = !register.is_empty();
         self.spawn_links(register, dirs, cx);
-        any
     }
 
-    /// Writes the copies of the last phase's second pass to the area's
-    /// `held/`, one record per directory; gives them back if it cannot.
+    /// Writes the copies of the last phase's second pass to the file
+    /// `name` of the area's `held/` (a record per directory, each
+    /// length-prefixed), once; gives them back if it cannot.
     fn hold(
         &self,
         area: &LinkArea,
         copy: Vec<(RelPath, Action)>,
         dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+        name: &[u8],
     ) -> Result<(), Vec<(RelPath, Action)>> {
         if copy.is_empty() {
             return Ok(());
@@ -390,22 +462,24 @@ impl Engine {
         let Ok(held) = area.held() else {
             return Err(copy);
         };
-        let mut by_dir: std::collections::BTreeMap<RelPath, Vec<Action>> = Default::default();
-        for (rel, a) in copy {
-            by_dir.entry(rel).or_default().push(a);
+        match held_records(&copy, dirs)
+            .map(|bytes| self.write_once(held, &Name(name.to_vec()), &bytes))
+        {
+            Some(Ok(())) => Ok(()),
+            _ => Err(copy),
         }
-        let mut left = Vec::new();
-        for (rel, actions) in by_dir {
-            let at = dirs.get(&rel).copied();
-            // Those written are read by the next pass; the rest run now.
-            if !left.is_empty() || self.write_record_in(held, &rel, at, &actions, b"").is_err() {
-                left.extend(actions.into_iter().map(|a| (rel.clone(), a)));
-            }
-        }
-        match left.is_empty() {
-            true => Ok(()),
-            false => Err(left),
-        }
+    }
+
+    /// Spawns the held copies of the files `names` of `held/` (one part
+    /// of [`held_parts`]): a pass of the last phase after the first.
+    fn spawn_held(&self, area: &LinkArea, names: &[Name], cx: &mut dyn TaskContext) {
+        let Ok(held) = area.held() else {
+            return;
+        };
+        let bytes: Vec<Vec<u8>> = names.iter().filter_map(|n| read_small(held, n)).collect();
+        let (recorded, dirs) = collect_records(&bytes, &[] as &[Vec<u8>]);
+        drop(bytes);
+        self.spawn_links(recorded, &dirs, cx);
     }
 
     /// A recorded relink of a name whose target exists and is its
@@ -464,7 +538,10 @@ impl Engine {
                 continue;
             };
             if due {
-                write_small(bucket, &names_note(dev, ino), &bytes);
+                // Once: a second delivery of the deciding task writes
+                // the same names, and a `Links` task of the first may be
+                // reading them.
+                let _ = self.write_once(bucket, &names_note(dev, ino), &bytes);
             }
         }
     }
@@ -623,7 +700,7 @@ impl Engine {
             Action::Copy { src, dst, change } if linked(&src) => {
                 self.copy_linked(rel, src_dir, dst_dir, &src, dst.as_ref(), change);
             }
-            // The only path of its group here (see spawn_deferred_links).
+            // The only path of its group here (see decide_links).
             Action::Copy { src, dst, change } => {
                 let old = dst.filter(|_| !change.new).map(|d| d.mode);
                 self.copy_file(rel, src_dir, dst_dir, &src, (old, false, change), None);
@@ -717,36 +794,26 @@ impl Engine {
         }
     }
 
-    /// Spawns one task per bucket of the link area that removes it, so
-    /// the keys of many groups are unlinked by all threads. False when
-    /// there is nothing left to remove that way, or the removal was
-    /// spawned before: the area's `dropping` marker, made with `O_EXCL`,
-    /// says so to whichever engine looks next.
-    pub(crate) fn spawn_link_area_removal(&self, cx: &mut dyn TaskContext) -> bool {
-        let Some(area) = self.find_link_area() else {
-            return false;
-        };
-        if area.root.create_excl(DROPPING).is_err() {
-            // Made before (the removal was spawned), or it cannot be:
-            // the area's finish removes what is left.
-            return false;
-        }
+    /// Spawns one task per entry of the link area that removes it (its
+    /// buckets, the walk's records and their parts), so the keys of many
+    /// groups are unlinked by all threads. `held/` stays until the
+    /// area's own removal: the passes are counted by its parts (see
+    /// [`Engine::link_pass`]). A second delivery spawns what is left
+    /// (the transport runs each once).
+    fn spawn_link_area_removal(&self, area: &LinkArea, cx: &mut dyn TaskContext) {
         let Ok(names) = area.root.names() else {
-            return false;
+            return;
         };
-        let mut any = false;
-        let ours = |n: &Name| [PENDING, HELD, DROPPING].contains(&n.as_bytes());
-        for bucket in names.into_iter().filter(|n| !ours(n)) {
-            any = true;
+        for bucket in names.into_iter().filter(|n| n.as_bytes() != HELD) {
             cx.spawn(Task::DropLinks {
                 rel: RelPath::root(),
                 bucket,
             });
         }
-        any
     }
 
-    /// Removes one bucket of the link area.
+    /// Removes one bucket of the link area (nothing when an earlier
+    /// delivery did).
     pub(crate) fn drop_link_bucket(&self, bucket: &Name) {
         if let Some(area) = self.find_link_area()
             && let Err(e) = area.root.remove_all(bucket.as_bytes())
@@ -770,6 +837,10 @@ impl Engine {
         let (Some(area), Some(root)) = (area, &self.dst_root) else {
             return;
         };
+        if area.removed() {
+            // By an earlier delivery of the root's last finish.
+            return;
+        }
         // Emptied through the handle the run holds, then removed by name
         // with rmdir, which cannot take anything with it: a user who can
         // rename at the root may have put another directory (someone's
@@ -922,7 +993,7 @@ impl Engine {
                     c.done += 1;
                 });
             }
-            Ok(Linked::AlreadyRight) => {}
+            Ok(Linked::AlreadyRight | Linked::Again) => {}
             Err(CopyFail::Vanished) => {
                 self.count(|c| c.done += u64::from(planned));
                 self.warn(&path, false, Op::Open, "vanished before it could be copied");
@@ -1063,6 +1134,12 @@ impl Engine {
         };
         now.dev = self.fs.of_at(dst_dir, &src.name, now.dev);
         if (now.dev, now.ino) != (dst.dev, dst.ino) {
+            if self.is_group_inode(src, &now) {
+                // Relinked to a copy of the group by an earlier delivery
+                // of this task (its inode was not to be changed in
+                // place), which reported it.
+                return;
+            }
             // Replaced since it was linked: not the group's inode any more.
             self.count(|c| c.done += 1);
             let why = "replaced in the target during the run; its attributes were not set";
@@ -1118,6 +1195,16 @@ impl Engine {
             dir: Some(dst_dir),
         };
         self.fix_attrs(here, (src, &listed), due, mine);
+    }
+
+    /// True when `now` (a target as it is now) is the inode published as
+    /// `src`'s group's.
+    fn is_group_inode(&self, src: &Entry, now: &Entry) -> bool {
+        #[allow(clippy::unnecessary_cast)]
+        self.link_area()
+            .and_then(|a| a.bucket(src.dev, src.ino))
+            .and_then(|b| b.stat(group_key(src).as_bytes()))
+            .is_ok_and(|k| (k.st_dev as u64, k.st_ino as u64) == (now.dev, now.ino))
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
@@ -1268,7 +1355,8 @@ impl Engine {
 
     /// Records which path made or published a group (for itemizing).
     fn note_leader(&self, area: &Dir, src: &Entry, path: &RelPath) -> Result<(), CopyFail> {
-        if self.itemize && !write_small(area, &leader_name(src.dev, src.ino), path.as_bytes()) {
+        let name = leader_name(src.dev, src.ino);
+        if self.itemize && !write_small(area, &name, &self.temp_name(), path.as_bytes()) {
             return Err(CopyFail::target_io(
                 Op::Create,
                 io::Error::other("cannot record the link group's path"),
@@ -1425,14 +1513,27 @@ impl Engine {
                 Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
             }
         }
+        // Linked by an earlier delivery of this task (its name was
+        // listed as another inode): nothing to do, nothing to report.
+        #[allow(clippy::unnecessary_cast)]
+        let key_inode = (st.st_dev as u64, st.st_ino as u64);
+        #[allow(clippy::unnecessary_cast)]
+        if dst_dir
+            .stat(src.name.as_bytes())
+            .is_ok_and(|n| (n.st_dev as u64, n.st_ino as u64) == key_inode)
+        {
+            return Ok(mine.unwrap_or(Linked::Again));
+        }
         let tmp = self.temp_name();
         dst_dir
             .link_from(area, key.as_bytes(), tmp.as_bytes())
             .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-        if let Err(e) = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes()) {
-            let _ = dst_dir.unlink(tmp.as_bytes());
-            return Err(CopyFail::target_io(Op::Rename, e));
-        }
+        let renamed = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes());
+        // Also after a rename that succeeded: between two links of one
+        // inode (the name linked meanwhile) it does nothing, and the
+        // temporary would stay, a name of the group.
+        let _ = dst_dir.unlink(tmp.as_bytes());
+        renamed.map_err(|e| CopyFail::target_io(Op::Rename, e))?;
         linked
     }
 }
@@ -1464,8 +1565,34 @@ const PENDING: &[u8] = b"pending";
 /// second pass.
 const HELD: &[u8] = b"held";
 
-/// The link area's marker: the removal of its buckets was spawned.
-const DROPPING: &[u8] = b"dropping";
+/// The link area's marker: the walk's records are all in `parts/` (see
+/// [`Engine::decide_recorded`]).
+const SORTED: &[u8] = b"sorted";
+
+/// The file of `held/` of the copies the root's finish held back (those
+/// a `LinkSlots` held are `s<first slot>`).
+const ROOT_HELD: &[u8] = b"r";
+
+/// Prefix of the walk's action records in `pending/`.
+const ACTION_RECORDS: &[u8] = b"a";
+
+/// The origin of the records a directory's walk writes.
+pub(crate) const WALK: &[u8] = b"walk";
+
+/// The name of a record of the walk in `pending/`: its kind (`prefix`),
+/// then a hash of its directory and its origin within it (the walk, or
+/// one file's `--checksum` comparison), so that every delivery of the
+/// task that writes it names it alike (see [`Engine::write_once`]).
+fn record_name(prefix: &[u8], rel: &RelPath, origin: &[u8]) -> Name {
+    let mut h = twox_hash::XxHash3_128::new();
+    for part in [rel.as_bytes(), origin] {
+        h.write(&(part.len() as u64).to_le_bytes());
+        h.write(part);
+    }
+    let mut name = prefix.to_vec();
+    name.extend_from_slice(format!("{:032x}", h.finish_128()).as_bytes());
+    Name(name)
+}
 
 /// The link area's note of a group's names in the tree (see
 /// [`Engine::note_names`]).
@@ -1478,12 +1605,18 @@ fn leader_name(dev: u64, ino: u64) -> Name {
     Name(format!("{dev:x}-{ino:x}.path").into_bytes())
 }
 
-/// Writes a small note file; false when it could not be written.
-fn write_small(dir: &Dir, name: &Name, data: &[u8]) -> bool {
-    let _ = dir.unlink(name.as_bytes());
-    dir.create_excl(name.as_bytes())
+/// Writes a small note file, replacing any: written under `tmp`, then
+/// renamed over `name`, so a reader finds the old note or the new one,
+/// never none. False when it could not be written.
+fn write_small(dir: &Dir, name: &Name, tmp: &Name, data: &[u8]) -> bool {
+    let written = dir
+        .create_excl(tmp.as_bytes())
         .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, data, 0))
-        .is_ok()
+        .and_then(|()| dir.rename(tmp.as_bytes(), name.as_bytes()));
+    if written.is_err() {
+        let _ = dir.unlink(tmp.as_bytes());
+    }
+    written.is_ok()
 }
 
 /// Reads a small note file.
@@ -1504,6 +1637,7 @@ impl Drop for Claim<'_> {
 }
 
 /// How a hard-linked path was synced.
+#[derive(Clone, Copy)]
 enum Linked {
     /// This path's copy became the group's inode.
     Copied(crate::engine::Filled),
@@ -1513,6 +1647,10 @@ enum Linked {
     AlreadyRight,
     /// This path's symlink or special became the group's inode.
     Made,
+    /// Linked to the group's inode already by an earlier delivery of the
+    /// same task (its name was listed as another inode): done and
+    /// reported then.
+    Again,
 }
 
 /// Publishing a name's existing target as its group's inode.
@@ -1971,47 +2109,72 @@ fn collect_records<B: AsRef<[u8]>>(
     (recorded, dirs)
 }
 
-/// Reads and removes one record of the walk (or of `held/`).
-fn take_record(dir: &Dir, name: &[u8]) -> Option<Task> {
-    let task = read_small(dir, &Name(name.to_vec())).and_then(|b| Task::decode(&b).ok());
-    let _ = dir.unlink(name);
-    task
+/// The copies `copy` as the records of a file of `held/`: one
+/// `Task::Links` per directory, each length-prefixed (as in `parts/`).
+fn held_records(
+    copy: &[(RelPath, Action)],
+    dirs: &std::collections::HashMap<RelPath, (u64, u64)>,
+) -> Option<Vec<u8>> {
+    let mut by_dir: std::collections::BTreeMap<&RelPath, Vec<Action>> = Default::default();
+    for (rel, a) in copy {
+        by_dir.entry(rel).or_default().push(a.clone());
+    }
+    let mut bytes = Vec::new();
+    for (rel, actions) in by_dir {
+        let task = Task::Links {
+            rel: rel.clone(),
+            actions,
+            at: dirs.get(rel).copied(),
+        };
+        let record = task.encode().ok()?;
+        bytes.extend_from_slice(&u32::try_from(record.len()).ok()?.to_le_bytes());
+        bytes.extend_from_slice(&record);
+    }
+    Some(bytes)
 }
 
-/// Reads and removes a bounded part of the copies held for the last
-/// phase's second pass (about [`MEM_RECORDS`] of records): the root's
-/// finish spawns them and runs again for the rest.
-#[allow(clippy::type_complexity)]
-fn read_held(
-    held: &Dir,
-) -> (
-    Vec<(RelPath, Action)>,
-    std::collections::HashMap<RelPath, (u64, u64)>,
-) {
-    let mut dirs = std::collections::HashMap::new();
-    let mut recorded = Vec::new();
-    let Ok(names) = held.names_upto(4096) else {
-        return (recorded, dirs);
+/// Reads one record of the walk.
+fn read_record(dir: &Dir, name: &[u8]) -> Option<Task> {
+    read_small(dir, &Name(name.to_vec())).and_then(|b| Task::decode(&b).ok())
+}
+
+/// The files of `held/` in parts of about [`MEM_RECORDS`] each (at least
+/// one file), in the order of their names: one part per pass of the
+/// last phase after the first. The same on every engine and delivery:
+/// `held/` is complete before the first of those passes and unchanged
+/// until the area's removal. A temporary a worker left while writing
+/// (see [`Engine::write_once`]) is not a part. Bounded: one file per
+/// deciding task (the root's finish, or a range of slots).
+fn held_parts(area: &LinkArea) -> Vec<Vec<Name>> {
+    let Ok(held) = area.root.open_dir(HELD) else {
+        return Vec::new();
     };
+    let Ok(mut names) = held.names() else {
+        return Vec::new();
+    };
+    names.retain(|n| {
+        !n.as_bytes()
+            .starts_with(crate::engine::TEMP_PREFIX.as_bytes())
+    });
+    names.sort();
+    let mut parts: Vec<Vec<Name>> = Vec::new();
     let mut bytes = 0usize;
     for name in names {
-        if bytes > mem_records() {
-            break;
-        }
-        let Some(b) = read_small(held, &name) else {
-            let _ = held.unlink(name.as_bytes());
-            continue;
-        };
-        let _ = held.unlink(name.as_bytes());
-        bytes += b.len();
-        if let Ok(Task::Links { rel, actions, at }) = Task::decode(&b) {
-            if let Some(at) = at {
-                dirs.insert(rel.clone(), at);
+        let size = held
+            .stat(name.as_bytes())
+            .map_or(0, |st| usize::try_from(st.st_size).unwrap_or(usize::MAX));
+        match parts.last_mut() {
+            Some(part) if bytes.saturating_add(size) <= mem_records() => {
+                bytes += size;
+                part.push(name);
             }
-            recorded.extend(actions.into_iter().map(|a| (rel.clone(), a)));
+            _ => {
+                bytes = size;
+                parts.push(vec![name]);
+            }
         }
     }
-    (recorded, dirs)
+    parts
 }
 
 /// An attribute fix of the last phase as a relink: the name's target is

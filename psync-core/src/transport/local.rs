@@ -397,6 +397,7 @@ mod tests {
                         dst: None,
                         touched: false,
                         at: None,
+                        pass: 0,
                     })
                     .unwrap();
                     return Outcome::Done(Counts {
@@ -480,6 +481,7 @@ mod tests {
                     dst: None,
                     touched: false,
                     at: None,
+                    pass: 0,
                 })
                 .unwrap();
             }
