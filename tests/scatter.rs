@@ -40,6 +40,25 @@ fn run_scattered(
     (rx.iter().collect(), report)
 }
 
+/// [`run_scattered`] on 3 engines placed at random, every task delivered
+/// again (`Scatter::redeliver(1.0)`): first to a context that loses its
+/// defer and a tail of its spawns, then in full, then once more.
+fn run_every_task_thrice(b: &SyncBuilder) -> (Vec<Event>, Report, u64) {
+    let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (report, again) = {
+        let mut cx = EngineContext::new(psync::registry());
+        cx.events = Some(tx);
+        let mut scatter =
+            Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
+        drop(cx);
+        scatter.redeliver(1.0);
+        let report = scatter.run_all(seed, &Local::new(4)).expect("the run");
+        (report, scatter.redelivered())
+    };
+    (rx.iter().collect(), report, again)
+}
+
 fn errors(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -311,4 +330,89 @@ fn redelivered(threshold: u64) {
     let report = run(&mut b, "third run");
     assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
     assert_no_temps(&t.dst());
+}
+
+/// Every task delivered three times (a lossy first delivery, a full one,
+/// and the full one again before it is acknowledged), on a tree without
+/// hard links: large files below and above the resume threshold, `-c`
+/// finding a large file equal and another different, deletes (of a
+/// directory too), type changes, new directories. Each run leaves the
+/// source's tree (directory times included), no failure, no warning,
+/// nothing behind; the last finds nothing to copy.
+#[test]
+fn every_task_delivered_thrice_chunks_checksum_deletes_type_changes() {
+    for threshold in [0, 1 << 30] {
+        let t = TestDir::new(&format!("scatter-thrice-{threshold}"));
+        tree!(t.src(), {
+            "big/one" => random(5 << 20),
+            "big/two" => random((3 << 20) + 17),
+            "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+            "same/big" => random((2 << 20) + 3) mtime(1_700_000_000, 0),
+            "types/was_file" => file("x"),
+            "types/was_dir/inner" => file("y"),
+            "gone/deep/f" => file("deleted later"),
+            "many/f0" => file("0"),
+            "many/f1" => file("1"),
+            "many/sub/f2" => file("2"),
+            "quiet/sub/f" => file("q"),
+        });
+        tree!(t.dst(), {
+            "extra/x" => file("not in the source"),
+        });
+        let mut b = builder(&t.src(), &t.dst());
+        b.chunk_size(1 << 20)
+            .checksum(true)
+            .force(true)
+            .resume_threshold(threshold);
+        let run = |b: &SyncBuilder, what: &str| {
+            let (events, report, again) = run_every_task_thrice(b);
+            let what = format!("{what}, resume threshold {threshold}");
+            assert!(again > 0, "{what}: nothing delivered again");
+            assert!(
+                report.success(),
+                "{what}: {report:#?}\n{:#?}",
+                errors(&events)
+            );
+            assert_eq!(report.stats.failed, 0, "{what}: {:#?}", errors(&events));
+            assert_eq!(report.stats.warnings, 0, "{what}: {:#?}", errors(&events));
+            assert_synced!(t.src(), t.dst());
+            rsync_oracle(&t.src(), &t.dst());
+            assert_no_temps(&t.dst());
+            report
+        };
+        run(&b, "first run");
+        tree!(t.src(), {
+            "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+            "types/was_file" => dir(),
+            "types/was_dir" => file("now a file"),
+            "gone" => absent(),
+            "big/two" => random((4 << 20) + 5),
+            "many/sub/new" => file("new"),
+        });
+        // Same size and time, other data: only -c sees it.
+        let mut data = crate::util::read(t.src().join("same/big"));
+        data[(1 << 20) + 7] ^= 1;
+        let f = t.src().join("same/big");
+        std::fs::write(&f, &data).unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+        // An entry to delete in a directory whose times are right and
+        // which holds no file (a file to compare would make every
+        // delivery act): the lossy first delivery of its task deletes it,
+        // which moves the times, and the finish of the full one, which
+        // finds nothing to do, puts them back.
+        std::fs::write(t.dst().join("quiet/extra"), "extra").unwrap();
+        let quiet = std::fs::metadata(t.src().join("quiet")).unwrap();
+        std::fs::File::open(t.dst().join("quiet"))
+            .and_then(|d| d.set_modified(quiet.modified().unwrap()))
+            .unwrap();
+        run(&b, "second run");
+        assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+        let report = run(&b, "third run");
+        assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    }
 }
