@@ -246,21 +246,34 @@ impl Journal {
     /// `run`: its records are marked as the earlier run's (each chunk
     /// checks its own before keeping it), then the header names `run`.
     fn take_over(&self, chunks: u64, run: u64) -> io::Result<()> {
-        let mut table = vec![0u8; (chunks * RECORD) as usize];
-        // A journal shorter than its table lacks the last records.
-        let mut got = 0;
-        while got < table.len() {
-            match self.file.read_at(&mut table[got..], HEADER + got as u64)? {
-                0 => break,
-                n => got += n,
+        // 2,048 records at a time: a 1 TiB file in 1 MiB chunks has a
+        // million.
+        const PIECE: u64 = 2048 * RECORD;
+        let end = HEADER + chunks * RECORD;
+        let mut buf = vec![0u8; PIECE.min(chunks * RECORD) as usize];
+        let mut at = HEADER;
+        while at < end {
+            let want = &mut buf[..PIECE.min(end - at) as usize];
+            // A journal shorter than its table lacks the last records.
+            let mut got = 0;
+            while got < want.len() {
+                match self.file.read_at(&mut want[got..], at + got as u64)? {
+                    0 => break,
+                    n => got += n,
+                }
             }
-        }
-        for r in table[..got].chunks_exact_mut(RECORD as usize) {
-            if &r[..8] == RECORD_MAGIC {
-                r[24] |= EARLIER;
+            let got = got - got % RECORD as usize;
+            for r in want[..got].chunks_exact_mut(RECORD as usize) {
+                if &r[..8] == RECORD_MAGIC {
+                    r[24] |= EARLIER;
+                }
             }
+            self.file.write_all_at(&want[..got], at)?;
+            if got < want.len() {
+                break;
+            }
+            at += got as u64;
         }
-        self.file.write_all_at(&table[..got], HEADER)?;
         self.file
             .write_all_at(&run.to_le_bytes(), RUN_AT.start as u64)
     }
@@ -406,7 +419,7 @@ impl Engine {
             Some((journal, _)) if cur.size >= self.resume_threshold => {
                 journal
                     .take_over(self.chunks(&cur), self.run_id)
-                    .map_err(|e| CopyFail::target_io(Op::Open, e))?;
+                    .map_err(|e| CopyFail::target_io(Op::CopyData, e))?;
                 let missing = (0..self.chunks(&cur)).collect();
                 return Ok(Prepared {
                     cur,
@@ -1098,7 +1111,10 @@ mod tests {
             strategy: Strategy::ReadWrite,
             bytes: 1 << 20,
         };
-        j.write(0, done(Some(9))).unwrap();
+        // Records on both sides of the first 2,048 (read in pieces).
+        for i in [0, 2047, 2048, 3000] {
+            j.write(i, done(Some(9 + u128::from(i as u16)))).unwrap();
+        }
         j.write(2, done(None)).unwrap();
         let f = d
             .open_private(journal_name(&e).as_bytes())
@@ -1106,7 +1122,7 @@ mod tests {
             .unwrap();
         let (j, run) = Journal::matching(f, chunk, &e).unwrap();
         assert_eq!(run, 0);
-        j.take_over(16, 42).unwrap();
+        j.take_over(5000, 42).unwrap();
         let f = d
             .open_private(journal_name(&e).as_bytes())
             .unwrap()
@@ -1117,9 +1133,12 @@ mod tests {
             earlier: true,
             ..done(hash)
         };
-        assert_eq!(j.read(0), Some(earlier(Some(9))));
+        for i in [0, 2047, 2048, 3000] {
+            assert_eq!(j.read(i), Some(earlier(Some(9 + u128::from(i as u16)))));
+        }
         assert_eq!(j.read(1), None, "no record, none made");
         assert_eq!(j.read(2), Some(earlier(None)));
-        assert_eq!(j.read(3), None);
+        assert_eq!(j.read(3001), None);
+        assert_eq!(j.read(4999), None);
     }
 }
