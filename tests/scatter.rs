@@ -54,6 +54,25 @@ fn run_with(
     (rx.iter().collect(), report, again)
 }
 
+/// [`run_scattered`] on 3 engines placed at random, every task delivered
+/// again (`Scatter::redeliver(1.0)`): first to a context that loses its
+/// defer and a tail of its spawns, then in full, then once more.
+fn run_every_task_thrice(b: &SyncBuilder) -> (Vec<Event>, Report, u64) {
+    let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (report, again) = {
+        let mut cx = EngineContext::new(psync::registry());
+        cx.events = Some(tx);
+        let mut scatter =
+            Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
+        drop(cx);
+        scatter.redeliver(1.0);
+        let report = scatter.run_all(seed, &Local::new(4)).expect("the run");
+        (report, scatter.redelivered())
+    };
+    (rx.iter().collect(), report, again)
+}
+
 fn errors(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -551,9 +570,16 @@ fn redelivered_tasks_count_once() {
 fn engines_that_number_the_file_systems_apart_agree() {
     let t = TestDir::new("scatter-two-mounts");
     let back = t.join("backing");
-    // Names and attributes not cached: what one engine changes through
-    // its mount, the other sees at once.
-    let uncached = ["entry_timeout=0", "attr_timeout=0", "negative_timeout=0"];
+    // Names, attributes and data not cached: what one engine changes
+    // through its mount, the other sees at once, as the clients of a
+    // cluster file system do (each mount's page cache would otherwise
+    // keep a page of a journal that the other wrote records into).
+    let uncached = [
+        "entry_timeout=0",
+        "attr_timeout=0",
+        "negative_timeout=0",
+        "direct_io",
+    ];
     let one = require_faultfs!(back, t.join("one"), [], uncached);
     let two = require_faultfs!(back, t.join("two"), [], uncached);
     let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
@@ -619,4 +645,184 @@ fn engines_that_number_the_file_systems_apart_agree() {
         (0, 0, 0, 0, 0),
         "{report:#?}"
     );
+}
+
+/// A broker delivers at least once: a tree with large files copied in
+/// chunks, `-c`, deletes and type changes, with a third of the tasks
+/// delivered twice (a finished task run again before it is
+/// acknowledged; a task whose first delivery lost its defer and part of
+/// its spawns run again in full), on three engines. The result is the
+/// source's (directory times included: a lossy first delivery moved
+/// them), nothing is reported failed, nothing is left behind. Large files
+/// both resume from their part (`resume_threshold` 0) and do not (the
+/// default: a second setup finds the part its first delivery's chunks
+/// write into, and keeps it).
+#[test]
+fn redelivered_tasks_chunks_checksum_deletes_type_changes() {
+    for threshold in [0, 1 << 30] {
+        redelivered_no_links(threshold);
+    }
+}
+
+fn redelivered_no_links(threshold: u64) {
+    let t = TestDir::new(&format!("scatter-redelivered-{threshold}"));
+    tree!(t.src(), {
+        "big/one" => random(5 << 20),
+        "big/two" => random((3 << 20) + 17),
+        "h/a" => file("linked"),
+        "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+        "types/was_file" => file("x"),
+        "types/was_dir/inner" => file("y"),
+        "types/was_link" => symlink("nowhere"),
+        "gone/deep/f" => file("deleted later"),
+        "many/f0" => file("0"),
+        "many/f1" => file("1"),
+        "many/f2" => file("2"),
+        "many/f3" => file("3"),
+        "fifo" => fifo(),
+    });
+    tree!(t.dst(), {
+        "extra/x" => file("not in the source"),
+        "h/a" => file("stale"),
+    });
+    let mut b = builder(&t.src(), &t.dst());
+    b.chunk_size(1 << 20)
+        .checksum(true)
+        .force(true)
+        .resume_threshold(threshold);
+    b.scatter(3, scatter_seed()).redeliver(0.3);
+    let run = |b: &mut SyncBuilder, what: &str| {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        b.events(tx);
+        let report = b.build().unwrap().run().expect(what);
+        let events: Vec<Event> = rx.try_iter().collect();
+        let what = format!("{what}, resume threshold {threshold}");
+        assert!(
+            report.success(),
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        assert_eq!(
+            report.stats.failed,
+            0,
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        // Nothing to warn about either (a copy taken for a target
+        // replaced behind the run's back, say).
+        assert_eq!(
+            report.stats.warnings,
+            0,
+            "{what}: {report:#?}\n{:#?}",
+            errors(&events)
+        );
+        report
+    };
+    run(&mut b, "first run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+
+    tree!(t.src(), {
+        "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+        "types/was_file" => dir(),
+        "types/was_dir" => file("now a file"),
+        "types/was_link" => file("now data"),
+        "gone" => absent(),
+        "big/two" => random((4 << 20) + 5),
+    });
+    run(&mut b, "second run");
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+    assert_no_temps(&t.dst());
+    assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+
+    let report = run(&mut b, "third run");
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    assert_no_temps(&t.dst());
+}
+
+/// Every task delivered three times (a lossy first delivery, a full one,
+/// and the full one again before it is acknowledged), on a tree without
+/// hard links: large files below and above the resume threshold, `-c`
+/// finding a large file equal and another different, deletes (of a
+/// directory too), type changes, new directories. Each run leaves the
+/// source's tree (directory times included), no failure, no warning,
+/// nothing behind; the last finds nothing to copy.
+#[test]
+fn every_task_delivered_thrice_chunks_checksum_deletes_type_changes() {
+    for threshold in [0, 1 << 30] {
+        let t = TestDir::new(&format!("scatter-thrice-{threshold}"));
+        tree!(t.src(), {
+            "big/one" => random(5 << 20),
+            "big/two" => random((3 << 20) + 17),
+            "same/size" => file("aaaa") mtime(1_700_000_000, 0),
+            "same/big" => random((2 << 20) + 3) mtime(1_700_000_000, 0),
+            "types/was_file" => file("x"),
+            "types/was_dir/inner" => file("y"),
+            "gone/deep/f" => file("deleted later"),
+            "many/f0" => file("0"),
+            "many/f1" => file("1"),
+            "many/sub/f2" => file("2"),
+            "quiet/sub/f" => file("q"),
+        });
+        tree!(t.dst(), {
+            "extra/x" => file("not in the source"),
+        });
+        let mut b = builder(&t.src(), &t.dst());
+        b.chunk_size(1 << 20)
+            .checksum(true)
+            .force(true)
+            .resume_threshold(threshold);
+        let run = |b: &SyncBuilder, what: &str| {
+            let (events, report, again) = run_every_task_thrice(b);
+            let what = format!("{what}, resume threshold {threshold}");
+            assert!(again > 0, "{what}: nothing delivered again");
+            assert!(
+                report.success(),
+                "{what}: {report:#?}\n{:#?}",
+                errors(&events)
+            );
+            assert_eq!(report.stats.failed, 0, "{what}: {:#?}", errors(&events));
+            assert_eq!(report.stats.warnings, 0, "{what}: {:#?}", errors(&events));
+            assert_synced!(t.src(), t.dst());
+            rsync_oracle(&t.src(), &t.dst());
+            assert_no_temps(&t.dst());
+            report
+        };
+        run(&b, "first run");
+        tree!(t.src(), {
+            "same/size" => file("bbbb") mtime(1_700_000_000, 0),
+            "types/was_file" => dir(),
+            "types/was_dir" => file("now a file"),
+            "gone" => absent(),
+            "big/two" => random((4 << 20) + 5),
+            "many/sub/new" => file("new"),
+        });
+        // Same size and time, other data: only -c sees it.
+        let mut data = crate::util::read(t.src().join("same/big"));
+        data[(1 << 20) + 7] ^= 1;
+        let f = t.src().join("same/big");
+        std::fs::write(&f, &data).unwrap();
+        let then = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&f)
+            .and_then(|f| f.set_modified(then))
+            .unwrap();
+        // An entry to delete in a directory whose times are right and
+        // which holds no file (a file to compare would make every
+        // delivery act): the lossy first delivery of its task deletes it,
+        // which moves the times, and the finish of the full one, which
+        // finds nothing to do, puts them back.
+        std::fs::write(t.dst().join("quiet/extra"), "extra").unwrap();
+        let quiet = std::fs::metadata(t.src().join("quiet")).unwrap();
+        std::fs::File::open(t.dst().join("quiet"))
+            .and_then(|d| d.set_modified(quiet.modified().unwrap()))
+            .unwrap();
+        run(&b, "second run");
+        assert_eq!(crate::util::read(t.dst().join("same/size")), b"bbbb");
+        let report = run(&b, "third run");
+        assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    }
 }

@@ -20,8 +20,13 @@ use std::os::unix::fs::FileExt;
 
 /// Prefix of part files and their journals.
 pub const PART_PREFIX: &str = ".psync-part.";
-/// Version 2 added the source's ctime to the header.
+/// Version 2 added the source's ctime to the header. The run that made
+/// or took over a journal (`RUN_AT`) came later, in bytes that version 2
+/// left zero: a journal without it is an earlier run's, as it should be.
 const JOURNAL_MAGIC: &[u8; 8] = b"PSYNCJR2";
+/// Where the header keeps the id of the run that made or took over the
+/// journal; the bytes before it say what the journal is of.
+const RUN_AT: std::ops::Range<usize> = 48..56;
 const RECORD_MAGIC: &[u8; 8] = b"PSYNCCHK";
 const HEADER: u64 = 64;
 const RECORD: u64 = 32;
@@ -106,7 +111,8 @@ pub fn part_name_key(name: &Name) -> Option<u64> {
 }
 
 /// A large file's copy, set up: the source as it is now, the chunks still
-/// to copy, and the bytes of the chunks resumed from an earlier run.
+/// to copy (or to check), and the bytes of the chunks resumed from an
+/// earlier run.
 struct Prepared {
     cur: Entry,
     missing: Vec<u64>,
@@ -145,6 +151,10 @@ struct Record {
     /// when it was verified; `None` with `--no-verify` and for a clone of
     /// the whole file, whose chunks a resume copies again.
     hash: Option<u128>,
+    /// Recorded by an earlier run (marked so when this run took the
+    /// journal over): checked before it is kept. A record without it is
+    /// this run's, a chunk done (by an earlier delivery of its task).
+    earlier: bool,
     strategy: Strategy,
     /// Bytes of data the chunk's copy wrote (its holes not included); 0 in
     /// records of versions that did not keep it.
@@ -154,6 +164,9 @@ struct Record {
 /// Where a record keeps its `bytes`: 6 bytes, little-endian (a chunk is
 /// at most 1 TiB, 2^40).
 const BYTES_AT: std::ops::Range<usize> = 26..32;
+/// The bit of a record's flags byte (whose bit 0 says a hash is there)
+/// for `Record::earlier`.
+const EARLIER: u8 = 2;
 
 fn strategy_byte(s: Strategy) -> u8 {
     match s {
@@ -201,15 +214,19 @@ impl Journal {
     }
 
     /// The journal `f` (opened with [`Engine::open_own`]) when it is of
-    /// this chunk size and source version.
-    fn matching(f: File, chunk: u64, e: &Entry) -> Option<Journal> {
+    /// this chunk size and source version, with the id of the run that
+    /// made or took it over.
+    fn matching(f: File, chunk: u64, e: &Entry) -> Option<(Journal, u64)> {
         let mut h = [0u8; HEADER as usize];
         f.read_exact_at(&mut h, 0).ok()?;
-        (h == Self::header(chunk, e)).then_some(Journal { file: f })
+        let run = u64::from_le_bytes(h[RUN_AT].try_into().ok()?);
+        h[RUN_AT].fill(0);
+        (h == Self::header(chunk, e)).then_some((Journal { file: f }, run))
     }
 
-    /// A new journal for `e` (`O_EXCL`, mode 0600), replacing one of ours.
-    fn create(dir: &Dir, chunk: u64, e: &Entry) -> io::Result<Journal> {
+    /// A new journal for `e` (`O_EXCL`, mode 0600) of the run `run`,
+    /// replacing one of ours.
+    fn create(dir: &Dir, chunk: u64, e: &Entry, run: u64) -> io::Result<Journal> {
         let name = journal_name(e);
         let _ = dir.unlink(name.as_bytes());
         let f = dir
@@ -218,8 +235,46 @@ impl Journal {
                 io::ErrorKind::AlreadyExists => taken(&name),
                 _ => err,
             })?;
-        f.write_all_at(&Self::header(chunk, e), 0)?;
+        let mut h = Self::header(chunk, e);
+        h[RUN_AT].copy_from_slice(&run.to_le_bytes());
+        f.write_all_at(&h, 0)?;
         Ok(Journal { file: f })
+    }
+
+    /// Takes over an earlier run's journal of `chunks` chunks for the run
+    /// `run`: its records are marked as the earlier run's (each chunk
+    /// checks its own before keeping it), then the header names `run`.
+    fn take_over(&self, chunks: u64, run: u64) -> io::Result<()> {
+        // 2,048 records at a time: a 1 TiB file in 1 MiB chunks has a
+        // million.
+        const PIECE: u64 = 2048 * RECORD;
+        let end = HEADER + chunks * RECORD;
+        let mut buf = vec![0u8; PIECE.min(chunks * RECORD) as usize];
+        let mut at = HEADER;
+        while at < end {
+            let want = &mut buf[..PIECE.min(end - at) as usize];
+            // A journal shorter than its table lacks the last records.
+            let mut got = 0;
+            while got < want.len() {
+                match self.file.read_at(&mut want[got..], at + got as u64)? {
+                    0 => break,
+                    n => got += n,
+                }
+            }
+            let got = got - got % RECORD as usize;
+            for r in want[..got].chunks_exact_mut(RECORD as usize) {
+                if &r[..8] == RECORD_MAGIC {
+                    r[24] |= EARLIER;
+                }
+            }
+            self.file.write_all_at(&want[..got], at)?;
+            if got < want.len() {
+                break;
+            }
+            at += got as u64;
+        }
+        self.file
+            .write_all_at(&run.to_le_bytes(), RUN_AT.start as u64)
     }
 
     fn read(&self, index: u64) -> Option<Record> {
@@ -232,10 +287,12 @@ impl Journal {
         }
         let hash =
             (r[24] & 1 == 1).then(|| u128::from_le_bytes(r[8..24].try_into().unwrap_or_default()));
+        let earlier = r[24] & EARLIER != 0;
         let mut bytes = [0u8; 8];
         bytes[..BYTES_AT.len()].copy_from_slice(&r[BYTES_AT]);
         Some(Record {
             hash,
+            earlier,
             strategy: strategy_of(r[25]),
             bytes: u64::from_le_bytes(bytes),
         })
@@ -245,7 +302,7 @@ impl Journal {
         let mut r = [0u8; RECORD as usize];
         r[..8].copy_from_slice(RECORD_MAGIC);
         r[8..24].copy_from_slice(&rec.hash.unwrap_or(0).to_le_bytes());
-        r[24] = u8::from(rec.hash.is_some());
+        r[24] = u8::from(rec.hash.is_some()) | if rec.earlier { EARLIER } else { 0 };
         r[25] = strategy_byte(rec.strategy);
         r[BYTES_AT].copy_from_slice(&rec.bytes.to_le_bytes()[..BYTES_AT.len()]);
         self.file.write_all_at(&r, HEADER + index * RECORD)
@@ -344,16 +401,36 @@ impl Engine {
                 io::Error::other("no longer a regular file"),
             ));
         }
-        if self.can_resume(&dst_dir, rel, &cur) {
-            // Every chunk is queued: each checks its own record against
-            // the source and the part as they are now (`resumed_chunk_ok`),
-            // on any worker.
-            let missing = (0..self.chunks(&cur)).collect();
-            return Ok(Prepared {
-                cur,
-                missing,
-                kept: 0,
-            });
+        match self.found_part(&dst_dir, rel, &cur) {
+            // This run's own: an earlier delivery of this task made it (a
+            // broker delivers at least once), and its chunks may be
+            // writing into it. Queued again: the chunks not recorded yet
+            // (those the earlier delivery queued are not queued twice).
+            Some((journal, run)) if run == self.run_id => {
+                let missing = (0..self.chunks(&cur))
+                    .filter(|&i| journal.read(i).is_none_or(|r| r.earlier))
+                    .collect();
+                return Ok(Prepared {
+                    cur,
+                    missing,
+                    kept: 0,
+                });
+            }
+            // An earlier run's, to resume: every chunk is queued, and each
+            // checks its own record against the source and the part as
+            // they are now (`resumed_chunk_ok`), on any worker.
+            Some((journal, _)) if cur.size >= self.resume_threshold => {
+                journal
+                    .take_over(self.chunks(&cur), self.run_id)
+                    .map_err(|e| CopyFail::target_io(Op::CopyData, e))?;
+                let missing = (0..self.chunks(&cur)).collect();
+                return Ok(Prepared {
+                    cur,
+                    missing,
+                    kept: 0,
+                });
+            }
+            _ => {}
         }
         discard_part(&dst_dir, &cur);
         let out = self.create_part(&dst_dir, &src, &cur)?;
@@ -370,17 +447,15 @@ impl Engine {
         })
     }
 
-    /// True when an earlier run's part file and journal of `cur` are here
-    /// to resume: both psync's own, the journal of this chunk size and
-    /// source version, the file big enough to resume. Both names are
-    /// opened even when it is not: anything under them that psync did not
-    /// make is removed and reported here.
-    fn can_resume(&self, dir: &Dir, rel: &RelPath, cur: &Entry) -> bool {
+    /// The journal of a part file of `cur` found here, and the id of the
+    /// run it is of: both psync's own, the journal of this chunk size and
+    /// source version. Both names are opened whatever is found: anything
+    /// under them that psync did not make is removed and reported here.
+    fn found_part(&self, dir: &Dir, rel: &RelPath, cur: &Entry) -> Option<(Journal, u64)> {
         let journal = self.open_own(dir, rel, &journal_name(cur));
         let part = self.open_own(dir, rel, &part_name(cur));
-        cur.size >= self.resume_threshold
-            && part.is_ok()
-            && journal.is_ok_and(|f| Journal::matching(f, self.chunk_of(cur), cur).is_some())
+        part.ok()?;
+        Journal::matching(journal.ok()?, self.chunk_of(cur), cur)
     }
 
     /// A new part file for `cur`, created by the copier (`O_EXCL`) and
@@ -442,7 +517,7 @@ impl Engine {
         out: &File,
         cur: &Entry,
     ) -> Result<Vec<u64>, CopyFail> {
-        let journal = Journal::create(dir, self.chunk_of(cur), cur)
+        let journal = Journal::create(dir, self.chunk_of(cur), cur, self.run_id)
             .map_err(|e| CopyFail::target_io(Op::Create, e))?;
         // A clone of the whole file needs no chunks: record them all done.
         if self
@@ -453,6 +528,7 @@ impl Engine {
             for i in 0..self.chunks(cur) {
                 let done = Record {
                     hash: None,
+                    earlier: false,
                     strategy: Strategy::Reflink,
                     bytes: self.chunk_range(cur, i).1,
                 };
@@ -504,9 +580,10 @@ impl Engine {
         }
     }
 
-    /// A chunk an earlier run recorded with a hash is kept when its range
-    /// of the source still hashes as recorded and the part's range reads
-    /// back from storage the same; otherwise (no hash: `--no-verify`, a
+    /// A chunk this run recorded is done (this is a second delivery). One
+    /// an earlier run recorded with a hash is kept when its range of the
+    /// source still hashes as recorded and the part's range reads back
+    /// from storage the same; otherwise (no hash: `--no-verify`, a
     /// whole-file clone; or on any error) it is copied.
     fn copy_chunk(
         &self,
@@ -524,11 +601,16 @@ impl Engine {
             .map_err(|e| CopyFail::target_io(Op::Open, e))?;
         let (offset, len) = self.chunk_range(src, index);
         let result = match journal.read(index) {
+            Some(Record { earlier: false, .. }) => return Ok(()),
             Some(rec) if resumed_chunk_ok(&input, &part, (offset, len), rec) => {
                 self.count(|c| c.chunks_resumed += 1);
                 // An earlier run's bytes, not this one's (finish_big sums
-                // the records' bytes).
-                let rec = Record { bytes: 0, ..rec };
+                // the records' bytes); this run's record from now on.
+                let rec = Record {
+                    bytes: 0,
+                    earlier: false,
+                    ..rec
+                };
                 journal
                     .write(index, rec)
                     .map_err(|e| CopyFail::target_io(Op::CopyData, e))
@@ -596,6 +678,7 @@ impl Engine {
                 index,
                 Record {
                     hash,
+                    earlier: false,
                     strategy: copied.strategy,
                     bytes: copied.bytes,
                 },
@@ -886,6 +969,7 @@ mod tests {
         let want = hash_segments(&src, &[range]).unwrap();
         let rec = |hash| Record {
             hash,
+            earlier: true,
             strategy: Strategy::ReadWrite,
             bytes: 1 << 20,
         };
@@ -920,7 +1004,7 @@ mod tests {
     /// The journal of `e` in `d`, if it is psync's and of `chunk` and `e`.
     fn open_existing(d: &Dir, chunk: u64, e: &Entry) -> Option<Journal> {
         let f = d.open_private(journal_name(e).as_bytes()).ok()?.ok()?;
-        Journal::matching(f, chunk, e)
+        Journal::matching(f, chunk, e).map(|(j, _)| j)
     }
 
     #[test]
@@ -928,7 +1012,7 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        Journal::create(&d, 64 << 20, &e).unwrap();
+        Journal::create(&d, 64 << 20, &e, 7).unwrap();
         let mut touched = e.clone();
         touched.ctime.nsec += 1;
         assert_eq!(part_name(&touched), part_name(&e), "parts keep their names");
@@ -945,7 +1029,7 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        Journal::create(&d, 64 << 20, &e).unwrap();
+        Journal::create(&d, 64 << 20, &e, 7).unwrap();
         let path = t.path().join(journal_name(&e).to_string());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o600);
@@ -955,7 +1039,7 @@ mod tests {
         // in for a file planted again (the unlink cannot remove it).
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let err = Journal::create(&d, 64 << 20, &e)
+        let err = Journal::create(&d, 64 << 20, &e, 7)
             .err()
             .expect("a planted name");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
@@ -967,11 +1051,12 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        let j = Journal::create(&d, 64 << 20, &e).unwrap();
+        let j = Journal::create(&d, 64 << 20, &e, 7).unwrap();
         j.write(
             3,
             Record {
                 hash: Some(42),
+                earlier: false,
                 strategy: Strategy::ReadWrite,
                 bytes: 3 << 20,
             },
@@ -981,6 +1066,7 @@ mod tests {
             5,
             Record {
                 hash: None,
+                earlier: true,
                 strategy: Strategy::CopyRange,
                 bytes: (1 << 40) - 1,
             },
@@ -991,6 +1077,7 @@ mod tests {
             j.read(3),
             Some(Record {
                 hash: Some(42),
+                earlier: false,
                 strategy: Strategy::ReadWrite,
                 bytes: 3 << 20,
             })
@@ -999,6 +1086,7 @@ mod tests {
             j.read(5),
             Some(Record {
                 hash: None,
+                earlier: true,
                 strategy: Strategy::CopyRange,
                 bytes: (1 << 40) - 1,
             })
@@ -1008,5 +1096,53 @@ mod tests {
             open_existing(&d, 32 << 20, &e).is_none(),
             "other chunk size"
         );
+    }
+
+    /// A journal says which run made it; a run that takes over an
+    /// earlier run's marks its records as that run's (to be checked, not
+    /// taken for chunks done by this run) and names itself. A journal of
+    /// a version that had no run id (zeros there) is an earlier run's.
+    #[test]
+    fn journals_name_their_run_and_are_taken_over() {
+        let t = crate::test_dir();
+        let d = Dir::open_root(t.path()).unwrap();
+        let e = entry(1 << 30);
+        let chunk = 64 << 20;
+        let j = Journal::create(&d, chunk, &e, 0).unwrap();
+        let done = |hash| Record {
+            hash,
+            earlier: false,
+            strategy: Strategy::ReadWrite,
+            bytes: 1 << 20,
+        };
+        // Records on both sides of the first 2,048 (read in pieces).
+        for i in [0, 2047, 2048, 3000] {
+            j.write(i, done(Some(9 + u128::from(i as u16)))).unwrap();
+        }
+        j.write(2, done(None)).unwrap();
+        let f = d
+            .open_private(journal_name(&e).as_bytes())
+            .unwrap()
+            .unwrap();
+        let (j, run) = Journal::matching(f, chunk, &e).unwrap();
+        assert_eq!(run, 0);
+        j.take_over(5000, 42).unwrap();
+        let f = d
+            .open_private(journal_name(&e).as_bytes())
+            .unwrap()
+            .unwrap();
+        let (j, run) = Journal::matching(f, chunk, &e).unwrap();
+        assert_eq!(run, 42);
+        let earlier = |hash| Record {
+            earlier: true,
+            ..done(hash)
+        };
+        for i in [0, 2047, 2048, 3000] {
+            assert_eq!(j.read(i), Some(earlier(Some(9 + u128::from(i as u16)))));
+        }
+        assert_eq!(j.read(1), None, "no record, none made");
+        assert_eq!(j.read(2), Some(earlier(None)));
+        assert_eq!(j.read(3001), None);
+        assert_eq!(j.read(4999), None);
     }
 }

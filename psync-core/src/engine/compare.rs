@@ -11,7 +11,7 @@
 
 use crate::engine::bigfile::{discard_part, part_key, spawn_chunks};
 use crate::engine::{CopyFail, Engine};
-use crate::entry::{Entry, Name, RelPath};
+use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
 use crate::fs::Dir;
 use crate::itemize::Change;
@@ -179,6 +179,18 @@ impl Engine {
         match dst_dir.stat(self.differs_marker(&src).as_bytes()) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Gone because the copy an earlier delivery of this task
+                // spawned is done: the target is another inode, of the
+                // source's size and time (one status per large file
+                // compared, which read it whole).
+                let copied = dst_dir.stat(src.name.as_bytes()).is_ok_and(|st| {
+                    let now = Entry::from_stat(src.name.clone(), &st);
+                    (now.dev, now.ino) != (dst.dev, dst.ino)
+                        && (now.kind, now.size, now.mtime) == (Kind::File, src.size, src.mtime)
+                });
+                if copied {
+                    return;
+                }
                 // Equal after all: a part an earlier run left for this
                 // version (kept for a resume) has nothing left to finish.
                 discard_part(&dst_dir, &src);

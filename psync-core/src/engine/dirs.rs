@@ -87,29 +87,54 @@ impl Engine {
                 Err(e) => return self.fail(rel, true, Op::OpenDir, e),
             }
         };
-        // The directory listed by the parent's task (or made by it), not
-        // another one a user renamed to its path since.
-        let at = match dst_dir.as_ref().map(|d| {
-            d.fstat()
-                .and_then(|st| self.check_dir(rel, (d, &st), dst_entry, made))
-        }) {
-            Some(Ok(at)) => Some(at),
-            Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
-            None => None,
-        };
-        let listed = self.walker.list(&src_dir).and_then(|mut l| {
+        let src_listed = self.walker.list(&src_dir).and_then(|mut l| {
             self.copier.annotate(&src_dir, &mut l.entries)?;
             Ok(l)
         });
-        let src = match listed {
+        let src = match src_listed {
             Ok(mut l) => {
                 self.fs.name_listing(&src_dir, &mut l.entries);
                 l
             }
             Err(e) => {
-                let on = (dst_entry, at.or(made));
+                // Its finish, too, works on the directory listed by the
+                // parent's task, not one a user renamed to its path since.
+                let at = match dst_dir.as_ref().map(|d| {
+                    d.fstat()
+                        .and_then(|st| self.check_dir(rel, (d, &st), dst_entry, made))
+                }) {
+                    Some(Ok(at)) => Some(at),
+                    Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
+                    None => made,
+                };
+                let on = (dst_entry, at);
                 return self.unreadable_dir(rel, src_entry, on, Op::ReadDir, e, cx);
             }
+        };
+        // A directory this run made is listed too (empty, but for what an
+        // earlier delivery of this task made in it: a broker delivers at
+        // least once; the directory is psync's user's, mode 0700, until
+        // its finish, so nobody else put entries there).
+        let listed = dst_dir.as_ref().map(|d| self.walker.list(d));
+        // The directory listed by the parent's task (or made by it), not
+        // another one a user renamed to its path since; nothing in it is
+        // changed before this check. Its status is taken after its
+        // listing: whatever changed its entries before the listing (an
+        // earlier delivery of this task, whose finish was lost, or the
+        // copies it spawned) shows in its times, and whatever will change
+        // them after shows in the plan.
+        let (at, stale) = match dst_dir.as_ref().map(|d| {
+            d.fstat().and_then(|st| {
+                let at = self.check_dir(rel, (d, &st), dst_entry, made)?;
+                Ok((
+                    at,
+                    dst_entry.is_some() && self.dir_attrs_stale(src_entry, &st),
+                ))
+            })
+        }) {
+            Some(Ok((at, stale))) => (Some(at), stale),
+            Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
+            None => (None, false),
         };
         let unread: Vec<Name> = src.failed.iter().map(|(n, _)| n.clone()).collect();
         for (name, e) in src.failed {
@@ -119,12 +144,8 @@ impl Engine {
         let mut parts = Vec::new();
         let mut src_entries = src.entries;
         let mut mounts = Vec::new();
-        // A directory this run made is listed too (empty, but for what an
-        // earlier delivery of this task made in it: a broker delivers at
-        // least once; the directory is psync's user's, mode 0700, until
-        // its finish, so nobody else put entries there).
-        let mut dst = match &dst_dir {
-            Some(d) => match self.walker.list(d) {
+        let mut dst = match (&dst_dir, listed) {
+            (Some(d), Some(listed)) => match listed {
                 Ok(mut l) => {
                     // A target entry that cannot be examined is left alone.
                     for (name, e) in l.failed {
@@ -200,10 +221,19 @@ impl Engine {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
         }
-        self.defer(
-            cx,
-            self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched),
-        );
+        // A directory whose times (or owner, mode) are not the source's
+        // gets them at its finish even when this delivery changed nothing
+        // in it: an earlier delivery may have, and lost its finish.
+        let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched || stale);
+        self.defer(cx, finish);
+    }
+
+    /// True when the target directory whose status is `st` differs from
+    /// its source `src` in what its finish sets (owner, mode, times).
+    fn dir_attrs_stale(&self, src: &Entry, st: &rustix::fs::Stat) -> bool {
+        // No name: nothing allocated per directory.
+        let now = Entry::from_stat(Name(Vec::new()), st);
+        attr_change(src, &now, &self.plan_opts).any()
     }
 
     /// The identity of the target directory `d` whose status is `st`, once

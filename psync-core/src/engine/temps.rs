@@ -157,6 +157,10 @@ impl Engine {
                     );
                 }
             }
+            // Gone meanwhile: a part renamed into place, or a journal
+            // removed, by the finish of a copy this listing caught in
+            // flight (an earlier delivery of this directory's task).
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => self.fail(&rel.join(name), true, Op::Remove, err),
         }
     }
