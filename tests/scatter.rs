@@ -442,14 +442,16 @@ fn link_phase_tasks_delivered_again_in_slots() {
 
 /// Syncs `src` into `dst` on three engines through `threads` threads
 /// of the local transport, every task delivered twice with `redeliver`
-/// 1.0 (each time after a finished delivery: no lossy one). Returns the
-/// errors, the report, and the deliveries made again.
+/// 1.0 (each time after a finished delivery: no lossy one), listing
+/// with `walker` when given. Returns the events, the report, and the
+/// deliveries made again.
 fn run_redelivered(
     src: &Path,
     dst: &Path,
     redeliver: f64,
     threads: usize,
-) -> (Vec<String>, Report, u64) {
+    walker: Option<Arc<dyn psync::Walker>>,
+) -> (Vec<Event>, Report, u64) {
     let (spec, seed) = builder(src, dst)
         .build()
         .expect("build")
@@ -459,6 +461,9 @@ fn run_redelivered(
     let (report, again) = {
         let mut cx = EngineContext::new(psync::registry());
         cx.events = Some(tx);
+        if let Some(w) = walker {
+            cx.walker = w;
+        }
         let mut scatter =
             Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
         drop(cx);
@@ -468,7 +473,7 @@ fn run_redelivered(
             .expect("the run");
         (report, scatter.redelivered())
     };
-    (errors(&rx.iter().collect::<Vec<_>>()), report, again)
+    (rx.iter().collect(), report, again)
 }
 
 /// Issue 14: a task delivered twice counts once. The same sync (new
@@ -520,8 +525,9 @@ fn redelivered_tasks_count_once() {
             }
         }
     }
-    let (once_errors, once, _) = run_redelivered(&t.src(), &targets[0], 0.0, 1);
-    let (twice_errors, twice, again) = run_redelivered(&t.src(), &targets[1], 1.0, 1);
+    let (once_events, once, _) = run_redelivered(&t.src(), &targets[0], 0.0, 1, None);
+    let (twice_events, twice, again) = run_redelivered(&t.src(), &targets[1], 1.0, 1, None);
+    let (once_errors, twice_errors) = (errors(&once_events), errors(&twice_events));
     drop(guards);
     assert!(again > 0, "nothing was delivered again");
     let counters = |r: &Report| {
@@ -825,4 +831,163 @@ fn every_task_delivered_thrice_chunks_checksum_deletes_type_changes() {
         let report = run(&b, "third run");
         assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
     }
+}
+
+/// A walker that fails `lstat` (EIO) of the entries named `flaky*` in
+/// the source directories `dirs` (device, inode): every listing of them,
+/// each delivery's, reports the same error, and (with `--delete`) the
+/// same warning that nothing is deleted there.
+struct FlakySource {
+    dirs: Vec<(u64, u64)>,
+}
+
+impl psync::Walker for FlakySource {
+    fn list(&self, dir: &psync::Dir) -> std::io::Result<psync::Listing> {
+        let mut l = dir.list()?;
+        let st = dir.fstat()?;
+        #[allow(clippy::unnecessary_cast)]
+        if self.dirs.contains(&(st.st_dev as u64, st.st_ino as u64)) {
+            let (flaky, ok): (Vec<psync::Entry>, _) = l
+                .entries
+                .into_iter()
+                .partition(|e| e.name.as_bytes().starts_with(b"flaky"));
+            l.entries = ok;
+            l.failed = flaky
+                .into_iter()
+                .map(|e| (e.name, std::io::Error::from_raw_os_error(libc::EIO)))
+                .collect();
+        }
+        Ok(l)
+    }
+}
+
+/// Issue 14: a task delivered twice reports its events once. The same
+/// sync with `-i` (new files, updates, an attribute-only change, a
+/// symlink, a fifo, a type change, deletions; a source entry that
+/// cannot be read, an error and a warning that every listing of its
+/// directory gives; a copy into an immutable target directory and a
+/// delete of an immutable file, errors that every delivery of their
+/// tasks meets) from two identical sources into two identical targets,
+/// once with every task delivered once and once with every task
+/// delivered twice: the same itemized lines, warnings and errors, each
+/// once.
+///
+/// One thread, as `redelivered_tasks_count_once` (a batch another
+/// thread finishes before its directory task's second delivery lists
+/// the directory makes that delivery plan another batch).
+#[test]
+fn redelivered_tasks_report_once() {
+    let t = TestDir::new("scatter-report-once");
+    let pairs = ["once", "twice"].map(|name| (t.join(name).join("src"), t.join(name).join("dst")));
+    for (src, dst) in &pairs {
+        tree!(src, {
+            "new/a" => file("a"),
+            "new/deep/b" => file("bb"),
+            "same" => file("unchanged") mtime(1_700_000_000, 0),
+            "changed" => file("new data, longer"),
+            "modes" => file("mode only") mode(0o600) mtime(1_700_000_000, 0),
+            "link" => symlink("same"),
+            "fifo" => fifo(),
+            "was_dir" => file("now a file"),
+            "locked/f" => file("v2, longer"),
+            "d/ok" => file("ok"),
+            "d/flaky" => file("cannot be read"),
+        });
+        tree!(dst, {
+            "same" => file("unchanged") mtime(1_700_000_000, 0),
+            "changed" => file("old"),
+            "modes" => file("mode only") mode(0o644) mtime(1_700_000_000, 0),
+            "was_dir/x" => file("x"),
+            "gone/deep/y" => file("y"),
+            "stuck/z" => file("cannot be removed"),
+            "locked/f" => file("v1"),
+            "d/extra" => file("kept: the source could not be read"),
+        });
+    }
+    let mut guards = Vec::new();
+    for (_, dst) in &pairs {
+        for locked in ["stuck/z", "locked"] {
+            match crate::failures::Immutable::set(&dst.join(locked)) {
+                Ok(g) => guards.push(g),
+                Err(why) => panic!("the test's failures need chattr +i: {why}"),
+            }
+        }
+    }
+    let walker: Arc<dyn psync::Walker> = Arc::new(FlakySource {
+        dirs: pairs
+            .iter()
+            .map(|(src, _)| {
+                let m = src.join("d").metadata().unwrap();
+                (m.dev(), m.ino())
+            })
+            .collect(),
+    });
+    let [(src0, dst0), (src1, dst1)] = &pairs;
+    let (once, once_report, _) = run_redelivered(src0, dst0, 0.0, 1, Some(Arc::clone(&walker)));
+    let (twice, twice_report, again) = run_redelivered(src1, dst1, 1.0, 1, Some(walker));
+    drop(guards);
+    assert!(again > 0, "nothing was delivered again");
+
+    // What each run reported, sorted, its roots' paths made alike.
+    let reported = |events: &[Event], (src, dst): &(std::path::PathBuf, std::path::PathBuf)| {
+        let alike = |m: &str| {
+            m.replace(&*dst.to_string_lossy(), "DST")
+                .replace(&*src.to_string_lossy(), "SRC")
+        };
+        let mut lines = [Vec::new(), Vec::new(), Vec::new()];
+        for e in events {
+            match e {
+                Event::Itemize { .. } => lines[0].push(e.itemize_line().unwrap()),
+                Event::Warning { message, .. } => lines[1].push(alike(message)),
+                Event::Error { message, .. } => lines[2].push(alike(message)),
+                _ => {}
+            }
+        }
+        lines.iter_mut().for_each(|l| l.sort());
+        lines
+    };
+    let once = reported(&once, &pairs[0]);
+    assert_eq!(reported(&twice, &pairs[1]), once);
+    let [items, warnings, errors] = once;
+
+    // The run without redelivery reported what the test is about: every
+    // kind of change, and its warning and errors, each once.
+    for code in [
+        "cd+++++++++ new/",
+        ">f+++++++++ new/a",
+        ">f.st...... changed",
+        ".f...p..... modes",
+        "cL+++++++++ link -> same",
+        "cS+++++++++ fifo",
+        "*deleting   gone/",
+        "*deleting   was_dir/x",
+        ">f+++++++++ was_dir",
+        ">f+++++++++ d/ok",
+    ] {
+        assert_eq!(
+            items.iter().filter(|l| *l == code).count(),
+            1,
+            "{code:?} in {items:#?}"
+        );
+    }
+    assert_eq!(
+        warnings,
+        [
+            "read directory SRC/d: source entries could not be read: nothing deleted in this directory"
+        ],
+        "{warnings:#?}"
+    );
+    assert_eq!(
+        errors,
+        [
+            "chown DST/locked: Operation not permitted (os error 1)",
+            "create DST/locked/f: Operation not permitted (os error 1)",
+            "remove DST/stuck: Operation not permitted (os error 1)",
+            "stat SRC/d/flaky: Input/output error (os error 5)",
+        ],
+        "{errors:#?}"
+    );
+    let counts = |r: &Report| (r.stats.failed, r.stats.warnings);
+    assert_eq!(counts(&twice_report), counts(&once_report));
+    assert_eq!(counts(&once_report), (4, 1));
 }

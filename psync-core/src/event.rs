@@ -1,6 +1,12 @@
 //! What a run reports while it works: progress, itemized changes, warnings
 //! and errors, on a channel any frontend consumes; and the counters behind
 //! the progress bar and the summary.
+//!
+//! A task's events and counts reach them when the transport acknowledges
+//! the task ([`crate::transport::TaskReport`]), once however often it was
+//! delivered: the events of one task are in order, those of different
+//! tasks in the order they complete (a directory's children may come
+//! before it).
 
 use crate::entry::{Kind, RelPath};
 use crate::error::Op;
@@ -121,8 +127,8 @@ impl Event {
 
 macro_rules! counters {
     ($($(#[$doc:meta])* $field:ident,)*) => {
-        /// Live counters of a run: the counts of its tasks, added by the
-        /// transport as it acknowledges each ([`crate::transport::Outcome`]),
+        /// Live counters of a run: the counts of its tasks, added as the
+        /// transport acknowledges each ([`crate::transport::TaskReport`]),
         /// read for progress and the report.
         #[derive(Debug, Default)]
         #[non_exhaustive]
@@ -141,8 +147,8 @@ macro_rules! counters {
 
         /// What one task counted: the same counters as plain numbers, kept
         /// by the engine while the task runs and handed to the transport
-        /// with its outcome, which adds them to the run's [`Stats`] once
-        /// per task (a task delivered twice counts once).
+        /// with its outcome, which has them added to the run's [`Stats`]
+        /// once per task (a task delivered twice counts once).
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
         pub struct Counts {
             $($(#[$doc])* pub $field: u64,)*

@@ -87,7 +87,9 @@ pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
 pub use spec::{EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
 pub use stop::{StopReason, Stopped};
 pub use task::{Task, TaskId};
-pub use transport::{DeferTwice, Local, Outcome, Scatter, TaskContext, TaskRunner, Transport};
+pub use transport::{
+    DeferTwice, Local, Outcome, Scatter, TaskContext, TaskReport, TaskRunner, Transport,
+};
 pub use validate::{Roots, validate};
 pub use walk::{FsWalker, Listing, Walker};
 pub use xattr::{Node, XattrReport, XattrSync};

@@ -427,7 +427,7 @@ pub(crate) fn run_engines(
     {
         first.itemize(RelPath::root(), Some(Change::new_entry(Kind::Dir)), src);
     }
-    let result = transport.run(seed, runner, &first.quit, &first.stats);
+    let result = transport.run(seed, runner, &first.quit);
     let quit = || first.quit.load(Ordering::Relaxed);
     for engine in engines {
         engine.wind_down();

@@ -96,9 +96,11 @@ impl Engine {
                 c.failed += 1;
                 c.done += 1;
             });
-            // Sent before the quit flag is set: with the flag set, a full
-            // event queue would drop it.
-            self.emit(Event::Error {
+            // Sent now, not with the task's report, and before the quit
+            // flag is set: the frontend says why at once, and with the
+            // flag set a full event queue would drop it. Never repeated:
+            // the run is stopping, the task is not delivered again.
+            self.send(Event::Error {
                 path: rel.clone(),
                 op,
                 side: crate::event::Side::Target,

@@ -11,10 +11,11 @@
 //!   scattered over several engines (`psync::Scatter`).
 //! - `PSYNC_SCATTER_SEED=0x…`: the seed of the scatter runs' draws (each
 //!   run prints the one it used). Default: a new one per run.
-//! - `PSYNC_SCATTER_REDELIVER=0.3`: the fraction of the scatter runs'
-//!   tasks delivered twice (`Scatter::redeliver`). Default: 0.
-//!   `PSYNC_SCATTER_LOSSY=0`: none of those starts with a lossy delivery
-//!   (a dead worker's, whose counts are lost: exact counters need it).
+//! - `PSYNC_SCATTER_REDELIVER=0.5`: the fraction of the scatter runs'
+//!   tasks delivered twice (`Scatter::redeliver`). Default: 0.3.
+//!   `PSYNC_SCATTER_LOSSY=1`: some of those start with a lossy delivery
+//!   (a dead worker's, whose counts and events are lost: exact counters
+//!   and reports need it off, the default; `scatter.rs` tests it).
 //! - `PSYNC_TEST_NO_MOUNTS=1`: skip the tests that loop-mount real file
 //!   systems (they need root; see `mounts`), also under CI.
 

@@ -37,7 +37,7 @@ use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{PlanOptions, Planner};
 use crate::task::Task;
-use crate::transport::{Outcome, TaskContext, TaskRunner};
+use crate::transport::{Outcome, TaskContext, TaskReport, TaskRunner};
 use crate::walk::Walker;
 use crossbeam_channel::Sender;
 use std::cell::RefCell;
@@ -132,17 +132,23 @@ impl TaskRunner for Engine {
     /// listing cut short, a finish skipped), and one that did not is
     /// safe to run again, so a task that ends with the run stopping is
     /// never acknowledged as done. Either way with what the task counted
-    /// (see `Engine::count`).
+    /// and reported (see `Engine::count`, `Engine::emit`).
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         if self.quit.load(Ordering::Relaxed) {
-            return Outcome::Abandoned(Counts::default());
+            return Outcome::Abandoned(TaskReport::default());
         }
-        let counts = counting(|| self.run_task(task, cx));
+        let report = reporting(|| self.run_task(task, cx));
         if self.quit.load(Ordering::Relaxed) {
-            Outcome::Abandoned(counts)
+            Outcome::Abandoned(report)
         } else {
-            Outcome::Done(counts)
+            Outcome::Done(report)
         }
+    }
+
+    /// Adds the task's counts to the run's and sends its events.
+    fn acknowledge(&self, report: TaskReport) {
+        self.stats.add(&report.counts);
+        self.send_all(report.events);
     }
 
     fn run_id(&self) -> u64 {
@@ -150,26 +156,59 @@ impl TaskRunner for Engine {
     }
 }
 
+/// Events a running task keeps before it sends them (see
+/// [`Engine::emit`]): a few hundred KiB per worker thread at most.
+const EVENTS_KEPT: usize = 4096;
+
 thread_local! {
-    /// The counts of the task this thread runs ([`counting`]); `None`
-    /// outside a task. A task's work is all on the thread that runs it
-    /// (the threads some steps start, hashing or flushing, count nothing).
-    static COUNTS: RefCell<Option<Counts>> = const { RefCell::new(None) };
+    /// The counts and unsent events of the task this thread runs
+    /// ([`reporting`]); `None` outside a task. A task's work is all on
+    /// the thread that runs it (the threads some steps start, hashing or
+    /// flushing, count nothing, and what they report goes out at once).
+    static TASK: RefCell<Option<TaskReport>> = const { RefCell::new(None) };
 }
 
-/// Runs `task` with its own counts, and returns them: what
-/// [`Engine::count`] counts meanwhile on this thread.
-fn counting(task: impl FnOnce()) -> Counts {
+/// Runs `task` with its own report, and returns it: what
+/// [`Engine::count`] counts and [`Engine::emit`] keeps meanwhile on this
+/// thread.
+fn reporting(task: impl FnOnce()) -> TaskReport {
     /// Puts back what was there before, even if the task panics.
-    struct Restore(Option<Counts>);
+    struct Restore(Option<TaskReport>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            COUNTS.set(self.0.take());
+            TASK.set(self.0.take());
         }
     }
-    let _restore = Restore(COUNTS.replace(Some(Counts::default())));
+    let _restore = Restore(TASK.replace(Some(TaskReport::default())));
     task();
-    COUNTS.take().unwrap_or_default()
+    TASK.take().unwrap_or_default()
+}
+
+/// Where an event goes ([`keep`]).
+#[derive(Debug)]
+enum Goes {
+    /// With the running task's report, when the transport acknowledges it.
+    Later,
+    /// Out now: no task runs on this thread.
+    Now(Event),
+    /// Out now, with the task's events before it: it held `bound`.
+    Flush(Vec<Event>),
+}
+
+/// Keeps `ev` in the running task's report, unless no task runs on this
+/// thread, or the task then holds `bound` events: all of them are sent
+/// at once, and the task keeps the ones after.
+fn keep(ev: Event, bound: usize) -> Goes {
+    TASK.with_borrow_mut(|task| match task {
+        None => Goes::Now(ev),
+        Some(r) => {
+            r.events.push(ev);
+            match r.events.len() >= bound {
+                true => Goes::Flush(std::mem::take(&mut r.events)),
+                false => Goes::Later,
+            }
+        }
+    })
 }
 
 impl Engine {
@@ -283,8 +322,8 @@ impl Engine {
     /// is delivered (see [`Outcome`]); outside a task (the run's setup
     /// and end), in the run's counters directly. A plain add per call.
     pub(crate) fn count(&self, f: impl FnOnce(&mut Counts)) {
-        COUNTS.with_borrow_mut(|task| match task {
-            Some(counts) => f(counts),
+        TASK.with_borrow_mut(|task| match task {
+            Some(report) => f(&mut report.counts),
             None => {
                 let mut counts = Counts::default();
                 f(&mut counts);
@@ -304,18 +343,53 @@ impl Engine {
         }
     }
 
+    /// Reports `ev`: kept in the running task's report, which the
+    /// transport sends once per task however often it is delivered (see
+    /// [`Outcome`]); outside a task, sent at once. A task that reported
+    /// [`EVENTS_KEPT`] events sends them at once and keeps the next ones:
+    /// a second delivery of it repeats those (memory stays bounded for a
+    /// directory of millions of entries with `-i`).
     pub(crate) fn emit(&self, ev: Event) {
-        let Some(tx) = &self.events else { return };
+        if self.events.is_none() {
+            return;
+        }
+        match keep(ev, EVENTS_KEPT) {
+            Goes::Later => {}
+            Goes::Now(ev) => {
+                self.send(ev);
+            }
+            Goes::Flush(events) => self.send_all(events),
+        }
+    }
+
+    /// Sends `events` in order, or as many as [`Engine::send`] can: the
+    /// rest are dropped with the first it gives up on (an abandoned
+    /// task's thousands must not wait 100 ms each for a stalled frontend).
+    fn send_all(&self, events: Vec<Event>) {
+        for ev in events {
+            if !self.send(ev) {
+                return;
+            }
+        }
+    }
+
+    /// Sends `ev` on the run's channel now. False when it is dropped: no
+    /// one listens, or the run is stopping and the channel stayed full.
+    pub(crate) fn send(&self, ev: Event) -> bool {
+        let Some(tx) = &self.events else {
+            return false;
+        };
         // A frontend that stopped listening must not stop the run, and a
         // stalled one must not keep it from stopping: block for room only
         // until the quit flag is set.
         let mut ev = ev;
         loop {
             match tx.send_timeout(ev, std::time::Duration::from_millis(100)) {
-                Ok(()) | Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return,
+                Ok(()) => return true,
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return false,
                 Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
                     if self.quit.load(Ordering::Relaxed) {
-                        return;
+                        return false;
                     }
                     ev = back;
                 }
@@ -607,5 +681,55 @@ mod tests {
         assert_eq!(temp_run_id(&Name::from(".psync-tmp.zz")), None);
         assert_eq!(temp_run_id(&Name::from("file")), None);
         assert!(n.as_bytes().len() < 64);
+    }
+
+    fn warning(i: usize) -> Event {
+        Event::Warning {
+            path: RelPath::root(),
+            op: Op::Stat,
+            message: i.to_string(),
+        }
+    }
+
+    fn messages(events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::Warning { message, .. } => message.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A running task keeps its events (with its counts) for its report;
+    /// once it holds the bound, they go out at once, in order, and it
+    /// keeps the next ones. Outside a task an event goes out at once.
+    #[test]
+    fn a_task_keeps_its_events_up_to_the_bound() {
+        assert!(matches!(keep(warning(0), 3), Goes::Now(_)));
+        for bound in [3, EVENTS_KEPT] {
+            let mut sent = Vec::new();
+            let report = reporting(|| {
+                for i in 0..2 * bound + 2 {
+                    match keep(warning(i), bound) {
+                        Goes::Later => {}
+                        Goes::Flush(events) => sent.push(messages(&events)),
+                        Goes::Now(ev) => panic!("sent outside a task: {ev:?}"),
+                    }
+                }
+                TASK.with_borrow_mut(|t| t.as_mut().unwrap().counts.warnings += 1);
+            });
+            let upto = |from: usize, to: usize| (from..to).map(|i| i.to_string()).collect();
+            let want: Vec<Vec<String>> = vec![upto(0, bound), upto(bound, 2 * bound)];
+            assert_eq!(sent, want, "bound {bound}");
+            assert_eq!(
+                messages(&report.events),
+                upto(2 * bound, 2 * bound + 2),
+                "bound {bound}"
+            );
+            assert_eq!(report.counts.warnings, 1);
+        }
+        // The task's report is gone with it.
+        assert!(matches!(keep(warning(0), 3), Goes::Now(_)));
     }
 }

@@ -19,13 +19,16 @@
 //! engine abandons a task. This transport cannot deliver a task again
 //! (it gave it to the runner): a task abandoned while the run goes on
 //! stops the run with an error. Either way the task is not run again, so
-//! its counts are added to the run's once it returns (a runner that
-//! delivers it more than once, like [`super::Scatter`], returns the
-//! counts of one delivery).
+//! its report (counts and events) is acknowledged once it returns, an
+//! abandoned task's too: what a stopped run did is in its report (a
+//! runner that delivers a task more than once, like [`super::Scatter`],
+//! returns the report of one delivery).
+//!
+//! [`Outcome::Done`]: super::Outcome::Done
+//! [`Outcome::Abandoned`]: super::Outcome::Abandoned
 
-use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
+use super::{DeferTwice, TaskContext, TaskRunner, Transport};
 use crate::error::Error;
-use crate::event::Stats;
 use crate::task::{Task, TaskId};
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use std::collections::HashSet;
@@ -91,7 +94,6 @@ struct Shared<'a> {
     stealers: Vec<Stealer<Job>>,
     runner: &'a dyn TaskRunner,
     quit: &'a AtomicBool,
-    stats: &'a Stats,
     done: AtomicBool,
     /// Sleeping workers wait here for new work.
     idle: Mutex<usize>,
@@ -107,20 +109,13 @@ impl Transport for Local {
         "local"
     }
 
-    fn run(
-        &self,
-        seed: Task,
-        runner: &dyn TaskRunner,
-        quit: &AtomicBool,
-        stats: &Stats,
-    ) -> Result<(), Error> {
+    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
         let workers: Vec<Worker<Job>> = (0..self.threads).map(|_| Worker::new_lifo()).collect();
         let shared = Shared {
             injector: Injector::new(),
             stealers: workers.iter().map(Worker::stealer).collect(),
             runner,
             quit,
-            stats,
             done: AtomicBool::new(false),
             idle: Mutex::new(0),
             wake: Condvar::new(),
@@ -260,18 +255,18 @@ impl Shared<'_> {
             spawned: HashSet::new(),
         };
         let ran = catch_unwind(AssertUnwindSafe(|| self.runner.run(*job.task, &mut cx)));
-        if let Ok(outcome) = &ran {
-            self.stats.add(outcome.counts());
-        }
         match ran {
-            Ok(Outcome::Done(_)) => {}
-            Ok(_) => {
-                // Not counted complete: nothing that waits on it runs.
-                if !self.quit.load(Ordering::Relaxed) {
-                    self.abandoned.store(true, Ordering::Relaxed);
-                    self.quit.store(true, Ordering::Relaxed);
+            Ok(outcome) => {
+                let done = outcome.is_done();
+                self.runner.acknowledge(outcome.into_report());
+                if !done {
+                    // Not counted complete: nothing that waits on it runs.
+                    if !self.quit.load(Ordering::Relaxed) {
+                        self.abandoned.store(true, Ordering::Relaxed);
+                        self.quit.store(true, Ordering::Relaxed);
+                    }
+                    return;
                 }
-                return;
             }
             Err(_) => {
                 // A bug, not an entry failure: stop the run rather than
@@ -343,7 +338,8 @@ impl Shared<'_> {
 mod tests {
     use super::*;
     use crate::entry::{Entry, Kind, Name, RelPath, Time};
-    use crate::event::Counts;
+    use crate::event::{Counts, Stats};
+    use crate::transport::{Outcome, TaskReport};
     use std::sync::Mutex as StdMutex;
 
     fn dir_entry() -> Entry {
@@ -374,6 +370,15 @@ mod tests {
     /// one directory, each finish one entry done.
     struct TreeRunner {
         log: StdMutex<Vec<String>>,
+        stats: Stats,
+    }
+
+    /// A report of `counts`.
+    fn counted(counts: Counts) -> TaskReport {
+        TaskReport {
+            counts,
+            ..TaskReport::default()
+        }
     }
 
     impl TaskRunner for TreeRunner {
@@ -400,18 +405,22 @@ mod tests {
                         pass: 0,
                     })
                     .unwrap();
-                    return Outcome::Done(Counts {
+                    return Outcome::Done(counted(Counts {
                         dirs: 1,
                         ..Counts::default()
-                    });
+                    }));
                 }
                 Task::FinishDir { rel, .. } => self.log.lock().unwrap().push(rel.to_string()),
                 _ => {}
             }
-            Outcome::Done(Counts {
+            Outcome::Done(counted(Counts {
                 done: 1,
                 ..Counts::default()
-            })
+            }))
+        }
+
+        fn acknowledge(&self, report: TaskReport) {
+            self.stats.add(&report.counts);
         }
     }
 
@@ -420,9 +429,9 @@ mod tests {
         for threads in [1, 4] {
             let runner = TreeRunner {
                 log: StdMutex::new(Vec::new()),
+                stats: Stats::default(),
             };
             let quit = AtomicBool::new(false);
-            let stats = Stats::default();
             Local::new(threads)
                 .run(
                     Task::Dir {
@@ -433,9 +442,9 @@ mod tests {
                     },
                     &runner,
                     &quit,
-                    &stats,
                 )
                 .unwrap();
+            let stats = runner.stats;
             let log = runner.log.into_inner().unwrap();
             let n = 1 + 3 + 9 + 27 + 81;
             assert_eq!(log.len(), n);
@@ -485,8 +494,10 @@ mod tests {
                 })
                 .unwrap();
             }
-            Outcome::Done(Counts::default())
+            Outcome::Done(TaskReport::default())
         }
+
+        fn acknowledge(&self, _report: TaskReport) {}
     }
 
     /// A run stopped 100,000 levels down drops the tasks left over
@@ -506,9 +517,7 @@ mod tests {
             dst: None,
             at: None,
         };
-        Local::new(2)
-            .run(seed, &runner, &quit, &Stats::default())
-            .unwrap();
+        Local::new(2).run(seed, &runner, &quit).unwrap();
         assert!(runner.depth.load(Ordering::Relaxed) >= 100_000);
     }
 
@@ -529,7 +538,7 @@ mod tests {
             self.inner.run(task, cx);
             self.inner.run(again, cx);
             if !dir {
-                return Outcome::Done(Counts::default());
+                return Outcome::Done(TaskReport::default());
             }
             let other = Task::DropLinks {
                 rel,
@@ -538,7 +547,11 @@ mod tests {
             if cx.defer(other).is_err() {
                 self.refused.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Done(Counts::default())
+            Outcome::Done(TaskReport::default())
+        }
+
+        fn acknowledge(&self, report: TaskReport) {
+            self.inner.acknowledge(report);
         }
     }
 
@@ -547,6 +560,7 @@ mod tests {
         let runner = Twice {
             inner: TreeRunner {
                 log: StdMutex::new(Vec::new()),
+                stats: Stats::default(),
             },
             refused: AtomicUsize::new(0),
         };
@@ -557,9 +571,7 @@ mod tests {
             dst: None,
             at: None,
         };
-        Local::new(3)
-            .run(seed, &runner, &quit, &Stats::default())
-            .unwrap();
+        Local::new(3).run(seed, &runner, &quit).unwrap();
         let mut log = runner.inner.log.into_inner().unwrap();
         // Each finish is run (twice, by its own execution), not queued twice.
         let n = 1 + 3 + 9 + 27 + 81;
@@ -571,13 +583,20 @@ mod tests {
         assert_eq!(runner.refused.load(Ordering::Relaxed), n);
     }
 
-    struct Abandoner;
+    #[derive(Default)]
+    struct Abandoner {
+        stats: Stats,
+    }
     impl TaskRunner for Abandoner {
         fn run(&self, _task: Task, _cx: &mut dyn TaskContext) -> Outcome {
-            Outcome::Abandoned(Counts {
+            Outcome::Abandoned(counted(Counts {
                 failed: 1,
                 ..Counts::default()
-            })
+            }))
+        }
+
+        fn acknowledge(&self, report: TaskReport) {
+            self.stats.add(&report.counts);
         }
     }
 
@@ -592,10 +611,10 @@ mod tests {
             dst: None,
             at: None,
         };
-        let stats = Stats::default();
-        assert!(Local::new(2).run(seed, &Abandoner, &quit, &stats).is_err());
+        let runner = Abandoner::default();
+        assert!(Local::new(2).run(seed, &runner, &quit).is_err());
         assert!(quit.load(Ordering::Relaxed));
-        assert_eq!(stats.snapshot(Duration::ZERO).failed, 1);
+        assert_eq!(runner.stats.snapshot(Duration::ZERO).failed, 1);
     }
 
     struct Panicker;
@@ -603,6 +622,8 @@ mod tests {
         fn run(&self, _task: Task, _cx: &mut dyn TaskContext) -> Outcome {
             panic!("boom");
         }
+
+        fn acknowledge(&self, _report: TaskReport) {}
     }
 
     #[test]
@@ -617,7 +638,6 @@ mod tests {
             },
             &Panicker,
             &quit,
-            &Stats::default(),
         );
         assert!(r.is_err());
     }

@@ -11,7 +11,7 @@ pub mod local;
 pub mod scatter;
 
 use crate::error::Error;
-use crate::event::{Counts, Stats};
+use crate::event::{Counts, Event};
 use crate::task::Task;
 use std::sync::atomic::AtomicBool;
 
@@ -58,30 +58,46 @@ impl std::fmt::Display for DeferTwice {
 
 impl std::error::Error for DeferTwice {}
 
-/// How a task's run ended, and what it counted: what the transport
-/// acknowledges.
+/// What one delivery of a task counted and reported: what the
+/// transport acknowledges, once per task ([`TaskRunner::acknowledge`]).
 ///
-/// The counts are the task's alone ([`Counts`]): the engine keeps them
-/// apart from the run's [`Stats`] while the task runs, and the transport
-/// adds them once per task, so a task delivered twice counts once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The engine keeps a running task's counts and events apart from the
+/// run's [`Stats`](crate::event::Stats) and event channel, so that a task delivered twice
+/// counts and reports once: the delivery the transport acknowledges.
+/// Events past a bound (4,096 per task) are sent while the task runs
+/// instead (a directory of millions of entries with `-i` must not hold
+/// them all): a task delivered again after that many repeats them.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TaskReport {
+    /// What the task counted, for the run's [`Stats`](crate::event::Stats).
+    pub counts: Counts,
+    /// What it reported and has not sent yet (itemized entries,
+    /// warnings, errors), in order.
+    pub events: Vec<Event>,
+}
+
+/// How a task's run ended, and what it counted and reported
+/// ([`TaskReport`]): what the transport acknowledges.
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Outcome {
     /// The task did all it had to (its entries' failures included: they
-    /// are reported, the task is done). The transport acknowledges it,
-    /// adds its counts to the run's (once per task id: those of the
-    /// delivery it acknowledges) and counts it complete once its children
-    /// are.
-    Done(Counts),
+    /// are reported, the task is done). The transport acknowledges it
+    /// (hands the report of the delivery it acknowledges to
+    /// [`TaskRunner::acknowledge`], once per task id) and counts it
+    /// complete once its children are.
+    Done(TaskReport),
     /// The task stopped before it finished (the quit flag: an interrupt,
     /// a full target, a worker shutting down) or did not start. Whatever
     /// it did is safe to do again: a transport that goes on with the run
     /// delivers it again (a broker re-queues it for any worker) and drops
-    /// its counts (the next delivery counts); one that is stopping drops
+    /// its report (the next delivery's counts); one that is stopping drops
     /// it without counting it complete, so nothing that waits on it (its
-    /// parent's deferred finish) runs, and adds its counts (what a stopped
-    /// run did, its stop's failure among them, is in its report).
-    Abandoned(Counts),
+    /// parent's deferred finish) runs, and acknowledges its report (what a
+    /// stopped run did, its stop's failure among it, is in its report and
+    /// events).
+    Abandoned(TaskReport),
 }
 
 impl Outcome {
@@ -90,19 +106,26 @@ impl Outcome {
         matches!(self, Outcome::Done(_))
     }
 
-    /// What the task counted.
-    pub fn counts(&self) -> &Counts {
+    /// What the task counted and reported.
+    pub fn report(&self) -> &TaskReport {
         match self {
-            Outcome::Done(c) | Outcome::Abandoned(c) => c,
+            Outcome::Done(r) | Outcome::Abandoned(r) => r,
         }
     }
 
-    /// The same outcome with `counts` instead of its own (those of
-    /// another delivery of the task).
-    pub fn with_counts(self, counts: Counts) -> Outcome {
+    /// [`Outcome::report`], taken.
+    pub fn into_report(self) -> TaskReport {
         match self {
-            Outcome::Done(_) => Outcome::Done(counts),
-            Outcome::Abandoned(_) => Outcome::Abandoned(counts),
+            Outcome::Done(r) | Outcome::Abandoned(r) => r,
+        }
+    }
+
+    /// The same outcome with `report` instead of its own (that of
+    /// another delivery of the task).
+    pub fn with_report(self, report: TaskReport) -> Outcome {
+        match self {
+            Outcome::Done(_) => Outcome::Done(report),
+            Outcome::Abandoned(_) => Outcome::Abandoned(report),
         }
     }
 }
@@ -110,9 +133,14 @@ impl Outcome {
 /// Executes one task. The engine implements this.
 pub trait TaskRunner: Send + Sync {
     /// Runs `task`; new work goes through `cx`. Failures of entries are
-    /// reported by the runner itself (events) and counted in the outcome;
-    /// a task never fails, it is done or abandoned.
+    /// reported (events) and counted in the outcome's report; a task
+    /// never fails, it is done or abandoned.
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome;
+
+    /// Takes the report of a task the transport acknowledges, once per
+    /// task (see [`Outcome`]): the engine adds its counts to the run's
+    /// [`Stats`](crate::event::Stats) and sends its events.
+    fn acknowledge(&self, report: TaskReport);
 
     /// The run's id, for [`Task::id`] (0 for runners outside a run).
     fn run_id(&self) -> u64 {
@@ -121,39 +149,27 @@ pub trait TaskRunner: Send + Sync {
 }
 
 /// Moves tasks to executors until the seed task and everything it led to
-/// are complete, or `quit` is set, adding the counts of the tasks it
-/// acknowledges to `stats`.
+/// are complete, or `quit` is set, acknowledging each task's report once
+/// ([`TaskRunner::acknowledge`]).
 pub trait Transport: Send + Sync {
     /// A short name for reports ("local", "redis").
     fn name(&self) -> &str;
 
-    /// Runs `seed` and all tasks that follow from it; adds each task's
-    /// counts ([`Outcome::counts`]) to `stats` once (see [`Outcome`]).
+    /// Runs `seed` and all tasks that follow from it; hands each task's
+    /// report to `runner` once (see [`Outcome`]).
     ///
     /// # Errors
     /// When the transport itself fails (a broker connection lost for good);
     /// never for failures of single entries.
-    fn run(
-        &self,
-        seed: Task,
-        runner: &dyn TaskRunner,
-        quit: &AtomicBool,
-        stats: &Stats,
-    ) -> Result<(), Error>;
+    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error>;
 }
 
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn run(
-        &self,
-        seed: Task,
-        runner: &dyn TaskRunner,
-        quit: &AtomicBool,
-        stats: &Stats,
-    ) -> Result<(), Error> {
-        (**self).run(seed, runner, quit, stats)
+    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
+        (**self).run(seed, runner, quit)
     }
 }
 
@@ -161,13 +177,7 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     fn name(&self) -> &str {
         (**self).name()
     }
-    fn run(
-        &self,
-        seed: Task,
-        runner: &dyn TaskRunner,
-        quit: &AtomicBool,
-        stats: &Stats,
-    ) -> Result<(), Error> {
-        (**self).run(seed, runner, quit, stats)
+    fn run(&self, seed: Task, runner: &dyn TaskRunner, quit: &AtomicBool) -> Result<(), Error> {
+        (**self).run(seed, runner, quit)
     }
 }

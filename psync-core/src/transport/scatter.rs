@@ -21,9 +21,10 @@
 //! second delivery's children and finish); and a task is, with the same
 //! probability, first run on a context that loses the defer and a random
 //! tail of its spawns (a worker that died after its work but before all
-//! its messages got out), then delivered again in full. The task's counts
-//! are those of one delivery, the one a broker acknowledges: the first
-//! finished one, never a lossy one's (see [`Scatter::lossy`]).
+//! its messages got out), then delivered again in full. The task's report
+//! (counts and events, [`super::TaskReport`]) is that of one delivery,
+//! the one a broker acknowledges: the first finished one, never a lossy
+//! one's (see [`Scatter::lossy`]).
 //!
 //! Engines on nodes that number file systems apart are modelled by
 //! [`Scatter::from_specs`] with the roots through other mounts of the
@@ -31,7 +32,7 @@
 //! middle of a task's file system work (redelivered tasks run to their
 //! end; only their messages are cut).
 
-use super::{DeferTwice, Outcome, TaskContext, TaskRunner, Transport};
+use super::{DeferTwice, Outcome, TaskContext, TaskReport, TaskRunner, Transport};
 use crate::builder::Report;
 use crate::engine::Engine;
 use crate::error::Error;
@@ -157,10 +158,10 @@ impl Scatter {
     /// Whether a redelivery ([`Scatter::redeliver`]) may start with a
     /// lossy delivery (default: yes). Without, every delivery runs to its
     /// end with all its messages, and a task is only ever delivered again
-    /// after a finished delivery: the run's counters are then exactly
-    /// those of a run without redelivery (a lossy delivery's counts are
-    /// lost, as a dead worker's are, and the delivery after it finds its
-    /// work done).
+    /// after a finished delivery: the run's counters and events are then
+    /// exactly those of a run without redelivery (a lossy delivery's
+    /// counts and unsent events are lost, as a dead worker's are, and the
+    /// delivery after it finds its work done).
     pub fn lossy(&mut self, lossy: bool) -> &mut Self {
         self.lossy = lossy;
         self
@@ -287,11 +288,11 @@ impl TaskRunner for Scatter {
     ///
     /// With [`Scatter::redeliver`], a delivery may first go to a lossy
     /// context, and a finished one may be made again (see the module's
-    /// docs); the outcome is the last delivery's, its counts those a
-    /// broker would add: not a lossy delivery's (its worker died before
-    /// its acknowledgement), and of two finished deliveries the first's
-    /// (the first acknowledgement of a task id counts, later ones are
-    /// dropped).
+    /// docs); the outcome is the last delivery's, its report the one a
+    /// broker would acknowledge: not a lossy delivery's (its worker died
+    /// before its acknowledgement), and of two finished deliveries the
+    /// first's (the first acknowledgement of a task id counts, later ones
+    /// are dropped).
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         let bytes = task.encode().expect("a task encodes");
         let again = |s: &Self| s.again(&task);
@@ -305,9 +306,15 @@ impl TaskRunner for Scatter {
         let outcome = self.deliver(&bytes, cx);
         if outcome.is_done() && again(self) {
             let second = self.deliver(&bytes, cx);
-            return second.with_counts(*outcome.counts());
+            return second.with_report(outcome.into_report());
         }
         outcome
+    }
+
+    /// The kept delivery's report, on the first engine: the engines share
+    /// the run's counters and events sender.
+    fn acknowledge(&self, report: TaskReport) {
+        self.engines[0].acknowledge(report);
     }
 
     fn run_id(&self) -> u64 {
