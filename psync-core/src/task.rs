@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 5;
+pub const TASK_ENCODING_VERSION: u8 = 6;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -57,6 +57,12 @@ pub enum Task {
         /// it: opened again, it must be the same directory (a user who
         /// renames another directory to its path gets nothing written).
         at: Option<(u64, u64)>,
+        /// Spawned by a second delivery of its directory's task: a batch
+        /// of the first delivery (another id, other names) may have put
+        /// some of these files in place meanwhile; each target is looked
+        /// at again before its copy (not part of the id).
+        #[serde(default)]
+        recheck: bool,
     },
     /// Prepare the copy of a file larger than the chunk size: its part file
     /// and journal (resuming an interrupted copy), one `Chunk` per missing

@@ -656,6 +656,7 @@ impl Engine {
                             actions,
                             fresh,
                             at,
+                            recheck: cx.delivery() > 1,
                         });
                     }
                 }
@@ -668,6 +669,7 @@ impl Engine {
                 actions: batch.actions,
                 fresh,
                 at,
+                recheck: cx.delivery() > 1,
             });
         }
         if !linked.is_empty()

@@ -15,6 +15,20 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
+/// True when the target of `src` is now another inode than the listing
+/// saw (`listed`), a regular file of the source's size and mtime: put in
+/// place meanwhile by a batch of an earlier delivery of the directory's
+/// task (see `Task::Files::recheck`). One `statx` per file of such a
+/// batch only.
+fn placed_meanwhile(dir: &Dir, src: &Entry, listed: Option<&Entry>) -> bool {
+    dir.stat(src.name.as_bytes()).is_ok_and(|st| {
+        let now = Entry::from_stat(src.name.clone(), &st);
+        now.kind == Kind::File
+            && listed.is_none_or(|l| l.ino != now.ino)
+            && (now.size, now.mtime) == (src.size, src.mtime)
+    })
+}
+
 /// How one copy attempt may proceed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Attempt {
@@ -34,7 +48,7 @@ impl Engine {
         &self,
         rel: &RelPath,
         actions: Vec<Action>,
-        fresh: bool,
+        (fresh, recheck): (bool, bool),
         at: Option<(u64, u64)>,
     ) {
         let dirs = self
@@ -66,6 +80,11 @@ impl Engine {
             match action {
                 // Hard-linked paths never come here: `act` defers them.
                 Action::Copy { src, dst, change } => {
+                    if recheck && placed_meanwhile(&dst_dir, &src, dst.as_ref()) {
+                        // Copied, counted and reported by the batch that put
+                        // it there.
+                        continue;
+                    }
                     let old = dst.filter(|_| !change.new).map(|d| d.mode);
                     let how = (old, fresh, change);
                     self.copy_file(rel, &src_dir, &dst_dir, &src, how, staged.as_mut());
@@ -500,5 +519,50 @@ impl Engine {
         }
         self.count(|c| c.verified += 1);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    /// A second delivery's batch skips a file only when another inode of
+    /// the source's size and mtime stands at its name now.
+    #[test]
+    fn a_file_placed_meanwhile_is_recognised() {
+        let t = crate::test_dir();
+        let at = |name: &str, data: &str, mtime: u64| {
+            let p = t.path().join(name);
+            std::fs::write(&p, data).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_modified(UNIX_EPOCH + Duration::from_secs(mtime))
+                .unwrap();
+        };
+        let dir = Dir::open_root(t.path()).unwrap();
+        let entry = |name: &str| {
+            let st = dir.stat(name.as_bytes()).unwrap();
+            Entry::from_stat(Name::from(name), &st)
+        };
+        at("f", "new data", 1_700_000_000);
+        let src = entry("f");
+        // New in the target: nothing was listed, so what stands there
+        // with the source's size and mtime was put there meanwhile.
+        assert!(placed_meanwhile(&dir, &src, None));
+        // The very inode the listing saw: still to be copied (`-I`).
+        assert!(!placed_meanwhile(&dir, &src, Some(&src)));
+        // Another inode, but not the source's size or mtime.
+        let mut other = src.clone();
+        other.ino += 1;
+        at("f", "new data", 1_700_000_001);
+        assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+        at("f", "longer new data", 1_700_000_000);
+        assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+        // Nothing there, or not a file.
+        let mut gone = src.clone();
+        gone.name = Name::from("g");
+        assert!(!placed_meanwhile(&dir, &gone, None));
+        std::fs::create_dir(t.path().join("g")).unwrap();
+        assert!(!placed_meanwhile(&dir, &gone, None));
     }
 }

@@ -220,7 +220,8 @@ impl Engine {
                 actions,
                 fresh,
                 at,
-            } => self.run_files(&rel, actions, fresh, at),
+                recheck,
+            } => self.run_files(&rel, actions, (fresh, recheck), at),
             Task::BigFile {
                 rel,
                 src,

@@ -38,6 +38,13 @@ pub trait TaskContext {
     /// A second call with a task of another id: a bug of the runner. The
     /// first deferred task stays, the second is handed back, never run.
     fn defer(&mut self, task: Task) -> Result<(), DeferTwice>;
+    /// How many times the running task has been delivered, this delivery
+    /// included: 1 the first time (the default); a broker's delivery
+    /// count. A task delivered again may find part of its work done by
+    /// tasks its earlier delivery spawned.
+    fn delivery(&self) -> u32 {
+        1
+    }
 }
 
 /// [`TaskContext::defer`] called a second time by one task, with another

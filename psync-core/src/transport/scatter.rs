@@ -282,6 +282,26 @@ impl TaskContext for Lossy<'_> {
     }
 }
 
+/// The context of the `n`th delivery of a task.
+struct Nth<'a> {
+    inner: &'a mut dyn TaskContext,
+    n: u32,
+}
+
+impl TaskContext for Nth<'_> {
+    fn spawn(&mut self, task: Task) {
+        self.inner.spawn(task);
+    }
+
+    fn defer(&mut self, task: Task) -> Result<(), DeferTwice> {
+        self.inner.defer(task)
+    }
+
+    fn delivery(&self) -> u32 {
+        self.n
+    }
+}
+
 impl TaskRunner for Scatter {
     /// Encodes the task, decodes it, and runs the copy on the drawn
     /// engine: nothing but the task's bytes reaches it.
@@ -296,16 +316,24 @@ impl TaskRunner for Scatter {
     fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
         let bytes = task.encode().expect("a task encodes");
         let again = |s: &Self| s.again(&task);
+        let mut n = 1;
         if self.lossy && again(self) {
             let keep = self.random() % 4;
             let lost = self.deliver(&bytes, &mut Lossy { inner: cx, keep });
             if !lost.is_done() {
                 return lost;
             }
+            n += 1;
         }
-        let outcome = self.deliver(&bytes, cx);
+        let outcome = self.deliver(&bytes, &mut Nth { inner: cx, n });
         if outcome.is_done() && again(self) {
-            let second = self.deliver(&bytes, cx);
+            let second = self.deliver(
+                &bytes,
+                &mut Nth {
+                    inner: cx,
+                    n: n + 1,
+                },
+            );
             return second.with_report(outcome.into_report());
         }
         outcome
