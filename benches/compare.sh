@@ -64,6 +64,8 @@ Runs:
                      and writeback behind for the next tool; root only)
   --no-reset-cache   do not
   --psync PATH       psync binary (default: build target/release/psync)
+  --psync-base PATH  another psync binary (an earlier commit's), run as the
+                     tool psync-base: before and after in one run
   --psync-args ARGS  extra arguments for psync sync (e.g. "--threads 8")
   --no-build         do not run cargo build
   --floor-src DIR    where smallcopy.c/bigcopy.c are
@@ -91,7 +93,7 @@ MKFS_SIZE="" TMPFS_SIZE="" WORKDIR="" LOOP_DIO=0
 FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
 RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
-PSYNC="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
+PSYNC="" PSYNC_BASE="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
 FLOOR_SRC=${PSYNC_FLOOR_SRC:-/work/shared/bench-floor}
 OUT="" KEEP=0
 
@@ -118,6 +120,7 @@ while [[ $# -gt 0 ]]; do
         --no-noop) NOOP=0 ;;
         --cold) COLD=1 ;;
         --psync) need_arg "$@"; PSYNC=$2; shift ;;
+        --psync-base) need_arg "$@"; PSYNC_BASE=$2; shift ;;
         --psync-args) need_arg "$@"; PSYNC_ARGS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --floor-src) need_arg "$@"; FLOOR_SRC=$2; shift ;;
@@ -275,6 +278,7 @@ copy_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-base) CMD=("$PSYNC_BASE" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         # ADR 008's durability modes: --fsync (one syncfs per batch of
         # files), an fsync per file, concurrent fsyncs per batch, one
         # syncfs at the end of the run.
@@ -302,6 +306,7 @@ noop_cmd() {
     case $1 in
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-base) CMD=("$PSYNC_BASE" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         # Our own floor for this case (benches/floor/noopstat.c): list and
         # stat both sides, nothing else.
@@ -317,6 +322,7 @@ noop_cmd() {
 available() {
     case $1 in
         psync | psync-nv | psync-fsync | psync-file | psync-par | psync-end) build_psync ;;
+        psync-base) [[ -n ${PSYNC_BASE:-} && -x $PSYNC_BASE ]] ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
             # Neither floor program copies a mixed tree (bigcopy: the files
@@ -325,7 +331,7 @@ available() {
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
-        *) die "unknown tool: $1 (psync, psync-nv, psync-fsync, psync-file, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, psync-base, psync-fsync, psync-file, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
     esac
 }
 
