@@ -30,6 +30,7 @@ mod review3_attacks;
 mod review4_attacks;
 mod review5_attacks;
 mod review6_attacks;
+mod review7_attacks;
 mod review_attacks;
 mod safety;
 mod scatter;
