@@ -584,7 +584,7 @@ fn engines_that_number_the_file_systems_apart_agree() {
         "entry_timeout=0",
         "attr_timeout=0",
         "negative_timeout=0",
-        "direct_io",
+        "coherent",
     ];
     let one = require_faultfs!(back, t.join("one"), [], uncached);
     let two = require_faultfs!(back, t.join("two"), [], uncached);

@@ -23,12 +23,13 @@
  *                          server); only killing the reader (or this
  *                          daemon) ends them.
  *
- * The page cache stays on (unless `-o direct_io`) and is kept across
+ * The page cache stays on (unless FAULTFS_COHERENT) and is kept across
  * opens (kernel_cache): what a writer wrote stays cached and readable, as
  * on a real file system, and only a read that misses the cache reaches
  * here. Two mounts of one backing tree keep a page cache each, so one
- * does not see what the other wrote into a page it cached: `-o direct_io`
- * makes them coherent, as a cluster file system's clients are.
+ * does not see what the other wrote into a page it cached:
+ * FAULTFS_COHERENT=1 makes them coherent, as a cluster file system's
+ * clients are.
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -84,9 +85,10 @@ static void *ff_init(struct fuse_conn_info *conn, struct fuse_config *cfg) {
      * them then, which would make every read-back reach the storage. */
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     cfg->use_ino = 1;
-    /* Keep the page cache across opens, unless `-o direct_io` (a file
-     * system coherent between its mounts, as a cluster file system is
-     * between its clients: no page cache at all). */
+    /* Keep the page cache across opens, unless FAULTFS_COHERENT is set:
+     * then no page cache at all (direct_io), so that two mounts of one
+     * backing tree are coherent, as a cluster file system's clients are. */
+    cfg->direct_io = getenv("FAULTFS_COHERENT") != NULL;
     cfg->kernel_cache = !cfg->direct_io;
     cfg->nullpath_ok = 0;
     return NULL;

@@ -94,7 +94,18 @@ pub fn mount_with(
     cmd.arg(backing)
         .arg(mnt)
         .args(["-f", "-o", "max_threads=16"])
-        .args(options.iter().flat_map(|o| ["-o", o]))
+        // `coherent`: no page cache (FAULTFS_COHERENT, see faultfs.c).
+        .args(
+            options
+                .iter()
+                .filter(|o| **o != "coherent")
+                .flat_map(|o| ["-o", o]),
+        )
+        .envs(
+            options
+                .contains(&"coherent")
+                .then_some(("FAULTFS_COHERENT", "1")),
+        )
         .envs(faults.iter().map(|f| f.env()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

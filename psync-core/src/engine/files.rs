@@ -16,14 +16,18 @@ use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
 /// True when the target of `src` is now another inode than the listing
-/// saw (`listed`), a regular file of the source's size and mtime: put in
-/// place meanwhile by a batch of an earlier delivery of the directory's
-/// task (see `Task::Files::recheck`). One `statx` per file of such a
-/// batch only.
+/// saw (`listed`), a regular file of one name, of the source's size and
+/// mtime, owned by psync's user or the source's owner: put in place
+/// meanwhile by a batch of an earlier delivery of the directory's task
+/// (see `Task::Files::recheck`). Another user cannot make such a file (a
+/// file they plant with the source's size and mtime is theirs: copied
+/// over). One `statx` per file of such a batch only.
 fn placed_meanwhile(dir: &Dir, src: &Entry, listed: Option<&Entry>) -> bool {
     dir.stat(src.name.as_bytes()).is_ok_and(|st| {
         let now = Entry::from_stat(src.name.clone(), &st);
         now.kind == Kind::File
+            && now.nlink == 1
+            && (now.uid == src.uid || now.uid == super::euid())
             && listed.is_none_or(|l| l.ino != now.ino)
             && (now.size, now.mtime) == (src.size, src.mtime)
     })
@@ -558,6 +562,16 @@ mod tests {
         assert!(!placed_meanwhile(&dir, &src, Some(&other)));
         at("f", "longer new data", 1_700_000_000);
         assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+        // Another inode of the source's size and mtime, but another
+        // user's (planted): copied over.
+        at("f", "new data", 1_700_000_000);
+        if super::super::euid() == 0 {
+            let p = t.path().join("f");
+            std::os::unix::fs::chown(&p, Some(54_321), None).unwrap();
+            assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+            std::os::unix::fs::chown(&p, Some(0), None).unwrap();
+            assert!(placed_meanwhile(&dir, &src, Some(&other)));
+        }
         // Nothing there, or not a file.
         let mut gone = src.clone();
         gone.name = Name::from("g");
