@@ -9,7 +9,7 @@ use crate::util::compare::assert_no_temps;
 use crate::util::run::scatter_seed;
 use crate::util::{TestDir, rsync_oracle};
 use psync::{EngineContext, Event, Local, Report, Scatter, SyncBuilder, Task};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -990,4 +990,29 @@ fn redelivered_tasks_report_once() {
     let counts = |r: &Report| (r.stats.failed, r.stats.warnings);
     assert_eq!(counts(&twice_report), counts(&once_report));
     assert_eq!(counts(&once_report), (4, 1));
+}
+
+/// `-c` finds a large file equal, chunk by chunk, whose mode alone
+/// changed: its finish gives the target the source's mode (the finish
+/// compares the target's identity as the run names it, ADR 014: with a
+/// local `st_dev` against the run's id it took every equal file for one
+/// an earlier delivery had copied, and left its attributes).
+#[test]
+fn checksum_finds_a_large_file_equal_and_fixes_its_mode() {
+    let t = TestDir::new("scatter-checksum-mode");
+    tree!(t.src(), {
+        "big" => random((3 << 20) + 5) mode(0o644) mtime(1_700_000_000, 0),
+    });
+    let mut b = builder(&t.src(), &t.dst());
+    b.chunk_size(1 << 20).checksum(true);
+    b.scatter(3, scatter_seed());
+    assert!(b.build().unwrap().run().expect("first run").success());
+    let big = t.src().join("big");
+    std::fs::set_permissions(&big, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = b.build().unwrap().run().expect("second run");
+    assert!(report.success(), "{report:#?}");
+    assert_eq!(report.stats.bytes_copied, 0, "{report:#?}");
+    let mode = std::fs::metadata(t.dst().join("big")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "the target's mode");
+    assert_synced!(t.src(), t.dst());
 }

@@ -184,7 +184,9 @@ impl Engine {
                 // source's size and time (one status per large file
                 // compared, which read it whole).
                 let copied = dst_dir.stat(src.name.as_bytes()).is_ok_and(|st| {
-                    let now = Entry::from_stat(src.name.clone(), &st);
+                    let mut now = Entry::from_stat(src.name.clone(), &st);
+                    // `dst.dev` is the run's id of its file system (ADR 014).
+                    now.dev = self.fs.of_at(&dst_dir, &src.name, now.dev);
                     (now.dev, now.ino) != (dst.dev, dst.ino)
                         && (now.kind, now.size, now.mtime) == (Kind::File, src.size, src.mtime)
                 });
@@ -194,6 +196,17 @@ impl Engine {
                 // Equal after all: a part an earlier run left for this
                 // version (kept for a resume) has nothing left to finish.
                 discard_part(&dst_dir, &src);
+                if self.drop_source_cache {
+                    // Readahead at a chunk's end may have brought back
+                    // pages of a chunk compared (and dropped) before it,
+                    // or read again by a second delivery: both files
+                    // once more, whole, as a copy's finish does.
+                    for d in [&src_dir, &dst_dir] {
+                        if let Ok(f) = d.open_read(src.name.as_bytes()) {
+                            self.drop_cached(&f, 0, None);
+                        }
+                    }
+                }
                 let alone = (1, crate::engine::Shared::Replace);
                 let here = crate::engine::Here {
                     rel,

@@ -1200,11 +1200,15 @@ impl Engine {
     /// True when `now` (a target as it is now) is the inode published as
     /// `src`'s group's.
     fn is_group_inode(&self, src: &Entry, now: &Entry) -> bool {
+        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) else {
+            return false;
+        };
+        let key = group_key(src);
+        // `now.dev` is the run's id of its file system (ADR 014).
         #[allow(clippy::unnecessary_cast)]
-        self.link_area()
-            .and_then(|a| a.bucket(src.dev, src.ino))
-            .and_then(|b| b.stat(group_key(src).as_bytes()))
-            .is_ok_and(|k| (k.st_dev as u64, k.st_ino as u64) == (now.dev, now.ino))
+        bucket.stat(key.as_bytes()).is_ok_and(|k| {
+            k.st_ino as u64 == now.ino && self.fs.of_at(bucket, &key, k.st_dev as u64) == now.dev
+        })
     }
 
     /// [`Engine::link_protocol`] for a node: nothing to copy, so nothing
