@@ -2032,11 +2032,12 @@ fn source_pages_of_copied_files_leave_the_cache() {
             // Kept means kept but for what reclaim took meanwhile: the suite
             // runs beside tests that fill the page cache (loop images,
             // FUSE), and a cgroup's limit reclaims a few clean pages (seen:
-            // 2 of 1,538). Dropped means at most a tenth left.
+            // 2 of 1,538, and 1 of a small file's 75). Dropped means at
+            // most a tenth left.
             let check = |what: &str, (cached, all): (usize, usize)| {
                 if keep {
                     assert!(
-                        cached * 100 >= all * 99,
+                        cached * 100 >= all * 99 || cached + 2 >= all,
                         "{label}: {what}: {cached} of {all} pages kept"
                     );
                 } else {

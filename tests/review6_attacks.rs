@@ -860,6 +860,11 @@ fn review6_racing_attacker_over_several_runs() {
             if m.is_dir() && m.uid() == VICTIM && e.file_name() != "v" {
                 let v = u.join("v");
                 if v.symlink_metadata().is_ok_and(|m| m.uid() == VICTIM) {
+                    // The victim has a `v` again (made by a later run
+                    // after the attacker renamed the first away): the
+                    // administrator moves this one out of the target.
+                    let rescued = t.join(format!("rescued-{}", e.file_name().to_string_lossy()));
+                    std::fs::rename(e.path(), &rescued).unwrap();
                     continue;
                 }
                 let tmp = u.join("admin-moved");
