@@ -220,8 +220,9 @@ impl Engine {
                 self.fail(&s.path, true, op, e);
                 continue;
             }
-            match self.publish(dir, &s.listed.name, s.ready) {
-                Ok(()) => self.copied(s.path, &s.listed, s.old, s.change, s.filled),
+            match self.publish(dir, &s.listed, s.ready) {
+                Ok(true) => self.copied(s.path, &s.listed, s.old, s.change, s.filled),
+                Ok(false) => {}
                 Err(CopyFail::Failed { on_target, op, err }) => {
                     self.fail(&s.path, on_target, op, err);
                 }

@@ -201,8 +201,9 @@ impl Engine {
             match self.copy_once(&path, src_dir, dst_dir, listed, how) {
                 Ok(Some((ready, filled))) => {
                     let Some(batch) = batch else {
-                        return match self.publish(dst_dir, &listed.name, ready) {
-                            Ok(()) => self.copied(path, listed, old, change, filled),
+                        return match self.publish(dst_dir, listed, ready) {
+                            Ok(true) => self.copied(path, listed, old, change, filled),
+                            Ok(false) => {}
                             Err(CopyFail::Failed { on_target, op, err }) => {
                                 self.fail(&path, on_target, op, err);
                             }
@@ -310,23 +311,33 @@ impl Engine {
     /// (a name created meanwhile is replaced), a temporary renamed over it.
     /// Nothing is put in place once the run is stopping (its temporary is
     /// removed, the old target kept).
-    pub(crate) fn publish(&self, dir: &Dir, name: &Name, ready: Ready) -> Result<(), CopyFail> {
+    ///
+    /// `Ok(false)`: the name of a new file (`src`'s) was taken meanwhile
+    /// by the same copy of another delivery of its batch (a broker
+    /// delivers a directory's task, and so its batches, at least once:
+    /// see `placed_meanwhile`); this copy is dropped, and the other
+    /// delivery's counts and reports it.
+    pub(crate) fn publish(&self, dir: &Dir, src: &Entry, ready: Ready) -> Result<bool, CopyFail> {
+        let name = &src.name;
         if let Err(stop) = self.not_stopped() {
             self.discard_ready(dir, ready);
             return Err(stop);
         }
         let out = match ready {
-            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name),
+            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name).map(|()| true),
             Ready::Unnamed(out) => out,
         };
         match dir.link_fd(&out, name.as_bytes()) {
-            Ok(()) => Ok(()),
-            // Someone created the name meanwhile: replace it.
+            Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if placed_meanwhile(dir, src, None) {
+                    return Ok(false);
+                }
+                // Someone else created the name meanwhile: replace it.
                 let tmp = self.temp_name();
                 dir.link_fd(&out, tmp.as_bytes())
                     .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-                self.rename_into_place(dir, &tmp, name)
+                self.rename_into_place(dir, &tmp, name).map(|()| true)
             }
             Err(e) => Err(CopyFail::target_io(Op::Link, e)),
         }
