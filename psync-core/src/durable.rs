@@ -120,6 +120,8 @@ impl Ready {
 pub(crate) struct Staged {
     pub(crate) path: RelPath,
     pub(crate) listed: Entry,
+    /// The inode of the target the listing saw (see `Engine::publish`).
+    pub(crate) was: Option<u64>,
     pub(crate) old: Option<u32>,
     pub(crate) change: Change,
     pub(crate) ready: Ready,
@@ -220,7 +222,7 @@ impl Engine {
                 self.fail(&s.path, true, op, e);
                 continue;
             }
-            match self.publish(dir, &s.listed, s.ready) {
+            match self.publish(dir, &s.listed, s.was, s.ready) {
                 Ok(true) => self.copied(s.path, &s.listed, s.old, s.change, s.filled),
                 Ok(false) => {}
                 Err(CopyFail::Failed { on_target, op, err }) => {

@@ -67,7 +67,7 @@ impl Engine {
             if shared == Shared::Replace && self.foreign_data(src, &h.stat) {
                 match src.kind {
                     Kind::File => {
-                        let how = (Some(dst.mode), false, change);
+                        let how = (Some(dst.mode), false, change, None);
                         self.copy_file(rel, src_dir, d, src, how, None);
                     }
                     _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
@@ -154,7 +154,14 @@ impl Engine {
                 self.warn(&path, true, Op::Link, &why);
                 match src.kind {
                     Kind::File => {
-                        self.copy_file(rel, src_dir, d, src, (Some(dst.mode), false, change), None);
+                        self.copy_file(
+                            rel,
+                            src_dir,
+                            d,
+                            src,
+                            (Some(dst.mode), false, change, None),
+                            None,
+                        );
                     }
                     _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
                 }

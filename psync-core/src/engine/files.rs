@@ -22,13 +22,13 @@ use std::sync::atomic::Ordering;
 /// (see `Task::Files::recheck`). Another user cannot make such a file (a
 /// file they plant with the source's size and mtime is theirs: copied
 /// over). One `statx` per file of such a batch only.
-fn placed_meanwhile(dir: &Dir, src: &Entry, listed: Option<&Entry>) -> bool {
+fn placed_meanwhile(dir: &Dir, src: &Entry, listed: Option<u64>) -> bool {
     dir.stat(src.name.as_bytes()).is_ok_and(|st| {
         let now = Entry::from_stat(src.name.clone(), &st);
         now.kind == Kind::File
             && now.nlink == 1
             && (now.uid == src.uid || now.uid == super::euid())
-            && listed.is_none_or(|l| l.ino != now.ino)
+            && listed.is_none_or(|ino| ino != now.ino)
             && (now.size, now.mtime) == (src.size, src.mtime)
     })
 }
@@ -84,13 +84,18 @@ impl Engine {
             match action {
                 // Hard-linked paths never come here: `act` defers them.
                 Action::Copy { src, dst, change } => {
-                    if recheck && placed_meanwhile(&dst_dir, &src, dst.as_ref()) {
+                    if recheck && placed_meanwhile(&dst_dir, &src, dst.as_ref().map(|d| d.ino)) {
                         // Copied, counted and reported by the batch that put
                         // it there.
                         continue;
                     }
-                    let old = dst.filter(|_| !change.new).map(|d| d.mode);
-                    let how = (old, fresh, change);
+                    let dst = dst.filter(|_| !change.new);
+                    let how = (
+                        dst.as_ref().map(|d| d.mode),
+                        fresh,
+                        change,
+                        dst.map(|d| d.ino),
+                    );
                     self.copy_file(rel, &src_dir, &dst_dir, &src, how, staged.as_mut());
                 }
                 Action::Compare { src, dst, change } => {
@@ -162,7 +167,14 @@ impl Engine {
                 if is_linked(src, &self.plan_opts) {
                     self.copy_linked(rel, src_dir, d, src, Some(dst), change);
                 } else {
-                    self.copy_file(rel, src_dir, d, src, (Some(dst.mode), false, change), None);
+                    self.copy_file(
+                        rel,
+                        src_dir,
+                        d,
+                        src,
+                        (Some(dst.mode), false, change, None),
+                        None,
+                    );
                 }
             }
             _ => {
@@ -183,7 +195,7 @@ impl Engine {
         src_dir: &Dir,
         dst_dir: &Dir,
         listed: &Entry,
-        (old, fresh_dir, change): (Option<u32>, bool, Change),
+        (old, fresh_dir, change, was): (Option<u32>, bool, Change, Option<u64>),
         batch: Option<&mut Vec<Staged>>,
     ) {
         let path = rel.join(&listed.name);
@@ -201,7 +213,7 @@ impl Engine {
             match self.copy_once(&path, src_dir, dst_dir, listed, how) {
                 Ok(Some((ready, filled))) => {
                     let Some(batch) = batch else {
-                        return match self.publish(dst_dir, listed, ready) {
+                        return match self.publish(dst_dir, listed, was, ready) {
                             Ok(true) => self.copied(path, listed, old, change, filled),
                             Ok(false) => {}
                             Err(CopyFail::Failed { on_target, op, err }) => {
@@ -214,6 +226,7 @@ impl Engine {
                     return batch.push(Staged {
                         path,
                         listed,
+                        was,
                         old,
                         change,
                         ready,
@@ -317,14 +330,30 @@ impl Engine {
     /// delivers a directory's task, and so its batches, at least once:
     /// see `placed_meanwhile`); this copy is dropped, and the other
     /// delivery's counts and reports it.
-    pub(crate) fn publish(&self, dir: &Dir, src: &Entry, ready: Ready) -> Result<bool, CopyFail> {
+    /// `was`: the inode of the target a batch's listing saw, which the
+    /// copy replaces; another inode there now that `placed_meanwhile`
+    /// accepts is the same copy by another delivery (one `statx` per
+    /// replaced file of a batch).
+    pub(crate) fn publish(
+        &self,
+        dir: &Dir,
+        src: &Entry,
+        was: Option<u64>,
+        ready: Ready,
+    ) -> Result<bool, CopyFail> {
         let name = &src.name;
         if let Err(stop) = self.not_stopped() {
             self.discard_ready(dir, ready);
             return Err(stop);
         }
         let out = match ready {
-            Ready::Named(tmp, _) => return self.rename_into_place(dir, &tmp, name).map(|()| true),
+            Ready::Named(tmp, out) => {
+                if was.is_some() && placed_meanwhile(dir, src, was) {
+                    self.discard_ready(dir, Ready::Named(tmp, out));
+                    return Ok(false);
+                }
+                return self.rename_into_place(dir, &tmp, name).map(|()| true);
+            }
             Ready::Unnamed(out) => out,
         };
         match dir.link_fd(&out, name.as_bytes()) {
@@ -565,23 +594,23 @@ mod tests {
         // with the source's size and mtime was put there meanwhile.
         assert!(placed_meanwhile(&dir, &src, None));
         // The very inode the listing saw: still to be copied (`-I`).
-        assert!(!placed_meanwhile(&dir, &src, Some(&src)));
+        assert!(!placed_meanwhile(&dir, &src, Some(src.ino)));
         // Another inode, but not the source's size or mtime.
         let mut other = src.clone();
         other.ino += 1;
         at("f", "new data", 1_700_000_001);
-        assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+        assert!(!placed_meanwhile(&dir, &src, Some(other.ino)));
         at("f", "longer new data", 1_700_000_000);
-        assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+        assert!(!placed_meanwhile(&dir, &src, Some(other.ino)));
         // Another inode of the source's size and mtime, but another
         // user's (planted): copied over.
         at("f", "new data", 1_700_000_000);
         if super::super::euid() == 0 {
             let p = t.path().join("f");
             std::os::unix::fs::chown(&p, Some(54_321), None).unwrap();
-            assert!(!placed_meanwhile(&dir, &src, Some(&other)));
+            assert!(!placed_meanwhile(&dir, &src, Some(other.ino)));
             std::os::unix::fs::chown(&p, Some(0), None).unwrap();
-            assert!(placed_meanwhile(&dir, &src, Some(&other)));
+            assert!(placed_meanwhile(&dir, &src, Some(other.ino)));
         }
         // Nothing there, or not a file.
         let mut gone = src.clone();

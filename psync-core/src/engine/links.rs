@@ -703,7 +703,14 @@ impl Engine {
             // The only path of its group here (see decide_links).
             Action::Copy { src, dst, change } => {
                 let old = dst.filter(|_| !change.new).map(|d| d.mode);
-                self.copy_file(rel, src_dir, dst_dir, &src, (old, false, change), None);
+                self.copy_file(
+                    rel,
+                    src_dir,
+                    dst_dir,
+                    &src,
+                    (old, false, change, None),
+                    None,
+                );
             }
             Action::Symlink { src, dst, change } | Action::Special { src, dst, change }
                 if linked(&src) =>
