@@ -38,16 +38,32 @@ fn run_with(
     engines: usize,
     setup: impl FnOnce(&mut Scatter),
 ) -> (Vec<Event>, Report, u64) {
+    run_on(b, (engines, 4), None, setup)
+}
+
+/// [`run_with`] on `engines` engines through `threads` threads of the
+/// local transport, listing with `walker` when given.
+fn run_on(
+    b: &SyncBuilder,
+    (engines, threads): (usize, usize),
+    walker: Option<Arc<dyn psync::Walker>>,
+    setup: impl FnOnce(&mut Scatter),
+) -> (Vec<Event>, Report, u64) {
     let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
     let (tx, rx) = crossbeam_channel::unbounded();
     let (report, again) = {
         let mut cx = EngineContext::new(psync::registry());
         cx.events = Some(tx);
+        if let Some(w) = walker {
+            cx.walker = w;
+        }
         let mut scatter =
             Scatter::from_spec(&spec, engines, &cx, scatter_seed()).expect("engines from the spec");
         drop(cx);
         setup(&mut scatter);
-        let report = scatter.run_all(seed, &Local::new(4)).expect("the run");
+        let report = scatter
+            .run_all(seed, &Local::new(threads))
+            .expect("the run");
         (report, scatter.redelivered())
     };
     // The engines, holding the last senders, are gone.
@@ -58,19 +74,9 @@ fn run_with(
 /// again (`Scatter::redeliver(1.0)`): first to a context that loses its
 /// defer and a tail of its spawns, then in full, then once more.
 fn run_every_task_thrice(b: &SyncBuilder) -> (Vec<Event>, Report, u64) {
-    let (spec, seed) = b.build().expect("build").prepare().expect("prepare");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (report, again) = {
-        let mut cx = EngineContext::new(psync::registry());
-        cx.events = Some(tx);
-        let mut scatter =
-            Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
-        drop(cx);
+    run_with(b, 3, |scatter| {
         scatter.redeliver(1.0);
-        let report = scatter.run_all(seed, &Local::new(4)).expect("the run");
-        (report, scatter.redelivered())
-    };
-    (rx.iter().collect(), report, again)
+    })
 }
 
 fn errors(events: &[Event]) -> Vec<String> {
@@ -452,28 +458,9 @@ fn run_redelivered(
     threads: usize,
     walker: Option<Arc<dyn psync::Walker>>,
 ) -> (Vec<Event>, Report, u64) {
-    let (spec, seed) = builder(src, dst)
-        .build()
-        .expect("build")
-        .prepare()
-        .expect("prepare");
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let (report, again) = {
-        let mut cx = EngineContext::new(psync::registry());
-        cx.events = Some(tx);
-        if let Some(w) = walker {
-            cx.walker = w;
-        }
-        let mut scatter =
-            Scatter::from_spec(&spec, 3, &cx, scatter_seed()).expect("engines from the spec");
-        drop(cx);
+    run_on(&builder(src, dst), (3, threads), walker, |scatter| {
         scatter.redeliver(redeliver).lossy(false);
-        let report = scatter
-            .run_all(seed, &Local::new(threads))
-            .expect("the run");
-        (report, scatter.redelivered())
-    };
-    (rx.iter().collect(), report, again)
+    })
 }
 
 /// Issue 14: a task delivered twice counts once. The same sync (new

@@ -467,25 +467,8 @@ mod tests {
     /// delivery of one of them from the next.
     #[test]
     fn passes_and_ranges_have_ids_of_their_own() {
-        let mut d = Entry {
-            name: Name::default(),
-            kind: Kind::Dir,
-            size: 0,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: Time::default(),
-            atime: Time::default(),
-            ctime: Time::default(),
-            nlink: 2,
-            dev: 0,
-            ino: 0,
-            rdev: 0,
-            blocks: 0,
-            link: None,
-            mount_root: false,
-            fs_data: Default::default(),
-        };
+        let mut d = Entry::new(Name::default(), Kind::Dir);
+        (d.mode, d.nlink) = (0o755, 2);
         let finish = |pass, touched, dst: &Entry| Task::FinishDir {
             rel: RelPath::root(),
             src: dst.clone(),
