@@ -47,6 +47,19 @@ impl RunKeys {
         format!("{}t:{id}", self.prefix)
     }
 
+    /// The run's counters: a hash of [`psync_core::Counts`] fields, each
+    /// the sum over the run's completed tasks.
+    pub fn counts(&self) -> String {
+        format!("{}counts", self.prefix)
+    }
+
+    /// The run's event log: a capped stream of entries `l` (level:
+    /// `error`, `warn`, `info`), `w` (the worker) and `e` (the event as
+    /// JSON).
+    pub fn events(&self) -> String {
+        format!("{}events", self.prefix)
+    }
+
     /// A pattern matching every task record of the run (for SCAN).
     pub fn task_pattern(&self) -> String {
         format!("{}t:*", self.prefix)
@@ -89,8 +102,18 @@ pub struct Completion {
     complete: Script,
 }
 
+/// How long an ended run's state, counters and event log stay on the
+/// server (for `psync status` and `psync logs`): 7 days.
+pub const END_TTL_SECS: u64 = 7 * 24 * 3600;
+
+/// A script that completes tasks: the shared `complete` function of
+/// `lua/tree.lua`, then `body`.
+pub(crate) fn with_tree(body: &str) -> String {
+    format!("{}\n{body}", include_str!("lua/tree.lua"))
+}
+
 /// Parses a task id as the scripts return it (hex, as `TaskId` prints).
-fn parse_id(hex: &str) -> RedisResult<TaskId> {
+pub(crate) fn parse_id(hex: &str) -> RedisResult<TaskId> {
     u128::from_str_radix(hex, 16).map(TaskId).map_err(|_| {
         redis::RedisError::from((
             redis::ErrorKind::UnexpectedReturnType,
@@ -110,7 +133,7 @@ impl Completion {
             seed: Script::new(include_str!("lua/seed.lua")),
             spawn: Script::new(include_str!("lua/spawn.lua")),
             defer: Script::new(include_str!("lua/defer.lua")),
-            complete: Script::new(include_str!("lua/complete.lua")),
+            complete: Script::new(&with_tree(include_str!("lua/complete.lua"))),
         }
     }
 
@@ -149,6 +172,7 @@ impl Completion {
             .key(self.keys.task(parent))
             .key(self.keys.task(child))
             .key(self.keys.tasks())
+            .key(self.keys.state())
             .arg(child.to_string())
             .arg(parent.to_string())
             .arg(task)
@@ -184,6 +208,7 @@ impl Completion {
             .key(self.keys.tasks())
             .key(self.keys.task(id))
             .arg(self.keys.prefix())
+            .arg(END_TTL_SECS)
             .invoke(con)?;
         Ok(match code {
             1 => Completed::Counted,

@@ -521,6 +521,25 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report of a run that finished (not interrupted, not stopped),
+    /// for a frontend that followed a run made elsewhere (a broker's):
+    /// set `interrupted` and `stopped` as the run ended.
+    pub fn new(
+        stats: Snapshot,
+        copier: impl Into<String>,
+        transport: impl Into<String>,
+        modify_window_ns: u64,
+    ) -> Report {
+        Report {
+            stats,
+            interrupted: false,
+            stopped: None,
+            copier: copier.into(),
+            transport: transport.into(),
+            modify_window_ns,
+        }
+    }
+
     /// True when everything was synced: not interrupted, not stopped,
     /// nothing failed.
     pub fn success(&self) -> bool {

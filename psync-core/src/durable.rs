@@ -168,6 +168,29 @@ impl Engine {
         }
     }
 
+    /// For a worker process of a broker: makes what this engine's tasks
+    /// wrote durable when they did not do it themselves (the run's flush
+    /// mode is [`Flush::Off`] or [`Flush::End`]): one `syncfs` of the
+    /// target root's file system, which a worker calls before it reports
+    /// tasks complete (one call covers every task finished meanwhile).
+    /// `Ok(false)` when there was nothing to do (per-task flushes, a dry
+    /// run).
+    ///
+    /// # Errors
+    /// The `syncfs` failed: the target root is named; nothing of what
+    /// was written since the last call is known to be on stable storage.
+    pub fn sync_written(&self) -> Result<bool, crate::Error> {
+        if self.flush.per_task() || self.dry_run {
+            return Ok(false);
+        }
+        let Some(root) = &self.dst_root else {
+            return Ok(false);
+        };
+        rustix::fs::syncfs(root.fd())
+            .map_err(|e| crate::Error::new(Op::Syncfs, &self.dst_path, e.into()))?;
+        Ok(true)
+    }
+
     /// The run's one flush of [`Flush::End`], after every task: a failure
     /// fails the run (the target root is named).
     pub(crate) fn flush_at_end(&self) {

@@ -144,6 +144,34 @@ impl Engine {
         self.warn(&RelPath::root(), true, Op::Remove, &msg);
     }
 
+    /// Why this engine stopped its run (a target it could not write), once
+    /// it has: its quit flag is set then, and the error was reported.
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped.get().cloned()
+    }
+
+    /// Whether this engine's quit flag is set (by [`Engine::quit`], its
+    /// [`crate::EngineContext::quit`] flag, or a stop): it starts nothing
+    /// new, and tasks under way return [`crate::Outcome::Abandoned`].
+    pub fn quitting(&self) -> bool {
+        self.quit.load(Ordering::Relaxed)
+    }
+
+    /// Sets this engine's quit flag (see [`Engine::quitting`]).
+    pub fn quit(&self) {
+        self.quit.store(true, Ordering::Relaxed);
+    }
+
+    /// For an engine whose run has ended without finishing (cancelled,
+    /// or stopped by a target that cannot be written), once its tasks
+    /// have returned: removes what it made for copies that will not
+    /// finish, as a stopped local run does. Never while the run goes on
+    /// on other engines (a worker leaving a run hands its tasks back and
+    /// calls nothing). Does nothing unless [`Engine::quitting`].
+    pub fn end_unfinished(&self) {
+        self.wind_down();
+    }
+
     /// After a run that was stopped (quit flag, or a target that cannot be
     /// written): removes what this process made for copies that will not
     /// finish. Part files too small to resume go (a large one keeps its

@@ -1,8 +1,11 @@
 -- A running task spawns a child: once per (parent, child id).
--- KEYS: parent's record, child's record, stream.
+-- KEYS: parent's record, child's record, stream, state.
 -- ARGV: child id, parent id, child task bytes.
--- 0: nothing done (spawned before, or the parent is done or gone: a
--- late delivery of it); 1: counted and queued.
+-- 0: nothing done (spawned before, the parent is done or gone: a late
+-- delivery of it, or the run has ended); 1: counted and queued.
+if redis.call('HEXISTS', KEYS[4], 'end') == 1 then
+  return 0
+end
 if redis.call('HEXISTS', KEYS[1], 'n') == 0 or redis.call('HEXISTS', KEYS[1], 'd') == 1 then
   return 0
 end
