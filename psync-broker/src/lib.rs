@@ -1,10 +1,20 @@
 //! psync's broker: runs tasks on worker processes on any number of nodes
-//! through one Redis server (ADR 015).
+//! through one Redis server (ADRs 015 and 016).
 //!
-//! Built so far: the run's keys and the server side of tree-shaped
-//! completion ([`Completion`]). The transport over streams, leases,
-//! workers and the CLI come next.
+//! - [`Broker`]: submit a run and follow it; the cluster's commands
+//!   (status, pause, resume, thread counts, cancel, shutdown, logs).
+//! - [`Worker`]: a `psync worker` process's work loop.
+//! - [`Completion`]: the server side of tree-shaped completion.
 
+mod client;
 mod completion;
+mod conn;
+pub mod keys;
+mod worker;
 
-pub use completion::{Completed, Completion, Deferral, RunKeys};
+pub use client::{
+    Broker, BrokerError, End, Level, LogEntry, RunEnd, RunId, RunInfo, Status, WorkerInfo,
+};
+pub use completion::{Completed, Completion, Deferral, END_TTL_SECS, RunKeys};
+pub use conn::{Outage, OutageSink};
+pub use worker::{Accept, CheckTask, MakeContext, Worker, WorkerOptions};

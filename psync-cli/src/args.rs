@@ -35,6 +35,97 @@ pub enum Command {
     /// reported once, with the path; copies under way were abandoned and
     /// their old targets kept.
     Sync(SyncArgs),
+
+    /// Take tasks of runs from a broker and run them, until SIGTERM or
+    /// `psync shutdown`.
+    ///
+    /// Needs --allow (or a config file's allow lines). On SIGTERM it takes
+    /// nothing new, lets tasks under way finish for --grace seconds, hands
+    /// back the rest and leaves; a second signal hands everything back at
+    /// once. Killed outright, its tasks are taken by other workers when
+    /// its heartbeat expires.
+    Worker(WorkerArgs),
+
+    /// Follow a run submitted with `sync --detach` to its end, with the
+    /// same output and exit status as `sync`.
+    Wait {
+        #[command(flatten)]
+        run: RunArg,
+        /// Print events as JSON lines on stdout.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar and no summary.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+
+    /// Show workers (threads, busy, tasks, rate, heartbeat, what each
+    /// thread is on) and runs (state, entries, bytes, rate, ETA, errors).
+    Status {
+        #[command(flatten)]
+        run: MaybeRunArg,
+        /// As one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+
+    /// Pause a run (default: every run under way): nothing new starts,
+    /// tasks under way finish.
+    Pause {
+        #[command(flatten)]
+        run: MaybeRunArg,
+        /// Stop tasks under way at once; they go back to the queue.
+        #[arg(long)]
+        kill: bool,
+    },
+
+    /// Resume a paused run (default: every run).
+    Resume {
+        #[command(flatten)]
+        run: MaybeRunArg,
+    },
+
+    /// Set the thread count of live workers (all, or those matching
+    /// --name PATTERN with * and ? wildcards).
+    Workers {
+        /// The new thread count.
+        #[arg(long, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
+        threads: u16,
+        /// Only workers whose name matches.
+        #[arg(long, value_name = "PATTERN")]
+        name: Option<String>,
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+
+    /// Cancel a run: it ends at once (its follower exits with status 2).
+    Cancel {
+        #[command(flatten)]
+        run: RunArg,
+    },
+
+    /// Ask every live worker to leave cleanly.
+    Shutdown {
+        #[command(flatten)]
+        broker: BrokerArgs,
+    },
+
+    /// Print the event log of a run, or the cluster's log (workers
+    /// joining and leaving, reclaimed tasks, refused runs) without one.
+    Logs {
+        #[command(flatten)]
+        run: MaybeRunArg,
+        /// The lowest level shown: error, warn or info.
+        #[arg(long, default_value = "info")]
+        level: psync_broker::Level,
+        /// Keep printing new entries until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `psync sync`.
@@ -249,6 +340,99 @@ pub struct SyncArgs {
     /// No progress bar and no summary. Errors still go to stderr.
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
+
+    /// The broker to run on (see `psync worker`).
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+
+    /// With a broker: print the run's id and return once it is submitted
+    /// (`psync wait RUN` follows it).
+    #[arg(long, help_heading = "Cluster")]
+    pub detach: bool,
+}
+
+/// Where the broker is: for `sync` (a run on the cluster's workers) and
+/// every cluster command.
+#[derive(Debug, Args, Clone, Default)]
+pub struct BrokerArgs {
+    /// Run through this Redis broker:
+    /// redis://[USER@]HOST[:PORT][/DB], or rediss:// for TLS. Default:
+    /// $PSYNC_BROKER; `sync` without either runs here.
+    #[arg(long, value_name = "URL", help_heading = "Cluster")]
+    pub broker: Option<String>,
+
+    /// Read the broker's password from the first line of FILE. Default:
+    /// $PSYNC_BROKER_PASSWORD, or none. Never printed.
+    #[arg(long, value_name = "FILE", help_heading = "Cluster")]
+    pub broker_password_file: Option<PathBuf>,
+
+    /// A CA certificate (PEM) to trust for a rediss:// broker. Default:
+    /// $PSYNC_BROKER_CA, or the system's roots.
+    #[arg(long, value_name = "FILE", help_heading = "Cluster")]
+    pub broker_ca: Option<PathBuf>,
+}
+
+/// Arguments of `psync worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Threads running tasks.
+    #[arg(long, value_name = "N", default_value_t = default_threads(),
+          value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
+    pub threads: u16,
+
+    /// The worker's name, unique among live workers. Default: HOST-PID.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// Accept runs whose source and target are below DIR (repeatable).
+    /// A worker takes no run outside them: whoever can write to the
+    /// broker could otherwise have it copy anything anywhere.
+    #[arg(long, value_name = "DIR")]
+    pub allow: Vec<PathBuf>,
+
+    /// Read settings from FILE: lines `key = value` with keys broker,
+    /// password-file, ca-file, allow (repeatable), threads, name.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// A task idle this long is taken from a worker that is alive but
+    /// does not renew it (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub lease: f64,
+
+    /// On SIGTERM or `psync shutdown`, how long tasks under way may finish
+    /// before they are handed back (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub grace: f64,
+
+    /// Heartbeat interval (seconds); a worker silent for 10 of them is
+    /// dead and its tasks are taken by others.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub heartbeat: f64,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// A run id argument.
+#[derive(Debug, Args)]
+pub struct RunArg {
+    /// The run's id (16 hex digits, as `psync sync --detach` and
+    /// `psync status` print it).
+    pub run: psync_broker::RunId,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+}
+
+/// An optional run id argument.
+#[derive(Debug, Args)]
+pub struct MaybeRunArg {
+    /// The run's id; default: every run under way.
+    pub run: Option<psync_broker::RunId>,
+
+    #[command(flatten)]
+    pub broker: BrokerArgs,
 }
 
 /// `--reflink` values.

@@ -3,6 +3,7 @@
 //! prints what happens; all decisions live in `psync-core`.
 
 mod args;
+mod cluster;
 mod output;
 mod progress;
 mod signals;
@@ -16,19 +17,19 @@ use std::process::ExitCode;
 
 /// Events queued between the workers and the printer. Bounded, so a slow
 /// terminal slows the run down instead of filling memory.
-const EVENT_QUEUE: usize = 4096;
+pub(crate) const EVENT_QUEUE: usize = 4096;
 
 /// Exit status: everything synced.
 const SYNCED: u8 = 0;
 /// Exit status: some entries failed, the rest synced.
 const PARTIAL: u8 = 1;
 /// Exit status: bad arguments, a fatal error, or interrupted.
-const FATAL: u8 = 2;
+pub(crate) const FATAL: u8 = 2;
 /// Exit status: stopped at the first write the target file system refused
 /// for good (full: ENOSPC, EDQUOT; read-only: EROFS).
 const TARGET_UNWRITABLE: u8 = 3;
 
-type Fatal = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Fatal = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
     // Clap prints usage errors itself and exits with 2.
@@ -41,7 +42,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     match cli.command {
+        Command::Sync(args) if args.broker.given() => cluster::sync(&args),
         Command::Sync(args) => sync(&args),
+        Command::Worker(args) => cluster::worker(&args),
+        Command::Wait { run, json, quiet } => cluster::wait(&run.broker, run.run, json, quiet),
+        Command::Status { run, json } => cluster::status(&run.broker, run.run, json),
+        Command::Pause { run, kill } => cluster::pause(&run.broker, run.run, kill),
+        Command::Resume { run } => cluster::resume(&run.broker, run.run),
+        Command::Workers {
+            threads,
+            name,
+            broker,
+        } => cluster::workers(&broker, threads, name.as_deref()),
+        Command::Cancel { run } => cluster::cancel(&run.broker, run.run),
+        Command::Shutdown { broker } => cluster::shutdown(&broker),
+        Command::Logs {
+            run,
+            level,
+            follow,
+            json,
+        } => cluster::logs(&run.broker, run.run, level, follow, json),
     }
 }
 
@@ -83,7 +103,7 @@ fn root_unwritable(e: &psync_core::Error) -> bool {
 }
 
 /// Prints the summary and says how the run ended; returns the exit status.
-fn finish(out: &mut Output, report: &Report) -> u8 {
+pub(crate) fn finish(out: &mut Output, report: &Report) -> u8 {
     let code = exit_code(report);
     out.summary(report, code);
     // When stdout's reader left, the run was stopped on purpose: quietly.

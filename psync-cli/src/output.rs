@@ -27,14 +27,19 @@ pub struct Output {
 impl Output {
     /// Output for `args`; `quit` stops the run when stdout goes away.
     pub fn new(args: &SyncArgs, quit: Arc<AtomicBool>) -> Output {
+        Output::with(args.json, args.quiet, args.dry_run, quit)
+    }
+
+    /// Output with these flags (`--json`, `--quiet`, `--dry-run`).
+    pub fn with(json: bool, quiet: bool, dry_run: bool, quit: Arc<AtomicBool>) -> Output {
         Output {
             out: BufWriter::new(io::stdout()),
-            json: args.json,
-            quiet: args.quiet,
-            dry_run: args.dry_run,
+            json,
+            quiet,
+            dry_run,
             stdout_gone: false,
             quit,
-            progress: Progress::new(!args.quiet && !args.json),
+            progress: Progress::new(!quiet && !json),
         }
     }
 

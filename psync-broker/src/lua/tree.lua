@@ -39,7 +39,9 @@ local function complete(prefix, state, stream, key, ttl)
       redis.call('HSET', state, 'complete', '1', 'end', 'done',
         'ended', t[1] * 1000 + math.floor(t[2] / 1000))
       redis.call('DEL', stream)
-      redis.call('SREM', 'psync:runs', string.match(prefix, '{(%x+)}'))
+      local run = string.match(prefix, '{(%x+)}')
+      redis.call('SREM', 'psync:runs', run)
+      redis.call('ZADD', 'psync:ended', t[1] * 1000 + math.floor(t[2] / 1000), run)
       if tonumber(ttl) > 0 then
         for _, k in ipairs({state, prefix .. 'counts', prefix .. 'events'}) do
           redis.call('EXPIRE', k, ttl)

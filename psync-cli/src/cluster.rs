@@ -1,0 +1,317 @@
+//! The cluster's commands: `sync --broker`, `worker`, `wait`, `status`,
+//! `pause`, `resume`, `workers`, `cancel`, `shutdown`, `logs`. Each is a
+//! thin layer over `psync_broker`.
+
+use crate::args::{BrokerArgs, SyncArgs, WorkerArgs};
+use crate::output::{self, Output};
+use crate::{EVENT_QUEUE, FATAL, Fatal, finish, signals};
+use psync_broker::{Broker, Level, LogEntry, RunId, Status, Worker, WorkerOptions};
+use psync_core::{Change, Event, Kind, Registry, RelPath, Task};
+use psync_generic::GenericCopier;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+impl BrokerArgs {
+    /// Whether a broker is named (by the option or the environment).
+    pub fn given(&self) -> bool {
+        self.broker.is_some() || std::env::var_os("PSYNC_BROKER").is_some()
+    }
+
+    /// The broker named by the option or the environment.
+    pub fn connect(&self) -> Result<Broker, Fatal> {
+        let url = match &self.broker {
+            Some(u) => u.clone(),
+            None => std::env::var("PSYNC_BROKER")
+                .map_err(|_| "no broker: give --broker URL or set PSYNC_BROKER")?,
+        };
+        let client = redis::Client::open(url.as_str())?;
+        Ok(Broker::new(client, url))
+    }
+}
+
+/// `psync sync --broker`: prepares the run here (the target root, the
+/// modify window), submits it, and follows it like a local run.
+pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
+    let broker = args.broker.connect()?;
+    let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    let builder = args.builder(tx.clone());
+    let syncer = builder.build()?;
+    drop(builder);
+    let (spec, seed) = syncer.prepare()?;
+    drop(syncer);
+    let run = broker.submit(&spec, &seed)?;
+    if args.detach {
+        println!("{run}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("psync: run {run} submitted");
+    // A target root this run created is itemized first, as locally.
+    if let Task::Dir {
+        rel,
+        dst: None,
+        src,
+        ..
+    } = &seed
+        && rel.is_root()
+        && args.itemize_changes
+    {
+        let _ = tx.send(Event::Itemize {
+            path: RelPath::root(),
+            change: Some(Change::new_entry(Kind::Dir)),
+            kind: src.kind,
+            link: None,
+        });
+    }
+    follow(&broker, run, args.json, args.quiet, args.dry_run, tx, rx)
+}
+
+/// Follows `run` with the local run's output and exit status; an
+/// interrupt cancels it.
+fn follow(
+    broker: &Broker,
+    run: RunId,
+    json: bool,
+    quiet: bool,
+    dry_run: bool,
+    tx: crossbeam_channel::Sender<Event>,
+    rx: crossbeam_channel::Receiver<Event>,
+) -> Result<ExitCode, Fatal> {
+    let quit = Arc::new(AtomicBool::new(false));
+    signals::stop_on_interrupt(Arc::clone(&quit), Arc::new(AtomicBool::new(false)))?;
+    let printer = Output::with(json, quiet, dry_run, Arc::clone(&quit));
+    let printer = std::thread::Builder::new()
+        .name("psync-output".into())
+        .spawn(move || printer.consume(rx))?;
+    let mut say = |e: &LogEntry| {
+        if e.level >= Level::Warn {
+            output::eprint(&e.line());
+        }
+    };
+    let end = broker.follow(run, &tx, &mut say, &quit);
+    drop(tx);
+    let mut out = printer.join().map_err(|_| "the output thread panicked")?;
+    let end = match end {
+        Ok(e) => e,
+        Err(e) => {
+            out.close();
+            return Err(e.into());
+        }
+    };
+    Ok(ExitCode::from(finish(&mut out, &end.report)))
+}
+
+/// `psync wait RUN`.
+pub fn wait(broker: &BrokerArgs, run: RunId, json: bool, quiet: bool) -> Result<ExitCode, Fatal> {
+    let broker = broker.connect()?;
+    let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+    follow(&broker, run, json, quiet, false, tx, rx)
+}
+
+/// `psync worker`.
+pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
+    let broker = args.broker.connect()?;
+    let mut opts = WorkerOptions::new(usize::from(args.threads));
+    if let Some(n) = &args.name {
+        opts.name = n.clone();
+    }
+    let secs = |s: f64, what: &str| -> Result<Duration, Fatal> {
+        Duration::try_from_secs_f64(s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("--{what} must be a positive number of seconds, not {s}").into())
+    };
+    opts.lease = secs(args.lease, "lease")?;
+    opts.grace = Duration::try_from_secs_f64(args.grace)
+        .map_err(|_| format!("bad --grace {}", args.grace))?;
+    opts.tick = secs(args.heartbeat, "heartbeat")?;
+    opts.alive_ttl = opts.tick * 10;
+    if opts.lease < opts.tick * 3 {
+        return Err("--lease must be at least 3 heartbeats".into());
+    }
+    let allow: Vec<std::path::PathBuf> = args.allow.clone();
+    let accept: psync_broker::Accept = Arc::new(move |spec| {
+        allow
+            .iter()
+            .any(|a| spec.src.starts_with(a) && spec.dst.starts_with(a))
+            .then_some(())
+            .ok_or_else(|| "outside --allow".to_string())
+    });
+    let context: psync_broker::MakeContext = Arc::new(|| {
+        let mut copiers = Registry::new();
+        copiers.set_default(Arc::new(GenericCopier::new()));
+        psync_core::EngineContext::new(copiers)
+    });
+    let check: psync_broker::CheckTask = Arc::new(|_t| Ok(()));
+    let sink: psync_broker::OutageSink = Arc::new(|o| output::eprint(&o.describe()));
+    let worker = Worker::new(broker.client().clone(), opts, accept, context, check, sink);
+    let leave = Arc::new(AtomicBool::new(false));
+    let hurry = Arc::new(AtomicBool::new(false));
+    {
+        let (leave, hurry) = (Arc::clone(&leave), Arc::clone(&hurry));
+        ctrlc::set_handler(move || {
+            if leave.swap(true, Ordering::SeqCst) {
+                hurry.store(true, Ordering::SeqCst);
+            }
+        })?;
+    }
+    worker.run(&leave, &hurry)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `psync status`.
+pub fn status(broker: &BrokerArgs, run: Option<RunId>, json: bool) -> Result<ExitCode, Fatal> {
+    let s = broker.connect()?.status(run)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&s)?)?;
+    } else {
+        print_status(&mut out, &s)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
+    use crate::units::{byte_rate as rate, bytes};
+    writeln!(out, "WORKERS {}", s.workers.len())?;
+    for w in &s.workers {
+        writeln!(
+            out,
+            "  {:<24} {:<8} host {} threads {} busy {} tasks {} copied {} at {} heartbeat {:.1}s ago",
+            w.name,
+            w.state,
+            w.host,
+            w.threads,
+            w.busy,
+            w.tasks_done,
+            bytes(w.bytes),
+            rate(w.bytes_per_sec as f64),
+            w.heartbeat_age_ms as f64 / 1000.0
+        )?;
+        for (i, c) in w.current.iter().enumerate() {
+            writeln!(out, "      thread {i}: {c}")?;
+        }
+    }
+    writeln!(out, "RUNS {}", s.runs.len())?;
+    for r in &s.runs {
+        let c = &r.counts;
+        let eta = r
+            .eta_secs
+            .map(|e| format!(" eta {e:.0}s"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  {} {:<9} {} -> {}\n      entries {}/{} bytes {}/{} at {} ({:.0} entries/s){eta} errors {} queued {} taken {} elapsed {:.0}s",
+            r.id,
+            r.state,
+            r.src,
+            r.dst,
+            c.done,
+            c.scanned,
+            bytes(c.bytes_copied),
+            bytes(c.bytes_to_copy),
+            rate(r.bytes_per_sec),
+            r.entries_per_sec,
+            c.failed,
+            r.queued,
+            r.taken,
+            r.elapsed_secs
+        )?;
+    }
+    Ok(())
+}
+
+/// `psync pause`, `resume`, `cancel`, `shutdown`, `workers`: one line
+/// saying what was done.
+pub fn pause(broker: &BrokerArgs, run: Option<RunId>, kill: bool) -> Result<ExitCode, Fatal> {
+    let runs = broker.connect()?.pause(run, kill)?;
+    say_runs(
+        if kill {
+            "paused (tasks under way stopped)"
+        } else {
+            "paused"
+        },
+        &runs,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `psync resume`.
+pub fn resume(broker: &BrokerArgs, run: Option<RunId>) -> Result<ExitCode, Fatal> {
+    let runs = broker.connect()?.resume(run)?;
+    say_runs("resumed", &runs);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn say_runs(what: &str, runs: &[RunId]) {
+    if runs.is_empty() {
+        eprintln!("psync: no run under way");
+    }
+    for r in runs {
+        println!("{r} {what}");
+    }
+}
+
+/// `psync cancel RUN`.
+pub fn cancel(broker: &BrokerArgs, run: RunId) -> Result<ExitCode, Fatal> {
+    if broker.connect()?.cancel(run)? {
+        println!("{run} cancelled");
+    } else {
+        println!("{run} had ended already");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `psync shutdown`.
+pub fn shutdown(broker: &BrokerArgs) -> Result<ExitCode, Fatal> {
+    broker.connect()?.shutdown()?;
+    println!("workers asked to leave");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `psync workers --threads N`.
+pub fn workers(broker: &BrokerArgs, threads: u16, name: Option<&str>) -> Result<ExitCode, Fatal> {
+    let names = broker.connect()?.set_threads(name, usize::from(threads))?;
+    if names.is_empty() {
+        eprintln!("psync: no live worker matches");
+        return Ok(ExitCode::from(FATAL));
+    }
+    for n in names {
+        println!("{n} -> {threads} threads");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `psync logs`.
+pub fn logs(
+    broker: &BrokerArgs,
+    run: Option<RunId>,
+    level: Level,
+    follow: bool,
+    json: bool,
+) -> Result<ExitCode, Fatal> {
+    let broker = broker.connect()?;
+    let quit = Arc::new(AtomicBool::new(false));
+    if follow {
+        let q = Arc::clone(&quit);
+        ctrlc::set_handler(move || q.store(true, Ordering::SeqCst))?;
+    }
+    let mut out = std::io::stdout().lock();
+    let mut failed = None;
+    broker.logs(run, level, follow, &quit, &mut |e| {
+        let line = if json {
+            serde_json::to_string(e).unwrap_or_default()
+        } else {
+            e.line()
+        };
+        if failed.is_none()
+            && let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush())
+        {
+            failed = Some(err);
+            quit.store(true, Ordering::SeqCst);
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
