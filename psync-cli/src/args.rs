@@ -582,8 +582,10 @@ mod tests {
 
     fn sync_args(argv: &[&str]) -> SyncArgs {
         let cli = Cli::try_parse_from(argv).unwrap();
-        let Command::Sync(a) = cli.command;
-        a
+        match cli.command {
+            Command::Sync(a) => a,
+            other => panic!("not a sync: {other:?}"),
+        }
     }
 
     #[test]
