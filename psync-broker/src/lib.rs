@@ -6,5 +6,6 @@
 //! workers and the CLI come next.
 
 mod completion;
+pub mod delay;
 
 pub use completion::{Completed, Completion, Deferral, RunKeys};
