@@ -5,10 +5,13 @@
 //!   (status, pause, resume, thread counts, cancel, shutdown, logs).
 //! - [`Worker`]: a `psync worker` process's work loop.
 //! - [`Completion`]: the server side of tree-shaped completion.
+//! - [`delay::DelayProxy`]: a delaying TCP proxy, for tests and
+//!   benchmarks of the broker over a slower network.
 
 mod client;
 mod completion;
 mod conn;
+pub mod delay;
 pub mod keys;
 mod worker;
 
