@@ -30,6 +30,10 @@ pub use psync_generic::GenericCopier;
 /// The core crate, for paths like `psync::core::plan::plan`.
 pub use psync_core as core;
 
+/// The Redis broker: submit runs to `psync worker` processes on many
+/// nodes and follow them, or run a worker ([`broker::Worker`]).
+pub use psync_broker as broker;
+
 /// A [`SyncBuilder`] for `src` → `dst` with [`GenericCopier`] as the default copier.
 pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path>) -> SyncBuilder {
     let mut b = SyncBuilder::new(src, dst);

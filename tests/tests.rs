@@ -5,6 +5,11 @@
 #[macro_use]
 mod util;
 
+// The broker's test harness: a real redis-server per test.
+#[macro_use]
+#[path = "../psync-broker/tests/server/mod.rs"]
+mod server;
+
 mod attacks;
 mod attacks_parts;
 mod attrs;
@@ -12,6 +17,7 @@ mod bad_input;
 mod basic;
 mod bind_mounts;
 mod cli;
+mod cluster;
 mod deep;
 mod deletes;
 mod durability;

@@ -643,6 +643,11 @@ impl Broker {
                     .exists(keys::alive(&n))
                     .query(c)
             })?;
+            if h.is_empty() {
+                // Its entry expired (a day after its last heartbeat).
+                con.call(&never, |c| redis::cmd("SREM").arg(WORKERS).arg(&n).exec(c))?;
+                continue;
+            }
             let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             let mut current: Vec<(usize, String)> = h
                 .iter()

@@ -1194,8 +1194,9 @@ impl Shared {
         }
     }
 
-    /// Leaves the cluster: out of the registry, heartbeat gone, out of
-    /// every run's group where it holds nothing.
+    /// Leaves the cluster: heartbeat gone, out of every run's group where
+    /// it holds nothing; its registry entry stays (state `left`, its
+    /// counts) until it expires a day later.
     fn leave(&self, con: &mut Conn) {
         let name = &self.opts.name;
         for slot in self.slots() {
@@ -1207,7 +1208,6 @@ impl Shared {
                 .del(keys::alive(name))
                 .hset(keys::worker(name), "state", "left")
                 .hset(keys::worker(name), "busy", 0)
-                .srem(keys::WORKERS, name)
                 .exec(c)
         });
     }

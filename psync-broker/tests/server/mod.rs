@@ -1,3 +1,4 @@
+#![allow(dead_code)] // shared by several test binaries, each using a part
 //! A real `redis-server` for the broker's tests: started on a free
 //! loopback port in a temp dir, killed on drop.
 
@@ -42,13 +43,20 @@ macro_rules! require_redis {
 pub struct Redis {
     child: Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    aof: bool,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
     /// Starts one; Err says why it could not (`redis-server` missing, or
     /// not answering within 10 s).
     pub fn start() -> Result<Redis, String> {
+        Redis::start_with(false)
+    }
+
+    /// Starts one that keeps an append-only file (`appendfsync always`),
+    /// so that [`Redis::restart`] finds its data again.
+    pub fn start_with(aof: bool) -> Result<Redis, String> {
         let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
         let dir = tempfile::Builder::new()
             .prefix("redis-")
@@ -61,35 +69,13 @@ impl Redis {
                 .and_then(|l| l.local_addr())
                 .map_err(|e| format!("no free port: {e}"))?
                 .port();
-            let mut child = Command::new("redis-server")
-                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-                .arg("--dir")
-                .arg(dir.path())
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .map_err(|e| {
-                    format!("redis-server cannot be started: {e} (install redis-server)")
-                })?;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if ping(port) {
-                    return Ok(Redis {
-                        child,
-                        port,
-                        _dir: dir,
-                    });
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("redis-server on port {port} does not answer"));
-                }
-                std::thread::sleep(Duration::from_millis(5));
+            if let Some(child) = spawn(port, dir.path(), aof)? {
+                return Ok(Redis {
+                    child,
+                    port,
+                    aof,
+                    dir,
+                });
             }
         }
         Err("redis-server exited at start 5 times (ports taken?)".into())
@@ -100,16 +86,98 @@ impl Redis {
         url(self.port)
     }
 
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// A new connection to it.
     pub fn connect(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .and_then(|c| c.get_connection())
             .expect("connect to the test redis-server")
     }
+
+    /// Kills the server (SIGKILL) and, after `down`, starts it again on
+    /// the same port and directory (its AOF, when it keeps one).
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match spawn(self.port, self.dir.path(), self.aof) {
+                Ok(Some(c)) => {
+                    self.child = c;
+                    return;
+                }
+                // The port may linger a moment after the kill.
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                r => panic!("redis-server does not restart on port {}: {r:?}", self.port),
+            }
+        }
+    }
+
+    /// Stops the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        signal(&self.child, "STOP");
+    }
+
+    /// Continues a frozen server (SIGCONT).
+    pub fn thaw(&self) {
+        signal(&self.child, "CONT");
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} redis-server");
+}
+
+/// Starts a server on `port` in `dir`; `None` when it exits at once (the
+/// port is taken) or does not answer within 10 s.
+fn spawn(port: u16, dir: &Path, aof: bool) -> Result<Option<Child>, String> {
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--dir")
+        .arg(dir)
+        .args(["--save", ""]);
+    if aof {
+        cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        cmd.args(["--appendonly", "no"]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server cannot be started: {e} (install redis-server)"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if ping(port) {
+            return Ok(Some(child));
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return Ok(None);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -1,0 +1,401 @@
+//! Runs on a cluster: a real `redis-server` (started per test on a free
+//! loopback port), real `psync worker` processes, `psync sync --broker`
+//! and the cluster's commands, with rsync as the oracle. Workers heartbeat
+//! every 0.2 s here (dead after 2 s of silence).
+
+use crate::server::Redis;
+use crate::util::rsync::{require_rsync, rsync_oracle, rsync_oracle_without_delete};
+use crate::util::run::psync_cmd;
+use crate::util::tree::random;
+use crate::util::TestDir;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A broker and its workers; workers are killed on drop.
+struct Cluster {
+    redis: Redis,
+    workers: Vec<(String, Child)>,
+    allow: PathBuf,
+    logs: PathBuf,
+}
+
+impl Cluster {
+    /// A redis-server and `n` workers (2 threads each) allowed `allow`.
+    fn start(redis: Redis, t: &TestDir, n: usize) -> Cluster {
+        let logs = t.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut c = Cluster {
+            redis,
+            workers: Vec::new(),
+            allow: t.path().to_path_buf(),
+            logs,
+        };
+        for i in 0..n {
+            c.worker(&format!("w{i}"), &[]);
+        }
+        c.wait_workers(n);
+        c
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = psync_cmd();
+        c.env("PSYNC_BROKER", self.redis.url());
+        c
+    }
+
+    /// Starts a worker named `name` (2 threads, heartbeat 0.2 s, lease
+    /// 5 s, grace 5 s) with `extra` arguments.
+    fn worker(&mut self, name: &str, extra: &[&str]) {
+        let log = std::fs::File::create(self.logs.join(format!("{name}.log"))).unwrap();
+        let child = self
+            .cmd()
+            .args(["worker", "--threads", "2", "--heartbeat", "0.2", "--lease", "5"])
+            .args(["--grace", "5", "--name", name, "--allow"])
+            .arg(&self.allow)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start a worker");
+        self.workers.push((name.to_string(), child));
+    }
+
+    /// Waits until `n` workers are alive.
+    fn wait_workers(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.status()["workers"]
+            .as_array()
+            .map_or(0, |w| w.iter().filter(|w| w["alive"] == true).count())
+            < n
+        {
+            assert!(Instant::now() < deadline, "{n} workers not up: {}", self.worker_logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn worker_logs(&self) -> String {
+        let mut all = String::new();
+        for (name, _) in &self.workers {
+            let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
+            all.push_str(&format!("\n--- {name}:\n{log}"));
+        }
+        all
+    }
+
+    fn psync(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run psync")
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let o = self.psync(&["status", "--json"]);
+        assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).expect("status JSON")
+    }
+
+    /// `psync sync` through the broker, with `args`.
+    fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
+        self.cmd().arg("sync").args(args).arg(src).arg(dst).output().expect("run psync sync")
+    }
+
+    /// The cluster log's lines.
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.psync(&["logs"]).stdout).into_owned()
+    }
+
+    fn kill(&mut self, name: &str) {
+        let (_, child) = self.workers.iter_mut().find(|(n, _)| n == name).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.workers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Asserts a run's success, showing everything when it failed.
+fn assert_ok(o: &Output, c: &Cluster) {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}\nworkers: {}\ncluster log:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        c.worker_logs(),
+        c.log()
+    );
+}
+
+/// A mixed tree: `dirs` directories of `files` small files, four large
+/// files of 3 MiB (chunked at 1 MiB), hard links across directories, a
+/// symlink.
+fn mixed_tree(src: &Path, dirs: usize, files: usize) {
+    for d in 0..dirs {
+        let dir = src.join(format!("d{d}/sub"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}\n").repeat(f % 7 + 1)).unwrap();
+        }
+    }
+    for i in 0..4 {
+        crate::util::tree::build(src, vec![crate::util::tree::Node::at(format!("big{i}"), random(3 << 20))]);
+    }
+    std::fs::hard_link(src.join("d0/sub/f1"), src.join("d1/linked")).unwrap();
+    std::fs::hard_link(src.join("big0"), src.join(format!("d{}/big-again", dirs - 1))).unwrap();
+    std::os::unix::fs::symlink("d0/sub/f2", src.join("sym")).unwrap();
+}
+
+macro_rules! cluster {
+    ($t:expr, $n:expr) => {{
+        if !require_rsync() {
+            return;
+        }
+        let redis = require_redis!();
+        Cluster::start(redis, &$t, $n)
+    }};
+}
+
+#[test]
+fn a_mixed_tree_syncs_through_three_workers_and_a_rerun_applies_deletes_and_type_changes() {
+    let t = TestDir::new("cluster_mixed");
+    let c = cluster!(t, 3);
+    let (src, dst) = (t.src(), t.dst());
+    mixed_tree(&src, 12, 40);
+    let o = c.sync(&src, &dst, &["--chunk-size", "1M", "--json", "-i"]);
+    assert_ok(&o, &c);
+    rsync_oracle(&src, &dst);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("\"event\":\"summary\""), "{out}");
+    assert!(out.contains("big-again"), "itemized through the broker: {out}");
+
+    // Deletes and type changes on a re-run.
+    std::fs::remove_dir_all(src.join("d3")).unwrap();
+    std::fs::remove_file(src.join("d4/sub/f0")).unwrap();
+    std::fs::create_dir(src.join("d4/sub/f0")).unwrap();
+    std::fs::remove_file(src.join("sym")).unwrap();
+    std::fs::create_dir(src.join("sym")).unwrap();
+    std::fs::remove_dir_all(src.join("d5")).unwrap();
+    std::fs::write(src.join("d5"), "now a file").unwrap();
+    std::fs::write(src.join("big1"), "small now").unwrap();
+    let o = c.sync(&src, &dst, &["--chunk-size", "1M", "--delete", "-q"]);
+    assert_ok(&o, &c);
+    rsync_oracle(&src, &dst);
+    // Every worker took part.
+    let status = c.status();
+    for w in status["workers"].as_array().unwrap() {
+        assert!(w["tasks_done"].as_u64().unwrap() > 0, "{w}");
+    }
+}
+
+#[test]
+fn a_killed_worker_s_tasks_are_taken_by_the_others_and_nothing_of_a_live_one() {
+    let t = TestDir::new("cluster_kill");
+    let mut c = cluster!(t, 3);
+    let (src, dst) = (t.src(), t.dst());
+    mixed_tree(&src, 30, 60);
+    for i in 0..6 {
+        crate::util::tree::build(&src, vec![crate::util::tree::Node::at(format!("huge{i}"), random(8 << 20))]);
+    }
+    let mut run = c
+        .cmd()
+        .args(["sync", "--chunk-size", "1M", "-q"])
+        .arg(&src)
+        .arg(&dst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill w1 while it runs tasks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.status();
+        let busy = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["name"] == "w1" && w["busy"].as_u64() > Some(0));
+        if busy {
+            break;
+        }
+        assert!(Instant::now() < deadline, "w1 never busy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.kill("w1");
+    let o = run.wait_with_output().unwrap();
+    assert_ok(&o, &c);
+    rsync_oracle(&src, &dst);
+    let log = c.log();
+    let took: Vec<&str> = log.lines().filter(|l| l.contains("took")).collect();
+    assert!(!took.is_empty(), "w1's tasks were taken by others: {log}");
+    for l in &took {
+        assert!(l.contains("of w1, which is gone"), "a live worker's tasks taken: {l}\n{log}");
+    }
+}
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error() {
+    let t = TestDir::new("cluster_unreachable");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let o = psync_cmd()
+        .args(["sync", "--broker", &format!("redis://127.0.0.1:{port}/")])
+        .arg(t.src())
+        .arg(t.dst())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"), "{err}");
+}
+
+#[test]
+fn two_runs_at_once_on_one_broker_and_detach_then_wait() {
+    let t = TestDir::new("cluster_two_runs");
+    let c = cluster!(t, 2);
+    let (src2, dst2) = (t.join("src2"), t.join("dst2"));
+    mixed_tree(&t.src(), 6, 30);
+    std::fs::create_dir(&src2).unwrap();
+    mixed_tree(&src2, 5, 20);
+    let o = c.sync(&t.src(), &t.dst(), &["--detach"]);
+    assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_eq!(run.len(), 16, "{run}");
+    let o2 = c.sync(&src2, &dst2, &["-q"]);
+    assert_ok(&o2, &c);
+    let w = c.psync(&["wait", &run, "--json"]);
+    assert_ok(&w, &c);
+    assert!(String::from_utf8_lossy(&w.stdout).contains("\"event\":\"summary\""));
+    rsync_oracle(&t.src(), &t.dst());
+    rsync_oracle(&src2, &dst2);
+}
+
+#[test]
+fn pause_resume_cancel_threads_and_shutdown() {
+    let t = TestDir::new("cluster_ops");
+    let mut c = cluster!(t, 2);
+    mixed_tree(&t.src(), 20, 50);
+    let o = c.psync(&["pause"]);
+    assert_ok(&o, &c);
+    // Paused before it starts: submit, see nothing happen, resume.
+    let o = c.sync(&t.src(), &t.dst(), &["--detach"]);
+    assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert_ok(&c.psync(&["pause", &run]), &c);
+    std::thread::sleep(Duration::from_millis(600));
+    let s = c.psync(&["status", &run, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(s["runs"][0]["state"], "paused", "{s}");
+    assert_eq!(s["runs"][0]["counts"]["done"], 0, "nothing ran while paused: {s}");
+    assert_ok(&c.psync(&["resume", &run]), &c);
+    assert_ok(&c.psync(&["wait", &run, "-q"]), &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+
+    // Live thread count.
+    let o = c.psync(&["workers", "--threads", "3", "--name", "w1"]);
+    assert_ok(&o, &c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == "w1" && w["threads"] == 3)
+    {
+        assert!(Instant::now() < deadline, "w1 did not grow: {}", c.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Cancel: with no worker to take it, a run waits; cancelled, its
+    // follower ends with status 2 and the run is cancelled.
+    c.kill("w0");
+    c.kill("w1");
+    let (src2, dst2) = (t.join("src2"), t.join("dst2"));
+    std::fs::create_dir(&src2).unwrap();
+    mixed_tree(&src2, 3, 5);
+    let o = c.sync(&src2, &dst2, &["--detach"]);
+    assert_ok(&o, &c);
+    let run2 = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let follower = c
+        .cmd()
+        .args(["wait", &run2, "-q"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ok(&c.psync(&["cancel", &run2]), &c);
+    let w = follower.wait_with_output().unwrap();
+    assert_eq!(w.status.code(), Some(2), "{}", String::from_utf8_lossy(&w.stderr));
+    assert!(String::from_utf8_lossy(&w.stderr).contains("interrupted"));
+    let s = c.psync(&["status", &run2, "--json"]);
+    let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(s["runs"][0]["state"], "cancelled", "{s}");
+    assert!(
+        std::fs::read_dir(&dst2).unwrap().next().is_none(),
+        "nothing of a cancelled run was copied"
+    );
+
+    // Shutdown: every worker leaves cleanly.
+    c.workers.clear();
+    c.worker("w2", &[]);
+    c.worker("w3", &[]);
+    c.wait_workers(2);
+    // Shutdown: every worker leaves cleanly.
+    assert_ok(&c.psync(&["shutdown"]), &c);
+    for (name, child) in &mut c.workers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(st.success(), "{name} exited {st:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{name} did not leave");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let s = c.status();
+    let left: Vec<&serde_json::Value> = s["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == "w2" || w["name"] == "w3")
+        .collect();
+    assert_eq!(left.len(), 2, "{s}");
+    for w in left {
+        assert_eq!(w["state"], "left", "{w}");
+        assert_eq!(w["alive"], false, "{w}");
+    }
+}
+
+#[test]
+fn a_run_completes_across_a_broker_restart_with_aof() {
+    let t = TestDir::new("cluster_restart");
+    if !require_rsync() {
+        return;
+    }
+    let redis = match Redis::start_with(true) {
+        Ok(r) => r,
+        Err(why) => skip!("{why}"),
+    };
+    let mut c = Cluster::start(redis, &t, 2);
+    mixed_tree(&t.src(), 40, 80);
+    let mut run = c
+        .cmd()
+        .args(["sync", "-q"])
+        .arg(t.src())
+        .arg(t.dst())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run.try_wait().unwrap().is_none(), "the run ended before the restart");
+    c.redis.restart(Duration::from_millis(500));
+    let o = run.wait_with_output().unwrap();
+    assert_ok(&o, &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+}
