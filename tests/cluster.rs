@@ -4,10 +4,10 @@
 //! every 0.2 s here (dead after 2 s of silence).
 
 use crate::server::Redis;
+use crate::util::TestDir;
 use crate::util::rsync::{require_rsync, rsync_oracle, rsync_oracle_without_delete};
 use crate::util::run::psync_cmd;
 use crate::util::tree::random;
-use crate::util::TestDir;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -50,7 +50,15 @@ impl Cluster {
         let log = std::fs::File::create(self.logs.join(format!("{name}.log"))).unwrap();
         let child = self
             .cmd()
-            .args(["worker", "--threads", "2", "--heartbeat", "0.2", "--lease", "5"])
+            .args([
+                "worker",
+                "--threads",
+                "2",
+                "--heartbeat",
+                "0.2",
+                "--lease",
+                "5",
+            ])
             .args(["--grace", "5", "--name", name, "--allow"])
             .arg(&self.allow)
             .args(extra)
@@ -69,7 +77,11 @@ impl Cluster {
             .map_or(0, |w| w.iter().filter(|w| w["alive"] == true).count())
             < n
         {
-            assert!(Instant::now() < deadline, "{n} workers not up: {}", self.worker_logs());
+            assert!(
+                Instant::now() < deadline,
+                "{n} workers not up: {}",
+                self.worker_logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -77,7 +89,8 @@ impl Cluster {
     fn worker_logs(&self) -> String {
         let mut all = String::new();
         for (name, _) in &self.workers {
-            let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
             all.push_str(&format!("\n--- {name}:\n{log}"));
         }
         all
@@ -89,13 +102,23 @@ impl Cluster {
 
     fn status(&self) -> serde_json::Value {
         let o = self.psync(&["status", "--json"]);
-        assert!(o.status.success(), "status: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         serde_json::from_slice(&o.stdout).expect("status JSON")
     }
 
     /// `psync sync` through the broker, with `args`.
     fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
-        self.cmd().arg("sync").args(args).arg(src).arg(dst).output().expect("run psync sync")
+        self.cmd()
+            .arg("sync")
+            .args(args)
+            .arg(src)
+            .arg(dst)
+            .output()
+            .expect("run psync sync")
     }
 
     /// The cluster log's lines.
@@ -140,14 +163,28 @@ fn mixed_tree(src: &Path, dirs: usize, files: usize) {
         let dir = src.join(format!("d{d}/sub"));
         std::fs::create_dir_all(&dir).unwrap();
         for f in 0..files {
-            std::fs::write(dir.join(format!("f{f}")), format!("{d}/{f}\n").repeat(f % 7 + 1)).unwrap();
+            std::fs::write(
+                dir.join(format!("f{f}")),
+                format!("{d}/{f}\n").repeat(f % 7 + 1),
+            )
+            .unwrap();
         }
     }
     for i in 0..4 {
-        crate::util::tree::build(src, vec![crate::util::tree::Node::at(format!("big{i}"), random(3 << 20))]);
+        crate::util::tree::build(
+            src,
+            vec![crate::util::tree::Node::at(
+                format!("big{i}"),
+                random(3 << 20),
+            )],
+        );
     }
     std::fs::hard_link(src.join("d0/sub/f1"), src.join("d1/linked")).unwrap();
-    std::fs::hard_link(src.join("big0"), src.join(format!("d{}/big-again", dirs - 1))).unwrap();
+    std::fs::hard_link(
+        src.join("big0"),
+        src.join(format!("d{}/big-again", dirs - 1)),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("d0/sub/f2", src.join("sym")).unwrap();
 }
 
@@ -172,7 +209,10 @@ fn a_mixed_tree_syncs_through_three_workers_and_a_rerun_applies_deletes_and_type
     rsync_oracle(&src, &dst);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("\"event\":\"summary\""), "{out}");
-    assert!(out.contains("big-again"), "itemized through the broker: {out}");
+    assert!(
+        out.contains("big-again"),
+        "itemized through the broker: {out}"
+    );
 
     // Deletes and type changes on a re-run.
     std::fs::remove_dir_all(src.join("d3")).unwrap();
@@ -200,7 +240,13 @@ fn a_killed_worker_s_tasks_are_taken_by_the_others_and_nothing_of_a_live_one() {
     let (src, dst) = (t.src(), t.dst());
     mixed_tree(&src, 30, 60);
     for i in 0..6 {
-        crate::util::tree::build(&src, vec![crate::util::tree::Node::at(format!("huge{i}"), random(8 << 20))]);
+        crate::util::tree::build(
+            &src,
+            vec![crate::util::tree::Node::at(
+                format!("huge{i}"),
+                random(8 << 20),
+            )],
+        );
     }
     let mut run = c
         .cmd()
@@ -234,14 +280,21 @@ fn a_killed_worker_s_tasks_are_taken_by_the_others_and_nothing_of_a_live_one() {
     let took: Vec<&str> = log.lines().filter(|l| l.contains("took")).collect();
     assert!(!took.is_empty(), "w1's tasks were taken by others: {log}");
     for l in &took {
-        assert!(l.contains("of w1, which is gone"), "a live worker's tasks taken: {l}\n{log}");
+        assert!(
+            l.contains("of w1, which is gone"),
+            "a live worker's tasks taken: {l}\n{log}"
+        );
     }
 }
 
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
     let t = TestDir::new("cluster_unreachable");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let o = psync_cmd()
         .args(["sync", "--broker", &format!("redis://127.0.0.1:{port}/")])
         .arg(t.src())
@@ -250,7 +303,10 @@ fn an_unreachable_broker_is_a_clear_error() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"), "{err}");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -290,7 +346,10 @@ fn pause_resume_cancel_threads_and_shutdown() {
     let s = c.psync(&["status", &run, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
     assert_eq!(s["runs"][0]["state"], "paused", "{s}");
-    assert_eq!(s["runs"][0]["counts"]["done"], 0, "nothing ran while paused: {s}");
+    assert_eq!(
+        s["runs"][0]["counts"]["done"], 0,
+        "nothing ran while paused: {s}"
+    );
     assert_ok(&c.psync(&["resume", &run]), &c);
     assert_ok(&c.psync(&["wait", &run, "-q"]), &c);
     rsync_oracle_without_delete(&t.src(), &t.dst());
@@ -329,7 +388,12 @@ fn pause_resume_cancel_threads_and_shutdown() {
     std::thread::sleep(Duration::from_millis(300));
     assert_ok(&c.psync(&["cancel", &run2]), &c);
     let w = follower.wait_with_output().unwrap();
-    assert_eq!(w.status.code(), Some(2), "{}", String::from_utf8_lossy(&w.stderr));
+    assert_eq!(
+        w.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
     assert!(String::from_utf8_lossy(&w.stderr).contains("interrupted"));
     let s = c.psync(&["status", &run2, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
@@ -393,7 +457,10 @@ fn a_run_completes_across_a_broker_restart_with_aof() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert!(run.try_wait().unwrap().is_none(), "the run ended before the restart");
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended before the restart"
+    );
     c.redis.restart(Duration::from_millis(500));
     let o = run.wait_with_output().unwrap();
     assert_ok(&o, &c);

@@ -20,4 +20,4 @@ pub use client::{
 };
 pub use completion::{Completed, Completion, Deferral, END_TTL_SECS, RunKeys};
 pub use conn::{Outage, OutageSink};
-pub use worker::{Accept, CheckTask, MakeContext, Worker, WorkerOptions};
+pub use worker::{Accept, CheckTask, MakeEngine, RunEngine, Worker, WorkerOptions, engines};

@@ -36,7 +36,7 @@ use crate::keys::{self, GROUP, HANDBACK, LOG, LOG_MAXLEN};
 use crossbeam_channel::{Receiver, Sender};
 use psync_core::transport::{DeferTwice, Outcome, TaskContext, TaskReport, TaskRunner};
 use psync_core::{
-    Counts, Engine, EngineContext, Event, Op, RelPath, RunSpec, Side, Stats, Task, TaskId,
+    Counts, Engine, EngineContext, Event, Op, RelPath, RunSpec, Side, Stats, Stopped, Task, TaskId,
 };
 use redis::{Script, Value};
 use std::collections::{HashMap, HashSet};
@@ -92,8 +92,60 @@ impl WorkerOptions {
 
 /// Decides whether the worker takes a run (its roots, `--allow`).
 pub type Accept = Arc<dyn Fn(&RunSpec) -> Result<(), String> + Send + Sync>;
-/// Makes the engine context of a run (the copiers this process has).
-pub type MakeContext = Arc<dyn Fn() -> EngineContext + Send + Sync>;
+/// Makes the engine of a run from its spec, with the run's event channel
+/// and counters on this worker ([`engines`] makes real ones).
+pub type MakeEngine = Arc<
+    dyn Fn(&RunSpec, Sender<Event>, Arc<Stats>) -> Result<Arc<dyn RunEngine>, String> + Send + Sync,
+>;
+
+/// What a worker needs of the engine that runs a run's tasks:
+/// [`Engine`], or a stand-in (the dispatch benchmark's, which does no
+/// file system work).
+pub trait RunEngine: TaskRunner {
+    /// [`Engine::sync_written`].
+    ///
+    /// # Errors
+    /// The flush failed.
+    fn sync_written(&self) -> Result<bool, psync_core::Error>;
+    /// [`Engine::stopped`].
+    fn stopped(&self) -> Option<Stopped>;
+    /// [`Engine::quit`].
+    fn quit(&self);
+    /// [`Engine::quitting`].
+    fn quitting(&self) -> bool;
+    /// [`Engine::end_unfinished`].
+    fn end_unfinished(&self);
+}
+
+impl RunEngine for Engine {
+    fn sync_written(&self) -> Result<bool, psync_core::Error> {
+        Engine::sync_written(self)
+    }
+    fn stopped(&self) -> Option<Stopped> {
+        Engine::stopped(self)
+    }
+    fn quit(&self) {
+        Engine::quit(self);
+    }
+    fn quitting(&self) -> bool {
+        Engine::quitting(self)
+    }
+    fn end_unfinished(&self) {
+        Engine::end_unfinished(self);
+    }
+}
+
+/// Real engines ([`Engine::from_spec`]), each with the context `context`
+/// makes (the copiers this process has) and the run's events and counters.
+pub fn engines(context: impl Fn() -> EngineContext + Send + Sync + 'static) -> MakeEngine {
+    Arc::new(move |spec, events, stats| {
+        let mut cx = context();
+        cx.events = Some(events);
+        cx.stats = stats;
+        let e = Engine::from_spec(spec, cx).map_err(|e| e.to_string())?;
+        Ok(Arc::new(e) as Arc<dyn RunEngine>)
+    })
+}
 /// Checks a task before it runs (paths relative, no `..`).
 pub type CheckTask = Arc<dyn Fn(&Task) -> Result<(), String> + Send + Sync>;
 
@@ -127,7 +179,7 @@ struct Slot {
     spec: Option<RunSpec>,
     /// Why the worker does not take the run's tasks.
     refused: Option<String>,
-    engine: RwLock<Option<Arc<Engine>>>,
+    engine: RwLock<Option<Arc<dyn RunEngine>>>,
     events_tx: Sender<Event>,
     events: Receiver<Event>,
     pause: AtomicU8,
@@ -142,7 +194,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn engine(&self) -> Option<Arc<Engine>> {
+    fn engine(&self) -> Option<Arc<dyn RunEngine>> {
         self.engine
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -162,7 +214,7 @@ struct Shared {
     client: redis::Client,
     opts: WorkerOptions,
     accept: Accept,
-    context: MakeContext,
+    make: MakeEngine,
     check: CheckTask,
     finish: Script,
     spawn: Script,
@@ -208,7 +260,7 @@ impl Worker {
         client: redis::Client,
         opts: WorkerOptions,
         accept: Accept,
-        context: MakeContext,
+        make: MakeEngine,
         check: CheckTask,
         sink: OutageSink,
     ) -> Worker {
@@ -218,7 +270,7 @@ impl Worker {
                 client,
                 opts,
                 accept,
-                context,
+                make,
                 check,
                 finish: Script::new(&with_tree(include_str!("lua/finish.lua"))),
                 spawn: Script::new(include_str!("lua/spawn.lua")),
@@ -947,8 +999,7 @@ impl Shared {
                         .as_ref()
                         .map(|spec| self.engine_for(spec, (&slot.events_tx, &slot.stats)));
                     if let Some(Ok(fresh)) = fresh {
-                        *slot.engine.write().unwrap_or_else(|e| e.into_inner()) =
-                            Some(Arc::new(fresh));
+                        *slot.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
                     }
                 }
             }
@@ -959,11 +1010,8 @@ impl Shared {
         &self,
         spec: &RunSpec,
         slot_io: (&Sender<Event>, &Arc<Stats>),
-    ) -> Result<Engine, String> {
-        let mut cx = (self.context)();
-        cx.events = Some(slot_io.0.clone());
-        cx.stats = Arc::clone(slot_io.1);
-        Engine::from_spec(spec, cx).map_err(|e| e.to_string())
+    ) -> Result<Arc<dyn RunEngine>, String> {
+        (self.make)(spec, slot_io.0.clone(), Arc::clone(slot_io.1))
     }
 
     /// A run seen for the first time: its spec checked (`--allow`) and an
@@ -982,7 +1030,7 @@ impl Shared {
         };
         let (spec, engine, refused) = match spec.and_then(|s| (self.accept)(&s).map(|()| s)) {
             Ok(spec) => match self.engine_for(&spec, (&events_tx, &stats)) {
-                Ok(e) => (Some(spec), Some(Arc::new(e)), None),
+                Ok(e) => (Some(spec), Some(e), None),
                 Err(why) => (Some(spec), None, Some(why)),
             },
             Err(why) => (None, None, Some(why)),

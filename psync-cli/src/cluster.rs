@@ -139,14 +139,14 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
             .then_some(())
             .ok_or_else(|| "outside --allow".to_string())
     });
-    let context: psync_broker::MakeContext = Arc::new(|| {
+    let make = psync_broker::engines(|| {
         let mut copiers = Registry::new();
         copiers.set_default(Arc::new(GenericCopier::new()));
         psync_core::EngineContext::new(copiers)
     });
     let check: psync_broker::CheckTask = Arc::new(|_t| Ok(()));
     let sink: psync_broker::OutageSink = Arc::new(|o| output::eprint(&o.describe()));
-    let worker = Worker::new(broker.client().clone(), opts, accept, context, check, sink);
+    let worker = Worker::new(broker.client().clone(), opts, accept, make, check, sink);
     let leave = Arc::new(AtomicBool::new(false));
     let hurry = Arc::new(AtomicBool::new(false));
     {
