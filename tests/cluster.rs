@@ -248,7 +248,7 @@ fn a_killed_worker_s_tasks_are_taken_by_the_others_and_nothing_of_a_live_one() {
             )],
         );
     }
-    let mut run = c
+    let run = c
         .cmd()
         .args(["sync", "--chunk-size", "1M", "-q"])
         .arg(&src)

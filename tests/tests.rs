@@ -2,13 +2,14 @@
 //! real trees, with rsync as the oracle. One binary, topic modules, the
 //! harness in `util/`. Build the CLI first: `cargo build --workspace`.
 
-#[macro_use]
-mod util;
-
-// The broker's test harness: a real redis-server per test.
+// The broker's test harness: a real redis-server per test (its `skip!`
+// is the same as util's, which shadows it).
 #[macro_use]
 #[path = "../psync-broker/tests/server/mod.rs"]
 mod server;
+
+#[macro_use]
+mod util;
 
 mod attacks;
 mod attacks_parts;

@@ -15,6 +15,7 @@ pub fn in_ci() -> bool {
 
 /// Skips the rest of a test for a missing prerequisite: prints why and
 /// returns. Under `CI=true`, which has every prerequisite, it fails.
+#[allow(unused_macros)]
 macro_rules! skip {
     ($($fmt:tt)*) => {{
         assert!(
