@@ -466,3 +466,150 @@ fn a_run_completes_across_a_broker_restart_with_aof() {
     assert_ok(&o, &c);
     rsync_oracle_without_delete(&t.src(), &t.dst());
 }
+
+/// An in-process worker (a thread) with its own copier, allowed `allow`:
+/// the worker's `leave` flag and its thread.
+fn worker_in_process(
+    url: &str,
+    name: &str,
+    copier: std::sync::Arc<dyn psync::Copier>,
+    lease: Duration,
+    allow: PathBuf,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use psync::broker::{Worker, WorkerOptions, engines};
+    use std::sync::Arc;
+    let client = redis::Client::open(url).unwrap();
+    let mut opts = WorkerOptions::new(1);
+    opts.name = name.to_string();
+    opts.tick = Duration::from_millis(100);
+    opts.alive_ttl = Duration::from_secs(1);
+    opts.lease = lease;
+    opts.grace = Duration::ZERO;
+    let make = engines(move || {
+        let mut copiers = psync::Registry::new();
+        copiers.set_default(Arc::clone(&copier));
+        psync::EngineContext::new(copiers)
+    });
+    let accept: psync::broker::Accept = Arc::new(move |spec: &psync::RunSpec| {
+        (spec.src.starts_with(&allow) && spec.dst.starts_with(&allow))
+            .then_some(())
+            .ok_or_else(|| "outside".to_string())
+    });
+    let check: psync::broker::CheckTask = Arc::new(|_| Ok(()));
+    let w = Worker::new(client, opts, accept, make, check, Arc::new(|_| {}));
+    let leave = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = Arc::clone(&leave);
+    let h = std::thread::spawn(move || {
+        let hurry = std::sync::atomic::AtomicBool::new(false);
+        w.run(&l, &hurry).expect("worker runs");
+    });
+    (leave, h)
+}
+
+#[test]
+fn a_slow_worker_keeps_its_tasks_past_the_lease() {
+    use crate::large::{Hooked, When};
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, Mutex};
+    let t = TestDir::new("cluster_slow");
+    let redis = require_redis!();
+    let (src, dst) = (t.src(), t.dst());
+    crate::util::tree::build(
+        &src,
+        vec![crate::util::tree::Node::at("big", random(2 << 20))],
+    );
+    // Every copy of each chunk, by offset, on either worker.
+    let copies: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let counted = |slow: bool| {
+        let copies = Arc::clone(&copies);
+        Hooked::around(move |job, when| {
+            if when == When::Before && job.entry.name.as_bytes() == b"big" {
+                *copies.lock().unwrap().entry(job.offset).or_default() += 1;
+                if slow {
+                    // Each chunk takes longer than the lease (0.6 s).
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+            }
+        })
+    };
+    let lease = Duration::from_millis(600);
+    let (leave_a, a) =
+        worker_in_process(&redis.url(), "slow", counted(true), lease, t.path().into());
+    let mut b = psync::SyncBuilder::new(&src, &dst);
+    b.default_copier(counted(false)).chunk_size(1 << 20);
+    let (spec, seed) = b.build().unwrap().prepare().unwrap();
+    let broker = psync::broker::Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &seed).unwrap();
+    // The slow worker is on a chunk: only now does the other one come.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while copies.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no chunk started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (leave_b, b) =
+        worker_in_process(&redis.url(), "fast", counted(false), lease, t.path().into());
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let quit = std::sync::atomic::AtomicBool::new(false);
+    let mut messages = Vec::new();
+    let end = broker
+        .follow(run, &tx, &mut |m| messages.push(m.line()), &quit)
+        .unwrap();
+    drop(rx);
+    assert!(end.report.success(), "{:?} {messages:?}", end.report);
+    leave_a.store(true, Ordering::SeqCst);
+    leave_b.store(true, Ordering::SeqCst);
+    a.join().unwrap();
+    b.join().unwrap();
+    let copies = copies.lock().unwrap();
+    assert_eq!(copies.len(), 2, "two chunks: {copies:?}");
+    assert!(
+        copies.values().all(|n| *n == 1),
+        "a chunk copied twice: {copies:?}"
+    );
+    let mut log = String::new();
+    broker
+        .logs(None, psync::broker::Level::Info, false, &quit, &mut |e| {
+            log.push_str(&e.line());
+            log.push('\n');
+        })
+        .unwrap();
+    assert!(
+        !log.contains("lease lapsed") && !log.contains("took"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(src.join("big")).unwrap(),
+        std::fs::read(dst.join("big")).unwrap()
+    );
+}
+
+#[test]
+fn workers_wait_out_a_broker_unreachable_for_20_seconds() {
+    let t = TestDir::new("cluster_frozen");
+    let c = cluster!(t, 2);
+    mixed_tree(&t.src(), 40, 80);
+    let mut run = c
+        .cmd()
+        .args(["sync", "-q"])
+        .arg(t.src())
+        .arg(t.dst())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        run.try_wait().unwrap().is_none(),
+        "the run ended before the outage"
+    );
+    c.redis.freeze();
+    std::thread::sleep(Duration::from_secs(20));
+    c.redis.thaw();
+    let o = run.wait_with_output().unwrap();
+    assert_ok(&o, &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+}

@@ -376,7 +376,7 @@ fn rewrite(p: &Path, at: u64, len: u64, seed: u64) {
 
 /// When a hook runs: before or after the inner copier moved a job's data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum When {
+pub(crate) enum When {
     Before,
     After,
 }
@@ -386,13 +386,15 @@ type Hook = dyn Fn(&DataJob<'_>, When) + Send + Sync;
 /// The generic copier with a hook around each data copy (a file, or one
 /// chunk of a large file): where tests corrupt the target, change the
 /// source or delete it.
-struct Hooked {
+pub(crate) struct Hooked {
     inner: GenericCopier,
     hook: Box<Hook>,
 }
 
 impl Hooked {
-    fn around(hook: impl Fn(&DataJob<'_>, When) + Send + Sync + 'static) -> Arc<dyn Copier> {
+    pub(crate) fn around(
+        hook: impl Fn(&DataJob<'_>, When) + Send + Sync + 'static,
+    ) -> Arc<dyn Copier> {
         Arc::new(Hooked {
             inner: GenericCopier::read_write_only(),
             hook: Box::new(hook),
