@@ -6,5 +6,6 @@
 //! workers and the CLI come next.
 
 mod completion;
+pub mod config;
 
 pub use completion::{Completed, Completion, Deferral, RunKeys};
