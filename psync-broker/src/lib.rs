@@ -5,12 +5,15 @@
 //!   (status, pause, resume, thread counts, cancel, shutdown, logs).
 //! - [`Worker`]: a `psync worker` process's work loop.
 //! - [`Completion`]: the server side of tree-shaped completion.
+//! - [`config`]: broker URLs (TLS, passwords), the roots a worker
+//!   accepts (`--allow`), worker config files, task checks.
 //! - [`delay::DelayProxy`]: a delaying TCP proxy, for tests and
 //!   benchmarks of the broker over a slower network.
 
 mod client;
 mod completion;
 mod conn;
+pub mod config;
 pub mod delay;
 pub mod keys;
 mod worker;
