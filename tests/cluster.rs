@@ -613,3 +613,46 @@ fn workers_wait_out_a_broker_unreachable_for_20_seconds() {
     assert_ok(&o, &c);
     rsync_oracle_without_delete(&t.src(), &t.dst());
 }
+
+#[test]
+fn a_run_is_durable_when_done_a_failing_write_back_fails_it() {
+    use crate::durability::{Faulty, prerequisites};
+    let test = "cluster_durable";
+    if let Err(why) = prerequisites() {
+        skip!("{why}");
+    }
+    let t = TestDir::new(test);
+    let c = cluster!(t, 2);
+    // ~6 MiB to write; the image's tmpfs has 1 MiB to spare.
+    let src = t.src();
+    for i in 0..48u64 {
+        let dir = src.join(format!("d{}", i % 4));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("f{i:02}")), crate::util::tree::random_bytes(i, 128 << 10)).unwrap();
+    }
+    let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));
+    // The workers may write below the test dir and the faulty mount.
+    let dst = fs.dir().join("dst");
+    let mut c = c;
+    c.kill("w0");
+    c.kill("w1");
+    c.workers.clear();
+    c.allow = fs.dir();
+    c.worker("d0", &["--allow", &t.path().to_string_lossy()]);
+    c.worker("d1", &["--allow", &t.path().to_string_lossy()]);
+    c.wait_workers(2);
+    // A local run without --fsync and --no-verify ends before write-back:
+    // exit 0 (tests/durability.rs). Through the broker, each worker
+    // flushes before it reports: the write-back's failure fails the run.
+    let o = c.sync(&src, &dst, &["--no-verify", "-q"]);
+    assert!(
+        matches!(o.status.code(), Some(1 | 3)),
+        "must fail: {:?}\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        c.log()
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains(&*dst.to_string_lossy()) || stderr.contains(&*fs.dir().to_string_lossy()), "{stderr}");
+    drop(c);
+}

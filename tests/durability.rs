@@ -169,7 +169,7 @@ fn failing_write_back_fails_the_run_only_with_fsync() {
 }
 
 /// Why the fault cannot be made here, if it cannot.
-fn prerequisites() -> Result<(), String> {
+pub(crate) fn prerequisites() -> Result<(), String> {
     if !is_root() {
         return Err("not root: loop and tmpfs mounts need root".into());
     }
@@ -215,13 +215,13 @@ fn text(out: &Output) -> String {
 /// An ext4 file system whose write-back fails: a 64 MiB sparse image on
 /// a tmpfs left with 1 MiB more than the fresh image takes. Unmounted and
 /// removed on drop, also when the test panics.
-struct Faulty {
+pub(crate) struct Faulty {
     base: PathBuf,
     mounted: Vec<PathBuf>,
 }
 
 impl Faulty {
-    fn new(test: &str) -> Result<Faulty, String> {
+    pub(crate) fn new(test: &str) -> Result<Faulty, String> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +266,7 @@ impl Faulty {
     }
 
     /// The mounted (faulty) ext4.
-    fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.base.join("mnt")
     }
 }

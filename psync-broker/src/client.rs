@@ -7,7 +7,7 @@ use crate::completion::{Completion, END_TTL_SECS, RunKeys};
 use crate::conn::{Conn, OutageSink};
 use crate::keys::{self, GROUP, LOG, RUNS, WORKERS};
 use crossbeam_channel::Sender;
-use psync_core::{Counts, Event, Report, RunSpec, Stats, Stopped, Task};
+use psync_core::{Counts, Event, Flush, Report, RunSpec, Stats, Stopped, Task};
 use redis::{Script, Value};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -34,6 +34,9 @@ pub enum BrokerError {
     /// Refused: the reason.
     #[error("{0}")]
     Refused(String),
+    /// A broker URL, password, CA file or worker setting is wrong.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// No run of this id on the broker (or it expired).
     #[error("no run {0} on the broker")]
     NoRun(RunId),
@@ -281,6 +284,15 @@ impl Broker {
         }
     }
 
+    /// The broker at `url` (see [`crate::config::BrokerUrl`]).
+    ///
+    /// # Errors
+    /// The URL's settings do not make a client (a CA file that cannot
+    /// be read).
+    pub fn open(url: &crate::config::BrokerUrl) -> Result<Broker, crate::config::ConfigError> {
+        Ok(Broker::new(url.client()?, url.to_string()))
+    }
+
     /// Where outages of the broker are reported while a call waits for
     /// it to come back (default: a line on stderr).
     pub fn on_outage(&mut self, sink: OutageSink) -> &mut Broker {
@@ -318,6 +330,15 @@ impl Broker {
     /// # Errors
     /// The broker cannot be reached, or a run of this id exists.
     pub fn submit(&self, spec: &RunSpec, seed: &Task) -> Result<RunId, BrokerError> {
+        // Durable when done (ADR 016): without per-task flushes, each
+        // worker flushes its writes before it reports them (one `syncfs`
+        // per round; per-file flushes on FUSE, where `syncfs` does not
+        // reach the daemon), never only at the run's end on one node.
+        let mut spec = spec.clone();
+        if spec.flush == Flush::Off {
+            spec.flush = Flush::End;
+        }
+        let spec = &spec;
         let run = RunId(spec.run_id);
         let keys = RunKeys::new(run.0);
         let spec_bytes = spec

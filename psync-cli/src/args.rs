@@ -375,10 +375,10 @@ pub struct BrokerArgs {
 /// Arguments of `psync worker`.
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Threads running tasks.
-    #[arg(long, value_name = "N", default_value_t = default_threads(),
+    /// Threads running tasks (default: as for `sync`).
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
-    pub threads: u16,
+    pub threads: Option<u16>,
 
     /// The worker's name, unique among live workers. Default: HOST-PID.
     #[arg(long)]
@@ -491,7 +491,7 @@ fn attr_mode(required: bool, off: bool) -> AttrMode {
     }
 }
 
-fn default_threads() -> u16 {
+pub(crate) fn default_threads() -> u16 {
     u16::try_from(psync_core::default_threads()).unwrap_or(1)
 }
 

@@ -5,6 +5,7 @@
 use crate::args::{BrokerArgs, SyncArgs, WorkerArgs};
 use crate::output::{self, Output};
 use crate::{EVENT_QUEUE, FATAL, Fatal, finish, signals};
+use psync_broker::config::{Allow, BrokerUrl, WorkerConfig, check_task};
 use psync_broker::{Broker, Level, LogEntry, RunId, Status, Worker, WorkerOptions};
 use psync_core::{Change, Event, Kind, Registry, RelPath, Task};
 use psync_generic::GenericCopier;
@@ -20,15 +21,21 @@ impl BrokerArgs {
         self.broker.is_some() || std::env::var_os("PSYNC_BROKER").is_some()
     }
 
-    /// The broker named by the option or the environment.
+    /// The broker named by the option or the environment, with the
+    /// password and CA file given.
     pub fn connect(&self) -> Result<Broker, Fatal> {
-        let url = match &self.broker {
-            Some(u) => u.clone(),
-            None => std::env::var("PSYNC_BROKER")
-                .map_err(|_| "no broker: give --broker URL or set PSYNC_BROKER")?,
-        };
-        let client = redis::Client::open(url.as_str())?;
-        Ok(Broker::new(client, url))
+        Ok(Broker::open(&self.url()?)?)
+    }
+
+    fn url(&self) -> Result<BrokerUrl, Fatal> {
+        let mut url = BrokerUrl::from_env_and_args(
+            self.broker.as_deref(),
+            self.broker_password_file.as_deref(),
+        )?;
+        if let Some(ca) = &self.broker_ca {
+            url = url.with_ca_file(ca);
+        }
+        Ok(url)
     }
 }
 
@@ -112,9 +119,23 @@ pub fn wait(broker: &BrokerArgs, run: RunId, json: bool, quiet: bool) -> Result<
 
 /// `psync worker`.
 pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
-    let broker = args.broker.connect()?;
-    let mut opts = WorkerOptions::new(usize::from(args.threads));
-    if let Some(n) = &args.name {
+    let cfg = match &args.config {
+        Some(path) => WorkerConfig::from_file(path)?,
+        None => WorkerConfig::default(),
+    };
+    let mut b = args.broker.clone();
+    b.broker = b.broker.or(cfg.broker.clone());
+    b.broker_password_file = b.broker_password_file.or(cfg.password_file.clone());
+    b.broker_ca = b.broker_ca.or(cfg.ca_file.clone());
+    let broker = b.connect()?;
+    let allow = Allow::new(args.allow.iter().chain(&cfg.allow))?;
+    let threads = match (args.threads, cfg.threads) {
+        (Some(n), _) => usize::from(n),
+        (None, Some(n)) => n,
+        (None, None) => usize::from(crate::args::default_threads()),
+    };
+    let mut opts = WorkerOptions::new(threads);
+    if let Some(n) = args.name.as_ref().or(cfg.name.as_ref()) {
         opts.name = n.clone();
     }
     let secs = |s: f64, what: &str| -> Result<Duration, Fatal> {
@@ -131,20 +152,14 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
     if opts.lease < opts.tick * 3 {
         return Err("--lease must be at least 3 heartbeats".into());
     }
-    let allow: Vec<std::path::PathBuf> = args.allow.clone();
-    let accept: psync_broker::Accept = Arc::new(move |spec| {
-        allow
-            .iter()
-            .any(|a| spec.src.starts_with(a) && spec.dst.starts_with(a))
-            .then_some(())
-            .ok_or_else(|| "outside --allow".to_string())
-    });
+    let accept: psync_broker::Accept =
+        Arc::new(move |spec| allow.check_spec(&spec.src, &spec.dst).map_err(|e| e.to_string()));
     let make = psync_broker::engines(|| {
         let mut copiers = Registry::new();
         copiers.set_default(Arc::new(GenericCopier::new()));
         psync_core::EngineContext::new(copiers)
     });
-    let check: psync_broker::CheckTask = Arc::new(|_t| Ok(()));
+    let check: psync_broker::CheckTask = Arc::new(|t| check_task(t).map_err(|e| e.to_string()));
     let sink: psync_broker::OutageSink = Arc::new(|o| output::eprint(&o.describe()));
     let worker = Worker::new(broker.client().clone(), opts, accept, make, check, sink);
     let leave = Arc::new(AtomicBool::new(false));

@@ -170,9 +170,11 @@ impl Engine {
 
     /// For a worker process of a broker: makes what this engine's tasks
     /// wrote durable when they did not do it themselves (the run's flush
-    /// mode is [`Flush::Off`] or [`Flush::End`]): one `syncfs` of the
-    /// target root's file system, which a worker calls before it reports
-    /// tasks complete (one call covers every task finished meanwhile).
+    /// mode is [`Flush::Off`] or [`Flush::End`]; a broker submits runs
+    /// with [`Flush::End`], which a FUSE target turns into per-file
+    /// flushes): one `syncfs` of the target root's file system, which a
+    /// worker calls before it reports tasks complete (one call covers
+    /// every task finished meanwhile).
     /// `Ok(false)` when there was nothing to do (per-task flushes, a dry
     /// run).
     ///
