@@ -628,7 +628,11 @@ fn a_run_is_durable_when_done_a_failing_write_back_fails_it() {
     for i in 0..48u64 {
         let dir = src.join(format!("d{}", i % 4));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("f{i:02}")), crate::util::tree::random_bytes(i, 128 << 10)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i:02}")),
+            crate::util::tree::random_bytes(i, 128 << 10),
+        )
+        .unwrap();
     }
     let fs = Faulty::new(test).unwrap_or_else(|e| panic!("faulty ext4: {e}"));
     // The workers may write below the test dir and the faulty mount.
@@ -653,6 +657,101 @@ fn a_run_is_durable_when_done_a_failing_write_back_fails_it() {
         c.log()
     );
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains(&*dst.to_string_lossy()) || stderr.contains(&*fs.dir().to_string_lossy()), "{stderr}");
+    assert!(
+        stderr.contains(&*dst.to_string_lossy()) || stderr.contains(&*fs.dir().to_string_lossy()),
+        "{stderr}"
+    );
     drop(c);
+}
+
+#[test]
+fn a_run_outside_every_worker_s_allow_is_refused_and_nothing_is_written() {
+    let t = TestDir::new("cluster_allow");
+    let c = cluster!(t, 2);
+    // Below the test dir's parent, outside the workers' --allow.
+    let outside = TestDir::new("cluster_allow_outside");
+    std::fs::write(outside.src().join("f"), "data").unwrap();
+    let dst = outside.dst();
+    let o = c.sync(&outside.src(), &dst, &["-q"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("refuses the run") && err.contains("every live worker refused"),
+        "{err}"
+    );
+    // The submitter made the target root (as a local run does); the
+    // workers wrote nothing into it.
+    assert!(
+        std::fs::read_dir(&dst).unwrap().next().is_none(),
+        "written: {dst:?}"
+    );
+    assert!(c.log().contains("run refused"), "{}", c.log());
+}
+
+/// A task as a forger writes it into a run's stream.
+fn forge(redis: &Redis, run: &str, task: &psync::Task) {
+    let run_id = u64::from_str_radix(run, 16).unwrap();
+    let keys = psync::broker::RunKeys::new(run_id);
+    let mut con = redis.connect();
+    redis::cmd("XADD")
+        .arg(keys.tasks())
+        .arg("*")
+        .arg("id")
+        .arg(task.id(run_id).to_string())
+        .arg("task")
+        .arg(task.encode().unwrap())
+        .exec(&mut con)
+        .unwrap();
+}
+
+#[test]
+fn forged_tasks_with_paths_out_of_the_roots_are_refused_and_nothing_is_written() {
+    use psync::{Entry, Kind, Name, RelPath, Task};
+    let t = TestDir::new("cluster_forged");
+    let mut c = cluster!(t, 1);
+    // Outside the roots, but inside --allow: where a forged `..` lands.
+    let victim = t.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("secret"), "root's data").unwrap();
+    mixed_tree(&t.src(), 2, 3);
+    // No worker while the run and the forged tasks are queued.
+    c.kill("w0");
+    c.workers.clear();
+    let o = c.sync(&t.src(), &t.dst(), &["--detach"]);
+    assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let entry = |name: &[u8]| {
+        let mut e = Entry::new(Name::from(name.to_vec()), Kind::Dir);
+        e.mode = 0o755;
+        e
+    };
+    for rel in [&b"../victim"[..], b"/etc", b"a/../../victim"] {
+        forge(
+            &c.redis,
+            &run,
+            &Task::Dir {
+                rel: RelPath::from_bytes(rel),
+                src: entry(b"x"),
+                dst: None,
+                at: None,
+            },
+        );
+    }
+    c.worker("w1", &[]);
+    let w = c.psync(&["wait", &run, "-q"]);
+    assert_ok(&w, &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+    assert_eq!(
+        std::fs::read(victim.join("secret")).unwrap(),
+        b"root's data"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    let log =
+        String::from_utf8_lossy(&c.psync(&["logs", &run, "--level", "error"]).stdout).into_owned();
+    assert_eq!(log.matches("task refused").count(), 3, "{log}");
 }

@@ -74,6 +74,9 @@ pub enum End {
     Cancelled,
     /// A worker's target could not be written (full, read-only).
     Stopped,
+    /// Every live worker refused the run (its roots outside their
+    /// `--allow`, not mounted there, a spec of another version).
+    Refused,
 }
 
 /// A followed run's end: its report (counters summed over every worker)
@@ -229,7 +232,7 @@ pub struct RunInfo {
     pub src: String,
     /// The target root.
     pub dst: String,
-    /// `running`, `paused`, `done`, `cancelled` or `stopped`.
+    /// `running`, `paused`, `done`, `cancelled`, `stopped` or `refused`.
     pub state: String,
     /// Its counters, summed over the tasks completed so far.
     pub counts: Counts,
@@ -418,6 +421,7 @@ impl Broker {
             .unwrap_or(0);
         let mut last = "0-0".to_string();
         let mut progress = Instant::now();
+        let mut refused_check = Instant::now();
         let mut cancelled = false;
         loop {
             if quit.load(Ordering::Relaxed) && !cancelled {
@@ -453,6 +457,12 @@ impl Broker {
                 let elapsed = Duration::from_millis(keys::now_ms().saturating_sub(submitted));
                 let _ = events.send(Event::Progress(snapshot(&counts, elapsed)));
             }
+            if refused_check.elapsed() >= Duration::from_secs(1) {
+                refused_check = Instant::now();
+                if !ended.contains_key("end") && self.refused_by_all(&mut con, &keys)? {
+                    end_run(&mut con, &never, run.0, "refused", None)?;
+                }
+            }
             let Some(end) = ended.get("end") else {
                 continue;
             };
@@ -471,14 +481,38 @@ impl Broker {
             let end = match end.as_str() {
                 "done" => End::Done,
                 "stopped" => End::Stopped,
+                "refused" => End::Refused,
                 _ => End::Cancelled,
             };
-            report.interrupted = end == End::Cancelled;
+            report.interrupted = matches!(end, End::Cancelled | End::Refused);
             report.stopped = ended
                 .get("stopped")
                 .and_then(|j| serde_json::from_str::<Stopped>(j).ok());
             return Ok(RunEnd { report, end });
         }
+    }
+
+    /// Whether there are live workers and every one refused the run.
+    fn refused_by_all(&self, con: &mut Conn, keys: &RunKeys) -> Result<bool, BrokerError> {
+        let never = AtomicBool::new(false);
+        let names: Vec<String> =
+            con.call(&never, |c| redis::cmd("SMEMBERS").arg(WORKERS).query(c))?;
+        let mut live = 0;
+        for n in names {
+            let (alive, refused): (bool, bool) = con.call(&never, |c| {
+                redis::pipe()
+                    .exists(keys::alive(&n))
+                    .hexists(keys.state(), format!("refused:{n}"))
+                    .query(c)
+            })?;
+            if alive {
+                live += 1;
+                if !refused {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(live > 0)
     }
 
     fn state(

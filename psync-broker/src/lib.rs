@@ -12,8 +12,8 @@
 
 mod client;
 mod completion;
-mod conn;
 pub mod config;
+mod conn;
 pub mod delay;
 pub mod keys;
 mod worker;

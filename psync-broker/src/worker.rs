@@ -1045,7 +1045,12 @@ impl Shared {
                 message: format!("worker {} refuses the run: {why}", self.opts.name),
             };
             let _ = con.call(&self.quit, |c| {
-                event_cmd(&keys.events(), &self.opts.name, &ev).exec(c)
+                // Noted in the run's state too: a run every live worker
+                // refuses ends (its follower ends it).
+                redis::pipe()
+                    .add_command(event_cmd(&keys.events(), &self.opts.name, &ev))
+                    .hset(keys.state(), format!("refused:{}", self.opts.name), why)
+                    .exec(c)
             });
         }
         Slot {

@@ -6,7 +6,7 @@ use crate::args::{BrokerArgs, SyncArgs, WorkerArgs};
 use crate::output::{self, Output};
 use crate::{EVENT_QUEUE, FATAL, Fatal, finish, signals};
 use psync_broker::config::{Allow, BrokerUrl, WorkerConfig, check_task};
-use psync_broker::{Broker, Level, LogEntry, RunId, Status, Worker, WorkerOptions};
+use psync_broker::{Broker, End, Level, LogEntry, RunId, Status, Worker, WorkerOptions};
 use psync_core::{Change, Event, Kind, Registry, RelPath, Task};
 use psync_generic::GenericCopier;
 use std::io::Write;
@@ -107,6 +107,11 @@ fn follow(
             return Err(e.into());
         }
     };
+    match end.end {
+        End::Refused => out.stderr("every live worker refused the run (their reasons are above)"),
+        End::Cancelled => out.stderr(&format!("run {run} was cancelled")),
+        _ => {}
+    }
     Ok(ExitCode::from(finish(&mut out, &end.report)))
 }
 
@@ -152,8 +157,11 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
     if opts.lease < opts.tick * 3 {
         return Err("--lease must be at least 3 heartbeats".into());
     }
-    let accept: psync_broker::Accept =
-        Arc::new(move |spec| allow.check_spec(&spec.src, &spec.dst).map_err(|e| e.to_string()));
+    let accept: psync_broker::Accept = Arc::new(move |spec| {
+        allow
+            .check_spec(&spec.src, &spec.dst)
+            .map_err(|e| e.to_string())
+    });
     let make = psync_broker::engines(|| {
         let mut copiers = Registry::new();
         copiers.set_default(Arc::new(GenericCopier::new()));
