@@ -3,7 +3,6 @@
 //! `psync_broker::config::BrokerUrl` builds connects, and each wrong
 //! setting fails with an error that says what is wrong.
 
-#[allow(dead_code, unused_macros)] // this binary uses part of the module
 #[macro_use]
 mod server;
 

@@ -1,4 +1,4 @@
-#![allow(dead_code)] // shared by several test binaries, each using a part
+#![allow(dead_code, unused_macros)] // shared by several test binaries, each using a part
 //! A real `redis-server` for the broker's tests: started on a free
 //! loopback port in a temp dir, killed on drop.
 
