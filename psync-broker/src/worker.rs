@@ -218,6 +218,7 @@ struct Shared {
     check: CheckTask,
     finish: Script,
     spawn: Script,
+    renew: Script,
     runs: RwLock<HashMap<u64, Arc<Slot>>>,
     queue: (Sender<Delivery>, Receiver<Delivery>),
     done: (Sender<Finished>, Receiver<Finished>),
@@ -274,6 +275,7 @@ impl Worker {
                 check,
                 finish: Script::new(&with_tree(include_str!("lua/finish.lua"))),
                 spawn: Script::new(include_str!("lua/spawn.lua")),
+                renew: Script::new(include_str!("lua/renew.lua")),
                 runs: RwLock::new(HashMap::new()),
                 queue: crossbeam_channel::unbounded(),
                 done: crossbeam_channel::unbounded(),
@@ -1069,7 +1071,8 @@ impl Shared {
         }
     }
 
-    /// Resets the idle time of every entry this worker holds (its lease).
+    /// Resets the idle time of every entry this worker holds and still
+    /// owns (its lease; `lua/renew.lua`).
     fn renew(&self, con: &mut Conn) {
         let held: Vec<(u64, Vec<String>)> = self
             .held
@@ -1083,14 +1086,12 @@ impl Shared {
             let stream = RunKeys::new(run).tasks();
             for chunk in ids.chunks(512) {
                 let _ = con.call(&self.quit, |c| {
-                    redis::cmd("XCLAIM")
-                        .arg(&stream)
+                    self.renew
+                        .key(&stream)
                         .arg(GROUP)
                         .arg(&self.opts.name)
-                        .arg(0)
                         .arg(chunk)
-                        .arg("JUSTID")
-                        .exec(c)
+                        .invoke::<i64>(c)
                 });
             }
         }
