@@ -59,7 +59,12 @@ impl Cluster {
                 "--lease",
                 "5",
             ])
-            .args(["--grace", "5", "--name", name, "--allow"])
+            .args(if extra.contains(&"--grace") {
+                &[][..]
+            } else {
+                &["--grace", "5"]
+            })
+            .args(["--name", name, "--allow"])
             .arg(&self.allow)
             .args(extra)
             .stdout(Stdio::null())
@@ -754,4 +759,62 @@ fn forged_tasks_with_paths_out_of_the_roots_are_refused_and_nothing_is_written()
     let log =
         String::from_utf8_lossy(&c.psync(&["logs", &run, "--level", "error"]).stdout).into_owned();
     assert_eq!(log.matches("task refused").count(), 3, "{log}");
+}
+
+#[test]
+fn a_worker_sent_sigterm_hands_back_its_tasks_and_leaves() {
+    let t = TestDir::new("cluster_sigterm");
+    let mut c = cluster!(t, 1);
+    c.worker("quick", &["--grace", "0"]);
+    c.wait_workers(2);
+    mixed_tree(&t.src(), 30, 60);
+    for i in 0..4 {
+        crate::util::tree::build(
+            &t.src(),
+            vec![crate::util::tree::Node::at(
+                format!("huge{i}"),
+                random(8 << 20),
+            )],
+        );
+    }
+    let run = c
+        .cmd()
+        .args(["sync", "--chunk-size", "1M", "-q"])
+        .arg(t.src())
+        .arg(t.dst())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.status()["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w["name"] == "quick" && w["busy"].as_u64() > Some(0))
+    {
+        assert!(Instant::now() < deadline, "quick never busy");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, quick) = c.workers.iter_mut().find(|(n, _)| n == "quick").unwrap();
+    let pid = quick.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let left = quick.wait().unwrap();
+    assert!(left.success(), "quick exited {left:?}");
+    let o = run.wait_with_output().unwrap();
+    assert_ok(&o, &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+    let log = c.log();
+    assert!(
+        log.contains("quick: leaving") && log.contains("quick: left"),
+        "{log}"
+    );
+    // Its tasks were handed back, not taken from it as from a dead worker.
+    assert!(!log.contains("of quick, which is gone"), "{log}");
 }

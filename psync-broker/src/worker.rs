@@ -234,6 +234,8 @@ struct Shared {
     stop: AtomicBool,
     tasks_done: AtomicU64,
     bytes: AtomicU64,
+    /// Bytes, when, and the rate of the last [`Shared::rate`].
+    last_rate: Mutex<(u64, Instant, u64)>,
     current: Mutex<Vec<String>>,
     sink: OutageSink,
     wake: (Sender<()>, Receiver<()>),
@@ -287,6 +289,7 @@ impl Worker {
                 stop: AtomicBool::new(false),
                 tasks_done: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
+                last_rate: Mutex::new((0, Instant::now(), 0)),
                 current: Mutex::new(Vec::new()),
                 sink,
                 wake: crossbeam_channel::bounded(1),
@@ -414,6 +417,21 @@ fn ms(d: Duration) -> u64 {
 impl Shared {
     fn want(&self) -> usize {
         self.want.load(Ordering::Relaxed).max(1)
+    }
+
+    /// Bytes copied per second since the last call (at least 1 s ago,
+    /// else the last figure).
+    fn rate(&self) -> u64 {
+        let mut last = self.last_rate.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, at, rate) = *last;
+        let elapsed = at.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let now = self.bytes.load(Ordering::Relaxed);
+            let r = (now.saturating_sub(bytes) as f64 / elapsed.as_secs_f64()) as u64;
+            *last = (now, Instant::now(), r);
+            return r;
+        }
+        rate
     }
 
     fn conn(&self, read_timeout: Duration) -> Conn {
@@ -881,6 +899,7 @@ impl Shared {
                 self.bytes.load(Ordering::Relaxed).to_string(),
             ),
             ("hb".into(), keys::now_ms().to_string()),
+            ("rate".into(), self.rate().to_string()),
         ];
         for (i, c) in cur.iter().enumerate() {
             info.push((format!("t:{i}"), c.clone()));
