@@ -219,6 +219,11 @@ pub struct WorkerInfo {
     pub bytes_per_sec: u64,
     /// Milliseconds since its last heartbeat.
     pub heartbeat_age_ms: u64,
+    /// `syncfs` calls it made before reporting tasks (durability), and
+    /// the milliseconds they took.
+    pub syncs: u64,
+    /// See `syncs`.
+    pub sync_ms: u64,
     /// What each busy thread is on.
     pub current: Vec<String>,
 }
@@ -725,6 +730,8 @@ impl Broker {
                 bytes: num("bytes"),
                 bytes_per_sec: num("rate"),
                 heartbeat_age_ms: now.saturating_sub(num("hb")),
+                syncs: num("syncs"),
+                sync_ms: num("sync_ms"),
                 current: current.into_iter().map(|(_, v)| v).collect(),
                 name: n,
             });

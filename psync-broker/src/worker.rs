@@ -234,10 +234,15 @@ struct Shared {
     stop: AtomicBool,
     tasks_done: AtomicU64,
     bytes: AtomicU64,
+    /// `syncfs` calls before commits, and the time they took (µs).
+    syncs: AtomicU64,
+    sync_us: AtomicU64,
     /// Bytes, when, and the rate of the last [`Shared::rate`].
     last_rate: Mutex<(u64, Instant, u64)>,
     current: Mutex<Vec<String>>,
     sink: OutageSink,
+    /// Outages seen by any connection, for the cluster log.
+    outages: (Sender<String>, Receiver<String>),
     wake: (Sender<()>, Receiver<()>),
 }
 
@@ -268,6 +273,7 @@ impl Worker {
         sink: OutageSink,
     ) -> Worker {
         let want = opts.threads.max(1);
+        let outages = crossbeam_channel::bounded(64);
         Worker {
             shared: Arc::new(Shared {
                 client,
@@ -290,8 +296,21 @@ impl Worker {
                 tasks_done: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 last_rate: Mutex::new((0, Instant::now(), 0)),
+                syncs: AtomicU64::new(0),
+                sync_us: AtomicU64::new(0),
                 current: Mutex::new(Vec::new()),
-                sink,
+                sink: {
+                    // An outage's end (how long it was) also goes to the
+                    // cluster log (the control loop sends it).
+                    let tx = outages.0.clone();
+                    Arc::new(move |o: &Outage| {
+                        sink(o);
+                        if let Outage::Back(_) = o {
+                            let _ = tx.try_send(o.describe());
+                        }
+                    })
+                },
+                outages,
                 wake: crossbeam_channel::bounded(1),
             }),
         }
@@ -749,7 +768,14 @@ impl Shared {
             let Some(engine) = self.slot(run).and_then(|s| s.engine()) else {
                 continue;
             };
-            if let Err(e) = engine.sync_written()
+            let start = Instant::now();
+            let flushed = engine.sync_written();
+            if !matches!(flushed, Ok(false)) {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.sync_us.fetch_add(us, Ordering::Relaxed);
+            }
+            if let Err(e) = flushed
                 && let Some(f) = batch.iter_mut().find(|f| f.d.run == run)
             {
                 f.report.counts.failed += 1;
@@ -900,6 +926,14 @@ impl Shared {
             ),
             ("hb".into(), keys::now_ms().to_string()),
             ("rate".into(), self.rate().to_string()),
+            (
+                "syncs".into(),
+                self.syncs.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "sync_ms".into(),
+                (self.sync_us.load(Ordering::Relaxed) / 1000).to_string(),
+            ),
         ];
         for (i, c) in cur.iter().enumerate() {
             info.push((format!("t:{i}"), c.clone()));
@@ -926,6 +960,9 @@ impl Shared {
         let Ok((shutdown, want, runs)) = r else {
             return;
         };
+        for o in self.outages.1.try_iter().collect::<Vec<_>>() {
+            self.log(con, "warn", None, &o);
+        }
         if shutdown.is_some_and(|t| t >= started) {
             self.leaving.store(true, Ordering::Relaxed);
         }

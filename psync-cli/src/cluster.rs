@@ -202,7 +202,7 @@ fn print_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
     for w in &s.workers {
         writeln!(
             out,
-            "  {:<24} {:<8} host {} threads {} busy {} tasks {} copied {} at {} heartbeat {:.1}s ago",
+            "  {:<24} {:<8} host {} threads {} busy {} tasks {} copied {} at {} flushes {} ({} ms) heartbeat {:.1}s ago",
             w.name,
             w.state,
             w.host,
@@ -211,6 +211,8 @@ fn print_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
             w.tasks_done,
             bytes(w.bytes),
             rate(w.bytes_per_sec as f64),
+            w.syncs,
+            w.sync_ms,
             w.heartbeat_age_ms as f64 / 1000.0
         )?;
         for (i, c) in w.current.iter().enumerate() {
