@@ -617,6 +617,11 @@ fn workers_wait_out_a_broker_unreachable_for_20_seconds() {
     let o = run.wait_with_output().unwrap();
     assert_ok(&o, &c);
     rsync_oracle_without_delete(&t.src(), &t.dst());
+    // The outage was seen and reported, by the follower and the workers.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("broker unreachable"), "{err}");
+    let log = c.log();
+    assert!(log.contains("broker reachable again after"), "{log}");
 }
 
 #[test]
