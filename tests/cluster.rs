@@ -312,6 +312,25 @@ fn an_unreachable_broker_is_a_clear_error() {
         err.contains(&format!("127.0.0.1:{port}")) && err.contains("refused"),
         "{err}"
     );
+    assert!(
+        !t.dst().exists(),
+        "the target root was made for a run never submitted"
+    );
+}
+
+#[test]
+fn relative_roots_are_resolved_where_the_run_is_submitted() {
+    let t = TestDir::new("cluster_relative");
+    let c = cluster!(t, 1);
+    mixed_tree(&t.src(), 2, 5);
+    let o = c
+        .cmd()
+        .current_dir(t.path())
+        .args(["sync", "-q", "src", "dst"])
+        .output()
+        .unwrap();
+    assert_ok(&o, &c);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
 }
 
 #[test]
@@ -399,7 +418,7 @@ fn pause_resume_cancel_threads_and_shutdown() {
         "{}",
         String::from_utf8_lossy(&w.stderr)
     );
-    assert!(String::from_utf8_lossy(&w.stderr).contains("interrupted"));
+    assert!(String::from_utf8_lossy(&w.stderr).contains("was cancelled"));
     let s = c.psync(&["status", &run2, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
     assert_eq!(s["runs"][0]["state"], "cancelled", "{s}");

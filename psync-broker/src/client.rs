@@ -40,6 +40,9 @@ pub enum BrokerError {
     /// No run of this id on the broker (or it expired).
     #[error("no run {0} on the broker")]
     NoRun(RunId),
+    /// Following a run was interrupted; the run goes on.
+    #[error("stopped following run {0}, which goes on (psync wait {0} follows it again)")]
+    Interrupted(RunId),
     /// The run's spec or seed could not be encoded.
     #[error("cannot encode the run: {0}")]
     Encode(String),
@@ -270,6 +273,9 @@ pub struct Status {
 pub struct Broker {
     client: redis::Client,
     shown: String,
+    /// The URL it was opened with: a failed first contact is explained
+    /// with its hints ([`crate::config::BrokerUrl::connect`]).
+    url: Option<crate::config::BrokerUrl>,
     sink: OutageSink,
 }
 
@@ -288,6 +294,7 @@ impl Broker {
         Broker {
             client,
             shown: shown.into(),
+            url: None,
             sink: Arc::new(|o| eprintln!("psync: {}", o.describe())),
         }
     }
@@ -298,7 +305,19 @@ impl Broker {
     /// The URL's settings do not make a client (a CA file that cannot
     /// be read).
     pub fn open(url: &crate::config::BrokerUrl) -> Result<Broker, crate::config::ConfigError> {
-        Ok(Broker::new(url.client()?, url.to_string()))
+        let mut b = Broker::new(url.client()?, url.to_string());
+        b.url = Some(url.clone());
+        Ok(b)
+    }
+
+    /// Contacts the broker once, without waiting for it: what a
+    /// submitter checks before it prepares a run (which creates the
+    /// target root).
+    ///
+    /// # Errors
+    /// The broker cannot be reached, or refuses the credentials.
+    pub fn check(&self) -> Result<(), BrokerError> {
+        self.reach().map(drop)
     }
 
     /// Where outages of the broker are reported while a call waits for
@@ -324,11 +343,19 @@ impl Broker {
     /// A first contact that fails at once when the broker is not there.
     fn reach(&self) -> Result<Conn, BrokerError> {
         let mut con = self.conn();
-        con.once(|c| redis::cmd("PING").query::<String>(c))
-            .map_err(|source| BrokerError::Unreachable {
+        if let Err(source) = con.once(|c| redis::cmd("PING").query::<String>(c)) {
+            // The URL's own connection says why, with a hint where one
+            // helps (TLS or not, a cluster's CA).
+            if let Some(url) = &self.url
+                && let Err(e) = url.connect(Duration::from_secs(5))
+            {
+                return Err(BrokerError::Config(e));
+            }
+            return Err(BrokerError::Unreachable {
                 broker: self.shown.clone(),
                 source,
-            })?;
+            });
+        }
         Ok(con)
     }
 
@@ -345,6 +372,13 @@ impl Broker {
         let mut spec = spec.clone();
         if spec.flush == Flush::Off {
             spec.flush = Flush::End;
+        }
+        // Workers elsewhere take roots only as absolute paths: relative
+        // ones are resolved here, where the run was prepared.
+        for root in [&mut spec.src, &mut spec.dst] {
+            *root = std::path::absolute(&*root).map_err(|e| {
+                BrokerError::Refused(format!("{}: cannot make it absolute: {e}", root.display()))
+            })?;
         }
         let spec = &spec;
         let run = RunId(spec.run_id);
@@ -416,6 +450,23 @@ impl Broker {
         messages: &mut dyn FnMut(&LogEntry),
         quit: &AtomicBool,
     ) -> Result<RunEnd, BrokerError> {
+        self.follow_with(run, events, messages, quit, true)
+    }
+
+    /// [`Broker::follow`], but with `cancel` false setting `quit` only
+    /// stops following (`psync wait`: the run goes on), with
+    /// [`BrokerError::Interrupted`].
+    ///
+    /// # Errors
+    /// As [`Broker::follow`], and [`BrokerError::Interrupted`].
+    pub fn follow_with(
+        &self,
+        run: RunId,
+        events: &Sender<Event>,
+        messages: &mut dyn FnMut(&LogEntry),
+        quit: &AtomicBool,
+        cancel: bool,
+    ) -> Result<RunEnd, BrokerError> {
         let keys = RunKeys::new(run.0);
         let mut con = self.reach()?;
         let never = AtomicBool::new(false);
@@ -430,6 +481,9 @@ impl Broker {
         let mut cancelled = false;
         loop {
             if quit.load(Ordering::Relaxed) && !cancelled {
+                if !cancel {
+                    return Err(BrokerError::Interrupted(run));
+                }
                 cancelled = true;
                 self.cancel(run)?;
             }
@@ -464,8 +518,11 @@ impl Broker {
             }
             if refused_check.elapsed() >= Duration::from_secs(1) {
                 refused_check = Instant::now();
-                if !ended.contains_key("end") && self.refused_by_all(&mut con, &keys)? {
-                    end_run(&mut con, &never, run.0, "refused", None)?;
+                if !ended.contains_key("end")
+                    && self.refused_by_all(&mut con, &keys)?
+                    && end_run(&mut con, &never, run.0, "refused", None)?
+                {
+                    cluster_log(&mut con, "error", run, "run refused by every live worker")?;
                 }
             }
             let Some(end) = ended.get("end") else {
@@ -572,7 +629,11 @@ impl Broker {
         let mut con = self.reach()?;
         self.state(&mut con, &RunKeys::new(run.0))?;
         let never = AtomicBool::new(false);
-        Ok(end_run(&mut con, &never, run.0, "cancelled", None)?)
+        let ended = end_run(&mut con, &never, run.0, "cancelled", None)?;
+        if ended {
+            cluster_log(&mut con, "warn", run, "run cancelled")?;
+        }
+        Ok(ended)
     }
 
     /// The runs a command without a run id is for: every run under way.
@@ -861,6 +922,33 @@ impl Broker {
             }
         }
     }
+}
+
+/// A line in the cluster log from this process (an operator's command
+/// or a follower), named `psync@HOST`.
+fn cluster_log(con: &mut Conn, level: &str, run: RunId, msg: &str) -> redis::RedisResult<()> {
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let never = AtomicBool::new(false);
+    con.call(&never, |c| {
+        redis::cmd("XADD")
+            .arg(LOG)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(keys::LOG_MAXLEN)
+            .arg("*")
+            .arg("l")
+            .arg(level)
+            .arg("w")
+            .arg(format!("psync@{host}"))
+            .arg("m")
+            .arg(msg)
+            .arg("r")
+            .arg(run.to_string())
+            .exec(c)
+    })
 }
 
 /// Ends a run that did not complete (`how`: `cancelled` or `stopped`,

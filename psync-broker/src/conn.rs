@@ -131,12 +131,16 @@ impl Conn {
                 }
                 Err(e) if is_outage(&e) => {
                     self.con = None;
+                    // A signal (EINTR) or a stop is not the server's doing.
+                    if quit.load(Ordering::Relaxed) {
+                        return Err(e);
+                    }
+                    if interrupted(&e) {
+                        continue;
+                    }
                     if self.down_since.is_none() {
                         self.down_since = Some(Instant::now());
                         (self.sink)(&Outage::Lost(e.to_string()));
-                    }
-                    if quit.load(Ordering::Relaxed) {
-                        return Err(e);
                     }
                     sleep_unless(quit, backoff);
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -145,6 +149,13 @@ impl Conn {
             }
         }
     }
+}
+
+/// An error of a system call interrupted by a signal.
+fn interrupted(e: &RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// Sleeps `d`, waking early (every 50 ms) when `quit` is set.

@@ -1188,12 +1188,15 @@ impl Shared {
                 let got = self.claim(con, &slot, &consumer, min_idle, free - claimed.min(free));
                 if got > 0 {
                     claimed += got;
-                    let why = if dead {
-                        format!("took {got} tasks of {consumer}, which is gone")
+                    let tasks = if got == 1 { "task" } else { "tasks" };
+                    let why = if consumer == HANDBACK {
+                        format!("took {got} {tasks} handed back")
+                    } else if dead {
+                        format!("took {got} {tasks} of {consumer}, which is gone")
                     } else if consumer == self.opts.name {
-                        format!("took back {got} of its own tasks it had lost track of")
+                        format!("took back {got} of its own {tasks} it had lost track of")
                     } else {
-                        format!("took {got} tasks of {consumer} whose lease lapsed")
+                        format!("took {got} {tasks} of {consumer}, whose lease lapsed")
                     };
                     self.log(con, "warn", Some(slot.run), &why);
                 }
@@ -1306,7 +1309,7 @@ impl Shared {
 
     /// Leaves the cluster: heartbeat gone, out of every run's group where
     /// it holds nothing; its registry entry stays (state `left`, its
-    /// counts) until it expires a day later.
+    /// counts) until it expires an hour later.
     fn leave(&self, con: &mut Conn) {
         let name = &self.opts.name;
         for slot in self.slots() {
@@ -1318,6 +1321,7 @@ impl Shared {
                 .del(keys::alive(name))
                 .hset(keys::worker(name), "state", "left")
                 .hset(keys::worker(name), "busy", 0)
+                .expire(keys::worker(name), 3600)
                 .exec(c)
         });
     }

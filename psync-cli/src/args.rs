@@ -47,7 +47,8 @@ pub enum Command {
     Worker(WorkerArgs),
 
     /// Follow a run submitted with `sync --detach` to its end, with the
-    /// same output and exit status as `sync`.
+    /// same output and exit status as `sync`. An interrupt stops
+    /// following (exit 2); the run goes on.
     Wait {
         #[command(flatten)]
         run: RunArg,

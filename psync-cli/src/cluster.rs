@@ -43,6 +43,8 @@ impl BrokerArgs {
 /// modify window), submits it, and follows it like a local run.
 pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     let broker = args.broker.connect()?;
+    // Before the target root is made: an unreachable broker changes nothing.
+    broker.check()?;
     let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let builder = args.builder(tx.clone());
     let syncer = builder.build()?;
@@ -72,7 +74,8 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
             link: None,
         });
     }
-    follow(&broker, run, args.json, args.quiet, args.dry_run, tx, rx)
+    let flags = (args.json, args.quiet, args.dry_run);
+    follow(&broker, run, flags, true, tx, rx)
 }
 
 /// Follows `run` with the local run's output and exit status; an
@@ -80,9 +83,8 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
 fn follow(
     broker: &Broker,
     run: RunId,
-    json: bool,
-    quiet: bool,
-    dry_run: bool,
+    (json, quiet, dry_run): (bool, bool, bool),
+    cancel: bool,
     tx: crossbeam_channel::Sender<Event>,
     rx: crossbeam_channel::Receiver<Event>,
 ) -> Result<ExitCode, Fatal> {
@@ -97,7 +99,7 @@ fn follow(
             output::eprint(&e.line());
         }
     };
-    let end = broker.follow(run, &tx, &mut say, &quit);
+    let end = broker.follow_with(run, &tx, &mut say, &quit, cancel);
     drop(tx);
     let mut out = printer.join().map_err(|_| "the output thread panicked")?;
     let end = match end {
@@ -107,19 +109,23 @@ fn follow(
             return Err(e.into());
         }
     };
-    match end.end {
-        End::Refused => out.stderr("every live worker refused the run (their reasons are above)"),
-        End::Cancelled => out.stderr(&format!("run {run} was cancelled")),
-        _ => {}
-    }
-    Ok(ExitCode::from(finish(&mut out, &end.report)))
+    // A run that ended without finishing says how, not "interrupted".
+    let why = match end.end {
+        End::Refused => "every live worker refused the run (their reasons are above)".into(),
+        End::Cancelled => format!("run {run} was cancelled"),
+        _ => return Ok(ExitCode::from(finish(&mut out, &end.report))),
+    };
+    out.summary(&end.report, FATAL);
+    out.stderr(&why);
+    Ok(ExitCode::from(FATAL))
 }
 
 /// `psync wait RUN`.
 pub fn wait(broker: &BrokerArgs, run: RunId, json: bool, quiet: bool) -> Result<ExitCode, Fatal> {
     let broker = broker.connect()?;
     let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
-    follow(&broker, run, json, quiet, false, tx, rx)
+    // Interrupted, `wait` stops following: the run goes on.
+    follow(&broker, run, (json, quiet, false), false, tx, rx)
 }
 
 /// `psync worker`.
@@ -188,12 +194,16 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
 pub fn status(broker: &BrokerArgs, run: Option<RunId>, json: bool) -> Result<ExitCode, Fatal> {
     let s = broker.connect()?.status(run)?;
     let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", serde_json::to_string(&s)?)?;
+    let printed = if json {
+        writeln!(out, "{}", serde_json::to_string(&s)?)
     } else {
-        print_status(&mut out, &s)?;
+        print_status(&mut out, &s)
+    };
+    match printed {
+        // `psync status | head`: the reader had enough.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => Ok(r.map(|()| ExitCode::SUCCESS)?),
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn print_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
