@@ -13,16 +13,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A broker and its workers; workers are killed on drop.
-struct Cluster {
-    redis: Redis,
-    workers: Vec<(String, Child)>,
-    allow: PathBuf,
-    logs: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) redis: Redis,
+    pub(crate) workers: Vec<(String, Child)>,
+    pub(crate) allow: PathBuf,
+    pub(crate) logs: PathBuf,
 }
 
 impl Cluster {
     /// A redis-server and `n` workers (2 threads each) allowed `allow`.
-    fn start(redis: Redis, t: &TestDir, n: usize) -> Cluster {
+    pub(crate) fn start(redis: Redis, t: &TestDir, n: usize) -> Cluster {
         let logs = t.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let mut c = Cluster {
@@ -38,7 +38,7 @@ impl Cluster {
         c
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = psync_cmd();
         c.env("PSYNC_BROKER", self.redis.url());
         c
@@ -46,7 +46,7 @@ impl Cluster {
 
     /// Starts a worker named `name` (2 threads, heartbeat 0.2 s, lease
     /// 5 s, grace 5 s) with `extra` arguments.
-    fn worker(&mut self, name: &str, extra: &[&str]) {
+    pub(crate) fn worker(&mut self, name: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.logs.join(format!("{name}.log"))).unwrap();
         let child = self
             .cmd()
@@ -70,7 +70,7 @@ impl Cluster {
     }
 
     /// Waits until `n` workers are alive.
-    fn wait_workers(&self, n: usize) {
+    pub(crate) fn wait_workers(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.status()["workers"]
             .as_array()
@@ -86,7 +86,7 @@ impl Cluster {
         }
     }
 
-    fn worker_logs(&self) -> String {
+    pub(crate) fn worker_logs(&self) -> String {
         let mut all = String::new();
         for (name, _) in &self.workers {
             let log =
@@ -96,11 +96,11 @@ impl Cluster {
         all
     }
 
-    fn psync(&self, args: &[&str]) -> Output {
+    pub(crate) fn psync(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run psync")
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let o = self.psync(&["status", "--json"]);
         assert!(
             o.status.success(),
@@ -111,7 +111,7 @@ impl Cluster {
     }
 
     /// `psync sync` through the broker, with `args`.
-    fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
+    pub(crate) fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
         self.cmd()
             .arg("sync")
             .args(args)
@@ -122,11 +122,11 @@ impl Cluster {
     }
 
     /// The cluster log's lines.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         String::from_utf8_lossy(&self.psync(&["logs"]).stdout).into_owned()
     }
 
-    fn kill(&mut self, name: &str) {
+    pub(crate) fn kill(&mut self, name: &str) {
         let (_, child) = self.workers.iter_mut().find(|(n, _)| n == name).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -143,7 +143,7 @@ impl Drop for Cluster {
 }
 
 /// Asserts a run's success, showing everything when it failed.
-fn assert_ok(o: &Output, c: &Cluster) {
+pub(crate) fn assert_ok(o: &Output, c: &Cluster) {
     assert!(
         o.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}\nworkers: {}\ncluster log:\n{}",
@@ -158,7 +158,7 @@ fn assert_ok(o: &Output, c: &Cluster) {
 /// A mixed tree: `dirs` directories of `files` small files, four large
 /// files of 3 MiB (chunked at 1 MiB), hard links across directories, a
 /// symlink.
-fn mixed_tree(src: &Path, dirs: usize, files: usize) {
+pub(crate) fn mixed_tree(src: &Path, dirs: usize, files: usize) {
     for d in 0..dirs {
         let dir = src.join(format!("d{d}/sub"));
         std::fs::create_dir_all(&dir).unwrap();

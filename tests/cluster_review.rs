@@ -1,0 +1,411 @@
+//! An adversarial review of the broker (issue 15): runs that end wrong,
+//! hang, or lose or double what they report, each shown by a failing
+//! test. Real redis-server and worker processes (`tests/cluster.rs`'s
+//! `Cluster`), or in-process workers whose engine is a stand-in that
+//! does no file system work, so that a test decides exactly when each
+//! task runs and ends.
+
+use crate::cluster::{Cluster, assert_ok};
+use crate::util::TestDir;
+use crate::util::compare::temp_like;
+use crate::util::rsync::{require_rsync, rsync_oracle};
+use psync::broker::{Broker, RunEngine, Worker, WorkerOptions};
+use psync::{Event, Name, Op, RelPath, Task};
+use psync::{Outcome, TaskContext, TaskReport, TaskRunner};
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+macro_rules! cluster {
+    ($t:expr, $n:expr) => {{
+        if !require_rsync() {
+            return;
+        }
+        let redis = require_redis!();
+        Cluster::start(redis, &$t, $n)
+    }};
+}
+
+/// A worker SIGKILLed while it replaces a file (a named temporary in the
+/// target, `.psync-tmp.*`, being filled): another worker finishes the run,
+/// exit 0. The run must leave the target identical to the source, which
+/// the dead worker's temporary is not part of.
+#[test]
+fn a_worker_killed_while_it_replaces_a_file_leaves_no_temporary_behind() {
+    let t = TestDir::new("cluster_review_kill_temp");
+    let mut c = cluster!(t, 1);
+    let (src, dst) = (t.src(), t.dst());
+    let big = |seed: u64| crate::util::tree::random_bytes(seed, 96 << 20);
+    std::fs::write(src.join("big"), big(1)).unwrap();
+    std::fs::write(src.join("small"), "small").unwrap();
+    // Not chunked: one copy to a temporary, renamed over the old file.
+    let args = ["--chunk-size", "1G", "-q"];
+    assert_ok(&c.sync(&src, &dst, &args), &c);
+    std::fs::write(src.join("big"), big(2)).unwrap();
+    let run = c
+        .cmd()
+        .arg("sync")
+        .args(args)
+        .arg(&src)
+        .arg(&dst)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The only worker is filling the temporary: kill it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while temp_like(&dst).is_empty() {
+        assert!(Instant::now() < deadline, "no temporary seen");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    c.kill("w0");
+    let left = temp_like(&dst);
+    assert!(!left.is_empty(), "the temporary is there after the kill");
+    c.worker("w1", &[]);
+    let o = run.wait_with_output().unwrap();
+    assert_ok(&o, &c);
+    assert_eq!(std::fs::read(dst.join("big")).unwrap(), big(2));
+    let after = temp_like(&dst);
+    assert!(
+        after.is_empty(),
+        "the run reported success with the dead worker's temporaries in the target: {:?}",
+        after
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect::<Vec<_>>()
+    );
+    rsync_oracle(&src, &dst);
+}
+
+// ---- in-process workers with a stand-in engine ----
+
+type Behave = dyn Fn(&Task, &mut dyn TaskContext) -> Outcome + Send + Sync;
+
+/// An engine that does what `behave` says with each task and nothing on
+/// any file system.
+struct StandIn {
+    behave: Arc<Behave>,
+    quit: AtomicBool,
+}
+
+impl TaskRunner for StandIn {
+    fn run(&self, task: Task, cx: &mut dyn TaskContext) -> Outcome {
+        (self.behave)(&task, cx)
+    }
+    fn acknowledge(&self, _: TaskReport) {}
+}
+
+impl RunEngine for StandIn {
+    fn sync_written(&self) -> Result<bool, psync::Error> {
+        Ok(false)
+    }
+    fn stopped(&self) -> Option<psync::Stopped> {
+        None
+    }
+    fn quit(&self) {
+        self.quit.store(true, Ordering::SeqCst);
+    }
+    fn quitting(&self) -> bool {
+        self.quit.load(Ordering::SeqCst)
+    }
+    fn end_unfinished(&self) {}
+}
+
+/// A worker thread (2 executors, heartbeat 0.1 s) whose runs' engines
+/// are stand-ins doing `behave`: its `leave` flag and its thread.
+fn stand_in_worker(
+    url: &str,
+    name: &str,
+    behave: Arc<Behave>,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let client = redis::Client::open(url).unwrap();
+    let mut opts = WorkerOptions::new(2);
+    opts.name = name.to_string();
+    opts.tick = Duration::from_millis(100);
+    opts.alive_ttl = Duration::from_secs(1);
+    opts.lease = Duration::from_secs(5);
+    opts.grace = Duration::ZERO;
+    let make: psync::broker::MakeEngine = Arc::new(move |_spec, _events, _stats| {
+        Ok(Arc::new(StandIn {
+            behave: Arc::clone(&behave),
+            quit: AtomicBool::new(false),
+        }) as Arc<dyn RunEngine>)
+    });
+    let accept: psync::broker::Accept = Arc::new(|_| Ok(()));
+    let check: psync::broker::CheckTask = Arc::new(|_| Ok(()));
+    let w = Worker::new(client, opts, accept, make, check, Arc::new(|_| {}));
+    let leave = Arc::new(AtomicBool::new(false));
+    let l = Arc::clone(&leave);
+    let h = std::thread::spawn(move || {
+        let hurry = AtomicBool::new(true);
+        w.run(&l, &hurry).expect("worker runs");
+    });
+    (leave, h)
+}
+
+/// A run's spec and seed (a real prepare: the stand-in ignores them).
+fn prepared(t: &TestDir) -> (psync::RunSpec, Task) {
+    psync::builder(t.src(), t.dst())
+        .build()
+        .unwrap()
+        .prepare()
+        .unwrap()
+}
+
+/// The stand-in's children: tasks with distinct ids.
+fn child(i: usize) -> Task {
+    Task::DropLinks {
+        rel: RelPath::root(),
+        bucket: Name::from(format!("child{i}").as_str()),
+    }
+}
+
+fn bucket(t: &Task) -> Option<String> {
+    match t {
+        Task::DropLinks { bucket, .. } => Some(String::from_utf8_lossy(bucket.as_bytes()).into()),
+        _ => None,
+    }
+}
+
+/// A gate that tasks wait at until the test opens it.
+#[derive(Default)]
+struct Gate(Mutex<bool>, std::sync::Condvar);
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.0.lock().unwrap();
+        while !*open {
+            open = self.1.wait(open).unwrap();
+        }
+    }
+    fn open(&self) {
+        *self.0.lock().unwrap() = true;
+        self.1.notify_all();
+    }
+}
+
+/// Follows `run` on a thread: its end (or error) and every event.
+fn follow_in_thread(
+    broker: Broker,
+    run: psync::broker::RunId,
+) -> std::sync::mpsc::Receiver<(Result<psync::broker::RunEnd, String>, Vec<Event>)> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let quit = AtomicBool::new(false);
+        let end = broker
+            .follow(run, &tx, &mut |_| {}, &quit)
+            .map_err(|e| e.to_string());
+        drop(tx);
+        let events: Vec<Event> = rx
+            .iter()
+            .filter(|e| !matches!(e, Event::Progress(_)))
+            .collect();
+        let _ = done_tx.send((end, events));
+    });
+    done_rx
+}
+
+/// A task that spawned children while it ran (64 are sent at once,
+/// before it ends) is under way when the server loses its last moments
+/// (`appendfsync everysec` on a node that crashes: here the server is
+/// restarted from a snapshot taken as the task started). The children it
+/// sent early are gone from the server; the worker forgot them when the
+/// server said they were stored, and its finish sends only the rest. The
+/// run must still run every child before it completes.
+#[test]
+fn children_sent_early_are_not_lost_when_the_server_loses_its_last_second() {
+    let t = TestDir::new("cluster_review_lost_spawns");
+    let mut redis = require_redis!();
+    const CHILDREN: usize = 100;
+    let started = Arc::new(Gate::default());
+    let go_spawn = Arc::new(Gate::default());
+    let spawned = Arc::new(Gate::default());
+    let go_on = Arc::new(Gate::default());
+    let ran: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let behave: Arc<Behave> = {
+        let (started, go_spawn, spawned, go_on, ran) = (
+            Arc::clone(&started),
+            Arc::clone(&go_spawn),
+            Arc::clone(&spawned),
+            Arc::clone(&go_on),
+            Arc::clone(&ran),
+        );
+        Arc::new(move |task, cx| {
+            match task {
+                Task::Dir { .. } => {
+                    started.open();
+                    go_spawn.wait();
+                    for i in 0..CHILDREN {
+                        cx.spawn(child(i));
+                    }
+                    spawned.open();
+                    go_on.wait();
+                }
+                t => {
+                    // Children run only once the server has restarted.
+                    go_on.wait();
+                    ran.lock().unwrap().extend(bucket(t));
+                }
+            }
+            Outcome::Done(TaskReport::default())
+        })
+    };
+    let (leave, worker) = stand_in_worker(&redis.url(), "w", behave);
+    let (spec, seed) = prepared(&t);
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &seed).unwrap();
+    started.wait();
+    // The server's state as the root task runs (delivered, nothing
+    // spawned yet): what survives of the last moments.
+    let _: () = redis::cmd("SAVE").query(&mut redis.connect()).unwrap();
+    go_spawn.open();
+    spawned.wait();
+    redis.restart(Duration::from_millis(100));
+    go_on.open();
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
+        run,
+    );
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    if outcome.is_err() {
+        let _ = broker.cancel(run);
+    }
+    worker.join().unwrap();
+    let (end, _) = outcome.expect("the run ends");
+    let end = end.unwrap();
+    assert_eq!(end.end, psync::broker::End::Done);
+    let ran = ran.lock().unwrap();
+    let missing: Vec<String> = (0..CHILDREN)
+        .map(|i| format!("child{i}"))
+        .filter(|b| !ran.contains(b))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the run completed without running {} of its {CHILDREN} tasks: {missing:?}",
+        missing.len()
+    );
+}
+
+/// A task whose engine panics on every delivery. A local run stops with
+/// an error (`a_panicking_task_stops_the_run_with_an_error`); through the
+/// broker, the run must end too (not complete: failed), not hand the task
+/// back forever.
+#[test]
+fn a_task_that_panics_on_every_delivery_ends_the_run() {
+    let t = TestDir::new("cluster_review_panic");
+    let redis = require_redis!();
+    let tries = Arc::new(Mutex::new(0u32));
+    let behave: Arc<Behave> = {
+        let tries = Arc::clone(&tries);
+        Arc::new(move |task, _cx| {
+            if matches!(task, Task::Dir { .. }) {
+                *tries.lock().unwrap() += 1;
+                panic!("a bug in the engine");
+            }
+            Outcome::Done(TaskReport::default())
+        })
+    };
+    let (leave, worker) = stand_in_worker(&redis.url(), "w", behave);
+    let (spec, seed) = prepared(&t);
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &seed).unwrap();
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
+        run,
+    );
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    if outcome.is_err() {
+        let _ = broker.cancel(run);
+    }
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    let tries = *tries.lock().unwrap();
+    let (end, events) = outcome.unwrap_or_else(|_| {
+        panic!("the run never ended: its task panicked {tries} times and went back each time")
+    });
+    let end = end.unwrap();
+    assert!(!end.report.success(), "{:?}", end.report);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Error { message, .. } if message.contains("panicked"))),
+        "{events:?}"
+    );
+}
+
+/// The follower reads the run's event log, then its state; the last
+/// task's finish adds its events and ends the run in one step. When that
+/// step falls between the follower's read of an empty log and its read
+/// of the state, the follower ends without the last task's events (an
+/// error or itemized change of the root's finish, on a real run). A
+/// delay between the follower and the server (a cluster network, here
+/// 0.3 s each way) widens that moment; the test ends the last task in it.
+#[test]
+fn the_follower_reports_the_events_of_the_run_s_last_task() {
+    let t = TestDir::new("cluster_review_last_events");
+    let redis = require_redis!();
+    let gate = Arc::new(Gate::default());
+    let behave: Arc<Behave> = {
+        let gate = Arc::clone(&gate);
+        Arc::new(move |_task, _cx| {
+            gate.wait();
+            let mut report = TaskReport::default();
+            report.counts.failed = 1;
+            report.events.push(Event::Error {
+                path: RelPath::root(),
+                op: Op::SetTimes,
+                side: psync::Side::Target,
+                errno: None,
+                message: "the last task's error".into(),
+            });
+            Outcome::Done(report)
+        })
+    };
+    let (leave, worker) = stand_in_worker(&redis.url(), "w", behave);
+    let (spec, seed) = prepared(&t);
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &seed).unwrap();
+    let upstream: std::net::SocketAddr = ([127, 0, 0, 1], redis.port()).into();
+    let proxy =
+        psync::broker::delay::DelayProxy::start(upstream, Duration::from_millis(300)).unwrap();
+    let far = format!("redis://{}/", proxy.addr());
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(far.as_str()).unwrap(), far),
+        run,
+    );
+    // The follower's XREAD returned (nothing to read): it is on its way
+    // to read the state. End the last task now.
+    let mut con = redis.connect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut con).unwrap();
+        let read_returned = list.lines().any(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            f.contains(&"cmd=xread")
+                && f.iter()
+                    .any(|x| x.starts_with("flags=") && !x.contains('b'))
+        });
+        if read_returned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower never read: {list}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    gate.open();
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    let (end, events) = outcome.expect("the run ends");
+    let end = end.unwrap();
+    assert_eq!(end.report.stats.failed, 1, "counted");
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Error { message, .. } if message == "the last task's error")
+        ),
+        "the follower ended without the last task's error event: {events:?}"
+    );
+}
