@@ -50,6 +50,10 @@ const SPAWN_BATCH: usize = 64;
 /// Finished tasks reported in one pipeline at most.
 const COMMIT_BATCH: usize = 256;
 
+/// The delivery of a task that fails it when it panics (the earlier ones
+/// hand it back: another worker may get through).
+const PANICS: u32 = 3;
+
 /// How a worker works (see [`Worker::new`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -614,6 +618,7 @@ impl Shared {
             return self.reject(con, &slot, d, why);
         }
         self.set_current(i, describe(&task));
+        let rel = task.rel().clone();
         slot.running.fetch_add(1, Ordering::Relaxed);
         let mut cx = Cx {
             shared: self,
@@ -642,9 +647,31 @@ impl Shared {
             }
             Ok(_) => self.hand_back(con, &d),
             Err(_) => {
-                let msg = format!("a task panicked on this worker (entry {})", d.entry);
+                let msg = format!(
+                    "a task panicked on this worker (entry {}, delivery {})",
+                    d.entry, d.count
+                );
                 self.log(con, "error", Some(d.run), &msg);
-                self.hand_back(con, &d);
+                if d.count < PANICS {
+                    return self.hand_back(con, &d);
+                }
+                // A task that panics wherever it runs: failed, so that
+                // the run ends (a local run stops at its first panic).
+                let mut report = TaskReport::default();
+                report.counts.failed = 1;
+                report.events.push(Event::Error {
+                    path: rel,
+                    op: Op::Transport,
+                    side: Side::Source,
+                    errno: None,
+                    message: format!("worker {}: {msg}: not run again", self.opts.name),
+                });
+                let _ = self.done.0.send(Finished {
+                    d,
+                    spawned: Vec::new(),
+                    deferred: None,
+                    report,
+                });
             }
         }
     }
