@@ -167,6 +167,9 @@ struct Delivery {
 struct Finished {
     d: Delivery,
     spawned: Vec<(TaskId, Vec<u8>)>,
+    /// Children sent while it ran: the finish checks they are still
+    /// there (a server that lost its last writes forgot them).
+    sent: Vec<TaskId>,
     deferred: Option<(TaskId, Vec<u8>)>,
     report: TaskReport,
 }
@@ -628,12 +631,17 @@ impl Shared {
             id: d.id.clone(),
             seen: HashSet::new(),
             spawned: Vec::new(),
+            sent: Vec::new(),
             deferred: None,
             delivery: d.count,
         };
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(task, &mut cx)));
-        let (spawned, deferred) = (std::mem::take(&mut cx.spawned), cx.deferred.take());
+        let (spawned, sent, deferred) = (
+            std::mem::take(&mut cx.spawned),
+            std::mem::take(&mut cx.sent),
+            cx.deferred.take(),
+        );
         slot.running.fetch_sub(1, Ordering::Relaxed);
         self.set_current(i, String::new());
         match outcome {
@@ -641,6 +649,7 @@ impl Shared {
                 let _ = self.done.0.send(Finished {
                     d,
                     spawned,
+                    sent,
                     deferred,
                     report,
                 });
@@ -669,6 +678,7 @@ impl Shared {
                 let _ = self.done.0.send(Finished {
                     d,
                     spawned: Vec::new(),
+                    sent: Vec::new(),
                     deferred: None,
                     report,
                 });
@@ -695,6 +705,7 @@ impl Shared {
         let _ = self.done.0.send(Finished {
             d,
             spawned: Vec::new(),
+            sent: Vec::new(),
             deferred: None,
             report,
         });
@@ -812,6 +823,16 @@ impl Shared {
                 r => r,
             };
             match r.map(|v| parse_finish(&v)) {
+                Ok(Some((4, _, _))) => {
+                    let msg = format!(
+                        "task {}: children it sent are gone from the broker (it lost \
+                         its last writes): the task runs again",
+                        f.d.id
+                    );
+                    self.log(con, "warn", Some(f.d.run), &msg);
+                    self.hand_back(con, &f.d);
+                    continue;
+                }
                 Ok(Some((code, _, refused))) => {
                     if refused {
                         let msg = format!("task {} deferred a second task: not run", f.d.id);
@@ -855,6 +876,10 @@ impl Shared {
             .arg(&self.opts.name)
             .arg(LOG_MAXLEN)
             .arg(crate::completion::END_TTL_SECS);
+        c.arg(f.sent.len());
+        for id in &f.sent {
+            c.arg(id.to_string());
+        }
         c.arg(f.spawned.len());
         for (id, bytes) in &f.spawned {
             c.arg(id.to_string()).arg(bytes.as_slice());
@@ -1321,6 +1346,7 @@ struct Cx<'a> {
     id: String,
     seen: HashSet<TaskId>,
     spawned: Vec<(TaskId, Vec<u8>)>,
+    sent: Vec<TaskId>,
     deferred: Option<(TaskId, Vec<u8>)>,
     delivery: u32,
 }
@@ -1352,7 +1378,7 @@ impl Cx<'_> {
         // Sent or not, they go again with the finish (spawning is
         // idempotent); sent, they need not wait for it.
         if r.is_ok() {
-            self.spawned.clear();
+            self.sent.extend(self.spawned.drain(..).map(|(id, _)| id));
         }
     }
 }
