@@ -469,7 +469,7 @@ fn a_run_completes_across_a_broker_restart_with_aof() {
 
 /// An in-process worker (a thread) with its own copier, allowed `allow`:
 /// the worker's `leave` flag and its thread.
-fn worker_in_process(
+pub(crate) fn worker_in_process(
     url: &str,
     name: &str,
     copier: std::sync::Arc<dyn psync::Copier>,

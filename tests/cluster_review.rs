@@ -409,3 +409,68 @@ fn the_follower_reports_the_events_of_the_run_s_last_task() {
         "the follower ended without the last task's error event: {events:?}"
     );
 }
+
+/// Whoever can write to Redis may queue tasks (ADR 016): a worker checks
+/// their paths, and takes only runs whose roots are under `--allow`. A
+/// task's entries also carry attributes, which a worker applies as the
+/// listing said (the source is not looked at again unless its size,
+/// mtime or ctime changed). A forged copy of a file a user owns, with
+/// root as its owner and the setuid bit, must not make a root worker
+/// write a setuid-root copy of that user's program.
+#[test]
+fn a_forged_task_does_not_make_a_setuid_root_copy_of_a_user_s_file() {
+    use psync::Walker as _;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = TestDir::new("cluster_review_setuid");
+    let redis = require_redis!();
+    let (src, dst) = (t.src(), t.dst());
+    std::fs::write(src.join("tool"), "#!/bin/sh\nid\n").unwrap();
+    std::fs::set_permissions(src.join("tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(src.join("tool"), Some(4321), Some(4321)).unwrap();
+    // The run's one task is the forger's: a copy of `tool` as listed,
+    // but root's and setuid.
+    let (spec, _) = prepared(&t);
+    let listed = psync::FsWalker
+        .list(&psync::Dir::open_root(&src).unwrap())
+        .unwrap();
+    let mut forged = listed.entries[0].clone();
+    assert_eq!(forged.name.as_bytes(), b"tool");
+    forged.uid = 0;
+    forged.gid = 0;
+    forged.mode = 0o4755;
+    let task = Task::Files {
+        rel: RelPath::root(),
+        actions: vec![psync::Action::Copy {
+            src: forged,
+            dst: None,
+            change: psync::Change::new_entry(psync::Kind::File),
+        }],
+        fresh: false,
+        at: None,
+        recheck: false,
+    };
+    let (leave, worker) = crate::cluster::worker_in_process(
+        &redis.url(),
+        "w",
+        Arc::new(psync::GenericCopier::new()),
+        Duration::from_secs(5),
+        t.path().into(),
+    );
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &task).unwrap();
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
+        run,
+    );
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    outcome.expect("the run ends").0.unwrap();
+    let made = std::fs::symlink_metadata(dst.join("tool")).unwrap();
+    assert!(
+        !(made.uid() == 0 && made.mode() & 0o4000 != 0),
+        "a setuid-root copy of uid 4321's program: uid {} mode {:o}",
+        made.uid(),
+        made.mode()
+    );
+}
