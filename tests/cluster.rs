@@ -694,7 +694,7 @@ fn a_run_outside_every_worker_s_allow_is_refused_and_nothing_is_written() {
 }
 
 /// A task as a forger writes it into a run's stream.
-fn forge(redis: &Redis, run: &str, task: &psync::Task) {
+pub(crate) fn forge(redis: &Redis, run: &str, task: &psync::Task) {
     let run_id = u64::from_str_radix(run, 16).unwrap();
     let keys = psync::broker::RunKeys::new(run_id);
     let mut con = redis.connect();

@@ -474,3 +474,66 @@ fn a_forged_task_does_not_make_a_setuid_root_copy_of_a_user_s_file() {
         made.mode()
     );
 }
+
+/// A forged task of the last phase (`Links`) that makes a special file:
+/// the engine makes it as the task's entry says, looking at the source
+/// only for its xattrs (any file of that name will do). A forger gets a world-writable device node of their choosing
+/// (here `/dev/mem`'s numbers) in the target, which is every byte of the
+/// node.
+#[test]
+fn a_forged_task_does_not_make_a_root_worker_create_a_device_node() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = TestDir::new("cluster_review_mknod");
+    let redis = require_redis!();
+    // Any entry of that name in the source (a user's file): its xattrs
+    // are read.
+    std::fs::write(t.src().join("mem"), "").unwrap();
+    let (spec, _) = prepared(&t);
+    let mut dev = psync::Entry::new(Name::from("mem"), psync::Kind::CharDev);
+    dev.mode = 0o666;
+    dev.rdev = libc::makedev(1, 1);
+    dev.nlink = 1;
+    let task = Task::Links {
+        rel: RelPath::root(),
+        actions: vec![psync::Action::Special {
+            src: dev,
+            dst: None,
+            change: psync::Change::new_entry(psync::Kind::CharDev),
+        }],
+        at: None,
+    };
+    // `psync worker`'s checks let it through: its names are clean.
+    psync::broker::config::check_task(&task).unwrap();
+    let (leave, worker) = crate::cluster::worker_in_process(
+        &redis.url(),
+        "w",
+        Arc::new(psync::GenericCopier::new()),
+        Duration::from_secs(5),
+        t.path().into(),
+    );
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &task).unwrap();
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
+        run,
+    );
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    let (end, events) = outcome.expect("the run ends");
+    end.unwrap();
+    let made = std::fs::symlink_metadata(t.dst().join("mem"));
+    if let Ok(m) = &made {
+        let _ = std::fs::remove_file(t.dst().join("mem"));
+        assert!(
+            !m.file_type().is_char_device(),
+            "a forged task made /dev/mem's node in the target: mode {:o} rdev {:x}",
+            m.mode(),
+            m.rdev()
+        );
+    }
+    assert!(
+        made.is_ok(),
+        "nothing made; a failure of the forged task instead: {events:?}"
+    );
+}
