@@ -539,3 +539,78 @@ fn a_forged_task_does_not_make_a_root_worker_create_a_device_node() {
         "{events:?}"
     );
 }
+
+/// The same for a directory's attributes: a forged finish of a directory
+/// (`FinishDir`) whose entry gives it to a user, mode 0777. A directory
+/// root owns in the source and the target must not be handed over (its
+/// new owner could then rename or remove anything in it).
+#[test]
+fn a_forged_task_does_not_give_a_directory_to_a_user() {
+    use psync::Walker as _;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = TestDir::new("cluster_review_forged_dir");
+    let redis = require_redis!();
+    let (src, dst) = (t.src(), t.dst());
+    for root in [&src, &dst] {
+        std::fs::create_dir_all(root.join("d")).unwrap();
+        std::fs::write(root.join("d/secret"), "root's").unwrap();
+        std::fs::set_permissions(root.join("d"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let (spec, _) = prepared(&t);
+    let listed = psync::FsWalker
+        .list(&psync::Dir::open_root(&src).unwrap())
+        .unwrap();
+    let mut forged = listed.entries[0].clone();
+    assert_eq!(forged.name.as_bytes(), b"d");
+    forged.uid = 4321;
+    forged.gid = 4321;
+    forged.mode = 0o777;
+    let task = Task::FinishDir {
+        rel: RelPath::from_bytes(b"d"),
+        src: forged,
+        dst: None,
+        touched: true,
+        // The directory's identity as every engine names it (ADR 014):
+        // a hash of nothing secret (or read from any task of the run).
+        at: Some((src_root_fs_id(), std::fs::metadata(dst.join("d")).unwrap().ino())),
+        pass: 0,
+    };
+    psync::broker::config::check_task(&task).unwrap();
+    let (leave, worker) = crate::cluster::worker_in_process(
+        &redis.url(),
+        "w",
+        Arc::new(psync::GenericCopier::new()),
+        Duration::from_secs(5),
+        t.path().into(),
+    );
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(&spec, &task).unwrap();
+    let done = follow_in_thread(
+        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
+        run,
+    );
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    outcome.expect("the run ends").0.unwrap();
+    let m = std::fs::metadata(dst.join("d")).unwrap();
+    assert!(
+        m.uid() == 0 && m.mode() & 0o777 == 0o700,
+        "a forged task gave root's directory away: uid {} mode {:o}",
+        m.uid(),
+        m.mode()
+    );
+}
+
+/// The run's id of the file system of its source root (and target root,
+/// when one file system holds both): `fsid::Basis::SrcRoot.id(0)`.
+fn src_root_fs_id() -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = twox_hash::XxHash3_64::new();
+    h.write(b"psync file system ");
+    h.write(b"src-root");
+    for v in [0u64, 0, 0] {
+        h.write(&v.to_le_bytes());
+    }
+    h.finish()
+}
