@@ -572,7 +572,10 @@ fn a_forged_task_does_not_give_a_directory_to_a_user() {
         touched: true,
         // The directory's identity as every engine names it (ADR 014):
         // a hash of nothing secret (or read from any task of the run).
-        at: Some((src_root_fs_id(), std::fs::metadata(dst.join("d")).unwrap().ino())),
+        at: Some((
+            src_root_fs_id(),
+            std::fs::metadata(dst.join("d")).unwrap().ino(),
+        )),
         pass: 0,
     };
     psync::broker::config::check_task(&task).unwrap();
@@ -613,4 +616,93 @@ fn src_root_fs_id() -> u64 {
         h.write(&v.to_le_bytes());
     }
     h.finish()
+}
+
+/// A worker reads new tasks of every open run in one `XREADGROUP`, "as
+/// many as it has idle threads, as many again queued" (ADR 016): `COUNT`
+/// is per stream, so with several runs it takes that many of each and
+/// holds them (renewing their leases) while another worker idles. Three
+/// runs of slow tasks, a worker of 1 thread: it must hold at most 2.
+#[test]
+fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
+    let redis = require_redis!();
+    let slow: Arc<Behave> = Arc::new(|task, cx| {
+        if matches!(task, Task::Dir { .. }) {
+            for i in 0..6 {
+                cx.spawn(child(i));
+            }
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Outcome::Done(TaskReport::default())
+    });
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut opts = WorkerOptions::new(1);
+    opts.name = "one".into();
+    opts.tick = Duration::from_millis(100);
+    opts.alive_ttl = Duration::from_secs(1);
+    opts.grace = Duration::ZERO;
+    let make: psync::broker::MakeEngine = Arc::new(move |_, _, _| {
+        Ok(Arc::new(StandIn {
+            behave: Arc::clone(&slow),
+            quit: AtomicBool::new(false),
+        }) as Arc<dyn RunEngine>)
+    });
+    let w = Worker::new(
+        client,
+        opts,
+        Arc::new(|_| Ok(())),
+        make,
+        Arc::new(|_| Ok(())),
+        Arc::new(|_| {}),
+    );
+    let leave = Arc::new(AtomicBool::new(false));
+    let l = Arc::clone(&leave);
+    let worker = std::thread::spawn(move || {
+        w.run(&l, &AtomicBool::new(true)).unwrap();
+    });
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let dirs: Vec<TestDir> = (0..3)
+        .map(|i| TestDir::new(&format!("cluster_review_hoard{i}")))
+        .collect();
+    let runs: Vec<psync::broker::RunId> = dirs
+        .iter()
+        .map(|t| {
+            let (spec, seed) = prepared(t);
+            broker.submit(&spec, &seed).unwrap()
+        })
+        .collect();
+    // What the worker holds: its pending entries in every run's group.
+    let mut con = redis.connect();
+    let mut most = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let mut held = 0;
+        for r in &runs {
+            let keys = psync::broker::RunKeys::new(r.0);
+            let v: redis::Value = redis::cmd("XPENDING")
+                .arg(keys.tasks())
+                .arg("w")
+                .arg("-")
+                .arg("+")
+                .arg(100)
+                .arg("one")
+                .query(&mut con)
+                .unwrap_or(redis::Value::Nil);
+            if let redis::Value::Array(a) = v {
+                held += a.len() as u64;
+            }
+        }
+        most = most.max(held);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    leave.store(true, Ordering::SeqCst);
+    for r in &runs {
+        let _ = broker.cancel(*r);
+    }
+    worker.join().unwrap();
+    assert!(
+        most <= 2,
+        "a worker of 1 thread held {most} tasks at once (3 runs)"
+    );
 }
