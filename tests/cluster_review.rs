@@ -706,3 +706,59 @@ fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
         "a worker of 1 thread held {most} tasks at once (3 runs)"
     );
 }
+
+/// A worker asked to leave (`psync shutdown`, then SIGTERM twice) while
+/// one of its tasks is stuck in a read that never returns (a hung
+/// network file system, here faultfs): a local run exits at a second
+/// signal (`second_signal_exits_at_once_with_status_2`); the worker must
+/// leave too (its stuck task is taken by another worker once its
+/// heartbeat stops), not wait for the read forever.
+#[test]
+fn a_worker_with_a_read_that_never_returns_still_leaves() {
+    use crate::util::faultfs::Fault;
+    let t = TestDir::new("cluster_review_stuck_leave");
+    let mut c = cluster!(t, 0);
+    let back = t.join("src-back");
+    std::fs::create_dir_all(&back).unwrap();
+    std::fs::write(back.join("stuck"), "never read").unwrap();
+    std::fs::write(back.join("ok"), "ok").unwrap();
+    let fs = require_faultfs!(back, t.src(), [Fault::HangRead("/stuck")]);
+    c.worker("w0", &[]);
+    c.wait_workers(1);
+    let o = c.sync(fs.path(), &t.dst(), &["--detach"]);
+    assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    // Copies done but the stuck one.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !t.dst().join("ok").exists() {
+        assert!(Instant::now() < deadline, "nothing copied");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ok(&c.psync(&["shutdown"]), &c);
+    let pid = c.workers[0].1.id().to_string();
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(1500));
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let left = loop {
+        if let Some(st) = c.workers[0].1.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = c.psync(&["cancel", &run]);
+    let logs = c.worker_logs();
+    c.kill("w0");
+    drop(fs);
+    assert!(
+        left.is_some(),
+        "the worker never left (shutdown, then SIGTERM twice): {logs}"
+    );
+}
