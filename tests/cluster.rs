@@ -13,16 +13,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A broker and its workers; workers are killed on drop.
-struct Cluster {
-    redis: Redis,
-    workers: Vec<(String, Child)>,
-    allow: PathBuf,
-    logs: PathBuf,
+pub(crate) struct Cluster {
+    pub(crate) redis: Redis,
+    pub(crate) workers: Vec<(String, Child)>,
+    pub(crate) allow: PathBuf,
+    pub(crate) logs: PathBuf,
 }
 
 impl Cluster {
     /// A redis-server and `n` workers (2 threads each) allowed `allow`.
-    fn start(redis: Redis, t: &TestDir, n: usize) -> Cluster {
+    pub(crate) fn start(redis: Redis, t: &TestDir, n: usize) -> Cluster {
         let logs = t.join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let mut c = Cluster {
@@ -38,7 +38,7 @@ impl Cluster {
         c
     }
 
-    fn cmd(&self) -> Command {
+    pub(crate) fn cmd(&self) -> Command {
         let mut c = psync_cmd();
         c.env("PSYNC_BROKER", self.redis.url());
         c
@@ -46,7 +46,7 @@ impl Cluster {
 
     /// Starts a worker named `name` (2 threads, heartbeat 0.2 s, lease
     /// 5 s, grace 5 s) with `extra` arguments.
-    fn worker(&mut self, name: &str, extra: &[&str]) {
+    pub(crate) fn worker(&mut self, name: &str, extra: &[&str]) {
         let log = std::fs::File::create(self.logs.join(format!("{name}.log"))).unwrap();
         let child = self
             .cmd()
@@ -75,7 +75,7 @@ impl Cluster {
     }
 
     /// Waits until `n` workers are alive.
-    fn wait_workers(&self, n: usize) {
+    pub(crate) fn wait_workers(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.status()["workers"]
             .as_array()
@@ -91,7 +91,7 @@ impl Cluster {
         }
     }
 
-    fn worker_logs(&self) -> String {
+    pub(crate) fn worker_logs(&self) -> String {
         let mut all = String::new();
         for (name, _) in &self.workers {
             let log =
@@ -101,11 +101,11 @@ impl Cluster {
         all
     }
 
-    fn psync(&self, args: &[&str]) -> Output {
+    pub(crate) fn psync(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().expect("run psync")
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let o = self.psync(&["status", "--json"]);
         assert!(
             o.status.success(),
@@ -116,7 +116,7 @@ impl Cluster {
     }
 
     /// `psync sync` through the broker, with `args`.
-    fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
+    pub(crate) fn sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Output {
         self.cmd()
             .arg("sync")
             .args(args)
@@ -127,11 +127,11 @@ impl Cluster {
     }
 
     /// The cluster log's lines.
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         String::from_utf8_lossy(&self.psync(&["logs"]).stdout).into_owned()
     }
 
-    fn kill(&mut self, name: &str) {
+    pub(crate) fn kill(&mut self, name: &str) {
         let (_, child) = self.workers.iter_mut().find(|(n, _)| n == name).unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
@@ -148,7 +148,7 @@ impl Drop for Cluster {
 }
 
 /// Asserts a run's success, showing everything when it failed.
-fn assert_ok(o: &Output, c: &Cluster) {
+pub(crate) fn assert_ok(o: &Output, c: &Cluster) {
     assert!(
         o.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}\nworkers: {}\ncluster log:\n{}",
@@ -163,7 +163,7 @@ fn assert_ok(o: &Output, c: &Cluster) {
 /// A mixed tree: `dirs` directories of `files` small files, four large
 /// files of 3 MiB (chunked at 1 MiB), hard links across directories, a
 /// symlink.
-fn mixed_tree(src: &Path, dirs: usize, files: usize) {
+pub(crate) fn mixed_tree(src: &Path, dirs: usize, files: usize) {
     for d in 0..dirs {
         let dir = src.join(format!("d{d}/sub"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -493,7 +493,7 @@ fn a_run_completes_across_a_broker_restart_with_aof() {
 
 /// An in-process worker (a thread) with its own copier, allowed `allow`:
 /// the worker's `leave` flag and its thread.
-fn worker_in_process(
+pub(crate) fn worker_in_process(
     url: &str,
     name: &str,
     copier: std::sync::Arc<dyn psync::Copier>,
@@ -723,7 +723,7 @@ fn a_run_outside_every_worker_s_allow_is_refused_and_nothing_is_written() {
 }
 
 /// A task as a forger writes it into a run's stream.
-fn forge(redis: &Redis, run: &str, task: &psync::Task) {
+pub(crate) fn forge(redis: &Redis, run: &str, task: &psync::Task) {
     let run_id = u64::from_str_radix(run, 16).unwrap();
     let keys = psync::broker::RunKeys::new(run_id);
     let mut con = redis.connect();

@@ -19,6 +19,7 @@ mod basic;
 mod bind_mounts;
 mod cli;
 mod cluster;
+mod cluster_review;
 mod deep;
 mod deletes;
 mod durability;

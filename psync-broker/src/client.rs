@@ -487,16 +487,17 @@ impl Broker {
                 cancelled = true;
                 self.cancel(run)?;
             }
+            // The state before the log: the last finish logs its events
+            // and ends the run in one step, so a log read after a state
+            // with `end` holds them all.
+            let ended = self.state(&mut con, &keys)?;
             let read: Value = con.call(&never, |c| {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(1000)
-                    .arg("BLOCK")
-                    .arg(200)
-                    .arg("STREAMS")
-                    .arg(keys.events())
-                    .arg(&last)
-                    .query(c)
+                let mut cmd = redis::cmd("XREAD");
+                cmd.arg("COUNT").arg(1000);
+                if !ended.contains_key("end") {
+                    cmd.arg("BLOCK").arg(200);
+                }
+                cmd.arg("STREAMS").arg(keys.events()).arg(&last).query(c)
             })?;
             let entries = log_entries(&read, Some(run));
             let drained = entries.is_empty();
@@ -509,7 +510,6 @@ impl Broker {
                     None => messages(&entry),
                 }
             }
-            let ended = self.state(&mut con, &keys)?;
             if progress.elapsed() >= Duration::from_millis(250) || ended.contains_key("end") {
                 progress = Instant::now();
                 let counts = self.counts(&mut con, &keys)?;

@@ -50,6 +50,10 @@ const SPAWN_BATCH: usize = 64;
 /// Finished tasks reported in one pipeline at most.
 const COMMIT_BATCH: usize = 256;
 
+/// The delivery of a task that fails it when it panics (the earlier ones
+/// hand it back: another worker may get through).
+const PANICS: u32 = 3;
+
 /// How a worker works (see [`Worker::new`]).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -163,6 +167,9 @@ struct Delivery {
 struct Finished {
     d: Delivery,
     spawned: Vec<(TaskId, Vec<u8>)>,
+    /// Children sent while it ran: the finish checks they are still
+    /// there (a server that lost its last writes forgot them).
+    sent: Vec<TaskId>,
     deferred: Option<(TaskId, Vec<u8>)>,
     report: TaskReport,
 }
@@ -653,6 +660,7 @@ impl Shared {
             return self.reject(con, &slot, d, why);
         }
         self.set_current(i, describe(&task));
+        let rel = task.rel().clone();
         slot.running.fetch_add(1, Ordering::Relaxed);
         let mut cx = Cx {
             shared: self,
@@ -662,12 +670,17 @@ impl Shared {
             id: d.id.clone(),
             seen: HashSet::new(),
             spawned: Vec::new(),
+            sent: Vec::new(),
             deferred: None,
             delivery: d.count,
         };
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(task, &mut cx)));
-        let (spawned, deferred) = (std::mem::take(&mut cx.spawned), cx.deferred.take());
+        let (spawned, sent, deferred) = (
+            std::mem::take(&mut cx.spawned),
+            std::mem::take(&mut cx.sent),
+            cx.deferred.take(),
+        );
         slot.running.fetch_sub(1, Ordering::Relaxed);
         self.set_current(i, String::new());
         match outcome {
@@ -675,15 +688,39 @@ impl Shared {
                 let _ = self.done.0.send(Finished {
                     d,
                     spawned,
+                    sent,
                     deferred,
                     report,
                 });
             }
             Ok(_) => self.hand_back(con, &d),
             Err(_) => {
-                let msg = format!("a task panicked on this worker (entry {})", d.entry);
+                let msg = format!(
+                    "a task panicked on this worker (entry {}, delivery {})",
+                    d.entry, d.count
+                );
                 self.log(con, "error", Some(d.run), &msg);
-                self.hand_back(con, &d);
+                if d.count < PANICS {
+                    return self.hand_back(con, &d);
+                }
+                // A task that panics wherever it runs: failed, so that
+                // the run ends (a local run stops at its first panic).
+                let mut report = TaskReport::default();
+                report.counts.failed = 1;
+                report.events.push(Event::Error {
+                    path: rel,
+                    op: Op::Transport,
+                    side: Side::Source,
+                    errno: None,
+                    message: format!("worker {}: {msg}: not run again", self.opts.name),
+                });
+                let _ = self.done.0.send(Finished {
+                    d,
+                    spawned: Vec::new(),
+                    sent: Vec::new(),
+                    deferred: None,
+                    report,
+                });
             }
         }
     }
@@ -707,6 +744,7 @@ impl Shared {
         let _ = self.done.0.send(Finished {
             d,
             spawned: Vec::new(),
+            sent: Vec::new(),
             deferred: None,
             report,
         });
@@ -831,6 +869,16 @@ impl Shared {
                 r => r,
             };
             match r.map(|v| parse_finish(&v)) {
+                Ok(Some((4, _, _))) => {
+                    let msg = format!(
+                        "task {}: children it sent are gone from the broker (it lost \
+                         its last writes): the task runs again",
+                        f.d.id
+                    );
+                    self.log(con, "warn", Some(f.d.run), &msg);
+                    self.hand_back(con, &f.d);
+                    continue;
+                }
                 Ok(Some((code, _, refused))) => {
                     if refused {
                         let msg = format!("task {} deferred a second task: not run", f.d.id);
@@ -874,6 +922,10 @@ impl Shared {
             .arg(&self.opts.name)
             .arg(LOG_MAXLEN)
             .arg(crate::completion::END_TTL_SECS);
+        c.arg(f.sent.len());
+        for id in &f.sent {
+            c.arg(id.to_string());
+        }
         c.arg(f.spawned.len());
         for (id, bytes) in &f.spawned {
             c.arg(id.to_string()).arg(bytes.as_slice());
@@ -1355,6 +1407,7 @@ struct Cx<'a> {
     id: String,
     seen: HashSet<TaskId>,
     spawned: Vec<(TaskId, Vec<u8>)>,
+    sent: Vec<TaskId>,
     deferred: Option<(TaskId, Vec<u8>)>,
     delivery: u32,
 }
@@ -1386,7 +1439,7 @@ impl Cx<'_> {
         // Sent or not, they go again with the finish (spawning is
         // idempotent); sent, they need not wait for it.
         if r.is_ok() {
-            self.spawned.clear();
+            self.sent.extend(self.spawned.drain(..).map(|(id, _)| id));
         }
     }
 }

@@ -7,10 +7,13 @@
 -- A run that has ended (complete, cancelled, stopped) takes nothing.
 -- KEYS: state, stream, the task's record, counts, events.
 -- ARGV: prefix, group, entry id ('' for none), task id, worker, events
--- maxlen, ttl (s), then: nspawn, {child id, child bytes} x nspawn,
+-- maxlen, ttl (s), then: nsent, {child id} x nsent (the children sent
+-- while it ran), nspawn, {child id, child bytes} x nspawn,
 -- deferred id ('' for none), deferred bytes, ncounts, {field, n} x
 -- ncounts, nevents, {level, event JSON} x nevents.
--- Returns {code, id, refused}: code and id as `complete`; refused 1 when
+-- Returns {code, id, refused}: code and id as `complete`, or 4 when a
+-- child sent while it ran is not among its children (a server that lost
+-- its last writes): nothing done, the task must run again; refused 1 when
 -- the task deferred another task than the one it deferred before.
 local state, stream, key = KEYS[1], KEYS[2], KEYS[3]
 local prefix, group, entry, id, worker = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -30,6 +33,13 @@ if rec[1] == false or rec[2] ~= false then
   return {0, '', 0}
 end
 local i = 8
+local nsent = tonumber(ARGV[i])
+for k = 1, nsent do
+  if redis.call('HEXISTS', key, 'c:' .. ARGV[i + k]) == 0 then
+    return {4, '', 0}
+  end
+end
+i = i + nsent + 1
 for _ = 1, tonumber(ARGV[i]) do
   local cid, bytes = ARGV[i + 1], ARGV[i + 2]
   i = i + 2

@@ -283,6 +283,9 @@ impl Engine {
     ) {
         let path = rel.join(&src.name);
         if let Some(d) = dir.filter(|_| !self.dry_run) {
+            if let Err(e) = node_as_listed(src_dir, src) {
+                return self.fail(&path, false, Op::Stat, e);
+            }
             let tmp = self.temp_name();
             let (attrs, opts) = self.attrs_for(src, old);
             let made = if src.kind == Kind::Symlink {
@@ -310,5 +313,21 @@ impl Engine {
         }
         self.itemize(path, Some(change), src);
         self.count_change(old.is_some());
+    }
+}
+
+/// A special file is made from its entry alone, which in a broker's task
+/// may be forged (a device node of the forger's choosing): it must be
+/// what the source holds (one `lstat`; a symlink's target is only text).
+pub(crate) fn node_as_listed(src_dir: &Dir, src: &Entry) -> io::Result<()> {
+    if src.kind == Kind::Symlink {
+        return Ok(());
+    }
+    let seen = |e: &Entry| (e.kind, e.rdev, e.mode, e.uid, e.gid);
+    let st = src_dir.stat(src.name.as_bytes())?;
+    if seen(&Entry::from_stat(src.name.clone(), &st)) == seen(src) {
+        Ok(())
+    } else {
+        Err(io::Error::other("not the entry listed (changed since?)"))
     }
 }

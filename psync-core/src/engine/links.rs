@@ -1087,6 +1087,9 @@ impl Engine {
         change: Change,
     ) {
         let path = rel.join(&src.name);
+        if let Err(e) = crate::engine::attrs::node_as_listed(src_dir, src) {
+            return self.fail(&path, false, Op::Stat, e);
+        }
         let area = match self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),

@@ -647,11 +647,15 @@ impl CopyFail {
 }
 
 /// True when the open source's status differs from `cur` (kind, size,
-/// mtime or ctime): it changed since `cur` was taken.
+/// mtime, ctime, mode or owner): it changed since `cur` was taken. Mode
+/// and owner change the ctime too; they are compared because a task from
+/// a broker may carry an entry that was never listed (a forged one, with
+/// root as owner and the setuid bit), and its copy gets them.
 pub(crate) fn source_changed(src: &std::fs::File, cur: &Entry) -> Result<bool, CopyFail> {
     let st = rustix::fs::fstat(src).map_err(|e| CopyFail::source(Op::Stat, e.into()))?;
     let now = Entry::from_stat(cur.name.clone(), &st);
-    Ok((now.kind, now.size, now.mtime, now.ctime) != (cur.kind, cur.size, cur.mtime, cur.ctime))
+    let seen = |e: &Entry| (e.kind, e.size, e.mtime, e.ctime, e.mode, e.uid, e.gid);
+    Ok(seen(&now) != seen(cur))
 }
 
 fn clone_err(e: &io::Error) -> io::Error {
