@@ -43,6 +43,9 @@ pub enum BrokerError {
     /// Following a run was interrupted; the run goes on.
     #[error("stopped following run {0}, which goes on (psync wait {0} follows it again)")]
     Interrupted(RunId),
+    /// A worker could not start a thread.
+    #[error("cannot start a thread: {0}")]
+    Thread(#[from] std::io::Error),
     /// The run's spec or seed could not be encoded.
     #[error("cannot encode the run: {0}")]
     Encode(String),

@@ -47,6 +47,10 @@ use std::time::{Duration, Instant};
 /// Children a running task sends in one round trip before it ends.
 const SPAWN_BATCH: usize = 64;
 
+/// How long a leaving worker waits for stopped tasks to return before it
+/// leaves without them (they are stuck in calls that never return).
+const STUCK: Duration = Duration::from_secs(5);
+
 /// Finished tasks reported in one pipeline at most.
 const COMMIT_BATCH: usize = 256;
 
@@ -381,56 +385,83 @@ impl Worker {
             None,
             &format!("joined with {} threads", s.want()),
         );
-        std::thread::scope(|scope| {
-            let fetcher = scope.spawn(|| s.fetch());
-            let committer = scope.spawn(|| s.commit());
-            let mut executors: Vec<std::thread::ScopedJoinHandle<'_, ()>> = Vec::new();
-            let mut leaving_since: Option<Instant> = None;
-            loop {
-                let want = s.want();
-                // Grow: executors of index >= want leave by themselves.
-                executors.retain(|h| !h.is_finished());
-                while executors.len() < want && !s.leaving.load(Ordering::Relaxed) {
-                    let i = executors.len();
-                    executors.push(scope.spawn(move || s.execute(i)));
-                }
-                s.control(&mut con, started);
-                if leaving_since.is_none()
-                    && (leave.load(Ordering::Relaxed) || s.leaving.load(Ordering::Relaxed))
-                {
-                    s.leaving.store(true, Ordering::Relaxed);
-                    leaving_since = Some(Instant::now());
-                    s.log(&mut con, "info", None, "leaving: takes no new tasks");
-                    let _ = con.call(&s.quit, |c| {
-                        redis::cmd("HSET")
-                            .arg(keys::worker(name))
-                            .arg("state")
-                            .arg("leaving")
-                            .exec(c)
-                    });
-                }
-                if let Some(since) = leaving_since {
-                    if hurry.load(Ordering::Relaxed) || since.elapsed() >= s.opts.grace {
-                        s.quit_all();
-                    }
-                    let idle = s.running.load(Ordering::Relaxed) == 0 && s.queue.1.is_empty();
-                    if idle && s.done.1.is_empty() {
-                        break;
-                    }
-                }
-                sleep_unless(&s.stop, s.opts.tick.min(Duration::from_millis(200)));
+        // Plain threads, not scoped: a task stuck in a call that never
+        // returns (a hung file system) must not keep the worker from
+        // leaving; such a thread is left behind (the process exits).
+        let spawn = |name: String, f: Box<dyn FnOnce(&Shared) + Send>| {
+            let sh = Arc::clone(&self.shared);
+            std::thread::Builder::new().name(name).spawn(move || f(&sh))
+        };
+        let mut threads = vec![
+            spawn("psync-fetch".into(), Box::new(|s| s.fetch()))?,
+            spawn("psync-commit".into(), Box::new(|s| s.commit()))?,
+        ];
+        let mut executors: Vec<std::thread::JoinHandle<()>> = Vec::new();
+        let mut leaving_since: Option<Instant> = None;
+        let mut hurried: Option<Instant> = None;
+        loop {
+            let want = s.want();
+            // Grow: executors of index >= want leave by themselves.
+            executors.retain(|h| !h.is_finished());
+            while executors.len() < want && !s.leaving.load(Ordering::Relaxed) {
+                let i = executors.len();
+                executors.push(spawn(
+                    format!("psync-{i}"),
+                    Box::new(move |s| s.execute(i)),
+                )?);
             }
-            s.stop.store(true, Ordering::Relaxed);
-            for h in executors {
+            s.control(&mut con, started);
+            if leaving_since.is_none()
+                && (leave.load(Ordering::Relaxed) || s.leaving.load(Ordering::Relaxed))
+            {
+                s.leaving.store(true, Ordering::Relaxed);
+                leaving_since = Some(Instant::now());
+                s.log(&mut con, "info", None, "leaving: takes no new tasks");
+                let _ = con.call(&s.quit, |c| {
+                    redis::cmd("HSET")
+                        .arg(keys::worker(name))
+                        .arg("state")
+                        .arg("leaving")
+                        .exec(c)
+                });
+            }
+            if let Some(since) = leaving_since {
+                if hurry.load(Ordering::Relaxed) || since.elapsed() >= s.opts.grace {
+                    s.quit_all();
+                    hurried.get_or_insert_with(Instant::now);
+                }
+                let idle = s.running.load(Ordering::Relaxed) == 0 && s.queue.1.is_empty();
+                if idle && s.done.1.is_empty() {
+                    break;
+                }
+                // Stopped tasks return at their next step; one that does
+                // not within STUCK is in a call that does not return.
+                if hurried.is_some_and(|t| t.elapsed() >= STUCK) {
+                    let n = s.running.load(Ordering::Relaxed);
+                    let msg = format!("leaving {n} tasks stuck in calls that do not return");
+                    s.log(&mut con, "warn", None, &msg);
+                    break;
+                }
+            }
+            sleep_unless(&s.stop, s.opts.tick.min(Duration::from_millis(200)));
+        }
+        s.stop.store(true, Ordering::Relaxed);
+        threads.extend(executors);
+        let deadline = Instant::now() + STUCK;
+        for h in threads {
+            while !h.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if h.is_finished() {
                 let _ = h.join();
             }
-            let _ = fetcher.join();
-            let _ = committer.join();
-        });
-        // Hand back what is still held (queued when the fetcher stopped).
+        }
+        // Hand back what is still held: queued when the fetcher stopped,
+        // and the entries of tasks stuck in calls.
         while let Ok(d) = s.queue.1.try_recv() {
             s.hand_back(&mut con, &d);
         }
+        s.hand_back_held(&mut con);
         s.leave(&mut con);
         Ok(())
     }
@@ -531,6 +562,28 @@ impl Shared {
         });
     }
 
+    /// Hands back every entry still held (tasks stuck in calls, when
+    /// the worker leaves without them).
+    fn hand_back_held(&self, con: &mut Conn) {
+        let held: Vec<(u64, String)> = self
+            .held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .flat_map(|(r, ids)| ids.iter().map(|id| (*r, id.clone())))
+            .collect();
+        for (run, entry) in held {
+            let d = Delivery {
+                run,
+                entry,
+                id: String::new(),
+                bytes: Vec::new(),
+                count: 0,
+            };
+            self.hand_back(con, &d);
+        }
+    }
+
     /// Puts an entry back for any worker: claimed by `-handback` as if
     /// idle for a day, so the next reclaim takes it.
     fn hand_back(&self, con: &mut Conn, d: &Delivery) {
@@ -554,6 +607,7 @@ impl Shared {
 
     fn fetch(&self) {
         let mut con = self.conn(Duration::from_secs(10));
+        let mut turn = 0usize;
         while !self.stop.load(Ordering::Relaxed) {
             if self.leaving.load(Ordering::Relaxed) {
                 sleep_unless(&self.stop, Duration::from_millis(50));
@@ -569,45 +623,85 @@ impl Shared {
                 sleep_unless(&self.stop, Duration::from_millis(100));
                 continue;
             }
-            let mut cmd = redis::cmd("XREADGROUP");
-            cmd.arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.opts.name)
-                .arg("COUNT")
-                .arg(free)
-                .arg("BLOCK")
-                .arg(200)
-                .arg("STREAMS");
-            for s in &open {
-                cmd.arg(s.keys.tasks());
+            // COUNT is per stream: with several runs open, each is read
+            // without blocking for what room is left (starting with
+            // another run each time), and only when none had anything
+            // does the worker block on all of them for one entry each.
+            turn = turn.wrapping_add(1);
+            let mut left = free;
+            for i in 0..open.len() {
+                let slot = &open[(turn + i) % open.len()];
+                left -= self.read_new(&mut con, &[slot], left, None);
+                if left == 0 {
+                    break;
+                }
             }
-            for _ in &open {
-                cmd.arg(">");
+            if left == free {
+                let all: Vec<&Arc<Slot>> = open.iter().collect();
+                let count = if open.len() == 1 { free } else { 1 };
+                self.read_new(&mut con, &all, count, Some((200, free)));
             }
-            match con.call(&self.quit, |c| cmd.query::<Value>(c)) {
-                Ok(v) => {
-                    for (stream, entries) in stream_entries(&v) {
-                        let Some(slot) = open.iter().find(|s| s.keys.tasks() == stream) else {
-                            continue;
+        }
+    }
+
+    /// Reads up to `count` new entries of each of `slots`' streams, and
+    /// queues them; with `block` (ms, room), waits that long for one, and
+    /// hands back at once what is beyond the room. Returns how many were
+    /// queued.
+    fn read_new(
+        &self,
+        con: &mut Conn,
+        slots: &[&Arc<Slot>],
+        count: usize,
+        block: Option<(u64, usize)>,
+    ) -> usize {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.opts.name)
+            .arg("COUNT")
+            .arg(count);
+        if let Some((ms, _)) = block {
+            cmd.arg("BLOCK").arg(ms);
+        }
+        cmd.arg("STREAMS");
+        for s in slots {
+            cmd.arg(s.keys.tasks());
+        }
+        for _ in slots {
+            cmd.arg(">");
+        }
+        let room = block.map_or(usize::MAX, |(_, room)| room);
+        let mut queued = 0;
+        match con.call(&self.quit, |c| cmd.query::<Value>(c)) {
+            Ok(v) => {
+                for (stream, entries) in stream_entries(&v) {
+                    let Some(slot) = slots.iter().find(|s| s.keys.tasks() == stream) else {
+                        continue;
+                    };
+                    for (entry, id, bytes) in entries {
+                        let d = Delivery {
+                            run: slot.run,
+                            entry,
+                            id,
+                            bytes,
+                            count: 1,
                         };
-                        for (entry, id, bytes) in entries {
-                            let d = Delivery {
-                                run: slot.run,
-                                entry,
-                                id,
-                                bytes,
-                                count: 1,
-                            };
-                            self.hold(&d);
+                        self.hold(&d);
+                        if queued < room {
+                            queued += 1;
                             let _ = self.queue.0.send(d);
+                        } else {
+                            self.hand_back(con, &d);
                         }
                     }
                 }
-                // A run's stream deleted (its end) under the read: the
-                // control loop sees the run's end.
-                Err(_) => sleep_unless(&self.stop, Duration::from_millis(50)),
             }
+            // A run's stream deleted (its end) under the read: the
+            // control loop sees the run's end.
+            Err(_) => sleep_unless(&self.stop, Duration::from_millis(50)),
         }
+        queued
     }
 
     // ---- executors ----
