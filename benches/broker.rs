@@ -1,34 +1,45 @@
-//! Benchmarks of the Redis broker (issue 15, "Performance"): one run of a
+//! Benchmarks of the Redis broker (issue 15, "Performance"): runs of a
 //! synthetic tree through a real `redis-server` and in-process
 //! [`Worker`]s, with plain printed numbers (one run of a million files is
 //! the measurement; criterion's sampling does not fit).
 //!
 //! - `dispatch`: a tree of `--files` files (default 1,000,000), `--per-dir`
-//!   per directory (100), in directories of `--fanout` children each
-//!   (10), through one loopback redis-server, with workers of each
-//!   `--shape WxT` (W workers of T threads; default 2x2). The workers run
-//!   a stand-in engine ([`StandIn`]) that does no file system work: a
-//!   `Dir` spawns its child `Dir`s and one `Files` task of real `Copy`
-//!   actions and defers its `FinishDir`, as the engine's walk does; the
-//!   rest do nothing but count. Measured: tasks/s and files/s, the CPU of
-//!   redis-server and of the workers, Redis's busiest commands, and Redis
-//!   memory sampled during the run and at its end.
-//! - `latency`: the same, alternately on loopback and through a
+//!   per directory (100), directories of `--fanout` children (10), through
+//!   one loopback redis-server, on workers of each `--shape WxT` (W
+//!   workers of T threads; default 2x2). The workers run a stand-in engine
+//!   ([`StandIn`]) that does no file system work: a `Dir` spawns its child
+//!   `Dir`s and one `Files` task of real `Copy` actions and defers its
+//!   `FinishDir`, as the engine's walk does; the others only count.
+//!   `--tasks-per-dir 2` (the `Dir` copies its files itself) or `1` (and
+//!   finishes itself) measure what fewer tasks would give.
+//! - `latency`: the same with the first shape, on loopback and through a
 //!   [`DelayProxy`] adding `--delay-us` (200) each way between Redis and
-//!   everyone else (workers and submitter), `--rounds` times (1): files/s
-//!   of both and their ratio.
+//!   everyone else (workers and submitter), alternately: files/s of both
+//!   and their ratio.
+//!
+//! Each run checks its outcome (every file counted once, every task run
+//! once, no task record left, the stream deleted) and prints: tasks/s and
+//! files/s from the first task's start to the run's end; the CPU time of
+//! redis-server and of this process (/proc), and how busy the machine
+//! was; redis-server's socket reads, bytes and commands per task (`INFO
+//! stats`) and its busiest commands (`INFO commandstats`, reset at the
+//! submit); Redis's `used_memory` before, at its peak (sampled every
+//! 50 ms) and at the end. `--rounds N` repeats every run N times, shapes
+//! and routes alternating, for medians; `--perf DIR` records redis-server
+//! and this process with `perf record -g` and prints the hottest symbols.
 //!
 //! ```sh
 //! cargo bench --bench broker                      # dispatch, then latency
-//! cargo bench --bench broker -- dispatch --shape 2x2,1x4,4x1
+//! cargo bench --bench broker -- dispatch --shape 2x2,1x4,2x8 --rounds 3
 //! cargo bench --bench broker -- latency --rounds 3
 //! ```
 //!
 //! Without a `redis-server` on the PATH it prints why and does nothing.
-//! Run by `cargo test --benches` (no `--bench` argument), it does one small
-//! run of each group as a smoke test. The end-to-end figure (real `psync
-//! worker` processes and files) is `benches/compare.sh --tools
-//! psync,psync-broker`; see benches/README.md.
+//! Run by `cargo test --benches` (no `--bench` argument), it does one run
+//! of 5,000 files of each group as a smoke test. The end-to-end figure
+//! (real `psync worker` processes and files) is `benches/compare.sh
+//! --tools psync,psync-broker`; results of all three are in
+//! benches/README.md, "Broker".
 
 #[macro_use]
 #[path = "../psync-broker/tests/server/mod.rs"]
@@ -74,6 +85,7 @@ impl Options {
                 dirs: 10_000,
                 per_dir: 100,
                 fanout: 10,
+                tasks_per_dir: 3,
             },
             shapes: Vec::new(),
             delay: Duration::from_micros(200),
@@ -98,6 +110,10 @@ impl Options {
                 "--files" => files = num(args.next(), "--files"),
                 "--per-dir" => o.tree.per_dir = num(args.next(), "--per-dir"),
                 "--fanout" => o.tree.fanout = num(args.next(), "--fanout"),
+                "--tasks-per-dir" => {
+                    o.tree.tasks_per_dir = num(args.next(), "--tasks-per-dir");
+                    assert!(o.tree.tasks_per_dir <= 3, "--tasks-per-dir is 1, 2 or 3");
+                }
                 "--delay-us" => o.delay = Duration::from_micros(num(args.next(), "--delay-us")),
                 "--rounds" => o.rounds = num(args.next(), "--rounds") as usize,
                 "--perf" => o.perf = Some(args.next().expect("--perf needs a directory").into()),
@@ -109,14 +125,10 @@ impl Options {
                         o.shapes.push((n(w), n(t)));
                     }
                 }
-                // Criterion-style filters and flags other benches take.
-                other if other.starts_with('-') => {
-                    eprintln!("broker bench: ignoring {other}");
-                }
                 other => panic!(
                     "unknown argument {other:?}: [dispatch] [latency] [--files N] \
-                     [--per-dir N] [--fanout N] [--shape WxT,…] [--delay-us N] [--rounds N] \
-                     [--perf DIR]"
+                     [--per-dir N] [--fanout N] [--tasks-per-dir 1|2|3] [--shape WxT,…] \
+                     [--delay-us N] [--rounds N] [--perf DIR]"
                 ),
             }
         }
@@ -146,6 +158,10 @@ struct Tree {
     dirs: u64,
     per_dir: u64,
     fanout: u64,
+    /// Tasks per directory: 3 as the engine makes them (`Dir`, `Files`,
+    /// `FinishDir`); 2, a what-if: the `Dir` copies its files itself; 1:
+    /// and finishes itself too (`--tasks-per-dir`).
+    tasks_per_dir: u64,
 }
 
 impl Tree {
@@ -153,9 +169,9 @@ impl Tree {
         self.dirs * self.per_dir
     }
 
-    /// Tasks of a run: a `Dir`, a `Files` and a `FinishDir` per directory.
+    /// Tasks of a run.
     fn tasks(&self) -> u64 {
-        3 * self.dirs
+        self.tasks_per_dir * self.dirs
     }
 
     fn children(&self, i: u64) -> impl Iterator<Item = u64> {
@@ -277,7 +293,11 @@ impl StandIn {
             let n = files.encode().map_or(0, |b| b.len());
             self.probe.files_bytes.store(n as u64, Ordering::Relaxed);
         }
-        cx.spawn(files);
+        if self.tree.tasks_per_dir >= 3 {
+            cx.spawn(files);
+        } else if let Task::Files { actions, .. } = &files {
+            copy(actions, &mut report);
+        }
         let finish = Task::FinishDir {
             rel,
             src,
@@ -286,9 +306,24 @@ impl StandIn {
             at: None,
             pass: 0,
         };
-        cx.defer(finish).expect("one deferral per directory");
+        if self.tree.tasks_per_dir >= 2 {
+            cx.defer(finish).expect("one deferral per directory");
+        } else {
+            report.counts.done += 1;
+        }
         report.counts.dirs = 1;
         report
+    }
+}
+
+/// What a `Files` task counts: every file created and copied.
+fn copy(actions: &[Action], r: &mut TaskReport) {
+    for a in actions {
+        if let Action::Copy { src, .. } = a {
+            r.counts.created += 1;
+            r.counts.done += 1;
+            r.counts.bytes_copied += src.size;
+        }
     }
 }
 
@@ -309,13 +344,7 @@ impl TaskRunner for StandIn {
             Task::Files { actions, .. } => {
                 self.probe.files.fetch_add(1, Ordering::Relaxed);
                 let mut r = TaskReport::default();
-                for a in &actions {
-                    if let Action::Copy { src, .. } = a {
-                        r.counts.created += 1;
-                        r.counts.done += 1;
-                        r.counts.bytes_copied += src.size;
-                    }
-                }
+                copy(&actions, &mut r);
                 r
             }
             Task::FinishDir { .. } => {
@@ -361,9 +390,22 @@ enum Route {
     Delayed(Duration),
 }
 
+/// Redis's memory over one run.
+#[derive(Debug, Default)]
+struct Memory {
+    before: u64,
+    peak: u64,
+    peak_keys: u64,
+    samples: u64,
+    end: u64,
+    keys_end: u64,
+}
+
 /// What one measured run gave.
 #[derive(Debug)]
 struct Measured {
+    /// What ran where (the first line printed).
+    label: String,
     /// First task started → the run's end (the server's clock).
     busy: Duration,
     /// Submitted → ended (both as recorded in the run's state).
@@ -372,22 +414,108 @@ struct Measured {
     wall: Duration,
     tasks: u64,
     files: u64,
-    /// CPU seconds of redis-server and of this process over the run.
+    redeliveries: u64,
+    /// Encoded sizes of a `Dir` and of a `Files` task.
+    task_bytes: (u64, u64),
+    /// CPU seconds over the run: redis-server, this process, and of
+    /// the latter the delay proxy's threads (when there is one).
     cpu_redis: f64,
     cpu_workers: f64,
+    cpu_proxy: Option<f64>,
+    /// How busy the machine's CPUs were (every process), in percent.
+    machine: f64,
+    memory: Memory,
+    /// `INFO stats` and `INFO commandstats` at the end.
+    io: HashMap<String, String>,
+    commands: HashMap<String, String>,
+    /// `perf record` files, by process.
+    profiles: Vec<(&'static str, std::path::PathBuf)>,
 }
 
 impl Measured {
     fn files_per_sec(&self) -> f64 {
         self.files as f64 / self.busy.as_secs_f64()
     }
+
     fn tasks_per_sec(&self) -> f64 {
         self.tasks as f64 / self.busy.as_secs_f64()
+    }
+
+    fn print(&self) {
+        println!("\n{}", self.label);
+        println!(
+            "  {:>10.0} files/s  {:>8.0} tasks/s   ({} tasks in {:.3} s, first task started → \
+             run ended)",
+            self.files_per_sec(),
+            self.tasks_per_sec(),
+            self.tasks,
+            self.busy.as_secs_f64()
+        );
+        println!(
+            "  submitted → ended {:.3} s; submit → follow returned {:.3} s; redeliveries {}",
+            self.run.as_secs_f64(),
+            self.wall.as_secs_f64(),
+            self.redeliveries
+        );
+        println!(
+            "  task sizes: Dir {} B, Files {} B",
+            self.task_bytes.0, self.task_bytes.1
+        );
+        let pct = |cpu: f64| 100.0 * cpu / self.wall.as_secs_f64();
+        println!(
+            "  CPU over submit → end: redis-server {:.2} s ({:.0}% of a core), this process \
+             (workers, submitter, sampler) {:.2} s ({:.0}%); the machine's CPUs {:.0}% busy \
+             (every process)",
+            self.cpu_redis,
+            pct(self.cpu_redis),
+            self.cpu_workers,
+            pct(self.cpu_workers),
+            self.machine
+        );
+        if let Some(cpu) = self.cpu_proxy {
+            println!(
+                "  of this process's CPU, the delay proxy's threads (live at the end) took \
+                 {cpu:.2} s ({:.0}% of a core): on a cluster the network costs no CPU here",
+                pct(cpu)
+            );
+        }
+        let m = &self.memory;
+        println!(
+            "  Redis used_memory: {} before, peak {} ({} samples, peak {} keys), {} at the end \
+             ({} keys, no task record, stream deleted)",
+            mib(m.before),
+            mib(m.peak),
+            m.samples,
+            m.peak_keys,
+            mib(m.end),
+            m.keys_end
+        );
+        let per_task = |k: &str| {
+            self.io
+                .get(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / self.tasks as f64
+        };
+        println!(
+            "  per task: {:.2} socket reads and {:.2} writes by redis-server (≈ round trips), \
+             {:.0} B in, {:.0} B out; {:.1} commands (scripts' own calls included)",
+            per_task("total_reads_processed"),
+            per_task("total_writes_processed"),
+            per_task("total_net_input_bytes"),
+            per_task("total_net_output_bytes"),
+            per_task("total_commands_processed"),
+        );
+        print_commandstats(&self.commands, self.tasks);
+        for (what, data) in &self.profiles {
+            print_profile(what, data);
+        }
     }
 }
 
 /// One run of the tree of `o` on `workers` workers of `threads` threads
-/// each, through a fresh redis-server; prints what it measured.
+/// each, through a fresh redis-server; checks its outcome and prints what
+/// it measured.
 fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measured {
     let tree = o.tree;
     let redis = Redis::start().expect("redis-server (it started before)");
@@ -432,23 +560,24 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
     let accept: Accept = Arc::new(|_| Ok(()));
     let check: CheckTask = Arc::new(|_| Ok(()));
     let sink: OutageSink = Arc::new(|o| eprintln!("broker bench: {}", o.describe()));
-    let pool: Vec<Worker> = (0..workers)
-        .map(|w| {
+    let names: Vec<String> = (0..workers).map(|w| format!("bench-w{w}")).collect();
+    let pool: Vec<Worker> = names
+        .iter()
+        .map(|name| {
             let mut opts = WorkerOptions::new(threads);
-            opts.name = format!("bench-w{w}");
-            Worker::new(
-                client(),
-                opts,
-                Arc::clone(&accept),
-                Arc::clone(&make),
-                Arc::clone(&check),
-                Arc::clone(&sink),
-            )
+            opts.name = name.clone();
+            let (a, m, c, s) = (&accept, &make, &check, &sink);
+            Worker::new(client(), opts, a.clone(), m.clone(), c.clone(), s.clone())
         })
         .collect();
     let (leave, hurry) = (AtomicBool::new(false), AtomicBool::new(false));
     let done = AtomicBool::new(false);
     let broker = Broker::new(client(), url.clone());
+    let tag = format!(
+        "{}-{workers}x{threads}{}",
+        tree.files(),
+        if proxy.is_some() { "-delayed" } else { "" }
+    );
 
     let m = std::thread::scope(|scope| {
         // The workers leave however this ends (a failed check included).
@@ -457,58 +586,22 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
             let (leave, hurry) = (&leave, &hurry);
             scope.spawn(move || w.run(leave, hurry).expect("a worker"));
         }
-        // Every worker joined (its heartbeat key is there).
-        let deadline = Instant::now() + Duration::from_secs(20);
-        for w in 0..workers {
-            let key = psync::broker::keys::alive(&format!("bench-w{w}"));
-            while !redis::cmd("EXISTS")
-                .arg(&key)
-                .query::<bool>(&mut admin)
-                .unwrap()
-            {
-                assert!(Instant::now() < deadline, "worker {w} did not join");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        wait_joined(&mut admin, &names);
         let _: () = redis::cmd("CONFIG")
             .arg("RESETSTAT")
             .query(&mut admin)
             .unwrap();
         let mem_before = used_memory(&mut admin);
-        let cpu_redis = cpu_secs(redis_pid);
-        let cpu_self = cpu_secs(std::process::id());
-
-        // Redis memory and key count, every 50 ms until the end.
+        let cpu = (cpu_secs(redis_pid), cpu_secs(std::process::id()));
+        let proxy_cpu = threads_cpu("delay-proxy");
+        let machine = machine_ticks();
         let (done, redis) = (&done, &redis);
-        let sampler = scope.spawn(move || {
-            let mut con = redis.connect();
-            let (mut peak, mut peak_keys, mut samples) = (0u64, 0u64, 0u64);
-            while !done.load(Ordering::Relaxed) {
-                peak = peak.max(used_memory(&mut con));
-                let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
-                peak_keys = peak_keys.max(keys);
-                samples += 1;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            (peak, peak_keys, samples)
+        let sampler = scope.spawn(move || sample_memory(redis, done));
+        let perf = o.perf.as_ref().map(|dir| {
+            let procs = [("redis", redis_pid), ("workers", std::process::id())];
+            Perf::start(dir, &procs, &tag)
         });
 
-        let tag = format!(
-            "{}-{workers}x{threads}{}",
-            tree.files(),
-            if route == Route::Loopback {
-                ""
-            } else {
-                "-delayed"
-            }
-        );
-        let perf = o.perf.as_ref().map(|dir| {
-            Perf::start(
-                dir,
-                &[("redis", redis_pid), ("workers", std::process::id())],
-                &tag,
-            )
-        });
         let t0 = Instant::now();
         let run = broker.submit(&spec, &seed).expect("submit");
         let (tx, _rx) = crossbeam_channel::unbounded();
@@ -516,115 +609,123 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
             .follow(run, &tx, &mut |_| {}, &AtomicBool::new(false))
             .expect("follow");
         let wall = t0.elapsed();
+
+        let cpu_redis = cpu_secs(redis_pid) - cpu.0;
+        let cpu_workers = cpu_secs(std::process::id()) - cpu.1;
+        let cpu_proxy = proxy.as_ref().map(|_| {
+            let now = threads_cpu("delay-proxy");
+            now.iter()
+                .map(|(tid, secs)| secs - proxy_cpu.get(tid).unwrap_or(&0.0))
+                .sum()
+        });
+        let machine = {
+            let (busy, all) = machine_ticks();
+            100.0 * (busy - machine.0) as f64 / (all - machine.1).max(1) as f64
+        };
+        let profiles = perf.map(Perf::stop).unwrap_or_default();
+        done.store(true, Ordering::Relaxed);
+        let mut memory = sampler.join().unwrap();
+        memory.before = mem_before;
+        memory.end = used_memory(&mut admin);
+        memory.keys_end = redis::cmd("DBSIZE").query(&mut admin).unwrap();
         let ended_ms: u64 = redis::cmd("HGET")
             .arg(keys.state())
             .arg("ended")
             .query(&mut admin)
             .unwrap();
-        let cpu_redis = cpu_secs(redis_pid) - cpu_redis;
-        let cpu_self = cpu_secs(std::process::id()) - cpu_self;
-        let perf = perf.map(Perf::stop);
-        done.store(true, Ordering::Relaxed);
-        let (peak, peak_keys, samples) = sampler.join().unwrap();
-        let stats = info(&mut admin, "commandstats");
-        let io = info(&mut admin, "stats");
-        let mem_end = used_memory(&mut admin);
-        let keys_end: u64 = redis::cmd("DBSIZE").query(&mut admin).unwrap();
-        let records = count_keys(&mut admin, &keys.task_pattern());
-        let stream_left: bool = redis::cmd("EXISTS")
-            .arg(keys.tasks())
-            .query(&mut admin)
-            .unwrap();
 
-        // The run did all it should, once.
+        // The run did all it should, once, and left nothing of its tasks.
         let s = &end.report.stats;
         assert_eq!(end.end, End::Done, "the run ended otherwise");
         assert_eq!(s.created, tree.files(), "files created");
         assert_eq!(s.dirs, tree.dirs, "directories listed");
         assert_eq!(s.done, tree.files() + tree.dirs, "entries done");
         assert_eq!(s.failed, 0);
-        let (d, f, x) = (
+        let ran = (
             probe.dirs.load(Ordering::Relaxed),
             probe.files.load(Ordering::Relaxed),
             probe.finishes.load(Ordering::Relaxed),
         );
-        assert_eq!((d, f, x), (tree.dirs, tree.dirs, tree.dirs), "tasks run");
-        assert_eq!(d + f + x, tree.tasks());
+        let (fs, xs) = (tree.tasks_per_dir >= 3, tree.tasks_per_dir >= 2);
+        let want = (
+            tree.dirs,
+            tree.dirs * u64::from(fs),
+            tree.dirs * u64::from(xs),
+        );
+        assert_eq!(ran, want, "tasks run (Dir, Files, FinishDir)");
+        assert_eq!(ran.0 + ran.1 + ran.2, tree.tasks());
+        let records = count_keys(&mut admin, &keys.task_pattern());
         assert_eq!(records, 0, "task records left after the end");
-        assert!(!stream_left, "the task stream outlived the run");
+        let stream: bool = redis::cmd("EXISTS")
+            .arg(keys.tasks())
+            .query(&mut admin)
+            .unwrap();
+        assert!(!stream, "the task stream outlived the run");
 
-        let first = probe.first_ms.load(Ordering::Relaxed);
-        let submitted = end.report.stats.elapsed_ms;
-        let m = Measured {
-            busy: Duration::from_millis(ended_ms.saturating_sub(first).max(1)),
-            run: Duration::from_millis(submitted),
-            wall,
-            tasks: d + f + x,
-            files: s.created,
-            cpu_redis,
-            cpu_workers: cpu_self,
-        };
-        let where_ = match route {
-            Route::Loopback => "loopback".to_string(),
-            Route::Delayed(d) => format!("+{} µs each way (DelayProxy)", d.as_micros()),
-        };
-        println!(
-            "\n{} files ({} dirs × {}, fan-out {}), {workers} worker(s) × {threads} thread(s), {where_}",
+        let label = format!(
+            "{} files ({} dirs × {}, fan-out {}, {} tasks per dir), {workers} worker(s) × \
+             {threads} thread(s), {}",
             tree.files(),
             tree.dirs,
             tree.per_dir,
-            tree.fanout
+            tree.fanout,
+            tree.tasks_per_dir,
+            match route {
+                Route::Loopback => "loopback".to_string(),
+                Route::Delayed(d) => format!("+{} µs each way (DelayProxy)", d.as_micros()),
+            }
         );
-        println!(
-            "  {:>10.0} files/s  {:>8.0} tasks/s   ({} tasks in {:.3} s, first task started → run ended)",
-            m.files_per_sec(),
-            m.tasks_per_sec(),
-            m.tasks,
-            m.busy.as_secs_f64()
-        );
-        println!(
-            "  submitted → ended {:.3} s; submit → follow returned {:.3} s; redeliveries {}",
-            m.run.as_secs_f64(),
-            m.wall.as_secs_f64(),
-            probe.again.load(Ordering::Relaxed)
-        );
-        println!(
-            "  task sizes: Dir {} B, Files of {} {} B",
-            probe.dir_bytes.load(Ordering::Relaxed),
-            tree.per_dir,
-            probe.files_bytes.load(Ordering::Relaxed)
-        );
-        let secs = m.wall.as_secs_f64();
-        println!(
-            "  CPU over submit → end: redis-server {cpu_redis:.2} s ({:.0}% of a core), \
-             this process (workers, submitter, sampler) {cpu_self:.2} s ({:.0}%)",
-            100.0 * cpu_redis / secs,
-            100.0 * cpu_self / secs
-        );
-        println!(
-            "  Redis used_memory: {} before, peak {} ({samples} samples, peak {peak_keys} keys), \
-             {} at the end ({keys_end} keys, {records} task records, stream deleted)",
-            mib(mem_before),
-            mib(peak),
-            mib(mem_end)
-        );
-        let per_task = |k: &str| io[k].parse::<f64>().unwrap_or(0.0) / m.tasks as f64;
-        println!(
-            "  per task: {:.2} socket reads and {:.2} writes by redis-server (≈ round trips), \
-             {:.0} B in, {:.0} B out; {:.1} commands (scripts' own calls included)",
-            per_task("total_reads_processed"),
-            per_task("total_writes_processed"),
-            per_task("total_net_input_bytes"),
-            per_task("total_net_output_bytes"),
-            per_task("total_commands_processed"),
-        );
-        print_commandstats(&stats, &m);
-        for (what, data) in perf.into_iter().flatten() {
-            print_profile(what, &data);
+        let first = probe.first_ms.load(Ordering::Relaxed);
+        Measured {
+            label,
+            busy: Duration::from_millis(ended_ms.saturating_sub(first).max(1)),
+            run: Duration::from_millis(s.elapsed_ms),
+            wall,
+            tasks: tree.tasks(),
+            files: s.created,
+            redeliveries: probe.again.load(Ordering::Relaxed),
+            task_bytes: (
+                probe.dir_bytes.load(Ordering::Relaxed),
+                probe.files_bytes.load(Ordering::Relaxed),
+            ),
+            cpu_redis,
+            cpu_workers,
+            cpu_proxy,
+            machine,
+            memory,
+            io: info(&mut admin, "stats"),
+            commands: info(&mut admin, "commandstats"),
+            profiles,
         }
-        m
     });
     drop(proxy);
+    m.print();
+    m
+}
+
+/// Waits until every worker of `names` joined (its heartbeat key is set).
+fn wait_joined(con: &mut redis::Connection, names: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for name in names {
+        let key = psync::broker::keys::alive(name);
+        while !redis::cmd("EXISTS").arg(&key).query::<bool>(con).unwrap() {
+            assert!(Instant::now() < deadline, "worker {name} did not join");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Redis's memory and key count every 50 ms until `done`: the peaks.
+fn sample_memory(redis: &Redis, done: &AtomicBool) -> Memory {
+    let mut con = redis.connect();
+    let mut m = Memory::default();
+    while !done.load(Ordering::Relaxed) {
+        m.peak = m.peak.max(used_memory(&mut con));
+        let keys: u64 = redis::cmd("DBSIZE").query(&mut con).unwrap();
+        m.peak_keys = m.peak_keys.max(keys);
+        m.samples += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
     m
 }
 
@@ -643,7 +744,7 @@ impl Drop for Leave<'_> {
 
 /// Redis's busiest commands of the run (commands scripts call included:
 /// an EVALSHA's time contains theirs).
-fn print_commandstats(stats: &HashMap<String, String>, m: &Measured) {
+fn print_commandstats(stats: &HashMap<String, String>, tasks: u64) {
     let mut rows: Vec<(String, u64, u64, f64)> = stats
         .iter()
         .filter_map(|(k, v)| {
@@ -663,10 +764,7 @@ fn print_commandstats(stats: &HashMap<String, String>, m: &Measured) {
         })
         .collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.2));
-    println!(
-        "  INFO commandstats, by total time (per task: calls / {} tasks):",
-        m.tasks
-    );
+    println!("  INFO commandstats, by total time (per task: calls / {tasks} tasks):");
     println!(
         "    {:<14} {:>10} {:>9} {:>12} {:>10}",
         "command", "calls", "per task", "usec total", "usec/call"
@@ -674,7 +772,7 @@ fn print_commandstats(stats: &HashMap<String, String>, m: &Measured) {
     for (name, calls, usec, per) in rows.iter().take(14) {
         println!(
             "    {name:<14} {calls:>10} {:>9.2} {usec:>12} {per:>10.2}",
-            *calls as f64 / m.tasks as f64
+            *calls as f64 / tasks as f64
         );
     }
 }
@@ -802,7 +900,16 @@ fn count_keys(con: &mut redis::Connection, pattern: &str) -> u64 {
 
 /// User + system CPU seconds of process `pid` (/proc/PID/stat).
 fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat_cpu_secs(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap())
+}
+
+/// The same of one thread of process `pid`.
+fn task_cpu_secs(pid: u32, tid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"))
+        .map_or(0.0, |s| stat_cpu_secs(&s))
+}
+
+fn stat_cpu_secs(stat: &str) -> f64 {
     // Fields after the command name, which is in parentheses: utime and
     // stime are the 14th and 15th fields of the line.
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
@@ -811,6 +918,39 @@ fn cpu_secs(pid: u32) -> f64 {
         .map(|x| x.parse().unwrap_or(0))
         .collect();
     (f[11] + f[12]) as f64 / rustix::param::clock_ticks_per_second() as f64
+}
+
+/// CPU seconds of this process's live threads named `prefix…`, by id.
+fn threads_cpu(prefix: &str) -> HashMap<String, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|t| {
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let tid = t.file_name().to_string_lossy().into_owned();
+            let pid = tid.parse().ok()?;
+            comm.starts_with(prefix)
+                .then(|| (tid.clone(), task_cpu_secs(std::process::id(), pid)))
+        })
+        .collect()
+}
+
+/// The machine's busy and total CPU time so far, in ticks (/proc/stat).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is
+    // counted in user already).
+    let all: u64 = f.iter().take(8).sum();
+    (all - f[3] - f[4], all)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
