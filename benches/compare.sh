@@ -52,7 +52,9 @@ Runs:
                      psync-fsync = --fsync (one syncfs per batch),
                      psync-file = an fsync per file, psync-par =
                      concurrent fsyncs per batch,
-                     psync-end = one syncfs at the end); tools not
+                     psync-end = one syncfs at the end; psync-broker =
+                     psync sync --broker through a redis-server and
+                     psync worker processes, see --broker-*); tools not
                      installed are skipped
   --no-noop          skip the no-op re-sync workload
   --cold             drop the page cache before every timed run (root only;
@@ -63,10 +65,17 @@ Runs:
                      whose earlier runs otherwise leave gigabytes of cache
                      and writeback behind for the next tool; root only)
   --no-reset-cache   do not
-  --psync PATH       psync binary (default: build target/release/psync)
+  --psync PATH       psync binary (default: build target/release/psync, in
+                     \$CARGO_TARGET_DIR when set)
   --psync-base PATH  another psync binary (an earlier commit's), run as the
                      tool psync-base: before and after in one run
   --psync-args ARGS  extra arguments for psync sync (e.g. "--threads 8")
+  --broker-workers N psync-broker: worker processes (default 2)
+  --broker-threads N psync-broker: threads per worker (default 1)
+                     psync-broker starts redis-server (no persistence) on a
+                     free loopback port and the workers once, before the
+                     first round, and stops them at exit; each timed run
+                     is one psync sync --broker (submit, follow to the end)
   --no-build         do not run cargo build
   --floor-src DIR    where smallcopy.c/bigcopy.c are
                      (default \$PSYNC_FLOOR_SRC or /work/shared/bench-floor)
@@ -95,7 +104,7 @@ RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
 PSYNC="" PSYNC_BASE="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
 FLOOR_SRC=${PSYNC_FLOOR_SRC:-/work/shared/bench-floor}
-OUT="" KEEP=0
+OUT="" KEEP=0 BROKER_WORKERS=2 BROKER_THREADS=1
 
 need_arg() { [[ $# -ge 2 && -n $2 ]] || die "$1 needs a value"; }
 while [[ $# -gt 0 ]]; do
@@ -122,6 +131,8 @@ while [[ $# -gt 0 ]]; do
         --psync) need_arg "$@"; PSYNC=$2; shift ;;
         --psync-base) need_arg "$@"; PSYNC_BASE=$2; shift ;;
         --psync-args) need_arg "$@"; PSYNC_ARGS=$2; shift ;;
+        --broker-workers) need_arg "$@"; BROKER_WORKERS=$2; shift ;;
+        --broker-threads) need_arg "$@"; BROKER_THREADS=$2; shift ;;
         --no-build) BUILD=0 ;;
         --floor-src) need_arg "$@"; FLOOR_SRC=$2; shift ;;
         --floor-threads) need_arg "$@"; FLOOR_THREADS=$2; shift ;;
@@ -150,6 +161,8 @@ is_uint() { [[ $1 =~ ^[0-9]+$ ]] || die "$2 must be a non-negative integer: $1";
 is_uint "$FILES" --files; is_uint "$PER_DIR" --files-per-dir; is_uint "$SEED" --seed
 is_uint "$ROUNDS" --rounds; is_uint "$LARGE_FILES" --large-files
 [[ -z $FLOOR_THREADS ]] || is_uint "$FLOOR_THREADS" --floor-threads
+is_uint "$BROKER_WORKERS" --broker-workers; is_uint "$BROKER_THREADS" --broker-threads
+((BROKER_WORKERS >= 1 && BROKER_THREADS >= 1)) || die "--broker-workers and --broker-threads must be at least 1"
 ((ROUNDS >= 1 && PER_DIR >= 1)) || die "--rounds and --files-per-dir must be at least 1"
 read -r -a PSYNC_ARGV <<<"$PSYNC_ARGS"
 MIN_BYTES=$(bytes "$MIN_SIZE") MAX_BYTES=$(bytes "$MAX_SIZE") LARGE_BYTES=$(bytes "$LARGE_SIZE")
@@ -176,6 +189,8 @@ MNT="" IMG="" FSKIND=""
 cleanup() {
     local rc=$?
     cd /
+    # Workers hold the target's directories open: gone before the unmount.
+    if declare -F stop_broker >/dev/null; then stop_broker; fi
     if [[ -n $MNT ]] && mountpoint -q "$MNT"; then
         umount "$MNT" || umount -l "$MNT" || note "could not unmount $MNT"
     fi
@@ -237,6 +252,62 @@ mkdir -p "$(dirname "$OUT")"
 LOGDIR=${OUT%.csv}.logs
 mkdir -p "$LOGDIR"
 
+# ----------------------------------------------------------- the broker
+# psync-broker's redis-server and workers: started once (start_broker),
+# stopped at exit (stop_broker, from cleanup).
+BROKER_URL="" BROKER_DIR="" BROKER_PIDS=()
+stop_broker() {
+    local pid
+    # Workers first (SIGTERM: they hand back what they hold and leave).
+    for pid in "${BROKER_PIDS[@]:1}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${BROKER_PIDS[@]:1}"; do wait "$pid" 2>/dev/null || true; done
+    if ((${#BROKER_PIDS[@]})); then
+        kill -TERM "${BROKER_PIDS[0]}" 2>/dev/null || true
+        wait "${BROKER_PIDS[0]}" 2>/dev/null || true
+    fi
+    BROKER_PIDS=()
+    [[ -z $BROKER_DIR ]] || rm -rf "$BROKER_DIR"
+    BROKER_DIR=""
+}
+
+# broker_ping PORT: does a redis-server answer PING on 127.0.0.1:PORT?
+broker_ping() {
+    python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+s.sendall(b"PING\r\n")
+sys.exit(0 if s.recv(64).startswith(b"+PONG") else 1)
+PY
+}
+
+start_broker() {
+    [[ -z $BROKER_URL ]] || return 0
+    command -v redis-server >/dev/null || { note "psync-broker needs redis-server (apt-get install -y redis-server)"; return 1; }
+    local port i
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$REPO/target/bench-tmp"
+    BROKER_DIR=$(mktemp -d "$REPO/target/bench-tmp/compare-redis-XXXXXX")
+    redis-server --bind 127.0.0.1 --port "$port" --dir "$BROKER_DIR" --save "" --appendonly no \
+        --logfile "$LOGDIR/redis-server.log" &
+    BROKER_PIDS=($!)
+    for ((i = 0; i < 100; i++)); do broker_ping "$port" && break; sleep 0.1; done
+    broker_ping "$port" || { note "redis-server did not answer on port $port"; return 1; }
+    BROKER_URL="redis://127.0.0.1:$port/"
+    for ((i = 0; i < BROKER_WORKERS; i++)); do
+        "$PSYNC" worker --broker "$BROKER_URL" --threads "$BROKER_THREADS" --name "compare-w$i" \
+            --allow "$WORKDIR" >"$LOGDIR/worker-$i.log" 2>&1 &
+        BROKER_PIDS+=($!)
+    done
+    # Until every worker heartbeats.
+    for ((i = 0; i < 100; i++)); do
+        "$PSYNC" status --broker "$BROKER_URL" --json 2>/dev/null | python3 -c '
+import json, sys
+sys.exit(0 if sum(w["alive"] for w in json.load(sys.stdin)["workers"]) >= int(sys.argv[1]) else 1)' "$BROKER_WORKERS" && break
+        sleep 0.1
+    done
+    note "psync-broker: redis-server $(redis-server --version | grep -o 'v=[^ ]*') on port $port, $BROKER_WORKERS worker(s) x $BROKER_THREADS thread(s)"
+}
+
 # ----------------------------------------------------------- the tools
 GNU_TIME=/usr/bin/time
 if ! "$GNU_TIME" -f %M true >/dev/null 2>&1; then
@@ -249,7 +320,7 @@ fi
 
 build_psync() {
     if [[ -z $PSYNC ]]; then
-        PSYNC=$REPO/target/release/psync
+        PSYNC=${CARGO_TARGET_DIR:-$REPO/target}/release/psync
         if ((BUILD)); then
             note "cargo build --release -p psync-cli"
             (cd "$REPO" && cargo build --release -q -p psync-cli) ||
@@ -286,6 +357,7 @@ copy_cmd() {
         psync-file) CMD=("$PSYNC" sync --fsync-mode file "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-par) CMD=("$PSYNC" sync --fsync-mode parallel "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-end) CMD=("$PSYNC" sync --fsync-mode end "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-broker) CMD=("$PSYNC" sync --broker "$BROKER_URL" "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         cp) CMD=(cp -a "$SRC/." "$2") ;;
         # xcp keeps modes and times by default; -o adds the owner, as -a does.
@@ -307,6 +379,7 @@ noop_cmd() {
         psync) CMD=("$PSYNC" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-base) CMD=("$PSYNC_BASE" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
+        psync-broker) CMD=("$PSYNC" sync --broker "$BROKER_URL" "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         # Our own floor for this case (benches/floor/noopstat.c): list and
         # stat both sides, nothing else.
@@ -323,6 +396,7 @@ available() {
     case $1 in
         psync | psync-nv | psync-fsync | psync-file | psync-par | psync-end) build_psync ;;
         psync-base) [[ -n ${PSYNC_BASE:-} && -x $PSYNC_BASE ]] ;;
+        psync-broker) build_psync && start_broker ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
             # Neither floor program copies a mixed tree (bigcopy: the files
@@ -331,7 +405,7 @@ available() {
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
-        *) die "unknown tool: $1 (psync, psync-nv, psync-base, psync-fsync, psync-file, psync-par, psync-end, rsync, cp, xcp, floor)" ;;
+        *) die "unknown tool: $1 (psync, psync-nv, psync-base, psync-fsync, psync-file, psync-par, psync-end, psync-broker, rsync, cp, xcp, floor)" ;;
     esac
 }
 
@@ -539,8 +613,8 @@ for r in rows:
 def med(rs, key):
     return statistics.median(float(r[key]) for r in rs)
 
-print(f"{'tool':<11} {'workload':<9} {'runs':>4} {'exit s':>8} {'+sync s':>8} {'x psync':>8} {'x psync':>8} {'peak RSS':>9}  notes")
-print(f"{'':<11} {'':<9} {'':>4} {'median':>8} {'median':>8} {'(exit)':>8} {'(+sync)':>8} {'MiB':>9}")
+print(f"{'tool':<13} {'workload':<9} {'runs':>4} {'exit s':>8} {'+sync s':>8} {'x psync':>8} {'x psync':>8} {'peak RSS':>9}  notes")
+print(f"{'':<13} {'':<9} {'':>4} {'median':>8} {'median':>8} {'(exit)':>8} {'(+sync)':>8} {'MiB':>9}")
 for phase in ("copy", "noop"):
     ref = groups.get((phase, "psync"))
     for (ph, tool), rs in groups.items():
@@ -553,7 +627,7 @@ for phase in ("copy", "noop"):
         rss_s = f"{max(rss) / 1024:.1f}" if rss else "-"
         bad = sum(1 for r in rs if r["status"] != "0")
         notes = f"{bad} run(s) failed" if bad else ""
-        print(f"{tool:<11} {phase:<9} {len(rs):>4} {e:>8.3f} {s:>8.3f} {re_:>8} {rs_:>8} {rss_s:>9}  {notes}")
+        print(f"{tool:<13} {phase:<9} {len(rs):>4} {e:>8.3f} {s:>8.3f} {re_:>8} {rs_:>8} {rss_s:>9}  {notes}")
 print("x psync = this tool's median / psync's median: above 1.00 means psync is faster.")
 PY
 echo "raw runs: $OUT"
