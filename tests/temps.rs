@@ -88,3 +88,33 @@ fn names_that_only_look_like_temporaries_are_data() {
         },
     );
 }
+
+/// A stale temporary in a directory whose times are right (an earlier
+/// run set them after its temporary was made): removing it moves the
+/// directory's mtime, which the run sets again.
+#[test]
+fn a_directory_whose_stale_temporary_is_removed_gets_its_times_again() {
+    each_config(
+        "a_directory_whose_stale_temporary_is_removed_gets_its_times_again",
+        |cfg, t| {
+            tree!(t.src(), { "d/f" => file("data") });
+            cfg.sync(&t.src(), &t.dst()).assert_ok();
+            let name = format!("d/{}", stale(7, 8, 9));
+            tree!(t.dst(), { &name => file("half-written") });
+            // The directory's times as the source's, as after a finish.
+            let m = std::fs::metadata(t.src().join("d")).unwrap();
+            let at = std::time::SystemTime::UNIX_EPOCH
+                + std::time::Duration::new(
+                    std::os::unix::fs::MetadataExt::mtime(&m) as u64,
+                    std::os::unix::fs::MetadataExt::mtime_nsec(&m) as u32,
+                );
+            std::fs::File::open(t.dst().join("d"))
+                .unwrap()
+                .set_times(std::fs::FileTimes::new().set_modified(at).set_accessed(at))
+                .unwrap();
+            cfg.sync(&t.src(), &t.dst()).assert_ok();
+            assert!(t.dst().join(&name).symlink_metadata().is_err());
+            assert_synced!(t.src(), t.dst());
+        },
+    );
+}

@@ -74,6 +74,15 @@ impl Engine {
                 }
                 return true;
             }
+            // Owner and mode come from the task's entry: only while the
+            // source still has them (see `apply_dir_attrs`).
+            if !only_xattrs && node_as_listed(src_dir, src).is_err() {
+                self.count(|c| c.done += 1);
+                let why = "the source is not as listed (changed during the run?): \
+                           its attributes are left for the next run";
+                self.warn(&path(), false, Op::Stat, why);
+                return false;
+            }
             let from = self
                 .xattr_source(Some(dst), src)
                 .then_some(Node::At(src_dir, &src.name));

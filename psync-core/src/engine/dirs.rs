@@ -144,6 +144,8 @@ impl Engine {
         let mut parts = Vec::new();
         let mut src_entries = src.entries;
         let mut mounts = Vec::new();
+        // Stale temporaries or parts removed: the directory's mtime moved.
+        let mut cleaned = false;
         let mut dst = match (&dst_dir, listed) {
             (Some(d), Some(listed)) => match listed {
                 Ok(mut l) => {
@@ -162,7 +164,9 @@ impl Engine {
                         keep
                     });
                     self.fs.name_listing(d, &mut l.entries);
-                    self.drop_temporaries(d, rel, l.entries, &mut parts)
+                    let (kept, removed) = self.drop_temporaries(d, rel, l.entries, &mut parts);
+                    cleaned |= removed;
+                    kept
                 }
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
             },
@@ -186,7 +190,7 @@ impl Engine {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
-        self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
+        cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
         // that need nothing.
         let acted = actions
@@ -224,7 +228,8 @@ impl Engine {
         // A directory whose times (or owner, mode) are not the source's
         // gets them at its finish even when this delivery changed nothing
         // in it: an earlier delivery may have, and lost its finish.
-        let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), touched || stale);
+        let changed = touched || stale || cleaned;
+        let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), changed);
         self.defer(cx, finish);
     }
 
@@ -928,12 +933,26 @@ impl Engine {
         if !attrs && !xattrs {
             return Ok(crate::xattr::XattrReport::default());
         }
-        // The source directory is opened only to read its xattrs.
-        let src_dir = if xattrs {
-            self.src_root.open_beneath(rel).ok()
-        } else {
-            None
-        };
+        let src_dir = self.src_root.open_beneath(rel).ok();
+        // Owner and mode come from the task's entry: only while the source
+        // directory still has them (a task forged into a broker's queue
+        // must not give a directory away; one changed during the run gets
+        // its attributes at the next run).
+        if attrs {
+            let now = src_dir.as_ref().map(|s| s.fstat());
+            let as_listed = |st: &rustix::fs::Stat| {
+                let e = Entry::from_stat(src.name.clone(), st);
+                (e.kind, e.mode, e.uid, e.gid) == (src.kind, src.mode, src.uid, src.gid)
+            };
+            if !matches!(&now, Some(Ok(st)) if as_listed(st)) {
+                let why = "the source directory is not as listed (changed during the run?): \
+                           its owner, mode and times are left for the next run";
+                self.warn(rel, false, Op::Stat, why);
+                return Ok(crate::xattr::XattrReport::default());
+            }
+        }
+        // Its xattrs are read only when they are synced.
+        let src_dir = src_dir.filter(|_| xattrs);
         let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
         let old = match dst {
             Some(d) => Some(d.mode),

@@ -19,7 +19,10 @@ impl Engine {
         rel: &RelPath,
         mut entries: Vec<Entry>,
         parts: &mut Vec<Name>,
-    ) -> Vec<Entry> {
+    ) -> (Vec<Entry>, bool) {
+        // Whether an entry was removed: the directory's mtime moved, and
+        // its finish must set it again.
+        let mut removed = false;
         entries.retain(|e| match temp_run_id(&e.name) {
             None if crate::engine::bigfile::part_name_key(&e.name).is_some() => {
                 parts.push(e.name.clone());
@@ -31,32 +34,37 @@ impl Engine {
             // This run's id on an entry of another user's: planted (the id
             // shows in the run's temporary names), never trusted.
             Some(id) if id == self.run_id => {
+                removed = true;
                 self.remove_foreign(dir, rel, e, "carries this run's id but is not psync's");
                 false
             }
             Some(_) if e.uid != euid() => {
+                removed = true;
                 self.remove_foreign(dir, rel, e, "a temporary of another psync run");
                 false
             }
             Some(_) => {
+                removed = true;
                 self.remove_stale(dir, rel, &e.name);
                 false
             }
         });
-        entries
+        (entries, removed)
     }
 
     /// Removes the part files (and journals) no planned copy will resume:
     /// those of changed or removed sources, and those of files that are
     /// already up to date (a kill between rename and journal removal).
+    /// True when it removed any (the directory's mtime moved).
     pub(super) fn drop_unused_parts(
         &self,
         dir: Option<&Dir>,
         rel: &RelPath,
         parts: &[Name],
         actions: &[Action],
-    ) {
-        let Some(dir) = dir else { return };
+    ) -> bool {
+        let Some(dir) = dir else { return false };
+        let mut removed = false;
         let wanted: Vec<u64> = actions
             .iter()
             .filter_map(|a| match a {
@@ -69,9 +77,11 @@ impl Engine {
             .collect();
         for name in parts {
             if crate::engine::bigfile::part_name_key(name).is_some_and(|k| !wanted.contains(&k)) {
+                removed = true;
                 self.remove_stale(dir, rel, name);
             }
         }
+        removed
     }
 
     /// Removes an entry named like psync's temporaries that another user
