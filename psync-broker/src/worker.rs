@@ -443,7 +443,9 @@ impl Worker {
                     break;
                 }
             }
-            sleep_unless(&s.stop, s.opts.tick.min(Duration::from_millis(200)));
+            // Runs, pauses and thread counts are followed at least 10
+            // times a second; heartbeats and leases as often.
+            sleep_unless(&s.stop, s.opts.tick.min(Duration::from_millis(100)));
         }
         s.stop.store(true, Ordering::Relaxed);
         threads.extend(executors);
@@ -524,8 +526,10 @@ impl Shared {
         }
     }
 
+    /// Entries held: queued, running, and finished but not yet reported.
     fn held_count(&self) -> usize {
-        self.running.load(Ordering::Relaxed) + self.queue.1.len()
+        let held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        held.values().map(HashSet::len).sum()
     }
 
     /// Sets every engine's quit flag: tasks under way return abandoned
@@ -637,9 +641,16 @@ impl Shared {
                 }
             }
             if left == free {
-                let all: Vec<&Arc<Slot>> = open.iter().collect();
-                let count = if open.len() == 1 { free } else { 1 };
-                self.read_new(&mut con, &all, count, Some((200, free)));
+                // One entry of each stream may come: all of them only when
+                // there is room for that many, else the next run's alone.
+                let (slots, count): (Vec<&Arc<Slot>>, usize) = if open.len() == 1 {
+                    (vec![&open[0]], free)
+                } else if free >= open.len() {
+                    (open.iter().collect(), 1)
+                } else {
+                    (vec![&open[turn % open.len()]], free)
+                };
+                self.read_new(&mut con, &slots, count, Some((200, free)));
             }
         }
     }

@@ -253,12 +253,18 @@ fn drive(con: &mut Connection, run: u64, tree: &Tree, order: Order, flush: bool)
     );
     assert_eq!(unique.len(), tree.specs.len());
     // No task record left, and the stream deleted with the run's end:
-    // only the run's state, which expires.
+    // only the run's state and its log (its last line says it ended),
+    // which expire.
     assert_eq!(scan(con, &c.keys().task_pattern()), Vec::<String>::new());
-    let keys = scan(con, &format!("{}*", c.keys().prefix()));
-    assert_eq!(keys, vec![c.keys().state()]);
-    let ttl: i64 = redis::cmd("TTL").arg(c.keys().state()).query(con).unwrap();
-    assert!(ttl > 0, "the ended run's state expires: TTL {ttl}");
+    let mut keys = scan(con, &format!("{}*", c.keys().prefix()));
+    keys.sort();
+    let mut want = vec![c.keys().state(), c.keys().events()];
+    want.sort();
+    assert_eq!(keys, want);
+    for k in want {
+        let ttl: i64 = redis::cmd("TTL").arg(&k).query(con).unwrap();
+        assert!(ttl > 0, "the ended run's {k} expires: TTL {ttl}");
+    }
 }
 
 #[test]

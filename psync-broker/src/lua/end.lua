@@ -18,6 +18,8 @@ end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', 'psync:runs', ARGV[3])
 redis.call('ZADD', 'psync:ended', now, ARGV[3])
+-- The log's last line: wakes a follower blocked on the log at once.
+redis.call('XADD', KEYS[4], '*', 'l', 'info', 'w', 'broker', 'm', 'run ' .. ARGV[1])
 for _, k in ipairs({KEYS[1], KEYS[3], KEYS[4]}) do
   redis.call('EXPIRE', k, ARGV[4])
 end

@@ -42,6 +42,8 @@ local function complete(prefix, state, stream, key, ttl)
       local run = string.match(prefix, '{(%x+)}')
       redis.call('SREM', 'psync:runs', run)
       redis.call('ZADD', 'psync:ended', t[1] * 1000 + math.floor(t[2] / 1000), run)
+      -- The log's last line: wakes a follower blocked on the log at once.
+      redis.call('XADD', prefix .. 'events', '*', 'l', 'info', 'w', 'broker', 'm', 'run complete')
       if tonumber(ttl) > 0 then
         for _, k in ipairs({state, prefix .. 'counts', prefix .. 'events'}) do
           redis.call('EXPIRE', k, ttl)
