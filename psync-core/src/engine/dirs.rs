@@ -939,12 +939,21 @@ impl Engine {
         // must not give a directory away; one changed during the run gets
         // its attributes at the next run).
         if attrs {
-            let now = src_dir.as_ref().map(|s| s.fstat());
+            // From its parent: a directory the process cannot read (mode
+            // 000, not root) is still looked at.
+            let now = match rel.split_last() {
+                None => self.src_root.fstat().ok(),
+                Some((parent, name)) => self
+                    .src_root
+                    .open_beneath(&parent)
+                    .and_then(|p| p.stat(name))
+                    .ok(),
+            };
             let as_listed = |st: &rustix::fs::Stat| {
                 let e = Entry::from_stat(src.name.clone(), st);
                 (e.kind, e.mode, e.uid, e.gid) == (src.kind, src.mode, src.uid, src.gid)
             };
-            if !matches!(&now, Some(Ok(st)) if as_listed(st)) {
+            if !now.as_ref().is_some_and(as_listed) {
                 let why = "the source directory is not as listed (changed during the run?): \
                            its owner, mode and times are left for the next run";
                 self.warn(rel, false, Op::Stat, why);
