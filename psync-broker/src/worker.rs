@@ -1009,6 +1009,8 @@ impl Shared {
             }
             self.release(f.d.run, &f.d.entry);
         }
+        // Room again: the fetcher, waiting for it, reads at once.
+        let _ = self.wake.0.try_send(());
     }
 
     fn finish_cmd(&self, f: &Finished) -> redis::Cmd {
