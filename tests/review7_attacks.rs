@@ -101,6 +101,9 @@ fn redelivered_batch_keeps_attackers_file_planted_with_sources_size_and_mtime() 
             std::fs::create_dir_all(&d).unwrap();
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).unwrap();
         }
+        // A subdirectory: the directory's task spawns, so its file goes
+        // in a batch of its own (a leaf's only batch is copied inline).
+        std::fs::create_dir_all(t.src().join("pub/sub")).unwrap();
         let f = t.src().join("pub/f");
         std::fs::write(&f, secret).unwrap();
         std::os::unix::fs::chown(&f, Some(VICTIM), Some(VICTIM)).unwrap();

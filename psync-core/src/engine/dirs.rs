@@ -220,7 +220,16 @@ impl Engine {
             self.record_members(rel, at, &src_entries, &dst, &actions);
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
-        let touched = self.act(rel, &src_dir, (dst_dir.as_ref(), at), fresh, actions, cx);
+        let mut counted = Counted { cx, spawned: 0 };
+        let touched = self.act(
+            rel,
+            &src_dir,
+            (dst_dir.as_ref(), at),
+            fresh,
+            actions,
+            &mut counted,
+        );
+        let (cx, leaf) = (counted.cx, counted.spawned == 0);
         if let Some(d) = dst_dir.as_ref().filter(|_| touched) {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
@@ -230,6 +239,13 @@ impl Engine {
         // in it: an earlier delivery may have, and lost its finish.
         let changed = touched || stale || cleaned;
         let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), changed);
+        // A directory whose work was all done here (no subdirectory, no
+        // task spawned: its files copied inline) is finished here too: one
+        // task instead of three, which is what a broker's dispatch costs.
+        // The root's finish starts the run's last phase: always deferred.
+        if leaf && !rel.is_root() && !self.quit.load(Ordering::Relaxed) {
+            return self.run_task(finish, cx);
+        }
         self.defer(cx, finish);
     }
 
@@ -496,7 +512,7 @@ impl Engine {
         (dst, at): (Option<&Dir>, Option<(u64, u64)>),
         fresh: bool,
         actions: Vec<Action>,
-        cx: &mut dyn TaskContext,
+        cx: &mut Counted<'_>,
     ) -> bool {
         let mut touched = false;
         let mut batch = Batch {
@@ -669,13 +685,20 @@ impl Engine {
             }
         }
         if !batch.actions.is_empty() {
-            cx.spawn(Task::Files {
-                rel: rel.clone(),
-                actions: batch.actions,
-                fresh,
-                at,
-                recheck: cx.delivery() > 1,
-            });
+            let recheck = cx.delivery() > 1;
+            if cx.spawned == 0 {
+                // The directory's only batch: copied by this task (a task
+                // of its own would cost more than it gives).
+                self.run_files(rel, batch.actions, (fresh, recheck), at);
+            } else {
+                cx.spawn(Task::Files {
+                    rel: rel.clone(),
+                    actions: batch.actions,
+                    fresh,
+                    at,
+                    recheck,
+                });
+            }
         }
         if !linked.is_empty()
             && !self.quit.load(Ordering::Relaxed)
@@ -1016,5 +1039,27 @@ impl Engine {
         };
         let setgid = dir.fstat()?.st_mode & 0o2000;
         Ok(src.mode & 0o777 & allowed | setgid)
+    }
+}
+
+/// A task context that counts the tasks spawned through it: a directory's
+/// task that spawned none copied its files itself and finishes itself.
+pub(super) struct Counted<'a> {
+    pub(super) cx: &'a mut dyn TaskContext,
+    pub(super) spawned: usize,
+}
+
+impl TaskContext for Counted<'_> {
+    fn spawn(&mut self, task: Task) {
+        self.spawned += 1;
+        self.cx.spawn(task);
+    }
+
+    fn defer(&mut self, task: Task) -> Result<(), crate::transport::DeferTwice> {
+        self.cx.defer(task)
+    }
+
+    fn delivery(&self) -> u32 {
+        self.cx.delivery()
     }
 }
