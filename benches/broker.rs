@@ -7,11 +7,12 @@
 //!   per directory (100), directories of `--fanout` children (10), through
 //!   one loopback redis-server, on workers of each `--shape WxT` (W
 //!   workers of T threads; default 2x2). The workers run a stand-in engine
-//!   ([`StandIn`]) that does no file system work: a `Dir` spawns its child
-//!   `Dir`s and one `Files` task of real `Copy` actions and defers its
-//!   `FinishDir`, as the engine's walk does; the others only count.
-//!   `--tasks-per-dir 2` (the `Dir` copies its files itself) or `1` (and
-//!   finishes itself) measure what fewer tasks would give.
+//!   ([`StandIn`]) that does no file system work and makes the tasks the
+//!   engine's walk makes: a `Dir` spawns its child `Dir`s; a directory
+//!   with children also spawns one `Files` task of real `Copy` actions
+//!   and defers its `FinishDir`, a leaf copies and finishes itself (one
+//!   task); the others only count. `--tasks-per-dir 3`, `2` or `1` make
+//!   every directory alike (3: as the engine did before 2026-12-01).
 //! - `latency`: the same with the first shape, on loopback and through a
 //!   [`DelayProxy`] adding `--delay-us` (200) each way between Redis and
 //!   everyone else (workers and submitter), alternately: files/s of both
@@ -85,7 +86,7 @@ impl Options {
                 dirs: 10_000,
                 per_dir: 100,
                 fanout: 10,
-                tasks_per_dir: 3,
+                tasks_per_dir: 0,
             },
             shapes: Vec::new(),
             delay: Duration::from_micros(200),
@@ -158,9 +159,11 @@ struct Tree {
     dirs: u64,
     per_dir: u64,
     fanout: u64,
-    /// Tasks per directory: 3 as the engine makes them (`Dir`, `Files`,
-    /// `FinishDir`); 2, a what-if: the `Dir` copies its files itself; 1:
-    /// and finishes itself too (`--tasks-per-dir`).
+    /// Tasks per directory: 0 (the default) as the engine makes them: a
+    /// leaf directory's `Dir` copies its files and finishes it itself (1
+    /// task), any other has a `Files` task and a `FinishDir` (3); 3, 2, 1
+    /// for every directory alike (`--tasks-per-dir`: 2, the `Dir` copies
+    /// its files itself; 1, and finishes itself too).
     tasks_per_dir: u64,
 }
 
@@ -171,7 +174,38 @@ impl Tree {
 
     /// Tasks of a run.
     fn tasks(&self) -> u64 {
-        self.tasks_per_dir * self.dirs
+        let (_, files, finishes) = self.task_kinds();
+        self.dirs + files + finishes
+    }
+
+    /// Directories with subdirectories.
+    fn inner(&self) -> u64 {
+        (0..self.dirs)
+            .filter(|i| self.children(*i).next().is_some())
+            .count() as u64
+    }
+
+    /// Whether directory `i` has its own `Files` task, and its own `FinishDir`.
+    fn spawns(&self, i: u64) -> (bool, bool) {
+        match self.tasks_per_dir {
+            0 => {
+                let inner = self.children(i).next().is_some();
+                (inner, inner)
+            }
+            n => (n >= 3, n >= 2),
+        }
+    }
+
+    /// `Dir`, `Files` and `FinishDir` tasks of a run.
+    fn task_kinds(&self) -> (u64, u64, u64) {
+        match self.tasks_per_dir {
+            0 => (self.dirs, self.inner(), self.inner()),
+            n => (
+                self.dirs,
+                self.dirs * u64::from(n >= 3),
+                self.dirs * u64::from(n >= 2),
+            ),
+        }
     }
 
     fn children(&self, i: u64) -> impl Iterator<Item = u64> {
@@ -293,7 +327,8 @@ impl StandIn {
             let n = files.encode().map_or(0, |b| b.len());
             self.probe.files_bytes.store(n as u64, Ordering::Relaxed);
         }
-        if self.tree.tasks_per_dir >= 3 {
+        let (own_files, own_finish) = self.tree.spawns(i);
+        if own_files {
             cx.spawn(files);
         } else if let Task::Files { actions, .. } = &files {
             copy(actions, &mut report);
@@ -306,7 +341,7 @@ impl StandIn {
             at: None,
             pass: 0,
         };
-        if self.tree.tasks_per_dir >= 2 {
+        if own_finish {
             cx.defer(finish).expect("one deferral per directory");
         } else {
             report.counts.done += 1;
@@ -646,13 +681,7 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
             probe.files.load(Ordering::Relaxed),
             probe.finishes.load(Ordering::Relaxed),
         );
-        let (fs, xs) = (tree.tasks_per_dir >= 3, tree.tasks_per_dir >= 2);
-        let want = (
-            tree.dirs,
-            tree.dirs * u64::from(fs),
-            tree.dirs * u64::from(xs),
-        );
-        assert_eq!(ran, want, "tasks run (Dir, Files, FinishDir)");
+        assert_eq!(ran, tree.task_kinds(), "tasks run (Dir, Files, FinishDir)");
         assert_eq!(ran.0 + ran.1 + ran.2, tree.tasks());
         let records = count_keys(&mut admin, &keys.task_pattern());
         assert_eq!(records, 0, "task records left after the end");
@@ -663,13 +692,16 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
         assert!(!stream, "the task stream outlived the run");
 
         let label = format!(
-            "{} files ({} dirs × {}, fan-out {}, {} tasks per dir), {workers} worker(s) × \
+            "{} files ({} dirs × {}, fan-out {}, {} tasks), {workers} worker(s) × \
              {threads} thread(s), {}",
             tree.files(),
             tree.dirs,
             tree.per_dir,
             tree.fanout,
-            tree.tasks_per_dir,
+            match tree.tasks_per_dir {
+                0 => format!("{} as the engine makes them", tree.tasks()),
+                n => format!("{n} per dir"),
+            },
             match route {
                 Route::Loopback => "loopback".to_string(),
                 Route::Delayed(d) => format!("+{} µs each way (DelayProxy)", d.as_micros()),

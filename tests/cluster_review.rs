@@ -632,11 +632,11 @@ fn src_root_fs_id() -> u64 {
     h.finish()
 }
 
-/// A worker reads new tasks of every open run in one `XREADGROUP`, "as
-/// many as it has idle threads, as many again queued" (ADR 016): `COUNT`
-/// is per stream, so with several runs it takes that many of each and
-/// holds them (renewing their leases) while another worker idles. Three
-/// runs of slow tasks, a worker of 1 thread: it must hold at most 2.
+/// A worker holds at most 4 entries per thread (ADR 016), but
+/// `XREADGROUP`'s `COUNT` is per stream: reading every open run in one
+/// call took that many of each and held them (renewing their leases)
+/// while another worker idled. Three runs of 6 slow tasks each, a worker
+/// of 1 thread: it must hold at most 4.
 #[test]
 fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
     let redis = require_redis!();
@@ -716,7 +716,7 @@ fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
     }
     worker.join().unwrap();
     assert!(
-        most <= 2,
+        most <= 4,
         "a worker of 1 thread held {most} tasks at once (3 runs)"
     );
 }

@@ -4,8 +4,7 @@
 //!
 //! Threads of a worker:
 //! - the **fetcher** reads new entries of the runs' task streams
-//!   (`XREADGROUP`, as many as there are idle threads, plus as many
-//!   again queued);
+//!   (`XREADGROUP`, up to [`HELD_PER_THREAD`] held per thread);
 //! - **executors** (`--threads`) decode, check and run a task each;
 //!   children spawned while a task runs are sent 64 at a time, the rest
 //!   with its end; a task abandoned (pause `--kill`, the worker leaving)
@@ -43,6 +42,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+/// Entries a worker holds per thread (running, queued, or finished and
+/// not yet reported): enough to keep its threads busy across a network
+/// round trip or two (0.2 ms each way: `benches/README.md`), few enough
+/// not to keep long tasks from idle workers.
+const HELD_PER_THREAD: usize = 4;
 
 /// Children a running task sends in one round trip before it ends.
 const SPAWN_BATCH: usize = 64;
@@ -617,7 +622,7 @@ impl Shared {
                 sleep_unless(&self.stop, Duration::from_millis(50));
                 continue;
             }
-            let free = (2 * self.want()).saturating_sub(self.held_count());
+            let free = (HELD_PER_THREAD * self.want()).saturating_sub(self.held_count());
             if free == 0 {
                 let _ = self.wake.1.recv_timeout(Duration::from_millis(50));
                 continue;
@@ -1320,7 +1325,7 @@ impl Shared {
             if !slot.open() {
                 continue;
             }
-            let free = (2 * self.want()).saturating_sub(self.held_count());
+            let free = (HELD_PER_THREAD * self.want()).saturating_sub(self.held_count());
             if free == 0 {
                 return;
             }
