@@ -46,8 +46,9 @@ pub enum Command {
     /// its heartbeat expires.
     Worker(WorkerArgs),
 
-    /// Follow a run submitted with `sync --detach` to its end, with the
-    /// same output and exit status as `sync`. An interrupt stops
+    /// Follow a run submitted with `sync --detach` to its end.
+    ///
+    /// The same output and exit status as `sync`. An interrupt stops
     /// following (exit 2); the run goes on.
     Wait {
         #[command(flatten)]
