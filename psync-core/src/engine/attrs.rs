@@ -329,10 +329,11 @@ impl Engine {
 /// may be forged (a device node of the forger's choosing): it must be
 /// what the source holds (one `lstat`; a symlink's target is only text).
 pub(crate) fn node_as_listed(src_dir: &Dir, src: &Entry) -> io::Result<()> {
-    if src.kind == Kind::Symlink {
-        return Ok(());
-    }
-    let seen = |e: &Entry| (e.kind, e.rdev, e.mode, e.uid, e.gid);
+    // A symlink's mode means nothing (and is not set); its owner is.
+    let seen = |e: &Entry| match e.kind {
+        Kind::Symlink => (e.kind, 0, 0, e.uid, e.gid),
+        _ => (e.kind, e.rdev, e.mode, e.uid, e.gid),
+    };
     let st = src_dir.stat(src.name.as_bytes())?;
     if seen(&Entry::from_stat(src.name.clone(), &st)) == seen(src) {
         Ok(())

@@ -114,7 +114,10 @@ impl Engine {
         // A directory this run made is listed too (empty, but for what an
         // earlier delivery of this task made in it: a broker delivers at
         // least once; the directory is psync's user's, mode 0700, until
-        // its finish, so nobody else put entries there).
+        // its finish, so nobody else put entries there — unless that
+        // delivery finished it itself, a leaf, and died before it was
+        // acknowledged: then what is in it goes through the plan as any
+        // target's entries do).
         let listed = dst_dir.as_ref().map(|d| self.walker.list(d));
         // The directory listed by the parent's task (or made by it), not
         // another one a user renamed to its path since; nothing in it is
@@ -243,7 +246,9 @@ impl Engine {
         // task spawned: its files copied inline) is finished here too: one
         // task instead of three, which is what a broker's dispatch costs.
         // The root's finish starts the run's last phase: always deferred.
-        if leaf && !rel.is_root() && !self.quit.load(Ordering::Relaxed) {
+        // Only on a first delivery: a later one may race the children an
+        // earlier delivery spawned, which the deferred finish waits for.
+        if leaf && !rel.is_root() && cx.delivery() == 1 && !self.quit.load(Ordering::Relaxed) {
             return self.run_task(finish, cx);
         }
         self.defer(cx, finish);
@@ -956,35 +961,38 @@ impl Engine {
         if !attrs && !xattrs {
             return Ok(crate::xattr::XattrReport::default());
         }
-        let src_dir = self.src_root.open_beneath(rel).ok();
-        // Owner and mode come from the task's entry: only while the source
-        // directory still has them (a task forged into a broker's queue
-        // must not give a directory away; one changed during the run gets
-        // its attributes at the next run).
-        if attrs {
-            // From its parent: a directory the process cannot read (mode
-            // 000, not root) is still looked at.
-            let now = match rel.split_last() {
-                None => self.src_root.fstat().ok(),
-                Some((parent, name)) => self
-                    .src_root
-                    .open_beneath(&parent)
-                    .and_then(|p| p.stat(name))
-                    .ok(),
-            };
-            let as_listed = |st: &rustix::fs::Stat| {
-                let e = Entry::from_stat(src.name.clone(), st);
-                (e.kind, e.mode, e.uid, e.gid) == (src.kind, src.mode, src.uid, src.gid)
-            };
-            if !now.as_ref().is_some_and(as_listed) {
-                let why = "the source directory is not as listed (changed during the run?): \
-                           its owner, mode and times are left for the next run";
+        // Owner and mode as the source directory has them now, not as the
+        // task says (a task forged into a broker's queue must not give a
+        // directory away; one changed during the run gets what it has
+        // now); its times as listed. Looked at from its parent: a
+        // directory the process cannot read (mode 000, not root) too.
+        let src_now = match rel.split_last() {
+            None => self.src_root.fstat(),
+            Some((parent, name)) => self
+                .src_root
+                .open_beneath(&parent)
+                .and_then(|p| p.stat(name)),
+        };
+        let src_now = match src_now.map(|st| Entry::from_stat(src.name.clone(), &st)) {
+            Ok(now) if now.kind == Kind::Dir => {
+                let mut e = src.clone();
+                (e.mode, e.uid, e.gid) = (now.mode, now.uid, now.gid);
+                e
+            }
+            _ => {
+                let why = "the source directory is gone or no longer a directory: \
+                           its attributes are left as they are";
                 self.warn(rel, false, Op::Stat, why);
                 return Ok(crate::xattr::XattrReport::default());
             }
-        }
-        // Its xattrs are read only when they are synced.
-        let src_dir = src_dir.filter(|_| xattrs);
+        };
+        let src = &src_now;
+        // The source directory is opened only to read its xattrs.
+        let src_dir = if xattrs {
+            self.src_root.open_beneath(rel).ok()
+        } else {
+            None
+        };
         let from = src_dir.as_ref().map(|s| Node::Fd(s.fd()));
         let old = match dst {
             Some(d) => Some(d.mode),
