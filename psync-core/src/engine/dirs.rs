@@ -246,9 +246,12 @@ impl Engine {
         // task spawned: its files copied inline) is finished here too: one
         // task instead of three, which is what a broker's dispatch costs.
         // The root's finish starts the run's last phase: always deferred.
-        // Only on a first delivery: a later one may race the children an
-        // earlier delivery spawned, which the deferred finish waits for.
-        if leaf && !rel.is_root() && cx.delivery() == 1 && !self.quit.load(Ordering::Relaxed) {
+        // On every delivery alike: a task's deliveries count once (one
+        // report is acknowledged), so a finish deferred by one of them and
+        // run inline by another would count twice. (A later delivery that
+        // races a batch an earlier one spawned may so finish before that
+        // batch's last rename: ADR 016.)
+        if leaf && !rel.is_root() && !self.quit.load(Ordering::Relaxed) {
             return self.run_task(finish, cx);
         }
         self.defer(cx, finish);
