@@ -264,3 +264,28 @@ fn pre_seeded_target_gets_its_xattrs_by_default() {
     assert_eq!(r.stats.bytes_copied, 0, "attributes only");
     rsync_oracle(&src, &dst);
 }
+
+/// A source directory whose mode changes after its parent listed it (a
+/// long run: its finish waits for its whole subtree): its target gets
+/// the mode the source has at the finish, not the listed one — which a
+/// task forged into a broker's queue could set (ADR 016).
+#[test]
+fn a_directory_chmodded_during_the_run_gets_its_new_mode() {
+    use crate::util::attack::{on_list, run_lib};
+    use std::os::unix::fs::PermissionsExt;
+    let t = TestDir::new("dir_chmodded_during_the_run");
+    tree!(t.src(), { "d/f" => file("data") });
+    std::fs::set_permissions(t.src().join("d"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = t.src().join("d");
+    // When `d` is listed, its parent has listed it with mode 0755.
+    let walker = on_list(&t.src().join("d"), move || {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o750)).unwrap();
+    });
+    let out = run_lib(&t.src(), &t.dst(), |b| {
+        b.walker(std::sync::Arc::new(walker));
+    });
+    assert!(out.errors.is_empty(), "{out:#?}");
+    let mode = std::fs::metadata(t.dst().join("d")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o750, "the source's mode at the finish");
+    assert_synced!(t.src(), t.dst());
+}
