@@ -193,13 +193,16 @@ pub(crate) fn mixed_tree(src: &Path, dirs: usize, files: usize) {
     std::os::unix::fs::symlink("d0/sub/f2", src.join("sym")).unwrap();
 }
 
+/// A cluster of `$n` workers for the test dir `$t` (a real redis-server),
+/// or the test's skip when rsync or redis-server is missing (a failure
+/// under `CI=true`). Used by `cluster_review.rs` too.
 macro_rules! cluster {
     ($t:expr, $n:expr) => {{
-        if !require_rsync() {
+        if !$crate::util::rsync::require_rsync() {
             return;
         }
         let redis = require_redis!();
-        Cluster::start(redis, &$t, $n)
+        $crate::cluster::Cluster::start(redis, &$t, $n)
     }};
 }
 

@@ -5,10 +5,11 @@
 //! does no file system work, so that a test decides exactly when each
 //! task runs and ends.
 
-use crate::cluster::{Cluster, assert_ok};
+use crate::cluster::assert_ok;
+use crate::server::Redis;
 use crate::util::TestDir;
 use crate::util::compare::temp_like;
-use crate::util::rsync::{require_rsync, rsync_oracle};
+use crate::util::rsync::rsync_oracle;
 use psync::broker::{Broker, RunEngine, Worker, WorkerOptions};
 use psync::{Event, Name, Op, RelPath, Task};
 use psync::{Outcome, TaskContext, TaskReport, TaskRunner};
@@ -17,16 +18,6 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-macro_rules! cluster {
-    ($t:expr, $n:expr) => {{
-        if !require_rsync() {
-            return;
-        }
-        let redis = require_redis!();
-        Cluster::start(redis, &$t, $n)
-    }};
-}
 
 /// A worker SIGKILLed while it replaces a file (a named temporary in the
 /// target, `.psync-tmp.*`, being filled): another worker finishes the
@@ -201,6 +192,31 @@ impl Gate {
 }
 
 /// Follows `run` on a thread: its end (or error) and every event.
+/// Submits a run whose first task is `task` and runs it on one
+/// in-process worker (the generic copier) allowed `t`: how the run ended
+/// and its events.
+fn run_on_one_worker(
+    redis: &Redis,
+    t: &TestDir,
+    spec: &psync::RunSpec,
+    task: &Task,
+) -> (Result<psync::broker::RunEnd, String>, Vec<Event>) {
+    let (leave, worker) = crate::cluster::worker_in_process(
+        &redis.url(),
+        "w",
+        Arc::new(psync::GenericCopier::new()),
+        Duration::from_secs(5),
+        t.path().into(),
+    );
+    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
+    let run = broker.submit(spec, task).unwrap();
+    let done = follow_in_thread(broker, run);
+    let outcome = done.recv_timeout(Duration::from_secs(20));
+    leave.store(true, Ordering::SeqCst);
+    worker.join().unwrap();
+    outcome.expect("the run ends")
+}
+
 fn follow_in_thread(
     broker: Broker,
     run: psync::broker::RunId,
@@ -463,23 +479,8 @@ fn a_forged_task_does_not_make_a_setuid_root_copy_of_a_user_s_file() {
         at: None,
         recheck: false,
     };
-    let (leave, worker) = crate::cluster::worker_in_process(
-        &redis.url(),
-        "w",
-        Arc::new(psync::GenericCopier::new()),
-        Duration::from_secs(5),
-        t.path().into(),
-    );
-    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
-    let run = broker.submit(&spec, &task).unwrap();
-    let done = follow_in_thread(
-        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
-        run,
-    );
-    let outcome = done.recv_timeout(Duration::from_secs(20));
-    leave.store(true, Ordering::SeqCst);
-    worker.join().unwrap();
-    outcome.expect("the run ends").0.unwrap();
+    let outcome = run_on_one_worker(&redis, &t, &spec, &task);
+    outcome.0.unwrap();
     let made = std::fs::symlink_metadata(dst.join("tool")).unwrap();
     assert!(
         !(made.uid() == 0 && made.mode() & 0o4000 != 0),
@@ -518,23 +519,8 @@ fn a_forged_task_does_not_make_a_root_worker_create_a_device_node() {
     };
     // `psync worker`'s checks let it through: its names are clean.
     psync::broker::config::check_task(&task).unwrap();
-    let (leave, worker) = crate::cluster::worker_in_process(
-        &redis.url(),
-        "w",
-        Arc::new(psync::GenericCopier::new()),
-        Duration::from_secs(5),
-        t.path().into(),
-    );
-    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
-    let run = broker.submit(&spec, &task).unwrap();
-    let done = follow_in_thread(
-        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
-        run,
-    );
-    let outcome = done.recv_timeout(Duration::from_secs(20));
-    leave.store(true, Ordering::SeqCst);
-    worker.join().unwrap();
-    let (end, events) = outcome.expect("the run ends");
+    let outcome = run_on_one_worker(&redis, &t, &spec, &task);
+    let (end, events) = outcome;
     end.unwrap();
     if let Ok(m) = std::fs::symlink_metadata(t.dst().join("mem")) {
         let _ = std::fs::remove_file(t.dst().join("mem"));
@@ -593,23 +579,8 @@ fn a_forged_task_does_not_give_a_directory_to_a_user() {
         pass: 0,
     };
     psync::broker::config::check_task(&task).unwrap();
-    let (leave, worker) = crate::cluster::worker_in_process(
-        &redis.url(),
-        "w",
-        Arc::new(psync::GenericCopier::new()),
-        Duration::from_secs(5),
-        t.path().into(),
-    );
-    let broker = Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url());
-    let run = broker.submit(&spec, &task).unwrap();
-    let done = follow_in_thread(
-        Broker::new(redis::Client::open(redis.url()).unwrap(), redis.url()),
-        run,
-    );
-    let outcome = done.recv_timeout(Duration::from_secs(20));
-    leave.store(true, Ordering::SeqCst);
-    worker.join().unwrap();
-    outcome.expect("the run ends").0.unwrap();
+    let outcome = run_on_one_worker(&redis, &t, &spec, &task);
+    outcome.0.unwrap();
     let m = std::fs::metadata(dst.join("d")).unwrap();
     assert!(
         m.uid() == 0 && m.mode() & 0o777 == 0o700,

@@ -18,6 +18,7 @@ mod bad_input;
 mod basic;
 mod bind_mounts;
 mod cli;
+#[macro_use]
 mod cluster;
 mod cluster_review;
 mod deep;

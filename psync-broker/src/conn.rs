@@ -81,13 +81,16 @@ impl Conn {
     }
 
     fn connect(&mut self) -> RedisResult<&mut redis::Connection> {
-        if self.con.is_none() {
-            let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            con.set_read_timeout(Some(self.read_timeout))?;
-            con.set_write_timeout(Some(self.read_timeout))?;
-            self.con = Some(con);
-        }
-        Ok(self.con.as_mut().expect("connected just above"))
+        let con = match self.con.take() {
+            Some(con) => con,
+            None => {
+                let con = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+                con.set_read_timeout(Some(self.read_timeout))?;
+                con.set_write_timeout(Some(self.read_timeout))?;
+                con
+            }
+        };
+        Ok(self.con.insert(con))
     }
 
     /// Makes `f` once, without retrying: for a first contact that must
