@@ -91,6 +91,19 @@ impl Cluster {
         }
     }
 
+    /// Waits (30 s at most) until the worker `name` runs a task.
+    fn wait_busy(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let busy = |w: &serde_json::Value| w["name"] == name && w["busy"].as_u64() > Some(0);
+        while !self.status()["workers"]
+            .as_array()
+            .is_some_and(|ws| ws.iter().any(busy))
+        {
+            assert!(Instant::now() < deadline, "{name} never busy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub(crate) fn worker_logs(&self) -> String {
         let mut all = String::new();
         for (name, _) in &self.workers {
@@ -113,6 +126,20 @@ impl Cluster {
             String::from_utf8_lossy(&o.stderr)
         );
         serde_json::from_slice(&o.stdout).expect("status JSON")
+    }
+
+    /// `psync sync` through the broker, with `args`, under way (its
+    /// output piped).
+    pub(crate) fn spawn_sync(&self, src: &Path, dst: &Path, args: &[&str]) -> Child {
+        self.cmd()
+            .arg("sync")
+            .args(args)
+            .arg(src)
+            .arg(dst)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start psync sync")
     }
 
     /// `psync sync` through the broker, with `args`.
@@ -256,30 +283,9 @@ fn a_killed_worker_s_tasks_are_taken_by_the_others_and_nothing_of_a_live_one() {
             )],
         );
     }
-    let run = c
-        .cmd()
-        .args(["sync", "--chunk-size", "1M", "-q"])
-        .arg(&src)
-        .arg(&dst)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = c.spawn_sync(&src, &dst, &["--chunk-size", "1M", "-q"]);
     // Kill w1 while it runs tasks.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = c.status();
-        let busy = s["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|w| w["name"] == "w1" && w["busy"].as_u64() > Some(0));
-        if busy {
-            break;
-        }
-        assert!(Instant::now() < deadline, "w1 never busy");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    c.wait_busy("w1");
     c.kill("w1");
     let o = run.wait_with_output().unwrap();
     assert_ok(&o, &c);
@@ -474,15 +480,7 @@ fn a_run_completes_across_a_broker_restart_with_aof() {
     };
     let mut c = Cluster::start(redis, &t, 2);
     mixed_tree(&t.src(), 40, 80);
-    let mut run = c
-        .cmd()
-        .args(["sync", "-q"])
-        .arg(t.src())
-        .arg(t.dst())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = c.spawn_sync(&t.src(), &t.dst(), &["-q"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         run.try_wait().unwrap().is_none(),
@@ -619,15 +617,7 @@ fn workers_wait_out_a_broker_unreachable_for_20_seconds() {
     let t = TestDir::new("cluster_frozen");
     let c = cluster!(t, 2);
     mixed_tree(&t.src(), 40, 80);
-    let mut run = c
-        .cmd()
-        .args(["sync", "-q"])
-        .arg(t.src())
-        .arg(t.dst())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = c.spawn_sync(&t.src(), &t.dst(), &["-q"]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         run.try_wait().unwrap().is_none(),
@@ -804,25 +794,8 @@ fn a_worker_sent_sigterm_hands_back_its_tasks_and_leaves() {
             )],
         );
     }
-    let run = c
-        .cmd()
-        .args(["sync", "--chunk-size", "1M", "-q"])
-        .arg(t.src())
-        .arg(t.dst())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !c.status()["workers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|w| w["name"] == "quick" && w["busy"].as_u64() > Some(0))
-    {
-        assert!(Instant::now() < deadline, "quick never busy");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let run = c.spawn_sync(&t.src(), &t.dst(), &["--chunk-size", "1M", "-q"]);
+    c.wait_busy("quick");
     let (_, quick) = c.workers.iter_mut().find(|(n, _)| n == "quick").unwrap();
     let pid = quick.id().to_string();
     assert!(

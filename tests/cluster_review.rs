@@ -14,7 +14,6 @@ use psync::broker::{Broker, RunEngine, Worker, WorkerOptions};
 use psync::{Event, Name, Op, RelPath, Task};
 use psync::{Outcome, TaskContext, TaskReport, TaskRunner};
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,16 +38,7 @@ fn a_worker_killed_while_it_replaces_a_file_leaves_only_its_own_temporary_until_
     let args = ["--chunk-size", "1G", "-q"];
     assert_ok(&c.sync(&src, &dst, &args), &c);
     std::fs::write(src.join("big"), big(2)).unwrap();
-    let run = c
-        .cmd()
-        .arg("sync")
-        .args(args)
-        .arg(&src)
-        .arg(&dst)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = c.spawn_sync(&src, &dst, &args);
     // The only worker is filling the temporary: kill it.
     let deadline = Instant::now() + Duration::from_secs(20);
     while temp_like(&dst).is_empty() {

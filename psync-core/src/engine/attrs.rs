@@ -65,13 +65,16 @@ impl Engine {
             // place (a user may have planted a file that passes the quick
             // check, setuid bits and all): it is copied from the source.
             if shared == Shared::Replace && self.foreign_data(src, &h.stat) {
-                match src.kind {
-                    Kind::File => {
-                        let how = (Some(dst.mode), false, change, None);
-                        self.copy_file(rel, src_dir, d, src, how, None);
-                    }
-                    _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
-                }
+                self.replace_by_copy(
+                    Here {
+                        rel,
+                        src_dir,
+                        dir: Some(d),
+                    },
+                    src,
+                    dst,
+                    change,
+                );
                 return true;
             }
             // Owner and mode come from the task's entry: only while the
@@ -114,6 +117,21 @@ impl Engine {
         self.itemize(path(), Some(change), src);
         self.count(|c| c.attrs_updated += 1);
         false
+    }
+
+    /// Replaces the target `dst` of `src` in `here` by a new copy of the
+    /// source (a file's data, or a symlink or special made anew) instead of
+    /// changing its inode in place.
+    fn replace_by_copy(&self, here: Here<'_>, src: &Entry, dst: &Entry, change: Change) {
+        let Here { rel, src_dir, dir } = here;
+        let Some(d) = dir else { return };
+        match src.kind {
+            Kind::File => {
+                let how = (Some(dst.mode), false, change, None);
+                self.copy_file(rel, src_dir, d, src, how, None);
+            }
+            _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
+        }
     }
 
     /// Whether the xattrs/ACLs of `src`'s target in `d` may need a change:
@@ -161,19 +179,16 @@ impl Engine {
                     "its inode has {has} links where the source accounts for {links}: replaced by a copy instead of changed in place (its other names keep the old inode)"
                 );
                 self.warn(&path, true, Op::Link, &why);
-                match src.kind {
-                    Kind::File => {
-                        self.copy_file(
-                            rel,
-                            src_dir,
-                            d,
-                            src,
-                            (Some(dst.mode), false, change, None),
-                            None,
-                        );
-                    }
-                    _ => self.replace_node(rel, src_dir, Some(d), src, Some(dst.mode), change),
-                }
+                self.replace_by_copy(
+                    Here {
+                        rel,
+                        src_dir,
+                        dir: Some(d),
+                    },
+                    src,
+                    dst,
+                    change,
+                );
                 true
             }
         }
