@@ -279,6 +279,9 @@ fn problems(s: &Snapshot) -> String {
     if s.skipped_young > 0 {
         line += &format!(", {} skipped as too recent (--min-age)", s.skipped_young);
     }
+    if s.skipped_by_copier > 0 {
+        line += &format!(", {} skipped by the copier", s.skipped_by_copier);
+    }
     line
 }
 

@@ -661,6 +661,7 @@ impl Syncer {
                 direct_io: b.direct_io,
             },
             copier: copier.name().to_string(),
+            copier_options: copier.options(),
             dry_run: b.dry_run,
             itemize: b.itemize,
             verify: b.verify,

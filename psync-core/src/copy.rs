@@ -399,6 +399,42 @@ pub trait Copier: Send + Sync {
         default
     }
 
+    /// Whether to leave the source entry `src` alone on purpose (a Lustre
+    /// file whose data is released to HSM): `Some(reason)` and the engine
+    /// reports it as skipped (`skipped_by_copier`), plans nothing for it
+    /// and leaves its target entry untouched, never deleted (also with
+    /// `--delete`). Asked for every non-directory of a listing, after
+    /// [`Copier::annotate`]: it should decide from the entry (its
+    /// `fs_data`). The default: `None`.
+    fn skip(&self, src: &Entry) -> Option<String> {
+        let _ = src;
+        None
+    }
+
+    /// This copier's options as a string, carried in
+    /// [`crate::RunSpec::copier_options`] to every engine of the run
+    /// (other processes, other nodes), which gets its copier through
+    /// [`Copier::with_options`]. The default: none (empty).
+    fn options(&self) -> String {
+        String::new()
+    }
+
+    /// The copier to use for a run whose copier has [`Copier::options`]
+    /// `options`: `Ok(None)` for this one as it is. The default: `None`
+    /// for empty options, an error otherwise.
+    ///
+    /// # Errors
+    /// Options this copier does not understand.
+    fn with_options(&self, options: &str) -> io::Result<Option<Arc<dyn Copier>>> {
+        if options.is_empty() {
+            return Ok(None);
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("copier {:?} takes no options", self.name()),
+        ))
+    }
+
     /// Creates the symlink `name` with `src.link` as its text.
     ///
     /// # Errors
@@ -458,6 +494,15 @@ macro_rules! forward_copier {
             fn annotate(&self, dir: &Dir, entries: &mut [Entry]) -> io::Result<()> {
                 (**self).annotate(dir, entries)
             }
+            fn skip(&self, src: &Entry) -> Option<String> {
+                (**self).skip(src)
+            }
+            fn options(&self) -> String {
+                (**self).options()
+            }
+            fn with_options(&self, o: &str) -> io::Result<Option<Arc<dyn Copier>>> {
+                (**self).with_options(o)
+            }
             fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
                 (**self).make_symlink(dir, n, src)
             }
@@ -471,6 +516,27 @@ macro_rules! forward_copier {
     )*};
 }
 forward_copier!(Arc<T>, Box<T>, &T);
+
+thread_local! {
+    /// Warnings a copier step made on this thread ([`kit::warn`]), taken
+    /// by the engine when the step returns.
+    static NOTES: std::cell::RefCell<Vec<(Op, String)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reports a warning about the entry the running copier step is for: the
+/// engine sends it as an [`crate::Event::Warning`] with the entry's path
+/// once the step returns. For [`Copier::create`],
+/// [`Copier::create_unnamed`] and [`Copier::make_dir`] (what a backend
+/// could not give a new entry: a layout refused); the engine drops what
+/// other steps leave.
+pub fn warn(op: Op, message: impl Into<String>) {
+    NOTES.with(|n| n.borrow_mut().push((op, message.into())));
+}
+
+/// The warnings made on this thread since the last call.
+pub(crate) fn take_notes() -> Vec<(Op, String)> {
+    NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
+}
 
 /// A registered pair: source fs magic, target fs magic (`None` = any), copier.
 type Pair = (Option<u64>, Option<u64>, Arc<dyn Copier>);

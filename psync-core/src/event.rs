@@ -42,7 +42,8 @@ pub enum Event {
         /// The message.
         message: String,
     },
-    /// An entry was left alone on purpose (`--min-age`).
+    /// An entry was left alone on purpose (`--min-age`, or by the
+    /// copier: [`crate::Copier::skip`]).
     Skipped {
         /// Path relative to the run's roots.
         path: RelPath,
@@ -219,6 +220,9 @@ counters! {
     verified,
     /// Entries skipped because they changed too recently (`--min-age`).
     skipped_young,
+    /// Entries the copier left alone on purpose (Lustre: files whose data
+    /// is released to HSM), their targets untouched.
+    skipped_by_copier,
     /// Large-file chunks copied.
     chunks,
     /// Large-file chunks found complete from an interrupted run and kept.

@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Version byte in front of every encoded [`RunSpec`] (postcard is not
 /// self-describing: an engine refuses a spec of another version rather
 /// than misread it).
-pub const SPEC_ENCODING_VERSION: u8 = 1;
+pub const SPEC_ENCODING_VERSION: u8 = 2;
 
 /// Everything an engine needs to run tasks of one run, besides the tasks:
 /// the roots, every option that changes what the engine does, and what
@@ -72,6 +72,11 @@ pub struct RunSpec {
     /// ([`crate::Copier::name`]); each engine takes the copier of that
     /// name from its [`EngineContext::copiers`].
     pub copier: String,
+    /// That copier's options ([`crate::Copier::options`]), which each
+    /// engine gives the copier of that name
+    /// ([`crate::Copier::with_options`]): a worker's registry holds it
+    /// unconfigured.
+    pub copier_options: String,
     /// Plan and report without changing anything.
     pub dry_run: bool,
     /// Send an [`Event::Itemize`] for every change.
@@ -108,6 +113,7 @@ impl std::fmt::Debug for RunSpec {
             .field("plan", &self.plan)
             .field("copy", &self.copy)
             .field("copier", &self.copier)
+            .field("copier_options", &self.copier_options)
             .field("dry_run", &self.dry_run)
             .field("itemize", &self.itemize)
             .field("verify", &self.verify)
@@ -325,6 +331,13 @@ impl Engine {
             let msg = format!("no copier named {:?} is registered", spec.copier);
             Error::invalid(&spec.dst, msg)
         })?;
+        let copier = match copier.with_options(&spec.copier_options) {
+            Ok(configured) => configured.unwrap_or(copier),
+            Err(e) => {
+                let msg = format!("copier {:?}: {e}", spec.copier);
+                return Err(Error::invalid(&spec.dst, msg));
+            }
+        };
         // A target whose file system `syncfs` cannot flush (FUSE, as this
         // node mounts it) gets per-file flushes: said once, with the reason.
         let (flush, flush_why) = match dst_root.as_ref().map(Dir::fs_magic) {
@@ -541,6 +554,7 @@ mod tests {
                 direct_io: false,
             },
             copier: "generic".into(),
+            copier_options: String::new(),
             dry_run: true,
             itemize: true,
             verify: false,

@@ -58,13 +58,21 @@ pub(crate) const INTERNAL_NAMES: [&[u8]; 9] = [
     b"trusted.dmv",
 ];
 
+/// Lustre's own namespace (`lustre.lov`: a file's layout): set by the
+/// Lustre copier when it creates a file, before any data, never after
+/// (Lustre ignores a layout set on a file that has one); meaningless on
+/// any other file system.
+pub(crate) const LUSTRE_PREFIX: &[u8] = b"lustre.";
+
 /// True for a name psync never copies nor removes: another file system's
 /// view of an ACL (XFS's `trusted.SGI_ACL_FILE`, `trusted.SGI_ACL_DEFAULT`)
 /// or internal bookkeeping (Lustre's `trusted.lma`, `trusted.link`,
 /// `trusted.fid`, `trusted.som`, `trusted.version`, `trusted.hsm`,
-/// `trusted.lov`, `trusted.lmv`, `trusted.dmv`).
+/// `trusted.lov`, `trusted.lmv`, `trusted.dmv`, and every `lustre.*`).
 pub fn is_never_copied(name: &[u8]) -> bool {
-    SHADOW_NAMES.contains(&name) || INTERNAL_NAMES.contains(&name)
+    SHADOW_NAMES.contains(&name)
+        || INTERNAL_NAMES.contains(&name)
+        || name.starts_with(LUSTRE_PREFIX)
 }
 
 /// True for the xattr names that hold POSIX ACLs.
@@ -463,6 +471,16 @@ mod tests {
     }
 
     const NONE: u32 = u32::MAX;
+
+    #[test]
+    fn lustre_names_are_never_copied() {
+        for n in [&b"lustre.lov"[..], b"lustre.lma", b"trusted.lov", b"trusted.lma"] {
+            assert!(is_never_copied(n), "{}", String::from_utf8_lossy(n));
+        }
+        for n in [&b"user.lustre.lov"[..], b"user.x", b"trusted.other"] {
+            assert!(!is_never_copied(n), "{}", String::from_utf8_lossy(n));
+        }
+    }
 
     #[test]
     fn acl_with_mode_rewrites_the_mode_entries_only() {

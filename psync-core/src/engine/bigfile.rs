@@ -433,7 +433,8 @@ impl Engine {
             _ => {}
         }
         discard_part(&dst_dir, &cur);
-        let out = self.create_part(&dst_dir, &src, &cur)?;
+        let path = rel.join(&cur.name);
+        let out = self.noted(&path, || self.create_part(&dst_dir, &src, &cur))?;
         let missing = self
             .start_part(&dst_dir, &src, &out, &cur)
             .inspect_err(|_| {

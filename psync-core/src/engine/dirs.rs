@@ -192,6 +192,7 @@ impl Engine {
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
+        self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
@@ -789,6 +790,27 @@ impl Engine {
         }
     }
 
+    /// Takes out of the plan the source entries the copier leaves alone
+    /// on purpose ([`crate::Copier::skip`]) and their targets, which stay
+    /// as they are (never deleted): each reported as skipped.
+    fn skip_by_copier(&self, rel: &RelPath, src: &mut Vec<Entry>, dst: &mut Vec<Entry>) {
+        src.retain(|s| {
+            let Some(reason) = (!s.is_dir()).then(|| self.copier.skip(s)).flatten() else {
+                return true;
+            };
+            dst.retain(|d| d.name != s.name);
+            self.count(|c| {
+                c.skipped_by_copier += 1;
+                c.done += 1;
+            });
+            self.emit(Event::Skipped {
+                path: rel.join(&s.name),
+                reason,
+            });
+            false
+        });
+    }
+
     /// The actions a directory task does itself. Returns whether the
     /// directory's entries changed.
     pub(super) fn act_inline(
@@ -809,7 +831,8 @@ impl Engine {
                 let mut made = None;
                 if let Some(d) = dir.filter(|_| !self.dry_run) {
                     let from = Node::At(src_dir, &src.name);
-                    if let Err(e) = self.copier.make_dir(d, &src.name, &src, from) {
+                    let made_dir = self.noted(&path, || self.copier.make_dir(d, &src.name, &src, from));
+                    if let Err(e) = made_dir {
                         self.fail(&path, true, e.op, e.source);
                         return true;
                     }

@@ -301,8 +301,7 @@ impl Engine {
     ) -> Result<Option<(Ready, Filled)>, CopyFail> {
         if how.old.is_none()
             && let Some(out) = self
-                .copier
-                .create_unnamed(dst_dir, cur, src)
+                .noted(path, || self.copier.create_unnamed(dst_dir, cur, src))
                 .map_err(CopyFail::target)?
         {
             let made = Made {
@@ -456,8 +455,7 @@ impl Engine {
         how: Attempt,
     ) -> Result<Option<(Filled, std::fs::File)>, CopyFail> {
         let out = self
-            .copier
-            .create(out_dir, out_name, cur, src)
+            .noted(path, || self.copier.create(out_dir, out_name, cur, src))
             .map_err(CopyFail::target)?;
         let (old, staged) = (how.old, how.staged);
         let old = old.or_else(|| self.new_file_mode(out_dir, cur));

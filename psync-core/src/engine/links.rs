@@ -1430,7 +1430,7 @@ impl Engine {
                 Some(ref o) => o,
                 None => opened.insert(self.open_source(src_dir, src, false)?),
             };
-            let out = match self.copier.create(area, &part, cur, input) {
+            let out = match self.noted(path, || self.copier.create(area, &part, cur, input)) {
                 Ok(out) => out,
                 Err(e) if e.source.kind() == io::ErrorKind::AlreadyExists => {
                     if !waiter.tick(area, &part) {

@@ -453,6 +453,19 @@ impl Engine {
         });
     }
 
+    /// Runs the copier step `step` for the target entry `rel`: the
+    /// warnings it made ([`crate::copy::kit::warn`]) are reported with
+    /// that path.
+    pub(crate) fn noted<T>(&self, rel: &RelPath, step: impl FnOnce() -> T) -> T {
+        // Left by another step: not this entry's.
+        drop(crate::copy::take_notes());
+        let out = step();
+        for (op, message) in crate::copy::take_notes() {
+            self.warn(rel, true, op, &message);
+        }
+        out
+    }
+
     pub(crate) fn warn(&self, rel: &RelPath, on_target: bool, op: Op, message: &str) {
         let base = if on_target {
             &self.dst_path
