@@ -533,8 +533,9 @@ pub fn warn(op: Op, message: impl Into<String>) {
     NOTES.with(|n| n.borrow_mut().push((op, message.into())));
 }
 
-/// The warnings made on this thread since the last call.
-pub(crate) fn take_notes() -> Vec<(Op, String)> {
+/// The warnings made on this thread ([`warn`]) since the last call: the
+/// engine's, after each step (a test's, to see a copier's).
+pub fn take_notes() -> Vec<(Op, String)> {
     NOTES.with(|n| std::mem::take(&mut *n.borrow_mut()))
 }
 

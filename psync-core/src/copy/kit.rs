@@ -23,7 +23,7 @@
 //! - direct I/O and the shared aligned buffers ([`direct`]);
 //! - warnings about the entry a step is for ([`warn`]).
 
-pub use crate::copy::warn;
+pub use crate::copy::{take_notes, warn};
 pub use crate::fs::{chmod_fd, chown_fd, fs_magic, own_groups, set_times_fd, timestamps, umask};
 pub use crate::verify::{Hasher, hash_segments};
 pub use crate::xattr::{is_never_copied, sync_xattrs};

@@ -1,0 +1,216 @@
+//! A test double of [`LustreSys`] on any file system (tmpfs in psync's
+//! tests): layouts live in memory keyed by (device, inode), FIDs are
+//! made from the inode, and every call is recorded in order. It behaves
+//! as Lustre does where the copier's protocol depends on it: a layout set
+//! on a file that has one, or has data, is ignored without an error; a
+//! pool the target lacks is refused (EINVAL). It can also refuse every
+//! layout, ignore every layout, or give back another than the one set.
+
+use crate::layout::Layout;
+use crate::sys::{EntryInfo, Fid, LustreSys};
+use psync_core::{Dir, Name};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// One call the double saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// [`LustreSys::create_delayed`] of this name.
+    CreateDelayed(String),
+    /// [`LustreSys::set_layout`] on this inode, whose size was `size`
+    /// then (0 for a file: before any data).
+    SetLayout {
+        /// The inode.
+        ino: u64,
+        /// Its size at the call.
+        size: u64,
+    },
+    /// [`LustreSys::get_layout`] on this inode.
+    GetLayout(u64),
+    /// [`LustreSys::entry_info`] of this name.
+    EntryInfo(String),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    layouts: HashMap<(u64, u64), Vec<u8>>,
+    delayed: HashSet<(u64, u64)>,
+    calls: Vec<Call>,
+    refuse: Option<i32>,
+    ignore: bool,
+    alter: Option<fn(&mut Layout)>,
+    missing_pools: Vec<String>,
+}
+
+/// Lustre's layout calls, imitated on any file system.
+#[derive(Debug, Default)]
+pub struct FakeLustre {
+    state: Mutex<State>,
+}
+
+fn key_of(st: &rustix::fs::Stat) -> (u64, u64) {
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    (st.st_dev as u64, st.st_ino as u64)
+}
+
+fn stat_path(p: &Path) -> io::Result<rustix::fs::Stat> {
+    Ok(rustix::fs::lstat(p)?)
+}
+
+/// The FID the double gives an inode: a normal sequence, the inode as
+/// object id and version.
+pub fn fid_of_inode(ino: u64) -> Fid {
+    Fid {
+        seq: 0x2_0000_0400,
+        oid: ino as u32,
+        ver: (ino >> 32) as u32,
+    }
+}
+
+impl FakeLustre {
+    /// A double with no layouts that accepts every layout set.
+    pub fn new() -> FakeLustre {
+        FakeLustre::default()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gives the file or directory at `path` the layout `layout` (a
+    /// source as `lfs setstripe` would make it).
+    ///
+    /// # Errors
+    /// `path` cannot be looked at.
+    pub fn put(&self, path: &Path, layout: &Layout) -> io::Result<()> {
+        let key = key_of(&stat_path(path)?);
+        self.state().layouts.insert(key, layout.encode());
+        Ok(())
+    }
+
+    /// The layout of the file or directory at `path`, decoded.
+    ///
+    /// # Errors
+    /// `path` cannot be looked at.
+    ///
+    /// # Panics
+    /// On a value the double holds that does not decode (never set so).
+    pub fn layout_at(&self, path: &Path) -> io::Result<Option<Layout>> {
+        let key = key_of(&stat_path(path)?);
+        let value = self.state().layouts.get(&key).cloned();
+        Ok(value.map(|v| Layout::decode(&v).expect("a layout the double holds")))
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    /// Forgets the calls so far.
+    pub fn clear_calls(&self) {
+        self.state().calls.clear();
+    }
+
+    /// Every layout set from now on fails with `errno` (`None`: none do).
+    pub fn refuse(&self, errno: Option<i32>) {
+        self.state().refuse = errno;
+    }
+
+    /// Every layout set from now on is ignored (succeeds, changes nothing).
+    pub fn ignore(&self, on: bool) {
+        self.state().ignore = on;
+    }
+
+    /// Every layout set from now on is changed by `f` before it is kept
+    /// (read back other than set).
+    pub fn alter(&self, f: Option<fn(&mut Layout)>) {
+        self.state().alter = f;
+    }
+
+    /// The target has no OST pool `name`: a layout naming it is refused.
+    pub fn missing_pool(&self, name: &str) {
+        self.state().missing_pools.push(name.to_string());
+    }
+}
+
+fn names_pool(layout: &Layout, pools: &[String]) -> bool {
+    let named = |p: &crate::layout::PlainLayout| p.pool().is_some_and(|p| pools.iter().any(|m| m == p));
+    match layout {
+        Layout::Plain(p) => named(p),
+        Layout::Composite(c) => c.components.iter().any(|c| named(&c.layout)),
+        Layout::Foreign(_) => false,
+    }
+}
+
+impl LustreSys for FakeLustre {
+    fn create_delayed(&self, dir: &Dir, name: &Name) -> io::Result<File> {
+        self.state()
+            .calls
+            .push(Call::CreateDelayed(name.to_string()));
+        let f = dir.create_excl(name.as_bytes())?;
+        let key = key_of(&rustix::fs::fstat(&f)?);
+        let mut s = self.state();
+        // A new inode: whatever an old one of that number had is gone.
+        s.layouts.remove(&key);
+        s.delayed.insert(key);
+        Ok(f)
+    }
+
+    fn get_layout(&self, fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
+        let key = key_of(&rustix::fs::fstat(fd)?);
+        let mut s = self.state();
+        s.calls.push(Call::GetLayout(key.1));
+        Ok(s.layouts.get(&key).cloned())
+    }
+
+    fn set_layout(&self, fd: BorrowedFd<'_>, value: &[u8]) -> io::Result<()> {
+        let st = rustix::fs::fstat(fd)?;
+        let key = key_of(&st);
+        let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        let mut s = self.state();
+        #[allow(clippy::unnecessary_cast)]
+        s.calls.push(Call::SetLayout {
+            ino: key.1,
+            size: st.st_size as u64,
+        });
+        if let Some(errno) = s.refuse {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let mut layout =
+            Layout::decode(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if names_pool(&layout, &s.missing_pools) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // Lustre: a file that has a layout (its own, or the default one
+        // its first write gave it) keeps it.
+        let has_one = s.layouts.contains_key(&key) || !s.delayed.contains(&key) || st.st_size > 0;
+        if s.ignore || (!is_dir && has_one) {
+            return Ok(());
+        }
+        if let Some(f) = s.alter {
+            f(&mut layout);
+        }
+        s.delayed.remove(&key);
+        s.layouts.insert(key, layout.encode());
+        Ok(())
+    }
+
+    fn entry_info(&self, dir: &Dir, name: &Name, layout: bool) -> io::Result<EntryInfo> {
+        let st = dir.stat(name.as_bytes())?;
+        let key = key_of(&st);
+        let mut s = self.state();
+        s.calls.push(Call::EntryInfo(name.to_string()));
+        Ok(EntryInfo {
+            fid: Some(fid_of_inode(key.1)),
+            layout: if layout {
+                s.layouts.get(&key).cloned()
+            } else {
+                None
+            },
+        })
+    }
+}
