@@ -462,3 +462,6 @@ impl Copier for LustreCopier {
         self.inner.remove(dir, listed)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -214,3 +214,129 @@ impl LustreSys for FakeLustre {
         })
     }
 }
+
+/// Layouts to give a double's files, as `lfs setstripe` makes them.
+pub mod layouts {
+    use crate::layout::{
+        Component, CompositeLayout, LCME_FL_INIT, LOV_PATTERN_F_RELEASED, LOV_PATTERN_MDT,
+        LOV_PATTERN_RAID0, LUSTRE_EOF, Layout, OstId, OstObject, PlainLayout, PoolName,
+        STRIPE_OFFSET_ANY,
+    };
+
+    /// A plain RAID0 layout (v3 when it names a pool) without objects.
+    ///
+    /// # Panics
+    /// A pool name too long.
+    pub fn striped(pattern: u32, count: u16, size: u32, pool: Option<&str>) -> PlainLayout {
+        PlainLayout {
+            pattern,
+            stripe_size: size,
+            stripe_count: count,
+            stripe_offset: STRIPE_OFFSET_ANY,
+            pool: pool.map(|p| PoolName::new(p).expect("a pool name")),
+            ..PlainLayout::default()
+        }
+    }
+
+    /// `lfs setstripe -c count -S size [-p pool]`.
+    pub fn plain(count: u16, size: u32, pool: Option<&str>) -> Layout {
+        Layout::Plain(striped(LOV_PATTERN_RAID0, count, size, pool))
+    }
+
+    /// `layout` as a file that has data reports it: one object per
+    /// stripe, on OSTs `first`, `first + 1`, ... (every component).
+    pub fn instantiated(layout: &Layout, first: u32) -> Layout {
+        let fill = |p: &mut PlainLayout| {
+            if p.pattern & LOV_PATTERN_MDT != 0 {
+                return;
+            }
+            p.objects = (0..u32::from(p.stripe_count))
+                .map(|i| OstObject {
+                    oi: OstId {
+                        id: 0x1000 + u64::from(i),
+                        seq: 0,
+                    },
+                    ost_gen: 0,
+                    ost_idx: first + i,
+                })
+                .collect();
+            p.oi = OstId { id: 7, seq: 0x2_0000_0400 };
+        };
+        let mut l = layout.clone();
+        match &mut l {
+            Layout::Plain(p) => fill(p),
+            Layout::Composite(c) => {
+                c.layout_gen = 3;
+                for comp in &mut c.components {
+                    comp.flags |= LCME_FL_INIT;
+                    fill(&mut comp.layout);
+                }
+            }
+            Layout::Foreign(_) => {}
+        }
+        l
+    }
+
+    /// A composite layout of `(end, layout)` components, each starting
+    /// where the one before ends (a PFL; the last should end at
+    /// [`LUSTRE_EOF`]).
+    pub fn progressive(parts: &[(u64, PlainLayout)]) -> Layout {
+        let mut start = 0;
+        let components = parts
+            .iter()
+            .zip(1u32..)
+            .map(|((end, layout), id)| {
+                let c = Component {
+                    id,
+                    start,
+                    end: *end,
+                    layout: layout.clone(),
+                    ..Component::default()
+                };
+                start = *end;
+                c
+            })
+            .collect();
+        Layout::Composite(CompositeLayout {
+            components,
+            ..CompositeLayout::default()
+        })
+    }
+
+    /// A three-component PFL: 1 stripe of 1 MiB to 4 MiB, 4 of 1 MiB to
+    /// 64 MiB, 8 of 4 MiB to the end.
+    pub fn pfl3() -> Layout {
+        progressive(&[
+            (4 << 20, striped(LOV_PATTERN_RAID0, 1, 1 << 20, None)),
+            (64 << 20, striped(LOV_PATTERN_RAID0, 4, 1 << 20, None)),
+            (LUSTRE_EOF, striped(LOV_PATTERN_RAID0, 8, 4 << 20, None)),
+        ])
+    }
+
+    /// Data-on-MDT: the first 1 MiB on the MDT, the rest on 2 OSTs.
+    pub fn dom() -> Layout {
+        progressive(&[
+            (1 << 20, striped(LOV_PATTERN_MDT, 0, 1 << 20, None)),
+            (LUSTRE_EOF, striped(LOV_PATTERN_RAID0, 2, 1 << 20, None)),
+        ])
+    }
+
+    /// `layout` with its data released to HSM (`lfs hsm_release`).
+    pub fn released(layout: &Layout) -> Layout {
+        let mut l = layout.clone();
+        match &mut l {
+            Layout::Plain(p) => {
+                p.pattern |= LOV_PATTERN_F_RELEASED;
+                p.objects.clear();
+            }
+            Layout::Composite(c) => {
+                for comp in &mut c.components {
+                    comp.layout.pattern |= LOV_PATTERN_F_RELEASED;
+                    comp.layout.objects.clear();
+                }
+            }
+            Layout::Foreign(_) => {}
+        }
+        l
+    }
+}
