@@ -326,6 +326,29 @@ pub struct SyncArgs {
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub resume_threshold: u64,
 
+    /// Lustre to Lustre: the layout new files (and directories) get:
+    /// `copy` the source's, `default` none (the target directory's), or
+    /// `count=N,size=S[,pool=P]` for every file.
+    #[arg(long, value_name = "POLICY", default_value = "copy", help_heading = "Lustre")]
+    pub lustre_layout: psync_lustre::LayoutPolicy,
+
+    /// Lustre: keep the source's first OST for each file (by default the
+    /// target places the stripes).
+    #[arg(long, help_heading = "Lustre")]
+    pub lustre_keep_ost_indices: bool,
+
+    /// Lustre: layouts naming OST pool OLD name NEW instead (`OLD=`
+    /// drops the pool). Repeatable. A pool the target refuses is dropped
+    /// with a warning.
+    #[arg(long, value_name = "OLD=NEW", value_parser = check_pool_map, help_heading = "Lustre")]
+    pub lustre_pool: Vec<String>,
+
+    /// Lustre: copy files whose data is released to HSM (reading them
+    /// restores it from the archive); by default they are skipped and
+    /// counted.
+    #[arg(long, help_heading = "Lustre")]
+    pub hsm_restore: bool,
+
     /// Print a line per change, in rsync's `%i %n%L` format, on stdout.
     #[arg(short = 'i', long, help_heading = "Output")]
     pub itemize_changes: bool,
@@ -484,6 +507,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok((v * mult as f64) as u64)
 }
 
+/// A `--lustre-pool` value: `OLD=NEW` with names that fit a pool.
+fn check_pool_map(s: &str) -> Result<String, String> {
+    psync_lustre::LustreOptions::default().map_pool(s)?;
+    Ok(s.to_string())
+}
+
 /// An attribute kind's mode from its pair of flags.
 fn attr_mode(required: bool, off: bool) -> AttrMode {
     match (required, off) {
@@ -511,11 +540,28 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
 }
 
 impl SyncArgs {
+    /// The Lustre copier's options from the `--lustre-*` flags.
+    pub fn lustre_options(&self) -> psync_lustre::LustreOptions {
+        let mut o = psync_lustre::LustreOptions::default();
+        o.layout = self.lustre_layout.clone();
+        o.keep_ost_indices = self.lustre_keep_ost_indices;
+        o.hsm_restore = self.hsm_restore;
+        for m in &self.lustre_pool {
+            o.map_pool(m).expect("checked by check_pool_map");
+        }
+        o
+    }
+
     /// The library builder for these arguments, sending events to `events`.
     /// This is the only place where arguments become library settings.
     pub fn builder(&self, events: Sender<Event>) -> SyncBuilder {
         let mut b = SyncBuilder::new(&self.src, &self.dst);
         b.default_copier(Arc::new(GenericCopier::new()))
+            .register_copier(
+                Some(psync_lustre::LL_SUPER_MAGIC),
+                Some(psync_lustre::LL_SUPER_MAGIC),
+                Arc::new(psync_lustre::LustreCopier::new(self.lustre_options())),
+            )
             .threads(usize::from(self.threads))
             .delete(self.delete)
             .force(self.force)
@@ -616,6 +662,32 @@ mod tests {
         assert_eq!(parse_size("1.5K"), Ok(1536));
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn lustre_flags_make_the_lustre_options() {
+        let a = sync_args(&["psync", "sync", "a", "b"]);
+        assert_eq!(a.lustre_options(), psync_lustre::LustreOptions::default());
+        let a = sync_args(&[
+            "psync",
+            "sync",
+            "--lustre-layout=count=2,size=4M,pool=fast",
+            "--lustre-keep-ost-indices",
+            "--lustre-pool",
+            "flash=ssd",
+            "--lustre-pool=old=",
+            "--hsm-restore",
+            "a",
+            "b",
+        ]);
+        let o = a.lustre_options();
+        assert_eq!(o.layout.to_string(), "count=2,size=4194304,pool=fast");
+        assert!(o.keep_ost_indices && o.hsm_restore);
+        let map = [("flash", "ssd"), ("old", "")].map(|(a, b)| (a.to_string(), b.to_string()));
+        assert_eq!(o.pool_map, map);
+        for bad in ["--lustre-layout=stripes", "--lustre-pool=nopool"] {
+            assert!(Cli::try_parse_from(["psync", "sync", bad, "a", "b"]).is_err(), "{bad}");
+        }
     }
 
     #[test]
