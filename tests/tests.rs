@@ -30,6 +30,7 @@ mod interrupt;
 mod itemize;
 mod large;
 mod links;
+mod lustre;
 mod memory;
 mod names;
 mod perms;

@@ -1,0 +1,356 @@
+//! The Lustre copier in real syncs: on tmpfs, with the Lustre calls made
+//! to the test double (`psync_lustre::double::FakeLustre`) and the copier
+//! registered for tmpfs's magic; and on a real Lustre when
+//! `PSYNC_LUSTRE_DIR` names a directory on one.
+
+use crate::util::mounts::TestMount;
+use crate::util::run::{Config, Front};
+use crate::util::tree::random_bytes;
+use crate::util::{TestDir, in_ci, read};
+use psync::{Copier, Engine, EngineContext, Event, Local, Registry, RunSpec, Task};
+use psync_lustre::double::layouts::{dom, instantiated, pfl3, plain, released};
+use psync_lustre::double::{Call, FakeLustre};
+use psync_lustre::{Layout, LustreCopier, LustreOptions, LustreSys};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+/// `statfs` magic of tmpfs.
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+
+/// A tmpfs for one test, holding `src` and `dst`.
+struct Scene {
+    _mount: TestMount,
+    t: TestDir,
+    fake: Arc<FakeLustre>,
+}
+
+impl Scene {
+    fn new(test: &str) -> Option<Scene> {
+        let t = TestDir::new(test);
+        let mnt = t.join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir mount point");
+        let mount = match TestMount::tmpfs(&mnt, "256m") {
+            Ok(m) => m,
+            Err(why) => {
+                assert!(!in_ci(), "{test}: CI=true but no tmpfs: {why}");
+                eprintln!("SKIPPED {test}: no tmpfs: {why}");
+                return None;
+            }
+        };
+        std::fs::create_dir(mnt.join("src")).expect("mkdir src");
+        Some(Scene {
+            _mount: mount,
+            t,
+            fake: Arc::new(FakeLustre::new()),
+        })
+    }
+
+    fn src(&self) -> PathBuf {
+        self.t.join("mnt/src")
+    }
+
+    fn dst(&self) -> PathBuf {
+        self.t.join("mnt/dst")
+    }
+
+    fn copier(&self, opts: LustreOptions) -> Arc<dyn Copier> {
+        let sys = Arc::clone(&self.fake) as Arc<dyn LustreSys>;
+        Arc::new(LustreCopier::with_sys(sys, opts))
+    }
+
+    /// A file of `data` in the source, given `layout`.
+    fn file(&self, rel: &str, data: &[u8], layout: Option<&Layout>) {
+        let p = self.src().join(rel);
+        std::fs::write(&p, data).expect("write source");
+        if let Some(l) = layout {
+            self.fake.put(&p, l).expect("set source layout");
+        }
+    }
+
+    /// Syncs with `--delete` in `cfg`, the Lustre copier (`opts`) for
+    /// tmpfs on both sides: the events and the report.
+    fn sync(&self, cfg: Config, opts: LustreOptions) -> (Vec<Event>, psync::Report) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut b = psync::builder(self.src(), self.dst());
+        cfg.apply(&mut b);
+        b.register_copier(Some(TMPFS_MAGIC), Some(TMPFS_MAGIC), self.copier(opts))
+            .delete(true)
+            .chunk_size(4 << 20)
+            .itemize(true)
+            .events(tx);
+        let report = b.build().and_then(|s| s.run()).expect("run");
+        drop(b);
+        (rx.iter().collect(), report)
+    }
+
+    fn layout(&self, rel: &str) -> Option<Layout> {
+        self.fake.layout_at(&self.dst().join(rel)).expect("target layout")
+    }
+}
+
+fn warnings(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Warning { path, message, .. } => Some((path.to_string(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn skipped(events: &[Event]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Skipped { path, reason } => Some((path.to_string(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The tree of [`layouts_are_copied_and_released_files_skipped`]: the
+/// big file's stripes are 3 MiB.
+fn build_tree(s: &Scene) {
+    s.file("v1", b"plain v1", Some(&instantiated(&plain(2, 1 << 20, None), 4)));
+    s.file("pool", b"in a pool", Some(&plain(4, 1 << 20, Some("flash"))));
+    s.file("pfl", &random_bytes(1, 300_000), Some(&instantiated(&pfl3(), 2)));
+    s.file("dom", b"small, on the MDT", Some(&dom()));
+    s.file("released", b"stub", Some(&released(&plain(2, 1 << 20, None))));
+    s.file("none", b"no layout", None);
+    s.file("big", &random_bytes(2, (10 << 20) + 123), Some(&plain(4, 3 << 20, None)));
+    let sub = s.src().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    s.fake.put(&sub, &pfl3()).unwrap();
+    s.file("sub/inner", b"inner", Some(&plain(1, 1 << 20, None)));
+    std::fs::create_dir(s.src().join("nodefault")).unwrap();
+}
+
+/// The library's configurations (the CLI cannot be given the double):
+/// one thread, several, several engines with every task encoded.
+const CONFIGS: [Config; 3] = [
+    Config {
+        front: Front::Lib,
+        threads: 1,
+    },
+    Config {
+        front: Front::Lib,
+        threads: 4,
+    },
+    Config {
+        front: Front::Scatter,
+        threads: 4,
+    },
+];
+
+#[test]
+fn layouts_are_copied_and_released_files_skipped() {
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.into_iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== layouts_are_copied_and_released_files_skipped [{cfg}]");
+        let Some(s) = Scene::new(&format!("layouts_are_copied_{cfg}")) else {
+            return;
+        };
+        build_tree(&s);
+        // The released file's target from an earlier copy: kept as it is.
+        std::fs::create_dir(s.dst()).unwrap();
+        std::fs::write(s.dst().join("released"), b"the old copy").unwrap();
+        let (events, report) = s.sync(cfg, LustreOptions::default());
+        assert!(report.success(), "{report:?}: {events:?}");
+        assert_eq!(report.copier, "lustre");
+        assert_eq!(warnings(&events), [], "no layout refused");
+        let skips = skipped(&events);
+        assert_eq!(skips.len(), 1, "{skips:?}");
+        assert_eq!(skips[0].0, "released");
+        assert!(skips[0].1.contains("released to HSM"), "{skips:?}");
+        assert_eq!(report.stats.skipped_by_copier, 1);
+        assert_eq!(read(s.dst().join("released")), b"the old copy", "never deleted nor replaced");
+        for (rel, layout) in [
+            ("v1", instantiated(&plain(2, 1 << 20, None), 4)),
+            ("pool", plain(4, 1 << 20, Some("flash"))),
+            ("pfl", instantiated(&pfl3(), 2)),
+            ("dom", dom()),
+            ("big", plain(4, 3 << 20, None)),
+            ("sub/inner", plain(1, 1 << 20, None)),
+            ("sub", pfl3()),
+        ] {
+            assert_eq!(s.layout(rel), Some(layout.for_target(false)), "{rel}");
+        }
+        assert_eq!(s.layout("none"), None);
+        assert_eq!(s.layout("nodefault"), None);
+        for rel in ["v1", "pool", "pfl", "dom", "big", "none", "sub/inner"] {
+            assert_eq!(read(s.dst().join(rel)), read(s.src().join(rel)), "{rel}");
+        }
+        // 10 MiB and a bit in chunks of 3 MiB stripes (not 4 MiB): 4.
+        assert_eq!(report.stats.chunks, 4, "{:?}", report.stats);
+        // Again: nothing to do, nothing asked of Lustre but listings.
+        s.fake.clear_calls();
+        let (events, again) = s.sync(cfg, LustreOptions::default());
+        assert!(again.success(), "{again:?}");
+        let st = again.stats;
+        assert_eq!(
+            (st.created, st.updated, st.attrs_updated, st.deleted),
+            (0, 0, 0, 0),
+            "{st:?}"
+        );
+        assert_eq!(st.skipped_by_copier, 1);
+        assert_eq!(warnings(&events), []);
+        let writes: Vec<Call> = s
+            .fake
+            .calls()
+            .into_iter()
+            .filter(|c| !matches!(c, Call::EntryInfo(_)))
+            .collect();
+        assert_eq!(writes, [], "a second run touches no layout");
+        assert_eq!(read(s.dst().join("released")), b"the old copy");
+    }
+}
+
+#[test]
+fn released_files_are_copied_with_hsm_restore_and_refusals_name_the_file() {
+    let Some(s) = Scene::new("released_files_are_copied_with_hsm_restore") else {
+        return;
+    };
+    s.file("released", b"restored data", Some(&released(&plain(2, 1 << 20, None))));
+    s.file("pooled", b"x", Some(&plain(2, 1 << 20, Some("flash"))));
+    s.fake.missing_pool("flash");
+    let mut opts = LustreOptions::default();
+    opts.hsm_restore = true;
+    let cfg = Config {
+        front: Front::Lib,
+        threads: 2,
+    };
+    let (events, report) = s.sync(cfg, opts);
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.stats.skipped_by_copier, 0);
+    assert_eq!(read(s.dst().join("released")), b"restored data");
+    let got = s.layout("released").expect("a layout");
+    assert!(!got.is_released());
+    assert_eq!(got, plain(2, 1 << 20, None));
+    let w = warnings(&events);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].0, "pooled");
+    assert!(w[0].1.contains("pooled") && w[0].1.contains("\"flash\" refused"), "{w:?}");
+    assert_eq!(s.layout("pooled"), Some(plain(2, 1 << 20, None)));
+}
+
+/// The copier's options reach an engine built from the run's spec by a
+/// process whose copier has none (a broker's worker).
+#[test]
+fn options_travel_in_the_spec_to_other_engines() {
+    let Some(s) = Scene::new("options_travel_in_the_spec") else {
+        return;
+    };
+    s.file("f", b"data", Some(&pfl3()));
+    let mut opts = LustreOptions::default();
+    opts.layout = "count=3,size=2M".parse().unwrap();
+    let mut b = psync::builder(s.src(), s.dst());
+    b.register_copier(Some(TMPFS_MAGIC), Some(TMPFS_MAGIC), s.copier(opts));
+    let (spec, seed) = b.build().and_then(|x| x.prepare()).expect("prepare");
+    assert!(!spec.copier_options.is_empty());
+    let (spec, seed) = (spec.encode().unwrap(), seed.encode().unwrap());
+    let mut copiers = Registry::new();
+    copiers.set_default(Arc::new(psync::GenericCopier::new()));
+    copiers.register(
+        Some(TMPFS_MAGIC),
+        Some(TMPFS_MAGIC),
+        s.copier(LustreOptions::default()),
+    );
+    let spec = RunSpec::decode(&spec).unwrap();
+    let engine = Engine::from_spec(&spec, EngineContext::new(copiers)).expect("engine");
+    let report = engine
+        .run_all(Task::decode(&seed).unwrap(), &Local::new(2))
+        .expect("run");
+    assert!(report.success(), "{report:?}");
+    assert_eq!(s.layout("f"), Some(plain(3, 2 << 20, None)), "the imposed layout");
+}
+
+// ----- a real Lustre ------------------------------------------------------
+
+/// `lfs` with `args`, its stdout.
+fn lfs(args: &[&str]) -> String {
+    let out = Command::new("lfs")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("lfs {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "lfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What of `lfs getstripe -y` a copy must have as its source has it:
+/// patterns, counts, sizes, pools, extents; not OSTs, objects, ids.
+fn striping(path: &Path) -> Vec<String> {
+    const KEPT: [&str; 8] = [
+        "lcm_entry_count",
+        "lcme_extent.e_start",
+        "lcme_extent.e_end",
+        "lmm_stripe_count",
+        "lmm_stripe_size",
+        "lmm_pattern",
+        "lmm_pool",
+        "lcm_mirror_count",
+    ];
+    lfs(&["getstripe", "-y", &path.to_string_lossy()])
+        .lines()
+        .map(str::trim)
+        .filter(|l| KEPT.iter().any(|k| l.starts_with(k)))
+        .map(str::to_string)
+        .collect()
+}
+
+/// On a real Lustre (`PSYNC_LUSTRE_DIR`, a directory there psync may
+/// write in; `PSYNC_LUSTRE_POOL`, an OST pool of it, for the pool
+/// layout): files of v1, pool, PFL and DoM layouts and a directory with a
+/// default PFL layout, synced by the `psync` binary, have the striping
+/// `lfs getstripe` shows for their sources. Without `PSYNC_LUSTRE_DIR` it
+/// says so and returns (CI has no Lustre).
+#[test]
+fn on_a_real_lustre_layouts_are_copied() {
+    let Some(base) = std::env::var_os("PSYNC_LUSTRE_DIR") else {
+        eprintln!("SKIPPED on_a_real_lustre_layouts_are_copied: PSYNC_LUSTRE_DIR is not set");
+        return;
+    };
+    let root = PathBuf::from(base).join(format!("psync-test-{}", std::process::id()));
+    let (src, dst) = (root.join("src"), root.join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    let p = |n: &str| src.join(n).to_string_lossy().into_owned();
+    let mut names = vec!["v1", "pfl", "dom"];
+    lfs(&["setstripe", "-c", "2", "-S", "1M", &p("v1")]);
+    lfs(&[
+        "setstripe", "-E", "4M", "-c", "1", "-S", "1M", "-E", "64M", "-c", "2", "-E", "-1", "-c",
+        "-1", "-S", "4M", &p("pfl"),
+    ]);
+    lfs(&["setstripe", "-E", "1M", "-L", "mdt", "-E", "-1", "-c", "2", &p("dom")]);
+    if let Ok(pool) = std::env::var("PSYNC_LUSTRE_POOL") {
+        lfs(&["setstripe", "-c", "1", "-p", &pool, &p("pool")]);
+        names.push("pool");
+    } else {
+        eprintln!("on_a_real_lustre_layouts_are_copied: PSYNC_LUSTRE_POOL unset, no pool layout");
+    }
+    std::fs::create_dir(src.join("dir")).unwrap();
+    lfs(&["setstripe", "-E", "8M", "-c", "1", "-E", "-1", "-c", "2", &p("dir")]);
+    for (i, n) in names.iter().enumerate() {
+        let data = random_bytes(i as u64, 5 << 20);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join(n))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
+            .unwrap();
+    }
+    std::fs::write(src.join("dir/inner"), b"inherits").unwrap();
+    let out = crate::util::run::run_cli(&["--json"], &src, &dst);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("\"warning\""), "{stdout}");
+    for n in names.iter().chain(&["dir", "dir/inner"]) {
+        assert_eq!(striping(&dst.join(n)), striping(&src.join(n)), "{n}");
+        if *n != "dir" {
+            assert_eq!(read(dst.join(n)), read(src.join(n)), "{n}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+}
