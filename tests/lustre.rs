@@ -85,7 +85,9 @@ impl Scene {
     }
 
     fn layout(&self, rel: &str) -> Option<Layout> {
-        self.fake.layout_at(&self.dst().join(rel)).expect("target layout")
+        self.fake
+            .layout_at(&self.dst().join(rel))
+            .expect("target layout")
     }
 }
 
@@ -112,13 +114,33 @@ fn skipped(events: &[Event]) -> Vec<(String, String)> {
 /// The tree of [`layouts_are_copied_and_released_files_skipped`]: the
 /// big file's stripes are 3 MiB.
 fn build_tree(s: &Scene) {
-    s.file("v1", b"plain v1", Some(&instantiated(&plain(2, 1 << 20, None), 4)));
-    s.file("pool", b"in a pool", Some(&plain(4, 1 << 20, Some("flash"))));
-    s.file("pfl", &random_bytes(1, 300_000), Some(&instantiated(&pfl3(), 2)));
+    s.file(
+        "v1",
+        b"plain v1",
+        Some(&instantiated(&plain(2, 1 << 20, None), 4)),
+    );
+    s.file(
+        "pool",
+        b"in a pool",
+        Some(&plain(4, 1 << 20, Some("flash"))),
+    );
+    s.file(
+        "pfl",
+        &random_bytes(1, 300_000),
+        Some(&instantiated(&pfl3(), 2)),
+    );
     s.file("dom", b"small, on the MDT", Some(&dom()));
-    s.file("released", b"stub", Some(&released(&plain(2, 1 << 20, None))));
+    s.file(
+        "released",
+        b"stub",
+        Some(&released(&plain(2, 1 << 20, None))),
+    );
     s.file("none", b"no layout", None);
-    s.file("big", &random_bytes(2, (10 << 20) + 123), Some(&plain(4, 3 << 20, None)));
+    s.file(
+        "big",
+        &random_bytes(2, (10 << 20) + 123),
+        Some(&plain(4, 3 << 20, None)),
+    );
     let sub = s.src().join("sub");
     std::fs::create_dir(&sub).unwrap();
     s.fake.put(&sub, &pfl3()).unwrap();
@@ -164,7 +186,11 @@ fn layouts_are_copied_and_released_files_skipped() {
         assert_eq!(skips[0].0, "released");
         assert!(skips[0].1.contains("released to HSM"), "{skips:?}");
         assert_eq!(report.stats.skipped_by_copier, 1);
-        assert_eq!(read(s.dst().join("released")), b"the old copy", "never deleted nor replaced");
+        assert_eq!(
+            read(s.dst().join("released")),
+            b"the old copy",
+            "never deleted nor replaced"
+        );
         for (rel, layout) in [
             ("v1", instantiated(&plain(2, 1 << 20, None), 4)),
             ("pool", plain(4, 1 << 20, Some("flash"))),
@@ -211,7 +237,11 @@ fn released_files_are_copied_with_hsm_restore_and_refusals_name_the_file() {
     let Some(s) = Scene::new("released_files_are_copied_with_hsm_restore") else {
         return;
     };
-    s.file("released", b"restored data", Some(&released(&plain(2, 1 << 20, None))));
+    s.file(
+        "released",
+        b"restored data",
+        Some(&released(&plain(2, 1 << 20, None))),
+    );
     s.file("pooled", b"x", Some(&plain(2, 1 << 20, Some("flash"))));
     s.fake.missing_pool("flash");
     let mut opts = LustreOptions::default();
@@ -230,7 +260,10 @@ fn released_files_are_copied_with_hsm_restore_and_refusals_name_the_file() {
     let w = warnings(&events);
     assert_eq!(w.len(), 1, "{w:?}");
     assert_eq!(w[0].0, "pooled");
-    assert!(w[0].1.contains("pooled") && w[0].1.contains("\"flash\" refused"), "{w:?}");
+    assert!(
+        w[0].1.contains("pooled") && w[0].1.contains("\"flash\" refused"),
+        "{w:?}"
+    );
     assert_eq!(s.layout("pooled"), Some(plain(2, 1 << 20, None)));
 }
 
@@ -262,7 +295,11 @@ fn options_travel_in_the_spec_to_other_engines() {
         .run_all(Task::decode(&seed).unwrap(), &Local::new(2))
         .expect("run");
     assert!(report.success(), "{report:?}");
-    assert_eq!(s.layout("f"), Some(plain(3, 2 << 20, None)), "the imposed layout");
+    assert_eq!(
+        s.layout("f"),
+        Some(plain(3, 2 << 20, None)),
+        "the imposed layout"
+    );
 }
 
 // ----- a real Lustre ------------------------------------------------------
@@ -321,10 +358,37 @@ fn on_a_real_lustre_layouts_are_copied() {
     let mut names = vec!["v1", "pfl", "dom"];
     lfs(&["setstripe", "-c", "2", "-S", "1M", &p("v1")]);
     lfs(&[
-        "setstripe", "-E", "4M", "-c", "1", "-S", "1M", "-E", "64M", "-c", "2", "-E", "-1", "-c",
-        "-1", "-S", "4M", &p("pfl"),
+        "setstripe",
+        "-E",
+        "4M",
+        "-c",
+        "1",
+        "-S",
+        "1M",
+        "-E",
+        "64M",
+        "-c",
+        "2",
+        "-E",
+        "-1",
+        "-c",
+        "-1",
+        "-S",
+        "4M",
+        &p("pfl"),
     ]);
-    lfs(&["setstripe", "-E", "1M", "-L", "mdt", "-E", "-1", "-c", "2", &p("dom")]);
+    lfs(&[
+        "setstripe",
+        "-E",
+        "1M",
+        "-L",
+        "mdt",
+        "-E",
+        "-1",
+        "-c",
+        "2",
+        &p("dom"),
+    ]);
     if let Ok(pool) = std::env::var("PSYNC_LUSTRE_POOL") {
         lfs(&["setstripe", "-c", "1", "-p", &pool, &p("pool")]);
         names.push("pool");
@@ -332,7 +396,18 @@ fn on_a_real_lustre_layouts_are_copied() {
         eprintln!("on_a_real_lustre_layouts_are_copied: PSYNC_LUSTRE_POOL unset, no pool layout");
     }
     std::fs::create_dir(src.join("dir")).unwrap();
-    lfs(&["setstripe", "-E", "8M", "-c", "1", "-E", "-1", "-c", "2", &p("dir")]);
+    lfs(&[
+        "setstripe",
+        "-E",
+        "8M",
+        "-c",
+        "1",
+        "-E",
+        "-1",
+        "-c",
+        "2",
+        &p("dir"),
+    ]);
     for (i, n) in names.iter().enumerate() {
         let data = random_bytes(i as u64, 5 << 20);
         std::fs::OpenOptions::new()
@@ -343,7 +418,11 @@ fn on_a_real_lustre_layouts_are_copied() {
     }
     std::fs::write(src.join("dir/inner"), b"inherits").unwrap();
     let out = crate::util::run::run_cli(&["--json"], &src, &dst);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("\"warning\""), "{stdout}");
     for n in names.iter().chain(&["dir", "dir/inner"]) {

@@ -329,7 +329,12 @@ pub struct SyncArgs {
     /// Lustre to Lustre: the layout new files (and directories) get:
     /// `copy` the source's, `default` none (the target directory's), or
     /// `count=N,size=S[,pool=P]` for every file.
-    #[arg(long, value_name = "POLICY", default_value = "copy", help_heading = "Lustre")]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "copy",
+        help_heading = "Lustre"
+    )]
     pub lustre_layout: psync_lustre::LayoutPolicy,
 
     /// Lustre: keep the source's first OST for each file (by default the
@@ -686,7 +691,10 @@ mod tests {
         let map = [("flash", "ssd"), ("old", "")].map(|(a, b)| (a.to_string(), b.to_string()));
         assert_eq!(o.pool_map, map);
         for bad in ["--lustre-layout=stripes", "--lustre-pool=nopool"] {
-            assert!(Cli::try_parse_from(["psync", "sync", bad, "a", "b"]).is_err(), "{bad}");
+            assert!(
+                Cli::try_parse_from(["psync", "sync", bad, "a", "b"]).is_err(),
+                "{bad}"
+            );
         }
     }
 

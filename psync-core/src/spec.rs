@@ -554,7 +554,7 @@ mod tests {
                 direct_io: false,
             },
             copier: "generic".into(),
-            copier_options: String::new(),
+            copier_options: "{\"layout\":\"Default\"}".into(),
             dry_run: true,
             itemize: true,
             verify: false,

@@ -474,7 +474,12 @@ mod tests {
 
     #[test]
     fn lustre_names_are_never_copied() {
-        for n in [&b"lustre.lov"[..], b"lustre.lma", b"trusted.lov", b"trusted.lma"] {
+        for n in [
+            &b"lustre.lov"[..],
+            b"lustre.lma",
+            b"trusted.lov",
+            b"trusted.lma",
+        ] {
             assert!(is_never_copied(n), "{}", String::from_utf8_lossy(n));
         }
         for n in [&b"user.lustre.lov"[..], b"user.x", b"trusted.other"] {

@@ -1,7 +1,9 @@
 //! The Lustre copier: the generic copier, with each new file given its
 //! layout before any data and each new directory its default layout.
 
-use crate::layout::{LCME_FL_EXTENSION, LOV_PATTERN_F_HOLE, LOV_PATTERN_F_RELEASED, LOV_PATTERN_RAID0};
+use crate::layout::{
+    LCME_FL_EXTENSION, LOV_PATTERN_F_HOLE, LOV_PATTERN_F_RELEASED, LOV_PATTERN_RAID0,
+};
 use crate::layout::{Layout, PlainLayout, PoolName, STRIPE_OFFSET_ANY};
 use crate::options::{LayoutPolicy, LustreOptions};
 use crate::sys::{Fid, LustreSys, RealLustre};
@@ -125,7 +127,10 @@ fn base_pattern(p: u32) -> u32 {
 
 fn plain_differences(at: &str, want: &PlainLayout, got: &PlainLayout, out: &mut Vec<String>) {
     if base_pattern(want.pattern) != 0 && base_pattern(want.pattern) != base_pattern(got.pattern) {
-        out.push(format!("{at}pattern {:#x} became {:#x}", want.pattern, got.pattern));
+        out.push(format!(
+            "{at}pattern {:#x} became {:#x}",
+            want.pattern, got.pattern
+        ));
     }
     // 0 is the file system's default, 0xFFFF every OST: any count is it.
     if !matches!(want.stripe_count, 0 | 0xFFFF) && want.stripe_count != got.stripe_count {
@@ -282,11 +287,17 @@ impl LustreCopier {
                     return kit::warn(op, msg);
                 }
                 let pool = want.pool().unwrap_or_default();
-                kit::warn(op, format!("OST pool {pool:?} refused by the target ({e}): layout set without it"));
+                kit::warn(
+                    op,
+                    format!("OST pool {pool:?} refused by the target ({e}): layout set without it"),
+                );
                 plain
             }
             Err(e) => {
-                return kit::warn(op, format!("layout not set ({e}); the target's default is used"));
+                return kit::warn(
+                    op,
+                    format!("layout not set ({e}); the target's default is used"),
+                );
             }
         };
         let why = match self.sys.get_layout(fd) {
@@ -447,7 +458,10 @@ impl Copier for LustreCopier {
         if opts == self.opts {
             return Ok(None);
         }
-        Ok(Some(Arc::new(LustreCopier::with_sys(Arc::clone(&self.sys), opts))))
+        Ok(Some(Arc::new(LustreCopier::with_sys(
+            Arc::clone(&self.sys),
+            opts,
+        ))))
     }
 
     fn make_symlink(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError> {

@@ -78,7 +78,9 @@ impl FakeLustre {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Gives the file or directory at `path` the layout `layout` (a
@@ -138,7 +140,8 @@ impl FakeLustre {
 }
 
 fn names_pool(layout: &Layout, pools: &[String]) -> bool {
-    let named = |p: &crate::layout::PlainLayout| p.pool().is_some_and(|p| pools.iter().any(|m| m == p));
+    let named =
+        |p: &crate::layout::PlainLayout| p.pool().is_some_and(|p| pools.iter().any(|m| m == p));
     match layout {
         Layout::Plain(p) => named(p),
         Layout::Composite(c) => c.components.iter().any(|c| named(&c.layout)),
@@ -170,7 +173,8 @@ impl LustreSys for FakeLustre {
     fn set_layout(&self, fd: BorrowedFd<'_>, value: &[u8]) -> io::Result<()> {
         let st = rustix::fs::fstat(fd)?;
         let key = key_of(&st);
-        let is_dir = rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
         let mut s = self.state();
         #[allow(clippy::unnecessary_cast)]
         s.calls.push(Call::SetLayout {
@@ -260,7 +264,10 @@ pub mod layouts {
                     ost_idx: first + i,
                 })
                 .collect();
-            p.oi = OstId { id: 7, seq: 0x2_0000_0400 };
+            p.oi = OstId {
+                id: 7,
+                seq: 0x2_0000_0400,
+            };
         };
         let mut l = layout.clone();
         match &mut l {

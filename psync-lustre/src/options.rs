@@ -45,7 +45,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
         None => (s, 1),
     };
     let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    n.checked_mul(mul).ok_or_else(|| format!("size {s:?} too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 impl FromStr for LayoutPolicy {
@@ -59,13 +60,15 @@ impl FromStr for LayoutPolicy {
         }
         let (mut count, mut size, mut pool) = (None, None, None);
         for part in s.split(',') {
-            let (key, value) = part
-                .split_once('=')
-                .ok_or_else(|| format!("expected copy, default or count=N,size=S[,pool=P], got {s:?}"))?;
+            let (key, value) = part.split_once('=').ok_or_else(|| {
+                format!("expected copy, default or count=N,size=S[,pool=P], got {s:?}")
+            })?;
             match key {
                 "count" if value == "-1" => count = Some(u16::MAX),
                 "count" => {
-                    let n: u16 = value.parse().map_err(|_| format!("bad stripe count {value:?}"))?;
+                    let n: u16 = value
+                        .parse()
+                        .map_err(|_| format!("bad stripe count {value:?}"))?;
                     count = Some(n);
                 }
                 "size" => {
@@ -139,9 +142,9 @@ impl LustreOptions {
     /// # Errors
     /// No `=`, or a name too long for a pool.
     pub fn map_pool(&mut self, spec: &str) -> Result<&mut Self, String> {
-        let (old, new) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("expected OLD=NEW (an empty NEW drops the pool), got {spec:?}"))?;
+        let (old, new) = spec.split_once('=').ok_or_else(|| {
+            format!("expected OLD=NEW (an empty NEW drops the pool), got {spec:?}")
+        })?;
         for name in [old, new] {
             PoolName::new(name).map_err(|e| e.to_string())?;
         }
@@ -211,7 +214,10 @@ mod tests {
     #[test]
     fn layout_policies_parse_and_print() {
         assert_eq!("copy".parse::<LayoutPolicy>().unwrap(), LayoutPolicy::Copy);
-        assert_eq!("default".parse::<LayoutPolicy>().unwrap(), LayoutPolicy::Default);
+        assert_eq!(
+            "default".parse::<LayoutPolicy>().unwrap(),
+            LayoutPolicy::Default
+        );
         let p: LayoutPolicy = "count=4,size=1M,pool=fast".parse().unwrap();
         assert_eq!(
             p,
@@ -225,7 +231,13 @@ mod tests {
         assert_eq!(p.to_string().parse::<LayoutPolicy>().unwrap(), p);
         let all: LayoutPolicy = "count=-1,size=64k".parse().unwrap();
         assert_eq!(all.to_string().parse::<LayoutPolicy>().unwrap(), all);
-        for bad in ["", "stripes=2", "count=x", "size=1000", "size=1M,pool=a_pool_name_too_long"] {
+        for bad in [
+            "",
+            "stripes=2",
+            "count=x",
+            "size=1000",
+            "size=1M,pool=a_pool_name_too_long",
+        ] {
             assert!(bad.parse::<LayoutPolicy>().is_err(), "{bad}");
         }
     }

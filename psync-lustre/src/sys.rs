@@ -141,7 +141,8 @@ fn fid_of(dir: &Dir, name: &Name) -> io::Result<Option<Fid>> {
         return Ok(None);
     }
     let bytes: Vec<u8> = buf[1..3].iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let word = |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let word =
+        |at: usize| u32::from_ne_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     Ok(Some(Fid {
         seq: buf[1],
         oid: word(8),
@@ -152,7 +153,8 @@ fn fid_of(dir: &Dir, name: &Name) -> io::Result<Option<Fid>> {
 impl LustreSys for RealLustre {
     fn create_delayed(&self, dir: &Dir, name: &Name) -> io::Result<File> {
         use rustix::fs::{Mode, OFlags};
-        let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let flags = flags | OFlags::from_bits_retain(O_LOV_DELAY_CREATE);
         let fd = rustix::fs::openat(dir.fd(), name.as_bytes(), flags, Mode::from_raw_mode(0o600))?;
         Ok(File::from(fd))

@@ -831,7 +831,8 @@ impl Engine {
                 let mut made = None;
                 if let Some(d) = dir.filter(|_| !self.dry_run) {
                     let from = Node::At(src_dir, &src.name);
-                    let made_dir = self.noted(&path, || self.copier.make_dir(d, &src.name, &src, from));
+                    let made_dir =
+                        self.noted(&path, || self.copier.make_dir(d, &src.name, &src, from));
                     if let Err(e) = made_dir {
                         self.fail(&path, true, e.op, e.source);
                         return true;

@@ -185,6 +185,8 @@ fn reporting(task: impl FnOnce()) -> TaskReport {
 }
 
 /// Where an event goes ([`keep`]).
+// Returned once per event and matched at once: the event is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Goes {
     /// With the running task's report, when the transport acknowledges it.

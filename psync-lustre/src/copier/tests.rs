@@ -49,7 +49,10 @@ impl Scene {
 
     fn entry(&self, c: &LustreCopier, name: &str) -> Entry {
         let d = self.dir();
-        let mut e = [Entry::from_stat(Name::from(name), &d.stat(name.as_bytes()).unwrap())];
+        let mut e = [Entry::from_stat(
+            Name::from(name),
+            &d.stat(name.as_bytes()).unwrap(),
+        )];
         c.annotate(&d, &mut e).unwrap();
         let [e] = e;
         e
@@ -65,8 +68,11 @@ impl Scene {
         let dst = c.create(&d, &Name::from("t"), &e, &src).unwrap();
         let notes = kit::take_notes();
         let opts = CopyOptions::default();
-        c.copy_data(&DataJob::new(&src, &dst, &e, &opts), &AtomicBool::new(false))
-            .unwrap();
+        c.copy_data(
+            &DataJob::new(&src, &dst, &e, &opts),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
         notes
     }
 
@@ -124,7 +130,11 @@ fn a_refused_layout_is_a_warning() {
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].0, Op::Create);
     assert!(notes[0].1.contains("layout not set"), "{notes:?}");
-    assert_eq!(std::fs::read(s.path("t")).unwrap(), b"x", "the data is copied all the same");
+    assert_eq!(
+        std::fs::read(s.path("t")).unwrap(),
+        b"x",
+        "the data is copied all the same"
+    );
 }
 
 #[test]
@@ -148,8 +158,14 @@ fn a_layout_read_back_otherwise_is_a_warning_that_says_how() {
     let notes = s.copy(&s.copier(LustreOptions::default()));
     assert_eq!(notes.len(), 1, "{notes:?}");
     let msg = &notes[0].1;
-    assert!(msg.contains("component 2: stripe count 8 became 2"), "{msg}");
-    assert!(msg.contains("component 1: stripe size 1048576 became 2097152"), "{msg}");
+    assert!(
+        msg.contains("component 2: stripe count 8 became 2"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("component 1: stripe size 1048576 became 2097152"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -158,7 +174,9 @@ fn a_layout_set_after_data_is_ignored_by_lustre_and_seen() {
     let s = Scene::new(b"x", None);
     std::fs::write(s.path("t"), b"data").unwrap();
     let t = std::fs::File::open(s.path("t")).unwrap();
-    let r = s.fake.set_layout(t.as_fd(), &plain(2, 1 << 20, None).encode());
+    let r = s
+        .fake
+        .set_layout(t.as_fd(), &plain(2, 1 << 20, None).encode());
     assert!(r.is_ok());
     assert_eq!(s.layout("t"), None);
 }
@@ -224,10 +242,10 @@ fn the_default_policy_sets_nothing() {
     let notes = s.copy(&c);
     assert!(notes.is_empty(), "{notes:?}");
     assert!(
-        !s.fake
-            .calls()
-            .iter()
-            .any(|c| matches!(c, Call::CreateDelayed(_) | Call::SetLayout { .. } | Call::GetLayout(_))),
+        !s.fake.calls().iter().any(|c| matches!(
+            c,
+            Call::CreateDelayed(_) | Call::SetLayout { .. } | Call::GetLayout(_)
+        )),
         "{:?}",
         s.fake.calls()
     );
@@ -239,22 +257,37 @@ fn a_source_without_a_layout_gives_a_plain_create() {
     let s = Scene::new(b"x", None);
     let notes = s.copy(&s.copier(LustreOptions::default()));
     assert!(notes.is_empty(), "{notes:?}");
-    assert!(!s.fake.calls().iter().any(|c| matches!(c, Call::CreateDelayed(_))));
+    assert!(
+        !s.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::CreateDelayed(_)))
+    );
 }
 
 #[test]
 fn ost_indices_are_reset_or_kept() {
-    for source in [instantiated(&plain(4, 1 << 20, None), 5), instantiated(&pfl3(), 5)] {
+    for source in [
+        instantiated(&plain(4, 1 << 20, None), 5),
+        instantiated(&pfl3(), 5),
+    ] {
         for keep in [false, true] {
             let s = Scene::new(b"x", Some(&source));
             s.copy(&s.copier(opts(|o| o.keep_ost_indices = keep)));
             let offsets: Vec<u16> = match s.layout("t").unwrap() {
                 Layout::Plain(p) => vec![p.stripe_offset],
-                Layout::Composite(c) => c.components.iter().map(|c| c.layout.stripe_offset).collect(),
+                Layout::Composite(c) => c
+                    .components
+                    .iter()
+                    .map(|c| c.layout.stripe_offset)
+                    .collect(),
                 Layout::Foreign(_) => unreachable!(),
             };
             let want = if keep { 5 } else { STRIPE_OFFSET_ANY };
-            assert!(offsets.iter().all(|&o| o == want), "keep {keep}: {offsets:?}");
+            assert!(
+                offsets.iter().all(|&o| o == want),
+                "keep {keep}: {offsets:?}"
+            );
         }
     }
 }
@@ -277,14 +310,28 @@ fn a_directory_gets_its_source_s_default_layout() {
         assert!(kit::take_notes().is_empty());
     }
     assert_eq!(s.layout("out/sd"), Some(pfl3().for_target(false)));
-    assert_eq!(s.layout("out/plain"), None, "no default layout: nothing set");
-    let sets = s.fake.calls().iter().filter(|c| matches!(c, Call::SetLayout { .. })).count();
+    assert_eq!(
+        s.layout("out/plain"),
+        None,
+        "no default layout: nothing set"
+    );
+    let sets = s
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::SetLayout { .. }))
+        .count();
     assert_eq!(sets, 1);
     // Refused on a directory: a warning too.
     s.fake.refuse(Some(libc::EACCES));
     let name = Name::from("sd");
-    c.make_dir(&d, &Name::from("sd2"), &s.entry(&c, "sd"), Node::At(&d, &name))
-        .unwrap();
+    c.make_dir(
+        &d,
+        &Name::from("sd2"),
+        &s.entry(&c, "sd"),
+        Node::At(&d, &name),
+    )
+    .unwrap();
     let notes = kit::take_notes();
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert_eq!(notes[0].0, Op::Mkdir);
@@ -295,7 +342,12 @@ fn internal_and_lustre_xattrs_are_not_copied() {
     let s = Scene::new(b"x", None);
     std::fs::write(s.path("t"), b"x").unwrap();
     let set = |name: &str, v: &[u8]| {
-        rustix::fs::setxattr(s.path("s").as_path(), name, v, rustix::fs::XattrFlags::empty())
+        rustix::fs::setxattr(
+            s.path("s").as_path(),
+            name,
+            v,
+            rustix::fs::XattrFlags::empty(),
+        )
     };
     set("user.kept", b"1").unwrap();
     // trusted.* needs root; lustre.* exists on Lustre only.
@@ -316,18 +368,37 @@ fn internal_and_lustre_xattrs_are_not_copied() {
         .unwrap();
     assert!(report.dropped.is_empty(), "{:?}", report.dropped);
     let names = Node::Fd(dst.as_fd()).list().unwrap();
-    assert_eq!(names, [b"user.kept".to_vec()], "trusted xattrs set: {trusted}");
-    for n in ["lustre.lov", "lustre.lma", "trusted.lov", "trusted.lma", "trusted.hsm", "trusted.som"] {
+    assert_eq!(
+        names,
+        [b"user.kept".to_vec()],
+        "trusted xattrs set: {trusted}"
+    );
+    for n in [
+        "lustre.lov",
+        "lustre.lma",
+        "trusted.lov",
+        "trusted.lma",
+        "trusted.hsm",
+        "trusted.som",
+    ] {
         assert!(kit::is_never_copied(n.as_bytes()), "{n}");
     }
 }
 
 #[test]
 fn chunks_are_whole_stripes() {
-    assert_eq!(aligned_chunk(0, 64 << 20), 64 << 20, "no layout: the default");
+    assert_eq!(
+        aligned_chunk(0, 64 << 20),
+        64 << 20,
+        "no layout: the default"
+    );
     assert_eq!(aligned_chunk(4 << 20, 64 << 20), 64 << 20);
     assert_eq!(aligned_chunk(3 << 20, 64 << 20), 63 << 20);
-    assert_eq!(aligned_chunk(8 << 20, 1 << 20), 8 << 20, "at least one stripe");
+    assert_eq!(
+        aligned_chunk(8 << 20, 1 << 20),
+        8 << 20,
+        "at least one stripe"
+    );
     // An odd size (never Lustre's) still gives 4 KiB multiples.
     let odd = aligned_chunk(1000, 1 << 20);
     assert_eq!((odd % 4096, odd % 1000), (0, 0));
@@ -335,8 +406,14 @@ fn chunks_are_whole_stripes() {
     assert_eq!(stripe_unit(&plain(4, 3 << 20, None)), 3 << 20);
     assert_eq!(stripe_unit(&pfl3()), 4 << 20);
     let mixed = crate::double::layouts::progressive(&[
-        (6 << 20, crate::double::layouts::striped(LOV_PATTERN_RAID0, 1, 2 << 20, None)),
-        (crate::layout::LUSTRE_EOF, crate::double::layouts::striped(LOV_PATTERN_RAID0, 2, 3 << 20, None)),
+        (
+            6 << 20,
+            crate::double::layouts::striped(LOV_PATTERN_RAID0, 1, 2 << 20, None),
+        ),
+        (
+            crate::layout::LUSTRE_EOF,
+            crate::double::layouts::striped(LOV_PATTERN_RAID0, 2, 3 << 20, None),
+        ),
     ]);
     assert_eq!(stripe_unit(&mixed), 6 << 20);
     assert_eq!(stripe_unit(&dom()), 1 << 20);
@@ -363,7 +440,10 @@ fn released_files_are_skipped_unless_restored() {
     let e = s.entry(&c, "s");
     assert!(Kept::of(&e).unwrap().released);
     let why = c.skip(&e).expect("skipped");
-    assert!(why.contains("released") && why.contains("--hsm-restore"), "{why}");
+    assert!(
+        why.contains("released") && why.contains("--hsm-restore"),
+        "{why}"
+    );
     let restoring = s.copier(opts(|o| o.hsm_restore = true));
     assert_eq!(restoring.skip(&e), None);
     let notes = s.copy(&restoring);
@@ -401,7 +481,10 @@ fn options_reach_a_copier_made_from_them() {
     let plain_one = s.copier(LustreOptions::default());
     assert_eq!(plain_one.options(), "");
     assert!(plain_one.with_options("").unwrap().is_none());
-    let made = plain_one.with_options(&configured.options()).unwrap().expect("a copier");
+    let made = plain_one
+        .with_options(&configured.options())
+        .unwrap()
+        .expect("a copier");
     assert_eq!(made.name(), "lustre");
     assert_eq!(made.options(), configured.options());
     assert!(plain_one.with_options("nonsense").is_err());
