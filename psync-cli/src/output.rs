@@ -61,6 +61,7 @@ impl Output {
         match ev {
             Event::Error { message, .. } => self.stderr(message),
             Event::Warning { message, .. } => self.stderr(&format!("warning: {message}")),
+            Event::Notice { message } => self.stderr(&format!("note: {message}")),
             _ => {}
         }
         if self.json {
@@ -87,6 +88,7 @@ impl Output {
             for line in summary_lines(&report.stats, self.dry_run) {
                 self.stdout_line(&line);
             }
+            self.stdout_line(&format!("copier    {}", report.copier));
         }
         self.flush();
     }

@@ -497,9 +497,7 @@ impl SyncBuilder {
             && self.registry.by_name(name).is_none()
         {
             let names = self.registry.names().join(", ");
-            let msg = format!(
-                "backend {name:?} is not available in this build (available: auto, {names})"
-            );
+            let msg = format!("{name:?} is not available in this build (available: auto, {names})");
             return Err(Error::invalid("backend", msg));
         }
         Ok(Syncer {
@@ -668,17 +666,25 @@ impl Syncer {
         let (src, dst) = (&self.roots.src, &self.roots.dst);
         let src_root = Dir::open_root(src).at(Op::OpenDir, src)?;
         let src_entry = root_entry(&src_root, src)?;
-        let (dst_root, dst_entry) = open_target_root(dst, b.dry_run)?;
         let src_magic = src_root.fs_magic().at(Op::Stat, src)?;
-        // A target a dry run did not create: where it would be created.
-        let dst_magic = match &dst_root {
-            Some(d) => d.fs_magic(),
-            None => crate::probe::fs_magic_or_parent(dst),
+        // Chosen before the target root is made: a copier refused for this
+        // pair leaves nothing behind. A missing target is on the file
+        // system of its nearest existing ancestor, where it will be made.
+        let choose = |dst_magic| {
+            crate::backend::choose(&b.registry, &b.backend, src_magic, dst_magic)
+                .map_err(|msg| Error::invalid(dst, msg))
+        };
+        let mut dst_magic = crate::probe::fs_magic_or_parent(dst).at(Op::Stat, dst)?;
+        let mut copier = choose(dst_magic)?.copier;
+        let (dst_root, dst_entry) = open_target_root(dst, b.dry_run)?;
+        // The root as opened is what the run writes to (a mount made over
+        // its path in between counts).
+        if let Some(d) = &dst_root {
+            let opened = d.fs_magic().at(Op::Stat, dst)?;
+            if opened != dst_magic {
+                (dst_magic, copier) = (opened, choose(opened)?.copier);
+            }
         }
-        .at(Op::Stat, dst)?;
-        let copier = crate::backend::choose(&b.registry, &b.backend, src_magic, dst_magic)
-            .map_err(|msg| Error::invalid(dst, msg))?
-            .copier;
         if let Some(tx) = &b.events {
             for message in crate::backend::notes(src_magic, dst_magic, copier.name()) {
                 let _ = tx.send(Event::Notice { message });

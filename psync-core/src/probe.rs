@@ -723,7 +723,7 @@ impl Site<'_> {
         };
         match fsgetxattr(f) {
             Ok(x) => Capability::yes(format!(
-                "FS_IOC_FSGETXATTR works here (project id {})",
+                "FS_IOC_FSGETXATTR works here (project id {}; --write-test tries setting one)",
                 x.projid()
             ))
             .with(u64::from(x.projid())),
