@@ -355,7 +355,9 @@ pub struct SyncArgs {
     ///
     /// One object per line, with an "event" field: "progress" four times a
     /// second, "itemize" per change (with -i; "code" is rsync's change
-    /// code), "error", "warning", and "summary" at the end. -q does not
+    /// code), "error", "warning", "notice" (once, at the start: what this
+    /// pair of file systems cannot keep), and "summary" at the end (with
+    /// "copier": the copier that ran). -q does not
     /// affect these lines.
     #[arg(long, help_heading = "Output")]
     pub json: bool,

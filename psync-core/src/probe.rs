@@ -791,7 +791,8 @@ fn dio_align(f: &File) -> Capability {
     use rustix::fs::{AtFlags, StatxFlags};
     match rustix::fs::statx(f, c"", AtFlags::EMPTY_PATH, StatxFlags::DIOALIGN) {
         Ok(st) if st.stx_mask & StatxFlags::DIOALIGN.bits() == 0 => Capability::unknown(
-            "no STATX_DIOALIGN answer (Linux before 6.1, or the file system does not say)",
+            "no STATX_DIOALIGN answer (Linux before 6.1, or the file system does not say): \
+             psync writes chunks through the page cache here",
         ),
         Ok(st) if st.stx_dio_offset_align == 0 => {
             Capability::no("statx: no direct I/O on this file system")
