@@ -693,6 +693,35 @@ mod tests {
     }
 
     #[test]
+    fn backend_is_auto_unless_named() {
+        assert_eq!(
+            sync_args(&["psync", "sync", "a", "b"]).backend,
+            Backend::Auto
+        );
+        let a = sync_args(&["psync", "sync", "--backend", "lustre", "a", "b"]);
+        assert_eq!(a.backend, Backend::Named("lustre".into()));
+    }
+
+    #[test]
+    fn probe_builds_the_sync_builder_of_its_paths() {
+        let cli = Cli::try_parse_from(["psync", "probe", "--backend", "generic", "-x", "y"]);
+        assert!(cli.is_err(), "sync options are not probe options");
+        let cli = Cli::try_parse_from(["psync", "probe", "--json", "s", "-d"]);
+        assert!(cli.is_err(), "a path that looks like an option needs --");
+        let cli = Cli::try_parse_from(["psync", "probe", "--backend", "generic", "--", "s", "-d"]);
+        let Command::Probe(p) = cli.unwrap().command else {
+            panic!("not a probe")
+        };
+        assert_eq!(p.paths, [PathBuf::from("s"), PathBuf::from("-d")]);
+        let b = p
+            .sync_builder("s".as_ref(), "-d".as_ref())
+            .expect("a builder");
+        let shown = format!("{b:?}");
+        assert!(shown.contains("dst: \"-d\""), "{shown}");
+        assert!(shown.contains("Named(\"generic\")"), "{shown}");
+    }
+
+    #[test]
     fn zero_threads_is_a_usage_error() {
         assert!(Cli::try_parse_from(["psync", "sync", "--threads", "0", "a", "b"]).is_err());
     }

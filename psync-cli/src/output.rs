@@ -361,6 +361,21 @@ mod tests {
     }
 
     #[test]
+    fn notices_are_json_lines_of_their_own() {
+        let message = psync_core::backend::cross_fs_notice(
+            psync_core::probe::magic::LUSTRE,
+            psync_core::probe::magic::XFS,
+        )
+        .unwrap();
+        let v = json(&JsonEvent::new(&Event::Notice {
+            message: message.clone(),
+        }));
+        assert_eq!(v["event"], "notice");
+        assert_eq!(v["message"], message);
+        assert!(v.get("code").is_none());
+    }
+
+    #[test]
     fn progress_events_have_no_code() {
         let mut snap = Snapshot::default();
         snap.scanned = 7;
