@@ -43,6 +43,7 @@ impl std::fmt::Display for Backend {
 
 /// The copier chosen for a pair of file systems, and why.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Choice {
     /// The copier.
     pub copier: Arc<dyn Copier>,
