@@ -123,7 +123,7 @@ pub fn fs_magic_or_parent(path: &Path) -> io::Result<u64> {
     let mut at = path;
     loop {
         match fs_magic_of(at) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && at != Path::new(".") => {
                 at = match at.parent() {
                     Some(p) if !p.as_os_str().is_empty() => p,
                     _ => Path::new("."),
@@ -572,11 +572,7 @@ impl Site<'_> {
     /// one in the directory (opened only for `statx`).
     fn dio_file(&self, sample: &[(PathBuf, std::fs::Metadata)]) -> Option<File> {
         let (p, _) = sample.iter().find(|(_, m)| m.is_file())?;
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
-            .open(p)
-            .ok()
+        open_listed(p)
     }
 
     fn reflink_by_type(&self) -> Capability {
@@ -665,7 +661,7 @@ impl Site<'_> {
             .iter()
             .filter(|(_, m)| m.is_file())
             .find_map(|(p, m)| {
-                let f = File::open(p).ok()?;
+                let f = open_listed(p)?;
                 let hole = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)).ok()?;
                 (hole < m.size()).then(|| p.clone())
             });
@@ -774,6 +770,17 @@ fn scratch_file(d: &crate::fs::Dir) -> io::Result<File> {
     let f = d.create_excl(name.as_bytes())?;
     d.unlink(name.as_bytes())?;
     Ok(f)
+}
+
+/// Opens `p`, listed as a regular file, for reading its metadata: not
+/// following a symlink nor waiting on a fifo swapped in since.
+fn open_listed(p: &Path) -> Option<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(p)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.is_file()))
 }
 
 /// `1 ns`, `10 µs`, `1 s`, `2 s`.
@@ -990,6 +997,19 @@ bad line
         );
         assert_eq!(at("/database/z"), Some("zfs"));
         assert_eq!(at("/home"), Some("ext4"));
+    }
+
+    #[test]
+    fn a_missing_path_is_on_its_nearest_existing_ancestors_file_system() {
+        let t = crate::test_dir();
+        let here = fs_magic_of(t.path()).unwrap();
+        assert_eq!(fs_magic_or_parent(&t.path().join("a/b/c")).unwrap(), here);
+        assert_eq!(
+            fs_magic_or_parent("/proc/no/such".as_ref()).unwrap(),
+            0x9FA0
+        );
+        let cwd = fs_magic_of(".".as_ref()).unwrap();
+        assert_eq!(fs_magic_or_parent("no-such-dir/x".as_ref()).unwrap(), cwd);
     }
 
     #[test]
