@@ -14,6 +14,7 @@ mod util;
 mod attacks;
 mod attacks_parts;
 mod attrs;
+mod backends;
 mod bad_input;
 mod basic;
 mod bind_mounts;

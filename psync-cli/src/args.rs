@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::Sender;
-use psync_core::{AttrMode, Event, Flush, Preserve, Reflink, SyncBuilder};
+use psync_core::{AttrMode, Backend, Event, Flush, Preserve, Reflink, SyncBuilder};
 use psync_generic::GenericCopier;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +25,19 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Show what each PATH's file system is and can do; given SRC DST, also
+    /// which copier a sync between them would use and why.
+    ///
+    /// Per path: the file system type and statfs magic, its mount (point,
+    /// source, options, from /proc/self/mountinfo), and capabilities, each
+    /// yes, no or unknown with a reason: reflink, copy_file_range offload,
+    /// direct-I/O alignment, user xattrs, POSIX ACLs, sparse files
+    /// (SEEK_HOLE), timestamp resolution, project ids, Lustre layouts.
+    /// Nothing is written to PATH unless --write-test is given. Exit
+    /// status: 0, or 1 when a path could not be probed or no copier fits
+    /// the pair.
+    Probe(ProbeArgs),
+
     /// Make DST identical to SRC, like `rsync -a SRC/ DST/`.
     ///
     /// Exit status: 0 everything synced, 1 some entries failed (each is
@@ -258,6 +271,14 @@ pub struct SyncArgs {
     #[arg(long, value_name = "WHEN", default_value = "auto")]
     pub reflink: ReflinkArg,
 
+    /// The copier: `auto` (the default) picks by the file systems of SRC
+    /// and DST (statfs magics: `lustre` for Lustre on both sides, else
+    /// `generic`); a name forces that copier, and is refused when it is
+    /// not in this build or not made for this pair of file systems
+    /// (`lustre` on ext4). `psync probe SRC DST` shows the choice.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub backend: Backend,
+
     /// Do not verify copies. Default: hash the data as it is copied
     /// (xxh3-128), read the target back and compare; a mismatch fails the
     /// file and leaves its target unchanged.
@@ -362,7 +383,9 @@ pub struct SyncArgs {
     ///
     /// One object per line, with an "event" field: "progress" four times a
     /// second, "itemize" per change (with -i; "code" is rsync's change
-    /// code), "error", "warning", and "summary" at the end. -q does not
+    /// code), "error", "warning", "notice" (once, at the start: what this
+    /// pair of file systems cannot keep), and "summary" at the end (with
+    /// "copier": the copier that ran). -q does not
     /// affect these lines.
     #[arg(long, help_heading = "Output")]
     pub json: bool,
@@ -379,6 +402,56 @@ pub struct SyncArgs {
     /// (`psync wait RUN` follows it).
     #[arg(long, help_heading = "Cluster")]
     pub detach: bool,
+}
+
+/// Arguments of `psync probe`.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The paths to probe (any file or directory; symlinks are followed).
+    /// With exactly two, they are taken as SRC and DST of a sync (DST may
+    /// be missing: its nearest existing parent is probed for the copier).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Print one JSON document on stdout: {"paths": [...], "copier": ...}.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Also try each capability by writing: two files of the probe's own
+    /// in PATH (a directory; a file's parent otherwise), unnamed
+    /// (O_TMPFILE) or unlinked as soon as they are made, so nothing stays
+    /// even if the probe is killed. Needs write access there. Default:
+    /// read-only calls, files already there and the file system type.
+    #[arg(long)]
+    pub write_test: bool,
+
+    /// The copier choice to explain for SRC DST (as `sync --backend`).
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub backend: Backend,
+}
+
+impl ProbeArgs {
+    /// The builder `psync sync --backend B SRC DST` would make: the
+    /// same copiers, the same choice.
+    pub fn sync_builder(
+        &self,
+        src: &std::path::Path,
+        dst: &std::path::Path,
+    ) -> Option<SyncBuilder> {
+        let argv: Vec<std::ffi::OsString> = vec![
+            "psync".into(),
+            "sync".into(),
+            "--backend".into(),
+            self.backend.to_string().into(),
+            "--".into(),
+            src.into(),
+            dst.into(),
+        ];
+        match Cli::try_parse_from(argv).ok()?.command {
+            Command::Sync(a) => Some(a.builder(crossbeam_channel::bounded(1).0)),
+            _ => None,
+        }
+    }
 }
 
 /// Where the broker is: for `sync` (a run on the cluster's workers) and
@@ -608,6 +681,7 @@ impl SyncArgs {
         if let Some(secs) = self.modify_window {
             b.modify_window(Duration::from_secs(secs));
         }
+        b.backend(self.backend.clone());
         b
     }
 
@@ -696,6 +770,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn backend_is_auto_unless_named() {
+        assert_eq!(
+            sync_args(&["psync", "sync", "a", "b"]).backend,
+            Backend::Auto
+        );
+        let a = sync_args(&["psync", "sync", "--backend", "lustre", "a", "b"]);
+        assert_eq!(a.backend, Backend::Named("lustre".into()));
+    }
+
+    #[test]
+    fn probe_builds_the_sync_builder_of_its_paths() {
+        let cli = Cli::try_parse_from(["psync", "probe", "--backend", "generic", "-x", "y"]);
+        assert!(cli.is_err(), "sync options are not probe options");
+        let cli = Cli::try_parse_from(["psync", "probe", "--json", "s", "-d"]);
+        assert!(cli.is_err(), "a path that looks like an option needs --");
+        let cli = Cli::try_parse_from(["psync", "probe", "--backend", "generic", "--", "s", "-d"]);
+        let Command::Probe(p) = cli.unwrap().command else {
+            panic!("not a probe")
+        };
+        assert_eq!(p.paths, [PathBuf::from("s"), PathBuf::from("-d")]);
+        let b = p
+            .sync_builder("s".as_ref(), "-d".as_ref())
+            .expect("a builder");
+        let shown = format!("{b:?}");
+        assert!(shown.contains("dst: \"-d\""), "{shown}");
+        assert!(shown.contains("Named(\"generic\")"), "{shown}");
     }
 
     #[test]

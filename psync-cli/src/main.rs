@@ -5,6 +5,7 @@
 mod args;
 mod cluster;
 mod output;
+mod probe;
 mod progress;
 mod signals;
 mod units;
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, Fatal> {
     match cli.command {
+        Command::Probe(args) => probe::probe(&args),
         Command::Sync(args) if args.broker.given() => cluster::sync(&args),
         Command::Sync(args) => sync(&args),
         Command::Worker(args) => cluster::worker(&args),

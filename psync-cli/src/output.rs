@@ -61,6 +61,7 @@ impl Output {
         match ev {
             Event::Error { message, .. } => self.stderr(message),
             Event::Warning { message, .. } => self.stderr(&format!("warning: {message}")),
+            Event::Notice { message } => self.stderr(&format!("note: {message}")),
             _ => {}
         }
         if self.json {
@@ -87,6 +88,7 @@ impl Output {
             for line in summary_lines(&report.stats, self.dry_run) {
                 self.stdout_line(&line);
             }
+            self.stdout_line(&format!("copier    {}", report.copier));
         }
         self.flush();
     }
@@ -359,6 +361,21 @@ mod tests {
             link: None,
         };
         assert_eq!(json(&JsonEvent::new(&del))["code"], "*deleting  ");
+    }
+
+    #[test]
+    fn notices_are_json_lines_of_their_own() {
+        let message = psync_core::backend::cross_fs_notice(
+            psync_core::probe::magic::LUSTRE,
+            psync_core::probe::magic::XFS,
+        )
+        .unwrap();
+        let v = json(&JsonEvent::new(&Event::Notice {
+            message: message.clone(),
+        }));
+        assert_eq!(v["event"], "notice");
+        assert_eq!(v["message"], message);
+        assert!(v.get("code").is_none());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `SyncBuilder`: the one way to configure and start a run.
 
+use crate::backend::{Backend, Selection};
 use crate::copy::{AttrMode, Copier, CopyOptions, Reflink, Registry};
 use crate::durable::Flush;
 use crate::engine::Engine;
@@ -45,6 +46,7 @@ pub struct SyncBuilder {
     progress_interval: Duration,
     stop_grace: Duration,
     registry: Registry,
+    backend: Backend,
     walker: Arc<dyn Walker>,
     planner: Arc<dyn Planner>,
     transport: Option<Arc<dyn Transport>>,
@@ -79,6 +81,7 @@ impl std::fmt::Debug for SyncBuilder {
             .field("plan", &self.plan)
             .field("dry_run", &self.dry_run)
             .field("registry", &self.registry)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +129,7 @@ impl SyncBuilder {
             progress_interval: Duration::from_millis(250),
             stop_grace: Duration::from_secs(10),
             registry: Registry::new(),
+            backend: Backend::Auto,
             walker: Arc::new(FsWalker),
             planner: Arc::new(RsyncPlanner),
             transport: None,
@@ -397,6 +401,39 @@ impl SyncBuilder {
         self
     }
 
+    /// How the copier is picked. Default: [`Backend::Auto`], the
+    /// registered copier for the roots' pair of file systems, else the
+    /// default one. [`Backend::Named`] forces the copier of that name:
+    /// [`build`](Self::build) refuses a name that is not registered, and
+    /// the run one registered only for other file systems than its roots'.
+    pub fn backend(&mut self, b: Backend) -> &mut Self {
+        self.backend = b;
+        self
+    }
+
+    /// The copier a run between the roots would use, and why, without
+    /// opening or creating anything (a missing target counts as on its
+    /// nearest existing ancestor's file system): what `psync probe SRC
+    /// DST` shows.
+    ///
+    /// # Errors
+    /// A root cannot be `statfs`ed, or no copier fits (as
+    /// [`Syncer::prepare`] would fail).
+    pub fn selection(&self) -> Result<Selection, Error> {
+        let src = crate::probe::fs_magic_of(&self.src).at(Op::Stat, &self.src)?;
+        let dst = crate::probe::fs_magic_or_parent(&self.dst).at(Op::Stat, &self.dst)?;
+        let choice = crate::backend::choose(&self.registry, &self.backend, src, dst)
+            .map_err(|msg| Error::invalid(&self.dst, msg))?;
+        let copier = choice.copier.name().to_string();
+        Ok(Selection {
+            notes: crate::backend::notes(src, dst, &copier),
+            copier,
+            reason: choice.reason,
+            src_magic: src,
+            dst_magic: dst,
+        })
+    }
+
     /// Replaces the walker. Default: [`FsWalker`].
     pub fn walker(&mut self, w: Arc<dyn Walker>) -> &mut Self {
         self.walker = w;
@@ -455,6 +492,13 @@ impl SyncBuilder {
                 &self.dst,
                 "no copier registered (set SyncBuilder::default_copier)",
             ));
+        }
+        if let Backend::Named(name) = &self.backend
+            && self.registry.by_name(name).is_none()
+        {
+            let names = self.registry.names().join(", ");
+            let msg = format!("{name:?} is not available in this build (available: auto, {names})");
+            return Err(Error::invalid("backend", msg));
         }
         Ok(Syncer {
             b: self.clone(),
@@ -610,19 +654,42 @@ impl Syncer {
     /// [`Engine::run_all`] take, here or in other processes. The spec is
     /// confidential (see [`RunSpec`]).
     ///
+    /// Sends an [`Event::Notice`] to the events channel for what the pair
+    /// of file systems cannot keep ([`crate::backend::notes`]: Lustre
+    /// layouts), once per run, here rather than per file.
+    ///
     /// # Errors
-    /// The roots cannot be opened or created, no copier for the pair.
+    /// The roots cannot be opened or created, no copier for the pair (or
+    /// a [`Backend::Named`] copier not registered for it).
     pub fn prepare(&self) -> Result<(RunSpec, Task), Error> {
         let b = &self.b;
         let (src, dst) = (&self.roots.src, &self.roots.dst);
         let src_root = Dir::open_root(src).at(Op::OpenDir, src)?;
         let src_entry = root_entry(&src_root, src)?;
+        let src_magic = src_root.fs_magic().at(Op::Stat, src)?;
+        // Chosen before the target root is made: a copier refused for this
+        // pair leaves nothing behind. A missing target is on the file
+        // system of its nearest existing ancestor, where it will be made.
+        let choose = |dst_magic| {
+            crate::backend::choose(&b.registry, &b.backend, src_magic, dst_magic)
+                .map_err(|msg| Error::invalid(dst, msg))
+        };
+        let mut dst_magic = crate::probe::fs_magic_or_parent(dst).at(Op::Stat, dst)?;
+        let mut copier = choose(dst_magic)?.copier;
         let (dst_root, dst_entry) = open_target_root(dst, b.dry_run)?;
-        let copier = match &dst_root {
-            Some(d) => b.registry.copier_for(&src_root, d).at(Op::Stat, dst)?,
-            None => b.registry.lookup(src_root.fs_magic().at(Op::Stat, src)?, 0),
+        // The root as opened is what the run writes to (a mount made over
+        // its path in between counts).
+        if let Some(d) = &dst_root {
+            let opened = d.fs_magic().at(Op::Stat, dst)?;
+            if opened != dst_magic {
+                (dst_magic, copier) = (opened, choose(opened)?.copier);
+            }
         }
-        .ok_or_else(|| Error::invalid(dst, "no copier for this pair of file systems"))?;
+        if let Some(tx) = &b.events {
+            for message in crate::backend::notes(src_magic, dst_magic, copier.name()) {
+                let _ = tx.send(Event::Notice { message });
+            }
+        }
         let root = is_root();
         let mut plan = b.plan.clone();
         // Without root an entry gets its source's group when the process
@@ -763,17 +830,23 @@ fn detect_window(d: &Dir, dry_run: bool) -> (u64, bool) {
 /// NFS servers 1 s, others µs). `None` if the probe could not be made.
 fn time_resolution(dir: &Dir) -> Option<u64> {
     let probe = Name(format!("{}{:016x}.probe", crate::TEMP_PREFIX, random_u64()).into_bytes());
-    let want = crate::Time::new(1_000_000_001, 123_456_789);
     // Through the file psync created (O_EXCL), not its name: a user who
     // can write the root cannot steer the times onto another inode.
-    let result = (|| {
-        let f = dir.create_excl(probe.as_bytes()).ok()?;
-        rustix::fs::futimens(&f, &crate::fs::timestamps(want, want)).ok()?;
-        let st = rustix::fs::fstat(&f).ok()?;
-        Some(Entry::from_stat(probe.clone(), &st).mtime)
-    })();
+    let result = dir
+        .create_excl(probe.as_bytes())
+        .ok()
+        .and_then(|f| measure_resolution(&f));
     let _ = dir.unlink(probe.as_bytes());
-    let got = result?;
+    result
+}
+
+/// The timestamp resolution of the file system holding `f` (a file of
+/// psync's own), in nanoseconds, as [`time_resolution`] measures it.
+pub(crate) fn measure_resolution(f: &std::fs::File) -> Option<u64> {
+    let want = crate::Time::new(1_000_000_001, 123_456_789);
+    rustix::fs::futimens(f, &crate::fs::timestamps(want, want)).ok()?;
+    let st = rustix::fs::fstat(f).ok()?;
+    let got = Entry::from_stat(Name(Vec::new()), &st).mtime;
     let lost = (i128::from(want.sec) * 1_000_000_000 + i128::from(want.nsec))
         - (i128::from(got.sec) * 1_000_000_000 + i128::from(got.nsec));
     let lost = u64::try_from(lost.unsigned_abs()).unwrap_or(u64::MAX);

@@ -628,6 +628,50 @@ impl Registry {
             .map(Arc::clone)
     }
 
+    /// The copier for this pair, as [`Registry::lookup`], and the
+    /// registered pair (source, target magic; `None` = any) that chose it:
+    /// `None` when it is the default.
+    #[allow(clippy::type_complexity)]
+    pub fn lookup_pair(
+        &self,
+        src_magic: u64,
+        dst_magic: u64,
+    ) -> Option<(Arc<dyn Copier>, Option<(Option<u64>, Option<u64>)>)> {
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(s, d, _)| s.is_none_or(|m| m == src_magic) && d.is_none_or(|m| m == dst_magic))
+            .map(|(s, d, c)| (Arc::clone(c), Some((*s, *d))))
+            .or_else(|| self.default.clone().map(|c| (c, None)))
+    }
+
+    /// The pairs (source, target magic; `None` = any) the copier named
+    /// `name` is registered for, in registration order; `(None, None)`
+    /// for the default.
+    pub fn pairs_of(&self, name: &str) -> Vec<(Option<u64>, Option<u64>)> {
+        let mut v: Vec<_> = self
+            .pairs
+            .iter()
+            .filter(|(_, _, c)| c.name() == name)
+            .map(|(s, d, _)| (*s, *d))
+            .collect();
+        if self.default.as_ref().is_some_and(|c| c.name() == name) {
+            v.push((None, None));
+        }
+        v
+    }
+
+    /// The names of the registered copiers (the default's included), each once.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for c in self.pairs.iter().map(|(_, _, c)| c).chain(&self.default) {
+            if !v.iter().any(|n| n == c.name()) {
+                v.push(c.name().to_string());
+            }
+        }
+        v
+    }
+
     /// The copier for the file systems holding `src` and `dst`.
     ///
     /// # Errors

@@ -50,6 +50,12 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Something about the whole run, said once at its start (a pair of
+    /// file systems that cannot keep everything: Lustre layouts dropped).
+    Notice {
+        /// The message.
+        message: String,
+    },
     /// An entry failed; the run goes on and its exit status will say so
     /// (unless the target file system is full or read-only: then this is
     /// the run's one error and it stops, see [`crate::Report::stopped`]).

@@ -32,6 +32,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod backend;
 mod builder;
 
 pub mod copy;
@@ -46,6 +47,7 @@ mod fsid;
 pub mod itemize;
 
 pub mod plan;
+pub mod probe;
 mod spec;
 mod stop;
 mod subtree;
@@ -57,6 +59,7 @@ mod walk;
 mod xattr;
 mod xattrat;
 
+pub use backend::Backend;
 pub(crate) use builder::random_u64;
 pub use builder::{
     CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_RETRIES, MAX_SECS, MAX_STOP_GRACE, MAX_THREADS,
