@@ -95,6 +95,11 @@ pub struct PlanOptions {
     /// ([`crate::copy::kit::own_groups`]).
     #[serde(default)]
     pub member_groups: Option<Vec<u32>>,
+    /// Inode flags are synced: the immutable, append-only and nodump
+    /// flags every listing carries ([`Entry::flags`]) are compared on
+    /// every run (ADR 018).
+    #[serde(default)]
+    pub file_flags: bool,
 }
 
 impl PlanOptions {
@@ -124,6 +129,7 @@ impl Default for PlanOptions {
             force: false,
             one_file_system: false,
             member_groups: None,
+            file_flags: true,
         }
     }
 }
@@ -492,10 +498,24 @@ pub(crate) fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
     c.time = p.times && !s.mtime.within(d.mtime, opts.modify_window_ns);
     c.owner = p.owner && s.uid != d.uid;
     c.group = p.group && s.gid != d.gid && opts.may_give_group(s.gid);
+    c.xattr = listed_flags_differ(s, d, opts);
     c
 }
 
-/// True when an entry's xattrs/ACLs must be compared: always with
+/// True when the flags both listings carry (immutable, append-only,
+/// nodump: `statx` reports them) differ: compared on every run, since
+/// they cost nothing to read, and so whatever a crash left lifted is
+/// set again by the next run. Itemized as `x`, as rsync has no column
+/// for them. The other flags and the project id are compared with the
+/// xattrs ([`xattrs_may_differ`]).
+pub(crate) fn listed_flags_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+    opts.file_flags
+        && matches!(s.kind, Kind::File | Kind::Dir)
+        && matches!((s.flags, d.flags), (Some(a), Some(b)) if a != b)
+}
+
+/// True when an entry's xattrs/ACLs (and inode flags and project id)
+/// must be compared: always with
 /// `xattrs_always`; otherwise when the source's status changed after the
 /// target's (any change of xattrs or ACLs bumps ctime, so a source that
 /// did not change status since the target was written needs no
@@ -540,6 +560,7 @@ mod tests {
                 None
             },
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 6;
+pub const TASK_ENCODING_VERSION: u8 = 7;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its

@@ -2276,6 +2276,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }
