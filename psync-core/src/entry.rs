@@ -264,8 +264,7 @@ impl Entry {
     /// for a directory, the names in it) cannot be changed until those
     /// flags are lifted.
     pub fn is_protected(&self) -> bool {
-        self.flags
-            .is_some_and(|f| f & crate::fsattr::PROTECT != 0)
+        self.flags.is_some_and(|f| f & crate::fsattr::PROTECT != 0)
     }
 }
 
@@ -283,10 +282,14 @@ fn listed_flags(st: &rustix::fs::Statx) -> Option<u32> {
     }
     let a = st.stx_attributes;
     Some(
-        [(A::IMMUTABLE, IMMUTABLE), (A::APPEND, APPEND), (A::NODUMP, NODUMP)]
-            .iter()
-            .filter(|(s, _)| a.contains(*s))
-            .fold(0, |f, (_, x)| f | x),
+        [
+            (A::IMMUTABLE, IMMUTABLE),
+            (A::APPEND, APPEND),
+            (A::NODUMP, NODUMP),
+        ]
+        .iter()
+        .filter(|(s, _)| a.contains(*s))
+        .fold(0, |f, (_, x)| f | x),
     )
 }
 

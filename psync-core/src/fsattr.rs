@@ -314,11 +314,12 @@ fn opened<'a>(node: Node<'a>) -> io::Result<Opened<'a>> {
     }
 }
 
-/// The place a `file_*attr` call takes: directory fd, name, flags.
+/// The place a `file_*attr` call takes: directory fd, name, flags. Not
+/// for an `O_PATH` handle, which those calls refuse (EBADF): it is
+/// reopened.
 fn at<'a>(node: &Node<'a>) -> Option<(BorrowedFd<'a>, &'a [u8], libc::c_int)> {
     match *node {
-        Node::Fd(_) => None,
-        Node::Path(fd) => Some((fd, b"", libc::AT_EMPTY_PATH)),
+        Node::Fd(_) | Node::Path(_) => None,
         Node::At(dir, name) => Some((dir_fd(dir), name.as_bytes(), libc::AT_SYMLINK_NOFOLLOW)),
     }
 }
@@ -350,10 +351,7 @@ pub fn get(node: Node<'_>) -> io::Result<Option<FsAttr>> {
                 None => opened(node).and_then(|o| ioctl_get(o.fd())),
             }
         }
-        None => ioctl_get(match node {
-            Node::Fd(fd) => fd,
-            _ => unreachable!("handled above"),
-        }),
+        None => opened(node).and_then(|o| ioctl_get(o.fd())),
     };
     match r {
         Ok(raw) => Ok(Some(FsAttr { raw })),
@@ -380,10 +378,7 @@ fn put(node: Node<'_>, fa: &Fsxattr, cur: &Fsxattr, mask: u32) -> io::Result<()>
                 None => opened(node).and_then(|o| ioctl_set(o.fd(), fa)),
             }
         }
-        None => match node {
-            Node::Fd(fd) => ioctl_set(fd, fa),
-            _ => unreachable!("handled above"),
-        },
+        None => opened(node).and_then(|o| ioctl_set(o.fd(), fa)),
     };
     match r {
         Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) && fa.projid == cur.projid => {
@@ -411,51 +406,71 @@ pub fn sync(from: Node<'_>, to: Node<'_>, how: FsAttrSync) -> io::Result<FsAttrR
 /// # Errors
 /// Reading the target fails. Refusals to set are in the report.
 pub fn sync_to(want: FsAttr, to: Node<'_>, how: FsAttrSync) -> io::Result<FsAttrReport> {
+    let proj = how.project_ids.then_some(want.raw.projid);
+    apply(to, (want.raw.xflags, how.mask()), proj, how.check_only)
+}
+
+/// Sets the immutable and append-only flags of `to` to `bits` (lifts
+/// them with `0`), leaving every other flag and the project id.
+///
+/// # Errors
+/// Reading the target fails. Refusals to set are in the report.
+pub fn set_protect(to: Node<'_>, bits: u32) -> io::Result<FsAttrReport> {
+    apply(to, (bits, PROTECT), None, false)
+}
+
+/// Gives `to` the bits of `mask` of `xflags` and the project id `proj`
+/// (`None`: left). A refusal takes out what was refused, one part at a
+/// time, and tries the rest again.
+fn apply(
+    to: Node<'_>,
+    (xflags, mask): (u32, u32),
+    proj: Option<u32>,
+    check_only: bool,
+) -> io::Result<FsAttrReport> {
     let mut report = FsAttrReport::default();
-    let mask = how.mask();
-    let want_proj = how.project_ids.then_some(want.raw.projid);
     let Some(cur) = get(to)? else {
         // The target has none: what the source has is dropped.
-        let lost = want.raw.xflags & mask;
+        let lost = xflags & mask;
         let e = || io::Error::from_raw_os_error(libc::EOPNOTSUPP);
         if lost != 0 {
             report.dropped.push(Dropped::Flags(lost, e()));
         }
-        if let Some(p) = want_proj.filter(|&p| p != 0) {
+        if let Some(p) = proj.filter(|&p| p != 0) {
             report.dropped.push(Dropped::ProjectId(p, e()));
         }
         return Ok(report);
     };
     let cur = cur.raw;
     let mut new = cur;
-    new.xflags = (cur.xflags & !mask) | (want.raw.xflags & mask);
-    new.projid = want_proj.unwrap_or(cur.projid);
-    if new.xflags == cur.xflags && new.projid == cur.projid {
+    new.xflags = (cur.xflags & !mask) | (xflags & mask);
+    new.projid = proj.unwrap_or(cur.projid);
+    if new == cur {
         return Ok(report);
     }
     report.changed = true;
-    if how.check_only {
+    if check_only {
         return Ok(report);
     }
-    // Refused as a whole: what was refused is taken out, one part at a
-    // time, and the rest tried again.
     loop {
         let e = match put(to, &new, &cur, mask) {
             Ok(()) => break,
             Err(e) => e,
         };
         let protect = (new.xflags ^ cur.xflags) & PROTECT;
-        let proj = new.projid != cur.projid;
         let errno = e.raw_os_error();
         if errno == Some(libc::EPERM) && protect != 0 {
             new.xflags = (new.xflags & !PROTECT) | (cur.xflags & PROTECT);
             report.dropped.push(Dropped::Flags(protect, e));
-        } else if proj && matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM)) {
+        } else if new.projid != cur.projid
+            && matches!(errno, Some(libc::EOPNOTSUPP | libc::EINVAL | libc::EPERM))
+        {
             report.dropped.push(Dropped::ProjectId(new.projid, e));
             new.projid = cur.projid;
         } else {
-            let lost = new.xflags ^ cur.xflags;
-            report.dropped.push(Dropped::Flags(lost, e));
+            report
+                .dropped
+                .push(Dropped::Flags(new.xflags ^ cur.xflags, e));
             new = cur;
         }
         if new == cur {

@@ -372,6 +372,7 @@ impl Engine {
             links: std::sync::OnceLock::new(),
             stopped: std::sync::OnceLock::new(),
             open_parts: std::sync::Mutex::new(Vec::new()),
+            fsattr_warned: std::sync::atomic::AtomicU8::new(0),
             verify: spec.verify,
             root_touched: spec.root_touched,
             chunk_size: spec.chunk_size,
