@@ -419,6 +419,14 @@ pub fn set_protect(to: Node<'_>, bits: u32) -> io::Result<FsAttrReport> {
     apply(to, (bits, PROTECT), None, false)
 }
 
+/// Sets the project id of `to` to `id`, leaving its flags.
+///
+/// # Errors
+/// Reading the target fails. Refusals to set are in the report.
+pub fn set_projid(to: Node<'_>, id: u32) -> io::Result<FsAttrReport> {
+    apply(to, (0, 0), Some(id), false)
+}
+
 /// Gives `to` the bits of `mask` of `xflags` and the project id `proj`
 /// (`None`: left). A refusal takes out what was refused, one part at a
 /// time, and tries the rest again.

@@ -353,13 +353,19 @@ impl Engine {
                     self.discard_ready(dir, Ready::Named(tmp, out));
                     return Ok(false);
                 }
-                self.rename_into_place(dir, &tmp, name)?;
+                self.rename_into_place(dir, &tmp, name, &out)?;
                 self.seal_copy(path, src, &out);
                 return Ok(true);
             }
             Ready::Unnamed(out) => out,
         };
-        match dir.link_fd(&out, name.as_bytes()) {
+        let linked = match dir.link_fd(&out, name.as_bytes()) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, &out, || dir.link_fd(&out, name.as_bytes()))
+            }
+            r => r,
+        };
+        match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if placed_meanwhile(dir, src, None) {
@@ -369,7 +375,7 @@ impl Engine {
                 let tmp = self.temp_name();
                 dir.link_fd(&out, tmp.as_bytes())
                     .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-                self.rename_into_place(dir, &tmp, name)?;
+                self.rename_into_place(dir, &tmp, name, &out)?;
             }
             Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
         }
@@ -400,6 +406,7 @@ impl Engine {
         dir: &Dir,
         tmp: &Name,
         name: &Name,
+        out: &std::fs::File,
     ) -> Result<(), CopyFail> {
         if let Err(stop) = self.not_stopped() {
             let _ = dir.unlink(tmp.as_bytes());
@@ -409,6 +416,9 @@ impl Engine {
             // An immutable or append-only target: lifted, then replaced.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.unlock_name(dir, name) => {
                 dir.rename(tmp.as_bytes(), name.as_bytes())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, out, || dir.rename(tmp.as_bytes(), name.as_bytes()))
             }
             r => r,
         };

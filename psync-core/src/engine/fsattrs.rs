@@ -140,6 +140,37 @@ impl Engine {
         }
     }
 
+    /// Links or renames (`put`) a copy whose project id differs from
+    /// that of its directory, which passes its own on (project-inherit):
+    /// the kernel refuses that (EXDEV), so the copy takes the directory's
+    /// project id for the move and its own back once in place. `put`'s
+    /// own error when that is not the reason.
+    pub(crate) fn in_project_dir(
+        &self,
+        dir: &Dir,
+        out: &std::fs::File,
+        put: impl Fn() -> io::Result<()>,
+    ) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        let refused = || io::Error::from_raw_os_error(libc::EXDEV);
+        let file = Node::Fd(out.as_fd());
+        let (Some(own), Some(theirs)) = (
+            fsattr::get(file).ok().flatten(),
+            fsattr::get(Node::Fd(dir.fd())).ok().flatten(),
+        ) else {
+            return Err(refused());
+        };
+        if !self.copy_opts.project_ids.on()
+            || theirs.xflags() & fsattr::PROJINHERIT == 0
+            || theirs.projid() == own.projid()
+        {
+            return Err(refused());
+        }
+        fsattr::set_projid(file, theirs.projid())?;
+        put()?;
+        fsattr::set_projid(file, own.projid()).map(|_| ())
+    }
+
     /// Whether the flags or project id of `src`'s target may need a
     /// change: the listed flags differ, or (when xattrs would be compared)
     /// the others compare unequal (read by name, nothing written; an
