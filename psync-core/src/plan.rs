@@ -507,10 +507,12 @@ pub(crate) fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
 /// they cost nothing to read, and so whatever a crash left lifted is
 /// set again by the next run. Itemized as `x`, as rsync has no column
 /// for them. The other flags and the project id are compared with the
-/// xattrs ([`xattrs_may_differ`]).
+/// xattrs ([`xattrs_may_differ`]). Not for a file of several names,
+/// whose immutable and append-only flags are not synced (ADR 018).
 pub(crate) fn listed_flags_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
     opts.file_flags
         && matches!(s.kind, Kind::File | Kind::Dir)
+        && !is_linked(s, opts)
         && matches!((s.flags, d.flags), (Some(a), Some(b)) if a != b)
 }
 
@@ -772,6 +774,33 @@ mod tests {
             ..opts()
         };
         assert!(plan(&[s], &[d], &off).is_empty());
+    }
+
+    #[test]
+    fn listed_flags_are_compared_on_every_run() {
+        let mut s = e("a", Kind::File);
+        let mut d = s.clone();
+        // Target written after the source: xattrs are not compared.
+        d.ctime = Time::new(10, 0);
+        (s.flags, d.flags) = (Some(crate::fsattr::IMMUTABLE), Some(0));
+        let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+        assert!(
+            matches!(&acts[..], [Action::Attrs { change, .. }] if change.code() == ".f........x"),
+            "{acts:?}"
+        );
+        // Not reported by one side: not compared.
+        d.flags = None;
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts()).is_empty());
+        d.flags = Some(0);
+        let off = PlanOptions {
+            file_flags: false,
+            ..opts()
+        };
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &off).is_empty());
+        // A file of several names: not compared (its inode is linked in
+        // the last phase).
+        (s.nlink, d.nlink) = (2, 2);
+        assert!(plan(&[s], &[d], &opts()).is_empty());
     }
 
     #[test]

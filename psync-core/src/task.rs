@@ -350,6 +350,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/\xff".to_vec());
@@ -414,6 +415,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/b".to_vec());

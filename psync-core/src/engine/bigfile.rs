@@ -869,7 +869,7 @@ impl Engine {
             .map_err(CopyFail::target)?;
         self.report_dropped(&rel.join(&src.name), &report);
         // The source is the file listed (`source_changed` above).
-        self.copy_fsattrs(&rel.join(&src.name), &input, &part)
+        self.copy_fsattrs(&rel.join(&src.name), &input, &part, false)
             .map_err(|e| CopyFail::target_io(Op::FileAttr, e))?;
         self.sync_file(&part, false)?;
         // Stopped meanwhile (the target cannot be written): the old target stays.

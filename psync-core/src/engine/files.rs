@@ -308,6 +308,7 @@ impl Engine {
             let made = Made {
                 fresh: how.fresh_dir,
                 old: None,
+                plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
             };
             let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
@@ -492,7 +493,13 @@ impl Engine {
             .map_err(CopyFail::target)?;
         let (old, staged) = (how.old, how.staged);
         let old = old.or_else(|| self.new_file_mode(out_dir, cur));
-        let mut result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
+        let plain = self.fsattrs_on() && out_dir.passes_on_nothing();
+        let made = Made {
+            fresh: false,
+            old,
+            plain,
+        };
+        let mut result = self.fill_checked(path, src, &out, cur, made);
         if let Ok(Some(_)) = result
             && let Err(e) = self.sync_file(&out, staged)
         {
@@ -535,7 +542,7 @@ impl Engine {
         // The source is the regular file listed (its `fstat` just said
         // so): its flags and project id go onto the copy now, flushed
         // with it; immutable and append-only once it is in place.
-        self.copy_fsattrs(path, src, out)
+        self.copy_fsattrs(path, src, out, made.plain)
             .map_err(|e| CopyFail::target_io(Op::FileAttr, e))?;
         Ok(Some(filled))
     }

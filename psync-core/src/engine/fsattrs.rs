@@ -31,11 +31,21 @@ impl Engine {
 
     /// The immutable and append-only flags `src` is listed with, to set
     /// last; `None` when flags are not synced or not listed.
+    /// Not for a file of several names: its inode is linked to them in
+    /// the run's last phase, and an immutable or append-only inode
+    /// cannot be linked (ADR 018).
     pub(crate) fn protect_of(&self, src: &Entry) -> Option<u32> {
-        if !self.copy_opts.file_flags.on() || !matches!(src.kind, Kind::File | Kind::Dir) {
+        if !self.protects(src) {
             return None;
         }
         src.flags.map(|f| f & PROTECT)
+    }
+
+    /// True when the immutable and append-only flags of `src` are synced.
+    fn protects(&self, src: &Entry) -> bool {
+        self.copy_opts.file_flags.on()
+            && matches!(src.kind, Kind::File | Kind::Dir)
+            && !crate::plan::is_linked(src, &self.plan_opts)
     }
 
     /// Flags (but immutable and append-only) and project id of the source
@@ -45,18 +55,32 @@ impl Engine {
     ///
     /// # Errors
     /// Reading either side fails.
+    /// `plain`: `out` was made in a directory that passes on nothing
+    /// ([`Dir::passes_on_nothing`]), so a source without flags or project
+    /// id costs one read (the common case).
     pub(crate) fn copy_fsattrs(
         &self,
         path: &RelPath,
         src: &std::fs::File,
         out: &std::fs::File,
+        plain: bool,
     ) -> io::Result<bool> {
         if !self.fsattrs_on() {
             return Ok(false);
         }
         use std::os::fd::AsFd;
         let (from, to) = (Node::Fd(src.as_fd()), Node::Fd(out.as_fd()));
-        let report = self.copier.sync_fsattrs(from, to, self.fsattr_how())?;
+        let how = self.fsattr_how();
+        let report = match fsattr::get(from)? {
+            None => return Ok(false),
+            Some(a) if plain && a.xflags() & how.mask() == 0 => {
+                if !how.project_ids || a.projid() == 0 {
+                    return Ok(false);
+                }
+                self.copier.sync_fsattrs(from, to, how)?
+            }
+            Some(_) => self.copier.sync_fsattrs(from, to, how)?,
+        };
         self.report_fsattrs(path, &report);
         Ok(report.changed)
     }
@@ -223,7 +247,7 @@ impl Engine {
         match self.protect_of(src) {
             Some(bits) => changed |= self.set_protect(path, to, bits),
             // Not listed (a source that does not report them): read.
-            None if self.copy_opts.file_flags.on() => {
+            None if self.protects(src) => {
                 let how = FsAttrSync {
                     flags: true,
                     project_ids: false,

@@ -309,6 +309,10 @@ pub(crate) struct Made {
     pub(crate) fresh: bool,
     /// The mode of the target it replaces, if any (`--no-perms` keeps it).
     pub(crate) old: Option<u32>,
+    /// Its directory passes on no inode flags or project id
+    /// ([`Dir::passes_on_nothing`]): a source without them needs nothing
+    /// more.
+    pub(crate) plain: bool,
 }
 
 /// What a finished fill wrote: how, and how many bytes of data. Counted
