@@ -306,13 +306,13 @@ fn no_file_flags_and_no_project_ids_leave_them() {
     assert_eq!(attrs(&dst.join("d")), ("A".to_string(), 0));
 }
 
-/// A target that cannot hold project ids (tmpfs; ext4 without the
-/// `project` feature): one warning for the run, naming the first file,
+/// A target that cannot hold project ids (tmpfs, btrfs; ext4 without
+/// the `project` feature): one warning for the run, naming the first file,
 /// the rest of the sync (its other flags too) done.
 #[test]
 fn a_target_without_project_ids_warns_once() {
     let test = "a_target_without_project_ids_warns_once";
-    for to in [Fs::Tmpfs, Fs::Ext4] {
+    for to in [Fs::Tmpfs, Fs::Ext4, Fs::Btrfs] {
         let Some(s) = scratch(test, Fs::Xfs, to) else {
             continue;
         };

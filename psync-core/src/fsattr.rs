@@ -513,6 +513,44 @@ mod tests {
         assert_eq!(letters(IMMUTABLE | NODUMP | PROJINHERIT), "idP");
     }
 
+    /// Set and read back by name (`file_setattr`), through a handle and
+    /// an fd (the ioctls), and by name again without `file_*attr` (the
+    /// fd path of kernels before 6.17).
+    #[test]
+    fn flags_set_and_read_every_way() {
+        let t = crate::test_dir();
+        std::fs::write(t.path().join("f"), b"x").unwrap();
+        let d = Dir::open_root(t.path()).unwrap();
+        let name = crate::entry::Name::from("f");
+        let how = FsAttrSync {
+            flags: true,
+            ..FsAttrSync::default()
+        };
+        let want = |x: u32| FsAttr {
+            raw: Fsxattr {
+                xflags: x,
+                ..Fsxattr::default()
+            },
+        };
+        match sync_to(want(NODUMP), Node::At(&d, &name), how) {
+            Ok(r) if r.dropped.is_empty() => assert!(r.changed),
+            other => return crate::skip(&format!("no flags here: {other:?}")),
+        }
+        let h = d.handle(b"f").unwrap();
+        let got = get(h.node()).unwrap().unwrap();
+        assert_eq!(got.xflags() & FLAGS, NODUMP);
+        let f = std::fs::File::open(t.path().join("f")).unwrap();
+        use std::os::fd::AsFd;
+        let r = sync_to(want(NOATIME), Node::Fd(f.as_fd()), how).unwrap();
+        assert!(r.changed && r.dropped.is_empty(), "{r:?}");
+        NO_FILE_ATTR.store(true, std::sync::atomic::Ordering::Relaxed);
+        let by_name = get(Node::At(&d, &name));
+        NO_FILE_ATTR.store(false, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(by_name.unwrap().unwrap().xflags() & FLAGS, NOATIME);
+        let again = sync_to(want(NOATIME), h.node(), how).unwrap();
+        assert!(!again.changed, "nothing to change: {again:?}");
+    }
+
     #[test]
     fn a_fifo_is_never_opened() {
         let t = crate::test_dir();
