@@ -1365,6 +1365,9 @@ mod tests {
                 Entry::from_stat(e.name.clone(), &root.stat(e.name.as_bytes()).unwrap());
             plain.link.clone_from(&e.link);
             plain.atime = e.atime;
+            // Flags only `statx` reports (none set here).
+            assert!(e.flags.is_none_or(|f| f == 0), "{what}");
+            plain.flags = e.flags;
             assert_eq!(*e, plain, "{what}");
         }
         let by = |n: &str| {
