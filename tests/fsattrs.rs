@@ -263,6 +263,28 @@ fn copied_compared_updated(cfg: Config, src: &Path, dst: &Path, projids: bool) {
     if projids {
         assert_eq!(lsproj(&dst.join("proj/f")), 43);
     }
+    // Flags a crash left lifted (between lifting and setting again, or
+    // between a copy's rename and its immutable flag) and a file whose
+    // type changed into a symlink over an immutable target: set again,
+    // replaced.
+    chattr(&dst.join("imm"), "-i");
+    chattr(&dst.join("ad"), "-a");
+    std::fs::remove_file(src.join("nodump")).unwrap();
+    std::os::unix::fs::symlink("imm", src.join("nodump")).unwrap();
+    chattr(&dst.join("nodump"), "+i");
+    let fixed = sync(cfg, src, dst, true);
+    fixed.assert_ok();
+    let items = fixed.sorted_items();
+    for want in [
+        ".f........x imm",
+        ".d........x ad/",
+        "cL+++++++++ nodump -> imm",
+    ] {
+        assert!(items.iter().any(|i| i == want), "{want:?} not in {items:?}");
+    }
+    assert_eq!(attrs(&dst.join("imm")).0, "i");
+    assert_eq!(attrs(&dst.join("ad")).0, "a");
+    assert!(dst.join("nodump").symlink_metadata().unwrap().is_symlink());
     let last = sync(cfg, src, dst, true);
     last.assert_ok();
     assert!(last.itemized.is_empty(), "{:?}", last.itemized);

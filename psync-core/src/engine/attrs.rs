@@ -340,8 +340,18 @@ impl Engine {
                 })
                 .and_then(|report| {
                     self.report_dropped(&path, &report);
-                    d.rename(tmp.as_bytes(), src.name.as_bytes())
-                        .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
+                    let rename = || d.rename(tmp.as_bytes(), src.name.as_bytes());
+                    match rename() {
+                        // An immutable or append-only file in the way.
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EPERM)
+                                && self.unlock_name(d, &src.name) =>
+                        {
+                            rename()
+                        }
+                        r => r,
+                    }
+                    .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
                 });
             if let Err(e) = done {
                 let _ = d.unlink(tmp.as_bytes());
