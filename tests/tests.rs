@@ -27,6 +27,7 @@ mod deletes;
 mod durability;
 mod failures;
 mod fidelity;
+mod fsattrs;
 mod interrupt;
 mod itemize;
 mod large;

@@ -265,6 +265,20 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Attributes")]
     pub no_acls: bool,
 
+    /// Do not copy inode flags. Default: the immutable, append-only, sync,
+    /// noatime and nodump flags (`chattr` i a S A d) of files and
+    /// directories are copied, immutable and append-only last; what the
+    /// target cannot hold is a warning, once per run.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_file_flags: bool,
+
+    /// Do not copy project ids. Default: the project id and the
+    /// project-inherit flag of files and directories (ext4, XFS, Lustre
+    /// project quotas) are copied; a target without them is a warning,
+    /// once per run.
+    #[arg(long, help_heading = "Attributes")]
+    pub no_project_ids: bool,
+
     /// Clone file data instead of copying it: `auto` clones when source and
     /// target are on one file system that can (XFS with reflink, btrfs),
     /// `always` fails files that cannot be cloned, `never` copies bytes.
@@ -661,6 +675,8 @@ impl SyncArgs {
             .resume_threshold(self.resume_threshold)
             .xattrs(attr_mode(self.xattrs, self.no_xattrs))
             .acls(attr_mode(self.acls, self.no_acls))
+            .file_flags(attr_mode(false, self.no_file_flags))
+            .project_ids(attr_mode(false, self.no_project_ids))
             .reflink(match self.reflink {
                 ReflinkArg::Auto => Reflink::Auto,
                 ReflinkArg::Always => Reflink::Always,

@@ -69,6 +69,8 @@ pub struct SyncBuilder {
     resume_threshold: u64,
     xattrs: AttrMode,
     acls: AttrMode,
+    file_flags: AttrMode,
+    project_ids: AttrMode,
     flush: Flush,
 }
 
@@ -149,6 +151,8 @@ impl SyncBuilder {
             resume_threshold: 1 << 30,
             xattrs: AttrMode::Auto,
             acls: AttrMode::Auto,
+            file_flags: AttrMode::Auto,
+            project_ids: AttrMode::Auto,
             flush: Flush::Off,
         }
     }
@@ -270,6 +274,25 @@ impl SyncBuilder {
     /// POSIX ACLs (access and default). Default: [`AttrMode::Auto`].
     pub fn acls(&mut self, m: AttrMode) -> &mut Self {
         self.acls = m;
+        self
+    }
+
+    /// Inode flags of regular files and directories: immutable,
+    /// append-only, sync, noatime, nodump (`chattr`; immutable and
+    /// append-only set last). Default: [`AttrMode::Auto`]: what the target
+    /// cannot hold (no flags, no CAP_LINUX_IMMUTABLE) is a warning, once
+    /// per run and kind. [`AttrMode::Off`]: `--no-file-flags` (ADR 018).
+    pub fn file_flags(&mut self, m: AttrMode) -> &mut Self {
+        self.file_flags = m;
+        self
+    }
+
+    /// Project ids (and the project-inherit flag) of regular files and
+    /// directories. Default: [`AttrMode::Auto`]: a target file system
+    /// without them is a warning, once per run. [`AttrMode::Off`]:
+    /// `--no-project-ids` (ADR 018).
+    pub fn project_ids(&mut self, m: AttrMode) -> &mut Self {
+        self.project_ids = m;
         self
     }
 
@@ -698,7 +721,10 @@ impl Syncer {
         // then (`own_groups` too).
         plan.preserve.owner &= root;
         plan.member_groups = (!root).then(|| crate::fs::own_groups().to_vec());
-        plan.xattrs = b.xattrs.on() || b.acls.on();
+        // Inode flags and project ids are compared when xattrs would be
+        // (a change of either moves the ctime too).
+        plan.xattrs = b.xattrs.on() || b.acls.on() || b.file_flags.on() || b.project_ids.on();
+        plan.file_flags = b.file_flags.on();
         plan.xattrs_always =
             !b.fast_xattr_check || b.xattrs == AttrMode::Required || b.acls == AttrMode::Required;
         // The run's clock, for every engine of the run (`--min-age`).
@@ -726,6 +752,8 @@ impl Syncer {
                 created: false,
                 acl_target_mode: !preserve.perms,
                 direct_io: b.direct_io,
+                file_flags: b.file_flags,
+                project_ids: b.project_ids,
             },
             copier: copier.name().to_string(),
             copier_options: copier.options(),

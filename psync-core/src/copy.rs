@@ -173,6 +173,27 @@ pub struct CopyOptions {
     /// The chunks of large files may be written with `O_DIRECT` where the
     /// target's file system supports it (`--no-direct-io` turns it off).
     pub direct_io: bool,
+    /// Inode flags of regular files and directories (immutable,
+    /// append-only, sync, noatime, nodump: [`kit::fsattr::FLAGS`]);
+    /// `--no-file-flags` turns it off (ADR 018).
+    #[serde(default)]
+    pub file_flags: AttrMode,
+    /// Project ids (and the project-inherit flag) of regular files and
+    /// directories; `--no-project-ids` turns it off (ADR 018).
+    #[serde(default)]
+    pub project_ids: AttrMode,
+}
+
+impl CopyOptions {
+    /// What of inode flags and project ids is synced (the immutable and
+    /// append-only flags not: the caller adds them for the last step).
+    pub fn fsattr_sync(&self) -> crate::fsattr::FsAttrSync {
+        crate::fsattr::FsAttrSync {
+            flags: self.file_flags.on(),
+            project_ids: self.project_ids.on(),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for CopyOptions {
@@ -191,6 +212,8 @@ impl Default for CopyOptions {
             created: false,
             acl_target_mode: false,
             direct_io: true,
+            file_flags: AttrMode::Auto,
+            project_ids: AttrMode::Auto,
         }
     }
 }
@@ -361,6 +384,22 @@ pub trait Copier: Send + Sync {
         crate::xattr::sync_xattrs(from, target, how)
     }
 
+    /// Makes the inode flags and project id of `target` (a regular file
+    /// or directory) those of `from`, as `how` says (ADR 018). The
+    /// default: [`kit::fsattr::sync`] (`file_setattr`, or the
+    /// `fsxattr` ioctls on an fd psync opened itself).
+    ///
+    /// # Errors
+    /// Reading either side fails; refusals are in the report.
+    fn sync_fsattrs(
+        &self,
+        from: Node<'_>,
+        target: Node<'_>,
+        how: crate::fsattr::FsAttrSync,
+    ) -> io::Result<crate::fsattr::FsAttrReport> {
+        crate::fsattr::sync(from, target, how)
+    }
+
     /// Sets the permission bits of an existing target (a directory the
     /// run opens for its own writes without root, then closes again).
     /// The default: `chmod` through the node.
@@ -487,6 +526,9 @@ macro_rules! forward_copier {
             }
             fn set_mode(&self, t: Node<'_>, mode: u32) -> Result<(), StepError> {
                 (**self).set_mode(t, mode)
+            }
+            fn sync_fsattrs(&self, from: Node<'_>, t: Node<'_>, how: crate::fsattr::FsAttrSync) -> io::Result<crate::fsattr::FsAttrReport> {
+                (**self).sync_fsattrs(from, t, how)
             }
             fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
                 (**self).chunk_size(src, default)

@@ -247,7 +247,7 @@ impl Engine {
                 self.fail(&s.path, true, op, e);
                 continue;
             }
-            match self.publish(dir, &s.listed, s.was, s.ready) {
+            match self.publish(&s.path, dir, &s.listed, s.was, s.ready) {
                 Ok(true) => self.copied(s.path, &s.listed, s.old, s.change, s.filled),
                 Ok(false) => {}
                 Err(CopyFail::Failed { on_target, op, err }) => {

@@ -128,6 +128,14 @@ pub struct Entry {
     /// Not an attribute to sync: the engine leaves such a target alone.
     #[serde(default)]
     pub mount_root: bool,
+    /// The inode flags `statx` reports with the listing: immutable,
+    /// append-only and nodump, as `FS_XFLAG_*` bits
+    /// ([`crate::copy::kit::fsattr`]); `None` where the file system does
+    /// not report them (or the entry was read with `stat`). Compared on
+    /// every run at no cost, and what tells the engine that a target
+    /// entry must be unlocked before the run changes it (ADR 018).
+    #[serde(default)]
+    pub flags: Option<u32>,
     /// What a file-system backend keeps with a source entry (a Lustre
     /// FID, a layout's digest): set by its copier's
     /// [`crate::Copier::annotate`] when the entry is listed, carried in
@@ -185,6 +193,7 @@ impl Entry {
             blocks: 0,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: FsData::default(),
         }
     }
@@ -209,6 +218,7 @@ impl Entry {
             blocks: st.st_blocks as u64,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: FsData::default(),
         }
     }
@@ -240,6 +250,7 @@ impl Entry {
             blocks: st.stx_blocks,
             link: None,
             mount_root: st.stx_attributes_mask.contains(root) && st.stx_attributes.contains(root),
+            flags: listed_flags(st),
             fs_data: FsData::default(),
         }
     }
@@ -248,6 +259,38 @@ impl Entry {
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Dir
     }
+
+    /// True when the entry is listed immutable or append-only: it (or,
+    /// for a directory, the names in it) cannot be changed until those
+    /// flags are lifted.
+    pub fn is_protected(&self) -> bool {
+        self.flags.is_some_and(|f| f & crate::fsattr::PROTECT != 0)
+    }
+}
+
+/// The immutable, append-only and nodump flags of a `statx` result as
+/// `FS_XFLAG_*` bits; `None` unless the file system reports all three
+/// (and only for regular files and directories, the entries whose flags
+/// psync syncs).
+fn listed_flags(st: &rustix::fs::Statx) -> Option<u32> {
+    use crate::fsattr::{APPEND, IMMUTABLE, NODUMP};
+    use rustix::fs::StatxAttributes as A;
+    let all = A::IMMUTABLE | A::APPEND | A::NODUMP;
+    let kind = Kind::from_mode(u32::from(st.stx_mode));
+    if !st.stx_attributes_mask.contains(all) || !matches!(kind, Kind::File | Kind::Dir) {
+        return None;
+    }
+    let a = st.stx_attributes;
+    Some(
+        [
+            (A::IMMUTABLE, IMMUTABLE),
+            (A::APPEND, APPEND),
+            (A::NODUMP, NODUMP),
+        ]
+        .iter()
+        .filter(|(s, _)| a.contains(*s))
+        .fold(0, |f, (_, x)| f | x),
+    )
 }
 
 /// A raw file name or path component: bytes, not necessarily UTF-8.

@@ -58,6 +58,8 @@ pub enum Op {
     Fsync,
     /// Flushing a whole file system to stable storage (`syncfs`).
     Syncfs,
+    /// Setting inode flags (`chattr`) or a project id.
+    FileAttr,
 }
 
 impl fmt::Display for Op {
@@ -81,6 +83,7 @@ impl fmt::Display for Op {
             Op::Chmod => "chmod",
             Op::SetTimes => "set times",
             Op::Xattr => "xattr",
+            Op::FileAttr => "file flags",
             Op::Remove => "remove",
             Op::Verify => "verify",
             Op::Validate => "validate",

@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 #[derive(Debug)]
 pub struct Dir {
     fd: OwnedFd,
+    /// Whether new files made here get no inode flags and no project id
+    /// from it (`fsattr`): asked once per open directory, by the first
+    /// copy into it.
+    plain: std::sync::OnceLock<bool>,
 }
 
 /// Set once `openat2` has answered ENOSYS, so we stop trying it.
@@ -98,6 +102,29 @@ fn pieces(rel: &[u8], max: usize) -> impl Iterator<Item = &[u8]> {
 }
 
 impl Dir {
+    fn of(fd: OwnedFd) -> Dir {
+        Dir {
+            fd,
+            plain: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// True when new files made in this directory get no inode flag psync
+    /// syncs and project id 0 from it: it has none of the flags new
+    /// files inherit (sync, noatime, nodump) and does not pass on a
+    /// project id (`fsattr`). Read once per open directory; false when
+    /// unknown.
+    pub(crate) fn passes_on_nothing(&self) -> bool {
+        *self.plain.get_or_init(|| {
+            use crate::fsattr::{NOATIME, NODUMP, PROJINHERIT, SYNC};
+            crate::fsattr::get(crate::xattr::Node::Fd(self.fd.as_fd())).is_ok_and(|a| {
+                a.is_none_or(|a| {
+                    a.xflags() & (SYNC | NOATIME | NODUMP) == 0
+                        && (a.xflags() & PROJINHERIT == 0 || a.projid() == 0)
+                })
+            })
+        })
+    }
     /// Opens a run's root by its path. The root itself may be a symlink to a
     /// directory (as with rsync's `SRC/`); nothing below it may.
     ///
@@ -105,7 +132,7 @@ impl Dir {
     /// When the path cannot be opened as a directory.
     pub fn open_root(path: &Path) -> io::Result<Dir> {
         let fd = rustix::fs::open(path, DIR_FLAGS, Mode::empty())?;
-        Ok(Dir { fd })
+        Ok(Dir::of(fd))
     }
 
     /// Opens a target root by its path, first adding the owner permissions
@@ -132,7 +159,7 @@ impl Dir {
         }
         chmod_fd_path(pinned.as_fd(), st.st_mode | add)?;
         let fd = rustix::fs::openat(&pinned, ".", DIR_FLAGS, Mode::empty())?;
-        Ok((Dir { fd }, st))
+        Ok((Dir::of(fd), st))
     }
 
     /// Opens the directory at `rel` beneath this one, refusing symlinks in
@@ -177,7 +204,7 @@ impl Dir {
         for piece in pieces(rel, PIECE) {
             let at = cur.as_ref().map_or(self.fd.as_fd(), |d| d.fd.as_fd());
             let fd = rustix::fs::openat2(at, piece, DIR_FLAGS, Mode::empty(), how)?;
-            cur = Some(Dir { fd });
+            cur = Some(Dir::of(fd));
         }
         // `rel` is not the root: there was at least one piece.
         cur.ok_or(rustix::io::Errno::INVAL)
@@ -202,7 +229,7 @@ impl Dir {
     /// ENOTDIR/ELOOP when `name` is not a directory.
     pub fn open_dir(&self, name: &[u8]) -> io::Result<Dir> {
         let fd = rustix::fs::openat(&self.fd, name, DIR_FLAGS | OFlags::NOFOLLOW, Mode::empty())?;
-        Ok(Dir { fd })
+        Ok(Dir::of(fd))
     }
 
     /// A second handle on the same directory.
@@ -210,9 +237,7 @@ impl Dir {
     /// # Errors
     /// When the process is out of file descriptors.
     pub(crate) fn try_clone(&self) -> io::Result<Dir> {
-        Ok(Dir {
-            fd: self.fd.try_clone()?,
-        })
+        Ok(Dir::of(self.fd.try_clone()?))
     }
 
     /// `lstat` of an entry.
@@ -1340,6 +1365,9 @@ mod tests {
                 Entry::from_stat(e.name.clone(), &root.stat(e.name.as_bytes()).unwrap());
             plain.link.clone_from(&e.link);
             plain.atime = e.atime;
+            // Flags only `statx` reports (none set here).
+            assert!(e.flags.is_none_or(|f| f == 0), "{what}");
+            plain.flags = e.flags;
             assert_eq!(*e, plain, "{what}");
         }
         let by = |n: &str| {

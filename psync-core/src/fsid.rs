@@ -286,6 +286,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }

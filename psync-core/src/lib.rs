@@ -43,6 +43,7 @@ pub mod entry;
 mod error;
 pub mod event;
 mod fs;
+mod fsattr;
 mod fsid;
 pub mod itemize;
 

@@ -95,6 +95,11 @@ pub struct PlanOptions {
     /// ([`crate::copy::kit::own_groups`]).
     #[serde(default)]
     pub member_groups: Option<Vec<u32>>,
+    /// Inode flags are synced: the immutable, append-only and nodump
+    /// flags every listing carries ([`Entry::flags`]) are compared on
+    /// every run (ADR 018).
+    #[serde(default)]
+    pub file_flags: bool,
 }
 
 impl PlanOptions {
@@ -124,6 +129,7 @@ impl Default for PlanOptions {
             force: false,
             one_file_system: false,
             member_groups: None,
+            file_flags: true,
         }
     }
 }
@@ -492,10 +498,26 @@ pub(crate) fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
     c.time = p.times && !s.mtime.within(d.mtime, opts.modify_window_ns);
     c.owner = p.owner && s.uid != d.uid;
     c.group = p.group && s.gid != d.gid && opts.may_give_group(s.gid);
+    c.xattr = listed_flags_differ(s, d, opts);
     c
 }
 
-/// True when an entry's xattrs/ACLs must be compared: always with
+/// True when the flags both listings carry (immutable, append-only,
+/// nodump: `statx` reports them) differ: compared on every run, since
+/// they cost nothing to read, and so whatever a crash left lifted is
+/// set again by the next run. Itemized as `x`, as rsync has no column
+/// for them. The other flags and the project id are compared with the
+/// xattrs ([`xattrs_may_differ`]). Not for a file of several names,
+/// whose immutable and append-only flags are not synced (ADR 018).
+pub(crate) fn listed_flags_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+    opts.file_flags
+        && matches!(s.kind, Kind::File | Kind::Dir)
+        && !is_linked(s, opts)
+        && matches!((s.flags, d.flags), (Some(a), Some(b)) if a != b)
+}
+
+/// True when an entry's xattrs/ACLs (and inode flags and project id)
+/// must be compared: always with
 /// `xattrs_always`; otherwise when the source's status changed after the
 /// target's (any change of xattrs or ACLs bumps ctime, so a source that
 /// did not change status since the target was written needs no
@@ -540,6 +562,7 @@ mod tests {
                 None
             },
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }
@@ -751,6 +774,33 @@ mod tests {
             ..opts()
         };
         assert!(plan(&[s], &[d], &off).is_empty());
+    }
+
+    #[test]
+    fn listed_flags_are_compared_on_every_run() {
+        let mut s = e("a", Kind::File);
+        let mut d = s.clone();
+        // Target written after the source: xattrs are not compared.
+        d.ctime = Time::new(10, 0);
+        (s.flags, d.flags) = (Some(crate::fsattr::IMMUTABLE), Some(0));
+        let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+        assert!(
+            matches!(&acts[..], [Action::Attrs { change, .. }] if change.code() == ".f........x"),
+            "{acts:?}"
+        );
+        // Not reported by one side: not compared.
+        d.flags = None;
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts()).is_empty());
+        d.flags = Some(0);
+        let off = PlanOptions {
+            file_flags: false,
+            ..opts()
+        };
+        assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &off).is_empty());
+        // A file of several names: not compared (its inode is linked in
+        // the last phase).
+        (s.nlink, d.nlink) = (2, 2);
+        assert!(plan(&[s], &[d], &opts()).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 6;
+pub const TASK_ENCODING_VERSION: u8 = 7;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -350,6 +350,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/\xff".to_vec());
@@ -414,6 +415,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         };
         let rel = RelPath::from_bytes(b"a/b".to_vec());

@@ -141,6 +141,9 @@ pub struct Opts {
     pub force: bool,
     /// `-x` / `one_file_system(true)`.
     pub one_file_system: bool,
+    /// `--no-file-flags` / `file_flags(AttrMode::Off)`: an immutable
+    /// target entry stays an obstacle instead of being lifted (ADR 018).
+    pub no_file_flags: bool,
 }
 
 impl Opts {
@@ -335,6 +338,10 @@ pub fn lib_events_cfg(
     b.delete(opts.delete)
         .force(opts.force)
         .one_file_system(opts.one_file_system)
+        .file_flags(match opts.no_file_flags {
+            true => psync::AttrMode::Off,
+            false => psync::AttrMode::Auto,
+        })
         .dry_run(opts.dry_run)
         .itemize(true)
         .events(tx);
@@ -395,6 +402,9 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
     }
     if opts.one_file_system {
         args.push("-x");
+    }
+    if opts.no_file_flags {
+        args.push("--no-file-flags");
     }
     let o = run_cli(&args, src, dst);
     let mut out = Outcome {

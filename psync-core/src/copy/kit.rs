@@ -28,6 +28,11 @@ pub use crate::fs::{chmod_fd, chown_fd, fs_magic, own_groups, set_times_fd, time
 pub use crate::verify::{Hasher, hash_segments};
 pub use crate::xattr::{is_never_copied, sync_xattrs};
 
+/// Inode flags and project ids (ADR 018).
+pub mod fsattr {
+    pub use crate::fsattr::*;
+}
+
 /// Direct I/O (`O_DIRECT`) and the aligned buffers data passes through:
 /// a copier that moves data through user space borrows its buffer here
 /// ([`with_buffer`](crate::copy::kit::direct::with_buffer)) rather than

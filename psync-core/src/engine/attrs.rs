@@ -36,7 +36,10 @@ impl Engine {
             // Only xattrs/ACLs to compare (every entry of a no-op run with
             // `-X`/`-A`): compared by name first, read-only, so an entry
             // that needs nothing costs no handle.
-            if only_xattrs && !self.xattrs_differ(src_dir, d, src) {
+            if only_xattrs
+                && !self.xattrs_differ(src_dir, d, src)
+                && !self.fsattrs_differ(src_dir, d, src, dst)
+            {
                 self.count(|c| {
                     c.done += 1;
                     c.unchanged += 1;
@@ -91,8 +94,16 @@ impl Engine {
                 .then_some(Node::At(src_dir, &src.name));
             // Only xattrs/ACLs to check: leave owner, mode and times alone.
             let (attrs, opts) = self.attrs_for(src, Some(dst.mode));
+            // Immutable or append-only: lifted for the changes, set again
+            // (as the source has them) after them.
+            if !self.unlock(rel, d, dst) {
+                self.count(|c| c.done += 1);
+                return false;
+            }
             let applied = match from {
                 Some(from) if only_xattrs => self.sync_xattrs_only(from, h.node()),
+                // Only flags or a project id to fix.
+                None if only_xattrs => Ok(crate::xattr::XattrReport::default()),
                 _ => self.copier.set_attrs(h.node(), &attrs, from, &opts),
             };
             match applied {
@@ -102,6 +113,8 @@ impl Engine {
                     if !report.dropped.is_empty() {
                         self.report_dropped(&path(), &report);
                     }
+                    let nodes = (Node::At(src_dir, &src.name), h.node());
+                    change.xattr |= self.fix_fsattrs(&path(), nodes, (src, dst));
                 }
                 Err(e) => {
                     self.fail(&path(), true, e.op, e.source);
@@ -327,8 +340,18 @@ impl Engine {
                 })
                 .and_then(|report| {
                     self.report_dropped(&path, &report);
-                    d.rename(tmp.as_bytes(), src.name.as_bytes())
-                        .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
+                    let rename = || d.rename(tmp.as_bytes(), src.name.as_bytes());
+                    match rename() {
+                        // An immutable or append-only file in the way.
+                        Err(e)
+                            if e.raw_os_error() == Some(libc::EPERM)
+                                && self.unlock_name(d, &src.name) =>
+                        {
+                            rename()
+                        }
+                        r => r,
+                    }
+                    .map_err(|e| crate::copy::StepError::new(Op::Rename, e))
                 });
             if let Err(e) = done {
                 let _ = d.unlink(tmp.as_bytes());

@@ -869,13 +869,26 @@ impl Engine {
             .set_attrs(Node::Fd(part.as_fd()), &attrs, from, &opts)
             .map_err(CopyFail::target)?;
         self.report_dropped(&rel.join(&src.name), &report);
+        // The source is the file listed (`source_changed` above).
+        self.copy_fsattrs(&rel.join(&src.name), &input, &part, false)
+            .map_err(|e| CopyFail::target_io(Op::FileAttr, e))?;
         self.sync_file(&part, false)?;
-        drop(part);
         // Stopped meanwhile (the target cannot be written): the old target stays.
         self.not_stopped()?;
-        dst_dir
-            .rename(part_n.as_bytes(), src.name.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+        let rename = || dst_dir.rename(part_n.as_bytes(), src.name.as_bytes());
+        match rename() {
+            // An immutable or append-only target: lifted, then replaced.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EPERM)
+                    && self.unlock_name(&dst_dir, &src.name) =>
+            {
+                rename()
+            }
+            r => r,
+        }
+        .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+        self.seal_copy(&rel.join(&src.name), src, &part);
+        drop(part);
         let _ = dst_dir.unlink(journal_name(src).as_bytes());
         self.sync_dir(rel, &dst_dir);
         let written: u64 = records.iter().flatten().map(|r| r.bytes).sum();
@@ -924,6 +937,7 @@ mod tests {
             blocks: 0,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }

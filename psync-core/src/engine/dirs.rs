@@ -194,6 +194,16 @@ impl Engine {
         }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+        if let Some(d) = dst_dir.as_ref() {
+            let writes = actions.iter().any(|a| {
+                !matches!(
+                    a,
+                    Action::Descend { .. } | Action::TooYoung { .. } | Action::Attrs { .. }
+                )
+            });
+            let dirs = (&src_dir, d);
+            self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
+        }
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
         // that need nothing.
@@ -742,6 +752,7 @@ impl Engine {
         let removed = match dir {
             // In this node's terms: a directory is removed only if its
             // `fstat` is still the entry's.
+            Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,
                 Err(e) => {
@@ -937,10 +948,33 @@ impl Engine {
             || self.opens_up(dst)
             // The root was touched by the run's probe or link area.
             || (rel.is_root() && (self.root_touched || self.links.get().is_some()));
-        if (attrs || xattrs) && !self.dry_run {
-            match self.apply_dir_attrs(rel, src, (dst, at), attrs, xattrs) {
-                Ok(report) => self.report_dropped(rel, &report),
-                Err((op, e)) => return self.fail(rel, true, op, e),
+        // Immutable and append-only: set last, after the times (and
+        // lifted for the attributes first).
+        let locked = dst.is_some_and(Entry::is_protected);
+        let seal = self.protect_of(src).filter(|&bits| bits != 0 || locked);
+        if (attrs || xattrs || seal.is_some()) && !self.dry_run {
+            let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
+            if (attrs || xattrs) && locked && self.copy_opts.file_flags.on() {
+                match target() {
+                    Ok(d) => {
+                        self.set_protect(rel, Node::Fd(d.fd()), 0);
+                    }
+                    Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+                }
+            }
+            if attrs || xattrs {
+                match self.apply_dir_attrs(rel, src, (dst, at), attrs, xattrs) {
+                    Ok(report) => self.report_dropped(rel, &report),
+                    Err((op, e)) => return self.fail(rel, true, op, e),
+                }
+            }
+            if let Some(bits) = seal {
+                match target() {
+                    Ok(d) => {
+                        self.set_protect(rel, Node::Fd(d.fd()), bits);
+                    }
+                    Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+                }
             }
             if self.flush.per_task()
                 && let Ok(d) = self.open_dst(rel)

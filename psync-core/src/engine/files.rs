@@ -213,7 +213,7 @@ impl Engine {
             match self.copy_once(&path, src_dir, dst_dir, listed, how) {
                 Ok(Some((ready, filled))) => {
                     let Some(batch) = batch else {
-                        return match self.publish(dst_dir, listed, was, ready) {
+                        return match self.publish(&path, dst_dir, listed, was, ready) {
                             Ok(true) => self.copied(path, listed, old, change, filled),
                             Ok(false) => {}
                             Err(CopyFail::Failed { on_target, op, err }) => {
@@ -307,6 +307,7 @@ impl Engine {
             let made = Made {
                 fresh: how.fresh_dir,
                 old: None,
+                plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
             };
             let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
@@ -335,6 +336,7 @@ impl Engine {
     /// replaced file of a batch).
     pub(crate) fn publish(
         &self,
+        path: &RelPath,
         dir: &Dir,
         src: &Entry,
         was: Option<u64>,
@@ -351,12 +353,20 @@ impl Engine {
                     self.discard_ready(dir, Ready::Named(tmp, out));
                     return Ok(false);
                 }
-                return self.rename_into_place(dir, &tmp, name).map(|()| true);
+                self.rename_into_place(dir, &tmp, name, &out)?;
+                self.seal_copy(path, src, &out);
+                return Ok(true);
             }
             Ready::Unnamed(out) => out,
         };
-        match dir.link_fd(&out, name.as_bytes()) {
-            Ok(()) => Ok(true),
+        let linked = match dir.link_fd(&out, name.as_bytes()) {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, &out, || dir.link_fd(&out, name.as_bytes()))
+            }
+            r => r,
+        };
+        match linked {
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if placed_meanwhile(dir, src, None) {
                     return Ok(false);
@@ -365,9 +375,20 @@ impl Engine {
                 let tmp = self.temp_name();
                 dir.link_fd(&out, tmp.as_bytes())
                     .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-                self.rename_into_place(dir, &tmp, name).map(|()| true)
+                self.rename_into_place(dir, &tmp, name, &out)?;
             }
-            Err(e) => Err(CopyFail::target_io(Op::Link, e)),
+            Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
+        }
+        self.seal_copy(path, src, &out);
+        Ok(true)
+    }
+
+    /// The last step of a copy in place: the immutable and append-only
+    /// flags its source is listed with (neither can be renamed or linked
+    /// into place once set; its times were set before).
+    pub(crate) fn seal_copy(&self, path: &RelPath, src: &Entry, out: &std::fs::File) {
+        if let Some(bits) = self.protect_of(src).filter(|&b| b != 0) {
+            self.set_protect(path, Node::Fd(out.as_fd()), bits);
         }
     }
 
@@ -385,12 +406,23 @@ impl Engine {
         dir: &Dir,
         tmp: &Name,
         name: &Name,
+        out: &std::fs::File,
     ) -> Result<(), CopyFail> {
         if let Err(stop) = self.not_stopped() {
             let _ = dir.unlink(tmp.as_bytes());
             return Err(stop);
         }
-        dir.rename(tmp.as_bytes(), name.as_bytes()).map_err(|e| {
+        let renamed = match dir.rename(tmp.as_bytes(), name.as_bytes()) {
+            // An immutable or append-only target: lifted, then replaced.
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.unlock_name(dir, name) => {
+                dir.rename(tmp.as_bytes(), name.as_bytes())
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, out, || dir.rename(tmp.as_bytes(), name.as_bytes()))
+            }
+            r => r,
+        };
+        renamed.map_err(|e| {
             let _ = dir.unlink(tmp.as_bytes());
             CopyFail::target_io(Op::Rename, e)
         })
@@ -459,7 +491,13 @@ impl Engine {
             .map_err(CopyFail::target)?;
         let (old, staged) = (how.old, how.staged);
         let old = old.or_else(|| self.new_file_mode(out_dir, cur));
-        let mut result = self.fill_checked(path, src, &out, cur, Made { fresh: false, old });
+        let plain = self.fsattrs_on() && out_dir.passes_on_nothing();
+        let made = Made {
+            fresh: false,
+            old,
+            plain,
+        };
+        let mut result = self.fill_checked(path, src, &out, cur, made);
         if let Ok(Some(_)) = result
             && let Err(e) = self.sync_file(&out, staged)
         {
@@ -496,7 +534,15 @@ impl Engine {
             }
             r => r?,
         };
-        Ok((!source_changed(src, cur)?).then_some(filled))
+        if source_changed(src, cur)? {
+            return Ok(None);
+        }
+        // The source is the regular file listed (its `fstat` just said
+        // so): its flags and project id go onto the copy now, flushed
+        // with it; immutable and append-only once it is in place.
+        self.copy_fsattrs(path, src, out, made.plain)
+            .map_err(|e| CopyFail::target_io(Op::FileAttr, e))?;
+        Ok(Some(filled))
     }
 
     /// Data, then attributes, of an open temporary.

@@ -941,6 +941,8 @@ impl Engine {
         let made = Made {
             fresh: false,
             old: old.or_else(|| self.new_file_mode(dst_dir, src)),
+            // Made in the link area: what it holds is looked at.
+            plain: false,
         };
         let job = NodeJob {
             path: &path,
@@ -2276,6 +2278,7 @@ mod tests {
             blocks: 8,
             link: None,
             mount_root: false,
+            flags: None,
             fs_data: Default::default(),
         }
     }

@@ -26,6 +26,7 @@ pub(crate) mod bigfile;
 pub(crate) mod compare;
 mod dirs;
 mod files;
+mod fsattrs;
 pub(crate) mod links;
 mod temps;
 
@@ -112,6 +113,9 @@ pub struct Engine {
     /// is gone by then (removing its name again does nothing), and what a
     /// dead worker leaves the next run removes.
     pub(crate) open_parts: std::sync::Mutex<Vec<(RelPath, Entry)>>,
+    /// The kinds of inode flags and project ids the target refused that
+    /// this engine warned about already (`fsattrs.rs`: once per kind).
+    pub(crate) fsattr_warned: std::sync::atomic::AtomicU8,
 }
 
 impl std::fmt::Debug for Engine {
@@ -307,6 +311,10 @@ pub(crate) struct Made {
     pub(crate) fresh: bool,
     /// The mode of the target it replaces, if any (`--no-perms` keeps it).
     pub(crate) old: Option<u32>,
+    /// Its directory passes on no inode flags or project id
+    /// ([`Dir::passes_on_nothing`]): a source without them needs nothing
+    /// more.
+    pub(crate) plain: bool,
 }
 
 /// What a finished fill wrote: how, and how many bytes of data. Counted

@@ -1,0 +1,410 @@
+//! Inode flags and project ids (ADR 018) on real ext4 and XFS loop
+//! mounts and tmpfs, with `lsattr -p`, `chattr` and `xfs_io` as the
+//! oracle: copied for files and directories, compared on re-runs,
+//! immutable files replaced and append-only directories written in,
+//! `--no-file-flags`/`--no-project-ids`, and the warnings of targets that
+//! cannot hold them.
+
+use crate::util::mounts::{self, Fs, Scratch};
+use crate::util::run::{Config, Front, Opts, sync_cli, sync_lib_cfg};
+use crate::util::user::{assert_exit, test_user};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Lifts immutable and append-only everywhere under its trees when
+/// dropped (before the scratch trees are removed, which those flags
+/// would prevent), also when the test panics.
+struct Unlock(Vec<PathBuf>);
+
+impl Drop for Unlock {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            if p.exists() {
+                let _ = Command::new("chattr")
+                    .args(["-R", "-i", "-a"])
+                    .arg(p)
+                    .output();
+            }
+        }
+    }
+}
+
+/// A scratch pair on `from` -> `to`, or `None` (printed) where loop
+/// mounts cannot be made; under CI that is a failure.
+fn scratch(test: &str, from: Fs, to: Fs) -> Option<Scratch> {
+    let made = mounts::shared().and_then(|m| m.scratch(test, from, to));
+    match made {
+        Ok(s) => Some(s),
+        Err(why) => {
+            assert!(!mounts::must_have_mounts(), "CI=true but {test}: {why}");
+            eprintln!("SKIPPED {test} {from} -> {to}: {why}");
+            None
+        }
+    }
+}
+
+#[track_caller]
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn chattr(p: &Path, flags: &str) {
+    run(Command::new("chattr").arg(flags).arg(p));
+}
+
+fn chproj(p: &Path, id: u32) {
+    run(Command::new("xfs_io")
+        .arg("-c")
+        .arg(format!("chproj {id}"))
+        .arg(p));
+}
+
+/// The flags psync syncs (`lsattr` letters i a S A d P, in that order)
+/// and the project id of `p`, as `lsattr -d -p` shows them.
+fn attrs(p: &Path) -> (String, u32) {
+    let out = run(Command::new("lsattr").args(["-d", "-p"]).arg(p));
+    let mut words = out.split_whitespace();
+    let projid = words.next().and_then(|w| w.parse().ok()).expect("projid");
+    let letters = words.next().expect("flags");
+    let managed = "iaSAdP".chars().filter(|c| letters.contains(*c)).collect();
+    (managed, projid)
+}
+
+/// `lsproj` of XFS's own tool agrees with `lsattr -p`.
+fn lsproj(p: &Path) -> u32 {
+    let out = run(Command::new("xfs_io").args(["-r", "-c", "lsproj"]).arg(p));
+    out.trim()
+        .strip_prefix("projid = ")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("xfs_io lsproj {}: {out:?}", p.display()))
+}
+
+/// Every path below `src`, with flags and project id on both sides equal
+/// (the project id only where `projids`).
+#[track_caller]
+fn assert_same_attrs(src: &Path, dst: &Path, rels: &[&str], projids: bool) {
+    for rel in rels {
+        let (s, d) = (attrs(&src.join(rel)), attrs(&dst.join(rel)));
+        assert_eq!(s.0, d.0, "flags of {rel}");
+        if projids {
+            assert_eq!(s.1, d.1, "project id of {rel}");
+        }
+    }
+}
+
+fn write(p: &Path, data: &str) {
+    std::fs::write(p, data).unwrap();
+}
+
+fn sync(cfg: Config, src: &Path, dst: &Path, delete: bool) -> crate::util::run::Outcome {
+    let opts = Opts {
+        delete,
+        ..Opts::default()
+    };
+    match cfg.front {
+        Front::Cli => sync_cli(src, dst, cfg.threads, &opts),
+        _ => sync_lib_cfg(src, dst, cfg, &opts),
+    }
+}
+
+const CONFIGS: [Config; 2] = [
+    Config {
+        front: Front::Cli,
+        threads: 4,
+    },
+    Config {
+        front: Front::Scatter,
+        threads: 4,
+    },
+];
+
+/// Copied (files and directories), compared on re-runs (a change on the
+/// source, a flag planted on the target), an immutable file whose source
+/// changed replaced, an append-only directory that gained and lost
+/// entries updated; a re-run with nothing changed does nothing.
+#[test]
+fn flags_and_project_ids_are_copied_compared_and_updated() {
+    let test = "flags_and_project_ids_are_copied_compared_and_updated";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for (fs, projids) in [(Fs::Xfs, true), (Fs::Ext4, false)] {
+        for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+            eprintln!("=== {test} {fs} [{cfg}]");
+            let Some(s) = scratch(test, fs, fs) else {
+                continue;
+            };
+            let (src, dst) = (s.src(), s.dst());
+            let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+            copied_compared_updated(*cfg, &src, &dst, projids);
+        }
+    }
+}
+
+fn copied_compared_updated(cfg: Config, src: &Path, dst: &Path, projids: bool) {
+    for d in ["ad", "proj", "plain"] {
+        std::fs::create_dir(src.join(d)).unwrap();
+    }
+    for f in [
+        "plain/f",
+        "nodump",
+        "fast",
+        "imm",
+        "ad/one",
+        "ad/two",
+        "proj/f",
+        "proj/other",
+    ] {
+        write(&src.join(f), f);
+    }
+    chattr(&src.join("nodump"), "+d");
+    chattr(&src.join("fast"), "+AS");
+    chattr(&src.join("imm"), "+i");
+    chattr(&src.join("ad"), "+a");
+    if projids {
+        run(Command::new("xfs_io")
+            .args(["-c", "chproj -R 42"])
+            .arg(src.join("proj")));
+        chattr(&src.join("proj"), "+P");
+        chproj(&src.join("proj/other"), 7);
+    }
+    let rels = [
+        "plain",
+        "plain/f",
+        "nodump",
+        "fast",
+        "imm",
+        "ad",
+        "ad/one",
+        "ad/two",
+        "proj",
+        "proj/f",
+        "proj/other",
+    ];
+    let first = sync(cfg, src, dst, true);
+    first.assert_ok();
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    assert_same_attrs(src, dst, &rels, projids);
+    assert_eq!(attrs(&dst.join("imm")).0, "i");
+    assert_eq!(attrs(&dst.join("ad")).0, "a");
+    if projids {
+        assert_eq!(lsproj(&dst.join("proj")), 42);
+        assert_eq!(lsproj(&dst.join("proj/f")), 42);
+        assert_eq!(lsproj(&dst.join("proj/other")), 7);
+        assert_eq!(attrs(&dst.join("proj")).0, "P");
+    }
+    // Nothing changed: nothing done.
+    let again = sync(cfg, src, dst, true);
+    again.assert_ok();
+    assert!(again.itemized.is_empty(), "{:?}", again.itemized);
+
+    // Changes on the source.
+    chattr(&src.join("plain/f"), "+d");
+    chattr(&src.join("fast"), "-S");
+    chattr(&src.join("imm"), "-i");
+    write(&src.join("imm"), "new content of imm");
+    chattr(&src.join("imm"), "+i");
+    chattr(&src.join("ad"), "-a");
+    write(&src.join("ad/three"), "three");
+    std::fs::remove_file(src.join("ad/one")).unwrap();
+    chattr(&src.join("ad"), "+a");
+    if projids {
+        chproj(&src.join("proj/f"), 43);
+    }
+    // And a flag planted on the target that the source does not have.
+    chattr(&dst.join("plain"), "+i");
+    let third = sync(cfg, src, dst, true);
+    third.assert_ok();
+    let items = third.sorted_items();
+    for want in [
+        ".f........x plain/f",
+        ".f........x fast",
+        ">f+++++++++ ad/three",
+        "*deleting   ad/one",
+        ".d........x plain/",
+    ] {
+        assert!(items.iter().any(|i| i == want), "{want:?} not in {items:?}");
+    }
+    assert!(
+        items
+            .iter()
+            .any(|i| i.starts_with(">f.s") && i.ends_with(" imm")),
+        "{items:?}"
+    );
+    if projids {
+        assert!(items.iter().any(|i| i == ".f........x proj/f"), "{items:?}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dst.join("imm")).unwrap(),
+        "new content of imm"
+    );
+    assert!(!dst.join("ad/one").exists());
+    assert_eq!(
+        std::fs::read_to_string(dst.join("ad/three")).unwrap(),
+        "three"
+    );
+    let rels = [
+        "plain",
+        "plain/f",
+        "nodump",
+        "fast",
+        "imm",
+        "ad",
+        "ad/two",
+        "ad/three",
+        "proj",
+        "proj/f",
+        "proj/other",
+    ];
+    assert_same_attrs(src, dst, &rels, projids);
+    assert_eq!(attrs(&dst.join("imm")).0, "i", "set again after the copy");
+    assert_eq!(attrs(&dst.join("ad")).0, "a", "set again at its finish");
+    assert_eq!(attrs(&dst.join("plain")).0, "", "the planted flag lifted");
+    if projids {
+        assert_eq!(lsproj(&dst.join("proj/f")), 43);
+    }
+    // Flags a crash left lifted (between lifting and setting again, or
+    // between a copy's rename and its immutable flag) and a file whose
+    // type changed into a symlink over an immutable target: set again,
+    // replaced.
+    chattr(&dst.join("imm"), "-i");
+    chattr(&dst.join("ad"), "-a");
+    std::fs::remove_file(src.join("nodump")).unwrap();
+    std::os::unix::fs::symlink("imm", src.join("nodump")).unwrap();
+    chattr(&dst.join("nodump"), "+i");
+    let fixed = sync(cfg, src, dst, true);
+    fixed.assert_ok();
+    let items = fixed.sorted_items();
+    for want in [
+        ".f........x imm",
+        ".d........x ad/",
+        "cL+++++++++ nodump -> imm",
+    ] {
+        assert!(items.iter().any(|i| i == want), "{want:?} not in {items:?}");
+    }
+    assert_eq!(attrs(&dst.join("imm")).0, "i");
+    assert_eq!(attrs(&dst.join("ad")).0, "a");
+    assert!(dst.join("nodump").symlink_metadata().unwrap().is_symlink());
+    let last = sync(cfg, src, dst, true);
+    last.assert_ok();
+    assert!(last.itemized.is_empty(), "{:?}", last.itemized);
+}
+
+/// `--no-file-flags` and `--no-project-ids` leave the target's alone.
+#[test]
+fn no_file_flags_and_no_project_ids_leave_them() {
+    let test = "no_file_flags_and_no_project_ids_leave_them";
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+    write(&src.join("f"), "f");
+    std::fs::create_dir(src.join("d")).unwrap();
+    chproj(&src.join("f"), 5);
+    chattr(&src.join("f"), "+di");
+    chattr(&src.join("d"), "+A");
+    let off = ["--no-file-flags", "--no-project-ids"];
+    let out = crate::util::run::run_cli(&off, &src, &dst);
+    assert_exit(&out, 0, "psync --no-file-flags --no-project-ids");
+    assert_eq!(attrs(&dst.join("f")), (String::new(), 0));
+    assert_eq!(attrs(&dst.join("d")), (String::new(), 0));
+    // One of each, and each alone.
+    std::fs::remove_dir_all(&dst).unwrap();
+    let out = crate::util::run::run_cli(&off[..1], &src, &dst);
+    assert_exit(&out, 0, "psync --no-file-flags");
+    assert_eq!(attrs(&dst.join("f")), (String::new(), 5));
+    chattr(&dst.join("f"), "+d");
+    let out = crate::util::run::run_cli(&off[1..], &src, &dst);
+    assert_exit(&out, 0, "psync --no-project-ids");
+    // Compared as the listing shows them (the immutable flag, new on
+    // the source's side of the comparison) and set; the project id left.
+    assert_eq!(attrs(&dst.join("f")), ("id".to_string(), 5));
+    chattr(&dst.join("f"), "-i");
+    std::fs::remove_dir_all(&dst).unwrap();
+    let out = crate::util::run::run_cli(&off[1..], &src, &dst);
+    assert_exit(&out, 0, "psync --no-project-ids, fresh");
+    assert_eq!(attrs(&dst.join("f")), ("id".to_string(), 0));
+    assert_eq!(attrs(&dst.join("d")), ("A".to_string(), 0));
+}
+
+/// A target that cannot hold project ids (tmpfs, btrfs; ext4 without
+/// the `project` feature): one warning for the run, naming the first file,
+/// the rest of the sync (its other flags too) done.
+#[test]
+fn a_target_without_project_ids_warns_once() {
+    let test = "a_target_without_project_ids_warns_once";
+    for to in [Fs::Tmpfs, Fs::Ext4, Fs::Btrfs] {
+        let Some(s) = scratch(test, Fs::Xfs, to) else {
+            continue;
+        };
+        let (src, dst) = (s.src(), s.dst());
+        let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+        for i in 0..5 {
+            let f = src.join(format!("f{i}"));
+            write(&f, "x");
+            chproj(&f, 100 + i);
+        }
+        chattr(&src.join("f0"), "+d");
+        let cfg = Config {
+            front: Front::Cli,
+            threads: 2,
+        };
+        let out = sync(cfg, &src, &dst, false);
+        assert_eq!(out.exit, 0, "{to}: {out:#?}");
+        assert!(out.errors.is_empty(), "{to}: {:?}", out.errors);
+        let about: Vec<_> = out
+            .warnings
+            .iter()
+            .filter(|w| w.contains("project id"))
+            .collect();
+        assert_eq!(about.len(), 1, "{to}: one warning: {:?}", out.warnings);
+        assert!(about[0].contains(&dst.display().to_string()), "{about:?}");
+        for i in 0..5 {
+            assert_eq!(std::fs::read(dst.join(format!("f{i}"))).unwrap(), b"x");
+        }
+        assert_eq!(
+            attrs(&dst.join("f0")).0,
+            "d",
+            "{to}: the other flags still copied"
+        );
+    }
+}
+
+/// Without CAP_LINUX_IMMUTABLE: the immutable flag cannot be set; one
+/// warning, everything else synced.
+#[test]
+fn an_unprivileged_run_warns_that_immutable_cannot_be_set() {
+    let test = "an_unprivileged_run_warns_that_immutable_cannot_be_set";
+    let Some(user) = test_user(test) else {
+        return;
+    };
+    let Some(s) = scratch(test, Fs::Ext4, Fs::Ext4) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+    for f in ["a", "b", "c"] {
+        write(&src.join(f), f);
+    }
+    user.own(&src);
+    chattr(&src.join("a"), "+i");
+    chattr(&src.join("b"), "+i");
+    chattr(&src.join("c"), "+d");
+    std::fs::create_dir(&dst).unwrap();
+    user.own(&dst);
+    let out = user.psync(&["--json"], &src, &dst);
+    assert_exit(&out, 0, "psync as a user");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let warnings: Vec<_> = stdout
+        .lines()
+        .filter(|l| l.contains("\"warning\"") && l.contains("file flags"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("'i'"), "{}", warnings[0]);
+    assert_eq!(attrs(&dst.join("a")).0, "");
+    assert_eq!(attrs(&dst.join("c")).0, "d");
+    for f in ["a", "b", "c"] {
+        assert_eq!(std::fs::read_to_string(dst.join(f)).unwrap(), f);
+    }
+}
