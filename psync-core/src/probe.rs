@@ -546,7 +546,7 @@ impl Site<'_> {
             .with(ns),
             None => Capability::unknown("setting a file's mtime failed"),
         };
-        if c.project_ids.state == Support::Yes {
+        if c.project_ids.state != Support::No {
             c.project_ids = project_id_set(&s.b);
         }
         c
@@ -717,13 +717,32 @@ impl Site<'_> {
         let Some(f) = &self.file else {
             return Capability::unknown("the path cannot be opened for FS_IOC_FSGETXATTR");
         };
-        match fsgetxattr(f) {
-            Ok(x) => Capability::yes(format!(
-                "FS_IOC_FSGETXATTR works here (project id {}; --write-test tries setting one)",
-                x.projid()
+        let x = match fsgetxattr(f) {
+            Ok(x) => x,
+            Err(e) => return Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
+        };
+        let id = x.projid();
+        // tmpfs and btrfs answer the ioctl but keep no project id; ext4
+        // keeps one only with its `project` feature, which the ioctl does
+        // not tell.
+        match self.magic {
+            magic::XFS | magic::LUSTRE => Capability::yes(format!(
+                "{} keeps project ids (this one's is {id})",
+                self.fs_type
             ))
-            .with(u64::from(x.projid())),
-            Err(e) => Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
+            .with(u64::from(id)),
+            magic::TMPFS | magic::BTRFS => Capability::no(format!(
+                "{} answers FS_IOC_FSGETXATTR but keeps no project id",
+                self.fs_type
+            )),
+            _ if id != 0 => {
+                Capability::yes(format!("this path has project id {id}")).with(u64::from(id))
+            }
+            _ => Capability::unknown(format!(
+                "FS_IOC_FSGETXATTR answers (project id 0); whether {} keeps others is not told \
+                 (ext4: only with its `project` feature); --write-test tries setting one",
+                self.fs_type
+            )),
         }
     }
 
