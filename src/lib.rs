@@ -1,7 +1,8 @@
 //! psync makes one directory tree identical to another on locally mounted
 //! file systems, in parallel. This facade re-exports [`psync_core`] and the
 //! copiers, and [`builder`] returns a [`SyncBuilder`] with the generic
-//! copier already registered as the default.
+//! copier registered as the default and the Lustre copier for Lustre on
+//! both sides.
 //!
 //! ```no_run
 //! let (tx, rx) = psync::events(1024);
@@ -27,6 +28,10 @@
 pub use psync_core::*;
 pub use psync_generic::GenericCopier;
 
+/// The Lustre copier: layouts kept, chunks of whole stripes, released
+/// files skipped ([`lustre::LustreCopier`], [`lustre::LustreOptions`]).
+pub use psync_lustre as lustre;
+
 /// The core crate, for paths like `psync::core::plan::plan`.
 pub use psync_core as core;
 
@@ -34,19 +39,34 @@ pub use psync_core as core;
 /// nodes and follow them, or run a worker ([`broker::Worker`]).
 pub use psync_broker as broker;
 
-/// A [`SyncBuilder`] for `src` → `dst` with [`GenericCopier`] as the default copier.
+/// A [`SyncBuilder`] for `src` → `dst` with [`GenericCopier`] as the
+/// default copier and [`lustre::LustreCopier`] (default options) for
+/// Lustre on both sides. Register another with
+/// [`SyncBuilder::register_copier`] (later registrations win).
 pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path>) -> SyncBuilder {
     let mut b = SyncBuilder::new(src, dst);
-    b.default_copier(std::sync::Arc::new(GenericCopier::new()));
+    let lustre = Some(lustre::LL_SUPER_MAGIC);
+    b.default_copier(std::sync::Arc::new(GenericCopier::new()))
+        .register_copier(
+            lustre,
+            lustre,
+            std::sync::Arc::new(lustre::LustreCopier::new(lustre::LustreOptions::default())),
+        );
     b
 }
 
-/// The copiers [`builder`] registers ([`GenericCopier`] as the default):
-/// what a process that builds an engine from a [`RunSpec`] made by
-/// [`builder`] passes in its [`EngineContext::new`].
+/// The copiers [`builder`] registers: what a process that builds an
+/// engine from a [`RunSpec`] made by [`builder`] passes in its
+/// [`EngineContext::new`] (the run's Lustre options travel in the spec).
 pub fn registry() -> Registry {
     let mut r = Registry::new();
-    r.set_default(std::sync::Arc::new(GenericCopier::new()));
+    let lustre = Some(lustre::LL_SUPER_MAGIC);
+    r.set_default(std::sync::Arc::new(GenericCopier::new()))
+        .register(
+            lustre,
+            lustre,
+            std::sync::Arc::new(lustre::LustreCopier::new(lustre::LustreOptions::default())),
+        );
     r
 }
 
