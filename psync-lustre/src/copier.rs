@@ -391,7 +391,8 @@ impl Copier for LustreCopier {
     }
 
     /// The directory, then the source directory's default layout (none
-    /// when it has none).
+    /// when it has none), on the directory made and no other: one a user
+    /// renamed to its name since is left alone.
     fn make_dir(
         &self,
         dir: &Dir,
@@ -401,7 +402,7 @@ impl Copier for LustreCopier {
     ) -> Result<(), StepError> {
         self.inner.make_dir(dir, name, src, from)?;
         if let Some(want) = self.dir_layout(from) {
-            match dir.open_dir(name.as_bytes()) {
+            match kit::open_made_dir(dir, name.as_bytes()) {
                 Ok(d) => self.give_layout(d.fd(), &want, Op::Mkdir),
                 Err(e) => kit::warn(Op::Mkdir, format!("default layout not set: {e}")),
             }
