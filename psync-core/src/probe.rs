@@ -546,8 +546,11 @@ impl Site<'_> {
             .with(ns),
             None => Capability::unknown("setting a file's mtime failed"),
         };
-        if c.project_ids.state == Support::Yes {
-            c.project_ids = project_id_set(&s.b);
+        // Tried wherever it may be kept; a "yes" stays when only root may
+        // set one.
+        let tried = project_id_set(&s.b);
+        if !(c.project_ids.state == Support::Yes && tried.state == Support::Unknown) {
+            c.project_ids = tried;
         }
         c
     }
@@ -717,12 +720,23 @@ impl Site<'_> {
         let Some(f) = &self.file else {
             return Capability::unknown("the path cannot be opened for FS_IOC_FSGETXATTR");
         };
+        // FS_IOC_FSGETXATTR answers (with 0) where no project id is kept:
+        // tmpfs, btrfs, ext4 without its `project` feature. Only an id
+        // seen, or XFS, which keeps one on every inode, says yes.
         match fsgetxattr(f) {
-            Ok(x) => Capability::yes(format!(
-                "FS_IOC_FSGETXATTR works here (project id {}; --write-test tries setting one)",
-                x.projid()
-            ))
-            .with(u64::from(x.projid())),
+            Ok(x) if x.projid() != 0 => Capability::yes(format!("project id {} here", x.projid()))
+                .with(u64::from(x.projid())),
+            Ok(_) if self.magic == magic::XFS => {
+                Capability::yes("XFS keeps a project id on every inode (0 here)").with(0)
+            }
+            Ok(_) if [magic::TMPFS, magic::BTRFS].contains(&self.magic) => Capability::no(format!(
+                "{} keeps no project ids (FS_IOC_FSGETXATTR answers 0; setting one fails)",
+                self.fs_type
+            )),
+            Ok(_) => Capability::unknown(
+                "FS_IOC_FSGETXATTR answers project id 0, as it does where none is kept \
+                 (ext4 without the project feature); --write-test tries setting one",
+            ),
             Err(e) => Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
         }
     }
