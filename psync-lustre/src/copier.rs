@@ -112,12 +112,14 @@ pub fn stripe_unit(layout: &Layout) -> u64 {
 }
 
 /// The largest multiple of `unit` (rounded up to a multiple of 4 KiB) not
-/// above `default`, and at least one `unit`.
+/// above `default`, and at least one `unit`; `default` when there is no
+/// unit or its 4 KiB multiple is over 4 GiB (no stripe Lustre makes: an
+/// odd size near 4 GiB would give a chunk of terabytes).
 pub fn aligned_chunk(unit: u64, default: u64) -> u64 {
-    if unit == 0 {
+    let unit = lcm(unit, 4096);
+    if unit == 4096 || unit > u64::from(u32::MAX) {
         return default;
     }
-    let unit = lcm(unit, 4096);
     (default / unit).max(1).saturating_mul(unit)
 }
 

@@ -448,6 +448,13 @@ fn chunks_are_whole_stripes() {
     let odd = aligned_chunk(1000, 1 << 20);
     assert_eq!((odd % 4096, odd % 1000), (0, 0));
     assert!(odd <= 1 << 20);
+    // Sizes no Lustre makes, whose 4 KiB multiple is over 4 GiB: the
+    // run's chunk, not one of terabytes.
+    for unit in [u64::from(u32::MAX), (4 << 30) - 2] {
+        assert_eq!(aligned_chunk(unit, 64 << 20), 64 << 20, "{unit}");
+    }
+    let largest = (4 << 30) - (64 << 10);
+    assert_eq!(aligned_chunk(largest, 64 << 20), largest);
     assert_eq!(stripe_unit(&plain(4, 3 << 20, None)), 3 << 20);
     assert_eq!(stripe_unit(&pfl3()), 4 << 20);
     let mixed = crate::double::layouts::progressive(&[
