@@ -370,14 +370,15 @@ fn probe_reports_type_magic_mount_and_capabilities_of_each_file_system() {
         assert_eq!(cap("acls"), "yes", "{fs}: {p}");
         assert_eq!(cap("sparse"), "yes", "{fs}: {p}");
         assert_eq!(cap("lustre_layout"), "no", "{fs}: {p}");
-        // Project ids: XFS keeps them; tmpfs and btrfs answer the ioctl but
-        // keep none; ext4 only with a feature the ioctl does not tell.
-        let projects = match fs {
+        // Project ids: FS_IOC_FSGETXATTR answers 0 on all four, but only
+        // XFS keeps them for sure; ext4 does with its `project` feature,
+        // which only writing tells.
+        let projid = match fs {
             Fs::Xfs => "yes",
-            Fs::Ext4 => "unknown",
-            _ => "no",
+            Fs::Ext4 | Fs::Ext4Coarse => "unknown",
+            Fs::Tmpfs | Fs::Btrfs => "no",
         };
-        assert_eq!(cap("project_ids"), projects, "{fs}: {p}");
+        assert_eq!(cap("project_ids"), projid, "{fs}: {p}");
         for (k, c) in p["capabilities"].as_object().unwrap() {
             let state = c["state"].as_str().unwrap();
             assert!(["yes", "no", "unknown"].contains(&state), "{fs}: {k}: {c}");
@@ -403,9 +404,19 @@ fn probe_reports_type_magic_mount_and_capabilities_of_each_file_system() {
         assert_eq!(caps["sparse"]["state"], "yes", "{fs}: {p}");
         assert_eq!(caps["timestamps"]["state"], "yes", "{fs}: {p}");
         assert_eq!(caps["timestamps"]["value"], 1, "{fs}: nanoseconds: {p}");
-        // Tried: this ext4 was made without the `project` feature.
-        let projects = if fs == Fs::Xfs { "yes" } else { "no" };
-        assert_eq!(caps["project_ids"]["state"], projects, "{fs}: {p}");
+        // The oracle: chattr setting a project id on a file there.
+        let f = s.src().join("projid-oracle");
+        std::fs::write(&f, b"").unwrap();
+        let kept = Command::new("chattr")
+            .args(["-p", "7"])
+            .arg(&f)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        std::fs::remove_file(&f).unwrap();
+        let projid = if kept { "yes" } else { "no" };
+        assert_eq!(caps["project_ids"]["state"], projid, "{fs}: {p}");
         // ext4 and XFS report a direct-I/O alignment (psync writes chunks
         // with O_DIRECT there); tmpfs and btrfs report none.
         match fs {

@@ -416,10 +416,7 @@ impl FsProbe {
             magic,
             fs_type: &fs_type,
             mount: mount.as_ref(),
-            // Directories and regular files only: opening a fifo could block.
-            file: (meta.is_dir() || meta.is_file())
-                .then(|| File::open(&resolved).ok())
-                .flatten(),
+            file: open_probed(&resolved),
         };
         let capabilities = if opts.write_test {
             let dir = if meta.is_dir() {
@@ -546,8 +543,11 @@ impl Site<'_> {
             .with(ns),
             None => Capability::unknown("setting a file's mtime failed"),
         };
-        if c.project_ids.state != Support::No {
-            c.project_ids = project_id_set(&s.b);
+        // Tried wherever it may be kept; a "yes" stays when only root may
+        // set one.
+        let tried = project_id_set(&s.b);
+        if !(c.project_ids.state == Support::Yes && tried.state == Support::Unknown) {
+            c.project_ids = tried;
         }
         c
     }
@@ -717,32 +717,26 @@ impl Site<'_> {
         let Some(f) = &self.file else {
             return Capability::unknown("the path cannot be opened for FS_IOC_FSGETXATTR");
         };
-        let x = match fsgetxattr(f) {
-            Ok(x) => x,
-            Err(e) => return Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
-        };
-        let id = x.projid();
-        // tmpfs and btrfs answer the ioctl but keep no project id; ext4
-        // keeps one only with its `project` feature, which the ioctl does
-        // not tell.
-        match self.magic {
-            magic::XFS | magic::LUSTRE => Capability::yes(format!(
-                "{} keeps project ids (this one's is {id})",
+        // FS_IOC_FSGETXATTR answers (with 0) where no project id is kept:
+        // tmpfs, btrfs, ext4 without its `project` feature. Only an id
+        // seen, or XFS, which keeps one on every inode, says yes.
+        match fsgetxattr(f) {
+            Ok(x) if x.projid() != 0 => Capability::yes(format!("project id {} here", x.projid()))
+                .with(u64::from(x.projid())),
+            Ok(_) if [magic::XFS, magic::LUSTRE].contains(&self.magic) => Capability::yes(format!(
+                "{} keeps a project id on every inode (0 here)",
                 self.fs_type
             ))
-            .with(u64::from(id)),
-            magic::TMPFS | magic::BTRFS => Capability::no(format!(
-                "{} answers FS_IOC_FSGETXATTR but keeps no project id",
+            .with(0),
+            Ok(_) if [magic::TMPFS, magic::BTRFS].contains(&self.magic) => Capability::no(format!(
+                "{} keeps no project ids (FS_IOC_FSGETXATTR answers 0; setting one fails)",
                 self.fs_type
             )),
-            _ if id != 0 => {
-                Capability::yes(format!("this path has project id {id}")).with(u64::from(id))
-            }
-            _ => Capability::unknown(format!(
-                "FS_IOC_FSGETXATTR answers (project id 0); whether {} keeps others is not told \
-                 (ext4: only with its `project` feature); --write-test tries setting one",
-                self.fs_type
-            )),
+            Ok(_) => Capability::unknown(
+                "FS_IOC_FSGETXATTR answers project id 0, as it does where none is kept \
+                 (ext4 without the project feature); --write-test tries setting one",
+            ),
+            Err(e) => Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
         }
     }
 
@@ -789,6 +783,26 @@ fn scratch_file(d: &crate::fs::Dir) -> io::Result<File> {
     let f = d.create_excl(name.as_bytes())?;
     d.unlink(name.as_bytes())?;
     Ok(f)
+}
+
+/// Opens the probed path `p` (resolved) for reading its metadata, if it
+/// is a directory or a regular file: without following a symlink anywhere
+/// in it (`RESOLVE_NO_SYMLINKS`, else the last one only) nor waiting on a
+/// fifo, so a user who swaps one in after `p` was resolved (root probing
+/// their tree) gets no open of a device or fifo it points to.
+fn open_probed(p: &Path) -> Option<File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let flags = flags | OFlags::NOFOLLOW;
+    let cwd = rustix::fs::CWD;
+    let fd = match rustix::fs::openat2(cwd, p, flags, Mode::empty(), ResolveFlags::NO_SYMLINKS) {
+        Err(rustix::io::Errno::NOSYS) => rustix::fs::openat(cwd, p, flags, Mode::empty()),
+        r => r,
+    };
+    let f = File::from(fd.ok()?);
+    f.metadata()
+        .is_ok_and(|m| m.is_dir() || m.is_file())
+        .then_some(f)
 }
 
 /// Opens `p`, listed as a regular file, for reading its metadata: not
@@ -1037,6 +1051,76 @@ bad line
         assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
         assert_eq!(FICLONE, 0x4004_9409);
         assert_eq!(ior(b'X', 126, 256), 0x8100_587e);
+    }
+
+    /// The probed path is opened without following a symlink nor waiting
+    /// on a fifo: a user who swaps one in after it was looked at (as
+    /// root probes their tree) gets no open of what it points to.
+    #[test]
+    fn a_symlink_swapped_in_for_the_probed_file_is_not_followed() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, mpsc};
+        use std::time::{Duration, Instant};
+        let t = crate::test_dir();
+        let (x, y, fifo) = (
+            t.path().join("x"),
+            t.path().join("y"),
+            t.path().join("fifo"),
+        );
+        std::fs::write(&x, b"data").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(&fifo, &y).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flipper = {
+            let (x, y, stop) = (x.clone(), y.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let flags = rustix::fs::RenameFlags::EXCHANGE;
+                    let cwd = rustix::fs::CWD;
+                    rustix::fs::renameat_with(cwd, &x, cwd, &y, flags).unwrap();
+                }
+            })
+        };
+        let (tx, rx) = mpsc::channel();
+        let prober = {
+            let (x, stop) = (x.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = FsProbe::probe(&x, ProbeOptions::default());
+                    if tx.send(()).is_err() {
+                        break;
+                    }
+                }
+            })
+        };
+        let started = Instant::now();
+        let mut blocked = false;
+        while started.elapsed() < Duration::from_secs(3) {
+            if rx.recv_timeout(Duration::from_secs(2)).is_err() {
+                blocked = true;
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        // Lets a probe stuck opening the fifo go.
+        let _w = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo);
+        drop(rx);
+        flipper.join().unwrap();
+        prober.join().unwrap();
+        assert!(
+            !blocked,
+            "a probe opened the fifo a swapped-in symlink points to"
+        );
     }
 
     #[test]

@@ -112,12 +112,14 @@ pub fn stripe_unit(layout: &Layout) -> u64 {
 }
 
 /// The largest multiple of `unit` (rounded up to a multiple of 4 KiB) not
-/// above `default`, and at least one `unit`.
+/// above `default`, and at least one `unit`; `default` when there is no
+/// unit or its 4 KiB multiple is over 4 GiB (no stripe Lustre makes: an
+/// odd size near 4 GiB would give a chunk of terabytes).
 pub fn aligned_chunk(unit: u64, default: u64) -> u64 {
-    if unit == 0 {
+    let unit = lcm(unit, 4096);
+    if unit == 4096 || unit > u64::from(u32::MAX) {
         return default;
     }
-    let unit = lcm(unit, 4096);
     (default / unit).max(1).saturating_mul(unit)
 }
 
@@ -391,7 +393,8 @@ impl Copier for LustreCopier {
     }
 
     /// The directory, then the source directory's default layout (none
-    /// when it has none).
+    /// when it has none), on the directory made and no other: one a user
+    /// renamed to its name since is left alone.
     fn make_dir(
         &self,
         dir: &Dir,
@@ -401,7 +404,7 @@ impl Copier for LustreCopier {
     ) -> Result<(), StepError> {
         self.inner.make_dir(dir, name, src, from)?;
         if let Some(want) = self.dir_layout(from) {
-            match dir.open_dir(name.as_bytes()) {
+            match kit::open_made_dir(dir, name.as_bytes()) {
                 Ok(d) => self.give_layout(d.fd(), &want, Op::Mkdir),
                 Err(e) => kit::warn(Op::Mkdir, format!("default layout not set: {e}")),
             }

@@ -35,7 +35,7 @@ pub enum Call {
     EntryInfo(String),
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     layouts: HashMap<(u64, u64), Vec<u8>>,
     delayed: HashSet<(u64, u64)>,
@@ -44,6 +44,16 @@ struct State {
     ignore: bool,
     alter: Option<fn(&mut Layout)>,
     missing_pools: Vec<String>,
+    on_get: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("layouts", &self.layouts.len())
+            .field("calls", &self.calls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Lustre's layout calls, imitated on any file system.
@@ -133,6 +143,12 @@ impl FakeLustre {
         self.state().alter = f;
     }
 
+    /// Runs `f` at the next [`LustreSys::get_layout`], before it reads:
+    /// what another process does between two of the copier's calls.
+    pub fn on_next_get(&self, f: impl FnOnce() + Send + 'static) {
+        self.state().on_get = Some(Box::new(f));
+    }
+
     /// The target has no OST pool `name`: a layout naming it is refused.
     pub fn missing_pool(&self, name: &str) {
         self.state().missing_pools.push(name.to_string());
@@ -164,6 +180,10 @@ impl LustreSys for FakeLustre {
     }
 
     fn get_layout(&self, fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
+        let hook = self.state().on_get.take();
+        if let Some(f) = hook {
+            f();
+        }
         let key = key_of(&rustix::fs::fstat(fd)?);
         let mut s = self.state();
         s.calls.push(Call::GetLayout(key.1));

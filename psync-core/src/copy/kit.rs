@@ -21,9 +21,12 @@
 //!   [`hash_segments`] to compute it from a file);
 //! - the file system of an open file ([`fs_magic`]);
 //! - direct I/O and the shared aligned buffers ([`direct`]);
-//! - warnings about the entry a step is for ([`warn`]).
+//! - warnings about the entry a step is for ([`warn`]);
+//! - a directory just made, opened only if it is still the one made
+//!   ([`open_made_dir`]).
 
 pub use crate::copy::{take_notes, warn};
+pub use crate::engine::open_made_dir;
 pub use crate::fs::{chmod_fd, chown_fd, fs_magic, own_groups, set_times_fd, timestamps, umask};
 pub use crate::verify::{Hasher, hash_segments};
 pub use crate::xattr::{is_never_copied, sync_xattrs};

@@ -570,7 +570,21 @@ impl Engine {
 /// just made: what stands at the name must be a directory of its
 /// effective user, mode 0700 (as made), and empty.
 fn fresh_dir_id(fs: &crate::fsid::FsIds, dir: &Dir, name: &Name) -> io::Result<(u64, u64)> {
-    let d = dir.open_dir(name.as_bytes())?;
+    fs.dir_id(&open_made_dir(dir, name.as_bytes())?)
+}
+
+/// Opens the directory `name` of `dir` that this process has just made
+/// (`mkdirat`, mode 0700), refusing whatever else stands at the name now:
+/// a user who can rename in `dir` may have swapped in a directory of
+/// theirs (or a symlink) since. For a copier that sets more on a new
+/// directory than [`crate::Copier::make_dir`]'s `mkdirat` does.
+///
+/// # Errors
+/// The name cannot be opened as a directory without following it, or
+/// what it names is not a directory of the effective user, mode 0700,
+/// and empty.
+pub fn open_made_dir(dir: &Dir, name: &[u8]) -> io::Result<Dir> {
+    let d = dir.open_dir(name)?;
     let st = d.fstat()?;
     if let Some(why) = crate::engine::links::not_private(&st, libc::S_IFDIR, 0o700) {
         return Err(io::Error::other(format!(
@@ -582,7 +596,7 @@ fn fresh_dir_id(fs: &crate::fsid::FsIds, dir: &Dir, name: &Name) -> io::Result<(
             "the directory at this name is not the one just made (it holds entries): nothing done in it",
         ));
     }
-    fs.dir_id(&d)
+    Ok(d)
 }
 
 /// The error for a target directory found replaced at its path.

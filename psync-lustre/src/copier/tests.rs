@@ -337,6 +337,51 @@ fn a_directory_gets_its_source_s_default_layout() {
     assert_eq!(notes[0].0, Op::Mkdir);
 }
 
+/// A user who can rename in the target directory swaps the directory
+/// just made for one of theirs before its layout is set: theirs is left
+/// alone (the engine then refuses the path, as for any new directory).
+#[test]
+fn a_directory_swapped_in_after_mkdir_gets_no_layout() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scene::new(b"", None);
+    std::fs::create_dir(s.path("sd")).unwrap();
+    std::fs::create_dir(s.path("out")).unwrap();
+    s.fake.put(&s.path("sd"), &pfl3()).unwrap();
+    let c = s.copier(LustreOptions::default());
+    let d = s.dir();
+    let out = d.open_dir(b"out").unwrap();
+    let e = s.entry(&c, "sd");
+    let (made, theirs) = (s.path("out/sd"), s.path("out/theirs"));
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (m, t) = (made.clone(), theirs.clone());
+    // Between the mkdir and the layout: the source's is read then.
+    s.fake.on_next_get(move || {
+        std::fs::rename(&m, m.with_extension("old")).unwrap();
+        std::fs::rename(&t, &m).unwrap();
+    });
+    kit::take_notes();
+    let name = Name::from("sd");
+    c.make_dir(&out, &name, &e, Node::At(&d, &name)).unwrap();
+    let notes = kit::take_notes();
+    assert_eq!(
+        s.layout("out/sd"),
+        None,
+        "the swapped-in directory is not touched"
+    );
+    assert!(
+        !s.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::SetLayout { .. })),
+        "{:?}",
+        s.fake.calls()
+    );
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].0, Op::Mkdir);
+    assert!(notes[0].1.contains("not the one just made"), "{notes:?}");
+}
+
 #[test]
 fn internal_and_lustre_xattrs_are_not_copied() {
     let s = Scene::new(b"x", None);
@@ -403,6 +448,13 @@ fn chunks_are_whole_stripes() {
     let odd = aligned_chunk(1000, 1 << 20);
     assert_eq!((odd % 4096, odd % 1000), (0, 0));
     assert!(odd <= 1 << 20);
+    // Sizes no Lustre makes, whose 4 KiB multiple is over 4 GiB: the
+    // run's chunk, not one of terabytes.
+    for unit in [u64::from(u32::MAX), (4 << 30) - 2] {
+        assert_eq!(aligned_chunk(unit, 64 << 20), 64 << 20, "{unit}");
+    }
+    let largest = (4 << 30) - (64 << 10);
+    assert_eq!(aligned_chunk(largest, 64 << 20), largest);
     assert_eq!(stripe_unit(&plain(4, 3 << 20, None)), 3 << 20);
     assert_eq!(stripe_unit(&pfl3()), 4 << 20);
     let mixed = crate::double::layouts::progressive(&[
