@@ -40,18 +40,15 @@ pub use psync_core as core;
 pub use psync_broker as broker;
 
 /// A [`SyncBuilder`] for `src` → `dst` with [`GenericCopier`] as the
-/// default copier and [`lustre::LustreCopier`] (default options) for
-/// Lustre on both sides. Register another with
+/// default copier and the Lustre copiers (default options) for a Lustre
+/// source ([`lustre::copiers`]). Register another with
 /// [`SyncBuilder::register_copier`] (later registrations win).
 pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path>) -> SyncBuilder {
     let mut b = SyncBuilder::new(src, dst);
-    let lustre = Some(lustre::LL_SUPER_MAGIC);
-    b.default_copier(std::sync::Arc::new(GenericCopier::new()))
-        .register_copier(
-            lustre,
-            lustre,
-            std::sync::Arc::new(lustre::LustreCopier::new(lustre::LustreOptions::default())),
-        );
+    b.default_copier(std::sync::Arc::new(GenericCopier::new()));
+    for (src, dst, copier) in lustre::copiers(&lustre::LustreOptions::default()) {
+        b.register_copier(src, dst, copier);
+    }
     b
 }
 
@@ -60,13 +57,10 @@ pub fn builder(src: impl AsRef<std::path::Path>, dst: impl AsRef<std::path::Path
 /// [`EngineContext::new`] (the run's Lustre options travel in the spec).
 pub fn registry() -> Registry {
     let mut r = Registry::new();
-    let lustre = Some(lustre::LL_SUPER_MAGIC);
-    r.set_default(std::sync::Arc::new(GenericCopier::new()))
-        .register(
-            lustre,
-            lustre,
-            std::sync::Arc::new(lustre::LustreCopier::new(lustre::LustreOptions::default())),
-        );
+    r.set_default(std::sync::Arc::new(GenericCopier::new()));
+    for (src, dst, copier) in lustre::copiers(&lustre::LustreOptions::default()) {
+        r.register(src, dst, copier);
+    }
     r
 }
 

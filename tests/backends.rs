@@ -221,7 +221,9 @@ fn a_copier_registered_for_a_magic_runs_on_that_file_system_only() {
 fn a_named_backend_must_be_registered_and_made_for_the_pair() {
     let t = TestDir::new("a_named_backend_must_be_registered_and_made_for_the_pair");
     tree!(t.src(), { "f" => file("x") });
-    let mut b = psync::builder(t.src(), t.dst());
+    // The generic copier only (`psync::builder` registers Lustre's too).
+    let mut b = psync::SyncBuilder::new(t.src(), t.dst());
+    b.default_copier(Arc::new(psync::GenericCopier::new()));
     b.backend(Backend::Named("nonesuch".into()));
     let e = b.build().unwrap_err().to_string();
     assert!(

@@ -267,6 +267,62 @@ fn released_files_are_copied_with_hsm_restore_and_refusals_name_the_file() {
     assert_eq!(s.layout("pooled"), Some(plain(2, 1 << 20, None)));
 }
 
+/// From Lustre to another file system (`LustreCopier::source_only`,
+/// registered for the source's magic only): no layout is set anywhere,
+/// but a released file is still skipped (reading it would restore it
+/// from the archive) and a striped file still goes in chunks of whole
+/// stripes.
+#[test]
+fn from_lustre_to_another_file_system_no_layouts_but_released_files_skipped() {
+    let Some(s) = Scene::new("from_lustre_to_another_file_system") else {
+        return;
+    };
+    s.file("v1", b"plain v1", Some(&plain(2, 1 << 20, Some("flash"))));
+    s.file("pfl", b"composite", Some(&pfl3()));
+    s.file(
+        "released",
+        b"in the archive",
+        Some(&released(&plain(1, 1 << 20, None))),
+    );
+    let big = random_bytes(7, 10 << 20);
+    s.file("big", &big, Some(&plain(4, 3 << 20, None)));
+    std::fs::create_dir(s.src().join("d")).unwrap();
+    s.fake.put(&s.src().join("d"), &pfl3()).unwrap();
+    s.file("d/f", b"in d", None);
+
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(s.src(), s.dst());
+    let sys = Arc::clone(&s.fake) as Arc<dyn LustreSys>;
+    let copier = LustreCopier::with_sys(sys, LustreOptions::default()).source_only();
+    b.register_copier(Some(TMPFS_MAGIC), None, Arc::new(copier))
+        .delete(true)
+        .chunk_size(4 << 20)
+        .events(tx);
+    let report = b.build().and_then(|x| x.run()).expect("run");
+    drop(b);
+    let events: Vec<Event> = rx.iter().collect();
+    assert!(report.success(), "{report:?}");
+    assert_eq!(report.copier, psync_lustre::SOURCE_NAME);
+    assert_eq!(skipped(&events).len(), 1, "{:?}", skipped(&events));
+    assert_eq!(skipped(&events)[0].0, "released");
+    assert_eq!(report.stats.skipped_by_copier, 1);
+    assert!(!s.dst().join("released").exists());
+    assert_eq!(warnings(&events), [], "no warning per file");
+    // 10 MiB in chunks of one 3 MiB stripe (not 4 MiB): 4 chunks.
+    assert_eq!(report.stats.chunks, 4, "{:?}", report.stats);
+    assert_eq!(read(s.dst().join("big")), big);
+    assert_eq!(read(s.dst().join("d/f")), b"in d");
+    let made = s
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| matches!(c, Call::SetLayout { .. } | Call::CreateDelayed(_)));
+    assert_eq!(made.count(), 0, "no layout set on the target");
+    for f in ["v1", "pfl", "big", "d"] {
+        assert_eq!(s.layout(f), None, "{f}: no layout");
+    }
+}
+
 /// The copier's options reach an engine built from the run's spec by a
 /// process whose copier has none (a broker's worker).
 #[test]

@@ -648,13 +648,11 @@ impl SyncArgs {
     /// This is the only place where arguments become library settings.
     pub fn builder(&self, events: Sender<Event>) -> SyncBuilder {
         let mut b = SyncBuilder::new(&self.src, &self.dst);
-        b.default_copier(Arc::new(GenericCopier::new()))
-            .register_copier(
-                Some(psync_lustre::LL_SUPER_MAGIC),
-                Some(psync_lustre::LL_SUPER_MAGIC),
-                Arc::new(psync_lustre::LustreCopier::new(self.lustre_options())),
-            )
-            .threads(usize::from(self.threads))
+        b.default_copier(Arc::new(GenericCopier::new()));
+        for (src, dst, copier) in psync_lustre::copiers(&self.lustre_options()) {
+            b.register_copier(src, dst, copier);
+        }
+        b.threads(usize::from(self.threads))
             .delete(self.delete)
             .force(self.force)
             .one_file_system(self.one_file_system)

@@ -172,9 +172,9 @@ pub fn worker(args: &WorkerArgs) -> Result<ExitCode, Fatal> {
         let mut copiers = Registry::new();
         copiers.set_default(Arc::new(GenericCopier::new()));
         // Configured per run from its spec (`RunSpec::copier_options`).
-        let lustre = psync_lustre::LustreCopier::new(psync_lustre::LustreOptions::default());
-        let magic = Some(psync_lustre::LL_SUPER_MAGIC);
-        copiers.register(magic, magic, Arc::new(lustre));
+        for (src, dst, copier) in psync_lustre::copiers(&psync_lustre::LustreOptions::default()) {
+            copiers.register(src, dst, copier);
+        }
         psync_core::EngineContext::new(copiers)
     });
     let check: psync_broker::CheckTask = Arc::new(|t| check_task(t).map_err(|e| e.to_string()));

@@ -214,7 +214,17 @@ pub struct LustreCopier {
     inner: GenericCopier,
     sys: Arc<dyn LustreSys>,
     opts: LustreOptions,
+    /// The target is not Lustre: no layout is set (the generic copier's
+    /// files and directories), but the source is read as Lustre's:
+    /// released files skipped, chunks of whole stripes, FIDs kept.
+    source_only: bool,
 }
+
+/// [`Copier::name`] of the Lustre copier, Lustre on both sides.
+pub const NAME: &str = "lustre";
+/// [`Copier::name`] of the Lustre copier for a Lustre source and another
+/// target ([`LustreCopier::source_only`]).
+pub const SOURCE_NAME: &str = "lustre-source";
 
 impl LustreCopier {
     /// The copier on a Lustre client, with `opts`.
@@ -228,6 +238,20 @@ impl LustreCopier {
             inner: GenericCopier::new(),
             sys,
             opts,
+            source_only: false,
+        }
+    }
+
+    /// The copier for a Lustre source and a target of another file
+    /// system (registered for Lustre to any): files and directories made
+    /// as the generic copier makes them, no layout set whatever the
+    /// layout policy; released files still skipped (reading one would
+    /// restore it from the archive) unless `hsm_restore`, chunks still of
+    /// whole stripes. Named [`SOURCE_NAME`].
+    pub fn source_only(self) -> LustreCopier {
+        LustreCopier {
+            source_only: true,
+            ..self
         }
     }
 
@@ -239,6 +263,9 @@ impl LustreCopier {
     /// The layout a copy of a file whose source is open as `src` gets;
     /// `None` for none (the target directory's default).
     fn file_layout(&self, src: &File) -> Option<Layout> {
+        if self.source_only {
+            return None;
+        }
         match &self.opts.layout {
             LayoutPolicy::Default => None,
             LayoutPolicy::Imposed { count, size, pool } => Some(Layout::Plain(PlainLayout {
@@ -321,7 +348,7 @@ impl LustreCopier {
 
     /// The source directory's default layout, for a new directory.
     fn dir_layout(&self, from: Node<'_>) -> Option<Layout> {
-        if self.opts.layout != LayoutPolicy::Copy {
+        if self.source_only || self.opts.layout != LayoutPolicy::Copy {
             return None;
         }
         let read = match from {
@@ -337,7 +364,7 @@ impl LustreCopier {
 
 impl Copier for LustreCopier {
     fn name(&self) -> &str {
-        "lustre"
+        if self.source_only { SOURCE_NAME } else { NAME }
     }
 
     /// Without a layout to set, as the generic copier does; else the
@@ -365,7 +392,7 @@ impl Copier for LustreCopier {
         src: &Entry,
         src_file: &File,
     ) -> Result<Option<File>, StepError> {
-        if self.opts.layout == LayoutPolicy::Default {
+        if self.source_only || self.opts.layout == LayoutPolicy::Default {
             return self.inner.create_unnamed(dir, src, src_file);
         }
         Ok(None)
@@ -461,10 +488,9 @@ impl Copier for LustreCopier {
         if opts == self.opts {
             return Ok(None);
         }
-        Ok(Some(Arc::new(LustreCopier::with_sys(
-            Arc::clone(&self.sys),
-            opts,
-        ))))
+        let mut made = LustreCopier::with_sys(Arc::clone(&self.sys), opts);
+        made.source_only = self.source_only;
+        Ok(Some(Arc::new(made)))
     }
 
     fn make_symlink(&self, dir: &Dir, name: &Name, src: &Entry) -> Result<(), StepError> {

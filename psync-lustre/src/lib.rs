@@ -13,11 +13,12 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use psync_lustre::{LL_SUPER_MAGIC, LustreCopier, LustreOptions};
+//! use psync_lustre::LustreOptions;
 //! let mut b = psync_core::SyncBuilder::new("/lustre/a", "/lustre/b");
 //! b.default_copier(Arc::new(psync_generic::GenericCopier::new()));
-//! let lustre = Arc::new(LustreCopier::new(LustreOptions::default()));
-//! b.register_copier(Some(LL_SUPER_MAGIC), Some(LL_SUPER_MAGIC), lustre);
+//! for (src, dst, copier) in psync_lustre::copiers(&LustreOptions::default()) {
+//!     b.register_copier(src, dst, copier);
+//! }
 //! let report = b.build()?.run()?;
 //! # Ok::<(), psync_core::Error>(())
 //! ```
@@ -29,7 +30,37 @@ pub mod layout;
 mod options;
 pub mod sys;
 
-pub use copier::{Kept, LL_SUPER_MAGIC, LustreCopier, aligned_chunk, differences, stripe_unit};
+pub use copier::{
+    Kept, LL_SUPER_MAGIC, LustreCopier, NAME, SOURCE_NAME, aligned_chunk, differences, stripe_unit,
+};
+
+/// A registered pair: source fs magic, target fs magic (`None`: any), copier.
+pub type Pair = (
+    Option<u64>,
+    Option<u64>,
+    std::sync::Arc<dyn psync_core::Copier>,
+);
+
+/// The Lustre copiers to register, in this order (a later registration
+/// wins): [`LustreCopier::source_only`] for Lustre to any other file
+/// system ([`SOURCE_NAME`]: no layouts, but released files skipped and
+/// chunks of whole stripes), then [`LustreCopier`] for Lustre to Lustre
+/// ([`NAME`]).
+pub fn copiers(opts: &LustreOptions) -> [Pair; 2] {
+    let lustre = Some(LL_SUPER_MAGIC);
+    [
+        (
+            lustre,
+            None,
+            std::sync::Arc::new(LustreCopier::new(opts.clone()).source_only()),
+        ),
+        (
+            lustre,
+            lustre,
+            std::sync::Arc::new(LustreCopier::new(opts.clone())),
+        ),
+    ]
+}
 pub use layout::{
     Component, CompositeLayout, ForeignLayout, Layout, LayoutError, OstId, OstObject, PlainLayout,
     PoolName,
