@@ -285,6 +285,14 @@ impl LustreCopier {
         let why = match read {
             Ok(None) => return None,
             Ok(Some(v)) => match Layout::decode(&v) {
+                // A foreign layout points the file at something outside
+                // Lustre (a foreign symlink's target, an object store's
+                // name) that its owner chose: root does not make a copy
+                // point there.
+                Ok(Layout::Foreign(f)) => format!(
+                    "is foreign (type {:#x}): not copied, for the owner chose what it names",
+                    f.foreign_type
+                ),
                 Ok(l) => {
                     let mut t = l.for_target(self.opts.keep_ost_indices);
                     match self.opts.map_pools(&mut t) {

@@ -170,7 +170,9 @@ impl LustreSys for RealLustre {
     }
 
     fn entry_info(&self, dir: &Dir, name: &Name, layout: bool) -> io::Result<EntryInfo> {
-        let fid = fid_of(dir, name)?;
+        // A FID not read does not hide the layout (a released file would
+        // then be copied, restoring it from the archive).
+        let fid = fid_of(dir, name).ok().flatten();
         let layout = if layout {
             Node::At(dir, name).get(XATTR_LUSTRE_LOV.as_bytes())?
         } else {

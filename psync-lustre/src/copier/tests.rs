@@ -266,6 +266,24 @@ fn a_source_without_a_layout_gives_a_plain_create() {
 }
 
 #[test]
+fn a_foreign_layout_is_not_copied_but_said() {
+    let foreign = Layout::Foreign(psync_lustre_foreign());
+    let s = Scene::new(b"x", Some(&foreign));
+    let notes = s.copy(&s.copier(LustreOptions::default()));
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].1.contains("foreign"), "{notes:?}");
+    assert_eq!(s.layout("t"), None, "no layout set");
+}
+
+fn psync_lustre_foreign() -> crate::layout::ForeignLayout {
+    crate::layout::ForeignLayout {
+        foreign_type: 0xcafe,
+        flags: 0,
+        value: b"/home/user/elsewhere".to_vec(),
+    }
+}
+
+#[test]
 fn ost_indices_are_reset_or_kept() {
     for source in [
         instantiated(&plain(4, 1 << 20, None), 5),
