@@ -267,6 +267,40 @@ fn released_files_are_copied_with_hsm_restore_and_refusals_name_the_file() {
     assert_eq!(s.layout("pooled"), Some(plain(2, 1 << 20, None)));
 }
 
+/// A target root the run makes gets the source root's default layout, as
+/// any directory the run makes does; one that exists keeps its own.
+#[test]
+fn a_target_root_the_run_makes_gets_the_source_root_s_default_layout() {
+    let Some(s) = Scene::new("a_target_root_the_run_makes_gets_a_layout") else {
+        return;
+    };
+    s.fake.put(&s.src(), &pfl3()).unwrap();
+    s.file("f", b"data", None);
+    let cfg = Config {
+        front: Front::Lib,
+        threads: 2,
+    };
+    let (events, report) = s.sync(cfg, LustreOptions::default());
+    assert!(report.success(), "{report:?}");
+    assert_eq!(warnings(&events), []);
+    let got = s.fake.layout_at(&s.dst()).expect("root layout");
+    assert_eq!(got, Some(pfl3()), "the source root's default layout");
+    // An existing root is not given one.
+    let other = s.t.join("mnt/other");
+    std::fs::create_dir(&other).unwrap();
+    let (tx, _rx) = crossbeam_channel::unbounded();
+    let mut b = psync::builder(s.src(), &other);
+    b.register_copier(
+        Some(TMPFS_MAGIC),
+        Some(TMPFS_MAGIC),
+        s.copier(LustreOptions::default()),
+    )
+    .events(tx);
+    let report = b.build().and_then(|x| x.run()).expect("run");
+    assert!(report.success(), "{report:?}");
+    assert_eq!(s.fake.layout_at(&other).expect("read"), None);
+}
+
 /// From Lustre to another file system (`LustreCopier::source_only`,
 /// registered for the source's magic only): no layout is set anywhere,
 /// but a released file is still skipped (reading it would restore it

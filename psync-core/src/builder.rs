@@ -699,7 +699,25 @@ impl Syncer {
         };
         let mut dst_magic = crate::probe::fs_magic_or_parent(dst).at(Op::Stat, dst)?;
         let mut copier = choose(dst_magic)?.copier;
-        let (dst_root, dst_entry) = open_target_root(dst, b.dry_run)?;
+        // A missing root is made by the copier, as the directories below
+        // it are (a Lustre default layout), from the source root; what it
+        // warns of is reported at the root.
+        let make = |parent: &Dir, name: &crate::entry::Name| {
+            let from = crate::xattr::Node::Fd(src_root.fd());
+            crate::copy::kit::take_notes();
+            let made = copier.make_dir(parent, name, &src_entry, from);
+            if let Some(tx) = &b.events {
+                for (op, message) in crate::copy::kit::take_notes() {
+                    self.stats
+                        .warnings
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let path = RelPath::root();
+                    let _ = tx.send(Event::Warning { path, op, message });
+                }
+            }
+            made
+        };
+        let (dst_root, dst_entry) = open_target_root(dst, b.dry_run, Some(&make))?;
         // The root as opened is what the run writes to (a mount made over
         // its path in between counts).
         if let Some(d) = &dst_root {

@@ -326,7 +326,7 @@ impl Engine {
         crate::validate(&spec.src, &spec.dst)?;
         let src_root = Dir::open_root(&spec.src).at(Op::OpenDir, &spec.src)?;
         let src_dev = root_entry(&src_root, &spec.src)?.dev;
-        let (dst_root, dst_entry) = open_target_root(&spec.dst, spec.dry_run)?;
+        let (dst_root, dst_entry) = open_target_root(&spec.dst, spec.dry_run, None)?;
         let copier = cx.copiers.by_name(&spec.copier).ok_or_else(|| {
             let msg = format!("no copier named {:?} is registered", spec.copier);
             Error::invalid(&spec.dst, msg)
@@ -466,19 +466,39 @@ pub(crate) fn run_engines(
     })
 }
 
+/// Makes the missing directory `name` in `parent` (the target root), as
+/// the run's copier makes directories ([`crate::Copier::make_dir`]: a
+/// Lustre default layout).
+pub(crate) type MakeRoot<'a> = &'a dyn Fn(&Dir, &Name) -> Result<(), crate::StepError>;
+
 /// Opens the target root, creating it (one level, like rsync) when
-/// missing, except in a dry run. Returns its entry from before this call,
-/// `None` when this call created it (or, in a dry run, it is missing).
+/// missing, except in a dry run: with `make` when given and the path has
+/// a last component, else `mkdir`. Returns its entry from before this
+/// call, `None` when this call created it (or, in a dry run, it is
+/// missing).
 pub(crate) fn open_target_root(
     dst: &Path,
     dry_run: bool,
+    make: Option<MakeRoot<'_>>,
 ) -> Result<(Option<Dir>, Option<Entry>), Error> {
     let existed = std::fs::symlink_metadata(dst).is_ok();
     if !existed {
         if dry_run {
             return Ok((None, None));
         }
-        match std::fs::create_dir(dst) {
+        let made = match (make, dst.parent(), dst.file_name()) {
+            (Some(make), Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                Dir::open_root(parent)
+                    .and_then(|p| make(&p, &Name::from(name)).map_err(|e| e.source))
+            }
+            _ => std::fs::create_dir(dst),
+        };
+        match made {
             Ok(()) => {}
             // Created meanwhile by someone else: use it.
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
