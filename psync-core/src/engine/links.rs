@@ -2101,7 +2101,7 @@ fn collect_records<B: AsRef<[u8]>>(
     }
     let wanted: std::collections::HashSet<SourceId> = recorded
         .iter()
-        .filter_map(|(_, a)| action_source(a).map(|s| id(s)))
+        .filter_map(|(_, a)| action_source(a).map(id))
         .collect();
     // A name recorded as an action too (a `--checksum` comparison found
     // equal, its attributes due) counts once, as the action.
