@@ -743,7 +743,8 @@ impl Engine {
 
     /// The hard-link area: a directory at the target root named like a
     /// temporary of this run, so that a later run removes it if this one
-    /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`),
+    /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`, or
+    /// `f<id>` from the copier's file id: [`SourceId::key`]),
     /// through which every path of that inode is linked — whichever thread
     /// or node sees it — and it is removed when the run finishes.
     ///
