@@ -42,7 +42,7 @@ const ARGS: [&str; 7] = [
 /// What the attacker's part holds before the run.
 const BAIT: &[u8] = b"the attacker's own bytes\n";
 
-/// The key of a source version, as psync computes it (`bigfile::part_key`,
+/// The key of a source version, as psync computes it (`ident::part_key`,
 /// fixed by its `part_key_is_stable` test) from what `stat` tells anyone:
 /// XXH3-64 of its file system's id, inode, size and mtime.
 fn part_key(m: &Metadata) -> u64 {

@@ -7,13 +7,23 @@ use crate::util::mounts::TestMount;
 use crate::util::run::{Config, Front};
 use crate::util::tree::random_bytes;
 use crate::util::{TestDir, in_ci, read};
-use psync::{Copier, Engine, EngineContext, Event, Local, Registry, RunSpec, Task};
+use psync::{
+    Copied, Copier, CopyOptions, DataJob, Dir, Engine, EngineContext, Entry, Event, Kind, Local,
+    Name, Node, Registry, RunSpec, StepError, Task, XattrReport, XattrSync,
+};
 use psync_lustre::double::layouts::{dom, instantiated, pfl3, plain, released};
 use psync_lustre::double::{Call, FakeLustre};
 use psync_lustre::{Layout, LustreCopier, LustreOptions, LustreSys};
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// `statfs` magic of tmpfs.
 const TMPFS_MAGIC: u64 = 0x0102_1994;
@@ -390,6 +400,256 @@ fn options_travel_in_the_spec_to_other_engines() {
         Some(plain(3, 2 << 20, None)),
         "the imposed layout"
     );
+}
+
+// ----- identity from FIDs -------------------------------------------------
+
+/// The Lustre copier (on the double) with two watches: once a chunk of
+/// `big` other than its first is copied, the run's quit flag is set (a
+/// run stopped mid-file, whose part and journal the next run resumes);
+/// and whenever a directory's attributes are set, the names in the run's
+/// hard-link area are noted (in the last phase that follows a
+/// directory's links, so the group's key is there then).
+struct Watched {
+    inner: Arc<dyn Copier>,
+    dst: PathBuf,
+    quit: OnceLock<Arc<AtomicBool>>,
+    stop_mid_file: bool,
+    seen: Mutex<BTreeSet<String>>,
+}
+
+impl Watched {
+    /// The names in the buckets (two hex digits) of every link area.
+    fn note_link_area(&self) {
+        let Ok(root) = std::fs::read_dir(&self.dst) else {
+            return;
+        };
+        let mut seen = self.seen.lock().unwrap();
+        for area in root.flatten() {
+            if !area.file_name().as_bytes().ends_with(b".links") {
+                continue;
+            }
+            for bucket in std::fs::read_dir(area.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let b = bucket.file_name();
+                if b.len() != 2 || !b.as_bytes().iter().all(u8::is_ascii_hexdigit) {
+                    continue;
+                }
+                for e in std::fs::read_dir(bucket.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    seen.insert(e.file_name().to_string_lossy().into_owned());
+                }
+            }
+        }
+    }
+}
+
+impl Copier for Watched {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn create(&self, dir: &Dir, tmp: &Name, src: &Entry, f: &File) -> Result<File, StepError> {
+        self.inner.create(dir, tmp, src, f)
+    }
+    fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
+        self.inner.create_unnamed(dir, src, f)
+    }
+    fn try_clone(&self, s: &File, d: &File, o: &CopyOptions) -> Result<bool, StepError> {
+        self.inner.try_clone(s, d, o)
+    }
+    fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
+        let copied = self.inner.copy_data(job, quit);
+        if self.stop_mid_file
+            && job.entry.name.as_bytes() == b"big"
+            && job.offset > 0
+            && let Some(q) = self.quit.get()
+        {
+            q.store(true, Ordering::SeqCst);
+        }
+        copied
+    }
+    fn set_attrs(
+        &self,
+        t: Node<'_>,
+        src: &Entry,
+        from: Option<Node<'_>>,
+        o: &CopyOptions,
+    ) -> Result<XattrReport, StepError> {
+        if src.kind == Kind::Dir {
+            self.note_link_area();
+        }
+        self.inner.set_attrs(t, src, from, o)
+    }
+    fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry, from: Node<'_>) -> Result<(), StepError> {
+        self.inner.make_dir(dir, n, src, from)
+    }
+    fn sync_xattrs(&self, from: Node<'_>, t: Node<'_>, how: XattrSync) -> io::Result<XattrReport> {
+        self.inner.sync_xattrs(from, t, how)
+    }
+    fn set_mode(&self, t: Node<'_>, mode: u32) -> Result<(), StepError> {
+        self.inner.set_mode(t, mode)
+    }
+    fn annotate(&self, dir: &Dir, entries: &mut [Entry]) -> io::Result<()> {
+        self.inner.annotate(dir, entries)
+    }
+    fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
+        self.inner.chunk_size(src, default)
+    }
+    fn skip(&self, src: &Entry) -> Option<String> {
+        self.inner.skip(src)
+    }
+    fn file_id(&self, src: &Entry) -> Option<u128> {
+        self.inner.file_id(src)
+    }
+    fn options(&self) -> String {
+        self.inner.options()
+    }
+    fn make_symlink(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+        self.inner.make_symlink(dir, n, src)
+    }
+    fn make_special(&self, dir: &Dir, n: &Name, src: &Entry) -> Result<(), StepError> {
+        self.inner.make_special(dir, n, src)
+    }
+    fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
+        self.inner.remove(dir, e)
+    }
+}
+
+/// The FID packed as the copier gives it to the engine: sequence,
+/// object id, version.
+fn packed(f: psync_lustre::Fid) -> u128 {
+    u128::from(f.seq) << 64 | u128::from(f.oid) << 32 | u128::from(f.ver)
+}
+
+/// The part key of a file of FID `fid` as it is now (`ident::part_key`):
+/// XXH3-64 of a domain byte, the FID, size and mtime.
+fn fid_part_key(fid: u128, m: &std::fs::Metadata) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = twox_hash::XxHash3_64::new();
+    h.write(&[0x46]);
+    h.write(&fid.to_le_bytes());
+    for v in [m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
+        h.write(&v.to_le_bytes());
+    }
+    h.finish()
+}
+
+/// Part files and journals in `dir`.
+fn parts_in(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".psync-part."))
+        .collect()
+}
+
+/// Syncs as [`Scene::sync`] does, through `copier` ([`Watched`]), with
+/// resumable parts from 1 MiB.
+fn sync_watched(s: &Scene, cfg: Config, w: &Arc<Watched>) -> psync::Report {
+    let mut b = psync::builder(s.src(), s.dst());
+    cfg.apply(&mut b);
+    b.register_copier(Some(TMPFS_MAGIC), Some(TMPFS_MAGIC), w.clone())
+        .delete(true)
+        .chunk_size(4 << 20)
+        .resume_threshold(1 << 20)
+        .itemize(true);
+    let sync = b.build().expect("build");
+    let _ = w.quit.set(sync.quit_flag());
+    sync.run().expect("run")
+}
+
+/// Hard-link groups and large files' parts are named from FIDs, not
+/// inodes: the double numbers FIDs apart from inodes, and the link
+/// area's keys and the part and journal of a run stopped mid-file carry
+/// the FID; the next run resumes that part (whichever engine finds it)
+/// and links the group across directories; a third changes nothing.
+#[test]
+fn links_and_parts_are_named_by_fid() {
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.into_iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== links_and_parts_are_named_by_fid [{cfg}]");
+        let Some(s) = Scene::new(&format!("named_by_fid_{cfg}")) else {
+            return;
+        };
+        for d in ["a", "b", "c"] {
+            std::fs::create_dir(s.src().join(d)).unwrap();
+        }
+        s.file("a/h", b"one inode, three names", None);
+        std::fs::hard_link(s.src().join("a/h"), s.src().join("b/h")).unwrap();
+        std::fs::hard_link(s.src().join("a/h"), s.src().join("c/h2")).unwrap();
+        s.file("c/other", b"another file", None);
+        // 1 MiB stripes: chunks of 4 MiB, six of them.
+        s.file(
+            "big",
+            &random_bytes(7, (20 << 20) + 5),
+            Some(&plain(2, 1 << 20, None)),
+        );
+        let watched = |stop_mid_file| {
+            Arc::new(Watched {
+                inner: s.copier(LustreOptions::default()),
+                dst: s.dst(),
+                quit: OnceLock::new(),
+                stop_mid_file,
+                seen: Mutex::default(),
+            })
+        };
+        // Stopped mid-file: the part and journal stay, named from the FID.
+        let report = sync_watched(&s, cfg, &watched(true));
+        assert!(report.interrupted, "{report:?}");
+        let big = std::fs::metadata(s.src().join("big")).unwrap();
+        let fid = packed(s.fake.fid_at(&s.src().join("big")).unwrap());
+        assert_ne!(fid as u64 >> 32, big.ino(), "a FID not made from the inode");
+        let key = fid_part_key(fid, &big);
+        let want: BTreeSet<String> = [
+            format!(".psync-part.{key:016x}"),
+            format!(".psync-part.{key:016x}.journal"),
+        ]
+        .into();
+        assert_eq!(parts_in(&s.dst()), want, "the FID's part and journal");
+        // Resumed, and the group linked, its key the FID's.
+        let w = watched(false);
+        let report = sync_watched(&s, cfg, &w);
+        assert!(report.success(), "{report:?}");
+        assert!(report.stats.chunks_resumed >= 1, "{:?}", report.stats);
+        assert_eq!(parts_in(&s.dst()), BTreeSet::new());
+        let group = packed(s.fake.fid_at(&s.src().join("a/h")).unwrap());
+        let seen = w.seen.lock().unwrap().clone();
+        assert!(seen.contains(&format!("f{group:032x}")), "{seen:?}");
+        assert!(
+            !seen.iter().any(|n| n.contains('-')),
+            "no key from a device and inode: {seen:?}"
+        );
+        for rel in ["a/h", "b/h", "c/h2", "c/other", "big"] {
+            assert_eq!(read(s.dst().join(rel)), read(s.src().join(rel)), "{rel}");
+        }
+        let ino = |rel: &str| std::fs::metadata(s.dst().join(rel)).unwrap().ino();
+        assert_eq!(ino("a/h"), ino("b/h"));
+        assert_eq!(ino("a/h"), ino("c/h2"));
+        assert_ne!(ino("a/h"), ino("c/other"));
+        assert_eq!(s.layout("big"), Some(plain(2, 1 << 20, None)));
+        // Nothing left to do.
+        let report = sync_watched(&s, cfg, &watched(false));
+        assert!(report.success(), "{report:?}");
+        let st = report.stats;
+        assert_eq!(
+            (
+                st.created,
+                st.updated,
+                st.attrs_updated,
+                st.deleted,
+                st.chunks
+            ),
+            (0, 0, 0, 0, 0),
+            "{st:?}"
+        );
+    }
 }
 
 // ----- a real Lustre ------------------------------------------------------

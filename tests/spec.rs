@@ -165,9 +165,9 @@ fn from_spec_refuses_what_it_cannot_carry_out() {
     build(&spec).expect("the spec as prepared");
 
     let mut unknown = spec.clone();
-    unknown.copier = "lustre".into();
+    unknown.copier = "nonesuch".into();
     let e = build(&unknown).unwrap_err().to_string();
-    assert!(e.contains("no copier named \"lustre\""), "{e}");
+    assert!(e.contains("no copier named \"nonesuch\""), "{e}");
 
     let mut other_powers = spec;
     other_powers.copy.can_chown = !other_powers.copy.can_chown;

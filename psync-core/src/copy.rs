@@ -438,6 +438,20 @@ pub trait Copier: Send + Sync {
         default
     }
 
+    /// A stable identity of the source file `src`, the same on every node
+    /// (a Lustre FID), from the entry (its `fs_data`). The engine names
+    /// what it shares about a source file from it instead of its file
+    /// system's id and inode: the hard-link records and a large file's
+    /// part, journal and `-c` marker. It must be one to one among the
+    /// files of the source (each file one id; one id, one file) and the
+    /// same whichever node listed the entry, or a hard-link group is
+    /// split and a part not found again. The default: `None` (keys from
+    /// the file system's id and the inode, ADR 014).
+    fn file_id(&self, src: &Entry) -> Option<u128> {
+        let _ = src;
+        None
+    }
+
     /// Whether to leave the source entry `src` alone on purpose (a Lustre
     /// file whose data is released to HSM): `Some(reason)` and the engine
     /// reports it as skipped (`skipped_by_copier`), plans nothing for it
@@ -538,6 +552,9 @@ macro_rules! forward_copier {
             }
             fn skip(&self, src: &Entry) -> Option<String> {
                 (**self).skip(src)
+            }
+            fn file_id(&self, src: &Entry) -> Option<u128> {
+                (**self).file_id(src)
             }
             fn options(&self) -> String {
                 (**self).options()

@@ -307,14 +307,10 @@ mod tests {
         // A file listed by each engine: the same hard-link key and part.
         let named = |ids: &FsIds, dev| entry("f", ids.known(dev).unwrap(), 7);
         let (ea, eb) = (named(&a, 0x2d), named(&b, 0x51));
-        assert_eq!(
-            crate::engine::links::group_key(&ea),
-            crate::engine::links::group_key(&eb)
-        );
-        assert_eq!(
-            crate::engine::bigfile::part_name(&ea),
-            crate::engine::bigfile::part_name(&eb)
-        );
+        use crate::engine::ident::{SourceId, part_key};
+        let (ia, ib) = (SourceId::inode(&ea), SourceId::inode(&eb));
+        assert_eq!(ia.key(), ib.key());
+        assert_eq!(part_key(ia, &ea), part_key(ib, &eb));
         // Another file system, named by its device: only this node's.
         assert_ne!(Basis::Device(0x2f).id(0), Basis::Device(0x52).id(0));
     }

@@ -120,9 +120,9 @@ impl Engine {
 
     /// The part file of `src` in `rel` was renamed into place or removed.
     pub(crate) fn part_ended(&self, rel: &RelPath, src: &Entry) {
-        let key = crate::engine::bigfile::part_key(src);
+        let key = self.part_key(src);
         self.lock_parts()
-            .retain(|(r, e)| !(r == rel && crate::engine::bigfile::part_key(e) == key));
+            .retain(|(r, e)| !(r == rel && self.part_key(e) == key));
     }
 
     fn lock_parts(&self) -> std::sync::MutexGuard<'_, Vec<(RelPath, Entry)>> {
@@ -186,7 +186,7 @@ impl Engine {
             if src.size < self.resume_threshold
                 && let Ok(dir) = self.open_dst(&rel)
             {
-                crate::engine::bigfile::discard_part(&dir, &src);
+                crate::engine::bigfile::discard_part(&dir, self.part_key(&src));
             }
         }
         self.drop_link_area();

@@ -207,6 +207,15 @@ fn without_pools(layout: &Layout) -> Layout {
     l
 }
 
+/// The end of a warning about the source entry `src`: its FID, which
+/// `lfs fid2path` turns into its paths on any client (the warning names
+/// the path of the copy).
+fn about(src: &Entry) -> String {
+    Kept::of(src)
+        .and_then(|k| k.fid)
+        .map_or_else(String::new, |f| format!(" (source FID {f})"))
+}
+
 /// The Lustre copier: [`GenericCopier`] for data and attributes; layouts
 /// through a [`LustreSys`] ([`RealLustre`] on a Lustre client).
 #[derive(Debug)]
@@ -262,7 +271,7 @@ impl LustreCopier {
 
     /// The layout a copy of a file whose source is open as `src` gets;
     /// `None` for none (the target directory's default).
-    fn file_layout(&self, src: &File) -> Option<Layout> {
+    fn file_layout(&self, src: &File, about: &str) -> Option<Layout> {
         if self.source_only {
             return None;
         }
@@ -276,12 +285,13 @@ impl LustreCopier {
                 pool: pool.as_deref().and_then(|p| PoolName::new(p).ok()),
                 ..PlainLayout::default()
             })),
-            LayoutPolicy::Copy => self.source_layout(self.sys.get_layout(src.as_fd())),
+            LayoutPolicy::Copy => self.source_layout(self.sys.get_layout(src.as_fd()), about),
         }
     }
 
     /// The layout for the target of a source layout read as `read`.
-    fn source_layout(&self, read: io::Result<Option<Vec<u8>>>) -> Option<Layout> {
+    /// `about` ends the warnings ([`about`]).
+    fn source_layout(&self, read: io::Result<Option<Vec<u8>>>, about: &str) -> Option<Layout> {
         let why = match read {
             Ok(None) => return None,
             Ok(Some(v)) => match Layout::decode(&v) {
@@ -306,34 +316,37 @@ impl LustreCopier {
         };
         kit::warn(
             Op::Create,
-            format!("source layout {why}; the target's default layout is used"),
+            format!("source layout {why}; the target's default layout is used{about}"),
         );
         None
     }
 
     /// Sets `want` on the new file or directory `fd` and checks what it
     /// got: whatever it could not keep is a warning. A pool the target
-    /// refuses is dropped and the layout set again without it.
-    fn give_layout(&self, fd: BorrowedFd<'_>, want: &Layout, op: Op) {
+    /// refuses is dropped and the layout set again without it. `about`
+    /// ends the warnings ([`about`]).
+    fn give_layout(&self, fd: BorrowedFd<'_>, want: &Layout, op: Op, about: &str) {
         let set = match self.sys.set_layout(fd, &want.encode()) {
             Ok(()) => want.clone(),
             Err(e) if want.pool().is_some() => {
                 let plain = without_pools(want);
                 if let Err(e2) = self.sys.set_layout(fd, &plain.encode()) {
-                    let msg = format!("layout not set ({e2}); the target's default is used");
+                    let msg = format!("layout not set ({e2}); the target's default is used{about}");
                     return kit::warn(op, msg);
                 }
                 let pool = want.pool().unwrap_or_default();
                 kit::warn(
                     op,
-                    format!("OST pool {pool:?} refused by the target ({e}): layout set without it"),
+                    format!(
+                        "OST pool {pool:?} refused by the target ({e}): layout set without it{about}"
+                    ),
                 );
                 plain
             }
             Err(e) => {
                 return kit::warn(
                     op,
-                    format!("layout not set ({e}); the target's default is used"),
+                    format!("layout not set ({e}); the target's default is used{about}"),
                 );
             }
         };
@@ -351,11 +364,11 @@ impl LustreCopier {
             Ok(None) => "none read back".to_string(),
             Err(e) => format!("not read back: {e}"),
         };
-        kit::warn(op, format!("layout not kept as set: {why}"));
+        kit::warn(op, format!("layout not kept as set: {why}{about}"));
     }
 
     /// The source directory's default layout, for a new directory.
-    fn dir_layout(&self, from: Node<'_>) -> Option<Layout> {
+    fn dir_layout(&self, from: Node<'_>, about: &str) -> Option<Layout> {
         if self.source_only || self.opts.layout != LayoutPolicy::Copy {
             return None;
         }
@@ -366,7 +379,7 @@ impl LustreCopier {
                 .and_then(|d| self.sys.get_layout(d.fd())),
             Node::Path(_) => return None,
         };
-        self.source_layout(read)
+        self.source_layout(read, about)
     }
 }
 
@@ -385,11 +398,12 @@ impl Copier for LustreCopier {
         src: &Entry,
         src_file: &File,
     ) -> Result<File, StepError> {
-        let Some(want) = self.file_layout(src_file) else {
+        let about = about(src);
+        let Some(want) = self.file_layout(src_file, &about) else {
             return self.inner.create(dir, tmp, src, src_file);
         };
         let f = self.sys.create_delayed(dir, tmp).op(Op::Create)?;
-        self.give_layout(f.as_fd(), &want, Op::Create);
+        self.give_layout(f.as_fd(), &want, Op::Create, &about);
         Ok(f)
     }
 
@@ -438,10 +452,11 @@ impl Copier for LustreCopier {
         from: Node<'_>,
     ) -> Result<(), StepError> {
         self.inner.make_dir(dir, name, src, from)?;
-        if let Some(want) = self.dir_layout(from) {
+        let about = about(src);
+        if let Some(want) = self.dir_layout(from, &about) {
             match kit::open_made_dir(dir, name.as_bytes()) {
-                Ok(d) => self.give_layout(d.fd(), &want, Op::Mkdir),
-                Err(e) => kit::warn(Op::Mkdir, format!("default layout not set: {e}")),
+                Ok(d) => self.give_layout(d.fd(), &want, Op::Mkdir, &about),
+                Err(e) => kit::warn(Op::Mkdir, format!("default layout not set: {e}{about}")),
             }
         }
         Ok(())
@@ -476,6 +491,14 @@ impl Copier for LustreCopier {
     fn chunk_size(&self, src: &Entry, default: u64) -> u64 {
         let unit = Kept::of(src).map_or(0, |k| u64::from(k.stripe_unit));
         aligned_chunk(unit, default)
+    }
+
+    /// The FID kept by [`Copier::annotate`], packed ([`Fid::packed`]):
+    /// the same on every client, whatever inode numbers it shows (a
+    /// `32bitapi` mount's differ). `None` when none was read (the engine
+    /// then keys the file by its inode).
+    fn file_id(&self, src: &Entry) -> Option<u128> {
+        Kept::of(src)?.fid.map(|f| f.packed())
     }
 
     fn skip(&self, src: &Entry) -> Option<String> {

@@ -1,6 +1,8 @@
 //! A test double of [`LustreSys`] on any file system (tmpfs in psync's
-//! tests): layouts live in memory keyed by (device, inode), FIDs are
-//! made from the inode, and every call is recorded in order. It behaves
+//! tests): layouts live in memory keyed by (device, inode), each inode
+//! gets a FID the first time it is looked at (numbered in that order,
+//! not made from the inode, as Lustre's are not from a client's inode
+//! numbers), and every call is recorded in order. It behaves
 //! as Lustre does where the copier's protocol depends on it: a layout set
 //! on a file that has one, or has data, is ignored without an error; a
 //! pool the target lacks is refused (EINVAL). It can also refuse every
@@ -45,6 +47,7 @@ struct State {
     alter: Option<fn(&mut Layout)>,
     missing_pools: Vec<String>,
     on_get: Option<Box<dyn FnOnce() + Send>>,
+    fids: HashMap<(u64, u64), Fid>,
 }
 
 impl std::fmt::Debug for State {
@@ -55,6 +58,23 @@ impl std::fmt::Debug for State {
             .finish_non_exhaustive()
     }
 }
+
+impl State {
+    /// The FID of the inode `key`, given at first sight.
+    fn fid(&mut self, key: (u64, u64)) -> Fid {
+        let next = u32::try_from(self.fids.len()).unwrap_or(u32::MAX);
+        *self.fids.entry(key).or_insert(Fid {
+            seq: FID_SEQ,
+            oid: FIRST_OID + next,
+            ver: 0,
+        })
+    }
+}
+
+/// The sequence of the double's FIDs (a normal one, above
+/// `FID_SEQ_NORMAL`), and the first object id given.
+pub const FID_SEQ: u64 = 0x2_0000_0401;
+const FIRST_OID: u32 = 0x1_0000;
 
 /// Lustre's layout calls, imitated on any file system.
 #[derive(Debug, Default)]
@@ -69,16 +89,6 @@ fn key_of(st: &rustix::fs::Stat) -> (u64, u64) {
 
 fn stat_path(p: &Path) -> io::Result<rustix::fs::Stat> {
     Ok(rustix::fs::lstat(p)?)
-}
-
-/// The FID the double gives an inode: a normal sequence, the inode as
-/// object id and version.
-pub fn fid_of_inode(ino: u64) -> Fid {
-    Fid {
-        seq: 0x2_0000_0400,
-        oid: ino as u32,
-        ver: (ino >> 32) as u32,
-    }
 }
 
 impl FakeLustre {
@@ -115,6 +125,16 @@ impl FakeLustre {
         let key = key_of(&stat_path(path)?);
         let value = self.state().layouts.get(&key).cloned();
         Ok(value.map(|v| Layout::decode(&v).expect("a layout the double holds")))
+    }
+
+    /// The FID of the file or directory at `path` (given now if it has
+    /// none yet).
+    ///
+    /// # Errors
+    /// `path` cannot be looked at.
+    pub fn fid_at(&self, path: &Path) -> io::Result<Fid> {
+        let key = key_of(&stat_path(path)?);
+        Ok(self.state().fid(key))
     }
 
     /// The calls so far, in order.
@@ -229,7 +249,7 @@ impl LustreSys for FakeLustre {
         let mut s = self.state();
         s.calls.push(Call::EntryInfo(name.to_string()));
         Ok(EntryInfo {
-            fid: Some(fid_of_inode(key.1)),
+            fid: Some(s.fid(key)),
             layout: if layout {
                 s.layouts.get(&key).cloned()
             } else {

@@ -32,6 +32,14 @@ pub struct Fid {
     pub ver: u32,
 }
 
+impl Fid {
+    /// The FID in 128 bits: sequence, object id, version (from the most
+    /// significant end). One to one, as the FID is.
+    pub fn packed(&self) -> u128 {
+        u128::from(self.seq) << 64 | u128::from(self.oid) << 32 | u128::from(self.ver)
+    }
+}
+
 impl std::fmt::Display for Fid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "[{:#x}:{:#x}:{:#x}]", self.seq, self.oid, self.ver)

@@ -31,29 +31,13 @@ const RECORD_MAGIC: &[u8; 8] = b"PSYNCCHK";
 const HEADER: u64 = 64;
 const RECORD: u64 = 32;
 
-/// The key of a source version: a changed file gets another part file.
-pub fn part_key(e: &Entry) -> u64 {
-    use std::hash::Hasher as _;
-    let mut h = twox_hash::XxHash3_64::new();
-    for v in [
-        e.dev,
-        e.ino,
-        e.size,
-        e.mtime.sec as u64,
-        u64::from(e.mtime.nsec),
-    ] {
-        h.write(&v.to_le_bytes());
-    }
-    h.finish()
+/// `.psync-part.<key>`, `key` from [`Engine::part_key`].
+pub fn part_name(key: u64) -> Name {
+    Name(format!("{PART_PREFIX}{key:016x}").into_bytes())
 }
 
-/// `.psync-part.<key>`.
-pub fn part_name(e: &Entry) -> Name {
-    Name(format!("{PART_PREFIX}{:016x}", part_key(e)).into_bytes())
-}
-
-fn journal_name(e: &Entry) -> Name {
-    Name(format!("{PART_PREFIX}{:016x}.journal", part_key(e)).into_bytes())
+fn journal_name(key: u64) -> Name {
+    Name(format!("{PART_PREFIX}{key:016x}.journal").into_bytes())
 }
 
 /// What `name` (a part file's or journal's) is, for messages.
@@ -94,10 +78,11 @@ pub(crate) fn planted(dir: &Dir, name: &Name) -> Option<String> {
     (found.uid != rustix::process::geteuid().as_raw()).then(|| untrusted_message(name, &found))
 }
 
-/// Removes the part file and journal of `e` (nothing to resume from).
-pub(crate) fn discard_part(dir: &Dir, e: &Entry) {
-    let _ = dir.unlink(part_name(e).as_bytes());
-    let _ = dir.unlink(journal_name(e).as_bytes());
+/// Removes the part file and journal of key `key` (nothing to resume
+/// from).
+pub(crate) fn discard_part(dir: &Dir, key: u64) {
+    let _ = dir.unlink(part_name(key).as_bytes());
+    let _ = dir.unlink(journal_name(key).as_bytes());
 }
 
 /// The key inside a part or journal name, if `name` is one.
@@ -202,12 +187,12 @@ impl Journal {
     /// The source version the journal belongs to. The ctime is here
     /// (not in the part's key, so parts keep their names) because an
     /// in-place rewrite can restore the mtime, never the ctime.
-    fn header(chunk: u64, e: &Entry) -> [u8; HEADER as usize] {
+    fn header(chunk: u64, key: u64, e: &Entry) -> [u8; HEADER as usize] {
         let mut h = [0u8; HEADER as usize];
         h[..8].copy_from_slice(JOURNAL_MAGIC);
         h[8..16].copy_from_slice(&chunk.to_le_bytes());
         h[16..24].copy_from_slice(&e.size.to_le_bytes());
-        h[24..32].copy_from_slice(&part_key(e).to_le_bytes());
+        h[24..32].copy_from_slice(&key.to_le_bytes());
         h[32..40].copy_from_slice(&e.ctime.sec.to_le_bytes());
         h[40..44].copy_from_slice(&e.ctime.nsec.to_le_bytes());
         h
@@ -216,18 +201,18 @@ impl Journal {
     /// The journal `f` (opened with [`Engine::open_own`]) when it is of
     /// this chunk size and source version, with the id of the run that
     /// made or took it over.
-    fn matching(f: File, chunk: u64, e: &Entry) -> Option<(Journal, u64)> {
+    fn matching(f: File, chunk: u64, key: u64, e: &Entry) -> Option<(Journal, u64)> {
         let mut h = [0u8; HEADER as usize];
         f.read_exact_at(&mut h, 0).ok()?;
         let run = u64::from_le_bytes(h[RUN_AT].try_into().ok()?);
         h[RUN_AT].fill(0);
-        (h == Self::header(chunk, e)).then_some((Journal { file: f }, run))
+        (h == Self::header(chunk, key, e)).then_some((Journal { file: f }, run))
     }
 
     /// A new journal for `e` (`O_EXCL`, mode 0600) of the run `run`,
     /// replacing one of ours.
-    fn create(dir: &Dir, chunk: u64, e: &Entry, run: u64) -> io::Result<Journal> {
-        let name = journal_name(e);
+    fn create(dir: &Dir, chunk: u64, key: u64, e: &Entry, run: u64) -> io::Result<Journal> {
+        let name = journal_name(key);
         let _ = dir.unlink(name.as_bytes());
         let f = dir
             .create_excl(name.as_bytes())
@@ -235,7 +220,7 @@ impl Journal {
                 io::ErrorKind::AlreadyExists => taken(&name),
                 _ => err,
             })?;
-        let mut h = Self::header(chunk, e);
+        let mut h = Self::header(chunk, key, e);
         h[RUN_AT].copy_from_slice(&run.to_le_bytes());
         f.write_all_at(&h, 0)?;
         Ok(Journal { file: f })
@@ -432,14 +417,14 @@ impl Engine {
             }
             _ => {}
         }
-        discard_part(&dst_dir, &cur);
+        discard_part(&dst_dir, self.part_key(&cur));
         let path = rel.join(&cur.name);
         let out = self.noted(&path, || self.create_part(&dst_dir, &src, &cur))?;
         let missing = self
             .start_part(&dst_dir, &src, &out, &cur)
             .inspect_err(|_| {
                 // Nothing this run made stays behind (a full target included).
-                discard_part(&dst_dir, &cur);
+                discard_part(&dst_dir, self.part_key(&cur));
             })?;
         Ok(Prepared {
             cur,
@@ -453,10 +438,10 @@ impl Engine {
     /// source version. Both names are opened whatever is found: anything
     /// under them that psync did not make is removed and reported here.
     fn found_part(&self, dir: &Dir, rel: &RelPath, cur: &Entry) -> Option<(Journal, u64)> {
-        let journal = self.open_own(dir, rel, &journal_name(cur));
-        let part = self.open_own(dir, rel, &part_name(cur));
+        let journal = self.open_own(dir, rel, &journal_name(self.part_key(cur)));
+        let part = self.open_own(dir, rel, &part_name(self.part_key(cur)));
         part.ok()?;
-        Journal::matching(journal.ok()?, self.chunk_of(cur), cur)
+        Journal::matching(journal.ok()?, self.chunk_of(cur), self.part_key(cur), cur)
     }
 
     /// A new part file for `cur`, created by the copier (`O_EXCL`) and
@@ -464,7 +449,7 @@ impl Engine {
     /// (a backend that made it otherwise would leave a part no later run
     /// resumes, or one another user can open).
     fn create_part(&self, dir: &Dir, src: &File, cur: &Entry) -> Result<File, CopyFail> {
-        let part = part_name(cur);
+        let part = part_name(self.part_key(cur));
         let out = self
             .copier
             .create(dir, &part, cur, src)
@@ -475,12 +460,12 @@ impl Engine {
         match Untrusted::of_file(&out) {
             Ok(None) => Ok(out),
             Ok(Some(found)) => {
-                discard_part(dir, cur);
+                discard_part(dir, self.part_key(cur));
                 let why = format!("new part file {part} is not private to psync ({found})");
                 Err(CopyFail::target_io(Op::Create, io::Error::other(why)))
             }
             Err(e) => {
-                discard_part(dir, cur);
+                discard_part(dir, self.part_key(cur));
                 Err(CopyFail::target_io(Op::Stat, e))
             }
         }
@@ -518,8 +503,14 @@ impl Engine {
         out: &File,
         cur: &Entry,
     ) -> Result<Vec<u64>, CopyFail> {
-        let journal = Journal::create(dir, self.chunk_of(cur), cur, self.run_id)
-            .map_err(|e| CopyFail::target_io(Op::Create, e))?;
+        let journal = Journal::create(
+            dir,
+            self.chunk_of(cur),
+            self.part_key(cur),
+            cur,
+            self.run_id,
+        )
+        .map_err(|e| CopyFail::target_io(Op::Create, e))?;
         // A clone of the whole file needs no chunks: record them all done.
         if self
             .copier
@@ -629,8 +620,8 @@ impl Engine {
 
     /// The part file and journal of `src`, both psync's own ([`Engine::open_own`]).
     fn open_part(&self, dir: &Dir, rel: &RelPath, src: &Entry) -> io::Result<(File, Journal)> {
-        let part = self.open_own(dir, rel, &part_name(src))?;
-        let file = self.open_own(dir, rel, &journal_name(src))?;
+        let part = self.open_own(dir, rel, &part_name(self.part_key(src)))?;
+        let file = self.open_own(dir, rel, &journal_name(self.part_key(src)))?;
         Ok((part, Journal { file }))
     }
 
@@ -786,7 +777,7 @@ impl Engine {
             dir.stat(name.as_bytes())
                 .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
         };
-        if !gone(&part_name(src)) || !gone(&journal_name(src)) {
+        if !gone(&part_name(self.part_key(src))) || !gone(&journal_name(self.part_key(src))) {
             return false;
         }
         if change.checksum && !gone(&self.differs_marker(src)) {
@@ -804,7 +795,7 @@ impl Engine {
         if src.size < self.resume_threshold
             && let Ok(d) = self.open_dst(rel)
         {
-            discard_part(&d, src);
+            discard_part(&d, self.part_key(src));
         }
     }
 
@@ -819,8 +810,9 @@ impl Engine {
         (kept, at): (u64, Option<(u64, u64)>),
     ) -> Result<Option<Filled>, CopyFail> {
         let (src_dir, dst_dir) = self.open_pair(rel, at)?;
-        let part_n = part_name(src);
-        let discard = || discard_part(&dst_dir, src);
+        let key = self.part_key(src);
+        let part_n = part_name(key);
+        let discard = || discard_part(&dst_dir, key);
         let input = match src_dir.open_read(src.name.as_bytes()) {
             Ok(f) => f,
             Err(e) => {
@@ -889,7 +881,7 @@ impl Engine {
         .map_err(|e| CopyFail::target_io(Op::Rename, e))?;
         self.seal_copy(&rel.join(&src.name), src, &part);
         drop(part);
-        let _ = dst_dir.unlink(journal_name(src).as_bytes());
+        let _ = dst_dir.unlink(journal_name(self.part_key(src)).as_bytes());
         self.sync_dir(rel, &dst_dir);
         let written: u64 = records.iter().flatten().map(|r| r.bytes).sum();
         Ok(records.first().copied().flatten().map(|r| Filled {
@@ -942,24 +934,29 @@ mod tests {
         }
     }
 
+    /// The key of `e` by its file system and inode (no file id).
+    fn key(e: &Entry) -> u64 {
+        crate::engine::ident::part_key(crate::engine::ident::SourceId::inode(e), e)
+    }
+
     /// A part file left by an earlier version of psync is found again:
     /// the key is the reference XXH3-64 of the version's fields.
     #[test]
     fn part_key_is_stable() {
         let mut e = entry(3);
         (e.dev, e.ino, e.mtime) = (1, 2, Time::new(4, 5));
-        assert_eq!(part_key(&e), 0xa918_8c14_90e6_95af);
+        assert_eq!(key(&e), 0xa918_8c14_90e6_95af);
     }
 
     #[test]
     fn part_names_follow_the_source_version() {
         let a = entry(10);
         let mut b = a.clone();
-        assert_eq!(part_name(&a), part_name(&b));
+        assert_eq!(part_name(key(&a)), part_name(key(&b)));
         b.mtime.nsec += 1;
-        assert_ne!(part_name(&a), part_name(&b));
-        assert_eq!(part_name_key(&part_name(&a)), Some(part_key(&a)));
-        assert_eq!(part_name_key(&journal_name(&a)), Some(part_key(&a)));
+        assert_ne!(part_name(key(&a)), part_name(key(&b)));
+        assert_eq!(part_name_key(&part_name(key(&a))), Some(key(&a)));
+        assert_eq!(part_name_key(&journal_name(key(&a))), Some(key(&a)));
         assert_eq!(part_name_key(&Name::from(".psync-part.xyz")), None);
     }
 
@@ -1018,8 +1015,8 @@ mod tests {
 
     /// The journal of `e` in `d`, if it is psync's and of `chunk` and `e`.
     fn open_existing(d: &Dir, chunk: u64, e: &Entry) -> Option<Journal> {
-        let f = d.open_private(journal_name(e).as_bytes()).ok()?.ok()?;
-        Journal::matching(f, chunk, e).map(|(j, _)| j)
+        let f = d.open_private(journal_name(key(e)).as_bytes()).ok()?.ok()?;
+        Journal::matching(f, chunk, key(e), e).map(|(j, _)| j)
     }
 
     #[test]
@@ -1027,10 +1024,14 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        Journal::create(&d, 64 << 20, &e, 7).unwrap();
+        Journal::create(&d, 64 << 20, key(&e), &e, 7).unwrap();
         let mut touched = e.clone();
         touched.ctime.nsec += 1;
-        assert_eq!(part_name(&touched), part_name(&e), "parts keep their names");
+        assert_eq!(
+            part_name(key(&touched)),
+            part_name(key(&e)),
+            "parts keep their names"
+        );
         assert!(open_existing(&d, 64 << 20, &touched).is_none());
         assert!(open_existing(&d, 64 << 20, &e).is_some());
     }
@@ -1044,8 +1045,8 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        Journal::create(&d, 64 << 20, &e, 7).unwrap();
-        let path = t.path().join(journal_name(&e).to_string());
+        Journal::create(&d, 64 << 20, key(&e), &e, 7).unwrap();
+        let path = t.path().join(journal_name(key(&e)).to_string());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o7777, 0o600);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -1054,7 +1055,7 @@ mod tests {
         // in for a file planted again (the unlink cannot remove it).
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
-        let err = Journal::create(&d, 64 << 20, &e, 7)
+        let err = Journal::create(&d, 64 << 20, key(&e), &e, 7)
             .err()
             .expect("a planted name");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
@@ -1066,7 +1067,7 @@ mod tests {
         let t = crate::test_dir();
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
-        let j = Journal::create(&d, 64 << 20, &e, 7).unwrap();
+        let j = Journal::create(&d, 64 << 20, key(&e), &e, 7).unwrap();
         j.write(
             3,
             Record {
@@ -1123,7 +1124,7 @@ mod tests {
         let d = Dir::open_root(t.path()).unwrap();
         let e = entry(1 << 30);
         let chunk = 64 << 20;
-        let j = Journal::create(&d, chunk, &e, 0).unwrap();
+        let j = Journal::create(&d, chunk, key(&e), &e, 0).unwrap();
         let done = |hash| Record {
             hash,
             earlier: false,
@@ -1136,17 +1137,17 @@ mod tests {
         }
         j.write(2, done(None)).unwrap();
         let f = d
-            .open_private(journal_name(&e).as_bytes())
+            .open_private(journal_name(key(&e)).as_bytes())
             .unwrap()
             .unwrap();
-        let (j, run) = Journal::matching(f, chunk, &e).unwrap();
+        let (j, run) = Journal::matching(f, chunk, key(&e), &e).unwrap();
         assert_eq!(run, 0);
         j.take_over(5000, 42).unwrap();
         let f = d
-            .open_private(journal_name(&e).as_bytes())
+            .open_private(journal_name(key(&e)).as_bytes())
             .unwrap()
             .unwrap();
-        let (j, run) = Journal::matching(f, chunk, &e).unwrap();
+        let (j, run) = Journal::matching(f, chunk, key(&e), &e).unwrap();
         assert_eq!(run, 42);
         let earlier = |hash| Record {
             earlier: true,

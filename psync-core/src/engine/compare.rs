@@ -9,7 +9,7 @@
 //! finish task, on whatever node it runs, looks for it. A killed run's
 //! marker is a stale temporary to the next run, which removes it.
 
-use crate::engine::bigfile::{discard_part, part_key, spawn_chunks};
+use crate::engine::bigfile::{discard_part, spawn_chunks};
 use crate::engine::{CopyFail, Engine};
 use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
@@ -89,7 +89,7 @@ impl Engine {
 
     /// The marker a differing chunk of `src` leaves for its finish.
     pub(crate) fn differs_marker(&self, src: &Entry) -> Name {
-        self.private_name(b"differs", part_key(src), ".differs")
+        self.private_name(b"differs", self.part_key(src), ".differs")
     }
 
     /// Compares one chunk of both sides; a difference, or a side that
@@ -195,7 +195,7 @@ impl Engine {
                 }
                 // Equal after all: a part an earlier run left for this
                 // version (kept for a resume) has nothing left to finish.
-                discard_part(&dst_dir, &src);
+                discard_part(&dst_dir, self.part_key(&src));
                 if self.drop_source_cache {
                     // Readahead at a chunk's end may have brought back
                     // pages of a chunk compared (and dropped) before it,

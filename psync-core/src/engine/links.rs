@@ -2,6 +2,7 @@
 //! target, keyed by source device and inode, with an O_EXCL claim so each
 //! group's data is copied once and RENAME_NOREPLACE publication (ADR 001).
 
+use crate::engine::ident::SourceId;
 use crate::engine::{CopyFail, Engine, Made, Shared};
 use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
@@ -94,9 +95,9 @@ impl LinkArea {
         self.subdir(&self.parts, || PARTS.to_vec())
     }
 
-    /// The bucket holding the keys (and notes) of source inode `ino`.
-    fn bucket(&self, dev: u64, ino: u64) -> io::Result<&Dir> {
-        let i = inode_hash(dev, ino) as usize % BUCKETS;
+    /// The bucket holding the keys (and notes) of the source file `id`.
+    fn bucket(&self, id: SourceId) -> io::Result<&Dir> {
+        let i = id.hash() as usize % BUCKETS;
         self.subdir(&self.buckets[i], || format!("{i:02x}").into_bytes())
     }
 }
@@ -297,7 +298,8 @@ impl Engine {
         Vec<(RelPath, Action)>,
         std::collections::HashMap<RelPath, (u64, u64)>,
     )> {
-        let mut sorter = Sorter::new(area);
+        let id = |e: &Entry| self.source_id(e);
+        let mut sorter = Sorter::new(area, &id);
         let read = |name: &[u8], kind: usize, sorter: &mut Sorter<'_>| {
             if let Some(Task::Links { rel, actions, at }) = read_record(pending, name) {
                 sorter.add(kind, &rel, at, actions);
@@ -363,7 +365,7 @@ impl Engine {
         };
         let actions = read(ACTIONS);
         let members = read(MEMBER_RECORDS);
-        let (recorded, dirs) = collect_records(&actions, &members);
+        let (recorded, dirs) = collect_records(&|e| self.source_id(e), &actions, &members);
         drop((actions, members));
         let held = Name(format!("s{from:03x}").into_bytes());
         self.decide_links(area, recorded, &dirs, held.as_bytes(), cx);
@@ -389,11 +391,11 @@ impl Engine {
         held: &[u8],
         cx: &mut dyn TaskContext,
     ) {
-        let groups = group(&recorded);
+        let groups = group(&|e| self.source_id(e), &recorded);
         self.note_names(&recorded);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
         for (rel, mut a) in recorded {
-            let Some(g) = action_source(&a).map(|src| &groups[&(src.dev, src.ino)]) else {
+            let Some(g) = action_source(&a).map(|src| &groups[&self.source_id(src)]) else {
                 continue;
             };
             let busy = g.work || g.split;
@@ -477,7 +479,7 @@ impl Engine {
             return;
         };
         let bytes: Vec<Vec<u8>> = names.iter().filter_map(|n| read_small(held, n)).collect();
-        let (recorded, dirs) = collect_records(&bytes, &[] as &[Vec<u8>]);
+        let (recorded, dirs) = collect_records(&|e| self.source_id(e), &bytes, &[] as &[Vec<u8>]);
         drop(bytes);
         self.spawn_links(recorded, &dirs, cx);
     }
@@ -511,13 +513,13 @@ impl Engine {
     }
 
     /// Writes, for each group with attributes due on an existing target,
-    /// the tree's names of the group (`<dev>-<ino>.names` in its bucket),
+    /// the tree's names of the group (`<key>.names` in its bucket),
     /// so that whichever worker is about to change its target inode in
     /// place can count which of them are that inode now
     /// ([`Engine::links_explained`]). Nothing for a group with nothing due
     /// (a first copy, a no-op run).
     fn note_names(&self, recorded: &[(RelPath, Action)]) {
-        let mut names: std::collections::HashMap<(u64, u64), (bool, Vec<RelPath>)> =
+        let mut names: std::collections::HashMap<SourceId, (bool, Vec<RelPath>)> =
             Default::default();
         for (rel, a) in recorded {
             let Some(src) = action_source(a) else {
@@ -526,12 +528,12 @@ impl Engine {
             let due = matches!(a, Action::Copy { change, .. } | Action::Symlink { change, .. }
                 | Action::Special { change, .. } | Action::Attrs { change, .. }
                 if change.perms || change.owner || change.group || change.time);
-            let g = names.entry((src.dev, src.ino)).or_default();
+            let g = names.entry(self.source_id(src)).or_default();
             g.0 |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
             g.1.push(rel.join(&src.name));
         }
-        for ((dev, ino), (due, paths)) in names {
-            let Ok(bucket) = self.link_area().and_then(|a| a.bucket(dev, ino)) else {
+        for (id, (due, paths)) in names {
+            let Ok(bucket) = self.link_area().and_then(|a| a.bucket(id)) else {
                 continue;
             };
             let Ok(bytes) = postcard::to_stdvec(&paths) else {
@@ -541,7 +543,7 @@ impl Engine {
                 // Once: a second delivery of the deciding task writes
                 // the same names, and a `Links` task of the first may be
                 // reading them.
-                let _ = self.write_once(bucket, &names_note(dev, ino), &bytes);
+                let _ = self.write_once(bucket, &names_note(id), &bytes);
             }
         }
     }
@@ -559,10 +561,11 @@ impl Engine {
     pub(crate) fn links_explained(&self, src: &Entry, st: &rustix::fs::Stat, plus: u64) -> bool {
         #[allow(clippy::unnecessary_cast)]
         let (inode, links) = ((st.st_dev as u64, st.st_ino as u64), st.st_nlink as u64);
-        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) else {
+        let id = self.source_id(src);
+        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(id)) else {
             return false;
         };
-        let Some(paths) = read_small(bucket, &names_note(src.dev, src.ino))
+        let Some(paths) = read_small(bucket, &names_note(id))
             .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())
         else {
             return false;
@@ -740,7 +743,8 @@ impl Engine {
 
     /// The hard-link area: a directory at the target root named like a
     /// temporary of this run, so that a later run removes it if this one
-    /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`),
+    /// dies. Its buckets hold one link per source inode (`<dev>-<ino>`, or
+    /// `f<id>` from the copier's file id: [`SourceId::key`]),
     /// through which every path of that inode is linked — whichever thread
     /// or node sees it — and it is removed when the run finishes.
     ///
@@ -920,11 +924,12 @@ impl Engine {
         change: Change,
     ) {
         let path = rel.join(&src.name);
-        let area = match self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) {
+        let id = self.source_id(src);
+        let area = match self.link_area().and_then(|a| a.bucket(id)) {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
-        let key = group_key(src);
+        let key = id.key();
         let quick_ok = dst.is_some_and(|d| {
             d.kind == Kind::File
                 && d.size == src.size
@@ -1032,7 +1037,7 @@ impl Engine {
         };
         c.hardlink = true;
         c.transfer = false;
-        let leader = read_small(area, &leader_name(src.dev, src.ino));
+        let leader = read_small(area, &leader_name(self.source_id(src)));
         self.emit(Event::Itemize {
             path,
             change: Some(c),
@@ -1092,7 +1097,8 @@ impl Engine {
         if let Err(e) = crate::engine::attrs::node_as_listed(src_dir, src) {
             return self.fail(&path, false, Op::Stat, e);
         }
-        let area = match self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) {
+        let id = self.source_id(src);
+        let area = match self.link_area().and_then(|a| a.bucket(id)) {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
@@ -1102,7 +1108,7 @@ impl Engine {
             src_dir,
             dst_dir,
             area,
-            key: group_key(src),
+            key: id.key(),
             src,
             dst,
             quick_ok: !attrs_differ && dst.is_some_and(|d| same_node(src, d)),
@@ -1212,10 +1218,11 @@ impl Engine {
     /// True when `now` (a target as it is now) is the inode published as
     /// `src`'s group's.
     fn is_group_inode(&self, src: &Entry, now: &Entry) -> bool {
-        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(src.dev, src.ino)) else {
+        let id = self.source_id(src);
+        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(id)) else {
             return false;
         };
-        let key = group_key(src);
+        let key = id.key();
         // `now.dev` is the run's id of its file system (ADR 014).
         #[allow(clippy::unnecessary_cast)]
         bucket.stat(key.as_bytes()).is_ok_and(|k| {
@@ -1371,7 +1378,7 @@ impl Engine {
 
     /// Records which path made or published a group (for itemizing).
     fn note_leader(&self, area: &Dir, src: &Entry, path: &RelPath) -> Result<(), CopyFail> {
-        let name = leader_name(src.dev, src.ino);
+        let name = leader_name(self.source_id(src));
         if self.itemize && !write_small(area, &name, &self.temp_name(), path.as_bytes()) {
             return Err(CopyFail::target_io(
                 Op::Create,
@@ -1612,13 +1619,13 @@ fn record_name(prefix: &[u8], rel: &RelPath, origin: &[u8]) -> Name {
 
 /// The link area's note of a group's names in the tree (see
 /// [`Engine::note_names`]).
-fn names_note(dev: u64, ino: u64) -> Name {
-    Name(format!("{dev:x}-{ino:x}.names").into_bytes())
+fn names_note(id: SourceId) -> Name {
+    id.note(".names")
 }
 
 /// The link area's note of which path copied a group (for itemizing).
-fn leader_name(dev: u64, ino: u64) -> Name {
-    Name(format!("{dev:x}-{ino:x}.path").into_bytes())
+fn leader_name(id: SourceId) -> Name {
+    id.note(".path")
 }
 
 /// Writes a small note file, replacing any: written under `tmp`, then
@@ -1696,12 +1703,6 @@ struct NodeJob<'a> {
     strict: bool,
     /// What a copy's mode is made from (files; see [`Made`]).
     made: Made,
-}
-
-/// The name of a group's inode in its bucket: the source's file system
-/// (its run-wide id, ADR 014) and inode.
-pub(crate) fn group_key(src: &Entry) -> Name {
-    Name(format!("{:x}-{:x}", src.dev, src.ino).into_bytes())
 }
 
 /// True when the target `d` is the node `s` is: same type, same device
@@ -1826,13 +1827,16 @@ struct Group {
 }
 
 /// The recorded names per source inode.
-fn group(recorded: &[(RelPath, Action)]) -> std::collections::HashMap<(u64, u64), Group> {
-    let mut groups: std::collections::HashMap<(u64, u64), Group> = Default::default();
+fn group(
+    id: &dyn Fn(&Entry) -> SourceId,
+    recorded: &[(RelPath, Action)],
+) -> std::collections::HashMap<SourceId, Group> {
+    let mut groups: std::collections::HashMap<SourceId, Group> = Default::default();
     for (_, a) in recorded {
         let Some(src) = action_source(a) else {
             continue;
         };
-        let g = groups.entry((src.dev, src.ino)).or_default();
+        let g = groups.entry(id(src)).or_default();
         g.paths += 1;
         g.work |= needs_work(a);
         match (g.target, action_target(a).map(|d| (d.dev, d.ino))) {
@@ -1885,18 +1889,9 @@ const MEMBER_RECORDS: usize = 1;
 /// The link area's subdirectory of the walk's records sorted by slot.
 const PARTS: &[u8] = b"parts";
 
-/// A hash of a source inode: its bucket, slot and filter bit are taken
-/// from it.
-fn inode_hash(dev: u64, ino: u64) -> u64 {
-    let mut id = [0u8; 16];
-    id[..8].copy_from_slice(&dev.to_le_bytes());
-    id[8..].copy_from_slice(&ino.to_le_bytes());
-    twox_hash::XxHash3_64::oneshot(&id)
-}
-
-/// The slot of a source inode's records, and its bit in the filter.
-fn slot_of(dev: u64, ino: u64) -> (u32, usize) {
-    let h = inode_hash(dev, ino);
+/// The slot of a source file's records, and its bit in the filter.
+fn slot_of(id: SourceId) -> (u32, usize) {
+    let h = id.hash();
     #[allow(clippy::cast_possible_truncation)]
     let slot = ((h >> 40) % u64::from(SLOTS)) as u32;
     #[allow(clippy::cast_possible_truncation)]
@@ -1919,6 +1914,8 @@ fn slot_file(slot: u32, kind: usize) -> Name {
 /// record (a filter of [`WANTED_BITS`] bits; exact when decided).
 struct Sorter<'a> {
     area: &'a LinkArea,
+    /// The records' source identities ([`Engine::source_id`]).
+    id: &'a dyn Fn(&Entry) -> SourceId,
     /// Per slot and kind (`slot * 2 + kind`): records not yet written.
     bufs: Vec<Vec<u8>>,
     /// Per slot and kind: bytes in its file.
@@ -1933,9 +1930,10 @@ struct Sorter<'a> {
 }
 
 impl<'a> Sorter<'a> {
-    fn new(area: &'a LinkArea) -> Sorter<'a> {
+    fn new(area: &'a LinkArea, id: &'a dyn Fn(&Entry) -> SourceId) -> Sorter<'a> {
         Sorter {
             area,
+            id,
             bufs: vec![Vec::new(); SLOTS as usize * 2],
             written: vec![0; SLOTS as usize * 2],
             buffered: 0,
@@ -1955,7 +1953,7 @@ impl<'a> Sorter<'a> {
             let Some(src) = action_source(&a) else {
                 continue;
             };
-            let (slot, bit) = slot_of(src.dev, src.ino);
+            let (slot, bit) = slot_of((self.id)(src));
             let (word, mask) = (bit / 64, 1u64 << (bit % 64));
             if kind == ACTIONS {
                 self.wanted[word] |= mask;
@@ -2054,7 +2052,11 @@ impl<'a> Sorter<'a> {
             return None;
         }
         let kind = |k: usize| self.bufs.iter().skip(k).step_by(2).collect::<Vec<_>>();
-        Some(collect_records(&kind(ACTIONS), &kind(MEMBER_RECORDS)))
+        Some(collect_records(
+            self.id,
+            &kind(ACTIONS),
+            &kind(MEMBER_RECORDS),
+        ))
     }
 }
 
@@ -2078,6 +2080,7 @@ fn each_record(bytes: &[u8], each: &mut dyn FnMut(RelPath, Option<(u64, u64)>, V
 /// nothing); with the directories' identities.
 #[allow(clippy::type_complexity)]
 fn collect_records<B: AsRef<[u8]>>(
+    id: &dyn Fn(&Entry) -> SourceId,
     actions: &[B],
     members: &[B],
 ) -> (
@@ -2097,9 +2100,9 @@ fn collect_records<B: AsRef<[u8]>>(
     if recorded.is_empty() || members.iter().all(|b| b.as_ref().is_empty()) {
         return (recorded, dirs);
     }
-    let wanted: std::collections::HashSet<(u64, u64)> = recorded
+    let wanted: std::collections::HashSet<SourceId> = recorded
         .iter()
-        .filter_map(|(_, a)| action_source(a).map(|s| (s.dev, s.ino)))
+        .filter_map(|(_, a)| action_source(a).map(id))
         .collect();
     // A name recorded as an action too (a `--checksum` comparison found
     // equal, its attributes due) counts once, as the action.
@@ -2111,8 +2114,7 @@ fn collect_records<B: AsRef<[u8]>>(
         each_record(b.as_ref(), &mut |rel, at, acts| {
             for a in acts {
                 if action_source(&a).is_some_and(|s| {
-                    wanted.contains(&(s.dev, s.ino))
-                        && !acted.contains(&(rel.clone(), s.name.clone()))
+                    wanted.contains(&id(s)) && !acted.contains(&(rel.clone(), s.name.clone()))
                 }) {
                     if let Some(at) = at {
                         dirs.insert(rel.clone(), at);
@@ -2304,7 +2306,7 @@ mod tests {
             .map(|a| (RelPath::root(), a))
             .collect();
         recorded.extend(found.into_iter().map(|a| (RelPath::root(), a)));
-        let g = &group(&recorded)[&(1, 7)];
+        let g = &group(&SourceId::inode, &recorded)[&SourceId::Inode { dev: 1, ino: 7 }];
         assert_eq!(g.paths, 2);
         assert!(g.work && g.split);
     }
@@ -2341,7 +2343,7 @@ mod tests {
         assert_eq!(names, [&Name::from("fifo")]);
         let recorded: Vec<(RelPath, Action)> =
             found.into_iter().map(|a| (RelPath::root(), a)).collect();
-        let g = &group(&recorded)[&(1, 9)];
+        let g = &group(&SourceId::inode, &recorded)[&SourceId::Inode { dev: 1, ino: 9 }];
         assert!(!g.work && !g.split);
     }
 }

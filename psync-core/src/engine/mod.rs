@@ -27,6 +27,7 @@ pub(crate) mod compare;
 mod dirs;
 mod files;
 mod fsattrs;
+pub(crate) mod ident;
 pub(crate) mod links;
 mod temps;
 

@@ -70,7 +70,7 @@ impl Engine {
             .filter_map(|a| match a {
                 // A compared file may turn out to differ: its copy resumes.
                 Action::Copy { src, .. } | Action::Compare { src, .. } if self.is_big(src) => {
-                    Some(crate::engine::bigfile::part_key(src))
+                    Some(self.part_key(src))
                 }
                 _ => None,
             })

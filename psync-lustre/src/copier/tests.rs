@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::double::layouts::{dom, instantiated, pfl3, plain, released};
-use crate::double::{Call, FakeLustre, fid_of_inode};
+use crate::double::{Call, FakeLustre};
 use crate::layout::STRIPE_OFFSET_ANY;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -532,7 +532,7 @@ fn fids_are_kept_with_entries() {
     let c = s.copier(LustreOptions::default());
     for name in ["s", "d"] {
         let kept = Kept::of(&s.entry(&c, name)).expect("kept");
-        assert_eq!(kept.fid, Some(fid_of_inode(s.ino(name))));
+        assert_eq!(kept.fid, Some(s.fake.fid_at(&s.path(name)).unwrap()));
         assert_eq!(Kept::decode(&kept.encode()), Some(kept));
     }
     assert_eq!(Kept::decode(b"other"), None);
@@ -567,4 +567,45 @@ fn options_reach_a_copier_made_from_them() {
         panic!()
     };
     assert_eq!(p.stripe_count, 3);
+}
+
+/// The engine's identity of a file is its FID (not its inode): one for
+/// every name of an inode, another for another file; none without a
+/// FID kept (the engine keys by inode then).
+#[test]
+fn file_ids_are_the_fids() {
+    let s = Scene::new(b"x", None);
+    std::fs::hard_link(s.path("s"), s.path("s2")).unwrap();
+    std::fs::write(s.path("o"), b"other").unwrap();
+    let c = s.copier(LustreOptions::default());
+    let fid = s.fake.fid_at(&s.path("s")).unwrap();
+    let id = c.file_id(&s.entry(&c, "s")).expect("a file id");
+    assert_eq!(id, fid.packed());
+    assert_eq!(id >> 64, u128::from(crate::double::FID_SEQ));
+    assert_ne!(id & 0xffff_ffff_ffff_ffff, u128::from(s.ino("s")) << 32);
+    assert_eq!(c.file_id(&s.entry(&c, "s2")), Some(id), "a hard link");
+    assert_ne!(c.file_id(&s.entry(&c, "o")), Some(id));
+    let bare = Entry::from_stat(Name::from("s"), &s.dir().stat(b"s").unwrap());
+    assert_eq!(c.file_id(&bare), None);
+    let f = Fid {
+        seq: 0x2_0000_0401,
+        oid: 0x1234,
+        ver: 7,
+    };
+    assert_eq!(f.packed(), 0x2_0000_0401_0000_1234_0000_0007);
+}
+
+/// A layout warning names the source's FID.
+#[test]
+fn layout_warnings_name_the_fid() {
+    let s = Scene::new(b"data", Some(&plain(2, 1 << 20, None)));
+    s.fake.refuse(Some(libc::EPERM));
+    let c = s.copier(LustreOptions::default());
+    let notes = s.copy(&c);
+    let fid = s.fake.fid_at(&s.path("s")).unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].1.ends_with(&format!(" (source FID {fid})")),
+        "{notes:?}"
+    );
 }
