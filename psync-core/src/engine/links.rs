@@ -7,6 +7,7 @@ use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
 use crate::event::Event;
 use crate::fs::Dir;
+use crate::fsattr::PROTECT;
 use crate::itemize::Change;
 use crate::plan::{Action, PlanOptions, is_linked};
 use crate::task::Task;
@@ -516,9 +517,21 @@ impl Engine {
     /// place can count which of them are that inode now
     /// ([`Engine::links_explained`]). Nothing for a group with nothing due
     /// (a first copy, a no-op run).
+    ///
+    /// Also for a group whose source or target names are immutable or
+    /// append-only: the target's flags are lifted ([`Engine::unlock_group`])
+    /// and the source's set at the end of the phase
+    /// ([`Engine::seal_groups`]) only on an inode whose links are all these
+    /// names; the source's flags are noted too (`<dev>-<ino>.protect`).
     fn note_names(&self, recorded: &[(RelPath, Action)]) {
-        let mut names: std::collections::HashMap<(u64, u64), (bool, Vec<RelPath>)> =
-            Default::default();
+        #[derive(Default)]
+        struct Noted {
+            due: bool,
+            protect: u32,
+            paths: Vec<RelPath>,
+        }
+        let mut names: std::collections::HashMap<(u64, u64), Noted> = Default::default();
+        let flags = self.copy_opts.file_flags.on();
         for (rel, a) in recorded {
             let Some(src) = action_source(a) else {
                 continue;
@@ -527,22 +540,206 @@ impl Engine {
                 | Action::Special { change, .. } | Action::Attrs { change, .. }
                 if change.perms || change.owner || change.group || change.time);
             let g = names.entry((src.dev, src.ino)).or_default();
-            g.0 |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
-            g.1.push(rel.join(&src.name));
+            g.due |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
+            if flags && src.kind == Kind::File {
+                g.protect |= src.flags.unwrap_or(0) & PROTECT;
+                g.due |= action_target(a).is_some_and(Entry::is_protected);
+            }
+            g.paths.push(rel.join(&src.name));
         }
-        for ((dev, ino), (due, paths)) in names {
+        for ((dev, ino), g) in names {
             let Ok(bucket) = self.link_area().and_then(|a| a.bucket(dev, ino)) else {
                 continue;
             };
-            let Ok(bytes) = postcard::to_stdvec(&paths) else {
+            let Ok(bytes) = postcard::to_stdvec(&g.paths) else {
                 continue;
             };
-            if due {
+            if g.due || g.protect != 0 {
                 // Once: a second delivery of the deciding task writes
                 // the same names, and a `Links` task of the first may be
                 // reading them.
                 let _ = self.write_once(bucket, &names_note(dev, ino), &bytes);
             }
+            if g.protect != 0 {
+                let bits = g.protect.to_le_bytes();
+                let _ = self.write_once(bucket, &protect_note(dev, ino), &bits);
+            }
+        }
+    }
+
+    /// The distinct links among the group's noted names (the note `note`
+    /// of `bucket`, see [`Engine::note_names`]) that are the inode `st`
+    /// now: each counted once per directory inode and name, so a
+    /// directory reached by two paths (renamed while they are counted)
+    /// does not count twice. `None` without the note.
+    fn noted_links(&self, bucket: &Dir, note: &Name, st: &rustix::fs::Stat) -> Option<u64> {
+        let paths =
+            read_small(bucket, note).and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())?;
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        let mut seen = std::collections::HashSet::new();
+        for path in paths {
+            let Some((parent, name)) = path.split_last() else {
+                continue;
+            };
+            let Ok(d) = self.open_dst(&parent) else {
+                continue;
+            };
+            let (Ok(dir), Ok(at)) = (d.fstat(), d.stat(name)) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            if (at.st_dev as u64, at.st_ino as u64) == inode {
+                seen.insert((dir.st_dev as u64, dir.st_ino as u64, name.to_vec()));
+            }
+        }
+        Some(seen.len() as u64)
+    }
+
+    /// Lifts immutable and append-only from `dst`, the listed target of
+    /// a name of `src`'s hard-link group in `dst_dir`, before the run
+    /// links, replaces or fixes it. Only when every link of its inode is
+    /// one of the group's noted names in the tree (ADR 018): while the
+    /// flags are on, the kernel lets no name of the inode be made,
+    /// removed or renamed, so that count cannot race. A name elsewhere
+    /// (a user's file linked into the tree before it was made immutable,
+    /// or a name the source does not have) keeps them: an error.
+    fn unlock_group(&self, dst_dir: &Dir, src: &Entry, dst: &Entry) -> io::Result<()> {
+        if self.dry_run
+            || !dst.is_protected()
+            || !self.copy_opts.file_flags.on()
+            || dst.kind != Kind::File
+        {
+            return Ok(());
+        }
+        let Ok(h) = dst_dir.handle(src.name.as_bytes()) else {
+            // Gone: whatever comes next finds that out.
+            return Ok(());
+        };
+        if !self.fs.is(&h, dst) {
+            return Ok(());
+        }
+        let protected =
+            || crate::fsattr::get(h.node()).map(|a| a.is_some_and(|a| a.xflags() & PROTECT != 0));
+        if !protected()? {
+            // Lifted already, for another name of the group.
+            return Ok(());
+        }
+        let st = rustix::fs::fstat(&h)?;
+        let bucket = self.link_area()?.bucket(src.dev, src.ino)?;
+        let here = self.noted_links(bucket, &names_note(src.dev, src.ino), &st);
+        #[allow(clippy::unnecessary_cast)]
+        let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
+        if !explained {
+            if !protected()? {
+                // Lifted by another name's task while these were counted
+                // (its names then moved on).
+                return Ok(());
+            }
+            return Err(io::Error::other(
+                "immutable or append-only, with names outside its hard-link group in the tree: not lifted",
+            ));
+        }
+        let report = crate::fsattr::set_protect(h.node(), 0)?;
+        match report.dropped.into_iter().next() {
+            Some(crate::fsattr::Dropped::Flags(_, e) | crate::fsattr::Dropped::ProjectId(_, e)) => {
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// At the end of the last phase (a bucket's removal): sets the
+    /// immutable and append-only flags of each group of `bucket` whose
+    /// source has them (the `<dev>-<ino>.protect` notes), on the inode
+    /// the run published for it (its key, unlinked first: an immutable
+    /// inode's names cannot be removed) or, when an earlier delivery
+    /// unlinked that, the inode of its first noted name. Once set, no
+    /// name of the inode can come or go, and its links are counted: any
+    /// link that is not one of the group's noted names in the tree (a
+    /// name a user added elsewhere) and the flags are put back as they
+    /// were, with a warning.
+    fn seal_groups(&self, bucket: &Dir, bucket_name: &Name) {
+        let Ok(names) = bucket.names() else {
+            return;
+        };
+        for note in names
+            .iter()
+            .filter(|n| n.as_bytes().ends_with(PROTECT_NOTE))
+        {
+            let stem = &note.as_bytes()[..note.as_bytes().len() - PROTECT_NOTE.len()];
+            let Some(bits) = read_small(bucket, note)
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map(u32::from_le_bytes)
+            else {
+                continue;
+            };
+            let names_note = Name([stem, b".names"].concat());
+            let path = RelPath::from_bytes(self.link_area_name().0)
+                .join(bucket_name)
+                .join(&Name(stem.to_vec()));
+            self.seal_group(bucket, stem, &names_note, bits, &path);
+        }
+    }
+
+    fn seal_group(&self, bucket: &Dir, key: &[u8], names_note: &Name, bits: u32, path: &RelPath) {
+        let paths = read_small(bucket, names_note)
+            .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())
+            .unwrap_or_default();
+        let handle = match bucket.handle(key) {
+            Ok(h) => {
+                match bucket.unlink(key) {
+                    // NotFound: by another delivery of this task.
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return self.fail(path, true, Op::Remove, e);
+                    }
+                    _ => {}
+                }
+                Some((h, path.clone()))
+            }
+            Err(_) => paths.iter().find_map(|p| {
+                let (parent, name) = p.split_last()?;
+                let h = self.open_dst(&parent).ok()?.handle(name).ok()?;
+                Some((h, p.clone()))
+            }),
+        };
+        let Some((h, mut path)) = handle else {
+            return;
+        };
+        // Reported by a name in the tree.
+        if let Some(first) = paths.first() {
+            path = first.clone();
+        }
+        if rustix::fs::FileType::from_raw_mode(h.stat.st_mode) != rustix::fs::FileType::RegularFile
+        {
+            return;
+        }
+        let before = match crate::fsattr::get(h.node()) {
+            Ok(Some(a)) => a.xflags() & PROTECT,
+            Ok(None) => return,
+            Err(e) => return self.fail(&path, true, Op::FileAttr, e),
+        };
+        if before == bits {
+            return;
+        }
+        let report = match crate::fsattr::set_protect(h.node(), bits) {
+            Ok(r) => r,
+            Err(e) => return self.fail(&path, true, Op::FileAttr, e),
+        };
+        self.report_fsattrs(&path, &report);
+        if !report.changed {
+            return;
+        }
+        let explained = rustix::fs::fstat(&h).is_ok_and(|st| {
+            #[allow(clippy::unnecessary_cast)]
+            let links = st.st_nlink as u64;
+            self.noted_links(bucket, names_note, &st)
+                .is_some_and(|n| links <= n)
+        });
+        if !explained {
+            let _ = crate::fsattr::set_protect(h.node(), before);
+            let why = "its inode has names outside its hard-link group in the tree: immutable and append-only not set";
+            self.warn(&path, true, Op::FileAttr, why);
         }
     }
 
@@ -822,9 +1019,18 @@ impl Engine {
     /// Removes one bucket of the link area (nothing when an earlier
     /// delivery did).
     pub(crate) fn drop_link_bucket(&self, bucket: &Name) {
-        if let Some(area) = self.find_link_area()
-            && let Err(e) = area.root.remove_all(bucket.as_bytes())
+        let Some(area) = self.find_link_area() else {
+            return;
+        };
+        // Buckets are named by two hex digits (see `LinkArea::bucket`).
+        if self.copy_opts.file_flags.on()
+            && !self.dry_run
+            && bucket.as_bytes().len() == 2
+            && let Ok(b) = area.root.open_dir(bucket.as_bytes())
         {
+            self.seal_groups(&b, bucket);
+        }
+        if let Err(e) = area.root.remove_all(bucket.as_bytes()) {
             let path = RelPath::from_bytes(self.link_area_name().0).join(bucket);
             self.fail(&path, true, Op::Remove, e);
         }
@@ -924,6 +1130,19 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
+        // An immutable or append-only target can be neither linked to
+        // nor replaced: lifted first, when that is safe; the group's
+        // inode gets the source's flags at the end of the phase.
+        if let Some(d) = dst
+            && let Err(err) = self.unlock_group(dst_dir, src, d)
+        {
+            let got = Err(CopyFail::Failed {
+                on_target: true,
+                op: Op::FileAttr,
+                err,
+            });
+            return self.linked_outcome(path, area, src, dst, change, got);
+        }
         let key = group_key(src);
         let quick_ok = dst.is_some_and(|d| {
             d.kind == Kind::File
@@ -1168,6 +1387,11 @@ impl Engine {
             ctime: dst.ctime,
             ..now
         };
+        // Immutable or append-only: lifted for the fix (and set again at
+        // the end of the phase), when that is safe.
+        if let Err(e) = self.unlock_group(dst_dir, src, &listed) {
+            return self.fail(&rel.join(&src.name), true, Op::FileAttr, e);
+        }
         if !published {
             // Not an inode the run published as the group's: changed in
             // place only if all its links are the group's names in the
@@ -1614,6 +1838,16 @@ fn record_name(prefix: &[u8], rel: &RelPath, origin: &[u8]) -> Name {
 /// [`Engine::note_names`]).
 fn names_note(dev: u64, ino: u64) -> Name {
     Name(format!("{dev:x}-{ino:x}.names").into_bytes())
+}
+
+/// The end of the link area's note of the immutable and append-only
+/// flags of a group's source (see [`Engine::note_names`]).
+const PROTECT_NOTE: &[u8] = b".protect";
+
+/// The link area's note of a group's source's immutable and append-only
+/// flags.
+fn protect_note(dev: u64, ino: u64) -> Name {
+    Name([format!("{dev:x}-{ino:x}").as_bytes(), PROTECT_NOTE].concat())
 }
 
 /// The link area's note of which path copied a group (for itemizing).
