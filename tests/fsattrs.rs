@@ -507,6 +507,23 @@ fn groups_and_root(cfg: Config, src: &Path, dst: &Path) {
     );
     assert_eq!(std::fs::read_to_string(dst.join("top2")).unwrap(), "top2");
     assert_eq!(attrs(dst).0, "a");
+
+    // The flag a crash left lifted (between a group's last link and its
+    // seal): compared from the listing, set again.
+    let group = ["d1/a", "d1/b", "d2/c", "d2/gained"];
+    chattr(&dst.join("d1/a"), "-i");
+    assert_quiet("lifted on the target", &sync(cfg, src, dst, true));
+    assert_group(dst, &group, "the second version");
+    // The source's flag lifted: lifted on the target.
+    chattr(&src.join("d1/a"), "-i");
+    assert_quiet("lifted on the source", &sync(cfg, src, dst, true));
+    for n in group {
+        assert_eq!(attrs(&dst.join(n)).0, "", "{n}");
+    }
+    assert_eq!(inode(&dst.join("d1/a")).1, 4);
+    chattr(&src.join("d1/a"), "+i");
+    assert_quiet("set on the source", &sync(cfg, src, dst, true));
+    assert_group(dst, &group, "the second version");
     let last = sync(cfg, src, dst, true);
     assert_quiet("nothing changed at last", &last);
     assert!(last.itemized.is_empty(), "{:?}", last.itemized);

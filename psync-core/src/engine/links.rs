@@ -1376,17 +1376,20 @@ impl Engine {
             let why = "replaced in the target during the run; its attributes were not set";
             return self.warn(&rel.join(&src.name), true, Op::Stat, why);
         }
-        let due = crate::plan::attr_change(src, &now, &self.plan_opts);
+        let listed = Entry {
+            ctime: dst.ctime,
+            flags: dst.flags,
+            ..now
+        };
+        // Immutable and append-only as listed (`now` has no flags): set
+        // at the end of the phase, or lifted here if the source has none.
+        let due = crate::plan::attr_change(src, &listed, &self.plan_opts);
         if !due.any() && !self.xattr_source(Some(dst), src) {
             return self.count(|c| {
                 c.unchanged += 1;
                 c.done += 1;
             });
         }
-        let listed = Entry {
-            ctime: dst.ctime,
-            ..now
-        };
         // Immutable or append-only: lifted for the fix (and set again at
         // the end of the phase), when that is safe.
         if let Err(e) = self.unlock_group(dst_dir, src, &listed) {
