@@ -957,7 +957,10 @@ impl Engine {
         let seal = self.protect_of(src).filter(|&bits| bits != 0 || locked);
         if (attrs || xattrs || seal.is_some()) && !self.dry_run {
             let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
-            if (attrs || xattrs) && locked && self.copy_opts.file_flags.on() {
+            // Also when not listed so but the source has them: a second
+            // delivery of this finish finds them set by the first.
+            let sealed = locked || seal.is_some_and(|bits| bits != 0);
+            if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
                     Ok(d) => {
                         self.set_protect(rel, Node::Fd(d.fd()), 0);

@@ -851,12 +851,44 @@ impl Engine {
             }
             return;
         };
+        // Immutable or append-only (its finish set them): lifted for the
+        // links and its times, set again after. A directory, of one name
+        // (ADR 010 lets the run lift those).
+        let sealed = self.lift_dir(rel, &dst_dir);
+        self.links_in(rel, &src_dir, &dst_dir, actions);
+        if sealed != 0 {
+            self.set_protect(rel, crate::xattr::Node::Fd(dst_dir.fd()), sealed);
+        }
+    }
+
+    /// The immutable and append-only flags of the directory `d`, lifted
+    /// (`0` when it has none, or they stay).
+    fn lift_dir(&self, rel: &RelPath, d: &Dir) -> u32 {
+        if self.dry_run || !self.copy_opts.file_flags.on() {
+            return 0;
+        }
+        let node = crate::xattr::Node::Fd(d.fd());
+        match crate::fsattr::get(node) {
+            Ok(Some(a)) if a.xflags() & PROTECT != 0 => {
+                let bits = a.xflags() & PROTECT;
+                if self.set_protect(rel, node, 0) {
+                    bits
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// [`Engine::run_links`] in the open directories.
+    fn links_in(&self, rel: &RelPath, src_dir: &Dir, dst_dir: &Dir, actions: Vec<Action>) {
         // Attribute fixes alone link nothing, unless a fix found the
         // inode shared and relinked its name to a copy: the directory is
         // left alone when its mtime did not move.
         let links = !actions.iter().all(is_fix);
         let mtime = |d: &Dir| d.fstat().ok().map(|st| (st.st_mtime, st.st_mtime_nsec));
-        let before = mtime(&dst_dir);
+        let before = mtime(dst_dir);
         // Without root, a directory finished read-only (its source's mode)
         // is opened for the links, as its walk opened it: its attributes
         // are set again below.
@@ -869,9 +901,9 @@ impl Engine {
                         .is_ok()
             });
         for action in actions {
-            self.run_linked(rel, &src_dir, &dst_dir, action);
+            self.run_linked(rel, src_dir, dst_dir, action);
         }
-        if !links && !opened_up && mtime(&dst_dir) == before {
+        if !links && !opened_up && mtime(dst_dir) == before {
             return;
         }
         if let Ok(st) = src_dir.fstat() {
@@ -887,7 +919,7 @@ impl Engine {
             }
         }
         // The names linked (their data was flushed before publication).
-        self.sync_dir(rel, &dst_dir);
+        self.sync_dir(rel, dst_dir);
     }
 
     /// One recorded action of the last phase.
