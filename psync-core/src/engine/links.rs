@@ -563,6 +563,9 @@ impl Engine {
             if g.protect != 0 {
                 let bits = g.protect.to_le_bytes();
                 let _ = self.write_once(bucket, &protect_note(dev, ino), &bits);
+                if let Ok(area) = self.link_area() {
+                    let _ = area.root.create_excl(SEALS);
+                }
             }
         }
     }
@@ -1040,7 +1043,8 @@ impl Engine {
         let Ok(names) = area.root.names() else {
             return;
         };
-        for bucket in names.into_iter().filter(|n| n.as_bytes() != HELD) {
+        let kept = |n: &Name| n.as_bytes() != HELD && n.as_bytes() != SEALS;
+        for bucket in names.into_iter().filter(kept) {
             cx.spawn(Task::DropLinks {
                 rel: RelPath::root(),
                 bucket,
@@ -1058,6 +1062,7 @@ impl Engine {
         if self.copy_opts.file_flags.on()
             && !self.dry_run
             && bucket.as_bytes().len() == 2
+            && area.root.stat(SEALS).is_ok()
             && let Ok(b) = area.root.open_dir(bucket.as_bytes())
         {
             self.seal_groups(&b, bucket);
@@ -1843,6 +1848,11 @@ const HELD: &[u8] = b"held";
 /// The link area's marker: the walk's records are all in `parts/` (see
 /// [`Engine::decide_recorded`]).
 const SORTED: &[u8] = b"sorted";
+
+/// The link area's marker: some group's source is immutable or
+/// append-only (a `.protect` note is in its bucket), so the buckets'
+/// removal looks for those notes. It stays until the area goes.
+const SEALS: &[u8] = b"seals";
 
 /// The file of `held/` of the copies the root's finish held back (those
 /// a `LinkSlots` held are `s<first slot>`).
