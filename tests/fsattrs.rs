@@ -530,6 +530,25 @@ fn groups_and_root(cfg: Config, src: &Path, dst: &Path) {
     chattr(&src.join("d1/a"), "+i");
     assert_quiet("set on the source", &sync(cfg, src, dst, true));
     assert_group(dst, &group, "the second version");
+
+    // A name lost (removed by --delete): removed in the last phase, once
+    // the group's other names are known, the flag set again.
+    chattr(&src.join("d1/a"), "-i");
+    std::fs::remove_file(src.join("d1/b")).unwrap();
+    chattr(&src.join("d1/a"), "+i");
+    let lost = sync(cfg, src, dst, true);
+    assert_quiet("a name lost", &lost);
+    assert!(
+        lost.itemized.iter().any(|i| i == "*deleting   d1/b"),
+        "{:?}",
+        lost.itemized
+    );
+    assert!(!dst.join("d1/b").exists());
+    assert_group(
+        dst,
+        &["d1/a", "d2/c", "d3/e", "d2/gained"],
+        "the second version",
+    );
     let last = sync(cfg, src, dst, true);
     assert_quiet("nothing changed at last", &last);
     assert!(last.itemized.is_empty(), "{:?}", last.itemized);

@@ -755,6 +755,9 @@ impl Engine {
         let removed = match dir {
             // In this node's terms: a directory is removed only if its
             // `fstat` is still the entry's.
+            // A name of an immutable inode of several names: removed in
+            // the last phase, once its other names are known.
+            Some(_) if !replaced && self.defer_gone(rel, old) => 0,
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,

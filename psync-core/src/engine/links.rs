@@ -578,6 +578,16 @@ impl Engine {
     fn noted_links(&self, bucket: &Dir, note: &Name, st: &rustix::fs::Stat) -> Option<u64> {
         let paths =
             read_small(bucket, note).and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())?;
+        Some(self.links_among(&paths, st).len() as u64)
+    }
+
+    /// The links of the inode `st` among `paths` of the tree, as
+    /// (directory device, directory inode, name).
+    fn links_among(
+        &self,
+        paths: &[RelPath],
+        st: &rustix::fs::Stat,
+    ) -> std::collections::HashSet<(u64, u64, Vec<u8>)> {
         #[allow(clippy::unnecessary_cast)]
         let inode = (st.st_dev as u64, st.st_ino as u64);
         let mut seen = std::collections::HashSet::new();
@@ -596,7 +606,103 @@ impl Engine {
                 seen.insert((dir.st_dev as u64, dir.st_ino as u64, name.to_vec()));
             }
         }
-        Some(seen.len() as u64)
+        seen
+    }
+
+    /// A name that `--delete` removes, of an immutable or append-only
+    /// inode of several names (listed so): its other names are not known
+    /// yet, so it is not lifted here but noted in the link area (by the
+    /// target inode, `g<dev>-<ino>.<hash>`), and removed in the last phase
+    /// once they are (see [`Engine::unlock_group`], [`Engine::seal_groups`]).
+    /// False when it is not such a name, or cannot be noted.
+    pub(crate) fn defer_gone(&self, rel: &RelPath, old: &Entry) -> bool {
+        if self.dry_run
+            || !self.copy_opts.file_flags.on()
+            || !self.plan_opts.hard_links
+            || old.kind != Kind::File
+            || old.nlink < 2
+            || !old.is_protected()
+        {
+            return false;
+        }
+        let path = rel.join(&old.name);
+        let Ok(area) = self.link_area() else {
+            return false;
+        };
+        let Ok(bucket) = area.bucket(old.dev, old.ino) else {
+            return false;
+        };
+        let note = gone_note(old.dev, old.ino, &path);
+        let noted = self.write_once(bucket, &note, path.as_bytes()).is_ok();
+        if noted {
+            let _ = area.root.create_excl(SEALS);
+        }
+        noted
+    }
+
+    /// The names noted gone (see [`Engine::defer_gone`]) of the listed
+    /// target inode `dev`/`ino`.
+    fn gone_paths(&self, dev: u64, ino: u64) -> Vec<RelPath> {
+        let Ok(bucket) = self.link_area().and_then(|a| a.bucket(dev, ino)) else {
+            return Vec::new();
+        };
+        let prefix = gone_prefix(dev, ino);
+        let Ok(names) = bucket.names() else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter(|n| n.as_bytes().starts_with(&prefix))
+            .filter_map(|n| read_small(bucket, n))
+            .map(RelPath::from_bytes)
+            .collect()
+    }
+
+    /// Removes the names `paths` that are still the inode `st` (noted
+    /// gone: `--delete` removes them, see [`Engine::defer_gone`]), once
+    /// its immutable and append-only flags are lifted. Each directory
+    /// gets its source's times back (and its own flags lifted for the
+    /// removal, set again after).
+    fn remove_gone(&self, paths: &[RelPath], st: &rustix::fs::Stat) {
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        for path in paths {
+            let Some((parent, name)) = path.split_last() else {
+                continue;
+            };
+            let Ok(d) = self.open_dst(&parent) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            let here = d
+                .stat(name)
+                .is_ok_and(|at| (at.st_dev as u64, at.st_ino as u64) == inode);
+            if !here {
+                continue;
+            }
+            let sealed = self.lift_dir(&parent, &d);
+            match d.unlink(name) {
+                Ok(()) => self.count(|c| c.deleted += 1),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.fail(path, true, Op::Remove, e),
+            }
+            if let Ok(src_dir) = self.src_root.open_beneath(&parent)
+                && let Ok(sst) = src_dir.fstat()
+            {
+                let entry = Entry::from_stat(Name::default(), &sst);
+                if let Err(e) = self.copier.set_attrs(
+                    crate::xattr::Node::Fd(d.fd()),
+                    &entry,
+                    None,
+                    &self.copy_opts,
+                ) {
+                    self.fail(&parent, true, e.op, e.source);
+                }
+            }
+            if sealed != 0 {
+                self.set_protect(&parent, crate::xattr::Node::Fd(d.fd()), sealed);
+            }
+        }
     }
 
     /// Lifts immutable and append-only from `dst`, the listed target of
@@ -630,7 +736,15 @@ impl Engine {
         }
         let st = rustix::fs::fstat(&h)?;
         let bucket = self.link_area()?.bucket(src.dev, src.ino)?;
-        let here = self.noted_links(bucket, &names_note(src.dev, src.ino), &st);
+        // The group's names, and the names `--delete` removes (noted
+        // gone by the walk).
+        let noted = read_small(bucket, &names_note(src.dev, src.ino))
+            .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok());
+        let gone = self.gone_paths(dst.dev, dst.ino);
+        let here = noted.map(|mut paths| {
+            paths.extend(gone.iter().cloned());
+            self.links_among(&paths, &st).len() as u64
+        });
         #[allow(clippy::unnecessary_cast)]
         let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
         if !explained {
@@ -648,7 +762,10 @@ impl Engine {
             Some(crate::fsattr::Dropped::Flags(_, e) | crate::fsattr::Dropped::ProjectId(_, e)) => {
                 Err(e)
             }
-            None => Ok(()),
+            None => {
+                self.remove_gone(&gone, &st);
+                Ok(())
+            }
         }
     }
 
@@ -666,6 +783,7 @@ impl Engine {
         let Ok(names) = bucket.names() else {
             return;
         };
+        self.drop_gone(bucket, &names);
         for note in names
             .iter()
             .filter(|n| n.as_bytes().ends_with(PROTECT_NOTE))
@@ -682,6 +800,73 @@ impl Engine {
                 .join(bucket_name)
                 .join(&Name(stem.to_vec()));
             self.seal_group(bucket, stem, &names_note, bits, &path);
+        }
+    }
+
+    /// The names noted gone in `bucket` (see [`Engine::defer_gone`]) that
+    /// no group's name lifted and removed: removed when every link of
+    /// their inode is one of them (the inode goes), its flags lifted;
+    /// else an error each, as the removal of a name of an immutable
+    /// inode that other names share.
+    fn drop_gone(&self, bucket: &Dir, names: &[Name]) {
+        let mut inodes: std::collections::BTreeMap<&[u8], Vec<RelPath>> = Default::default();
+        for n in names.iter().filter(|n| n.as_bytes().starts_with(b"g")) {
+            let Some(dot) = n.as_bytes().iter().position(|&b| b == b'.') else {
+                continue;
+            };
+            if let Some(path) = read_small(bucket, n) {
+                inodes
+                    .entry(&n.as_bytes()[..dot])
+                    .or_default()
+                    .push(RelPath::from_bytes(path));
+            }
+        }
+        for (key, paths) in inodes {
+            // Pinned by a name still there, still the inode listed (the
+            // note's); the others are compared with it.
+            let ino = key
+                .iter()
+                .position(|&b| b == b'-')
+                .and_then(|i| std::str::from_utf8(&key[i + 1..]).ok())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            let Some((h, path)) = paths.iter().find_map(|p| {
+                let (parent, name) = p.split_last()?;
+                Some((self.open_dst(&parent).ok()?.handle(name).ok()?, p))
+            }) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            let listed = Some(h.stat.st_ino as u64) == ino;
+            if !listed
+                || rustix::fs::FileType::from_raw_mode(h.stat.st_mode)
+                    != rustix::fs::FileType::RegularFile
+            {
+                continue;
+            }
+            let protected = match crate::fsattr::get(h.node()) {
+                Ok(a) => a.is_some_and(|a| a.xflags() & PROTECT != 0),
+                Err(e) => {
+                    self.fail(path, true, Op::FileAttr, e);
+                    continue;
+                }
+            };
+            let Ok(st) = rustix::fs::fstat(&h) else {
+                continue;
+            };
+            if protected {
+                #[allow(clippy::unnecessary_cast)]
+                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64;
+                let lifted = all
+                    && crate::fsattr::set_protect(h.node(), 0).is_ok_and(|r| r.dropped.is_empty());
+                if !lifted {
+                    let why = "immutable or append-only with other names (maybe outside the tree): not lifted";
+                    for p in &paths {
+                        self.fail(p, true, Op::FileAttr, io::Error::other(why));
+                    }
+                    continue;
+                }
+            }
+            self.remove_gone(&paths, &st);
         }
     }
 
@@ -1893,6 +2078,21 @@ const PROTECT_NOTE: &[u8] = b".protect";
 /// flags.
 fn protect_note(dev: u64, ino: u64) -> Name {
     Name([format!("{dev:x}-{ino:x}").as_bytes(), PROTECT_NOTE].concat())
+}
+
+/// The start of the link area's notes of names `--delete` removes of
+/// the listed target inode `dev`/`ino` (see [`Engine::defer_gone`]).
+fn gone_prefix(dev: u64, ino: u64) -> Vec<u8> {
+    format!("g{dev:x}-{ino:x}.").into_bytes()
+}
+
+/// One such note, named after its path.
+fn gone_note(dev: u64, ino: u64, path: &RelPath) -> Name {
+    let mut h = twox_hash::XxHash3_128::new();
+    h.write(path.as_bytes());
+    let mut name = gone_prefix(dev, ino);
+    name.extend_from_slice(format!("{:032x}", h.finish_128()).as_bytes());
+    Name(name)
 }
 
 /// The link area's note of which path copied a group (for itemizing).
