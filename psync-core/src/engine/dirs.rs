@@ -202,10 +202,8 @@ impl Engine {
                 )
             });
             let dirs = (&src_dir, d);
-            // The root is written in by every run (the link area, the
-            // probe): lifted whenever it is listed so.
-            let writes = writes || cleaned || rel.is_root();
-            self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes);
+            // The root is lifted for the link area when that is made.
+            self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
         }
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries

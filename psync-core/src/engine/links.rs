@@ -1169,6 +1169,9 @@ impl Engine {
     pub(crate) fn link_area(&self) -> io::Result<&LinkArea> {
         let made = self.links.get_or_init(|| {
             let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
+            // An immutable or append-only root: lifted for the area (made
+            // and removed in it); the root's finish sets its flags.
+            self.lift_dir(&RelPath::root(), root);
             let name = self.link_area_name();
             match root.mkdir(name.as_bytes(), 0o700) {
                 Ok(()) => {}
