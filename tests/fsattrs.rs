@@ -408,3 +408,221 @@ fn an_unprivileged_run_warns_that_immutable_cannot_be_set() {
         assert_eq!(std::fs::read_to_string(dst.join(f)).unwrap(), f);
     }
 }
+
+/// The inode and link count of `p`.
+fn inode(p: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p).unwrap();
+    (m.ino(), m.nlink())
+}
+
+/// A hard-link group of three names in two directories, immutable on the
+/// source, under an append-only root: copied as one inode with `i` set
+/// (at the end of the last phase, once all its names are linked) and the
+/// root `a`; updated with `i` set again when the source's data changed;
+/// a name gained on a re-run linked to it; a new file at the root. Every
+/// run reports nothing; a re-run with nothing changed does nothing.
+#[test]
+fn hard_link_groups_and_the_root_keep_immutable_and_append_only() {
+    let test = "hard_link_groups_and_the_root_keep_immutable_and_append_only";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for fs in [Fs::Xfs, Fs::Ext4] {
+        for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+            eprintln!("=== {test} {fs} [{cfg}]");
+            let Some(s) = scratch(test, fs, fs) else {
+                continue;
+            };
+            let (src, dst) = (s.src(), s.dst());
+            let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+            groups_and_root(*cfg, &src, &dst);
+        }
+    }
+}
+
+#[track_caller]
+fn assert_group(dst: &Path, names: &[&str], data: &str) {
+    let first = inode(&dst.join(names[0]));
+    assert_eq!(first.1, names.len() as u64, "links of {}", names[0]);
+    for n in names {
+        assert_eq!(inode(&dst.join(n)), first, "{n} is the group's inode");
+        assert_eq!(std::fs::read_to_string(dst.join(n)).unwrap(), data, "{n}");
+        assert_eq!(attrs(&dst.join(n)).0, "i", "flags of {n}");
+    }
+}
+
+#[track_caller]
+fn assert_quiet(what: &str, out: &crate::util::run::Outcome) {
+    out.assert_ok();
+    assert!(out.errors.is_empty(), "{what}: {:?}", out.errors);
+    assert!(out.warnings.is_empty(), "{what}: {:?}", out.warnings);
+}
+
+fn groups_and_root(cfg: Config, src: &Path, dst: &Path) {
+    for d in ["d1", "d2", "d3"] {
+        std::fs::create_dir(src.join(d)).unwrap();
+    }
+    write(&src.join("d1/a"), "one");
+    std::fs::hard_link(src.join("d1/a"), src.join("d1/b")).unwrap();
+    std::fs::hard_link(src.join("d1/a"), src.join("d2/c")).unwrap();
+    std::fs::hard_link(src.join("d1/a"), src.join("d3/e")).unwrap();
+    write(&src.join("top"), "top");
+    chattr(&src.join("d1/a"), "+i");
+    chattr(src, "+a");
+    // Names in an append-only and in an immutable directory: linked
+    // after the directories' finish.
+    chattr(&src.join("d2"), "+a");
+    chattr(&src.join("d3"), "+i");
+    let names = ["d1/a", "d1/b", "d2/c", "d3/e"];
+    let dirs = |dst: &Path| {
+        assert_eq!(attrs(dst).0, "a", "the root's flag");
+        assert_eq!(attrs(&dst.join("d2")).0, "a");
+        assert_eq!(attrs(&dst.join("d3")).0, "i");
+    };
+
+    assert_quiet("first run", &sync(cfg, src, dst, true));
+    assert_group(dst, &names, "one");
+    dirs(dst);
+    assert_eq!(std::fs::read_to_string(dst.join("top")).unwrap(), "top");
+    let again = sync(cfg, src, dst, true);
+    assert_quiet("nothing changed", &again);
+    assert!(again.itemized.is_empty(), "{:?}", again.itemized);
+
+    // The source's data changed (its flag lifted and set again).
+    chattr(&src.join("d1/a"), "-i");
+    write(&src.join("d1/a"), "the second version");
+    chattr(&src.join("d1/a"), "+i");
+    let changed = sync(cfg, src, dst, true);
+    assert_quiet("data changed", &changed);
+    assert_group(dst, &names, "the second version");
+    dirs(dst);
+
+    // A name gained (and a new file at the append-only root).
+    chattr(&src.join("d1/a"), "-i");
+    std::fs::hard_link(src.join("d1/a"), src.join("d2/gained")).unwrap();
+    chattr(&src.join("d1/a"), "+i");
+    write(&src.join("top2"), "top2");
+    let gained = sync(cfg, src, dst, true);
+    assert_quiet("a name gained", &gained);
+    let items = gained.sorted_items();
+    assert!(
+        items
+            .iter()
+            .any(|i| i.starts_with("hf") && i.contains(" d2/gained => ")),
+        "{items:?}"
+    );
+    let group = ["d1/a", "d1/b", "d2/c", "d3/e", "d2/gained"];
+    assert_group(dst, &group, "the second version");
+    assert_eq!(std::fs::read_to_string(dst.join("top2")).unwrap(), "top2");
+    dirs(dst);
+
+    // The flag a crash left lifted (between a group's last link and its
+    // seal): compared from the listing, set again.
+    chattr(&dst.join("d1/a"), "-i");
+    assert_quiet("lifted on the target", &sync(cfg, src, dst, true));
+    assert_group(dst, &group, "the second version");
+    // The source's flag lifted: lifted on the target.
+    chattr(&src.join("d1/a"), "-i");
+    assert_quiet("lifted on the source", &sync(cfg, src, dst, true));
+    for n in group {
+        assert_eq!(attrs(&dst.join(n)).0, "", "{n}");
+    }
+    assert_eq!(inode(&dst.join("d1/a")).1, 5);
+    chattr(&src.join("d1/a"), "+i");
+    assert_quiet("set on the source", &sync(cfg, src, dst, true));
+    assert_group(dst, &group, "the second version");
+
+    // A name lost (removed by --delete): removed in the last phase, once
+    // the group's other names are known, the flag set again.
+    chattr(&src.join("d1/a"), "-i");
+    std::fs::remove_file(src.join("d1/b")).unwrap();
+    chattr(&src.join("d1/a"), "+i");
+    let lost = sync(cfg, src, dst, true);
+    assert_quiet("a name lost", &lost);
+    assert!(
+        lost.itemized.iter().any(|i| i == "*deleting   d1/b"),
+        "{:?}",
+        lost.itemized
+    );
+    assert!(!dst.join("d1/b").exists());
+    assert_group(
+        dst,
+        &["d1/a", "d2/c", "d3/e", "d2/gained"],
+        "the second version",
+    );
+    let last = sync(cfg, src, dst, true);
+    assert_quiet("nothing changed at last", &last);
+    assert!(last.itemized.is_empty(), "{:?}", last.itemized);
+}
+
+/// ADR 010: a group's inode that a name outside the tree shares (an
+/// admin's immutable file linked into the tree, a link added outside) is
+/// neither lifted nor made immutable. Its data changed on the source:
+/// not lifted, an error, the outside name untouched. Its names right and
+/// one gained: linked, but immutable not set (put back at once), a
+/// warning.
+#[test]
+fn a_group_inode_shared_outside_the_tree_keeps_its_flags() {
+    let test = "a_group_inode_shared_outside_the_tree_keeps_its_flags";
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let outside = dst.parent().unwrap().join("outside");
+    let _unlock = Unlock(vec![src.clone(), dst.clone(), outside.clone()]);
+    let cfg = Config {
+        front: Front::Cli,
+        threads: 2,
+    };
+    std::fs::create_dir(src.join("d1")).unwrap();
+    write(&src.join("d1/a"), "one");
+    std::fs::hard_link(src.join("d1/a"), src.join("d1/b")).unwrap();
+    chattr(&src.join("d1/a"), "+i");
+    assert_quiet("first run", &sync(cfg, &src, &dst, false));
+    assert_group(&dst, &["d1/a", "d1/b"], "one");
+
+    // Shared with a name outside the tree, immutable: the source's data
+    // changes.
+    chattr(&dst.join("d1/a"), "-i");
+    std::fs::hard_link(dst.join("d1/a"), &outside).unwrap();
+    chattr(&dst.join("d1/a"), "+i");
+    chattr(&src.join("d1/a"), "-i");
+    write(&src.join("d1/a"), "two");
+    chattr(&src.join("d1/a"), "+i");
+    let refused = sync(cfg, &src, &dst, false);
+    assert_ne!(refused.exit, 0, "{refused:#?}");
+    assert!(
+        refused.errors.iter().any(|e| e.contains("not lifted")),
+        "{:?}",
+        refused.errors
+    );
+    assert_eq!(attrs(&outside).0, "i", "the outside name's flag stays");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "one");
+    assert_eq!(inode(&outside).1, 3);
+
+    // Not immutable, its data right, a name gained: linked, not sealed.
+    chattr(&outside, "-i");
+    chattr(&src.join("d1/a"), "-i");
+    write(&src.join("d1/a"), "one");
+    std::fs::hard_link(src.join("d1/a"), src.join("d1/c")).unwrap();
+    let mtime = std::fs::metadata(dst.join("d1/a"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(src.join("d1/a"))
+        .unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    chattr(&src.join("d1/a"), "+i");
+    let left = sync(cfg, &src, &dst, false);
+    left.assert_ok();
+    assert!(
+        left.warnings.iter().any(|w| w.contains("names outside")),
+        "{:?}",
+        left.warnings
+    );
+    assert_eq!(inode(&outside).1, 4, "d1/c linked to the shared inode");
+    assert_eq!(inode(&dst.join("d1/c")).0, inode(&outside).0);
+    assert_eq!(attrs(&outside).0, "", "not made immutable");
+}

@@ -268,6 +268,14 @@ impl Entry {
     }
 }
 
+/// The flags [`listed_flags`] gives for the open entry `fd` (a run's
+/// root, which is opened, not listed): `None` where `statx` fails.
+pub(crate) fn listed_flags_of(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS).ok()?;
+    listed_flags(&st)
+}
+
 /// The immutable, append-only and nodump flags of a `statx` result as
 /// `FS_XFLAG_*` bits; `None` unless the file system reports all three
 /// (and only for regular files and directories, the entries whose flags

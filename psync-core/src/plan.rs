@@ -507,13 +507,17 @@ pub(crate) fn attr_change(s: &Entry, d: &Entry, opts: &PlanOptions) -> Change {
 /// they cost nothing to read, and so whatever a crash left lifted is
 /// set again by the next run. Itemized as `x`, as rsync has no column
 /// for them. The other flags and the project id are compared with the
-/// xattrs ([`xattrs_may_differ`]). Not for a file of several names,
-/// whose immutable and append-only flags are not synced (ADR 018).
+/// xattrs ([`xattrs_may_differ`]). For a file of several names only
+/// immutable and append-only, which the last phase sets on its group's
+/// inode once the group is complete (ADR 018).
 pub(crate) fn listed_flags_differ(s: &Entry, d: &Entry, opts: &PlanOptions) -> bool {
+    let compared = match is_linked(s, opts) {
+        true => crate::fsattr::PROTECT,
+        false => u32::MAX,
+    };
     opts.file_flags
         && matches!(s.kind, Kind::File | Kind::Dir)
-        && !is_linked(s, opts)
-        && matches!((s.flags, d.flags), (Some(a), Some(b)) if a != b)
+        && matches!((s.flags, d.flags), (Some(a), Some(b)) if (a ^ b) & compared != 0)
 }
 
 /// True when an entry's xattrs/ACLs (and inode flags and project id)
@@ -797,9 +801,15 @@ mod tests {
             ..opts()
         };
         assert!(plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &off).is_empty());
-        // A file of several names: not compared (its inode is linked in
-        // the last phase).
+        // A file of several names: immutable and append-only compared
+        // (set on its group's inode by the last phase), nodump not.
         (s.nlink, d.nlink) = (2, 2);
+        let acts = plan(std::slice::from_ref(&s), std::slice::from_ref(&d), &opts());
+        assert!(
+            matches!(&acts[..], [Action::Attrs { change, .. }] if change.code() == ".f........x"),
+            "{acts:?}"
+        );
+        s.flags = Some(crate::fsattr::NODUMP);
         assert!(plan(&[s], &[d], &opts()).is_empty());
     }
 

@@ -511,14 +511,22 @@ pub(crate) fn open_target_root(
     // keeps the old mode, so the root's finish sets the source's.
     let add = if dry_run || is_root() { 0 } else { 0o700 };
     let (d, st) = Dir::open_root_adding(dst, add).at(Op::OpenDir, dst)?;
-    let entry = existed.then(|| Entry::from_stat(Name::default(), &st));
+    let entry = existed.then(|| Entry {
+        // Immutable or append-only: lifted while the run writes in it.
+        flags: crate::entry::listed_flags_of(d.fd()),
+        ..Entry::from_stat(Name::default(), &st)
+    });
     Ok((Some(d), entry))
 }
 
 /// The entry of an open root (its own name empty).
 pub(crate) fn root_entry(d: &Dir, path: &Path) -> Result<Entry, Error> {
     let st = d.fstat().at(Op::Stat, path)?;
-    Ok(Entry::from_stat(Name::default(), &st))
+    Ok(Entry {
+        // Its immutable and append-only flags are set at the root's finish.
+        flags: crate::entry::listed_flags_of(d.fd()),
+        ..Entry::from_stat(Name::default(), &st)
+    })
 }
 
 /// A root path as its raw bytes (any bytes but NUL are a valid path; a

@@ -202,6 +202,7 @@ impl Engine {
                 )
             });
             let dirs = (&src_dir, d);
+            // The root is lifted for the link area when that is made.
             self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
         }
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
@@ -752,6 +753,9 @@ impl Engine {
         let removed = match dir {
             // In this node's terms: a directory is removed only if its
             // `fstat` is still the entry's.
+            // A name of an immutable inode of several names: removed in
+            // the last phase, once its other names are known.
+            Some(_) if !replaced && self.defer_gone(rel, old) => 0,
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,
@@ -954,7 +958,10 @@ impl Engine {
         let seal = self.protect_of(src).filter(|&bits| bits != 0 || locked);
         if (attrs || xattrs || seal.is_some()) && !self.dry_run {
             let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
-            if (attrs || xattrs) && locked && self.copy_opts.file_flags.on() {
+            // Also when not listed so but the source has them: a second
+            // delivery of this finish finds them set by the first.
+            let sealed = locked || seal.is_some_and(|bits| bits != 0);
+            if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
                     Ok(d) => {
                         self.set_protect(rel, Node::Fd(d.fd()), 0);

@@ -33,7 +33,8 @@ impl Engine {
     /// last; `None` when flags are not synced or not listed.
     /// Not for a file of several names: its inode is linked to them in
     /// the run's last phase, and an immutable or append-only inode
-    /// cannot be linked (ADR 018).
+    /// cannot be linked; that phase sets them once the group is complete
+    /// (`Engine::seal_groups`, ADR 018).
     pub(crate) fn protect_of(&self, src: &Entry) -> Option<u32> {
         if !self.protects(src) {
             return None;
@@ -123,6 +124,11 @@ impl Engine {
             return true;
         }
         if !lone(&h.stat) {
+            // A name of a hard-link group: lifted already, when safe, by
+            // the last phase (see `Engine::unlock_group`).
+            if fsattr::get(h.node()).is_ok_and(|a| a.is_none_or(|a| a.xflags() & PROTECT == 0)) {
+                return true;
+            }
             let why =
                 "immutable or append-only with other names (maybe outside the tree): not lifted";
             self.fail(&path, true, Op::FileAttr, io::Error::other(why));

@@ -8,6 +8,7 @@ use crate::entry::{Entry, Kind, Name, RelPath, Time};
 use crate::error::Op;
 use crate::event::Event;
 use crate::fs::Dir;
+use crate::fsattr::PROTECT;
 use crate::itemize::Change;
 use crate::plan::{Action, PlanOptions, is_linked};
 use crate::task::Task;
@@ -518,9 +519,21 @@ impl Engine {
     /// place can count which of them are that inode now
     /// ([`Engine::links_explained`]). Nothing for a group with nothing due
     /// (a first copy, a no-op run).
+    ///
+    /// Also for a group whose source or target names are immutable or
+    /// append-only: the target's flags are lifted ([`Engine::unlock_group`])
+    /// and the source's set at the end of the phase
+    /// ([`Engine::seal_groups`]) only on an inode whose links are all these
+    /// names; the source's flags are noted too (`<dev>-<ino>.protect`).
     fn note_names(&self, recorded: &[(RelPath, Action)]) {
-        let mut names: std::collections::HashMap<SourceId, (bool, Vec<RelPath>)> =
-            Default::default();
+        #[derive(Default)]
+        struct Noted {
+            due: bool,
+            protect: u32,
+            paths: Vec<RelPath>,
+        }
+        let mut names: std::collections::HashMap<SourceId, Noted> = Default::default();
+        let flags = self.copy_opts.file_flags.on();
         for (rel, a) in recorded {
             let Some(src) = action_source(a) else {
                 continue;
@@ -529,22 +542,401 @@ impl Engine {
                 | Action::Special { change, .. } | Action::Attrs { change, .. }
                 if change.perms || change.owner || change.group || change.time);
             let g = names.entry(self.source_id(src)).or_default();
-            g.0 |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
-            g.1.push(rel.join(&src.name));
+            g.due |= due || action_target(a).is_some_and(|d| self.xattr_source(Some(d), src));
+            if flags && src.kind == Kind::File {
+                g.protect |= src.flags.unwrap_or(0) & PROTECT;
+                g.due |= action_target(a).is_some_and(Entry::is_protected);
+            }
+            g.paths.push(rel.join(&src.name));
         }
-        for (id, (due, paths)) in names {
+        for (id, g) in names {
             let Ok(bucket) = self.link_area().and_then(|a| a.bucket(id)) else {
                 continue;
             };
-            let Ok(bytes) = postcard::to_stdvec(&paths) else {
+            let Ok(bytes) = postcard::to_stdvec(&g.paths) else {
                 continue;
             };
-            if due {
+            if g.due || g.protect != 0 {
                 // Once: a second delivery of the deciding task writes
                 // the same names, and a `Links` task of the first may be
                 // reading them.
                 let _ = self.write_once(bucket, &names_note(id), &bytes);
             }
+            if g.protect != 0 {
+                let bits = g.protect.to_le_bytes();
+                let _ = self.write_once(bucket, &protect_note(id), &bits);
+                if let Ok(area) = self.link_area() {
+                    let _ = area.root.create_excl(SEALS);
+                }
+            }
+        }
+    }
+
+    /// The distinct links among the group's noted names (the note `note`
+    /// of `bucket`, see [`Engine::note_names`]) that are the inode `st`
+    /// now: each counted once per directory inode and name, so a
+    /// directory reached by two paths (renamed while they are counted)
+    /// does not count twice. `None` without the note.
+    fn noted_links(&self, bucket: &Dir, note: &Name, st: &rustix::fs::Stat) -> Option<u64> {
+        let paths =
+            read_small(bucket, note).and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())?;
+        Some(self.links_among(&paths, st).len() as u64)
+    }
+
+    /// The links of the inode `st` among `paths` of the tree, as
+    /// (directory device, directory inode, name).
+    fn links_among(
+        &self,
+        paths: &[RelPath],
+        st: &rustix::fs::Stat,
+    ) -> std::collections::HashSet<(u64, u64, Vec<u8>)> {
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        let mut seen = std::collections::HashSet::new();
+        for path in paths {
+            let Some((parent, name)) = path.split_last() else {
+                continue;
+            };
+            let Ok(d) = self.open_dst(&parent) else {
+                continue;
+            };
+            let (Ok(dir), Ok(at)) = (d.fstat(), d.stat(name)) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            if (at.st_dev as u64, at.st_ino as u64) == inode {
+                seen.insert((dir.st_dev as u64, dir.st_ino as u64, name.to_vec()));
+            }
+        }
+        seen
+    }
+
+    /// A name that `--delete` removes, of an immutable or append-only
+    /// inode of several names (listed so): its other names are not known
+    /// yet, so it is not lifted here but noted in the link area (by the
+    /// target inode, `g<dev>-<ino>.<hash>`), and removed in the last phase
+    /// once they are (see [`Engine::unlock_group`], [`Engine::seal_groups`]).
+    /// False when it is not such a name, or cannot be noted.
+    pub(crate) fn defer_gone(&self, rel: &RelPath, old: &Entry) -> bool {
+        if self.dry_run
+            || !self.copy_opts.file_flags.on()
+            || !self.plan_opts.hard_links
+            || old.kind != Kind::File
+            || old.nlink < 2
+            || !old.is_protected()
+        {
+            return false;
+        }
+        let path = rel.join(&old.name);
+        let Ok(area) = self.link_area() else {
+            return false;
+        };
+        let Ok(bucket) = area.bucket(SourceId::Inode {
+            dev: old.dev,
+            ino: old.ino,
+        }) else {
+            return false;
+        };
+        let note = gone_note(old.dev, old.ino, &path);
+        let noted = self.write_once(bucket, &note, path.as_bytes()).is_ok();
+        if noted {
+            let _ = area.root.create_excl(SEALS);
+        }
+        noted
+    }
+
+    /// The names noted gone (see [`Engine::defer_gone`]) of the listed
+    /// target inode `dev`/`ino`.
+    fn gone_paths(&self, dev: u64, ino: u64) -> Vec<RelPath> {
+        let Ok(bucket) = self
+            .link_area()
+            .and_then(|a| a.bucket(SourceId::Inode { dev, ino }))
+        else {
+            return Vec::new();
+        };
+        let prefix = gone_prefix(dev, ino);
+        let Ok(names) = bucket.names() else {
+            return Vec::new();
+        };
+        names
+            .iter()
+            .filter(|n| n.as_bytes().starts_with(&prefix))
+            .filter_map(|n| read_small(bucket, n))
+            .map(RelPath::from_bytes)
+            .collect()
+    }
+
+    /// Removes the names `paths` that are still the inode `st` (noted
+    /// gone: `--delete` removes them, see [`Engine::defer_gone`]), once
+    /// its immutable and append-only flags are lifted. Each directory
+    /// gets its source's times back (and its own flags lifted for the
+    /// removal, set again after).
+    fn remove_gone(&self, paths: &[RelPath], st: &rustix::fs::Stat) {
+        #[allow(clippy::unnecessary_cast)]
+        let inode = (st.st_dev as u64, st.st_ino as u64);
+        for path in paths {
+            let Some((parent, name)) = path.split_last() else {
+                continue;
+            };
+            let Ok(d) = self.open_dst(&parent) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            let here = d
+                .stat(name)
+                .is_ok_and(|at| (at.st_dev as u64, at.st_ino as u64) == inode);
+            if !here {
+                continue;
+            }
+            let sealed = self.lift_dir(&parent, &d);
+            match d.unlink(name) {
+                Ok(()) => self.count(|c| c.deleted += 1),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => self.fail(path, true, Op::Remove, e),
+            }
+            if let Ok(src_dir) = self.src_root.open_beneath(&parent)
+                && let Ok(sst) = src_dir.fstat()
+            {
+                let entry = Entry::from_stat(Name::default(), &sst);
+                if let Err(e) = self.copier.set_attrs(
+                    crate::xattr::Node::Fd(d.fd()),
+                    &entry,
+                    None,
+                    &self.copy_opts,
+                ) {
+                    self.fail(&parent, true, e.op, e.source);
+                }
+            }
+            if sealed != 0 {
+                self.set_protect(&parent, crate::xattr::Node::Fd(d.fd()), sealed);
+            }
+        }
+    }
+
+    /// Lifts immutable and append-only from `dst`, the listed target of
+    /// a name of `src`'s hard-link group in `dst_dir`, before the run
+    /// links, replaces or fixes it. Only when every link of its inode is
+    /// one of the group's noted names in the tree (ADR 018): while the
+    /// flags are on, the kernel lets no name of the inode be made,
+    /// removed or renamed, so that count cannot race. A name elsewhere
+    /// (a user's file linked into the tree before it was made immutable,
+    /// or a name the source does not have) keeps them: an error.
+    fn unlock_group(&self, dst_dir: &Dir, src: &Entry, dst: &Entry) -> io::Result<()> {
+        if self.dry_run
+            || !dst.is_protected()
+            || !self.copy_opts.file_flags.on()
+            || dst.kind != Kind::File
+        {
+            return Ok(());
+        }
+        let Ok(h) = dst_dir.handle(src.name.as_bytes()) else {
+            // Gone: whatever comes next finds that out.
+            return Ok(());
+        };
+        if !self.fs.is(&h, dst) {
+            return Ok(());
+        }
+        let protected =
+            || crate::fsattr::get(h.node()).map(|a| a.is_some_and(|a| a.xflags() & PROTECT != 0));
+        if !protected()? {
+            // Lifted already, for another name of the group.
+            return Ok(());
+        }
+        let st = rustix::fs::fstat(&h)?;
+        let id = self.source_id(src);
+        let bucket = self.link_area()?.bucket(id)?;
+        // The group's names, and the names `--delete` removes (noted
+        // gone by the walk).
+        let noted = read_small(bucket, &names_note(id))
+            .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok());
+        let gone = self.gone_paths(dst.dev, dst.ino);
+        let here = noted.map(|mut paths| {
+            paths.extend(gone.iter().cloned());
+            self.links_among(&paths, &st).len() as u64
+        });
+        #[allow(clippy::unnecessary_cast)]
+        let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
+        if !explained {
+            if !protected()? {
+                // Lifted by another name's task while these were counted
+                // (its names then moved on).
+                return Ok(());
+            }
+            return Err(io::Error::other(
+                "immutable or append-only, with names outside its hard-link group in the tree: not lifted",
+            ));
+        }
+        let report = crate::fsattr::set_protect(h.node(), 0)?;
+        match report.dropped.into_iter().next() {
+            Some(crate::fsattr::Dropped::Flags(_, e) | crate::fsattr::Dropped::ProjectId(_, e)) => {
+                Err(e)
+            }
+            None => {
+                self.remove_gone(&gone, &st);
+                Ok(())
+            }
+        }
+    }
+
+    /// At the end of the last phase (a bucket's removal): sets the
+    /// immutable and append-only flags of each group of `bucket` whose
+    /// source has them (the `<dev>-<ino>.protect` notes), on the inode
+    /// the run published for it (its key, unlinked first: an immutable
+    /// inode's names cannot be removed) or, when an earlier delivery
+    /// unlinked that, the inode of its first noted name. Once set, no
+    /// name of the inode can come or go, and its links are counted: any
+    /// link that is not one of the group's noted names in the tree (a
+    /// name a user added elsewhere) and the flags are put back as they
+    /// were, with a warning.
+    fn seal_groups(&self, bucket: &Dir, bucket_name: &Name) {
+        let Ok(names) = bucket.names() else {
+            return;
+        };
+        self.drop_gone(bucket, &names);
+        for note in names
+            .iter()
+            .filter(|n| n.as_bytes().ends_with(PROTECT_NOTE))
+        {
+            let stem = &note.as_bytes()[..note.as_bytes().len() - PROTECT_NOTE.len()];
+            let Some(bits) = read_small(bucket, note)
+                .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                .map(u32::from_le_bytes)
+            else {
+                continue;
+            };
+            let names_note = Name([stem, b".names"].concat());
+            let path = RelPath::from_bytes(self.link_area_name().0)
+                .join(bucket_name)
+                .join(&Name(stem.to_vec()));
+            self.seal_group(bucket, stem, &names_note, bits, &path);
+        }
+    }
+
+    /// The names noted gone in `bucket` (see [`Engine::defer_gone`]) that
+    /// no group's name lifted and removed: removed when every link of
+    /// their inode is one of them (the inode goes), its flags lifted;
+    /// else an error each, as the removal of a name of an immutable
+    /// inode that other names share.
+    fn drop_gone(&self, bucket: &Dir, names: &[Name]) {
+        let mut inodes: std::collections::BTreeMap<&[u8], Vec<RelPath>> = Default::default();
+        for n in names.iter().filter(|n| n.as_bytes().starts_with(b"g")) {
+            let Some(dot) = n.as_bytes().iter().position(|&b| b == b'.') else {
+                continue;
+            };
+            if let Some(path) = read_small(bucket, n) {
+                inodes
+                    .entry(&n.as_bytes()[..dot])
+                    .or_default()
+                    .push(RelPath::from_bytes(path));
+            }
+        }
+        for (key, paths) in inodes {
+            // Pinned by a name still there, still the inode listed (the
+            // note's); the others are compared with it.
+            let ino = key
+                .iter()
+                .position(|&b| b == b'-')
+                .and_then(|i| std::str::from_utf8(&key[i + 1..]).ok())
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+            let Some((h, path)) = paths.iter().find_map(|p| {
+                let (parent, name) = p.split_last()?;
+                Some((self.open_dst(&parent).ok()?.handle(name).ok()?, p))
+            }) else {
+                continue;
+            };
+            #[allow(clippy::unnecessary_cast)]
+            let listed = Some(h.stat.st_ino as u64) == ino;
+            if !listed
+                || rustix::fs::FileType::from_raw_mode(h.stat.st_mode)
+                    != rustix::fs::FileType::RegularFile
+            {
+                continue;
+            }
+            let protected = match crate::fsattr::get(h.node()) {
+                Ok(a) => a.is_some_and(|a| a.xflags() & PROTECT != 0),
+                Err(e) => {
+                    self.fail(path, true, Op::FileAttr, e);
+                    continue;
+                }
+            };
+            let Ok(st) = rustix::fs::fstat(&h) else {
+                continue;
+            };
+            if protected {
+                #[allow(clippy::unnecessary_cast)]
+                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64;
+                let lifted = all
+                    && crate::fsattr::set_protect(h.node(), 0).is_ok_and(|r| r.dropped.is_empty());
+                if !lifted {
+                    let why = "immutable or append-only with other names (maybe outside the tree): not lifted";
+                    for p in &paths {
+                        self.fail(p, true, Op::FileAttr, io::Error::other(why));
+                    }
+                    continue;
+                }
+            }
+            self.remove_gone(&paths, &st);
+        }
+    }
+
+    fn seal_group(&self, bucket: &Dir, key: &[u8], names_note: &Name, bits: u32, path: &RelPath) {
+        let paths = read_small(bucket, names_note)
+            .and_then(|b| postcard::from_bytes::<Vec<RelPath>>(&b).ok())
+            .unwrap_or_default();
+        let handle = match bucket.handle(key) {
+            Ok(h) => {
+                match bucket.unlink(key) {
+                    // NotFound: by another delivery of this task.
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return self.fail(path, true, Op::Remove, e);
+                    }
+                    _ => {}
+                }
+                Some((h, path.clone()))
+            }
+            Err(_) => paths.iter().find_map(|p| {
+                let (parent, name) = p.split_last()?;
+                let h = self.open_dst(&parent).ok()?.handle(name).ok()?;
+                Some((h, p.clone()))
+            }),
+        };
+        let Some((h, mut path)) = handle else {
+            return;
+        };
+        // Reported by a name in the tree.
+        if let Some(first) = paths.first() {
+            path = first.clone();
+        }
+        if rustix::fs::FileType::from_raw_mode(h.stat.st_mode) != rustix::fs::FileType::RegularFile
+        {
+            return;
+        }
+        let before = match crate::fsattr::get(h.node()) {
+            Ok(Some(a)) => a.xflags() & PROTECT,
+            Ok(None) => return,
+            Err(e) => return self.fail(&path, true, Op::FileAttr, e),
+        };
+        if before == bits {
+            return;
+        }
+        let report = match crate::fsattr::set_protect(h.node(), bits) {
+            Ok(r) => r,
+            Err(e) => return self.fail(&path, true, Op::FileAttr, e),
+        };
+        self.report_fsattrs(&path, &report);
+        if !report.changed {
+            return;
+        }
+        let explained = rustix::fs::fstat(&h).is_ok_and(|st| {
+            #[allow(clippy::unnecessary_cast)]
+            let links = st.st_nlink as u64;
+            self.noted_links(bucket, names_note, &st)
+                .is_some_and(|n| links <= n)
+        });
+        if !explained {
+            let _ = crate::fsattr::set_protect(h.node(), before);
+            let why = "its inode has names outside its hard-link group in the tree: immutable and append-only not set";
+            self.warn(&path, true, Op::FileAttr, why);
         }
     }
 
@@ -657,12 +1049,44 @@ impl Engine {
             }
             return;
         };
+        // Immutable or append-only (its finish set them): lifted for the
+        // links and its times, set again after. A directory, of one name
+        // (ADR 010 lets the run lift those).
+        let sealed = self.lift_dir(rel, &dst_dir);
+        self.links_in(rel, &src_dir, &dst_dir, actions);
+        if sealed != 0 {
+            self.set_protect(rel, crate::xattr::Node::Fd(dst_dir.fd()), sealed);
+        }
+    }
+
+    /// The immutable and append-only flags of the directory `d`, lifted
+    /// (`0` when it has none, or they stay).
+    fn lift_dir(&self, rel: &RelPath, d: &Dir) -> u32 {
+        if self.dry_run || !self.copy_opts.file_flags.on() {
+            return 0;
+        }
+        let node = crate::xattr::Node::Fd(d.fd());
+        match crate::fsattr::get(node) {
+            Ok(Some(a)) if a.xflags() & PROTECT != 0 => {
+                let bits = a.xflags() & PROTECT;
+                if self.set_protect(rel, node, 0) {
+                    bits
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        }
+    }
+
+    /// [`Engine::run_links`] in the open directories.
+    fn links_in(&self, rel: &RelPath, src_dir: &Dir, dst_dir: &Dir, actions: Vec<Action>) {
         // Attribute fixes alone link nothing, unless a fix found the
         // inode shared and relinked its name to a copy: the directory is
         // left alone when its mtime did not move.
         let links = !actions.iter().all(is_fix);
         let mtime = |d: &Dir| d.fstat().ok().map(|st| (st.st_mtime, st.st_mtime_nsec));
-        let before = mtime(&dst_dir);
+        let before = mtime(dst_dir);
         // Without root, a directory finished read-only (its source's mode)
         // is opened for the links, as its walk opened it: its attributes
         // are set again below.
@@ -675,9 +1099,9 @@ impl Engine {
                         .is_ok()
             });
         for action in actions {
-            self.run_linked(rel, &src_dir, &dst_dir, action);
+            self.run_linked(rel, src_dir, dst_dir, action);
         }
-        if !links && !opened_up && mtime(&dst_dir) == before {
+        if !links && !opened_up && mtime(dst_dir) == before {
             return;
         }
         if let Ok(st) = src_dir.fstat() {
@@ -693,7 +1117,7 @@ impl Engine {
             }
         }
         // The names linked (their data was flushed before publication).
-        self.sync_dir(rel, &dst_dir);
+        self.sync_dir(rel, dst_dir);
     }
 
     /// One recorded action of the last phase.
@@ -756,6 +1180,9 @@ impl Engine {
     pub(crate) fn link_area(&self) -> io::Result<&LinkArea> {
         let made = self.links.get_or_init(|| {
             let root = self.dst_root.as_ref().ok_or(libc::ENOENT)?;
+            // An immutable or append-only root: lifted for the area (made
+            // and removed in it); the root's finish sets its flags.
+            self.lift_dir(&RelPath::root(), root);
             let name = self.link_area_name();
             match root.mkdir(name.as_bytes(), 0o700) {
                 Ok(()) => {}
@@ -815,7 +1242,8 @@ impl Engine {
         let Ok(names) = area.root.names() else {
             return;
         };
-        for bucket in names.into_iter().filter(|n| n.as_bytes() != HELD) {
+        let kept = |n: &Name| n.as_bytes() != HELD && n.as_bytes() != SEALS;
+        for bucket in names.into_iter().filter(kept) {
             cx.spawn(Task::DropLinks {
                 rel: RelPath::root(),
                 bucket,
@@ -826,9 +1254,19 @@ impl Engine {
     /// Removes one bucket of the link area (nothing when an earlier
     /// delivery did).
     pub(crate) fn drop_link_bucket(&self, bucket: &Name) {
-        if let Some(area) = self.find_link_area()
-            && let Err(e) = area.root.remove_all(bucket.as_bytes())
+        let Some(area) = self.find_link_area() else {
+            return;
+        };
+        // Buckets are named by two hex digits (see `LinkArea::bucket`).
+        if self.copy_opts.file_flags.on()
+            && !self.dry_run
+            && bucket.as_bytes().len() == 2
+            && area.root.stat(SEALS).is_ok()
+            && let Ok(b) = area.root.open_dir(bucket.as_bytes())
         {
+            self.seal_groups(&b, bucket);
+        }
+        if let Err(e) = area.root.remove_all(bucket.as_bytes()) {
             let path = RelPath::from_bytes(self.link_area_name().0).join(bucket);
             self.fail(&path, true, Op::Remove, e);
         }
@@ -929,6 +1367,19 @@ impl Engine {
             Ok(a) => a,
             Err(e) => return self.fail(&path, true, Op::Link, e),
         };
+        // An immutable or append-only target can be neither linked to
+        // nor replaced: lifted first, when that is safe; the group's
+        // inode gets the source's flags at the end of the phase.
+        if let Some(d) = dst
+            && let Err(err) = self.unlock_group(dst_dir, src, d)
+        {
+            let got = Err(CopyFail::Failed {
+                on_target: true,
+                op: Op::FileAttr,
+                err,
+            });
+            return self.linked_outcome(path, area, src, dst, change, got);
+        }
         let key = id.key();
         let quick_ok = dst.is_some_and(|d| {
             d.kind == Kind::File
@@ -1163,17 +1614,25 @@ impl Engine {
             let why = "replaced in the target during the run; its attributes were not set";
             return self.warn(&rel.join(&src.name), true, Op::Stat, why);
         }
-        let due = crate::plan::attr_change(src, &now, &self.plan_opts);
+        let listed = Entry {
+            ctime: dst.ctime,
+            flags: dst.flags,
+            ..now
+        };
+        // Immutable and append-only as listed (`now` has no flags): set
+        // at the end of the phase, or lifted here if the source has none.
+        let due = crate::plan::attr_change(src, &listed, &self.plan_opts);
         if !due.any() && !self.xattr_source(Some(dst), src) {
             return self.count(|c| {
                 c.unchanged += 1;
                 c.done += 1;
             });
         }
-        let listed = Entry {
-            ctime: dst.ctime,
-            ..now
-        };
+        // Immutable or append-only: lifted for the fix (and set again at
+        // the end of the phase), when that is safe.
+        if let Err(e) = self.unlock_group(dst_dir, src, &listed) {
+            return self.fail(&rel.join(&src.name), true, Op::FileAttr, e);
+        }
         if !published {
             // Not an inode the run published as the group's: changed in
             // place only if all its links are the group's names in the
@@ -1592,6 +2051,11 @@ const HELD: &[u8] = b"held";
 /// [`Engine::decide_recorded`]).
 const SORTED: &[u8] = b"sorted";
 
+/// The link area's marker: some group's source is immutable or
+/// append-only (a `.protect` note is in its bucket), so the buckets'
+/// removal looks for those notes. It stays until the area goes.
+const SEALS: &[u8] = b"seals";
+
 /// The file of `held/` of the copies the root's finish held back (those
 /// a `LinkSlots` held are `s<first slot>`).
 const ROOT_HELD: &[u8] = b"r";
@@ -1621,6 +2085,31 @@ fn record_name(prefix: &[u8], rel: &RelPath, origin: &[u8]) -> Name {
 /// [`Engine::note_names`]).
 fn names_note(id: SourceId) -> Name {
     id.note(".names")
+}
+
+/// The end of the link area's note of the immutable and append-only
+/// flags of a group's source (see [`Engine::note_names`]).
+const PROTECT_NOTE: &[u8] = b".protect";
+
+/// The link area's note of a group's source's immutable and append-only
+/// flags.
+fn protect_note(id: SourceId) -> Name {
+    Name([id.key().as_bytes(), PROTECT_NOTE].concat())
+}
+
+/// The start of the link area's notes of names `--delete` removes of
+/// the listed target inode `dev`/`ino` (see [`Engine::defer_gone`]).
+fn gone_prefix(dev: u64, ino: u64) -> Vec<u8> {
+    format!("g{dev:x}-{ino:x}.").into_bytes()
+}
+
+/// One such note, named after its path.
+fn gone_note(dev: u64, ino: u64, path: &RelPath) -> Name {
+    let mut h = twox_hash::XxHash3_128::new();
+    h.write(path.as_bytes());
+    let mut name = gone_prefix(dev, ino);
+    name.extend_from_slice(format!("{:032x}", h.finish_128()).as_bytes());
+    Name(name)
 }
 
 /// The link area's note of which path copied a group (for itemizing).
