@@ -370,11 +370,26 @@ fn pause_resume_cancel_threads_and_shutdown() {
     mixed_tree(&t.src(), 20, 50);
     let o = c.psync(&["pause"]);
     assert_ok(&o, &c);
-    // Paused before it starts: submit, see nothing happen, resume.
+    // Paused before it starts: submit, see nothing happen, resume. A
+    // pause of every run is of the runs under way, so the workers are
+    // stopped (SIGSTOP, well within their heartbeat's lifetime) until the
+    // new run is paused too: else one may take its first task before.
+    let signal = |sig: &str| {
+        for (_, w) in &c.workers {
+            let ok = Command::new("kill")
+                .args([sig, &w.id().to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "kill {sig} worker");
+        }
+    };
+    signal("-STOP");
     let o = c.sync(&t.src(), &t.dst(), &["--detach"]);
-    assert_ok(&o, &c);
     let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    assert_ok(&c.psync(&["pause", &run]), &c);
+    let paused = c.psync(&["pause", &run]);
+    signal("-CONT");
+    assert_ok(&o, &c);
+    assert_ok(&paused, &c);
     std::thread::sleep(Duration::from_millis(600));
     let s = c.psync(&["status", &run, "--json"]);
     let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
