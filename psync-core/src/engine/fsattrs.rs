@@ -212,7 +212,13 @@ impl Engine {
         if crate::plan::listed_flags_differ(src, dst, &self.plan_opts) {
             return true;
         }
-        if !crate::plan::xattrs_may_differ(src, dst, &self.plan_opts) {
+        // The other flags and the project id are read (a call per side)
+        // only when the source's status changed after the target's: a
+        // change of either bumps ctime. Not for every entry as the exact
+        // xattr check does: that was a third more calls on a no-op
+        // (30,000 files: 60,000 `file_getattr`, 20% of its time) for what
+        // only an entry's owner changes on the target side (ADR 018).
+        if !crate::plan::source_status_newer(src, dst, &self.plan_opts) {
             return false;
         }
         let how = FsAttrSync {
