@@ -626,3 +626,68 @@ fn a_group_inode_shared_outside_the_tree_keeps_its_flags() {
     assert_eq!(inode(&dst.join("d1/c")).0, inode(&outside).0);
     assert_eq!(attrs(&outside).0, "", "not made immutable");
 }
+
+/// A user who can write in the target moves a directory of theirs that
+/// holds an admin's immutable files (one of one name, one of two) into
+/// the tree, at the path of a directory of the source: the source has
+/// none of them, but the run (root, `--delete`) must not lift and delete
+/// them, which the user could not do.
+#[test]
+fn an_immutable_file_a_user_moves_into_the_tree_stays() {
+    let test = "an_immutable_file_a_user_moves_into_the_tree_stays";
+    let Some(user) = test_user(test) else {
+        return;
+    };
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let outside = dst.parent().unwrap().join("outside");
+    let _unlock = Unlock(vec![src.clone(), dst.clone(), outside.clone()]);
+    let cfg = Config {
+        front: Front::Cli,
+        threads: 2,
+    };
+    std::fs::create_dir_all(src.join("u/d")).unwrap();
+    write(&src.join("u/d/keep"), "keep");
+    user.own(&src.join("u"));
+    assert_quiet("first run", &sync(cfg, &src, &dst, false));
+    assert!(user.owns(&dst.join("u")));
+
+    // The user's own directory outside the tree, with the admin's files.
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    user.own(&outside);
+    write(&outside.join("d/locked"), "the admin's");
+    write(&outside.join("d/g1"), "the admin's, two names");
+    std::fs::hard_link(outside.join("d/g1"), outside.join("d/g2")).unwrap();
+    for f in ["locked", "g1"] {
+        chattr(&outside.join("d").join(f), "+i");
+    }
+    let mv = |from: &Path, to: &Path| {
+        let out = user.command("mv").arg(from).arg(to).output().unwrap();
+        assert!(out.status.success(), "mv as the user: {out:?}");
+    };
+    // In place of the tree's own `u/d`, which the source has: the run
+    // walks it.
+    mv(&dst.join("u/d"), &outside.join("old"));
+    mv(&outside.join("d"), &dst.join("u/d"));
+    let out = sync(cfg, &src, &dst, true);
+    assert_ne!(out.exit, 0, "{out:#?}");
+    assert!(
+        out.errors.iter().any(|e| e.contains("not lifted")),
+        "{:?}",
+        out.errors
+    );
+    for f in ["locked", "g1", "g2"] {
+        let p = dst.join("u/d").join(f);
+        assert_eq!(attrs(&p).0, "i", "{f} keeps its flag");
+    }
+    assert_eq!(inode(&dst.join("u/d/g1")).1, 2);
+    // The user takes the directory back: the admin's files as they were.
+    mv(&dst.join("u/d"), &outside.join("d"));
+    assert_eq!(
+        std::fs::read_to_string(outside.join("d/locked")).unwrap(),
+        "the admin's"
+    );
+    assert_eq!(attrs(&outside.join("d/g2")).0, "i");
+}

@@ -123,6 +123,12 @@ impl Engine {
         if !self.fs.is(&h, dst) {
             return true;
         }
+        if !self.none_could_move_in(d) {
+            let why = "immutable or append-only in a directory another user could have moved \
+                       into the tree: not lifted";
+            self.fail(&path, true, Op::FileAttr, io::Error::other(why));
+            return false;
+        }
         if !lone(&h.stat) {
             // A name of a hard-link group: lifted already, when safe, by
             // the last phase (see `Engine::unlock_group`).
@@ -159,7 +165,7 @@ impl Engine {
         let Ok(h) = dir.handle(name.as_bytes()) else {
             return false;
         };
-        if !lone(&h.stat) {
+        if !lone(&h.stat) || !self.none_could_move_in(dir) {
             return false;
         }
         match fsattr::get(h.node()) {
@@ -168,6 +174,51 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    /// True when no user but psync's could have moved an entry of `d`
+    /// into the tree: `d` and every directory above it up to the run's
+    /// root are psync's user's, writable by no one else (an ACL granting
+    /// write shows as a group bit). Only then is an immutable or
+    /// append-only inode lifted: the flags freeze an inode's own names
+    /// but not the directories above them, so a user can rename a
+    /// directory of theirs holding an admin's immutable file into the
+    /// tree, have the run lift and delete or replace it, and take the
+    /// directory back.
+    pub(crate) fn none_could_move_in(&self, d: &Dir) -> bool {
+        use rustix::fs::{Mode, OFlags};
+        let Some(root) = self.dst_root.as_ref() else {
+            return false;
+        };
+        let Ok(top) = root.fstat() else {
+            return false;
+        };
+        let me = crate::engine::euid();
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut held: Option<std::os::fd::OwnedFd> = None;
+        for _ in 0..4096 {
+            use std::os::fd::AsFd;
+            let cur = held.as_ref().map_or(d.fd(), |fd| fd.as_fd());
+            let Ok(st) = rustix::fs::fstat(cur) else {
+                return false;
+            };
+            if st.st_uid != me || st.st_mode & 0o022 != 0 {
+                return false;
+            }
+            if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino) {
+                return true;
+            }
+            let Ok(up) = rustix::fs::openat(cur, "..", flags, Mode::empty()) else {
+                return false;
+            };
+            // At `/` without passing the root: not in the tree any more.
+            if rustix::fs::fstat(&up).is_ok_and(|u| (u.st_dev, u.st_ino) == (st.st_dev, st.st_ino))
+            {
+                return false;
+            }
+            held = Some(up);
+        }
+        false
     }
 
     /// Links or renames (`put`) a copy whose project id differs from
@@ -313,7 +364,13 @@ impl Engine {
             }
         }
         if writes && dst.is_some_and(Entry::is_protected) && self.copy_opts.file_flags.on() {
-            self.set_protect(rel, Node::Fd(d.fd()), 0);
+            if self.none_could_move_in(d) {
+                self.set_protect(rel, Node::Fd(d.fd()), 0);
+            } else {
+                let why = "immutable or append-only, in a directory another user could have \
+                           moved into the tree: not lifted";
+                self.fail(rel, true, Op::FileAttr, io::Error::other(why));
+            }
         }
     }
 

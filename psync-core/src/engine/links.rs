@@ -713,6 +713,16 @@ impl Engine {
         }
     }
 
+    /// True when no directory of `paths` that opens could have been moved
+    /// into the tree by another user ([`Engine::none_could_move_in`]).
+    fn none_moved_in(&self, paths: &[RelPath]) -> bool {
+        paths.iter().all(|p| {
+            p.split_last()
+                .and_then(|(parent, _)| self.open_dst(&parent).ok())
+                .is_none_or(|d| self.none_could_move_in(&d))
+        })
+    }
+
     /// Lifts immutable and append-only from `dst`, the listed target of
     /// a name of `src`'s hard-link group in `dst_dir`, before the run
     /// links, replaces or fixes it. Only when every link of its inode is
@@ -756,6 +766,11 @@ impl Engine {
         });
         #[allow(clippy::unnecessary_cast)]
         let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
+        if explained && !(self.none_could_move_in(dst_dir) && self.none_moved_in(&gone)) {
+            return Err(io::Error::other(
+                "immutable or append-only, in a directory another user could have moved into the tree: not lifted",
+            ));
+        }
         if !explained {
             if !protected()? {
                 // Lifted by another name's task while these were counted
@@ -864,7 +879,8 @@ impl Engine {
             };
             if protected {
                 #[allow(clippy::unnecessary_cast)]
-                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64;
+                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64
+                    && self.none_moved_in(&paths);
                 let lifted = all
                     && crate::fsattr::set_protect(h.node(), 0).is_ok_and(|r| r.dropped.is_empty());
                 if !lifted {
@@ -1067,6 +1083,12 @@ impl Engine {
         }
         let node = crate::xattr::Node::Fd(d.fd());
         match crate::fsattr::get(node) {
+            Ok(Some(a)) if a.xflags() & PROTECT != 0 && !self.none_could_move_in(d) => {
+                let why = "immutable or append-only, in a directory another user could have \
+                           moved into the tree: not lifted";
+                self.fail(rel, true, Op::FileAttr, io::Error::other(why));
+                0
+            }
             Ok(Some(a)) if a.xflags() & PROTECT != 0 => {
                 let bits = a.xflags() & PROTECT;
                 if self.set_protect(rel, node, 0) {
