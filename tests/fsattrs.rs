@@ -628,7 +628,8 @@ fn a_group_inode_shared_outside_the_tree_keeps_its_flags() {
 }
 
 /// A user who can write in the target moves a directory of theirs that
-/// holds an admin's immutable files (one of one name, one of two) into
+/// holds an admin's immutable files (one of one name, one of two, and a
+/// directory) into
 /// the tree, at the path of a directory of the source: the source has
 /// none of them, but the run (root, `--delete`) must not lift and delete
 /// them, which the user could not do.
@@ -648,8 +649,9 @@ fn an_immutable_file_a_user_moves_into_the_tree_stays() {
         front: Front::Cli,
         threads: 2,
     };
-    std::fs::create_dir_all(src.join("u/d")).unwrap();
+    std::fs::create_dir_all(src.join("u/d/sub")).unwrap();
     write(&src.join("u/d/keep"), "keep");
+    write(&src.join("u/d/sub/new"), "new");
     user.own(&src.join("u"));
     assert_quiet("first run", &sync(cfg, &src, &dst, false));
     assert!(user.owns(&dst.join("u")));
@@ -660,7 +662,10 @@ fn an_immutable_file_a_user_moves_into_the_tree_stays() {
     write(&outside.join("d/locked"), "the admin's");
     write(&outside.join("d/g1"), "the admin's, two names");
     std::fs::hard_link(outside.join("d/g1"), outside.join("d/g2")).unwrap();
-    for f in ["locked", "g1"] {
+    // And an admin's immutable directory, whose file is not.
+    std::fs::create_dir(outside.join("d/sub")).unwrap();
+    write(&outside.join("d/sub/x"), "in the admin's directory");
+    for f in ["locked", "g1", "sub"] {
         chattr(&outside.join("d").join(f), "+i");
     }
     let mv = |from: &Path, to: &Path| {
@@ -683,6 +688,9 @@ fn an_immutable_file_a_user_moves_into_the_tree_stays() {
         assert_eq!(attrs(&p).0, "i", "{f} keeps its flag");
     }
     assert_eq!(inode(&dst.join("u/d/g1")).1, 2);
+    assert_eq!(attrs(&dst.join("u/d/sub")).0, "i");
+    assert!(dst.join("u/d/sub/x").exists());
+    assert!(!dst.join("u/d/sub/new").exists());
     // The user takes the directory back: the admin's files as they were.
     mv(&dst.join("u/d"), &outside.join("d"));
     assert_eq!(

@@ -963,6 +963,12 @@ impl Engine {
             let sealed = locked || seal.is_some_and(|bits| bits != 0);
             if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
+                    Ok(d) if !self.none_could_move(&d) && locked => {
+                        let why = "immutable or append-only, in a directory another user could \
+                                   have moved into the tree: not lifted";
+                        let e = std::io::Error::other(why);
+                        return self.fail(rel, true, Op::FileAttr, e);
+                    }
                     Ok(d) => {
                         self.set_protect(rel, Node::Fd(d.fd()), 0);
                     }

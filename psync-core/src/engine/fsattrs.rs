@@ -186,6 +186,18 @@ impl Engine {
     /// tree, have the run lift and delete or replace it, and take the
     /// directory back.
     pub(crate) fn none_could_move_in(&self, d: &Dir) -> bool {
+        self.chain_is_ours(d, false)
+    }
+
+    /// True when no user but psync's could have moved the directory `d`
+    /// itself into the tree: the run's root, or a directory whose parent
+    /// passes [`Engine::none_could_move_in`] (`d`'s own owner does not
+    /// matter: renaming it takes writing in its parent).
+    pub(crate) fn none_could_move(&self, d: &Dir) -> bool {
+        self.chain_is_ours(d, true)
+    }
+
+    fn chain_is_ours(&self, d: &Dir, from_parent: bool) -> bool {
         use rustix::fs::{Mode, OFlags};
         let Some(root) = self.dst_root.as_ref() else {
             return false;
@@ -202,7 +214,8 @@ impl Engine {
             let Ok(st) = rustix::fs::fstat(cur) else {
                 return false;
             };
-            if st.st_uid != me || st.st_mode & 0o022 != 0 {
+            let first = held.is_none();
+            if !(first && from_parent) && (st.st_uid != me || st.st_mode & 0o022 != 0) {
                 return false;
             }
             if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino) {
@@ -364,7 +377,7 @@ impl Engine {
             }
         }
         if writes && dst.is_some_and(Entry::is_protected) && self.copy_opts.file_flags.on() {
-            if self.none_could_move_in(d) {
+            if self.none_could_move(d) {
                 self.set_protect(rel, Node::Fd(d.fd()), 0);
             } else {
                 let why = "immutable or append-only, in a directory another user could have \

@@ -1083,7 +1083,7 @@ impl Engine {
         }
         let node = crate::xattr::Node::Fd(d.fd());
         match crate::fsattr::get(node) {
-            Ok(Some(a)) if a.xflags() & PROTECT != 0 && !self.none_could_move_in(d) => {
+            Ok(Some(a)) if a.xflags() & PROTECT != 0 && !self.none_could_move(d) => {
                 let why = "immutable or append-only, in a directory another user could have \
                            moved into the tree: not lifted";
                 self.fail(rel, true, Op::FileAttr, io::Error::other(why));
