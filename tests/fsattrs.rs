@@ -699,3 +699,47 @@ fn an_immutable_file_a_user_moves_into_the_tree_stays() {
     );
     assert_eq!(attrs(&outside.join("d/g2")).0, "i");
 }
+
+/// A hard-link group whose project id differs from that of its
+/// project-inherit directories (the source's, `chproj` after the names
+/// were made): the kernel refuses to link or rename it there (EXDEV),
+/// also in the link area, which takes the target root's. Linked as one
+/// inode with its own project id, every run.
+#[test]
+fn a_hard_link_group_of_another_project_than_its_directories() {
+    let test = "a_hard_link_group_of_another_project_than_its_directories";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== {test} [{cfg}]");
+        let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+            return;
+        };
+        let (src, dst) = (s.src(), s.dst());
+        let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+        for d in ["a", "b"] {
+            std::fs::create_dir(src.join(d)).unwrap();
+        }
+        for d in [&src, &src.join("a"), &src.join("b")] {
+            chproj(d, 42);
+            chattr(d, "+P");
+        }
+        write(&src.join("a/h"), "one inode");
+        std::fs::hard_link(src.join("a/h"), src.join("b/h")).unwrap();
+        chproj(&src.join("a/h"), 5);
+        assert_quiet("first run", &sync(*cfg, &src, &dst, false));
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        assert_eq!(inode(&dst.join("a/h")).1, 2);
+        assert_same_attrs(&src, &dst, &["", "a", "b", "a/h", "b/h"], true);
+        // A third name, in a new directory of another project.
+        std::fs::create_dir(src.join("c")).unwrap();
+        chproj(&src.join("c"), 9);
+        chattr(&src.join("c"), "+P");
+        chproj(&src.join("a/h"), 9);
+        std::fs::hard_link(src.join("a/h"), src.join("c/h")).unwrap();
+        chproj(&src.join("a/h"), 5);
+        assert_quiet("a name gained", &sync(*cfg, &src, &dst, false));
+        assert_eq!(inode(&dst.join("c/h")), inode(&dst.join("a/h")));
+        assert_eq!(inode(&dst.join("a/h")).1, 3);
+        assert_same_attrs(&src, &dst, &["c", "a/h", "c/h"], true);
+    }
+}

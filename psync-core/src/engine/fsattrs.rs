@@ -246,23 +246,39 @@ impl Engine {
         put: impl Fn() -> io::Result<()>,
     ) -> io::Result<()> {
         use std::os::fd::AsFd;
+        self.in_project_dir_as(dir, Node::Fd(out.as_fd()), None, put)
+    }
+
+    /// [`Engine::in_project_dir`] for the inode `file` reaches, given
+    /// the project id `want` once in place (`None`: the one it has now).
+    /// A hard-link group's inode, which other tasks may be linking into
+    /// other directories meanwhile, is given its source's: what it has
+    /// may be another directory's, for the moment.
+    pub(crate) fn in_project_dir_as(
+        &self,
+        dir: &Dir,
+        file: Node<'_>,
+        want: Option<u32>,
+        mut put: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         let refused = || io::Error::from_raw_os_error(libc::EXDEV);
-        let file = Node::Fd(out.as_fd());
         let (Some(own), Some(theirs)) = (
             fsattr::get(file).ok().flatten(),
             fsattr::get(Node::Fd(dir.fd())).ok().flatten(),
         ) else {
             return Err(refused());
         };
+        let want = want.unwrap_or(own.projid());
         if !self.copy_opts.project_ids.on()
             || theirs.xflags() & fsattr::PROJINHERIT == 0
-            || theirs.projid() == own.projid()
+            || (theirs.projid() == own.projid() && theirs.projid() == want)
         {
             return Err(refused());
         }
         fsattr::set_projid(file, theirs.projid())?;
-        put()?;
-        fsattr::set_projid(file, own.projid()).map(|_| ())
+        let put = put();
+        let back = fsattr::set_projid(file, want).map(|_| ());
+        put.and(back)
     }
 
     /// Whether the flags or project id of `src`'s target may need a

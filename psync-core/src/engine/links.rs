@@ -1754,7 +1754,16 @@ impl Engine {
                 return Ok(linked);
             }
             self.finish_node(job, &part)?;
-            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
+            let published_now = match publish() {
+                // The source's project id, not the area's, which passes
+                // the target root's on.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
+                    .handle(part.as_bytes())
+                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
+                r => r,
+            };
+            match published_now {
                 Ok(()) => std::mem::forget(claim),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
@@ -1816,6 +1825,11 @@ impl Engine {
         match area.link_from(dst_dir, dst.name.as_bytes(), check.as_bytes()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Publish::Unusable),
+            // The area passes the target root's project id on, and the
+            // target's differs: copied anew (its project id is not
+            // changed for the link, a user's name may be another inode
+            // by now).
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(Publish::Unusable),
             Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
         }
         let drop_check = || {
@@ -1961,7 +1975,16 @@ impl Engine {
             // Stopped meanwhile: the claim's drop removes the part.
             self.not_stopped()?;
             self.note_leader(area, src, path)?;
-            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
+            let published_now = match publish() {
+                // The source's project id, not the area's, which passes
+                // the target root's on.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
+                    .handle(part.as_bytes())
+                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
+                r => r,
+            };
+            match published_now {
                 Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
                 // to the winner's inode all the same.
@@ -1992,6 +2015,37 @@ impl Engine {
         }
     }
 
+    /// `link`, a link of the group's published inode into the job's
+    /// directory; one refused because that directory passes on another
+    /// project id (EXDEV) is made with the inode given the directory's for
+    /// the moment, then its source's (see [`Engine::in_project_dir_as`]).
+    /// Another name's task may be doing the same for another directory:
+    /// tried a few times.
+    fn link_in_project(
+        &self,
+        job: &NodeJob<'_>,
+        mut link: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut tries = 0;
+        loop {
+            let e = match link() {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) && self.copy_opts.project_ids.on() => e,
+                r => return r,
+            };
+            let want = crate::fsattr::get(crate::xattr::Node::At(job.src_dir, &job.src.name))
+                .ok()
+                .flatten()
+                .map(|a| a.projid());
+            let (Some(want), Ok(h)) = (want, job.area.handle(job.key.as_bytes())) else {
+                return Err(e);
+            };
+            match self.in_project_dir_as(job.dst_dir, h.node(), Some(want), &mut link) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) && tries < 8 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
     /// Links the path to the published inode, unless it already is that inode.
     fn link_to_key(
         &self,
@@ -2011,7 +2065,8 @@ impl Engine {
         // A new name: linked in place directly (a name that appeared
         // meanwhile is replaced below, like an old one).
         if dst.is_none() {
-            match dst_dir.link_from(area, key.as_bytes(), src.name.as_bytes()) {
+            let link = || dst_dir.link_from(area, key.as_bytes(), src.name.as_bytes());
+            match self.link_in_project(job, link) {
                 Ok(()) => return linked,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
@@ -2029,15 +2084,24 @@ impl Engine {
             return Ok(mine.unwrap_or(Linked::Again));
         }
         let tmp = self.temp_name();
-        dst_dir
-            .link_from(area, key.as_bytes(), tmp.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-        let renamed = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes());
+        let (mut linked_tmp, mut renamed) = (Ok(()), Ok(()));
+        // The link and the rename both refused in a directory that passes
+        // on another project id: both with the inode given its id.
+        let placed = self.link_in_project(job, || {
+            let _ = dst_dir.unlink(tmp.as_bytes());
+            linked_tmp = dst_dir.link_from(area, key.as_bytes(), tmp.as_bytes());
+            linked_tmp.as_ref().map_err(clone_io)?;
+            renamed = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes());
+            renamed.as_ref().map(|_| ()).map_err(clone_io)
+        });
         // Also after a rename that succeeded: between two links of one
         // inode (the name linked meanwhile) it does nothing, and the
         // temporary would stay, a name of the group.
         let _ = dst_dir.unlink(tmp.as_bytes());
-        renamed.map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+        if let Err(e) = placed {
+            let op = if linked_tmp.is_err() { Op::Link } else { Op::Rename };
+            return Err(CopyFail::target_io(op, e));
+        }
         linked
     }
 }
@@ -2857,4 +2921,10 @@ mod tests {
         let g = &group(&SourceId::inode, &recorded)[&SourceId::Inode { dev: 1, ino: 9 }];
         assert!(!g.work && !g.split);
     }
+}
+
+/// A copy of an `io::Error` held in a result (its kind and errno).
+fn clone_io(e: &io::Error) -> io::Error {
+    e.raw_os_error()
+        .map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
 }
