@@ -743,3 +743,53 @@ fn a_hard_link_group_of_another_project_than_its_directories() {
         assert_same_attrs(&src, &dst, &["c", "a/h", "c/h"], true);
     }
 }
+
+/// A hard-link group whose source gains an xattr, flags that `statx`
+/// does not list (`S`, `A`) and `d`, and another project id, after a
+/// first run: the re-run gives them to the group's inode (the walk's
+/// action to compare them was recorded like a member, which needs
+/// nothing, and dropped); the run after it does nothing.
+#[test]
+fn a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs() {
+    let test = "a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== {test} [{cfg}]");
+        let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+            return;
+        };
+        let (src, dst) = (s.src(), s.dst());
+        let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+        for d in ["a", "b"] {
+            std::fs::create_dir(src.join(d)).unwrap();
+        }
+        write(&src.join("a/h"), "one inode");
+        std::fs::hard_link(src.join("a/h"), src.join("b/h")).unwrap();
+        assert_quiet("first run", &sync(*cfg, &src, &dst, false));
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        // The target's status older than the source's, whatever the clock.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run(Command::new("setfattr")
+            .args(["-n", "user.t", "-v", "1"])
+            .arg(src.join("a/h")));
+        chattr(&src.join("a/h"), "+SAd");
+        chproj(&src.join("a/h"), 7);
+        let out = sync(*cfg, &src, &dst, false);
+        assert_quiet("re-run", &out);
+        assert!(
+            out.itemized.iter().any(|l| l.starts_with(".f") && l.contains('x')),
+            "{:?}",
+            out.itemized
+        );
+        assert_same_attrs(&src, &dst, &["a/h", "b/h"], true);
+        assert_eq!(attrs(&dst.join("a/h")).0, "SAd");
+        let got = run(Command::new("getfattr")
+            .args(["--only-values", "-n", "user.t"])
+            .arg(dst.join("b/h")));
+        assert_eq!(got, "1");
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        let again = sync(*cfg, &src, &dst, false);
+        assert_quiet("nothing to do", &again);
+        assert!(again.itemized.is_empty(), "{:?}", again.itemized);
+    }
+}
