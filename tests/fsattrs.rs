@@ -793,3 +793,44 @@ fn a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs() {
         assert!(again.itemized.is_empty(), "{:?}", again.itemized);
     }
 }
+
+/// Files whose project id differs from that of their project-inherit
+/// directory: a file copied in chunks, and an immutable file replaced on
+/// a re-run (lifted, then renamed over): both renames are refused there
+/// (EXDEV) unless the copy takes the directory's id for the move.
+#[test]
+fn files_of_another_project_than_their_directory_are_replaced() {
+    let test = "files_of_another_project_than_their_directory_are_replaced";
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+    chproj(&src, 42);
+    chattr(&src, "+P");
+    let fill = |seed: u64| {
+        let data = crate::util::tree::random_bytes(seed, (3 << 20) + 7);
+        std::fs::write(src.join("big"), data).unwrap();
+    };
+    fill(1);
+    write(&src.join("small"), "one");
+    for f in ["big", "small"] {
+        chproj(&src.join(f), 5);
+    }
+    chattr(&src.join("small"), "+i");
+    let args = ["--chunk-size", "1M"];
+    for round in ["first run", "re-run"] {
+        let out = crate::util::run::run_cli(&args, &src, &dst);
+        assert_exit(&out, 0, round);
+        for f in ["big", "small"] {
+            let (s, d) = (src.join(f), dst.join(f));
+            assert_eq!(std::fs::read(&s).unwrap(), std::fs::read(&d).unwrap(), "{round}: {f}");
+            assert_eq!(attrs(&s), attrs(&d), "{round}: {f}");
+        }
+        assert_eq!(attrs(&dst.join("small")), ("i".to_string(), 5));
+        chattr(&src.join("small"), "-i");
+        write(&src.join("small"), "two, longer");
+        chattr(&src.join("small"), "+i");
+        fill(2);
+    }
+}
