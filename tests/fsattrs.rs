@@ -777,7 +777,9 @@ fn a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs() {
         let out = sync(*cfg, &src, &dst, false);
         assert_quiet("re-run", &out);
         assert!(
-            out.itemized.iter().any(|l| l.starts_with(".f") && l.contains('x')),
+            out.itemized
+                .iter()
+                .any(|l| l.starts_with(".f") && l.contains('x')),
             "{:?}",
             out.itemized
         );
@@ -824,7 +826,11 @@ fn files_of_another_project_than_their_directory_are_replaced() {
         assert_exit(&out, 0, round);
         for f in ["big", "small"] {
             let (s, d) = (src.join(f), dst.join(f));
-            assert_eq!(std::fs::read(&s).unwrap(), std::fs::read(&d).unwrap(), "{round}: {f}");
+            assert_eq!(
+                std::fs::read(&s).unwrap(),
+                std::fs::read(&d).unwrap(),
+                "{round}: {f}"
+            );
             assert_eq!(attrs(&s), attrs(&d), "{round}: {f}");
         }
         assert_eq!(attrs(&dst.join("small")), ("i".to_string(), 5));

@@ -415,7 +415,9 @@ impl Engine {
         let rename = || dir.rename(tmp.as_bytes(), name.as_bytes());
         // A directory that passes on another project id refuses it (EXDEV).
         let place = || match rename() {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => self.in_project_dir(dir, out, rename),
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, out, rename)
+            }
             r => r,
         };
         let renamed = match place() {

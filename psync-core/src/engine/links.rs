@@ -2029,7 +2029,11 @@ impl Engine {
         let mut tries = 0;
         loop {
             let e = match link() {
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) && self.copy_opts.project_ids.on() => e,
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EXDEV) && self.copy_opts.project_ids.on() =>
+                {
+                    e
+                }
                 r => return r,
             };
             let want = crate::fsattr::get(crate::xattr::Node::At(job.src_dir, &job.src.name))
@@ -2099,7 +2103,11 @@ impl Engine {
         // temporary would stay, a name of the group.
         let _ = dst_dir.unlink(tmp.as_bytes());
         if let Err(e) = placed {
-            let op = if linked_tmp.is_err() { Op::Link } else { Op::Rename };
+            let op = if linked_tmp.is_err() {
+                Op::Link
+            } else {
+                Op::Rename
+            };
             return Err(CopyFail::target_io(op, e));
         }
         linked
@@ -2832,6 +2840,14 @@ impl Waiter {
     }
 }
 
+/// A copy of an `io::Error` held in a result (its kind and errno).
+fn clone_io(e: &io::Error) -> io::Error {
+    e.raw_os_error().map_or_else(
+        || io::Error::new(e.kind(), e.to_string()),
+        io::Error::from_raw_os_error,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2921,10 +2937,4 @@ mod tests {
         let g = &group(&SourceId::inode, &recorded)[&SourceId::Inode { dev: 1, ino: 9 }];
         assert!(!g.work && !g.split);
     }
-}
-
-/// A copy of an `io::Error` held in a result (its kind and errno).
-fn clone_io(e: &io::Error) -> io::Error {
-    e.raw_os_error()
-        .map_or_else(|| io::Error::new(e.kind(), e.to_string()), io::Error::from_raw_os_error)
 }
