@@ -704,7 +704,8 @@ fn an_immutable_file_a_user_moves_into_the_tree_stays() {
 /// project-inherit directories (the source's, `chproj` after the names
 /// were made): the kernel refuses to link or rename it there (EXDEV),
 /// also in the link area, which takes the target root's. Linked as one
-/// inode with its own project id, every run.
+/// inode with its own project id, every run; hard-linked symlinks and
+/// specials too, with their directory's.
 #[test]
 fn a_hard_link_group_of_another_project_than_its_directories() {
     let test = "a_hard_link_group_of_another_project_than_its_directories";
@@ -737,7 +738,19 @@ fn a_hard_link_group_of_another_project_than_its_directories() {
         chproj(&src.join("a/h"), 9);
         std::fs::hard_link(src.join("a/h"), src.join("c/h")).unwrap();
         chproj(&src.join("a/h"), 5);
+        // A symlink and a fifo of two names there: made in the link area
+        // (the root's project id), linked with their directory's.
+        std::os::unix::fs::symlink("h", src.join("c/l")).unwrap();
+        run(Command::new("mkfifo").arg(src.join("c/p")));
+        for n in ["l", "p"] {
+            std::fs::hard_link(src.join("c").join(n), src.join(format!("c/{n}2"))).unwrap();
+        }
         assert_quiet("a name gained", &sync(*cfg, &src, &dst, false));
+        for n in ["l", "p"] {
+            let (one, two) = (dst.join("c").join(n), dst.join(format!("c/{n}2")));
+            assert_eq!(inode(&one), inode(&two), "{n}");
+            assert_eq!(inode(&one).1, 2, "{n}");
+        }
         assert_eq!(inode(&dst.join("c/h")), inode(&dst.join("a/h")));
         assert_eq!(inode(&dst.join("a/h")).1, 3);
         assert_same_attrs(&src, &dst, &["c", "a/h", "c/h"], true);

@@ -269,8 +269,7 @@ impl Engine {
             return Err(refused());
         };
         let want = want.unwrap_or(own.projid());
-        if !self.copy_opts.project_ids.on()
-            || theirs.xflags() & fsattr::PROJINHERIT == 0
+        if theirs.xflags() & fsattr::PROJINHERIT == 0
             || (theirs.projid() == own.projid() && theirs.projid() == want)
         {
             return Err(refused());

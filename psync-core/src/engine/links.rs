@@ -2026,24 +2026,31 @@ impl Engine {
         job: &NodeJob<'_>,
         mut link: impl FnMut() -> io::Result<()>,
     ) -> io::Result<()> {
+        use crate::xattr::Node;
         let mut tries = 0;
         loop {
             let e = match link() {
-                Err(e)
-                    if e.raw_os_error() == Some(libc::EXDEV) && self.copy_opts.project_ids.on() =>
-                {
-                    e
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => e,
                 r => return r,
             };
-            let want = crate::fsattr::get(crate::xattr::Node::At(job.src_dir, &job.src.name))
-                .ok()
-                .flatten()
-                .map(|a| a.projid());
-            let (Some(want), Ok(h)) = (want, job.area.handle(job.key.as_bytes())) else {
+            // A file's own project id, when synced; else (a symlink or
+            // special, whose are not) the one its directory passes on,
+            // as a node made there would have.
+            let own = (self.copy_opts.project_ids.on() && job.src.kind == Kind::File)
+                .then(|| crate::fsattr::get(Node::At(job.src_dir, &job.src.name)));
+            let want = match own {
+                Some(a) => a.ok().flatten(),
+                None => crate::fsattr::get(Node::Fd(job.dst_dir.fd()))
+                    .ok()
+                    .flatten(),
+            };
+            let Some(want) = want.map(|a| a.projid()) else {
                 return Err(e);
             };
-            match self.in_project_dir_as(job.dst_dir, h.node(), Some(want), &mut link) {
+            // By name in the area, psync's own: `file_setattr` reaches a
+            // symlink or special too (never opened).
+            let node = Node::At(job.area, &job.key);
+            match self.in_project_dir_as(job.dst_dir, node, Some(want), &mut link) {
                 Err(e) if e.raw_os_error() == Some(libc::EXDEV) && tries < 8 => tries += 1,
                 r => return r,
             }
