@@ -626,3 +626,230 @@ fn a_group_inode_shared_outside_the_tree_keeps_its_flags() {
     assert_eq!(inode(&dst.join("d1/c")).0, inode(&outside).0);
     assert_eq!(attrs(&outside).0, "", "not made immutable");
 }
+
+/// A user who can write in the target moves a directory of theirs that
+/// holds an admin's immutable files (one of one name, one of two, and a
+/// directory) into
+/// the tree, at the path of a directory of the source: the source has
+/// none of them, but the run (root, `--delete`) must not lift and delete
+/// them, which the user could not do.
+#[test]
+fn an_immutable_file_a_user_moves_into_the_tree_stays() {
+    let test = "an_immutable_file_a_user_moves_into_the_tree_stays";
+    let Some(user) = test_user(test) else {
+        return;
+    };
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let outside = dst.parent().unwrap().join("outside");
+    let _unlock = Unlock(vec![src.clone(), dst.clone(), outside.clone()]);
+    let cfg = Config {
+        front: Front::Cli,
+        threads: 2,
+    };
+    std::fs::create_dir_all(src.join("u/d/sub")).unwrap();
+    write(&src.join("u/d/keep"), "keep");
+    write(&src.join("u/d/sub/new"), "new");
+    user.own(&src.join("u"));
+    assert_quiet("first run", &sync(cfg, &src, &dst, false));
+    assert!(user.owns(&dst.join("u")));
+
+    // The user's own directory outside the tree, with the admin's files.
+    std::fs::create_dir_all(outside.join("d")).unwrap();
+    user.own(&outside);
+    write(&outside.join("d/locked"), "the admin's");
+    write(&outside.join("d/g1"), "the admin's, two names");
+    std::fs::hard_link(outside.join("d/g1"), outside.join("d/g2")).unwrap();
+    // And an admin's immutable directory, whose file is not.
+    std::fs::create_dir(outside.join("d/sub")).unwrap();
+    write(&outside.join("d/sub/x"), "in the admin's directory");
+    for f in ["locked", "g1", "sub"] {
+        chattr(&outside.join("d").join(f), "+i");
+    }
+    let mv = |from: &Path, to: &Path| {
+        let out = user.command("mv").arg(from).arg(to).output().unwrap();
+        assert!(out.status.success(), "mv as the user: {out:?}");
+    };
+    // In place of the tree's own `u/d`, which the source has: the run
+    // walks it.
+    mv(&dst.join("u/d"), &outside.join("old"));
+    mv(&outside.join("d"), &dst.join("u/d"));
+    let out = sync(cfg, &src, &dst, true);
+    assert_ne!(out.exit, 0, "{out:#?}");
+    assert!(
+        out.errors.iter().any(|e| e.contains("not lifted")),
+        "{:?}",
+        out.errors
+    );
+    for f in ["locked", "g1", "g2"] {
+        let p = dst.join("u/d").join(f);
+        assert_eq!(attrs(&p).0, "i", "{f} keeps its flag");
+    }
+    assert_eq!(inode(&dst.join("u/d/g1")).1, 2);
+    assert_eq!(attrs(&dst.join("u/d/sub")).0, "i");
+    assert!(dst.join("u/d/sub/x").exists());
+    assert!(!dst.join("u/d/sub/new").exists());
+    // The user takes the directory back: the admin's files as they were.
+    mv(&dst.join("u/d"), &outside.join("d"));
+    assert_eq!(
+        std::fs::read_to_string(outside.join("d/locked")).unwrap(),
+        "the admin's"
+    );
+    assert_eq!(attrs(&outside.join("d/g2")).0, "i");
+}
+
+/// A hard-link group whose project id differs from that of its
+/// project-inherit directories (the source's, `chproj` after the names
+/// were made): the kernel refuses to link or rename it there (EXDEV),
+/// also in the link area, which takes the target root's. Linked as one
+/// inode with its own project id, every run; hard-linked symlinks and
+/// specials too, with their directory's.
+#[test]
+fn a_hard_link_group_of_another_project_than_its_directories() {
+    let test = "a_hard_link_group_of_another_project_than_its_directories";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== {test} [{cfg}]");
+        let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+            return;
+        };
+        let (src, dst) = (s.src(), s.dst());
+        let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+        for d in ["a", "b"] {
+            std::fs::create_dir(src.join(d)).unwrap();
+        }
+        for d in [&src, &src.join("a"), &src.join("b")] {
+            chproj(d, 42);
+            chattr(d, "+P");
+        }
+        write(&src.join("a/h"), "one inode");
+        std::fs::hard_link(src.join("a/h"), src.join("b/h")).unwrap();
+        chproj(&src.join("a/h"), 5);
+        assert_quiet("first run", &sync(*cfg, &src, &dst, false));
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        assert_eq!(inode(&dst.join("a/h")).1, 2);
+        assert_same_attrs(&src, &dst, &["", "a", "b", "a/h", "b/h"], true);
+        // A third name, in a new directory of another project.
+        std::fs::create_dir(src.join("c")).unwrap();
+        chproj(&src.join("c"), 9);
+        chattr(&src.join("c"), "+P");
+        chproj(&src.join("a/h"), 9);
+        std::fs::hard_link(src.join("a/h"), src.join("c/h")).unwrap();
+        chproj(&src.join("a/h"), 5);
+        // A symlink and a fifo of two names there: made in the link area
+        // (the root's project id), linked with their directory's.
+        std::os::unix::fs::symlink("h", src.join("c/l")).unwrap();
+        run(Command::new("mkfifo").arg(src.join("c/p")));
+        for n in ["l", "p"] {
+            std::fs::hard_link(src.join("c").join(n), src.join(format!("c/{n}2"))).unwrap();
+        }
+        assert_quiet("a name gained", &sync(*cfg, &src, &dst, false));
+        for n in ["l", "p"] {
+            let (one, two) = (dst.join("c").join(n), dst.join(format!("c/{n}2")));
+            assert_eq!(inode(&one), inode(&two), "{n}");
+            assert_eq!(inode(&one).1, 2, "{n}");
+        }
+        assert_eq!(inode(&dst.join("c/h")), inode(&dst.join("a/h")));
+        assert_eq!(inode(&dst.join("a/h")).1, 3);
+        assert_same_attrs(&src, &dst, &["c", "a/h", "c/h"], true);
+    }
+}
+
+/// A hard-link group whose source gains an xattr, flags that `statx`
+/// does not list (`S`, `A`) and `d`, and another project id, after a
+/// first run: the re-run gives them to the group's inode (the walk's
+/// action to compare them was recorded like a member, which needs
+/// nothing, and dropped); the run after it does nothing.
+#[test]
+fn a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs() {
+    let test = "a_hard_link_group_gets_its_xattrs_flags_and_project_id_on_re_runs";
+    let only = std::env::var("PSYNC_TEST_FRONTS").unwrap_or_default();
+    for cfg in CONFIGS.iter().filter(|c| c.selected(&only)) {
+        eprintln!("=== {test} [{cfg}]");
+        let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+            return;
+        };
+        let (src, dst) = (s.src(), s.dst());
+        let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+        for d in ["a", "b"] {
+            std::fs::create_dir(src.join(d)).unwrap();
+        }
+        write(&src.join("a/h"), "one inode");
+        std::fs::hard_link(src.join("a/h"), src.join("b/h")).unwrap();
+        assert_quiet("first run", &sync(*cfg, &src, &dst, false));
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        // The target's status older than the source's, whatever the clock.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run(Command::new("setfattr")
+            .args(["-n", "user.t", "-v", "1"])
+            .arg(src.join("a/h")));
+        chattr(&src.join("a/h"), "+SAd");
+        chproj(&src.join("a/h"), 7);
+        let out = sync(*cfg, &src, &dst, false);
+        assert_quiet("re-run", &out);
+        assert!(
+            out.itemized
+                .iter()
+                .any(|l| l.starts_with(".f") && l.contains('x')),
+            "{:?}",
+            out.itemized
+        );
+        assert_same_attrs(&src, &dst, &["a/h", "b/h"], true);
+        assert_eq!(attrs(&dst.join("a/h")).0, "SAd");
+        let got = run(Command::new("getfattr")
+            .args(["--only-values", "-n", "user.t"])
+            .arg(dst.join("b/h")));
+        assert_eq!(got, "1");
+        assert_eq!(inode(&dst.join("a/h")), inode(&dst.join("b/h")));
+        let again = sync(*cfg, &src, &dst, false);
+        assert_quiet("nothing to do", &again);
+        assert!(again.itemized.is_empty(), "{:?}", again.itemized);
+    }
+}
+
+/// Files whose project id differs from that of their project-inherit
+/// directory: a file copied in chunks, and an immutable file replaced on
+/// a re-run (lifted, then renamed over): both renames are refused there
+/// (EXDEV) unless the copy takes the directory's id for the move.
+#[test]
+fn files_of_another_project_than_their_directory_are_replaced() {
+    let test = "files_of_another_project_than_their_directory_are_replaced";
+    let Some(s) = scratch(test, Fs::Xfs, Fs::Xfs) else {
+        return;
+    };
+    let (src, dst) = (s.src(), s.dst());
+    let _unlock = Unlock(vec![src.clone(), dst.clone()]);
+    chproj(&src, 42);
+    chattr(&src, "+P");
+    let fill = |seed: u64| {
+        let data = crate::util::tree::random_bytes(seed, (3 << 20) + 7);
+        std::fs::write(src.join("big"), data).unwrap();
+    };
+    fill(1);
+    write(&src.join("small"), "one");
+    for f in ["big", "small"] {
+        chproj(&src.join(f), 5);
+    }
+    chattr(&src.join("small"), "+i");
+    let args = ["--chunk-size", "1M"];
+    for round in ["first run", "re-run"] {
+        let out = crate::util::run::run_cli(&args, &src, &dst);
+        assert_exit(&out, 0, round);
+        for f in ["big", "small"] {
+            let (s, d) = (src.join(f), dst.join(f));
+            assert_eq!(
+                std::fs::read(&s).unwrap(),
+                std::fs::read(&d).unwrap(),
+                "{round}: {f}"
+            );
+            assert_eq!(attrs(&s), attrs(&d), "{round}: {f}");
+        }
+        assert_eq!(attrs(&dst.join("small")), ("i".to_string(), 5));
+        chattr(&src.join("small"), "-i");
+        write(&src.join("small"), "two, longer");
+        chattr(&src.join("small"), "+i");
+        fill(2);
+    }
+}

@@ -527,12 +527,26 @@ fn packed(f: psync_lustre::Fid) -> u128 {
     u128::from(f.seq) << 64 | u128::from(f.oid) << 32 | u128::from(f.ver)
 }
 
-/// The part key of a file of FID `fid` as it is now (`ident::part_key`):
-/// XXH3-64 of a domain byte, the FID, size and mtime.
+/// The run's id of the file system of the source root (ADR 014:
+/// `fsid::Basis::SrcRoot`), which a source file's key carries with its FID.
+fn src_root_fs_id() -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = twox_hash::XxHash3_64::new();
+    h.write(b"psync file system src-root");
+    for _ in 0..3 {
+        h.write(&0u64.to_le_bytes());
+    }
+    h.finish()
+}
+
+/// The part key of a file of FID `fid` on the source root's file system
+/// as it is now (`ident::part_key`): XXH3-64 of a domain byte, the file
+/// system's id, the FID, size and mtime.
 fn fid_part_key(fid: u128, m: &std::fs::Metadata) -> u64 {
     use std::hash::Hasher as _;
     let mut h = twox_hash::XxHash3_64::new();
     h.write(&[0x46]);
+    h.write(&src_root_fs_id().to_le_bytes());
     h.write(&fid.to_le_bytes());
     for v in [m.size(), m.mtime() as u64, m.mtime_nsec() as u64] {
         h.write(&v.to_le_bytes());
@@ -621,7 +635,8 @@ fn links_and_parts_are_named_by_fid() {
         assert_eq!(parts_in(&s.dst()), BTreeSet::new());
         let group = packed(s.fake.fid_at(&s.src().join("a/h")).unwrap());
         let seen = w.seen.lock().unwrap().clone();
-        assert!(seen.contains(&format!("f{group:032x}")), "{seen:?}");
+        let key = format!("f{:016x}{group:032x}", src_root_fs_id());
+        assert!(seen.contains(&key), "{seen:?}");
         assert!(
             !seen.iter().any(|n| n.contains('-')),
             "no key from a device and inode: {seen:?}"

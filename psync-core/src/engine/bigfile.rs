@@ -868,13 +868,20 @@ impl Engine {
         // Stopped meanwhile (the target cannot be written): the old target stays.
         self.not_stopped()?;
         let rename = || dst_dir.rename(part_n.as_bytes(), src.name.as_bytes());
-        match rename() {
+        // A directory that passes on another project id refuses it (EXDEV).
+        let place = || match rename() {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(&dst_dir, &part, rename)
+            }
+            r => r,
+        };
+        match place() {
             // An immutable or append-only target: lifted, then replaced.
             Err(e)
                 if e.raw_os_error() == Some(libc::EPERM)
                     && self.unlock_name(&dst_dir, &src.name) =>
             {
-                rename()
+                place()
             }
             r => r,
         }

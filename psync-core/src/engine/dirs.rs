@@ -523,6 +523,33 @@ impl Engine {
         })
     }
 
+    /// A hard-linked name's action to compare its xattrs, ACLs, flags and
+    /// project id (nothing else due, its source's status newer): with
+    /// nothing marked it would be recorded like a member, which needs
+    /// nothing, and never compared. Compared here (read by name, nothing
+    /// written): marked `x` when anything differs, so that the last phase
+    /// fixes it (`fix_linked_attrs`).
+    fn linked_xattr_check(&self, src_dir: &Dir, dst: Option<&Dir>, action: Action) -> Action {
+        match action {
+            Action::Attrs {
+                src,
+                dst: old,
+                mut change,
+            } if !change.any() => {
+                change.xattr = dst.is_some_and(|d| {
+                    (self.xattr_source(Some(&old), &src) && self.xattrs_differ(src_dir, d, &src))
+                        || self.fsattrs_differ(src_dir, d, &src, &old)
+                });
+                Action::Attrs {
+                    src,
+                    dst: old,
+                    change,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Carries out the actions of one directory; returns whether any entry
     /// of the target directory was added, removed or replaced.
     pub(super) fn act(
@@ -652,7 +679,7 @@ impl Engine {
                 Action::Attrs { ref src, .. }
                     if !self.dry_run && is_linked(src, &self.plan_opts) =>
                 {
-                    linked.push(action);
+                    linked.push(self.linked_xattr_check(src_dir, dst, action));
                 }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
@@ -963,6 +990,12 @@ impl Engine {
             let sealed = locked || seal.is_some_and(|bits| bits != 0);
             if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
+                    Ok(d) if !self.none_could_move(&d) && locked => {
+                        let why = "immutable or append-only, in a directory another user could \
+                                   have moved into the tree: not lifted";
+                        let e = std::io::Error::other(why);
+                        return self.fail(rel, true, Op::FileAttr, e);
+                    }
                     Ok(d) => {
                         self.set_protect(rel, Node::Fd(d.fd()), 0);
                     }

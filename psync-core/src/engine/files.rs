@@ -412,13 +412,18 @@ impl Engine {
             let _ = dir.unlink(tmp.as_bytes());
             return Err(stop);
         }
-        let renamed = match dir.rename(tmp.as_bytes(), name.as_bytes()) {
+        let rename = || dir.rename(tmp.as_bytes(), name.as_bytes());
+        // A directory that passes on another project id refuses it (EXDEV).
+        let place = || match rename() {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir(dir, out, rename)
+            }
+            r => r,
+        };
+        let renamed = match place() {
             // An immutable or append-only target: lifted, then replaced.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.unlock_name(dir, name) => {
-                dir.rename(tmp.as_bytes(), name.as_bytes())
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                self.in_project_dir(dir, out, || dir.rename(tmp.as_bytes(), name.as_bytes()))
+                place()
             }
             r => r,
         };

@@ -123,6 +123,12 @@ impl Engine {
         if !self.fs.is(&h, dst) {
             return true;
         }
+        if !self.none_could_move_in(d) {
+            let why = "immutable or append-only in a directory another user could have moved \
+                       into the tree: not lifted";
+            self.fail(&path, true, Op::FileAttr, io::Error::other(why));
+            return false;
+        }
         if !lone(&h.stat) {
             // A name of a hard-link group: lifted already, when safe, by
             // the last phase (see `Engine::unlock_group`).
@@ -159,7 +165,7 @@ impl Engine {
         let Ok(h) = dir.handle(name.as_bytes()) else {
             return false;
         };
-        if !lone(&h.stat) {
+        if !lone(&h.stat) || !self.none_could_move_in(dir) {
             return false;
         }
         match fsattr::get(h.node()) {
@@ -168,6 +174,64 @@ impl Engine {
             }
             _ => false,
         }
+    }
+
+    /// True when no user but psync's could have moved an entry of `d`
+    /// into the tree: `d` and every directory above it up to the run's
+    /// root are psync's user's, writable by no one else (an ACL granting
+    /// write shows as a group bit). Only then is an immutable or
+    /// append-only inode lifted: the flags freeze an inode's own names
+    /// but not the directories above them, so a user can rename a
+    /// directory of theirs holding an admin's immutable file into the
+    /// tree, have the run lift and delete or replace it, and take the
+    /// directory back.
+    pub(crate) fn none_could_move_in(&self, d: &Dir) -> bool {
+        self.chain_is_ours(d, false)
+    }
+
+    /// True when no user but psync's could have moved the directory `d`
+    /// itself into the tree: the run's root, or a directory whose parent
+    /// passes [`Engine::none_could_move_in`] (`d`'s own owner does not
+    /// matter: renaming it takes writing in its parent).
+    pub(crate) fn none_could_move(&self, d: &Dir) -> bool {
+        self.chain_is_ours(d, true)
+    }
+
+    fn chain_is_ours(&self, d: &Dir, from_parent: bool) -> bool {
+        use rustix::fs::{Mode, OFlags};
+        let Some(root) = self.dst_root.as_ref() else {
+            return false;
+        };
+        let Ok(top) = root.fstat() else {
+            return false;
+        };
+        let me = crate::engine::euid();
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut held: Option<std::os::fd::OwnedFd> = None;
+        for _ in 0..4096 {
+            use std::os::fd::AsFd;
+            let cur = held.as_ref().map_or(d.fd(), |fd| fd.as_fd());
+            let Ok(st) = rustix::fs::fstat(cur) else {
+                return false;
+            };
+            let first = held.is_none();
+            if !(first && from_parent) && (st.st_uid != me || st.st_mode & 0o022 != 0) {
+                return false;
+            }
+            if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino) {
+                return true;
+            }
+            let Ok(up) = rustix::fs::openat(cur, "..", flags, Mode::empty()) else {
+                return false;
+            };
+            // At `/` without passing the root: not in the tree any more.
+            if rustix::fs::fstat(&up).is_ok_and(|u| (u.st_dev, u.st_ino) == (st.st_dev, st.st_ino))
+            {
+                return false;
+            }
+            held = Some(up);
+        }
+        false
     }
 
     /// Links or renames (`put`) a copy whose project id differs from
@@ -182,23 +246,38 @@ impl Engine {
         put: impl Fn() -> io::Result<()>,
     ) -> io::Result<()> {
         use std::os::fd::AsFd;
+        self.in_project_dir_as(dir, Node::Fd(out.as_fd()), None, put)
+    }
+
+    /// [`Engine::in_project_dir`] for the inode `file` reaches, given
+    /// the project id `want` once in place (`None`: the one it has now).
+    /// A hard-link group's inode, which other tasks may be linking into
+    /// other directories meanwhile, is given its source's: what it has
+    /// may be another directory's, for the moment.
+    pub(crate) fn in_project_dir_as(
+        &self,
+        dir: &Dir,
+        file: Node<'_>,
+        want: Option<u32>,
+        mut put: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         let refused = || io::Error::from_raw_os_error(libc::EXDEV);
-        let file = Node::Fd(out.as_fd());
         let (Some(own), Some(theirs)) = (
             fsattr::get(file).ok().flatten(),
             fsattr::get(Node::Fd(dir.fd())).ok().flatten(),
         ) else {
             return Err(refused());
         };
-        if !self.copy_opts.project_ids.on()
-            || theirs.xflags() & fsattr::PROJINHERIT == 0
-            || theirs.projid() == own.projid()
+        let want = want.unwrap_or(own.projid());
+        if theirs.xflags() & fsattr::PROJINHERIT == 0
+            || (theirs.projid() == own.projid() && theirs.projid() == want)
         {
             return Err(refused());
         }
         fsattr::set_projid(file, theirs.projid())?;
-        put()?;
-        fsattr::set_projid(file, own.projid()).map(|_| ())
+        let put = put();
+        let back = fsattr::set_projid(file, want).map(|_| ());
+        put.and(back)
     }
 
     /// Whether the flags or project id of `src`'s target may need a
@@ -319,7 +398,13 @@ impl Engine {
             }
         }
         if writes && dst.is_some_and(Entry::is_protected) && self.copy_opts.file_flags.on() {
-            self.set_protect(rel, Node::Fd(d.fd()), 0);
+            if self.none_could_move(d) {
+                self.set_protect(rel, Node::Fd(d.fd()), 0);
+            } else {
+                let why = "immutable or append-only, in a directory another user could have \
+                           moved into the tree: not lifted";
+                self.fail(rel, true, Op::FileAttr, io::Error::other(why));
+            }
         }
     }
 

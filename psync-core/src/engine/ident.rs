@@ -13,8 +13,10 @@ use std::hash::Hasher as _;
 pub(crate) enum SourceId {
     /// The run's id of its file system (ADR 014) and its inode.
     Inode { dev: u64, ino: u64 },
-    /// The copier's id of the file ([`Copier::file_id`]: a Lustre FID).
-    File(u128),
+    /// The run's id of its file system and the copier's id of the file
+    /// in it ([`Copier::file_id`]: a Lustre FID, unique within one file
+    /// system only: two Lustre file systems number their files alike).
+    File { dev: u64, id: u128 },
 }
 
 /// The first byte hashed for a [`SourceId::File`]: with it, the input of
@@ -27,7 +29,12 @@ impl SourceId {
     pub(crate) fn of(copier: &dyn Copier, e: &Entry) -> SourceId {
         copier
             .file_id(e)
-            .map_or_else(|| SourceId::inode(e), SourceId::File)
+            .map_or_else(|| SourceId::inode(e), |id| SourceId::file(e, id))
+    }
+
+    /// `e`'s identity by its file system and the copier's id `id` of it.
+    pub(crate) fn file(e: &Entry, id: u128) -> SourceId {
+        SourceId::File { dev: e.dev, id }
     }
 
     /// `e`'s identity by its file system and inode (no file id).
@@ -39,8 +46,8 @@ impl SourceId {
     }
 
     /// The name of its hard-link group in the link area: `<dev>-<ino>`
-    /// (as before file ids), or `f<id>` (32 hex digits, no `-`, so never
-    /// an inode's).
+    /// (as before file ids), or `f<dev><id>` (16 and 32 hex digits, no
+    /// `-`, so never an inode's).
     pub(crate) fn key(self) -> Name {
         Name(self.text().into_bytes())
     }
@@ -53,7 +60,7 @@ impl SourceId {
     fn text(self) -> String {
         match self {
             SourceId::Inode { dev, ino } => format!("{dev:x}-{ino:x}"),
-            SourceId::File(id) => format!("f{id:032x}"),
+            SourceId::File { dev, id } => format!("f{dev:016x}{id:032x}"),
         }
     }
 
@@ -66,10 +73,11 @@ impl SourceId {
                 id[8..].copy_from_slice(&ino.to_le_bytes());
                 twox_hash::XxHash3_64::oneshot(&id)
             }
-            SourceId::File(f) => {
-                let mut id = [0u8; 17];
+            SourceId::File { dev, id: f } => {
+                let mut id = [0u8; 25];
                 id[0] = FILE_DOMAIN;
-                id[1..].copy_from_slice(&f.to_le_bytes());
+                id[1..9].copy_from_slice(&dev.to_le_bytes());
+                id[9..].copy_from_slice(&f.to_le_bytes());
                 twox_hash::XxHash3_64::oneshot(&id)
             }
         }
@@ -82,9 +90,10 @@ impl SourceId {
                 h.write(&dev.to_le_bytes());
                 h.write(&ino.to_le_bytes());
             }
-            SourceId::File(f) => {
+            SourceId::File { dev, id } => {
                 h.write(&[FILE_DOMAIN]);
-                h.write(&f.to_le_bytes());
+                h.write(&dev.to_le_bytes());
+                h.write(&id.to_le_bytes());
             }
         }
     }
@@ -143,16 +152,20 @@ mod tests {
         assert_eq!(id.hash(), twox_hash::XxHash3_64::oneshot(&old));
     }
 
-    /// One file id, whatever inode and device each node saw: one key,
-    /// one part; another file id, other keys.
+    /// One file id on one file system, whatever inode each node saw: one
+    /// key, one part; another file id, other keys.
     #[test]
     fn a_file_id_names_alike_whatever_the_inode() {
         let fid = 0x2_0000_0401_u128 << 64 | 0x1234 << 32;
-        let (a, b) = (entry(1, 2), entry(9, 0x7fff_0001));
-        let id = SourceId::File(fid);
+        let (a, b) = (entry(1, 2), entry(1, 0x7fff_0001));
+        let id = SourceId::file(&a, fid);
+        assert_eq!(id, SourceId::file(&b, fid));
         assert_eq!(part_key(id, &a), part_key(id, &b));
-        assert_eq!(id.key(), Name::from("f00000002000004010000123400000000"));
-        let other = SourceId::File(fid + 1);
+        assert_eq!(
+            id.key(),
+            Name::from("f000000000000000100000002000004010000123400000000")
+        );
+        let other = SourceId::file(&a, fid + 1);
         assert_ne!(other.key(), id.key());
         assert_ne!(other.hash(), id.hash());
         assert_ne!(part_key(other, &a), part_key(id, &a));
@@ -171,14 +184,31 @@ mod tests {
     fn file_ids_and_inodes_never_share_a_key() {
         let e = entry(0, 0);
         let inode = SourceId::Inode { dev: 0, ino: 0 };
-        let file = SourceId::File(0);
+        let file = SourceId::file(&e, 0);
         assert_ne!(inode.key(), file.key());
         assert!(!file.key().as_bytes().contains(&b'-'));
         assert_ne!(inode.hash(), file.hash());
         assert_ne!(part_key(inode, &e), part_key(file, &e));
         // The same 16 bytes as an inode's (dev, ino) and as a file id.
         let (dev, ino) = (0x1111_u64, 0x2222_u64);
-        let same = SourceId::File(u128::from(ino) << 64 | u128::from(dev));
+        let same = SourceId::File {
+            dev: 0,
+            id: u128::from(ino) << 64 | u128::from(dev),
+        };
         assert_ne!(SourceId::Inode { dev, ino }.hash(), same.hash());
+    }
+
+    /// One FID on two file systems (two Lustre file systems in the
+    /// source tree number their files alike): two files, two keys.
+    #[test]
+    fn one_file_id_on_two_file_systems_names_two_files() {
+        let fid = 0x2_0000_0401_u128 << 64 | 1 << 32;
+        let (a, b) = (entry(1, 2), entry(9, 2));
+        let (x, y) = (SourceId::file(&a, fid), SourceId::file(&b, fid));
+        assert_ne!(x, y);
+        assert_ne!(x.key(), y.key());
+        assert_ne!(x.hash(), y.hash());
+        assert_ne!(x.note(".names"), y.note(".names"));
+        assert_ne!(part_key(x, &a), part_key(y, &b));
     }
 }

@@ -713,6 +713,16 @@ impl Engine {
         }
     }
 
+    /// True when no directory of `paths` that opens could have been moved
+    /// into the tree by another user ([`Engine::none_could_move_in`]).
+    fn none_moved_in(&self, paths: &[RelPath]) -> bool {
+        paths.iter().all(|p| {
+            p.split_last()
+                .and_then(|(parent, _)| self.open_dst(&parent).ok())
+                .is_none_or(|d| self.none_could_move_in(&d))
+        })
+    }
+
     /// Lifts immutable and append-only from `dst`, the listed target of
     /// a name of `src`'s hard-link group in `dst_dir`, before the run
     /// links, replaces or fixes it. Only when every link of its inode is
@@ -756,6 +766,11 @@ impl Engine {
         });
         #[allow(clippy::unnecessary_cast)]
         let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
+        if explained && !(self.none_could_move_in(dst_dir) && self.none_moved_in(&gone)) {
+            return Err(io::Error::other(
+                "immutable or append-only, in a directory another user could have moved into the tree: not lifted",
+            ));
+        }
         if !explained {
             if !protected()? {
                 // Lifted by another name's task while these were counted
@@ -864,7 +879,8 @@ impl Engine {
             };
             if protected {
                 #[allow(clippy::unnecessary_cast)]
-                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64;
+                let all = self.links_among(&paths, &st).len() as u64 >= st.st_nlink as u64
+                    && self.none_moved_in(&paths);
                 let lifted = all
                     && crate::fsattr::set_protect(h.node(), 0).is_ok_and(|r| r.dropped.is_empty());
                 if !lifted {
@@ -1067,6 +1083,12 @@ impl Engine {
         }
         let node = crate::xattr::Node::Fd(d.fd());
         match crate::fsattr::get(node) {
+            Ok(Some(a)) if a.xflags() & PROTECT != 0 && !self.none_could_move(d) => {
+                let why = "immutable or append-only, in a directory another user could have \
+                           moved into the tree: not lifted";
+                self.fail(rel, true, Op::FileAttr, io::Error::other(why));
+                0
+            }
             Ok(Some(a)) if a.xflags() & PROTECT != 0 => {
                 let bits = a.xflags() & PROTECT;
                 if self.set_protect(rel, node, 0) {
@@ -1732,7 +1754,16 @@ impl Engine {
                 return Ok(linked);
             }
             self.finish_node(job, &part)?;
-            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
+            let published_now = match publish() {
+                // The source's project id, not the area's, which passes
+                // the target root's on.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
+                    .handle(part.as_bytes())
+                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
+                r => r,
+            };
+            match published_now {
                 Ok(()) => std::mem::forget(claim),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(CopyFail::target_io(Op::Rename, e)),
@@ -1794,6 +1825,11 @@ impl Engine {
         match area.link_from(dst_dir, dst.name.as_bytes(), check.as_bytes()) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Publish::Unusable),
+            // The area passes the target root's project id on, and the
+            // target's differs: copied anew (its project id is not
+            // changed for the link, a user's name may be another inode
+            // by now).
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => return Ok(Publish::Unusable),
             Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
         }
         let drop_check = || {
@@ -1939,7 +1975,16 @@ impl Engine {
             // Stopped meanwhile: the claim's drop removes the part.
             self.not_stopped()?;
             self.note_leader(area, src, path)?;
-            match area.rename_noreplace(part.as_bytes(), key.as_bytes()) {
+            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
+            let published_now = match publish() {
+                // The source's project id, not the area's, which passes
+                // the target root's on.
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
+                    .handle(part.as_bytes())
+                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
+                r => r,
+            };
+            match published_now {
                 Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
                 // to the winner's inode all the same.
@@ -1970,6 +2015,48 @@ impl Engine {
         }
     }
 
+    /// `link`, a link of the group's published inode into the job's
+    /// directory; one refused because that directory passes on another
+    /// project id (EXDEV) is made with the inode given the directory's for
+    /// the moment, then its source's (see [`Engine::in_project_dir_as`]).
+    /// Another name's task may be doing the same for another directory:
+    /// tried a few times.
+    fn link_in_project(
+        &self,
+        job: &NodeJob<'_>,
+        mut link: impl FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        use crate::xattr::Node;
+        let mut tries = 0;
+        loop {
+            let e = match link() {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => e,
+                r => return r,
+            };
+            // A file's own project id, when synced; else (a symlink or
+            // special, whose are not) the one its directory passes on,
+            // as a node made there would have.
+            let own = (self.copy_opts.project_ids.on() && job.src.kind == Kind::File)
+                .then(|| crate::fsattr::get(Node::At(job.src_dir, &job.src.name)));
+            let want = match own {
+                Some(a) => a.ok().flatten(),
+                None => crate::fsattr::get(Node::Fd(job.dst_dir.fd()))
+                    .ok()
+                    .flatten(),
+            };
+            let Some(want) = want.map(|a| a.projid()) else {
+                return Err(e);
+            };
+            // By name in the area, psync's own: `file_setattr` reaches a
+            // symlink or special too (never opened).
+            let node = Node::At(job.area, &job.key);
+            match self.in_project_dir_as(job.dst_dir, node, Some(want), &mut link) {
+                Err(e) if e.raw_os_error() == Some(libc::EXDEV) && tries < 8 => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
     /// Links the path to the published inode, unless it already is that inode.
     fn link_to_key(
         &self,
@@ -1989,7 +2076,8 @@ impl Engine {
         // A new name: linked in place directly (a name that appeared
         // meanwhile is replaced below, like an old one).
         if dst.is_none() {
-            match dst_dir.link_from(area, key.as_bytes(), src.name.as_bytes()) {
+            let link = || dst_dir.link_from(area, key.as_bytes(), src.name.as_bytes());
+            match self.link_in_project(job, link) {
                 Ok(()) => return linked,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(CopyFail::target_io(Op::Link, e)),
@@ -2007,15 +2095,28 @@ impl Engine {
             return Ok(mine.unwrap_or(Linked::Again));
         }
         let tmp = self.temp_name();
-        dst_dir
-            .link_from(area, key.as_bytes(), tmp.as_bytes())
-            .map_err(|e| CopyFail::target_io(Op::Link, e))?;
-        let renamed = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes());
+        let (mut linked_tmp, mut renamed) = (Ok(()), Ok(()));
+        // The link and the rename both refused in a directory that passes
+        // on another project id: both with the inode given its id.
+        let placed = self.link_in_project(job, || {
+            let _ = dst_dir.unlink(tmp.as_bytes());
+            linked_tmp = dst_dir.link_from(area, key.as_bytes(), tmp.as_bytes());
+            linked_tmp.as_ref().map_err(clone_io)?;
+            renamed = dst_dir.rename(tmp.as_bytes(), src.name.as_bytes());
+            renamed.as_ref().map(|_| ()).map_err(clone_io)
+        });
         // Also after a rename that succeeded: between two links of one
         // inode (the name linked meanwhile) it does nothing, and the
         // temporary would stay, a name of the group.
         let _ = dst_dir.unlink(tmp.as_bytes());
-        renamed.map_err(|e| CopyFail::target_io(Op::Rename, e))?;
+        if let Err(e) = placed {
+            let op = if linked_tmp.is_err() {
+                Op::Link
+            } else {
+                Op::Rename
+            };
+            return Err(CopyFail::target_io(op, e));
+        }
         linked
     }
 }
@@ -2744,6 +2845,14 @@ impl Waiter {
         self.sleep = (self.sleep * 2).min(std::time::Duration::from_millis(50));
         self.still_since.elapsed() < std::time::Duration::from_secs(60)
     }
+}
+
+/// A copy of an `io::Error` held in a result (its kind and errno).
+fn clone_io(e: &io::Error) -> io::Error {
+    e.raw_os_error().map_or_else(
+        || io::Error::new(e.kind(), e.to_string()),
+        io::Error::from_raw_os_error,
+    )
 }
 
 #[cfg(test)]
