@@ -324,7 +324,10 @@ impl Engine {
             return false;
         }
         let mut changed = false;
-        if crate::plan::xattrs_may_differ(src, dst, &self.plan_opts)
+        // As `fsattrs_differ`, and wherever xattrs are compared (an
+        // entry being fixed anyway: one more read).
+        if crate::plan::source_status_newer(src, dst, &self.plan_opts)
+            || crate::plan::xattrs_may_differ(src, dst, &self.plan_opts)
             || crate::plan::listed_flags_differ(src, dst, &self.plan_opts)
         {
             match self.copier.sync_fsattrs(from, to, self.fsattr_how()) {
@@ -378,7 +381,8 @@ impl Engine {
             return;
         }
         let due = dst.is_none_or(|dst| {
-            crate::plan::xattrs_may_differ(src, dst, &self.plan_opts)
+            crate::plan::source_status_newer(src, dst, &self.plan_opts)
+                || crate::plan::xattrs_may_differ(src, dst, &self.plan_opts)
                 || crate::plan::listed_flags_differ(src, dst, &self.plan_opts)
         });
         if due {
