@@ -992,7 +992,7 @@ impl Engine {
                 match target() {
                     Ok(d) if !self.none_could_move(&d) && locked => {
                         let why = "immutable or append-only, in a directory another user could \
-                                   have moved into the tree: not lifted";
+                                   have moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
                         let e = std::io::Error::other(why);
                         return self.fail(rel, true, Op::FileAttr, e);
                     }

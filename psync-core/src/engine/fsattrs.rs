@@ -125,7 +125,7 @@ impl Engine {
         }
         if !self.none_could_move_in(d) {
             let why = "immutable or append-only in a directory another user could have moved \
-                       into the tree: not lifted";
+                       into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
             self.fail(&path, true, Op::FileAttr, io::Error::other(why));
             return false;
         }
@@ -406,7 +406,7 @@ impl Engine {
                 self.set_protect(rel, Node::Fd(d.fd()), 0);
             } else {
                 let why = "immutable or append-only, in a directory another user could have \
-                           moved into the tree: not lifted";
+                           moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
                 self.fail(rel, true, Op::FileAttr, io::Error::other(why));
             }
         }

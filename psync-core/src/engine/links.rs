@@ -768,7 +768,7 @@ impl Engine {
         let explained = here.is_some_and(|n| st.st_nlink as u64 <= n);
         if explained && !(self.none_could_move_in(dst_dir) && self.none_moved_in(&gone)) {
             return Err(io::Error::other(
-                "immutable or append-only, in a directory another user could have moved into the tree: not lifted",
+                "immutable or append-only, in a directory another user could have moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)",
             ));
         }
         if !explained {
@@ -1085,7 +1085,7 @@ impl Engine {
         match crate::fsattr::get(node) {
             Ok(Some(a)) if a.xflags() & PROTECT != 0 && !self.none_could_move(d) => {
                 let why = "immutable or append-only, in a directory another user could have \
-                           moved into the tree: not lifted";
+                           moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
                 self.fail(rel, true, Op::FileAttr, io::Error::other(why));
                 0
             }
