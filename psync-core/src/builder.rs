@@ -42,6 +42,8 @@ pub struct SyncBuilder {
     plan: PlanOptions,
     dry_run: bool,
     itemize: bool,
+    max_delete: Option<u64>,
+    max_errors: Option<u64>,
     events: Option<Sender<Event>>,
     progress_interval: Duration,
     stop_grace: Duration,
@@ -127,6 +129,8 @@ impl SyncBuilder {
             plan: PlanOptions::default(),
             dry_run: false,
             itemize: false,
+            max_delete: None,
+            max_errors: None,
             events: None,
             progress_interval: Duration::from_millis(250),
             stop_grace: Duration::from_secs(10),
@@ -196,6 +200,24 @@ impl SyncBuilder {
     /// Plan and report without changing anything. Default: false.
     pub fn dry_run(&mut self, yes: bool) -> &mut Self {
         self.dry_run = yes;
+        self
+    }
+
+    /// `--max-delete`: delete at most `limit` target entries in the run;
+    /// the deletions past it are skipped and counted
+    /// ([`crate::Snapshot::deletes_skipped`]), a directory whole (it and
+    /// its contents, when they do not all fit). Replacing an entry of
+    /// another type is not limited. Default: no limit.
+    pub fn max_delete(&mut self, limit: Option<u64>) -> &mut Self {
+        self.max_delete = limit;
+        self
+    }
+
+    /// `--max-errors`: stop the run, as the quit flag does, once `limit`
+    /// entries failed (the run's report says interrupted). Default: no
+    /// limit.
+    pub fn max_errors(&mut self, limit: Option<u64>) -> &mut Self {
+        self.max_errors = limit;
         self
     }
 
@@ -776,6 +798,8 @@ impl Syncer {
             copier: copier.name().to_string(),
             copier_options: copier.options(),
             dry_run: b.dry_run,
+            max_delete: b.max_delete,
+            max_errors: b.max_errors,
             itemize: b.itemize,
             verify: b.verify,
             chunk_size: b.chunk_size,

@@ -132,6 +132,20 @@ impl Event {
     }
 }
 
+impl Event {
+    /// rsync's `-v` line for an itemize event: the name (`/` after a
+    /// directory, ` -> text` after a symlink, ` => leader` after a hard
+    /// link), or `deleting name` for a deletion.
+    pub fn verbose_line(&self) -> Option<String> {
+        let line = self.itemize_line()?;
+        let name = &line[crate::itemize::DELETING.len() + 1..];
+        Some(match self {
+            Event::Itemize { change: None, .. } => format!("deleting {name}"),
+            _ => name.to_string(),
+        })
+    }
+}
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $field:ident,)*) => {
         /// Live counters of a run: the counts of its tasks, added as the
@@ -195,6 +209,8 @@ counters! {
     attrs_updated,
     /// Target entries deleted (a deleted directory counts its contents).
     deleted,
+    /// Target entries `--delete` left because of `--max-delete`.
+    deletes_skipped,
     /// Entries that failed.
     failed,
     /// Warnings reported.
@@ -269,6 +285,7 @@ mod tests {
             link: None,
         };
         assert_eq!(ev.itemize_line().unwrap(), "cd+++++++++ d/");
+        assert_eq!(ev.verbose_line().unwrap(), "d/");
         let ev = Event::Itemize {
             path: p.clone(),
             change: None,
@@ -276,6 +293,7 @@ mod tests {
             link: None,
         };
         assert_eq!(ev.itemize_line().unwrap(), "*deleting   d");
+        assert_eq!(ev.verbose_line().unwrap(), "deleting d");
         let ev = Event::Itemize {
             path: p,
             change: Some(Change::new_entry(Kind::Symlink)),
@@ -283,6 +301,7 @@ mod tests {
             link: Some(RelPath::from_bytes("t")),
         };
         assert_eq!(ev.itemize_line().unwrap(), "cL+++++++++ d -> t");
+        assert_eq!(ev.verbose_line().unwrap(), "d -> t");
     }
 
     #[test]

@@ -79,6 +79,16 @@ pub struct RunSpec {
     pub copier_options: String,
     /// Plan and report without changing anything.
     pub dry_run: bool,
+    /// `--max-delete`: at most this many target entries deleted in the
+    /// run (deletions past it are skipped and counted). The count is
+    /// shared by the engines of one process ([`EngineContext::deletions`]),
+    /// not across processes.
+    #[serde(default)]
+    pub max_delete: Option<u64>,
+    /// `--max-errors`: the run stops (as if interrupted) once this many
+    /// entries failed, counted like `max_delete` ([`EngineContext::failures`]).
+    #[serde(default)]
+    pub max_errors: Option<u64>,
     /// Send an [`Event::Itemize`] for every change.
     pub itemize: bool,
     /// Verify every copy by reading it back.
@@ -115,6 +125,8 @@ impl std::fmt::Debug for RunSpec {
             .field("copier", &self.copier)
             .field("copier_options", &self.copier_options)
             .field("dry_run", &self.dry_run)
+            .field("max_delete", &self.max_delete)
+            .field("max_errors", &self.max_errors)
             .field("itemize", &self.itemize)
             .field("verify", &self.verify)
             .field("chunk_size", &self.chunk_size)
@@ -261,6 +273,11 @@ pub struct EngineContext {
     pub stats: Arc<Stats>,
     /// Set it to stop the engine. Default: a fresh, unset flag.
     pub quit: Arc<AtomicBool>,
+    /// Deletions granted so far under [`RunSpec::max_delete`]: shared by
+    /// the engines of a run so that the limit is the run's. Default: 0.
+    pub deletions: Arc<AtomicU64>,
+    /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
+    pub failures: Arc<AtomicU64>,
 }
 
 impl EngineContext {
@@ -273,6 +290,8 @@ impl EngineContext {
             events: None,
             stats: Arc::new(Stats::default()),
             quit: Arc::new(AtomicBool::new(false)),
+            deletions: Arc::new(AtomicU64::new(0)),
+            failures: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -369,6 +388,10 @@ impl Engine {
                 ..spec.copy
             },
             dry_run: spec.dry_run,
+            max_delete: spec.max_delete,
+            deletions: cx.deletions,
+            max_errors: spec.max_errors,
+            failures: cx.failures,
             itemize: spec.itemize,
             events: cx.events,
             stats: cx.stats,
@@ -587,6 +610,8 @@ mod tests {
             copier: "generic".into(),
             copier_options: "{\"layout\":\"Default\"}".into(),
             dry_run: true,
+            max_delete: Some(2),
+            max_errors: Some(5),
             itemize: true,
             verify: false,
             chunk_size: 8 << 20,

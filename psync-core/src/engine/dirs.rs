@@ -770,6 +770,9 @@ impl Engine {
         replaced: bool,
     ) -> bool {
         let path = rel.join(&old.name);
+        if !replaced && !self.may_delete(dir, &path, old) {
+            return true;
+        }
         // rsync does not itemize the entry a type change replaces, only
         // what a replaced directory held.
         match dir {
@@ -795,6 +798,55 @@ impl Engine {
         };
         self.count(|c| c.deleted += removed);
         true
+    }
+
+    /// `--max-delete`: takes the entries of `old` (it and its contents)
+    /// from the run's allowance; false, counted as skipped, when they do
+    /// not fit. A directory is kept whole rather than emptied in part.
+    fn may_delete(&self, dir: Option<&Dir>, path: &RelPath, old: &Entry) -> bool {
+        let Some(limit) = self.max_delete else {
+            return true;
+        };
+        let n = match dir {
+            Some(d) if old.kind == Kind::Dir => self.count_tree(d, path, old),
+            _ => 1,
+        };
+        let granted = self
+            .deletions
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(n).filter(|&total| total <= limit)
+            })
+            .is_ok();
+        if !granted {
+            self.count(|c| c.deletes_skipped += n);
+        }
+        granted
+    }
+
+    /// The number of entries in the target tree `entry` at `path`, it
+    /// included (what its removal deletes).
+    fn count_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry) -> u64 {
+        let mut n = 0;
+        let top = crate::subtree::Child::of(&self.fs.local(entry));
+        let _ = crate::subtree::walk(
+            dir,
+            top,
+            path,
+            &mut |d| {
+                Ok(d.list()?
+                    .entries
+                    .iter()
+                    .map(crate::subtree::Child::of)
+                    .collect())
+            },
+            &mut |_, _, c| {
+                if c.entry.as_ref().is_some_and(|e| !e.mount_root) {
+                    n += 1;
+                }
+                Ok(())
+            },
+        );
+        n.max(1)
     }
 
     /// A type change without `--delete`/`--force`: removes the target

@@ -73,6 +73,14 @@ pub struct Engine {
     pub(crate) plan_opts: PlanOptions,
     pub(crate) copy_opts: CopyOptions,
     pub(crate) dry_run: bool,
+    /// `--max-delete` ([`crate::spec::RunSpec::max_delete`]).
+    pub(crate) max_delete: Option<u64>,
+    /// Deletions granted so far, shared by the run's engines here.
+    pub(crate) deletions: Arc<AtomicU64>,
+    /// `--max-errors` ([`crate::spec::RunSpec::max_errors`]).
+    pub(crate) max_errors: Option<u64>,
+    /// Entries failed so far, shared by the run's engines here.
+    pub(crate) failures: Arc<AtomicU64>,
     pub(crate) itemize: bool,
     pub(crate) events: Option<Sender<Event>>,
     pub(crate) stats: Arc<Stats>,
@@ -454,6 +462,11 @@ impl Engine {
                 c.failed += 1;
                 c.done += 1;
             });
+            // `--max-errors`: stopped as an interrupt stops the run.
+            let failed = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.max_errors.is_some_and(|max| failed >= max) {
+                self.quit.store(true, Ordering::SeqCst);
+            }
         }
         self.emit(Event::Error {
             path: rel.clone(),

@@ -118,6 +118,8 @@ impl Scatter {
                 one.events = cx.events.clone();
                 one.stats = Arc::clone(&cx.stats);
                 one.quit = Arc::clone(&cx.quit);
+                one.deletions = Arc::clone(&cx.deletions);
+                one.failures = Arc::clone(&cx.failures);
                 Engine::from_spec(spec, one)
             })
             .collect::<Result<Vec<_>, _>>()?;
