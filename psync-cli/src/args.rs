@@ -41,7 +41,8 @@ pub enum Command {
     /// Make DST identical to SRC, like `rsync -a SRC/ DST/`.
     ///
     /// Exit status: 0 everything synced, 1 some entries failed (each is
-    /// reported on stderr), 2 fatal error or interrupted (SIGINT, SIGTERM,
+    /// reported on stderr), --max-delete skipped deletions or --max-errors
+    /// stopped the run, 2 fatal error or interrupted (SIGINT, SIGTERM,
     /// SIGHUP: the first stops the run cleanly, temporaries removed; a
     /// second exits at once), 3 stopped because
     /// the target file system is full (ENOSPC, EDQUOT) or read-only (EROFS):
@@ -408,6 +409,10 @@ pub struct SyncArgs {
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
 
+    /// Limits, `-v`, `--stats`, `--log-file`.
+    #[command(flatten)]
+    pub limits: LimitsArgs,
+
     /// The broker to run on (see `psync worker`).
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -657,7 +662,9 @@ impl SyncArgs {
             .force(self.force)
             .one_file_system(self.one_file_system)
             .dry_run(self.dry_run)
-            .itemize(self.itemize_changes)
+            .itemize(self.itemize_changes || self.limits.wants_changes())
+            .max_delete(self.limits.max_delete)
+            .max_errors(self.limits.max_errors)
             .preserve(self.preserve())
             .ignore_times(self.ignore_times)
             .retries(self.retries)
@@ -818,5 +825,46 @@ mod tests {
     #[test]
     fn zero_threads_is_a_usage_error() {
         assert!(Cli::try_parse_from(["psync", "sync", "--threads", "0", "a", "b"]).is_err());
+    }
+}
+
+/// Limits of a run and what it records: `--max-delete`, `--max-errors`,
+/// `-v`, `--stats`, `--log-file`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// Delete at most N target entries (a directory counts with its
+    /// contents, and is kept whole when they do not all fit); the rest
+    /// are skipped, with a warning at the end and exit status 1, as
+    /// rsync's --max-delete (which exits 25). 0 deletes nothing. Not with
+    /// a broker.
+    #[arg(long, value_name = "N", help_heading = "Limits and logs")]
+    pub max_delete: Option<u64>,
+
+    /// Stop cleanly once N entries failed, as an interrupt stops the run
+    /// (temporaries removed), with exit status 1. Not with a broker.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits and logs")]
+    pub max_errors: Option<u64>,
+
+    /// Print the name of each changed entry on stdout (`deleting NAME`
+    /// for deletions), as rsync -v; -i prints codes instead.
+    #[arg(short = 'v', long, help_heading = "Limits and logs")]
+    pub verbose: bool,
+
+    /// Print rsync-like statistics after the summary.
+    #[arg(long, help_heading = "Limits and logs")]
+    pub stats: bool,
+
+    /// Append every event to FILE with a UTC timestamp (RFC 3339): each
+    /// change in -i form, warnings, errors, notes, skipped entries and the
+    /// summary. A symlink at FILE is refused; a new FILE is made mode 0600.
+    #[arg(long, value_name = "FILE", help_heading = "Limits and logs")]
+    pub log_file: Option<PathBuf>,
+}
+
+impl LimitsArgs {
+    /// True when the engine must send itemize events (`--stats` counts
+    /// them by type).
+    pub fn wants_changes(&self) -> bool {
+        self.verbose || self.stats || self.log_file.is_some()
     }
 }

@@ -42,6 +42,17 @@ impl BrokerArgs {
 /// `psync sync --broker`: prepares the run here (the target root, the
 /// modify window), submits it, and follows it like a local run.
 pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
+    // Each worker process would count on its own: the limit would be per
+    // worker, not the run's (a run-wide count needs the broker's).
+    for (given, flag) in [
+        (args.limits.max_delete.is_some(), "--max-delete"),
+        (args.limits.max_errors.is_some(), "--max-errors"),
+    ] {
+        if given {
+            return Err(format!("{flag} is not supported with a broker yet").into());
+        }
+    }
+    let log = crate::open_log(args)?;
     let broker = args.broker.connect()?;
     // Before the target root is made: an unreachable broker changes nothing.
     broker.check()?;
@@ -65,7 +76,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
         ..
     } = &seed
         && rel.is_root()
-        && args.itemize_changes
+        && (args.itemize_changes || args.limits.wants_changes())
     {
         let _ = tx.send(Event::Itemize {
             path: RelPath::root(),
@@ -75,7 +86,12 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
         });
     }
     let flags = (args.json, args.quiet, args.dry_run);
-    follow(&broker, run, flags, true, tx, rx)
+    let setup = |out: Output| {
+        let mut out = out.limits(args, log);
+        out.note(&crate::started(args));
+        out
+    };
+    follow(&broker, run, flags, true, tx, rx, setup)
 }
 
 /// Follows `run` with the local run's output and exit status; an
@@ -87,10 +103,11 @@ fn follow(
     cancel: bool,
     tx: crossbeam_channel::Sender<Event>,
     rx: crossbeam_channel::Receiver<Event>,
+    setup: impl FnOnce(Output) -> Output,
 ) -> Result<ExitCode, Fatal> {
     let quit = Arc::new(AtomicBool::new(false));
     signals::stop_on_interrupt(Arc::clone(&quit), Arc::new(AtomicBool::new(false)))?;
-    let printer = Output::with(json, quiet, dry_run, Arc::clone(&quit));
+    let printer = setup(Output::with(json, quiet, dry_run, Arc::clone(&quit)));
     let printer = std::thread::Builder::new()
         .name("psync-output".into())
         .spawn(move || printer.consume(rx))?;
@@ -117,6 +134,7 @@ fn follow(
     };
     out.summary(&end.report, FATAL);
     out.stderr(&why);
+    out.end(FATAL);
     Ok(ExitCode::from(FATAL))
 }
 
@@ -125,7 +143,7 @@ pub fn wait(broker: &BrokerArgs, run: RunId, json: bool, quiet: bool) -> Result<
     let broker = broker.connect()?;
     let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     // Interrupted, `wait` stops following: the run goes on.
-    follow(&broker, run, (json, quiet, false), false, tx, rx)
+    follow(&broker, run, (json, quiet, false), false, tx, rx, |o| o)
 }
 
 /// `psync worker`.

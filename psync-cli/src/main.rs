@@ -4,6 +4,7 @@
 
 mod args;
 mod cluster;
+mod logfile;
 mod output;
 mod probe;
 mod progress;
@@ -69,6 +70,8 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
 
 /// `psync sync`: the run on this thread, the printer on another.
 fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
+    // Before anything runs: a log that cannot be opened changes nothing.
+    let log = open_log(args)?;
     let (tx, rx) = crossbeam_channel::bounded(EVENT_QUEUE);
     let builder = args.builder(tx);
     let syncer = builder.build()?;
@@ -76,7 +79,8 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     // loop ends only when both are gone.
     drop(builder);
     signals::stop_on_interrupt(syncer.quit_flag(), syncer.reaped_flag())?;
-    let printer = Output::new(args, syncer.quit_flag());
+    let mut printer = Output::new(args, syncer.quit_flag()).limits(args, log);
+    printer.note(&started(args));
     let printer = std::thread::Builder::new()
         .name("psync-output".into())
         .spawn(move || printer.consume(rx))?;
@@ -97,6 +101,27 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     Ok(ExitCode::from(finish(&mut out, &report)))
 }
 
+/// The `--log-file`, opened.
+pub(crate) fn open_log(args: &SyncArgs) -> Result<Option<logfile::LogFile>, Fatal> {
+    let Some(path) = &args.limits.log_file else {
+        return Ok(None);
+    };
+    logfile::LogFile::open(path)
+        .map(Some)
+        .map_err(|e| format!("--log-file {}: {e}", path.display()).into())
+}
+
+/// The log's first line for a run.
+pub(crate) fn started(args: &SyncArgs) -> String {
+    format!(
+        "psync {} sync {} {}{}",
+        env!("CARGO_PKG_VERSION"),
+        args.src.display(),
+        args.dst.display(),
+        if args.dry_run { " (dry run)" } else { "" }
+    )
+}
+
 /// True when the run could not even create the target root because its
 /// file system is full or read-only: the same status as a run stopped
 /// for that reason later.
@@ -106,12 +131,31 @@ fn root_unwritable(e: &psync_core::Error) -> bool {
 
 /// Prints the summary and says how the run ended; returns the exit status.
 pub(crate) fn finish(out: &mut Output, report: &Report) -> u8 {
-    let code = exit_code(report);
+    let error_limit = out
+        .max_errors
+        .filter(|&max| report.interrupted && report.stats.failed >= max);
+    let code = match error_limit {
+        Some(_) if report.stopped.is_none() => PARTIAL,
+        _ => exit_code(report),
+    };
     out.summary(report, code);
-    // When stdout's reader left, the run was stopped on purpose: quietly.
-    if report.interrupted && !out.stdout_gone() {
+    let skipped = report.stats.deletes_skipped;
+    if skipped > 0 {
+        let entries = if skipped == 1 { "entry" } else { "entries" };
+        out.stderr(&format!(
+            "warning: deletions stopped by --max-delete ({skipped} {entries} not deleted)"
+        ));
+    }
+    if let Some(max) = error_limit {
+        out.stderr(&format!(
+            "stopped after {} failed entries (--max-errors {max})",
+            report.stats.failed
+        ));
+    } else if report.interrupted && !out.stdout_gone() {
+        // When stdout's reader left, the run was stopped on purpose: quietly.
         out.stderr("interrupted");
     }
+    out.end(code);
     code
 }
 
@@ -120,7 +164,7 @@ fn exit_code(report: &Report) -> u8 {
         TARGET_UNWRITABLE
     } else if report.interrupted {
         FATAL
-    } else if report.success() {
+    } else if report.success() && report.stats.deletes_skipped == 0 {
         SYNCED
     } else {
         PARTIAL

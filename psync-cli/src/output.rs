@@ -2,10 +2,11 @@
 //! and warnings on stderr, the progress bar, and the summary at the end.
 
 use crate::args::SyncArgs;
+use crate::logfile::LogFile;
 use crate::progress::Progress;
 use crate::units;
 use crossbeam_channel::Receiver;
-use psync_core::{Event, Report, Snapshot};
+use psync_core::{Event, Kind, Report, Snapshot};
 use serde::Serialize;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::Arc;
@@ -22,12 +23,75 @@ pub struct Output {
     stdout_gone: bool,
     quit: Arc<AtomicBool>,
     progress: Progress,
+    /// Print itemize events in `-i` form (with `--json`: print them).
+    itemize: bool,
+    /// Print itemize events in `-v` form.
+    verbose: bool,
+    /// Print `--stats` after the summary.
+    stats: bool,
+    /// `--max-errors`, to tell its stop from an interrupt.
+    pub max_errors: Option<u64>,
+    log: Option<LogFile>,
+    tally: Tally,
+}
+
+/// What `--stats` needs beyond the run's counters, from its itemize
+/// events: created and deleted entries by type, files transferred.
+#[derive(Debug, Default)]
+struct Tally {
+    created: [u64; KINDS],
+    deleted: [u64; KINDS],
+    transferred: u64,
+}
+
+/// rsync's `--stats` names of the entry types, in [`kind_index`] order.
+const KIND_NAMES: [&str; KINDS] = ["reg", "dir", "link", "dev", "special"];
+const KINDS: usize = 5;
+
+fn kind_index(k: Kind) -> usize {
+    match k {
+        Kind::File => 0,
+        Kind::Dir => 1,
+        Kind::Symlink => 2,
+        Kind::CharDev | Kind::BlockDev => 3,
+        _ => 4,
+    }
+}
+
+impl Tally {
+    fn add(&mut self, ev: &Event) {
+        let Event::Itemize { change, kind, .. } = ev else {
+            return;
+        };
+        match change {
+            None => self.deleted[kind_index(*kind)] += 1,
+            Some(c) => {
+                if c.new {
+                    self.created[kind_index(*kind)] += 1;
+                }
+                if c.transfer && *kind == Kind::File {
+                    self.transferred += 1;
+                }
+            }
+        }
+    }
 }
 
 impl Output {
     /// Output for `args`; `quit` stops the run when stdout goes away.
     pub fn new(args: &SyncArgs, quit: Arc<AtomicBool>) -> Output {
         Output::with(args.json, args.quiet, args.dry_run, quit)
+    }
+
+    /// Sets what `args` asks beyond `with`'s flags: `-i`, `-v`,
+    /// `--stats`, `--max-errors`, and the opened `--log-file`.
+    pub fn limits(mut self, args: &SyncArgs, log: Option<LogFile>) -> Output {
+        self.itemize = args.itemize_changes;
+        self.verbose = args.limits.verbose;
+        self.stats = args.limits.stats;
+        self.max_errors = args.limits.max_errors;
+        self.log = log;
+        self
     }
 
     /// Output with these flags (`--json`, `--quiet`, `--dry-run`).
@@ -40,6 +104,12 @@ impl Output {
             stdout_gone: false,
             quit,
             progress: Progress::new(!quiet && !json),
+            itemize: true,
+            verbose: false,
+            stats: false,
+            max_errors: None,
+            log: None,
+            tally: Tally::default(),
         }
     }
 
@@ -59,18 +129,61 @@ impl Output {
 
     fn event(&mut self, ev: &Event) {
         match ev {
-            Event::Error { message, .. } => self.stderr(message),
+            Event::Error { message, .. } => {
+                self.print_err(message);
+                self.log(&format!("error: {message}"));
+            }
             Event::Warning { message, .. } => self.stderr(&format!("warning: {message}")),
             Event::Notice { message } => self.stderr(&format!("note: {message}")),
+            Event::Skipped { path, reason } => self.log(&format!("skipped: {path}: {reason}")),
+            Event::Itemize { .. } => {
+                self.tally.add(ev);
+                // Always in `-i` form: the log is for reviewing changes.
+                if let Some(line) = ev.itemize_line() {
+                    self.log(&line);
+                }
+            }
             _ => {}
+        }
+        let shown = self.itemize || self.verbose;
+        if matches!(ev, Event::Itemize { .. }) && !shown {
+            return;
         }
         if self.json {
             self.json_line(&JsonEvent::new(ev));
         } else if let Event::Progress(s) = ev {
             self.progress.update(s);
         } else if let Some(line) = ev.itemize_line() {
-            self.stdout_line(&line);
+            match self.itemize {
+                true => self.stdout_line(&line),
+                false => self.stdout_line(&ev.verbose_line().unwrap_or(line)),
+            }
         }
+    }
+
+    /// Appends `text` to the `--log-file`, if any; a failing log is
+    /// reported once and closed.
+    fn log(&mut self, text: &str) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.line(text)
+        {
+            self.log = None;
+            self.print_err(&format!("--log-file: {e}; no more lines are logged"));
+        }
+    }
+
+    fn flush_log(&mut self) {
+        if let Some(log) = self.log.as_mut()
+            && let Err(e) = log.flush()
+        {
+            self.log = None;
+            self.print_err(&format!("--log-file: {e}; no more lines are logged"));
+        }
+    }
+
+    /// Writes `text` to the log file only (the run's start).
+    pub fn note(&mut self, text: &str) {
+        self.log(text);
     }
 
     /// True when stdout went away (a closed pipe) or failed.
@@ -82,14 +195,33 @@ impl Output {
     /// unless quiet).
     pub fn summary(&mut self, report: &Report, exit_code: u8) {
         self.progress.clear();
+        let mut lines = summary_lines(&report.stats, self.dry_run);
+        lines.push(format!("copier    {}", report.copier));
+        let stats = stats_lines(&report.stats, &self.tally, self.dry_run);
         if self.json {
             self.json_line(&JsonSummary::new(report, exit_code));
-        } else if !self.quiet {
-            for line in summary_lines(&report.stats, self.dry_run) {
-                self.stdout_line(&line);
+        } else {
+            if !self.quiet {
+                for line in &lines {
+                    self.stdout_line(line);
+                }
             }
-            self.stdout_line(&format!("copier    {}", report.copier));
+            if self.stats {
+                self.stdout_line("");
+                for line in &stats {
+                    self.stdout_line(line);
+                }
+            }
         }
+        for line in lines.iter().chain(&stats) {
+            self.log(line);
+        }
+        self.flush();
+    }
+
+    /// Logs the run's exit status, its last line, and flushes.
+    pub fn end(&mut self, exit_code: u8) {
+        self.log(&format!("exit status {exit_code}"));
         self.flush();
     }
 
@@ -99,8 +231,13 @@ impl Output {
         self.flush();
     }
 
-    /// Prints `psync: <msg>` on stderr, around the progress bar.
-    pub fn stderr(&self, msg: &str) {
+    /// Prints `psync: <msg>` on stderr, around the progress bar, and logs it.
+    pub fn stderr(&mut self, msg: &str) {
+        self.print_err(msg);
+        self.log(msg);
+    }
+
+    fn print_err(&self, msg: &str) {
         self.progress.suspend(|| eprint(msg));
     }
 
@@ -129,6 +266,7 @@ impl Output {
     }
 
     fn flush(&mut self) {
+        self.flush_log();
         if self.stdout_gone {
             return;
         }
@@ -308,6 +446,82 @@ fn integrity(s: &Snapshot) -> Option<String> {
     Some(line)
 }
 
+/// `--stats`: rsync's statistics block, from the counters and the tally
+/// of itemize events.
+fn stats_lines(s: &Snapshot, t: &Tally, dry_run: bool) -> Vec<String> {
+    let by_kind = |counts: &[u64; KINDS]| {
+        let parts: Vec<String> = KIND_NAMES
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(name, n)| format!("{name}: {}", thousands(*n)))
+            .collect();
+        match parts.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", parts.join(", ")),
+        }
+    };
+    let transferred = if dry_run {
+        s.bytes_to_copy
+    } else {
+        s.bytes_copied
+    };
+    let mut lines = vec![
+        // rsync counts the root too.
+        format!(
+            "Number of files: {} (dir: {})",
+            thousands(s.scanned + 1),
+            thousands(s.dirs)
+        ),
+        format!(
+            "Number of created files: {}{}",
+            thousands(s.created),
+            by_kind(&t.created)
+        ),
+        format!(
+            "Number of deleted files: {}{}",
+            thousands(s.deleted),
+            by_kind(&t.deleted)
+        ),
+        format!(
+            "Number of regular files transferred: {}",
+            thousands(t.transferred)
+        ),
+        format!("Number of updated files: {}", thousands(s.updated)),
+        format!(
+            "Number of files with attributes updated: {}",
+            thousands(s.attrs_updated)
+        ),
+        format!("Number of unchanged files: {}", thousands(s.unchanged)),
+        format!("Number of failed files: {}", thousands(s.failed)),
+        format!("Total file size: {} bytes", thousands(s.bytes_total)),
+        format!(
+            "Total transferred file size: {} bytes",
+            thousands(transferred)
+        ),
+    ];
+    if s.deletes_skipped > 0 {
+        lines.push(format!(
+            "Number of deletions skipped (--max-delete): {}",
+            thousands(s.deletes_skipped)
+        ));
+    }
+    lines
+}
+
+/// `1234567` as `1,234,567`, as rsync prints its statistics.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// ` (copy_file_range: 100 files, read/write: 3 files)`: which copy
 /// strategies won, so a slow run can be told from a slow path. (Empty
 /// files need no strategy and are not counted.)
@@ -404,6 +618,109 @@ mod tests {
         for key in json(&stats).as_object().unwrap().keys() {
             assert!(v.get(key).is_some(), "{key} missing");
         }
+    }
+
+    #[test]
+    fn stats_block_counts_by_type() {
+        let mut s = Snapshot::default();
+        (s.scanned, s.dirs, s.created, s.deleted) = (9, 2, 3, 1);
+        (s.bytes_total, s.bytes_copied) = (1_234_567, 1000);
+        let mut t = Tally::default();
+        let new = |kind| Event::Itemize {
+            path: RelPath::from_bytes("x"),
+            change: Some(Change::new_entry(kind)),
+            kind,
+            link: None,
+        };
+        for ev in [new(Kind::File), new(Kind::File), new(Kind::Dir)] {
+            t.add(&ev);
+        }
+        t.add(&Event::Itemize {
+            path: RelPath::from_bytes("y"),
+            change: None,
+            kind: Kind::Symlink,
+            link: None,
+        });
+        let lines = stats_lines(&s, &t, false);
+        assert_eq!(lines[0], "Number of files: 10 (dir: 2)");
+        assert_eq!(lines[1], "Number of created files: 3 (reg: 2, dir: 1)");
+        assert_eq!(lines[2], "Number of deleted files: 1 (link: 1)");
+        assert_eq!(lines[3], "Number of regular files transferred: 2");
+        assert!(lines.contains(&"Total file size: 1,234,567 bytes".to_string()));
+        assert!(lines.contains(&"Total transferred file size: 1,000 bytes".to_string()));
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(100), "100");
+        assert_eq!(thousands(1000), "1,000");
+    }
+
+    /// Every kind of event reaches the log, each line after a timestamp;
+    /// progress snapshots do not.
+    #[test]
+    fn the_log_has_every_kind_of_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let quit = Arc::new(AtomicBool::new(false));
+        let mut out = Output::with(false, true, false, quit);
+        out.itemize = false;
+        out.log = Some(LogFile::open(&path).unwrap());
+        out.note("psync sync a b");
+        let at = RelPath::from_bytes("p");
+        for ev in [
+            Event::Progress(Snapshot::default()),
+            Event::Itemize {
+                path: at.clone(),
+                change: Some(Change::new_entry(Kind::File)),
+                kind: Kind::File,
+                link: None,
+            },
+            Event::Warning {
+                path: at.clone(),
+                op: psync_core::Op::Stat,
+                message: "a warning".into(),
+            },
+            Event::Notice {
+                message: "a notice".into(),
+            },
+            Event::Skipped {
+                path: at.clone(),
+                reason: "too young".into(),
+            },
+            Event::Error {
+                path: at,
+                op: psync_core::Op::Stat,
+                side: psync_core::Side::Source,
+                errno: Some(13),
+                message: "an error".into(),
+            },
+        ] {
+            out.event(&ev);
+        }
+        out.summary(&Report::new(Snapshot::default(), "generic", "local", 0), 1);
+        out.end(1);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let texts: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                let (ts, rest) = l.split_once(' ').unwrap();
+                assert!(ts.ends_with('Z') && ts.len() == 24, "{l}");
+                rest
+            })
+            .collect();
+        for want in [
+            "psync sync a b",
+            ">f+++++++++ p",
+            "warning: a warning",
+            "note: a notice",
+            "skipped: p: too young",
+            "error: an error",
+            "copier    generic",
+            "exit status 1",
+        ] {
+            assert!(texts.contains(&want), "{want:?} in\n{text}");
+        }
+        assert!(texts.iter().any(|t| t.starts_with("changes ")), "{text}");
+        assert!(!text.contains("progress"), "{text}");
+        assert_eq!(texts.last(), Some(&"exit status 1"));
     }
 
     #[test]
