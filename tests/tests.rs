@@ -31,6 +31,7 @@ mod fsattrs;
 mod interrupt;
 mod itemize;
 mod large;
+mod limits;
 mod links;
 mod lustre;
 mod memory;

@@ -144,6 +144,8 @@ pub struct Opts {
     /// `--no-file-flags` / `file_flags(AttrMode::Off)`: an immutable
     /// target entry stays an obstacle instead of being lifted (ADR 018).
     pub no_file_flags: bool,
+    /// `--max-delete N` / `max_delete(Some(N))`.
+    pub max_delete: Option<u64>,
 }
 
 impl Opts {
@@ -343,6 +345,7 @@ pub fn lib_events_cfg(
             false => psync::AttrMode::Auto,
         })
         .dry_run(opts.dry_run)
+        .max_delete(opts.max_delete)
         .itemize(true)
         .events(tx);
     let result = b.build().and_then(|s| s.run());
@@ -405,6 +408,10 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
     }
     if opts.no_file_flags {
         args.push("--no-file-flags");
+    }
+    let max_delete = opts.max_delete.map(|n| n.to_string());
+    if let Some(n) = &max_delete {
+        args.extend(["--max-delete", n]);
     }
     let o = run_cli(&args, src, dst);
     let mut out = Outcome {
