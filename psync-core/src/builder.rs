@@ -44,6 +44,7 @@ pub struct SyncBuilder {
     itemize: bool,
     max_delete: Option<u64>,
     max_errors: Option<u64>,
+    bwlimit: Option<u64>,
     events: Option<Sender<Event>>,
     progress_interval: Duration,
     stop_grace: Duration,
@@ -131,6 +132,7 @@ impl SyncBuilder {
             itemize: false,
             max_delete: None,
             max_errors: None,
+            bwlimit: None,
             events: None,
             progress_interval: Duration::from_millis(250),
             stop_grace: Duration::from_secs(10),
@@ -218,6 +220,14 @@ impl SyncBuilder {
     /// limit.
     pub fn max_errors(&mut self, limit: Option<u64>) -> &mut Self {
         self.max_errors = limit;
+        self
+    }
+
+    /// `--bwlimit`: at most `rate` bytes of file data per second over all
+    /// the run's copies (clones move none and are not limited). Default:
+    /// no limit.
+    pub fn bwlimit(&mut self, rate: Option<u64>) -> &mut Self {
+        self.bwlimit = rate.filter(|&r| r > 0);
         self
     }
 
@@ -800,6 +810,7 @@ impl Syncer {
             dry_run: b.dry_run,
             max_delete: b.max_delete,
             max_errors: b.max_errors,
+            bwlimit: b.bwlimit,
             itemize: b.itemize,
             verify: b.verify,
             chunk_size: b.chunk_size,

@@ -741,3 +741,4 @@ impl Registry {
 }
 
 pub mod kit;
+pub mod pace;

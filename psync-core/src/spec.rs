@@ -89,6 +89,10 @@ pub struct RunSpec {
     /// entries failed, counted like `max_delete` ([`EngineContext::failures`]).
     #[serde(default)]
     pub max_errors: Option<u64>,
+    /// `--bwlimit`: bytes per second of file data over all the copies of
+    /// the engines that share an [`EngineContext::pacer`].
+    #[serde(default)]
+    pub bwlimit: Option<u64>,
     /// Send an [`Event::Itemize`] for every change.
     pub itemize: bool,
     /// Verify every copy by reading it back.
@@ -127,6 +131,7 @@ impl std::fmt::Debug for RunSpec {
             .field("dry_run", &self.dry_run)
             .field("max_delete", &self.max_delete)
             .field("max_errors", &self.max_errors)
+            .field("bwlimit", &self.bwlimit)
             .field("itemize", &self.itemize)
             .field("verify", &self.verify)
             .field("chunk_size", &self.chunk_size)
@@ -278,6 +283,9 @@ pub struct EngineContext {
     pub deletions: Arc<AtomicU64>,
     /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
     pub failures: Arc<AtomicU64>,
+    /// The data copies' shared rate ([`RunSpec::bwlimit`], set by the
+    /// engine). Default: a fresh one.
+    pub pacer: Arc<crate::copy::pace::Pacer>,
 }
 
 impl EngineContext {
@@ -292,6 +300,7 @@ impl EngineContext {
             quit: Arc::new(AtomicBool::new(false)),
             deletions: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(AtomicU64::new(0)),
+            pacer: Arc::default(),
         }
     }
 }
@@ -392,6 +401,10 @@ impl Engine {
             deletions: cx.deletions,
             max_errors: spec.max_errors,
             failures: cx.failures,
+            pacer: {
+                cx.pacer.set_rate(spec.bwlimit);
+                cx.pacer
+            },
             itemize: spec.itemize,
             events: cx.events,
             stats: cx.stats,
@@ -612,6 +625,7 @@ mod tests {
             dry_run: true,
             max_delete: Some(2),
             max_errors: Some(5),
+            bwlimit: Some(1 << 20),
             itemize: true,
             verify: false,
             chunk_size: 8 << 20,

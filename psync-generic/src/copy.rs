@@ -4,6 +4,7 @@ use psync_core::copy::kit::{
     Hasher, chmod_fd, chown_fd, direct, fs_magic, own_groups, set_times_fd, sync_xattrs,
     timestamps, umask,
 };
+use psync_core::copy::pace;
 use psync_core::{
     Copied, Copier, CopyOptions, DataJob, Dir, Entry, Kind, Name, Node, Op, Reflink, StepError,
     StepExt, Strategy, XattrReport, XattrSync, is_unsupported,
@@ -138,7 +139,7 @@ fn copy_range(
         if done > 0 && quit.load(Ordering::Relaxed) {
             return Err(interrupted());
         }
-        let want = usize::try_from((len - done).min(STEP)).unwrap_or(usize::MAX);
+        let want = usize::try_from((len - done).min(pace::step(STEP))).unwrap_or(usize::MAX);
         match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
             // At or past the source's end: it is shorter than listed.
             Ok(0) => {
@@ -147,7 +148,10 @@ fn copy_range(
                     io::ErrorKind::UnexpectedEof.into(),
                 ));
             }
-            Ok(n) => done += n as u64,
+            Ok(n) => {
+                done += n as u64;
+                pace::pace(n as u64, quit);
+            }
             Err(e) if done == 0 && is_unsupported(&e.into()) => return Ok(false),
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => {
@@ -200,6 +204,7 @@ fn copy_read_write(
             }
             dst.write_all_at(&buf[..n], offset + done).op(Op::Write)?;
             done += n as u64;
+            pace::pace(n as u64, quit);
         }
         Ok(())
     })
@@ -257,7 +262,8 @@ fn copy_direct(
                 if done > 0 && quit.load(Ordering::Relaxed) {
                     return Err(interrupted());
                 }
-                let want = usize::try_from(len - done)
+                // A paced step is whole MiB: still aligned.
+                let want = usize::try_from((len - done).min(pace::step(u64::MAX)))
                     .unwrap_or(buf.len())
                     .min(buf.len());
                 src.read_exact_at(&mut buf[..want], start + done)
@@ -278,6 +284,7 @@ fn copy_direct(
                         mode = None;
                         dst.write_all_at(&buf[..want], at).op(Op::Write)?;
                         done += want as u64;
+                        pace::pace(want as u64, quit);
                         continue;
                     }
                     Err(e) => return Err(StepError::new(Op::Write, e)),
@@ -286,6 +293,7 @@ fn copy_direct(
                     tails.push((at + whole as u64, buf[whole..want].to_vec()));
                 }
                 done += want as u64;
+                pace::pace(want as u64, quit);
             }
         }
         Ok(())

@@ -93,7 +93,7 @@ pub(crate) fn copy_mapped(
                 ));
             }
             let base = at - at % page;
-            let end = (base + WINDOW).min(start + len);
+            let end = (base + psync_core::copy::pace::step(WINDOW)).min(start + len);
             let mut map =
                 Mapping::new(dst, base, usize::try_from(end - base).unwrap_or(0)).op(Op::Write)?;
             let window = &mut map.bytes()[(at - base) as usize..];
@@ -101,6 +101,7 @@ pub(crate) fn copy_mapped(
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(window);
             }
+            psync_core::copy::pace::pace(end - at, quit);
             at = end;
         }
     }

@@ -568,10 +568,9 @@ impl Engine {
             opts: &self.copy_opts,
             hash: self.verify,
         };
-        let copied = self
-            .copier
-            .copy_data(&job, &self.quit)
-            .map_err(CopyFail::data)?;
+        let copied =
+            crate::copy::pace::with(&self.pacer, || self.copier.copy_data(&job, &self.quit))
+                .map_err(CopyFail::data)?;
         self.verify_written(out, &copied)?;
         use std::os::fd::AsFd;
         let from = self

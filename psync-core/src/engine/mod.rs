@@ -81,6 +81,8 @@ pub struct Engine {
     pub(crate) max_errors: Option<u64>,
     /// Entries failed so far, shared by the run's engines here.
     pub(crate) failures: Arc<AtomicU64>,
+    /// `--bwlimit`, shared by the run's engines here.
+    pub(crate) pacer: Arc<crate::copy::pace::Pacer>,
     pub(crate) itemize: bool,
     pub(crate) events: Option<Sender<Event>>,
     pub(crate) stats: Arc<Stats>,
