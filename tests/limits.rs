@@ -123,7 +123,7 @@ fn max_delete_keeps_a_directory_whole() {
 fn limits_are_refused_with_a_broker() {
     let t = crate::util::TestDir::new("limits_are_refused_with_a_broker");
     tree!(t.src(), { "f" => file("x") });
-    for flag in ["--max-delete", "--max-errors"] {
+    for flag in ["--max-delete", "--max-errors", "--bwlimit"] {
         let o = run_cli(
             &["--broker", "redis://127.0.0.1:1", flag, "3"],
             &t.src(),
@@ -327,4 +327,30 @@ fn log_file_refuses_a_symlink() {
     // as not a regular file.
     assert!(String::from_utf8_lossy(&o.stderr).contains("--log-file"));
     assert!(!t.dst().exists(), "nothing ran");
+}
+
+/// `--bwlimit 8M` over 24 MiB in 6 files on 4 threads: about 3 seconds,
+/// the rate shared by the threads (wide bounds: a benchmark-style check
+/// on a shared machine, not a timing test).
+#[test]
+fn bwlimit_limits_the_total_rate() {
+    let t = crate::util::TestDir::new("bwlimit_limits_the_total_rate");
+    std::fs::create_dir_all(t.src()).unwrap();
+    for i in 0..6u8 {
+        let data: Vec<u8> = (0..4u32 << 20).map(|j| (j % 251) as u8 ^ i).collect();
+        std::fs::write(t.src().join(format!("f{i}")), data).unwrap();
+    }
+    let start = std::time::Instant::now();
+    let o = run_cli(
+        &["--bwlimit", "8M", "--threads", "4", "-q"],
+        &t.src(),
+        &t.dst(),
+    );
+    let secs = start.elapsed().as_secs_f64();
+    assert_exit(&o, 0, "--bwlimit");
+    assert_synced!(t.src(), t.dst());
+    assert!(
+        (2.5..8.0).contains(&secs),
+        "24 MiB at 8 MiB/s took {secs:.2}s, expected about 3"
+    );
 }

@@ -665,6 +665,7 @@ impl SyncArgs {
             .itemize(self.itemize_changes || self.limits.wants_changes())
             .max_delete(self.limits.max_delete)
             .max_errors(self.limits.max_errors)
+            .bwlimit(self.limits.bwlimit)
             .preserve(self.preserve())
             .ignore_times(self.ignore_times)
             .retries(self.retries)
@@ -722,6 +723,15 @@ impl SyncArgs {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn rates_are_rsyncs() {
+        assert_eq!(parse_rate("100"), Ok(100 * 1024));
+        assert_eq!(parse_rate("8M"), Ok(8 << 20));
+        assert_eq!(parse_rate("1.5K"), Ok(1536));
+        assert_eq!(parse_rate("0"), Ok(0));
+        assert!(parse_rate("fast").is_err());
+    }
 
     #[test]
     fn cli_is_consistent() {
@@ -845,6 +855,13 @@ pub struct LimitsArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits and logs")]
     pub max_errors: Option<u64>,
 
+    /// At most RATE bytes of file data per second over all threads, as
+    /// rsync's --bwlimit: KiB/s without a suffix, or with K, M, G. 0: no
+    /// limit. Clones (reflinks) move no data and are not limited. Not with
+    /// a broker.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, help_heading = "Limits and logs")]
+    pub bwlimit: Option<u64>,
+
     /// Print the name of each changed entry on stdout (`deleting NAME`
     /// for deletions), as rsync -v; -i prints codes instead.
     #[arg(short = 'v', long, help_heading = "Limits and logs")]
@@ -859,6 +876,18 @@ pub struct LimitsArgs {
     /// summary. A symlink at FILE is refused; a new FILE is made mode 0600.
     #[arg(long, value_name = "FILE", help_heading = "Limits and logs")]
     pub log_file: Option<PathBuf>,
+}
+
+/// A `--bwlimit` rate in bytes per second: rsync's units (a bare number
+/// is KiB/s).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    match t.parse::<u64>() {
+        Ok(kib) => kib
+            .checked_mul(1024)
+            .ok_or_else(|| format!("{s:?} is too large")),
+        Err(_) => parse_size(t),
+    }
 }
 
 impl LimitsArgs {

@@ -47,6 +47,7 @@ pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     for (given, flag) in [
         (args.limits.max_delete.is_some(), "--max-delete"),
         (args.limits.max_errors.is_some(), "--max-errors"),
+        (args.limits.bwlimit.is_some_and(|r| r > 0), "--bwlimit"),
     ] {
         if given {
             return Err(format!("{flag} is not supported with a broker yet").into());
