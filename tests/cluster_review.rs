@@ -652,18 +652,24 @@ fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
     let mut most = 0u64;
     let deadline = Instant::now() + Duration::from_secs(3);
     while Instant::now() < deadline {
-        let mut held = 0;
+        // One snapshot of the three runs (MULTI/EXEC): read one by one, a
+        // task handed back in one run and one taken in another between
+        // the reads would be counted as held at once.
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         for r in &runs {
             let keys = psync::broker::RunKeys::new(r.0);
-            let v: redis::Value = redis::cmd("XPENDING")
+            pipe.cmd("XPENDING")
                 .arg(keys.tasks())
                 .arg("w")
                 .arg("-")
                 .arg("+")
                 .arg(100)
-                .arg("one")
-                .query(&mut con)
-                .unwrap_or(redis::Value::Nil);
+                .arg("one");
+        }
+        let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap_or_default();
+        let mut held = 0;
+        for v in replies {
             if let redis::Value::Array(a) = v {
                 held += a.len() as u64;
             }
