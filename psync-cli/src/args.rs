@@ -408,6 +408,10 @@ pub struct SyncArgs {
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
 
+    /// Include/exclude rules.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+
     /// The broker to run on (see `psync worker`).
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -417,6 +421,127 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Cluster")]
     pub detach: bool,
 }
+
+// --- Filters (rsync's --exclude, --include, --filter) ---
+
+/// Include/exclude rules, as rsync reads them: in the order given across
+/// all the options, the first rule that matches an entry deciding.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Leave out entries matching PATTERN (rsync's pattern rules: `*`
+    /// within a component, `**` across `/`, a leading `/` anchors at the
+    /// transfer root, a trailing `/` matches directories only). Excluded
+    /// target entries are kept from --delete.
+    #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Exclude),
+          help_heading = "Filters")]
+    pub exclude: Vec<Tagged>,
+
+    /// Do not exclude entries matching PATTERN (the first matching rule
+    /// wins, so give it before the --exclude it overrides).
+    #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Include),
+          help_heading = "Filters")]
+    pub include: Vec<Tagged>,
+
+    /// A filter rule: `- PATTERN` or `exclude PATTERN`, `+ PATTERN` or
+    /// `include PATTERN`, `!` to clear the rules so far.
+    #[arg(short = 'f', long, value_name = "RULE", value_parser = rule_of(FilterOp::Filter),
+          help_heading = "Filters")]
+    pub filter: Vec<Tagged>,
+
+    /// Exclude patterns read from FILE, one a line (blank lines and lines
+    /// starting with `#` or `;` skipped; `+ `/`- ` prefixes honoured).
+    #[arg(long, value_name = "FILE", value_parser = rule_of(FilterOp::ExcludeFrom),
+          help_heading = "Filters")]
+    pub exclude_from: Vec<Tagged>,
+
+    /// Include patterns read from FILE, as --exclude-from reads them.
+    #[arg(long, value_name = "FILE", value_parser = rule_of(FilterOp::IncludeFrom),
+          help_heading = "Filters")]
+    pub include_from: Vec<Tagged>,
+
+    /// Delete excluded entries from DST too (implies --delete).
+    #[arg(long, help_heading = "Filters")]
+    pub delete_excluded: bool,
+}
+
+/// Which option a filter value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    Exclude,
+    Include,
+    Filter,
+    ExcludeFrom,
+    IncludeFrom,
+}
+
+/// One filter option's value with its place on the command line: clap
+/// keeps each option's values apart, and the rules' order across them
+/// decides. Files are read, and rules checked, as the line is parsed.
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    seq: u64,
+    op: FilterOp,
+    text: Vec<u8>,
+}
+
+fn rule_of(op: FilterOp) -> impl Fn(&str) -> Result<Tagged, String> + Clone + Send + Sync {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Clap parses values in command-line order.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    move |s: &str| {
+        let text = match op {
+            FilterOp::ExcludeFrom | FilterOp::IncludeFrom => {
+                let path = std::ffi::OsStr::new(s);
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.to_string_lossy()))?
+            }
+            FilterOp::Filter => {
+                psync_core::filter::Filters::default()
+                    .add_filter(s.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                s.as_bytes().to_vec()
+            }
+            _ => std::ffi::OsStr::new(s).as_bytes().to_vec(),
+        };
+        Ok(Tagged {
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            op,
+            text,
+        })
+    }
+}
+
+impl FilterArgs {
+    /// The rules, in command-line order.
+    pub fn filters(&self) -> psync_core::filter::Filters {
+        let mut all: Vec<&Tagged> = [
+            &self.exclude,
+            &self.include,
+            &self.filter,
+            &self.exclude_from,
+            &self.include_from,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        all.sort_by_key(|t| t.seq);
+        let mut f = psync_core::filter::Filters::default();
+        for t in all {
+            match t.op {
+                FilterOp::Exclude => f.add_pattern(false, &t.text),
+                FilterOp::Include => f.add_pattern(true, &t.text),
+                FilterOp::Filter => f.add_filter(&t.text).expect("checked when parsed"),
+                FilterOp::ExcludeFrom => f.add_pattern_lines(false, &t.text),
+                FilterOp::IncludeFrom => f.add_pattern_lines(true, &t.text),
+            }
+        }
+        f.delete_excluded = self.delete_excluded;
+        f
+    }
+}
+
+// --- end of filters ---
 
 /// Arguments of `psync probe`.
 #[derive(Debug, Args)]
@@ -653,7 +778,8 @@ impl SyncArgs {
             b.register_copier(src, dst, copier);
         }
         b.threads(usize::from(self.threads))
-            .delete(self.delete)
+            .delete(self.delete || self.filters.delete_excluded)
+            .filters(self.filters.filters())
             .force(self.force)
             .one_file_system(self.one_file_system)
             .dry_run(self.dry_run)

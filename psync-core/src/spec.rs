@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Version byte in front of every encoded [`RunSpec`] (postcard is not
 /// self-describing: an engine refuses a spec of another version rather
 /// than misread it).
-pub const SPEC_ENCODING_VERSION: u8 = 2;
+pub const SPEC_ENCODING_VERSION: u8 = 3;
 
 /// Everything an engine needs to run tasks of one run, besides the tasks:
 /// the roots, every option that changes what the engine does, and what
@@ -569,6 +569,13 @@ mod tests {
                 now: Time::new(1_700_000_000, 123),
                 member_groups: Some(vec![10, 20]),
                 one_file_system: true,
+                filters: {
+                    let mut f = crate::filter::Filters::default();
+                    f.add_filter(b"- .snapshot/").unwrap();
+                    f.add_pattern(true, b"/keep/***");
+                    f.delete_excluded = true;
+                    f
+                },
                 ..PlanOptions::default()
             },
             copy: CopyOptions {

@@ -188,6 +188,9 @@ impl Engine {
                 self.warn(rel, false, Op::ReadDir, msg);
             }
         }
+        if !plan_opts.filters.is_empty() {
+            self.apply_filters(rel, &mut src_entries, &mut dst);
+        }
         self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
@@ -267,6 +270,33 @@ impl Engine {
             return self.run_task(finish, cx);
         }
         self.defer(cx, finish);
+    }
+
+    /// Leaves out the entries the run's filters exclude (rsync's
+    /// `--exclude`): a source entry is neither copied nor descended into;
+    /// a target entry the source lacks is kept from `--delete` unless
+    /// `--delete-excluded`. One path buffer per directory, reused for
+    /// every entry; a run without filters never gets here.
+    fn apply_filters(&self, rel: &RelPath, src: &mut Vec<Entry>, dst: &mut Vec<Entry>) {
+        let filters = &self.plan_opts.filters;
+        let mut path = Vec::with_capacity(rel.as_bytes().len() + 64);
+        path.extend_from_slice(rel.as_bytes());
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        let at = path.len();
+        let mut excluded = |e: &Entry| {
+            path.truncate(at);
+            path.extend_from_slice(e.name.as_bytes());
+            filters.excluded(&path, at, e.is_dir())
+        };
+        src.retain(|e| !excluded(e));
+        if !filters.delete_excluded {
+            // An excluded target entry whose name a kept source entry has
+            // (a rule for directories only, the other side a file) is
+            // planned as any other.
+            dst.retain(|e| !excluded(e) || src.binary_search_by(|s| s.name.cmp(&e.name)).is_ok());
+        }
     }
 
     /// True when the target directory whose status is `st` differs from
