@@ -800,6 +800,14 @@ impl Engine {
         replaced: bool,
     ) -> bool {
         let path = rel.join(&old.name);
+        if let Some(d) = dir
+            && !replaced
+            && old.kind == Kind::Dir
+            && self.protects_excluded()
+            && self.holds_excluded(d, &path, old)
+        {
+            return self.delete_around_excluded(d, &path, old);
+        }
         // rsync does not itemize the entry a type change replaces, only
         // what a replaced directory held.
         match dir {
@@ -825,6 +833,64 @@ impl Engine {
         };
         self.count(|c| c.deleted += removed);
         true
+    }
+
+    /// Filters are on and excluded target entries are kept from
+    /// `--delete` (no `--delete-excluded`).
+    fn protects_excluded(&self) -> bool {
+        !self.plan_opts.filters.is_empty() && !self.plan_opts.filters.delete_excluded
+    }
+
+    /// The target directory `entry` of `parent` (at `path`), listed, in
+    /// the run's terms; `None` when it cannot be, or is not the directory
+    /// listed (another one put at its name).
+    fn open_listed(&self, parent: &Dir, entry: &Entry) -> Option<(Dir, Vec<Entry>)> {
+        let local = self.fs.local(entry);
+        let sub = parent.open_dir(entry.name.as_bytes()).ok()?;
+        let st = sub.fstat().ok()?;
+        if (st.st_dev, st.st_ino) != (local.dev, local.ino) || sub.is_mount_root() {
+            return None;
+        }
+        let mut l = sub.list().ok()?;
+        self.fs.name_listing(&sub, &mut l.entries);
+        Some((sub, l.entries))
+    }
+
+    /// True when the target directory `entry` holds, at any depth, an
+    /// entry the filters exclude: `--delete` must leave it.
+    fn holds_excluded(&self, parent: &Dir, path: &RelPath, entry: &Entry) -> bool {
+        let Some((sub, entries)) = self.open_listed(parent, entry) else {
+            return false;
+        };
+        let filters = &self.plan_opts.filters;
+        entries.iter().any(|c| {
+            let p = path.join(&c.name);
+            let at = p.as_bytes().len() - c.name.as_bytes().len();
+            filters.excluded(p.as_bytes(), at, c.is_dir())
+                || (c.is_dir() && self.holds_excluded(&sub, &p, c))
+        })
+    }
+
+    /// Deletes what the target directory `old` holds but its excluded
+    /// entries (and the directories above them), and keeps it, as rsync
+    /// does ("cannot delete non-empty directory"): a warning, not a
+    /// failure.
+    fn delete_around_excluded(&self, parent: &Dir, path: &RelPath, old: &Entry) -> bool {
+        let Some((sub, entries)) = self.open_listed(parent, old) else {
+            return false;
+        };
+        let filters = &self.plan_opts.filters;
+        for c in &entries {
+            let p = path.join(&c.name);
+            let at = p.as_bytes().len() - c.name.as_bytes().len();
+            if !filters.excluded(p.as_bytes(), at, c.is_dir()) {
+                self.delete_entry(path, Some(&sub), c, false);
+            }
+        }
+        let msg = "cannot delete non-empty directory: it holds excluded entries \
+                   (--delete-excluded deletes them)";
+        self.warn(path, true, Op::Remove, msg);
+        false
     }
 
     /// A type change without `--delete`/`--force`: removes the target
