@@ -144,6 +144,10 @@ pub struct Opts {
     /// `--no-file-flags` / `file_flags(AttrMode::Off)`: an immutable
     /// target entry stays an obstacle instead of being lifted (ADR 018).
     pub no_file_flags: bool,
+    /// Filter options as the CLI takes them, one `--opt=VALUE` each
+    /// (`--exclude=`, `--include=`, `--filter=`, `--delete-excluded`):
+    /// the library is given the same rules.
+    pub filters: Vec<String>,
 }
 
 impl Opts {
@@ -345,6 +349,22 @@ pub fn lib_events_cfg(
         .dry_run(opts.dry_run)
         .itemize(true)
         .events(tx);
+    if !opts.filters.is_empty() {
+        let mut f = psync::filter::Filters::default();
+        for arg in &opts.filters {
+            match arg.split_once('=') {
+                Some(("--exclude", p)) => f.add_pattern(false, p.as_bytes()),
+                Some(("--include", p)) => f.add_pattern(true, p.as_bytes()),
+                Some(("--filter", r)) => f.add_filter(r.as_bytes()).expect("filter rule"),
+                _ if arg == "--delete-excluded" => {
+                    f.delete_excluded = true;
+                    b.delete(true);
+                }
+                _ => panic!("not a filter option the harness knows: {arg}"),
+            }
+        }
+        b.filters(f);
+    }
     let result = b.build().and_then(|s| s.run());
     drop(b); // the last sender: the channel ends
     (rx.iter().collect(), result)
@@ -406,6 +426,7 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
     if opts.no_file_flags {
         args.push("--no-file-flags");
     }
+    args.extend(opts.filters.iter().map(String::as_str));
     let o = run_cli(&args, src, dst);
     let mut out = Outcome {
         exit: o.status.code().unwrap_or(-1),
