@@ -462,6 +462,41 @@ pub struct FilterArgs {
     /// Delete excluded entries from DST too (implies --delete).
     #[arg(long, help_heading = "Filters")]
     pub delete_excluded: bool,
+
+    /// Sync only the paths listed in FILE (`-` for stdin), one a line,
+    /// relative to SRC: their parent directories are made, nothing else
+    /// in them is synced or deleted; a listed directory is synced whole,
+    /// as `rsync -a -r --files-from` does (psync always recurses).
+    #[arg(long, value_name = "FILE", value_parser = read_files_from, help_heading = "Filters")]
+    pub files_from: Option<FileText>,
+
+    /// --files-from's paths are separated by NULs, not newlines.
+    #[arg(short = '0', long, help_heading = "Filters")]
+    pub from0: bool,
+}
+
+/// The text of a --files-from file, read as the line is parsed.
+#[derive(Debug, Clone)]
+pub struct FileText(Vec<u8>);
+
+fn read_files_from(s: &str) -> Result<FileText, String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = match s {
+        "-" => std::io::stdin().read_to_end(&mut text).map(|_| ()),
+        _ => std::fs::read(s).map(|t| text = t),
+    };
+    read.map_err(|e| format!("cannot read {s}: {e}"))?;
+    // `..` in a path, whether the paths end in newlines or NULs.
+    if text
+        .split(|c| matches!(c, b'/' | b'\n' | b'\r' | b'\0'))
+        .any(|p| p == b"..")
+    {
+        return Err(format!(
+            "{s}: a path goes up with `..`: paths are relative to SRC"
+        ));
+    }
+    Ok(FileText(text))
 }
 
 /// Which option a filter value came from.
@@ -537,6 +572,10 @@ impl FilterArgs {
             }
         }
         f.delete_excluded = self.delete_excluded;
+        if let Some(FileText(text)) = &self.files_from {
+            f.set_files_from(text, self.from0)
+                .expect("`..` checked when read");
+        }
         f
     }
 }

@@ -110,12 +110,108 @@ pub struct Filters {
     /// Excluded target entries are deleted too (`--delete-excluded`),
     /// not protected from `--delete`.
     pub delete_excluded: bool,
+    /// `--files-from`: the paths to sync, sorted; `None` for all.
+    files: Option<Vec<Vec<u8>>>,
+}
+
+/// Where a directory stands with `--files-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Listed, or below a listed directory: all of it is synced
+    /// (psync recurses always, as rsync with `-r`).
+    All,
+    /// Above a listed path (or the root): only its entries on the way to
+    /// listed paths are synced, and nothing in it is deleted.
+    Implied,
 }
 
 impl Filters {
-    /// No rules: every entry is included, and nothing is matched.
+    /// No rules and no `--files-from`: every entry is included, and
+    /// nothing is matched.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.files.is_none()
+    }
+
+    /// Sets the `--files-from` list from its text: paths separated by
+    /// newlines (blank lines and lines starting with `#` or `;` skipped,
+    /// a trailing `\r` dropped), or by NULs with `nul` (`-0`). Relative
+    /// to the source root, as rsync takes them: leading `/`s, `.`
+    /// components and a trailing `/` dropped; `..` refused.
+    pub fn set_files_from(&mut self, text: &[u8], nul: bool) -> Result<(), RuleError> {
+        let sep = if nul { b'\0' } else { b'\n' };
+        let mut files = Vec::new();
+        for line in text.split(|&c| c == sep) {
+            let line = match nul {
+                true => line,
+                false => line.strip_suffix(b"\r").unwrap_or(line),
+            };
+            if line.is_empty() || (!nul && (line[0] == b'#' || line[0] == b';')) {
+                continue;
+            }
+            let mut path = Vec::with_capacity(line.len());
+            for part in line.split(|&c| c == b'/') {
+                match part {
+                    b"" | b"." => {}
+                    b".." => {
+                        return Err(RuleError(format!(
+                            "--files-from path {:?} goes up with `..`: paths are relative to the source",
+                            String::from_utf8_lossy(line)
+                        )));
+                    }
+                    p => {
+                        if !path.is_empty() {
+                            path.push(b'/');
+                        }
+                        path.extend_from_slice(p);
+                    }
+                }
+            }
+            if !path.is_empty() {
+                files.push(path);
+            }
+        }
+        files.sort();
+        files.dedup();
+        self.files = Some(files);
+        Ok(())
+    }
+
+    /// The scope of the directory at `rel` (no leading `/`, empty for
+    /// the root), when there is a `--files-from` list.
+    pub fn scope(&self, rel: &[u8]) -> Scope {
+        let Some(files) = &self.files else {
+            return Scope::All;
+        };
+        let listed = |p: &[u8]| files.binary_search_by(|f| f.as_slice().cmp(p)).is_ok();
+        // Listed itself, or below a listed directory.
+        if !rel.is_empty()
+            && (listed(rel)
+                || rel
+                    .iter()
+                    .enumerate()
+                    .any(|(i, &c)| c == b'/' && listed(&rel[..i])))
+        {
+            return Scope::All;
+        }
+        Scope::Implied
+    }
+
+    /// In a directory of [`Scope::Implied`]: true when the entry at
+    /// `path` is listed or on the way to a listed path.
+    pub fn on_the_list(&self, path: &[u8]) -> bool {
+        let Some(files) = &self.files else {
+            return true;
+        };
+        let from = files.partition_point(|f| f.as_slice() < path);
+        files[from..]
+            .iter()
+            .take_while(|f| f.starts_with(path))
+            .any(|f| f.len() == path.len() || f[path.len()] == b'/')
+    }
+
+    /// True when there are include/exclude rules.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
     }
 
     /// The rules, in order.
@@ -432,6 +528,38 @@ mod tests {
                 "{rules:?} on {path:?} (dir: {is_dir})"
             );
         }
+    }
+
+    #[test]
+    fn files_from() {
+        let mut f = Filters::default();
+        assert!(f.is_empty());
+        f.set_files_from(b"x/y\n# c\n/top\n./a/\n\nx//y/z\r\n", false)
+            .unwrap();
+        assert!(!f.is_empty());
+        assert_eq!(f.scope(b""), Scope::Implied);
+        assert_eq!(f.scope(b"x"), Scope::Implied);
+        assert_eq!(f.scope(b"x/y"), Scope::All);
+        assert_eq!(f.scope(b"x/y/q/r"), Scope::All);
+        assert_eq!(f.scope(b"a"), Scope::All);
+        assert_eq!(f.scope(b"ab"), Scope::Implied);
+        for (p, want) in [
+            ("x", true),
+            ("top", true),
+            ("a", true),
+            ("x/y", true),
+            ("x/z", false),
+            ("xx", false),
+            ("other", false),
+            ("x-", false),
+        ] {
+            assert_eq!(f.on_the_list(p.as_bytes()), want, "{p}");
+        }
+        let mut f = Filters::default();
+        f.set_files_from(b"a b\0#not a comment\0", true).unwrap();
+        assert!(f.on_the_list(b"a b"));
+        assert!(f.on_the_list(b"#not a comment"));
+        assert!(f.set_files_from(b"a/../../etc\n", false).is_err());
     }
 
     #[test]

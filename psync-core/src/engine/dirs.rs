@@ -273,9 +273,10 @@ impl Engine {
     }
 
     /// Leaves out the entries the run's filters exclude (rsync's
-    /// `--exclude`): a source entry is neither copied nor descended into;
-    /// a target entry the source lacks is kept from `--delete` unless
-    /// `--delete-excluded`. One path buffer per directory, reused for
+    /// `--exclude`, and what `--files-from` does not list): a source
+    /// entry is neither copied nor descended into; a target entry the
+    /// source lacks is kept from `--delete` unless `--delete-excluded`
+    /// (and always above the listed paths). One path buffer per directory, reused for
     /// every entry; a run without filters never gets here.
     fn apply_filters(&self, rel: &RelPath, src: &mut Vec<Entry>, dst: &mut Vec<Entry>) {
         let filters = &self.plan_opts.filters;
@@ -285,17 +286,30 @@ impl Engine {
             path.push(b'/');
         }
         let at = path.len();
-        let mut excluded = |e: &Entry| {
+        let set = |path: &mut Vec<u8>, e: &Entry| {
             path.truncate(at);
             path.extend_from_slice(e.name.as_bytes());
-            filters.excluded(&path, at, e.is_dir())
         };
-        src.retain(|e| !excluded(e));
-        if !filters.delete_excluded {
+        // --files-from: above the listed paths, only the way to them.
+        let implied = filters.scope(rel.as_bytes()) == crate::filter::Scope::Implied;
+        src.retain(|e| {
+            set(&mut path, e);
+            !filters.excluded(&path, at, e.is_dir()) && (!implied || filters.on_the_list(&path))
+        });
+        let in_src =
+            |src: &[Entry], e: &Entry| src.binary_search_by(|s| s.name.cmp(&e.name)).is_ok();
+        if implied {
+            // Nothing is deleted there, as rsync deletes only in the
+            // directories it sends whole.
+            dst.retain(|e| in_src(src, e));
+        } else if !filters.delete_excluded {
             // An excluded target entry whose name a kept source entry has
             // (a rule for directories only, the other side a file) is
             // planned as any other.
-            dst.retain(|e| !excluded(e) || src.binary_search_by(|s| s.name.cmp(&e.name)).is_ok());
+            dst.retain(|e| {
+                set(&mut path, e);
+                !filters.excluded(&path, at, e.is_dir()) || in_src(src, e)
+            });
         }
     }
 
@@ -838,7 +852,7 @@ impl Engine {
     /// Filters are on and excluded target entries are kept from
     /// `--delete` (no `--delete-excluded`).
     fn protects_excluded(&self) -> bool {
-        !self.plan_opts.filters.is_empty() && !self.plan_opts.filters.delete_excluded
+        self.plan_opts.filters.has_rules() && !self.plan_opts.filters.delete_excluded
     }
 
     /// The target directory `entry` of `parent` (at `path`), listed, in
