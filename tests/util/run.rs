@@ -145,7 +145,8 @@ pub struct Opts {
     /// target entry stays an obstacle instead of being lifted (ADR 018).
     pub no_file_flags: bool,
     /// Filter options as the CLI takes them, one `--opt=VALUE` each
-    /// (`--exclude=`, `--include=`, `--filter=`, `--delete-excluded`):
+    /// (`--exclude=`, `--include=`, `--filter=`, `--delete-excluded`,
+    /// `--files-from=`, `-0`):
     /// the library is given the same rules.
     pub filters: Vec<String>,
 }
@@ -351,8 +352,14 @@ pub fn lib_events_cfg(
         .events(tx);
     if !opts.filters.is_empty() {
         let mut f = psync::filter::Filters::default();
+        let nul = opts.filters.iter().any(|a| a == "-0");
         for arg in &opts.filters {
             match arg.split_once('=') {
+                Some(("--files-from", p)) => {
+                    let text = std::fs::read(p).expect("read --files-from");
+                    f.set_files_from(&text, nul).expect("--files-from");
+                }
+                _ if arg == "-0" => {}
                 Some(("--exclude", p)) => f.add_pattern(false, p.as_bytes()),
                 Some(("--include", p)) => f.add_pattern(true, p.as_bytes()),
                 Some(("--filter", r)) => f.add_filter(r.as_bytes()).expect("filter rule"),
