@@ -433,19 +433,20 @@ pub struct FilterArgs {
     /// transfer root, a trailing `/` matches directories only). Excluded
     /// target entries are kept from --delete.
     #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Exclude),
-          help_heading = "Filters")]
+          allow_hyphen_values = true, help_heading = "Filters")]
     pub exclude: Vec<Tagged>,
 
     /// Do not exclude entries matching PATTERN (the first matching rule
     /// wins, so give it before the --exclude it overrides).
     #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Include),
-          help_heading = "Filters")]
+          allow_hyphen_values = true, help_heading = "Filters")]
     pub include: Vec<Tagged>,
 
     /// A filter rule: `- PATTERN` or `exclude PATTERN`, `+ PATTERN` or
-    /// `include PATTERN`, `!` to clear the rules so far.
+    /// `include PATTERN`, `!` to clear the rules so far. (The value may
+    /// start with `-`, as rsync's `-f '- *.o'`.)
     #[arg(short = 'f', long, value_name = "RULE", value_parser = rule_of(FilterOp::Filter),
-          help_heading = "Filters")]
+          allow_hyphen_values = true, help_heading = "Filters")]
     pub filter: Vec<Tagged>,
 
     /// Exclude patterns read from FILE, one a line (blank lines and lines
@@ -892,6 +893,60 @@ mod tests {
             Command::Sync(a) => a,
             other => panic!("not a sync: {other:?}"),
         }
+    }
+
+    #[test]
+    fn filter_options_keep_their_order_across_options() {
+        let dir = std::env::temp_dir().join(format!("psync-filter-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let from = dir.join("ex");
+        std::fs::write(&from, "# comment\n*.tmp\n+ keep.tmp\n").unwrap();
+        let list = dir.join("list");
+        std::fs::write(&list, "a/b\0c\0").unwrap();
+        let from_arg = format!("--exclude-from={}", from.display());
+        let list_arg = format!("--files-from={}", list.display());
+        let a = sync_args(&[
+            "psync",
+            "sync",
+            "--include=x.o",
+            "--exclude=*.o",
+            "-f",
+            "- sub/",
+            &from_arg,
+            "--include=keep.tmp",
+            "-0",
+            &list_arg,
+            "s",
+            "d",
+        ]);
+        let f = a.filters.filters();
+        let kinds: Vec<bool> = f.rules().iter().map(|r| r.include).collect();
+        // x.o before *.o, then sub/, the file's two, the last include.
+        assert_eq!(kinds, [true, false, false, false, true, true]);
+        assert!(!f.excluded(b"x.o", 0, false));
+        assert!(f.excluded(b"y.o", 0, false));
+        assert!(f.excluded(b"sub", 0, true));
+        assert!(
+            f.excluded(b"keep.tmp", 0, false),
+            "the file's *.tmp comes first"
+        );
+        assert!(f.on_the_list(b"a/b") && f.on_the_list(b"c") && !f.on_the_list(b"d"));
+        // Refused when the line is parsed: an unknown rule, `..`, no file.
+        for bad in [
+            vec!["psync", "sync", "--filter=: .rsync-filter", "s", "d"],
+            vec![
+                "psync",
+                "sync",
+                "--exclude-from=/nonexistent/psync",
+                "s",
+                "d",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+        std::fs::write(&list, "a/../../etc\n").unwrap();
+        assert!(Cli::try_parse_from(["psync", "sync", &list_arg, "s", "d"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
