@@ -136,7 +136,7 @@ fn filters_match_rsync() {
     each_config("filters_match_rsync", |cfg, _| {
         for (i, rules) in CASES.iter().enumerate() {
             let t = &TestDir::new(&format!("filters-{cfg}-case{i}"));
-            fixture(&t);
+            fixture(t);
             let rsync_dst = t.join("rsync-dst");
             copy_tree(&t.dst(), &rsync_dst);
             let mut opts = Opts::delete();

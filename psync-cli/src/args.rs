@@ -24,6 +24,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `sync`'s arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Show what each PATH's file system is and can do; given SRC DST, also
     /// which copier a sync between them would use and why.

@@ -305,11 +305,13 @@ pub fn wildmatch(pat: &[u8], text: &[u8]) -> bool {
                     rest += 1;
                 }
                 // `a/**/b` also matches `a/b`, as rsync's wildmatch does.
-                if double && rest < pat.len() && pat[rest] == b'/' && (p == 0 || pat[p - 1] == b'/')
+                if double
+                    && rest < pat.len()
+                    && pat[rest] == b'/'
+                    && (p == 0 || pat[p - 1] == b'/')
+                    && wildmatch(&pat[rest + 1..], &text[t..])
                 {
-                    if wildmatch(&pat[rest + 1..], &text[t..]) {
-                        return true;
-                    }
+                    return true;
                 }
                 if rest == pat.len() {
                     return double || !text[t..].contains(&b'/');
