@@ -27,6 +27,7 @@ mod deletes;
 mod durability;
 mod failures;
 mod fidelity;
+mod filters;
 mod fsattrs;
 mod interrupt;
 mod itemize;

@@ -24,6 +24,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: the size of `sync`'s arguments costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Show what each PATH's file system is and can do; given SRC DST, also
     /// which copier a sync between them would use and why.
@@ -413,6 +415,10 @@ pub struct SyncArgs {
     #[command(flatten)]
     pub limits: LimitsArgs,
 
+    /// Include/exclude rules.
+    #[command(flatten)]
+    pub filters: FilterArgs,
+
     /// The broker to run on (see `psync worker`).
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -422,6 +428,167 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Cluster")]
     pub detach: bool,
 }
+
+// --- Filters (rsync's --exclude, --include, --filter) ---
+
+/// Include/exclude rules, as rsync reads them: in the order given across
+/// all the options, the first rule that matches an entry deciding.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Leave out entries matching PATTERN (rsync's pattern rules: `*`
+    /// within a component, `**` across `/`, a leading `/` anchors at the
+    /// transfer root, a trailing `/` matches directories only). Excluded
+    /// target entries are kept from --delete.
+    #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Exclude),
+          allow_hyphen_values = true, help_heading = "Filters")]
+    pub exclude: Vec<Tagged>,
+
+    /// Do not exclude entries matching PATTERN (the first matching rule
+    /// wins, so give it before the --exclude it overrides).
+    #[arg(long, value_name = "PATTERN", value_parser = rule_of(FilterOp::Include),
+          allow_hyphen_values = true, help_heading = "Filters")]
+    pub include: Vec<Tagged>,
+
+    /// A filter rule: `- PATTERN` or `exclude PATTERN`, `+ PATTERN` or
+    /// `include PATTERN`, `!` to clear the rules so far. (The value may
+    /// start with `-`, as rsync's `-f '- *.o'`.)
+    #[arg(short = 'f', long, value_name = "RULE", value_parser = rule_of(FilterOp::Filter),
+          allow_hyphen_values = true, help_heading = "Filters")]
+    pub filter: Vec<Tagged>,
+
+    /// Exclude patterns read from FILE, one a line (blank lines and lines
+    /// starting with `#` or `;` skipped; `+ `/`- ` prefixes honoured).
+    #[arg(long, value_name = "FILE", value_parser = rule_of(FilterOp::ExcludeFrom),
+          help_heading = "Filters")]
+    pub exclude_from: Vec<Tagged>,
+
+    /// Include patterns read from FILE, as --exclude-from reads them.
+    #[arg(long, value_name = "FILE", value_parser = rule_of(FilterOp::IncludeFrom),
+          help_heading = "Filters")]
+    pub include_from: Vec<Tagged>,
+
+    /// Delete excluded entries from DST too (implies --delete).
+    #[arg(long, help_heading = "Filters")]
+    pub delete_excluded: bool,
+
+    /// Sync only the paths listed in FILE (`-` for stdin), one a line,
+    /// relative to SRC: their parent directories are made, nothing else
+    /// in them is synced or deleted; a listed directory is synced whole,
+    /// as `rsync -a -r --files-from` does (psync always recurses).
+    #[arg(long, value_name = "FILE", value_parser = read_files_from, help_heading = "Filters")]
+    pub files_from: Option<FileText>,
+
+    /// --files-from's paths are separated by NULs, not newlines.
+    #[arg(short = '0', long, help_heading = "Filters")]
+    pub from0: bool,
+}
+
+/// The text of a --files-from file, read as the line is parsed.
+#[derive(Debug, Clone)]
+pub struct FileText(Vec<u8>);
+
+fn read_files_from(s: &str) -> Result<FileText, String> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    let read = match s {
+        "-" => std::io::stdin().read_to_end(&mut text).map(|_| ()),
+        _ => std::fs::read(s).map(|t| text = t),
+    };
+    read.map_err(|e| format!("cannot read {s}: {e}"))?;
+    // `..` in a path, whether the paths end in newlines or NULs.
+    if text
+        .split(|c| matches!(c, b'/' | b'\n' | b'\r' | b'\0'))
+        .any(|p| p == b"..")
+    {
+        return Err(format!(
+            "{s}: a path goes up with `..`: paths are relative to SRC"
+        ));
+    }
+    Ok(FileText(text))
+}
+
+/// Which option a filter value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    Exclude,
+    Include,
+    Filter,
+    ExcludeFrom,
+    IncludeFrom,
+}
+
+/// One filter option's value with its place on the command line: clap
+/// keeps each option's values apart, and the rules' order across them
+/// decides. Files are read, and rules checked, as the line is parsed.
+#[derive(Debug, Clone)]
+pub struct Tagged {
+    seq: u64,
+    op: FilterOp,
+    text: Vec<u8>,
+}
+
+fn rule_of(op: FilterOp) -> impl Fn(&str) -> Result<Tagged, String> + Clone + Send + Sync {
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Clap parses values in command-line order.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    move |s: &str| {
+        let text = match op {
+            FilterOp::ExcludeFrom | FilterOp::IncludeFrom => {
+                let path = std::ffi::OsStr::new(s);
+                std::fs::read(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.to_string_lossy()))?
+            }
+            FilterOp::Filter => {
+                psync_core::filter::Filters::default()
+                    .add_filter(s.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                s.as_bytes().to_vec()
+            }
+            _ => std::ffi::OsStr::new(s).as_bytes().to_vec(),
+        };
+        Ok(Tagged {
+            seq: SEQ.fetch_add(1, Ordering::Relaxed),
+            op,
+            text,
+        })
+    }
+}
+
+impl FilterArgs {
+    /// The rules, in command-line order.
+    pub fn filters(&self) -> psync_core::filter::Filters {
+        let mut all: Vec<&Tagged> = [
+            &self.exclude,
+            &self.include,
+            &self.filter,
+            &self.exclude_from,
+            &self.include_from,
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        all.sort_by_key(|t| t.seq);
+        let mut f = psync_core::filter::Filters::default();
+        for t in all {
+            match t.op {
+                FilterOp::Exclude => f.add_pattern(false, &t.text),
+                FilterOp::Include => f.add_pattern(true, &t.text),
+                FilterOp::Filter => f.add_filter(&t.text).expect("checked when parsed"),
+                FilterOp::ExcludeFrom => f.add_pattern_lines(false, &t.text),
+                FilterOp::IncludeFrom => f.add_pattern_lines(true, &t.text),
+            }
+        }
+        f.delete_excluded = self.delete_excluded;
+        if let Some(FileText(text)) = &self.files_from {
+            f.set_files_from(text, self.from0)
+                .expect("`..` checked when read");
+        }
+        f
+    }
+}
+
+// --- end of filters ---
 
 /// Arguments of `psync probe`.
 #[derive(Debug, Args)]
@@ -658,7 +825,8 @@ impl SyncArgs {
             b.register_copier(src, dst, copier);
         }
         b.threads(usize::from(self.threads))
-            .delete(self.delete)
+            .delete(self.delete || self.filters.delete_excluded)
+            .filters(self.filters.filters())
             .force(self.force)
             .one_file_system(self.one_file_system)
             .dry_run(self.dry_run)
@@ -744,6 +912,60 @@ mod tests {
             Command::Sync(a) => a,
             other => panic!("not a sync: {other:?}"),
         }
+    }
+
+    #[test]
+    fn filter_options_keep_their_order_across_options() {
+        let dir = std::env::temp_dir().join(format!("psync-filter-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let from = dir.join("ex");
+        std::fs::write(&from, "# comment\n*.tmp\n+ keep.tmp\n").unwrap();
+        let list = dir.join("list");
+        std::fs::write(&list, "a/b\0c\0").unwrap();
+        let from_arg = format!("--exclude-from={}", from.display());
+        let list_arg = format!("--files-from={}", list.display());
+        let a = sync_args(&[
+            "psync",
+            "sync",
+            "--include=x.o",
+            "--exclude=*.o",
+            "-f",
+            "- sub/",
+            &from_arg,
+            "--include=keep.tmp",
+            "-0",
+            &list_arg,
+            "s",
+            "d",
+        ]);
+        let f = a.filters.filters();
+        let kinds: Vec<bool> = f.rules().iter().map(|r| r.include).collect();
+        // x.o before *.o, then sub/, the file's two, the last include.
+        assert_eq!(kinds, [true, false, false, false, true, true]);
+        assert!(!f.excluded(b"x.o", 0, false));
+        assert!(f.excluded(b"y.o", 0, false));
+        assert!(f.excluded(b"sub", 0, true));
+        assert!(
+            f.excluded(b"keep.tmp", 0, false),
+            "the file's *.tmp comes first"
+        );
+        assert!(f.on_the_list(b"a/b") && f.on_the_list(b"c") && !f.on_the_list(b"d"));
+        // Refused when the line is parsed: an unknown rule, `..`, no file.
+        for bad in [
+            vec!["psync", "sync", "--filter=: .rsync-filter", "s", "d"],
+            vec![
+                "psync",
+                "sync",
+                "--exclude-from=/nonexistent/psync",
+                "s",
+                "d",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&bad).is_err(), "{bad:?}");
+        }
+        std::fs::write(&list, "a/../../etc\n").unwrap();
+        assert!(Cli::try_parse_from(["psync", "sync", &list_arg, "s", "d"]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

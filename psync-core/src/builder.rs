@@ -192,6 +192,13 @@ impl SyncBuilder {
         self
     }
 
+    /// Include/exclude rules (rsync `--filter`), in the run spec so every
+    /// engine applies them. Default: none.
+    pub fn filters(&mut self, filters: crate::filter::Filters) -> &mut Self {
+        self.plan.filters = filters;
+        self
+    }
+
     /// Attributes to preserve. Default: [`Preserve::ARCHIVE`] (owner and
     /// group take effect only when running as root).
     pub fn preserve(&mut self, p: Preserve) -> &mut Self {

@@ -42,6 +42,7 @@ mod engine;
 pub mod entry;
 mod error;
 pub mod event;
+pub mod filter;
 mod fs;
 mod fsattr;
 mod fsid;

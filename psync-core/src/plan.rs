@@ -100,6 +100,11 @@ pub struct PlanOptions {
     /// every run (ADR 018).
     #[serde(default)]
     pub file_flags: bool,
+    /// Include/exclude rules (rsync `--filter`), compiled once per run:
+    /// an excluded source entry is left out, an excluded target entry
+    /// kept from `--delete` unless `--delete-excluded`.
+    #[serde(default)]
+    pub filters: crate::filter::Filters,
 }
 
 impl PlanOptions {
@@ -130,6 +135,7 @@ impl Default for PlanOptions {
             one_file_system: false,
             member_groups: None,
             file_flags: true,
+            filters: crate::filter::Filters::default(),
         }
     }
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Version byte in front of every encoded [`RunSpec`] (postcard is not
 /// self-describing: an engine refuses a spec of another version rather
 /// than misread it).
-pub const SPEC_ENCODING_VERSION: u8 = 2;
+pub const SPEC_ENCODING_VERSION: u8 = 3;
 
 /// Everything an engine needs to run tasks of one run, besides the tasks:
 /// the roots, every option that changes what the engine does, and what
@@ -605,6 +605,13 @@ mod tests {
                 now: Time::new(1_700_000_000, 123),
                 member_groups: Some(vec![10, 20]),
                 one_file_system: true,
+                filters: {
+                    let mut f = crate::filter::Filters::default();
+                    f.add_filter(b"- .snapshot/").unwrap();
+                    f.add_pattern(true, b"/keep/***");
+                    f.delete_excluded = true;
+                    f
+                },
                 ..PlanOptions::default()
             },
             copy: CopyOptions {
@@ -657,7 +664,8 @@ mod tests {
                 if found == SPEC_ENCODING_VERSION + 1 && expected == SPEC_ENCODING_VERSION),
             "{e:?}"
         );
-        assert!(e.to_string().contains("version 2"), "{e}");
+        let reads = format!("reads version {SPEC_ENCODING_VERSION}");
+        assert!(e.to_string().contains(&reads), "{e}");
         bytes[0] = SPEC_ENCODING_VERSION;
         let mut long = bytes.clone();
         long.push(0);

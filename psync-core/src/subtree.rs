@@ -39,8 +39,9 @@ impl Child {
     }
 }
 
-/// Lists a directory's children; the walk visits them from the back.
-pub(crate) type Lister<'a> = dyn FnMut(&Dir) -> io::Result<Vec<Child>> + 'a;
+/// Lists a directory's children (given the directory and its path); the
+/// walk visits them from the back.
+pub(crate) type Lister<'a> = dyn FnMut(&Dir, &RelPath) -> io::Result<Vec<Child>> + 'a;
 /// Called for each non-directory, and for each directory after everything
 /// in it, with the directory that holds it and its path.
 pub(crate) type Leave<'a> = dyn FnMut(&Dir, &RelPath, &Child) -> io::Result<()> + 'a;
@@ -82,7 +83,7 @@ pub(crate) fn walk(
     let mut stack = vec![Frame {
         path: path.clone(),
         ids: ids(&root)?,
-        pending: list(&root)?,
+        pending: list(&root, path)?,
         child: top,
     }];
     let mut cur = root;
@@ -93,10 +94,11 @@ pub(crate) fn walk(
                 let Some(sub) = open_checked(&cur, &child.name, dev, &sub_path)? else {
                     continue;
                 };
+                let pending = list(&sub, &sub_path)?;
                 stack.push(Frame {
                     path: sub_path,
                     ids: ids(&sub)?,
-                    pending: list(&sub)?,
+                    pending,
                     child,
                 });
                 cur = sub;
@@ -201,7 +203,7 @@ fn remove_top(parent: &Dir, top: Child) -> io::Result<u64> {
     // Mount points skipped (the first one's path, for the error): the
     // directories above them cannot go.
     let mounts: std::cell::RefCell<Vec<RelPath>> = std::cell::RefCell::new(Vec::new());
-    let mut list = |d: &Dir| {
+    let mut list = |d: &Dir, _: &RelPath| {
         let mut children = d.typed_names()?;
         // One statx per subdirectory (not per file): is it a mount root?
         children.retain(|c| {
@@ -297,7 +299,7 @@ mod tests {
             &root,
             top,
             &RelPath::from_bytes(b"top"),
-            &mut |d| Ok(d.list()?.entries.iter().map(Child::of).collect()),
+            &mut |d, _| Ok(d.list()?.entries.iter().map(Child::of).collect()),
             &mut |_, p, _| {
                 seen.push(String::from_utf8_lossy(p.as_bytes()).into_owned());
                 Ok(())

@@ -146,6 +146,11 @@ pub struct Opts {
     pub no_file_flags: bool,
     /// `--max-delete N` / `max_delete(Some(N))`.
     pub max_delete: Option<u64>,
+    /// Filter options as the CLI takes them, one `--opt=VALUE` each
+    /// (`--exclude=`, `--include=`, `--filter=`, `--delete-excluded`,
+    /// `--files-from=`, `-0`):
+    /// the library is given the same rules.
+    pub filters: Vec<String>,
 }
 
 impl Opts {
@@ -348,6 +353,28 @@ pub fn lib_events_cfg(
         .max_delete(opts.max_delete)
         .itemize(true)
         .events(tx);
+    if !opts.filters.is_empty() {
+        let mut f = psync::filter::Filters::default();
+        let nul = opts.filters.iter().any(|a| a == "-0");
+        for arg in &opts.filters {
+            match arg.split_once('=') {
+                Some(("--files-from", p)) => {
+                    let text = std::fs::read(p).expect("read --files-from");
+                    f.set_files_from(&text, nul).expect("--files-from");
+                }
+                _ if arg == "-0" => {}
+                Some(("--exclude", p)) => f.add_pattern(false, p.as_bytes()),
+                Some(("--include", p)) => f.add_pattern(true, p.as_bytes()),
+                Some(("--filter", r)) => f.add_filter(r.as_bytes()).expect("filter rule"),
+                _ if arg == "--delete-excluded" => {
+                    f.delete_excluded = true;
+                    b.delete(true);
+                }
+                _ => panic!("not a filter option the harness knows: {arg}"),
+            }
+        }
+        b.filters(f);
+    }
     let result = b.build().and_then(|s| s.run());
     drop(b); // the last sender: the channel ends
     (rx.iter().collect(), result)
@@ -413,6 +440,7 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
     if let Some(n) = &max_delete {
         args.extend(["--max-delete", n]);
     }
+    args.extend(opts.filters.iter().map(String::as_str));
     let o = run_cli(&args, src, dst);
     let mut out = Outcome {
         exit: o.status.code().unwrap_or(-1),

@@ -11,6 +11,7 @@ use crate::event::Event;
 use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, Planner, attr_change, is_linked};
+use crate::subtree::Child;
 use crate::task::Task;
 use crate::transport::TaskContext;
 use crate::walk::Walker;
@@ -188,6 +189,9 @@ impl Engine {
                 self.warn(rel, false, Op::ReadDir, msg);
             }
         }
+        if !plan_opts.filters.is_empty() {
+            self.apply_filters(rel, &mut src_entries, &mut dst);
+        }
         self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
@@ -267,6 +271,47 @@ impl Engine {
             return self.run_task(finish, cx);
         }
         self.defer(cx, finish);
+    }
+
+    /// Leaves out the entries the run's filters exclude (rsync's
+    /// `--exclude`, and what `--files-from` does not list): a source
+    /// entry is neither copied nor descended into; a target entry the
+    /// source lacks is kept from `--delete` unless `--delete-excluded`
+    /// (and always above the listed paths). One path buffer per directory, reused for
+    /// every entry; a run without filters never gets here.
+    fn apply_filters(&self, rel: &RelPath, src: &mut Vec<Entry>, dst: &mut Vec<Entry>) {
+        let filters = &self.plan_opts.filters;
+        let mut path = Vec::with_capacity(rel.as_bytes().len() + 64);
+        path.extend_from_slice(rel.as_bytes());
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        let at = path.len();
+        let set = |path: &mut Vec<u8>, e: &Entry| {
+            path.truncate(at);
+            path.extend_from_slice(e.name.as_bytes());
+        };
+        // --files-from: above the listed paths, only the way to them.
+        let implied = filters.scope(rel.as_bytes()) == crate::filter::Scope::Implied;
+        src.retain(|e| {
+            set(&mut path, e);
+            !filters.excluded(&path, at, e.is_dir()) && (!implied || filters.on_the_list(&path))
+        });
+        let in_src =
+            |src: &[Entry], e: &Entry| src.binary_search_by(|s| s.name.cmp(&e.name)).is_ok();
+        if implied {
+            // Nothing is deleted there, as rsync deletes only in the
+            // directories it sends whole.
+            dst.retain(|e| in_src(src, e));
+        } else if !filters.delete_excluded {
+            // An excluded target entry whose name a kept source entry has
+            // (a rule for directories only, the other side a file) is
+            // planned as any other.
+            dst.retain(|e| {
+                set(&mut path, e);
+                !filters.excluded(&path, at, e.is_dir()) || in_src(src, e)
+            });
+        }
     }
 
     /// True when the target directory whose status is `st` differs from
@@ -446,7 +491,7 @@ impl Engine {
             dir,
             top,
             path,
-            &mut |d| {
+            &mut |d, _| {
                 Ok(d.list()?
                     .entries
                     .iter()
@@ -770,6 +815,16 @@ impl Engine {
         replaced: bool,
     ) -> bool {
         let path = rel.join(&old.name);
+        // A directory holding excluded entries is kept, what it holds but
+        // them deleted one by one (each within `--max-delete`).
+        if let Some(d) = dir
+            && !replaced
+            && old.kind == Kind::Dir
+            && self.protects_excluded()
+            && self.holds_excluded(d, &path, old)
+        {
+            return self.delete_around_excluded(d, &path, old);
+        }
         if !replaced && !self.may_delete(dir, &path, old) {
             return true;
         }
@@ -832,7 +887,7 @@ impl Engine {
             dir,
             top,
             path,
-            &mut |d| {
+            &mut |d, _| {
                 Ok(d.list()?
                     .entries
                     .iter()
@@ -847,6 +902,125 @@ impl Engine {
             },
         );
         n.max(1)
+    }
+
+    /// Filters are on and excluded target entries are kept from
+    /// `--delete` (no `--delete-excluded`).
+    fn protects_excluded(&self) -> bool {
+        self.plan_opts.filters.has_rules() && !self.plan_opts.filters.delete_excluded
+    }
+
+    /// The excluded entries of `d` (at `path`), listed in the run's terms:
+    /// `(excluded, child)` each.
+    fn listed_for_filters(&self, d: &Dir, path: &RelPath) -> io::Result<Vec<(bool, Child)>> {
+        let mut l = d.list()?;
+        self.fs.name_listing(d, &mut l.entries);
+        let filters = &self.plan_opts.filters;
+        Ok(l.entries
+            .iter()
+            .map(|c| {
+                let p = path.join(&c.name);
+                let at = p.as_bytes().len() - c.name.as_bytes().len();
+                (filters.excluded(p.as_bytes(), at, c.is_dir()), Child::of(c))
+            })
+            .collect())
+    }
+
+    /// True when the target directory `entry` of `parent` (at `path`)
+    /// holds, at any depth, an entry the filters exclude: `--delete` must
+    /// leave it. A walk that fails (a mount point, a directory moved)
+    /// says yes: nothing is deleted on a guess. Iterative (the target's
+    /// depth is anyone's to choose).
+    fn holds_excluded(&self, parent: &Dir, path: &RelPath, entry: &Entry) -> bool {
+        let mut found = false;
+        let top = Child::of(&self.fs.local(entry));
+        let walked = crate::subtree::walk(
+            parent,
+            top,
+            path,
+            &mut |d, at| {
+                if found {
+                    return Ok(Vec::new());
+                }
+                let children = self.listed_for_filters(d, at)?;
+                found = children.iter().any(|(excluded, _)| *excluded);
+                Ok(children.into_iter().map(|(_, c)| c).collect())
+            },
+            &mut |_, _, _| Ok(()),
+        );
+        found || walked.is_err()
+    }
+
+    /// Deletes what the target directory `old` of `parent` (at `path`)
+    /// holds but its excluded entries and the directories above them,
+    /// which are kept, as rsync does ("cannot delete non-empty
+    /// directory": a warning each, not a failure). Excluded directories
+    /// are not entered. Two walks, iterative: the first finds the
+    /// directories to keep, the second deletes the rest, a directory not
+    /// kept as a whole (once: its tree itemized once, also in a dry run).
+    fn delete_around_excluded(&self, parent: &Dir, path: &RelPath, old: &Entry) -> bool {
+        let mut keep: std::collections::HashSet<RelPath> = Default::default();
+        let walked = crate::subtree::walk(
+            parent,
+            Child::of(&self.fs.local(old)),
+            path,
+            &mut |d, at| {
+                let children = self.listed_for_filters(d, at)?;
+                if children.iter().any(|(excluded, _)| *excluded) {
+                    let mut p = at.clone();
+                    while p.as_bytes().len() >= path.as_bytes().len() && keep.insert(p.clone()) {
+                        match p.split_last() {
+                            Some((up, _)) => p = up,
+                            None => break,
+                        }
+                    }
+                }
+                Ok(children
+                    .into_iter()
+                    .filter(|(excluded, _)| !excluded)
+                    .map(|(_, c)| c)
+                    .collect())
+            },
+            &mut |_, _, _| Ok(()),
+        );
+        if let Err(e) = walked {
+            self.fail(path, true, Op::Remove, e);
+            return false;
+        }
+        let walked = crate::subtree::walk(
+            parent,
+            Child::of(&self.fs.local(old)),
+            path,
+            &mut |d, at| {
+                let children = self.listed_for_filters(d, at)?;
+                Ok(children
+                    .into_iter()
+                    .filter(|(excluded, _)| !excluded)
+                    .map(|(_, mut c)| {
+                        // Entered only when kept; else deleted whole.
+                        c.dir &= keep.contains(&at.join(&c.name));
+                        c
+                    })
+                    .collect())
+            },
+            &mut |holder, at, child| {
+                let (Some(entry), Some((up, _))) = (&child.entry, at.split_last()) else {
+                    return Ok(());
+                };
+                if child.dir {
+                    let msg = "cannot delete non-empty directory: it holds excluded entries \
+                               (--delete-excluded deletes them)";
+                    self.warn(at, true, Op::Remove, msg);
+                } else {
+                    self.delete_entry(&up, Some(holder), entry, false);
+                }
+                Ok(())
+            },
+        );
+        if let Err(e) = walked {
+            self.fail(path, true, Op::Remove, e);
+        }
+        false
     }
 
     /// A type change without `--delete`/`--force`: removes the target
