@@ -44,6 +44,7 @@ mod review5_attacks;
 mod review6_attacks;
 mod review7_attacks;
 mod review_attacks;
+mod rsync_habits;
 mod safety;
 mod scatter;
 mod seams;

@@ -133,12 +133,15 @@ pub fn usage_error(e: &clap::Error) -> String {
              (rsync options and psync: the README's \"Coming from rsync\".)\n"
         );
     }
-    e.render()
-        .to_string()
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("tip: to pass '"))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    let mut out = String::new();
+    for l in e.render().to_string().lines() {
+        if l.trim_start().starts_with("tip: to pass '") || (l.is_empty() && out.ends_with("\n\n")) {
+            continue;
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -196,6 +199,7 @@ mod tests {
         assert!(msg.contains("unexpected argument '--frobnicate'"), "{msg}");
         assert!(!msg.contains("-- --frobnicate"), "{msg}");
         assert!(!msg.contains("does not implement"), "{msg}");
+        assert!(!msg.contains("\n\n\n"), "{msg:?}");
     }
 
     #[test]
