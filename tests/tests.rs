@@ -47,6 +47,7 @@ mod review_attacks;
 mod rsync_habits;
 mod safety;
 mod scatter;
+mod scripts;
 mod seams;
 mod shape;
 mod spec;
