@@ -210,7 +210,7 @@ mod tests {
         for (names, _) in REFUSED {
             for n in *names {
                 let known = sync.get_arguments().any(|a| {
-                    n.strip_prefix("--").map_or(false, |l| {
+                    n.strip_prefix("--").is_some_and(|l| {
                         a.get_long_and_visible_aliases()
                             .into_iter()
                             .flatten()
