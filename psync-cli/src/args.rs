@@ -50,7 +50,18 @@ pub enum Command {
     /// the target file system is full (ENOSPC, EDQUOT) or read-only (EROFS):
     /// reported once, with the path; copies under way were abandoned and
     /// their old targets kept.
+    #[command(disable_help_flag = true)]
     Sync(SyncArgs),
+
+    /// Print a shell completion script on stdout: `psync completions bash
+    /// > /etc/bash_completion.d/psync`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+
+    /// Print the man page (roff) on stdout: `psync man > psync.1`.
+    Man,
 
     /// Take tasks of runs from a broker and run them, until SIGTERM or
     /// `psync shutdown`.
@@ -427,6 +438,10 @@ pub struct SyncArgs {
     /// (`psync wait RUN` follows it).
     #[arg(long, help_heading = "Cluster")]
     pub detach: bool,
+
+    /// rsync's archive-family flags, accepted for what psync does anyway.
+    #[command(flatten)]
+    pub rsync: RsyncFlags,
 }
 
 // --- Filters (rsync's --exclude, --include, --filter) ---
@@ -589,6 +604,89 @@ impl FilterArgs {
 }
 
 // --- end of filters ---
+
+// ---- rsync's habits (issue 17) ----------------------------------------
+// Flags an rsync user types out of habit, which name what psync does by
+// default. They are accepted and change nothing, except the --delete-WHEN
+// forms, which imply --delete as in rsync. Hidden from --help (it would
+// double in length); the README's "Coming from rsync" table lists them.
+// Options psync does not implement are refused in rsync.rs.
+
+/// rsync flags that psync accepts; see the README's "Coming from rsync".
+#[derive(Debug, Args, Default)]
+pub struct RsyncFlags {
+    /// rsync -a (-rlptgoD): psync's default.
+    #[arg(short = 'a', long, hide = true)]
+    pub archive: bool,
+    /// rsync -r: psync always recurses.
+    #[arg(short = 'r', long, hide = true)]
+    pub recursive: bool,
+    /// rsync -l: symlinks are copied as symlinks.
+    #[arg(short = 'l', long, hide = true)]
+    pub links: bool,
+    /// rsync -p: the default (--no-perms turns it off).
+    #[arg(short = 'p', long, hide = true)]
+    pub perms: bool,
+    /// rsync -t: the default (--no-times turns it off).
+    #[arg(short = 't', long, hide = true)]
+    pub times: bool,
+    /// rsync -g: the default as root (--no-group turns it off).
+    #[arg(short = 'g', long, hide = true)]
+    pub group: bool,
+    /// rsync -o: the default as root (--no-owner turns it off).
+    #[arg(short = 'o', long, hide = true)]
+    pub owner: bool,
+    /// rsync -D (--devices --specials): devices, FIFOs and sockets are copied.
+    #[arg(short = 'D', hide = true)]
+    pub devices_specials: bool,
+    /// rsync --devices.
+    #[arg(long, hide = true)]
+    pub devices: bool,
+    /// rsync --specials.
+    #[arg(long, hide = true)]
+    pub specials: bool,
+    /// rsync -H: the default (--no-hard-links turns it off).
+    #[arg(short = 'H', long, hide = true)]
+    pub hard_links: bool,
+    /// rsync -S: holes are always kept.
+    #[arg(short = 'S', long, hide = true)]
+    pub sparse: bool,
+    /// rsync --numeric-ids: psync always keeps ids as numbers.
+    #[arg(long, hide = true)]
+    pub numeric_ids: bool,
+    /// rsync -W: psync always copies whole files (no delta transfer).
+    #[arg(short = 'W', long, hide = true)]
+    pub whole_file: bool,
+    /// rsync -h: psync's numbers are always human-readable.
+    #[arg(short = 'h', long, hide = true)]
+    pub human_readable: bool,
+    /// Print help (-h is rsync's --human-readable here).
+    #[arg(long, action = clap::ArgAction::HelpLong)]
+    pub help: Option<bool>,
+    /// rsync --delete-during (--del): --delete.
+    #[arg(long, alias = "del", hide = true)]
+    pub delete_during: bool,
+    /// rsync --delete-before: --delete.
+    #[arg(long, hide = true)]
+    pub delete_before: bool,
+    /// rsync --delete-after: --delete.
+    #[arg(long, hide = true)]
+    pub delete_after: bool,
+    /// rsync --delete-delay: --delete.
+    #[arg(long, hide = true)]
+    pub delete_delay: bool,
+}
+
+impl RsyncFlags {
+    /// True when a --delete-WHEN form was given: each means --delete, as
+    /// in rsync. psync has one order: in each directory, extraneous
+    /// entries are deleted before new ones are made (rsync's
+    /// --delete-during); the finished tree is the same with every form.
+    pub fn delete(&self) -> bool {
+        self.delete_during || self.delete_before || self.delete_after || self.delete_delay
+    }
+}
+// ---- end of rsync's habits ---------------------------------------------
 
 /// Arguments of `psync probe`.
 #[derive(Debug, Args)]
@@ -825,7 +923,7 @@ impl SyncArgs {
             b.register_copier(src, dst, copier);
         }
         b.threads(usize::from(self.threads))
-            .delete(self.delete || self.filters.delete_excluded)
+            .delete(self.delete || self.rsync.delete() || self.filters.delete_excluded)
             .filters(self.filters.filters())
             .force(self.force)
             .one_file_system(self.one_file_system)
@@ -1052,6 +1150,99 @@ mod tests {
         let shown = format!("{b:?}");
         assert!(shown.contains("dst: \"-d\""), "{shown}");
         assert!(shown.contains("Named(\"generic\")"), "{shown}");
+    }
+
+    #[test]
+    fn rsync_archive_flags_change_nothing() {
+        let plain = format!(
+            "{:?}",
+            sync_args(&["psync", "sync", "a", "b"]).builder(crossbeam_channel::bounded(1).0)
+        );
+        for argv in [
+            &["psync", "sync", "-aHAX", "--numeric-ids", "a", "b"][..],
+            &["psync", "sync", "-rlptgoD", "-S", "-W", "-h", "a", "b"],
+            &[
+                "psync",
+                "sync",
+                "--archive",
+                "--recursive",
+                "--links",
+                "--perms",
+                "--times",
+            ],
+            &[
+                "psync",
+                "sync",
+                "--group",
+                "--owner",
+                "--devices",
+                "--specials",
+                "--hard-links",
+            ],
+            &[
+                "psync",
+                "sync",
+                "--sparse",
+                "--whole-file",
+                "--human-readable",
+                "a",
+                "b",
+            ],
+            &["psync", "sync", "-aHSxch", "a", "b"],
+        ] {
+            let mut argv = argv.to_vec();
+            if argv.last() != Some(&"b") {
+                argv.extend(["a", "b"]);
+            }
+            let a = sync_args(&argv);
+            assert_eq!(a.preserve(), Preserve::ARCHIVE, "{argv:?}");
+            assert!(!a.delete && !a.rsync.delete(), "{argv:?}");
+            // -X and -A require; -x and -c change the run.
+            if !argv.iter().any(|w| w.starts_with("-a") && w.len() > 2) {
+                let b = format!("{:?}", a.builder(crossbeam_channel::bounded(1).0));
+                assert_eq!(b, plain, "{argv:?} changed the run");
+            }
+        }
+        // -A and -X are psync's "require": an ACL or xattr the target
+        // cannot hold is an error, as with rsync.
+        let a = sync_args(&["psync", "sync", "-aHAX", "a", "b"]);
+        assert!(a.acls && a.xattrs);
+        let a = sync_args(&["psync", "sync", "-aHSxcnIiq", "a", "b"]);
+        assert!(a.one_file_system && a.checksum && a.dry_run && a.ignore_times);
+        assert!(a.itemize_changes && a.quiet);
+    }
+
+    #[test]
+    fn rsync_delete_forms_mean_delete() {
+        for form in [
+            "--delete-during",
+            "--del",
+            "--delete-before",
+            "--delete-after",
+            "--delete-delay",
+        ] {
+            let a = sync_args(&["psync", "sync", "-a", form, "a", "b"]);
+            assert!(!a.delete && a.rsync.delete(), "{form}");
+            let b = format!("{:?}", a.builder(crossbeam_channel::bounded(1).0));
+            let d = sync_args(&["psync", "sync", "--delete", "a", "b"]);
+            assert_eq!(
+                b,
+                format!("{:?}", d.builder(crossbeam_channel::bounded(1).0)),
+                "{form}"
+            );
+        }
+    }
+
+    #[test]
+    fn sync_help_is_long_only() {
+        let e = Cli::try_parse_from(["psync", "sync", "--help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(e.to_string().contains("--delete"));
+        assert!(
+            sync_args(&["psync", "sync", "-h", "a", "b"])
+                .rsync
+                .human_readable
+        );
     }
 
     #[test]

@@ -5,9 +5,11 @@
 mod args;
 mod cluster;
 mod logfile;
+mod manual;
 mod output;
 mod probe;
 mod progress;
+mod rsync;
 mod signals;
 mod units;
 
@@ -34,8 +36,16 @@ const TARGET_UNWRITABLE: u8 = 3;
 pub(crate) type Fatal = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> ExitCode {
-    // Clap prints usage errors itself and exits with 2.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Help and version go to stdout with status 0.
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(rsync::usage_error(&e).as_bytes());
+            return ExitCode::from(FATAL);
+        }
+    };
     run(cli).unwrap_or_else(|e| {
         output::eprint(&e.to_string());
         ExitCode::from(FATAL)
@@ -65,7 +75,16 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
             follow,
             json,
         } => cluster::logs(&run.broker, run.run, level, follow, json),
+        Command::Completions { shell } => print(&manual::completions(shell)),
+        Command::Man => print(&manual::man()?),
     }
+}
+
+/// Writes `bytes` to stdout.
+fn print(bytes: &[u8]) -> Result<ExitCode, Fatal> {
+    use std::io::Write;
+    std::io::stdout().lock().write_all(bytes)?;
+    Ok(ExitCode::from(SYNCED))
 }
 
 /// `psync sync`: the run on this thread, the printer on another.
