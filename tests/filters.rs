@@ -206,3 +206,43 @@ fn filters_match_rsync() {
         }
     });
 }
+
+/// A source file whose name is a target directory holding excluded
+/// entries: the directory is not replaced (rsync: "could not make way"),
+/// its excluded entries stay, the rest of it goes, and the entry fails.
+#[test]
+fn a_directory_holding_excluded_entries_is_not_replaced() {
+    let t = TestDir::new("a_directory_holding_excluded_entries_is_not_replaced");
+    std::fs::create_dir_all(t.src()).unwrap();
+    std::fs::write(t.src().join("x"), b"now a file").unwrap();
+    std::fs::create_dir_all(t.dst().join("x/sub")).unwrap();
+    std::fs::write(t.dst().join("x/keep.o"), b"excluded").unwrap();
+    std::fs::write(t.dst().join("x/sub/deep.o"), b"excluded").unwrap();
+    std::fs::write(t.dst().join("x/junk"), b"not excluded").unwrap();
+    let o = crate::util::run::run_cli(&["--delete", "--exclude=*.o"], &t.src(), &t.dst());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("excluded entries"), "{err}");
+    assert_eq!(
+        std::fs::read(t.dst().join("x/keep.o")).unwrap(),
+        b"excluded"
+    );
+    assert_eq!(
+        std::fs::read(t.dst().join("x/sub/deep.o")).unwrap(),
+        b"excluded"
+    );
+    assert!(!t.dst().join("x/junk").exists(), "the rest of it deleted");
+    // With --delete-excluded it is replaced.
+    let o = crate::util::run::run_cli(
+        &["--delete", "--delete-excluded", "--exclude=*.o"],
+        &t.src(),
+        &t.dst(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(std::fs::read(t.dst().join("x")).unwrap(), b"now a file");
+}

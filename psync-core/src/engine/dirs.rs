@@ -816,14 +816,21 @@ impl Engine {
     ) -> bool {
         let path = rel.join(&old.name);
         // A directory holding excluded entries is kept, what it holds but
-        // them deleted one by one (each within `--max-delete`).
+        // them deleted one by one (each within `--max-delete`). One that
+        // another type of entry would replace blocks its name, as in
+        // rsync ("could not make way"): the excluded entries stay.
         if let Some(d) = dir
-            && !replaced
             && old.kind == Kind::Dir
             && self.protects_excluded()
             && self.holds_excluded(d, &path, old)
         {
-            return self.delete_around_excluded(d, &path, old);
+            let kept = self.delete_around_excluded(d, &path, old);
+            if replaced {
+                let why = "not replaced: the directory holds excluded entries \
+                           (--delete-excluded deletes them)";
+                self.fail(&path, true, Op::Remove, io::Error::other(why));
+            }
+            return kept;
         }
         if !replaced && !self.may_delete(dir, &path, old) {
             return true;
