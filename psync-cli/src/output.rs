@@ -378,9 +378,9 @@ fn summary_lines(s: &Snapshot, dry_run: bool) -> Vec<String> {
     };
     vec![
         format!(
-            "scanned   {} entries in {} directories, {}",
-            s.scanned,
-            s.dirs,
+            "scanned   {} in {}, {}",
+            count(s.scanned, "entry", "entries"),
+            count(s.dirs, "directory", "directories"),
             units::bytes(s.bytes_total)
         ),
         format!(
@@ -396,6 +396,11 @@ fn summary_lines(s: &Snapshot, dry_run: bool) -> Vec<String> {
     .collect()
 }
 
+/// `1 file`, `2 files`: the summary's counts with their noun.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn timing(s: &Snapshot, dry_run: bool) -> String {
     let mut line = format!(
         "time      {}, {:.0} entries/s",
@@ -409,12 +414,17 @@ fn timing(s: &Snapshot, dry_run: bool) -> String {
 }
 
 fn problems(s: &Snapshot) -> String {
-    let mut line = format!("problems  {} failed, {} warnings", s.failed, s.warnings);
+    let mut line = format!(
+        "problems  {} failed, {}",
+        s.failed,
+        count(s.warnings, "warning", "warnings")
+    );
     if s.changed_during_copy > 0 {
         line += &format!(", {} changed while copied", s.changed_during_copy);
     }
     if s.stale_removed > 0 {
-        line += &format!(", {} stale temporaries removed", s.stale_removed);
+        let n = count(s.stale_removed, "stale temporary", "stale temporaries");
+        line += &format!(", {n} removed");
     }
     if s.skipped_young > 0 {
         line += &format!(", {} skipped as too recent (--min-age)", s.skipped_young);
@@ -431,17 +441,19 @@ fn integrity(s: &Snapshot) -> Option<String> {
         return None;
     }
     let mut line = format!(
-        "verified  {} files/chunks read back and matched",
-        s.verified
+        "verified  {} read back and matched",
+        count(s.verified, "file/chunk", "files/chunks")
     );
     if s.chunks > 0 || s.chunks_resumed > 0 {
         line += &format!(
-            "; {} chunks copied, {} resumed from an earlier run",
-            s.chunks, s.chunks_resumed
+            "; {} copied, {} resumed from an earlier run",
+            count(s.chunks, "chunk", "chunks"),
+            s.chunks_resumed
         );
     }
     if s.chunks_compared > 0 {
-        line += &format!("; {} chunks compared (--checksum)", s.chunks_compared);
+        let n = count(s.chunks_compared, "chunk", "chunks");
+        line += &format!("; {n} compared (--checksum)");
     }
     Some(line)
 }
@@ -537,7 +549,7 @@ fn strategies(s: &Snapshot) -> String {
     let used: Vec<String> = counts
         .iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(name, n)| format!("{name}: {n} files"))
+        .map(|(name, n)| format!("{name}: {}", count(*n, "file", "files")))
         .collect();
     if used.is_empty() {
         String::new()
@@ -600,6 +612,31 @@ mod tests {
         assert_eq!(v["event"], "progress");
         assert_eq!(v["scanned"], 7);
         assert!(v.get("code").is_none());
+    }
+
+    #[test]
+    fn summary_counts_have_their_plurals() {
+        let mut s = Snapshot::default();
+        (s.scanned, s.dirs, s.warnings, s.verified, s.by_read_write) = (1, 1, 1, 1, 1);
+        let text = summary_lines(&s, false).join("\n");
+        for one in [
+            "1 entry in 1 directory",
+            "1 warning",
+            "read/write: 1 file)",
+            "1 file/chunk",
+        ] {
+            assert!(text.contains(one), "{one}: {text}");
+        }
+        (s.scanned, s.dirs, s.warnings, s.verified, s.by_read_write) = (2, 0, 3, 2, 2);
+        let text = summary_lines(&s, false).join("\n");
+        for many in [
+            "2 entries in 0 directories",
+            "3 warnings",
+            "read/write: 2 files)",
+            "2 files/chunks",
+        ] {
+            assert!(text.contains(many), "{many}: {text}");
+        }
     }
 
     #[test]
