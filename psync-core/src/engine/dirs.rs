@@ -485,25 +485,34 @@ impl Engine {
             }
             return;
         }
+        self.each_removed(dir, path, entry, |p, e| {
+            if with_self || p != path {
+                self.itemize(p.clone(), None, e);
+            }
+        });
+    }
+
+    /// Calls `f` with each entry of the target tree `entry` of `dir` (at
+    /// `path`) that its removal deletes, children before their directory,
+    /// `entry` last: nothing below a mount point, and not the mount root
+    /// (the removal stops there). Iterative (`subtree::walk`).
+    fn each_removed(
+        &self,
+        dir: &Dir,
+        path: &RelPath,
+        entry: &Entry,
+        mut f: impl FnMut(&RelPath, &Entry),
+    ) {
         // In this node's terms: the walk checks it with `fstat`.
-        let top = crate::subtree::Child::of(&self.fs.local(entry));
+        let top = Child::of(&self.fs.local(entry));
         let _ = crate::subtree::walk(
             dir,
             top,
             path,
-            &mut |d, _| {
-                Ok(d.list()?
-                    .entries
-                    .iter()
-                    .map(crate::subtree::Child::of)
-                    .collect())
-            },
+            &mut |d, _| Ok(d.list()?.entries.iter().map(Child::of).collect()),
             &mut |_, p, c| {
-                // A mount root is not removed (the removal stops there).
-                if let Some(e) = c.entry.as_ref().filter(|e| !e.mount_root)
-                    && (with_self || p != path)
-                {
-                    self.itemize(p.clone(), None, e);
+                if let Some(e) = c.entry.as_ref().filter(|e| !e.mount_root) {
+                    f(p, e);
                 }
                 Ok(())
             },
@@ -889,25 +898,7 @@ impl Engine {
     /// included (what its removal deletes).
     fn count_tree(&self, dir: &Dir, path: &RelPath, entry: &Entry) -> u64 {
         let mut n = 0;
-        let top = crate::subtree::Child::of(&self.fs.local(entry));
-        let _ = crate::subtree::walk(
-            dir,
-            top,
-            path,
-            &mut |d, _| {
-                Ok(d.list()?
-                    .entries
-                    .iter()
-                    .map(crate::subtree::Child::of)
-                    .collect())
-            },
-            &mut |_, _, c| {
-                if c.entry.as_ref().is_some_and(|e| !e.mount_root) {
-                    n += 1;
-                }
-                Ok(())
-            },
-        );
+        self.each_removed(dir, path, entry, |_, _| n += 1);
         n.max(1)
     }
 
