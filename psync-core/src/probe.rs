@@ -871,55 +871,38 @@ const fn iow(ty: u8, nr: u8, size: usize) -> libc::c_ulong {
     (1 << 30) | ((size as libc::c_ulong) << 16) | ((ty as libc::c_ulong) << 8) | nr as libc::c_ulong
 }
 
-/// `struct fsxattr` of `<linux/fs.h>` (28 bytes).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct FsXattr {
-    xflags: u32,
-    extsize: u32,
-    nextents: u32,
-    projid: u32,
-    cowextsize: u32,
-    pad: [u8; 8],
-}
-
-impl FsXattr {
-    fn projid(&self) -> u32 {
-        self.projid
-    }
-}
-
-const FS_IOC_FSGETXATTR: libc::c_ulong = ior(b'X', 31, size_of::<FsXattr>());
-const FS_IOC_FSSETXATTR: libc::c_ulong = iow(b'X', 32, size_of::<FsXattr>());
 /// `FICLONE`: `_IOW(0x94, 9, int)`.
 const FICLONE: libc::c_ulong = iow(0x94, 9, size_of::<libc::c_int>());
 
-fn fsgetxattr(f: &File) -> io::Result<FsXattr> {
-    let mut x = FsXattr::default();
-    // SAFETY: the ioctl writes one `struct fsxattr` to the pointer, which
-    // points to one.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR as _, &mut x) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(x)
+/// Flags and project id of the probe's open file or directory `f`
+/// (`crate::fsattr`, as a sync reads them); an error where the file
+/// system has none.
+fn fsgetxattr(f: &File) -> io::Result<crate::fsattr::FsAttr> {
+    use std::os::fd::AsFd;
+    crate::fsattr::get(crate::xattr::Node::Fd(f.as_fd()))?
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOTTY))
 }
 
 /// Whether a project id can be set on `f` (a file of the probe's own):
 /// sets its id one above the current one.
 fn project_id_set(f: &File) -> Capability {
-    let mut x = match fsgetxattr(f) {
+    use std::os::fd::AsFd;
+    let x = match fsgetxattr(f) {
         Ok(x) => x,
         Err(e) => return Capability::no(format!("FS_IOC_FSGETXATTR: {e}")),
     };
-    x.projid = x.projid.wrapping_add(1).max(1);
-    // SAFETY: the ioctl reads one `struct fsxattr` from the pointer.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSSETXATTR as _, &x) };
-    if r == 0 {
-        return Capability::yes("set a project id on a file of the probe")
-            .with(u64::from(x.projid));
-    }
-    let e = io::Error::last_os_error();
+    let id = x.projid().wrapping_add(1).max(1);
+    let set = crate::fsattr::set_projid(crate::xattr::Node::Fd(f.as_fd()), id);
+    let refused = match set {
+        Ok(r) => r.dropped.into_iter().find_map(|d| match d {
+            crate::fsattr::Dropped::ProjectId(_, e) => Some(e),
+            crate::fsattr::Dropped::Flags(..) => None,
+        }),
+        Err(e) => Some(e),
+    };
+    let Some(e) = refused else {
+        return Capability::yes("set a project id on a file of the probe").with(u64::from(id));
+    };
     match e.raw_os_error() {
         Some(libc::EPERM) => Capability::unknown(format!(
             "FS_IOC_FSGETXATTR works; setting a project id needs root ({e})"
@@ -1047,8 +1030,6 @@ bad line
 
     #[test]
     fn ioctl_numbers_are_the_kernels() {
-        assert_eq!(FS_IOC_FSGETXATTR, 0x801c_581f);
-        assert_eq!(FS_IOC_FSSETXATTR, 0x401c_5820);
         assert_eq!(FICLONE, 0x4004_9409);
         assert_eq!(ior(b'X', 126, 256), 0x8100_587e);
     }
