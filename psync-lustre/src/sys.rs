@@ -93,23 +93,10 @@ pub trait LustreSys: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RealLustre;
 
-/// `fgetxattr(XATTR_LUSTRE_LOV)` into a buffer that grows as needed.
+/// `fgetxattr(XATTR_LUSTRE_LOV)` (psync's own xattr read: a buffer that
+/// grows as needed, `None` for no value).
 fn fget_lov(fd: BorrowedFd<'_>) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match rustix::fs::fgetxattr(fd, XATTR_LUSTRE_LOV, &mut buf[..]) {
-            Ok(n) => {
-                buf.truncate(n);
-                return Ok(Some(buf));
-            }
-            Err(rustix::io::Errno::NODATA) => return Ok(None),
-            Err(rustix::io::Errno::RANGE) if buf.len() < 1 << 20 => {
-                let n = buf.len() * 4;
-                buf.resize(n, 0);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    Node::Fd(fd).get(XATTR_LUSTRE_LOV.as_bytes())
 }
 
 /// The FID in a `name_to_handle_at` handle of `name` in `dir` (not
