@@ -246,3 +246,64 @@ fn a_directory_holding_excluded_entries_is_not_replaced() {
     );
     assert_eq!(std::fs::read(t.dst().join("x")).unwrap(), b"now a file");
 }
+
+/// A `--files-from` path the source lacks is an error naming it, once,
+/// as rsync's `link_stat ... failed` (its exit 23): absent at the top,
+/// absent deeper, and below a name that is a file. The rest is synced,
+/// and nothing is deleted for it.
+#[test]
+fn files_from_paths_missing_in_the_source_are_errors() {
+    let rsync = require_rsync();
+    each_config("files_from_missing", |cfg, _| {
+        let t = &TestDir::new(&format!("files-from-missing-{cfg}"));
+        tree!(t.src(), {
+            "here" => file("here"),
+            "top" => file("a file"),
+            "d/e/f" => file("deep"),
+        });
+        tree!(t.dst(), {
+            "d/e/gone" => file("kept: d/e is not listed"),
+        });
+        let list = t.join("list");
+        std::fs::write(&list, "here\nnope\nd/e/f\nd/x/y\nd/x/z\ntop/under\n").unwrap();
+        let mut opts = Opts::delete();
+        opts.filters = vec![format!("--files-from={}", list.display())];
+        let r = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        assert_eq!(r.exit, 1, "[{cfg}] {r:#?}");
+        let mut named: Vec<String> = r
+            .errors
+            .iter()
+            .map(|e| {
+                let p = e.split(": ").find(|p| p.contains("/src/")).unwrap_or(e);
+                p.rsplit("/src/").next().unwrap().to_string()
+            })
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            ["d/x/y", "d/x/z", "nope", "top/under"],
+            "[{cfg}] {:#?}",
+            r.errors
+        );
+        assert!(
+            r.errors
+                .iter()
+                .all(|e| e.contains("source") && e.contains("not found")),
+            "[{cfg}] {:#?}",
+            r.errors
+        );
+        assert_eq!(std::fs::read(t.dst().join("here")).unwrap(), b"here");
+        assert_eq!(std::fs::read(t.dst().join("d/e/f")).unwrap(), b"deep");
+        assert!(t.dst().join("d/e/gone").exists());
+        if rsync {
+            let o = std::process::Command::new("rsync")
+                .args(["-a", "-r", "--delete", "-n"])
+                .arg(format!("--files-from={}", list.display()))
+                .arg(format!("{}/", t.src().display()))
+                .arg(format!("{}/", t.join("rsync-dst").display()))
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(23), "rsync, the oracle, fails too");
+        }
+    });
+}

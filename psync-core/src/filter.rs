@@ -209,6 +209,25 @@ impl Filters {
             .any(|f| f.len() == path.len() || f[path.len()] == b'/')
     }
 
+    /// The `--files-from` paths that lie below the directory at `rel`
+    /// (no leading `/`, empty for the root), each as the part after
+    /// `rel/`, in order; none without a list.
+    pub fn listed_below<'a>(&'a self, rel: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let files = self.files.as_deref().unwrap_or_default();
+        let skip = if rel.is_empty() { 0 } else { rel.len() + 1 };
+        let below = move |f: &[u8]| {
+            rel.is_empty() || (f.starts_with(rel) && f.get(rel.len()) == Some(&b'/'))
+        };
+        // Sorted, and every path below `rel` sorts after `rel` itself.
+        let from = files.partition_point(|f| f.as_slice() < rel);
+        files[from..]
+            .iter()
+            .skip_while(move |f| f.as_slice() == rel)
+            .take_while(move |f| f.starts_with(rel))
+            .filter(move |f| below(f))
+            .map(move |f| &f[skip..])
+    }
+
     /// True when there are include/exclude rules.
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()
@@ -557,6 +576,16 @@ mod tests {
         ] {
             assert_eq!(f.on_the_list(p.as_bytes()), want, "{p}");
         }
+        let below = |rel: &str| -> Vec<String> {
+            f.listed_below(rel.as_bytes())
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect()
+        };
+        assert_eq!(below(""), ["a", "top", "x/y", "x/y/z"]);
+        assert_eq!(below("x"), ["y", "y/z"]);
+        assert_eq!(below("x/y"), ["z"]);
+        assert!(below("a").is_empty() && below("t").is_empty());
+        assert!(Filters::default().listed_below(b"").next().is_none());
         let mut f = Filters::default();
         f.set_files_from(b"a b\0#not a comment\0", true).unwrap();
         assert!(f.on_the_list(b"a b"));
