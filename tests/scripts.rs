@@ -121,4 +121,15 @@ fn scripts_psync_says_it_builds() {
         .find("cargo build --release --manifest-path")
         .expect("built");
     assert!(say < build, "the message comes first: {err}");
+    // The man page and completions are written beside the binary.
+    let out_dir = repo.join("out");
+    for (file, made_by) in [
+        ("man/man1/psync.1", "built man"),
+        ("completions/psync.bash", "built completions bash"),
+        ("completions/_psync", "built completions zsh"),
+        ("completions/psync.fish", "built completions fish"),
+    ] {
+        let text = std::fs::read_to_string(out_dir.join(file)).expect(file);
+        assert_eq!(text.trim(), made_by, "{file}");
+    }
 }
