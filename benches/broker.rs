@@ -583,7 +583,7 @@ fn measure(o: &Options, workers: usize, threads: usize, route: Route) -> Measure
     let probe = Arc::new(Probe::default());
     let make: MakeEngine = {
         let probe = Arc::clone(&probe);
-        Arc::new(move |spec, _events, _stats| {
+        Arc::new(move |spec, _io| {
             Ok(Arc::new(StandIn {
                 run_id: spec.run_id,
                 tree,

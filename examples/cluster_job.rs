@@ -105,7 +105,7 @@ fn run(url: &str, src: &Path, dst: &Path) -> Result<u8, Box<dyn std::error::Erro
         End::Stopped => 3,
         End::Cancelled | End::Refused => 2,
         End::Done if r.success() => 0,
-        End::Done => 1,
+        End::Done | End::ErrorLimit => 1,
     })
 }
 

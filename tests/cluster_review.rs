@@ -122,7 +122,7 @@ fn stand_in_worker(
     opts.alive_ttl = Duration::from_secs(1);
     opts.lease = Duration::from_secs(5);
     opts.grace = Duration::ZERO;
-    let make: psync::broker::MakeEngine = Arc::new(move |_spec, _events, _stats| {
+    let make: psync::broker::MakeEngine = Arc::new(move |_spec, _io| {
         Ok(Arc::new(StandIn {
             behave: Arc::clone(&behave),
             quit: AtomicBool::new(false),
@@ -617,7 +617,7 @@ fn a_worker_does_not_take_more_tasks_than_it_has_room_for_across_runs() {
     opts.tick = Duration::from_millis(100);
     opts.alive_ttl = Duration::from_secs(1);
     opts.grace = Duration::ZERO;
-    let make: psync::broker::MakeEngine = Arc::new(move |_, _, _| {
+    let make: psync::broker::MakeEngine = Arc::new(move |_, _| {
         Ok(Arc::new(StandIn {
             behave: Arc::clone(&slow),
             quit: AtomicBool::new(false),

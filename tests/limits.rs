@@ -117,28 +117,6 @@ fn max_delete_keeps_a_directory_whole() {
     assert!(!stdout.contains("deleting a"), "{stdout}");
 }
 
-/// Each worker would count on its own: refused with a broker, before
-/// anything is made.
-#[test]
-fn limits_are_refused_with_a_broker() {
-    let t = crate::util::TestDir::new("limits_are_refused_with_a_broker");
-    tree!(t.src(), { "f" => file("x") });
-    for flag in ["--max-delete", "--max-errors", "--bwlimit"] {
-        let o = run_cli(
-            &["--broker", "redis://127.0.0.1:1", flag, "3"],
-            &t.src(),
-            &t.dst(),
-        );
-        assert_exit(&o, 2, flag);
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            stderr.contains(&format!("{flag} is not supported with a broker")),
-            "{stderr}"
-        );
-        assert!(!t.dst().exists(), "nothing made");
-    }
-}
-
 /// `--max-errors 3` over 40 unreadable files (as an unprivileged user):
 /// the run stops as an interrupt stops it, soon after the third failure,
 /// with exit status 1, its own message and no temporaries left.

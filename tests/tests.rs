@@ -21,6 +21,7 @@ mod bind_mounts;
 mod cli;
 #[macro_use]
 mod cluster;
+mod cluster_limits;
 mod cluster_review;
 mod deep;
 mod deletes;

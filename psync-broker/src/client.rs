@@ -80,6 +80,8 @@ pub enum End {
     Cancelled,
     /// A worker's target could not be written (full, read-only).
     Stopped,
+    /// Its failed entries reached `--max-errors`.
+    ErrorLimit,
     /// Every live worker refused the run (its roots outside their
     /// `--allow`, not mounted there, a spec of another version).
     Refused,
@@ -547,9 +549,10 @@ impl Broker {
                 "done" => End::Done,
                 "stopped" => End::Stopped,
                 "refused" => End::Refused,
+                "max-errors" => End::ErrorLimit,
                 _ => End::Cancelled,
             };
-            report.interrupted = matches!(end, End::Cancelled | End::Refused);
+            report.interrupted = matches!(end, End::Cancelled | End::Refused | End::ErrorLimit);
             report.stopped = ended
                 .get("stopped")
                 .and_then(|j| serde_json::from_str::<Stopped>(j).ok());

@@ -16,6 +16,7 @@ pub mod config;
 mod conn;
 pub mod delay;
 pub mod keys;
+mod limits;
 mod worker;
 
 pub use client::{
@@ -23,4 +24,5 @@ pub use client::{
 };
 pub use completion::{Completed, Completion, Deferral, END_TTL_SECS, RunKeys};
 pub use conn::{Outage, OutageSink};
-pub use worker::{Accept, CheckTask, MakeEngine, RunEngine, Worker, WorkerOptions, engines};
+pub use limits::RunLimits;
+pub use worker::{Accept, CheckTask, MakeEngine, RunEngine, RunIo, Worker, WorkerOptions, engines};

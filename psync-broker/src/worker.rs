@@ -32,7 +32,9 @@
 use crate::completion::{RunKeys, parse_id, with_tree};
 use crate::conn::{Conn, Outage, OutageSink, sleep_unless};
 use crate::keys::{self, GROUP, HANDBACK, LOG, LOG_MAXLEN};
+use crate::limits::RunLimits;
 use crossbeam_channel::{Receiver, Sender};
+use psync_core::copy::pace::Pacer;
 use psync_core::transport::{DeferTwice, Outcome, TaskContext, TaskReport, TaskRunner};
 use psync_core::{
     Counts, Engine, EngineContext, Event, Op, RelPath, RunSpec, Side, Stats, Stopped, Task, TaskId,
@@ -105,11 +107,23 @@ impl WorkerOptions {
 
 /// Decides whether the worker takes a run (its roots, `--allow`).
 pub type Accept = Arc<dyn Fn(&RunSpec) -> Result<(), String> + Send + Sync>;
-/// Makes the engine of a run from its spec, with the run's event channel
-/// and counters on this worker ([`engines`] makes real ones).
-pub type MakeEngine = Arc<
-    dyn Fn(&RunSpec, Sender<Event>, Arc<Stats>) -> Result<Arc<dyn RunEngine>, String> + Send + Sync,
->;
+/// Makes the engine of a run from its spec, with what the run's engines
+/// on this worker share ([`engines`] makes real ones).
+pub type MakeEngine =
+    Arc<dyn Fn(&RunSpec, RunIo) -> Result<Arc<dyn RunEngine>, String> + Send + Sync>;
+
+/// What the engines of one run on this worker share: its event channel
+/// and counters, and the run's limits kept on the broker.
+#[derive(Debug, Clone)]
+pub struct RunIo {
+    /// The run's events, sent to the broker by the committer.
+    pub events: Sender<Event>,
+    /// The counters the engines count outside tasks.
+    pub stats: Arc<Stats>,
+    /// `--max-delete`'s allowance and `--bwlimit`'s schedule, the run's
+    /// over all of its workers.
+    pub limits: Arc<RunLimits>,
+}
 
 /// What a worker needs of the engine that runs a run's tasks:
 /// [`Engine`], or a stand-in (the dispatch benchmark's, which does no
@@ -151,10 +165,24 @@ impl RunEngine for Engine {
 /// Real engines ([`Engine::from_spec`]), each with the context `context`
 /// makes (the copiers this process has) and the run's events and counters.
 pub fn engines(context: impl Fn() -> EngineContext + Send + Sync + 'static) -> MakeEngine {
-    Arc::new(move |spec, events, stats| {
+    Arc::new(move |spec, io| {
         let mut cx = context();
-        cx.events = Some(events);
-        cx.stats = stats;
+        cx.events = Some(io.events);
+        cx.stats = io.stats;
+        cx.deletions = Arc::clone(&io.limits) as Arc<dyn psync_core::Allowance>;
+        cx.pacer = Arc::new(Pacer::shared(io.limits));
+        // `--max-errors` counts the run's failures, which the committer
+        // sees (`Shared::error_limit`): an engine stopping on its own
+        // count would leave its tasks to the others.
+        let mut own;
+        let spec = match spec.max_errors {
+            Some(_) => {
+                own = spec.clone();
+                own.max_errors = None;
+                &own
+            }
+            None => spec,
+        };
         let e = Engine::from_spec(spec, cx).map_err(|e| e.to_string())?;
         Ok(Arc::new(e) as Arc<dyn RunEngine>)
     })
@@ -196,16 +224,16 @@ struct Slot {
     /// Why the worker does not take the run's tasks.
     refused: Option<String>,
     engine: RwLock<Option<Arc<dyn RunEngine>>>,
-    events_tx: Sender<Event>,
+    /// What its engines here share (`events` the sending end).
+    io: RunIo,
     events: Receiver<Event>,
     pause: AtomicU8,
     /// The run ended (state `end` set, or gone from the active set).
     ended: AtomicBool,
     /// Its tasks running here.
     running: AtomicUsize,
-    /// The engines' own counters (counted outside tasks; shared by the
-    /// run's engines here), and what of them was sent.
-    stats: Arc<Stats>,
+    /// What of the engines' own counters (`io.stats`: counted outside
+    /// tasks, shared by the run's engines here) was sent.
     sent: Mutex<Counts>,
 }
 
@@ -848,7 +876,7 @@ impl Shared {
             errno: None,
             message: format!("worker {}: {msg}", self.opts.name),
         };
-        let _ = slot.events_tx.send(ev);
+        let _ = slot.io.events.send(ev);
         let mut report = TaskReport::default();
         report.counts.failed = 1;
         let _ = self.done.0.send(Finished {
@@ -893,7 +921,7 @@ impl Shared {
         let mut out = Vec::new();
         for slot in self.slots() {
             let evs: Vec<Event> = slot.events.try_iter().take(4096).collect();
-            let now = engine_counts(&slot.stats);
+            let now = engine_counts(&slot.io.stats);
             let counts = {
                 let mut sent = slot.sent.lock().unwrap_or_else(|e| e.into_inner());
                 let delta = keys::counts_delta(&sent, &now);
@@ -1199,6 +1227,9 @@ impl Shared {
                 None => RUNNING,
             };
             slot.pause.store(p, Ordering::Relaxed);
+            if self.error_limit(con, &slot) {
+                continue;
+            }
             if let Some(e) = slot.engine() {
                 if p == KILLED {
                     e.quit();
@@ -1219,7 +1250,7 @@ impl Shared {
                     let fresh = slot
                         .spec
                         .as_ref()
-                        .map(|spec| self.engine_for(spec, (&slot.events_tx, &slot.stats)));
+                        .map(|spec| (self.make)(spec, slot.io.clone()));
                     if let Some(Ok(fresh)) = fresh {
                         *slot.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
                     }
@@ -1228,12 +1259,28 @@ impl Shared {
         }
     }
 
-    fn engine_for(
-        &self,
-        spec: &RunSpec,
-        slot_io: (&Sender<Event>, &Arc<Stats>),
-    ) -> Result<Arc<dyn RunEngine>, String> {
-        (self.make)(spec, slot_io.0.clone(), Arc::clone(slot_io.1))
+    /// `--max-errors`: ends the run of `slot` (as a cancel does, but
+    /// "max-errors") once its failed entries, summed over every worker's
+    /// committed tasks, reach the limit; true when it did. Checked every
+    /// heartbeat: tasks under way meanwhile may fail a few more.
+    fn error_limit(&self, con: &mut Conn, slot: &Slot) -> bool {
+        let Some(max) = slot.spec.as_ref().and_then(|s| s.max_errors) else {
+            return false;
+        };
+        let failed: redis::RedisResult<Option<u64>> = con.call(&self.quit, |c| {
+            redis::cmd("HGET")
+                .arg(slot.keys.counts())
+                .arg("failed")
+                .query(c)
+        });
+        let Some(failed) = failed.ok().flatten().filter(|&f| f >= max) else {
+            return false;
+        };
+        if let Ok(true) = crate::client::end_run(con, &self.quit, slot.run, "max-errors", None) {
+            let msg = format!("run stopped after {failed} failed entries (--max-errors {max})");
+            self.log(con, "warn", Some(slot.run), &msg);
+        }
+        true
     }
 
     /// A run seen for the first time: its spec checked (`--allow`) and an
@@ -1241,7 +1288,14 @@ impl Shared {
     fn take_run(&self, con: &mut Conn, run: u64) -> Slot {
         let keys = RunKeys::new(run);
         let (events_tx, events) = crossbeam_channel::bounded(4096);
-        let stats = Arc::new(Stats::default());
+        let io = RunIo {
+            events: events_tx,
+            stats: Arc::new(Stats::default()),
+            limits: Arc::new(RunLimits::with_conn(
+                run,
+                self.conn(Duration::from_secs(10)),
+            )),
+        };
         let spec: redis::RedisResult<Option<Vec<u8>>> = con.call(&self.quit, |c| {
             redis::cmd("HGET").arg(keys.state()).arg("spec").query(c)
         });
@@ -1251,7 +1305,7 @@ impl Shared {
             Err(e) => Err(e.to_string()),
         };
         let (spec, engine, refused) = match spec.and_then(|s| (self.accept)(&s).map(|()| s)) {
-            Ok(spec) => match self.engine_for(&spec, (&events_tx, &stats)) {
+            Ok(spec) => match (self.make)(&spec, io.clone()) {
                 Ok(e) => (Some(spec), Some(e), None),
                 Err(why) => (Some(spec), None, Some(why)),
             },
@@ -1281,12 +1335,11 @@ impl Shared {
             spec,
             refused,
             engine: RwLock::new(engine),
-            events_tx,
+            io,
             events,
             pause: AtomicU8::new(RUNNING),
             ended: AtomicBool::new(false),
             running: AtomicUsize::new(0),
-            stats,
             sent: Mutex::new(Counts::default()),
         }
     }

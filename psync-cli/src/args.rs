@@ -1258,20 +1258,21 @@ pub struct LimitsArgs {
     /// Delete at most N target entries (a directory counts with its
     /// contents, and is kept whole when they do not all fit); the rest
     /// are skipped, with a warning at the end and exit status 1, as
-    /// rsync's --max-delete (which exits 25). 0 deletes nothing. Not with
-    /// a broker.
+    /// rsync's --max-delete (which exits 25). 0 deletes nothing. With a
+    /// broker, the count is the run's over every worker.
     #[arg(long, value_name = "N", help_heading = "Limits and logs")]
     pub max_delete: Option<u64>,
 
     /// Stop cleanly once N entries failed, as an interrupt stops the run
-    /// (temporaries removed), with exit status 1. Not with a broker.
+    /// (temporaries removed), with exit status 1. With a broker, the
+    /// workers end the run within a heartbeat of the Nth failure.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits and logs")]
     pub max_errors: Option<u64>,
 
     /// At most RATE bytes of file data per second over all threads, as
     /// rsync's --bwlimit: KiB/s without a suffix, or with K, M, G. 0: no
-    /// limit. Clones (reflinks) move no data and are not limited. Not with
-    /// a broker.
+    /// limit. Clones (reflinks) move no data and are not limited. With a
+    /// broker, the rate is the run's over every worker.
     #[arg(long, value_name = "RATE", value_parser = parse_rate, help_heading = "Limits and logs")]
     pub bwlimit: Option<u64>,
 

@@ -4,7 +4,7 @@
 
 use crate::args::{BrokerArgs, SyncArgs, WorkerArgs};
 use crate::output::{self, Output};
-use crate::{EVENT_QUEUE, FATAL, Fatal, finish, signals};
+use crate::{EVENT_QUEUE, FATAL, Fatal, PARTIAL, finish, signals};
 use psync_broker::config::{Allow, BrokerUrl, WorkerConfig, check_task};
 use psync_broker::{Broker, End, Level, LogEntry, RunId, Status, Worker, WorkerOptions};
 use psync_core::{Change, Event, Kind, Registry, RelPath, Task};
@@ -42,17 +42,6 @@ impl BrokerArgs {
 /// `psync sync --broker`: prepares the run here (the target root, the
 /// modify window), submits it, and follows it like a local run.
 pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
-    // Each worker process would count on its own: the limit would be per
-    // worker, not the run's (a run-wide count needs the broker's).
-    for (given, flag) in [
-        (args.limits.max_delete.is_some(), "--max-delete"),
-        (args.limits.max_errors.is_some(), "--max-errors"),
-        (args.limits.bwlimit.is_some_and(|r| r > 0), "--bwlimit"),
-    ] {
-        if given {
-            return Err(format!("{flag} is not supported with a broker yet").into());
-        }
-    }
     let log = crate::open_log(args)?;
     let broker = args.broker.connect()?;
     // Before the target root is made: an unreachable broker changes nothing.
@@ -131,6 +120,16 @@ fn follow(
     let why = match end.end {
         End::Refused => "every live worker refused the run (their reasons are above)".into(),
         End::Cancelled => format!("run {run} was cancelled"),
+        End::ErrorLimit if out.max_errors.is_none() => {
+            // `psync wait`: the limit is the submitter's, not known here.
+            out.summary(&end.report, PARTIAL);
+            let failed = end.report.stats.failed;
+            out.stderr(&format!(
+                "stopped after {failed} failed entries (--max-errors)"
+            ));
+            out.end(PARTIAL);
+            return Ok(ExitCode::from(PARTIAL));
+        }
         _ => return Ok(ExitCode::from(finish(&mut out, &end.report))),
     };
     out.summary(&end.report, FATAL);

@@ -89,7 +89,7 @@ pub fn events(capacity: usize) -> (Sender<Event>, Receiver<Event>) {
 }
 pub use itemize::Change;
 pub use plan::{Action, PlanOptions, Planner, Preserve, RsyncPlanner};
-pub use spec::{EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
+pub use spec::{Allowance, EngineContext, RunSpec, SPEC_ENCODING_VERSION, SpecError};
 pub use stop::{StopReason, Stopped};
 pub use task::{Task, TaskId};
 pub use transport::{

@@ -279,13 +279,32 @@ pub struct EngineContext {
     /// Set it to stop the engine. Default: a fresh, unset flag.
     pub quit: Arc<AtomicBool>,
     /// Deletions granted so far under [`RunSpec::max_delete`]: shared by
-    /// the engines of a run so that the limit is the run's. Default: 0.
-    pub deletions: Arc<AtomicU64>,
+    /// the engines of a run so that the limit is the run's. Default: a
+    /// counter at 0 (the broker's workers share theirs through it).
+    pub deletions: Arc<dyn Allowance>,
     /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
     pub failures: Arc<AtomicU64>,
     /// The data copies' shared rate ([`RunSpec::bwlimit`], set by the
     /// engine). Default: a fresh one.
     pub pacer: Arc<crate::copy::pace::Pacer>,
+}
+
+/// A run's `--max-delete` allowance, shared by its engines: a counter in
+/// one process, the broker's for engines on many nodes.
+pub trait Allowance: Send + Sync + std::fmt::Debug {
+    /// Takes `n` deletions of `limit`: false, with nothing taken, when
+    /// they do not fit (or the allowance cannot be reached: nothing is
+    /// deleted that was not granted).
+    fn take(&self, n: u64, limit: u64) -> bool;
+}
+
+impl Allowance for AtomicU64 {
+    fn take(&self, n: u64, limit: u64) -> bool {
+        self.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+            used.checked_add(n).filter(|&total| total <= limit)
+        })
+        .is_ok()
+    }
 }
 
 impl EngineContext {

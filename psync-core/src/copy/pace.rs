@@ -12,6 +12,18 @@ use std::time::{Duration, Instant};
 /// The smallest step a paced copy moves at once.
 const MIN_STEP: u64 = 1 << 20;
 
+/// A schedule kept outside this process, for a run whose engines are
+/// spread over processes (the broker's, one per run): the same booking
+/// as [`Pacer`]'s own, on one clock for all of them.
+pub trait Schedule: Send + Sync + std::fmt::Debug {
+    /// Books `bytes` at `rate` bytes per second after the bytes booked
+    /// before; returns how long from now until they are due.
+    ///
+    /// # Errors
+    /// The schedule could not be reached: the pacer books on its own.
+    fn book(&self, bytes: u64, rate: u64) -> std::io::Result<Duration>;
+}
+
 /// A shared schedule of bytes: each step moved pushes the time the next
 /// byte may move by its share of the rate; a thread ahead of it sleeps.
 /// Unset (rate 0), it never waits.
@@ -21,6 +33,8 @@ pub struct Pacer {
     rate: AtomicU64,
     /// When the bytes moved so far will have been due.
     due: Mutex<Option<Instant>>,
+    /// Where the bytes are booked instead of `due`, when set.
+    shared: Option<Arc<dyn Schedule>>,
 }
 
 impl Pacer {
@@ -29,6 +43,15 @@ impl Pacer {
         let p = Pacer::default();
         p.set_rate(rate);
         p
+    }
+
+    /// A pacer that books on `schedule`, shared with other processes
+    /// (falling back to its own while `schedule` fails).
+    pub fn shared(schedule: Arc<dyn Schedule>) -> Pacer {
+        Pacer {
+            shared: Some(schedule),
+            ..Pacer::default()
+        }
     }
 
     /// Sets the rate (`None` or 0: no limit).
@@ -49,7 +72,10 @@ impl Pacer {
             return;
         }
         let now = Instant::now();
-        let until = {
+        let booked = self.shared.as_ref().and_then(|s| s.book(bytes, rate).ok());
+        let until = if let Some(wait) = booked {
+            now + wait
+        } else {
             let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
             let start = due.filter(|&d| d > now).unwrap_or(now);
             let until = start + Duration::from_secs_f64(bytes as f64 / rate as f64);

@@ -903,12 +903,7 @@ impl Engine {
             Some(d) if old.kind == Kind::Dir => self.count_tree(d, path, old),
             _ => 1,
         };
-        let granted = self
-            .deletions
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                used.checked_add(n).filter(|&total| total <= limit)
-            })
-            .is_ok();
+        let granted = self.deletions.take(n, limit);
         if !granted {
             self.count(|c| c.deletes_skipped += n);
         }

@@ -76,7 +76,7 @@ pub struct Engine {
     /// `--max-delete` ([`crate::spec::RunSpec::max_delete`]).
     pub(crate) max_delete: Option<u64>,
     /// Deletions granted so far, shared by the run's engines here.
-    pub(crate) deletions: Arc<AtomicU64>,
+    pub(crate) deletions: Arc<dyn crate::spec::Allowance>,
     /// `--max-errors` ([`crate::spec::RunSpec::max_errors`]).
     pub(crate) max_errors: Option<u64>,
     /// Entries failed so far, shared by the run's engines here.

@@ -1,0 +1,81 @@
+//! A run's limits on the broker (`RunLimits`), against a real
+//! redis-server: `--max-delete`'s allowance is exact under threads that
+//! race for it, `--bwlimit`'s schedule books bytes one after another on
+//! the server's clock, and an ended run grants nothing.
+
+#[macro_use]
+mod server;
+
+use psync_broker::{RunKeys, RunLimits};
+use psync_core::Allowance;
+use psync_core::copy::pace::Schedule;
+use std::time::Duration;
+
+#[test]
+fn eight_threads_racing_for_an_allowance_of_100_get_exactly_100() {
+    let redis = require_redis!();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let limits = RunLimits::new(1, client);
+    let granted: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| (0..60).filter(|_| limits.take(1, 100)).count() as u64))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(granted, 100, "480 asked for, one at a time");
+    assert!(!limits.take(1, 100));
+    // Another run has its own.
+    let other = RunLimits::new(2, redis::Client::open(redis.url()).unwrap());
+    assert!(other.take(100, 100));
+    assert!(!other.take(1, 100));
+}
+
+#[test]
+fn bookings_follow_one_another_and_an_idle_spell_buys_no_burst() {
+    let redis = require_redis!();
+    let client = redis::Client::open(redis.url()).unwrap();
+    let limits = RunLimits::new(3, client);
+    let rate = 1 << 20;
+    // 1 MiB at 1 MiB/s: due in a second, the next in two, the next in three.
+    let waits: Vec<Duration> = (0..3).map(|_| limits.book(rate, rate).unwrap()).collect();
+    for (i, w) in waits.iter().enumerate() {
+        let want = (i + 1) as f64;
+        assert!(
+            (want - 0.1..=want + 0.01).contains(&w.as_secs_f64()),
+            "{waits:?}"
+        );
+    }
+    // After the schedule's end, booking starts from now again.
+    let fresh = RunLimits::new(4, redis::Client::open(redis.url()).unwrap());
+    fresh.book(rate / 20, rate).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let w = fresh.book(rate / 20, rate).unwrap();
+    assert!(w <= Duration::from_millis(51), "{w:?}");
+}
+
+#[test]
+fn an_ended_run_grants_nothing_and_books_no_wait() {
+    let redis = require_redis!();
+    let mut con = redis.connect();
+    let keys = RunKeys::new(5);
+    redis::cmd("HSET")
+        .arg(keys.state())
+        .arg("end")
+        .arg("cancelled")
+        .exec(&mut con)
+        .unwrap();
+    let limits = RunLimits::new(5, redis::Client::open(redis.url()).unwrap());
+    assert!(!limits.take(1, 1000));
+    assert_eq!(limits.book(1 << 30, 1).unwrap(), Duration::ZERO);
+}
+
+#[test]
+fn an_unreachable_broker_grants_no_deletion_and_fails_the_booking() {
+    // A port nothing listens on (a server started and stopped).
+    let redis = require_redis!();
+    let url = redis.url();
+    drop(redis);
+    let limits = RunLimits::new(6, redis::Client::open(url).unwrap());
+    assert!(!limits.take(1, 1000));
+    assert!(limits.book(1, 1).is_err());
+}
