@@ -103,9 +103,9 @@ fn run(url: &str, src: &Path, dst: &Path) -> Result<u8, Box<dyn std::error::Erro
     );
     Ok(match end.end {
         End::Stopped => 3,
-        End::Cancelled | End::Refused => 2,
         End::Done if r.success() => 0,
         End::Done | End::ErrorLimit => 1,
+        _ => 2,
     })
 }
 

@@ -73,6 +73,7 @@ impl std::str::FromStr for RunId {
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum End {
     /// Every task completed.
     Done,
