@@ -8,7 +8,7 @@
 //! tasks in the order they complete (a directory's children may come
 //! before it).
 
-use crate::entry::{Kind, RelPath};
+use crate::entry::{Kind, RelPath, Time};
 use crate::error::Op;
 use crate::itemize::Change;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,31 @@ pub enum Event {
         errno: Option<i32>,
         /// The message: operation, full path (escaped) and cause.
         message: String,
+    },
+    /// `psync verify`: a name of a hard-linked entry (more than one name
+    /// on either side) and its inode on each side. The frontend compares
+    /// the groups once every name is known: no single task sees them all.
+    Linked {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// The entry's type.
+        kind: Kind,
+        /// The source inode, as (file system id, inode).
+        src: (u64, u64),
+        /// The target inode, as (file system id, inode).
+        dst: (u64, u64),
+    },
+    /// `--manifest`: a regular file of the source, as listed, and the
+    /// xxh3-128 of its content.
+    Hashed {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// Size in bytes.
+        size: u64,
+        /// Modification time.
+        mtime: Time,
+        /// The content hash, 32 lowercase hex digits.
+        hash: String,
     },
 }
 

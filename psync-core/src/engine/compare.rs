@@ -22,7 +22,8 @@ use std::io;
 
 impl Engine {
     /// Whether `range` of the source file and of its target hold the same
-    /// bytes; on an error, whether it was the target's. Both are dropped
+    /// bytes, and the source range's hash; on an error, whether it was the
+    /// target's. Both are dropped
     /// from the cache when equal: neither is read again in this run (ADR
     /// 005, 006). A range above the chunk size (a large file in a dry run,
     /// which has nowhere to record a chunk's verdict) is read on two
@@ -33,7 +34,7 @@ impl Engine {
         dst_dir: &Dir,
         src: &Entry,
         range: (u64, u64),
-    ) -> Result<bool, (bool, io::Error)> {
+    ) -> Result<(bool, u128), (bool, io::Error)> {
         let name = src.name.as_bytes();
         let a = src_dir.open_read(name).map_err(|e| (false, e))?;
         let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
@@ -57,7 +58,7 @@ impl Engine {
             self.drop_cached(&a, range.0, len);
             self.drop_cached(&b, range.0, len);
         }
-        Ok(ha == hb)
+        Ok((ha == hb, ha))
     }
 
     /// Queues one `CompareChunk` per chunk of a large file and its finish.
@@ -109,6 +110,7 @@ impl Engine {
         let (start, len) = self.chunk_range(src, index);
         let compared = self.open_pair(rel, at).and_then(|(src_dir, dst_dir)| {
             self.contents_equal(&src_dir, &dst_dir, src, (start, len))
+                .map(|(equal, _)| equal)
                 .map_err(|(on_target, err)| CopyFail::Failed {
                     on_target,
                     op: Op::Verify,

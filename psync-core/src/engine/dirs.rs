@@ -198,6 +198,9 @@ impl Engine {
         }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+        if self.verify_only || self.manifest {
+            self.audit_dir(rel, &src_dir, (&src_entries, &dst), &actions);
+        }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
                 !matches!(
