@@ -6,7 +6,8 @@ use crate::logfile::LogFile;
 use crate::progress::Progress;
 use crate::units;
 use crossbeam_channel::Receiver;
-use psync_core::{Event, Kind, Report, Snapshot};
+use psync_core::{Change, Event, Kind, RelPath, Report, Snapshot};
+use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::Arc;
@@ -33,6 +34,93 @@ pub struct Output {
     pub max_errors: Option<u64>,
     log: Option<LogFile>,
     tally: Tally,
+    /// `psync verify`: what it collects beyond the lines printed.
+    pub audit: Audit,
+}
+
+/// What `psync verify` and `--manifest` collect from the events.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// `psync verify`: keep what `link_differences` needs.
+    verify: bool,
+    /// Itemize lines printed (differences, for `psync verify`).
+    pub differences: u64,
+    /// The paths itemized, kept only with `linked` events to compare.
+    itemized: std::collections::BTreeSet<RelPath>,
+    /// Names of hard-linked entries: type, source and target inode.
+    linked: BTreeMap<RelPath, (Kind, (u64, u64), (u64, u64))>,
+    /// `--manifest`: the regular files and their hashes.
+    pub manifest: crate::manifest::Manifest,
+}
+
+impl Audit {
+    fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::Itemize { path, .. } => {
+                self.differences += 1;
+                if self.verify {
+                    self.itemized.insert(path.clone());
+                }
+            }
+            Event::Linked {
+                path,
+                kind,
+                src,
+                dst,
+            } => {
+                self.linked.insert(path.clone(), (*kind, *src, *dst));
+            }
+            Event::Hashed {
+                path,
+                size,
+                mtime,
+                hash,
+            } => {
+                let line = crate::manifest::Line {
+                    size: *size,
+                    mtime: *mtime,
+                    hash: hash.clone(),
+                };
+                self.manifest.insert(path.clone(), line);
+            }
+            _ => {}
+        }
+    }
+
+    /// The names whose hard-link group in the target is not their group
+    /// in the source (by names within the tree), not itemized already:
+    /// `hf` lines naming another name of the source group, or `>f` (a
+    /// `c` for other types) for a name the source has alone.
+    pub fn link_differences(&self) -> Vec<Event> {
+        let mut by_src: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        let mut by_dst: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        // In path order: the groups' lists are sorted.
+        for (path, (_, src, dst)) in &self.linked {
+            by_src.entry(*src).or_default().push(path);
+            by_dst.entry(*dst).or_default().push(path);
+        }
+        let mut out = Vec::new();
+        for (path, (kind, src, dst)) in &self.linked {
+            let group = &by_src[src];
+            if self.itemized.contains(path) || *group == by_dst[dst] {
+                continue;
+            }
+            let leader = group.iter().find(|p| **p != path).map(|p| (*p).clone());
+            let mut change = Change::attrs_of(*kind);
+            match leader {
+                Some(_) => change.hardlink = true,
+                None if *kind == Kind::File => change.transfer = true,
+                None => change.checksum = true,
+            }
+            out.push(Event::Itemize {
+                path: path.clone(),
+                change: Some(change),
+                kind: *kind,
+                link: leader,
+            });
+        }
+        out
+    }
 }
 
 /// What `--stats` needs beyond the run's counters, from its itemize
@@ -80,13 +168,19 @@ impl Tally {
 impl Output {
     /// Output for `args`; `quit` stops the run when stdout goes away.
     pub fn new(args: &SyncArgs, quit: Arc<AtomicBool>) -> Output {
-        Output::with(args.json, args.quiet, args.dry_run, quit)
+        Output::with(
+            args.json,
+            args.quiet || args.verify_only,
+            args.dry_run || args.verify_only,
+            quit,
+        )
     }
 
     /// Sets what `args` asks beyond `with`'s flags: `-i`, `-v`,
     /// `--stats`, `--max-errors`, and the opened `--log-file`.
     pub fn limits(mut self, args: &SyncArgs, log: Option<LogFile>) -> Output {
-        self.itemize = args.itemize_changes;
+        self.itemize = args.itemize_changes || args.verify_only;
+        self.audit.verify = args.verify_only;
         self.verbose = args.limits.verbose;
         self.stats = args.limits.stats;
         self.max_errors = args.limits.max_errors;
@@ -110,6 +204,7 @@ impl Output {
             max_errors: None,
             log: None,
             tally: Tally::default(),
+            audit: Audit::default(),
         }
     }
 
@@ -128,6 +223,11 @@ impl Output {
     }
 
     fn event(&mut self, ev: &Event) {
+        self.audit.add(ev);
+        if matches!(ev, Event::Linked { .. } | Event::Hashed { .. }) {
+            // Gathered for the end of the run.
+            return;
+        }
         match ev {
             Event::Error { message, .. } => {
                 self.print_err(message);
@@ -159,6 +259,11 @@ impl Output {
                 false => self.stdout_line(&ev.verbose_line().unwrap_or(line)),
             }
         }
+    }
+
+    /// Prints an event made by the frontend (the end of `psync verify`).
+    pub fn print(&mut self, ev: &Event) {
+        self.event(ev);
     }
 
     /// Appends `text` to the `--log-file`, if any; a failing log is

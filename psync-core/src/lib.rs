@@ -96,6 +96,7 @@ pub use transport::{
     DeferTwice, Local, Outcome, Scatter, TaskContext, TaskReport, TaskRunner, Transport,
 };
 pub use validate::{Roots, validate};
+pub use verify::{Hasher, hash_segments};
 pub use walk::{FsWalker, Listing, Walker};
 pub use xattr::{Node, XattrReport, XattrSync};
 
