@@ -58,3 +58,4 @@ mod target_full;
 mod temps;
 mod types;
 mod updates;
+mod verify;

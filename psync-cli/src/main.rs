@@ -188,7 +188,7 @@ fn check_manifest(file: &std::path::Path, dst: &std::path::Path, threads: usize)
 /// groups compared, the manifest written. Returns the exit status for
 /// `--verify-only` (0 identical, 1 different, 2 errors).
 fn finish_audit(out: &mut Output, args: &SyncArgs, report: &Report) -> Result<u8, Fatal> {
-    for ev in out.audit.link_differences() {
+    for ev in out.audit.links.differences() {
         out.print(&ev);
     }
     if let Some(file) = &args.manifest {

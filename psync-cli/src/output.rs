@@ -6,8 +6,7 @@ use crate::logfile::LogFile;
 use crate::progress::Progress;
 use crate::units;
 use crossbeam_channel::Receiver;
-use psync_core::{Change, Event, Kind, RelPath, Report, Snapshot};
-use std::collections::{BTreeMap, HashMap};
+use psync_core::{Event, Kind, Report, Snapshot};
 use serde::Serialize;
 use std::io::{self, BufWriter, Stdout, Write};
 use std::sync::Arc;
@@ -41,14 +40,12 @@ pub struct Output {
 /// What `psync verify` and `--manifest` collect from the events.
 #[derive(Debug, Default)]
 pub struct Audit {
-    /// `psync verify`: keep what `link_differences` needs.
+    /// `psync verify`: compare hard-link groups.
     verify: bool,
     /// Itemize lines printed (differences, for `psync verify`).
     pub differences: u64,
-    /// The paths itemized, kept only with `linked` events to compare.
-    itemized: std::collections::BTreeSet<RelPath>,
-    /// Names of hard-linked entries: type, source and target inode.
-    linked: BTreeMap<RelPath, (Kind, (u64, u64), (u64, u64))>,
+    /// The hard-link groups on both sides.
+    pub links: psync_core::LinkGroups,
     /// `--manifest`: the regular files and their hashes.
     pub manifest: crate::manifest::Manifest,
 }
@@ -56,20 +53,7 @@ pub struct Audit {
 impl Audit {
     fn add(&mut self, ev: &Event) {
         match ev {
-            Event::Itemize { path, .. } => {
-                self.differences += 1;
-                if self.verify {
-                    self.itemized.insert(path.clone());
-                }
-            }
-            Event::Linked {
-                path,
-                kind,
-                src,
-                dst,
-            } => {
-                self.linked.insert(path.clone(), (*kind, *src, *dst));
-            }
+            Event::Itemize { .. } => self.differences += 1,
             Event::Hashed {
                 path,
                 size,
@@ -85,41 +69,9 @@ impl Audit {
             }
             _ => {}
         }
-    }
-
-    /// The names whose hard-link group in the target is not their group
-    /// in the source (by names within the tree), not itemized already:
-    /// `hf` lines naming another name of the source group, or `>f` (a
-    /// `c` for other types) for a name the source has alone.
-    pub fn link_differences(&self) -> Vec<Event> {
-        let mut by_src: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
-        let mut by_dst: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
-        // In path order: the groups' lists are sorted.
-        for (path, (_, src, dst)) in &self.linked {
-            by_src.entry(*src).or_default().push(path);
-            by_dst.entry(*dst).or_default().push(path);
+        if self.verify {
+            self.links.add(ev);
         }
-        let mut out = Vec::new();
-        for (path, (kind, src, dst)) in &self.linked {
-            let group = &by_src[src];
-            if self.itemized.contains(path) || *group == by_dst[dst] {
-                continue;
-            }
-            let leader = group.iter().find(|p| **p != path).map(|p| (*p).clone());
-            let mut change = Change::attrs_of(*kind);
-            match leader {
-                Some(_) => change.hardlink = true,
-                None if *kind == Kind::File => change.transfer = true,
-                None => change.checksum = true,
-            }
-            out.push(Event::Itemize {
-                path: path.clone(),
-                change: Some(change),
-                kind: *kind,
-                link: leader,
-            });
-        }
-        out
     }
 }
 

@@ -171,6 +171,72 @@ impl Event {
     }
 }
 
+/// `psync verify`'s comparison of hard-link groups: fed a run's
+/// [`Event::Linked`] and [`Event::Itemize`] events (in any order, any
+/// repeated), it says which names have another group in the target than
+/// in the source, by their names within the tree.
+#[derive(Debug, Default)]
+pub struct LinkGroups {
+    itemized: std::collections::BTreeSet<RelPath>,
+    linked: std::collections::BTreeMap<RelPath, (Kind, (u64, u64), (u64, u64))>,
+}
+
+impl LinkGroups {
+    /// Takes note of `ev`.
+    pub fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::Itemize { path, .. } => {
+                self.itemized.insert(path.clone());
+            }
+            Event::Linked {
+                path,
+                kind,
+                src,
+                dst,
+            } => {
+                self.linked.insert(path.clone(), (*kind, *src, *dst));
+            }
+            _ => {}
+        }
+    }
+
+    /// The names whose target group differs from their source group,
+    /// not itemized already, in path order: `hf` lines naming the first
+    /// other name of the source group, or, for a name the source has
+    /// alone, `>f` (`c` for the other types: made anew).
+    pub fn differences(&self) -> Vec<Event> {
+        use std::collections::HashMap;
+        let mut by_src: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        let mut by_dst: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        // In path order: the groups' lists come out sorted.
+        for (path, (_, src, dst)) in &self.linked {
+            by_src.entry(*src).or_default().push(path);
+            by_dst.entry(*dst).or_default().push(path);
+        }
+        let mut out = Vec::new();
+        for (path, (kind, src, dst)) in &self.linked {
+            let group = &by_src[src];
+            if self.itemized.contains(path) || *group == by_dst[dst] {
+                continue;
+            }
+            let leader = group.iter().find(|p| **p != path).map(|p| (*p).clone());
+            let mut change = Change::attrs_of(*kind);
+            match leader {
+                Some(_) => change.hardlink = true,
+                None if *kind == Kind::File => change.transfer = true,
+                None => change.checksum = true,
+            }
+            out.push(Event::Itemize {
+                path: path.clone(),
+                change: Some(change),
+                kind: *kind,
+                link: leader,
+            });
+        }
+        out
+    }
+}
+
 macro_rules! counters {
     ($($(#[$doc:meta])* $field:ident,)*) => {
         /// Live counters of a run: the counts of its tasks, added as the
@@ -327,6 +393,51 @@ mod tests {
         };
         assert_eq!(ev.itemize_line().unwrap(), "cL+++++++++ d -> t");
         assert_eq!(ev.verbose_line().unwrap(), "d -> t");
+    }
+
+    #[test]
+    fn link_groups_that_differ() {
+        let p = |s: &str| RelPath::from_bytes(s);
+        let linked = |path: &str, src: u64, dst: u64| Event::Linked {
+            path: p(path),
+            kind: Kind::File,
+            src: (1, src),
+            dst: (2, dst),
+        };
+        let mut g = LinkGroups::default();
+        // Source groups {a, b} {c, d}; target {a, c} {b, d}; e, f right.
+        for ev in [
+            linked("a", 1, 10),
+            linked("b", 1, 11),
+            linked("c", 2, 10),
+            linked("d", 2, 11),
+            linked("e", 3, 12),
+            linked("f", 3, 12),
+            linked("b", 1, 11),
+        ] {
+            g.add(&ev);
+        }
+        let lines: Vec<_> = g
+            .differences()
+            .iter()
+            .filter_map(Event::itemize_line)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "hf......... a => b",
+                "hf......... b => a",
+                "hf......... c => d",
+                "hf......... d => c"
+            ]
+        );
+        g.add(&Event::Itemize {
+            path: p("a"),
+            change: None,
+            kind: Kind::File,
+            link: None,
+        });
+        assert_eq!(g.differences().len(), 3);
     }
 
     #[test]
