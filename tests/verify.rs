@@ -381,3 +381,37 @@ fn manifest_round_trip() {
     let (_, out) = check(&m1);
     assert!(out.contains(">f.st...... empty\n") && out.contains(".f..t...... page\n"), "{out}");
 }
+
+/// Exit status 2, not 1, when verify cannot compare: a missing source,
+/// a manifest it cannot parse, one path without a manifest, a broker.
+#[test]
+fn verify_errors_are_not_differences() {
+    let t = TestDir::new("verify_errors_are_not_differences");
+    fs::write(t.src().join("f"), b"x").unwrap();
+    fs::create_dir(t.dst()).unwrap();
+    let os = |p: &Path| p.as_os_str().to_owned();
+    let stderr_of = |args: &[std::ffi::OsString]| {
+        let out = psync_cmd().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = t.join("missing");
+    stderr_of(&["verify".into(), os(&missing), os(&t.dst())]);
+    let bad = t.join("bad");
+    fs::write(&bad, "# psync manifest 1\nnot a line\n").unwrap();
+    let err = stderr_of(&["verify".into(), "--manifest".into(), os(&bad), os(&t.dst())]);
+    assert!(err.contains("line 2: not a manifest line"), "{err}");
+    let err = stderr_of(&["verify".into(), os(&t.dst())]);
+    assert!(err.contains("--manifest FILE DST"), "{err}");
+    for flag in [&["--verify-only"][..], &["--manifest", "m"]] {
+        let mut args: Vec<std::ffi::OsString> =
+            ["sync", "--broker", "redis://127.0.0.1:1"].map(Into::into).to_vec();
+        args.extend(flag.iter().map(Into::into));
+        args.extend([os(&t.src()), os(&t.join("new"))]);
+        let err = stderr_of(&args);
+        assert!(err.contains("is not supported with a broker"), "{err}");
+        assert!(!t.join("new").exists());
+    }
+    assert!(!t.dst().join("f").exists(), "verify wrote nothing");
+}

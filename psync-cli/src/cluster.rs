@@ -44,10 +44,16 @@ impl BrokerArgs {
 pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
     // Each worker process would count on its own: the limit would be per
     // worker, not the run's (a run-wide count needs the broker's).
+    // `psync verify` and `--manifest` gather every file's event at the
+    // end.
     for (given, flag) in [
         (args.limits.max_delete.is_some(), "--max-delete"),
         (args.limits.max_errors.is_some(), "--max-errors"),
         (args.limits.bwlimit.is_some_and(|r| r > 0), "--bwlimit"),
+        // The run's event stream is capped (`LOG_MAXLEN`): a follower that
+        // falls behind would lose lines of a manifest or a verdict.
+        (args.verify_only, "--verify-only"),
+        (args.manifest.is_some(), "--manifest"),
     ] {
         if given {
             return Err(format!("{flag} is not supported with a broker yet").into());
