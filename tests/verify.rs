@@ -12,39 +12,36 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-/// `psync verify SRC DST` in configuration `cfg`: the exit status (0
-/// identical, 1 differences, 2 errors) and the lines printed, sorted.
+/// `psync verify SRC DST` in configuration `cfg`, with 1 MiB chunks:
+/// the exit status (0 identical, 1 differences, 2 errors) and the lines
+/// printed, in path order.
 /// The library fronts fold the events as the CLI does.
 fn verify(cfg: Config, src: &Path, dst: &Path) -> (i32, Vec<String>) {
     let mut lines = match cfg.front {
         Front::Cli => {
+            // `verify` is `sync --verify-only`, which takes sync's options.
             let out = psync_cmd()
-                .args(["verify", "--threads", &cfg.threads.to_string()])
+                .args(["sync", "--verify-only", "--chunk-size", "1M"])
+                .args(["--threads", &cfg.threads.to_string()])
                 .arg(src)
                 .arg(dst)
                 .output()
                 .expect("run psync verify");
             let status = out.status.code().expect("exit status");
             let stdout = String::from_utf8(out.stdout).expect("utf-8 stdout");
-            let mut lines: Vec<String> = stdout.lines().map(String::from).collect();
-            lines.sort();
-            return (status, lines);
+            // In path order already.
+            return (status, stdout.lines().map(String::from).collect());
         }
         _ => Vec::new(),
     };
     let (events, result) = verify_events(cfg, src, dst, false);
-    let mut links = psync::LinkGroups::default();
+    let mut diffs = psync::Differences::default();
     let mut errors = 0;
     for ev in &events {
-        links.add(ev);
-        match ev {
-            Event::Itemize { .. } => lines.push(ev.itemize_line().unwrap()),
-            Event::Error { .. } => errors += 1,
-            _ => {}
-        }
+        diffs.add(ev);
+        errors += usize::from(matches!(ev, Event::Error { .. }));
     }
-    lines.extend(links.differences().iter().filter_map(Event::itemize_line));
-    lines.sort();
+    lines.extend(diffs.events().iter().filter_map(Event::itemize_line));
     let status = match (result.is_ok() && errors == 0, lines.is_empty()) {
         (false, _) => 2,
         (true, true) => 0,
@@ -63,7 +60,11 @@ fn verify_events(
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut b = psync::builder(src, dst);
     cfg.apply(&mut b);
-    b.verify_only(true).manifest(manifest).events(tx);
+    // Files above 1 MiB compared chunk by chunk, by any engine.
+    b.verify_only(true)
+        .manifest(manifest)
+        .chunk_size(1 << 20)
+        .events(tx);
     let result = b.build().and_then(|s| s.run());
     drop(b);
     (rx.iter().collect(), result)
@@ -93,14 +94,24 @@ const T: i64 = 1_600_000_000;
 
 /// One file `f` (and what the case adds), synced; then the target changed
 /// by `change`: verify prints exactly `want` and exits 1.
-fn case(cfg: Config, t: &TestDir, name: &str, setup: &dyn Fn(&Path), change: &dyn Fn(&Path)) -> Vec<String> {
+fn case(
+    cfg: Config,
+    t: &TestDir,
+    name: &str,
+    setup: &dyn Fn(&Path),
+    change: &dyn Fn(&Path),
+) -> Vec<String> {
     let (src, dst) = (t.join(format!("{name}-src")), t.join(format!("{name}-dst")));
     fs::create_dir(&src).unwrap();
     fs::write(src.join("f"), b"0123456789").unwrap();
     set_mtime(&src.join("f"), T);
     setup(&src);
     sync_lib(&src, &dst, 2, &crate::util::Opts::default()).assert_ok();
-    assert_eq!(verify(cfg, &src, &dst), (0, vec![]), "{name}: right after the sync");
+    assert_eq!(
+        verify(cfg, &src, &dst),
+        (0, vec![]),
+        "{name}: right after the sync"
+    );
     change(&dst);
     let (status, lines) = verify(cfg, &src, &dst);
     assert_eq!(status, 1, "{name}: {lines:?}");
@@ -143,16 +154,22 @@ fn verify_finds_each_kind_of_difference() {
             sh("setfacl", &["-m", "u:4321:r"], &f(d));
         });
         assert_eq!(lines, [".f.......a. f"]);
-        let lines = case(cfg, t, "missing", &none, &|d| fs::remove_file(f(d)).unwrap());
+        let lines = case(cfg, t, "missing", &none, &|d| {
+            fs::remove_file(f(d)).unwrap()
+        });
         assert_eq!(lines, [">f+++++++++ f"]);
-        let lines = case(cfg, t, "extra", &none, &|d| fs::write(d.join("x"), b"x").unwrap());
+        let lines = case(cfg, t, "extra", &none, &|d| {
+            fs::write(d.join("x"), b"x").unwrap()
+        });
         assert_eq!(lines, ["*deleting   x"]);
         let symlink = |d: &Path, to: &str| {
             let _ = fs::remove_file(d.join("l"));
             std::os::unix::fs::symlink(to, d.join("l")).unwrap();
             set_mtime(&d.join("l"), T);
         };
-        let lines = case(cfg, t, "symlink", &|s| symlink(s, "f"), &|d| symlink(d, "g"));
+        let lines = case(cfg, t, "symlink", &|s| symlink(s, "f"), &|d| {
+            symlink(d, "g")
+        });
         assert_eq!(lines, ["cLc........ l -> f"]);
         // Source groups {a, b} and {c, d}; the target's {a, c} and {b, d}:
         // every name in another group, nothing else different.
@@ -244,7 +261,8 @@ fn verify_finds_nothing_after_a_sync() {
         let files = regular_files(&t.src());
         assert_eq!(hashed.keys().cloned().collect::<Vec<_>>(), files);
         for (path, hash) in hashed {
-            let data = fs::read(t.src().join(Path::new(std::ffi::OsStr::from_bytes(&path)))).unwrap();
+            let data =
+                fs::read(t.src().join(Path::new(std::ffi::OsStr::from_bytes(&path)))).unwrap();
             let mut h = psync::Hasher::new();
             h.update(&data);
             assert_eq!(hash, format!("{:032x}", h.finish()));
@@ -287,13 +305,15 @@ fn verify_writes_nothing_on_a_read_only_target() {
     }
     each_config("verify_writes_nothing_on_a_read_only_target", |cfg, t| {
         crate::basic::mixed_tree(&t.src());
-        fs::write(t.src().join("big"), vec![7u8; 3 << 20]).unwrap();
+        // Compared in 4 chunks; two of them will differ.
+        fs::write(t.src().join("big"), vec![7u8; (3 << 20) + 5]).unwrap();
         fs::hard_link(t.src().join("big"), t.src().join("big2")).unwrap();
         cfg.sync(&t.src(), &t.dst()).assert_ok();
         // A difference of content (same size and time) and an extra entry.
         let f = t.dst().join("big");
         let mut data = fs::read(&f).unwrap();
         data[1 << 20] ^= 1;
+        data[3 << 20] ^= 1;
         rewrite_keeping_mtime(&f, &data);
         fs::write(t.dst().join("extra"), b"x").unwrap();
         let ro = t.join("ro");
@@ -306,7 +326,7 @@ fn verify_writes_nothing_on_a_read_only_target() {
         assert_eq!(status, 1, "{lines:?}");
         assert_eq!(
             lines,
-            ["*deleting   extra", ">fc........ big", ">fc........ big2"]
+            [">fc........ big", ">fc........ big2", "*deleting   extra"]
         );
     });
 }
@@ -349,7 +369,14 @@ fn manifest_round_trip() {
         text.contains(" new\\x0aline \\\\ \\xff\\xfe/new\\x0aline \\\\ \\xff\\xfe\n"),
         "{text}"
     );
-    let check = |file: &Path| run(&["verify".as_ref(), "--manifest".as_ref(), &os(file), &os(&t.dst())]);
+    let check = |file: &Path| {
+        run(&[
+            "verify".as_ref(),
+            "--manifest".as_ref(),
+            &os(file),
+            &os(&t.dst()),
+        ])
+    };
     assert_eq!(check(&m1), (0, String::new()));
     // The same manifest from verify, which hashes while it compares.
     let (status, out) = run(&[
@@ -379,7 +406,10 @@ fn manifest_round_trip() {
     fs::write(t.dst().join("empty"), b"now longer").unwrap();
     set_mtime(&t.dst().join("page"), 5);
     let (_, out) = check(&m1);
-    assert!(out.contains(">f.st...... empty\n") && out.contains(".f..t...... page\n"), "{out}");
+    assert!(
+        out.contains(">f.st...... empty\n") && out.contains(".f..t...... page\n"),
+        "{out}"
+    );
 }
 
 /// Exit status 2, not 1, when verify cannot compare: a missing source,
@@ -405,8 +435,9 @@ fn verify_errors_are_not_differences() {
     let err = stderr_of(&["verify".into(), os(&t.dst())]);
     assert!(err.contains("--manifest FILE DST"), "{err}");
     for flag in [&["--verify-only"][..], &["--manifest", "m"]] {
-        let mut args: Vec<std::ffi::OsString> =
-            ["sync", "--broker", "redis://127.0.0.1:1"].map(Into::into).to_vec();
+        let mut args: Vec<std::ffi::OsString> = ["sync", "--broker", "redis://127.0.0.1:1"]
+            .map(Into::into)
+            .to_vec();
         args.extend(flag.iter().map(Into::into));
         args.extend([os(&t.src()), os(&t.join("new"))]);
         let err = stderr_of(&args);

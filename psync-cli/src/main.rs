@@ -165,7 +165,11 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode, Fatal> {
 }
 
 /// `psync verify --manifest FILE DST`.
-fn check_manifest(file: &std::path::Path, dst: &std::path::Path, threads: usize) -> Result<ExitCode, Fatal> {
+fn check_manifest(
+    file: &std::path::Path,
+    dst: &std::path::Path,
+    threads: usize,
+) -> Result<ExitCode, Fatal> {
     let m = manifest::read(file).map_err(|e| format!("--manifest {}: {e}", file.display()))?;
     if !dst.is_dir() {
         return Err(format!("{}: not a directory", dst.display()).into());
@@ -188,20 +192,22 @@ fn check_manifest(file: &std::path::Path, dst: &std::path::Path, threads: usize)
 /// groups compared, the manifest written. Returns the exit status for
 /// `--verify-only` (0 identical, 1 different, 2 errors).
 fn finish_audit(out: &mut Output, args: &SyncArgs, report: &Report) -> Result<u8, Fatal> {
-    for ev in out.audit.links.differences() {
+    for ev in std::mem::take(&mut out.audit.diffs).events() {
         out.print(&ev);
     }
     if let Some(file) = &args.manifest {
         manifest::write(file, &out.audit.manifest)
             .map_err(|e| format!("--manifest {}: {e}", file.display()))?;
     }
-    Ok(if report.stats.failed > 0 || report.interrupted || report.stopped.is_some() {
-        FATAL
-    } else if out.audit.differences > 0 {
-        DIFFERENT
-    } else {
-        SYNCED
-    })
+    Ok(
+        if report.stats.failed > 0 || report.interrupted || report.stopped.is_some() {
+            FATAL
+        } else if out.audit.differences > 0 {
+            DIFFERENT
+        } else {
+            SYNCED
+        },
+    )
 }
 
 /// The `--log-file`, opened.

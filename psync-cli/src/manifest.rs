@@ -268,7 +268,10 @@ fn os(path: &RelPath) -> &Path {
 fn hash(path: &Path) -> io::Result<String> {
     let f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
-    Ok(format!("{:032x}", psync_core::hash_segments(&f, &[(0, len)])?))
+    Ok(format!(
+        "{:032x}",
+        psync_core::hash_segments(&f, &[(0, len)])?
+    ))
 }
 
 #[cfg(test)]

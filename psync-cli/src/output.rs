@@ -42,10 +42,10 @@ pub struct Output {
 pub struct Audit {
     /// `psync verify`: compare hard-link groups.
     verify: bool,
-    /// Itemize lines printed (differences, for `psync verify`).
+    /// Itemize lines printed.
     pub differences: u64,
-    /// The hard-link groups on both sides.
-    pub links: psync_core::LinkGroups,
+    /// `psync verify`'s differences, held until the end.
+    pub diffs: psync_core::Differences,
     /// `--manifest`: the regular files and their hashes.
     pub manifest: crate::manifest::Manifest,
 }
@@ -53,7 +53,7 @@ pub struct Audit {
 impl Audit {
     fn add(&mut self, ev: &Event) {
         match ev {
-            Event::Itemize { .. } => self.differences += 1,
+            Event::Itemize { .. } if !self.verify => self.differences += 1,
             Event::Hashed {
                 path,
                 size,
@@ -70,7 +70,7 @@ impl Audit {
             _ => {}
         }
         if self.verify {
-            self.links.add(ev);
+            self.diffs.add(ev);
         }
     }
 }
@@ -176,10 +176,16 @@ impl Output {
 
     fn event(&mut self, ev: &Event) {
         self.audit.add(ev);
-        if matches!(ev, Event::Linked { .. } | Event::Hashed { .. }) {
-            // Gathered for the end of the run.
+        // Gathered for the end of the run; `psync verify`'s lines too
+        // (merged by path, printed sorted).
+        let held = matches!(ev, Event::Itemize { .. }) && self.audit.verify;
+        if held || matches!(ev, Event::Linked { .. } | Event::Hashed { .. }) {
             return;
         }
+        self.show(ev);
+    }
+
+    fn show(&mut self, ev: &Event) {
         match ev {
             Event::Error { message, .. } => {
                 self.print_err(message);
@@ -215,7 +221,10 @@ impl Output {
 
     /// Prints an event made by the frontend (the end of `psync verify`).
     pub fn print(&mut self, ev: &Event) {
-        self.event(ev);
+        if matches!(ev, Event::Itemize { .. }) {
+            self.audit.differences += 1;
+        }
+        self.show(ev);
     }
 
     /// Appends `text` to the `--log-file`, if any; a failing log is

@@ -171,22 +171,29 @@ impl Event {
     }
 }
 
-/// `psync verify`'s comparison of hard-link groups: fed a run's
-/// [`Event::Linked`] and [`Event::Itemize`] events (in any order, any
-/// repeated), it says which names have another group in the target than
-/// in the source, by their names within the tree.
+/// `psync verify`'s verdict, from a run's [`Event::Itemize`] and
+/// [`Event::Linked`] events (in any order, any repeated): one line per
+/// path (the differences of a file's chunks and attributes merged), and
+/// the names whose hard-link group in the target is not their group in
+/// the source, by their names within the tree.
 #[derive(Debug, Default)]
-pub struct LinkGroups {
-    itemized: std::collections::BTreeSet<RelPath>,
+pub struct Differences {
+    itemized: std::collections::BTreeMap<RelPath, Event>,
     linked: std::collections::BTreeMap<RelPath, (Kind, (u64, u64), (u64, u64))>,
 }
 
-impl LinkGroups {
+impl Differences {
     /// Takes note of `ev`.
     pub fn add(&mut self, ev: &Event) {
         match ev {
             Event::Itemize { path, .. } => {
-                self.itemized.insert(path.clone());
+                use std::collections::btree_map::Entry;
+                match self.itemized.entry(path.clone()) {
+                    Entry::Vacant(v) => {
+                        v.insert(ev.clone());
+                    }
+                    Entry::Occupied(mut o) => merge(o.get_mut(), ev),
+                }
             }
             Event::Linked {
                 path,
@@ -200,11 +207,11 @@ impl LinkGroups {
         }
     }
 
-    /// The names whose target group differs from their source group,
-    /// not itemized already, in path order: `hf` lines naming the first
-    /// other name of the source group, or, for a name the source has
-    /// alone, `>f` (`c` for the other types: made anew).
-    pub fn differences(&self) -> Vec<Event> {
+    /// The differences in path order: the itemize events, and for names
+    /// in another link group not itemized already, `hf` lines naming the
+    /// first other name of the source group, or, for a name the source
+    /// has alone, `>f` (`c` for the other types: made anew).
+    pub fn events(mut self) -> Vec<Event> {
         use std::collections::HashMap;
         let mut by_src: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
         let mut by_dst: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
@@ -213,10 +220,10 @@ impl LinkGroups {
             by_src.entry(*src).or_default().push(path);
             by_dst.entry(*dst).or_default().push(path);
         }
-        let mut out = Vec::new();
+        let mut links = Vec::new();
         for (path, (kind, src, dst)) in &self.linked {
             let group = &by_src[src];
-            if self.itemized.contains(path) || *group == by_dst[dst] {
+            if self.itemized.contains_key(path) || *group == by_dst[dst] {
                 continue;
             }
             let leader = group.iter().find(|p| **p != path).map(|p| (*p).clone());
@@ -226,15 +233,43 @@ impl LinkGroups {
                 None if *kind == Kind::File => change.transfer = true,
                 None => change.checksum = true,
             }
-            out.push(Event::Itemize {
+            let ev = Event::Itemize {
                 path: path.clone(),
                 change: Some(change),
                 kind: *kind,
                 link: leader,
-            });
+            };
+            links.push((path.clone(), ev));
         }
-        out
+        self.itemized.extend(links);
+        self.itemized.into_values().collect()
     }
+}
+
+/// Adds the differences `ev` says to those of `into` (same path).
+fn merge(into: &mut Event, ev: &Event) {
+    let (
+        Event::Itemize {
+            change: Some(a), ..
+        },
+        Event::Itemize {
+            change: Some(b), ..
+        },
+    ) = (into, ev)
+    else {
+        return;
+    };
+    a.new |= b.new;
+    a.transfer |= b.transfer;
+    a.hardlink |= b.hardlink;
+    a.checksum |= b.checksum;
+    a.size |= b.size;
+    a.time |= b.time;
+    a.perms |= b.perms;
+    a.owner |= b.owner;
+    a.group |= b.group;
+    a.acl |= b.acl;
+    a.xattr |= b.xattr;
 }
 
 macro_rules! counters {
@@ -396,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn link_groups_that_differ() {
+    fn differences_merge_and_compare_link_groups() {
         let p = |s: &str| RelPath::from_bytes(s);
         let linked = |path: &str, src: u64, dst: u64| Event::Linked {
             path: p(path),
@@ -404,7 +439,7 @@ mod tests {
             src: (1, src),
             dst: (2, dst),
         };
-        let mut g = LinkGroups::default();
+        let mut g = Differences::default();
         // Source groups {a, b} {c, d}; target {a, c} {b, d}; e, f right.
         for ev in [
             linked("a", 1, 10),
@@ -417,27 +452,36 @@ mod tests {
         ] {
             g.add(&ev);
         }
-        let lines: Vec<_> = g
-            .differences()
-            .iter()
-            .filter_map(Event::itemize_line)
-            .collect();
+        let item = |path: &str, f: fn(&mut Change)| {
+            let mut c = Change::attrs_of(Kind::File);
+            f(&mut c);
+            Event::Itemize {
+                path: p(path),
+                change: Some(c),
+                kind: Kind::File,
+                link: None,
+            }
+        };
+        // A's chunks and attributes, reported apart, twice: one line.
+        g.add(&item("a", |c| c.time = true));
+        g.add(&item("a", |c| {
+            c.checksum = true;
+            c.transfer = true;
+        }));
+        g.add(&item("a", |c| {
+            c.checksum = true;
+            c.transfer = true;
+        }));
+        let lines: Vec<_> = g.events().iter().filter_map(Event::itemize_line).collect();
         assert_eq!(
             lines,
             [
-                "hf......... a => b",
+                ">fc.t...... a",
                 "hf......... b => a",
                 "hf......... c => d",
                 "hf......... d => c"
             ]
         );
-        g.add(&Event::Itemize {
-            path: p("a"),
-            change: None,
-            kind: Kind::File,
-            link: None,
-        });
-        assert_eq!(g.differences().len(), 3);
     }
 
     #[test]

@@ -44,12 +44,11 @@ impl Engine {
         if !self.manifest {
             return;
         }
-        // Compared whole by the task (a dry run, or a file of one chunk):
-        // hashed there.
+        // Compared whole by a task: hashed there.
         let compared = |s: &Entry| {
             actions.iter().any(|a| {
                 matches!(a, Action::Compare { src: c, .. }
-                    if c.name == s.name && (self.dry_run || !self.is_big(c)))
+                    if c.name == s.name && !self.compares_in_chunks(c))
             })
         };
         for s in src.iter().filter(|s| s.kind == Kind::File) {
@@ -106,7 +105,9 @@ fn holes_filled(a: &File, b: &File, size: u64) -> io::Result<bool> {
     let want: u64 = data_segments(a, size)?
         .iter()
         .map(|&(start, len)| {
-            let end = (start + len).next_multiple_of(block).min(size.next_multiple_of(block));
+            let end = (start + len)
+                .next_multiple_of(block)
+                .min(size.next_multiple_of(block));
             end - (start - start % block)
         })
         .sum();

@@ -61,6 +61,15 @@ impl Engine {
         Ok((ha == hb, ha))
     }
 
+    /// True when `src` (a file `--checksum` compares) is compared chunk by
+    /// chunk by any worker: a large file, not hard-linked (those are
+    /// compared whole in the last phase), in a real run or `psync verify`.
+    pub(crate) fn compares_in_chunks(&self, src: &Entry) -> bool {
+        self.is_big(src)
+            && (self.verify_only
+                || (!self.dry_run && !crate::plan::is_linked(src, &self.plan_opts)))
+    }
+
     /// Queues one `CompareChunk` per chunk of a large file and its finish.
     pub(crate) fn compare_big(
         &self,
@@ -139,6 +148,16 @@ impl Engine {
         if equal {
             return;
         }
+        if self.verify_only {
+            // Nothing written: the difference goes out as an event, one
+            // per chunk that differs (the frontend merges them).
+            let change = Change {
+                transfer: true,
+                checksum: true,
+                ..Change::attrs_of(Kind::File)
+            };
+            return self.itemize(path, Some(change), src);
+        }
         let marked = self.open_dst_at(rel, at).and_then(|d| {
             match d.create_excl(self.differs_marker(src).as_bytes()) {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
@@ -174,6 +193,24 @@ impl Engine {
             }
             Err(CopyFail::Interrupted) => return,
         };
+        let here = crate::engine::Here {
+            rel,
+            src_dir: &src_dir,
+            dir: Some(&dst_dir),
+        };
+        if self.verify_only {
+            // The chunks reported their differences; the attributes and
+            // holes here (read only: a dry run).
+            let mut change = change;
+            change.transfer |= self.holes_filled(&src_dir, &dst_dir, &src);
+            self.fix_attrs(
+                here,
+                (&src, &dst),
+                change,
+                (1, crate::engine::Shared::Replace),
+            );
+            return;
+        }
         // Looked at, not removed: a second delivery of this task (a broker
         // delivers at least once) must decide as the first did, while the
         // copy the first spawned may be under way. The copy's finish
@@ -210,11 +247,6 @@ impl Engine {
                     }
                 }
                 let alone = (1, crate::engine::Shared::Replace);
-                let here = crate::engine::Here {
-                    rel,
-                    src_dir: &src_dir,
-                    dir: Some(&dst_dir),
-                };
                 self.fix_attrs(here, (&src, &dst), change, alone);
                 return;
             }

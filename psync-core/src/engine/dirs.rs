@@ -753,10 +753,9 @@ impl Engine {
                     });
                 }
                 // Compared chunk by chunk by any worker (a dry run has
-                // nowhere to record a difference: compared whole, below).
-                Action::Compare { src, dst, change }
-                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
-                {
+                // nowhere to record a difference: compared whole, below;
+                // `psync verify` reports a chunk's difference as an event).
+                Action::Compare { src, dst, change } if self.compares_in_chunks(&src) => {
                     touched = true;
                     cx.spawn(Task::CompareBig {
                         rel: rel.clone(),
