@@ -112,7 +112,10 @@ fn case(
         (0, vec![]),
         "{name}: right after the sync"
     );
+    // The root's mtime kept: each case one difference.
+    let root = fs::metadata(&dst).unwrap();
     change(&dst);
+    set_mtime_ns(&dst, root.mtime(), root.mtime_nsec());
     let (status, lines) = verify(cfg, &src, &dst);
     assert_eq!(status, 1, "{name}: {lines:?}");
     lines
@@ -154,6 +157,22 @@ fn verify_finds_each_kind_of_difference() {
             sh("setfacl", &["-m", "u:4321:r"], &f(d));
         });
         assert_eq!(lines, [".f.......a. f"]);
+        // Directories: a dry run's own lines lack xattrs and ACLs, and the
+        // root's line.
+        let sub = |s: &Path| fs::create_dir(s.join("s")).unwrap();
+        let lines = case(cfg, t, "dir-xattr", &sub, &|d| {
+            sh("setfattr", &["-n", "user.extra", "-v", "1"], &d.join("s"));
+        });
+        assert_eq!(lines, [".d........x s/"]);
+        let lines = case(cfg, t, "dir-acl", &sub, &|d| {
+            sh("setfacl", &["-m", "u:4321:rx"], &d.join("s"));
+        });
+        assert_eq!(lines, [".d.......a. s/"]);
+        let lines = case(cfg, t, "root", &none, &|d| {
+            fs::set_permissions(d, fs::Permissions::from_mode(0o700)).unwrap();
+            sh("setfattr", &["-n", "user.extra", "-v", "1"], d);
+        });
+        assert_eq!(lines, [".d...p....x ./"]);
         let lines = case(cfg, t, "missing", &none, &|d| {
             fs::remove_file(f(d)).unwrap()
         });
@@ -315,7 +334,9 @@ fn verify_writes_nothing_on_a_read_only_target() {
         data[1 << 20] ^= 1;
         data[3 << 20] ^= 1;
         rewrite_keeping_mtime(&f, &data);
+        let root = fs::metadata(t.dst()).unwrap();
         fs::write(t.dst().join("extra"), b"x").unwrap();
+        set_mtime_ns(&t.dst(), root.mtime(), root.mtime_nsec());
         let ro = t.join("ro");
         fs::create_dir(&ro).unwrap();
         let before = stat_snapshot(&t.dst());

@@ -174,21 +174,37 @@ impl Engine {
     /// Which of xattrs (or flags, project id) and ACLs of `src`'s target
     /// in `d` differ, read without writing (a dry run); one that cannot
     /// be read counts as differing.
-    fn xattr_changes(&self, src_dir: &Dir, d: &Dir, src: &Entry, dst: &Entry) -> (bool, bool) {
-        let (mut xattr, mut acl) = (false, false);
-        if self.xattr_source(Some(dst), src) {
-            let how = crate::xattr::XattrSync {
-                dst_empty: false,
-                check_only: true,
-                ..crate::xattr::XattrSync::of(&self.copy_opts)
-            };
-            let (from, to) = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
-            (xattr, acl) = self
-                .copier
-                .sync_xattrs(from, to, how)
-                .map_or((true, false), |r| (r.xattrs_changed, r.acl_changed));
-        }
+    pub(super) fn xattr_changes(
+        &self,
+        src_dir: &Dir,
+        d: &Dir,
+        src: &Entry,
+        dst: &Entry,
+    ) -> (bool, bool) {
+        let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+        let (xattr, acl) = self.xattr_changes_of(nodes, src, dst);
         (xattr || self.fsattrs_differ(src_dir, d, src, dst), acl)
+    }
+
+    /// [`Engine::xattr_changes`] of xattrs and ACLs alone, between any two
+    /// nodes (the roots: `psync verify`).
+    pub(super) fn xattr_changes_of(
+        &self,
+        (from, to): (Node<'_>, Node<'_>),
+        src: &Entry,
+        dst: &Entry,
+    ) -> (bool, bool) {
+        if !self.xattr_source(Some(dst), src) {
+            return (false, false);
+        }
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            check_only: true,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        self.copier
+            .sync_xattrs(from, to, how)
+            .map_or((true, false), |r| (r.xattrs_changed, r.acl_changed))
     }
 
     /// A target whose attributes are due but whose inode has `has` names

@@ -196,10 +196,17 @@ impl Engine {
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
+        if self.verify_only
+            && rel.is_root()
+            && let (Some(d), Some(dst)) = (dst_dir.as_ref(), dst_entry)
+        {
+            self.audit_root((&src_dir, d), src_entry, dst);
+        }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
         if self.verify_only || self.manifest {
-            self.audit_dir(rel, &src_dir, (&src_entries, &dst), &actions);
+            let dirs = (&src_dir, dst_dir.as_ref());
+            self.audit_dir(rel, dirs, (&src_entries, &dst), &actions);
         }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
