@@ -177,6 +177,18 @@ fn verify_finds_each_kind_of_difference() {
             fs::remove_file(f(d)).unwrap()
         });
         assert_eq!(lines, [">f+++++++++ f"]);
+        let node = |d: &Path, minor: u32| {
+            let _ = fs::remove_file(d.join("dev"));
+            let st = Command::new("mknod")
+                .arg(d.join("dev"))
+                .args(["c", "1", &minor.to_string()])
+                .status()
+                .unwrap();
+            assert!(st.success());
+            set_mtime(&d.join("dev"), T);
+        };
+        let lines = case(cfg, t, "device", &|s| node(s, 3), &|d| node(d, 5));
+        assert_eq!(lines, ["cDc........ dev"]);
         let lines = case(cfg, t, "extra", &none, &|d| {
             fs::write(d.join("x"), b"x").unwrap()
         });
@@ -267,26 +279,43 @@ fn verify_finds_nothing_after_a_sync() {
             assert!(out.stdout.is_empty() && out.stderr.is_empty(), "{out:?}");
             return;
         }
-        // Every regular file hashed once (however often its task ran),
-        // with the hash of its content.
+        // Every regular file hashed (however often its task ran), with
+        // the hash of its content: by verify, which compares, and by a
+        // sync, which copies.
         let (events, result) = verify_events(cfg, &t.src(), &t.dst(), true);
         result.unwrap();
-        let mut hashed = std::collections::BTreeMap::new();
-        for ev in events {
-            if let Event::Hashed { path, hash, .. } = ev {
-                hashed.insert(path.as_bytes().to_vec(), hash);
-            }
-        }
-        let files = regular_files(&t.src());
-        assert_eq!(hashed.keys().cloned().collect::<Vec<_>>(), files);
-        for (path, hash) in hashed {
-            let data =
-                fs::read(t.src().join(Path::new(std::ffi::OsStr::from_bytes(&path)))).unwrap();
-            let mut h = psync::Hasher::new();
-            h.update(&data);
-            assert_eq!(hash, format!("{:032x}", h.finish()));
-        }
+        assert_hashes(&t.src(), &events);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let mut b = psync::builder(t.src(), t.join("fresh"));
+        cfg.apply(&mut b);
+        b.manifest(true).chunk_size(1 << 20).events(tx);
+        let result = b.build().and_then(|s| s.run());
+        drop(b);
+        assert!(result.unwrap().success());
+        assert_hashes(&t.src(), &rx.iter().collect::<Vec<_>>());
     });
+}
+
+/// `events` hold a `Hashed` for each regular file of `root` with the
+/// hash of its content, and no other.
+#[track_caller]
+fn assert_hashes(root: &Path, events: &[Event]) {
+    let mut hashed = std::collections::BTreeMap::new();
+    for ev in events {
+        if let Event::Hashed { path, hash, .. } = ev {
+            hashed.insert(path.as_bytes().to_vec(), hash.clone());
+        }
+    }
+    assert_eq!(
+        hashed.keys().cloned().collect::<Vec<_>>(),
+        regular_files(root)
+    );
+    for (path, hash) in hashed {
+        let data = fs::read(root.join(Path::new(std::ffi::OsStr::from_bytes(&path)))).unwrap();
+        let mut h = psync::Hasher::new();
+        h.update(&data);
+        assert_eq!(hash, format!("{:032x}", h.finish()));
+    }
 }
 
 /// The relative paths of the regular files below `root`, sorted.
