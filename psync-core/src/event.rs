@@ -179,8 +179,11 @@ impl Event {
 #[derive(Debug, Default)]
 pub struct Differences {
     itemized: std::collections::BTreeMap<RelPath, Event>,
-    linked: std::collections::BTreeMap<RelPath, (Kind, (u64, u64), (u64, u64))>,
+    linked: std::collections::BTreeMap<RelPath, Linked>,
 }
+
+/// A name of a hard-linked entry: its type, source and target inode.
+type Linked = (Kind, (u64, u64), (u64, u64));
 
 impl Differences {
     /// Takes note of `ev`.
