@@ -56,11 +56,11 @@ pub enum Command {
     /// Compare SRC and DST completely, changing nothing: content (xxh3-128),
     /// type, mode, owner, group, mtime, xattrs, ACLs, hard-link groups,
     /// holes, symlink targets, device numbers, and the file flags and
-    /// project ids a sync compares. Differences are printed, in path order, as `sync -i`
-    /// prints the changes that would fix them (`*deleting` for an entry
-    /// only DST has; `>f.........` for the same bytes with a source hole
-    /// filled in DST; `hf......... NAME => LEADER` for a name in
-    /// another hard-link group).
+    /// project ids a sync compares. Differences are printed in path
+    /// order, as `sync -i` prints the changes that would fix them
+    /// (`*deleting` for an entry only DST has; `>f.........` for the same
+    /// bytes with a source hole filled in DST; `hf......... NAME => LEADER`
+    /// for a name in another hard-link group).
     ///
     /// With --manifest FILE and SRC DST: also write SRC's manifest.
     /// With --manifest FILE and DST alone: check DST's regular files
