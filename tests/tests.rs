@@ -59,3 +59,4 @@ mod target_full;
 mod temps;
 mod types;
 mod updates;
+mod verify;

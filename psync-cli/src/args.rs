@@ -53,6 +53,26 @@ pub enum Command {
     #[command(disable_help_flag = true)]
     Sync(SyncArgs),
 
+    /// Compare SRC and DST completely, changing nothing: content (xxh3-128),
+    /// type, mode, owner, group, mtime, xattrs, ACLs, hard-link groups,
+    /// holes, symlink targets, device numbers, and the file flags and
+    /// project ids a sync compares. Differences are printed in path
+    /// order, as `sync -i` prints the changes that would fix them
+    /// (`*deleting` for an entry only DST has; `>f.........` for the same
+    /// bytes with a source hole filled in DST; `hf......... NAME => LEADER`
+    /// for a name in another hard-link group).
+    ///
+    /// With --manifest FILE and SRC DST: also write SRC's manifest.
+    /// With --manifest FILE and DST alone: check DST's regular files
+    /// against the manifest (missing, extra, size, mtime, content).
+    ///
+    /// Nothing is written to DST. Takes sync's options too when given as
+    /// `psync sync --verify-only [OPTIONS] SRC DST` (filters, attribute
+    /// switches). Exit status: 0 identical, 1 differences found, 2 some
+    /// entries could not be compared (reported on stderr), a fatal error,
+    /// or interrupted.
+    Verify(VerifyArgs),
+
     /// Print a shell completion script on stdout: `psync completions bash
     /// > /etc/bash_completion.d/psync`.
     Completions {
@@ -188,6 +208,17 @@ pub struct SyncArgs {
     /// Show what would change without changing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+
+    /// `psync verify`: compare both trees completely and change nothing
+    /// (see `psync verify --help`).
+    #[arg(long)]
+    pub verify_only: bool,
+
+    /// Write FILE: a line per regular file of SRC (xxh3-128, size, mtime,
+    /// path), sorted by path. A file the run does not read is read for
+    /// it. Checked later with `psync verify --manifest FILE DST`.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
 
     /// Worker threads, 1 to 256 (the default is twice the CPUs, at least
     /// 4, at most 64). Each holds a few MiB of buffers.
@@ -688,6 +719,24 @@ impl RsyncFlags {
 }
 // ---- end of rsync's habits ---------------------------------------------
 
+/// Arguments of `psync verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// SRC DST, or DST alone with --manifest.
+    #[arg(required = true, num_args = 1..=2, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// With SRC DST: write SRC's manifest to FILE. With DST alone: check
+    /// DST against FILE.
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+
+    /// Worker threads, 1 to 256.
+    #[arg(long, value_name = "N", default_value_t = default_threads(),
+          value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
+    pub threads: u16,
+}
+
 /// Arguments of `psync probe`.
 #[derive(Debug, Args)]
 pub struct ProbeArgs {
@@ -928,6 +977,8 @@ impl SyncArgs {
             .force(self.force)
             .one_file_system(self.one_file_system)
             .dry_run(self.dry_run)
+            .verify_only(self.verify_only)
+            .manifest(self.manifest.is_some())
             .itemize(self.itemize_changes || self.limits.wants_changes())
             .max_delete(self.limits.max_delete)
             .max_errors(self.limits.max_errors)

@@ -42,6 +42,18 @@ impl BrokerArgs {
 /// `psync sync --broker`: prepares the run here (the target root, the
 /// modify window), submits it, and follows it like a local run.
 pub fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
+    // `psync verify` and `--manifest` gather every file's event at the
+    // end, and the run's event stream is capped (`LOG_MAXLEN`): a
+    // follower that falls behind would lose lines of a manifest or a
+    // verdict.
+    for (given, flag) in [
+        (args.verify_only, "--verify-only"),
+        (args.manifest.is_some(), "--manifest"),
+    ] {
+        if given {
+            return Err(format!("{flag} is not supported with a broker yet").into());
+        }
+    }
     let log = crate::open_log(args)?;
     let broker = args.broker.connect()?;
     // Before the target root is made: an unreachable broker changes nothing.

@@ -5,6 +5,7 @@
 mod args;
 mod cluster;
 mod logfile;
+mod manifest;
 mod manual;
 mod output;
 mod probe;
@@ -13,7 +14,7 @@ mod rsync;
 mod signals;
 mod units;
 
-use args::{Cli, Command, SyncArgs};
+use args::{Cli, Command, SyncArgs, VerifyArgs};
 use clap::Parser;
 use output::Output;
 use psync_core::Report;
@@ -57,6 +58,7 @@ fn run(cli: Cli) -> Result<ExitCode, Fatal> {
         Command::Probe(args) => probe::probe(&args),
         Command::Sync(args) if args.broker.given() => cluster::sync(&args),
         Command::Sync(args) => sync(&args),
+        Command::Verify(args) => verify(&args),
         Command::Worker(args) => cluster::worker(&args),
         Command::Wait { run, json, quiet } => cluster::wait(&run.broker, run.run, json, quiet),
         Command::Status { run, json } => cluster::status(&run.broker, run.run, json),
@@ -117,7 +119,95 @@ fn sync(args: &SyncArgs) -> Result<ExitCode, Fatal> {
             return Err(e.into());
         }
     };
+    if args.verify_only || args.manifest.is_some() {
+        let audit = finish_audit(&mut out, args, &report);
+        if args.verify_only {
+            let code = audit?;
+            out.summary(&report, code);
+            out.end(code);
+            return Ok(ExitCode::from(code));
+        }
+        if let Err(e) = audit {
+            out.close();
+            return Err(e);
+        }
+    }
     Ok(ExitCode::from(finish(&mut out, &report)))
+}
+
+/// Exit status of `psync verify`: differences found.
+const DIFFERENT: u8 = 1;
+
+/// `psync verify`: SRC DST as `sync --verify-only` (which takes all of
+/// sync's options), or DST against a `--manifest`.
+fn verify(args: &VerifyArgs) -> Result<ExitCode, Fatal> {
+    let threads = args.threads.to_string();
+    match (&args.paths[..], &args.manifest) {
+        ([dst], Some(file)) => check_manifest(file, dst, usize::from(args.threads)),
+        ([_], None) => Err("psync verify: give SRC DST, or --manifest FILE DST".into()),
+        (paths, manifest) => {
+            let mut argv: Vec<std::ffi::OsString> = ["psync", "sync", "--verify-only"]
+                .iter()
+                .map(Into::into)
+                .collect();
+            argv.extend(["--threads".into(), threads.into()]);
+            if let Some(file) = manifest {
+                argv.extend(["--manifest".into(), file.into()]);
+            }
+            argv.push("--".into());
+            argv.extend(paths.iter().map(Into::into));
+            match Cli::try_parse_from(argv)?.command {
+                Command::Sync(sync_args) => sync(&sync_args),
+                _ => unreachable!("parsed as sync"),
+            }
+        }
+    }
+}
+
+/// `psync verify --manifest FILE DST`.
+fn check_manifest(
+    file: &std::path::Path,
+    dst: &std::path::Path,
+    threads: usize,
+) -> Result<ExitCode, Fatal> {
+    let m = manifest::read(file).map_err(|e| format!("--manifest {}: {e}", file.display()))?;
+    if !dst.is_dir() {
+        return Err(format!("{}: not a directory", dst.display()).into());
+    }
+    let (diffs, errors) = manifest::check(&m, dst, threads);
+    let quit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut out = Output::with(false, true, true, quit);
+    for ev in &diffs {
+        out.print(ev);
+    }
+    out.close();
+    Ok(ExitCode::from(match (errors, diffs.is_empty()) {
+        (0, true) => SYNCED,
+        (0, false) => DIFFERENT,
+        _ => FATAL,
+    }))
+}
+
+/// The end of a run with `--verify-only` or `--manifest`: the hard-link
+/// groups compared, the manifest written. Returns the exit status for
+/// `--verify-only` (0 identical, 1 different, 2 errors).
+fn finish_audit(out: &mut Output, args: &SyncArgs, report: &Report) -> Result<u8, Fatal> {
+    for ev in std::mem::take(&mut out.audit.diffs).events() {
+        out.print(&ev);
+    }
+    if let Some(file) = &args.manifest {
+        manifest::write(file, &out.audit.manifest)
+            .map_err(|e| format!("--manifest {}: {e}", file.display()))?;
+    }
+    Ok(
+        if report.stats.failed > 0 || report.interrupted || report.stopped.is_some() {
+            FATAL
+        } else if out.audit.differences > 0 {
+            DIFFERENT
+        } else {
+            SYNCED
+        },
+    )
 }
 
 /// The `--log-file`, opened.

@@ -33,6 +33,46 @@ pub struct Output {
     pub max_errors: Option<u64>,
     log: Option<LogFile>,
     tally: Tally,
+    /// `psync verify`: what it collects beyond the lines printed.
+    pub audit: Audit,
+}
+
+/// What `psync verify` and `--manifest` collect from the events.
+#[derive(Debug, Default)]
+pub struct Audit {
+    /// `psync verify`: compare hard-link groups.
+    verify: bool,
+    /// Itemize lines printed.
+    pub differences: u64,
+    /// `psync verify`'s differences, held until the end.
+    pub diffs: psync_core::Differences,
+    /// `--manifest`: the regular files and their hashes.
+    pub manifest: crate::manifest::Manifest,
+}
+
+impl Audit {
+    fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::Itemize { .. } if !self.verify => self.differences += 1,
+            Event::Hashed {
+                path,
+                size,
+                mtime,
+                hash,
+            } => {
+                let line = crate::manifest::Line {
+                    size: *size,
+                    mtime: *mtime,
+                    hash: hash.clone(),
+                };
+                self.manifest.insert(path.clone(), line);
+            }
+            _ => {}
+        }
+        if self.verify {
+            self.diffs.add(ev);
+        }
+    }
 }
 
 /// What `--stats` needs beyond the run's counters, from its itemize
@@ -80,13 +120,19 @@ impl Tally {
 impl Output {
     /// Output for `args`; `quit` stops the run when stdout goes away.
     pub fn new(args: &SyncArgs, quit: Arc<AtomicBool>) -> Output {
-        Output::with(args.json, args.quiet, args.dry_run, quit)
+        Output::with(
+            args.json,
+            args.quiet || args.verify_only,
+            args.dry_run || args.verify_only,
+            quit,
+        )
     }
 
     /// Sets what `args` asks beyond `with`'s flags: `-i`, `-v`,
     /// `--stats`, `--max-errors`, and the opened `--log-file`.
     pub fn limits(mut self, args: &SyncArgs, log: Option<LogFile>) -> Output {
-        self.itemize = args.itemize_changes;
+        self.itemize = args.itemize_changes || args.verify_only;
+        self.audit.verify = args.verify_only;
         self.verbose = args.limits.verbose;
         self.stats = args.limits.stats;
         self.max_errors = args.limits.max_errors;
@@ -110,6 +156,7 @@ impl Output {
             max_errors: None,
             log: None,
             tally: Tally::default(),
+            audit: Audit::default(),
         }
     }
 
@@ -128,6 +175,17 @@ impl Output {
     }
 
     fn event(&mut self, ev: &Event) {
+        self.audit.add(ev);
+        // Gathered for the end of the run; `psync verify`'s lines too
+        // (merged by path, printed sorted).
+        let held = matches!(ev, Event::Itemize { .. }) && self.audit.verify;
+        if held || matches!(ev, Event::Linked { .. } | Event::Hashed { .. }) {
+            return;
+        }
+        self.show(ev);
+    }
+
+    fn show(&mut self, ev: &Event) {
         match ev {
             Event::Error { message, .. } => {
                 self.print_err(message);
@@ -159,6 +217,14 @@ impl Output {
                 false => self.stdout_line(&ev.verbose_line().unwrap_or(line)),
             }
         }
+    }
+
+    /// Prints an event made by the frontend (the end of `psync verify`).
+    pub fn print(&mut self, ev: &Event) {
+        if matches!(ev, Event::Itemize { .. }) {
+            self.audit.differences += 1;
+        }
+        self.show(ev);
     }
 
     /// Appends `text` to the `--log-file`, if any; a failing log is

@@ -42,6 +42,8 @@ pub struct SyncBuilder {
     plan: PlanOptions,
     dry_run: bool,
     itemize: bool,
+    verify_only: bool,
+    manifest: bool,
     max_delete: Option<u64>,
     max_errors: Option<u64>,
     bwlimit: Option<u64>,
@@ -130,6 +132,8 @@ impl SyncBuilder {
             plan: PlanOptions::default(),
             dry_run: false,
             itemize: false,
+            verify_only: false,
+            manifest: false,
             max_delete: None,
             max_errors: None,
             bwlimit: None,
@@ -241,6 +245,23 @@ impl SyncBuilder {
     /// Send an [`Event::Itemize`] for every change. Default: false.
     pub fn itemize(&mut self, yes: bool) -> &mut Self {
         self.itemize = yes;
+        self
+    }
+
+    /// `psync verify`: a dry run that compares content (`--checksum`),
+    /// every entry's xattrs and ACLs, deletes, and also reports what a
+    /// sync does not compare: [`Event::Linked`] for every name of a
+    /// hard-linked entry (the frontend compares the groups), and a file
+    /// whose source holes are data in the target. Default: false.
+    pub fn verify_only(&mut self, yes: bool) -> &mut Self {
+        self.verify_only = yes;
+        self
+    }
+
+    /// Send an [`Event::Hashed`] for every regular file of the source
+    /// (`--manifest`). Default: false.
+    pub fn manifest(&mut self, yes: bool) -> &mut Self {
+        self.manifest = yes;
         self
     }
 
@@ -562,8 +583,20 @@ impl SyncBuilder {
             let msg = format!("{name:?} is not available in this build (available: auto, {names})");
             return Err(Error::invalid("backend", msg));
         }
+        let mut b = self.clone();
+        if b.verify_only {
+            // Whatever else was set: changes nothing, compares everything.
+            b.dry_run = true;
+            b.itemize = true;
+            b.fast_xattr_check = false;
+            b.plan.checksum = true;
+            b.plan.ignore_times = false;
+            b.plan.delete = true;
+            b.plan.force = true;
+            b.max_delete = None;
+        }
         Ok(Syncer {
-            b: self.clone(),
+            b,
             roots,
             quit: Arc::new(AtomicBool::new(false)),
             reaped: Arc::new(AtomicBool::new(false)),
@@ -828,6 +861,8 @@ impl Syncer {
             flush: b.flush,
             drop_source_cache: !b.keep_source_cache,
             root_touched,
+            verify_only: b.verify_only,
+            manifest: b.manifest,
         };
         // The roots' entries named as every engine names them (ADR 014).
         let (mut src_entry, mut dst_entry) = (src_entry, dst_entry);

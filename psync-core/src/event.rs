@@ -8,7 +8,7 @@
 //! tasks in the order they complete (a directory's children may come
 //! before it).
 
-use crate::entry::{Kind, RelPath};
+use crate::entry::{Kind, RelPath, Time};
 use crate::error::Op;
 use crate::itemize::Change;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,31 @@ pub enum Event {
         errno: Option<i32>,
         /// The message: operation, full path (escaped) and cause.
         message: String,
+    },
+    /// `psync verify`: a name of a hard-linked entry (more than one name
+    /// on either side) and its inode on each side. The frontend compares
+    /// the groups once every name is known: no single task sees them all.
+    Linked {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// The entry's type.
+        kind: Kind,
+        /// The source inode, as (file system id, inode).
+        src: (u64, u64),
+        /// The target inode, as (file system id, inode).
+        dst: (u64, u64),
+    },
+    /// `--manifest`: a regular file of the source, as listed, and the
+    /// xxh3-128 of its content.
+    Hashed {
+        /// Path relative to the run's roots.
+        path: RelPath,
+        /// Size in bytes.
+        size: u64,
+        /// Modification time.
+        mtime: Time,
+        /// The content hash, 32 lowercase hex digits.
+        hash: String,
     },
 }
 
@@ -144,6 +169,110 @@ impl Event {
             _ => name.to_string(),
         })
     }
+}
+
+/// `psync verify`'s verdict, from a run's [`Event::Itemize`] and
+/// [`Event::Linked`] events (in any order, any repeated): one line per
+/// path (the differences of a file's chunks and attributes merged), and
+/// the names whose hard-link group in the target is not their group in
+/// the source, by their names within the tree.
+#[derive(Debug, Default)]
+pub struct Differences {
+    itemized: std::collections::BTreeMap<RelPath, Event>,
+    linked: std::collections::BTreeMap<RelPath, Linked>,
+}
+
+/// A name of a hard-linked entry: its type, source and target inode.
+type Linked = (Kind, (u64, u64), (u64, u64));
+
+impl Differences {
+    /// Takes note of `ev`.
+    pub fn add(&mut self, ev: &Event) {
+        match ev {
+            Event::Itemize { path, .. } => {
+                use std::collections::btree_map::Entry;
+                match self.itemized.entry(path.clone()) {
+                    Entry::Vacant(v) => {
+                        v.insert(ev.clone());
+                    }
+                    Entry::Occupied(mut o) => merge(o.get_mut(), ev),
+                }
+            }
+            Event::Linked {
+                path,
+                kind,
+                src,
+                dst,
+            } => {
+                self.linked.insert(path.clone(), (*kind, *src, *dst));
+            }
+            _ => {}
+        }
+    }
+
+    /// The differences in path order: the itemize events, and for names
+    /// in another link group not itemized already, `hf` lines naming the
+    /// first other name of the source group, or, for a name the source
+    /// has alone, `>f` (`c` for the other types: made anew).
+    pub fn events(mut self) -> Vec<Event> {
+        use std::collections::HashMap;
+        let mut by_src: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        let mut by_dst: HashMap<(u64, u64), Vec<&RelPath>> = HashMap::new();
+        // In path order: the groups' lists come out sorted.
+        for (path, (_, src, dst)) in &self.linked {
+            by_src.entry(*src).or_default().push(path);
+            by_dst.entry(*dst).or_default().push(path);
+        }
+        let mut links = Vec::new();
+        for (path, (kind, src, dst)) in &self.linked {
+            let group = &by_src[src];
+            if self.itemized.contains_key(path) || *group == by_dst[dst] {
+                continue;
+            }
+            let leader = group.iter().find(|p| **p != path).map(|p| (*p).clone());
+            let mut change = Change::attrs_of(*kind);
+            match leader {
+                Some(_) => change.hardlink = true,
+                None if *kind == Kind::File => change.transfer = true,
+                None => change.checksum = true,
+            }
+            let ev = Event::Itemize {
+                path: path.clone(),
+                change: Some(change),
+                kind: *kind,
+                link: leader,
+            };
+            links.push((path.clone(), ev));
+        }
+        self.itemized.extend(links);
+        self.itemized.into_values().collect()
+    }
+}
+
+/// Adds the differences `ev` says to those of `into` (same path).
+fn merge(into: &mut Event, ev: &Event) {
+    let (
+        Event::Itemize {
+            change: Some(a), ..
+        },
+        Event::Itemize {
+            change: Some(b), ..
+        },
+    ) = (into, ev)
+    else {
+        return;
+    };
+    a.new |= b.new;
+    a.transfer |= b.transfer;
+    a.hardlink |= b.hardlink;
+    a.checksum |= b.checksum;
+    a.size |= b.size;
+    a.time |= b.time;
+    a.perms |= b.perms;
+    a.owner |= b.owner;
+    a.group |= b.group;
+    a.acl |= b.acl;
+    a.xattr |= b.xattr;
 }
 
 macro_rules! counters {
@@ -302,6 +431,60 @@ mod tests {
         };
         assert_eq!(ev.itemize_line().unwrap(), "cL+++++++++ d -> t");
         assert_eq!(ev.verbose_line().unwrap(), "d -> t");
+    }
+
+    #[test]
+    fn differences_merge_and_compare_link_groups() {
+        let p = |s: &str| RelPath::from_bytes(s);
+        let linked = |path: &str, src: u64, dst: u64| Event::Linked {
+            path: p(path),
+            kind: Kind::File,
+            src: (1, src),
+            dst: (2, dst),
+        };
+        let mut g = Differences::default();
+        // Source groups {a, b} {c, d}; target {a, c} {b, d}; e, f right.
+        for ev in [
+            linked("a", 1, 10),
+            linked("b", 1, 11),
+            linked("c", 2, 10),
+            linked("d", 2, 11),
+            linked("e", 3, 12),
+            linked("f", 3, 12),
+            linked("b", 1, 11),
+        ] {
+            g.add(&ev);
+        }
+        let item = |path: &str, f: fn(&mut Change)| {
+            let mut c = Change::attrs_of(Kind::File);
+            f(&mut c);
+            Event::Itemize {
+                path: p(path),
+                change: Some(c),
+                kind: Kind::File,
+                link: None,
+            }
+        };
+        // A's chunks and attributes, reported apart, twice: one line.
+        g.add(&item("a", |c| c.time = true));
+        g.add(&item("a", |c| {
+            c.checksum = true;
+            c.transfer = true;
+        }));
+        g.add(&item("a", |c| {
+            c.checksum = true;
+            c.transfer = true;
+        }));
+        let lines: Vec<_> = g.events().iter().filter_map(Event::itemize_line).collect();
+        assert_eq!(
+            lines,
+            [
+                ">fc.t...... a",
+                "hf......... b => a",
+                "hf......... c => d",
+                "hf......... d => c"
+            ]
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub use durable::Flush;
 pub use engine::{Engine, TEMP_PREFIX};
 pub use entry::{Entry, FsData, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
-pub use event::{Counts, Event, Side, Snapshot, Stats};
+pub use event::{Counts, Differences, Event, Side, Snapshot, Stats};
 pub use fs::Dir;
 
 /// The ends of an event channel ([`events`] makes one; the sender goes to
@@ -96,6 +96,7 @@ pub use transport::{
     DeferTwice, Local, Outcome, Scatter, TaskContext, TaskReport, TaskRunner, Transport,
 };
 pub use validate::{Roots, validate};
+pub use verify::{Hasher, hash_segments};
 pub use walk::{FsWalker, Listing, Walker};
 pub use xattr::{Node, XattrReport, XattrSync};
 

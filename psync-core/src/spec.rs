@@ -115,6 +115,14 @@ pub struct RunSpec {
     /// Finding the modify window wrote to the target root (a probe file):
     /// the root's times are set again at its finish.
     pub root_touched: bool,
+    /// `psync verify`: a dry run that also reports what a sync does not
+    /// compare (link groups, holes): [`Event::Linked`] for each name of
+    /// a hard-linked entry, and holes of the source filled in the target.
+    #[serde(default)]
+    pub verify_only: bool,
+    /// `--manifest`: an [`Event::Hashed`] for every regular file.
+    #[serde(default)]
+    pub manifest: bool,
 }
 
 impl std::fmt::Debug for RunSpec {
@@ -133,6 +141,8 @@ impl std::fmt::Debug for RunSpec {
             .field("max_errors", &self.max_errors)
             .field("bwlimit", &self.bwlimit)
             .field("itemize", &self.itemize)
+            .field("verify_only", &self.verify_only)
+            .field("manifest", &self.manifest)
             .field("verify", &self.verify)
             .field("chunk_size", &self.chunk_size)
             .field("resume_threshold", &self.resume_threshold)
@@ -443,6 +453,8 @@ impl Engine {
             fsattr_warned: std::sync::atomic::AtomicU8::new(0),
             verify: spec.verify,
             root_touched: spec.root_touched,
+            verify_only: spec.verify_only,
+            manifest: spec.manifest,
             chunk_size: spec.chunk_size,
             resume_threshold: spec.resume_threshold,
             drop_source_cache: spec.drop_source_cache,
@@ -662,6 +674,8 @@ mod tests {
             flush: Flush::Parallel,
             drop_source_cache: true,
             root_touched: true,
+            verify_only: true,
+            manifest: true,
         }
     }
 

@@ -32,6 +32,12 @@ impl Engine {
         // Built only when reported: most entries of a re-sync need nothing.
         let path = || rel.join(&src.name);
         let only_xattrs = !(change.perms || change.owner || change.group || change.time);
+        if let Some(d) = dir.filter(|_| self.dry_run) {
+            // A dry run says what the run would change: compared read-only.
+            let (xattr, acl) = self.xattr_changes(src_dir, d, src, dst);
+            change.xattr |= xattr;
+            change.acl |= acl;
+        }
         if let Some(d) = dir.filter(|_| !self.dry_run) {
             // Only xattrs/ACLs to compare (every entry of a no-op run with
             // `-X`/`-A`): compared by name first, read-only, so an entry
@@ -163,6 +169,42 @@ impl Engine {
         self.copier
             .sync_xattrs(from, to, how)
             .map_or(true, |r| r.xattrs_changed || r.acl_changed)
+    }
+
+    /// Which of xattrs (or flags, project id) and ACLs of `src`'s target
+    /// in `d` differ, read without writing (a dry run); one that cannot
+    /// be read counts as differing.
+    pub(super) fn xattr_changes(
+        &self,
+        src_dir: &Dir,
+        d: &Dir,
+        src: &Entry,
+        dst: &Entry,
+    ) -> (bool, bool) {
+        let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+        let (xattr, acl) = self.xattr_changes_of(nodes, src, dst);
+        (xattr || self.fsattrs_differ(src_dir, d, src, dst), acl)
+    }
+
+    /// [`Engine::xattr_changes`] of xattrs and ACLs alone, between any two
+    /// nodes (the roots: `psync verify`).
+    pub(super) fn xattr_changes_of(
+        &self,
+        (from, to): (Node<'_>, Node<'_>),
+        src: &Entry,
+        dst: &Entry,
+    ) -> (bool, bool) {
+        if !self.xattr_source(Some(dst), src) {
+            return (false, false);
+        }
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            check_only: true,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        self.copier
+            .sync_xattrs(from, to, how)
+            .map_or((true, false), |r| (r.xattrs_changed, r.acl_changed))
     }
 
     /// A target whose attributes are due but whose inode has `has` names

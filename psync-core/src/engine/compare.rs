@@ -22,7 +22,8 @@ use std::io;
 
 impl Engine {
     /// Whether `range` of the source file and of its target hold the same
-    /// bytes; on an error, whether it was the target's. Both are dropped
+    /// bytes, and the source range's hash; on an error, whether it was the
+    /// target's. Both are dropped
     /// from the cache when equal: neither is read again in this run (ADR
     /// 005, 006). A range above the chunk size (a large file in a dry run,
     /// which has nowhere to record a chunk's verdict) is read on two
@@ -33,7 +34,7 @@ impl Engine {
         dst_dir: &Dir,
         src: &Entry,
         range: (u64, u64),
-    ) -> Result<bool, (bool, io::Error)> {
+    ) -> Result<(bool, u128), (bool, io::Error)> {
         let name = src.name.as_bytes();
         let a = src_dir.open_read(name).map_err(|e| (false, e))?;
         let b = dst_dir.open_read(name).map_err(|e| (true, e))?;
@@ -57,7 +58,16 @@ impl Engine {
             self.drop_cached(&a, range.0, len);
             self.drop_cached(&b, range.0, len);
         }
-        Ok(ha == hb)
+        Ok((ha == hb, ha))
+    }
+
+    /// True when `src` (a file `--checksum` compares) is compared chunk by
+    /// chunk by any worker: a large file, not hard-linked (those are
+    /// compared whole in the last phase), in a real run or `psync verify`.
+    pub(crate) fn compares_in_chunks(&self, src: &Entry) -> bool {
+        self.is_big(src)
+            && (self.verify_only
+                || (!self.dry_run && !crate::plan::is_linked(src, &self.plan_opts)))
     }
 
     /// Queues one `CompareChunk` per chunk of a large file and its finish.
@@ -109,6 +119,7 @@ impl Engine {
         let (start, len) = self.chunk_range(src, index);
         let compared = self.open_pair(rel, at).and_then(|(src_dir, dst_dir)| {
             self.contents_equal(&src_dir, &dst_dir, src, (start, len))
+                .map(|(equal, _)| equal)
                 .map_err(|(on_target, err)| CopyFail::Failed {
                     on_target,
                     op: Op::Verify,
@@ -136,6 +147,16 @@ impl Engine {
         };
         if equal {
             return;
+        }
+        if self.verify_only {
+            // Nothing written: the difference goes out as an event, one
+            // per chunk that differs (the frontend merges them).
+            let change = Change {
+                transfer: true,
+                checksum: true,
+                ..Change::attrs_of(Kind::File)
+            };
+            return self.itemize(path, Some(change), src);
         }
         let marked = self.open_dst_at(rel, at).and_then(|d| {
             match d.create_excl(self.differs_marker(src).as_bytes()) {
@@ -172,6 +193,24 @@ impl Engine {
             }
             Err(CopyFail::Interrupted) => return,
         };
+        let here = crate::engine::Here {
+            rel,
+            src_dir: &src_dir,
+            dir: Some(&dst_dir),
+        };
+        if self.verify_only {
+            // The chunks reported their differences; the attributes and
+            // holes here (read only: a dry run).
+            let mut change = change;
+            change.transfer |= self.holes_filled(&src_dir, &dst_dir, &src);
+            self.fix_attrs(
+                here,
+                (&src, &dst),
+                change,
+                (1, crate::engine::Shared::Replace),
+            );
+            return;
+        }
         // Looked at, not removed: a second delivery of this task (a broker
         // delivers at least once) must decide as the first did, while the
         // copy the first spawned may be under way. The copy's finish
@@ -208,11 +247,6 @@ impl Engine {
                     }
                 }
                 let alone = (1, crate::engine::Shared::Replace);
-                let here = crate::engine::Here {
-                    rel,
-                    src_dir: &src_dir,
-                    dir: Some(&dst_dir),
-                };
                 self.fix_attrs(here, (&src, &dst), change, alone);
                 return;
             }

@@ -196,8 +196,18 @@ impl Engine {
         if dst_dir.is_some() {
             self.itemize_dir_attrs(rel, src_entry, dst_entry);
         }
+        if self.verify_only
+            && rel.is_root()
+            && let (Some(d), Some(dst)) = (dst_dir.as_ref(), dst_entry)
+        {
+            self.audit_root((&src_dir, d), src_entry, dst);
+        }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+        if self.verify_only || self.manifest {
+            let dirs = (&src_dir, dst_dir.as_ref());
+            self.audit_dir(rel, dirs, (&src_entries, &dst), &actions);
+        }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
                 !matches!(
@@ -771,10 +781,9 @@ impl Engine {
                     });
                 }
                 // Compared chunk by chunk by any worker (a dry run has
-                // nowhere to record a difference: compared whole, below).
-                Action::Compare { src, dst, change }
-                    if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
-                {
+                // nowhere to record a difference: compared whole, below;
+                // `psync verify` reports a chunk's difference as an event).
+                Action::Compare { src, dst, change } if self.compares_in_chunks(&src) => {
                     touched = true;
                     cx.spawn(Task::CompareBig {
                         rel: rel.clone(),

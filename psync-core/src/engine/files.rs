@@ -128,11 +128,25 @@ impl Engine {
         let path = rel.join(&src.name);
         let same = match dir {
             Some(d) => match self.contents_equal(src_dir, d, src, (0, src.size)) {
-                Ok(same) => same,
+                Ok((same, hash)) => {
+                    if self.manifest {
+                        self.hashed(path.clone(), src, hash);
+                    }
+                    same
+                }
                 Err((on_target, e)) => return self.fail(&path, on_target, Op::Verify, e),
             },
             None => false,
         };
+        // `psync verify`: the same bytes, but a hole of the source is
+        // data in the target (a copy made without holes).
+        let mut change = change;
+        if same
+            && self.verify_only
+            && let Some(d) = dir
+        {
+            change.transfer |= self.holes_filled(src_dir, d, src);
+        }
         if same && is_linked(src, &self.plan_opts) && !self.dry_run {
             // Its attributes are fixed in the last phase, where the
             // group's names (and so its inode's links) are known.

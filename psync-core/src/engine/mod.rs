@@ -22,6 +22,7 @@
 //! to a target entry goes through the [`Copier`].
 
 mod attrs;
+mod audit;
 pub(crate) mod bigfile;
 pub(crate) mod compare;
 mod dirs;
@@ -101,6 +102,10 @@ pub struct Engine {
     pub(crate) verify: bool,
     /// The run wrote to the target root before its tasks (a probe file).
     pub(crate) root_touched: bool,
+    /// [`crate::spec::RunSpec::verify_only`].
+    pub(crate) verify_only: bool,
+    /// [`crate::spec::RunSpec::manifest`].
+    pub(crate) manifest: bool,
     /// Files larger than this are copied in chunks of this size.
     pub(crate) chunk_size: u64,
     /// Large files at least this big resume from their journal.

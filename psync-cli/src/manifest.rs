@@ -1,0 +1,316 @@
+//! `--manifest`: a file of one line per regular file, sorted by path so
+//! two manifests diff, and `psync verify --manifest FILE DST`, which
+//! checks a tree against one.
+//!
+//! A line is `HASH SIZE MTIME PATH`: the xxh3-128 of the content in 32
+//! lowercase hex digits, the size in bytes, the modification time as
+//! seconds since the epoch, a dot and nine digits of nanoseconds, and the
+//! path relative to the root, escaped: `\\` for a backslash, `\xHH` for
+//! a control character (a newline is `\x0a`), DEL, or a byte that is not
+//! part of valid UTF-8. Any other character stands for itself (spaces
+//! too: the path is the rest of the line). Lines starting with `#` are
+//! comments.
+
+use psync_core::{Change, Event, Kind, RelPath, Time};
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Write};
+use std::path::Path;
+
+/// The first line of a manifest.
+const HEADER: &str = "# psync manifest 1: xxh3-128 size mtime path";
+
+/// One file of a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub size: u64,
+    pub mtime: Time,
+    pub hash: String,
+}
+
+/// The files of a manifest, by path.
+pub type Manifest = BTreeMap<RelPath, Line>;
+
+/// `path` escaped for a manifest line.
+pub fn escape(path: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(path.len());
+    for chunk in path.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_ascii_control() => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// The bytes of a path [`escape`] wrote.
+pub fn unescape(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if b.get(i + 1) == Some(&b'\\') => {
+                out.push(b'\\');
+                i += 2;
+            }
+            b'\\' if b.get(i + 1) == Some(&b'x') => {
+                let hex = s.get(i + 2..i + 4)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 4;
+            }
+            b'\\' => return None,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A manifest line.
+pub fn format(path: &RelPath, l: &Line) -> String {
+    format!(
+        "{} {} {}.{:09} {}",
+        l.hash,
+        l.size,
+        l.mtime.sec,
+        l.mtime.nsec,
+        escape(path.as_bytes())
+    )
+}
+
+/// Parses a manifest line (not a comment).
+pub fn parse(line: &str) -> Option<(RelPath, Line)> {
+    let mut parts = line.splitn(4, ' ');
+    let hash = parts.next()?;
+    let size = parts.next()?.parse().ok()?;
+    let (sec, nsec) = parts.next()?.split_once('.')?;
+    let path = unescape(parts.next()?)?;
+    let ok = hash.len() == 32 && hash.bytes().all(|c| c.is_ascii_hexdigit()) && nsec.len() == 9;
+    let nsec: u32 = nsec.parse().ok().filter(|&n| ok && n < 1_000_000_000)?;
+    let mtime = Time::new(sec.parse().ok()?, nsec);
+    (!path.is_empty()).then(|| {
+        let line = Line {
+            size,
+            mtime,
+            hash: hash.to_ascii_lowercase(),
+        };
+        (RelPath::from_bytes(path), line)
+    })
+}
+
+/// Writes `m` to `file` (replacing it), in path order.
+pub fn write(file: &Path, m: &Manifest) -> io::Result<()> {
+    let mut out = io::BufWriter::new(std::fs::File::create(file)?);
+    writeln!(out, "{HEADER}")?;
+    for (path, l) in m {
+        writeln!(out, "{}", format(path, l))?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+}
+
+/// Reads a manifest.
+pub fn read(file: &Path) -> io::Result<Manifest> {
+    let f = io::BufReader::new(std::fs::File::open(file)?);
+    let mut m = Manifest::new();
+    for (n, line) in f.lines().enumerate() {
+        let line = line?;
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let Some((path, l)) = parse(&line) else {
+            let msg = format!("line {}: not a manifest line", n + 1);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+        };
+        m.insert(path, l);
+    }
+    Ok(m)
+}
+
+/// The regular files below `root`, by path (not following symlinks);
+/// what cannot be listed is reported and counted in `errors`.
+fn regular_files(root: &Path, errors: &mut u64) -> BTreeMap<RelPath, std::fs::Metadata> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![(root.to_path_buf(), Vec::new())];
+    while let Some((dir, rel)) = dirs.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) => {
+                crate::output::eprint(&format!("read directory {}: {e}", dir.display()));
+                *errors += 1;
+                continue;
+            }
+        };
+        for entry in entries {
+            let entry = match entry.and_then(|e| e.metadata().map(|m| (e, m))) {
+                Ok(e) => e,
+                Err(e) => {
+                    crate::output::eprint(&format!("list {}: {e}", dir.display()));
+                    *errors += 1;
+                    continue;
+                }
+            };
+            let (e, meta) = entry;
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(e.file_name().as_bytes());
+            if meta.is_dir() {
+                dirs.push((e.path(), path));
+            } else if meta.is_file() {
+                out.insert(RelPath::from_bytes(path), meta);
+            }
+        }
+    }
+    out
+}
+
+/// The differences of the regular files below `root` from `m`, as
+/// itemize events in path order, and the number of files that could not
+/// be read. Content is hashed on `threads` threads.
+pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut errors = 0;
+    let found = regular_files(root, &mut errors);
+    let mut diffs: BTreeMap<RelPath, Option<Change>> = BTreeMap::new();
+    let mut to_hash = Vec::new();
+    for (path, want) in m {
+        let Some(meta) = found.get(path) else {
+            diffs.insert(path.clone(), Some(Change::new_entry(Kind::File)));
+            continue;
+        };
+        let mut c = Change::attrs_of(Kind::File);
+        c.size = meta.len() != want.size;
+        c.time = Time::new(meta.mtime(), meta.mtime_nsec() as u32) != want.mtime;
+        if c.size {
+            c.transfer = true;
+        } else {
+            to_hash.push(path);
+        }
+        if c.any() {
+            diffs.insert(path.clone(), Some(c));
+        }
+    }
+    for path in found.keys().filter(|p| !m.contains_key(*p)) {
+        diffs.insert(path.clone(), None);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let hashed: Vec<(RelPath, io::Result<String>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&path) = to_hash.get(i) else {
+                            return done;
+                        };
+                        done.push((path.clone(), hash(&root.join(os(path)))));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    for (path, h) in hashed {
+        match h {
+            Ok(h) if h == m[&path].hash => {}
+            Ok(_) => {
+                let c = diffs
+                    .entry(path)
+                    .or_insert(Some(Change::attrs_of(Kind::File)));
+                if let Some(c) = c {
+                    c.checksum = true;
+                    c.transfer = true;
+                }
+            }
+            Err(e) => {
+                let shown = root.join(os(&path));
+                crate::output::eprint(&format!("read {}: {e}", shown.display()));
+                errors += 1;
+            }
+        }
+    }
+    let events = diffs
+        .into_iter()
+        .map(|(path, change)| Event::Itemize {
+            path,
+            change,
+            kind: Kind::File,
+            link: None,
+        })
+        .collect();
+    (events, errors)
+}
+
+/// `path` as a relative file system path.
+fn os(path: &RelPath) -> &Path {
+    use std::os::unix::ffi::OsStrExt;
+    Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))
+}
+
+/// The xxh3-128 of a file's content, in hex.
+fn hash(path: &Path) -> io::Result<String> {
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    Ok(format!(
+        "{:032x}",
+        psync_core::hash_segments(&f, &[(0, len)])?
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_round_trip() {
+        let cases: [&[u8]; 6] = [
+            b"plain",
+            b"with space/and\\back",
+            b"new\nline",
+            b"bad\xff\xfeutf8",
+            "caf\u{e9}/\u{1f600}".as_bytes(),
+            b"tab\there\x7f",
+        ];
+        for p in cases {
+            let e = escape(p);
+            assert!(!e.contains('\n') && !e.contains('\t'), "{e}");
+            assert_eq!(unescape(&e).as_deref(), Some(p), "{e}");
+        }
+        assert_eq!(escape(b"a\nb\\c\xff"), "a\\x0ab\\\\c\\xff");
+        assert_eq!(unescape("a\\q"), None);
+    }
+
+    #[test]
+    fn lines_round_trip() {
+        let path = RelPath::from_bytes(&b"d/x y\n\xff"[..]);
+        let l = Line {
+            size: 12,
+            mtime: Time::new(-5, 7),
+            hash: "0123456789abcdef0123456789abcdef".into(),
+        };
+        let s = format(&path, &l);
+        assert_eq!(
+            s,
+            "0123456789abcdef0123456789abcdef 12 -5.000000007 d/x y\\x0a\\xff"
+        );
+        assert_eq!(parse(&s), Some((path, l)));
+        assert_eq!(parse("zz 1 2.000000000 p"), None);
+    }
+}
