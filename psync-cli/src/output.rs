@@ -3,7 +3,7 @@
 
 use crate::args::SyncArgs;
 use crate::logfile::LogFile;
-use crate::progress::Progress;
+use crate::progress::{Progress, When};
 use crate::units;
 use crossbeam_channel::Receiver;
 use psync_core::{Event, Kind, Report, Snapshot};
@@ -84,13 +84,15 @@ impl Output {
     }
 
     /// Sets what `args` asks beyond `with`'s flags: `-i`, `-v`,
-    /// `--stats`, `--max-errors`, and the opened `--log-file`.
+    /// `--stats`, `--max-errors`, `--progress`/`--no-progress`, and the
+    /// opened `--log-file`.
     pub fn limits(mut self, args: &SyncArgs, log: Option<LogFile>) -> Output {
         self.itemize = args.itemize_changes;
         self.verbose = args.limits.verbose;
         self.stats = args.limits.stats;
         self.max_errors = args.limits.max_errors;
         self.log = log;
+        self.progress = Progress::new(args.progress_when(), self.quiet || self.json);
         self
     }
 
@@ -103,7 +105,7 @@ impl Output {
             dry_run,
             stdout_gone: false,
             quit,
-            progress: Progress::new(!quiet && !json),
+            progress: Progress::new(When::Auto, quiet || json),
             itemize: true,
             verbose: false,
             stats: false,
