@@ -26,9 +26,10 @@ struct Batch {
 }
 
 /// The part of a directory task's id summed by `dirs_spawned_ids` and
-/// `dirs_run_ids`: its low 32 bits.
-fn walk_id(task: &Task, run_id: u64) -> u64 {
-    u64::from(task.id(run_id).0 as u32)
+/// `dirs_run_ids`: its low 32 bits, of run 0 (the same in every run: two
+/// runs of one tree count the same).
+fn walk_id(task: &Task) -> u64 {
+    u64::from(task.id(0).0 as u32)
 }
 
 /// True when new entries of `dir` inherit ACLs: it has a default ACL
@@ -528,7 +529,7 @@ impl Engine {
     /// Spawns a directory's task, counted for [`crate::Snapshot::walk_done`]
     /// (its run counts itself: [`Engine::count_dir_run`]).
     fn spawn_dir(&self, cx: &mut dyn TaskContext, task: Task) {
-        let id = walk_id(&task, self.run_id);
+        let id = walk_id(&task);
         self.count(|c| c.dirs_spawned_ids += id);
         cx.spawn(task);
     }
@@ -538,7 +539,7 @@ impl Engine {
     /// is not counted).
     pub(super) fn count_dir_run(&self, task: &Task) {
         if !task.rel().is_root() {
-            let id = walk_id(task, self.run_id);
+            let id = walk_id(task);
             self.count(|c| c.dirs_run_ids += id);
         }
     }
