@@ -49,22 +49,12 @@ fn walk_done_means_the_totals_are_final() {
                     .unwrap();
                 assert_eq!(o.status.code(), Some(0), "{o:?}");
                 let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
-                let of = |v: &serde_json::Value| -> Snapshot {
-                    let mut m = v.as_object().unwrap().clone();
-                    m.retain(|k, _| {
-                        serde_json::to_value(Snapshot::default())
-                            .unwrap()
-                            .get(k)
-                            .is_some()
-                    });
-                    serde_json::from_value(m.into()).unwrap()
-                };
                 let snaps = lines
                     .iter()
                     .filter(|v| v["event"] == "progress")
-                    .map(of)
+                    .map(snapshot_of)
                     .collect();
-                (snaps, of(lines.last().unwrap()))
+                (snaps, snapshot_of(lines.last().unwrap()))
             }
             _ => {
                 let (tx, rx) = crossbeam_channel::unbounded();
@@ -98,6 +88,36 @@ fn walk_done_means_the_totals_are_final() {
             snaps.iter().filter(|s| !s.walk_done()).count()
         );
     });
+}
+
+/// Through a broker the counters are sums in Redis (signed 64-bit
+/// integers, that only grow): the walk ends there too, with the final
+/// totals.
+#[test]
+fn walk_done_through_a_broker() {
+    let t = crate::util::TestDir::new("walk_done_through_a_broker");
+    let c = cluster!(t, 2);
+    let dirs = nested(&t.src());
+    let o = c.sync(&t.src(), &t.dst(), &["--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let lines = json_lines(&String::from_utf8_lossy(&o.stdout));
+    let last = snapshot_of(lines.last().unwrap());
+    assert!(last.walk_done(), "{last:?}");
+    assert_eq!(last.dirs, dirs);
+    for v in lines.iter().filter(|v| v["event"] == "progress") {
+        let s = snapshot_of(v);
+        if s.walk_done() {
+            assert_eq!((s.scanned, s.dirs), (last.scanned, last.dirs), "{s:?}");
+        }
+    }
+}
+
+/// The counters of a `--json` progress or summary line.
+fn snapshot_of(v: &serde_json::Value) -> Snapshot {
+    let fields = serde_json::to_value(Snapshot::default()).unwrap();
+    let mut m = v.as_object().unwrap().clone();
+    m.retain(|k, _| fields.get(k).is_some());
+    serde_json::from_value(m.into()).unwrap()
 }
 
 /// `--progress` with stderr to a pipe, on a run slowed by `--bwlimit`
