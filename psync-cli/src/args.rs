@@ -418,7 +418,7 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Output")]
     pub json: bool,
 
-    /// No progress bar and no summary (unless --progress). Errors still
+    /// No progress bar (unless --progress) and no summary. Errors still
     /// go to stderr.
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
