@@ -66,15 +66,8 @@ pub struct Progress {
 impl Progress {
     /// Progress as `when` says; `quiet` is `-q` or `--json`.
     pub fn new(when: When, quiet: bool) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let mode = match when {
-            When::Never => Mode::Off,
-            When::Auto if quiet || !terminal => Mode::Off,
-            _ if terminal => Mode::Bar(None),
-            _ => Mode::Lines { next: LINE_EVERY },
-        };
         Progress {
-            mode,
+            mode: mode(when, quiet, std::io::stderr().is_terminal()),
             rate: Rate::default(),
         }
     }
@@ -129,6 +122,16 @@ impl Progress {
         if let Mode::Bar(Some(bar)) = &self.mode {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// How to show progress, `terminal` telling whether stderr is one.
+fn mode(when: When, quiet: bool, terminal: bool) -> Mode {
+    match when {
+        When::Never => Mode::Off,
+        When::Auto if quiet || !terminal => Mode::Off,
+        _ if terminal => Mode::Bar(None),
+        _ => Mode::Lines { next: LINE_EVERY },
     }
 }
 
@@ -480,6 +483,23 @@ mod tests {
             render(&views()[4], 80, false).split("  ").nth(5),
             Some("ETA >99h")
         );
+    }
+
+    #[test]
+    fn when_to_show_what() {
+        let name = |when, quiet, terminal| match mode(when, quiet, terminal) {
+            Mode::Off => "off",
+            Mode::Bar(_) => "bar",
+            Mode::Lines { .. } => "lines",
+        };
+        for quiet in [false, true] {
+            assert_eq!(name(When::Never, quiet, true), "off");
+            assert_eq!(name(When::Always, quiet, true), "bar");
+            assert_eq!(name(When::Always, quiet, false), "lines");
+            assert_eq!(name(When::Auto, quiet, false), "off");
+        }
+        assert_eq!(name(When::Auto, false, true), "bar");
+        assert_eq!(name(When::Auto, true, true), "off");
     }
 
     #[test]
