@@ -1034,6 +1034,25 @@ mod tests {
     }
 
     #[test]
+    fn the_last_progress_flag_wins() {
+        use crate::progress::When;
+        let when = |flags: &[&str]| {
+            let argv: Vec<&str> = ["psync", "sync"]
+                .iter()
+                .chain(flags)
+                .chain(&["a", "b"])
+                .copied()
+                .collect();
+            sync_args(&argv).progress_when()
+        };
+        assert_eq!(when(&[]), When::Auto);
+        assert_eq!(when(&["--progress"]), When::Always);
+        assert_eq!(when(&["--no-progress"]), When::Never);
+        assert_eq!(when(&["--no-progress", "--progress"]), When::Always);
+        assert_eq!(when(&["--progress", "-q", "--no-progress"]), When::Never);
+    }
+
+    #[test]
     fn filter_options_keep_their_order_across_options() {
         let dir = std::env::temp_dir().join(format!("psync-filter-args-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
