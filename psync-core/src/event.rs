@@ -262,7 +262,9 @@ counters! {
 
 impl Snapshot {
     /// True once every source directory found has been listed (or
-    /// failed): the totals (`scanned`, `bytes_to_copy`) grow no more.
+    /// failed): the totals (`scanned`, `bytes_total`) grow no more, nor
+    /// does `bytes_to_copy` but for `--checksum`'s large files (planned
+    /// for copying once their comparison finds a difference).
     ///
     /// Sums of ids, not counts: a directory's children may be
     /// acknowledged before it, and counts of directories spawned and
