@@ -39,6 +39,7 @@ mod lustre;
 mod memory;
 mod names;
 mod perms;
+mod progress;
 mod readme;
 mod review2_attacks;
 mod review3_attacks;

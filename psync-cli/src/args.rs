@@ -449,9 +449,20 @@ pub struct SyncArgs {
     #[arg(long, help_heading = "Output")]
     pub json: bool,
 
-    /// No progress bar and no summary. Errors still go to stderr.
+    /// No progress bar (unless --progress) and no summary. Errors still
+    /// go to stderr.
     #[arg(short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
+
+    /// Show progress on stderr, also with -q or --json: redrawn in place
+    /// on a terminal (the default there), elsewhere a line every 5
+    /// seconds (for a batch job's log).
+    #[arg(long, overrides_with = "no_progress", help_heading = "Output")]
+    pub progress: bool,
+
+    /// No progress, also on a terminal.
+    #[arg(long, overrides_with = "progress", help_heading = "Output")]
+    pub no_progress: bool,
 
     /// Limits, `-v`, `--stats`, `--log-file`.
     #[command(flatten)]
@@ -951,6 +962,16 @@ fn parse_chunk_size(s: &str) -> Result<u64, String> {
 }
 
 impl SyncArgs {
+    /// `--progress` or `--no-progress`, the last given; or neither.
+    pub fn progress_when(&self) -> crate::progress::When {
+        use crate::progress::When;
+        match (self.progress, self.no_progress) {
+            (true, _) => When::Always,
+            (_, true) => When::Never,
+            _ => When::Auto,
+        }
+    }
+
     /// The Lustre copier's options from the `--lustre-*` flags.
     pub fn lustre_options(&self) -> psync_lustre::LustreOptions {
         let mut o = psync_lustre::LustreOptions::default();
@@ -1061,6 +1082,25 @@ mod tests {
             Command::Sync(a) => a,
             other => panic!("not a sync: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_last_progress_flag_wins() {
+        use crate::progress::When;
+        let when = |flags: &[&str]| {
+            let argv: Vec<&str> = ["psync", "sync"]
+                .iter()
+                .chain(flags)
+                .chain(&["a", "b"])
+                .copied()
+                .collect();
+            sync_args(&argv).progress_when()
+        };
+        assert_eq!(when(&[]), When::Auto);
+        assert_eq!(when(&["--progress"]), When::Always);
+        assert_eq!(when(&["--no-progress"]), When::Never);
+        assert_eq!(when(&["--no-progress", "--progress"]), When::Always);
+        assert_eq!(when(&["--progress", "-q", "--no-progress"]), When::Never);
     }
 
     #[test]

@@ -266,10 +266,13 @@ fn print_status(out: &mut impl Write, s: &Status) -> std::io::Result<()> {
     writeln!(out, "RUNS {}", s.runs.len())?;
     for r in &s.runs {
         let c = &r.counts;
-        let eta = r
-            .eta_secs
-            .map(|e| format!(" eta {e:.0}s"))
-            .unwrap_or_default();
+        // An ETA of totals that still grow would be too early.
+        let walk_done = c.dirs > 0 && c.dirs_spawned_ids == c.dirs_run_ids;
+        let eta = match r.eta_secs {
+            _ if !walk_done => " scanning".to_string(),
+            Some(e) => format!(" eta {e:.0}s"),
+            None => String::new(),
+        };
         writeln!(
             out,
             "  {} {:<9} {} -> {}\n      entries {}/{} bytes {}/{} at {} ({:.0} entries/s){eta} errors {} queued {} taken {} elapsed {:.0}s",

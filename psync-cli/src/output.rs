@@ -3,7 +3,7 @@
 
 use crate::args::SyncArgs;
 use crate::logfile::LogFile;
-use crate::progress::Progress;
+use crate::progress::{Progress, When};
 use crate::units;
 use crossbeam_channel::Receiver;
 use psync_core::{Event, Kind, Report, Snapshot};
@@ -129,7 +129,8 @@ impl Output {
     }
 
     /// Sets what `args` asks beyond `with`'s flags: `-i`, `-v`,
-    /// `--stats`, `--max-errors`, and the opened `--log-file`.
+    /// `--stats`, `--max-errors`, `--progress`/`--no-progress`, and the
+    /// opened `--log-file`.
     pub fn limits(mut self, args: &SyncArgs, log: Option<LogFile>) -> Output {
         self.itemize = args.itemize_changes || args.verify_only;
         self.audit.verify = args.verify_only;
@@ -137,6 +138,7 @@ impl Output {
         self.stats = args.limits.stats;
         self.max_errors = args.limits.max_errors;
         self.log = log;
+        self.progress = Progress::new(args.progress_when(), self.quiet || self.json);
         self
     }
 
@@ -149,7 +151,7 @@ impl Output {
             dry_run,
             stdout_gone: false,
             quit,
-            progress: Progress::new(!quiet && !json),
+            progress: Progress::new(When::Auto, quiet || json),
             itemize: true,
             verbose: false,
             stats: false,
@@ -263,6 +265,7 @@ impl Output {
         self.progress.clear();
         let mut lines = summary_lines(&report.stats, self.dry_run);
         lines.push(format!("copier    {}", report.copier));
+        let lines = fit(&lines, SUMMARY_WIDTH);
         let stats = stats_lines(&report.stats, &self.tally, self.dry_run);
         if self.json {
             self.json_line(&JsonSummary::new(report, exit_code));
@@ -426,6 +429,70 @@ fn report_fields(r: &Report) -> serde_json::Map<String, serde_json::Value> {
     };
     fields.remove("stats");
     fields
+}
+
+/// The summary's width: an 80-column terminal's.
+const SUMMARY_WIDTH: usize = 80;
+
+/// The labels' width (`changes   `): continuation lines are indented so.
+const LABEL: usize = 10;
+
+/// `lines` wrapped to `width` columns: each broken after a `, ` or `; `
+/// (after a space when a part is too long, anywhere when a word is), its
+/// continuation lines indented under the text after its label.
+fn fit(lines: &[String], width: usize) -> Vec<String> {
+    let room = width.saturating_sub(LABEL).max(1);
+    let mut out = Vec::new();
+    for line in lines {
+        if line.chars().count() <= width || line.chars().count() <= LABEL {
+            out.push(line.clone());
+            continue;
+        }
+        let (label, text) = line.split_at(
+            line.char_indices()
+                .nth(LABEL)
+                .map_or(line.len(), |(i, _)| i),
+        );
+        // Pieces that each fit in `room` (trailing spaces aside).
+        let mut atoms: Vec<String> = Vec::new();
+        for part in text.split_inclusive([',', ';']) {
+            for word in split_to(part, room) {
+                atoms.push(word);
+            }
+        }
+        let mut cur = label.to_string();
+        let mut empty = true;
+        for atom in atoms {
+            let used = cur.chars().count();
+            if !empty && used + atom.trim_end().chars().count() > width {
+                out.push(cur.trim_end().to_string());
+                cur = " ".repeat(LABEL);
+            }
+            let fresh = cur.trim_end().chars().count() <= LABEL;
+            cur.push_str(if fresh { atom.trim_start() } else { &atom });
+            empty = false;
+        }
+        out.push(cur.trim_end().to_string());
+    }
+    out
+}
+
+/// `part` as is when it fits in `room` columns, else its words (each
+/// with its spaces), and a word longer than `room` in pieces of `room`.
+fn split_to(part: &str, room: usize) -> Vec<String> {
+    if part.trim().chars().count() <= room {
+        return vec![part.to_string()];
+    }
+    let mut out = Vec::new();
+    for word in part.split_inclusive(' ') {
+        let chars: Vec<char> = word.chars().collect();
+        if word.trim().chars().count() <= room {
+            out.push(word.to_string());
+        } else {
+            out.extend(chars.chunks(room).map(|c| c.iter().collect::<String>()));
+        }
+    }
+    out
 }
 
 /// The human summary: a few lines with aligned labels.
@@ -703,6 +770,60 @@ mod tests {
         ] {
             assert!(text.contains(many), "{many}: {text}");
         }
+    }
+
+    /// With every counter in the billions and every optional part, each
+    /// line fits 80 columns and says the same words.
+    #[test]
+    fn summary_fits_80_columns() {
+        let mut s = Snapshot::default();
+        let big = 12_345_678_901;
+        (s.scanned, s.dirs, s.bytes_total) = (big, big, 5 << 50);
+        (s.created, s.updated, s.attrs_updated, s.deleted) = (big, big, big, big);
+        (s.unchanged, s.failed, s.warnings) = (big, big, big);
+        (s.changed_during_copy, s.stale_removed) = (big, big);
+        (s.skipped_young, s.skipped_by_copier) = (big, big);
+        (s.bytes_copied, s.bytes_to_copy) = (4 << 50, 5 << 50);
+        (s.by_reflink, s.by_copy_range, s.by_sendfile) = (big, big, big);
+        (s.by_read_write, s.by_direct, s.by_mapped) = (big, big, big);
+        (s.verified, s.chunks, s.chunks_resumed, s.chunks_compared) = (big, big, big, big);
+        (s.done, s.elapsed_ms) = (big, 90_061_000);
+        for dry_run in [false, true] {
+            let mut lines = summary_lines(&s, dry_run);
+            lines.push(format!("copier    {}", "generic"));
+            let fitted = fit(&lines, 80);
+            for l in &fitted {
+                assert!(l.chars().count() <= 80, "{l:?}\n{}", fitted.join("\n"));
+                assert!(!l.ends_with(' '), "{l:?}");
+            }
+            let words = |v: &[String]| {
+                v.join(" ")
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(words(&fitted), words(&lines));
+            assert!(fitted.len() > lines.len(), "some lines wrapped");
+            // Continuation lines are indented under the text.
+            for l in &fitted {
+                assert!(
+                    !l.starts_with(' ') || l.starts_with(&" ".repeat(LABEL)),
+                    "{l:?}"
+                );
+            }
+        }
+        let verified = fit(&[integrity(&s).unwrap()], 80);
+        assert_eq!(
+            verified[0],
+            "verified  12345678901 files/chunks read back and matched;"
+        );
+        assert!(
+            verified[1].starts_with("          12345678901 chunks copied, "),
+            "{verified:?}"
+        );
+        // Short lines are left as they are.
+        let short = vec!["copier    generic".to_string()];
+        assert_eq!(fit(&short, 80), short);
     }
 
     #[test]

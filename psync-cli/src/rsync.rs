@@ -68,10 +68,6 @@ const REFUSED: &[(&[&str], &str)] = &[
         "psync syncs the contents of SRC into DST; name the directories you want as SRC and DST",
     ),
     (
-        &["--progress"],
-        "psync shows a progress bar on a terminal by default (-q hides it)",
-    ),
-    (
         &[
             "-E",
             "--executability",
@@ -166,7 +162,6 @@ mod tests {
             ),
             (&["psync", "sync", "-u", "a", "b"], "-u"),
             (&["psync", "sync", "-aL", "a", "b"], "-L"),
-            (&["psync", "sync", "--progress", "a", "b"], "--progress"),
             (&["psync", "sync", "-R", "a", "b"], "-R"),
         ] {
             let e = err(argv);

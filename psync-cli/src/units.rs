@@ -25,6 +25,30 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.digits$} {}", UNITS[unit])
 }
 
+/// A count in at most five characters: `9999`, `12.3k`, `4.56M`,
+/// `789G`, `18.4E` (decimal steps, three significant digits).
+pub fn count(n: u64) -> String {
+    const UNITS: [&str; 6] = ["k", "M", "G", "T", "P", "E"];
+    if n < 10_000 {
+        return n.to_string();
+    }
+    let mut v = n as f64 / 1000.0;
+    let mut unit = 0;
+    // Rounded as printed: 999.96k is `1.00M`, not `1000k`.
+    while v >= 999.5 && unit + 1 < UNITS.len() {
+        v /= 1000.0;
+        unit += 1;
+    }
+    let digits = if v < 9.995 {
+        2
+    } else if v < 99.95 {
+        1
+    } else {
+        0
+    };
+    format!("{v:.digits$}{}", UNITS[unit])
+}
+
 /// A byte rate: `12.3 MiB/s`.
 pub fn byte_rate(per_sec: f64) -> String {
     format!("{}/s", bytes(per_sec.max(0.0) as u64))
@@ -65,6 +89,17 @@ mod tests {
         assert_eq!(bytes(12_900_000), "12.3 MiB");
         assert_eq!(bytes(456 << 30), "456 GiB");
         assert_eq!(bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn counts() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(9999), "9999");
+        assert_eq!(count(10_000), "10.0k");
+        assert_eq!(count(123_456), "123k");
+        assert_eq!(count(999_999), "1.00M");
+        assert_eq!(count(4_560_000_000), "4.56G");
+        assert_eq!(count(u64::MAX), "18.4E");
     }
 
     #[test]

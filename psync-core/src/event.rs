@@ -326,6 +326,13 @@ counters! {
     scanned,
     /// Source directories listed.
     dirs,
+    /// Directory tasks spawned, as a sum of their ids' low 32 bits
+    /// (the root's not counted). With [`Stats::dirs_run_ids`]: see
+    /// [`Snapshot::walk_done`].
+    dirs_spawned_ids,
+    /// Directory tasks done (listed, or failed), as a sum of their ids'
+    /// low 32 bits (the root's not counted).
+    dirs_run_ids,
     /// Bytes of regular files found in the source.
     bytes_total,
     /// Entries that needed nothing.
@@ -383,6 +390,21 @@ counters! {
 }
 
 impl Snapshot {
+    /// True once every source directory found has been listed (or
+    /// failed): the totals (`scanned`, `bytes_total`) grow no more, nor
+    /// does `bytes_to_copy` but for `--checksum`'s large files (planned
+    /// for copying once their comparison finds a difference).
+    ///
+    /// Sums of ids, not counts: a directory's children may be
+    /// acknowledged before it, and counts of directories spawned and
+    /// done can then come out even while some are not done; sums of
+    /// ids cannot (but by a chance of about 2^-32 per snapshot). Two
+    /// sums that only grow, as a broker's counters must (a Redis hash of
+    /// signed 64-bit integers: 2^31 directories fit).
+    pub fn walk_done(&self) -> bool {
+        self.dirs > 0 && self.dirs_spawned_ids == self.dirs_run_ids
+    }
+
     /// Wall time as a `Duration`.
     pub fn elapsed(&self) -> Duration {
         Duration::from_millis(self.elapsed_ms)

@@ -25,6 +25,13 @@ struct Batch {
     bytes: u64,
 }
 
+/// The part of a directory task's id summed by `dirs_spawned_ids` and
+/// `dirs_run_ids`: its low 32 bits, of run 0 (the same in every run: two
+/// runs of one tree count the same).
+fn walk_id(task: &Task) -> u64 {
+    u64::from(task.id(0).0 as u32)
+}
+
 /// True when new entries of `dir` inherit ACLs: it has a default ACL
 /// (which `mkdir` passes on to a new directory from its parent, so a
 /// directory this run created may have one). Its new files then hold
@@ -550,6 +557,24 @@ impl Engine {
         );
     }
 
+    /// Spawns a directory's task, counted for [`crate::Snapshot::walk_done`]
+    /// (its run counts itself: [`Engine::count_dir_run`]).
+    fn spawn_dir(&self, cx: &mut dyn TaskContext, task: Task) {
+        let id = walk_id(&task);
+        self.count(|c| c.dirs_spawned_ids += id);
+        cx.spawn(task);
+    }
+
+    /// Counts a directory's task as run, whatever its outcome, for
+    /// [`crate::Snapshot::walk_done`] (the root, which no task spawned,
+    /// is not counted).
+    pub(super) fn count_dir_run(&self, task: &Task) {
+        if !task.rel().is_root() {
+            let id = walk_id(task);
+            self.count(|c| c.dirs_run_ids += id);
+        }
+    }
+
     pub(super) fn count_scanned(&self, entries: &[Entry]) {
         let bytes: u64 = entries
             .iter()
@@ -728,12 +753,15 @@ impl Engine {
                     }
                 }
                 Action::Descend { src, dst } => {
-                    cx.spawn(Task::Dir {
-                        rel: rel.join(&src.name),
-                        src,
-                        at: Some((dst.dev, dst.ino)),
-                        dst: Some(dst),
-                    });
+                    self.spawn_dir(
+                        cx,
+                        Task::Dir {
+                            rel: rel.join(&src.name),
+                            src,
+                            at: Some((dst.dev, dst.ino)),
+                            dst: Some(dst),
+                        },
+                    );
                 }
                 Action::Copy {
                     ref src, change, ..
@@ -1145,12 +1173,15 @@ impl Engine {
                 }
                 self.itemize(path.clone(), Some(Change::new_entry(Kind::Dir)), &src);
                 self.count(|c| c.created += 1);
-                cx.spawn(Task::Dir {
-                    rel: path,
-                    src,
-                    dst: None,
-                    at: made,
-                });
+                self.spawn_dir(
+                    cx,
+                    Task::Dir {
+                        rel: path,
+                        src,
+                        dst: None,
+                        at: made,
+                    },
+                );
                 true
             }
             Action::Copy { src, dst, change } => {

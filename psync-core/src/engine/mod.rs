@@ -235,6 +235,9 @@ fn keep(ev: Event, bound: usize) -> Goes {
 
 impl Engine {
     fn run_task(&self, task: Task, cx: &mut dyn TaskContext) {
+        if matches!(task, Task::Dir { .. }) {
+            self.count_dir_run(&task);
+        }
         match task {
             Task::Dir { rel, src, dst, at } => self.run_dir(&rel, &src, (dst.as_ref(), at), cx),
             Task::Files {
