@@ -261,3 +261,227 @@ fn itemize_matches_rsync_for_hard_links() {
         );
     });
 }
+
+/// A target synced from the base tree, then one change on the source or
+/// the target: what `psync -n -i` prints, what the real run's `-i` then
+/// prints, and what `rsync -aHAX --delete -i` prints for a copy of the
+/// same target must be the same lines (as multisets: a line printed twice
+/// is a difference; the root's `./` line included). Only the leader after
+/// `=>` is left out, as which name of a group rsync calls the first
+/// depends on its order.
+#[test]
+fn dry_run_real_run_and_rsync_itemize_the_same_lines() {
+    if !require_rsync() {
+        return;
+    }
+    let failed = std::cell::RefCell::new(Vec::new());
+    for case in CASES {
+        each_config(&format!("itemize_equal_{}", case.name), |cfg, t| {
+            if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                three_ways(cfg, t, case);
+            })) {
+                let msg = e
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_default();
+                failed.borrow_mut().push(format!("[{} {cfg}] {msg}", case.name));
+            }
+        });
+    }
+    let failed = failed.into_inner();
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases differ:\n{}",
+        failed.len(),
+        CASES.len() * crate::util::run::CONFIGS.len(),
+        failed.join("\n\n")
+    );
+}
+
+/// One change of [`dry_run_real_run_and_rsync_itemize_the_same_lines`].
+struct Case {
+    name: &'static str,
+    /// Run with `-c`.
+    checksum: bool,
+    /// Changes the synced tree (`t.src()` or `t.dst()`).
+    change: fn(&TestDir),
+}
+
+const OLD: i64 = 1_600_000_000;
+const NEW: i64 = 1_700_000_000;
+
+/// The tree every case starts from: whole-second mtimes (rsync 3.2.7
+/// ignores sub-second differences), a hard-link group, xattrs.
+fn base(src: &std::path::Path) {
+    tree!(src, {
+        "f" => file("data") mtime(OLD, 0),
+        "g" => file("other") xattr("user.a", "1") mtime(OLD, 0),
+        "t" => file("type") mtime(OLD, 0),
+        "l" => symlink("f") mtime(OLD, 0),
+        "h1" => file("linked") mtime(OLD, 0),
+        "h2" => hardlink("h1"),
+        "sub/x" => file("x") mtime(OLD, 0),
+        "sub/deep/y" => file("y") mtime(OLD, 0),
+        "sub/deep" => dir() mtime(OLD, 0),
+        "sub" => dir() mtime(OLD, 0),
+        "" => dir() mtime(OLD, 0),
+    });
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "mtime",
+        checksum: false,
+        change: |t| tree!(t.src(), { "f" => keep() mtime(NEW, 0) }),
+    },
+    Case {
+        name: "mode",
+        checksum: false,
+        change: |t| tree!(t.src(), { "f" => keep() mode(0o600) }),
+    },
+    Case {
+        name: "mode_in_target",
+        checksum: false,
+        change: |t| tree!(t.dst(), { "sub/x" => keep() mode(0o600) }),
+    },
+    Case {
+        name: "owner",
+        checksum: false,
+        change: |t| tree!(t.src(), { "f" => keep() owner(1234, 1234) }),
+    },
+    Case {
+        name: "xattr_of_file",
+        checksum: false,
+        change: |t| tree!(t.src(), { "f" => keep() xattr("user.k", "v") }),
+    },
+    Case {
+        name: "xattr_of_dir",
+        checksum: false,
+        change: |t| tree!(t.src(), { "sub" => keep() xattr("user.k", "v") }),
+    },
+    Case {
+        name: "acl_of_dir",
+        checksum: false,
+        change: |t| tree!(t.src(), { "sub" => keep() acl("u:1234:r-x") }),
+    },
+    Case {
+        name: "same_size_content_with_c",
+        checksum: true,
+        change: |t| tree!(t.src(), { "f" => file("DATA") mtime(OLD, 0) }),
+    },
+    Case {
+        name: "other_size_with_c",
+        checksum: true,
+        change: |t| tree!(t.src(), { "f" => file("more data") mtime(OLD, 0) }),
+    },
+    Case {
+        name: "content_and_other_xattrs",
+        checksum: false,
+        change: |t| {
+            let g = t.src().join("g");
+            std::fs::write(&g, "changed").unwrap();
+            rustix::fs::removexattr(&g, "user.a").unwrap();
+            tree!(t.src(), { "g" => keep() xattr("user.b", "2") mtime(NEW, 0) });
+        },
+    },
+    Case {
+        name: "new_file",
+        checksum: false,
+        change: |t| tree!(t.src(), { "n" => file("new") mtime(OLD, 0) }),
+    },
+    Case {
+        name: "deleted_file_and_dir",
+        checksum: false,
+        change: |t| tree!(t.src(), { "f" => absent(), "sub/deep" => absent() }),
+    },
+    Case {
+        name: "extraneous_in_target",
+        checksum: false,
+        change: |t| tree!(t.dst(), { "sub/extra/e" => file("e") }),
+    },
+    Case {
+        name: "type_change",
+        checksum: false,
+        change: |t| tree!(t.src(), { "t" => dir() mtime(OLD, 0), "t/inner" => file("i") mtime(OLD, 0) }),
+    },
+    Case {
+        name: "new_link_of_a_group",
+        checksum: false,
+        change: |t| tree!(t.src(), { "h3" => hardlink("h1") }),
+    },
+    Case {
+        name: "attrs_of_a_linked_file",
+        checksum: false,
+        change: |t| tree!(t.src(), { "h1" => keep() mode(0o640) }),
+    },
+    Case {
+        name: "symlink_target",
+        checksum: false,
+        change: |t| tree!(t.src(), { "l" => symlink("g") mtime(OLD, 0) }),
+    },
+    Case {
+        name: "root_mtime",
+        checksum: false,
+        change: |t| tree!(t.src(), { "" => keep() mtime(NEW, 0) }),
+    },
+    Case {
+        name: "root_mode",
+        checksum: false,
+        change: |t| tree!(t.src(), { "" => keep() mode(0o700) }),
+    },
+    Case {
+        name: "nested_new_dir",
+        checksum: false,
+        change: |t| tree!(t.src(), { "sub/new/a/b" => file("b") mtime(OLD, 0) }),
+    },
+];
+
+/// Runs one case in `t`: see [`dry_run_real_run_and_rsync_itemize_the_same_lines`].
+fn three_ways(cfg: Config, t: &TestDir, case: &Case) {
+    base(&t.src());
+    cfg.sync_with(&t.src(), &t.dst(), &Opts::delete()).assert_ok();
+    assert_synced!(t.src(), t.dst());
+    (case.change)(t);
+    let rsync_dst = t.join("rsync-dst");
+    copy_tree(&t.dst(), &rsync_dst);
+    let opts = Opts {
+        checksum: case.checksum,
+        ..Opts::delete()
+    };
+    let dry = cfg.sync_with(&t.src(), &t.dst(), &Opts { dry_run: true, ..opts.clone() });
+    dry.assert_ok();
+    let real = cfg.sync_with(&t.src(), &t.dst(), &opts);
+    real.assert_ok();
+    let mut args = vec!["-aHAX", "--numeric-ids", "--delete", "-i"];
+    if case.checksum {
+        args.push("-c");
+    }
+    // rsync's real run, not its dry run: `rsync -n` itemizes a mode
+    // change of a linked file for every name (`hf...p..... h2`), as it
+    // did not change the inode it shares with the first.
+    let theirs = normalized(&rsync_itemize(&t.src(), &rsync_dst, &args));
+    let (dry, real) = (normalized(&dry.itemized), normalized(&real.itemized));
+    assert!(
+        dry == real && real == theirs,
+        "-n -i, -i and rsync -i differ\n--- psync -n -i ---\n{}\n--- psync -i ---\n{}\n--- rsync -i ---\n{}",
+        dry.join("\n"),
+        real.join("\n"),
+        theirs.join("\n")
+    );
+    assert_synced!(t.src(), t.dst());
+    rsync_oracle(&t.src(), &t.dst());
+}
+
+/// Lines sorted, the leader after `=>` left out.
+fn normalized(lines: &[String]) -> Vec<String> {
+    let mut v: Vec<String> = lines
+        .iter()
+        .map(|l| match l.split_once(" => ") {
+            Some((head, _)) => format!("{head} => …"),
+            None => l.clone(),
+        })
+        .collect();
+    v.sort();
+    v
+}
