@@ -122,6 +122,14 @@ impl Engine {
                 }
             }
         }
+        // A dry run finds what the real run would change, read only.
+        if let Some(d) = dir.filter(|_| self.dry_run) {
+            if self.xattr_source(Some(dst), src) {
+                let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+                self.mark_xattrs(nodes, &mut change);
+            }
+            change.xattr |= self.fsattrs_differ(src_dir, d, src, dst);
+        }
         self.count(|c| c.done += 1);
         if !change.any() {
             self.count(|c| c.unchanged += 1);
@@ -163,6 +171,25 @@ impl Engine {
         self.copier
             .sync_xattrs(from, to, how)
             .map_or(true, |r| r.xattrs_changed || r.acl_changed)
+    }
+
+    /// rsync's `x` and `a` of an existing target: marks in `change` what
+    /// of its xattrs and ACLs differs from the source's, read by name or
+    /// handle, nothing written. Nothing is marked when they are not
+    /// compared, or cannot be read (syncing them reports that).
+    pub(crate) fn mark_xattrs(&self, (from, to): (Node<'_>, Node<'_>), change: &mut Change) {
+        if !self.xattr_source_new() {
+            return;
+        }
+        let how = crate::xattr::XattrSync {
+            dst_empty: false,
+            check_only: true,
+            ..crate::xattr::XattrSync::of(&self.copy_opts)
+        };
+        if let Ok(r) = self.copier.sync_xattrs(from, to, how) {
+            change.xattr |= r.xattrs_changed;
+            change.acl |= r.acl_changed;
+        }
     }
 
     /// A target whose attributes are due but whose inode has `has` names
