@@ -3,14 +3,13 @@
 //! print the same set of lines.
 //!
 //! Known, accepted differences:
-//! - psync does not itemize attribute changes of the root directory
-//!   (`.d..t...... ./`), which rsync prints whenever the root's mtime
-//!   differs; both print `cd+++++++++ ./` for a new root. Lines for `./`
-//!   are left out of the comparison, and rsync's `created directory DST`
-//!   message (not an itemized line) too.
 //! - rsync 3.2.7 ignores sub-second mtime differences between local files
 //!   (it neither copies nor itemizes them); psync compares nanoseconds.
 //!   Fixtures here use whole-second mtimes where both sides have a file.
+//!   The roots of the first tests below are made at different moments
+//!   (often within one second): their `./` lines are left out, and
+//!   rsync's `created directory DST` message (not an itemized line) too;
+//!   the table of changes at the end compares them.
 
 use crate::util::{
     Config, Opts, TestDir, copy_tree, each_config, require_rsync, rsync_itemize, rsync_oracle,
