@@ -283,6 +283,9 @@ pub struct EngineContext {
     pub deletions: Arc<AtomicU64>,
     /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
     pub failures: Arc<AtomicU64>,
+    /// A dry run's hard-linked names, decided together at its end: shared
+    /// by the engines of a run as `deletions` is. Default: none.
+    pub dry_links: Arc<crate::engine::DryLinks>,
     /// The data copies' shared rate ([`RunSpec::bwlimit`], set by the
     /// engine). Default: a fresh one.
     pub pacer: Arc<crate::copy::pace::Pacer>,
@@ -300,6 +303,7 @@ impl EngineContext {
             quit: Arc::new(AtomicBool::new(false)),
             deletions: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(AtomicU64::new(0)),
+            dry_links: Arc::default(),
             pacer: Arc::default(),
         }
     }
@@ -401,6 +405,7 @@ impl Engine {
             deletions: cx.deletions,
             max_errors: spec.max_errors,
             failures: cx.failures,
+            dry_links: cx.dry_links,
             pacer: {
                 cx.pacer.set_rate(spec.bwlimit);
                 cx.pacer

@@ -235,6 +235,8 @@ impl Engine {
         }
         if !self.dry_run {
             self.record_members(rel, at, &src_entries, &dst, &actions);
+        } else if dst_dir.is_some() {
+            self.note_dry_members(rel, &src_entries, &dst, &actions);
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let mut counted = Counted { cx, spawned: 0 };
@@ -788,6 +790,17 @@ impl Engine {
                 {
                     linked.push(self.linked_xattr_check(src_dir, dst, action));
                 }
+                // A dry run's hard-linked names: decided together at its
+                // end, as the real run's last phase decides them.
+                Action::Copy { ref src, .. }
+                | Action::Symlink { ref src, .. }
+                | Action::Special { ref src, .. }
+                | Action::Attrs { ref src, .. }
+                    if self.dry_run && is_linked(src, &self.plan_opts) =>
+                {
+                    touched |= !matches!(action, Action::Attrs { .. });
+                    self.note_dry_linked(rel, src_dir, dst, action);
+                }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
                 {
@@ -1230,6 +1243,9 @@ impl Engine {
         (touched, pass): (bool, u32),
         cx: &mut dyn TaskContext,
     ) {
+        if rel.is_root() && self.dry_run {
+            self.decide_dry_links();
+        }
         if rel.is_root() {
             // The last phase: the hard-link passes, then the link area's
             // removal, each followed by this again.
