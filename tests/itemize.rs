@@ -375,6 +375,24 @@ const CASES: &[Case] = &[
         change: |t| tree!(t.src(), { "sub" => keep() xattr("user.k", "v") }),
     },
     Case {
+        name: "xattrs_in_target",
+        checksum: false,
+        psync_only: &[],
+        change: |t| tree!(t.dst(), { "f" => keep() xattr("user.planted", "p"), "sub" => keep() xattr("user.p", "p") }),
+    },
+    Case {
+        name: "acl_of_file",
+        checksum: false,
+        psync_only: &[],
+        change: |t| tree!(t.src(), { "sub/x" => keep() acl("u:1234:r--") }),
+    },
+    Case {
+        name: "new_link_and_mode_of_a_group",
+        checksum: false,
+        psync_only: &[],
+        change: |t| tree!(t.src(), { "h0" => hardlink("h1"), "h1" => keep() mode(0o600) }),
+    },
+    Case {
         name: "acl_of_dir",
         checksum: false,
         psync_only: &[],

@@ -283,9 +283,12 @@ pub struct EngineContext {
     pub deletions: Arc<AtomicU64>,
     /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
     pub failures: Arc<AtomicU64>,
-    /// A dry run's hard-linked names, decided together at its end: shared
-    /// by the engines of a run as `deletions` is. Default: none.
-    pub dry_links: Arc<crate::engine::DryLinks>,
+    /// Where a dry run notes its hard-linked names, to decide them
+    /// together at its end as the real run's last phase does: for engines
+    /// that run all of a run's tasks between them (shared as `deletions`
+    /// is). Default: `None`, for a worker that runs some of them: each
+    /// name is itemized as its directory's task meets it.
+    pub dry_links: Option<Arc<crate::engine::DryLinks>>,
     /// The data copies' shared rate ([`RunSpec::bwlimit`], set by the
     /// engine). Default: a fresh one.
     pub pacer: Arc<crate::copy::pace::Pacer>,
@@ -303,7 +306,7 @@ impl EngineContext {
             quit: Arc::new(AtomicBool::new(false)),
             deletions: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(AtomicU64::new(0)),
-            dry_links: Arc::default(),
+            dry_links: None,
             pacer: Arc::default(),
         }
     }

@@ -235,7 +235,7 @@ impl Engine {
         }
         if !self.dry_run {
             self.record_members(rel, at, &src_entries, &dst, &actions);
-        } else if dst_dir.is_some() {
+        } else if dst_dir.is_some() && self.dry_links.is_some() {
             self.note_dry_members(rel, &src_entries, &dst, &actions);
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
@@ -796,7 +796,9 @@ impl Engine {
                 | Action::Symlink { ref src, .. }
                 | Action::Special { ref src, .. }
                 | Action::Attrs { ref src, .. }
-                    if self.dry_run && is_linked(src, &self.plan_opts) =>
+                    if self.dry_run
+                        && self.dry_links.is_some()
+                        && is_linked(src, &self.plan_opts) =>
                 {
                     touched |= !matches!(action, Action::Attrs { .. });
                     self.note_dry_linked(rel, src_dir, dst, action);

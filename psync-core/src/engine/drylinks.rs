@@ -4,7 +4,10 @@
 //! prints the lines the real run will: one `hf+++++++++ NEW => LEADER`
 //! for a new name of a group, one line for an attribute change of a
 //! group's inode. A dry run writes nothing, so there is no link area to
-//! share: the names are shared by the engines of one process only.
+//! share: the names are shared by the engines of one process only, and a
+//! broker's workers (each with some of a run's tasks) itemize each name
+//! as its directory's task meets it instead
+//! ([`crate::EngineContext::dry_links`]).
 
 use super::Engine;
 use super::links::{action_source, action_target, members, needs_work};
@@ -74,7 +77,9 @@ impl Engine {
             }
             (other, _) => other,
         };
-        self.dry_links.note(rel, action);
+        if let Some(notes) = &self.dry_links {
+            notes.note(rel, action);
+        }
     }
 
     /// A dry run's hard-linked names of a directory that need nothing
@@ -87,8 +92,9 @@ impl Engine {
         dst: &[Entry],
         actions: &[Action],
     ) {
+        let Some(notes) = &self.dry_links else { return };
         for a in members(src, dst, actions, &self.plan_opts) {
-            self.dry_links.note(rel, a);
+            notes.note(rel, a);
         }
     }
 
@@ -103,8 +109,9 @@ impl Engine {
     /// taken out of the notes: a second delivery of the root's finish
     /// decides the same.
     pub(super) fn decide_dry_links(&self) {
+        let Some(notes) = &self.dry_links else { return };
         let noted: Vec<(RelPath, Action)> = {
-            let names = self.dry_links.0.lock().unwrap_or_else(|e| e.into_inner());
+            let names = notes.0.lock().unwrap_or_else(|e| e.into_inner());
             names.values().cloned().collect()
         };
         let mut groups: HashMap<_, Vec<(RelPath, Action)>> = HashMap::new();

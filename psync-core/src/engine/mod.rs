@@ -84,8 +84,9 @@ pub struct Engine {
     pub(crate) max_errors: Option<u64>,
     /// Entries failed so far, shared by the run's engines here.
     pub(crate) failures: Arc<AtomicU64>,
-    /// A dry run's hard-linked names, shared by the run's engines here.
-    pub(crate) dry_links: Arc<DryLinks>,
+    /// A dry run's hard-linked names, shared by the run's engines here
+    /// (see [`crate::EngineContext::dry_links`]).
+    pub(crate) dry_links: Option<Arc<DryLinks>>,
     /// `--bwlimit`, shared by the run's engines here.
     pub(crate) pacer: Arc<crate::copy::pace::Pacer>,
     pub(crate) itemize: bool,
