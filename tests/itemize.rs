@@ -290,7 +290,9 @@ fn dry_run_real_run_and_rsync_itemize_the_same_lines() {
                     .cloned()
                     .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
                     .unwrap_or_default();
-                failed.borrow_mut().push(format!("[{} {cfg}] {msg}", case.name));
+                failed
+                    .borrow_mut()
+                    .push(format!("[{} {cfg}] {msg}", case.name));
             }
         });
     }
@@ -507,7 +509,8 @@ const CASES: &[Case] = &[
 /// Runs one case in `t`: see [`dry_run_real_run_and_rsync_itemize_the_same_lines`].
 fn three_ways(cfg: Config, t: &TestDir, case: &Case) {
     base(&t.src());
-    cfg.sync_with(&t.src(), &t.dst(), &Opts::delete()).assert_ok();
+    cfg.sync_with(&t.src(), &t.dst(), &Opts::delete())
+        .assert_ok();
     assert_synced!(t.src(), t.dst());
     (case.change)(t);
     let rsync_dst = t.join("rsync-dst");
@@ -516,7 +519,14 @@ fn three_ways(cfg: Config, t: &TestDir, case: &Case) {
         checksum: case.checksum,
         ..Opts::delete()
     };
-    let dry = cfg.sync_with(&t.src(), &t.dst(), &Opts { dry_run: true, ..opts.clone() });
+    let dry = cfg.sync_with(
+        &t.src(),
+        &t.dst(),
+        &Opts {
+            dry_run: true,
+            ..opts.clone()
+        },
+    );
     dry.assert_ok();
     let real = cfg.sync_with(&t.src(), &t.dst(), &opts);
     real.assert_ok();

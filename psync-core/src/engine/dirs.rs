@@ -204,7 +204,8 @@ impl Engine {
             });
             let dirs = (&src_dir, d);
             // The root is lifted for the link area when that is made.
-            let flags = self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
+            let flags =
+                self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
             self.itemize_dir(rel, (src_entry, dst_entry), Some(dirs), flags);
         }
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);

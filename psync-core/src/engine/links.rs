@@ -2308,7 +2308,12 @@ const MEMBERS: &[u8] = b"m";
 /// type and need nothing but, at most, attributes (applied when the
 /// directory is planned) or a `--checksum` comparison: recorded as
 /// `Attrs` actions with no change.
-pub(super) fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions) -> Vec<Action> {
+pub(super) fn members(
+    src: &[Entry],
+    dst: &[Entry],
+    actions: &[Action],
+    opts: &PlanOptions,
+) -> Vec<Action> {
     let busy: std::collections::HashSet<&Name> = actions
         .iter()
         .filter_map(|a| match a {
