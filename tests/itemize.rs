@@ -460,6 +460,12 @@ const CASES: &[Case] = &[
         change: |t| tree!(t.src(), { "sub/h4" => hardlink("h1"), "sub" => keep() mtime(OLD, 0) }),
     },
     Case {
+        name: "new_link_of_a_group_in_a_new_dir",
+        checksum: false,
+        psync_only: &[],
+        change: |t| tree!(t.src(), { "new/h5" => hardlink("h2"), "new" => dir() mtime(OLD, 0) }),
+    },
+    Case {
         name: "new_group",
         checksum: false,
         psync_only: &[],
