@@ -208,7 +208,8 @@ impl Engine {
 
     /// A name whose target is the group's inode: its attribute change
     /// (with the xattrs, ACLs and flags found differing when noted),
-    /// once per inode.
+    /// once per inode. A member (nothing planned) was counted when its
+    /// directory was planned.
     fn dry_fix(
         &self,
         rel: &RelPath,
@@ -220,16 +221,15 @@ impl Engine {
         let mut due = crate::plan::attr_change(src, d, &self.plan_opts);
         due.xattr |= noted.xattr;
         due.acl |= noted.acl;
-        if !due.any() {
-            return self.count(|c| {
-                c.unchanged += 1;
-                c.done += 1;
-            });
-        }
-        if fixed.insert((d.dev, d.ino)) {
+        if due.any() && fixed.insert((d.dev, d.ino)) {
             self.itemize(rel.join(&src.name), Some(due), src);
             self.count(|c| {
                 c.attrs_updated += 1;
+                c.done += 1;
+            });
+        } else if noted.any() {
+            self.count(|c| {
+                c.unchanged += 1;
                 c.done += 1;
             });
         }
