@@ -887,6 +887,8 @@ impl Syncer {
         cx.events = self.b.events.clone();
         cx.stats = Arc::clone(&self.stats);
         cx.quit = Arc::clone(&self.quit);
+        // This process runs all of the run's tasks.
+        cx.dry_links = Some(Arc::default());
         cx
     }
 

@@ -71,7 +71,7 @@ pub use copy::{
     AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
 };
 pub use durable::Flush;
-pub use engine::{Engine, TEMP_PREFIX};
+pub use engine::{DryLinks, Engine, TEMP_PREFIX};
 pub use entry::{Entry, FsData, Kind, Name, RelPath, Time};
 pub use error::{Error, Op, ResultExt, is_unsupported};
 pub use event::{Counts, Differences, Event, Side, Snapshot, Stats};

@@ -403,6 +403,9 @@ fn plan_same_name(
                 let mut change = attrs;
                 change.transfer = true;
                 change.size = s.size != d.size;
+                // rsync -c compares sums for every file that exists on
+                // both sides: of a different size, they differ too.
+                change.checksum = opts.checksum && change.size;
                 change.time = time_differs && opts.preserve.times;
                 rest.push(Action::Copy {
                     src: s.clone(),

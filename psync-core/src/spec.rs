@@ -294,6 +294,12 @@ pub struct EngineContext {
     pub deletions: Arc<dyn Allowance>,
     /// Entries failed so far, for [`RunSpec::max_errors`]. Default: 0.
     pub failures: Arc<AtomicU64>,
+    /// Where a dry run notes its hard-linked names, to decide them
+    /// together at its end as the real run's last phase does: for engines
+    /// that run all of a run's tasks between them (shared as `deletions`
+    /// is). Default: `None`, for a worker that runs some of them: each
+    /// name is itemized as its directory's task meets it.
+    pub dry_links: Option<Arc<crate::engine::DryLinks>>,
     /// The data copies' shared rate ([`RunSpec::bwlimit`], set by the
     /// engine). Default: a fresh one.
     pub pacer: Arc<crate::copy::pace::Pacer>,
@@ -329,6 +335,7 @@ impl EngineContext {
             quit: Arc::new(AtomicBool::new(false)),
             deletions: Arc::new(AtomicU64::new(0)),
             failures: Arc::new(AtomicU64::new(0)),
+            dry_links: None,
             pacer: Arc::default(),
         }
     }
@@ -430,6 +437,7 @@ impl Engine {
             deletions: cx.deletions,
             max_errors: spec.max_errors,
             failures: cx.failures,
+            dry_links: cx.dry_links,
             pacer: {
                 cx.pacer.set_rate(spec.bwlimit);
                 cx.pacer

@@ -146,6 +146,8 @@ pub struct Opts {
     pub no_file_flags: bool,
     /// `--max-delete N` / `max_delete(Some(N))`.
     pub max_delete: Option<u64>,
+    /// `-c` / `checksum(true)`.
+    pub checksum: bool,
     /// Filter options as the CLI takes them, one `--opt=VALUE` each
     /// (`--exclude=`, `--include=`, `--filter=`, `--delete-excluded`,
     /// `--files-from=`, `-0`):
@@ -351,6 +353,7 @@ pub fn lib_events_cfg(
         })
         .dry_run(opts.dry_run)
         .max_delete(opts.max_delete)
+        .checksum(opts.checksum)
         .itemize(true)
         .events(tx);
     if !opts.filters.is_empty() {
@@ -435,6 +438,9 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
     }
     if opts.no_file_flags {
         args.push("--no-file-flags");
+    }
+    if opts.checksum {
+        args.push("-c");
     }
     let max_delete = opts.max_delete.map(|n| n.to_string());
     if let Some(n) = &max_delete {

@@ -32,12 +32,6 @@ impl Engine {
         // Built only when reported: most entries of a re-sync need nothing.
         let path = || rel.join(&src.name);
         let only_xattrs = !(change.perms || change.owner || change.group || change.time);
-        if let Some(d) = dir.filter(|_| self.dry_run) {
-            // A dry run says what the run would change: compared read-only.
-            let (xattr, acl) = self.xattr_changes(src_dir, d, src, dst);
-            change.xattr |= xattr;
-            change.acl |= acl;
-        }
         if let Some(d) = dir.filter(|_| !self.dry_run) {
             // Only xattrs/ACLs to compare (every entry of a no-op run with
             // `-X`/`-A`): compared by name first, read-only, so an entry
@@ -128,6 +122,19 @@ impl Engine {
                 }
             }
         }
+        // A dry run finds what the real run would change, read only;
+        // `psync verify` counts what it cannot read as a difference.
+        if let Some(d) = dir.filter(|_| self.verify_only) {
+            let (xattr, acl) = self.xattr_changes(src_dir, d, src, dst);
+            change.xattr |= xattr;
+            change.acl |= acl;
+        } else if let Some(d) = dir.filter(|_| self.dry_run) {
+            if self.xattr_source(Some(dst), src) {
+                let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+                self.mark_xattrs(nodes, &mut change);
+            }
+            change.xattr |= self.fsattrs_differ(src_dir, d, src, dst);
+        }
         self.count(|c| c.done += 1);
         if !change.any() {
             self.count(|c| c.unchanged += 1);
@@ -160,20 +167,14 @@ impl Engine {
         if !self.xattr_source_new() {
             return false;
         }
-        let how = crate::xattr::XattrSync {
-            dst_empty: false,
-            check_only: true,
-            ..crate::xattr::XattrSync::of(&self.copy_opts)
-        };
-        let (from, to) = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
-        self.copier
-            .sync_xattrs(from, to, how)
+        let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+        self.compare_xattrs(nodes)
             .map_or(true, |r| r.xattrs_changed || r.acl_changed)
     }
 
     /// Which of xattrs (or flags, project id) and ACLs of `src`'s target
-    /// in `d` differ, read without writing (a dry run); one that cannot
-    /// be read counts as differing.
+    /// in `d` differ, read without writing (`psync verify`); one that
+    /// cannot be read counts as differing.
     pub(super) fn xattr_changes(
         &self,
         src_dir: &Dir,
@@ -190,21 +191,43 @@ impl Engine {
     /// nodes (the roots: `psync verify`).
     pub(super) fn xattr_changes_of(
         &self,
-        (from, to): (Node<'_>, Node<'_>),
+        nodes: (Node<'_>, Node<'_>),
         src: &Entry,
         dst: &Entry,
     ) -> (bool, bool) {
         if !self.xattr_source(Some(dst), src) {
             return (false, false);
         }
+        self.compare_xattrs(nodes)
+            .map_or((true, false), |r| (r.xattrs_changed, r.acl_changed))
+    }
+
+    /// rsync's `x` and `a` of an existing target: marks in `change` what
+    /// of its xattrs and ACLs differs from the source's, read by name or
+    /// handle, nothing written. Nothing is marked when they are not
+    /// compared, or cannot be read (syncing them reports that).
+    pub(crate) fn mark_xattrs(&self, nodes: (Node<'_>, Node<'_>), change: &mut Change) {
+        if !self.xattr_source_new() {
+            return;
+        }
+        if let Ok(r) = self.compare_xattrs(nodes) {
+            change.xattr |= r.xattrs_changed;
+            change.acl |= r.acl_changed;
+        }
+    }
+
+    /// Compares the xattrs and ACLs of two nodes as a sync would, writing
+    /// nothing.
+    fn compare_xattrs(
+        &self,
+        (from, to): (Node<'_>, Node<'_>),
+    ) -> std::io::Result<crate::xattr::XattrReport> {
         let how = crate::xattr::XattrSync {
             dst_empty: false,
             check_only: true,
             ..crate::xattr::XattrSync::of(&self.copy_opts)
         };
-        self.copier
-            .sync_xattrs(from, to, how)
-            .map_or((true, false), |r| (r.xattrs_changed, r.acl_changed))
+        self.copier.sync_xattrs(from, to, how)
     }
 
     /// A target whose attributes are due but whose inode has `has` names

@@ -68,7 +68,7 @@ impl Engine {
         if self.other_source_fs(rel, &src_dir) {
             // -x: the mount point's directory is kept, nothing inside it.
             self.count(|c| c.dirs += 1);
-            self.itemize_dir_attrs(rel, src_entry, dst_entry);
+            self.itemize_dir(rel, (src_entry, dst_entry), None, false);
             return self.defer(
                 cx,
                 self.finish_task(rel, src_entry, (dst_entry, made), false),
@@ -200,9 +200,6 @@ impl Engine {
             self.apply_filters(rel, &mut src_entries, &mut dst);
         }
         self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
-        if dst_dir.is_some() {
-            self.itemize_dir_attrs(rel, src_entry, dst_entry);
-        }
         if self.verify_only
             && rel.is_root()
             && let (Some(d), Some(dst)) = (dst_dir.as_ref(), dst_entry)
@@ -224,7 +221,9 @@ impl Engine {
             });
             let dirs = (&src_dir, d);
             // The root is lifted for the link area when that is made.
-            self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
+            let flags =
+                self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
+            self.itemize_dir(rel, (src_entry, dst_entry), Some(dirs), flags);
         }
         cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
@@ -254,6 +253,8 @@ impl Engine {
         }
         if !self.dry_run {
             self.record_members(rel, at, &src_entries, &dst, &actions);
+        } else if dst_dir.is_some() && self.dry_links.is_some() {
+            self.note_dry_members(rel, &src_entries, &dst, &actions);
         }
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let mut counted = Counted { cx, spawned: 0 };
@@ -472,14 +473,29 @@ impl Engine {
                 || dir.is_mount_root())
     }
 
-    /// Itemizes the attribute changes of an existing target directory
-    /// (applied at its finish); the root is never itemized.
-    pub(super) fn itemize_dir_attrs(&self, rel: &RelPath, src: &Entry, dst: Option<&Entry>) {
-        if let Some(dst) = dst.filter(|_| !rel.is_root()) {
-            let change = attr_change(src, dst, &self.plan_opts);
-            if change.any() {
-                self.itemize(rel.clone(), Some(change), src);
-            }
+    /// Itemizes the attribute changes of an existing target directory,
+    /// the root's too (`./`), applied at its finish: owner, mode and times
+    /// as listed, xattrs and ACLs as read from `dirs` (source, target)
+    /// when these are compared, and `flags` (its inode flags or project
+    /// id changed, or in a dry run would: `x`). Before anything in it
+    /// changes, as rsync itemizes a directory before its entries.
+    pub(super) fn itemize_dir(
+        &self,
+        rel: &RelPath,
+        (src, dst): (&Entry, Option<&Entry>),
+        dirs: Option<(&Dir, &Dir)>,
+        flags: bool,
+    ) {
+        let Some(dst) = dst.filter(|_| self.itemize) else {
+            return;
+        };
+        let mut change = attr_change(src, dst, &self.plan_opts);
+        change.xattr |= flags;
+        if let Some((s, d)) = dirs.filter(|_| self.xattr_source(Some(dst), src)) {
+            self.mark_xattrs((Node::Fd(s.fd()), Node::Fd(d.fd())), &mut change);
+        }
+        if change.any() {
+            self.itemize(rel.clone(), Some(change), src);
         }
     }
 
@@ -660,6 +676,45 @@ impl Engine {
         }
     }
 
+    /// A file copied (or compared, `-c`) over an existing target, with
+    /// `-i`: marks `x` and `a` when the old target's xattrs and ACLs
+    /// differ from the source's, as rsync itemizes them (the copy gets the
+    /// source's either way).
+    fn mark_replaced_xattrs(&self, src_dir: &Dir, dir: Option<&Dir>, action: Action) -> Action {
+        let (Some(d), true) = (dir, self.itemize) else {
+            return action;
+        };
+        match action {
+            Action::Copy {
+                src,
+                dst: Some(old),
+                mut change,
+            } if !change.new && self.xattr_source(Some(&old), &src) => {
+                let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+                self.mark_xattrs(nodes, &mut change);
+                Action::Copy {
+                    src,
+                    dst: Some(old),
+                    change,
+                }
+            }
+            Action::Compare {
+                src,
+                dst: old,
+                mut change,
+            } if self.xattr_source(Some(&old), &src) => {
+                let nodes = (Node::At(src_dir, &src.name), Node::At(d, &src.name));
+                self.mark_xattrs(nodes, &mut change);
+                Action::Compare {
+                    src,
+                    dst: old,
+                    change,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Carries out the actions of one directory; returns whether any entry
     /// of the target directory was added, removed or replaced.
     pub(super) fn act(
@@ -706,6 +761,7 @@ impl Engine {
             if !blocked.is_empty() && blocked.contains(action.name()) {
                 continue;
             }
+            let action = self.mark_replaced_xattrs(src_dir, dst, action);
             match action {
                 // A directory another user owns, at a name the new entry's
                 // owner can rename in: it may be someone's directory put
@@ -793,6 +849,19 @@ impl Engine {
                     if !self.dry_run && is_linked(src, &self.plan_opts) =>
                 {
                     linked.push(self.linked_xattr_check(src_dir, dst, action));
+                }
+                // A dry run's hard-linked names: decided together at its
+                // end, as the real run's last phase decides them.
+                Action::Copy { ref src, .. }
+                | Action::Symlink { ref src, .. }
+                | Action::Special { ref src, .. }
+                | Action::Attrs { ref src, .. }
+                    if self.dry_run
+                        && self.dry_links.is_some()
+                        && is_linked(src, &self.plan_opts) =>
+                {
+                    touched |= !matches!(action, Action::Attrs { .. });
+                    self.note_dry_linked(rel, src_dir, dst, action);
                 }
                 Action::Copy { src, dst, change }
                     if !self.dry_run && self.is_big(&src) && !is_linked(&src, &self.plan_opts) =>
@@ -1233,6 +1302,9 @@ impl Engine {
         (touched, pass): (bool, u32),
         cx: &mut dyn TaskContext,
     ) {
+        if rel.is_root() && self.dry_run {
+            self.decide_dry_links();
+        }
         if rel.is_root() {
             // The last phase: the hard-link passes, then the link area's
             // removal, each followed by this again.

@@ -367,36 +367,47 @@ impl Engine {
     /// project id, set when its task starts, before anything is made in
     /// it: its new entries inherit the project id and some flags. For a
     /// directory this run made, and one whose flags may differ (compared
-    /// with the xattrs); itemized with `x` when nothing else of it was.
-    /// And a target directory listed immutable or append-only is lifted
-    /// when the plan writes in it; its finish sets them again.
+    /// with the xattrs). And a target directory listed immutable or
+    /// append-only is lifted when the plan writes in it; its finish sets
+    /// them again. True when its flags or project id changed (in a dry
+    /// run: differ), for its itemized line's `x`.
     pub(crate) fn start_dir_fsattrs(
         &self,
         rel: &RelPath,
         (src_dir, d): (&Dir, &Dir),
         (src, dst): (&Entry, Option<&Entry>),
         writes: bool,
-    ) {
-        if self.dry_run || !self.fsattrs_on() {
-            return;
+    ) -> bool {
+        if !self.fsattrs_on() {
+            return false;
         }
         let due = dst.is_none_or(|dst| {
             crate::plan::source_status_newer(src, dst, &self.plan_opts)
                 || crate::plan::xattrs_may_differ(src, dst, &self.plan_opts)
                 || crate::plan::listed_flags_differ(src, dst, &self.plan_opts)
         });
+        if self.dry_run {
+            // What the real run would change (an error: not reported).
+            let how = FsAttrSync {
+                protect: true,
+                check_only: true,
+                ..self.fsattr_how()
+            };
+            let (from, to) = (Node::Fd(src_dir.fd()), Node::Fd(d.fd()));
+            return dst.is_some()
+                && due
+                && self
+                    .copier
+                    .sync_fsattrs(from, to, how)
+                    .is_ok_and(|r| r.changed);
+        }
+        let mut changed = false;
         if due {
             let (from, to) = (Node::Fd(src_dir.fd()), Node::Fd(d.fd()));
             match self.copier.sync_fsattrs(from, to, self.fsattr_how()) {
                 Ok(report) => {
                     self.report_fsattrs(rel, &report);
-                    if let Some(dst) = dst.filter(|_| report.changed && !rel.is_root())
-                        && !crate::plan::attr_change(src, dst, &self.plan_opts).any()
-                    {
-                        let mut change = crate::itemize::Change::attrs_of(Kind::Dir);
-                        change.xattr = true;
-                        self.itemize(rel.clone(), Some(change), src);
-                    }
+                    changed = report.changed;
                 }
                 Err(e) => self.fail(rel, true, Op::FileAttr, e),
             }
@@ -410,6 +421,7 @@ impl Engine {
                 self.fail(rel, true, Op::FileAttr, io::Error::other(why));
             }
         }
+        changed
     }
 
     /// What the target could not take: an error when asked for

@@ -2308,7 +2308,12 @@ const MEMBERS: &[u8] = b"m";
 /// type and need nothing but, at most, attributes (applied when the
 /// directory is planned) or a `--checksum` comparison: recorded as
 /// `Attrs` actions with no change.
-fn members(src: &[Entry], dst: &[Entry], actions: &[Action], opts: &PlanOptions) -> Vec<Action> {
+pub(super) fn members(
+    src: &[Entry],
+    dst: &[Entry],
+    actions: &[Action],
+    opts: &PlanOptions,
+) -> Vec<Action> {
     let busy: std::collections::HashSet<&Name> = actions
         .iter()
         .filter_map(|a| match a {
@@ -2351,13 +2356,13 @@ fn is_member(a: &Action) -> bool {
 
 /// An attribute fix of the last phase (see [`Engine::attrs_due`]): an
 /// `Attrs` action with something to check, unlike a member's.
-fn is_fix(a: &Action) -> bool {
+pub(super) fn is_fix(a: &Action) -> bool {
     matches!(a, Action::Attrs { change, .. } if change.any())
 }
 
 /// True when a recorded action makes its group's inode: data to copy, or
 /// a node to make (new, or of another type or content).
-fn needs_work(a: &Action) -> bool {
+pub(super) fn needs_work(a: &Action) -> bool {
     match a {
         Action::Copy { change, .. } => change.transfer,
         Action::Symlink { change, .. } | Action::Special { change, .. } => {
@@ -2368,7 +2373,7 @@ fn needs_work(a: &Action) -> bool {
 }
 
 /// The source entry of an action that has one.
-fn action_source(a: &Action) -> Option<&Entry> {
+pub(super) fn action_source(a: &Action) -> Option<&Entry> {
     match a {
         Action::Copy { src, .. }
         | Action::Symlink { src, .. }
@@ -2394,7 +2399,7 @@ fn source_mut(a: &mut Action) -> Option<&mut Entry> {
 }
 
 /// The target entry of a recorded action, if it has one.
-fn action_target(a: &Action) -> Option<&Entry> {
+pub(super) fn action_target(a: &Action) -> Option<&Entry> {
     match a {
         Action::Copy { dst, .. } | Action::Symlink { dst, .. } | Action::Special { dst, .. } => {
             dst.as_ref()

@@ -26,11 +26,14 @@ mod audit;
 pub(crate) mod bigfile;
 pub(crate) mod compare;
 mod dirs;
+mod drylinks;
 mod files;
 mod fsattrs;
 pub(crate) mod ident;
 pub(crate) mod links;
 mod temps;
+
+pub use drylinks::DryLinks;
 
 use crate::copy::{Copier, CopyOptions, Strategy};
 use crate::entry::{Entry, Name, RelPath};
@@ -82,6 +85,9 @@ pub struct Engine {
     pub(crate) max_errors: Option<u64>,
     /// Entries failed so far, shared by the run's engines here.
     pub(crate) failures: Arc<AtomicU64>,
+    /// A dry run's hard-linked names, shared by the run's engines here
+    /// (see [`crate::EngineContext::dry_links`]).
+    pub(crate) dry_links: Option<Arc<DryLinks>>,
     /// `--bwlimit`, shared by the run's engines here.
     pub(crate) pacer: Arc<crate::copy::pace::Pacer>,
     pub(crate) itemize: bool,

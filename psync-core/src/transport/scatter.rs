@@ -120,6 +120,7 @@ impl Scatter {
                 one.quit = Arc::clone(&cx.quit);
                 one.deletions = Arc::clone(&cx.deletions);
                 one.failures = Arc::clone(&cx.failures);
+                one.dry_links = cx.dry_links.clone();
                 one.pacer = Arc::clone(&cx.pacer);
                 Engine::from_spec(spec, one)
             })
