@@ -101,12 +101,18 @@ fn a_run_the_broker_lost_grants_nothing_and_leaves_no_state() {
     let limits = submitted(&redis, 7);
     assert!(limits.take(7, 7), "the run's whole allowance");
     redis.restart(Duration::from_millis(100));
-    assert!(!limits.take(1, 7), "granted again after the broker lost the run");
+    assert!(
+        !limits.take(1, 7),
+        "granted again after the broker lost the run"
+    );
     // Not booked there: the pacer paces on its own meanwhile.
     assert!(limits.book(1 << 20, 1 << 20).is_err());
     let exists: bool = redis::cmd("EXISTS")
         .arg(keys.state())
         .query(&mut redis.connect())
         .unwrap();
-    assert!(!exists, "a state written for a run the broker does not know");
+    assert!(
+        !exists,
+        "a state written for a run the broker does not know"
+    );
 }

@@ -865,6 +865,13 @@ impl Engine {
         if !replaced && !self.may_delete(dir, &path, old) {
             return true;
         }
+        // A directory another type replaces: its contents count, as in
+        // rsync; over the limit it stays, and blocks its name.
+        if replaced && old.kind == Kind::Dir && !self.may_delete_contents(dir, &path, old) {
+            let why = "not replaced: its contents are more than --max-delete allows";
+            self.fail(&path, true, Op::Remove, io::Error::other(why));
+            return false;
+        }
         // rsync does not itemize the entry a type change replaces, only
         // what a replaced directory held.
         match dir {
@@ -903,6 +910,24 @@ impl Engine {
             Some(d) if old.kind == Kind::Dir => self.count_tree(d, path, old),
             _ => 1,
         };
+        let granted = self.deletions.take(n, limit);
+        if !granted {
+            self.count(|c| c.deletes_skipped += n);
+        }
+        granted
+    }
+
+    /// `--max-delete` for a directory `old` another type replaces: takes
+    /// its contents (not it) from the allowance, as rsync counts them;
+    /// false, counted as skipped, when they do not fit.
+    fn may_delete_contents(&self, dir: Option<&Dir>, path: &RelPath, old: &Entry) -> bool {
+        let (Some(limit), Some(d)) = (self.max_delete, dir) else {
+            return true;
+        };
+        let n = self.count_tree(d, path, old) - 1;
+        if n == 0 {
+            return true;
+        }
         let granted = self.deletions.take(n, limit);
         if !granted {
             self.count(|c| c.deletes_skipped += n);
