@@ -180,7 +180,11 @@ fn max_errors_after_detach_then_wait_exits_1() {
     let w = c.psync(&["wait", &run]);
     assert_eq!(w.status.code(), Some(1), "{}", show(&w, &c));
     let err = String::from_utf8_lossy(&w.stderr);
-    assert!(err.contains("failed entries (--max-errors"), "{}", show(&w, &c));
+    assert!(
+        err.contains("failed entries (--max-errors"),
+        "{}",
+        show(&w, &c)
+    );
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_no_temps(&dst);
 }

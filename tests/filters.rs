@@ -307,3 +307,32 @@ fn files_from_paths_missing_in_the_source_are_errors() {
         }
     });
 }
+
+/// A `--files-from` line naming the source root (`.`, `/`, `./`) lists
+/// all of it, as rsync's `-r --files-from` takes it: everything synced,
+/// and with `--delete` the extraneous entries go.
+#[test]
+fn files_from_listing_the_root_syncs_it_all() {
+    let rsync = require_rsync();
+    for line in [".", "/", "./"] {
+        each_config("files_from_root", |cfg, _| {
+            let t = &TestDir::new(&format!("files-from-root-{cfg}"));
+            tree!(t.src(), { "top" => file("top"), "d/f" => file("deep") });
+            tree!(t.dst(), { "extra" => file("x"), "d/old" => file("y") });
+            let list = t.join("list");
+            std::fs::write(&list, format!("{line}\n")).unwrap();
+            let mut opts = Opts::delete();
+            opts.filters = vec![format!("--files-from={}", list.display())];
+            let r = cfg.sync_with(&t.src(), &t.dst(), &opts);
+            assert_eq!(r.exit, 0, "[{cfg}] {line:?}: {r:#?}");
+            assert_eq!(
+                std::fs::read(t.dst().join("d/f")).ok().as_deref(),
+                Some(&b"deep"[..]),
+                "[{cfg}] {line:?}: nothing synced"
+            );
+            if rsync {
+                crate::util::rsync::rsync_oracle(&t.src(), &t.dst());
+            }
+        });
+    }
+}

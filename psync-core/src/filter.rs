@@ -136,7 +136,8 @@ impl Filters {
     /// newlines (blank lines and lines starting with `#` or `;` skipped,
     /// a trailing `\r` dropped), or by NULs with `nul` (`-0`). Relative
     /// to the source root, as rsync takes them: leading `/`s, `.`
-    /// components and a trailing `/` dropped; `..` refused.
+    /// components and a trailing `/` dropped (a line left empty, `.` or
+    /// `/`, lists the root: all of it); `..` refused.
     pub fn set_files_from(&mut self, text: &[u8], nul: bool) -> Result<(), RuleError> {
         let sep = if nul { b'\0' } else { b'\n' };
         let mut files = Vec::new();
@@ -166,9 +167,8 @@ impl Filters {
                     }
                 }
             }
-            if !path.is_empty() {
-                files.push(path);
-            }
+            // Empty: the root itself (`.`, `/`), listed whole.
+            files.push(path);
         }
         files.sort();
         files.dedup();
@@ -183,7 +183,11 @@ impl Filters {
             return Scope::All;
         };
         let listed = |p: &[u8]| files.binary_search_by(|f| f.as_slice().cmp(p)).is_ok();
-        // Listed itself, or below a listed directory.
+        // The root listed (sorted first), the directory itself, or one
+        // above it.
+        if files.first().is_some_and(|f| f.is_empty()) {
+            return Scope::All;
+        }
         if !rel.is_empty()
             && (listed(rel)
                 || rel
@@ -586,6 +590,11 @@ mod tests {
         assert_eq!(below("x/y"), ["z"]);
         assert!(below("a").is_empty() && below("t").is_empty());
         assert!(Filters::default().listed_below(b"").next().is_none());
+        let mut f = Filters::default();
+        f.set_files_from(b"x/y\n./\n", false).unwrap();
+        assert_eq!(f.scope(b""), Scope::All, "the root listed");
+        assert_eq!(f.scope(b"q"), Scope::All);
+        assert!(f.listed_below(b"").eq([&b"x/y"[..]]));
         let mut f = Filters::default();
         f.set_files_from(b"a b\0#not a comment\0", true).unwrap();
         assert!(f.on_the_list(b"a b"));
