@@ -133,11 +133,12 @@ impl Filters {
     }
 
     /// Sets the `--files-from` list from its text: paths separated by
-    /// newlines (blank lines and lines starting with `#` or `;` skipped,
-    /// a trailing `\r` dropped), or by NULs with `nul` (`-0`). Relative
-    /// to the source root, as rsync takes them: leading `/`s, `.`
-    /// components and a trailing `/` dropped (a line left empty, `.` or
-    /// `/`, lists the root: all of it); `..` refused.
+    /// newlines (a trailing `\r` dropped), or by NULs with `nul` (`-0`);
+    /// blank ones and ones starting with `#` or `;` skipped, with `-0`
+    /// too, as rsync (3.2) skips them. Relative to the source root, as
+    /// rsync takes them: leading `/`s, `.` components and a trailing `/`
+    /// dropped (a line left empty, `.` or `/`, lists the root: all of
+    /// it); `..` refused.
     pub fn set_files_from(&mut self, text: &[u8], nul: bool) -> Result<(), RuleError> {
         let sep = if nul { b'\0' } else { b'\n' };
         let mut files = Vec::new();
@@ -146,7 +147,7 @@ impl Filters {
                 true => line,
                 false => line.strip_suffix(b"\r").unwrap_or(line),
             };
-            if line.is_empty() || (!nul && (line[0] == b'#' || line[0] == b';')) {
+            if line.is_empty() || line[0] == b'#' || line[0] == b';' {
                 continue;
             }
             let mut path = Vec::with_capacity(line.len());
@@ -596,9 +597,10 @@ mod tests {
         assert_eq!(f.scope(b"q"), Scope::All);
         assert!(f.listed_below(b"").eq([&b"x/y"[..]]));
         let mut f = Filters::default();
-        f.set_files_from(b"a b\0#not a comment\0", true).unwrap();
+        f.set_files_from(b"a b\0#a comment\0;another\0", true)
+            .unwrap();
         assert!(f.on_the_list(b"a b"));
-        assert!(f.on_the_list(b"#not a comment"));
+        assert!(!f.on_the_list(b"#a comment") && !f.on_the_list(b";another"));
         assert!(f.set_files_from(b"a/../../etc\n", false).is_err());
     }
 
