@@ -116,3 +116,40 @@ fn a_run_the_broker_lost_grants_nothing_and_leaves_no_state() {
         "a state written for a run the broker does not know"
     );
 }
+
+/// A broker that stops answering (frozen: its connections stay open, a
+/// call waits for its 10 s read timeout) costs the copies one timeout,
+/// not one per thread in turn: the threads waiting for the connection
+/// fail with the first, later ones at once while one tries the broker
+/// again, and their pacers pace on their own. Back, it books again.
+#[test]
+fn a_frozen_broker_fails_the_other_bookings_at_once() {
+    let redis = require_redis!();
+    let limits = submitted(&redis, 8);
+    let rate = 1 << 30;
+    limits.book(1, rate).unwrap();
+    redis.freeze();
+    let start = std::time::Instant::now();
+    let took: Vec<Duration> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let t = std::time::Instant::now();
+                    assert!(limits.book(1, rate).is_err());
+                    t.elapsed()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let all = start.elapsed();
+    redis.thaw();
+    // Each one's own timeout in turn: 40 s.
+    assert!(
+        all < Duration::from_secs(15),
+        "4 bookings in {all:?}: {took:?}"
+    );
+    // The next booking tries the broker again.
+    limits.book(1, rate).unwrap();
+    limits.book(1, rate).unwrap();
+}
