@@ -152,7 +152,8 @@ fn bwlimit_is_the_run_s_over_every_worker() {
 
 /// `sync --detach --max-errors` then `psync wait`: the run ends on the
 /// limit as a followed one does, and `wait` says so with exit status 1
-/// (not 0, not the 2 of a cancelled run), no temporaries left.
+/// (not 0, not the 2 of a cancelled run), and says the deletions
+/// `--max-delete` left too; no temporaries left.
 #[test]
 fn max_errors_after_detach_then_wait_exits_1() {
     let t = TestDir::new("cluster_max_errors_wait");
@@ -165,8 +166,12 @@ fn max_errors_after_detach_then_wait_exits_1() {
         std::fs::write(s.join("big"), crate::util::tree::random_bytes(d, 1 << 20)).unwrap();
         std::fs::create_dir_all(t.join("x")).unwrap();
         std::fs::write(t.join("x/keep.o"), "excluded").unwrap();
+        std::fs::write(t.join("old"), "extraneous").unwrap();
     }
     let args = [
+        "--delete",
+        "--max-delete",
+        "0",
         "--exclude=*.o",
         "--bwlimit",
         "2M",
@@ -182,6 +187,11 @@ fn max_errors_after_detach_then_wait_exits_1() {
     let err = String::from_utf8_lossy(&w.stderr);
     assert!(
         err.contains("failed entries (--max-errors"),
+        "{}",
+        show(&w, &c)
+    );
+    assert!(
+        err.contains("deletions stopped by --max-delete"),
         "{}",
         show(&w, &c)
     );
