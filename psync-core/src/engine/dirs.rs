@@ -293,24 +293,33 @@ impl Engine {
         };
         // --files-from: a listed path the source lacks is an error, as
         // rsync's (exit 23), reported by the directory where its way ends.
-        // `last`: the first component looked up last, and whether the
-        // source has it (as a directory).
-        let mut last: (&[u8], Option<bool>) = (&[], None);
+        // `last`: the first component looked up last, and the kind the
+        // source has it as.
+        let mut last: (&[u8], Option<Kind>) = (&[], None);
         for below in filters.listed_below(rel.as_bytes()) {
             let first = below.split(|&c| c == b'/').next().unwrap_or(below);
             if first != last.0 {
                 let found = src.binary_search_by(|s| s.name.as_bytes().cmp(first));
-                last = (first, found.ok().map(|i| src[i].is_dir()));
+                last = (first, found.ok().map(|i| src[i].kind));
             }
-            // Absent, or a path below a name that is no directory.
-            if last.1.is_none() || (last.1 == Some(false) && below.len() > first.len()) {
-                let missing = rel.join(&Name(below.to_vec()));
-                let err = io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "--files-from path not found in the source",
-                );
-                self.fail(&missing, false, Op::Stat, err);
-            }
+            // Absent, or a path below a name that is no directory (rsync
+            // follows a symlink there; psync no symlink of the source).
+            let why = match last.1 {
+                None => "--files-from path not found in the source",
+                Some(Kind::Dir) => continue,
+                Some(_) if below.len() == first.len() => continue,
+                Some(Kind::Symlink) => {
+                    "--files-from path not found in the source: below a symlink, not followed"
+                }
+                Some(_) => "--files-from path not found in the source: below a non-directory",
+            };
+            let missing = rel.join(&Name(below.to_vec()));
+            self.fail(
+                &missing,
+                false,
+                Op::Stat,
+                io::Error::new(io::ErrorKind::NotFound, why),
+            );
         }
         // --files-from: above the listed paths, only the way to them.
         let implied = filters.scope(rel.as_bytes()) == crate::filter::Scope::Implied;
