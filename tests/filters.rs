@@ -349,8 +349,10 @@ fn files_from_path_through_a_symlink_says_it_is_not_followed() {
         tree!(t.src(), { "real/f" => file("f"), "l" => symlink("real") });
         let list = t.join("list");
         std::fs::write(&list, "l/f\n").unwrap();
-        let mut opts = Opts::default();
-        opts.filters = vec![format!("--files-from={}", list.display())];
+        let opts = Opts {
+            filters: vec![format!("--files-from={}", list.display())],
+            ..Opts::default()
+        };
         let r = cfg.sync_with(&t.src(), &t.dst(), &opts);
         assert_eq!(r.exit, 1, "[{cfg}] {r:#?}");
         assert_eq!(r.errors.len(), 1, "[{cfg}] {r:#?}");
