@@ -149,3 +149,52 @@ fn bwlimit_is_the_run_s_over_every_worker() {
         "24 MiB at 8 MiB/s over 3 workers took {secs:.2}s, expected about 3"
     );
 }
+
+/// `sync --detach --max-errors` then `psync wait`: the run ends on the
+/// limit as a followed one does, and `wait` says so with exit status 1
+/// (not 0, not the 2 of a cancelled run), and says the deletions
+/// `--max-delete` left too; no temporaries left.
+#[test]
+fn max_errors_after_detach_then_wait_exits_1() {
+    let t = TestDir::new("cluster_max_errors_wait");
+    let c = cluster!(t, 3);
+    let (src, dst) = (t.src(), t.dst());
+    for d in 0..20u64 {
+        let (s, t) = (src.join(format!("d{d:02}")), dst.join(format!("d{d:02}")));
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(s.join("x"), "now a file").unwrap();
+        std::fs::write(s.join("big"), crate::util::tree::random_bytes(d, 1 << 20)).unwrap();
+        std::fs::create_dir_all(t.join("x")).unwrap();
+        std::fs::write(t.join("x/keep.o"), "excluded").unwrap();
+        std::fs::write(t.join("old"), "extraneous").unwrap();
+    }
+    let args = [
+        "--delete",
+        "--max-delete",
+        "0",
+        "--exclude=*.o",
+        "--bwlimit",
+        "2M",
+        "--max-errors",
+        "2",
+        "--detach",
+    ];
+    let o = c.sync(&src, &dst, &args);
+    crate::cluster::assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let w = c.psync(&["wait", &run]);
+    assert_eq!(w.status.code(), Some(1), "{}", show(&w, &c));
+    let err = String::from_utf8_lossy(&w.stderr);
+    assert!(
+        err.contains("failed entries (--max-errors"),
+        "{}",
+        show(&w, &c)
+    );
+    assert!(
+        err.contains("deletions stopped by --max-delete"),
+        "{}",
+        show(&w, &c)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert_no_temps(&dst);
+}

@@ -307,3 +307,62 @@ fn files_from_paths_missing_in_the_source_are_errors() {
         }
     });
 }
+
+/// A `--files-from` line naming the source root (`.`, `/`, `./`) lists
+/// all of it, as rsync's `-r --files-from` takes it: everything synced,
+/// and with `--delete` the extraneous entries go.
+#[test]
+fn files_from_listing_the_root_syncs_it_all() {
+    let rsync = require_rsync();
+    for line in [".", "/", "./"] {
+        each_config("files_from_root", |cfg, _| {
+            let t = &TestDir::new(&format!("files-from-root-{cfg}"));
+            tree!(t.src(), { "top" => file("top"), "d/f" => file("deep") });
+            tree!(t.dst(), { "extra" => file("x"), "d/old" => file("y") });
+            let list = t.join("list");
+            std::fs::write(&list, format!("{line}\n")).unwrap();
+            let mut opts = Opts::delete();
+            opts.filters = vec![format!("--files-from={}", list.display())];
+            let r = cfg.sync_with(&t.src(), &t.dst(), &opts);
+            assert_eq!(r.exit, 0, "[{cfg}] {line:?}: {r:#?}");
+            assert_eq!(
+                std::fs::read(t.dst().join("d/f")).ok().as_deref(),
+                Some(&b"deep"[..]),
+                "[{cfg}] {line:?}: nothing synced"
+            );
+            if rsync {
+                crate::util::rsync::rsync_oracle(&t.src(), &t.dst());
+            }
+        });
+    }
+}
+
+/// A `--files-from` path through a symlink of the source: rsync follows
+/// it (and makes the symlink a directory in the target); psync follows
+/// no symlink of the source, so the path is a failed entry, which says
+/// why rather than that the path is not there. The symlink, on the way,
+/// is synced as a symlink.
+#[test]
+fn files_from_path_through_a_symlink_says_it_is_not_followed() {
+    each_config("files_from_through_a_link", |cfg, _| {
+        let t = &TestDir::new(&format!("files-from-through-{cfg}"));
+        tree!(t.src(), { "real/f" => file("f"), "l" => symlink("real") });
+        let list = t.join("list");
+        std::fs::write(&list, "l/f\n").unwrap();
+        let opts = Opts {
+            filters: vec![format!("--files-from={}", list.display())],
+            ..Opts::default()
+        };
+        let r = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        assert_eq!(r.exit, 1, "[{cfg}] {r:#?}");
+        assert_eq!(r.errors.len(), 1, "[{cfg}] {r:#?}");
+        assert!(
+            r.errors[0].contains("/src/l/f: ") && r.errors[0].ends_with("symlink, not followed"),
+            "[{cfg}] {:#?}",
+            r.errors
+        );
+        let l = t.dst().join("l");
+        assert!(l.symlink_metadata().unwrap().is_symlink(), "[{cfg}]");
+        assert!(!t.dst().join("real").exists(), "[{cfg}]");
+    });
+}

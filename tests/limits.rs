@@ -117,6 +117,44 @@ fn max_delete_keeps_a_directory_whole() {
     assert!(!stdout.contains("deleting a"), "{stdout}");
 }
 
+/// A directory a file replaces is deleted with what it holds: that
+/// counts in `--max-delete` as rsync counts it (the directory's contents,
+/// not the directory). Over the limit the directory stays and its name is
+/// blocked, a failed entry, as rsync's "could not make way" (its exit 23);
+/// within the limit it is replaced.
+#[test]
+fn max_delete_counts_a_directory_a_file_replaces() {
+    each_config("max_delete_replaced_dir", |cfg, t| {
+        tree!(t.src(), { "x" => file("now a file"), "y" => file("now a file too") });
+        tree!(t.dst(), {
+            "x/f1" => file("1"), "x/f2" => file("2"), "x/f3" => file("3"),
+            "y/sub/g" => file("g"),
+        });
+        let opts = Opts {
+            max_delete: Some(2),
+            ..Opts::delete()
+        };
+        let out = cfg.sync_with(&t.src(), &t.dst(), &opts);
+        assert!(
+            t.dst().join("x").is_dir(),
+            "[{cfg}] x's 3 entries deleted past --max-delete 2: {out:#?}"
+        );
+        assert_eq!(
+            names(&t.dst().join("x")),
+            ["f1", "f2", "f3"],
+            "[{cfg}] x's 3 entries deleted past --max-delete 2: {out:#?}"
+        );
+        assert_eq!(out.stat("deletes_skipped"), 3, "[{cfg}] {out:#?}");
+        assert_eq!(out.errors.len(), 1, "[{cfg}] {out:#?}");
+        assert!(out.errors[0].contains("x"), "[{cfg}] {out:#?}");
+        // y held 2 (sub and sub/g): within the limit, replaced.
+        assert_eq!(std::fs::read(t.dst().join("y")).unwrap(), b"now a file too");
+        if cfg.front == Front::Cli {
+            assert_eq!(out.exit, 1, "[{cfg}] {out:#?}");
+        }
+    });
+}
+
 /// `--max-errors 3` over 40 unreadable files (as an unprivileged user):
 /// the run stops as an interrupt stops it, soon after the third failure,
 /// with exit status 1, its own message and no temporaries left.

@@ -11,6 +11,7 @@ use psync_core::copy::pace::Schedule;
 use redis::Script;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Attempts at an allowance before it is refused (a broker outage):
@@ -23,6 +24,11 @@ pub struct RunLimits {
     conn: Mutex<Conn>,
     allow: Script,
     book: Script,
+    /// The last booking failed (the broker out of reach): bookings fail
+    /// at once, but the one `probing`, which tries the broker again, so
+    /// that the engines' threads do not wait their turn for a timeout.
+    failing: AtomicBool,
+    probing: AtomicBool,
 }
 
 impl std::fmt::Debug for RunLimits {
@@ -48,6 +54,8 @@ impl RunLimits {
             conn: Mutex::new(conn),
             allow: Script::new(include_str!("lua/allow.lua")),
             book: Script::new(include_str!("lua/book.lua")),
+            failing: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
         }
     }
 
@@ -82,16 +90,29 @@ impl Schedule for RunLimits {
     fn book(&self, bytes: u64, rate: u64) -> io::Result<Duration> {
         // Once: while the broker is out of reach the pacer books on its
         // own (this worker's share then exceeds the run's for a while).
-        let micros: i64 = self
-            .conn()
-            .once(|c| {
-                self.book
-                    .key(self.keys.state())
-                    .arg(bytes)
-                    .arg(rate)
-                    .invoke(c)
-            })
-            .map_err(io::Error::other)?;
+        let out = || io::Error::other("the broker is out of reach");
+        let probe =
+            self.failing.load(Ordering::Acquire) && !self.probing.swap(true, Ordering::AcqRel);
+        if self.failing.load(Ordering::Acquire) && !probe {
+            return Err(out());
+        }
+        let mut conn = self.conn();
+        // It failed while this one waited for the connection.
+        if self.failing.load(Ordering::Acquire) && !probe {
+            return Err(out());
+        }
+        let micros: redis::RedisResult<i64> = conn.once(|c| {
+            self.book
+                .key(self.keys.state())
+                .arg(bytes)
+                .arg(rate)
+                .invoke(c)
+        });
+        self.failing.store(micros.is_err(), Ordering::Release);
+        if probe {
+            self.probing.store(false, Ordering::Release);
+        }
+        let micros = micros.map_err(io::Error::other)?;
         Ok(Duration::from_micros(micros.max(0).unsigned_abs()))
     }
 }

@@ -1347,10 +1347,12 @@ mod tests {
 #[derive(Debug, Args)]
 pub struct LimitsArgs {
     /// Delete at most N target entries (a directory counts with its
-    /// contents, and is kept whole when they do not all fit); the rest
-    /// are skipped, with a warning at the end and exit status 1, as
-    /// rsync's --max-delete (which exits 25). 0 deletes nothing. With a
-    /// broker, the count is the run's over every worker.
+    /// contents, and is kept whole when they do not all fit; one another
+    /// type replaces counts its contents, as in rsync, and stays, a
+    /// failed entry, when they do not fit); the rest are skipped, with a
+    /// warning at the end and exit status 1, as rsync's --max-delete
+    /// (which exits 25). 0 deletes nothing. With a broker, the count is
+    /// the run's over every worker.
     #[arg(long, value_name = "N", help_heading = "Limits and logs")]
     pub max_delete: Option<u64>,
 

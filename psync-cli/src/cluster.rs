@@ -135,6 +135,7 @@ fn follow(
         End::ErrorLimit if out.max_errors.is_none() => {
             // `psync wait`: the limit is the submitter's, not known here.
             out.summary(&end.report, PARTIAL);
+            crate::deletes_skipped(&mut out, &end.report);
             let failed = end.report.stats.failed;
             out.stderr(&format!(
                 "stopped after {failed} failed entries (--max-errors)"

@@ -248,13 +248,7 @@ pub(crate) fn finish(out: &mut Output, report: &Report) -> u8 {
         _ => exit_code(report),
     };
     out.summary(report, code);
-    let skipped = report.stats.deletes_skipped;
-    if skipped > 0 {
-        let entries = if skipped == 1 { "entry" } else { "entries" };
-        out.stderr(&format!(
-            "warning: deletions stopped by --max-delete ({skipped} {entries} not deleted)"
-        ));
-    }
+    deletes_skipped(out, report);
     if let Some(max) = error_limit {
         out.stderr(&format!(
             "stopped after {} failed entries (--max-errors {max})",
@@ -266,6 +260,17 @@ pub(crate) fn finish(out: &mut Output, report: &Report) -> u8 {
     }
     out.end(code);
     code
+}
+
+/// The warning for the deletions `--max-delete` left, if any.
+pub(crate) fn deletes_skipped(out: &mut Output, report: &Report) {
+    let skipped = report.stats.deletes_skipped;
+    if skipped > 0 {
+        let entries = if skipped == 1 { "entry" } else { "entries" };
+        out.stderr(&format!(
+            "warning: deletions stopped by --max-delete ({skipped} {entries} not deleted)"
+        ));
+    }
 }
 
 fn exit_code(report: &Report) -> u8 {

@@ -133,10 +133,12 @@ impl Filters {
     }
 
     /// Sets the `--files-from` list from its text: paths separated by
-    /// newlines (blank lines and lines starting with `#` or `;` skipped,
-    /// a trailing `\r` dropped), or by NULs with `nul` (`-0`). Relative
-    /// to the source root, as rsync takes them: leading `/`s, `.`
-    /// components and a trailing `/` dropped; `..` refused.
+    /// newlines (a trailing `\r` dropped), or by NULs with `nul` (`-0`);
+    /// blank ones and ones starting with `#` or `;` skipped, with `-0`
+    /// too, as rsync (3.2) skips them. Relative to the source root, as
+    /// rsync takes them: leading `/`s, `.` components and a trailing `/`
+    /// dropped (a line left empty, `.` or `/`, lists the root: all of
+    /// it); `..` refused.
     pub fn set_files_from(&mut self, text: &[u8], nul: bool) -> Result<(), RuleError> {
         let sep = if nul { b'\0' } else { b'\n' };
         let mut files = Vec::new();
@@ -145,7 +147,7 @@ impl Filters {
                 true => line,
                 false => line.strip_suffix(b"\r").unwrap_or(line),
             };
-            if line.is_empty() || (!nul && (line[0] == b'#' || line[0] == b';')) {
+            if line.is_empty() || line[0] == b'#' || line[0] == b';' {
                 continue;
             }
             let mut path = Vec::with_capacity(line.len());
@@ -166,9 +168,8 @@ impl Filters {
                     }
                 }
             }
-            if !path.is_empty() {
-                files.push(path);
-            }
+            // Empty: the root itself (`.`, `/`), listed whole.
+            files.push(path);
         }
         files.sort();
         files.dedup();
@@ -183,7 +184,11 @@ impl Filters {
             return Scope::All;
         };
         let listed = |p: &[u8]| files.binary_search_by(|f| f.as_slice().cmp(p)).is_ok();
-        // Listed itself, or below a listed directory.
+        // The root listed (sorted first), the directory itself, or one
+        // above it.
+        if files.first().is_some_and(|f| f.is_empty()) {
+            return Scope::All;
+        }
         if !rel.is_empty()
             && (listed(rel)
                 || rel
@@ -587,9 +592,15 @@ mod tests {
         assert!(below("a").is_empty() && below("t").is_empty());
         assert!(Filters::default().listed_below(b"").next().is_none());
         let mut f = Filters::default();
-        f.set_files_from(b"a b\0#not a comment\0", true).unwrap();
+        f.set_files_from(b"x/y\n./\n", false).unwrap();
+        assert_eq!(f.scope(b""), Scope::All, "the root listed");
+        assert_eq!(f.scope(b"q"), Scope::All);
+        assert!(f.listed_below(b"").eq([&b"x/y"[..]]));
+        let mut f = Filters::default();
+        f.set_files_from(b"a b\0#a comment\0;another\0", true)
+            .unwrap();
         assert!(f.on_the_list(b"a b"));
-        assert!(f.on_the_list(b"#not a comment"));
+        assert!(!f.on_the_list(b"#a comment") && !f.on_the_list(b";another"));
         assert!(f.set_files_from(b"a/../../etc\n", false).is_err());
     }
 

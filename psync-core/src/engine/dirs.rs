@@ -311,24 +311,33 @@ impl Engine {
         };
         // --files-from: a listed path the source lacks is an error, as
         // rsync's (exit 23), reported by the directory where its way ends.
-        // `last`: the first component looked up last, and whether the
-        // source has it (as a directory).
-        let mut last: (&[u8], Option<bool>) = (&[], None);
+        // `last`: the first component looked up last, and the kind the
+        // source has it as.
+        let mut last: (&[u8], Option<Kind>) = (&[], None);
         for below in filters.listed_below(rel.as_bytes()) {
             let first = below.split(|&c| c == b'/').next().unwrap_or(below);
             if first != last.0 {
                 let found = src.binary_search_by(|s| s.name.as_bytes().cmp(first));
-                last = (first, found.ok().map(|i| src[i].is_dir()));
+                last = (first, found.ok().map(|i| src[i].kind));
             }
-            // Absent, or a path below a name that is no directory.
-            if last.1.is_none() || (last.1 == Some(false) && below.len() > first.len()) {
-                let missing = rel.join(&Name(below.to_vec()));
-                let err = io::Error::new(
-                    io::ErrorKind::NotFound,
-                    "--files-from path not found in the source",
-                );
-                self.fail(&missing, false, Op::Stat, err);
-            }
+            // Absent, or a path below a name that is no directory (rsync
+            // follows a symlink there; psync no symlink of the source).
+            let why = match last.1 {
+                None => "--files-from path not found in the source",
+                Some(Kind::Dir) => continue,
+                Some(_) if below.len() == first.len() => continue,
+                Some(Kind::Symlink) => {
+                    "--files-from path not found in the source: below a symlink, not followed"
+                }
+                Some(_) => "--files-from path not found in the source: below a non-directory",
+            };
+            let missing = rel.join(&Name(below.to_vec()));
+            self.fail(
+                &missing,
+                false,
+                Op::Stat,
+                io::Error::new(io::ErrorKind::NotFound, why),
+            );
         }
         // --files-from: above the listed paths, only the way to them.
         let implied = filters.scope(rel.as_bytes()) == crate::filter::Scope::Implied;
@@ -971,6 +980,13 @@ impl Engine {
         if !replaced && !self.may_delete(dir, &path, old) {
             return true;
         }
+        // A directory another type replaces: its contents count, as in
+        // rsync; over the limit it stays, and blocks its name.
+        if replaced && old.kind == Kind::Dir && !self.may_delete_contents(dir, &path, old) {
+            let why = "not replaced: its contents are more than --max-delete allows";
+            self.fail(&path, true, Op::Remove, io::Error::other(why));
+            return false;
+        }
         // rsync does not itemize the entry a type change replaces, only
         // what a replaced directory held.
         match dir {
@@ -1009,6 +1025,24 @@ impl Engine {
             Some(d) if old.kind == Kind::Dir => self.count_tree(d, path, old),
             _ => 1,
         };
+        let granted = self.deletions.take(n, limit);
+        if !granted {
+            self.count(|c| c.deletes_skipped += n);
+        }
+        granted
+    }
+
+    /// `--max-delete` for a directory `old` another type replaces: takes
+    /// its contents (not it) from the allowance, as rsync counts them;
+    /// false, counted as skipped, when they do not fit.
+    fn may_delete_contents(&self, dir: Option<&Dir>, path: &RelPath, old: &Entry) -> bool {
+        let (Some(limit), Some(d)) = (self.max_delete, dir) else {
+            return true;
+        };
+        let n = self.count_tree(d, path, old) - 1;
+        if n == 0 {
+            return true;
+        }
         let granted = self.deletions.take(n, limit);
         if !granted {
             self.count(|c| c.deletes_skipped += n);
