@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Version byte in front of every encoded [`RunSpec`] (postcard is not
 /// self-describing: an engine refuses a spec of another version rather
 /// than misread it).
-pub const SPEC_ENCODING_VERSION: u8 = 3;
+pub const SPEC_ENCODING_VERSION: u8 = 4;
 
 /// Everything an engine needs to run tasks of one run, besides the tasks:
 /// the roots, every option that changes what the engine does, and what
