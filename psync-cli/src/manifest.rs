@@ -329,6 +329,10 @@ mod tests {
         }
         assert_eq!(escape(b"a\nb\\c\xff"), "a\\x0ab\\\\c\\xff");
         assert_eq!(unescape("a\\q"), None);
+        // Garbled escapes are refused, not read as some byte.
+        for bad in ["a\\x+f", "a\\x0", "a\\x", "a\\xg0", "a\\x\u{e9}"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
     }
 
     #[test]
