@@ -63,7 +63,10 @@ pub fn unescape(s: &str) -> Option<Vec<u8>> {
                 i += 2;
             }
             b'\\' if b.get(i + 1) == Some(&b'x') => {
-                let hex = s.get(i + 2..i + 4)?;
+                // Two hex digits (`from_str_radix` alone takes `+f`).
+                let hex = s
+                    .get(i + 2..i + 4)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 4;
             }
