@@ -1423,12 +1423,15 @@ impl Engine {
             return self.linked_outcome(path, area, src, dst, change, got);
         }
         let key = id.key();
-        let quick_ok = dst.is_some_and(|d| {
-            d.kind == Kind::File
-                && d.size == src.size
-                && !self.plan_opts.ignore_times
-                && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
-        });
+        // Not when `--checksum` found its bytes differ: a quick check
+        // passes it, and the group's names would all be linked to it.
+        let quick_ok = !change.checksum
+            && dst.is_some_and(|d| {
+                d.kind == Kind::File
+                    && d.size == src.size
+                    && !self.plan_opts.ignore_times
+                    && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
+            });
         // The group's inode is made in the link area (mode 0600) for this
         // name: under `--no-perms` it gets the mode rsync's `dest_mode`
         // gives this name's copy: an existing regular target's own, else
