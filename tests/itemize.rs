@@ -465,6 +465,31 @@ const CASES: &[Case] = &[
         psync_only: &[],
         change: |t| tree!(t.src(), { "new/h5" => hardlink("h2"), "new" => dir() mtime(OLD, 0) }),
     },
+    // Which name of a group goes first is not the threads' choice: the
+    // first in path order, as rsync and the dry run take it.
+    Case {
+        name: "changed_file_gets_a_link_elsewhere",
+        checksum: false,
+        psync_only: &[],
+        change: |t| {
+            tree!(t.src(), {
+                "f" => file("DATA") mtime(NEW, 0),
+                "sub/f2" => hardlink("f"),
+                "sub" => keep() mtime(OLD, 0),
+            })
+        },
+    },
+    Case {
+        name: "group_split_across_directories",
+        checksum: false,
+        psync_only: &[],
+        change: |t| {
+            tree!(t.src(), { "sub/h3" => hardlink("h1"), "sub" => keep() mtime(OLD, 0) });
+            // Another time: rsync prints `hf` and spaces for a name
+            // linked with nothing else to say.
+            tree!(t.dst(), { "sub/h3" => file("linked") mtime(NEW, 0), "sub" => keep() mtime(OLD, 0) });
+        },
+    },
     Case {
         name: "new_group",
         checksum: false,

@@ -406,3 +406,35 @@ fn link_count_and_mtime_change_together() {
         assert_second_run_changes_nothing_below_the_root(cfg, t, &Opts::delete());
     });
 }
+
+/// `--checksum` over a group whose names are two target inodes, one of
+/// them with other bytes of the same size and time: the names end as one
+/// inode holding the source's bytes, not the one a quick check passes
+/// (it published the differing inode, and every name was linked to it).
+#[test]
+fn checksum_does_not_keep_a_differing_inode_for_a_group() {
+    each_config(
+        "checksum_does_not_keep_a_differing_inode_for_a_group",
+        |cfg, t| {
+            let src = t.src();
+            std::fs::write(src.join("a"), b"same").unwrap();
+            crate::util::tree::set_mtime(&src.join("a"), T, 0);
+            std::fs::hard_link(src.join("a"), src.join("b")).unwrap();
+            std::fs::hard_link(src.join("a"), src.join("c")).unwrap();
+            sync(cfg, t, &Opts::default());
+            let c = t.dst().join("c");
+            std::fs::remove_file(&c).unwrap();
+            std::fs::write(&c, b"diff").unwrap();
+            crate::util::tree::set_mtime(&c, T, 0);
+            let opts = Opts {
+                checksum: true,
+                ..Opts::default()
+            };
+            sync(cfg, t, &opts);
+            for n in ["a", "b", "c"] {
+                assert_eq!(std::fs::read(t.dst().join(n)).unwrap(), b"same", "{n}");
+            }
+            assert_groups(&t.dst(), &[&["a", "b", "c"]]);
+        },
+    );
+}

@@ -496,3 +496,44 @@ fn verify_errors_are_not_differences() {
     }
     assert!(!t.dst().join("f").exists(), "verify wrote nothing");
 }
+
+/// Entries named like psync's temporaries, part files and link areas,
+/// left in the target by an earlier run (or put there by a user): the
+/// source has no such entries, so the trees differ (a sync removes
+/// them). A run hides them from its plan; verify must not.
+#[test]
+fn verify_finds_stale_temporaries_and_parts() {
+    each_config("verify_finds_stale_temporaries_and_parts", |cfg, t| {
+        fs::create_dir(t.src().join("sub")).unwrap();
+        fs::write(t.src().join("sub/f"), b"f").unwrap();
+        cfg.sync(&t.src(), &t.dst()).assert_ok();
+        let keep = |p: &Path, add: &dyn Fn()| {
+            let m = fs::metadata(p).unwrap();
+            add();
+            set_mtime_ns(p, m.mtime(), m.mtime_nsec());
+        };
+        let id = "0123456789abcdef";
+        keep(&t.dst(), &|| {
+            fs::write(t.dst().join(format!(".psync-tmp.{id}.x")), b"stale").unwrap();
+            fs::create_dir(t.dst().join(format!(".psync-tmp.{id}.links"))).unwrap();
+        });
+        let sub = t.dst().join("sub");
+        keep(&sub, &|| {
+            fs::write(sub.join(format!(".psync-part.{id}")), b"part").unwrap();
+            fs::write(sub.join(format!(".psync-part.{id}.journal")), b"j").unwrap();
+        });
+        let (status, lines) = verify(cfg, &t.src(), &t.dst());
+        assert_eq!(
+            (status, lines),
+            (
+                1,
+                vec![
+                    format!("*deleting   .psync-tmp.{id}.links/"),
+                    format!("*deleting   .psync-tmp.{id}.x"),
+                    format!("*deleting   sub/.psync-part.{id}"),
+                    format!("*deleting   sub/.psync-part.{id}.journal"),
+                ]
+            )
+        );
+    });
+}

@@ -11,7 +11,7 @@
 //! too: the path is the rest of the line). Lines starting with `#` are
 //! comments.
 
-use psync_core::{Change, Event, Kind, RelPath, Time};
+use psync_core::{Change, Dir, Event, Kind, RelPath, Time};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Write};
 use std::path::Path;
@@ -63,7 +63,10 @@ pub fn unescape(s: &str) -> Option<Vec<u8>> {
                 i += 2;
             }
             b'\\' if b.get(i + 1) == Some(&b'x') => {
-                let hex = s.get(i + 2..i + 4)?;
+                // Two hex digits (`from_str_radix` alone takes `+f`).
+                let hex = s
+                    .get(i + 2..i + 4)
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 4;
             }
@@ -137,40 +140,50 @@ pub fn read(file: &Path) -> io::Result<Manifest> {
     Ok(m)
 }
 
-/// The regular files below `root`, by path (not following symlinks);
-/// what cannot be listed is reported and counted in `errors`.
-fn regular_files(root: &Path, errors: &mut u64) -> BTreeMap<RelPath, std::fs::Metadata> {
-    use std::os::unix::ffi::OsStrExt;
+/// A regular file as listed: what its hashing checks it still is.
+#[derive(Debug, Clone, Copy)]
+struct Listed {
+    size: u64,
+    mtime: Time,
+    id: (u64, u64),
+}
+
+/// The regular files below `root`, by path. Every directory is opened
+/// beneath `root` without following a symlink (a user who can write in
+/// the tree may swap a directory for a symlink while it is walked: root
+/// would list and hash what it points to); what cannot be listed is
+/// reported and counted in `errors`.
+fn regular_files(root: &Dir, shown: &Path, errors: &mut u64) -> BTreeMap<RelPath, Listed> {
     let mut out = BTreeMap::new();
-    let mut dirs = vec![(root.to_path_buf(), Vec::new())];
-    while let Some((dir, rel)) = dirs.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
+    let mut dirs = vec![RelPath::root()];
+    while let Some(rel) = dirs.pop() {
+        let listing = match root.open_beneath(&rel).and_then(|d| d.list()) {
+            Ok(l) => l,
             Err(e) => {
+                let dir = rel.under(shown);
                 crate::output::eprint(&format!("read directory {}: {e}", dir.display()));
                 *errors += 1;
                 continue;
             }
         };
-        for entry in entries {
-            let entry = match entry.and_then(|e| e.metadata().map(|m| (e, m))) {
-                Ok(e) => e,
-                Err(e) => {
-                    crate::output::eprint(&format!("list {}: {e}", dir.display()));
-                    *errors += 1;
-                    continue;
+        for (name, e) in listing.failed {
+            let path = rel.join(&name).under(shown);
+            crate::output::eprint(&format!("list {}: {e}", path.display()));
+            *errors += 1;
+        }
+        for e in listing.entries {
+            let path = rel.join(&e.name);
+            match e.kind {
+                Kind::Dir => dirs.push(path),
+                Kind::File => {
+                    let listed = Listed {
+                        size: e.size,
+                        mtime: e.mtime,
+                        id: (e.dev, e.ino),
+                    };
+                    out.insert(path, listed);
                 }
-            };
-            let (e, meta) = entry;
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(e.file_name().as_bytes());
-            if meta.is_dir() {
-                dirs.push((e.path(), path));
-            } else if meta.is_file() {
-                out.insert(RelPath::from_bytes(path), meta);
+                _ => {}
             }
         }
     }
@@ -181,23 +194,29 @@ fn regular_files(root: &Path, errors: &mut u64) -> BTreeMap<RelPath, std::fs::Me
 /// itemize events in path order, and the number of files that could not
 /// be read. Content is hashed on `threads` threads.
 pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
-    use std::os::unix::fs::MetadataExt;
     let mut errors = 0;
-    let found = regular_files(root, &mut errors);
+    let dir = match Dir::open_root(root) {
+        Ok(d) => d,
+        Err(e) => {
+            crate::output::eprint(&format!("open {}: {e}", root.display()));
+            return (Vec::new(), 1);
+        }
+    };
+    let found = regular_files(&dir, root, &mut errors);
     let mut diffs: BTreeMap<RelPath, Option<Change>> = BTreeMap::new();
     let mut to_hash = Vec::new();
     for (path, want) in m {
-        let Some(meta) = found.get(path) else {
+        let Some(listed) = found.get(path) else {
             diffs.insert(path.clone(), Some(Change::new_entry(Kind::File)));
             continue;
         };
         let mut c = Change::attrs_of(Kind::File);
-        c.size = meta.len() != want.size;
-        c.time = Time::new(meta.mtime(), meta.mtime_nsec() as u32) != want.mtime;
+        c.size = listed.size != want.size;
+        c.time = listed.mtime != want.mtime;
         if c.size {
             c.transfer = true;
         } else {
-            to_hash.push(path);
+            to_hash.push((path, *listed));
         }
         if c.any() {
             diffs.insert(path.clone(), Some(c));
@@ -212,12 +231,15 @@ pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
             .map(|_| {
                 s.spawn(|| {
                     let mut done = Vec::new();
+                    // The directory of the last file: its neighbours
+                    // come next, in path order.
+                    let mut open: Option<(RelPath, Dir)> = None;
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&path) = to_hash.get(i) else {
+                        let Some(&(path, listed)) = to_hash.get(i) else {
                             return done;
                         };
-                        done.push((path.clone(), hash(&root.join(os(path)))));
+                        done.push((path.clone(), hash_listed(&dir, &mut open, path, listed)));
                     }
                 })
             })
@@ -240,7 +262,7 @@ pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
                 }
             }
             Err(e) => {
-                let shown = root.join(os(&path));
+                let shown = path.under(root);
                 crate::output::eprint(&format!("read {}: {e}", shown.display()));
                 errors += 1;
             }
@@ -258,16 +280,31 @@ pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
     (events, errors)
 }
 
-/// `path` as a relative file system path.
-fn os(path: &RelPath) -> &Path {
-    use std::os::unix::ffi::OsStrExt;
-    Path::new(std::ffi::OsStr::from_bytes(path.as_bytes()))
-}
-
-/// The xxh3-128 of a file's content, in hex.
-fn hash(path: &Path) -> io::Result<String> {
-    let f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
+/// The xxh3-128 of the content of the file listed at `path`, in hex:
+/// opened beneath `root` without following a symlink (nor blocking on a
+/// FIFO put in its place), and only while it is the inode listed.
+fn hash_listed(
+    root: &Dir,
+    open: &mut Option<(RelPath, Dir)>,
+    path: &RelPath,
+    listed: Listed,
+) -> io::Result<String> {
+    let (parent, name) = path
+        .split_last()
+        .ok_or_else(|| io::Error::other("the root is not a file"))?;
+    let dir = match open.take() {
+        Some((p, d)) if p == parent => d,
+        _ => root.open_beneath(&parent)?,
+    };
+    let f = dir.open_read(name);
+    *open = Some((parent, dir));
+    let f = f?;
+    let st = rustix::fs::fstat(&f)?;
+    let regular = rustix::fs::FileType::from_raw_mode(st.st_mode).is_file();
+    if !regular || (st.st_dev, st.st_ino) != listed.id {
+        return Err(io::Error::other("replaced while being verified"));
+    }
+    let len = u64::try_from(st.st_size).unwrap_or(0);
     Ok(format!(
         "{:032x}",
         psync_core::hash_segments(&f, &[(0, len)])?
@@ -295,6 +332,10 @@ mod tests {
         }
         assert_eq!(escape(b"a\nb\\c\xff"), "a\\x0ab\\\\c\\xff");
         assert_eq!(unescape("a\\q"), None);
+        // Garbled escapes are refused, not read as some byte.
+        for bad in ["a\\x+f", "a\\x0", "a\\x", "a\\xg0", "a\\x\u{e9}"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -312,5 +353,45 @@ mod tests {
         );
         assert_eq!(parse(&s), Some((path, l)));
         assert_eq!(parse("zz 1 2.000000000 p"), None);
+    }
+
+    /// What a user who can write in the tree swaps in after the listing
+    /// (a symlink for a directory or a file, a FIFO) is not read: the
+    /// hash of the listed inode or an error, never another file's.
+    #[test]
+    fn swapped_entries_are_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let (root, outside) = (t.path().join("root"), t.path().join("outside"));
+        for base in [&root, &outside] {
+            std::fs::create_dir_all(base.join("d")).unwrap();
+            std::fs::write(base.join("d/f"), b"same").unwrap();
+            std::fs::write(base.join("g"), b"same").unwrap();
+        }
+        std::fs::write(root.join("p"), b"").unwrap();
+        let dir = Dir::open_root(&root).unwrap();
+        let mut errors = 0;
+        let found = regular_files(&dir, &root, &mut errors);
+        assert_eq!(errors, 0);
+        let rel = |p: &str| RelPath::from_bytes(p);
+        let hash_of = |p: &str| hash_listed(&dir, &mut None, &rel(p), found[&rel(p)]);
+        let want = hash_of("g").unwrap();
+        assert_eq!(hash_of("d/f").unwrap(), want);
+        std::fs::rename(root.join("d"), root.join("d.old")).unwrap();
+        std::os::unix::fs::symlink(outside.join("d"), root.join("d")).unwrap();
+        std::fs::remove_file(root.join("g")).unwrap();
+        std::os::unix::fs::symlink(outside.join("g"), root.join("g")).unwrap();
+        std::fs::remove_file(root.join("p")).unwrap();
+        let st = std::process::Command::new("mkfifo")
+            .arg(root.join("p"))
+            .status()
+            .unwrap();
+        assert!(st.success());
+        for p in ["d/f", "g", "p"] {
+            assert!(hash_of(p).is_err(), "{p}");
+        }
+        // Listed again: the symlinks are not descended, the FIFO not a file.
+        let found = regular_files(&dir, &root, &mut errors);
+        let names: Vec<_> = found.keys().map(|p| p.to_string()).collect();
+        assert_eq!(names, ["d.old/f"]);
     }
 }

@@ -180,7 +180,7 @@ impl Dir {
     ///
     /// # Errors
     /// When a component is missing, not a directory, or a symlink (ELOOP/ENOTDIR).
-    pub(crate) fn open_beneath(&self, rel: &RelPath) -> io::Result<Dir> {
+    pub fn open_beneath(&self, rel: &RelPath) -> io::Result<Dir> {
         if rel.is_root() {
             return self.try_clone();
         }

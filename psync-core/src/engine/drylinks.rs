@@ -110,31 +110,31 @@ impl Engine {
     /// decides the same.
     pub(super) fn decide_dry_links(&self) {
         let Some(notes) = &self.dry_links else { return };
-        let noted: Vec<(RelPath, Action)> = {
-            let names = notes.0.lock().unwrap_or_else(|e| e.into_inner());
-            names.values().cloned().collect()
-        };
-        let mut groups: HashMap<_, Vec<(RelPath, Action)>> = HashMap::new();
+        // Decided in place, not copied: the notes are most of a dry run's
+        // memory on a tree of hard links (no task notes more by now but a
+        // second delivery, which waits).
+        let names = notes.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut groups: HashMap<_, Vec<&(RelPath, Action)>> = HashMap::new();
         let mut order = Vec::new();
-        for (rel, a) in noted {
-            let Some(id) = action_source(&a).map(|s| self.source_id(s)) else {
+        for noted in names.values() {
+            let Some(id) = action_source(&noted.1).map(|s| self.source_id(s)) else {
                 continue;
             };
-            let names = groups.entry(id).or_insert_with(|| {
+            let group = groups.entry(id).or_insert_with(|| {
                 order.push(id);
                 Vec::new()
             });
-            names.push((rel, a));
+            group.push(noted);
         }
         for id in order {
-            if let Some(names) = groups.remove(&id) {
-                self.decide_dry_group(names);
+            if let Some(group) = groups.remove(&id) {
+                self.decide_dry_group(&group);
             }
         }
     }
 
     /// One group of [`Engine::decide_dry_links`], its names in path order.
-    fn decide_dry_group(&self, names: Vec<(RelPath, Action)>) {
+    fn decide_dry_group(&self, names: &[&(RelPath, Action)]) {
         let work = names.iter().any(|(_, a)| needs_work(a));
         let targets: HashSet<Option<(u64, u64)>> = names
             .iter()
@@ -147,7 +147,7 @@ impl Engine {
             // Its only name in the tree (copied as a file of one link),
             // or names that are one inode already: planned changes, an
             // attribute change once per inode.
-            for (rel, a) in &names {
+            for (rel, a) in names {
                 let Some((src, dst, change)) = parts(a) else {
                     continue;
                 };
@@ -163,7 +163,8 @@ impl Engine {
         }
         // The group's inode (`None`: a copy) and the name that made it.
         let mut leader: Option<(RelPath, Option<(u64, u64)>)> = None;
-        let (right, copies): (Vec<_>, Vec<_>) = names.iter().partition(|(_, a)| !needs_work(a));
+        let (right, copies): (Vec<_>, Vec<_>) =
+            names.iter().copied().partition(|(_, a)| !needs_work(a));
         for (rel, a) in right {
             let Some((src, Some(d), change)) = parts(a) else {
                 continue;

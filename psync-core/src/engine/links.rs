@@ -394,12 +394,32 @@ impl Engine {
     ) {
         let groups = group(&|e| self.source_id(e), &recorded);
         self.note_names(&recorded);
+        let leaders = leaders(&|e| self.source_id(e), &recorded, &groups);
         let (mut register, mut copy) = (Vec::new(), Vec::new());
         for (rel, mut a) in recorded {
-            let Some(g) = action_source(&a).map(|src| &groups[&self.source_id(src)]) else {
+            let Some((id, g)) = action_source(&a).map(|src| {
+                let id = self.source_id(src);
+                (id, &groups[&id])
+            }) else {
                 continue;
             };
             let busy = g.work || g.split;
+            if busy && g.paths > 1 {
+                // One name of a group whose names are not one inode yet
+                // goes first, alone: its inode becomes the group's, and
+                // the others join it in the next pass, whatever order
+                // the threads run them in (so `-i` says what `-n -i`
+                // says). The others, members too, wait for that pass.
+                let lead = action_source(&a)
+                    .is_some_and(|src| leaders.get(&id) == Some(&rel.join(&src.name)));
+                let a = if is_fix(&a) { relink(a) } else { a };
+                if lead {
+                    register.push((rel, a));
+                } else {
+                    copy.push((rel, a));
+                }
+                continue;
+            }
             if is_member(&a) {
                 // Counted when its directory was planned.
                 if busy {
@@ -1403,12 +1423,15 @@ impl Engine {
             return self.linked_outcome(path, area, src, dst, change, got);
         }
         let key = id.key();
-        let quick_ok = dst.is_some_and(|d| {
-            d.kind == Kind::File
-                && d.size == src.size
-                && !self.plan_opts.ignore_times
-                && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
-        });
+        // Not when `--checksum` found its bytes differ: a quick check
+        // passes it, and the group's names would all be linked to it.
+        let quick_ok = !change.checksum
+            && dst.is_some_and(|d| {
+                d.kind == Kind::File
+                    && d.size == src.size
+                    && !self.plan_opts.ignore_times
+                    && src.mtime.within(d.mtime, self.plan_opts.modify_window_ns)
+            });
         // The group's inode is made in the link area (mode 0600) for this
         // name: under `--no-perms` it gets the mode rsync's `dest_mode`
         // gives this name's copy: an existing regular target's own, else
@@ -2441,6 +2464,37 @@ fn group(
         }
     }
     groups
+}
+
+/// The first name of each group with work to do and more than one path,
+/// as a dry run takes it (`Engine::decide_dry_links`): the first whose
+/// data is right, else the first to copy, in path order.
+fn leaders(
+    id: &dyn Fn(&Entry) -> SourceId,
+    recorded: &[(RelPath, Action)],
+    groups: &std::collections::HashMap<SourceId, Group>,
+) -> std::collections::HashMap<SourceId, RelPath> {
+    let mut first: std::collections::HashMap<SourceId, (bool, RelPath)> = Default::default();
+    for (rel, a) in recorded {
+        let Some(src) = action_source(a) else {
+            continue;
+        };
+        let key = id(src);
+        let g = &groups[&key];
+        if !(g.work || g.split) || g.paths < 2 {
+            continue;
+        }
+        let this = (needs_work(a), rel.join(&src.name));
+        let better =
+            |had: &(bool, RelPath)| (this.0, this.1.as_bytes()) < (had.0, had.1.as_bytes());
+        match first.get(&key) {
+            Some(had) if !better(had) => {}
+            _ => {
+                first.insert(key, this);
+            }
+        }
+    }
+    first.into_iter().map(|(k, (_, path))| (k, path)).collect()
 }
 
 /// Slots of the walk's records when they do not fit in memory: a record

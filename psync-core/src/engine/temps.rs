@@ -23,6 +23,18 @@ impl Engine {
         // Whether an entry was removed: the directory's mtime moved, and
         // its finish must set it again.
         let mut removed = false;
+        if self.verify_only {
+            // `psync verify` makes none of its own: each is an entry the
+            // source lacks (a sync removes it, or leaves another user's
+            // and says so), hidden from the plan below all the same.
+            let ours = |e: &&Entry| {
+                temp_run_id(&e.name).is_some()
+                    || crate::engine::bigfile::part_name_key(&e.name).is_some()
+            };
+            for e in entries.iter().filter(ours) {
+                self.itemize(rel.join(&e.name), None, e);
+            }
+        }
         entries.retain(|e| match temp_run_id(&e.name) {
             None if crate::engine::bigfile::part_name_key(&e.name).is_some() => {
                 parts.push(e.name.clone());
