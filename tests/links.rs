@@ -435,6 +435,15 @@ fn checksum_does_not_keep_a_differing_inode_for_a_group() {
                 assert_eq!(std::fs::read(t.dst().join(n)).unwrap(), b"same", "{n}");
             }
             assert_groups(&t.dst(), &[&["a", "b", "c"]]);
+            // The group's one inode with other bytes of the same size and
+            // time: all its names get the source's bytes.
+            std::fs::write(t.dst().join("a"), b"DIFF").unwrap();
+            crate::util::tree::set_mtime(&t.dst().join("a"), T, 0);
+            sync(cfg, t, &opts);
+            for n in ["a", "b", "c"] {
+                assert_eq!(std::fs::read(t.dst().join(n)).unwrap(), b"same", "{n}");
+            }
+            assert_groups(&t.dst(), &[&["a", "b", "c"]]);
         },
     );
 }
