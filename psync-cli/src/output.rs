@@ -534,12 +534,16 @@ fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
+/// Runs shorter than this get no rates: a few entries over a millisecond
+/// would read as millions a second.
+const RATE_MIN_MS: u64 = 100;
+
 fn timing(s: &Snapshot, dry_run: bool) -> String {
-    let mut line = format!(
-        "time      {}, {:.0} entries/s",
-        units::wall(s.elapsed()),
-        s.entries_per_sec()
-    );
+    let wall = units::wall(s.elapsed());
+    if s.elapsed_ms < RATE_MIN_MS {
+        return format!("time      {wall}");
+    }
+    let mut line = format!("time      {wall}, {:.0} entries/s", s.entries_per_sec());
     if !dry_run {
         line += &format!(", {}", units::byte_rate(s.bytes_per_sec()));
     }
@@ -773,6 +777,17 @@ mod tests {
     }
 
     /// With every counter in the billions and every optional part, each
+    /// A run of a millisecond gets no rates (4 entries would read as
+    /// 4000 a second); a longer one does.
+    #[test]
+    fn no_rates_for_a_run_under_100_ms() {
+        let mut s = Snapshot::default();
+        (s.done, s.scanned, s.bytes_copied, s.elapsed_ms) = (4, 4, 400, 1);
+        assert_eq!(timing(&s, false), "time      1ms");
+        s.elapsed_ms = 2000;
+        assert_eq!(timing(&s, false), "time      2.00s, 2 entries/s, 200 B/s");
+    }
+
     /// line fits 80 columns and says the same words.
     #[test]
     fn summary_fits_80_columns() {
