@@ -274,7 +274,11 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
     debug_assert!(src.is_sorted_by(|a, b| a.name <= b.name));
     debug_assert!(dst.is_sorted_by(|a, b| a.name <= b.name));
     let mut deletes = Vec::new();
-    let mut rest = Vec::new();
+    // At most one action per source entry besides the deletions: reserved
+    // once, as a huge directory's actions are most of its memory (a
+    // doubling vector holds up to twice them, and then copying them after
+    // the deletions once more).
+    let mut rest = Vec::with_capacity(src.len());
     let (mut i, mut j) = (0, 0);
     while i < src.len() || j < dst.len() {
         let ord = match (src.get(i), dst.get(j)) {
@@ -311,8 +315,11 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
             }
         }
     }
-    deletes.extend(rest);
-    deletes
+    if deletes.is_empty() {
+        return rest;
+    }
+    rest.splice(0..0, deletes);
+    rest
 }
 
 /// True when `s` changed status less than `--min-age` ago: a file being

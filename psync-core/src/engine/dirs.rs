@@ -25,6 +25,34 @@ struct Batch {
     bytes: u64,
 }
 
+/// A directory's actions in order, their memory given back as they are
+/// taken (moved into batches, or done): a huge directory's actions are
+/// not held twice, once in the plan and once in the batches spawned.
+struct Taken {
+    /// The actions not taken yet, last first.
+    rev: Vec<Action>,
+}
+
+impl Taken {
+    fn new(mut actions: Vec<Action>) -> Taken {
+        actions.reverse();
+        Taken { rev: actions }
+    }
+}
+
+impl Iterator for Taken {
+    type Item = Action;
+
+    fn next(&mut self) -> Option<Action> {
+        let action = self.rev.pop()?;
+        // Halved in place (a shrinking `realloc` does not copy).
+        if self.rev.capacity() >= 4096 && self.rev.len() <= self.rev.capacity() / 2 {
+            self.rev.shrink_to_fit();
+        }
+        Some(action)
+    }
+}
+
 /// The part of a directory task's id summed by `dirs_spawned_ids` and
 /// `dirs_run_ids`: its low 32 bits, of run 0 (the same in every run: two
 /// runs of one tree count the same).
@@ -256,6 +284,9 @@ impl Engine {
         } else if dst_dir.is_some() && self.dry_links.is_some() {
             self.note_dry_members(rel, &src_entries, &dst, &actions);
         }
+        // Not needed past the plan: a huge directory's listings are freed
+        // before its actions are carried out.
+        drop((src_entries, dst));
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let mut counted = Counted { cx, spawned: 0 };
         let touched = self.act(
@@ -761,7 +792,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        for action in actions {
+        for action in Taken::new(actions) {
             // Stopped (interrupt, or a target that cannot be written):
             // nothing more is changed here.
             if self.quit.load(Ordering::Relaxed) {
