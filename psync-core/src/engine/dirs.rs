@@ -45,8 +45,10 @@ impl Iterator for Taken {
 
     fn next(&mut self) -> Option<Action> {
         let action = self.rev.pop()?;
-        // Halved in place (a shrinking `realloc` does not copy).
-        if self.rev.capacity() >= 4096 && self.rev.len() <= self.rev.capacity() / 2 {
+        // Shrunk in place by an eighth at a time (glibc's shrinking
+        // `realloc` does not copy).
+        let cap = self.rev.capacity();
+        if cap >= 4096 && self.rev.len() <= cap - cap / 8 {
             self.rev.shrink_to_fit();
         }
         Some(action)
@@ -235,10 +237,24 @@ impl Engine {
             self.audit_root((&src_dir, d), src_entry, dst);
         }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
-        let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
-        if self.verify_only || self.manifest {
+        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
+        // The listings are needed past the plan only to audit it, or to
+        // find the hard-linked names planned as nothing (`members`);
+        // otherwise the planner may free them as it plans.
+        let keep = self.verify_only
+            || self.manifest
+            || src_entries.iter().any(|e| is_linked(e, &self.plan_opts));
+        let (actions, listings) = if keep {
+            let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+            (actions, Some((src_entries, dst)))
+        } else {
+            (self.planner.plan_owned(src_entries, dst, &plan_opts), None)
+        };
+        if let Some((src_entries, dst)) = &listings
+            && (self.verify_only || self.manifest)
+        {
             let dirs = (&src_dir, dst_dir.as_ref());
-            self.audit_dir(rel, dirs, (&src_entries, &dst), &actions);
+            self.audit_dir(rel, dirs, (src_entries, dst), &actions);
         }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
@@ -270,7 +286,6 @@ impl Engine {
                 )
             })
             .count();
-        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
         let unchanged = non_dirs.saturating_sub(acted);
         self.count(|c| {
             c.unchanged += unchanged as u64;
@@ -279,14 +294,16 @@ impl Engine {
         if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
             self.adopt_default_acl(rel, &src_dir, d);
         }
-        if !self.dry_run {
-            self.record_members(rel, at, &src_entries, &dst, &actions);
-        } else if dst_dir.is_some() && self.dry_links.is_some() {
-            self.note_dry_members(rel, &src_entries, &dst, &actions);
+        if let Some((src_entries, dst)) = &listings {
+            if !self.dry_run {
+                self.record_members(rel, at, src_entries, dst, &actions);
+            } else if dst_dir.is_some() && self.dry_links.is_some() {
+                self.note_dry_members(rel, src_entries, dst, &actions);
+            }
         }
         // Not needed past the plan: a huge directory's listings are freed
         // before its actions are carried out.
-        drop((src_entries, dst));
+        drop(listings);
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let mut counted = Counted { cx, spawned: 0 };
         let touched = self.act(
