@@ -110,9 +110,21 @@ fn scratch(name: &str) -> tempfile::TempDir {
         .expect("scratch directory")
 }
 
+/// Held by the tests that make hundreds of thousands of files on tmpfs:
+/// together they ran out of its inodes (and each measures its own peak
+/// better alone).
+static LARGE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn large() -> std::sync::MutexGuard<'static, ()> {
+    LARGE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Syncs a tree of `n` files each hard-linked outside it, then syncs it
 /// again; the peak RSS (KiB) of each run.
 fn linked_run_peaks(n: usize) -> (u64, u64) {
+    let _large = large();
     let t = scratch("psync-mem-links");
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     linked_outside(&src, &t.path().join("outside"), n);
@@ -208,6 +220,7 @@ fn dry_run_of_hard_linked_paths_stays_within_bound() {
     if !cli_available() {
         skip!("the psync binary is not built (cargo build --workspace)");
     }
+    let _large = large();
     let t = scratch("psync-mem-dry-links");
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     linked_outside(&src, &t.path().join("outside"), 100_000);
@@ -239,6 +252,7 @@ fn dry_run_of_hard_linked_paths_stays_within_bound() {
 /// One directory of `n` empty files, synced and synced again: the peak
 /// RSS (KiB) of each run.
 fn wide_run_peaks(n: usize) -> (u64, u64) {
+    let _large = large();
     let t = scratch("psync-mem-wide");
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
     std::fs::create_dir(&src).unwrap();

@@ -1606,3 +1606,31 @@ impl TaskContext for Counted<'_> {
         self.cx.delivery()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Taken in order, and what is left given back as it goes.
+    #[test]
+    fn actions_are_taken_in_order_and_freed() {
+        let n = 20_000;
+        let actions: Vec<Action> = (0..n)
+            .map(|i| Action::TooYoung {
+                src: Entry::new(Name(format!("f{i:05}").into_bytes()), Kind::File),
+            })
+            .collect();
+        let want: Vec<Name> = actions.iter().map(|a| a.name().clone()).collect();
+        let mut taken = Taken::new(actions);
+        let mut got = Vec::new();
+        while let Some(a) = taken.next() {
+            got.push(a.name().clone());
+            if got.len() == n / 2 {
+                // No more than an eighth over what is left.
+                let (len, cap) = (taken.rev.len(), taken.rev.capacity());
+                assert!(cap <= len + len / 7 + 1, "{len} left, room for {cap}");
+            }
+        }
+        assert_eq!(got, want);
+    }
+}
