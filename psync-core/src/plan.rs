@@ -240,17 +240,34 @@ impl Action {
 pub trait Planner: Send + Sync {
     /// Plans one directory. `src` and `dst` must be sorted by name.
     fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action>;
+
+    /// Plans one directory whose listings are not needed afterwards: the
+    /// same actions as [`Planner::plan`], which is what this default
+    /// calls. A planner may free the listings as it goes, so that a huge
+    /// directory's listings and actions are not all held at once
+    /// ([`RsyncPlanner`] does).
+    fn plan_owned(&self, src: Vec<Entry>, dst: Vec<Entry>, opts: &PlanOptions) -> Vec<Action> {
+        self.plan(&src, &dst, opts)
+    }
 }
 
 impl<T: Planner + ?Sized> Planner for std::sync::Arc<T> {
     fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
         (**self).plan(src, dst, opts)
     }
+
+    fn plan_owned(&self, src: Vec<Entry>, dst: Vec<Entry>, opts: &PlanOptions) -> Vec<Action> {
+        (**self).plan_owned(src, dst, opts)
+    }
 }
 
 impl<T: Planner + ?Sized> Planner for Box<T> {
     fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
         (**self).plan(src, dst, opts)
+    }
+
+    fn plan_owned(&self, src: Vec<Entry>, dst: Vec<Entry>, opts: &PlanOptions) -> Vec<Action> {
+        (**self).plan_owned(src, dst, opts)
     }
 }
 
@@ -262,6 +279,70 @@ impl Planner for RsyncPlanner {
     fn plan(&self, src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
         plan(src, dst, opts)
     }
+
+    fn plan_owned(&self, src: Vec<Entry>, dst: Vec<Entry>, opts: &PlanOptions) -> Vec<Action> {
+        plan_owned(src, dst, opts, PLAN_PART)
+    }
+}
+
+/// The most entries of a side [`plan_owned`] plans at once.
+const PLAN_PART: usize = 16_384;
+
+/// [`plan`] of listings that are freed as they are planned: part by part
+/// in name order (at most `part` entries of each side, a name's two
+/// entries in one part), each part's listing freed once its actions are
+/// made. Each part's plan is [`plan`]'s for its names, so the parts'
+/// deletions, then the rest, in name order, are [`plan`]'s whole.
+pub fn plan_owned(
+    mut src: Vec<Entry>,
+    mut dst: Vec<Entry>,
+    opts: &PlanOptions,
+    part: usize,
+) -> Vec<Action> {
+    let part = part.max(1);
+    // Taken from their ends, the first names last.
+    src.reverse();
+    dst.reverse();
+    let mut deletes = Vec::new();
+    // At most one action per source entry besides the deletions; the
+    // room never written is never touched either.
+    let mut rest = Vec::with_capacity(src.len());
+    while !src.is_empty() || !dst.is_empty() {
+        let cut = |side: &[Entry]| side.len().checked_sub(part).map(|i| side[i].name.clone());
+        // This part: the names up to the smaller of the two sides' cuts.
+        let upto = match (cut(&src), cut(&dst)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let (s, d) = match upto {
+            Some(upto) => {
+                let i = src.partition_point(|e| e.name > upto);
+                let j = dst.partition_point(|e| e.name > upto);
+                (split_tail(&mut src, i), split_tail(&mut dst, j))
+            }
+            None => (split_tail(&mut src, 0), split_tail(&mut dst, 0)),
+        };
+        for action in plan(&s, &d, opts) {
+            match action {
+                Action::Delete { .. } => deletes.push(action),
+                _ => rest.push(action),
+            }
+        }
+    }
+    if !deletes.is_empty() {
+        rest.splice(0..0, deletes);
+    }
+    rest
+}
+
+/// The entries of `side` from `at` on, taken out of it in the order they
+/// had before `side` was reversed; what is left is shrunk to its length
+/// (a shrinking `realloc` gives the rest back).
+fn split_tail(side: &mut Vec<Entry>, at: usize) -> Vec<Entry> {
+    let mut tail = side.split_off(at);
+    tail.reverse();
+    side.shrink_to_fit();
+    tail
 }
 
 /// The planning function behind [`RsyncPlanner`].
@@ -274,7 +355,11 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
     debug_assert!(src.is_sorted_by(|a, b| a.name <= b.name));
     debug_assert!(dst.is_sorted_by(|a, b| a.name <= b.name));
     let mut deletes = Vec::new();
-    let mut rest = Vec::new();
+    // At most one action per source entry besides the deletions: reserved
+    // once, as a huge directory's actions are most of its memory (a
+    // doubling vector holds up to twice them, and then copying them after
+    // the deletions once more).
+    let mut rest = Vec::with_capacity(src.len());
     let (mut i, mut j) = (0, 0);
     while i < src.len() || j < dst.len() {
         let ord = match (src.get(i), dst.get(j)) {
@@ -311,8 +396,11 @@ pub fn plan(src: &[Entry], dst: &[Entry], opts: &PlanOptions) -> Vec<Action> {
             }
         }
     }
-    deletes.extend(rest);
-    deletes
+    if deletes.is_empty() {
+        return rest;
+    }
+    rest.splice(0..0, deletes);
+    rest
 }
 
 /// True when `s` changed status less than `--min-age` ago: a file being
@@ -986,6 +1074,16 @@ mod tests {
             let first_other = acts.iter().position(|a| !matches!(a, Action::Delete { .. })).unwrap_or(acts.len());
             let late_delete = acts[first_other..].iter().any(|a| matches!(a, Action::Delete { .. }));
             prop_assert!(!late_delete, "{:?}", acts);
+        }
+
+        /// Planned part by part, freed as it goes: the same actions, in
+        /// the same order, whatever the parts' size.
+        #[test]
+        fn planning_in_parts_is_planning_whole(src in arb_listing(), dst in arb_listing(), delete: bool, xattrs: bool, part in 1usize..6) {
+            let o = PlanOptions { delete, xattrs, xattrs_always: xattrs, ..opts() };
+            let whole = plan(&src, &dst, &o);
+            prop_assert_eq!(plan_owned(src.clone(), dst.clone(), &o, part), whole.clone());
+            prop_assert_eq!(RsyncPlanner.plan_owned(src, dst, &o), whole);
         }
     }
 }

@@ -25,6 +25,36 @@ struct Batch {
     bytes: u64,
 }
 
+/// A directory's actions in order, their memory given back as they are
+/// taken (moved into batches, or done): a huge directory's actions are
+/// not held twice, once in the plan and once in the batches spawned.
+struct Taken {
+    /// The actions not taken yet, last first.
+    rev: Vec<Action>,
+}
+
+impl Taken {
+    fn new(mut actions: Vec<Action>) -> Taken {
+        actions.reverse();
+        Taken { rev: actions }
+    }
+}
+
+impl Iterator for Taken {
+    type Item = Action;
+
+    fn next(&mut self) -> Option<Action> {
+        let action = self.rev.pop()?;
+        // Shrunk in place by an eighth at a time (glibc's shrinking
+        // `realloc` does not copy).
+        let cap = self.rev.capacity();
+        if cap >= 4096 && self.rev.len() <= cap - cap / 8 {
+            self.rev.shrink_to_fit();
+        }
+        Some(action)
+    }
+}
+
 /// The part of a directory task's id summed by `dirs_spawned_ids` and
 /// `dirs_run_ids`: its low 32 bits, of run 0 (the same in every run: two
 /// runs of one tree count the same).
@@ -207,10 +237,24 @@ impl Engine {
             self.audit_root((&src_dir, d), src_entry, dst);
         }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
-        let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
-        if self.verify_only || self.manifest {
+        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
+        // The listings are needed past the plan only to audit it, or to
+        // find the hard-linked names planned as nothing (`members`);
+        // otherwise the planner may free them as it plans.
+        let keep = self.verify_only
+            || self.manifest
+            || src_entries.iter().any(|e| is_linked(e, &self.plan_opts));
+        let (actions, listings) = if keep {
+            let actions = self.planner.plan(&src_entries, &dst, &plan_opts);
+            (actions, Some((src_entries, dst)))
+        } else {
+            (self.planner.plan_owned(src_entries, dst, &plan_opts), None)
+        };
+        if let Some((src_entries, dst)) = &listings
+            && (self.verify_only || self.manifest)
+        {
             let dirs = (&src_dir, dst_dir.as_ref());
-            self.audit_dir(rel, dirs, (&src_entries, &dst), &actions);
+            self.audit_dir(rel, dirs, (src_entries, dst), &actions);
         }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
@@ -242,7 +286,6 @@ impl Engine {
                 )
             })
             .count();
-        let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
         let unchanged = non_dirs.saturating_sub(acted);
         self.count(|c| {
             c.unchanged += unchanged as u64;
@@ -251,11 +294,16 @@ impl Engine {
         if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
             self.adopt_default_acl(rel, &src_dir, d);
         }
-        if !self.dry_run {
-            self.record_members(rel, at, &src_entries, &dst, &actions);
-        } else if dst_dir.is_some() && self.dry_links.is_some() {
-            self.note_dry_members(rel, &src_entries, &dst, &actions);
+        if let Some((src_entries, dst)) = &listings {
+            if !self.dry_run {
+                self.record_members(rel, at, src_entries, dst, &actions);
+            } else if dst_dir.is_some() && self.dry_links.is_some() {
+                self.note_dry_members(rel, src_entries, dst, &actions);
+            }
         }
+        // Not needed past the plan: a huge directory's listings are freed
+        // before its actions are carried out.
+        drop(listings);
         let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
         let mut counted = Counted { cx, spawned: 0 };
         let touched = self.act(
@@ -761,7 +809,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        for action in actions {
+        for action in Taken::new(actions) {
             // Stopped (interrupt, or a target that cannot be written):
             // nothing more is changed here.
             if self.quit.load(Ordering::Relaxed) {
@@ -1556,5 +1604,33 @@ impl TaskContext for Counted<'_> {
 
     fn delivery(&self) -> u32 {
         self.cx.delivery()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Taken in order, and what is left given back as it goes.
+    #[test]
+    fn actions_are_taken_in_order_and_freed() {
+        let n = 20_000;
+        let actions: Vec<Action> = (0..n)
+            .map(|i| Action::TooYoung {
+                src: Entry::new(Name(format!("f{i:05}").into_bytes()), Kind::File),
+            })
+            .collect();
+        let want: Vec<Name> = actions.iter().map(|a| a.name().clone()).collect();
+        let mut taken = Taken::new(actions);
+        let mut got = Vec::new();
+        while let Some(a) = taken.next() {
+            got.push(a.name().clone());
+            if got.len() == n / 2 {
+                // No more than an eighth over what is left.
+                let (len, cap) = (taken.rev.len(), taken.rev.capacity());
+                assert!(cap <= len + len / 7 + 1, "{len} left, room for {cap}");
+            }
+        }
+        assert_eq!(got, want);
     }
 }
