@@ -124,8 +124,7 @@ fn case(
 #[test]
 fn verify_finds_each_kind_of_difference() {
     if !is_root() {
-        eprintln!("skipping: owner changes need root");
-        return;
+        skip!("owner changes need root");
     }
     each_config("verify_finds_each_kind_of_difference", |cfg, t| {
         let none = |_: &Path| {};
@@ -247,8 +246,7 @@ fn verify_finds_a_filled_hole() {
         fs::create_dir(&probe).unwrap();
         sparse(&probe);
         if fs::metadata(probe.join("s")).unwrap().blocks() * 512 >= size {
-            eprintln!("skipping: the test directory's file system keeps no holes");
-            return;
+            skip!("the test directory's file system keeps no holes");
         }
         let lines = case(cfg, t, "sparse", &sparse, &|d| {
             let data = fs::read(d.join("s")).unwrap();
@@ -348,8 +346,7 @@ fn regular_files(root: &Path) -> Vec<Vec<u8>> {
 #[test]
 fn verify_writes_nothing_on_a_read_only_target() {
     if !is_root() {
-        eprintln!("skipping: bind mounts need root");
-        return;
+        skip!("bind mounts need root");
     }
     each_config("verify_writes_nothing_on_a_read_only_target", |cfg, t| {
         crate::basic::mixed_tree(&t.src());

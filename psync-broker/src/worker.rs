@@ -115,6 +115,7 @@ pub type MakeEngine =
 /// What the engines of one run on this worker share: its event channel
 /// and counters, and the run's limits kept on the broker.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RunIo {
     /// The run's events, sent to the broker by the committer.
     pub events: Sender<Event>,

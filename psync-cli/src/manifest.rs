@@ -112,14 +112,38 @@ pub fn parse(line: &str) -> Option<(RelPath, Line)> {
     })
 }
 
-/// Writes `m` to `file` (replacing it), in path order.
+/// Writes `m` to `file` in path order, replacing it only once the new
+/// one is complete: written to a new file beside it (mode 0600: it names
+/// other users' files and their hashes; `O_EXCL`, so nothing planted
+/// there, a symlink included, is opened) and renamed over it. A symlink
+/// at `file` is replaced, never followed.
 pub fn write(file: &Path, m: &Manifest) -> io::Result<()> {
-    let mut out = io::BufWriter::new(std::fs::File::create(file)?);
-    writeln!(out, "{HEADER}")?;
-    for (path, l) in m {
-        writeln!(out, "{}", format(path, l))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = file
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".psync-new.{}", std::process::id()));
+    let tmp = file.with_file_name(tmp_name);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    let written = (|| {
+        let mut out = io::BufWriter::new(f);
+        writeln!(out, "{HEADER}")?;
+        for (path, l) in m {
+            writeln!(out, "{}", format(path, l))?;
+        }
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()
+    written
 }
 
 /// Reads a manifest.
@@ -246,7 +270,7 @@ pub fn check(m: &Manifest, root: &Path, threads: usize) -> (Vec<Event>, u64) {
             .collect();
         workers
             .into_iter()
-            .flat_map(|w| w.join().unwrap_or_default())
+            .flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
     for (path, h) in hashed {
@@ -336,6 +360,41 @@ mod tests {
         for bad in ["a\\x+f", "a\\x0", "a\\x", "a\\xg0", "a\\x\u{e9}"] {
             assert_eq!(unescape(bad), None, "{bad}");
         }
+    }
+
+    /// A symlink at FILE is replaced, not followed (root must not be
+    /// steered onto another file), and the manifest is 0600.
+    #[test]
+    fn a_symlink_at_the_manifest_s_path_is_replaced_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("psync-manifest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let file = dir.join("m");
+        std::os::unix::fs::symlink(&victim, &file).unwrap();
+        let mut m = Manifest::new();
+        let line = Line {
+            size: 1,
+            mtime: Time::new(1, 0),
+            hash: "0".repeat(32),
+        };
+        m.insert(RelPath::from_bytes(&b"f"[..]), line.clone());
+        write(&file, &m).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            read(&file).unwrap().get(&RelPath::from_bytes(&b"f"[..])),
+            Some(&line)
+        );
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            2,
+            "no temporary left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Engine {
                     }
                     continue;
                 }
-                if d.kind == s.kind && (s.nlink > 1 || d.nlink > 1) {
+                if self.plan_opts.hard_links && d.kind == s.kind && (s.nlink > 1 || d.nlink > 1) {
                     self.emit(Event::Linked {
                         path: rel.join(&s.name),
                         kind: s.kind,
@@ -60,12 +60,18 @@ impl Engine {
             return;
         }
         // Compared whole by a task: hashed there.
-        let compared = |s: &Entry| {
-            actions.iter().any(|a| {
-                matches!(a, Action::Compare { src: c, .. }
-                    if c.name == s.name && !self.compares_in_chunks(c))
+        // The files whose comparison hashes them whole (their hash comes
+        // with it): a set, as a wide directory has as many as entries.
+        let compared_names: std::collections::HashSet<&[u8]> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Compare { src: c, .. } if !self.compares_in_chunks(c) => {
+                    Some(c.name.as_bytes())
+                }
+                _ => None,
             })
-        };
+            .collect();
+        let compared = |s: &Entry| compared_names.contains(s.name.as_bytes());
         for s in src.iter().filter(|s| s.kind == Kind::File) {
             if self.quit.load(std::sync::atomic::Ordering::Relaxed) {
                 return;
@@ -79,12 +85,25 @@ impl Engine {
                 .and_then(|f| crate::verify::hash_segments(&f, &[(0, s.size)]));
             match hashed {
                 Ok(hash) => self.hashed(path, s, hash),
-                Err(e) => self.warn(
+                // Gone since the listing: as a sync, a warning.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.warn(
                     &path,
                     false,
                     Op::Verify,
                     &format!("not hashed for --manifest: {e}"),
                 ),
+                // A manifest without it would pass for a whole one: a
+                // failure (the entry itself was counted done by the sync).
+                Err(e) => {
+                    self.count(|c| c.failed += 1);
+                    self.report(
+                        &path,
+                        false,
+                        Op::Read,
+                        std::io::Error::new(e.kind(), format!("not hashed for --manifest: {e}")),
+                        false,
+                    );
+                }
             }
         }
     }
