@@ -534,3 +534,36 @@ fn verify_finds_stale_temporaries_and_parts() {
         );
     });
 }
+
+/// A run that does not finish (here stopped by `--max-errors 1`) keeps
+/// the older manifest rather than writing part of one, and says so.
+#[test]
+fn an_unfinished_run_keeps_the_older_manifest() {
+    let t = TestDir::new("an_unfinished_run_keeps_the_older_manifest");
+    let (src, dst) = (t.src(), t.dst());
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("x"), b"now a file").unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), b"data").unwrap();
+    }
+    fs::create_dir_all(dst.join("x")).unwrap();
+    fs::write(dst.join("x/keep.o"), b"excluded").unwrap();
+    let m = t.join("manifest");
+    fs::write(&m, b"# an older manifest\n").unwrap();
+    let o = crate::util::run::run_cli(
+        &[
+            "--exclude=*.o",
+            "--max-errors",
+            "1",
+            "--threads",
+            "1",
+            &format!("--manifest={}", m.display()),
+        ],
+        &src,
+        &dst,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("not written, the run did not finish"), "{err}");
+    assert_eq!(fs::read(&m).unwrap(), b"# an older manifest\n");
+}

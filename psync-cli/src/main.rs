@@ -196,8 +196,17 @@ fn finish_audit(out: &mut Output, args: &SyncArgs, report: &Report) -> Result<u8
         out.print(&ev);
     }
     if let Some(file) = &args.manifest {
-        manifest::write(file, &out.audit.manifest)
-            .map_err(|e| format!("--manifest {}: {e}", file.display()))?;
+        if report.interrupted || report.stopped.is_some() {
+            // Not every file was seen: an older manifest is kept rather
+            // than replaced by part of one.
+            out.stderr(&format!(
+                "--manifest {}: not written, the run did not finish",
+                file.display()
+            ));
+        } else {
+            manifest::write(file, &out.audit.manifest)
+                .map_err(|e| format!("--manifest {}: {e}", file.display()))?;
+        }
     }
     Ok(
         if report.stats.failed > 0 || report.interrupted || report.stopped.is_some() {
