@@ -867,13 +867,7 @@ impl Engine {
         // Stopped meanwhile (the target cannot be written): the old target stays.
         self.not_stopped()?;
         let rename = || dst_dir.rename(part_n.as_bytes(), src.name.as_bytes());
-        // A directory that passes on another project id refuses it (EXDEV).
-        let place = || match rename() {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                self.in_project_dir(&dst_dir, &part, rename)
-            }
-            r => r,
-        };
+        let place = || self.in_project_dir(&dst_dir, &part, rename);
         match place() {
             // An immutable or append-only target: lifted, then replaced.
             Err(e)

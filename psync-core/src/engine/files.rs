@@ -373,12 +373,7 @@ impl Engine {
             }
             Ready::Unnamed(out) => out,
         };
-        let linked = match dir.link_fd(&out, name.as_bytes()) {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                self.in_project_dir(dir, &out, || dir.link_fd(&out, name.as_bytes()))
-            }
-            r => r,
-        };
+        let linked = self.in_project_dir(dir, &out, || dir.link_fd(&out, name.as_bytes()));
         match linked {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -427,13 +422,7 @@ impl Engine {
             return Err(stop);
         }
         let rename = || dir.rename(tmp.as_bytes(), name.as_bytes());
-        // A directory that passes on another project id refuses it (EXDEV).
-        let place = || match rename() {
-            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-                self.in_project_dir(dir, out, rename)
-            }
-            r => r,
-        };
+        let place = || self.in_project_dir(dir, out, rename);
         let renamed = match place() {
             // An immutable or append-only target: lifted, then replaced.
             Err(e) if e.raw_os_error() == Some(libc::EPERM) && self.unlock_name(dir, name) => {

@@ -234,11 +234,11 @@ impl Engine {
         false
     }
 
-    /// Links or renames (`put`) a copy whose project id differs from
-    /// that of its directory, which passes its own on (project-inherit):
-    /// the kernel refuses that (EXDEV), so the copy takes the directory's
-    /// project id for the move and its own back once in place. `put`'s
-    /// own error when that is not the reason.
+    /// Links or renames (`put`) a copy into `dir`. One whose project id
+    /// differs from that of a directory that passes its own on
+    /// (project-inherit) the kernel refuses (EXDEV): then the copy takes
+    /// the directory's project id for the move and its own back once in
+    /// place. `put`'s own error when that is not the reason.
     pub(crate) fn in_project_dir(
         &self,
         dir: &Dir,
@@ -246,7 +246,12 @@ impl Engine {
         put: impl Fn() -> io::Result<()>,
     ) -> io::Result<()> {
         use std::os::fd::AsFd;
-        self.in_project_dir_as(dir, Node::Fd(out.as_fd()), None, put)
+        match put() {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+                self.in_project_dir_as(dir, Node::Fd(out.as_fd()), None, put)
+            }
+            r => r,
+        }
     }
 
     /// [`Engine::in_project_dir`] for the inode `file` reaches, given

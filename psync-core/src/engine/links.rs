@@ -1777,15 +1777,7 @@ impl Engine {
                 return Ok(linked);
             }
             self.finish_node(job, &part)?;
-            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
-            let published_now = match publish() {
-                // The source's project id, not the area's, which passes
-                // the target root's on.
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
-                    .handle(part.as_bytes())
-                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
-                r => r,
-            };
+            let published_now = self.publish_part(area, &part, key);
             match published_now {
                 Ok(()) => std::mem::forget(claim),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -1998,15 +1990,7 @@ impl Engine {
             // Stopped meanwhile: the claim's drop removes the part.
             self.not_stopped()?;
             self.note_leader(area, src, path)?;
-            let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
-            let published_now = match publish() {
-                // The source's project id, not the area's, which passes
-                // the target root's on.
-                Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
-                    .handle(part.as_bytes())
-                    .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
-                r => r,
-            };
+            let published_now = self.publish_part(area, &part, &key);
             match published_now {
                 Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
@@ -2035,6 +2019,19 @@ impl Engine {
             && let Some(acl) = crate::xattr::inherited_acl(&acl, mode)
         {
             let _ = crate::xattr::Node::Fd(out.as_fd()).set(access, &acl);
+        }
+    }
+
+    /// Publishes the finished part `part` of the link area as `key`
+    /// (`RENAME_NOREPLACE`), keeping the source's project id, not the
+    /// area's (which passes the target root's on).
+    fn publish_part(&self, area: &Dir, part: &Name, key: &Name) -> io::Result<()> {
+        let publish = || area.rename_noreplace(part.as_bytes(), key.as_bytes());
+        match publish() {
+            Err(e) if e.raw_os_error() == Some(libc::EXDEV) => area
+                .handle(part.as_bytes())
+                .and_then(|h| self.in_project_dir_as(area, h.node(), None, publish)),
+            r => r,
         }
     }
 
