@@ -1990,7 +1990,7 @@ impl Engine {
             // Stopped meanwhile: the claim's drop removes the part.
             self.not_stopped()?;
             self.note_leader(area, src, path)?;
-            let published_now = self.publish_part(area, &part, &key);
+            let published_now = self.publish_part(area, &part, key);
             match published_now {
                 Ok(()) => std::mem::forget(claim),
                 // Cannot happen while claims are honoured; a loser links
