@@ -176,15 +176,19 @@ impl Drop for Cluster {
 
 /// Asserts a run's success, showing everything when it failed.
 pub(crate) fn assert_ok(o: &Output, c: &Cluster) {
-    assert!(
-        o.status.success(),
+    assert!(o.status.success(), "{}", show(o, c));
+}
+
+/// A run's exit status and output, the workers' and the cluster's logs.
+pub(crate) fn show(o: &Output, c: &Cluster) -> String {
+    format!(
         "exit {:?}\nstdout: {}\nstderr: {}\nworkers: {}\ncluster log:\n{}",
         o.status.code(),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
         c.worker_logs(),
         c.log()
-    );
+    )
 }
 
 /// A mixed tree: `dirs` directories of `files` small files, four large

@@ -2,7 +2,7 @@
 //! limits are the run's over every worker (kept on the broker), not each
 //! worker's. Three real workers of two threads each.
 
-use crate::cluster::Cluster;
+use crate::cluster::show;
 use crate::util::TestDir;
 use crate::util::compare::assert_no_temps;
 use crate::util::run::json_lines;
@@ -33,15 +33,18 @@ fn files_in(dir: &Path) -> usize {
     n
 }
 
-fn show(o: &Output, c: &Cluster) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}\nworkers: {}\ncluster log:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        c.worker_logs(),
-        c.log()
-    )
+/// `n` directories, each with an entry that fails under `--exclude=*.o`
+/// (a source file whose name is a target directory holding an excluded
+/// entry) beside a 1 MiB file.
+fn failing_tree(src: &Path, dst: &Path, n: u64) {
+    for d in 0..n {
+        let (s, t) = (src.join(format!("d{d:02}")), dst.join(format!("d{d:02}")));
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(s.join("x"), "now a file").unwrap();
+        std::fs::write(s.join("big"), crate::util::tree::random_bytes(d, 1 << 20)).unwrap();
+        std::fs::create_dir_all(t.join("x")).unwrap();
+        std::fs::write(t.join("x/keep.o"), "excluded").unwrap();
+    }
 }
 
 /// 60 extraneous files in 12 directories, `--max-delete 7`: exactly 7
@@ -83,14 +86,7 @@ fn max_errors_ends_the_run_over_every_worker() {
     let t = TestDir::new("cluster_max_errors");
     let c = cluster!(t, 3);
     let (src, dst) = (t.src(), t.dst());
-    for d in 0..30u64 {
-        let (s, t) = (src.join(format!("d{d:02}")), dst.join(format!("d{d:02}")));
-        std::fs::create_dir_all(&s).unwrap();
-        std::fs::write(s.join("x"), "now a file").unwrap();
-        std::fs::write(s.join("big"), crate::util::tree::random_bytes(d, 1 << 20)).unwrap();
-        std::fs::create_dir_all(t.join("x")).unwrap();
-        std::fs::write(t.join("x/keep.o"), "excluded").unwrap();
-    }
+    failing_tree(&src, &dst, 30);
     let start = Instant::now();
     let o = c.sync(
         &src,
@@ -159,14 +155,9 @@ fn max_errors_after_detach_then_wait_exits_1() {
     let t = TestDir::new("cluster_max_errors_wait");
     let c = cluster!(t, 3);
     let (src, dst) = (t.src(), t.dst());
-    for d in 0..20u64 {
-        let (s, t) = (src.join(format!("d{d:02}")), dst.join(format!("d{d:02}")));
-        std::fs::create_dir_all(&s).unwrap();
-        std::fs::write(s.join("x"), "now a file").unwrap();
-        std::fs::write(s.join("big"), crate::util::tree::random_bytes(d, 1 << 20)).unwrap();
-        std::fs::create_dir_all(t.join("x")).unwrap();
-        std::fs::write(t.join("x/keep.o"), "excluded").unwrap();
-        std::fs::write(t.join("old"), "extraneous").unwrap();
+    failing_tree(&src, &dst, 20);
+    for d in 0..20 {
+        std::fs::write(dst.join(format!("d{d:02}/old")), "extraneous").unwrap();
     }
     let args = [
         "--delete",
