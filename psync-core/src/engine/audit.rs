@@ -8,9 +8,7 @@ use crate::entry::{Entry, Kind, RelPath};
 use crate::error::Op;
 use crate::event::Event;
 use crate::fs::Dir;
-use crate::itemize::Change;
 use crate::plan::Action;
-use crate::xattr::Node;
 use std::fs::File;
 use std::io;
 
@@ -23,7 +21,7 @@ impl Engine {
     pub(super) fn audit_dir(
         &self,
         rel: &RelPath,
-        (src_dir, dst_dir): (&Dir, Option<&Dir>),
+        src_dir: &Dir,
         (src, dst): (&[Entry], &[Entry]),
         actions: &[Action],
     ) {
@@ -33,17 +31,9 @@ impl Engine {
                     continue;
                 };
                 let d = &dst[i];
+                // A directory's own task itemizes its attributes, xattrs
+                // and ACLs (`itemize_dir`).
                 if s.kind == Kind::Dir && d.kind == Kind::Dir {
-                    // A dry run itemizes a directory's mode, owner and
-                    // times, not its xattrs and ACLs: compared here, the
-                    // frontend merges the lines of one path.
-                    if let Some(dd) = dst_dir {
-                        self.audit_xattrs(
-                            rel.join(&s.name),
-                            self.xattr_changes(src_dir, dd, s, d),
-                            s,
-                        );
-                    }
                     continue;
                 }
                 if self.plan_opts.hard_links && d.kind == s.kind && (s.nlink > 1 || d.nlink > 1) {
@@ -105,28 +95,6 @@ impl Engine {
                     );
                 }
             }
-        }
-    }
-
-    /// `psync verify`: the root's attributes, which a dry run does not
-    /// itemize (`./`).
-    pub(super) fn audit_root(&self, (src_dir, dst_dir): (&Dir, &Dir), src: &Entry, dst: &Entry) {
-        let mut change = crate::plan::attr_change(src, dst, &self.plan_opts);
-        let nodes = (Node::Fd(src_dir.fd()), Node::Fd(dst_dir.fd()));
-        let (xattr, acl) = self.xattr_changes_of(nodes, src, dst);
-        change.xattr |= xattr;
-        change.acl |= acl;
-        if change.any() {
-            self.itemize(RelPath::root(), Some(change), src);
-        }
-    }
-
-    /// Itemizes a directory whose xattrs (`x`) or ACLs (`a`) differ.
-    fn audit_xattrs(&self, path: RelPath, (xattr, acl): (bool, bool), src: &Entry) {
-        if xattr || acl {
-            let mut change = Change::attrs_of(Kind::Dir);
-            (change.xattr, change.acl) = (xattr, acl);
-            self.itemize(path, Some(change), src);
         }
     }
 

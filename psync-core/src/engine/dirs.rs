@@ -230,12 +230,6 @@ impl Engine {
             self.apply_filters(rel, &mut src_entries, &mut dst);
         }
         self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
-        if self.verify_only
-            && rel.is_root()
-            && let (Some(d), Some(dst)) = (dst_dir.as_ref(), dst_entry)
-        {
-            self.audit_root((&src_dir, d), src_entry, dst);
-        }
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
         let non_dirs = src_entries.iter().filter(|e| !e.is_dir()).count();
         // The listings are needed past the plan only to audit it, or to
@@ -253,8 +247,7 @@ impl Engine {
         if let Some((src_entries, dst)) = &listings
             && (self.verify_only || self.manifest)
         {
-            let dirs = (&src_dir, dst_dir.as_ref());
-            self.audit_dir(rel, dirs, (src_entries, dst), &actions);
+            self.audit_dir(rel, &src_dir, (src_entries, dst), &actions);
         }
         if let Some(d) = dst_dir.as_ref() {
             let writes = actions.iter().any(|a| {
@@ -548,8 +541,15 @@ impl Engine {
         };
         let mut change = attr_change(src, dst, &self.plan_opts);
         change.xattr |= flags;
-        if let Some((s, d)) = dirs.filter(|_| self.xattr_source(Some(dst), src)) {
-            self.mark_xattrs((Node::Fd(s.fd()), Node::Fd(d.fd())), &mut change);
+        if let Some((s, d)) = dirs {
+            let nodes = (Node::Fd(s.fd()), Node::Fd(d.fd()));
+            if self.verify_only {
+                // `psync verify`: what cannot be read differs too.
+                let (xattr, acl) = self.xattr_changes_of(nodes, src, dst);
+                (change.xattr, change.acl) = (change.xattr | xattr, change.acl | acl);
+            } else if self.xattr_source(Some(dst), src) {
+                self.mark_xattrs(nodes, &mut change);
+            }
         }
         if change.any() {
             self.itemize(rel.clone(), Some(change), src);
