@@ -61,3 +61,4 @@ mod temps;
 mod types;
 mod updates;
 mod verify;
+mod wide;

@@ -1649,6 +1649,7 @@ impl TaskContext for Cx<'_> {
 fn describe(t: &Task) -> String {
     let what = match t {
         Task::Dir { .. } => "listing",
+        Task::DirPart { .. } => "listing part of",
         Task::Files { actions, .. } => {
             return format!("copying {} files in {}", actions.len(), show(t.rel()));
         }

@@ -1041,6 +1041,13 @@ impl SyncArgs {
         if let Some(secs) = self.modify_window {
             b.modify_window(Duration::from_secs(secs));
         }
+        // A knob for tests (ADR 021): a few names make a wide directory.
+        if let Some(n) = std::env::var("PSYNC_WIDE_DIR")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            b.wide_dir(n);
+        }
         b.backend(self.backend.clone());
         b
     }

@@ -44,6 +44,7 @@ pub struct SyncBuilder {
     itemize: bool,
     verify_only: bool,
     manifest: bool,
+    wide_dir: usize,
     max_delete: Option<u64>,
     max_errors: Option<u64>,
     bwlimit: Option<u64>,
@@ -134,6 +135,7 @@ impl SyncBuilder {
             itemize: false,
             verify_only: false,
             manifest: false,
+            wide_dir: crate::engine::WIDE_DIR,
             max_delete: None,
             max_errors: None,
             bwlimit: None,
@@ -457,6 +459,15 @@ impl SyncBuilder {
     /// rsync `-X` does).
     pub fn fast_xattr_check(&mut self, yes: bool) -> &mut Self {
         self.fast_xattr_check = yes;
+        self
+    }
+
+    /// A directory with more names than this on either side is listed
+    /// and planned in parts, each a task (ADR 021). Default: 65,536. A
+    /// knob for tests (a few names make several parts), not an option.
+    #[doc(hidden)]
+    pub fn wide_dir(&mut self, names: usize) -> &mut Self {
+        self.wide_dir = names.max(1);
         self
     }
 
@@ -863,6 +874,7 @@ impl Syncer {
             root_touched,
             verify_only: b.verify_only,
             manifest: b.manifest,
+            wide_dir: b.wide_dir,
         };
         // The roots' entries named as every engine names them (ADR 014).
         let (mut src_entry, mut dst_entry) = (src_entry, dst_entry);

@@ -326,8 +326,10 @@ counters! {
     scanned,
     /// Source directories listed.
     dirs,
-    /// Directory tasks spawned, as a sum of their ids' low 32 bits
-    /// (the root's not counted). With [`Stats::dirs_run_ids`]: see
+    /// Parts of wide directories listed, each a task of its own (ADR 021).
+    dir_parts,
+    /// Directory tasks (and parts of wide directories) spawned, as a sum
+    /// of their ids' low 32 bits (the root's not counted). With [`Stats::dirs_run_ids`]: see
     /// [`Snapshot::walk_done`].
     dirs_spawned_ids,
     /// Directory tasks done (listed, or failed), as a sum of their ids'

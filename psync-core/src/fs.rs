@@ -324,6 +324,39 @@ impl Dir {
         Ok(crate::walk::Listing { entries, failed })
     }
 
+    /// [`Dir::list`], unless the directory holds more than `most` names:
+    /// then its names, read once either way.
+    ///
+    /// # Errors
+    /// When the directory itself cannot be read.
+    pub fn list_or_names(&self, most: usize) -> io::Result<crate::walk::Listed> {
+        let mut names = crate::walk::Names::default();
+        self.each_name(|name, _| {
+            names.push(name);
+            Ok(())
+        })?;
+        if names.len() > most {
+            return Ok(crate::walk::Listed::Names(names));
+        }
+        Ok(crate::walk::Listed::Entries(self.list_some(names.iter())))
+    }
+
+    /// The entries of the given names, sorted (as [`Dir::list`] lists
+    /// each name).
+    pub fn list_some<'a>(&self, names: impl Iterator<Item = &'a [u8]>) -> crate::walk::Listing {
+        let mut entries = Vec::with_capacity(names.size_hint().0);
+        let mut failed = Vec::new();
+        for name in names {
+            match self.entry(Name(name.to_vec())) {
+                Ok(Some(e)) => entries.push(e),
+                Ok(None) => {}
+                Err((name, e)) => failed.push((name, e)),
+            }
+        }
+        entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+        crate::walk::Listing { entries, failed }
+    }
+
     /// One entry by name; `Ok(None)` when it does not exist.
     #[allow(clippy::result_large_err)]
     fn entry(&self, name: Name) -> Result<Option<Entry>, (Name, io::Error)> {

@@ -97,7 +97,7 @@ pub use transport::{
 };
 pub use validate::{Roots, validate};
 pub use verify::{Hasher, hash_segments};
-pub use walk::{FsWalker, Listing, Walker};
+pub use walk::{FsWalker, Listed, Listing, Names, Walker};
 pub use xattr::{Node, XattrReport, XattrSync};
 
 /// A temporary directory for unit tests, under the workspace's `target/`

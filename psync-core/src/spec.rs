@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Version byte in front of every encoded [`RunSpec`] (postcard is not
 /// self-describing: an engine refuses a spec of another version rather
 /// than misread it).
-pub const SPEC_ENCODING_VERSION: u8 = 4;
+pub const SPEC_ENCODING_VERSION: u8 = 5;
 
 /// Everything an engine needs to run tasks of one run, besides the tasks:
 /// the roots, every option that changes what the engine does, and what
@@ -123,6 +123,9 @@ pub struct RunSpec {
     /// `--manifest`: an [`Event::Hashed`] for every regular file.
     #[serde(default)]
     pub manifest: bool,
+    /// A directory with more names than this on either side is listed
+    /// and planned in parts, each a task (ADR 021).
+    pub wide_dir: usize,
 }
 
 impl std::fmt::Debug for RunSpec {
@@ -143,6 +146,7 @@ impl std::fmt::Debug for RunSpec {
             .field("itemize", &self.itemize)
             .field("verify_only", &self.verify_only)
             .field("manifest", &self.manifest)
+            .field("wide_dir", &self.wide_dir)
             .field("verify", &self.verify)
             .field("chunk_size", &self.chunk_size)
             .field("resume_threshold", &self.resume_threshold)
@@ -463,6 +467,7 @@ impl Engine {
             root_touched: spec.root_touched,
             verify_only: spec.verify_only,
             manifest: spec.manifest,
+            wide_dir: spec.wide_dir.max(1),
             chunk_size: spec.chunk_size,
             resume_threshold: spec.resume_threshold,
             drop_source_cache: spec.drop_source_cache,
@@ -684,6 +689,7 @@ mod tests {
             root_touched: true,
             verify_only: true,
             manifest: true,
+            wide_dir: 99,
         }
     }
 

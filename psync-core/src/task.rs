@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 7;
+pub const TASK_ENCODING_VERSION: u8 = 8;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -42,6 +42,28 @@ pub enum Task {
         /// listed or made it (`None` for the root): the directory opened
         /// must be that one (a user may rename another one to its path).
         at: Option<(u64, u64)>,
+    },
+    /// One range of names of a wide directory (ADR 021): its [`Task::Dir`]
+    /// read only the names of both sides and spawned one of these per
+    /// range; each looks its names up on both sides, plans them, acts,
+    /// and spawns what they need. The directory's finish, deferred by its
+    /// `Dir` task, runs after every part and what they spawned.
+    DirPart {
+        /// The directory, relative to both roots.
+        rel: RelPath,
+        /// The names of the range on either side, sorted, each followed
+        /// by a NUL byte.
+        names: Vec<u8>,
+        /// The target directory's device and inode as its `Dir` task saw
+        /// it (`None` only in a dry run of a directory the run would
+        /// make): opened again, it must be the same directory.
+        at: Option<(u64, u64)>,
+        /// As [`Task::Files`]' `fresh`.
+        fresh: bool,
+        /// Spawned by a second delivery of its directory's task (as
+        /// [`Task::Files`]' `recheck`; not part of the id).
+        #[serde(default)]
+        recheck: bool,
     },
     /// Copy a batch of files of one directory.
     Files {
@@ -213,6 +235,7 @@ impl Task {
     pub fn rel(&self) -> &RelPath {
         match self {
             Task::Dir { rel, .. }
+            | Task::DirPart { rel, .. }
             | Task::Files { rel, .. }
             | Task::BigFile { rel, .. }
             | Task::Chunk { rel, .. }
@@ -261,6 +284,7 @@ impl Task {
         put(&run_id.to_le_bytes());
         let tag: &[u8] = match self {
             Task::Dir { .. } => b"dir",
+            Task::DirPart { .. } => b"dirpart",
             Task::Files { .. } => b"files",
             Task::BigFile { .. } => b"bigfile",
             Task::Chunk { .. } => b"chunk",
@@ -277,6 +301,7 @@ impl Task {
         put(self.rel().as_bytes());
         match self {
             Task::Dir { .. } => {}
+            Task::DirPart { names, .. } => put(names),
             Task::FinishDir { pass, .. } => put(&pass.to_le_bytes()),
             Task::Files { actions, .. } | Task::Links { actions, .. } => {
                 put(&(actions.len() as u64).to_le_bytes());

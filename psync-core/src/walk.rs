@@ -24,17 +24,132 @@ pub trait Walker: Send + Sync {
     /// # Errors
     /// When the directory itself cannot be read.
     fn list(&self, dir: &Dir) -> io::Result<Listing>;
+
+    /// [`Walker::list`], unless `dir` holds more than `most` names: then
+    /// its names only, nothing looked up (a wide directory is listed in
+    /// parts, ADR 021). The default always lists.
+    ///
+    /// # Errors
+    /// When the directory itself cannot be read.
+    fn list_or_names(&self, dir: &Dir, most: usize) -> io::Result<Listed> {
+        let _ = most;
+        self.list(dir).map(Listed::Entries)
+    }
+
+    /// The entries of `dir` of the given names (sorted, unique): one part
+    /// of a wide directory. Names not there are left out, as vanished
+    /// entries are. The default lists the whole directory and keeps them.
+    ///
+    /// # Errors
+    /// When the directory itself cannot be read.
+    fn list_some(&self, dir: &Dir, names: &[&[u8]]) -> io::Result<Listing> {
+        let mut l = self.list(dir)?;
+        let wanted = |n: &Name| names.binary_search(&n.as_bytes()).is_ok();
+        l.entries.retain(|e| wanted(&e.name));
+        l.failed.retain(|(n, _)| wanted(n));
+        Ok(l)
+    }
+}
+
+/// What [`Walker::list_or_names`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listed {
+    /// The directory's listing.
+    Entries(Listing),
+    /// Only its names: it holds more than asked for.
+    Names(Names),
+}
+
+/// A directory's names, packed (each followed by a NUL byte, which no
+/// name holds): about 20 bytes a name where a `Vec<Name>` takes 56.
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    bytes: Vec<u8>,
+    starts: Vec<usize>,
+}
+
+impl Names {
+    /// Adds one name.
+    pub fn push(&mut self, name: &[u8]) {
+        self.starts.push(self.bytes.len());
+        self.bytes.extend_from_slice(name);
+        self.bytes.push(0);
+    }
+
+    /// How many names.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// No names.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The `i`-th name.
+    #[must_use]
+    pub fn get(&self, i: usize) -> &[u8] {
+        let rest = &self.bytes[self.starts[i]..];
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    /// Sorts the names (bytewise, as listings are) and drops repeats.
+    pub fn sort(&mut self) {
+        let bytes = &self.bytes;
+        let name = |s: usize| {
+            let rest = &bytes[s..];
+            &rest[..rest.iter().position(|&b| b == 0).unwrap_or(rest.len())]
+        };
+        self.starts.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+        self.starts.dedup_by(|a, b| name(*a) == name(*b));
+    }
+
+    /// The index of `name`, in sorted names.
+    #[must_use]
+    pub fn find(&self, name: &[u8]) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+
+    /// The names in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.len()).map(|i| self.get(i))
+    }
 }
 
 impl<T: Walker + ?Sized> Walker for std::sync::Arc<T> {
     fn list(&self, dir: &Dir) -> io::Result<Listing> {
         (**self).list(dir)
     }
+    fn list_or_names(&self, dir: &Dir, most: usize) -> io::Result<Listed> {
+        (**self).list_or_names(dir, most)
+    }
+    fn list_some(&self, dir: &Dir, names: &[&[u8]]) -> io::Result<Listing> {
+        (**self).list_some(dir, names)
+    }
 }
 
 impl<T: Walker + ?Sized> Walker for Box<T> {
     fn list(&self, dir: &Dir) -> io::Result<Listing> {
         (**self).list(dir)
+    }
+    fn list_or_names(&self, dir: &Dir, most: usize) -> io::Result<Listed> {
+        (**self).list_or_names(dir, most)
+    }
+    fn list_some(&self, dir: &Dir, names: &[&[u8]]) -> io::Result<Listing> {
+        (**self).list_some(dir, names)
     }
 }
 
@@ -45,5 +160,11 @@ pub struct FsWalker;
 impl Walker for FsWalker {
     fn list(&self, dir: &Dir) -> io::Result<Listing> {
         dir.list()
+    }
+    fn list_or_names(&self, dir: &Dir, most: usize) -> io::Result<Listed> {
+        dir.list_or_names(most)
+    }
+    fn list_some(&self, dir: &Dir, names: &[&[u8]]) -> io::Result<Listing> {
+        Ok(dir.list_some(names.iter().copied()))
     }
 }

@@ -146,6 +146,9 @@ pub struct Opts {
     pub no_file_flags: bool,
     /// `--max-delete N` / `max_delete(Some(N))`.
     pub max_delete: Option<u64>,
+    /// A directory of more names than this is listed in parts (ADR 021):
+    /// `PSYNC_WIDE_DIR` / `wide_dir(N)`, a knob for tests.
+    pub wide_dir: Option<usize>,
     /// `-c` / `checksum(true)`.
     pub checksum: bool,
     /// Filter options as the CLI takes them, one `--opt=VALUE` each
@@ -356,6 +359,9 @@ pub fn lib_events_cfg(
         .checksum(opts.checksum)
         .itemize(true)
         .events(tx);
+    if let Some(n) = opts.wide_dir {
+        b.wide_dir(n);
+    }
     if !opts.filters.is_empty() {
         let mut f = psync::filter::Filters::default();
         let nul = opts.filters.iter().any(|a| a == "-0");
@@ -447,7 +453,12 @@ pub fn sync_cli(src: &Path, dst: &Path, threads: usize, opts: &Opts) -> Outcome 
         args.extend(["--max-delete", n]);
     }
     args.extend(opts.filters.iter().map(String::as_str));
-    let o = run_cli(&args, src, dst);
+    let mut cmd = psync_cmd();
+    cmd.arg("sync").args(&args).arg(src).arg(dst);
+    if let Some(n) = opts.wide_dir {
+        cmd.env("PSYNC_WIDE_DIR", n.to_string());
+    }
+    let o = cmd.output().expect("run psync");
     let mut out = Outcome {
         exit: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),

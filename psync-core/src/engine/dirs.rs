@@ -14,7 +14,7 @@ use crate::plan::{Action, Planner, attr_change, is_linked};
 use crate::subtree::Child;
 use crate::task::Task;
 use crate::transport::TaskContext;
-use crate::walk::Walker;
+use crate::walk::{Listed, Names, Walker};
 use crate::xattr::Node;
 use std::io;
 use std::sync::atomic::Ordering;
@@ -55,6 +55,28 @@ impl Iterator for Taken {
     }
 }
 
+/// What a directory's task found besides the entries it plans.
+#[derive(Default)]
+struct Found {
+    /// Source names that could not be examined.
+    unread: Vec<Name>,
+    /// Target entries that are mount roots.
+    mounts: Vec<Name>,
+    /// Part files of large files on the target.
+    parts: Vec<Name>,
+    /// psync's own entries were removed (the directory's mtime moved).
+    cleaned: bool,
+}
+
+/// What a directory's listings cover.
+enum Scope<'a> {
+    /// The whole directory, of these source and target entries.
+    Whole(&'a Entry, Option<&'a Entry>),
+    /// One part of a wide directory ([`Task::DirPart`]): its first name,
+    /// and whether the target directory is one this run made.
+    Part { first: &'a [u8], fresh: bool },
+}
+
 /// The part of a directory task's id summed by `dirs_spawned_ids` and
 /// `dirs_run_ids`: its low 32 bits, of run 0 (the same in every run: two
 /// runs of one tree count the same).
@@ -75,7 +97,8 @@ fn passes_on_acl(dir: &Dir) -> bool {
 }
 
 impl Engine {
-    /// Lists, plans and acts for one directory.
+    /// Lists, plans and acts for one directory; one with more names than
+    /// the run's `wide_dir` on either side is split in parts (ADR 021).
     pub(super) fn run_dir(
         &self,
         rel: &RelPath,
@@ -83,6 +106,7 @@ impl Engine {
         (dst_entry, made): (Option<&Entry>, Option<(u64, u64)>),
         cx: &mut dyn TaskContext,
     ) {
+        let most = self.wide_dir;
         // Before anything else: the finish of an unreadable source
         // directory opens the target too.
         if let Some(d) = dst_entry {
@@ -125,7 +149,16 @@ impl Engine {
                 Err(e) => return self.fail(rel, true, Op::OpenDir, e),
             }
         };
-        let src_listed = self.walker.list(&src_dir).and_then(|mut l| {
+        let src_listed = match self.walker.list_or_names(&src_dir, most) {
+            Ok(Listed::Names(names)) => {
+                let dirs = (&src_dir, dst_dir.as_ref());
+                let entries = (src_entry, dst_entry, made);
+                return self.split_dir(rel, entries, dirs, (names, None), cx);
+            }
+            Ok(Listed::Entries(l)) => Ok(l),
+            Err(e) => Err(e),
+        };
+        let src_listed = src_listed.and_then(|mut l| {
             self.copier.annotate(&src_dir, &mut l.entries)?;
             Ok(l)
         });
@@ -156,69 +189,154 @@ impl Engine {
         // delivery finished it itself, a leaf, and died before it was
         // acknowledged: then what is in it goes through the plan as any
         // target's entries do).
-        let listed = dst_dir.as_ref().map(|d| self.walker.list(d));
-        // The directory listed by the parent's task (or made by it), not
-        // another one a user renamed to its path since; nothing in it is
-        // changed before this check. Its status is taken after its
-        // listing: whatever changed its entries before the listing (an
-        // earlier delivery of this task, whose finish was lost, or the
-        // copies it spawned) shows in its times, and whatever will change
-        // them after shows in the plan.
-        let (at, stale) = match dst_dir.as_ref().map(|d| {
-            d.fstat().and_then(|st| {
-                let at = self.check_dir(rel, (d, &st), dst_entry, made)?;
-                Ok((
-                    at,
-                    dst_entry.is_some() && self.dir_attrs_stale(src_entry, &st),
-                ))
-            })
-        }) {
-            Some(Ok((at, stale))) => (Some(at), stale),
-            Some(Err(e)) => return self.fail(rel, true, Op::OpenDir, e),
-            None => (None, false),
+        let listed = match dst_dir.as_ref().map(|d| self.walker.list_or_names(d, most)) {
+            // The target is the wide side: split all the same.
+            Some(Ok(Listed::Names(names))) => {
+                let mut src_names = Names::default();
+                let failed = src.failed.iter().map(|(n, _)| n);
+                for n in src.entries.iter().map(|e| &e.name).chain(failed) {
+                    src_names.push(n.as_bytes());
+                }
+                drop(src);
+                let dirs = (&src_dir, dst_dir.as_ref());
+                let entries = (src_entry, dst_entry, made);
+                return self.split_dir(rel, entries, dirs, (src_names, Some(names)), cx);
+            }
+            Some(Ok(Listed::Entries(l))) => Some(Ok(l)),
+            Some(Err(e)) => Some(Err(e)),
+            None => None,
         };
-        let unread: Vec<Name> = src.failed.iter().map(|(n, _)| n.clone()).collect();
+        let (at, stale) = match self.listed_dir(rel, dst_dir.as_ref(), src_entry, (dst_entry, made))
+        {
+            Ok(found) => found,
+            Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+        };
+        let mut found = Found::default();
         for (name, e) in src.failed {
+            found.unread.push(name.clone());
             self.fail(&rel.join(&name), false, Op::Stat, e);
         }
-        self.count_scanned(&src.entries);
-        let mut parts = Vec::new();
+        self.count_scanned(&src.entries, true);
         let mut src_entries = src.entries;
-        let mut mounts = Vec::new();
-        // Stale temporaries or parts removed: the directory's mtime moved.
-        let mut cleaned = false;
-        let mut dst = match (&dst_dir, listed) {
+        let dst = match (&dst_dir, listed) {
             (Some(d), Some(listed)) => match listed {
-                Ok(mut l) => {
-                    // A target entry that cannot be examined is left alone.
-                    for (name, e) in l.failed {
-                        src_entries.retain(|s| s.name != name);
-                        self.fail(&rel.join(&name), true, Op::Stat, e);
-                    }
-                    // Mount roots first: not even a stale temporary's name
-                    // makes psync remove one.
-                    l.entries.retain(|e| {
-                        let keep = !e.mount_root;
-                        if !keep {
-                            mounts.push(e.name.clone());
-                        }
-                        keep
-                    });
-                    self.fs.name_listing(d, &mut l.entries);
-                    let (kept, removed) = self.drop_temporaries(d, rel, l.entries, &mut parts);
-                    cleaned |= removed;
-                    kept
-                }
+                Ok(l) => self.take_dst(d, rel, l, &mut src_entries, &mut found),
                 Err(e) => return self.fail(rel, true, Op::ReadDir, e),
             },
             _ => Vec::new(),
         };
+        let mut counted = Counted {
+            cx,
+            spawned: 0,
+            again: false,
+        };
+        let dirs = (&src_dir, dst_dir.as_ref(), at);
+        let scope = Scope::Whole(src_entry, dst_entry);
+        let (touched, cleaned) =
+            self.plan_and_act(rel, dirs, (src_entries, dst), found, scope, &mut counted);
+        let (cx, leaf) = (counted.cx, counted.spawned == 0);
+        // A directory whose times (or owner, mode) are not the source's
+        // gets them at its finish even when this delivery changed nothing
+        // in it: an earlier delivery may have, and lost its finish.
+        let changed = touched || stale || cleaned;
+        let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), changed);
+        // A directory whose work was all done here (no subdirectory, no
+        // task spawned: its files copied inline) is finished here too: one
+        // task instead of three, which is what a broker's dispatch costs.
+        // The root's finish starts the run's last phase: always deferred.
+        // On every delivery alike: a task's deliveries count once (one
+        // report is acknowledged), so a finish deferred by one of them and
+        // run inline by another would count twice. (A later delivery that
+        // races a batch an earlier one spawned may so finish before that
+        // batch's last rename: ADR 016.)
+        if leaf && !rel.is_root() && !self.quit.load(Ordering::Relaxed) {
+            return self.run_task(finish, cx);
+        }
+        self.defer(cx, finish);
+    }
+
+    /// The target directory's identity, once it is known to be the one
+    /// listed by the parent's task (or made by it), not another one a
+    /// user renamed to its path since; nothing in it is changed before
+    /// this check. And whether its attributes differ from the source's.
+    /// Its status is taken after its listing: whatever changed its
+    /// entries before the listing (an earlier delivery of this task,
+    /// whose finish was lost, or the copies it spawned) shows in its
+    /// times, and whatever will change them after shows in the plan.
+    fn listed_dir(
+        &self,
+        rel: &RelPath,
+        dst_dir: Option<&Dir>,
+        src_entry: &Entry,
+        (dst_entry, made): (Option<&Entry>, Option<(u64, u64)>),
+    ) -> io::Result<(Option<(u64, u64)>, bool)> {
+        let Some(d) = dst_dir else {
+            return Ok((None, false));
+        };
+        let st = d.fstat()?;
+        let at = self.check_dir(rel, (d, &st), dst_entry, made)?;
+        let stale = dst_entry.is_some() && self.dir_attrs_stale(src_entry, &st);
+        Ok((Some(at), stale))
+    }
+
+    /// The target's listing as the plan takes it: entries that cannot be
+    /// examined left alone (their source entries too), mount roots set
+    /// aside (`found.mounts`), psync's own temporaries removed or hidden
+    /// and part files set aside (`found.parts`).
+    fn take_dst(
+        &self,
+        d: &Dir,
+        rel: &RelPath,
+        mut l: crate::walk::Listing,
+        src_entries: &mut Vec<Entry>,
+        found: &mut Found,
+    ) -> Vec<Entry> {
+        // A target entry that cannot be examined is left alone.
+        for (name, e) in l.failed {
+            src_entries.retain(|s| s.name != name);
+            self.fail(&rel.join(&name), true, Op::Stat, e);
+        }
+        // Mount roots first: not even a stale temporary's name makes
+        // psync remove one.
+        l.entries.retain(|e| {
+            let keep = !e.mount_root;
+            if !keep {
+                found.mounts.push(e.name.clone());
+            }
+            keep
+        });
+        self.fs.name_listing(d, &mut l.entries);
+        let (kept, removed) = self.drop_temporaries(d, rel, l.entries, &mut found.parts);
+        // Stale temporaries or parts removed: the directory's mtime moved.
+        found.cleaned |= removed;
+        kept
+    }
+
+    /// Plans the listings of a directory (or of one part of a wide one)
+    /// and acts. Returns whether its entries changed (added, removed or
+    /// replaced), and whether psync's own were removed.
+    fn plan_and_act(
+        &self,
+        rel: &RelPath,
+        (src_dir, dst_dir, at): (&Dir, Option<&Dir>, Option<(u64, u64)>),
+        (mut src_entries, mut dst): (Vec<Entry>, Vec<Entry>),
+        found: Found,
+        scope: Scope<'_>,
+        cx: &mut Counted<'_>,
+    ) -> (bool, bool) {
+        let Found {
+            unread,
+            mounts,
+            parts,
+            mut cleaned,
+        } = found;
         // Borrowed: cloning the options (their group list) for every
         // directory would cost a no-op run an allocation per directory.
         let mut plan_opts = std::borrow::Cow::Borrowed(&self.plan_opts);
         if !unread.is_empty() {
             // Never delete what the source could not be read to confirm:
-            // neither the failed names nor, as rsync, anything else here.
+            // neither the failed names nor, as rsync, anything else here
+            // (in a wide directory: in this part).
             dst.retain(|e| !unread.contains(&e.name));
             if plan_opts.delete {
                 plan_opts.to_mut().delete = false;
@@ -227,7 +345,10 @@ impl Engine {
             }
         }
         if !plan_opts.filters.is_empty() {
-            self.apply_filters(rel, &mut src_entries, &mut dst);
+            // A wide directory's `--files-from` paths are looked for by
+            // its own task, which has all its names.
+            let whole = matches!(scope, Scope::Whole(..));
+            self.apply_filters(rel, &mut src_entries, &mut dst, whole);
         }
         self.leave_mount_roots(rel, &mounts, &mut src_entries, plan_opts.delete);
         self.skip_by_copier(rel, &mut src_entries, &mut dst);
@@ -247,22 +368,22 @@ impl Engine {
         if let Some((src_entries, dst)) = &listings
             && (self.verify_only || self.manifest)
         {
-            self.audit_dir(rel, &src_dir, (src_entries, dst), &actions);
+            self.audit_dir(rel, src_dir, (src_entries, dst), &actions);
         }
-        if let Some(d) = dst_dir.as_ref() {
+        if let (Some(d), Scope::Whole(src_entry, dst_entry)) = (dst_dir, &scope) {
             let writes = actions.iter().any(|a| {
                 !matches!(
                     a,
                     Action::Descend { .. } | Action::TooYoung { .. } | Action::Attrs { .. }
                 )
             });
-            let dirs = (&src_dir, d);
+            let dirs = (src_dir, d);
             // The root is lifted for the link area when that is made.
             let flags =
-                self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), writes || cleaned);
-            self.itemize_dir(rel, (src_entry, dst_entry), Some(dirs), flags);
+                self.start_dir_fsattrs(rel, dirs, (src_entry, *dst_entry), writes || cleaned);
+            self.itemize_dir(rel, (src_entry, *dst_entry), Some(dirs), flags);
         }
-        cleaned |= self.drop_unused_parts(dst_dir.as_ref(), rel, &parts, &actions);
+        cleaned |= self.drop_unused_parts(dst_dir, rel, &parts, &actions);
         // Directories are counted at their finish; here, the other entries
         // that need nothing.
         let acted = actions
@@ -284,12 +405,23 @@ impl Engine {
             c.unchanged += unchanged as u64;
             c.done += unchanged as u64;
         });
-        if let Some(d) = dst_dir.as_ref().filter(|_| dst_entry.is_none()) {
-            self.adopt_default_acl(rel, &src_dir, d);
-        }
+        let fresh = match scope {
+            Scope::Whole(_, dst_entry) => {
+                if let Some(d) = dst_dir.filter(|_| dst_entry.is_none()) {
+                    self.adopt_default_acl(rel, src_dir, d);
+                }
+                dst_entry.is_none() && !dst_dir.is_some_and(passes_on_acl)
+            }
+            Scope::Part { fresh, .. } => fresh,
+        };
+        // The walk's hard-link records of this directory, or of this part.
+        let origin = match scope {
+            Scope::Whole(..) => crate::engine::links::WALK.to_vec(),
+            Scope::Part { first, .. } => [crate::engine::links::WALK, b"/", first].concat(),
+        };
         if let Some((src_entries, dst)) = &listings {
             if !self.dry_run {
-                self.record_members(rel, at, src_entries, dst, &actions);
+                self.record_members(rel, at, (src_entries, dst), &actions, &origin);
             } else if dst_dir.is_some() && self.dry_links.is_some() {
                 self.note_dry_members(rel, src_entries, dst, &actions);
             }
@@ -297,39 +429,266 @@ impl Engine {
         // Not needed past the plan: a huge directory's listings are freed
         // before its actions are carried out.
         drop(listings);
-        let fresh = dst_entry.is_none() && !dst_dir.as_ref().is_some_and(passes_on_acl);
-        let mut counted = Counted { cx, spawned: 0 };
-        let touched = self.act(
-            rel,
-            &src_dir,
-            (dst_dir.as_ref(), at),
-            fresh,
-            actions,
-            &mut counted,
-        );
-        let (cx, leaf) = (counted.cx, counted.spawned == 0);
-        if let Some(d) = dst_dir.as_ref().filter(|_| touched) {
+        let touched = self.act(rel, src_dir, (dst_dir, at), (fresh, &origin), actions, cx);
+        if let Some(d) = dst_dir.filter(|_| touched) {
             // Deletions, new directories, symlinks and specials.
             self.sync_dir(rel, d);
         }
-        // A directory whose times (or owner, mode) are not the source's
-        // gets them at its finish even when this delivery changed nothing
-        // in it: an earlier delivery may have, and lost its finish.
-        let changed = touched || stale || cleaned;
-        let finish = self.finish_task(rel, src_entry, (dst_entry, at.or(made)), changed);
-        // A directory whose work was all done here (no subdirectory, no
-        // task spawned: its files copied inline) is finished here too: one
-        // task instead of three, which is what a broker's dispatch costs.
-        // The root's finish starts the run's last phase: always deferred.
-        // On every delivery alike: a task's deliveries count once (one
-        // report is acknowledged), so a finish deferred by one of them and
-        // run inline by another would count twice. (A later delivery that
-        // races a batch an earlier one spawned may so finish before that
-        // batch's last rename: ADR 016.)
-        if leaf && !rel.is_root() && !self.quit.load(Ordering::Relaxed) {
-            return self.run_task(finish, cx);
+        (touched, cleaned)
+    }
+
+    /// A wide directory's own task (ADR 021): with the names of both
+    /// sides only, it looks for `--files-from` paths, removes stale
+    /// temporaries, itemizes the directory, cuts the names into ranges
+    /// and spawns a [`Task::DirPart`] for each, then defers its finish,
+    /// which runs after every part and all they spawned. `src` holds the
+    /// source's names, `dst` the target's when it was read already.
+    fn split_dir(
+        &self,
+        rel: &RelPath,
+        (src_entry, dst_entry, made): (&Entry, Option<&Entry>, Option<(u64, u64)>),
+        (src_dir, dst_dir): (&Dir, Option<&Dir>),
+        (mut src, dst): (Names, Option<Names>),
+        cx: &mut dyn TaskContext,
+    ) {
+        let mut dst = match (dst_dir, dst) {
+            (None, _) => Names::default(),
+            (Some(_), Some(names)) => names,
+            (Some(d), None) => match self.walker.list_or_names(d, 0) {
+                Ok(Listed::Names(names)) => names,
+                // Empty (or a walker that always lists).
+                Ok(Listed::Entries(l)) => {
+                    let mut names = Names::default();
+                    let failed = l.failed.iter().map(|(n, _)| n);
+                    for n in l.entries.iter().map(|e| &e.name).chain(failed) {
+                        names.push(n.as_bytes());
+                    }
+                    names
+                }
+                Err(e) => return self.fail(rel, true, Op::ReadDir, e),
+            },
+        };
+        let (at, _) = match self.listed_dir(rel, dst_dir, src_entry, (dst_entry, made)) {
+            Ok(found) => found,
+            Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+        };
+        src.sort();
+        dst.sort();
+        // The union of both sides' names, but psync's own on the target
+        // that the source lacks: its temporaries, seen to here.
+        let mut union = Names::default();
+        let mut temps = Names::default();
+        let mut part_files = Vec::new();
+        let (mut i, mut j) = (0, 0);
+        while i < src.len() || j < dst.len() {
+            let (s, d) = (
+                (i < src.len()).then(|| src.get(i)),
+                (j < dst.len()).then(|| dst.get(j)),
+            );
+            match (s, d) {
+                (Some(s), Some(d)) if s == d => {
+                    union.push(s);
+                    (i, j) = (i + 1, j + 1);
+                }
+                (Some(s), d) if d.is_none_or(|d| s < d) => {
+                    union.push(s);
+                    i += 1;
+                }
+                (_, None) => unreachable!("one side has names left"),
+                (_, Some(d)) => {
+                    let name = Name(d.to_vec());
+                    if crate::engine::bigfile::part_name_key(&name).is_some() {
+                        part_files.push(name);
+                    } else if crate::engine::temp_run_id(&name).is_some() {
+                        temps.push(d);
+                    } else {
+                        union.push(d);
+                    }
+                    j += 1;
+                }
+            }
         }
-        self.defer(cx, finish);
+        let mut found = Found::default();
+        if !self.plan_opts.filters.is_empty() {
+            self.missing_listed(rel, |first| {
+                let i = src.find(first)?;
+                src_dir
+                    .stat(src.get(i))
+                    .ok()
+                    .map(|st| Entry::from_stat(Name(Vec::new()), &st).kind)
+            });
+        }
+        if let Some(d) = dst_dir.filter(|_| !part_files.is_empty()) {
+            found.cleaned |= self.drop_unused_parts_of(rel, (src_dir, d), &src, &part_files);
+        }
+        drop((src, dst));
+        if let Some(d) = dst_dir.filter(|_| !temps.is_empty()) {
+            let temps: Vec<&[u8]> = temps.iter().collect();
+            match self.walker.list_some(d, &temps) {
+                Ok(l) => {
+                    let mut none = Vec::new();
+                    let kept = self.take_dst(d, rel, l, &mut none, &mut found);
+                    debug_assert!(kept.is_empty() && found.parts.is_empty());
+                    // The source lacks these names: a mount root there is
+                    // an error only under --delete.
+                    self.leave_mount_roots(rel, &found.mounts, &mut none, self.plan_opts.delete);
+                }
+                Err(e) => return self.fail(rel, true, Op::ReadDir, e),
+            }
+        }
+        drop(temps);
+        self.count(|c| c.dirs += 1);
+        if let Some(d) = dst_dir {
+            let dirs = (src_dir, d);
+            // The parts' writes are not known yet: the directory is lifted
+            // as for writes, and sealed again at its finish.
+            let flags = self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), true);
+            self.itemize_dir(rel, (src_entry, dst_entry), Some(dirs), flags);
+            if dst_entry.is_none() {
+                self.adopt_default_acl(rel, src_dir, d);
+            }
+        }
+        let fresh = dst_entry.is_none() && !dst_dir.is_some_and(passes_on_acl);
+        let recheck = cx.delivery() > 1;
+        let per_part = (self.wide_dir / 8).max(1);
+        let mut names = Vec::new();
+        for (k, name) in union.iter().enumerate() {
+            names.extend_from_slice(name);
+            names.push(0);
+            if (k + 1) % per_part == 0 || k + 1 == union.len() {
+                let task = Task::DirPart {
+                    rel: rel.clone(),
+                    names: std::mem::take(&mut names),
+                    at,
+                    fresh,
+                    recheck,
+                };
+                self.spawn_dir(cx, task);
+            }
+        }
+        // Its entries may have changed (the parts'): compared again, and
+        // set, at its finish.
+        self.defer(
+            cx,
+            self.finish_task(rel, src_entry, (dst_entry, at.or(made)), true),
+        );
+    }
+
+    /// A wide directory's part files of large files (interrupted copies)
+    /// that no copy of this run resumes, removed: whether one is resumed
+    /// depends on the plan of its source. Its large files are found
+    /// among the source's `names` and planned alone (`plan` of a name is
+    /// the same alone as among the others). Rare: after an interrupted
+    /// copy of a large file. True when it removed any.
+    fn drop_unused_parts_of(
+        &self,
+        rel: &RelPath,
+        (src_dir, d): (&Dir, &Dir),
+        names: &Names,
+        part_files: &[Name],
+    ) -> bool {
+        let names: Vec<&[u8]> = names.iter().collect();
+        let mut bigs = Vec::new();
+        for chunk in names.chunks((self.wide_dir / 8).max(1)) {
+            let Ok(mut l) = self.walker.list_some(src_dir, chunk).and_then(|mut l| {
+                self.copier.annotate(src_dir, &mut l.entries)?;
+                Ok(l)
+            }) else {
+                // Unknown: none removed.
+                return false;
+            };
+            l.entries.retain(|e| self.is_big(e));
+            bigs.append(&mut l.entries);
+        }
+        self.fs.name_listing(src_dir, &mut bigs);
+        let big_names: Vec<&[u8]> = bigs.iter().map(|e| e.name.as_bytes()).collect();
+        let Ok(l) = self.walker.list_some(d, &big_names) else {
+            return false;
+        };
+        let mut dst = l.entries;
+        dst.retain(|e| !e.mount_root);
+        self.fs.name_listing(d, &mut dst);
+        if !self.plan_opts.filters.is_empty() {
+            self.apply_filters(rel, &mut bigs, &mut dst, false);
+        }
+        let actions = self.planner.plan(&bigs, &dst, &self.plan_opts);
+        self.drop_unused_parts(Some(d), rel, part_files, &actions)
+    }
+
+    /// One part of a wide directory ([`Task::DirPart`]): its names looked
+    /// up on both sides, planned, and acted on as a directory's are.
+    pub(super) fn run_dir_part(
+        &self,
+        rel: &RelPath,
+        names: &[u8],
+        (at, fresh, recheck): (Option<(u64, u64)>, bool, bool),
+        cx: &mut dyn TaskContext,
+    ) {
+        self.count(|c| c.dir_parts += 1);
+        let names: Vec<&[u8]> = names.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+        // From the task, not from a listing: each must be one name (a `/`
+        // would be resolved as a path), and in order.
+        let one = |n: &&[u8]| *n != b"." && *n != b".." && !n.contains(&b'/');
+        if !names.iter().all(one) || !names.is_sorted_by(|a, b| a < b) {
+            let why = "a part of a wide directory names entries that are no names of it, or out of order: nothing done";
+            return self.fail(rel, false, Op::ReadDir, io::Error::other(why));
+        }
+        let src_dir = match self.src_root.open_beneath(rel) {
+            Ok(d) if self.other_source_fs(rel, &d) => {
+                let why = "the source directory is on another file system than when it was listed: nothing done";
+                return self.fail(rel, false, Op::OpenDir, io::Error::other(why));
+            }
+            Ok(d) => d,
+            Err(e) => return self.fail(rel, false, Op::OpenDir, e),
+        };
+        let dst_dir = match at {
+            // A dry run of a directory the run would make.
+            None if self.dry_run => None,
+            None => {
+                let why = "the task does not say which directory it is for: nothing done in it";
+                return self.fail(rel, true, Op::OpenDir, io::Error::other(why));
+            }
+            Some(_) => match self.open_dst_at(rel, at) {
+                Ok(d) if !rel.is_root() && d.is_mount_root() => {
+                    return self.fail(rel, true, Op::OpenDir, crate::subtree::mount_point(rel));
+                }
+                Ok(d) => Some(d),
+                Err(e) => return self.fail(rel, true, Op::OpenDir, e),
+            },
+        };
+        let src = match self.walker.list_some(&src_dir, &names).and_then(|mut l| {
+            self.copier.annotate(&src_dir, &mut l.entries)?;
+            Ok(l)
+        }) {
+            Ok(mut l) => {
+                self.fs.name_listing(&src_dir, &mut l.entries);
+                l
+            }
+            Err(e) => return self.fail(rel, false, Op::ReadDir, e),
+        };
+        let listed = dst_dir.as_ref().map(|d| self.walker.list_some(d, &names));
+        let mut found = Found::default();
+        for (name, e) in src.failed {
+            found.unread.push(name.clone());
+            self.fail(&rel.join(&name), false, Op::Stat, e);
+        }
+        self.count_scanned(&src.entries, false);
+        let mut src_entries = src.entries;
+        let dst = match (&dst_dir, listed) {
+            (Some(d), Some(Ok(l))) => self.take_dst(d, rel, l, &mut src_entries, &mut found),
+            (Some(_), Some(Err(e))) => return self.fail(rel, true, Op::ReadDir, e),
+            _ => Vec::new(),
+        };
+        let first = names.first().copied().unwrap_or_default();
+        let mut counted = Counted {
+            cx,
+            spawned: 0,
+            again: recheck,
+        };
+        let dirs = (&src_dir, dst_dir.as_ref(), at);
+        let scope = Scope::Part { first, fresh };
+        // The directory's finish sets its times whatever the parts did.
+        self.plan_and_act(rel, dirs, (src_entries, dst), found, scope, &mut counted);
     }
 
     /// Leaves out the entries the run's filters exclude (rsync's
@@ -338,8 +697,20 @@ impl Engine {
     /// source lacks is kept from `--delete` unless `--delete-excluded`
     /// (and always above the listed paths). One path buffer per directory, reused for
     /// every entry; a run without filters never gets here.
-    fn apply_filters(&self, rel: &RelPath, src: &mut Vec<Entry>, dst: &mut Vec<Entry>) {
+    fn apply_filters(
+        &self,
+        rel: &RelPath,
+        src: &mut Vec<Entry>,
+        dst: &mut Vec<Entry>,
+        whole: bool,
+    ) {
         let filters = &self.plan_opts.filters;
+        if whole {
+            self.missing_listed(rel, |first| {
+                let found = src.binary_search_by(|s| s.name.as_bytes().cmp(first));
+                found.ok().map(|i| src[i].kind)
+            });
+        }
         let mut path = Vec::with_capacity(rel.as_bytes().len() + 64);
         path.extend_from_slice(rel.as_bytes());
         if !path.is_empty() {
@@ -350,36 +721,6 @@ impl Engine {
             path.truncate(at);
             path.extend_from_slice(e.name.as_bytes());
         };
-        // --files-from: a listed path the source lacks is an error, as
-        // rsync's (exit 23), reported by the directory where its way ends.
-        // `last`: the first component looked up last, and the kind the
-        // source has it as.
-        let mut last: (&[u8], Option<Kind>) = (&[], None);
-        for below in filters.listed_below(rel.as_bytes()) {
-            let first = below.split(|&c| c == b'/').next().unwrap_or(below);
-            if first != last.0 {
-                let found = src.binary_search_by(|s| s.name.as_bytes().cmp(first));
-                last = (first, found.ok().map(|i| src[i].kind));
-            }
-            // Absent, or a path below a name that is no directory (rsync
-            // follows a symlink there; psync no symlink of the source).
-            let why = match last.1 {
-                None => "--files-from path not found in the source",
-                Some(Kind::Dir) => continue,
-                Some(_) if below.len() == first.len() => continue,
-                Some(Kind::Symlink) => {
-                    "--files-from path not found in the source: below a symlink, not followed"
-                }
-                Some(_) => "--files-from path not found in the source: below a non-directory",
-            };
-            let missing = rel.join(&Name(below.to_vec()));
-            self.fail(
-                &missing,
-                false,
-                Op::Stat,
-                io::Error::new(io::ErrorKind::NotFound, why),
-            );
-        }
         // --files-from: above the listed paths, only the way to them.
         let implied = filters.scope(rel.as_bytes()) == crate::filter::Scope::Implied;
         src.retain(|e| {
@@ -400,6 +741,41 @@ impl Engine {
                 set(&mut path, e);
                 !filters.excluded(&path, at, e.is_dir()) || in_src(src, e)
             });
+        }
+    }
+
+    /// --files-from: a listed path the source lacks is an error, as
+    /// rsync's (exit 23), reported by the directory where its way ends.
+    /// `kind_of` gives the kind of a source entry of this directory by
+    /// name (`None`: there is none).
+    fn missing_listed(&self, rel: &RelPath, kind_of: impl Fn(&[u8]) -> Option<Kind>) {
+        let filters = &self.plan_opts.filters;
+        // `last`: the first component looked up last, and the kind the
+        // source has it as.
+        let mut last: (&[u8], Option<Kind>) = (&[], None);
+        for below in filters.listed_below(rel.as_bytes()) {
+            let first = below.split(|&c| c == b'/').next().unwrap_or(below);
+            if first != last.0 {
+                last = (first, kind_of(first));
+            }
+            // Absent, or a path below a name that is no directory (rsync
+            // follows a symlink there; psync no symlink of the source).
+            let why = match last.1 {
+                None => "--files-from path not found in the source",
+                Some(Kind::Dir) => continue,
+                Some(_) if below.len() == first.len() => continue,
+                Some(Kind::Symlink) => {
+                    "--files-from path not found in the source: below a symlink, not followed"
+                }
+                Some(_) => "--files-from path not found in the source: below a non-directory",
+            };
+            let missing = rel.join(&Name(below.to_vec()));
+            self.fail(
+                &missing,
+                false,
+                Op::Stat,
+                io::Error::new(io::ErrorKind::NotFound, why),
+            );
         }
     }
 
@@ -642,13 +1018,16 @@ impl Engine {
     /// [`crate::Snapshot::walk_done`] (the root, which no task spawned,
     /// is not counted).
     pub(super) fn count_dir_run(&self, task: &Task) {
-        if !task.rel().is_root() {
+        // A part of the root's was spawned by the root's task.
+        if !task.rel().is_root() || matches!(task, Task::DirPart { .. }) {
             let id = walk_id(task);
             self.count(|c| c.dirs_run_ids += id);
         }
     }
 
-    pub(super) fn count_scanned(&self, entries: &[Entry]) {
+    /// Counts listed source entries, and their directory unless `dir` is
+    /// false (a part of a wide directory: counted by its own task).
+    pub(super) fn count_scanned(&self, entries: &[Entry], dir: bool) {
         let bytes: u64 = entries
             .iter()
             .filter(|e| e.kind == Kind::File)
@@ -656,7 +1035,7 @@ impl Engine {
             .sum();
         self.count(|c| {
             c.scanned += entries.len() as u64;
-            c.dirs += 1;
+            c.dirs += u64::from(dir);
             c.bytes_total += bytes;
         });
     }
@@ -779,7 +1158,7 @@ impl Engine {
         rel: &RelPath,
         src_dir: &Dir,
         (dst, at): (Option<&Dir>, Option<(u64, u64)>),
-        fresh: bool,
+        (fresh, origin): (bool, &[u8]),
         actions: Vec<Action>,
         cx: &mut Counted<'_>,
     ) -> bool {
@@ -987,7 +1366,7 @@ impl Engine {
         }
         if !linked.is_empty()
             && !self.quit.load(Ordering::Relaxed)
-            && let Err(e) = self.defer_linked(rel, at, &linked, crate::engine::links::WALK)
+            && let Err(e) = self.defer_linked(rel, at, &linked, origin)
         {
             for a in &linked {
                 if let Action::Copy { src, .. } | Action::Attrs { src, .. } = a {
@@ -1590,6 +1969,9 @@ impl Engine {
 pub(super) struct Counted<'a> {
     pub(super) cx: &'a mut dyn TaskContext,
     pub(super) spawned: usize,
+    /// A part spawned by a second delivery of its directory's task: what
+    /// it spawns rechecks its targets as a second delivery's would.
+    pub(super) again: bool,
 }
 
 impl TaskContext for Counted<'_> {
@@ -1603,7 +1985,10 @@ impl TaskContext for Counted<'_> {
     }
 
     fn delivery(&self) -> u32 {
-        self.cx.delivery()
+        match self.again {
+            true => self.cx.delivery().max(2),
+            false => self.cx.delivery(),
+        }
     }
 }
 

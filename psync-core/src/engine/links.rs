@@ -129,15 +129,15 @@ impl Engine {
         &self,
         rel: &RelPath,
         at: Option<(u64, u64)>,
-        src: &[Entry],
-        dst: &[Entry],
+        (src, dst): (&[Entry], &[Entry]),
         actions: &[Action],
+        origin: &[u8],
     ) {
         let found = members(src, dst, actions, &self.plan_opts);
         if found.is_empty() {
             return;
         }
-        if let Err(e) = self.write_record(rel, at, &found, MEMBERS, WALK)
+        if let Err(e) = self.write_record(rel, at, &found, MEMBERS, origin)
             && !self.stop_if_unwritable(rel, Op::Create, &e)
         {
             let why = format!("cannot record its hard-linked names: {e}");

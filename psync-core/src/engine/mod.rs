@@ -52,6 +52,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+/// A directory with more names than this on either side is listed and
+/// planned in parts of an eighth of it, each a task (ADR 021): a part
+/// holds the entries and actions of 8,192 names at most (a few MiB).
+pub(crate) const WIDE_DIR: usize = 65_536;
+
 /// Prefix of every temporary name psync creates on a target.
 pub const TEMP_PREFIX: &str = ".psync-tmp.";
 
@@ -112,6 +117,8 @@ pub struct Engine {
     pub(crate) verify_only: bool,
     /// [`crate::spec::RunSpec::manifest`].
     pub(crate) manifest: bool,
+    /// [`crate::spec::RunSpec::wide_dir`].
+    pub(crate) wide_dir: usize,
     /// Files larger than this are copied in chunks of this size.
     pub(crate) chunk_size: u64,
     /// Large files at least this big resume from their journal.
@@ -241,11 +248,18 @@ fn keep(ev: Event, bound: usize) -> Goes {
 
 impl Engine {
     fn run_task(&self, task: Task, cx: &mut dyn TaskContext) {
-        if matches!(task, Task::Dir { .. }) {
+        if matches!(task, Task::Dir { .. } | Task::DirPart { .. }) {
             self.count_dir_run(&task);
         }
         match task {
             Task::Dir { rel, src, dst, at } => self.run_dir(&rel, &src, (dst.as_ref(), at), cx),
+            Task::DirPart {
+                rel,
+                names,
+                at,
+                fresh,
+                recheck,
+            } => self.run_dir_part(&rel, &names, (at, fresh, recheck), cx),
             Task::Files {
                 rel,
                 actions,
