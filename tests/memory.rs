@@ -250,8 +250,8 @@ fn dry_run_of_hard_linked_paths_stays_within_bound() {
 }
 
 /// One directory of `n` empty files, synced and synced again: the peak
-/// RSS (KiB) of each run.
-fn wide_run_peaks(n: usize) -> (u64, u64) {
+/// RSS (KiB) of each run, and how many parts the second listed it in.
+fn wide_run_peaks(n: usize) -> (u64, u64, u64) {
     let _large = large();
     let t = scratch("psync-mem-wide");
     let (src, dst) = (t.path().join("src"), t.path().join("dst"));
@@ -260,13 +260,24 @@ fn wide_run_peaks(n: usize) -> (u64, u64) {
         std::fs::File::create(src.join(format!("f{i:07}"))).unwrap();
     }
     let mut peaks = [0; 2];
+    let mut parts = 0;
     for peak in &mut peaks {
         let mut cmd = psync_cmd();
-        cmd.args(["sync", "-q"]).arg(&src).arg(&dst);
-        let (status, kib) = peak_rss_kib(&mut cmd);
+        // `--json -q`: the summary line only (it fits in the pipe).
+        cmd.args(["sync", "-q", "--json"])
+            .arg(&src)
+            .arg(&dst)
+            .stdout(std::process::Stdio::piped());
+        let (status, kib, out) = peak_rss_kib_out(&mut cmd);
         assert!(status.success(), "psync: {status}");
         assert!(kib > 0, "no VmHWM read from /proc");
         *peak = kib;
+        let summary: serde_json::Value = out
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["event"] == "summary")
+            .expect("a summary line");
+        parts = summary["dir_parts"].as_u64().expect("dir_parts");
     }
     assert_eq!(std::fs::read_dir(&dst).unwrap().count(), n);
     for i in [0, n / 2, n - 1] {
@@ -277,37 +288,70 @@ fn wide_run_peaks(n: usize) -> (u64, u64) {
             "{name}"
         );
     }
-    (peaks[0], peaks[1])
+    (peaks[0], peaks[1], parts)
+}
+
+/// [`peak_rss_kib`] of a command whose stdout is piped: also what it
+/// printed.
+fn peak_rss_kib_out(cmd: &mut std::process::Command) -> (std::process::ExitStatus, u64, String) {
+    use std::io::Read;
+    let mut child = cmd.spawn().expect("run psync");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        stdout.read_to_string(&mut out).map(|_| out)
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = vm_hwm(&s)
+        {
+            peak = peak.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait for psync") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    let out = reader.join().expect("reader").expect("read stdout");
+    (status, peak, out)
 }
 
 /// Issue 18: one directory of many entries. Its listings, its plan and
-/// its batches were all held at once, the plan's actions (two entries
-/// each, 384 bytes) twice while they were put after the deletions: about
-/// 1,000 bytes an entry to copy it, 1,250 to re-sync it (1.0 and 1.24 GiB
-/// at 1,000,000). Now the listings are freed as they are planned and the
-/// actions as they are taken: about 470 and 490 bytes an entry (189 MiB
-/// and 196 MiB at 400,000, release build).
+/// its batches were all held at once: about 1,000 bytes an entry to copy
+/// it, 1,250 to re-sync it (1.0 and 1.24 GiB at 1,000,000); then, with
+/// the listings freed as they are planned and the actions as they are
+/// taken, about 470 and 490. Now a directory of more than 65,536 names is
+/// read as names only (about 20 bytes each a side) and planned in parts of
+/// 8,192 names, each a task (ADR 021): about 75 bytes an entry (76 and 72
+/// MiB at 1,000,000, release build), and more than one task listed it.
 #[test]
 fn one_wide_directory_stays_within_bound() {
     if !cli_available() {
         skip!("the psync binary is not built (cargo build --workspace)");
     }
     let started = std::time::Instant::now();
-    let (copy, noop) = wide_run_peaks(200_000);
+    let (copy, noop, parts) = wide_run_peaks(200_000);
     eprintln!(
-        "peak RSS of one directory of 200,000 entries: copy {} MiB, re-sync {} MiB ({:.1} s)",
+        "peak RSS of one directory of 200,000 entries: copy {} MiB, re-sync {} MiB, {parts} parts ({:.1} s)",
         copy >> 10,
         noop >> 10,
         started.elapsed().as_secs_f64()
     );
-    // About 790 bytes an entry: well under the old cost (200 and 250
-    // MiB here), with room for the allocator's slack and a debug build
-    // (measured: 101 and 113 MiB).
+    // 200,000 names in parts of 8,192.
+    assert_eq!(parts, 25);
+    // Under the cost before the split (101 and 113 MiB here in a debug
+    // build), with room for the allocator's slack and for the parts
+    // the threads hold at once (measured: 48 and 63 MiB).
     for (what, kib) in [("copy", copy), ("re-sync", noop)] {
         assert!(
-            kib < 150 << 10,
-            "{what} of one directory of 200,000 entries: peak RSS {} MiB (bound 150 MiB)",
+            kib < BOUND_MIB << 10,
+            "{what} of one directory of 200,000 entries: peak RSS {} MiB (bound {BOUND_MIB} MiB)",
             kib >> 10
         );
     }
 }
+
+/// [`one_wide_directory_stays_within_bound`]'s bound.
+const BOUND_MIB: u64 = 90;

@@ -396,6 +396,13 @@ mod tests {
             ..Change::new_entry(Kind::File)
         };
         for t in [
+            Task::DirPart {
+                rel: rel.clone(),
+                names: b"a\0b\xff\0".to_vec(),
+                at: Some((1, 2)),
+                fresh: true,
+                recheck: false,
+            },
             Task::CompareBig {
                 rel: rel.clone(),
                 src: e.clone(),
@@ -484,6 +491,19 @@ mod tests {
             dir_and_name(b"ab", b"c").id(1),
             dir_and_name(b"a", b"bc").id(1)
         );
+        // A part of a wide directory is named by its names.
+        let part = |names: &[u8], at| Task::DirPart {
+            rel: rel.clone(),
+            names: names.to_vec(),
+            at,
+            fresh: false,
+            recheck: false,
+        };
+        assert_eq!(
+            part(b"a\0b\0", None).id(7),
+            part(b"a\0b\0", Some((1, 2))).id(7)
+        );
+        assert_ne!(part(b"a\0b\0", None).id(7), part(b"a\0c\0", None).id(7));
         // A stable value: the same on every node and every build.
         assert_eq!(t.id(7).to_string(), "f9e9d8f85811251fe19d341f8d09b1d9");
     }

@@ -168,3 +168,25 @@ impl Walker for FsWalker {
         Ok(dir.list_some(names.iter().copied()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Packed names sort bytewise, drop repeats, and are found by name.
+    #[test]
+    fn names_sort_dedup_and_find() {
+        let mut n = Names::default();
+        for name in [&b"b"[..], b"a\xff", b"", b"ab", b"b", b"a"] {
+            n.push(name);
+        }
+        n.sort();
+        let got: Vec<&[u8]> = n.iter().collect();
+        assert_eq!(got, [&b""[..], b"a", b"ab", b"a\xff", b"b"]);
+        assert_eq!(n.find(b"ab"), Some(2));
+        assert_eq!(n.find(b"a\xff"), Some(3));
+        assert_eq!(n.find(b"aa"), None);
+        assert_eq!(n.find(b"c"), None);
+        assert_eq!(n.len(), 5);
+    }
+}
