@@ -277,3 +277,31 @@ fn parts_delivered_twice_sync_once() {
         assert_synced!(t.src(), t.dst());
     }
 }
+
+/// Through a broker: the parts are encoded, checked by the workers
+/// (`check_task`: every name one component) and run on any of them.
+#[test]
+fn a_wide_directory_is_split_on_a_cluster() {
+    let t = TestDir::new("wide_on_a_cluster");
+    let c = cluster!(t, 2);
+    wide_source(&t.src());
+    wide_target(&t.dst());
+    let o = c
+        .cmd()
+        .env("PSYNC_WIDE_DIR", WIDE.to_string())
+        .args(["sync", "--delete", "--force", "--json", "-q"])
+        .arg(t.src())
+        .arg(t.dst())
+        .output()
+        .expect("run psync sync");
+    crate::cluster::assert_ok(&o, &c);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let summary: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "summary")
+        .expect("a summary line");
+    assert!(summary["dir_parts"].as_u64() >= Some(30), "{summary}");
+    rsync_oracle_full_with(&t.src(), &t.dst(), &[]);
+    assert_synced!(t.src(), t.dst());
+}
