@@ -54,6 +54,8 @@ struct Knobs {
     keep_source_cache: bool,
     copier: Option<Arc<dyn Copier>>,
     walker: Option<Arc<dyn Walker>>,
+    /// A directory of more names is listed in parts (ADR 021).
+    wide_dir: Option<usize>,
 }
 
 impl Knobs {
@@ -188,6 +190,9 @@ fn run_lib_cfg(src: &Path, dst: &Path, cfg: Config, k: &Knobs) -> Run {
     }
     if let Some(w) = &k.walker {
         b.walker(Arc::clone(w));
+    }
+    if let Some(n) = k.wide_dir {
+        b.wide_dir(n);
     }
     let result = b.build().and_then(|s| s.run());
     drop(b); // the last sender: the channel ends
@@ -1486,6 +1491,42 @@ fn corrupt_chunk_of_a_resumable_file_is_recopied_alone() {
         assert_synced!(t.src(), t.dst());
         assert_no_leftovers(&t.dst());
     }
+}
+
+/// In a directory listed in parts (ADR 021), a large file's part file
+/// is kept by the directory's own task when a part's copy will resume
+/// it, and that copy resumes it.
+#[test]
+fn a_wide_directory_s_part_file_is_resumed() {
+    let t = TestDir::new("a_wide_directory_s_part_file_is_resumed");
+    for i in 0..30 {
+        std::fs::create_dir_all(t.src()).unwrap();
+        std::fs::write(t.src().join(format!("small{i:02}")), "s").unwrap();
+    }
+    synced_then_changed(&t);
+    let flips = Arc::new(AtomicU64::new(0));
+    let k = Knobs {
+        copier: Some(corrupting("big", Some(MIB), Arc::clone(&flips))),
+        resume: Some(MIB),
+        wide_dir: Some(8),
+        ..Knobs::chunked()
+    };
+    let out = run_lib(&t.src(), &t.dst(), 4, &k);
+    assert_eq!(flips.load(Ordering::SeqCst), 1, "not injected");
+    assert_eq!(out.exit, 1, "{out:#?}");
+    assert!(out.stat("dir_parts") > 1, "{}", out.stats);
+    let k = Knobs {
+        resume: Some(MIB),
+        wide_dir: Some(8),
+        ..Knobs::chunked()
+    };
+    let out = run_lib(&t.src(), &t.dst(), 4, &k);
+    out.assert_ok();
+    assert!(out.stat("dir_parts") > 1, "{}", out.stats);
+    assert_eq!(out.stat("chunks"), 1, "{}", out.stats);
+    assert_eq!(out.stat("chunks_resumed"), 3, "{}", out.stats);
+    assert_synced!(t.src(), t.dst());
+    assert_no_leftovers(&t.dst());
 }
 
 #[test]
