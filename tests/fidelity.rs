@@ -758,7 +758,12 @@ fn chunked_files_on_every_fs_pair() {
             Fs::Ext4 | Fs::Xfs => assert!(direct > 0, "{}: no direct I/O", c.to),
             Fs::Tmpfs => {
                 assert_eq!(direct, 0, "tmpfs has no direct I/O");
-                assert!(out.stat("by_mapped") > 0, "tmpfs: no chunk written mapped");
+                // Through a user-space buffer (ADR 022), not mapped.
+                assert_eq!(out.stat("by_mapped"), 0, "tmpfs: chunks written mapped");
+                assert!(
+                    out.stat("by_read_write") > 0,
+                    "tmpfs: no chunk read and written"
+                );
             }
             _ => {}
         }

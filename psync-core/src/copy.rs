@@ -37,8 +37,8 @@ pub enum Strategy {
     /// cache (and its per-file write lock).
     Direct,
     /// `read` from the source straight into a shared mapping of the
-    /// target: the chunks of one large file on tmpfs, which has no direct
-    /// I/O and serializes `write`s into one file.
+    /// target. The generic copier no longer uses it (ADR 022); kept for
+    /// copiers that do, and for counts of earlier runs.
     Mapped,
     /// Nothing to move (an empty file).
     Empty,

@@ -505,16 +505,14 @@ impl Copier for GenericCopier {
             0
         };
         // A chunk that shares no page with another chunk may bypass the
-        // file's write lock: direct I/O where the file system has it, a
-        // mapping on tmpfs (`--no-direct-io` turns both off).
+        // file's write lock by direct I/O where the file system has it
+        // (`--no-direct-io` turns it off). tmpfs has none: its chunks go
+        // through user space below, which measured faster than filling a
+        // shared mapping of the target (ADR 022).
         let unlocked = chunk && job.opts.direct_io && page_aligned(job) && !segments.is_empty();
         let all = |segs: &[(u64, u64)]| segs.iter().map(|s| s.1).sum();
         if unlocked && copy_direct(job.src, job.dst, &segments, hasher.as_mut(), quit)? {
             copied.strategy = Strategy::Direct;
-            copied.bytes = all(&segments);
-        } else if unlocked && magic == crate::mapped::TMPFS_MAGIC {
-            crate::mapped::copy_mapped(job.src, job.dst, &segments, hasher.as_mut(), quit)?;
-            copied.strategy = Strategy::Mapped;
             copied.bytes = all(&segments);
         } else {
             // Other chunks still overlap their reads through user space;

@@ -13,8 +13,8 @@
 //! # Ok::<(), psync_core::Error>(())
 //! ```
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod copy;
-mod mapped;
 
 pub use copy::GenericCopier;
