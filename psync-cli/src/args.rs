@@ -220,8 +220,8 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
-    /// Worker threads, 1 to 256 (the default is twice the CPUs, at least
-    /// 4, at most 64). Each holds a few MiB of buffers.
+    /// Worker threads, 1 to 256 (the default is eight per CPU, at least
+    /// 16, at most 64: most of them wait on I/O). Each holds a few MiB of buffers.
     #[arg(long, value_name = "N", default_value_t = default_threads(),
           value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
     pub threads: u16,
