@@ -550,7 +550,7 @@ impl Engine {
         }
         let fresh = dst_entry.is_none() && !dst_dir.is_some_and(passes_on_acl);
         let recheck = cx.delivery() > 1;
-        let per_part = (self.wide_dir / 8).max(1);
+        let per_part = self.part_names();
         let mut names = Vec::new();
         for (k, name) in union.iter().enumerate() {
             names.extend_from_slice(name);
@@ -574,6 +574,14 @@ impl Engine {
         );
     }
 
+    /// Names in one part of a wide directory: an eighth of the threshold,
+    /// at most 2,048. Every thread may hold one part's listings and plan
+    /// (about 1 KiB a name), so a part stays at a few MiB whatever the
+    /// thread count (ADR 021).
+    fn part_names(&self) -> usize {
+        (self.wide_dir / 8).clamp(1, 2048)
+    }
+
     /// A wide directory's part files of large files (interrupted copies)
     /// that no copy of this run resumes, removed: whether one is resumed
     /// depends on the plan of its source. Its large files are found
@@ -589,7 +597,7 @@ impl Engine {
     ) -> bool {
         let names: Vec<&[u8]> = names.iter().collect();
         let mut bigs = Vec::new();
-        for chunk in names.chunks((self.wide_dir / 8).max(1)) {
+        for chunk in names.chunks(self.part_names()) {
             let Ok(mut l) = self.walker.list_some(src_dir, chunk).and_then(|mut l| {
                 self.copier.annotate(src_dir, &mut l.entries)?;
                 Ok(l)

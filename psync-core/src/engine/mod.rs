@@ -53,8 +53,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A directory with more names than this on either side is listed and
-/// planned in parts of an eighth of it, each a task (ADR 021): a part
-/// holds the entries and actions of 8,192 names at most (a few MiB).
+/// planned in parts of an eighth of it (at most 2,048 names), each a task (ADR 021): a part
+/// holds the entries and actions of 2,048 names at most (a few MiB).
 pub(crate) const WIDE_DIR: usize = 65_536;
 
 /// Prefix of every temporary name psync creates on a target.
