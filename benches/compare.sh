@@ -84,6 +84,9 @@ Runs:
                      The no-op floor is this repository's
                      benches/floor/noopstat.c: getdents64 and one fstatat
                      per entry on each side, nothing else.
+  --floor-no-xattrs  the no-op floor without -x: by default it also lists
+                     every entry's xattrs on both sides (listxattrat), as
+                     psync's exact xattr check must
   --out FILE         raw per-run CSV (default
                      target/bench-results/compare-<date>.csv)
   --keep             keep the source tree (in --dir) for the next run
@@ -102,7 +105,7 @@ MKFS_SIZE="" TMPFS_SIZE="" WORKDIR="" LOOP_DIO=0
 FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
 RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
-PSYNC="" PSYNC_BASE="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS=""
+PSYNC="" PSYNC_BASE="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS="" FLOOR_XATTRS=1
 FLOOR_SRC=${PSYNC_FLOOR_SRC:-/work/shared/bench-floor}
 OUT="" KEEP=0 BROKER_WORKERS=2 BROKER_THREADS=1
 
@@ -136,6 +139,7 @@ while [[ $# -gt 0 ]]; do
         --no-build) BUILD=0 ;;
         --floor-src) need_arg "$@"; FLOOR_SRC=$2; shift ;;
         --floor-threads) need_arg "$@"; FLOOR_THREADS=$2; shift ;;
+        --floor-no-xattrs) FLOOR_XATTRS=0 ;;
         --out) need_arg "$@"; OUT=$2; shift ;;
         --keep) KEEP=1 ;;
         -h | --help) usage; exit 0 ;;
@@ -382,10 +386,12 @@ noop_cmd() {
         psync-broker) CMD=("$PSYNC" sync --broker "$BROKER_URL" "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
         # Our own floor for this case (benches/floor/noopstat.c): list and
-        # stat both sides, nothing else.
+        # stat both sides (and list xattrs: -x), nothing else.
         floor)
             [[ -x $FLOOR_BIN/noopstat ]] || return 1
-            CMD=("$FLOOR_BIN/noopstat" -q -t "${FLOOR_THREADS:-2}" "$SRC" "$2")
+            CMD=("$FLOOR_BIN/noopstat" -q -t "${FLOOR_THREADS:-2}")
+            ((FLOOR_XATTRS)) && CMD+=(-x)
+            CMD+=("$SRC" "$2")
             ;;
         # cp and xcp have no "skip what is already there" mode.
         *) return 1 ;;
