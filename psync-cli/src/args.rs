@@ -220,11 +220,12 @@ pub struct SyncArgs {
     #[arg(long, value_name = "FILE")]
     pub manifest: Option<PathBuf>,
 
-    /// Worker threads, 1 to 256 (the default is eight per CPU, at least
-    /// 16, at most 64: most of them wait on I/O). Each holds a few MiB of buffers.
-    #[arg(long, value_name = "N", default_value_t = default_threads(),
+    /// Worker threads, 1 to 256. Default: eight per CPU, 16 to 64, as
+    /// most of them wait on I/O; two per CPU, 4 to 64, into tmpfs or
+    /// ramfs, where nothing does. Each holds a few MiB of buffers.
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=psync_core::MAX_THREADS as i64))]
-    pub threads: u16,
+    pub threads: Option<u16>,
 
     /// Treat modification times that differ by at most SECS seconds as
     /// equal (0 to 2147483647, as rsync). Default: the target file
@@ -992,8 +993,10 @@ impl SyncArgs {
         for (src, dst, copier) in psync_lustre::copiers(&self.lustre_options()) {
             b.register_copier(src, dst, copier);
         }
-        b.threads(usize::from(self.threads))
-            .delete(self.delete || self.rsync.delete() || self.filters.delete_excluded)
+        if let Some(n) = self.threads {
+            b.threads(usize::from(n));
+        }
+        b.delete(self.delete || self.rsync.delete() || self.filters.delete_excluded)
             .filters(self.filters.filters())
             .force(self.force)
             .one_file_system(self.one_file_system)
@@ -1168,7 +1171,7 @@ mod tests {
     fn archive_is_the_default() {
         let a = sync_args(&["psync", "sync", "a", "b"]);
         assert_eq!(a.preserve(), Preserve::ARCHIVE);
-        assert_eq!(usize::from(a.threads), psync_core::default_threads());
+        assert_eq!(a.threads, None, "the builder's default, by the target");
         assert_eq!(a.retries, 2);
     }
 

@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 pub struct SyncBuilder {
     src: PathBuf,
     dst: PathBuf,
-    threads: usize,
+    /// `None`: [`default_threads_for`] the target.
+    threads: Option<usize>,
     plan: PlanOptions,
     dry_run: bool,
     itemize: bool,
@@ -124,6 +125,25 @@ pub fn default_threads() -> usize {
     (cores * 8).clamp(16, 64)
 }
 
+/// Default worker threads for a run into `dst`: [`default_threads`], but
+/// two per core (at least 4) when `dst` is in memory (tmpfs, ramfs), where
+/// no call waits on a device: there more threads than cores only contend
+/// (4 x 1 GiB on tmpfs: 0.98 s at 16 threads, 0.76 s at 4; ADR 023). The
+/// nearest existing ancestor of `dst` is asked when it does not exist yet.
+pub fn default_threads_for(dst: &Path) -> usize {
+    const TMPFS: u64 = 0x0102_1994;
+    const RAMFS: u64 = 0x8584_58f6;
+    let in_memory = dst
+        .ancestors()
+        .find_map(|p| rustix::fs::statfs(p).ok())
+        .is_some_and(|st| matches!(st.f_type as u64, TMPFS | RAMFS));
+    if in_memory {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return (cores * 2).clamp(4, 64);
+    }
+    default_threads()
+}
+
 impl SyncBuilder {
     /// A run that makes `dst` identical to `src` (the contents of `src`
     /// into `dst`, like `rsync -a SRC/ DST/`).
@@ -131,7 +151,7 @@ impl SyncBuilder {
         SyncBuilder {
             src: src.as_ref().to_path_buf(),
             dst: dst.as_ref().to_path_buf(),
-            threads: default_threads(),
+            threads: None,
             plan: PlanOptions::default(),
             dry_run: false,
             itemize: false,
@@ -171,10 +191,11 @@ impl SyncBuilder {
         }
     }
 
-    /// Worker threads of the local transport. Default: [`default_threads`].
+    /// Worker threads of the local transport. Default:
+    /// [`default_threads_for`] the target.
     /// 1 to [`MAX_THREADS`]; [`build`](Self::build) refuses other values.
     pub fn threads(&mut self, n: usize) -> &mut Self {
-        self.threads = n;
+        self.threads = Some(n);
         self
     }
 
@@ -623,8 +644,7 @@ impl SyncBuilder {
     /// setting, the value and the range (nothing is clamped silently).
     fn check_ranges(&self) -> Result<(), Error> {
         let bad = |name: &str, msg: String| Err(Error::invalid(name, msg));
-        if !(1..=MAX_THREADS).contains(&self.threads) {
-            let got = self.threads;
+        if let Some(got) = self.threads.filter(|t| !(1..=MAX_THREADS).contains(t)) {
             return bad("threads", format!("must be 1 to {MAX_THREADS}, not {got}"));
         }
         let p = &self.plan;
@@ -733,11 +753,12 @@ impl Syncer {
     pub fn run(&self) -> Result<Report, Error> {
         let start = Instant::now();
         let (spec, seed) = self.prepare()?;
-        let transport: Arc<dyn Transport> = self
-            .b
-            .transport
-            .clone()
-            .unwrap_or_else(|| Arc::new(Local::new(self.b.threads)));
+        let transport: Arc<dyn Transport> = self.b.transport.clone().unwrap_or_else(|| {
+            let threads = self.b.threads;
+            Arc::new(Local::new(
+                threads.unwrap_or_else(|| default_threads_for(&self.b.dst)),
+            ))
+        });
         if let Some((engines, draws)) = self.b.scatter {
             let mut scatter = crate::Scatter::from_spec(&spec, engines, &self.context(), draws)?;
             scatter.redeliver(self.b.redeliver).lossy(self.b.lossy);
@@ -1068,6 +1089,25 @@ pub(crate) fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Into tmpfs (and a path under it that does not exist yet) two
+    /// threads per core; on a disk file system the I/O default.
+    #[test]
+    fn default_threads_follow_the_target_s_file_system() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let in_memory = (cores * 2).clamp(4, 64);
+        if rustix::fs::statfs("/dev/shm").is_ok_and(|st| st.f_type as u64 == 0x0102_1994) {
+            assert_eq!(
+                default_threads_for(Path::new("/dev/shm/no/such/dir")),
+                in_memory
+            );
+        }
+        let root_magic = rustix::fs::statfs("/").map(|st| st.f_type as u64);
+        if root_magic.is_ok_and(|m| m != 0x0102_1994 && m != 0x8584_58f6) {
+            assert_eq!(default_threads_for(Path::new("/")), default_threads());
+        }
+        assert!(default_threads() >= 16);
+    }
 
     #[test]
     fn nanosecond_file_systems_need_no_window() {

@@ -65,7 +65,7 @@ pub use backend::Backend;
 pub(crate) use builder::random_u64;
 pub use builder::{
     CHUNK_ALIGN, MAX_CHUNK_SIZE, MAX_RETRIES, MAX_SECS, MAX_STOP_GRACE, MAX_THREADS,
-    MIN_CHUNK_SIZE, Report, SyncBuilder, Syncer, default_threads,
+    MIN_CHUNK_SIZE, Report, SyncBuilder, Syncer, default_threads, default_threads_for,
 };
 pub use copy::{
     AttrMode, Copied, Copier, CopyOptions, DataJob, Reflink, Registry, StepError, StepExt, Strategy,
