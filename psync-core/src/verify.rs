@@ -138,92 +138,6 @@ pub(crate) fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Res
     Ok(h.finish())
 }
 
-/// Below this many bytes [`hash_segments_in_place`] reads into a buffer:
-/// mapping and unmapping a file costs about what copying 64 KiB does.
-const IN_PLACE_MIN: u64 = 256 << 10;
-
-/// Bytes mapped at a time by [`hash_segments_in_place`].
-const WINDOW: u64 = 16 << 20;
-
-/// [`hash_segments`] of a file whose pages are its storage (tmpfs): the
-/// pages are hashed where they are, through a read-only mapping, instead
-/// of copied into a buffer first (one pass over the data less). Small
-/// ranges are read as by [`hash_segments`].
-///
-/// Only for psync's own target files, which no one else can reach
-/// (unnamed) or write (a private temporary): a mapped page past the end
-/// of a file faults with `SIGBUS`, so the file's size is checked first
-/// and must not shrink meanwhile.
-///
-/// # Errors
-/// As [`hash_segments`]: a file shorter than a range is `UnexpectedEof`.
-pub(crate) fn hash_segments_in_place(f: &File, segments: &[(u64, u64)]) -> io::Result<u128> {
-    let bytes: u64 = segments.iter().map(|s| s.1).sum();
-    if bytes < IN_PLACE_MIN {
-        return hash_segments(f, segments);
-    }
-    let end = segments.iter().map(|s| s.0 + s.1).max().unwrap_or(0);
-    let size = u64::try_from(rustix::fs::fstat(f)?.st_size).unwrap_or(0);
-    if size < end {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let page = rustix::param::page_size() as u64;
-    let mut h = Hasher::new();
-    for &(start, len) in segments {
-        let mut at = start;
-        while at < start + len {
-            let base = at - at % page;
-            let stop = (base + WINDOW).min(start + len);
-            let map = Mapped::new(f, base, usize::try_from(stop - base).unwrap_or(usize::MAX))?;
-            h.update(&map.bytes()[usize::try_from(at - base).unwrap_or(0)..]);
-            at = stop;
-        }
-    }
-    Ok(h.finish())
-}
-
-/// A read-only shared mapping of `len` bytes of a file at `offset` (a
-/// multiple of the page size), unmapped on drop.
-struct Mapped {
-    ptr: *mut std::ffi::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn new(f: &File, offset: u64, len: usize) -> io::Result<Mapped> {
-        use rustix::mm::{MapFlags, ProtFlags};
-        // SAFETY: a fresh mapping at an address the kernel picks (null
-        // hint), read only; the caller checked the range lies inside the
-        // file.
-        let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ,
-                MapFlags::SHARED,
-                f,
-                offset,
-            )
-        }?;
-        Ok(Mapped { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: `ptr` maps `len` readable bytes for as long as `self`
-        // lives; nothing in this process writes through another mapping
-        // of them meanwhile.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.len) }
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `new`; no slice of it
-        // outlives `self`.
-        let _ = unsafe { rustix::mm::munmap(self.ptr, self.len) };
-    }
-}
-
 /// Writes the pages of `segments` of `f` back to its storage and drops
 /// them from the page cache, so that a read that follows gets what the
 /// storage returns, not what the page cache kept of the writes: on storage
@@ -348,37 +262,6 @@ mod tests {
         assert!(
             !flags.contains(rustix::fs::OFlags::DIRECT),
             "direct mode left on"
-        );
-    }
-
-    /// Hashed in place (mapped), a range hashes as it reads; small ranges
-    /// and ranges past the end of the file as `hash_segments` does.
-    #[test]
-    fn in_place_hash_equals_buffered_hash() {
-        let t = crate::test_dir();
-        let size = (17u64 << 20) + 4097;
-        let data: Vec<u8> = (0..size).map(|i| (i * 5 % 239) as u8).collect();
-        std::fs::write(t.path().join("f"), &data).unwrap();
-        let f = File::open(t.path().join("f")).unwrap();
-        let cases: [&[(u64, u64)]; 5] = [
-            &[(0, size)],
-            &[(0, 1000)],
-            &[(4096, 300_000), (1 << 20, 5 << 20), (size - 1, 1)],
-            &[(12_345, 400_000)],
-            &[(16 << 20, size - (16 << 20))],
-        ];
-        for segs in cases {
-            assert_eq!(
-                hash_segments_in_place(&f, segs).unwrap(),
-                hash_segments(&f, segs).unwrap(),
-                "{segs:?}"
-            );
-        }
-        assert_eq!(
-            hash_segments_in_place(&f, &[(0, size + 1)])
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::UnexpectedEof
         );
     }
 

@@ -743,15 +743,14 @@ fn clone_err(e: &io::Error) -> io::Error {
 /// keeps data only in memory ([`Dir::in_memory`]), where the cache is the
 /// storage: read as it is (no write-back, no drop, no direct reads to
 /// look for: three system calls of the eight a small file's copy makes
-/// on tmpfs), larger files hashed where their pages are. `out` is
-/// psync's own (unnamed, a temporary or a part file).
+/// on tmpfs).
 pub(crate) fn read_back(
     out: &std::fs::File,
     segments: &[(u64, u64)],
     in_memory: bool,
 ) -> io::Result<u128> {
     if in_memory {
-        return crate::verify::hash_segments_in_place(out, segments);
+        return crate::verify::hash_segments(out, segments);
     }
     crate::verify::write_back_and_drop(out, segments)?;
     crate::verify::hash_segments_direct(out, segments)
