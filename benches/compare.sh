@@ -40,6 +40,20 @@ Workload:
   --large            instead: a few large files (see --large-*)
   --mixed            both: the large files beside the small-file tree
                      (e.g. --mixed --large-size 2G for 4 x 2 GiB + 100,000)
+  --special          instead: the mixed tree of BENCHMARKING.md's S5, what
+                     an exact copy must get right: --files regular files
+                     (default 20000) of sizes spread evenly on a log scale
+                     from --min-size to --max-size (defaults 1K and 2M:
+                     about 5.3 GB for 20,000), --files/40 of them with a
+                     second name in another directory (hard-link pairs),
+                     as many symlinks, --files/1000 sparse files of 64 MiB
+                     (four 256 KiB extents each), user xattrs on 5% of
+                     the files, POSIX ACLs on 2% of the files and 2% of
+                     the directories (a default ACL, which files made
+                     there inherit), --files/100 empty directories.
+                     Checked with rsync -aHAX (hard links, ACLs, xattrs);
+                     rsync runs as rsync -aHAX. Scale it with --files
+                     (e.g. --special --files 2000 for ~530 MB)
   --large-files N    number of large files (default 4)
   --large-size SIZE  size of each large file (default 1G); for the single
                      big-file case use --large-files 1 --large-size 8G
@@ -102,7 +116,7 @@ note() { echo "$PROG: $*" >&2; }
 
 # ---------------------------------------------------------------- options
 MKFS_SIZE="" TMPFS_SIZE="" WORKDIR="" LOOP_DIO=0
-FILES=100000 PER_DIR=100 MIN_SIZE=1K MAX_SIZE=16K
+FILES="" PER_DIR=100 MIN_SIZE="" MAX_SIZE=""
 RESET="" LARGE=0 LARGE_FILES=4 LARGE_SIZE=1G SEED=42
 ROUNDS=3 TOOLS="psync,rsync,cp,xcp,floor" NOOP=1 COLD=0
 PSYNC="" PSYNC_BASE="" PSYNC_ARGS="" BUILD=1 FLOOR_THREADS="" FLOOR_XATTRS=1
@@ -122,6 +136,7 @@ while [[ $# -gt 0 ]]; do
         --max-size) need_arg "$@"; MAX_SIZE=$2; shift ;;
         --large) LARGE=1 ;;
         --mixed) LARGE=2 ;;
+        --special) LARGE=3 ;;
         --reset-cache) RESET=1 ;;
         --no-reset-cache) RESET=0 ;;
         --large-files) need_arg "$@"; LARGE_FILES=$2; shift ;;
@@ -162,6 +177,12 @@ bytes() {
 }
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]] || die "$2 must be a non-negative integer: $1"; }
+# --special's own defaults (S5), the small-file tree's otherwise.
+if ((LARGE == 3)); then
+    FILES=${FILES:-20000} MIN_SIZE=${MIN_SIZE:-1K} MAX_SIZE=${MAX_SIZE:-2M}
+else
+    FILES=${FILES:-100000} MIN_SIZE=${MIN_SIZE:-1K} MAX_SIZE=${MAX_SIZE:-16K}
+fi
 is_uint "$FILES" --files; is_uint "$PER_DIR" --files-per-dir; is_uint "$SEED" --seed
 is_uint "$ROUNDS" --rounds; is_uint "$LARGE_FILES" --large-files
 [[ -z $FLOOR_THREADS ]] || is_uint "$FLOOR_THREADS" --floor-threads
@@ -346,6 +367,11 @@ build_floor() {
     fi
 }
 
+# rsync as a peer and as the reference: -a, and for the special tree
+# (hard links, ACLs, xattrs) -aHAX, what an exact copy of it takes.
+RSYNC_FLAGS=-a
+((LARGE == 3)) && RSYNC_FLAGS=-aHAX
+
 # copy_cmd TOOL DST: sets CMD to the tool's initial copy into DST (which
 # does not exist yet).
 CMD=()
@@ -362,7 +388,7 @@ copy_cmd() {
         psync-par) CMD=("$PSYNC" sync --fsync-mode parallel "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-end) CMD=("$PSYNC" sync --fsync-mode end "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-broker) CMD=("$PSYNC" sync --broker "$BROKER_URL" "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
-        rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
+        rsync) CMD=(rsync "$RSYNC_FLAGS" "$SRC/" "$2/") ;;
         cp) CMD=(cp -a "$SRC/." "$2") ;;
         # xcp keeps modes and times by default; -o adds the owner, as -a does.
         xcp) CMD=(xcp -r -o --no-progress "$SRC" "$2") ;;
@@ -384,7 +410,7 @@ noop_cmd() {
         psync-nv) CMD=("$PSYNC" sync --no-verify "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-base) CMD=("$PSYNC_BASE" sync "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
         psync-broker) CMD=("$PSYNC" sync --broker "$BROKER_URL" "${PSYNC_ARGV[@]}" "$SRC" "$2") ;;
-        rsync) CMD=(rsync -a "$SRC/" "$2/") ;;
+        rsync) CMD=(rsync "$RSYNC_FLAGS" "$SRC/" "$2/") ;;
         # Our own floor for this case (benches/floor/noopstat.c): list and
         # stat both sides (and list xattrs: -x), nothing else.
         floor)
@@ -405,9 +431,10 @@ available() {
         psync-broker) build_psync && start_broker ;;
         rsync | cp | xcp) command -v "$1" >/dev/null ;;
         floor)
-            # Neither floor program copies a mixed tree (bigcopy: the files
-            # of one directory; smallcopy: small files only).
-            ((LARGE != 2)) || return 1
+            # Neither floor program copies a mixed or special tree
+            # (bigcopy: the files of one directory; smallcopy: small files
+            # only, no links, xattrs or ACLs).
+            ((LARGE < 2)) || return 1
             build_floor noopstat "$REPO/benches/floor" || note "no no-op floor: cannot build benches/floor/noopstat.c"
             if ((LARGE)); then build_floor bigcopy; else build_floor smallcopy; fi
             ;;
@@ -432,7 +459,7 @@ done
 # keeps generation at file system speed.
 generate() {
     python3 - "$@" <<'PY'
-import os, random, sys
+import math, os, random, struct, sys
 
 root, large, nfiles, per_dir, min_b, max_b, large_n, large_b, seed = sys.argv[1:]
 large, nfiles, per_dir = int(large), int(nfiles), int(per_dir)
@@ -460,11 +487,76 @@ def write(path, size, mode):
     finally:
         os.close(fd)
 
+def acl(entries):
+    # The kernel's xattr form of a POSIX ACL: version 2, then (tag, perm,
+    # id) sorted by tag and id; USER_OBJ 1, USER 2, GROUP_OBJ 4, GROUP 8,
+    # MASK 0x10, OTHER 0x20; no id: 0xffffffff.
+    return struct.pack("<I", 2) + b"".join(struct.pack("<HHI", t, p, i) for t, p, i in sorted(entries))
+
+def some_acl():
+    none = 0xFFFFFFFF
+    return acl([(1, 6, none), (2, rng.choice((4, 6)), 1000 + rng.randrange(50)),
+                (4, 4, none), (8, 4, 2000 + rng.randrange(50)), (0x10, 6, none), (0x20, 4, none)])
+
+def special():
+    # S5 (BENCHMARKING.md): what an exact copy must get right.
+    nleaf = max(1, -(-nfiles // per_dir))
+    ntop = min(10, nleaf)
+    tops = [os.path.join(root, f"t{i:02}") for i in range(ntop)]
+    for t in tops:
+        os.mkdir(t, 0o755)
+    leaves = [os.path.join(tops[i % ntop], f"d{i // ntop:04}") for i in range(nleaf)]
+    for d in leaves:
+        os.mkdir(d, 0o755)
+        if rng.random() < 0.02:
+            # A default ACL: files made here get an access ACL from it.
+            os.setxattr(d, "system.posix_acl_default", some_acl())
+    files = []
+    lo, hi = math.log(min_b), math.log(max_b)
+    for n in range(nfiles):
+        d = leaves[n // per_dir]
+        p = os.path.join(d, f"f{n % per_dir:04}-{rng.getrandbits(24):06x}")
+        write(p, int(math.exp(rng.uniform(lo, hi))), 0o755 if rng.random() < 0.05 else 0o644)
+        if rng.random() < 0.05:
+            os.setxattr(p, "user.psync.tag", rng.randbytes(rng.randint(1, 64)), follow_symlinks=False)
+            if rng.random() < 0.3:
+                os.setxattr(p, "user.psync.note", rng.randbytes(rng.randint(100, 1000)), follow_symlinks=False)
+        if rng.random() < 0.02:
+            os.setxattr(p, "system.posix_acl_access", some_acl())
+        files.append(p)
+    # Hard-link pairs: a second name in another directory.
+    for i, p in enumerate(rng.sample(files, min(len(files), max(1, nfiles // 40)))):
+        os.link(p, os.path.join(leaves[rng.randrange(nleaf)], f"l{i:05}"))
+    # Symlinks, relative, to files elsewhere in the tree (a few dangling).
+    for i in range(max(1, nfiles // 40)):
+        d = leaves[rng.randrange(nleaf)]
+        to = os.path.relpath(rng.choice(files), d) if rng.random() < 0.95 else f"gone-{i}"
+        os.symlink(to, os.path.join(d, f"s{i:05}"))
+        os.utime(os.path.join(d, f"s{i:05}"), ns=(base_ns + i, base_ns + i), follow_symlinks=False)
+    # Sparse files: 64 MiB with four data extents of 256 KiB.
+    for i in range(max(1, nfiles // 1000)):
+        p = os.path.join(leaves[rng.randrange(nleaf)], f"sparse{i:03}")
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.ftruncate(fd, 64 << 20)
+        for off in sorted(rng.sample(range(0, 64 << 20, 1 << 20), 4)):
+            os.pwrite(fd, pool[off % (3 << 20):off % (3 << 20) + (256 << 10)], off)
+        stamp(fd)
+        os.close(fd)
+    # Empty directories, some with their own mode.
+    for i in range(max(1, nfiles // 100)):
+        e = os.path.join(tops[i % ntop], f"empty{i:04}")
+        os.mkdir(e, 0o700 if i % 7 == 0 else 0o755)
+        stamp(e)
+    for d in leaves + tops:
+        stamp(d)
+
 os.mkdir(root, 0o755)
-if large:
+if large == 3:
+    special()
+if large in (1, 2):
     for i in range(large_n):
         write(os.path.join(root, f"big-{i:02}"), large_b, 0o644)
-if large != 1:
+if large in (0, 2):
     nleaf = max(1, -(-nfiles // per_dir))
     ntop = min(10, nleaf)
     tops = [os.path.join(root, f"t{i:02}") for i in range(ntop)]
@@ -488,6 +580,9 @@ PY
 if ((LARGE == 1)); then
     PARAMS="large files=$LARGE_FILES size=$LARGE_BYTES seed=$SEED"
     WORKLOAD=large
+elif ((LARGE == 3)); then
+    PARAMS="special files=$FILES per_dir=$PER_DIR min=$MIN_BYTES max=$MAX_BYTES seed=$SEED"
+    WORKLOAD=special
 elif ((LARGE == 2)); then
     PARAMS="mixed large files=$LARGE_FILES size=$LARGE_BYTES small files=$FILES per_dir=$PER_DIR min=$MIN_BYTES max=$MAX_BYTES seed=$SEED"
     WORKLOAD=mixed
@@ -559,12 +654,19 @@ verify() {
         VERIFY_NOTES+=("$tool: not verified (no rsync)")
         return
     fi
-    out=$(rsync -a -n -i --delete "$SRC/" "$dir/" 2>&1) || true
+    out=$(rsync "$RSYNC_FLAGS" -n -i --delete "$SRC/" "$dir/" 2>&1) || true
     if [[ -z $out ]]; then
-        VERIFY_NOTES+=("$tool: identical to the source (rsync -a -n -i --delete printed nothing)")
+        VERIFY_NOTES+=("$tool: identical to the source (rsync $RSYNC_FLAGS -n -i --delete printed nothing)")
     else
         n=$(wc -l <<<"$out")
-        VERIFY_NOTES+=("$tool: DIFFERS from the source: $n lines from rsync -a -n -i --delete, first: $(head -n 3 <<<"$out" | tr '\n' ' ')")
+        VERIFY_NOTES+=("$tool: DIFFERS from the source: $n lines from rsync $RSYNC_FLAGS -n -i --delete, first: $(head -n 3 <<<"$out" | tr '\n' ' ')")
+    fi
+    if ((LARGE == 3)); then
+        # Holes: rsync does not compare allocation. The source's and the
+        # copy's allocated bytes (du), which a copy that fills holes exceeds.
+        local a b
+        a=$(du -s --block-size=1M "$SRC" | cut -f1) b=$(du -s --block-size=1M "$dir" | cut -f1)
+        VERIFY_NOTES+=("$tool: allocated $b MiB (the source: $a MiB)")
     fi
 }
 
@@ -580,7 +682,7 @@ rotated() {
 note "work dir $WORKDIR ($FSKIND): $NENTRIES entries, $NBYTES bytes; tools: ${ALL_TOOLS[*]}; rounds: $ROUNDS$([[ $COLD == 1 ]] && echo ', cold cache')"
 if ((NOOP)) && ((${#NOOP_TOOLS[@]})); then
     # The no-op target is made once, by rsync (the reference) when present.
-    if command -v rsync >/dev/null; then rsync -a "$SRC/" "$NOOP_DST/"; else cp -a "$SRC/." "$NOOP_DST"; fi
+    if command -v rsync >/dev/null; then rsync "$RSYNC_FLAGS" "$SRC/" "$NOOP_DST/"; else cp -a "$SRC/." "$NOOP_DST"; fi
 fi
 
 for ((r = 0; r < ROUNDS; r++)); do

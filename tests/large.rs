@@ -1404,6 +1404,74 @@ fn verification_catches_corruption_of_a_whole_file() {
     }
 }
 
+/// On tmpfs a copy is read back as it is (the cache is the storage:
+/// nothing written back or dropped first), but still from the target: a
+/// corrupted copy is caught for a new file (made unnamed) and for one
+/// that replaces a target (a named temporary), and neither is put in place.
+#[test]
+fn verification_catches_corruption_on_tmpfs() {
+    for threads in LIB_THREADS {
+        let t = TestDir::new(&format!(
+            "verification_catches_corruption_on_tmpfs-{threads}t"
+        ));
+        let mnt = t.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir mount point");
+        let _m = crate::util::mounts::TestMount::tmpfs(&mnt, "64m").expect("mount a tmpfs");
+        let (src, dst) = (mnt.join("src"), mnt.join("dst"));
+        tree!(src, {
+            "victim" => random(20_000),
+            "fine" => random(10_000),
+        });
+        run_lib(&src, &dst, threads, &Knobs::chunked()).assert_ok();
+        tree!(src, {
+            "victim" => random(20_001) mtime(1_700_000_000, 1),
+            "d/new" => random(5_000),
+        });
+        let old = read(dst.join("victim"));
+        let flips = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&flips);
+        let copier = Hooked::around(move |job: &DataJob<'_>, when: When| {
+            if when == When::After && (job_is(job, "victim") || job_is(job, "new")) {
+                let mut b = [0u8; 1];
+                job.dst.read_exact_at(&mut b, 100).expect("read back");
+                job.dst.write_all_at(&[b[0] ^ 1], 100).expect("flip a bit");
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let k = Knobs {
+            copier: Some(copier),
+            retries: Some(0),
+            ..Knobs::chunked()
+        };
+        let out = run_lib(&src, &dst, threads, &k);
+        assert_eq!(
+            flips.load(Ordering::SeqCst),
+            2,
+            "the corruption was not injected"
+        );
+        assert_eq!(out.exit, 1, "{out:#?}");
+        assert_eq!(out.stat("failed"), 2, "{}", out.stats);
+        for name in ["victim", "d/new"] {
+            assert!(
+                out.errors_of(name).iter().any(|e| e.op == "verify"),
+                "no verify error for {name}: {:#?}",
+                out.errors
+            );
+        }
+        assert_eq!(
+            read(dst.join("victim")),
+            old,
+            "the corrupt copy replaced the target"
+        );
+        assert!(
+            !dst.join("d/new").exists(),
+            "the corrupt new file was put in place"
+        );
+        assert_no_leftovers(&dst);
+        assert_synced!(src, dst, except: ["victim", "d/new"]);
+    }
+}
+
 #[test]
 fn verification_catches_corruption_of_one_chunk() {
     for threads in LIB_THREADS {

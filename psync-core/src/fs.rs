@@ -26,6 +26,9 @@ pub struct Dir {
     /// from it (`fsattr`): asked once per open directory, by the first
     /// copy into it.
     plain: std::sync::OnceLock<bool>,
+    /// Whether its file system keeps file data only in memory
+    /// ([`Dir::in_memory`]): asked once per open directory.
+    memory: std::sync::OnceLock<bool>,
 }
 
 /// Set once `openat2` has answered ENOSYS, so we stop trying it.
@@ -106,6 +109,7 @@ impl Dir {
         Dir {
             fd,
             plain: std::sync::OnceLock::new(),
+            memory: std::sync::OnceLock::new(),
         }
     }
 
@@ -125,6 +129,17 @@ impl Dir {
             })
         })
     }
+    /// True when this directory's file system keeps file data only in
+    /// memory (tmpfs, ramfs): its page cache is its storage, so there is
+    /// nothing to write back before a read-back, and no cached copy of a
+    /// file to drop. One `fstatfs` per open directory; false when unknown.
+    pub(crate) fn in_memory(&self) -> bool {
+        use crate::probe::magic::{RAMFS, TMPFS};
+        *self
+            .memory
+            .get_or_init(|| self.fs_magic().is_ok_and(|m| m == TMPFS || m == RAMFS))
+    }
+
     /// Opens a run's root by its path. The root itself may be a symlink to a
     /// directory (as with rsync's `SRC/`); nothing below it may.
     ///

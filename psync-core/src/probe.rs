@@ -36,6 +36,8 @@ pub mod magic {
     pub const BTRFS: u64 = 0x9123_683E;
     /// tmpfs (and devtmpfs).
     pub const TMPFS: u64 = 0x0102_1994;
+    /// ramfs.
+    pub const RAMFS: u64 = 0x8584_58F6;
     /// NFS (every version).
     pub const NFS: u64 = 0x6969;
     /// FUSE (any daemon: sshfs, s3fs, ...).

@@ -81,8 +81,13 @@ fn hash_segments_with(f: &File, segments: &[(u64, u64)], buf: &mut [u8]) -> io::
 }
 
 /// [`hash_segments`] with direct reads where `f`'s file system allows:
-/// for data just written direct, which the page cache does not hold.
-/// Falls back to buffered reads (from the first unaligned byte on).
+/// for data just written direct, which the page cache does not hold, and
+/// for data just written back and dropped from it (a small file's), which
+/// a buffered read would put back into the cache only to be read once.
+/// A piece that ends at an unaligned offset (the file's end) is asked for
+/// rounded up to the alignment: a direct read stops at the end of the
+/// file. Falls back to buffered reads (from the first byte a direct read
+/// does not give) when a direct request is refused or comes back short.
 ///
 /// # Errors
 /// As [`hash_segments`].
@@ -103,19 +108,27 @@ pub(crate) fn hash_segments_direct(f: &File, segments: &[(u64, u64)]) -> io::Res
                 let want = usize::try_from(len - done)
                     .unwrap_or(buf.len())
                     .min(buf.len());
-                if !(want as u64).is_multiple_of(align) {
-                    // The end of the file: the rest buffered.
-                    mode = None;
-                }
-                match f.read_exact_at(&mut buf[..want], start + done) {
-                    Ok(()) => {}
-                    // Refused after all: the rest buffered.
-                    Err(e) if mode.is_some() && e.raw_os_error() == Some(libc::EINVAL) => {
-                        mode = None;
-                        continue;
+                // The end of the file: asked for up to the next aligned
+                // offset, which the buffer (of whole ALIGN blocks) holds.
+                let ask = want.next_multiple_of(align as usize);
+                if mode.is_some() && ask <= buf.len() {
+                    match f.read_at(&mut buf[..ask], start + done) {
+                        Ok(n) if n >= want => {
+                            h.update(&buf[..want]);
+                            done += want as u64;
+                            continue;
+                        }
+                        // Short (the file ends early: the buffered read
+                        // says so), refused after all, or interrupted:
+                        // the rest buffered.
+                        Ok(_) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
+                mode = None;
+                f.read_exact_at(&mut buf[..want], start + done)?;
                 h.update(&buf[..want]);
                 done += want as u64;
             }
@@ -250,5 +263,29 @@ mod tests {
             !flags.contains(rustix::fs::OFlags::DIRECT),
             "direct mode left on"
         );
+    }
+
+    /// A small file, read whole: its unaligned end is asked for rounded
+    /// up (a direct read stops at the end of the file), and hashes as a
+    /// buffered read does; a range past the end is an error either way.
+    #[test]
+    fn direct_read_back_of_a_small_file() {
+        let t = crate::test_dir();
+        for size in [1u64, 333, 4096, 14_495, 70_001] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 11 % 251) as u8).collect();
+            let p = t.path().join(format!("f{size}"));
+            std::fs::write(&p, &data).unwrap();
+            let f = File::open(&p).unwrap();
+            let mut h = Hasher::new();
+            h.update(&data);
+            assert_eq!(hash_segments_direct(&f, &[(0, size)]).unwrap(), h.finish());
+            let past = [(0, size + 1)];
+            assert_eq!(
+                hash_segments_direct(&f, &past).unwrap_err().kind(),
+                io::ErrorKind::UnexpectedEof
+            );
+            let flags = rustix::fs::fcntl_getfl(&f).unwrap();
+            assert!(!flags.contains(rustix::fs::OFlags::DIRECT));
+        }
     }
 }

@@ -607,7 +607,7 @@ impl Engine {
                     .write(index, rec)
                     .map_err(|e| CopyFail::target_io(Op::CopyData, e))
             }
-            _ => self.fill_chunk(&input, &part, &journal, src, index),
+            _ => self.fill_chunk(&input, (&part, dst_dir.in_memory()), &journal, src, index),
         };
         self.drop_cached(&input, offset, NonZeroU64::new(len));
         match result {
@@ -626,10 +626,11 @@ impl Engine {
     }
 
     /// Copies, verifies and records chunk `index` of `src` into `part`.
+    /// `in_memory`: the part's file system keeps data only in memory.
     fn fill_chunk(
         &self,
         input: &File,
-        part: &File,
+        (part, in_memory): (&File, bool),
         journal: &Journal,
         src: &Entry,
         index: u64,
@@ -647,7 +648,7 @@ impl Engine {
         let copied =
             crate::copy::pace::with(&self.pacer, || self.copier.copy_data(&job, &self.quit))
                 .map_err(CopyFail::data)?;
-        self.verify_written(part, &copied)?;
+        self.verify_written(part, &copied, in_memory)?;
         // On disk before the journal says the chunk is done.
         self.sync_chunk(part)?;
         // The journal keeps a hash of the whole chunk range as it reads
@@ -657,7 +658,7 @@ impl Engine {
         let hash = match (copied.hash, whole) {
             (Some(h), true) => Some(h),
             (Some(_), false) => Some(
-                read_back(part, &[(offset, len)])
+                read_back(part, &[(offset, len)], in_memory)
                     .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
             ),
             (None, _) => None,
@@ -903,7 +904,7 @@ fn resumed_chunk_ok(input: &File, part: &File, range: (u64, u64), rec: Record) -
         return false;
     };
     hash_segments(input, &[range]).is_ok_and(|h| h == recorded)
-        && read_back(part, &[range]).is_ok_and(|h| h == recorded)
+        && read_back(part, &[range], false).is_ok_and(|h| h == recorded)
 }
 
 #[cfg(test)]

@@ -299,8 +299,11 @@ impl Engine {
         let (src, cur) = self.open_source(src_dir, listed, how.trust_listing)?;
         let result = self.copy_open(path, &src, &cur, dst_dir, how);
         // Read once (the hash was taken as it was copied): its pages are
-        // better used for the target's (ADR 006).
-        self.drop_cached(&src, 0, None);
+        // better used for the target's (ADR 006). On tmpfs they are the
+        // file itself: nothing to drop.
+        if !src_dir.in_memory() {
+            self.drop_cached(&src, 0, None);
+        }
         result
     }
 
@@ -322,6 +325,7 @@ impl Engine {
                 fresh: how.fresh_dir,
                 old: None,
                 plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
+                in_memory: dst_dir.in_memory(),
             };
             let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
@@ -504,6 +508,7 @@ impl Engine {
             fresh: false,
             old,
             plain,
+            in_memory: out_dir.in_memory(),
         };
         let mut result = self.fill_checked(path, src, &out, cur, made);
         if let Ok(Some(_)) = result
@@ -574,7 +579,7 @@ impl Engine {
         let copied =
             crate::copy::pace::with(&self.pacer, || self.copier.copy_data(&job, &self.quit))
                 .map_err(CopyFail::data)?;
-        self.verify_written(out, &copied)?;
+        self.verify_written(out, &copied, made.in_memory)?;
         use std::os::fd::AsFd;
         let from = self
             .xattr_source(None, cur)
@@ -594,16 +599,18 @@ impl Engine {
 
     /// Reads back what a copy wrote and compares it with the hash of what
     /// it read (when the copier hashed: verification on, not a reflink).
+    /// `in_memory`: see [`read_back`].
     pub(crate) fn verify_written(
         &self,
         out: &std::fs::File,
         copied: &crate::copy::Copied,
+        in_memory: bool,
     ) -> Result<(), CopyFail> {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        let got =
-            read_back(out, &copied.segments).map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        let got = read_back(out, &copied.segments, in_memory)
+            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
         if got != want {
             return Err(CopyFail::target_io(
                 Op::Verify,

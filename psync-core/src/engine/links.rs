@@ -1444,6 +1444,7 @@ impl Engine {
             old: old.or_else(|| self.new_file_mode(dst_dir, src)),
             // Made in the link area: what it holds is looked at.
             plain: false,
+            in_memory: area.in_memory(),
         };
         let job = NodeJob {
             path: &path,
