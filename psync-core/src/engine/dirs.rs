@@ -211,19 +211,10 @@ impl Engine {
             Ok(found) => found,
             Err(e) => return self.fail(rel, true, Op::OpenDir, e),
         };
-        let mut found = Found::default();
-        for (name, e) in src.failed {
-            found.unread.push(name.clone());
-            self.fail(&rel.join(&name), false, Op::Stat, e);
-        }
-        self.count_scanned(&src.entries, true);
-        let mut src_entries = src.entries;
-        let dst = match (&dst_dir, listed) {
-            (Some(d), Some(listed)) => match listed {
-                Ok(l) => self.take_dst(d, rel, l, &mut src_entries, &mut found),
-                Err(e) => return self.fail(rel, true, Op::ReadDir, e),
-            },
-            _ => Vec::new(),
+        let Some((src_entries, dst, found)) =
+            self.pair_listings(rel, src, (dst_dir.as_ref(), listed), true)
+        else {
+            return;
         };
         let mut counted = Counted {
             cx,
@@ -277,6 +268,37 @@ impl Engine {
         let at = self.check_dir(rel, (d, &st), dst_entry, made)?;
         let stale = dst_entry.is_some() && self.dir_attrs_stale(src_entry, &st);
         Ok((Some(at), stale))
+    }
+
+    /// The two listings of a directory (or of a part of one) as the plan
+    /// takes them, and what was found on the way: source entries that
+    /// cannot be examined fail and are kept from deletion, the entries are
+    /// counted as scanned (with the directory itself when `whole`), and
+    /// the target's listing goes through [`Engine::take_dst`]. `None`: the
+    /// target could not be listed (failed, nothing to do).
+    fn pair_listings(
+        &self,
+        rel: &RelPath,
+        src: crate::walk::Listing,
+        (dst_dir, listed): (Option<&Dir>, Option<io::Result<crate::walk::Listing>>),
+        whole: bool,
+    ) -> Option<(Vec<Entry>, Vec<Entry>, Found)> {
+        let mut found = Found::default();
+        for (name, e) in src.failed {
+            found.unread.push(name.clone());
+            self.fail(&rel.join(&name), false, Op::Stat, e);
+        }
+        self.count_scanned(&src.entries, whole);
+        let mut src_entries = src.entries;
+        let dst = match (dst_dir, listed) {
+            (Some(d), Some(Ok(l))) => self.take_dst(d, rel, l, &mut src_entries, &mut found),
+            (Some(_), Some(Err(e))) => {
+                self.fail(rel, true, Op::ReadDir, e);
+                return None;
+            }
+            _ => Vec::new(),
+        };
+        Some((src_entries, dst, found))
     }
 
     /// The target's listing as the plan takes it: entries that cannot be
@@ -675,17 +697,10 @@ impl Engine {
             Err(e) => return self.fail(rel, false, Op::ReadDir, e),
         };
         let listed = dst_dir.as_ref().map(|d| self.walker.list_some(d, &names));
-        let mut found = Found::default();
-        for (name, e) in src.failed {
-            found.unread.push(name.clone());
-            self.fail(&rel.join(&name), false, Op::Stat, e);
-        }
-        self.count_scanned(&src.entries, false);
-        let mut src_entries = src.entries;
-        let dst = match (&dst_dir, listed) {
-            (Some(d), Some(Ok(l))) => self.take_dst(d, rel, l, &mut src_entries, &mut found),
-            (Some(_), Some(Err(e))) => return self.fail(rel, true, Op::ReadDir, e),
-            _ => Vec::new(),
+        let Some((src_entries, dst, found)) =
+            self.pair_listings(rel, src, (dst_dir.as_ref(), listed), false)
+        else {
+            return;
         };
         let first = names.first().copied().unwrap_or_default();
         let mut counted = Counted {
