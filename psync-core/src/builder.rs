@@ -131,12 +131,11 @@ pub fn default_threads() -> usize {
 /// (4 x 1 GiB on tmpfs: 0.98 s at 16 threads, 0.76 s at 4; ADR 023). The
 /// nearest existing ancestor of `dst` is asked when it does not exist yet.
 pub fn default_threads_for(dst: &Path) -> usize {
-    const TMPFS: u64 = 0x0102_1994;
-    const RAMFS: u64 = 0x8584_58f6;
+    use crate::probe::magic::{RAMFS, TMPFS};
     let in_memory = dst
         .ancestors()
         .find_map(|p| rustix::fs::statfs(p).ok())
-        .is_some_and(|st| matches!(st.f_type as u64, TMPFS | RAMFS));
+        .is_some_and(|st| [TMPFS, RAMFS].contains(&(st.f_type as u64)));
     if in_memory {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         return (cores * 2).clamp(4, 64);
@@ -1096,14 +1095,15 @@ mod tests {
     fn default_threads_follow_the_target_s_file_system() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let in_memory = (cores * 2).clamp(4, 64);
-        if rustix::fs::statfs("/dev/shm").is_ok_and(|st| st.f_type as u64 == 0x0102_1994) {
+        use crate::probe::magic::{RAMFS, TMPFS};
+        if rustix::fs::statfs("/dev/shm").is_ok_and(|st| st.f_type as u64 == TMPFS) {
             assert_eq!(
                 default_threads_for(Path::new("/dev/shm/no/such/dir")),
                 in_memory
             );
         }
         let root_magic = rustix::fs::statfs("/").map(|st| st.f_type as u64);
-        if root_magic.is_ok_and(|m| m != 0x0102_1994 && m != 0x8584_58f6) {
+        if root_magic.is_ok_and(|m| m != TMPFS && m != RAMFS) {
             assert_eq!(default_threads_for(Path::new("/")), default_threads());
         }
         assert!(default_threads() >= 16);
