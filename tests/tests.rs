@@ -30,6 +30,7 @@ mod failures;
 mod fidelity;
 mod filters;
 mod fsattrs;
+mod in_place;
 mod interrupt;
 mod itemize;
 mod large;

@@ -18,7 +18,7 @@ const REFUSED: &[(&[&str], &str)] = &[
     ),
     (
         &["--inplace", "--append", "--append-verify"],
-        "psync never writes into a target file in place: each file is written to a private temporary and renamed over the target, so a reader never sees half a file (large files resume chunk by chunk instead: --resume-threshold)",
+        "psync never writes into an existing target file: each changed file is written to a private temporary and renamed over the target, so a reader never sees half a file (large files resume chunk by chunk instead: --resume-threshold)",
     ),
     (
         &["--partial", "--partial-dir", "-P"],
@@ -179,7 +179,7 @@ mod tests {
     fn inplace_says_why() {
         let msg = usage_error(&err(&["psync", "sync", "--inplace", "a", "b"]));
         assert!(
-            msg.contains("never writes into a target file in place"),
+            msg.contains("never writes into an existing target file"),
             "{msg}"
         );
     }

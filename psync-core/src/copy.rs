@@ -313,6 +313,32 @@ pub trait Copier: Send + Sync {
         Ok(None)
     }
 
+    /// Creates the target file for `src` at its own name (`src.name`) in
+    /// `dir`, to be filled there: `O_EXCL`, never an existing entry, with
+    /// `src`'s permission bits (less the umask). `Ok(None)` when the name
+    /// is taken or the copier would rather not (the engine then uses
+    /// [`Copier::create_unnamed`] or a named temporary). The default:
+    /// `Ok(None)`.
+    ///
+    /// The engine asks only where no one else can reach the file while it
+    /// is filled and nothing is lost if it stops halfway: a new name, in a
+    /// directory this run created (mode 0700 until its finish), on a file
+    /// system that keeps data only in memory (ADR 024). It sets the file's
+    /// times last, after verification, and removes the file when the copy
+    /// fails.
+    ///
+    /// # Errors
+    /// As file creation.
+    fn create_in_place(
+        &self,
+        dir: &Dir,
+        src: &Entry,
+        src_file: &File,
+    ) -> Result<Option<File>, StepError> {
+        let _ = (dir, src, src_file);
+        Ok(None)
+    }
+
     /// Makes `dst` a clone of the whole of `src` (shared extents) when the
     /// options allow and the file systems can; `Ok(false)` to copy the
     /// data instead. Used before splitting a large file into chunks. The
@@ -522,6 +548,9 @@ macro_rules! forward_copier {
             }
             fn create_unnamed(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
                 (**self).create_unnamed(dir, src, f)
+            }
+            fn create_in_place(&self, dir: &Dir, src: &Entry, f: &File) -> Result<Option<File>, StepError> {
+                (**self).create_in_place(dir, src, f)
             }
             fn try_clone(&self, s: &File, d: &File, o: &CopyOptions) -> Result<bool, StepError> {
                 (**self).try_clone(s, d, o)

@@ -105,12 +105,15 @@ pub(crate) enum Ready {
     Unnamed(File),
     /// Written to a temporary name: renamed over its name.
     Named(Name, File),
+    /// Written at its own name ([`Copier::create_in_place`](crate::Copier::create_in_place)):
+    /// in place already.
+    InPlace(File),
 }
 
 impl Ready {
     fn file(&self) -> &File {
         match self {
-            Ready::Unnamed(f) | Ready::Named(_, f) => f,
+            Ready::Unnamed(f) | Ready::Named(_, f) | Ready::InPlace(f) => f,
         }
     }
 }
@@ -265,6 +268,9 @@ impl Engine {
         }
     }
 
+    /// Removes a finished copy that will not be published: its temporary
+    /// (an unnamed file needs nothing). One written in place is kept: it is
+    /// finished and at its name already (and never staged).
     pub(crate) fn discard_ready(&self, dir: &Dir, ready: Ready) {
         if let Ready::Named(tmp, _) = ready {
             let _ = dir.unlink(tmp.as_bytes());

@@ -479,6 +479,22 @@ impl Dir {
         )?))
     }
 
+    /// Creates the new regular file `name` for reading and writing with the
+    /// permission bits of `mode` (less the umask): `O_EXCL`, never following
+    /// or reusing an existing entry. `Ok(None)` when the name is taken.
+    ///
+    /// # Errors
+    /// As `openat` for other failures.
+    pub fn create_new(&self, name: &[u8], mode: u32) -> io::Result<Option<File>> {
+        let flags =
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        match rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode & 0o777)) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(rustix::io::Errno::EXIST) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Creates an unnamed regular file in this directory (`O_TMPFILE`) with
     /// the permission bits of `mode` (less the umask); `Ok(None)` where the
     /// file system does not support it.

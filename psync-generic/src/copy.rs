@@ -469,6 +469,15 @@ impl Copier for GenericCopier {
         Ok(made)
     }
 
+    fn create_in_place(
+        &self,
+        dir: &Dir,
+        src: &Entry,
+        _src_file: &File,
+    ) -> Result<Option<File>, StepError> {
+        dir.create_new(src.name.as_bytes(), src.mode).op(Op::Create)
+    }
+
     fn copy_data(&self, job: &DataJob<'_>, quit: &AtomicBool) -> Result<Copied, StepError> {
         if job.len == 0 {
             let mut empty = Copied::plain(0, Strategy::Empty);

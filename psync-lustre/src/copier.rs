@@ -420,6 +420,19 @@ impl Copier for LustreCopier {
         Ok(None)
     }
 
+    /// As [`Copier::create_unnamed`]: only when no layout is set.
+    fn create_in_place(
+        &self,
+        dir: &Dir,
+        src: &Entry,
+        src_file: &File,
+    ) -> Result<Option<File>, StepError> {
+        if self.source_only || self.opts.layout == LayoutPolicy::Default {
+            return self.inner.create_in_place(dir, src, src_file);
+        }
+        Ok(None)
+    }
+
     fn try_clone(&self, src: &File, dst: &File, opts: &CopyOptions) -> Result<bool, StepError> {
         self.inner.try_clone(src, dst, opts)
     }

@@ -287,7 +287,9 @@ impl Engine {
     /// A new target is written to an unnamed file (`O_TMPFILE`) to be
     /// linked at its name: one directory operation instead of create +
     /// rename, and a crash leaves nothing behind. An existing target is
-    /// replaced by a named temporary to be renamed over it.
+    /// replaced by a named temporary to be renamed over it. A new target
+    /// in memory, in a directory only this run can enter, is written at
+    /// its name (ADR 024).
     pub(super) fn copy_once(
         &self,
         path: &RelPath,
@@ -317,6 +319,14 @@ impl Engine {
         how: Attempt,
     ) -> Result<Option<(Ready, Filled)>, CopyFail> {
         if how.old.is_none()
+            && self.in_place_ok(dst_dir, how)
+            && let Some(out) = self
+                .noted(path, || self.copier.create_in_place(dst_dir, cur, src))
+                .map_err(CopyFail::target)?
+        {
+            return self.fill_in_place(path, src, out, cur, dst_dir);
+        }
+        if how.old.is_none()
             && let Some(out) = self
                 .noted(path, || self.copier.create_unnamed(dst_dir, cur, src))
                 .map_err(CopyFail::target)?
@@ -336,6 +346,79 @@ impl Engine {
         let tmp = self.temp_name();
         let written = self.write_temp(path, src, cur, (dst_dir, &tmp), how)?;
         Ok(written.map(|(filled, out)| (Ready::Named(tmp, out), filled)))
+    }
+
+    /// Whether a new file may be written at its own name (ADR 024): its
+    /// directory was created by this run and is still `0700` (no one else
+    /// can enter it, plant a name or open the file), it lives in memory (a
+    /// crash of the machine loses the whole file system), the first
+    /// attempt, no batch flush waits to publish names, and no
+    /// `--modify-window`: a copy cut short by a kill keeps the time of its
+    /// last write, which the next run's quick check must see as different
+    /// from the source's.
+    fn in_place_ok(&self, dst_dir: &Dir, how: Attempt) -> bool {
+        how.fresh_dir
+            && how.trust_listing
+            && !how.staged
+            && !self.flush.per_task()
+            && self.plan_opts.modify_window_ns == 0
+            && dst_dir.in_memory()
+    }
+
+    /// Fills a file created at its own name, its times set last (after the
+    /// data is read back): until then it is not what the quick check takes
+    /// for a finished copy. Removed on any outcome but success.
+    fn fill_in_place(
+        &self,
+        path: &RelPath,
+        src: &std::fs::File,
+        out: std::fs::File,
+        cur: &Entry,
+        dst_dir: &Dir,
+    ) -> Result<Option<(Ready, Filled)>, CopyFail> {
+        let made = Made {
+            fresh: true,
+            old: None,
+            plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
+            in_memory: true,
+        };
+        match self.fill_checked(path, src, &out, cur, made) {
+            Ok(Some(filled)) => Ok(Some((Ready::InPlace(out), filled))),
+            other => {
+                self.unplace(dst_dir, &cur.name, &out);
+                other.map(|_| None)
+            }
+        }
+    }
+
+    /// Removes a copy that failed at its own name, only while the name
+    /// still holds it: moved aside to a temporary first, then removed if
+    /// it is this copy's inode, else put back. (Another delivery of the
+    /// same batch may have replaced it meanwhile with a finished copy.)
+    fn unplace(&self, dir: &Dir, name: &Name, out: &std::fs::File) {
+        let Ok(ours) = rustix::fs::fstat(out) else {
+            return;
+        };
+        let tmp = self.temp_name();
+        if dir
+            .rename_noreplace(name.as_bytes(), tmp.as_bytes())
+            .is_err()
+        {
+            return;
+        }
+        match dir.stat(tmp.as_bytes()) {
+            Ok(st) if (st.st_dev, st.st_ino) == (ours.st_dev, ours.st_ino) => {
+                let _ = dir.unlink(tmp.as_bytes());
+            }
+            _ => {
+                if dir
+                    .rename_noreplace(tmp.as_bytes(), name.as_bytes())
+                    .is_err()
+                {
+                    let _ = dir.unlink(tmp.as_bytes());
+                }
+            }
+        }
     }
 
     /// Puts a finished copy at its name: an unnamed file is linked there
@@ -361,7 +444,9 @@ impl Engine {
         ready: Ready,
     ) -> Result<bool, CopyFail> {
         let name = &src.name;
-        if let Err(stop) = self.not_stopped() {
+        if let Err(stop) = self.not_stopped()
+            && !matches!(ready, Ready::InPlace(_))
+        {
             self.discard_ready(dir, ready);
             return Err(stop);
         }
@@ -376,6 +461,12 @@ impl Engine {
                 return Ok(true);
             }
             Ready::Unnamed(out) => out,
+            // Finished where it stands (kept even when the run is
+            // stopping): only its flags are left.
+            Ready::InPlace(out) => {
+                self.seal_copy(path, src, &out);
+                return Ok(true);
+            }
         };
         let linked = self.in_project_dir(dir, &out, || dir.link_fd(&out, name.as_bytes()));
         match linked {
