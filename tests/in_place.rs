@@ -49,6 +49,8 @@ struct Counted {
     inner: GenericCopier,
     in_place: AtomicU64,
     unnamed: AtomicU64,
+    /// The names whose times were set.
+    timed: std::sync::Mutex<Vec<Vec<u8>>>,
     after: Box<Hook>,
 }
 
@@ -60,6 +62,7 @@ impl Counted {
             inner: GenericCopier::new(),
             in_place: AtomicU64::new(0),
             unnamed: AtomicU64::new(0),
+            timed: std::sync::Mutex::default(),
             after: Box::new(after),
         })
     }
@@ -107,6 +110,10 @@ impl Copier for Counted {
         from: Option<At<'_>>,
         o: &CopyOptions,
     ) -> Result<XattrReport, StepError> {
+        if o.preserve.times {
+            let mut timed = self.timed.lock().expect("lock");
+            timed.push(src.name.as_bytes().to_vec());
+        }
         self.inner.set_attrs(t, src, from, o)
     }
     fn make_dir(&self, dir: &Dir, n: &Name, src: &Entry, from: At<'_>) -> Result<(), StepError> {
@@ -164,6 +171,17 @@ fn run(src: &Path, dst: &Path, copier: &Arc<Counted>, retries: u32, threads: usi
     }
 }
 
+/// Gives every file under `root` an old modification time: a source
+/// written less than a clock tick before the run is never written in
+/// place (a copy cut short could carry the same time).
+fn age(root: &Path) {
+    for (i, (rel, m)) in listing(root).into_iter().enumerate() {
+        if m.kind == 'f' {
+            set_mtime(&root.join(bpath(&rel)), 1_600_000_000 + i as i64, 0);
+        }
+    }
+}
+
 fn job_is(job: &DataJob<'_>, name: &str) -> bool {
     job.entry.name.as_bytes() == name.as_bytes()
 }
@@ -189,12 +207,9 @@ fn only_new_files_in_new_directories_on_tmpfs_are_written_in_place() {
     }
     nodes.push(Node::at("b/c/big", random(3 * MIB + 1)));
     nodes.push(Node::at("b/c/empty", crate::util::tree::file("")));
-    nodes.push(
-        Node::at("top", random(10))
-            .mode(0o640)
-            .mtime(1_600_000_000, 7),
-    );
+    nodes.push(Node::at("top", random(10)).mode(0o640));
     build(&t.src(), nodes);
+    age(&t.src());
     let c = Counted::plain();
     for threads in [1, 4] {
         crate::util::remove_tree(&dst);
@@ -219,11 +234,29 @@ fn only_new_files_in_new_directories_on_tmpfs_are_written_in_place() {
             Node::at("fresh/y", random(200)),
         ],
     );
+    age(&t.src());
     let out = run(&t.src(), &dst, &c, 2, 2);
     assert!(out.ok, "{:?}", out.errors);
     assert_eq!(c.counts(), (2, 2), "in place only in the new directory");
     assert_synced!(t.src(), dst);
     rsync_oracle(&t.src(), &dst);
+
+    // A source file changed just now: not in place.
+    tree!(t.src(), { "young/new" => random(300) });
+    let out = run(&t.src(), &dst, &c, 2, 2);
+    assert!(out.ok, "{:?}", out.errors);
+    assert_eq!(c.counts(), (0, 1), "a young file written in place");
+    assert_synced!(t.src(), dst);
+
+    // A target root that exists, empty, open to others: not in place.
+    let open = t.join("mnt/open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    age(&t.src());
+    let out = run(&t.src(), &open, &c, 2, 2);
+    assert!(out.ok, "{:?}", out.errors);
+    assert_eq!(c.counts(), (47, 1), "only the top file is made unnamed");
+    assert_synced!(t.src(), open);
 
     // The same tree onto the disk the tests live on: never in place.
     let disk = t.join("disk-dst");
@@ -246,6 +279,7 @@ fn a_change_during_an_in_place_copy_is_retried_and_leaves_nothing() {
     };
     let dst = t.join("mnt/dst");
     tree!(t.src(), { "d/live" => random(300_000), "d/calm" => random(5000) });
+    age(&t.src());
     let live = t.src().join("d/live");
     let changing = |times: u64| {
         let n = AtomicU64::new(0);
@@ -274,6 +308,10 @@ fn a_change_during_an_in_place_copy_is_retried_and_leaves_nothing() {
         assert!(out.ok, "{:?}", out.errors);
         assert_eq!(out.stat("changed_during_copy"), 1);
         assert!(c.counts().0 >= 2, "the first attempt was not in place");
+        // Times go only on a copy known good: not on the one that changed.
+        let timed = c.timed.lock().expect("lock").clone();
+        let live_timed = timed.iter().filter(|n| n.as_slice() == b"live").count();
+        assert_eq!(live_timed, 1, "times set on a copy of a changed source");
         assert_synced!(t.src(), dst);
         assert_no_temps(&dst);
 
@@ -307,6 +345,7 @@ fn a_failed_in_place_copy_is_removed_but_not_what_replaced_it() {
     };
     let dst = t.join("mnt/dst");
     tree!(t.src(), { "d/fails" => random(70_000), "d/taken" => random(80_000), "d/ok" => random(10) });
+    age(&t.src());
     let other = t.join("mnt/other");
     let (dst2, other2) = (dst.clone(), other.clone());
     let c = Counted::new(move |job| {
@@ -393,6 +432,7 @@ fn kill_9_during_a_copy_in_place_then_rerun() {
         return;
     };
     kill_tree(&t.src());
+    age(&t.src());
     let dst = t.join("mnt/dst");
     let start = |threads: &str| {
         psync_cmd()

@@ -29,6 +29,9 @@ pub struct Dir {
     /// Whether its file system keeps file data only in memory
     /// ([`Dir::in_memory`]): asked once per open directory.
     memory: std::sync::OnceLock<bool>,
+    /// Whether only its owner, this process's user, may enter it
+    /// ([`Dir::private`]): asked once per open directory.
+    private: std::sync::OnceLock<bool>,
 }
 
 /// Set once `openat2` has answered ENOSYS, so we stop trying it.
@@ -110,6 +113,7 @@ impl Dir {
             fd,
             plain: std::sync::OnceLock::new(),
             memory: std::sync::OnceLock::new(),
+            private: std::sync::OnceLock::new(),
         }
     }
 
@@ -138,6 +142,17 @@ impl Dir {
         *self
             .memory
             .get_or_init(|| self.fs_magic().is_ok_and(|m| m == TMPFS || m == RAMFS))
+    }
+
+    /// True when this directory is mode `0700` and owned by the process's
+    /// effective user: no one else (root aside) can enter it. One `fstat`
+    /// per open directory; false when unknown.
+    pub(crate) fn private(&self) -> bool {
+        *self.private.get_or_init(|| {
+            rustix::fs::fstat(&self.fd).is_ok_and(|st| {
+                st.st_mode & 0o7777 == 0o700 && st.st_uid == rustix::process::geteuid().as_raw()
+            })
+        })
     }
 
     /// Opens a run's root by its path. The root itself may be a symlink to a

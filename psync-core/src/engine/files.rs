@@ -319,7 +319,7 @@ impl Engine {
         how: Attempt,
     ) -> Result<Option<(Ready, Filled)>, CopyFail> {
         if how.old.is_none()
-            && self.in_place_ok(dst_dir, how)
+            && self.in_place_ok(dst_dir, cur, how)
             && let Some(out) = self
                 .noted(path, || self.copier.create_in_place(dst_dir, cur, src))
                 .map_err(CopyFail::target)?
@@ -336,6 +336,7 @@ impl Engine {
                 old: None,
                 plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
                 in_memory: dst_dir.in_memory(),
+                times_later: false,
             };
             let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
                 return Ok(None);
@@ -348,21 +349,25 @@ impl Engine {
         Ok(written.map(|(filled, out)| (Ready::Named(tmp, out), filled)))
     }
 
-    /// Whether a new file may be written at its own name (ADR 024): its
-    /// directory was created by this run and is still `0700` (no one else
-    /// can enter it, plant a name or open the file), it lives in memory (a
-    /// crash of the machine loses the whole file system), the first
-    /// attempt, no batch flush waits to publish names, and no
-    /// `--modify-window`: a copy cut short by a kill keeps the time of its
-    /// last write, which the next run's quick check must see as different
-    /// from the source's.
-    fn in_place_ok(&self, dst_dir: &Dir, how: Attempt) -> bool {
+    /// Whether the new file `src` may be written at its own name (ADR
+    /// 024): its directory was created by this run and is still `0700`
+    /// and ours (no one else can enter it, plant a name or open the file:
+    /// looked at, not only assumed, once per batch), it lives in memory
+    /// (a crash of the machine loses the whole file system), the first
+    /// attempt, no batch flush waits to publish names. And a copy cut
+    /// short by a kill must not pass the next run's quick check: it keeps
+    /// the time of its last write, in this run, so the source's must be
+    /// older than the run (by more than a clock tick) and no
+    /// `--modify-window` may blur the two.
+    fn in_place_ok(&self, dst_dir: &Dir, src: &Entry, how: Attempt) -> bool {
         how.fresh_dir
             && how.trust_listing
             && !how.staged
             && !self.flush.per_task()
             && self.plan_opts.modify_window_ns == 0
+            && src.mtime.sec < self.plan_opts.now.sec.saturating_sub(1)
             && dst_dir.in_memory()
+            && dst_dir.private()
     }
 
     /// Fills a file created at its own name, its times set last (after the
@@ -381,14 +386,35 @@ impl Engine {
             old: None,
             plain: self.fsattrs_on() && dst_dir.passes_on_nothing(),
             in_memory: true,
+            times_later: true,
         };
-        match self.fill_checked(path, src, &out, cur, made) {
-            Ok(Some(filled)) => Ok(Some((Ready::InPlace(out), filled))),
-            other => {
-                self.unplace(dst_dir, &cur.name, &out);
-                other.map(|_| None)
-            }
+        // Taken off its name on every way out but success, a panic too.
+        let mut placed = Placed {
+            engine: self,
+            dir: dst_dir,
+            name: &cur.name,
+            file: Some(out),
+        };
+        let out = placed.file.as_ref().expect("the file just placed");
+        let Some(filled) = self.fill_checked(path, src, out, cur, made)? else {
+            return Ok(None);
+        };
+        // Checked: only now does it get the source's times, which make
+        // it a finished copy for the quick check.
+        if self.copy_opts.preserve.times {
+            let mut opts = self.copy_opts;
+            opts.preserve = crate::plan::Preserve {
+                times: true,
+                ..crate::plan::Preserve::NONE
+            };
+            // Created with its mode: nothing but the times to set.
+            (opts.fresh, opts.created) = (false, true);
+            self.copier
+                .set_attrs(Node::Fd(out.as_fd()), cur, None, &opts)
+                .map_err(CopyFail::target)?;
         }
+        let out = placed.file.take().expect("the file just placed");
+        Ok(Some((Ready::InPlace(out), filled)))
     }
 
     /// Removes a copy that failed at its own name, only while the name
@@ -411,12 +437,9 @@ impl Engine {
                 let _ = dir.unlink(tmp.as_bytes());
             }
             _ => {
-                if dir
-                    .rename_noreplace(tmp.as_bytes(), name.as_bytes())
-                    .is_err()
-                {
-                    let _ = dir.unlink(tmp.as_bytes());
-                }
+                // Taken again meanwhile: the temporary (another
+                // delivery's finished copy) is left to the next run.
+                let _ = dir.rename_noreplace(tmp.as_bytes(), name.as_bytes());
             }
         }
     }
@@ -600,6 +623,7 @@ impl Engine {
             old,
             plain,
             in_memory: out_dir.in_memory(),
+            times_later: false,
         };
         let mut result = self.fill_checked(path, src, &out, cur, made);
         if let Ok(Some(_)) = result
@@ -677,6 +701,7 @@ impl Engine {
             .then_some(Node::Fd(src.as_fd()));
         let (attrs, mut opts) = self.attrs_for(cur, made.old);
         opts.fresh = made.fresh;
+        opts.preserve.times &= !made.times_later;
         let report = self
             .copier
             .set_attrs(Node::Fd(out.as_fd()), &attrs, from, &opts)
@@ -767,5 +792,22 @@ mod tests {
         assert!(!placed_meanwhile(&dir, &gone, None));
         std::fs::create_dir(t.path().join("g")).unwrap();
         assert!(!placed_meanwhile(&dir, &gone, None));
+    }
+}
+
+/// A file being filled at its own name (ADR 024): removed from the name
+/// when dropped still holding it (a failure, a change, a panic).
+struct Placed<'a> {
+    engine: &'a Engine,
+    dir: &'a Dir,
+    name: &'a Name,
+    file: Option<std::fs::File>,
+}
+
+impl Drop for Placed<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.file.take() {
+            self.engine.unplace(self.dir, self.name, &f);
+        }
     }
 }

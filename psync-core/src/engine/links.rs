@@ -1445,6 +1445,7 @@ impl Engine {
             // Made in the link area: what it holds is looked at.
             plain: false,
             in_memory: area.in_memory(),
+            times_later: false,
         };
         let job = NodeJob {
             path: &path,

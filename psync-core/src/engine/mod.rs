@@ -357,6 +357,9 @@ pub(crate) struct Made {
     /// Its file system keeps data only in memory ([`Dir::in_memory`]):
     /// verification reads it back as it is.
     pub(crate) in_memory: bool,
+    /// Filled at its own name (ADR 024): its times are left to the
+    /// caller, to be set once the copy is known good.
+    pub(crate) times_later: bool,
 }
 
 /// What a finished fill wrote: how, and how many bytes of data. Counted
