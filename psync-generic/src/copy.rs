@@ -5,6 +5,7 @@ use psync_core::copy::kit::{
     timestamps, umask,
 };
 use psync_core::copy::pace;
+use psync_core::probe::magic;
 use psync_core::{
     Copied, Copier, CopyOptions, DataJob, Dir, Entry, Kind, Name, Node, Op, Reflink, StepError,
     StepExt, Strategy, XattrReport, XattrSync, is_unsupported,
@@ -527,7 +528,10 @@ impl Copier for GenericCopier {
             // Other chunks still overlap their reads through user space;
             // an in-kernel copy into one file runs entirely under its lock
             // (except where the file system offloads the copy to a server).
-            let through_user = chunk && !offloads_copies(magic);
+            // In memory, an in-kernel copy moves each page once instead of
+            // twice through a buffer, which is worth more (ADR 022).
+            let in_memory = [magic::TMPFS, magic::RAMFS].contains(&magic);
+            let through_user = chunk && !offloads_copies(magic) && !in_memory;
             // Hashing needs the data in user space too.
             let through_user = through_user || hasher.is_some();
             for &(start, len) in &segments {
