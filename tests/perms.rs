@@ -64,7 +64,12 @@ fn getfacl_tree(root: &Path) -> String {
         "getfacl -R {}: {out:?}",
         root.display()
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    // One block per entry, sorted: getfacl follows the directory's order,
+    // which on tmpfs is the order of creation.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut blocks: Vec<&str> = text.split("\n\n").filter(|b| !b.is_empty()).collect();
+    blocks.sort_unstable();
+    blocks.join("\n\n")
 }
 
 /// Every entry below `root`, sorted: path, type and permission bits,
