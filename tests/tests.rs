@@ -49,6 +49,7 @@ mod review5_attacks;
 mod review6_attacks;
 mod review7_attacks;
 mod review_attacks;
+mod review_wide;
 mod rsync_habits;
 mod safety;
 mod scatter;

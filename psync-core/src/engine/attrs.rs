@@ -218,7 +218,7 @@ impl Engine {
 
     /// Compares the xattrs and ACLs of two nodes as a sync would, writing
     /// nothing.
-    fn compare_xattrs(
+    pub(super) fn compare_xattrs(
         &self,
         (from, to): (Node<'_>, Node<'_>),
     ) -> std::io::Result<crate::xattr::XattrReport> {

@@ -362,8 +362,29 @@ impl Engine {
             dst.retain(|e| !unread.contains(&e.name));
             if plan_opts.delete {
                 plan_opts.to_mut().delete = false;
-                let msg = "source entries could not be read: nothing deleted in this directory";
-                self.warn(rel, false, Op::ReadDir, msg);
+                let msg = match &scope {
+                    Scope::Whole(..) => {
+                        "source entries could not be read: nothing deleted in this directory"
+                            .to_string()
+                    }
+                    // The other parts' names are in the source's complete
+                    // listing, or confirmed absent from it (ADR 021).
+                    Scope::Part { first, .. } => {
+                        let last = src_entries
+                            .iter()
+                            .chain(&dst)
+                            .map(|e| e.name.as_bytes())
+                            .chain(unread.iter().map(Name::as_bytes))
+                            .max()
+                            .unwrap_or(first);
+                        format!(
+                            "source entries could not be read: nothing deleted among this wide directory's names from {:?} to {:?}",
+                            String::from_utf8_lossy(first),
+                            String::from_utf8_lossy(last)
+                        )
+                    }
+                };
+                self.warn(rel, false, Op::ReadDir, &msg);
             }
         }
         if !plan_opts.filters.is_empty() {
@@ -563,8 +584,19 @@ impl Engine {
         if let Some(d) = dst_dir {
             let dirs = (src_dir, d);
             // The parts' writes are not known yet: the directory is lifted
-            // as for writes, and sealed again at its finish.
-            let flags = self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), true);
+            // as for writes, and sealed again at its finish; one that may
+            // not be lifted is left as it is, the parts' writes into it
+            // failing (a no-op re-sync of it does not).
+            let locked = dst_entry.is_some_and(Entry::is_protected)
+                && self.copy_opts.file_flags.on()
+                && !self.none_could_move(d);
+            if locked && !self.dry_run {
+                let why = "immutable or append-only, in a directory another user could have \
+                           moved into the tree: not lifted, its parts' changes will fail \
+                           (`chattr -ia` it by hand if it is the copy)";
+                self.warn(rel, true, Op::FileAttr, why);
+            }
+            let flags = self.start_dir_fsattrs(rel, dirs, (src_entry, dst_entry), !locked);
             self.itemize_dir(rel, (src_entry, dst_entry), Some(dirs), flags);
             if dst_entry.is_none() {
                 self.adopt_default_acl(rel, src_dir, d);
@@ -594,6 +626,24 @@ impl Engine {
             cx,
             self.finish_task(rel, src_entry, (dst_entry, at.or(made)), true),
         );
+    }
+
+    /// Whether the target directory `d`, as it is now, still needs any of
+    /// `src`'s attributes (its mode, owner, times; with `xattrs` its
+    /// xattrs and ACLs, compared without writing): one `fstat`.
+    fn dir_needs_attrs(&self, rel: &RelPath, src: &Entry, d: &Dir, xattrs: bool) -> bool {
+        let Ok(st) = d.fstat() else {
+            return true;
+        };
+        let now = Entry::from_stat(src.name.clone(), &st);
+        if attr_change(src, &now, &self.plan_opts).any() {
+            return true;
+        }
+        xattrs
+            && self.src_root.open_beneath(rel).map_or(true, |s| {
+                self.compare_xattrs((Node::Fd(s.fd()), Node::Fd(d.fd())))
+                    .map_or(true, |r| r.xattrs_changed || r.acl_changed)
+            })
     }
 
     /// Names in one part of a wide directory: an eighth of the threshold,
@@ -1453,6 +1503,9 @@ impl Engine {
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,
+                // Gone since its listing (another delivery of this batch,
+                // or anyone else): what its removal was for.
+                Err(e) if e.source.kind() == io::ErrorKind::NotFound => 0,
                 Err(e) => {
                     self.fail(&path, true, e.op, e.source);
                     return false;
@@ -1808,8 +1861,8 @@ impl Engine {
             self.drop_link_area();
         }
         let change = dst.map(|d| attr_change(src, d, &self.plan_opts));
-        let xattrs = self.xattr_source(dst, src);
-        let attrs = touched
+        let mut xattrs = self.xattr_source(dst, src);
+        let mut attrs = touched
             || dst.is_none()
             || change.is_some_and(|c| c.any())
             || self.opens_up(dst)
@@ -1819,13 +1872,34 @@ impl Engine {
         // lifted for the attributes first).
         let locked = dst.is_some_and(Entry::is_protected);
         let seal = self.protect_of(src).filter(|&bits| bits != 0 || locked);
+        let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
+        if xattrs && !attrs && locked && !self.dry_run {
+            // Only the exact xattr check, of a sealed directory: compared
+            // first, without writing, so that one already right is not
+            // lifted (nor refused as one another user could have moved).
+            let same = match (self.src_root.open_beneath(rel), target()) {
+                (Ok(s), Ok(d)) => self
+                    .compare_xattrs((Node::Fd(s.fd()), Node::Fd(d.fd())))
+                    .is_ok_and(|r| !(r.xattrs_changed || r.acl_changed)),
+                _ => false,
+            };
+            xattrs = !same;
+        }
         if (attrs || xattrs || seal.is_some()) && !self.dry_run {
-            let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
             // Also when not listed so but the source has them: a second
             // delivery of this finish finds them set by the first.
             let sealed = locked || seal.is_some_and(|bits| bits != 0);
             if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
+                    // Touched (a wide directory's parts may have changed
+                    // it) but found right as it is now: nothing to lift.
+                    Ok(d)
+                        if !self.none_could_move(&d)
+                            && locked
+                            && !self.dir_needs_attrs(rel, src, &d, xattrs) =>
+                    {
+                        (attrs, xattrs) = (false, false);
+                    }
                     Ok(d) if !self.none_could_move(&d) && locked => {
                         let why = "immutable or append-only, in a directory another user could \
                                    have moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
