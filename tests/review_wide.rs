@@ -730,8 +730,8 @@ fn a_synced_immutable_wide_directory_re_syncs_as_unsplit() {
 /// argument" -- the run fails (exit 1) in a few percent of the runs with
 /// non-lossy redelivery. Unsplit (the same fixture and seeds, 360 runs)
 /// and with parts of one name it never does. Known and left open (ADR
-/// 021, "Redelivery"): parts cut at the same source names with ids of
-/// those cuts would make the two deliveries' parts one task. What this
+/// 021, "Redelivery": ids by a part's place instead of its names were
+/// tried and lose names when both deliveries run at once). What this
 /// asserts: every run ends with the target exact, nothing lost and no
 /// temporary left; the runs whose exit status the race spoiled are
 /// counted and printed, and every error they report is one of the race's
