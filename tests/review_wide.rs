@@ -727,7 +727,8 @@ fn a_synced_immutable_wide_directory_re_syncs_as_unsplit() {
 /// same names. The target ends right, but the two parts that replace
 /// the same type-changed name race: "remove w/f2d: No such file or
 /// directory", "Not a directory", "mkdir: File exists", "stat: Invalid
-/// argument" -- the run fails (exit 1) in a few percent of the runs with
+/// argument", "the directory at this name is not the one just made" --
+/// the run fails (exit 1) in a few percent of the runs with
 /// non-lossy redelivery. Unsplit (the same fixture and seeds, 360 runs)
 /// and with parts of one name it never does. Known and left open (ADR
 /// 021, "Redelivery": ids by a part's place instead of its names were
@@ -783,6 +784,7 @@ fn redelivered_splits_with_changing_unions_converge() {
                     "Invalid argument",
                     "Directory not empty",
                     "a directory stands at this name now",
+                    "is not the one just made",
                 ]
                 .iter()
                 .any(|e| m.contains(e))

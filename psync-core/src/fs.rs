@@ -149,7 +149,7 @@ impl Dir {
     /// per open directory; false when unknown.
     pub(crate) fn private(&self) -> bool {
         *self.private.get_or_init(|| {
-            rustix::fs::fstat(&self.fd).is_ok_and(|st| {
+            self.fstat().is_ok_and(|st| {
                 st.st_mode & 0o7777 == 0o700 && st.st_uid == rustix::process::geteuid().as_raw()
             })
         })
@@ -718,7 +718,18 @@ impl Dir {
                 Err(e) => Err(e),
             };
         }
-        crate::subtree::remove_dir_all_of(self, listed)
+        match crate::subtree::remove_dir_all_of(self, listed) {
+            // Gone since its listing (another delivery of the same batch,
+            // or anyone else), as a file's removal takes it above.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_gone(&listed.name) => Ok(0),
+            r => r,
+        }
+    }
+
+    /// True when nothing stands at `name` any more.
+    fn is_gone(&self, name: &Name) -> bool {
+        self.stat(name.as_bytes())
+            .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
     }
 
     /// The names in this directory with whether each is a directory (from

@@ -236,6 +236,12 @@ pub const NAME: &str = "lustre";
 pub const SOURCE_NAME: &str = "lustre-source";
 
 impl LustreCopier {
+    /// True when no file gets a layout of this copier's making: the
+    /// target is not Lustre, or the layout policy is the default.
+    fn sets_no_layout(&self) -> bool {
+        self.source_only || self.opts.layout == LayoutPolicy::Default
+    }
+
     /// The copier on a Lustre client, with `opts`.
     pub fn new(opts: LustreOptions) -> LustreCopier {
         LustreCopier::with_sys(Arc::new(RealLustre), opts)
@@ -414,10 +420,10 @@ impl Copier for LustreCopier {
         src: &Entry,
         src_file: &File,
     ) -> Result<Option<File>, StepError> {
-        if self.source_only || self.opts.layout == LayoutPolicy::Default {
-            return self.inner.create_unnamed(dir, src, src_file);
+        match self.sets_no_layout() {
+            true => self.inner.create_unnamed(dir, src, src_file),
+            false => Ok(None),
         }
-        Ok(None)
     }
 
     /// As [`Copier::create_unnamed`]: only when no layout is set.
@@ -427,10 +433,10 @@ impl Copier for LustreCopier {
         src: &Entry,
         src_file: &File,
     ) -> Result<Option<File>, StepError> {
-        if self.source_only || self.opts.layout == LayoutPolicy::Default {
-            return self.inner.create_in_place(dir, src, src_file);
+        match self.sets_no_layout() {
+            true => self.inner.create_in_place(dir, src, src_file),
+            false => Ok(None),
         }
-        Ok(None)
     }
 
     fn try_clone(&self, src: &File, dst: &File, opts: &CopyOptions) -> Result<bool, StepError> {

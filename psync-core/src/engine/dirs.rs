@@ -1503,9 +1503,6 @@ impl Engine {
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
                 Ok(n) => n,
-                // Gone since its listing (another delivery of this batch,
-                // or anyone else): what its removal was for.
-                Err(e) if e.source.kind() == io::ErrorKind::NotFound => 0,
                 Err(e) => {
                     self.fail(&path, true, e.op, e.source);
                     return false;
@@ -1872,35 +1869,20 @@ impl Engine {
         // lifted for the attributes first).
         let locked = dst.is_some_and(Entry::is_protected);
         let seal = self.protect_of(src).filter(|&bits| bits != 0 || locked);
-        let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
-        if xattrs && !attrs && locked && !self.dry_run {
-            // Only the exact xattr check, of a sealed directory: compared
-            // first, without writing, so that one already right is not
-            // lifted (nor refused as one another user could have moved).
-            let same = match (self.src_root.open_beneath(rel), target()) {
-                (Ok(s), Ok(d)) => self
-                    .compare_xattrs((Node::Fd(s.fd()), Node::Fd(d.fd())))
-                    .is_ok_and(|r| !(r.xattrs_changed || r.acl_changed)),
-                _ => false,
-            };
-            xattrs = !same;
-        }
         if (attrs || xattrs || seal.is_some()) && !self.dry_run {
+            let target = || self.open_dst_at(rel, at.or(dst.map(|d| (d.dev, d.ino))));
             // Also when not listed so but the source has them: a second
             // delivery of this finish finds them set by the first.
             let sealed = locked || seal.is_some_and(|bits| bits != 0);
             if (attrs || xattrs) && sealed && self.copy_opts.file_flags.on() {
                 match target() {
-                    // Touched (a wide directory's parts may have changed
-                    // it) but found right as it is now: nothing to lift.
-                    Ok(d)
-                        if !self.none_could_move(&d)
-                            && locked
-                            && !self.dir_needs_attrs(rel, src, &d, xattrs) =>
-                    {
+                    // Touched, or due the exact xattr check, but found
+                    // right as it is now (compared without writing):
+                    // nothing to lift.
+                    Ok(d) if locked && !self.dir_needs_attrs(rel, src, &d, xattrs) => {
                         (attrs, xattrs) = (false, false);
                     }
-                    Ok(d) if !self.none_could_move(&d) && locked => {
+                    Ok(d) if locked && !self.none_could_move(&d) => {
                         let why = "immutable or append-only, in a directory another user could \
                                    have moved into the tree: not lifted (`chattr -ia` it by hand if it is the copy)";
                         let e = std::io::Error::other(why);

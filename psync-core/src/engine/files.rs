@@ -393,10 +393,10 @@ impl Engine {
             engine: self,
             dir: dst_dir,
             name: &cur.name,
-            file: Some(out),
+            file: &out,
+            armed: true,
         };
-        let out = placed.file.as_ref().expect("the file just placed");
-        let Some(filled) = self.fill_checked(path, src, out, cur, made)? else {
+        let Some(filled) = self.fill_checked(path, src, &out, cur, made)? else {
             return Ok(None);
         };
         // Checked: only now does it get the source's times, which make
@@ -413,7 +413,8 @@ impl Engine {
                 .set_attrs(Node::Fd(out.as_fd()), cur, None, &opts)
                 .map_err(CopyFail::target)?;
         }
-        let out = placed.file.take().expect("the file just placed");
+        placed.armed = false;
+        drop(placed);
         Ok(Some((Ready::InPlace(out), filled)))
     }
 
@@ -796,18 +797,19 @@ mod tests {
 }
 
 /// A file being filled at its own name (ADR 024): removed from the name
-/// when dropped still holding it (a failure, a change, a panic).
+/// when dropped still armed (a failure, a change, a panic).
 struct Placed<'a> {
     engine: &'a Engine,
     dir: &'a Dir,
     name: &'a Name,
-    file: Option<std::fs::File>,
+    file: &'a std::fs::File,
+    armed: bool,
 }
 
 impl Drop for Placed<'_> {
     fn drop(&mut self) {
-        if let Some(f) = self.file.take() {
-            self.engine.unplace(self.dir, self.name, &f);
+        if self.armed {
+            self.engine.unplace(self.dir, self.name, self.file);
         }
     }
 }
