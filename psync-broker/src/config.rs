@@ -892,13 +892,17 @@ pub fn check_task(task: &Task) -> Result<(), ConfigError> {
         Task::DropLinks { bucket, .. } => check_name(bucket),
         Task::LinkSlots { .. } => Ok(()),
         // Names each followed by a NUL (one at the end).
-        Task::DirPart { names, .. } => match names.split_last() {
-            Some((0, names)) => names
-                .split(|&b| b == 0)
-                .try_for_each(|n| check_name(&Name(n.to_vec()))),
-            Some(_) => Err("a part of a directory whose names do not end with a NUL".into()),
-            None => Ok(()),
-        },
+        Task::DirPart {
+            names, only_dst, ..
+        } => [names, only_dst]
+            .into_iter()
+            .try_for_each(|names| match names.split_last() {
+                Some((0, names)) => names
+                    .split(|&b| b == 0)
+                    .try_for_each(|n| check_name(&Name(n.to_vec()))),
+                Some(_) => Err("a part of a directory whose names do not end with a NUL".into()),
+                None => Ok(()),
+            }),
         // Refused rather than let through unchecked: a new kind must be
         // added above.
         _ => Err("a kind of task this worker does not know".into()),

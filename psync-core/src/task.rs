@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
-pub const TASK_ENCODING_VERSION: u8 = 8;
+pub const TASK_ENCODING_VERSION: u8 = 9;
 
 /// A task's identity within a run: what [`Task::id`] derives from the
 /// task's kind, its directory, the entry (or entries) it is about, its
@@ -51,9 +51,16 @@ pub enum Task {
     DirPart {
         /// The directory, relative to both roots.
         rel: RelPath,
-        /// The names of the range on either side, sorted, each followed
-        /// by a NUL byte.
+        /// The source's names of the range when it was cut (on the target
+        /// too or not), sorted, each followed by a NUL byte. With the
+        /// directory, the part's id: a second delivery of the directory's
+        /// task cuts the same parts from the same source names, whatever
+        /// the first delivery's parts deleted meanwhile (ADR 021).
         names: Vec<u8>,
+        /// The names of the range only the target had when it was cut
+        /// (to delete), the same way. Looked up like `names`; part of the
+        /// id only of a part without source names.
+        only_dst: Vec<u8>,
         /// The target directory's device and inode as its `Dir` task saw
         /// it (`None` only in a dry run of a directory the run would
         /// make): opened again, it must be the same directory.
@@ -301,7 +308,14 @@ impl Task {
         put(self.rel().as_bytes());
         match self {
             Task::Dir { .. } => {}
-            Task::DirPart { names, .. } => put(names),
+            Task::DirPart {
+                names, only_dst, ..
+            } => {
+                put(names);
+                if names.is_empty() {
+                    put(only_dst);
+                }
+            }
             Task::FinishDir { pass, .. } => put(&pass.to_le_bytes()),
             Task::Files { actions, .. } | Task::Links { actions, .. } => {
                 put(&(actions.len() as u64).to_le_bytes());
@@ -399,6 +413,7 @@ mod tests {
             Task::DirPart {
                 rel: rel.clone(),
                 names: b"a\0b\xff\0".to_vec(),
+                only_dst: b"c\0".to_vec(),
                 at: Some((1, 2)),
                 fresh: true,
                 recheck: false,
@@ -491,19 +506,30 @@ mod tests {
             dir_and_name(b"ab", b"c").id(1),
             dir_and_name(b"a", b"bc").id(1)
         );
-        // A part of a wide directory is named by its names.
-        let part = |names: &[u8], at| Task::DirPart {
+        // A part of a wide directory is named by its source names; by the
+        // target's only when it has none of the source's.
+        let part = |names: &[u8], only_dst: &[u8], at| Task::DirPart {
             rel: rel.clone(),
             names: names.to_vec(),
+            only_dst: only_dst.to_vec(),
             at,
             fresh: false,
             recheck: false,
         };
         assert_eq!(
-            part(b"a\0b\0", None).id(7),
-            part(b"a\0b\0", Some((1, 2))).id(7)
+            part(b"a\0b\0", b"", None).id(7),
+            part(b"a\0b\0", b"", Some((1, 2))).id(7)
         );
-        assert_ne!(part(b"a\0b\0", None).id(7), part(b"a\0c\0", None).id(7));
+        assert_ne!(
+            part(b"a\0b\0", b"", None).id(7),
+            part(b"a\0c\0", b"", None).id(7)
+        );
+        assert_eq!(
+            part(b"a\0b\0", b"x\0", None).id(7),
+            part(b"a\0b\0", b"", None).id(7)
+        );
+        assert_ne!(part(b"", b"x\0", None).id(7), part(b"", b"y\0", None).id(7));
+        assert_ne!(part(b"x\0", b"", None).id(7), part(b"", b"x\0", None).id(7));
         // A stable value: the same on every node and every build.
         assert_eq!(t.id(7).to_string(), "f9e9d8f85811251fe19d341f8d09b1d9");
     }

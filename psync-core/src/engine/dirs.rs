@@ -378,7 +378,7 @@ impl Engine {
                             .max()
                             .unwrap_or(first);
                         format!(
-                            "source entries could not be read: nothing deleted among this wide directory's names from {:?} to {:?}",
+                            "source entries could not be read: nothing deleted among the names of its part of this wide directory, from {:?} to {:?} (names in between that other parts hold are synced)",
                             String::from_utf8_lossy(first),
                             String::from_utf8_lossy(last)
                         )
@@ -520,6 +520,9 @@ impl Engine {
         // The union of both sides' names, but psync's own on the target
         // that the source lacks: its temporaries, seen to here.
         let mut union = Names::default();
+        // Which of the union's names the source has: the parts are cut
+        // at fixed counts of those.
+        let mut from_src = Vec::new();
         let mut temps = Names::default();
         let mut part_files = Vec::new();
         let (mut i, mut j) = (0, 0);
@@ -531,10 +534,12 @@ impl Engine {
             match (s, d) {
                 (Some(s), Some(d)) if s == d => {
                     union.push(s);
+                    from_src.push(true);
                     (i, j) = (i + 1, j + 1);
                 }
                 (Some(s), d) if d.is_none_or(|d| s < d) => {
                     union.push(s);
+                    from_src.push(true);
                     i += 1;
                 }
                 (_, None) => unreachable!("one side has names left"),
@@ -546,6 +551,7 @@ impl Engine {
                         temps.push(d);
                     } else {
                         union.push(d);
+                        from_src.push(false);
                     }
                     j += 1;
                 }
@@ -604,21 +610,16 @@ impl Engine {
         }
         let fresh = dst_entry.is_none() && !dst_dir.is_some_and(passes_on_acl);
         let recheck = cx.delivery() > 1;
-        let per_part = self.part_names();
-        let mut names = Vec::new();
-        for (k, name) in union.iter().enumerate() {
-            names.extend_from_slice(name);
-            names.push(0);
-            if (k + 1) % per_part == 0 || k + 1 == union.len() {
-                let task = Task::DirPart {
-                    rel: rel.clone(),
-                    names: std::mem::take(&mut names),
-                    at,
-                    fresh,
-                    recheck,
-                };
-                self.spawn_dir(cx, task);
-            }
+        for (names, only_dst) in cut_parts(&union, &from_src, self.part_names()) {
+            let task = Task::DirPart {
+                rel: rel.clone(),
+                names,
+                only_dst,
+                at,
+                fresh,
+                recheck,
+            };
+            self.spawn_dir(cx, task);
         }
         // Its entries may have changed (the parts'): compared again, and
         // set, at its finish.
@@ -700,16 +701,21 @@ impl Engine {
     pub(super) fn run_dir_part(
         &self,
         rel: &RelPath,
-        names: &[u8],
+        (names, only_dst): (&[u8], &[u8]),
         (at, fresh, recheck): (Option<(u64, u64)>, bool, bool),
         cx: &mut dyn TaskContext,
     ) {
         self.count(|c| c.dir_parts += 1);
-        let names: Vec<&[u8]> = names.split(|&b| b == 0).filter(|n| !n.is_empty()).collect();
+        let (names, only_dst) = (part_names_of(names), part_names_of(only_dst));
         // From the task, not from a listing: each must be one name (a `/`
-        // would be resolved as a path), and in order.
+        // would be resolved as a path), each list in order, no name in
+        // both.
         let one = |n: &&[u8]| *n != b"." && *n != b".." && !n.contains(&b'/');
-        if !names.iter().all(one) || !names.is_sorted_by(|a, b| a < b) {
+        let sorted = |l: &[&[u8]]| l.is_sorted_by(|a, b| a < b);
+        let in_order = sorted(&names) && sorted(&only_dst);
+        let mut names = [names, only_dst].concat();
+        names.sort_unstable();
+        if !in_order || !names.iter().all(one) || !sorted(&names) {
             let why = "a part of a wide directory names entries that are no names of it, or out of order: nothing done";
             return self.fail(rel, false, Op::ReadDir, io::Error::other(why));
         }
@@ -2071,9 +2077,128 @@ impl TaskContext for Counted<'_> {
     }
 }
 
+/// A wide directory's names cut into parts, each as [`Task::DirPart`]'s
+/// `names` and `only_dst`: `union` is both sides' names in order and
+/// `from_src` says which the source has. A part of source names ends
+/// after every `per_part`-th of them, with the target-only names among
+/// them; `per_part` target-only names in a row make a part of their own.
+/// So which source names a part holds (its id) does not depend on the
+/// target: a second delivery of the directory's task, which may find some
+/// target-only names deleted by the first delivery's parts, cuts the same
+/// parts, which are not run again, and the two deliveries never replace
+/// the same name at once (ADR 021, "Redelivery"). A part holds at most
+/// `per_part` names of each kind.
+fn cut_parts(union: &Names, from_src: &[bool], per_part: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut parts = Vec::new();
+    let (mut names, mut only_dst) = (Vec::new(), Vec::new());
+    let (mut sources, mut only_dst_here) = (0usize, 0usize);
+    for (name, &src) in union.iter().zip(from_src) {
+        if src {
+            names.extend_from_slice(name);
+            names.push(0);
+            sources += 1;
+            if sources % per_part == 0 {
+                parts.push((std::mem::take(&mut names), std::mem::take(&mut only_dst)));
+                only_dst_here = 0;
+            }
+        } else {
+            only_dst.extend_from_slice(name);
+            only_dst.push(0);
+            only_dst_here += 1;
+            if only_dst_here == per_part {
+                parts.push((Vec::new(), std::mem::take(&mut only_dst)));
+                only_dst_here = 0;
+            }
+        }
+    }
+    if !names.is_empty() || !only_dst.is_empty() {
+        parts.push((names, only_dst));
+    }
+    parts
+}
+
+/// The names of a [`Task::DirPart`] list: each followed by a NUL byte.
+fn part_names_of(list: &[u8]) -> Vec<&[u8]> {
+    list.split(|&b| b == 0).filter(|n| !n.is_empty()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second delivery of a wide directory's task finds fewer
+    /// target-only names (the first delivery's parts deleted some): every
+    /// part holding source names is cut the same, so it has the same id
+    /// and is not run twice; a part holds at most `per_part` names of
+    /// each side's kind, and the parts together hold every name once.
+    #[test]
+    fn parts_are_cut_at_source_names() {
+        use crate::task::Task;
+        let task = |(names, only_dst): (Vec<u8>, Vec<u8>)| Task::DirPart {
+            rel: RelPath::root(),
+            names,
+            only_dst,
+            at: None,
+            fresh: false,
+            recheck: false,
+        };
+        let ids_of = |all: &[(String, bool)], per: usize| {
+            let mut union = Names::default();
+            for (n, _) in all {
+                union.push(n.as_bytes());
+            }
+            let from_src: Vec<bool> = all.iter().map(|a| a.1).collect();
+            let parts = cut_parts(&union, &from_src, per);
+            let mut seen: Vec<Vec<u8>> = Vec::new();
+            let mut with_src = Vec::new();
+            for (names, only_dst) in &parts {
+                let (a, b) = (part_names_of(names), part_names_of(only_dst));
+                assert!(a.len() <= per && b.len() <= per, "{a:?} {b:?}");
+                assert!(!a.is_empty() || !b.is_empty());
+                seen.extend(a.iter().chain(&b).map(|n| n.to_vec()));
+                if !a.is_empty() {
+                    with_src.push(task((names.clone(), only_dst.clone())).id(1));
+                }
+            }
+            seen.sort();
+            let mut want: Vec<Vec<u8>> = all.iter().map(|a| a.0.clone().into_bytes()).collect();
+            want.sort();
+            assert_eq!(seen, want, "every name in one part");
+            let all_ids: Vec<_> = parts.into_iter().map(|p| task(p).id(1)).collect();
+            let mut unique = all_ids.clone();
+            unique.sort_by_key(|i| i.to_string());
+            unique.dedup();
+            assert_eq!(unique.len(), all_ids.len(), "no two parts of one cut alike");
+            with_src
+        };
+        // Names n000..n299: every third the source's, runs of 1..=40
+        // target-only names between, and one run of 100.
+        let mut all = Vec::new();
+        let mut k = 0;
+        for i in 0..300 {
+            let src = i % 3 == 0 && !(150..250).contains(&i);
+            all.push((format!("n{i:03}"), src));
+            k += usize::from(src);
+        }
+        assert!(k > 50);
+        for per in [1, 2, 3, 7, 16] {
+            let first = ids_of(&all, per);
+            // The first delivery's parts deleted every other target-only
+            // name, or all of them.
+            for keep in [2, usize::MAX] {
+                let mut n = 0;
+                let fewer: Vec<_> = all
+                    .iter()
+                    .filter(|(_, src)| {
+                        n += usize::from(!src);
+                        *src || (keep != usize::MAX && n % keep == 0)
+                    })
+                    .cloned()
+                    .collect();
+                assert_eq!(first, ids_of(&fewer, per), "per {per}, keep {keep}");
+            }
+        }
+    }
 
     /// Taken in order, and what is left given back as it goes.
     #[test]

@@ -256,10 +256,11 @@ impl Engine {
             Task::DirPart {
                 rel,
                 names,
+                only_dst,
                 at,
                 fresh,
                 recheck,
-            } => self.run_dir_part(&rel, &names, (at, fresh, recheck), cx),
+            } => self.run_dir_part(&rel, (&names, &only_dst), (at, fresh, recheck), cx),
             Task::Files {
                 rel,
                 actions,
