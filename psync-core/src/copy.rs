@@ -59,6 +59,11 @@ pub struct Copied {
     /// order; holes between them were not written (an all-hole range has
     /// none).
     pub segments: Vec<(u64, u64)>,
+    /// With [`DataJob::read_back`]: the hash of the target's bytes of
+    /// `segments` as they read back right after each piece was written,
+    /// in order (`None`: not read back; the engine reads the range back
+    /// itself).
+    pub read_back: Option<u128>,
 }
 
 impl Copied {
@@ -69,6 +74,7 @@ impl Copied {
             strategy,
             hash: None,
             segments: Vec::new(),
+            read_back: None,
         }
     }
 }
@@ -239,6 +245,13 @@ pub struct DataJob<'a> {
     /// should then move the data through user space rather than copy it in
     /// the kernel, which would cost a second read of the source.
     pub hash: bool,
+    /// With `hash`, on a target file system that keeps data only in
+    /// memory (tmpfs), where reading back later reads the same pages: the
+    /// copier may read each piece back right after writing it, while the
+    /// CPU's caches still hold it, and return the hash of what read back
+    /// in [`Copied::read_back`] (ADR 022). A copier that does not leaves
+    /// it `None`.
+    pub read_back: bool,
 }
 
 impl<'a> DataJob<'a> {
@@ -253,6 +266,7 @@ impl<'a> DataJob<'a> {
             len: entry.size,
             opts,
             hash: false,
+            read_back: false,
         }
     }
 

@@ -88,7 +88,7 @@ impl GenericCopier {
                 false => self.no_copy_range.store(true, Ordering::Relaxed),
             }
         }
-        copy_read_write(src, dst, offset, len, None, quit)?;
+        copy_read_write(src, dst, (offset, len), (None, None), quit)?;
         Ok(Strategy::ReadWrite)
     }
 }
@@ -156,7 +156,7 @@ fn copy_range(
             Err(e) if done == 0 && is_unsupported(&e.into()) => return Ok(false),
             Err(rustix::io::Errno::INTR) => {}
             Err(_) => {
-                copy_read_write(src, dst, offset + done, len - done, None, quit)?;
+                copy_read_write(src, dst, (offset + done, len - done), (None, None), quit)?;
                 return Ok(true);
             }
         }
@@ -169,20 +169,31 @@ fn interrupted() -> StepError {
     StepError::new(Op::CopyData, io::ErrorKind::Interrupted.into())
 }
 
+/// Pieces read back right after they are written: small enough that the
+/// piece and its read-back stay in a core's L2 cache (1 MiB here), so the
+/// read-back copies from the cache, not from memory (ADR 022).
+const READ_BACK_PIECE: usize = 256 << 10;
+
 /// `pread`/`pwrite` through the thread's own buffer (at most
-/// [`direct::SMALL`] bytes), hashing what passes.
+/// [`direct::SMALL`] bytes), hashing what passes; with `back`, each piece
+/// read back from the target right after it is written, hashed into
+/// `back`.
 fn copy_read_write(
     src: &File,
     dst: &File,
-    offset: u64,
-    len: u64,
-    mut hasher: Option<&mut Hasher>,
+    (offset, len): (u64, u64),
+    (mut hasher, mut back): (Option<&mut Hasher>, Option<&mut Hasher>),
     quit: &AtomicBool,
 ) -> Result<(), StepError> {
-    let size = usize::try_from(len)
-        .unwrap_or(direct::SMALL)
-        .clamp(1, direct::SMALL);
-    direct::with_buffer(size, |buf| {
+    let most = if back.is_some() {
+        READ_BACK_PIECE
+    } else {
+        direct::SMALL
+    };
+    let size = usize::try_from(len).unwrap_or(most).clamp(1, most);
+    let room = if back.is_some() { 2 * size } else { size };
+    direct::with_buffer(room, |buf| {
+        let (buf, again) = buf.split_at_mut(size);
         let mut done = 0u64;
         while done < len {
             if done > 0 && quit.load(Ordering::Relaxed) {
@@ -204,6 +215,11 @@ fn copy_read_write(
                 h.update(&buf[..n]);
             }
             dst.write_all_at(&buf[..n], offset + done).op(Op::Write)?;
+            if let Some(b) = back.as_deref_mut() {
+                let piece = &mut again[..n];
+                dst.read_exact_at(piece, offset + done).op(Op::Verify)?;
+                b.update(piece);
+            }
             done += n as u64;
             pace::pace(n as u64, quit);
         }
@@ -503,6 +519,9 @@ impl Copier for GenericCopier {
                 .op(Op::Write)?;
         }
         let mut hasher = job.hash.then(Hasher::new);
+        // Read back as it goes only where nothing but memory holds the
+        // data (a later read would find the same pages).
+        let mut back = None;
         let mut copied = Copied::plain(0, Strategy::Empty);
         // A chunk of a large file, whose other chunks other threads write
         // at the same time: buffered writes into one file take turns on its
@@ -534,9 +553,13 @@ impl Copier for GenericCopier {
             let through_user = chunk && !offloads_copies(magic) && !in_memory;
             // Hashing needs the data in user space too.
             let through_user = through_user || hasher.is_some();
+            if through_user && job.hash && job.read_back {
+                back = Some(Hasher::new());
+            }
             for &(start, len) in &segments {
                 copied.strategy = if through_user {
-                    copy_read_write(job.src, job.dst, start, len, hasher.as_mut(), quit)
+                    let hashers = (hasher.as_mut(), back.as_mut());
+                    copy_read_write(job.src, job.dst, (start, len), hashers, quit)
                         .map(|()| Strategy::ReadWrite)
                 } else {
                     self.copy_segment(job.src, job.dst, start, len, quit)
@@ -550,6 +573,7 @@ impl Copier for GenericCopier {
             copied.strategy = Strategy::CopyRange;
         }
         copied.hash = hasher.map(|h| h.finish());
+        copied.read_back = back.map(|h| h.finish());
         copied.segments = segments;
         Ok(copied)
     }
@@ -812,6 +836,48 @@ mod tests {
                 psync_core::copy::kit::hash_segments(&dst, segs).unwrap(),
                 want
             );
+        }
+    }
+
+    /// Asked to read back as it goes (the engine does on tmpfs), the
+    /// copier hashes what each piece reads back as right after its write:
+    /// for a whole file, a sparse one and a chunk with an unaligned end,
+    /// that is the hash of the target's bytes of the copied segments; not
+    /// asked, it leaves the read-back to the engine.
+    #[test]
+    fn read_back_as_it_goes_hashes_the_target() {
+        let t = tmp();
+        let data: Vec<u8> = (0..1_300_007u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(t.path().join("s"), &data).unwrap();
+        sparse_file(
+            &t.path().join("h"),
+            4 << 20,
+            &[(4096, b"x"), (3 << 20, b"tail")],
+        );
+        for (name, range) in [
+            (&b"s"[..], None),
+            (&b"h"[..], None),
+            (&b"s"[..], Some((1 << 20, 251_431))),
+        ] {
+            for read_back in [true, false] {
+                let d = Dir::open_root(t.path()).unwrap();
+                let src = d.open_read(name).unwrap();
+                let _ = std::fs::remove_file(t.path().join("t"));
+                let dst = d.create_excl(b"t").unwrap();
+                let entry = entry_of(&d, name);
+                let range = range.unwrap_or((0, entry.size));
+                let mut job = job_of(&src, &dst, &entry, range, &OPTS, true);
+                job.read_back = read_back;
+                let got = run(&job);
+                let segs = &got.segments[..];
+                let target = psync_core::copy::kit::hash_segments(&dst, segs).unwrap();
+                assert_eq!(got.hash, Some(target));
+                if !read_back || got.strategy != Strategy::ReadWrite {
+                    assert_eq!(got.read_back, None, "{:?}", got.strategy);
+                    continue;
+                }
+                assert_eq!(got.read_back, Some(target));
+            }
         }
     }
 

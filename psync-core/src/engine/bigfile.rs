@@ -644,6 +644,7 @@ impl Engine {
             len,
             opts: &self.copy_opts,
             hash: self.verify,
+            read_back: self.verify && in_memory,
         };
         let copied =
             crate::copy::pace::with(&self.pacer, || self.copier.copy_data(&job, &self.quit))

@@ -691,6 +691,7 @@ impl Engine {
             len: cur.size,
             opts: &self.copy_opts,
             hash: self.verify,
+            read_back: self.verify && made.in_memory,
         };
         let copied =
             crate::copy::pace::with(&self.pacer, || self.copier.copy_data(&job, &self.quit))
@@ -726,8 +727,13 @@ impl Engine {
         let Some(want) = copied.hash else {
             return Ok(());
         };
-        let got = read_back(out, &copied.segments, in_memory)
-            .map_err(|e| CopyFail::target_io(Op::Verify, e))?;
+        // In memory, read back as the copier wrote (the same pages a later
+        // read would find); elsewhere from storage, by the engine.
+        let got = match copied.read_back.filter(|_| in_memory) {
+            Some(got) => got,
+            None => read_back(out, &copied.segments, in_memory)
+                .map_err(|e| CopyFail::target_io(Op::Verify, e))?,
+        };
         if got != want {
             return Err(CopyFail::target_io(
                 Op::Verify,
