@@ -797,6 +797,62 @@ fn forged_tasks_with_paths_out_of_the_roots_are_refused_and_nothing_is_written()
     assert_eq!(log.matches("task refused").count(), 3, "{log}");
 }
 
+/// Parts of a wide directory as a forger writes them: a name that is a
+/// path component `..`, an empty name, a list without its final NUL, in
+/// either list. The worker refuses each before the engine sees it, and
+/// nothing outside the roots is touched. (What passes the worker, names
+/// out of order, in both lists or none, the engine refuses: its unit
+/// test `forged_part_names_are_refused`.)
+#[test]
+fn forged_parts_of_a_wide_directory_are_refused() {
+    use psync::{RelPath, Task};
+    let t = TestDir::new("cluster_forged_parts");
+    let mut c = cluster!(t, 1);
+    let victim = t.join("victim");
+    std::fs::create_dir(&victim).unwrap();
+    std::fs::write(victim.join("secret"), "root's data").unwrap();
+    mixed_tree(&t.src(), 2, 3);
+    c.kill("w0");
+    c.workers.clear();
+    let o = c.sync(&t.src(), &t.dst(), &["--detach"]);
+    assert_ok(&o, &c);
+    let run = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let forged: [(&[u8], &[u8]); 6] = [
+        (b"..\0", b""),
+        (b"a\0\0b\0", b""),
+        (b"a\0b", b""),
+        (b"a\0", b"..\0"),
+        (b"", b"a\0\0"),
+        (b"a\0", b"b"),
+    ];
+    for (names, only_dst) in forged {
+        forge(
+            &c.redis,
+            &run,
+            &Task::DirPart {
+                rel: RelPath::root(),
+                names: names.to_vec(),
+                only_dst: only_dst.to_vec(),
+                at: None,
+                fresh: false,
+                recheck: false,
+            },
+        );
+    }
+    c.worker("w1", &[]);
+    let w = c.psync(&["wait", &run, "-q"]);
+    assert_eq!(
+        std::fs::read(victim.join("secret")).unwrap(),
+        b"root's data"
+    );
+    assert_eq!(std::fs::read_dir(&victim).unwrap().count(), 1);
+    rsync_oracle_without_delete(&t.src(), &t.dst());
+    let log =
+        String::from_utf8_lossy(&c.psync(&["logs", &run, "--level", "error"]).stdout).into_owned();
+    assert_eq!(log.matches("task refused").count(), 6, "{log}");
+    assert_ok(&w, &c);
+}
+
 #[test]
 fn a_worker_sent_sigterm_hands_back_its_tasks_and_leaves() {
     let t = TestDir::new("cluster_sigterm");

@@ -73,8 +73,13 @@ enum Scope<'a> {
     /// The whole directory, of these source and target entries.
     Whole(&'a Entry, Option<&'a Entry>),
     /// One part of a wide directory ([`Task::DirPart`]): its first name,
-    /// and whether the target directory is one this run made.
-    Part { first: &'a [u8], fresh: bool },
+    /// a hash of all its names (the origin of its hard-link records), and
+    /// whether the target directory is one this run made.
+    Part {
+        first: &'a [u8],
+        names_hash: u128,
+        fresh: bool,
+    },
 }
 
 /// The part of a directory task's id summed by `dirs_spawned_ids` and
@@ -460,7 +465,14 @@ impl Engine {
         // The walk's hard-link records of this directory, or of this part.
         let origin = match scope {
             Scope::Whole(..) => crate::engine::links::WALK.to_vec(),
-            Scope::Part { first, .. } => [crate::engine::links::WALK, b"/", first].concat(),
+            // Named by all the part's names: another delivery's part
+            // that starts at the same name (a source that changed between
+            // the two) keeps records of its own; the same part delivered
+            // again writes the same.
+            Scope::Part { names_hash, .. } => {
+                let hex = format!("/{names_hash:032x}");
+                [crate::engine::links::WALK, hex.as_bytes()].concat()
+            }
         };
         if let Some((src_entries, dst)) = &listings {
             if !self.dry_run {
@@ -610,7 +622,8 @@ impl Engine {
         }
         let fresh = dst_entry.is_none() && !dst_dir.is_some_and(passes_on_acl);
         let recheck = cx.delivery() > 1;
-        for (names, only_dst) in cut_parts(&union, &from_src, self.part_names()) {
+        // Each part spawned as it is cut: the union is held once.
+        cut_parts(&union, &from_src, self.part_names(), |names, only_dst| {
             let task = Task::DirPart {
                 rel: rel.clone(),
                 names,
@@ -620,7 +633,7 @@ impl Engine {
                 recheck,
             };
             self.spawn_dir(cx, task);
-        }
+        });
         // Its entries may have changed (the parts'): compared again, and
         // set, at its finish.
         self.defer(
@@ -647,10 +660,11 @@ impl Engine {
             })
     }
 
-    /// Names in one part of a wide directory: an eighth of the threshold,
-    /// at most 2,048. Every thread may hold one part's listings and plan
-    /// (about 1 KiB a name), so a part stays at a few MiB whatever the
-    /// thread count (ADR 021).
+    /// Source names in one part of a wide directory: an eighth of the
+    /// threshold, at most 2,048 (and fewer target-only names among them;
+    /// see [`cut_parts`]). Every thread may hold one part's listings and
+    /// plan (about 1 KiB a name), so a part stays at a few MiB whatever
+    /// the thread count (ADR 021).
     fn part_names(&self) -> usize {
         (self.wide_dir / 8).clamp(1, 2048)
     }
@@ -706,19 +720,18 @@ impl Engine {
         cx: &mut dyn TaskContext,
     ) {
         self.count(|c| c.dir_parts += 1);
-        let (names, only_dst) = (part_names_of(names), part_names_of(only_dst));
-        // From the task, not from a listing: each must be one name (a `/`
-        // would be resolved as a path), each list in order, no name in
-        // both.
-        let one = |n: &&[u8]| *n != b"." && *n != b".." && !n.contains(&b'/');
-        let sorted = |l: &[&[u8]]| l.is_sorted_by(|a, b| a < b);
-        let in_order = sorted(&names) && sorted(&only_dst);
-        let mut names = [names, only_dst].concat();
-        names.sort_unstable();
-        if !in_order || !names.iter().all(one) || !sorted(&names) {
+        let names_hash = {
+            let mut h = twox_hash::XxHash3_128::new();
+            for list in [names, only_dst] {
+                h.write(&(list.len() as u64).to_le_bytes());
+                h.write(list);
+            }
+            h.finish_128()
+        };
+        let Some(names) = part_names(names, only_dst) else {
             let why = "a part of a wide directory names entries that are no names of it, or out of order: nothing done";
             return self.fail(rel, false, Op::ReadDir, io::Error::other(why));
-        }
+        };
         let src_dir = match self.src_root.open_beneath(rel) {
             Ok(d) if self.other_source_fs(rel, &d) => {
                 let why = "the source directory is on another file system than when it was listed: nothing done";
@@ -765,7 +778,11 @@ impl Engine {
             again: recheck,
         };
         let dirs = (&src_dir, dst_dir.as_ref(), at);
-        let scope = Scope::Part { first, fresh };
+        let scope = Scope::Part {
+            first,
+            names_hash,
+            fresh,
+        };
         // The directory's finish sets its times whatever the parts did.
         self.plan_and_act(rel, dirs, (src_entries, dst), found, scope, &mut counted);
     }
@@ -1527,6 +1544,14 @@ impl Engine {
         let Some(limit) = self.max_delete else {
             return true;
         };
+        // Already gone (another delivery's part removed it): its removal
+        // counts as done and takes nothing from the allowance.
+        if dir.is_some_and(|d| {
+            d.stat(old.name.as_bytes())
+                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        }) {
+            return true;
+        }
         let n = match dir {
             Some(d) if old.kind == Kind::Dir => self.count_tree(d, path, old),
             _ => 1,
@@ -2088,8 +2113,12 @@ impl TaskContext for Counted<'_> {
 /// parts, which are not run again, and the two deliveries never replace
 /// the same name at once (ADR 021, "Redelivery"). A part holds at most
 /// `per_part` names of each kind.
-fn cut_parts(union: &Names, from_src: &[bool], per_part: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let mut parts = Vec::new();
+fn cut_parts(
+    union: &Names,
+    from_src: &[bool],
+    per_part: usize,
+    mut part: impl FnMut(Vec<u8>, Vec<u8>),
+) {
     let (mut names, mut only_dst) = (Vec::new(), Vec::new());
     let (mut sources, mut only_dst_here) = (0usize, 0usize);
     for (name, &src) in union.iter().zip(from_src) {
@@ -2098,7 +2127,7 @@ fn cut_parts(union: &Names, from_src: &[bool], per_part: usize) -> Vec<(Vec<u8>,
             names.push(0);
             sources += 1;
             if sources % per_part == 0 {
-                parts.push((std::mem::take(&mut names), std::mem::take(&mut only_dst)));
+                part(std::mem::take(&mut names), std::mem::take(&mut only_dst));
                 only_dst_here = 0;
             }
         } else {
@@ -2106,25 +2135,86 @@ fn cut_parts(union: &Names, from_src: &[bool], per_part: usize) -> Vec<(Vec<u8>,
             only_dst.push(0);
             only_dst_here += 1;
             if only_dst_here == per_part {
-                parts.push((Vec::new(), std::mem::take(&mut only_dst)));
+                part(Vec::new(), std::mem::take(&mut only_dst));
                 only_dst_here = 0;
             }
         }
     }
     if !names.is_empty() || !only_dst.is_empty() {
-        parts.push((names, only_dst));
+        part(names, only_dst);
     }
-    parts
 }
 
-/// The names of a [`Task::DirPart`] list: each followed by a NUL byte.
-fn part_names_of(list: &[u8]) -> Vec<&[u8]> {
-    list.split(|&b| b == 0).filter(|n| !n.is_empty()).collect()
+/// A [`Task::DirPart`]'s names, both lists in one, sorted. From the task,
+/// not from a listing (a broker is not trusted): each must be one name (a
+/// `/` would be resolved as a path; none empty, each list ended by a NUL),
+/// each list in order, no name in both, some name in the part; `None`
+/// otherwise.
+fn part_names<'a>(names: &'a [u8], only_dst: &'a [u8]) -> Option<Vec<&'a [u8]>> {
+    let (names, only_dst) = (part_names_of(names)?, part_names_of(only_dst)?);
+    let one = |n: &&[u8]| *n != b"." && *n != b".." && !n.contains(&b'/');
+    let sorted = |l: &[&[u8]]| l.is_sorted_by(|a, b| a < b);
+    if !sorted(&names) || !sorted(&only_dst) {
+        return None;
+    }
+    let mut all = [names, only_dst].concat();
+    all.sort_unstable();
+    (!all.is_empty() && all.iter().all(one) && sorted(&all)).then_some(all)
+}
+
+/// The names of a [`Task::DirPart`] list, each followed by a NUL byte:
+/// `None` for an empty name or a list not ended by a NUL.
+fn part_names_of(list: &[u8]) -> Option<Vec<&[u8]>> {
+    let Some((&0, list)) = list.split_last() else {
+        return list.is_empty().then(Vec::new);
+    };
+    let names: Vec<&[u8]> = list.split(|&b| b == 0).collect();
+    names.iter().all(|n| !n.is_empty()).then_some(names)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a forged part may name: one name each, in order, no name in
+    /// both lists, some name.
+    #[test]
+    fn forged_part_names_are_refused() {
+        let ok: [(&[u8], &[u8]); 4] = [
+            (b"a\0c\0", b"b\0"),
+            (b"a\0", b""),
+            (b"", b"x\0y\0"),
+            (b"\xff\0", b"a b\0"),
+        ];
+        for (names, only_dst) in ok {
+            assert!(
+                part_names(names, only_dst).is_some(),
+                "{names:?} {only_dst:?}"
+            );
+        }
+        assert_eq!(
+            part_names(b"a\0c\0", b"b\0").unwrap(),
+            [&b"a"[..], b"b", b"c"]
+        );
+        let bad: [(&[u8], &[u8]); 10] = [
+            (b"", b""),
+            (b"..\0", b""),
+            (b".\0", b""),
+            (b"a/b\0", b""),
+            (b"a\0", b"a\0"),
+            (b"b\0a\0", b""),
+            (b"", b"y\0x\0"),
+            (b"a\0\0b\0", b""),
+            (b"a\0b", b""),
+            (b"\0", b""),
+        ];
+        for (names, only_dst) in bad {
+            assert!(
+                part_names(names, only_dst).is_none(),
+                "{names:?} {only_dst:?}"
+            );
+        }
+    }
 
     /// A second delivery of a wide directory's task finds fewer
     /// target-only names (the first delivery's parts deleted some): every
@@ -2148,11 +2238,15 @@ mod tests {
                 union.push(n.as_bytes());
             }
             let from_src: Vec<bool> = all.iter().map(|a| a.1).collect();
-            let parts = cut_parts(&union, &from_src, per);
+            let mut parts = Vec::new();
+            cut_parts(&union, &from_src, per, |a, b| parts.push((a, b)));
             let mut seen: Vec<Vec<u8>> = Vec::new();
             let mut with_src = Vec::new();
             for (names, only_dst) in &parts {
-                let (a, b) = (part_names_of(names), part_names_of(only_dst));
+                let (a, b) = (
+                    part_names_of(names).unwrap(),
+                    part_names_of(only_dst).unwrap(),
+                );
                 assert!(a.len() <= per && b.len() <= per, "{a:?} {b:?}");
                 assert!(!a.is_empty() || !b.is_empty());
                 seen.extend(a.iter().chain(&b).map(|n| n.to_vec()));
