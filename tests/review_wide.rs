@@ -728,7 +728,7 @@ fn a_synced_immutable_wide_directory_re_syncs_as_unsplit() {
 /// names of the union, as they were, the two deliveries' parts replaced
 /// the same type-changed name at once and reported what the other did
 /// ("mkdir: File exists", exit 1, the target exact) in about 1 run in
-/// 1,000; 10 runs of this test after the change saw none (2,160 runs).
+/// 1,000; 18 runs of this test after the change saw none (3,888 runs).
 /// What this asserts: every run ends with the target exact, nothing lost
 /// and no temporary left. A run whose exit status such a race spoiled
 /// (every error one of an entry another part replaced or removed) is
