@@ -875,38 +875,40 @@ pub fn check_task(task: &Task) -> Result<(), ConfigError> {
         }
     };
     let entry = |e: &Entry| check_name(&e.name);
-    let result = match task {
-        Task::Dir { src, dst, .. } | Task::FinishDir { src, dst, .. } => {
-            dir_entry(src).and_then(|()| dst.as_ref().map_or(Ok(()), dir_entry))
-        }
-        Task::Files { actions, .. } | Task::Links { actions, .. } => {
-            actions.iter().try_for_each(check_action)
-        }
-        Task::BigFile { src, dst, .. } | Task::FinishFile { src, dst, .. } => {
-            entry(src).and_then(|()| dst.as_ref().map_or(Ok(()), entry))
-        }
-        Task::Chunk { src, .. } | Task::CompareChunk { src, .. } => entry(src),
-        Task::CompareBig { src, dst, .. } | Task::FinishCompare { src, dst, .. } => {
-            entry(src).and_then(|()| entry(dst))
-        }
-        Task::DropLinks { bucket, .. } => check_name(bucket),
-        Task::LinkSlots { .. } => Ok(()),
-        // Names each followed by a NUL (one at the end).
-        Task::DirPart {
-            names, only_dst, ..
-        } => [names, only_dst]
-            .into_iter()
-            .try_for_each(|names| match names.split_last() {
-                Some((0, names)) => names
-                    .split(|&b| b == 0)
-                    .try_for_each(|n| check_name(&Name(n.to_vec()))),
-                Some(_) => Err("a part of a directory whose names do not end with a NUL".into()),
-                None => Ok(()),
+    let result =
+        match task {
+            Task::Dir { src, dst, .. } | Task::FinishDir { src, dst, .. } => {
+                dir_entry(src).and_then(|()| dst.as_ref().map_or(Ok(()), dir_entry))
+            }
+            Task::Files { actions, .. } | Task::Links { actions, .. } => {
+                actions.iter().try_for_each(check_action)
+            }
+            Task::BigFile { src, dst, .. } | Task::FinishFile { src, dst, .. } => {
+                entry(src).and_then(|()| dst.as_ref().map_or(Ok(()), entry))
+            }
+            Task::Chunk { src, .. } | Task::CompareChunk { src, .. } => entry(src),
+            Task::CompareBig { src, dst, .. } | Task::FinishCompare { src, dst, .. } => {
+                entry(src).and_then(|()| entry(dst))
+            }
+            Task::DropLinks { bucket, .. } => check_name(bucket),
+            Task::LinkSlots { .. } => Ok(()),
+            // Names each followed by a NUL (one at the end).
+            Task::DirPart {
+                names, only_dst, ..
+            } => [names, only_dst].into_iter().try_for_each(|list| {
+                match psync_core::task::split_names(list) {
+                    Some(names) => names
+                        .into_iter()
+                        .try_for_each(|n| check_name(&Name(n.to_vec()))),
+                    None => {
+                        Err("a part of a directory whose names are not each ended by a NUL".into())
+                    }
+                }
             }),
-        // Refused rather than let through unchecked: a new kind must be
-        // added above.
-        _ => Err("a kind of task this worker does not know".into()),
-    };
+            // Refused rather than let through unchecked: a new kind must be
+            // added above.
+            _ => Err("a kind of task this worker does not know".into()),
+        };
     result.map_err(bad)
 }
 

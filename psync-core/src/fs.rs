@@ -727,7 +727,7 @@ impl Dir {
     }
 
     /// True when nothing stands at `name` any more.
-    fn is_gone(&self, name: &Name) -> bool {
+    pub(crate) fn is_gone(&self, name: &Name) -> bool {
         self.stat(name.as_bytes())
             .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
     }

@@ -6,6 +6,17 @@ use crate::itemize::Change;
 use crate::plan::Action;
 use serde::{Deserialize, Serialize};
 
+/// The names of a [`Task::DirPart`] list, each followed by a NUL byte:
+/// `None` for an empty name or a list not ended by a NUL (the engine and
+/// a broker's worker both check a task's lists with it).
+pub fn split_names(list: &[u8]) -> Option<Vec<&[u8]>> {
+    let Some((&0, list)) = list.split_last() else {
+        return list.is_empty().then(Vec::new);
+    };
+    let names: Vec<&[u8]> = list.split(|&b| b == 0).collect();
+    names.iter().all(|n| !n.is_empty()).then_some(names)
+}
+
 /// Version byte in front of every encoded task (postcard is not
 /// self-describing; a worker refuses tasks of another version).
 pub const TASK_ENCODING_VERSION: u8 = 9;

@@ -553,7 +553,8 @@ impl Copier for GenericCopier {
             let through_user = chunk && !offloads_copies(magic) && !in_memory;
             // Hashing needs the data in user space too.
             let through_user = through_user || hasher.is_some();
-            if through_user && job.hash && job.read_back {
+            // Hashing implies `through_user`.
+            if job.hash && job.read_back {
                 back = Some(Hasher::new());
             }
             for &(start, len) in &segments {

@@ -12,7 +12,7 @@ use crate::fs::Dir;
 use crate::itemize::Change;
 use crate::plan::{Action, Planner, attr_change, is_linked};
 use crate::subtree::Child;
-use crate::task::Task;
+use crate::task::{Task, split_names};
 use crate::transport::TaskContext;
 use crate::walk::{Listed, Names, Walker};
 use crate::xattr::Node;
@@ -1546,10 +1546,7 @@ impl Engine {
         };
         // Already gone (another delivery's part removed it): its removal
         // counts as done and takes nothing from the allowance.
-        if dir.is_some_and(|d| {
-            d.stat(old.name.as_bytes())
-                .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-        }) {
+        if dir.is_some_and(|d| d.is_gone(&old.name)) {
             return true;
         }
         let n = match dir {
@@ -2151,7 +2148,7 @@ fn cut_parts(
 /// each list in order, no name in both, some name in the part; `None`
 /// otherwise.
 fn part_names<'a>(names: &'a [u8], only_dst: &'a [u8]) -> Option<Vec<&'a [u8]>> {
-    let (names, only_dst) = (part_names_of(names)?, part_names_of(only_dst)?);
+    let (names, only_dst) = (split_names(names)?, split_names(only_dst)?);
     let one = |n: &&[u8]| *n != b"." && *n != b".." && !n.contains(&b'/');
     let sorted = |l: &[&[u8]]| l.is_sorted_by(|a, b| a < b);
     if !sorted(&names) || !sorted(&only_dst) {
@@ -2160,16 +2157,6 @@ fn part_names<'a>(names: &'a [u8], only_dst: &'a [u8]) -> Option<Vec<&'a [u8]>> 
     let mut all = [names, only_dst].concat();
     all.sort_unstable();
     (!all.is_empty() && all.iter().all(one) && sorted(&all)).then_some(all)
-}
-
-/// The names of a [`Task::DirPart`] list, each followed by a NUL byte:
-/// `None` for an empty name or a list not ended by a NUL.
-fn part_names_of(list: &[u8]) -> Option<Vec<&[u8]>> {
-    let Some((&0, list)) = list.split_last() else {
-        return list.is_empty().then(Vec::new);
-    };
-    let names: Vec<&[u8]> = list.split(|&b| b == 0).collect();
-    names.iter().all(|n| !n.is_empty()).then_some(names)
 }
 
 #[cfg(test)]
@@ -2243,10 +2230,7 @@ mod tests {
             let mut seen: Vec<Vec<u8>> = Vec::new();
             let mut with_src = Vec::new();
             for (names, only_dst) in &parts {
-                let (a, b) = (
-                    part_names_of(names).unwrap(),
-                    part_names_of(only_dst).unwrap(),
-                );
+                let (a, b) = (split_names(names).unwrap(), split_names(only_dst).unwrap());
                 assert!(a.len() <= per && b.len() <= per, "{a:?} {b:?}");
                 assert!(!a.is_empty() || !b.is_empty());
                 seen.extend(a.iter().chain(&b).map(|n| n.to_vec()));
