@@ -8,7 +8,7 @@
 //! What a copier uses to do so, besides the trait's own types, is in
 //! [`kit`].
 
-use crate::entry::{Entry, Name};
+use crate::entry::{Entry, Kind, Name, RelPath};
 use crate::error::Op;
 use crate::fs::Dir;
 use crate::plan::Preserve;
@@ -551,6 +551,49 @@ pub trait Copier: Send + Sync {
     /// # Errors
     /// The first failing removal.
     fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError>;
+
+    /// [`Copier::remove`], calling `removed` with the path (below `dir`,
+    /// `listed`'s name first) and type of each entry this call removed: the engine itemizes those, so two deliveries of
+    /// one deletion that run at once itemize each entry once between them
+    /// ([`Dir::remove_listed_each`] does this). The default lists what
+    /// `listed` holds, calls [`Copier::remove`] and, when that removed
+    /// anything, reports all it listed: two removals that overlap may
+    /// then both report an entry.
+    ///
+    /// # Errors
+    /// As [`Copier::remove`].
+    fn remove_each(
+        &self,
+        dir: &Dir,
+        listed: &Entry,
+        removed: &mut dyn FnMut(&RelPath, Kind),
+    ) -> Result<u64, StepError> {
+        let top = RelPath::from_bytes(listed.name.as_bytes());
+        let mut held = Vec::new();
+        if listed.kind == Kind::Dir {
+            // Best effort: what cannot be listed is not reported.
+            let _ = crate::subtree::walk(
+                dir,
+                crate::subtree::Child::of(listed),
+                &top,
+                &mut |d, _| d.typed_names(),
+                &mut |_, p, c| {
+                    if p != &top {
+                        held.push((p.clone(), c.kind));
+                    }
+                    Ok(())
+                },
+            );
+        }
+        let n = self.remove(dir, listed)?;
+        if n > 0 {
+            for (p, kind) in &held {
+                removed(p, *kind);
+            }
+            removed(&top, listed.kind);
+        }
+        Ok(n)
+    }
 }
 
 macro_rules! forward_copier {
@@ -613,6 +656,15 @@ macro_rules! forward_copier {
             }
             fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
                 (**self).remove(dir, e)
+            }
+
+            fn remove_each(
+                &self,
+                dir: &Dir,
+                e: &Entry,
+                removed: &mut dyn FnMut(&RelPath, Kind),
+            ) -> Result<u64, StepError> {
+                (**self).remove_each(dir, e, removed)
             }
         }
     )*};

@@ -413,6 +413,20 @@ impl RelPath {
         RelPath(v)
     }
 
+    /// This path with the relative path `rest` appended.
+    pub fn join_path(&self, rest: &RelPath) -> RelPath {
+        if self.is_root() {
+            return rest.clone();
+        }
+        let mut v = Vec::with_capacity(self.0.len() + 1 + rest.0.len());
+        v.extend_from_slice(&self.0);
+        if !rest.0.is_empty() {
+            v.push(b'/');
+            v.extend_from_slice(&rest.0);
+        }
+        RelPath(v)
+    }
+
     /// Raw bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -30,7 +30,8 @@ pub enum Event {
         change: Option<Change>,
         /// The entry's type.
         kind: Kind,
-        /// For symlinks, the link text; for a hard link, the path it was linked to.
+        /// For symlinks, the link text; for a hard link, the path it was
+        /// linked to; `None` for a deletion.
         link: Option<RelPath>,
     },
     /// Something odd that did not fail the entry (it vanished, an attribute was dropped).

@@ -711,18 +711,55 @@ impl Dir {
     /// As `unlinkat` and `rmdir`; a directory that is not the one listed
     /// is an error and stays.
     pub fn remove_listed(&self, listed: &Entry) -> io::Result<u64> {
+        self.remove_listed_each(listed, &mut |_, _| {})
+    }
+
+    /// [`Dir::remove_listed`], calling `removed` with the path (below this
+    /// directory: `listed`'s name first) and the type of each entry this
+    /// call removed, children before their directory.
+    /// What another remover took first (a second delivery of the same
+    /// work) is not reported.
+    ///
+    /// # Errors
+    /// As [`Dir::remove_listed`]; what was reported before the failure is
+    /// gone.
+    pub fn remove_listed_each(
+        &self,
+        listed: &Entry,
+        removed: &mut dyn FnMut(&RelPath, crate::entry::Kind),
+    ) -> io::Result<u64> {
         if listed.kind != crate::entry::Kind::Dir {
             return match self.unlink_file(listed.name.as_bytes()) {
-                Ok(()) => Ok(1),
+                Ok(()) => {
+                    removed(&RelPath::from_bytes(listed.name.as_bytes()), listed.kind);
+                    Ok(1)
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
                 Err(e) => Err(e),
             };
         }
-        match crate::subtree::remove_dir_all_of(self, listed) {
-            // Gone since its listing (another delivery of the same batch,
-            // or anyone else), as a file's removal takes it above.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_gone(&listed.name) => Ok(0),
-            r => r,
+        let mut n = 0;
+        let mut count = |p: &RelPath, k: crate::entry::Kind| {
+            n += 1;
+            removed(p, k);
+        };
+        // Another remover of the same tree (a second delivery of the same
+        // batch) may take a directory this walk is in: the walk cannot go
+        // back up through it and starts again from the top, which is
+        // checked again (a few times: each start finds less to remove).
+        let mut starts = 0;
+        loop {
+            starts += 1;
+            match crate::subtree::remove_dir_all_of(self, listed, &mut count) {
+                Ok(_) => return Ok(n),
+                // Gone since its listing (another delivery of the same
+                // batch, or anyone else), as a file's removal takes it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && self.is_gone(&listed.name) => {
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound && starts < 8 => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -732,27 +769,35 @@ impl Dir {
             .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
     }
 
-    /// The names in this directory with whether each is a directory (from
-    /// the directory entry's type; an `lstat` where the file system does
-    /// not say). Entries that vanish are left out.
+    /// The names in this directory with the type of each (from the
+    /// directory entry's type; an `lstat` where the file system does not
+    /// say). Entries that vanish are left out.
     ///
     /// # Errors
     /// As `getdents64` and `fstatat`.
     pub(crate) fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
+        use crate::entry::Kind;
+        use rustix::fs::FileType as T;
         let mut out = Vec::new();
         self.each_name(|name, file_type| {
-            let dir = match file_type {
-                rustix::fs::FileType::Directory => true,
-                rustix::fs::FileType::Unknown => match self.stat(name) {
-                    Ok(st) => (st.st_mode & libc::S_IFMT) == libc::S_IFDIR,
+            let kind = match file_type {
+                T::Directory => Kind::Dir,
+                T::RegularFile => Kind::File,
+                T::Symlink => Kind::Symlink,
+                T::Fifo => Kind::Fifo,
+                T::Socket => Kind::Socket,
+                T::CharacterDevice => Kind::CharDev,
+                T::BlockDevice => Kind::BlockDev,
+                T::Unknown => match self.stat(name) {
+                    Ok(st) => Kind::from_mode(st.st_mode),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     Err(e) => return Err(e),
                 },
-                _ => false,
             };
             out.push(crate::subtree::Child {
                 name: Name(name.to_vec()),
-                dir,
+                dir: kind == Kind::Dir,
+                kind,
                 entry: None,
             });
             Ok(())
@@ -1385,6 +1430,110 @@ mod tests {
         let root = Dir::open_root(t.path()).unwrap();
         assert_eq!(root.remove_all(b"gone").unwrap(), 3);
         assert!(t.path().join("keep/x").exists());
+    }
+
+    /// The listed entry `name` of `root`.
+    fn listed(root: &Dir, name: &[u8]) -> Entry {
+        let l = root.list().unwrap();
+        l.entries
+            .into_iter()
+            .find(|e| e.name.as_bytes() == name)
+            .unwrap()
+    }
+
+    /// `remove_listed_each` reports each entry it removed with its type,
+    /// children before their directory, as many as it counts.
+    #[test]
+    fn removal_reports_each_entry_it_removed() {
+        use crate::entry::Kind;
+        let t = crate::test_dir();
+        let p = t.path();
+        std::fs::create_dir_all(p.join("gone/sub")).unwrap();
+        std::fs::write(p.join("gone/sub/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("f", p.join("gone/l")).unwrap();
+        std::fs::write(p.join("file"), b"x").unwrap();
+        let root = Dir::open_root(p).unwrap();
+        Dir::open_root(&p.join("gone/sub"))
+            .unwrap()
+            .mknod(b"fifo", Kind::Fifo, 0o600, 0)
+            .unwrap();
+        let mut seen = Vec::new();
+        let n = root
+            .remove_listed_each(&listed(&root, b"gone"), &mut |q, k| {
+                seen.push((q.to_string(), k))
+            })
+            .unwrap();
+        assert_eq!(n as usize, seen.len());
+        let at = |name: &str| seen.iter().position(|(q, _)| q == name).unwrap();
+        assert!(at("gone/sub/f") < at("gone/sub") && at("gone/sub") < at("gone"));
+        assert_eq!(at("gone"), seen.len() - 1);
+        assert_eq!(seen[at("gone/l")].1, Kind::Symlink);
+        assert_eq!(seen[at("gone/sub")].1, Kind::Dir);
+        assert_eq!(seen[at("gone/sub/f")].1, Kind::File);
+        assert_eq!(seen[at("gone/sub/fifo")].1, Kind::Fifo);
+        assert_eq!(seen.len(), 5);
+        let mut one = Vec::new();
+        let file = listed(&root, b"file");
+        assert_eq!(
+            root.remove_listed_each(&file, &mut |q, k| one.push((q.to_string(), k)))
+                .unwrap(),
+            1
+        );
+        assert_eq!(one, vec![("file".to_string(), Kind::File)]);
+        // Gone already: nothing removed, nothing reported.
+        assert_eq!(
+            root.remove_listed_each(&file, &mut |_, _| panic!("reported"))
+                .unwrap(),
+            0
+        );
+    }
+
+    /// Two removals of one tree at once (two deliveries of the same
+    /// deletion) report each entry once between them: what one took, the
+    /// other does not report.
+    #[test]
+    fn overlapping_removals_report_each_entry_once() {
+        let t = crate::test_dir();
+        let p = t.path();
+        for round in 0..20 {
+            let top = format!("tree{round}");
+            let mut all = std::collections::BTreeSet::new();
+            for d in 0..12 {
+                let sub = format!("{top}/d{d}");
+                std::fs::create_dir_all(p.join(&sub)).unwrap();
+                all.insert(sub.clone());
+                for f in 0..20 {
+                    std::fs::write(p.join(format!("{sub}/f{f}")), b"x").unwrap();
+                    all.insert(format!("{sub}/f{f}"));
+                }
+            }
+            all.insert(top.clone());
+            let root = Dir::open_root(p).unwrap();
+            let entry = listed(&root, top.as_bytes());
+            let run = || {
+                let dir = Dir::open_root(p).unwrap();
+                let mut seen = Vec::new();
+                let r = dir.remove_listed_each(&entry, &mut |q, _| seen.push(q.to_string()));
+                (r.map_err(|e| e.to_string()), seen)
+            };
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(run);
+                let b = s.spawn(run);
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            let mut union: Vec<String> = a.1.iter().chain(&b.1).cloned().collect();
+            union.sort();
+            let n = union.len();
+            union.dedup();
+            assert_eq!(n, union.len(), "round {round}: an entry reported twice");
+            assert_eq!(
+                union,
+                all.iter().cloned().collect::<Vec<_>>(),
+                "round {round}"
+            );
+            assert_eq!(a.0, Ok(a.1.len() as u64), "round {round}");
+            assert_eq!(b.0, Ok(b.1.len() as u64), "round {round}");
+        }
     }
 
     /// The `statx`-based listing reads what `lstat` does, field for field

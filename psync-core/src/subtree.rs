@@ -24,6 +24,8 @@ pub(crate) struct Child {
     pub(crate) name: Name,
     /// True when it is a directory (visited after its contents).
     pub(crate) dir: bool,
+    /// Its type.
+    pub(crate) kind: Kind,
     /// Its metadata, when the lister read it.
     pub(crate) entry: Option<Entry>,
 }
@@ -34,6 +36,7 @@ impl Child {
         Child {
             name: entry.name.clone(),
             dir: entry.kind == Kind::Dir,
+            kind: entry.kind,
             entry: Some(entry.clone()),
         }
     }
@@ -183,21 +186,33 @@ pub(crate) fn remove_dir_all(parent: &Dir, name: &Name) -> io::Result<u64> {
         Child {
             name: name.clone(),
             dir: true,
+            kind: Kind::Dir,
             entry: None,
         },
+        &mut |_, _| {},
     )
 }
 
 /// [`remove_dir_all`] of the directory `listed`, only if the directory at
-/// its name is still that one (same device and inode).
+/// its name is still that one (same device and inode), calling `removed`
+/// with the path (below `parent`) and type of each entry this call
+/// removed: not those another remover took first.
 ///
 /// # Errors
 /// As [`remove_dir_all`]; another directory at the name is an error.
-pub(crate) fn remove_dir_all_of(parent: &Dir, listed: &Entry) -> io::Result<u64> {
-    remove_top(parent, Child::of(listed))
+pub(crate) fn remove_dir_all_of(
+    parent: &Dir,
+    listed: &Entry,
+    removed: &mut dyn FnMut(&RelPath, Kind),
+) -> io::Result<u64> {
+    remove_top(parent, Child::of(listed), removed)
 }
 
-fn remove_top(parent: &Dir, top: Child) -> io::Result<u64> {
+fn remove_top(
+    parent: &Dir,
+    top: Child,
+    removed: &mut dyn FnMut(&RelPath, Kind),
+) -> io::Result<u64> {
     let mut n = 0u64;
     let name = top.name.clone();
     // Mount points skipped (the first one's path, for the error): the
@@ -224,7 +239,10 @@ fn remove_top(parent: &Dir, top: Child) -> io::Result<u64> {
             dir.unlink(c.name.as_bytes())
         };
         match r {
-            Ok(()) => n += 1,
+            Ok(()) => {
+                n += 1;
+                removed(path, c.kind);
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             // Above a mount point left alone: it stays, not an error of its own.
             Err(e)
@@ -292,6 +310,7 @@ mod tests {
         let top = Child {
             name: Name(b"top".to_vec()),
             dir: true,
+            kind: Kind::Dir,
             entry: None,
         };
         let mut seen = Vec::new();

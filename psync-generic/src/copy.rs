@@ -7,8 +7,8 @@ use psync_core::copy::kit::{
 use psync_core::copy::pace;
 use psync_core::probe::magic;
 use psync_core::{
-    Copied, Copier, CopyOptions, DataJob, Dir, Entry, Kind, Name, Node, Op, Reflink, StepError,
-    StepExt, Strategy, XattrReport, XattrSync, is_unsupported,
+    Copied, Copier, CopyOptions, DataJob, Dir, Entry, Kind, Name, Node, Op, Reflink, RelPath,
+    StepError, StepExt, Strategy, XattrReport, XattrSync, is_unsupported,
 };
 use std::fs::File;
 use std::io;
@@ -629,6 +629,15 @@ impl Copier for GenericCopier {
 
     fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError> {
         dir.remove_listed(listed).op(Op::Remove)
+    }
+
+    fn remove_each(
+        &self,
+        dir: &Dir,
+        listed: &Entry,
+        removed: &mut dyn FnMut(&RelPath, Kind),
+    ) -> Result<u64, StepError> {
+        dir.remove_listed_each(listed, removed).op(Op::Remove)
     }
 }
 

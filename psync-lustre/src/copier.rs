@@ -9,8 +9,8 @@ use crate::options::{LayoutPolicy, LustreOptions};
 use crate::sys::{Fid, LustreSys, RealLustre};
 use psync_core::copy::kit;
 use psync_core::{
-    Copied, Copier, CopyOptions, DataJob, Dir, Entry, FsData, Kind, Name, Node, Op, StepError,
-    StepExt, XattrReport,
+    Copied, Copier, CopyOptions, DataJob, Dir, Entry, FsData, Kind, Name, Node, Op, RelPath,
+    StepError, StepExt, XattrReport,
 };
 use psync_generic::GenericCopier;
 use std::fs::File;
@@ -553,6 +553,15 @@ impl Copier for LustreCopier {
 
     fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError> {
         self.inner.remove(dir, listed)
+    }
+
+    fn remove_each(
+        &self,
+        dir: &Dir,
+        listed: &Entry,
+        removed: &mut dyn FnMut(&RelPath, Kind),
+    ) -> Result<u64, StepError> {
+        self.inner.remove_each(dir, listed, removed)
     }
 }
 

@@ -1510,31 +1510,72 @@ impl Engine {
             self.fail(&path, true, Op::Remove, io::Error::other(why));
             return false;
         }
-        // rsync does not itemize the entry a type change replaces, only
-        // what a replaced directory held.
-        match dir {
-            Some(d) if self.itemize => self.itemize_tree(d, &path, old, !replaced),
-            _ if !replaced => self.itemize(path.clone(), None, old),
-            _ => {}
-        }
         let removed = match dir {
-            // In this node's terms: a directory is removed only if its
-            // `fstat` is still the entry's.
             // A name of an immutable inode of several names: removed in
             // the last phase, once its other names are known.
-            Some(_) if !replaced && self.defer_gone(rel, old) => 0,
+            Some(d) if !replaced && self.defer_gone(rel, old) => {
+                self.itemize_removal(Some(d), &path, old, replaced);
+                0
+            }
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
-            Some(d) if !self.dry_run => match self.copier.remove(d, &self.fs.local(old)) {
-                Ok(n) => n,
-                Err(e) => {
-                    self.fail(&path, true, e.op, e.source);
-                    return false;
-                }
-            },
-            _ => 1,
+            Some(d) if !self.dry_run => return self.remove_itemized(d, rel, old, replaced),
+            _ => {
+                self.itemize_removal(dir, &path, old, replaced);
+                1
+            }
         };
         self.count(|c| c.deleted += removed);
         true
+    }
+
+    /// Itemizes the removal of `old` (at `path`) as rsync does: rsync
+    /// does not itemize the entry a type change replaces, only what a
+    /// replaced directory held.
+    fn itemize_removal(&self, dir: Option<&Dir>, path: &RelPath, old: &Entry, replaced: bool) {
+        match dir {
+            Some(d) if self.itemize => self.itemize_tree(d, path, old, !replaced),
+            _ if !replaced => self.itemize(path.clone(), None, old),
+            _ => {}
+        }
+    }
+
+    /// Removes `old` of `d` (at `rel`) and itemizes what this removal
+    /// took, as it goes: not what another remover took first. Two
+    /// deliveries of one deletion that run at once (two cuts of a changing
+    /// wide directory both holding a name) itemize each entry once
+    /// between them, as rsync itemizes a deletion once it is done. False,
+    /// reported, when it (or part of it) stays.
+    fn remove_itemized(&self, d: &Dir, rel: &RelPath, old: &Entry, replaced: bool) -> bool {
+        let path = rel.join(&old.name);
+        let mut taken = 0u64;
+        // In this node's terms: a directory is removed only if its `fstat`
+        // is still the entry's.
+        let result = self
+            .copier
+            .remove_each(d, &self.fs.local(old), &mut |p, kind| {
+                taken += 1;
+                // rsync does not itemize the entry a type change replaces,
+                // only what a replaced directory held.
+                if self.itemize && !(replaced && p.as_bytes() == old.name.as_bytes()) {
+                    self.emit(Event::Itemize {
+                        path: rel.join_path(p),
+                        change: None,
+                        kind,
+                        link: None,
+                    });
+                }
+            });
+        match result {
+            Ok(n) => {
+                self.count(|c| c.deleted += n);
+                true
+            }
+            Err(e) => {
+                self.count(|c| c.deleted += taken);
+                self.fail(&path, true, e.op, e.source);
+                false
+            }
+        }
     }
 
     /// `--max-delete`: takes the entries of `old` (it and its contents)

@@ -747,6 +747,24 @@ impl Engine {
     }
 }
 
+/// A file being filled at its own name (ADR 024): removed from the name
+/// when dropped still armed (a failure, a change, a panic).
+struct Placed<'a> {
+    engine: &'a Engine,
+    dir: &'a Dir,
+    name: &'a Name,
+    file: &'a std::fs::File,
+    armed: bool,
+}
+
+impl Drop for Placed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.engine.unplace(self.dir, self.name, self.file);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -799,23 +817,5 @@ mod tests {
         assert!(!placed_meanwhile(&dir, &gone, None));
         std::fs::create_dir(t.path().join("g")).unwrap();
         assert!(!placed_meanwhile(&dir, &gone, None));
-    }
-}
-
-/// A file being filled at its own name (ADR 024): removed from the name
-/// when dropped still armed (a failure, a change, a panic).
-struct Placed<'a> {
-    engine: &'a Engine,
-    dir: &'a Dir,
-    name: &'a Name,
-    file: &'a std::fs::File,
-    armed: bool,
-}
-
-impl Drop for Placed<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.engine.unplace(self.dir, self.name, self.file);
-        }
     }
 }

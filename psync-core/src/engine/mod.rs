@@ -456,9 +456,12 @@ impl Engine {
 
     pub(crate) fn itemize(&self, path: RelPath, change: Option<Change>, entry: &Entry) {
         if self.itemize {
+            // A deletion's event names no link (as its removal reports
+            // none: see `Engine::remove_itemized`).
             let link = entry
                 .link
                 .as_ref()
+                .filter(|_| change.is_some())
                 .map(|l| RelPath::from_bytes(l.as_bytes()));
             self.emit(Event::Itemize {
                 path,
