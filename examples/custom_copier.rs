@@ -13,8 +13,8 @@
 
 use psync::probe::{fs_label, fs_magic_or_parent};
 use psync::{
-    Copied, Copier, CopyOptions, DataJob, Dir, Entry, GenericCopier, Name, Node, StepError,
-    XattrReport, XattrSync,
+    Copied, Copier, CopyOptions, DataJob, Dir, Entry, GenericCopier, Kind, Name, Node, RelPath,
+    StepError, XattrReport, XattrSync,
 };
 use std::fs::File;
 use std::process::ExitCode;
@@ -89,6 +89,16 @@ impl Copier for Counting {
     }
     fn remove(&self, dir: &Dir, e: &Entry) -> Result<u64, StepError> {
         self.inner.remove(dir, e)
+    }
+    // Forwarded too, so deletions are itemized by what the inner copier
+    // removed (two deliveries of one deletion report each entry once).
+    fn remove_each(
+        &self,
+        dir: &Dir,
+        e: &Entry,
+        removed: &mut dyn FnMut(&RelPath, Kind),
+    ) -> Result<u64, StepError> {
+        self.inner.remove_each(dir, e, removed)
     }
 }
 

@@ -553,12 +553,14 @@ pub trait Copier: Send + Sync {
     fn remove(&self, dir: &Dir, listed: &Entry) -> Result<u64, StepError>;
 
     /// [`Copier::remove`], calling `removed` with the path (below `dir`,
-    /// `listed`'s name first) and type of each entry this call removed: the engine itemizes those, so two deliveries of
+    /// `listed`'s name first) and type of each entry this call removed:
+    /// the engine itemizes those, when it itemizes, so two deliveries of
     /// one deletion that run at once itemize each entry once between them
-    /// ([`Dir::remove_listed_each`] does this). The default lists what
-    /// `listed` holds, calls [`Copier::remove`] and, when that removed
-    /// anything, reports all it listed: two removals that overlap may
-    /// then both report an entry.
+    /// ([`Dir::remove_listed_each`] does this). A copier that wraps
+    /// another should forward this method too, or its deletions are
+    /// reported as the default reports them: it lists what `listed` holds
+    /// and reports it as it goes, before it calls [`Copier::remove`]
+    /// (what the engine did before this method was there).
     ///
     /// # Errors
     /// As [`Copier::remove`].
@@ -569,7 +571,6 @@ pub trait Copier: Send + Sync {
         removed: &mut dyn FnMut(&RelPath, Kind),
     ) -> Result<u64, StepError> {
         let top = RelPath::from_bytes(listed.name.as_bytes());
-        let mut held = Vec::new();
         if listed.kind == Kind::Dir {
             // Best effort: what cannot be listed is not reported.
             let _ = crate::subtree::walk(
@@ -578,21 +579,14 @@ pub trait Copier: Send + Sync {
                 &top,
                 &mut |d, _| d.typed_names(),
                 &mut |_, p, c| {
-                    if p != &top {
-                        held.push((p.clone(), c.kind));
-                    }
+                    removed(p, c.kind);
                     Ok(())
                 },
             );
-        }
-        let n = self.remove(dir, listed)?;
-        if n > 0 {
-            for (p, kind) in &held {
-                removed(p, *kind);
-            }
+        } else {
             removed(&top, listed.kind);
         }
-        Ok(n)
+        self.remove(dir, listed)
     }
 }
 

@@ -744,9 +744,10 @@ impl Dir {
             removed(p, k);
         };
         // Another remover of the same tree (a second delivery of the same
-        // batch) may take a directory this walk is in: the walk cannot go
-        // back up through it and starts again from the top, which is
-        // checked again (a few times: each start finds less to remove).
+        // batch) may take a directory this walk has opened but not listed
+        // yet (listing a removed directory is ENOENT): the walk starts
+        // again from the top, which is checked again (a few times: each
+        // start finds less to remove).
         let mut starts = 0;
         loop {
             starts += 1;

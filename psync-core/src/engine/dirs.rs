@@ -1513,10 +1513,9 @@ impl Engine {
         let removed = match dir {
             // A name of an immutable inode of several names: removed in
             // the last phase, once its other names are known.
-            Some(d) if !replaced && self.defer_gone(rel, old) => {
-                self.itemize_removal(Some(d), &path, old, replaced);
-                0
-            }
+            // Itemized when the last phase removes it (once, however many
+            // deliveries note it).
+            Some(_) if !replaced && self.defer_gone(rel, old) => 0,
             Some(d) if !self.dry_run && !self.unlock(rel, d, old) => return false,
             Some(d) if !self.dry_run => return self.remove_itemized(d, rel, old, replaced),
             _ => {
@@ -1550,13 +1549,15 @@ impl Engine {
         let mut taken = 0u64;
         // In this node's terms: a directory is removed only if its `fstat`
         // is still the entry's.
-        let result = self
-            .copier
-            .remove_each(d, &self.fs.local(old), &mut |p, kind| {
+        let local = self.fs.local(old);
+        let result = if !self.itemize {
+            self.copier.remove(d, &local)
+        } else {
+            self.copier.remove_each(d, &local, &mut |p, kind| {
                 taken += 1;
                 // rsync does not itemize the entry a type change replaces,
                 // only what a replaced directory held.
-                if self.itemize && !(replaced && p.as_bytes() == old.name.as_bytes()) {
+                if !(replaced && p.as_bytes() == old.name.as_bytes()) {
                     self.emit(Event::Itemize {
                         path: rel.join_path(p),
                         change: None,
@@ -1564,7 +1565,8 @@ impl Engine {
                         link: None,
                     });
                 }
-            });
+            })
+        };
         match result {
             Ok(n) => {
                 self.count(|c| c.deleted += n);

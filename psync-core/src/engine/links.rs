@@ -710,7 +710,17 @@ impl Engine {
             }
             let sealed = self.lift_dir(&parent, &d);
             match d.unlink(name) {
-                Ok(()) => self.count(|c| c.deleted += 1),
+                Ok(()) => {
+                    self.count(|c| c.deleted += 1);
+                    if self.itemize {
+                        self.emit(crate::event::Event::Itemize {
+                            path: path.clone(),
+                            change: None,
+                            kind: Kind::File,
+                            link: None,
+                        });
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => self.fail(path, true, Op::Remove, e),
             }
