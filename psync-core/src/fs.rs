@@ -198,7 +198,7 @@ impl Dir {
     /// The kernel takes at most PATH_MAX (4,096 bytes with the NUL) of
     /// path in one call, and a tree may nest deeper than that (rsync fails
     /// there with "File name too long"). So a long `rel` is opened in
-    /// pieces of whole components (see [`pieces`]), each with
+    /// pieces of whole components (see `pieces`), each with
     /// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` beneath the
     /// directory the piece before it opened: every component is still
     /// resolved beneath this directory and never through a symlink (a

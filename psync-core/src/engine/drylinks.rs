@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 /// The hard-linked names a dry run found (with what the walk planned for
 /// each, by path: a second delivery of a directory's task notes the same
-/// again), for [`Engine::decide_dry_links`].
+/// again), for `Engine::decide_dry_links`.
 #[derive(Debug, Default)]
 pub struct DryLinks(Mutex<BTreeMap<Vec<u8>, (RelPath, Action)>>);
 
