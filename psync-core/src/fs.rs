@@ -778,23 +778,17 @@ impl Dir {
     /// As `getdents64` and `fstatat`.
     pub(crate) fn typed_names(&self) -> io::Result<Vec<crate::subtree::Child>> {
         use crate::entry::Kind;
-        use rustix::fs::FileType as T;
         let mut out = Vec::new();
         self.each_name(|name, file_type| {
-            let kind = match file_type {
-                T::Directory => Kind::Dir,
-                T::RegularFile => Kind::File,
-                T::Symlink => Kind::Symlink,
-                T::Fifo => Kind::Fifo,
-                T::Socket => Kind::Socket,
-                T::CharacterDevice => Kind::CharDev,
-                T::BlockDevice => Kind::BlockDev,
-                T::Unknown => match self.stat(name) {
-                    Ok(st) => Kind::from_mode(st.st_mode),
+            let mode = match file_type {
+                rustix::fs::FileType::Unknown => match self.stat(name) {
+                    Ok(st) => st.st_mode,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
                     Err(e) => return Err(e),
                 },
+                known => known.as_raw_mode(),
             };
+            let kind = Kind::from_mode(mode);
             out.push(crate::subtree::Child {
                 name: Name(name.to_vec()),
                 dir: kind == Kind::Dir,

@@ -519,9 +519,6 @@ impl Copier for GenericCopier {
                 .op(Op::Write)?;
         }
         let mut hasher = job.hash.then(Hasher::new);
-        // Read back as it goes only where nothing but memory holds the
-        // data (a later read would find the same pages).
-        let mut back = None;
         let mut copied = Copied::plain(0, Strategy::Empty);
         // A chunk of a large file, whose other chunks other threads write
         // at the same time: buffered writes into one file take turns on its
@@ -553,10 +550,10 @@ impl Copier for GenericCopier {
             let through_user = chunk && !offloads_copies(magic) && !in_memory;
             // Hashing needs the data in user space too.
             let through_user = through_user || hasher.is_some();
-            // Hashing implies `through_user`.
-            if job.hash && job.read_back {
-                back = Some(Hasher::new());
-            }
+            // Read back as it goes only where nothing but memory holds the
+            // data (a later read would find the same pages); hashing
+            // implies `through_user`.
+            let mut back = (job.hash && job.read_back).then(Hasher::new);
             for &(start, len) in &segments {
                 copied.strategy = if through_user {
                     let hashers = (hasher.as_mut(), back.as_mut());
@@ -567,6 +564,7 @@ impl Copier for GenericCopier {
                 }?;
                 copied.bytes += len;
             }
+            copied.read_back = back.map(|h| h.finish());
         }
         // Holes stay holes: only data segments were written; a whole file
         // still needs its length (a trailing hole has no segment).
@@ -574,7 +572,6 @@ impl Copier for GenericCopier {
             copied.strategy = Strategy::CopyRange;
         }
         copied.hash = hasher.map(|h| h.finish());
-        copied.read_back = back.map(|h| h.finish());
         copied.segments = segments;
         Ok(copied)
     }
