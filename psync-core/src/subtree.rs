@@ -22,9 +22,10 @@ use std::io;
 pub(crate) struct Child {
     /// Its name in its directory.
     pub(crate) name: Name,
-    /// True when it is a directory (visited after its contents).
+    /// True when the walk enters it (visited after its contents): a
+    /// directory, unless its lister keeps it from being entered.
     pub(crate) dir: bool,
-    /// Its type.
+    /// Its type (what a removal reports).
     pub(crate) kind: Kind,
     /// Its metadata, when the lister read it.
     pub(crate) entry: Option<Entry>,
